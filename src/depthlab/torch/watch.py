@@ -46,6 +46,7 @@ import functools
 import gc
 import math
 import numbers
+import operator
 import os
 import sys
 import time
@@ -224,10 +225,23 @@ def _kept(loss: torch.Tensor) -> torch.Tensor:
     return value
 
 
-def _own_params(m: nn.Module) -> list[tuple[str, int]]:
-    """``(name, id)`` of the parameters ``m`` registers itself: what :meth:`Watch._changed`
-    compares to find a re-assigned or re-registered parameter."""
-    return [(k, id(p)) for k, p in m._parameters.items()]
+def _own_params(m: nn.Module) -> dict[str, Any] | None:
+    """A copy of the parameters ``m`` registers itself (None when it has none): what
+    :meth:`Watch._changed` compares (:func:`_same_params`) to find a re-assigned or
+    re-registered parameter."""
+    return dict(m._parameters) if m._parameters else None
+
+
+def _same_params(now: dict[str, Any], saved: dict[str, Any] | None) -> bool:
+    """Whether the module's parameter dict ``now`` holds the very objects of ``saved`` (a
+    copy by :func:`_own_params`) under the same names in the same order: identity per entry
+    (``operator.is_``, never a tensor's ``==``: a one-entry parameter replaced by an equal
+    one is a change), at C speed (the lists of ``(name, id)`` built per module and compared
+    were a third of this check)."""
+    if saved is None:
+        return not now
+    return len(now) == len(saved) and all(map(operator.is_, now.values(), saved.values())) \
+        and all(map(operator.eq, now, saved))
 
 
 def _copy_no_grad(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
@@ -525,10 +539,11 @@ class Watch:
                 self._rec.arm()
         self._theory_rows = rows
 
-    def _modules(self) -> list[tuple[nn.Module, dict, list]]:
+    def _modules(self) -> list[tuple[nn.Module, dict, dict | None]]:
         """What the layers were found from: per module of the model, the module, a copy of its
-        ``_modules`` dict (children by name) and its own parameters as ``(name, id)``. Compared
-        by :meth:`_changed` before the calls that record or arm (not on other steps)."""
+        ``_modules`` dict (children by name) and of its own parameters
+        (:func:`_own_params`). Compared by :meth:`_changed` before the calls that record or arm
+        (not on other steps)."""
         return [(m, dict(m._modules), _own_params(m)) for m in self.model.modules()]
 
     def _changed(self) -> bool:
@@ -543,7 +558,7 @@ class Watch:
                     return True
             except Exception:  # a replaced child whose class defines an unusual __eq__
                 return True
-            if (params or m._parameters) and _own_params(m) != params:
+            if not _same_params(m._parameters, params):
                 return True
         return False
 
@@ -608,7 +623,7 @@ class Watch:
         self._snap_norms = {}
         names = {id(m): name or type(m).__name__ for name, m in self.model.named_modules()}
         regrouped = [names.get(id(m), type(m).__name__) for m, _, params in self._structure
-                     if _own_params(m) != params]
+                     if not _same_params(m._parameters, params)]
         self._structure = self._modules()
         # the same layers under the same names, their parameters re-registered (e.g.
         # torch.nn.utils.prune moves 'weight' to 'weight_orig'): said, not "none; none"
