@@ -27,8 +27,9 @@ def test_factory_building_another_architecture_each_call_is_refused():
         width = 8 * calls[0]
         return nn.Sequential(nn.Linear(8, width), nn.ReLU(), nn.Linear(width, 3))
 
-    with pytest.raises(ValueError, match=r"different model on its call 2: '0.weight' has "
-                                         r"shape \(16, 8\) \(\(8, 8\) in the first call\)"):
+    with pytest.raises(ValueError, match=r"different model on a later call \(the doctor's "
+                                         r"call 2\): '0.weight' has shape \(16, 8\) "
+                                         r"\(\(8, 8\) in the first call\)"):
         dlt.doctor(make_model, _data(), steps=2, batch_size=32, verify=True)
 
 

@@ -658,10 +658,10 @@ def _check_same_model(model: nn.Module, state: dict[str, torch.Tensor],
             diff = (f"{name!r} has shape {tuple(own[name].shape)} "
                     f"({tuple(state[name].shape)} in the first call)")
     if diff:
-        raise DifferentModel(f"make_model() built a different model on its call {call}: "
-                             f"{diff}; the doctor's runs (the baseline and each cure) must "
-                             "start from the same model: expected a function that builds the "
-                             "same architecture on every call")
+        raise DifferentModel(f"make_model() built a different model on a later call (the "
+                             f"doctor's call {call}): {diff}; the doctor's runs (the baseline "
+                             "and each cure) must start from the same model: expected a "
+                             "function that builds the same architecture on every call")
 
 
 def _calibrating(fresh: Callable[[int], nn.Module], x: torch.Tensor
