@@ -212,3 +212,28 @@ def test_a_run_records_card_of_a_depth_0_net_draws_no_empty_gradient_panel():
             assert "No hidden layer (depth 0)" in card and images == 1, images  # training
         else:
             assert "No hidden layer" not in card and images == 2, images
+
+
+def test_the_playgrounds_doctor_writes_a_verifications_metric_as_the_command_line_does():
+    """A zeros-initialized net's init_mismatch finding: its metric is inf before the cure and
+    none after (he_normal leaves nothing the metric measures). JSON carries both as null, and
+    the playground wrote "init variance factor not finite → not finite (resolved)", a cure
+    that broke the measurement; the command line writes "inf -> none (the cure left nothing
+    this metric measures)". The page now gets that text from the server."""
+    import json
+    import math
+
+    from depthlab.diagnosis.findings import Verification
+    from depthlab.jsonable import jsonable
+    from depthlab.playground.doctor_task import verification_texts
+
+    v = Verification(kind="init_mismatch", prescription={"init": "he_normal"},
+                     before={"train_loss": 4.769, "val_acc": 0.485},
+                     after={"train_loss": 1.02, "val_acc": 0.515}, metric="init variance factor",
+                     metric_before=math.inf, metric_after=math.nan, resolved=True, helped=False,
+                     chance_loss=0.6931)
+    texts = json.loads(json.dumps(jsonable(verification_texts(v))))
+    assert texts["metric_change"] == "inf → none (the cure left nothing this metric measures)"
+    assert "-> " + texts["metric_change"].split(" → ")[1] in v.summary()
+    v.metric_before, v.metric_after = 2.5, 0.8
+    assert verification_texts(v)["metric_change"] == "2.5 → 0.8"

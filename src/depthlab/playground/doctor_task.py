@@ -65,6 +65,21 @@ def applied_query(setup: dict[str, Any], prescription: dict[str, Any]
     return to_query(applied), None
 
 
+def verification_texts(obj: Any) -> dict[str, str]:
+    """What the page writes of one ``Verification`` as the command line writes it:
+    ``trade_off`` (what the verdict weighed: ", held-out accuracy up 16 points although the
+    train loss rose 2%"; the page said only "helped"), ``reason`` (why a cure did not help:
+    " (the train loss ended at 1.378e+12, more than 1.5x a constant prediction's 2.292: the
+    run did not learn)") and ``metric_change``, the finding's metric before and after
+    (``inf → none (the cure left nothing this metric measures)``: JSON has no infinity or
+    NaN, and the page read both as "not finite → not finite", a cure that broke the
+    measurement)."""
+    from ..diagnosis.findings import _fmt
+
+    return {"trade_off": obj.trade_off(), "reason": "" if obj.helped else obj._chance_reason(),
+            "metric_change": f"{_fmt(obj.metric_before)} \u2192 {obj._metric_after()}"}
+
+
 def run_doctor(prep: Any, setup: dict[str, Any], steps: int | None = None,
                stop: threading.Event | None = None) -> dict[str, Any]:
     """Diagnose the prepared run ``prep`` (``experiments.runner.Prepared``) of ``setup``
@@ -85,12 +100,7 @@ def run_doctor(prep: Any, setup: dict[str, Any], steps: int | None = None,
     out = diagnosis.to_dict()
     out.pop("config", None)
     for v, obj in zip(out["verifications"], diagnosis.verifications):
-        # what the verdict weighed (", held-out accuracy up 16 points although the train loss
-        # rose 2%"), as the doctor's own line says it: the page said only "helped"
-        v["trade_off"] = obj.trade_off()
-        # and why a cure did not help (" (the train loss ended at 1.378e+12, more than 1.5x a
-        # constant prediction's 2.292: the run did not learn)"), as the command line says it
-        v["reason"] = "" if obj.helped else obj._chance_reason()
+        v.update(verification_texts(obj))
     for f in out["findings"]:
         f["apply"], error = applied_query(setup, f["prescription"] or {})
         if error is not None:

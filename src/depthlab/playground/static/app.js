@@ -1078,7 +1078,8 @@ function showDiagnosis(m, out) {
       const acc = hasAcc(v.before) || hasAcc(v.after);
       const t = `verified: train loss ${runLoss(v.before)} → ${runLoss(v.after)}, ` +
         (acc ? `held-out acc ${runAcc(v.before)} → ${runAcc(v.after)}, ` : "") +
-        `${v.metric} ${fmtMetric(v.metric_before)} → ${fmtMetric(v.metric_after)}` +
+        `${v.metric} ${v.metric_change ||
+          `${fmtMetric(v.metric_before)} → ${fmtMetric(v.metric_after)}`}` +
         `${v.resolved ? " (resolved)" : ""}: ` +
         (v.helped ? "helped" + (v.trade_off || "") : "did not help" + (v.reason || ""));
       box.appendChild(el("div", `verified ${v.helped ? "helped" : "nothelped"}`, t));
