@@ -1039,19 +1039,27 @@ def _verification_text(v: dict) -> str:
         bits.append(f"train loss {run_text(b, 'train_loss')} → {run_text(a, 'train_loss')}")
     if finite(b.get("val_acc")) or finite(a.get("val_acc")):  # none measured: none shown
         bits.append(f"val acc {run_text(b, 'val_acc')} → {run_text(a, 'val_acc')}")
-    if v.get("metric"):
-        bits.append(f"{v['metric']} {metric_text('metric_before')} → "
-                    f"{metric_text('metric_after')}")
     try:  # the doctor's own verdict: what decided it (a constant prediction's loss, a metric
         # still above its threshold) said as the command line says it; a record stored
         # without its finding's kind (an older or hand-written one) has no rule's threshold,
         # but the rest of the verdict is the doctor's (it fell back to a bare "did not help")
         from ..diagnosis.findings import Verification
 
-        record = {**v, "kind": v.get("kind") or ""}
-        return ", ".join(bits) + ": " + Verification.from_dict(record).verdict()
+        obj: Any = Verification.from_dict({**v, "kind": v.get("kind") or ""})
     except (KeyError, TypeError, ValueError, AttributeError):  # an older or partial record
-        pass
+        obj = None
+    if v.get("metric"):
+        after = metric_text("metric_after")
+        if obj is not None and after == "not finite" and obj._metric_after().startswith("none"):
+            # a cure that removed what the metric measures (a relu swap: no saturating layer
+            # left), as the command line says it: "not finite" read as a broken measurement
+            after = obj._metric_after()
+        bits.append(f"{v['metric']} {metric_text('metric_before')} → {after}")
+    if obj is not None:
+        try:
+            return ", ".join(bits) + ": " + obj.verdict()
+        except (KeyError, TypeError, ValueError, AttributeError):
+            pass
     verdict = "helped" if v.get("helped") else "did not help"
     resolved = ""
     if v.get("resolved"):
