@@ -61,3 +61,31 @@ def test_accuracy_within_a_guess_spread_of_chance_is_not_above_it():
     assert ("did not end above a constant prediction's, 0.1222 by more than 0.049, 2 standard "
             "errors of an accuracy on 180 examples" in v.summary())
     assert Verification.from_dict(v.to_dict()).n_val == 180
+
+
+def test_cli_max_cures_without_verify_is_refused(tmp_path, capsys):
+    """Before: --max-cures 2 without --verify ran the doctor, exit 0, and verified nothing."""
+    from depthlab.cli import main
+
+    f = tmp_path / "m.py"
+    f.write_text("from torch import nn\n"
+                 "def make_model():\n    return nn.Sequential(nn.Linear(64, 10))\n")
+    code = main(["doctor", "--torch", f"{f}:make_model", "--data", "digits", "--max-cures", "2",
+                 "--out", str(tmp_path / "o"), "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "--max-cures 2 applies only with --verify" in err[0]
+
+
+def test_unhelpful_cures_name_a_one_step_budget_in_the_singular():
+    """Before: '(none of the 2 cures verified helped within 1 steps)'."""
+    def make_model():
+        torch.manual_seed(0)
+        m = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+        for layer in (m[0], m[2]):
+            nn.init.normal_(layer.weight, 0.0, 0.01)
+        return m
+
+    d = dlt.doctor(make_model, _data(), steps=1, batch_size=32, verify=True, max_cures=1)
+    texts = [f.prescription_text for f in d.findings]
+    assert any("within 1 step)" in t for t in texts), texts

@@ -276,6 +276,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.config is not None:
         raise UserError("give either a CONFIG or --torch FILE.py:FUNCTION, not both")
+    if args.max_cures is not None and not args.verify:  # else silently no cure verified
+        raise UserError(f"--max-cures {args.max_cures} applies only with --verify (the number "
+                        "of cures verified per finding); add --verify or leave it out")
     for k, v in DEFAULTS.items():
         if getattr(args, k, None) is None:
             setattr(args, k, v)
