@@ -189,6 +189,15 @@ def test_activation_bands_of_an_exploding_net_draw_each_layer_over_its_own_scale
         np.testing.assert_allclose(means[label], 0.4, rtol=1e-9)  # mean / (|mean| + std)
     assert "own scale" in ax.get_ylabel() and "divided by its s" in ax.get_title()
     plt.close(fig)
+    # with a layer that overflowed too, the title's four lines stay inside the figure
+    table = _bands_table(exploding)
+    table.loc[(table.step == 4) & (table.layer == 20), "value"] = np.inf
+    fig = plot.activation_bands(table)
+    fig.canvas.draw()
+    title = fig.axes[0].title
+    assert title.get_text().count("\n") == 3
+    assert title.get_window_extent().y1 <= fig.bbox.height, "the title's first line cut off"
+    plt.close(fig)
     fig = plot.activation_bands(_bands_table({1: 0.3, 6: 2.0, 11: 90.0}))  # 300x apart
     ax = fig.axes[0]
     assert ax.get_ylabel() == "activation value" and "divided" not in ax.get_title()

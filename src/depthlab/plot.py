@@ -831,8 +831,10 @@ def activation_bands(table: Any, prefix: str = "act", max_steps: int = 12) -> Fi
         spread = max(scales.values()) / min(scales.values())
         note += (f"\nscales {spread:.2g} times apart: each layer divided by its s = "
                  "max(|mean| + std)")
-    ax.set_title(f"Mean ± std of the {what}s\n{_layers_text(shown, layers, bool(names))}{note}",
-                 fontsize=9.5)
+    title = f"Mean ± std of the {what}s\n{_layers_text(shown, layers, bool(names))}{note}"
+    ax.set_title(title, fontsize=9.5)
+    if title.count("\n") > 2:  # the top margin holds three lines: a fourth was cut off
+        fig.subplots_adjust(top=1 - (0.6 + 0.17 * (title.count("\n") - 2)) / fig.get_figheight())
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return fig
 
