@@ -144,3 +144,33 @@ def test_no_targets_for_a_loss_that_needs_them_is_named():
         dlt.probe(_mlp(), torch.randn(6, 5), None, nn.CrossEntropyLoss())
     df = dlt.probe(_mlp(), torch.randn(6, 5), None, lambda out, _: out.pow(2).mean())
     assert (df.quantity == "grad_pre_std").sum() == 2
+
+
+@pytest.mark.parametrize("shape", [(3, 7, 5), (3, 7, 6, 5)])
+def test_scores_with_classes_last_name_the_transpose(shape):
+    """A sequence tagger's (N, T, C) scores with (N, T) labels: the refusal asked for labels
+    of shape (N, C), which no tagger has; the remedy moves the classes to dimension 1."""
+    torch.manual_seed(0)
+    model = nn.Linear(4, shape[-1])
+    x, y = torch.randn(*shape[:-1], 4), torch.randint(0, shape[-1], shape[:-1])
+    with pytest.raises(ValueError, match=r"its classes look last, where CrossEntropyLoss reads "
+                                         r"them in dimension 1: give loss_fn=lambda out, y: "
+                                         r"F\.cross_entropy\(out\.movedim\(-1, 1\), y\)"):
+        dlt.probe(model, x, y, nn.CrossEntropyLoss())
+    fixed = dlt.probe(model, x, y, lambda out, t: nn.functional.cross_entropy(
+        out.movedim(-1, 1), t))
+    assert (fixed.quantity == "grad_pre_std").sum() == 1
+
+
+@pytest.mark.parametrize("fn", ["probe", "predict"])
+def test_one_example_through_a_training_batch_norm_names_the_norm(fn):
+    """torch said 'Expected more than 1 value per channel when training, got input size
+    torch.Size([1, 8])', naming neither the norm nor the remedy."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    x, y = torch.randn(1, 5), torch.randint(0, 3, (1,))
+    with pytest.raises(ValueError, match=r"BatchNorm1d '1' is in training mode, where it needs "
+                                         r"more than one value per channel .*expected a batch "
+                                         r"of 2 or more examples, or model.eval\(\) first"):
+        getattr(dlt, fn)(model, x, y, nn.CrossEntropyLoss())
+    assert len(dlt.probe(model.eval(), x, y, nn.CrossEntropyLoss()))

@@ -422,6 +422,13 @@ def check_targets(output: Any, y: Any, loss_fn: Any) -> None:
         where = " and output position" if output.dim() > 2 else ""
         fix = ": give y.squeeze(1)" if y.dim() == output.dim() and y.shape[1] == 1 \
             and (y.shape[0], *y.shape[2:]) == want else ""
+        if output.dim() > 2 and shape == tuple(output.shape[:-1]) and not y.is_floating_point():
+            # a sequence tagger's (N, T, C) scores with (N, T) labels: the classes are last
+            fix = (f"; its classes look last, where {name} reads them in dimension 1: give "
+                   "loss_fn=lambda out, y: F.cross_entropy(out.movedim(-1, 1), y)"
+                   if name not in ("NLLLoss", "F.nll_loss") else
+                   "; its classes look last, where NLLLoss reads them in dimension 1: give "
+                   "loss_fn=lambda out, y: F.nll_loss(out.movedim(-1, 1), y)")
         probs = "" if name in ("NLLLoss", "F.nll_loss") else \
             f", or class probabilities (floats) of the output's shape {tuple(output.shape)}"
         raise ValueError(f"y has shape {shape}, but {name} takes class indices (integers) of "
@@ -558,6 +565,16 @@ def forward(model: nn.Module, x: Any) -> Any:
         if wrong is None:
             raise
         raise ValueError(wrong) from exc
+    except ValueError as exc:  # torch: 'Expected more than 1 value per channel when
+        # training, got input size torch.Size([1, 8])', naming neither the norm nor a remedy
+        norm = next(((n, m) for n, m in model.named_modules()
+                     if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training), None)
+        if norm is None or "more than 1 value per channel" not in str(exc):
+            raise
+        raise ValueError(f"{type(norm[1]).__name__} {norm[0]!r} is in training mode, where it "
+                         "needs more than one value per channel (batch statistics), and x "
+                         f"gives it one ({str(exc).strip()}); expected a batch of 2 or more "
+                         "examples, or model.eval() first") from exc
     except RuntimeError as exc:
         dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
         said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
