@@ -178,14 +178,38 @@ def _act_percentiles(values: np.ndarray, a2: np.ndarray, percentiles: tuple[floa
     return values
 
 
+def _dead_at(p: int) -> int:
+    """Position of ``dead_frac`` in :func:`kernel_layer_stats`'s values (``p`` percentiles
+    per part): after the ``4 + 2 p`` moments and percentiles of ``s`` and ``a`` and
+    ``saturated_frac``."""
+    return 5 + 2 * p
+
+
+def _dead_by_grad(fn: ActivationFn, family: int, kernels) -> bool:
+    """Whether a layer of ``fn``, whose ``f'(s)`` the kernel would read from a computed array
+    (:data:`kernels.DERIVATIVE_GIVEN`), may take its dead units from ``dL/ds`` instead: ``fn``
+    keeps :class:`ActivationFn`'s ``backward``, ``dL/ds = dL/da * f'(s)``, so a unit with a
+    nonzero, finite ``dL/ds`` on some example has ``f'(s) != 0`` there and is not dead; and
+    ``fn`` is not bounded, so that no saturation count needs ``|f'(s)|`` itself. Where every
+    unit has such an entry the dead fraction is 0, as ``f'(s)`` would give it, without
+    computing ``f'(s)`` (GELU's ``erf``/``exp``: 9 GELU layers of 256, batch 128, recorded
+    every step, 60% -> 20% of the training step); a unit whose ``dL/ds`` is 0 on every example
+    is decided by ``f'(s)``."""
+    return (family != kernels.FAMILY_BOUNDED
+            and getattr(type(fn), "backward", None) is ActivationFn.backward)
+
+
 class LayerStats:
     """:func:`kernel_layer_stats` of one probe point, for a caller that measures the point again
     and again (the recorder, at every record). What does not change from record to record (the
     activation's plan for the layer's size, the flat views of ``W``, ``dL/dW`` and the snapshot
     buffer, the empty stand-ins) is kept while those arrays stay the same objects and ``s``,
     ``a``, ``dL/ds`` keep their shape and dtype; a record then costs a few identity and shape
-    checks and the kernel call. Anything else goes through :func:`kernel_layer_stats` (and a
-    changed layout is prepared anew), so the results are the same."""
+    checks and the kernel call (a float64 layer's squares checked for underflow as there; an
+    activation whose ``f'(s)`` is computed by ``fn.derivative`` gets its dead units from
+    ``dL/ds``, :func:`_dead_by_grad`, and its ``a`` percentiles selected from ``a`` when not
+    nondecreasing). Anything else goes through :func:`kernel_layer_stats` (and a changed layout
+    is prepared anew), so the results are the same."""
 
     __slots__ = ("point", "percentiles", "_key", "_args")
 
@@ -213,12 +237,18 @@ class LayerStats:
                 or not (s.flags.c_contiguous and a.flags.c_contiguous
                         and g.flags.c_contiguous)):
             return self._prepare(w, dw, w_copy)
-        kernels, how, thr, family, monotone, ranks, t, w, dw, wc = self._args
-        out = kernels.layer(s, a, key[7], how, thr, family, g.reshape(-1), w, dw, ranks, t,
-                            monotone, wc)
-        if out[-1] != kernels.OK:  # not finite, or percentiles to select otherwise
+        kernels, how, thr, family, monotone, ranks, t, w, dw, wc, by_grad, f64 = self._args
+        out = kernels.layer(s, a, g if by_grad else key[7], how, thr, family, g.reshape(-1), w,
+                            dw, ranks, t, monotone, wc)
+        values = out[:-1]
+        if out[-1] != kernels.OK or f64 and _squares_underflowed(values, t.size, w) \
+                or by_grad and values[_dead_at(t.size)] != 0.0:
+            # not finite, percentiles to select otherwise, squares that may have underflowed,
+            # or units whose dL/ds is 0 throughout: the general path decides
             return kernel_layer_stats(point, self.percentiles, w_copy)
-        return out[:-1]
+        if not monotone and ranks.size:
+            _act_percentiles(values, a, self.percentiles)
+        return values
 
     def _prepare(self, w, dw, w_copy) -> np.ndarray | None:
         """The general path; the arguments kept when the layer is the plain case."""
@@ -234,7 +264,8 @@ class LayerStats:
             return values
         fn = act.fn
         how, thr, family, monotone, ranks, t = _plan(fn, s.size, self.percentiles, kernels)
-        if how == kernels.DERIVATIVE_GIVEN or not (monotone or not self.percentiles):
+        by_grad = how == kernels.DERIVATIVE_GIVEN
+        if by_grad and not _dead_by_grad(fn, family, kernels):
             return values
         empty1, empty2 = _empty(s.dtype)
         wf = dwf = wc = empty1
@@ -244,7 +275,8 @@ class LayerStats:
             wf, dwf = w.reshape(-1), dw.reshape(-1)  # views
         if w_copy is not None:
             wc = w_copy.reshape(-1)
-        self._args = (kernels, how, thr, family, monotone, ranks, t, wf, dwf, wc)
+        self._args = (kernels, how, thr, family, monotone, ranks, t, wf, dwf, wc, by_grad,
+                      s.dtype == np.float64)
         self._key = (kernels, w, dw, w_copy, fn, s.shape, s.dtype, empty2)
         return values
 
