@@ -112,18 +112,33 @@ def test_float64_squares_that_underflow_take_the_numpy_path():
     assert all(fast is None for _, _, fast in rows[-2:])  # as the general path: NumPy decides
 
 
-@pytest.mark.parametrize("name", ["gelu", "swish"])
-def test_recorder_tables_equal_the_general_paths(name, monkeypatch):
+@pytest.mark.parametrize("name, options", [
+    ("gelu", dict(batchnorm=True, dropout=0.2)),
+    ("swish", dict(batchnorm=True, dropout=0.2)),
+    ("elu", dict(residual=True, dtype="float64")),
+    ("mish", dict(residual=True, dropout=0.1, dtype="float64")),
+    ("leaky_relu", dict(batchnorm=True, residual=True)),
+])
+def test_recorder_tables_equal_the_general_paths(name, options, monkeypatch):
     def run():
-        net = mlp([10, 12, 12, 12, 4], activation=name, seed=5, batchnorm=True, dropout=0.2)
+        net = mlp([10, 12, 12, 12, 4], activation=name, seed=5, **options)
         g = np.random.default_rng(6)
-        x = g.standard_normal((45, 10)).astype(np.float32)
+        x = g.standard_normal((45, 10)).astype(net.dtype)
         y = g.integers(0, 4, 45)
         rec = ProbeRecorder(every=1, histogram_steps=())
         fit(net, x, y, batch_size=15, epochs=2, callbacks=[rec], eval_train=False, seed=0)
         return rec.frame()
 
+    general_calls = []
+    general = fused_module.kernel_layer_stats
+    monkeypatch.setattr(fused_module, "kernel_layer_stats",
+                        lambda *a: general_calls.append(1) or general(*a))
     fast = run()
+    dead = fast[fast["quantity"] == "dead_frac"]
+    points = (dead["step"] == 0).sum()
+    assert len(general_calls) == points  # each point prepared once: every later record
+    assert len(dead) >= 5 * points  # (of 5 or more) took the fast path
+    monkeypatch.setattr(fused_module, "kernel_layer_stats", general)
     monkeypatch.setattr(LayerStats, "__call__",
                         lambda self, w_copy=None: kernel_layer_stats(self.point,
                                                                      self.percentiles, w_copy))
