@@ -134,3 +134,25 @@ def test_the_doctor_takes_an_optimizer_built_on_the_network_it_diagnoses():
     with pytest.raises(TypeError, match="give its settings once"):
         dl.doctor(net, (x, y), optimizer=opt, optimizer_kwargs={"momentum": 0.5})
 
+
+
+def test_the_torch_doctor_cures_a_too_strong_weight_decay_by_lowering_it():
+    # the NumPy rule's cure {"optimizer_kwargs": {..., "weight_decay": wd / 10}} had no torch
+    # counterpart (translate returned None), so the torch doctor prescribed lr / 10 instead
+    torch = pytest.importorskip("torch")
+    import depthlab.torch as dlt
+
+    x, y = _data()
+
+    def make():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.ReLU(),
+                                   torch.nn.Linear(16, 16), torch.nn.ReLU(),
+                                   torch.nn.Linear(16, 3))
+
+    d = dlt.doctor(make, (torch.tensor(x, dtype=torch.float32), torch.tensor(y)),
+                   loss_fn="cross_entropy", steps=30,
+                   optimizer=("sgd", {"lr": 0.1, "momentum": 0.5, "weight_decay": 2.0}))
+    f = next((f for f in d.findings if f.kind == "penalty_too_strong"), None)
+    assert f is not None, str(d)
+    assert f.prescription == {"optimizer_kwargs": {"momentum": 0.5, "weight_decay": 0.2}}

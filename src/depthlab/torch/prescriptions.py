@@ -89,7 +89,7 @@ PASS_THROUGH: tuple[type[nn.Module], ...] = NORM_MODULES + (
 INITS: tuple[str, ...] = ("matched", "he_normal", "he_uniform", "glorot_normal",
                           "glorot_uniform", "lecun_normal", "orthogonal", "lsuv")
 TRAINING_KEYS = frozenset({"lr", "warmup", "clip_grad_norm", "optimizer", "batch_size",
-                           "bn_population"})
+                           "bn_population", "optimizer_kwargs"})
 MODEL_KEYS = frozenset({"init", "activation", "normalization", "bias_init", "recurrent_init",
                         "target_scale"})
 """(``target_scale``: applied by the doctor, which knows the training targets:
@@ -1331,6 +1331,8 @@ def translate(rule_changes: dict[str, Any], spec: TorchTrainSpec) -> dict[str, A
             out["bias_init"] = "zeros"
         elif k in ("lr", "optimizer", "batch_size"):
             out[k] = v
+        elif k == "optimizer_kwargs":  # the weight penalty's cure: its weight_decay 10x lower
+            out[k] = dict(v)  # (was no counterpart: the alternatives' lr / 10 came first)
         elif k == "bn_inference" and v == "population":
             out["bn_population"] = True
         elif k == "standardize_targets" and v:  # the doctor wraps the model: trained as on
