@@ -89,3 +89,22 @@ def test_unhelpful_cures_name_a_one_step_budget_in_the_singular():
     d = dlt.doctor(make_model, _data(), steps=1, batch_size=32, verify=True, max_cures=1)
     texts = [f.prescription_text for f in d.findings]
     assert any("within 1 step)" in t for t in texts), texts
+
+
+def test_frozen_input_layers_are_off_the_gradient_path():
+    """Before: two frozen layers (no gradient is back-propagated into them) under six
+    sigmoid ones read 'at least: the gradient at layer 1 is not finite in the network's float
+    type (it overflowed), so the ratio is taken from layer 3', the depth counted over 8."""
+    def make_model():
+        layers = [nn.Linear(8, 16), nn.Sigmoid()]
+        for _ in range(7):
+            layers += [nn.Linear(16, 16), nn.Sigmoid()]
+        m = nn.Sequential(*layers, nn.Linear(16, 3))
+        for p in [*m[0].parameters(), *m[2].parameters()]:
+            p.requires_grad_(False)
+        return m
+
+    d = dlt.doctor(make_model, _data(), steps=10, batch_size=32, verify=False)
+    f = next(f for f in d.findings if f.kind == "vanishing_gradients")
+    assert "overflowed" not in f.message
+    assert "in layer 3 is" in f.message and "the 6 hidden layers span" in f.message

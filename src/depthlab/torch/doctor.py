@@ -234,6 +234,9 @@ class TorchRunContext(RunContext):
         super().__post_init__()
         self.frame = frame
         self.stages = gradient_stages(self.points, frame, self.graph.groups, self.graph.shared)
+        # the layers with a grad_pre_std row at some probed step (not: frozen input-side ones)
+        self._graded = ({int(i) for i in frame.loc[frame["quantity"] == "grad_pre_std", "layer"]}
+                        if len(frame) and "quantity" in frame.columns else set())
         self._stage = {s.layer: s for s in self.stages}
         if all(s.block is None and len(s.members) == 1 for s in self.stages) \
                 and not any(p.module in self.graph.shared for p in self.points):
@@ -258,8 +261,17 @@ class TorchRunContext(RunContext):
     @property
     def gradient_layers(self) -> list[int]:
         """The stages of the gradient path (:mod:`depthlab.torch.gradient_path`) by their
-        layer numbers; a chain's hidden layers."""
-        return [s.layer for s in self.stages] if self.stages else self.hidden
+        layer numbers; a chain's hidden layers. Layers whose output has no gradient at any
+        probed step are left out: frozen layers (``requires_grad=False``) on the input's side
+        of every trainable one, through which nothing is back-propagated (two frozen layers
+        under six sigmoid ones read 'the gradient at layer 1 is not finite (it overflowed)',
+        the depth counted over eight)."""
+        path = [s.layer for s in self.stages] if self.stages else self.hidden
+        graded = self._graded
+        if not graded:  # no gradient rows at all: nothing to tell frozen layers apart by
+            return path
+        return [i for i in path if (self._stage[i].block is not None if self.stages else False)
+                or any(m in graded for m in self.gradient_members(i))]
 
     def gradient_stds(self, step: int) -> pd.Series:
         """Each stage's gradient std at ``step`` (:func:`stage_stds`): a residual block's
