@@ -9,6 +9,7 @@ describes the value for a user interface (type, choices, bounds).
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import numbers
@@ -39,7 +40,10 @@ class ConfigError(ValueError):
 def fmt(value: Any, _depth: int = 0) -> str:
     """A value as it is written in a TOML file (strings quoted, booleans lower case); lists
     and tables nested more than 8 levels deep shown as ``[...]``/``{...}`` (a value nested
-    thousands deep raised RecursionError instead of its message)."""
+    thousands deep raised RecursionError instead of its message); a TOML date or time in its
+    ISO form, as the file wrote it (``1979-05-27``, not ``datetime.date(1979, 5, 27)``)."""
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
     if isinstance(value, dict | list | tuple) and _depth >= 8:
         return "{...}" if isinstance(value, dict) else "[...]"
     if isinstance(value, np.generic):

@@ -496,6 +496,7 @@ class DataSpec(_Section):
                     f"{prefix}options.{wrong[0]} is not an option of a data file{hint}; "
                     f"accepted: {', '.join(FILE_OPTIONS)} (or leave out {prefix}options)",
                     prefix + "options")
+            self._check_options_label(prefix)
             p = Path(os.path.expanduser(self.path))
             base = _BASE_DIR.get()
             if not p.is_absolute() and base is not None:
@@ -514,6 +515,18 @@ class DataSpec(_Section):
                 f"{prefix}val_fraction + {prefix}test_fraction = {self.val_fraction} + "
                 f"{self.test_fraction} leaves no training data; accepted: a sum < 1",
                 prefix.rstrip(".") or "val_fraction")
+
+    def _check_options_label(self, prefix: str) -> None:
+        """``options.label`` (the loader's spelling of ``label``) checked as ``label`` is, and
+        refused beside a ``label`` naming another column (``label`` won, silently)."""
+        if "label" not in self.options:
+            return
+        value = Label()(f"{prefix}options.label", self.options["label"])
+        if self.label is not None and value != self.label:
+            raise ConfigError(
+                f"{prefix}label = {fmt(self.label)} and {prefix}options.label = {fmt(value)} "
+                f"name different label columns; accepted: one of them ({prefix}label)",
+                prefix + "label")
 
 
 CUMULATIVE = "cumulative"

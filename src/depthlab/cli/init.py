@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shlex
 import sys
@@ -98,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     suffix = Path(source).suffix
     target = Path(name)
-    if target.name in ("", ".", ".."):  # '.', '/', '..': a folder, no file name (was exit 1)
+    # '.', '/', '..', 'results/': a folder, no file name (was exit 1; 'results/' wrote
+    # results.toml beside the folder, not in it)
+    if target.name in ("", ".", "..") or name.endswith(("/", os.sep)):
         raise UserError(f"NAME {name!r} names a folder, not a file; expected a file name "
                         "such as my_run (written as my_run.toml)")
     other = target.suffix.lower()

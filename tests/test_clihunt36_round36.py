@@ -1,0 +1,82 @@
+"""Round 36, CLI hunt: a TOML date named as written (not as Python's repr), a CSV's label
+column given twice (``data.label`` and ``data.options.label``) or badly in ``options``, and
+``depthlab init DIR/`` (a name that is a folder)."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from helpers.cli import assert_one_line_error, run_cli
+
+from depthlab.experiments.config import validate
+from depthlab.fieldcheck import ConfigError, fmt
+
+CSV = "a,b,label\n" + "".join(f"{i % 7},{(3 * i) % 5},{i % 2}\n" for i in range(12))
+TOML = """\
+[data]
+path = "f.csv"
+{data}
+[model]
+sizes = ["auto", 4, "auto"]
+[train]
+lr = 0.05
+epochs = 1
+[probes]
+every = 0
+"""
+
+
+def test_a_toml_date_is_named_as_the_file_writes_it():
+    # `lr = 1979-05-27` said "train.lr = datetime.date(1979, 5, 27) has the wrong type"
+    assert fmt(datetime.date(1979, 5, 27)) == "1979-05-27"
+    assert fmt(datetime.datetime(1979, 5, 27, 7, 32)) == "1979-05-27T07:32:00"
+    assert fmt(datetime.time(7, 32)) == "07:32:00"
+    with pytest.raises(ConfigError) as e:
+        validate({"data": {"name": "digits"}, "model": {"sizes": ["auto", 4, "auto"]},
+                  "train": {"lr": datetime.date(1979, 5, 27)}})
+    assert "train.lr = 1979-05-27 has the wrong type" in str(e.value)
+
+
+def _refused(tmp_path, capsys, data: str, *fragments: str) -> str:
+    (tmp_path / "f.csv").write_text(CSV)
+    (tmp_path / "c.toml").write_text(TOML.format(data=data))
+    code, _, err = run_cli(capsys, "run", tmp_path / "c.toml", "--out", tmp_path / "out", "-q")
+    line = assert_one_line_error(code, err, *fragments)
+    assert not (tmp_path / "out" / "depthlab.db").exists()  # refused before a store was made
+    return line
+
+
+def test_a_label_column_given_twice_differently_is_refused(tmp_path, capsys):
+    # data.label = "b" beside options = {label = "a"}: column b was trained on, "a" dropped
+    _refused(tmp_path, capsys, 'label = "b"\noptions = {label = "a"}',
+             'data.label = "b"', 'data.options.label = "a"', "different")
+
+
+@pytest.mark.parametrize(("value", "problem"), [("-1", "is out of range"),
+                                                ("1.5", "has the wrong type"),
+                                                ('""', "has the wrong type"),
+                                                ("true", "has the wrong type")])
+def test_a_bad_options_label_is_refused_as_data_label_is(tmp_path, capsys, value, problem):
+    # was refused only when the data were loaded, as "label=1.5 is not accepted" without the
+    # key (or "no label column ''"), and the run not named
+    _refused(tmp_path, capsys, f"options = {{label = {value}}}",
+             f"data.options.label = {value} {problem}", "c.toml")
+
+
+def test_the_same_label_in_both_spellings_still_runs(tmp_path, capsys):
+    (tmp_path / "f.csv").write_text(CSV)
+    (tmp_path / "c.toml").write_text(TOML.format(data='label = 2\noptions = {label = 2}'))
+    code, _, err = run_cli(capsys, "run", tmp_path / "c.toml", "--out", tmp_path / "out", "-q")
+    assert code == 0, err
+
+
+def test_init_of_a_name_ending_in_a_slash_is_refused(tmp_path, capsys):
+    # `depthlab init results/` wrote results.toml beside the folder, not in it
+    (tmp_path / "results").mkdir()
+    for name in (f"{tmp_path}/results/", f"{tmp_path}/new/"):
+        code, _, err = run_cli(capsys, "init", name)
+        assert_one_line_error(code, err, repr(name), "folder")
+    assert not (tmp_path / "results.toml").exists() and not (tmp_path / "new.toml").exists()
+    code, _, err = run_cli(capsys, "init", f"{tmp_path}/results/mine")
+    assert code == 0 and (tmp_path / "results" / "mine.toml").is_file(), err
