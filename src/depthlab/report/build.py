@@ -222,7 +222,7 @@ def varying_keys(runs: pd.DataFrame) -> list[str]:
         if col not in runs:
             return 0
         values, kinds = list(runs[col]), list(engines)
-        if col == "cfg:width":
+        if col == "cfg:width" and "cfg:depth" in runs:
             # a net without hidden layers (depth 0) has no width: its None beside the others'
             # 16 listed "width" as varying in a sweep of depth [0, 1, 4] x lr, which then drew
             # bars of "not every combination was run" instead of its full depth x lr heatmap
