@@ -252,3 +252,32 @@ def test_the_playgrounds_doctor_writes_a_verifications_metric_as_the_command_lin
         in line, line
     v.metric_before, v.metric_after = 2.5, 0.8
     assert verification_texts(v)["metric_change"] == "2.5 → 0.8"
+
+
+def test_a_jacobian_step_that_overflowed_is_named_in_the_figure_and_caption(tmp_path):
+    """A 60-layer ReLU N(0, 1) run that diverged: its Jacobian at step 0 is finite (σ up to
+    2e25), every σ at step 1 is NaN. The figure said "not drawn: 8 not finite" (of which
+    step?) and the caption listed step 0 alone, as if step 1 had not been recorded."""
+    import dataclasses
+
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+    from test_report import synthetic_record
+
+    from depthlab.experiments import Store
+    from depthlab.report import build, figures
+
+    rows = [(step, ex, i, np.nan if step else 10.0 ** (22 + ex + i))
+            for step in (0, 1) for ex in range(4) for i in range(2)]
+    jac = pd.DataFrame(rows, columns=["step", "example", "idx", "value"])
+    fig = figures.jacobian_spectrum(jac)
+    assert "not finite at step 1: all 8" in fig.axes[0].get_title(), fig.axes[0].get_title()
+    plt.close(fig)
+    store = Store(tmp_path)
+    rec = synthetic_record("jj36aaaaaaaa", depth=3, sweep=None, probes=False)
+    store.add_run(dataclasses.replace(rec, name="overflowed", jacobian=jac))
+    row = build._runs_table(store).iloc[0]
+    text = _text(build._run_section(store, row, "", True, _NoFigures(), [], None))
+    store.close()
+    assert "step 1: all 8 σ not finite" in text and "step 0: mean σ²" in text, text[-600:]

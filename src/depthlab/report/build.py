@@ -1456,10 +1456,12 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
     jac = _get(store.jacobian(rid)) if hasattr(store, "jacobian") else pd.DataFrame()
     if not jac.empty:
         png = pngs.add(f"{safe}_jacobian.png", figures.jacobian_spectrum, jac)
+        # a step whose every σ overflowed (a diverged run's end) is said, not left out
         per_step = "; ".join(
-            f"step {step}: mean σ² {H.fmt(ms)}, σ {H.fmt(lo)} to {H.fmt(hi)}"
-            + (f" ({bad} not finite)" if bad else "")
-            for step, n, ms, lo, hi, bad in figures.jacobian_summary(jac) if n)
+            (f"step {step}: mean σ² {H.fmt(ms)}, σ {H.fmt(lo)} to {H.fmt(hi)}"
+             + (f" ({bad} not finite)" if bad else "")) if n else
+            f"step {step}: all {bad} σ not finite"
+            for step, n, ms, lo, hi, bad in figures.jacobian_summary(jac) if n or bad)
         blocks.append(H.figure_block(
             png, FIG_JACOBIAN, "Singular values σ of the input–output Jacobian ∂(outputs)/∂"
             "(inputs) of each probe example, pooled, as a cumulative distribution (log σ): "

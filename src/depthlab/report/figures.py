@@ -1259,12 +1259,15 @@ def jacobian_spectrum(jac: pd.DataFrame | None) -> Figure:
         pick = np.unique(np.linspace(0, len(steps) - 1, JACOBIAN_MAX_STEPS).round().astype(int))
         steps = [steps[i] for i in pick]
     colors = plt_colors(len(steps))
-    drawn, zero, bad = 0, 0, 0
+    drawn, zero, bad = 0, 0, []
     for color, step in zip(colors, steps, strict=True):
         v = pd.to_numeric(jac.loc[jac["step"] == step, "value"], errors="coerce").to_numpy(float)
         pos = np.sort(v[np.isfinite(v) & (v > 0)])
         zero += int(np.sum(v == 0))
-        bad += int(np.sum(~np.isfinite(v)))
+        n_bad = int(np.sum(~np.isfinite(v)))
+        if n_bad:  # which step: "8 not finite" did not say it was all of step 1's (diverged)
+            bad.append(f"step {step}: " + (f"all {n_bad}" if n_bad == v.size
+                                           else f"{n_bad} of {v.size}"))
         if not pos.size:
             continue
         _, n, ms, lo, hi, _ = stats[step]
@@ -1286,7 +1289,7 @@ def jacobian_spectrum(jac: pd.DataFrame | None) -> Figure:
     if zero:
         note.append(f"{zero} zero")
     if bad:
-        note.append(f"{bad} not finite")
+        note.append("not finite at " + "; ".join(bad[:3]) + ("; ..." if len(bad) > 3 else ""))
     n_ex = int(jac["example"].nunique()) if "example" in jac else 0
     ax.set_title("Input–output Jacobian singular values" + (f" ({n_ex} examples)" if n_ex else "")
                  + (f"\nnot drawn: {', '.join(note)}" if note else ""), fontsize=10)
