@@ -59,6 +59,21 @@ class _LoopResidual(nn.Module):
         return self.head(h)
 
 
+class _TwoSums(nn.Module):
+    """Two residual sums in one forward, as an MLP-Mixer block's token and channel mixing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.head = nn.Linear(12, 32), nn.Linear(32, 3)
+        self.a = nn.Sequential(nn.Linear(32, 32), nn.Tanh())
+        self.b = nn.Sequential(nn.Linear(32, 32), nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.stem(x))
+        h = h + self.a(h)
+        return self.head(h + self.b(h))
+
+
 class _PlusParameter(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -69,14 +84,16 @@ class _PlusParameter(nn.Module):
         return self.b(torch.tanh(self.a(x)) + self.pos)
 
 
-@pytest.mark.parametrize("norm", [False, True])
-def test_residual_sum_outside_a_block_module_names_the_remedy(norm):
+@pytest.mark.parametrize("make", [lambda: _LoopResidual(False), lambda: _LoopResidual(True),
+                                  _TwoSums])
+def test_residual_sum_outside_a_block_module_names_the_remedy(make):
     """The refusal named the 'Add' only; a user with ``h = h + block(h)`` in a loop could
     not tell that moving the add into a module makes the model one predict() models."""
     torch.manual_seed(0)
-    with pytest.raises(ValueError, match=r"'Add'.*residual sum outside a block module.*"
-                                         r"move the add into such a module's forward"):
-        dlt.predict(_LoopResidual(norm), torch.randn(8, 12), torch.randint(0, 3, (8,)),
+    with pytest.raises(ValueError, match=r"'Add'.*a residual sum that is not a module's "
+                                         r"output of its own .*give each sum a module of its "
+                                         r"own"):
+        dlt.predict(make(), torch.randn(8, 12), torch.randint(0, 3, (8,)),
                     nn.CrossEntropyLoss())
 
 

@@ -942,17 +942,19 @@ def _operation(fn: Any, made_by: dict[Any, str] | None = None,
 def _add_hint(node: Any) -> str:
     """For a sum of two computed paths (autograd node ``node``; not ``h + self.pos``, whose
     other operand is a parameter) that no residual block owns, ``h = h + block(h)`` in a loop
-    of the model's own forward where ``block`` is an ``nn.Sequential``, the remedy: predict()
-    takes a residual block to be a module whose forward returns ``post(x + F(x))``."""
+    of a forward where ``block`` is an ``nn.Sequential``, or the second of two sums in one
+    forward (an MLP-Mixer block's token and channel mixing), the remedy: predict() takes a
+    residual block to be a module whose forward returns ``post(x + F(x))`` once."""
     if not re.match(r"AddBackward[0-9]*$", node.name()):
         return ""
     operands = [fn for fn, _ in node.next_functions]
     if len(operands) != 2 or any(fn is None or fn.name() == "torch::autograd::AccumulateGrad"
                                  for fn in operands):
         return ""
-    return ("; a residual sum outside a block module (h = h + block(h) in the model's own "
-            "forward) is not modelled: predict() takes a residual block to be a module whose "
-            "forward returns x + F(x); move the add into such a module's forward")
+    return ("; a residual sum that is not a module's output of its own (h = h + block(h) in "
+            "a loop of a forward, or two sums in one forward, x = x + a(x); x + b(x)) is not "
+            "modelled: predict() takes a residual block to be a module whose forward returns "
+            "x + F(x) once; give each sum a module of its own")
 
 
 _ADDS = frozenset({"add", "add_", "__add__", "__radd__", "__iadd__"})
