@@ -281,3 +281,24 @@ def test_a_jacobian_step_that_overflowed_is_named_in_the_figure_and_caption(tmp_
     text = _text(build._run_section(store, row, "", True, _NoFigures(), [], None))
     store.close()
     assert "step 1: all 8 σ not finite" in text and "step 0: mean σ²" in text, text[-600:]
+
+
+def test_a_sweep_heatmap_without_any_value_has_no_colour_bar():
+    """``plot.sweep_metric`` of a grid whose every point failed or diverged: every cell is
+    hatched, beside a colour bar from 0 to 1 that scaled nothing (read as values 0..1)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+
+    from depthlab import plot
+
+    runs = pd.DataFrame([(d, lr, np.nan, "failed" if d == 1 else "diverged")
+                         for d in (1, 2) for lr in (0.1, 1.0)],
+                        columns=["depth", "train.lr", "val_acc", "status"])
+    fig = plot.sweep_metric(runs, ["depth", "train.lr"], "val_acc")
+    assert len(fig.axes) == 1, [ax.get_label() for ax in fig.axes]
+    plt.close(fig)
+    runs.loc[0, ["val_acc", "status"]] = [0.5, "finished"]
+    fig = plot.sweep_metric(runs, ["depth", "train.lr"], "val_acc")
+    assert len(fig.axes) == 2  # a value: its colour bar
+    plt.close(fig)

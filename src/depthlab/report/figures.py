@@ -1581,8 +1581,10 @@ def sweep_heatmap(runs: pd.DataFrame, x_key: str, y_key: str, metric: str = "val
     alone = all(len(c) == 1 for c in cells.values())
     ax.set_title(f"{metric} (one run per cell)" if alone else
                  f"{metric} ({best} over the other keys)")
-    cb = fig.colorbar(mesh, ax=ax, pad=0.01, extend=extend)
-    cb.set_label(metric if extend == "neither" else f"{metric} (arrow: cells beyond the bar)")
+    if finite.any():  # no value in any cell: a 0..1 colour bar scaled nothing
+        cb = fig.colorbar(mesh, ax=ax, pad=0.01, extend=extend)
+        cb.set_label(metric if extend == "neither" else
+                     f"{metric} (arrow: cells beyond the bar)")
     _fit_status_texts(fig, ax, len(xs))
     return fig
 
