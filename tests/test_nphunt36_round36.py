@@ -131,8 +131,11 @@ def test_the_doctor_takes_an_optimizer_built_on_the_network_it_diagnoses():
     assert d.settings["optimizer"] == "sgd" and d.settings["lr"] == 0.05
     assert d.settings["optimizer_kwargs"] == {"momentum": 0.9, "nesterov": True}
     assert d.baseline["train_loss"] == by_name.baseline["train_loss"]  # the same training
-    with pytest.raises(TypeError, match="give its settings once"):
+    # settings beside the object are refused as fit refuses them (it keeps its own)
+    with pytest.raises(TypeError, match="momentum=0.5 is not used"):
         dl.doctor(net, (x, y), optimizer=opt, optimizer_kwargs={"momentum": 0.5})
+    with pytest.raises(TypeError, match="lr=0.2 is not used"):
+        dl.doctor(net, (x, y), optimizer=opt, lr=0.2)
 
 
 

@@ -27,7 +27,7 @@ from ..probes.recorder import ProbeRecorder, _update_ratio
 from ..probes.stats import measurement_mode, probe_held_out
 from ..spec import ModelSpec, TrainSpec, check_field
 from ..training.history import History
-from ..training.trainer import Callback, Trainer, _check_callbacks
+from ..training.trainer import Callback, Trainer, _check_callbacks, _check_unused
 from ..validators import keyword_hints, positive_int, torch_module_hint
 from .findings import Diagnosis, Finding, Verification
 from .prescriptions import TRAINING_KEYS
@@ -920,7 +920,8 @@ def doctor(
         raise TypeError(f"optimizer_kwargs={optimizer_kwargs!r:.60} is not accepted; accepted: "
                         "a dict of the optimizer's arguments, e.g. {'momentum': 0.9}, or None")
     if isinstance(optimizer, Optimizer):
-        optimizer, lr, optimizer_kwargs = _optimizer_settings(optimizer, optimizer_kwargs)
+        _check_unused(optimizer, lr, optimizer_kwargs or {})  # fit's rule: set them on it
+        optimizer, lr, optimizer_kwargs = _optimizer_settings(optimizer)
     if isinstance(callbacks, str | bytes) or not isinstance(callbacks, Iterable):
         raise TypeError(f"callbacks={callbacks!r:.60} is not accepted; accepted: a list of "
                         "depthlab.training.Callback objects")
@@ -1029,17 +1030,12 @@ loss; Adam and NAdam unless ``decoupled_weight_decay=True``), unlike AdamW's dec
 (as ``depthlab.torch.train.L2_WEIGHT_DECAY``)."""
 
 
-def _optimizer_settings(opt: Optimizer, optimizer_kwargs: dict[str, Any] | None
-                        ) -> tuple[str, float, dict[str, Any]]:
+def _optimizer_settings(opt: Optimizer) -> tuple[str, float, dict[str, Any]]:
     """An optimizer object given to the doctor as ``(name, lr, kwargs)``: its registered name,
     its ``lr`` and its other hyperparameters that differ from the defaults. The doctor trains
     copies (the baseline and each cure), each with a fresh optimizer of these settings; the
     object itself steps the original network's parameters, which were refused as "another
     network's"."""
-    if optimizer_kwargs:
-        raise TypeError(f"optimizer_kwargs={optimizer_kwargs!r:.60} beside the optimizer "
-                        f"object {opt!r:.80}: give its settings once (on the object, or its "
-                        f"name {opt.name!r} with optimizer_kwargs)")
     from ..optimizers import REGISTRY as OPTIMIZERS
 
     defaults = OPTIMIZERS.defaults(opt.name)
