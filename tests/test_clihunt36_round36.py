@@ -80,3 +80,17 @@ def test_init_of_a_name_ending_in_a_slash_is_refused(tmp_path, capsys):
     assert not (tmp_path / "results.toml").exists() and not (tmp_path / "new.toml").exists()
     code, _, err = run_cli(capsys, "init", f"{tmp_path}/results/mine")
     assert code == 0 and (tmp_path / "results" / "mine.toml").is_file(), err
+
+
+@pytest.mark.parametrize(("path", "fragments"), [
+    ("https://example.com/d.csv", ('data.path = "https://example.com/d.csv" is a URL',
+                                   "download")),
+    ("s3://bucket/d.npz", ('data.path = "s3://bucket/d.npz" is a URL',)),
+    ("a\\u0000b.csv", ('data.path = "a\\u0000b.csv" holds a NUL character',))])
+def test_a_data_path_no_file_can_have_is_named_as_such(tmp_path, capsys, path, fragments):
+    # a URL was "no such file or folder (/cwd/https:/example.com/d.csv)"; a NUL printed a raw
+    # NUL byte on stderr in that message's resolved path
+    (tmp_path / "c.toml").write_text(TOML.format(data="").replace('"f.csv"', f'"{path}"'))
+    code, _, err = run_cli(capsys, "run", tmp_path / "c.toml", "--out", tmp_path / "out", "-q")
+    assert "\x00" not in err
+    assert_one_line_error(code, err, *fragments)

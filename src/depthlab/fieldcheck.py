@@ -14,6 +14,7 @@ import json
 import math
 import numbers
 import os
+import re
 from typing import Any
 
 import numpy as np
@@ -262,7 +263,17 @@ class FilePath(Text):
             if not isinstance(text, str):  # a bytes path
                 raise bad(key, v, self.accepted + " of text, not bytes", "has the wrong type")
             v = text
-        return super().__call__(key, v)
+        v = super().__call__(key, v)
+        if isinstance(v, str) and "\x00" in v:  # no file name holds one (os.stat raises)
+            raise bad(key, v, self.accepted + " without NUL characters",
+                      "holds a NUL character, which no file name can")
+        if isinstance(v, str) and _URL.match(v):  # was "no such file (/cwd/https:/host/f)"
+            raise bad(key, v, "a path on this machine (download the file first)", "is a URL")
+        return v
+
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+"""A URL's start (``https://``, ``s3://``): file paths are read from this machine only."""
 
 
 def unencodable(text: str) -> str | None:
