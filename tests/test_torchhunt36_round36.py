@@ -191,3 +191,27 @@ def test_one_example_through_a_training_batch_norm_names_the_norm(fn):
                                          r"of 2 or more examples, or model.eval\(\) first"):
         getattr(dlt, fn)(model, x, y, nn.CrossEntropyLoss())
     assert len(dlt.probe(model.eval(), x, y, nn.CrossEntropyLoss()))
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 2)
+
+    def forward(self, img: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.b(torch.tanh(self.a(img if mask is None else img * mask)))
+
+
+@pytest.mark.parametrize("x,said", [
+    (lambda: (torch.randn(6, 4), torch.ones(6, 4)), "a tuple of 2 inputs"),
+    (lambda: {"img": torch.randn(6, 4)}, "a dict of 1 keyword input \\('img'\\)")])
+def test_predict_names_inputs_it_cannot_propagate(x, said):
+    """predict() said "x must be a floating-point tensor, got dict" to a model that
+    dlt.probe measures with the same x."""
+    torch.manual_seed(0)
+    model, y = _TwoInputs(), torch.randint(0, 2, (6,))
+    with pytest.raises(TypeError, match=rf"x must be one floating-point tensor \(predict\(\) "
+                                        rf"propagates the variance of one input through "
+                                        rf"model\(x\)\), got {said}; dlt.probe measures"):
+        dlt.predict(model, x(), y, nn.CrossEntropyLoss())
+    assert (dlt.probe(model, x(), y, nn.CrossEntropyLoss()).quantity == "grad_pre_std").sum() == 2

@@ -348,7 +348,7 @@ def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], tor
         raise TypeError(f"loss_fn must be callable (output, y) -> scalar tensor, or a loss "
                         f"name, got {type(loss_fn).__name__}")
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a floating-point tensor, got {type(x).__name__}")
+        raise TypeError(_not_a_tensor(x))
     # integer x (uint8 pixels): predicted when the forward converts it before the first
     # layer without weights (a DQN's x.float() / 255), from the values that layer reads
     integer = not x.is_floating_point() and not x.is_complex()
@@ -752,6 +752,24 @@ GROUPS = 4
 """Groups of examples (by quantiles of their mean square) that :func:`predict` propagates
 separately (:func:`_input_groups`)."""
 _SAME = 0.02
+
+
+def _not_a_tensor(x: Any) -> str:
+    """The refusal of an ``x`` that is not one tensor: a tuple, list or dict of tensors (a
+    forward of several inputs, ``model(src, tgt)`` or ``model(**batch)``, which ``dlt.probe``
+    measures) is named as such, since the theory propagates one input through ``model(x)``;
+    anything else gets the remedy ``torch.as_tensor(x)``."""
+    parts = list(x.values()) if isinstance(x, dict) else list(x) \
+        if isinstance(x, (tuple, list)) else []
+    if any(isinstance(v, torch.Tensor) for v in parts):
+        many = "s" if len(parts) > 1 else ""
+        what = (f"a dict of {len(parts)} keyword input{many} ({', '.join(map(repr, x))})"
+                if isinstance(x, dict) else f"a {type(x).__name__} of {len(parts)} input{many}")
+        return (f"x must be one floating-point tensor (predict() propagates the variance of "
+                f"one input through model(x)), got {what}; dlt.probe measures a model of "
+                "several or keyword inputs")
+    return (f"x must be a floating-point tensor, got {type(x).__name__} (torch.as_tensor(x) "
+            "makes one)")
 
 
 def _batched(x64: torch.Tensor, first: dict) -> torch.Tensor:
