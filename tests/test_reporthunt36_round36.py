@@ -283,7 +283,7 @@ def test_a_jacobian_step_that_overflowed_is_named_in_the_figure_and_caption(tmp_
     assert "step 1: all 8 σ not finite" in text and "step 0: mean σ²" in text, text[-600:]
 
 
-def test_a_sweep_heatmap_without_any_value_has_no_colour_bar():
+def test_a_sweep_figure_without_any_value_draws_no_scale_of_values():
     """``plot.sweep_metric`` of a grid whose every point failed or diverged: every cell is
     hatched, beside a colour bar from 0 to 1 that scaled nothing (read as values 0..1)."""
     import matplotlib.pyplot as plt
@@ -297,6 +297,15 @@ def test_a_sweep_heatmap_without_any_value_has_no_colour_bar():
                         columns=["depth", "train.lr", "val_acc", "status"])
     fig = plot.sweep_metric(runs, ["depth", "train.lr"], "val_acc")
     assert len(fig.axes) == 1, [ax.get_label() for ax in fig.axes]
+    plt.close(fig)
+    # one key: the bars' placeholders on a 0 .. 0.15 axis read as values of 0.15, and their
+    # "✗ diverged" texts stood above the axes, over the title
+    fig = plot.sweep_metric(runs[runs.depth == 2], ["train.lr"], "val_acc")
+    ax = fig.axes[0]
+    assert len(ax.get_yticks()) == 0 and ax.get_ylabel() == "val_acc: no value"
+    fig.canvas.draw()
+    top = ax.get_window_extent().y1
+    assert all(t.get_window_extent().y1 <= top for t in ax.texts), "a text above the axes"
     plt.close(fig)
     runs.loc[0, ["val_acc", "status"]] = [0.5, "finished"]
     fig = plot.sweep_metric(runs, ["depth", "train.lr"], "val_acc")

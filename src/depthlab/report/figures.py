@@ -1735,6 +1735,12 @@ def sweep_bars(runs: pd.DataFrame, key: str, metric: str = "val_acc",
         ax.set_title(f"{metric} by {key}")
     ax.grid(True, axis="y", alpha=0.25)
     ax.grid(False, axis="x")
+    if not ok_mask.any():
+        # no value at all: the placeholders on an axis of 0 .. 0.15 read as values of 0.15,
+        # their "✗ diverged" texts above the axes, over the title
+        ax.set_ylim(0, 1)
+        ax.set_yticks([])
+        ax.set_ylabel(f"{metric}: no value")
     return fig
 
 
