@@ -252,6 +252,9 @@ def test_the_playgrounds_doctor_writes_a_verifications_metric_as_the_command_lin
         in line, line
     v.metric_before, v.metric_after = 2.5, 0.8
     assert verification_texts(v)["metric_change"] == "2.5 → 0.8"
+    v.after = {"train_loss": math.nan, "diverged": True}  # the cure diverged: the page's word
+    v.metric_after = math.nan
+    assert verification_texts(v)["metric_change"] == "2.5 → not finite"
 
 
 def test_a_jacobian_step_that_overflowed_is_named_in_the_figure_and_caption(tmp_path):

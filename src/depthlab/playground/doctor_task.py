@@ -76,8 +76,14 @@ def verification_texts(obj: Any) -> dict[str, str]:
     measurement)."""
     from ..diagnosis.findings import _fmt
 
+    def word(v: Any) -> str:  # the page's word for a NaN (a diverged run's), as elsewhere
+        return "not finite" if isinstance(v, float) and v != v else _fmt(v)
+
+    after = obj._metric_after()
+    if not after.startswith("none"):
+        after = word(obj.metric_after)
     return {"trade_off": obj.trade_off(), "reason": "" if obj.helped else obj._chance_reason(),
-            "metric_change": f"{_fmt(obj.metric_before)} \u2192 {obj._metric_after()}"}
+            "metric_change": f"{word(obj.metric_before)} \u2192 {after}"}
 
 
 def run_doctor(prep: Any, setup: dict[str, Any], steps: int | None = None,
