@@ -94,3 +94,17 @@ def test_a_data_path_no_file_can_have_is_named_as_such(tmp_path, capsys, path, f
     code, _, err = run_cli(capsys, "run", tmp_path / "c.toml", "--out", tmp_path / "out", "-q")
     assert "\x00" not in err
     assert_one_line_error(code, err, *fragments)
+
+
+def test_a_saved_network_given_as_data_is_named_as_one(tmp_path, capsys):
+    # was "unrecognised .npz keys ['meta:input_mean', 'param:0:dense1.W', ...]": every key of
+    # the network (hundreds for a deep one) on one line
+    import depthlab as dl
+
+    net = dl.mlp([3] + [4] * 40 + [2], activation="tanh", seed=0)
+    saved = dl.save(net, tmp_path / "net.npz")
+    (tmp_path / "c.toml").write_text(TOML.format(data="").replace('"f.csv"', f'"{saved}"'))
+    code, _, err = run_cli(capsys, "run", tmp_path / "c.toml", "--out", tmp_path / "out", "-q")
+    line = assert_one_line_error(code, err, "a network saved by depthlab.save",
+                                 "depthlab predict")
+    assert len(line) < 500, line

@@ -58,6 +58,19 @@ def refuse_objects(dtype: np.dtype, what: str) -> None:
                          "numeric arrays (save x.astype(float), y.astype(int))")
 
 
+def _unrecognised(path: Path, keys: set[str], shown: int = 8) -> str:
+    """The message for a ``.npz`` of no data layout: its first ``shown`` keys (a deep saved
+    network listed hundreds on one line), and a network ``depthlab.save`` wrote named as one."""
+    if any(k.startswith("param:") for k in keys):  # persist's keys: recipe, param:I:NAME
+        return (f"{str(path)!r} is a network saved by depthlab.save, not a data set; accepted: "
+                f"a .npz of features and labels ({'; '.join(NPZ_LAYOUTS)}); its outputs on "
+                "new inputs: depthlab predict FILE DATA")
+    names = sorted(keys)
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return (f"{str(path)!r}: unrecognised .npz keys {names[:shown]}{more}; accepted layouts: "
+            + "; ".join(NPZ_LAYOUTS))
+
+
 def _one_layout(keys: set[str], path: Path) -> None:
     """Refuse a ``.npz`` whose arrays mix layouts (:data:`NPZ_LAYOUTS`): both ``x`` and ``X``,
     ``x``/``y`` beside ``x_train``/``y_train``, or ``x_val``/``x_test`` parts beside ``x``/``y``.
@@ -123,10 +136,7 @@ def _npz(path: Path) -> RawData:
         parts["x"] = arrays["x"] if "x" in keys else arrays["X"]
         parts["y"] = arrays["y"]
     else:
-        raise ValueError(
-            f"{str(path)!r}: unrecognised .npz keys {sorted(keys)}; accepted layouts: "
-            + "; ".join(NPZ_LAYOUTS)
-        )
+        raise ValueError(_unrecognised(path, keys))
     info: dict[str, Any] = {"source": f"npz file {path}", "path": str(path)}
     if parts["x"].ndim >= 3:  # images (N, H, W), (N, H, W, C) / (N, C, H, W); signals
         # (N, C, L), volumes (N, C, D, H, W): each example's shape, for a torch model's input
