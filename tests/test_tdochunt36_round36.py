@@ -108,3 +108,20 @@ def test_frozen_input_layers_are_off_the_gradient_path():
     f = next(f for f in d.findings if f.kind == "vanishing_gradients")
     assert "overflowed" not in f.message
     assert "in layer 3 is" in f.message and "the 6 hidden layers span" in f.message
+
+
+def test_saturated_frozen_input_layers_are_no_finding():
+    """Before: two frozen N(0, 1) tanh layers under a trainable head read 'saturation ... the
+    flat units pass little gradient back', a finding no cure can change (the cures keep
+    frozen layers): saturated fraction 0.68 -> 0.68, 'did not help'."""
+    def make_model():
+        m = nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(),
+                          nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 3))
+        for layer in (m[0], m[2]):
+            nn.init.normal_(layer.weight, 0.0, 1.0)
+            for p in layer.parameters():
+                p.requires_grad_(False)
+        return m
+
+    d = dlt.doctor(make_model, _data(), steps=10, batch_size=32, verify=False)
+    assert "saturation" not in [f.kind for f in d.findings], [f.message for f in d.findings]

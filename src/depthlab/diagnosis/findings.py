@@ -313,11 +313,12 @@ class Verification:
                     f"{1 - aa:.3g}, while the train loss rose {la / lb:.3g}x)")
         loss = (isinstance(c, (int, float)) and math.isfinite(c) and math.isfinite(la)
                 and (1.0 - LOSS_TOLERANCE) * c <= la < (1.0 - LOSS_TOLERANCE) * lb)
-        margin = _chance_noise(ca, self.n_val, ACC_TOLERANCE)
+        tol = max(ACC_TOLERANCE, 1.5 / self.n_val) if self.n_val else ACC_TOLERANCE
+        margin = _chance_noise(ca, self.n_val, tol)  # as doctor._better reads them
         acc = (isinstance(ca, (int, float)) and math.isfinite(ca) and math.isfinite(aa)
-               and ab + ACC_TOLERANCE < aa <= ca + margin)
+               and ab + tol < aa <= ca + margin)
         noise = (f" by more than {margin:.2g}, {CHANCE_ACC_Z:g} standard errors of an accuracy "
-                 f"on {self.n_val} examples" if margin > ACC_TOLERANCE else "")
+                 f"on {self.n_val} examples" if margin > tol else "")
         if loss and acc:
             return (f" (the train loss did not end below a constant prediction's, {c:.4g}, nor "
                     f"the validation accuracy above its {ca:.4g}{noise})")
