@@ -108,3 +108,12 @@ def test_a_saved_network_given_as_data_is_named_as_one(tmp_path, capsys):
     line = assert_one_line_error(code, err, "a network saved by depthlab.save",
                                  "depthlab predict")
     assert len(line) < 500, line
+
+
+def test_a_comment_line_above_the_header_is_named_as_one(tmp_path, capsys):
+    # "# my data" as line 1: "line 2 has 3 cells but the header names 1 columns; expected one
+    # value per column", no word of the comment
+    (tmp_path / "f.csv").write_text("# my data, from the lab\n" + CSV)
+    (tmp_path / "c.toml").write_text(TOML.format(data=""))
+    code, _, err = run_cli(capsys, "run", tmp_path / "c.toml", "--out", tmp_path / "out", "-q")
+    assert_one_line_error(code, err, "'# my data, from the lab'", "comment")

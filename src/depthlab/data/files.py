@@ -430,9 +430,13 @@ def read_csv_frame(path: Path, header: int | None = 0) -> Any:
         if extra.any():
             row = int(np.argwhere(extra)[0][0])
             sep = other_separator(names)
+            first = ",".join(names)[:60]
             expected = (f" (the header {names[0][:60]!r} looks separated by {sep!r}, its "
                         "numbers written with decimal commas?); accepted: comma-separated "
                         "values with decimal points" if sep else
+                        f"; its header line {first!r} looks like a comment, which is not "
+                        "skipped: accepted: the column names (or the first data row) as line "
+                        "1" if first.startswith("#") else
                         "; expected one value per column (empty cells after a trailing comma "
                         "are accepted)")
             raise ValueError(
