@@ -16,6 +16,7 @@ The table gives the median per step over the rounds with the range, and the over
 of medians minus one.
 
     python benchmarks/probe_overhead.py [--rounds 5] [--steps 300] [--quick] [--no-startup]
+        [--activation gelu]
 
 Statistics are computed by the compiled kernels of ``depthlab[fast]`` (Numba) when installed;
 the ``NumPy path`` modes run the same recorder with them switched off
@@ -50,6 +51,7 @@ import numpy as np
 # one BLAS thread (set before NumPy's OpenBLAS starts its pool)
 from threadpoolctl import threadpool_limits
 
+from depthlab.activations import get_activation
 from depthlab.backend import rng as make_rng
 from depthlab.models import mlp
 from depthlab.probes import ProbeRecorder, accel
@@ -129,10 +131,18 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="only the two small networks")
     ap.add_argument("--only", help="only the networks whose label contains this text")
+    ap.add_argument("--activation",
+                    help="another hidden activation for every network (e.g. gelu: one whose "
+                         "f'(s) the kernel reads from dL/ds); the labels name it")
     ap.add_argument("--json", help="also write the per-run times to this file")
     ap.add_argument("--no-startup", action="store_true",
                     help="skip the kernel start-up line (compiling into an empty cache: ~1 min)")
     args = ap.parse_args()
+    if args.activation:
+        try:
+            get_activation(args.activation)
+        except (ValueError, TypeError) as err:
+            ap.error(f"--activation {args.activation!r}: {err}")
     threadpool_limits(1)
     print(f"ProbeRecorder overhead: CPU ms per step, median (min-max) over {args.rounds} "
           f"interleaved rounds, one BLAS thread, {os.cpu_count()} cores")
@@ -143,7 +153,12 @@ def main() -> None:
     gen = make_rng(0)
     load_before = os.getloadavg()
     results: dict[str, dict] = {}
-    for label, spec in NETWORKS.items():
+    networks = NETWORKS
+    if args.activation:
+        act = args.activation
+        networks = {label.replace(spec["activation"], act, 1): {**spec, "activation": act}
+                    for label, spec in NETWORKS.items()}
+    for label, spec in networks.items():
         if args.quick and spec["sizes"][1] == 2048 or args.only and args.only not in label:
             continue
         steps = max(10, int(args.steps * spec["steps"]))
