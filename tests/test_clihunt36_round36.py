@@ -117,3 +117,31 @@ def test_a_comment_line_above_the_header_is_named_as_one(tmp_path, capsys):
     (tmp_path / "c.toml").write_text(TOML.format(data=""))
     code, _, err = run_cli(capsys, "run", tmp_path / "c.toml", "--out", tmp_path / "out", "-q")
     assert_one_line_error(code, err, "'# my data, from the lab'", "comment")
+
+
+def test_predict_reads_an_idx_images_file_as_training_reads_it(tmp_path, capsys):
+    # a network trained on IDX files could not be given the t10k images file: "DATA '...':
+    # expected a .npy, .npz or .csv (or .csv.gz) file"
+    import numpy as np
+
+    from depthlab.data.idx import write_idx
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    images = rng.integers(0, 256, (24, 3, 3)).astype(np.uint8)
+    write_idx(folder / "train-images-idx3-ubyte", images)
+    write_idx(folder / "train-labels-idx1-ubyte", (np.arange(24) % 2).astype(np.uint8))
+    (tmp_path / "c.toml").write_text(TOML.format(data="").replace('"f.csv"', '"idx"'))
+    out = tmp_path / "out"
+    code, printed, err = run_cli(capsys, "run", tmp_path / "c.toml", "--out", out, "-q",
+                                 "--json")
+    assert code == 0, err
+    run_id = __import__("json").loads(printed)["id"]
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images[:5])
+    np.save(tmp_path / "same.npy", images[:5])
+    code, from_idx, err = run_cli(capsys, "predict", run_id, tmp_path / "t10k-images-idx3-ubyte.gz",
+                                  "--dir", out)
+    assert code == 0, err
+    code, from_npy, err = run_cli(capsys, "predict", run_id, tmp_path / "same.npy", "--dir", out)
+    assert code == 0 and from_idx == from_npy and len(from_idx.splitlines()) == 6, err

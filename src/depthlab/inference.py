@@ -35,6 +35,7 @@ from .data.files import (
     read_csv_frame,
     refuse_objects,
 )
+from .data.idx import looks_like_idx, read_idx
 from .data.standardize import apply_standardizer
 from .memory import MemoryRefusal, check_array
 from .progress import count as count_of
@@ -274,10 +275,15 @@ def read_input_file(path: str, label: str | int | list | None = None,
     # as `depthlab run` reads its data file: the case of the suffix aside, and .csv.gz
     lower = p.name.lower()
     kind = ".csv" if lower.endswith((".csv", ".csv.gz", ".txt")) else p.suffix.lower()
-    if kind not in (".npy", ".npz", ".csv"):
-        raise ValueError(f"DATA {path!r}: expected a .npy, .npz or .csv (or .csv.gz) file")
+    if kind not in (".npy", ".npz", ".csv") and looks_like_idx(p):  # t10k-images-idx3-ubyte
+        kind = "idx"  # as training reads it: no suffix, its header says what it is
+    if kind not in (".npy", ".npz", ".csv", "idx"):
+        raise ValueError(f"DATA {path!r}: expected a .npy, .npz, .csv (or .csv.gz) or IDX "
+                         "images file")
     try:
-        if kind == ".npy":
+        if kind == "idx":  # streamed; its declared size refused before it is allocated
+            x = read_idx(p)
+        elif kind == ".npy":
             with open(p, "rb") as fh:  # refuse what cannot fit before np.load allocates it
                 shape, dtype = npy_header(fh)
             refuse_objects(dtype, "it")

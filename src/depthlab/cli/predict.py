@@ -33,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="RUN_OR_FILE", type=path_arg,
                    help="a .npz saved by dl.save, or a run id (prefix) in --dir")
     p.add_argument("data", metavar="DATA",
-                   help="inputs: .npy, .npz (key x or X, or its only array) or .csv[.gz], or a "
+                   help="inputs: .npy, .npz (key x or X, or its only array), .csv[.gz], an IDX "
+                   "images file[.gz], or a "
                    "built-in data set's name (its test split; the accuracy goes to stderr)")
     p.add_argument("--dir", default=DEFAULT_OUT, metavar="DIR",
                    help=f"results folder holding the runs (default ./{DEFAULT_OUT})")
