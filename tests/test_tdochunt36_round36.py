@@ -125,3 +125,18 @@ def test_saturated_frozen_input_layers_are_no_finding():
 
     d = dlt.doctor(make_model, _data(), steps=10, batch_size=32, verify=False)
     assert "saturation" not in [f.kind for f in d.findings], [f.message for f in d.findings]
+
+
+def test_saturation_counts_the_hidden_layers_of_its_activation():
+    """Before: N(0, 1) tanh layers under a ReLU layer read '1 of 3 hidden tanh layers are
+    saturated' (the ReLU layer counted among them)."""
+    def make_model():
+        m = nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(),
+                          nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 3))
+        for layer in (m[0], m[2]):
+            nn.init.normal_(layer.weight, 0.0, 1.0)
+        return m
+
+    d = dlt.doctor(make_model, _data(), steps=10, batch_size=32, verify=False)
+    f = next(f for f in d.findings if f.kind == "saturation")
+    assert " of 2 hidden tanh layers are saturated" in f.message, f.message

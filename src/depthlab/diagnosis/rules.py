@@ -1105,7 +1105,10 @@ def rule_saturation(ctx: RunContext) -> RuleResult:
     kinds = list(dict.fromkeys(ctx.layer_activation(i) for i in layers))
     what = (f"hidden {ctx.activation} layers" if kinds == [ctx.activation] else "hidden layers ("
             + ", ".join(f"layer {i}: {ctx.layer_activation(i)}" for i in layers) + ")")
-    msg = (f"{len(layers)} of {len(ctx.hidden)} {what} are saturated "
+    # out of the hidden layers of that activation ('2 of 3 hidden tanh layers' counted a ReLU)
+    among = (sum(ctx.layer_activation(i) == ctx.activation for i in ctx.hidden)
+             if kinds == [ctx.activation] else len(ctx.hidden))
+    msg = (f"{len(layers)} of {among} {what} are saturated "
            f"after {_count(ctx.end, 'step')}: up to {100 * metric:.0f}% of entries (layer "
            f"{worst}) have |f'(s)| below 5% of its maximum.{fit}")
     return metric, Finding("saturation", layers, ev, msg, changes, text,
