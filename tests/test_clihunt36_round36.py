@@ -145,3 +145,12 @@ def test_predict_reads_an_idx_images_file_as_training_reads_it(tmp_path, capsys)
     assert code == 0, err
     code, from_npy, err = run_cli(capsys, "predict", run_id, tmp_path / "same.npy", "--dir", out)
     assert code == 0 and from_idx == from_npy and len(from_idx.splitlines()) == 6, err
+
+
+def test_predict_names_the_built_in_data_set_a_typo_meant(tmp_path, capsys):
+    # `predict ID digit` said "no such file (nor a built-in data set ...)", no hint
+    import depthlab as dl
+
+    saved = dl.save(dl.mlp([64, 4, 10], seed=0), tmp_path / "net.npz")
+    code, _, err = run_cli(capsys, "predict", saved, "digit")
+    assert_one_line_error(code, err, "'digit'", "did you mean 'digits'?")

@@ -270,7 +270,11 @@ def read_input_file(path: str, label: str | int | list | None = None,
         if p.exists():  # /dev/zero, a named pipe: read without end or waiting for a writer
             raise ValueError(f"DATA {path!r} is not a file (a device or a pipe); expected a "
                              ".npy, .npz or .csv file or a built-in data set")
-        raise ValueError(f"DATA {path!r}: no such file (nor a built-in data set: see "
+        from .data import DATASETS
+        from .validators import did_you_mean
+
+        hint = "" if "/" in str(path) or "." in p.name else did_you_mean(str(path), DATASETS)
+        raise ValueError(f"DATA {path!r}: no such file (nor a built-in data set{hint}: see "
                          "`depthlab datasets`)")
     # as `depthlab run` reads its data file: the case of the suffix aside, and .csv.gz
     lower = p.name.lower()
