@@ -142,8 +142,8 @@ def _count_done(db) -> int:
 
 
 def test_sigkill_and_resume(tmp_path):
-    # 8 points of ~0.7 s each; kill the whole process group once one is stored
-    cfg = write(tmp_path, '"train.seed" = [0, 1, 2, 3, 4, 5, 6, 7]\n', n=4000, epochs=10,
+    # 8 points of ~0.2 s each; kill the whole process group once one is stored
+    cfg = write(tmp_path, '"train.seed" = [0, 1, 2, 3, 4, 5, 6, 7]\n', n=4000, epochs=3,
                 batch=4, sizes='["auto", 64, 64, 64, "auto"]')
     db = tmp_path / "o" / "depthlab.db"
     proc = subprocess.Popen([sys.executable, "-m", "depthlab", "sweep", cfg, "--out",
