@@ -154,3 +154,27 @@ def test_predict_names_the_built_in_data_set_a_typo_meant(tmp_path, capsys):
     saved = dl.save(dl.mlp([64, 4, 10], seed=0), tmp_path / "net.npz")
     code, _, err = run_cli(capsys, "predict", saved, "digit")
     assert_one_line_error(code, err, "'digit'", "did you mean 'digits'?")
+
+
+def test_a_ctrl_c_just_after_a_point_is_stored_counts_it(tmp_path, monkeypatch):
+    # an interrupt between the store's commit of a point and the sweep's count of it said
+    # "24 point(s) stored in this sweep" beside 25 stored (seen with --jobs 2 at 25 s)
+    from depthlab.experiments.store import Store
+    from depthlab.experiments.sweep import SweepInterrupted, run_sweep
+
+    stored = Store.add_run
+
+    def add_then_ctrl_c(self, record, **kw):
+        stored(self, record, **kw)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Store, "add_run", add_then_ctrl_c)
+    raw = {"data": {"name": "spirals", "n": 60}, "model": {"sizes": ["auto", 4, "auto"]},
+           "train": {"epochs": 1}, "probes": {"every": 0}, "sweep": {"train.seed": [0, 1]}}
+    with pytest.raises(KeyboardInterrupt) as info:
+        run_sweep(raw, tmp_path / "out", echo=None)
+    assert isinstance(info.value, SweepInterrupted), type(info.value)
+    monkeypatch.setattr(Store, "add_run", stored)
+    with Store(tmp_path / "out" / "depthlab.db") as store:
+        assert len(store.runs()) == 1
+    assert info.value.result.ran == 1

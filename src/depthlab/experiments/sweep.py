@@ -410,8 +410,16 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
             return
         commit(rec)
 
+    storing: list[RunRecord] = []  # the record being stored: an interrupt right after its
+    # transaction (before it was counted) said "24 point(s) stored" beside 25 stored
+
     def commit(rec: RunRecord) -> None:
+        storing[:] = [rec]
         store.add_run(rec)  # one transaction: the whole run or nothing
+        storing.clear()
+        count(rec)
+
+    def count(rec: RunRecord) -> None:
         if rec.status == "failed":
             failed_here.add(rec.id)
         result.counts[rec.status] = result.counts.get(rec.status, 0) + 1
@@ -451,6 +459,8 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
         with contextlib.suppress(StoreError), warnings.catch_warnings(), \
                 store.lock_wait(INTERRUPT_LOCK_WAIT_S):
             warnings.simplefilter("ignore")
+            if storing and store.has_run(storing[0].id, [storing[0].status]):
+                count(storing.pop())  # its transaction was committed: a point of this sweep
             record_found()
         if isinstance(e, SweepInterrupted):
             raise
