@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..atomic import atomic_write_all
+from ..atomic import atomic_write_all, stage_bytes
 from ..validators import as_number
 from . import figures
 from . import html as H
@@ -1626,11 +1626,22 @@ def write_report(out_dir: str | os.PathLike, store: Any = None, title: str | Non
         store = Store(db, create=False, readonly=True)  # a report only reads the store
     out.mkdir(parents=True, exist_ok=True)
     try:
+        _check_writable(out)
         return _write(out, store, title, max_runs, max_diverged, percentile_layer,
                       echo or (lambda _line: None))
     finally:
         if own_store:
             store.close()
+
+
+def _check_writable(out: Path) -> None:
+    """Refuse a folder the report cannot be written to (read-only, ``report.html`` a folder,
+    ``figures`` a file) before anything is drawn: an empty scratch file is staged where
+    ``report.html`` and a figure go and discarded (an :class:`~depthlab.atomic.AtomicWriteError`
+    naming the file). A read-only folder of 10 runs was refused only after about two minutes
+    of drawing, when the first figure was written."""
+    for path in (out / "report.html", out / "figures" / "report-check.png"):
+        stage_bytes(path, b"").discard()
 
 
 def _group_section(store: Any, group: _Group, pngs: _Pngs, max_runs: int, max_diverged: int,
