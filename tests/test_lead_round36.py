@@ -49,3 +49,32 @@ def test_a_writable_report_folder_keeps_no_scratch_file(tmp_path):
     names = sorted(p.name for p in tmp_path.rglob("*"))
     assert not [n for n in names if n.endswith(".tmp") or n == "report-check.png"]
     assert "report.html" in names
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "rmsprop", "adagrad"])
+def test_a_divergence_from_eps_zero_names_eps_not_the_learning_rate(optimizer):
+    """Adam/RMSprop/Adagrad with eps = 0 (accepted, as torch.optim accepts it) on data with an
+    input that is always 0: that weight's update is 0 / 0 = NaN at the first step, and the
+    report said 'Lower the learning rate or add batch normalization', which cannot help."""
+    import numpy as np
+
+    import depthlab as dl
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 5)).astype(np.float32)
+    x[:, 0] = 0.0
+    y = rng.integers(0, 3, 64)
+    net = dl.mlp([5, 8, 3], activation="relu", init="he_normal", seed=0)
+    hist = dl.fit(net, x, y, loss="cross_entropy", optimizer=optimizer, lr=1e-3, batch_size=16,
+                  epochs=1, seed=0, optimizer_kwargs={"eps": 0.0})
+    assert hist.status == "diverged"
+    message = hist.divergence.message
+    assert "eps = 0 divides 0 by 0" in message and "Lower the learning rate" not in message
+    # the same net at the default eps trains, and a divergence of plain SGD keeps its advice
+    net = dl.mlp([5, 8, 3], activation="relu", init="he_normal", seed=0)
+    assert dl.fit(net, x, y, loss="cross_entropy", optimizer=optimizer, lr=1e-3, batch_size=16,
+                  epochs=1, seed=0).status == "finished"
+    net = dl.mlp([5, 8, 3], activation="relu", init="he_normal", seed=0)
+    big = dl.fit(net, x * 1e30, y, loss="cross_entropy", optimizer="sgd", lr=1e10,
+                 batch_size=16, epochs=1, seed=0)
+    assert big.status == "diverged" and "eps" not in big.divergence.message

@@ -28,6 +28,11 @@ class DivergenceReport:
     """The network's initializer when it is the variance-preserving one matched to its
     activation (``lecun_normal`` for SELU, ``he_normal`` for ReLU; None: not, or not known);
     the advice then does not recommend a variance-preserving initializer."""
+    zero_eps: str | None = None
+    """The optimizer's name when its ``eps`` is 0 (Adam, RMSprop, Adagrad, Adadelta, NAdam
+    accept it, as ``torch.optim`` does): ``m / (sqrt(v) + eps)`` is ``0 / 0`` = NaN for a
+    weight whose gradient has been 0 at every step (an input that is always 0, a dead unit),
+    which no learning rate prevents; the advice then names ``eps``."""
 
     @property
     def message(self) -> str:
@@ -46,7 +51,12 @@ class DivergenceReport:
             if self.max_grad
             else ""
         )
-        if self.matched_init:  # was: "use a variance-preserving initializer" to a network
+        if self.zero_eps and self.nonfinite_parameters and not self.before_update:
+            # was: "Lower the learning rate ..." to Adam with eps = 0 on digits (NaN at step 2)
+            advice = (f"{self.zero_eps} with eps = 0 divides 0 by 0 for a weight whose gradient "
+                      "is 0 (an input that is always 0, a dead unit), which makes it NaN "
+                      "whatever the learning rate: give eps > 0 (its default).")
+        elif self.matched_init:  # was: "use a variance-preserving initializer" to a network
             # that has one (SELU + lecun_normal)
             has = f"the network already has a variance-preserving initializer, {self.matched_init}"
             has += ", and batch normalization" if self.batchnorm else ""

@@ -390,6 +390,7 @@ class Trainer:
                 batchnorm=bool(net.batchnorms()),
                 before_update=self.step - self._first_step == 1,
                 matched_init=getattr(self, "_start_init", None),
+                zero_eps=_zero_eps(self.optimizer),
             )
             return None
         net.backward(loss_fn.backward(), input_grad=False, copy=False)
@@ -435,7 +436,8 @@ class Trainer:
         self.history.divergence = DivergenceReport(
             step=self.step, epoch=self.epoch, loss=float(loss), layer=layer,
             nonfinite_parameters=bad, batchnorm=bool(self.net.batchnorms()),
-            matched_init=getattr(self, "_start_init", None))
+            matched_init=getattr(self, "_start_init", None),
+            zero_eps=_zero_eps(self.optimizer))
         return True
 
     def _end_epoch(self, t0: float, bar) -> None:
@@ -458,6 +460,13 @@ class Trainer:
 STEP_RECORD_BYTES = 32
 EPOCH_RECORD_BYTES = 400
 EVAL_RECORD_BYTES = 300
+
+
+def _zero_eps(optimizer: Any) -> str | None:
+    """The optimizer's class name when it divides by ``sqrt(v) + eps`` with ``eps`` = 0
+    (:attr:`DivergenceReport.zero_eps`), else None."""
+    eps = getattr(optimizer, "eps", None)
+    return type(optimizer).__name__ if isinstance(eps, (int, float)) and eps == 0 else None
 
 
 def _check_history_memory(steps: int, epochs: int, eval_every: int | None) -> None:
