@@ -1,6 +1,7 @@
 """Fixtures shared by the browser tests: ``browser`` (Debian's Chromium through Playwright, one
-per test module) and ``server`` (a playground server on 127.0.0.1 in a background thread, one
-per test module). A module that needs another server (a memory limit) defines its own.
+for the session, its contexts closed after each test module) and ``server`` (a playground
+server on 127.0.0.1 in a background thread, one per test module). A module that needs another
+server (a memory limit) defines its own.
 
 A second process does work ahead for the session (helpers.background): it compiles Numba's probe
 kernels into their cache while the tests are collected, then computes the quick reproductions
@@ -8,14 +9,37 @@ that test_reproduce.py pins."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from helpers.browser import chromium
 
 
-@pytest.fixture(scope="module")
-def browser():
+@pytest.fixture(scope="session")
+def _chromium():
+    """One Chromium for the session (a launch is Playwright's driver and the browser started
+    anew: 1.5-3 s, once per browser module before): the browser and Playwright's event loop."""
     with chromium() as b:  # fails, as the other browser tests, without /usr/bin/chromium
+        loop = asyncio.get_running_loop()  # Playwright marks its loop running between calls
+        try:
+            yield b, loop
+        finally:
+            asyncio._set_running_loop(loop)  # for the close (Playwright's calls need it)
+
+
+@pytest.fixture(scope="module")
+def browser(_chromium):
+    """The session's Chromium for one module: every context it opened is closed when the
+    module ends, and between browser modules Playwright's loop is not marked running in this
+    thread (the tests in between may run event loops of their own, as they always could)."""
+    b, loop = _chromium
+    asyncio._set_running_loop(loop)
+    try:
         yield b
+    finally:
+        for context in list(b.contexts):
+            context.close()
+        asyncio._set_running_loop(None)
 
 
 @pytest.fixture(scope="module")
