@@ -575,6 +575,24 @@ class RunContext:
         (:mod:`depthlab.torch.gradient_path`)."""
         return self.hidden
 
+    @property
+    def gradient_depth(self) -> int:
+        """The ``n`` of the depth readings: the number of steps along :attr:`gradient_layers`
+        (their count; the torch doctor counts a layer applied ``k`` times per forward, weight
+        sharing, as ``k``)."""
+        return len(self.gradient_layers)
+
+    def gradient_depth_note(self) -> str:
+        """Words after "the n hidden layers" naming what :attr:`gradient_depth` counts more
+        than once ("" here: every position is one step)."""
+        return ""
+
+    def gradient_scales(self, ratio: float, vanishing: bool) -> tuple[float, float]:
+        """``(factor per step, depth in depth scales)`` of the first/last gradient-std
+        ``ratio`` (>= 1: smaller at the first position when ``vanishing``, else larger):
+        :func:`gradient_depth_scales` over :attr:`gradient_depth` steps."""
+        return gradient_depth_scales(ratio, self.gradient_depth)
+
     def gradient_stds(self, step: int) -> pd.Series:
         """The gradient std at each of :attr:`gradient_layers` at ``step`` (index: position):
         ``grad_pre_std``, std(dL/ds) at the layer's pre-activation."""
@@ -800,7 +818,7 @@ def _explosion_at_init(ctx: RunContext, pairs: list[tuple[int, float]]) -> float
     if not pairs or not ctx.steps or pairs[0][0] != ctx.steps[0]:
         return math.nan
     ratio = 1.0 / pairs[0][1]
-    _, metric = gradient_depth_scales(ratio, len(ctx.gradient_layers))
+    _, metric = ctx.gradient_scales(ratio, vanishing=False)
     if metric > GRADIENT_DEPTH_SCALES and ratio >= GRADIENT_MIN_RATIO:
         return ratio
     return math.nan
@@ -836,7 +854,7 @@ def batchnorm_own_growth(ctx: RunContext, pairs: list[tuple[int, float]]
     if (not config.get("batchnorm") or config.get("residual") or not pairs
             or pairs[0][0] != 0 or (norm is not None and "BatchNorm" not in str(norm))):
         return None
-    n = len(ctx.gradient_layers)
+    n = ctx.gradient_depth
     r0 = 1.0 / pairs[0][1]
     if n < 2 or not (math.isfinite(r0) and r0 > 1.0):
         return None
@@ -944,8 +962,8 @@ def _gradient_flow(ctx: RunContext, vanishing: bool) -> RuleResult:
     # two (their arithmetic mean made [1.05, 4.2e6] a ratio of 2.1e6, half the larger probe)
     ratio = float(np.exp(np.median(np.log(ratios))))
     path = ctx.gradient_layers
-    n = len(path)
-    per_layer, metric = gradient_depth_scales(ratio, n)
+    n = ctx.gradient_depth
+    per_layer, metric = ctx.gradient_scales(ratio, vanishing)
     if (ctx.config.get("batchnorm") and ctx.probe_examples is not None
             and ctx.probe_examples < GRADIENT_BN_MIN_EXAMPLES):
         # batch norm's gradient growth depends on the batch it normalizes (Yang et al. 2019:
@@ -961,7 +979,7 @@ def _gradient_flow(ctx: RunContext, vanishing: bool) -> RuleResult:
     if not vanishing and not crosses and math.isfinite(explosion):
         # the median does not say it, step 0 does: judged at initialization
         at_init, median_ratio, ratio = True, ratio, explosion
-        per_layer, metric = gradient_depth_scales(ratio, n)
+        per_layer, metric = ctx.gradient_scales(ratio, vanishing)
     elif not crosses:
         return metric, None
     elif not vanishing and ctx.config.get("batchnorm") and not _explodes(1.0 / pairs[0][1], n):
@@ -1014,7 +1032,8 @@ def _gradient_flow(ctx: RunContext, vanishing: bool) -> RuleResult:
     unit = ctx.gradient_unit
     kinds = (" (" + ", ".join(f"layer {i}: {mixed[i]}" for i in path) + ")"
              if mixed and all(i in mixed for i in path) else "")  # a chain of several
-    span = (f"a factor {per_layer:.3g} per {unit}: the {n} hidden {unit}s{kinds} span "
+    span = (f"a factor {per_layer:.3g} per {unit}: the {n} hidden {unit}s{kinds}"
+            f"{ctx.gradient_depth_note()} span "
             f"{metric:.3g} "
             f"depth scales of {n / metric:.3g} {unit}s (trainable up to about "
             f"{GRADIENT_DEPTH_SCALES:g})")

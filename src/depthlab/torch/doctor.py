@@ -17,7 +17,10 @@ stages in forward order, ``R = g_n / g_1`` (median over probes), the per-stage f
 stage (``g`` at its output, the residual stream: ``block_grad_std``), hidden layers outside
 blocks that read the same input tensor are one stage (``g = sqrt(sum m_i sigma_i^2 /
 sum m_i)``, ``m_i`` output entries per example), any other hidden layer a stage of its own;
-a chain's stages are its hidden layers, read as the NumPy doctor reads them.
+a chain's stages are its hidden layers, read as the NumPy doctor reads them. A stage that one
+forward applies ``k`` times (weight sharing) counts ``k`` in ``n``: the factor is per
+application (:func:`~depthlab.torch.gradient_path.pooled_factor` where an end's reading pools
+its calls).
 
 Verification (``verify=True``): for each finding, the rule's prescription translated to a
 module transform (:func:`depthlab.torch.prescriptions.translate`) and then the torch
@@ -64,6 +67,7 @@ from ..diagnosis.rules import (
     RunContext,
     _count,
     evaluate,
+    gradient_depth_scales,
     init_ratio,
     norm_gradient_frame,
 )
@@ -91,7 +95,7 @@ from .doctor_probe import (
     _probe_fn,
     functional_act_rows,
 )
-from .gradient_path import LayerGraph, gradient_stages, parallel_layers, stage_stds
+from .gradient_path import LayerGraph, gradient_stages, parallel_layers, pooled_factor, stage_stds
 from .inputs import (
     VAL_FRACTION,
     _has_lazy,
@@ -242,14 +246,17 @@ class TorchRunContext(RunContext):
             self.frame = frame.drop(columns=["module"])
         super().__post_init__()
         self.frame = frame
-        self.stages = gradient_stages(self.points, frame, self.graph.groups, self.graph.shared)
+        self.stages = gradient_stages(self.points, frame, self.graph.groups, self.graph.shared,
+                                      self.graph.calls)
         # the layers with a grad_pre_std row at some probed step (not: frozen input-side ones)
         self._graded = ({int(i) for i in frame.loc[frame["quantity"] == "grad_pre_std", "layer"]}
                         if len(frame) and "quantity" in frame.columns else set())
         self._stage = {s.layer: s for s in self.stages}
-        if all(s.block is None and len(s.members) == 1 for s in self.stages) \
+        if all(s.block is None and len(s.members) == 1 and s.calls == 1 for s in self.stages) \
                 and not any(p.module in self.graph.shared for p in self.points):
             self.stages = []  # a chain: its hidden layers, read as the NumPy doctor reads them
+        elif any(s.calls > 1 for s in self.stages):
+            self.gradient_unit = "application"  # weight sharing: a step per call
         else:
             self.gradient_unit = "stage"
         self._block_grads = pd.Series(dtype=float)
@@ -281,6 +288,38 @@ class TorchRunContext(RunContext):
             return path
         return [i for i in path if (self._stage[i].block is not None if self.stages else False)
                 or any(m in graded for m in self.gradient_members(i))]
+
+    @property
+    def gradient_depth(self) -> int:
+        """The steps of the gradient path: each stage of :attr:`gradient_layers` counted once
+        per call in a forward (a layer applied ``k`` times by weight sharing is ``k``
+        steps)."""
+        if not self.stages:
+            return len(self.gradient_layers)
+        return sum(self._stage[i].calls for i in self.gradient_layers)
+
+    def gradient_depth_note(self) -> str:
+        """``" (layer 2 applied 4 times)"``: the stages of the path that one forward applies
+        several times (weight sharing), each counted once per application."""
+        shared = [self._stage[i] for i in self.gradient_layers
+                  if self.stages and self._stage[i].calls > 1]
+        return (" (" + ", ".join(f"{s.what()} applied {s.calls} times"
+                                 for s in shared) + ")") if shared else ""
+
+    def gradient_scales(self, ratio: float, vanishing: bool) -> tuple[float, float]:
+        """:meth:`RunContext.gradient_scales`; where an end of the path is a stage applied
+        several times (its reading pooled over the calls), the factor per application is
+        :func:`pooled_factor`'s ``q`` and the depth that of the ratio ``q^(n-1)``."""
+        path, n = self.gradient_layers, self.gradient_depth
+        ends = [self._stage[i].calls for i in (path[0], path[-1])] if self.stages and path \
+            else [1, 1]
+        if ends == [1, 1]:
+            return gradient_depth_scales(ratio, n)
+        q = pooled_factor(ratio if vanishing else 1.0 / ratio, ends[0], ends[1], n)
+        if not math.isfinite(q):
+            return math.nan, math.nan
+        whole = q ** (n - 1)
+        return gradient_depth_scales(whole if vanishing else 1.0 / whole, n)
 
     def gradient_stds(self, step: int) -> pd.Series:
         """Each stage's gradient std at ``step`` (:func:`stage_stds`): a residual block's

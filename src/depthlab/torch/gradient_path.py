@@ -25,6 +25,13 @@ positions (*stages*) of the path are, in forward order:
   batch size): its gradient is the sum of the batch's examples' (sqrt(N) times a stream
   position's), on no example's path, and it is no stage.
 
+A layer (or block) that one forward calls ``k`` times (weight sharing: ``for _ in range(4):
+h = f(self.h(h))``, a universal transformer's repeated block) is ``k`` steps of the path, one
+per application: the depth ``n`` counts applications (:attr:`Stage.calls`), so the factor
+``R^(1/(n-1))`` is per application, not the ``k``-th power of it per module. Its gradient
+reading is the probe's, pooled over the calls (:func:`pooled_factor` reads the per-application
+factor off readings so pooled at the ends of the path).
+
 A chain has neither blocks nor layers reading one input: its stages are its hidden layers,
 one each, and its readings are the NumPy doctor's.
 """
@@ -42,28 +49,38 @@ from torch import nn
 from . import prescriptions as rx
 from .accumulators import _first_tensor
 
-__all__ = ["Stage", "LayerGraph", "parallel_layers", "gradient_stages", "stage_stds"]
+__all__ = ["Stage", "LayerGraph", "parallel_layers", "gradient_stages", "stage_stds",
+           "pooled_factor"]
 
 
 @dataclass
 class Stage:
     """One position of the gradient path: ``layer`` (the probe table's number it is listed
     under: a block's row number, else its first layer's), the hidden ``members`` (layer
-    numbers) it groups, their module ``names`` and, for a residual block, its module name."""
+    numbers) it groups, their module ``names``, for a residual block its module name, and
+    ``calls``: how many times one forward applies it (weight sharing; 1 without)."""
 
     layer: int
     members: list[int] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     block: str | None = None
+    calls: int = 1
 
-    def where(self) -> str:
-        """The words a message names the stage by."""
+    def what(self) -> str:
+        """The stage's name in a message: ``layer 3``, ``layers 2, 3, 4 (run in parallel on
+        one input)``, ``the output of residual block b (layer 7)``."""
         if self.block is not None:
             return f"the output of residual block {self.block} (layer {self.layer})"
         if len(self.members) > 1:
             return (f"layers {', '.join(str(i) for i in self.members)} (run in parallel on "
                     "one input)")
         return f"layer {self.layer}"
+
+    def where(self) -> str:
+        """The words a message names the stage's reading by: :meth:`what`, and how many
+        times a forward applies it when more than once (the reading pools the calls)."""
+        times = f" (applied {self.calls} times in each forward)" if self.calls > 1 else ""
+        return self.what() + times
 
 
 @dataclass
@@ -72,22 +89,29 @@ class LayerGraph:
     that read one input tensor, each layer's output entries per example (``sizes``), and the
     layers whose output does not follow the examples (``shared``: a position embedding of
     ``arange(T)``, the same for every batch size; its gradient is the sum over the batch's
-    examples, on no example's path)."""
+    examples, on no example's path) and each layer's ``calls`` in one forward (weight
+    sharing: more than 1)."""
 
     groups: list[list[str]] = field(default_factory=list)
     sizes: dict[str, int] = field(default_factory=dict)
     shared: frozenset[str] = frozenset()
+    calls: dict[str, int] = field(default_factory=dict)
 
 
 def _first_calls(model: nn.Module, x: torch.Tensor, names: dict[nn.Module, str]
-                 ) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, ...]]]:
-    """``(input key, output shape)`` of each layer's first call in one forward on ``x``."""
+                 ) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, ...]],
+                            dict[str, int]]:
+    """``(input key, output shape)`` of each layer's first call in one forward on ``x``, and
+    each layer's number of calls in that forward."""
     inputs: list[torch.Tensor] = []  # alive during the forward: ids stay unique
     keys: dict[str, tuple[int, int]] = {}
     shapes: dict[str, tuple[int, ...]] = {}
+    calls: dict[str, int] = {}
 
     def hook(module: nn.Module, inp: Any, out: Any) -> None:
         name = names.get(module)
+        if name is not None:
+            calls[name] = calls.get(name, 0) + 1
         if name is None or name in keys:
             return
         i, o = _first_tensor(inp), _first_tensor(out)
@@ -99,7 +123,7 @@ def _first_calls(model: nn.Module, x: torch.Tensor, names: dict[nn.Module, str]
             shapes[name] = tuple(o.shape)
 
     rx._forward_with_hook(model, x, list(names), hook)
-    return keys, shapes
+    return keys, shapes, calls
 
 
 def parallel_layers(model: nn.Module, x: torch.Tensor, layers: list[rx.TracedLayer]
@@ -109,18 +133,19 @@ def parallel_layers(model: nn.Module, x: torch.Tensor, layers: list[rx.TracedLay
     layers' names grouped by the input tensor of their first call (the same tensor object at
     the same version: q, k and v of ``attn(norm(x))``; a tensor changed in place in between is
     another input), only groups of two or more; ``sizes``, output entries / rows; ``shared``,
-    the layers whose output shape is the same for both row counts. A forward that fails under
+    the layers whose output shape is the same for both row counts; ``calls``, each layer's
+    calls in the forward on ``x``. A forward that fails under
     the hooks gives an empty graph (the hidden layers read as a chain, as before)."""
     names = {t.module: t.name for t in layers if t.ran}
     n = int(x.shape[0]) if x.dim() else 0
     try:
-        keys, shapes = _first_calls(model, x, names)
+        keys, shapes, calls = _first_calls(model, x, names)
     except Exception:  # noqa: BLE001 - the trace's forward ran; this one is no requirement
         return LayerGraph()
     shared: set[str] = set()
     if n >= 3:
         try:
-            _, fewer = _first_calls(model, x[:n - 1], names)
+            _, fewer, _ = _first_calls(model, x[:n - 1], names)
         except Exception:  # noqa: BLE001 - a forward that needs its batch size: none known
             fewer = {}
         shared = {k for k, v in fewer.items() if shapes.get(k) == v}
@@ -128,15 +153,17 @@ def parallel_layers(model: nn.Module, x: torch.Tensor, layers: list[rx.TracedLay
     by: dict[tuple[int, int], list[str]] = {}
     for name, key in keys.items():
         by.setdefault(key, []).append(name)
-    return LayerGraph([g for g in by.values() if len(g) > 1], sizes, frozenset(shared))
+    return LayerGraph([g for g in by.values() if len(g) > 1], sizes, frozenset(shared), calls)
 
 
 def gradient_stages(points: list[Any], frame: pd.DataFrame, groups: list[list[str]],
-                    shared: frozenset[str] = frozenset()) -> list[Stage]:
+                    shared: frozenset[str] = frozenset(),
+                    calls: dict[str, int] | None = None) -> list[Stage]:
     """The stages (module docstring) of hidden ``points`` (``index``, ``module``) given the
     probe ``frame`` (its ``block_grad_std`` rows name the residual blocks) and the parallel
     ``groups`` of :func:`parallel_layers`, in forward order; the ``shared`` layers (whose
-    output does not follow the examples) are no stage."""
+    output does not follow the examples) are no stage. A stage's ``calls`` is the most
+    calls (``calls``, by module name) of its members: a block or layer run ``k`` times."""
     blocks: dict[str, int] = {}
     if len(frame) and "module" in frame.columns:
         rows = frame[frame["quantity"] == "block_grad_std"]
@@ -156,6 +183,7 @@ def gradient_stages(points: list[Any], frame: pd.DataFrame, groups: list[list[st
         st = stages.setdefault(key, Stage(int(p.index)))
         st.members.append(int(p.index))
         st.names.append(p.module)
+        st.calls = max(st.calls, int((calls or {}).get(p.module, 1)))
     out = sorted(stages.values(), key=lambda s: s.layer if s.block is not None
                  else min(s.members))
     for s in out:
@@ -188,3 +216,40 @@ def stage_stds(stages: list[Stage], grads: pd.Series, block_grads: pd.Series,
         total = sum(m for _, m in vals)
         out[s.layer] = math.sqrt(sum(m * v * v for v, m in vals) / total)
     return pd.Series(out, dtype=float)
+
+
+def _log_pooled(log_q: float, positions: range) -> float:
+    """``ln sqrt(mean_p q^(2 p))`` over ``positions`` (log-sum-exp: no overflow)."""
+    e = [2.0 * p * log_q for p in positions]
+    top = max(e)
+    return 0.5 * (top + math.log(sum(math.exp(v - top) for v in e) / len(e)))
+
+
+def pooled_factor(ratio: float, first_calls: int, last_calls: int, n: int) -> float:
+    """The per-application factor ``q`` of a path of ``n`` applications whose end readings
+    pool calls: the first stage's ``a = first_calls`` applications (positions ``0..a-1``) and
+    the last stage's ``b = last_calls`` (``n-b..n-1``), with the gradient std ``g_p = g_0 q^p``
+    at position ``p`` and a stage's reading ``sqrt(mean_p g_p^2)`` (the probe's pooled std,
+    equal-sized calls). Solves, by bisection on ``ln q``,
+
+    ``sqrt(mean_{p in last} q^(2p)) / sqrt(mean_{p in first} q^(2p)) = ratio``
+
+    (last reading / first reading; increasing in ``q``, every last position being past every
+    first one). ``a = b = 1`` gives ``ratio^(1/(n-1))``; NaN when the ends overlap or the
+    ratio is not finite and positive. A layer applied 4 times as the last stage, 2.3 per
+    application, reads about ``2.3^4 / 2``: its calls nearest the input lower the pooled std."""
+    a, b = int(first_calls), int(last_calls)
+    if not (ratio > 0 and math.isfinite(ratio)) or a < 1 or b < 1 or n - b < a:
+        return math.nan
+    if a == 1 and b == 1:
+        return ratio ** (1.0 / (n - 1))
+    first, last = range(a), range(n - b, n)
+    target = math.log(ratio)
+    lo, hi = -abs(target) - 1.0, abs(target) + 1.0  # |h(ln q)| >= |ln q| - |target|
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if _log_pooled(mid, last) - _log_pooled(mid, first) < target:
+            lo = mid
+        else:
+            hi = mid
+    return math.exp(0.5 * (lo + hi))
