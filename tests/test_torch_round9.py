@@ -169,9 +169,10 @@ def test_sequentials_nested_in_a_module_list_and_a_2d_buffer():
     check(model, _r(5, 6), ["stages.0.0", "stages.0.2.0", "stages.1.0", "stages.1.2.0", "head"],
           {"stages.0.0": ("stages.0.1",), "stages.1.0": ("stages.1.1",),
            "stages.0.2.0": ("stages.0.2.1", "stages.0.2.2"),
-           "stages.1.2.0": ("stages.1.2.1", "stages.1.2.2")})
-    # (the adds are the parent's: a stage's own forward adds nothing to its input, so the
-    # stages are no residual blocks and have no block_grad_std row)
+           "stages.1.2.0": ("stages.1.2.1", "stages.1.2.2")}, blocks=("stages.1",))
+    # (the adds are the parent's, x = x + stage(x): stages.1 is a residual block whose sum is
+    # in its caller, its row dL/d(sum) = dL/d(stage output); stages.0 reads the raw data, which
+    # has no autograd node to tell its sum from one with any other constant: no row)
 
 
 def _grouped_convs():

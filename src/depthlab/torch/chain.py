@@ -575,7 +575,10 @@ def chain(model: nn.Module, x: Any, y: Any = None,
                 if id(info.owner) in out_tensors else None, "norm": norm, "activation": spec,
                 "between": mids, "pooled_act": end in moved}, end, at
 
-    members = {key: {id(m) for m in b.module.modules()} for key, b in rec.blocks.items()}
+    # (a block whose sum is in its caller, h = h + blk(h): not a module y = post(x + F(x)),
+    # its sum refused with the remedy, _add_hint)
+    members = {key: {id(m) for m in b.module.modules()} for key, b in rec.blocks.items()
+               if not b.outside}
     out: list[dict] = []
     x_store = _storage(x) if isinstance(x, torch.Tensor) else None
     prev_end: int | None = x_store  # the first layer reads x itself (or a view of it)

@@ -42,7 +42,7 @@ import math
 import sys
 import textwrap
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -309,6 +309,10 @@ class BlockInfo:
     name: str
     module: nn.Module
     layer: int
+    outside: bool = False
+    """The sum is in the caller's forward (``h = h + blk(h)`` in a loop, ``h += blk(h)``,
+    ``torch.add(h, blk(h))``): ``block_grad_std`` is the std of dL/d(that sum), not of
+    dL/d(the module's output)."""
 
 
 class _Pass:
@@ -445,6 +449,9 @@ class Recording:
         self._blocks_found = False
         self._plan: list[tuple[nn.Module, object, object]] | None = None
         self._claimed: set = set()
+        # (module id, input node, output node, layer number) of the modules that ran in this
+        # pass whose output may be added to their input by the caller (see _caller_sums)
+        self._outside: list[tuple[int, object, object, int]] = []
         # ids of _input_node's requires-grad copies (first armed pass) and of the outputs of
         # frozen layers computed from them: no gradient rows of their own (see _layer_output)
         self._copied: set[int] = set()
@@ -811,6 +818,7 @@ class Recording:
         if compiled:
             raise TypeError(compiled)
         self._last()
+        self._outside.clear()  # (a forward that raised left its modules there)
         # a forward of the model without gradients (validation under no_grad/inference_mode
         # while armed) is not a training pass: its hooks return at once and the pass being
         # recorded stays the last training forward's (a validation between backward and
@@ -890,6 +898,9 @@ class Recording:
         # concluded: from the second record on, the container of its blocks was taken for a
         # block, a block_grad_std row of its own)
         graph = any(link[0].requires_grad for link in p.links.values())
+        if self._outside:  # the sums of the model's own forward (h = h + blk(h) in a loop)
+            self._caller_sums(_graph_nodes(output))
+            self._outside.clear()
         p.links.clear()
         p.pending.clear()
         p.layouts.clear()
@@ -949,7 +960,16 @@ class Recording:
             out.register_hook(hook)
             self._tap(hook, fresh)
             return
-        slot = out.output_nr
+        self._watch_node(fn, out.output_nr, table, index, aside, fresh)
+
+    def _watch_node(self, fn, slot: int, table: dict, index: int, aside: dict | None = None,
+                    fresh: bool | None = None) -> None:
+        """Have the gradient input number ``slot`` of the autograd node ``fn`` (``dL/d`` its
+        output number ``slot``) added to ``table[index]`` during backward."""
+        if aside is None:
+            aside = self.p.aside(table)
+        if fresh is None:
+            fresh = self._stamp == _hook_stamp()
         k = self._wk
 
         def prehook(grad_outputs: tuple) -> None:
@@ -1493,15 +1513,68 @@ class Recording:
         key = id(module)
         if not self._blocks_found and key not in self.blocks and module is not self.model:
             if in_fn is not None and out.grad_fn is not None:
+                if self._outside:  # its children's sums (a loop h = h + blk(h) in its forward)
+                    # first, but not the sum x + F(x) that is its own output
+                    self._caller_sums(_post_order(out.grad_fn, in_fn),
+                                      _own_sums(out.grad_fn, in_fn))
                 adds = _residual_adds(out.grad_fn, in_fn, self._claimed)
                 if adds:
                     self._claimed.update(adds)
                     self.blocks[key] = BlockInfo(self._names.get(key, ""), module,
                                                  self._last_run)
+                elif key not in self._owners and out.grad_fn is not in_fn:
+                    # its caller may add its output to its input (h = h + blk(h)); a layer
+                    # (attention, a recurrent layer) or a module returning its input is not
+                    self._outside.append((key, in_fn, out.grad_fn, self._last_run))
         block = self.blocks.get(key)
-        if block is not None:  # as a layer output: a view of the whole of a tensor is watched
+        if block is not None and block.outside:
+            if in_fn is not None and out.grad_fn is not None:
+                self._outside.append((key, in_fn, out.grad_fn, block.layer))
+        elif block is not None:  # as a layer output: a view of the whole of a tensor is watched
             # at that tensor's node (a tensor hook on a view changed in place never fired)
             self._watch_grad(out, self.p.block_grad, key)
+
+    def _caller_sums(self, nodes: Iterable, skip: frozenset = frozenset()) -> None:
+        """Among the autograd ``nodes`` (a module's forward, or the model's whole graph), the
+        sums ``x + blk(x)`` of a module ``blk`` of :attr:`_outside` (its output node and its
+        input's node the two operands of one add, in either order; ``h += blk(h)``,
+        ``torch.add``) that no block has claimed: ``blk`` is a residual block whose sum is in
+        its caller (found in the first armed pass), and ``dL/d(sum)`` is watched at the add's
+        node. ``a(x) + b(x)``, ``h + self.pos``, ``blk(h) + 2 h`` have no such add. The adds in
+        ``skip`` stay the enclosing module's (:func:`_own_sums`)."""
+        if not self._outside:
+            return
+        by_out: dict = {}
+        for entry in self._outside:
+            by_out.setdefault(entry[2], []).append(entry)
+        found = set()
+        for node in nodes:
+            if len(found) == len(self._outside):
+                break
+            if node.name() not in _ADD_NODES or node in self._claimed or node in skip:
+                continue
+            ops = [nxt for nxt, _ in node.next_functions]
+            if len(ops) != 2:
+                continue
+            for out_fn, in_fn in (ops, ops[::-1]):
+                # the outermost of nested modules with the same input and output (a Sequential
+                # holding one Sequential) is the block: the last to finish
+                hit = next((e for e in reversed(by_out.get(out_fn, ())) if e[1] is in_fn
+                            and in_fn is not None), None)
+                if hit is None:
+                    continue
+                key, _, _, layer = hit
+                block = self.blocks.get(key)
+                if block is None and not self._blocks_found:
+                    module = next(m for m in self.model.modules() if id(m) == key)
+                    block = self.blocks[key] = BlockInfo(self._names.get(key, ""), module,
+                                                         layer, outside=True)
+                if block is not None and block.outside:
+                    self._claimed.add(node)
+                    self._watch_node(node, 0, self.p.block_grad, key)
+                    found.add(id(hit))
+                break
+        self._outside = [e for e in self._outside if id(e) not in found]
 
     # -- results ---------------------------------------------------------------------------
     def ran_layers(self) -> list[LayerInfo]:
@@ -2142,6 +2215,52 @@ def _post_order(root, stop, keep=None) -> list:
         stack.extend((nxt, False) for nxt, _ in node.next_functions
                      if nxt is not None and nxt not in seen)
     return order
+
+
+def _own_sums(out_fn, in_fn) -> frozenset:
+    """The adds that make a module's output ``post(x + F(x))`` itself: reached from its output
+    node ``out_fn`` through no add or mixing operation (only a ReLU, a scale, a view), with its
+    input's node ``in_fn`` an operand. Such a module is the residual block, not ``F``; a loop
+    ``h = h + blk(h)`` in its forward leaves its children the blocks."""
+    own = set()
+    stack, seen = [out_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node is in_fn or node in seen or _is_mixing(node):
+            continue
+        seen.add(node)
+        nxt = [n for n, _ in node.next_functions]
+        if node.name() in _ADD_NODES:
+            if in_fn in nxt:
+                own.add(node)
+            continue
+        stack.extend(nxt)
+    return frozenset(own)
+
+
+def _graph_nodes(output) -> Iterator:
+    """The autograd nodes of the tensors in ``output`` (a tensor, tuple, list or dict,
+    nested), each once (iterative: graphs of thousands of nodes)."""
+    roots: list = []
+    todo = [output]
+    while todo:
+        obj = todo.pop()
+        if isinstance(obj, torch.Tensor):
+            if obj.grad_fn is not None:
+                roots.append(obj.grad_fn)
+        elif isinstance(obj, dict):
+            todo.extend(obj.values())
+        elif isinstance(obj, (tuple, list)):
+            todo.extend(obj)
+    seen: set = set(roots)
+    queue = list(reversed(roots))
+    while queue:
+        node = queue.pop()
+        yield node
+        for nxt, _ in node.next_functions:
+            if nxt is not None and nxt not in seen:
+                seen.add(nxt)
+                queue.append(nxt)
 
 
 def _residual_adds(out_fn, in_fn, claimed: set) -> list:
