@@ -187,3 +187,29 @@ def test_loop_in_a_submodule_and_shared_and_nested_blocks() -> None:
     pooled = torch.cat([g[0].ravel(), g[1].ravel()])
     np.testing.assert_allclose(rows["blk"], float(pooled.std(unbiased=False)), rtol=1e-9)
     np.testing.assert_allclose(rows["nest"], float(g[2].std(unbiased=False)), rtol=1e-9)
+
+
+class _OnInput(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.blk, self.out = _mlp(), nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(x + self.blk(x))
+
+
+def test_block_on_an_input_that_requires_grad_every_step() -> None:
+    """The model's input is a leaf that requires grad (an adversarial-example loop): the
+    block on it has its row at every recorded step, not only the first."""
+    torch.manual_seed(5)
+    model = _OnInput().double()
+    x = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(5, 2, dtype=torch.float64)
+    with dlt.Watch(model, every=1) as watch:
+        for _ in range(3):
+            loss = nn.MSELoss()(model(x), y)
+            loss.backward()
+            watch.step(loss)
+    frame = watch.frame()
+    rows = frame[frame.quantity == "block_grad_std"]
+    assert list(rows.step) == [0, 1, 2] and set(rows.module) == {"blk"}
