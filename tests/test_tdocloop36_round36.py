@@ -130,3 +130,27 @@ def test_factor_per_application_matches_the_untied_copies_at_init() -> None:
     assert untied.evidence["ratio"] > 1.5 * tied.evidence["ratio"]
     assert tied.evidence["per_layer_factor"] == pytest.approx(
         untied.evidence["per_layer_factor"], rel=0.05)
+
+
+class _Siamese(nn.Module):
+    """One encoder applied to the two halves of a hidden vector: in parallel, not in series."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 16), nn.Linear(16, 16)
+        self.enc = nn.Sequential(nn.Linear(8, 8), nn.Sigmoid())
+        self.c, self.out = nn.Linear(16, 16), nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.sigmoid(self.b(torch.sigmoid(self.a(x))))
+        h = torch.cat([self.enc(h[:, :8]), self.enc(h[:, 8:])], 1)
+        return self.out(torch.sigmoid(self.c(h)))
+
+
+def test_a_layer_shared_in_parallel_is_one_step() -> None:
+    from depthlab.torch import prescriptions as rx
+
+    model, x = _Siamese(), torch.randn(5, 8)
+    assert parallel_layers(model, x, rx.trace(model, x)).calls["enc.0"] == 1  # was 2
+    f = _vanishing(_Siamese)
+    assert f.evidence["n_hidden"] == 4 and "applied" not in f.message  # was 5 applications

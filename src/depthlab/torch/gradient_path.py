@@ -126,6 +126,60 @@ def _first_calls(model: nn.Module, x: torch.Tensor, names: dict[nn.Module, str]
     return keys, shapes, calls
 
 
+def _reaches(start: Any, targets: set[Any], limit: int = 100_000) -> set[Any]:
+    """The ``targets`` (autograd nodes) found walking back from node ``start``."""
+    seen, todo, found = set(), [start], set()
+    while todo and len(seen) < limit:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if node in targets:
+            found.add(node)
+        todo.extend(f for f, _ in getattr(node, "next_functions", ()))
+    return found
+
+
+def _series_calls(model: nn.Module, x: torch.Tensor, names: dict[nn.Module, str],
+                  calls: dict[str, int]) -> dict[str, int]:
+    """``calls`` with each layer called more than once counted by its calls *in series*: the
+    longest run of calls each of which reads (through the autograd graph of one forward with
+    gradients, on ``x`` made to require them) the output of the one before (``h = f(W h)``
+    four times: 4; one encoder on the two halves of a Siamese input: 1). A forward without
+    a graph leaves the count as it was."""
+    many = {m: n for m, n in names.items() if calls.get(n, 1) > 1}
+    if not many:
+        return calls
+    seen: dict[str, list[tuple[Any, Any]]] = {}
+
+    def hook(module: nn.Module, inp: Any, out: Any) -> None:
+        i, o = _first_tensor(inp), _first_tensor(out)
+        seen.setdefault(many[module], []).append((getattr(i, "grad_fn", None),
+                                                  getattr(o, "grad_fn", None)))
+
+    xg = x.detach().clone()
+    if xg.is_floating_point():
+        xg.requires_grad_(True)
+    handles = [m.register_forward_hook(hook) for m in many]
+    try:
+        with torch.enable_grad(), rx.untouched(model):
+            model(xg)
+    finally:
+        for h in handles:
+            h.remove()
+    out = dict(calls)
+    for name, rows in seen.items():
+        if any(o is None for _, o in rows):
+            continue  # no graph to tell series from parallel: every call a step
+        depth: list[int] = []
+        for j, (i, _) in enumerate(rows):
+            found = _reaches(i, {o for _, o in rows[:j]}) if i is not None else set()
+            depth.append(1 + max((depth[k] for k in range(j) if rows[k][1] in found),
+                                 default=0))
+        out[name] = max(depth)
+    return out
+
+
 def parallel_layers(model: nn.Module, x: torch.Tensor, layers: list[rx.TracedLayer]
                     ) -> LayerGraph:
     """The :class:`LayerGraph` of ``model`` from forwards on ``x`` and on ``x`` less its last
@@ -134,7 +188,7 @@ def parallel_layers(model: nn.Module, x: torch.Tensor, layers: list[rx.TracedLay
     the same version: q, k and v of ``attn(norm(x))``; a tensor changed in place in between is
     another input), only groups of two or more; ``sizes``, output entries / rows; ``shared``,
     the layers whose output shape is the same for both row counts; ``calls``, each layer's
-    calls in the forward on ``x``. A forward that fails under
+    calls in series in the forward on ``x`` (:func:`_series_calls`). A forward that fails under
     the hooks gives an empty graph (the hidden layers read as a chain, as before)."""
     names = {t.module: t.name for t in layers if t.ran}
     n = int(x.shape[0]) if x.dim() else 0
@@ -149,6 +203,10 @@ def parallel_layers(model: nn.Module, x: torch.Tensor, layers: list[rx.TracedLay
         except Exception:  # noqa: BLE001 - a forward that needs its batch size: none known
             fewer = {}
         shared = {k for k, v in fewer.items() if shapes.get(k) == v}
+    try:
+        calls = _series_calls(model, x, names, calls)
+    except Exception:  # noqa: BLE001 - as the forwards above: the raw count stands
+        pass
     sizes = {k: max(1, math.prod(v) // n) for k, v in shapes.items() if n and k not in shared}
     by: dict[tuple[int, int], list[str]] = {}
     for name, key in keys.items():
