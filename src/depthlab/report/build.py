@@ -5,6 +5,7 @@ temporary name in its folder, and only when all are written are they moved into 
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -1635,13 +1636,18 @@ def write_report(out_dir: str | os.PathLike, store: Any = None, title: str | Non
 
 
 def _check_writable(out: Path) -> None:
-    """Refuse a folder the report cannot be written to (read-only, ``report.html`` a folder,
-    ``figures`` a file) before anything is drawn: an empty scratch file is staged where
-    ``report.html`` and a figure go and discarded (an :class:`~depthlab.atomic.AtomicWriteError`
-    naming the file). A read-only folder of 10 runs was refused only after about two minutes
-    of drawing, when the first figure was written."""
-    for path in (out / "report.html", out / "figures" / "report-check.png"):
-        stage_bytes(path, b"").discard()
+    """Refuse a folder the report cannot be written to before anything is drawn: ``figures``
+    not a folder (a ``FileExistsError`` naming it, as creating it says), and an empty scratch
+    file staged and discarded where ``report.html`` goes and in an existing ``figures`` (an
+    :class:`~depthlab.atomic.AtomicWriteError` naming the file: read-only, ``report.html`` a
+    folder). Such a folder of 10 runs was refused only after about two minutes of drawing,
+    when the first figure was written."""
+    fig_dir = out / "figures"
+    if os.path.lexists(fig_dir) and not fig_dir.is_dir():
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(fig_dir))
+    stage_bytes(out / "report.html", b"").discard()
+    if fig_dir.is_dir():
+        stage_bytes(fig_dir / "figure.png", b"").discard()
 
 
 def _group_section(store: Any, group: _Group, pngs: _Pngs, max_runs: int, max_diverged: int,
