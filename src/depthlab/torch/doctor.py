@@ -286,7 +286,7 @@ class TorchRunContext(RunContext):
         graded = self._graded
         if not graded:  # no gradient rows at all: nothing to tell frozen layers apart by
             return path
-        return [i for i in path if (self._stage[i].block is not None if self.stages else False)
+        return [i for i in path if (self.stages and self._stage[i].block is not None)
                 or any(m in graded for m in self.gradient_members(i))]
 
     @property

@@ -424,11 +424,10 @@ def check_targets(output: Any, y: Any, loss_fn: Any) -> None:
             and (y.shape[0], *y.shape[2:]) == want else ""
         if output.dim() > 2 and shape == tuple(output.shape[:-1]) and not y.is_floating_point():
             # a sequence tagger's (N, T, C) scores with (N, T) labels: the classes are last
-            fix = (f"; its classes look last, where {name} reads them in dimension 1: give "
-                   "loss_fn=lambda out, y: F.cross_entropy(out.movedim(-1, 1), y)"
-                   if name not in ("NLLLoss", "F.nll_loss") else
-                   "; its classes look last, where NLLLoss reads them in dimension 1: give "
-                   "loss_fn=lambda out, y: F.nll_loss(out.movedim(-1, 1), y)")
+            nll = name in ("NLLLoss", "F.nll_loss")
+            fix = (f"; its classes look last, where {'NLLLoss' if nll else name} reads them in "
+                   f"dimension 1: give loss_fn=lambda out, y: "
+                   f"F.{'nll_loss' if nll else 'cross_entropy'}(out.movedim(-1, 1), y)")
         probs = "" if name in ("NLLLoss", "F.nll_loss") else \
             f", or class probabilities (floats) of the output's shape {tuple(output.shape)}"
         raise ValueError(f"y has shape {shape}, but {name} takes class indices (integers) of "
