@@ -434,6 +434,7 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
     _check_quantity([t for t, _ in runs.values()], quantity)
     theories = _theories(runs, theory)
     wides = {k: _f._quantity(t, quantity) for k, (t, _) in runs.items()}
+    every = list(wides)  # a title naming some runs cuts only the start all of them share
     # the rows this figure draws: a run without this quantity (a transformer's or an LSTM's
     # activations) draws no line, and its module names must not label the other runs' layers
     tables = [t[t["quantity"] == quantity] if "quantity" in t.columns else t
@@ -603,7 +604,8 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
     if len(stale) == 1:  # the right panel draws the last step with values: say which
         # the run's name on a line of its own when both do not fit on one (cut to 24
         # characters, "activation=r…th=8, lr=50" named neither the activation nor the depth)
-        who, when_ = _f.cut_labels([stale[0][0]], 44)[0], f"step {stale[0][1]}, {stale[0][2]}"
+        who = _f.cut_labels([stale[0][0]], 44, every)[0]
+        when_ = f"step {stale[0][1]}, {stale[0][2]}"
         end += f"\n{who}: {when_}" if len(who) + len(when_) <= 46 else f"\n{who}:\n{when_}"
     elif stale:
         end += (f"\n{len(stale)} runs: their last step with finite values"
@@ -621,7 +623,7 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
             # "torch-d…-lr1e3, torch-n…-lr1e9" though "torch-diverges-lr1e3" fits)
             n_zero = len(zero_runs[k])
             cut = _f.cut_labels(zero_runs[k], 44 if n_zero == 1 else
-                                max(14, (44 - 2 * (n_zero - 1)) // n_zero))
+                                max(14, (44 - 2 * (n_zero - 1)) // n_zero), every)
             span_text = _layer_span_text(sorted(zeros[k]), names)
             one = (f"{cut[0]}:\n" if len(cut[0]) + len(span_text) > 36 else f"{cut[0]}: ")
             whose = ("" if n_runs == 1 else one if len(cut) == 1 else
@@ -634,7 +636,7 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
                                                 ).items() if a not in covered}
         if len(covered) == 1:
             (short, deep), = covered.items()
-            a, b = _f.cut_labels([short, deep], 20)
+            a, b = _f.cut_labels([short, deep], 20, every)
             line = f"{a}: same values as {b} (drawn on top)"  # a panel holds ~46 characters
             when += f"\n{line}" if len(line) <= 46 else \
                 f"\n{a}: same values as\n{b} (drawn on top)"
@@ -642,18 +644,19 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
             when += f"\n{len(covered)} runs: same values as a deeper run (drawn on top)"
         if len(hidden) == 1:
             (under, over), = hidden.items()
-            a, b = _f.cut_labels([under, over], 20)
+            a, b = _f.cut_labels([under, over], 20, every)
             line = f"{a}: same values as {b} (under it)"
             when += f"\n{line}" if len(line) <= 46 else f"\n{a}: same values as\n{b} (under it)"
         elif hidden:
             # the last of them is drawn: name it (the reader sees its colour)
             top = [b for b in hidden.values() if b not in hidden]
-            shown_as = _f.cut_labels([top[0]], 20)[0] if len(set(top)) == 1 else "another run"
+            shown_as = (_f.cut_labels([top[0]], 20, every)[0] if len(set(top)) == 1
+                        else "another run")
             when += f"\n{len(hidden)} runs: same values as {shown_as} (under it)"
         for runs, why in ((gaps[k], "not finite (NaN/inf)"),
                           (absent[k], "not recorded at this step")):
             if len(runs) == 1:
-                who = _f.cut_labels([runs[0][0]], 44)[0] + ":" if len(wides) > 1 else ""
+                who = _f.cut_labels([runs[0][0]], 44, every)[0] + ":" if len(wides) > 1 else ""
                 what = f"{_layer_span_text(runs[0][1], names)}: {why}"
                 when += f"\n{who}\n{what}" if len(who) + len(what) > 58 else (
                     f"\n{who} {what}".replace("\n ", "\n"))

@@ -1447,25 +1447,29 @@ labels still do not fit, a shared start may also end at ``=`` (a key every label
 middle cut read ``activation…, lr=1e+07`` twice)."""
 
 
-def cut_labels(labels: Sequence[str], limit: int) -> list[str]:
+def cut_labels(labels: Sequence[str], limit: int,
+               among: Sequence[str] | None = None) -> list[str]:
     """``labels`` shortened to at most ``limit`` characters each: when one is longer, a start
     they all share up to a separator (``sweep:``) gives way to ``…``, then the longer ones
     lose their middle (``start…end``: names that differ only at the end, ``run-1``/``run-2``,
     stay apart); when two still coincide, the later ones end in ``#k``, so every label stays
-    distinct."""
+    distinct. ``among``: every label of the figure when ``labels`` names some of them (a
+    panel's title naming two runs of a legend of four); only a start that all of them share
+    is dropped, as the legend drops it (``lr=100,`` of the two runs named is what tells them
+    from the ``lr=0.05`` runs)."""
     limit = max(limit, 5)
     keep = limit - 1
-    texts = [str(t) for t in labels]
-    if len(texts) > 1 and any(len(t) > limit for t in texts):
+    texts = given = [str(t) for t in labels]
+    whole = given + [str(t) for t in among or ()]
+    if len(set(whole)) > 1 and any(len(t) > limit for t in texts):
         # a start every label shares up to a separator (a sweep's "name:" before each
         # point's values) tells no label apart: dropped before cutting, as the middle cut
         # of "mixed:depth=2,lr=50,activation=tanh" kept the shared start and lost the values
-        whole = texts
         shared = os.path.commonprefix(whole)
         for seps in (SHARED_PREFIX_SEPARATORS, SHARED_PREFIX_SEPARATORS + ("=",)):
             cut = max(shared.rfind(c) for c in seps) + 1
             if cut and all(t[cut:].strip() for t in whole):
-                dropped = ["…" + t[cut:].lstrip() for t in whole]  # "…": a start was dropped
+                dropped = ["…" + t[cut:].lstrip() for t in given]  # "…": a start was dropped
                 # a key ("=") is dropped only where that makes every label fit
                 if seps is SHARED_PREFIX_SEPARATORS or all(len(t) <= limit for t in dropped):
                     texts = dropped
