@@ -789,8 +789,12 @@ class TrainSpec(_Section):
         for k in kwargs:
             if k not in allowed:
                 where = f"{prefix}{k}" if k in direct else f"{prefix}optimizer_kwargs.{k}"
-                raise ConfigError(f"{where} is not a hyperparameter of optimizer {name!r}; "
-                                  f"accepted: {', '.join(allowed)}", where)
+                # a typo names the closest one; another optimizer's names those taking it
+                takers = [o for o in OPTIMIZERS.names if k in optimizer_hyperparameters(o)]
+                hint = (f" (a hyperparameter of {', '.join(takers)}: set {prefix}optimizer)"
+                        if takers else did_you_mean(k, allowed))
+                raise ConfigError(f"{where} is not a hyperparameter of optimizer {name!r}"
+                                  f"{hint}; accepted: {', '.join(allowed)}", where)
         flags = _optimizer_flags(name)
         for k, v in kwargs.items():
             if k == "betas":

@@ -412,6 +412,26 @@ def _as_read(key: str, value: Any) -> Any:
     return value
 
 
+def canonical_grid(grid: dict[str, list]) -> dict[str, list]:
+    """``grid`` with each value as the config reads it (:func:`_as_read`; a ``None`` as the
+    value it stands for, as ``RunSpec.to_toml`` writes it: ``"full"`` for
+    ``train.batch_size``, the field's default): the form a sweep's id hashes, so one grid
+    spelled two ways (``lr = [1, 0.1]`` and ``[1.0, 0.1]``, ``"ReLU"`` and ``"relu"``, a
+    JSON ``null`` and its TOML word) is one sweep, as its points are one run each. A grid
+    already in that form is unchanged (its sweep id too)."""
+    from ..spec import _sweep_none
+
+    def read(key: str, v: Any) -> Any:
+        if v is None:
+            try:
+                v = _sweep_none(key)
+            except ValueError:  # no word for it (train.patience: no early stopping)
+                return None
+        return _as_read(key, v)
+
+    return {k: [read(k, v) for v in values] for k, values in grid.items()}
+
+
 def _with_grid(raw: Any, grid: Any) -> Any:
     """``raw`` with its ``[sweep]`` table replaced by ``grid`` (when given), so that the grid is
     validated like one read from TOML (keys, non-empty lists; one-line ConfigError)."""

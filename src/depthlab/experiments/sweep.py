@@ -34,6 +34,7 @@ from .config import ConfigError, data_digest
 from .executors import Executor, Task, make_executor
 from .grid import (
     SweepPoint,
+    canonical_grid,
     check_limit,
     check_values,
     expand,
@@ -123,6 +124,7 @@ def run_sweep(raw: dict[str, Any], out_dir: str | os.PathLike, *, jobs: int = 1,
     # every single value, before anything runs or is said: a bad one is the only line
     check_values(raw, grid, base_dir=base_dir)
     sid = sweep_id({**{k: v for k, v in base.items() if k != "name"},
+                    **({"sweep": canonical_grid(grid)} if grid else {}),
                     **data_contents(base, grid, base_dir=base_dir)})
     shape = grid_shape(grid)  # a limit's points named as the first of the grid's (was
     # "3 points (train.lr 2 x train.seed 4)", a size its own factors contradict)

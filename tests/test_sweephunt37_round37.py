@@ -1,0 +1,39 @@
+"""Round 37 (sweephunt37): recipe spec, sweeps and reproductions as a demanding user."""
+
+from __future__ import annotations
+
+from depthlab.experiments import run_sweep
+
+BASE = {"name": "s", "data": {"name": "spirals", "n": 60}, "model": {"sizes": ["auto", 3, "auto"]},
+        "train": {"epochs": 1, "batch_size": 64}, "probes": {"every": 0}}
+
+
+def _sweep(tmp_path, grid):
+    return run_sweep({**BASE, "sweep": grid}, tmp_path / "out", echo=None)
+
+
+def test_one_grid_spelled_two_ways_is_one_sweep(tmp_path):
+    # lr 1 and 1.0, "ReLU" and "relu", batch_size None and "full" are one point each (one run
+    # id), and the same grid is one sweep: each spelling was a sweep id of its own, so the
+    # store (and the report) held two sweeps of the same runs; RunSpec.to_toml writes None as
+    # "full", so a spec's grid and its TOML file were two sweeps
+    a = _sweep(tmp_path, {"train.lr": [1, 0.5], "model.activation": ["ReLU"],
+                          "train.batch_size": [None]})
+    b = _sweep(tmp_path, {"train.lr": [1.0, 0.5], "model.activation": ["relu"],
+                          "train.batch_size": ["full"]})
+    assert a.ran == 2 and b.ran == 0 and b.skipped == 2
+    assert a.sweep == b.sweep
+
+
+def test_mistyped_optimizer_hyperparameter_gets_a_hint():
+    import pytest
+
+    from depthlab.spec import ConfigError, RunSpec
+
+    base = {"data": {"name": "digits"}, "model": {"sizes": ["auto", 8, "auto"]}}
+    with pytest.raises(ConfigError, match=r'momentom .*did you mean "momentum"\?'):
+        RunSpec.from_dict({**base, "train": {"optimizer_kwargs": {"momentom": 0.9}}})
+    # another optimizer's hyperparameter names the optimizers that take it
+    with pytest.raises(ConfigError, match=r"betas is not a hyperparameter of optimizer 'sgd' "
+                       r"\(a hyperparameter of adam, adamw, nadam: set train.optimizer\)"):
+        RunSpec.from_dict({**base, "train": {"betas": [0.9, 0.99]}})
