@@ -524,22 +524,42 @@ def for_unscaled_targets(inputs_too: bool = False) -> tuple[dict[str, Any], str]
            if inputs_too else "."))
 
 
+def penalty_weakening(shrink: float, threshold: float = 4.0, most: int = 1000) -> int:
+    """The factor a too-strong penalty is divided by: the smallest power of 10, at least 10
+    and at most ``most``, with ``ln(shrink) / factor <= ln(threshold)``. A penalty that holds
+    the weights against a negligible data gradient shrinks them geometrically, ``ln(shrink)``
+    proportional to its strength (SGD's ``(1 - lr (2 l2 + wd))`` per step), so the weaker one
+    shrinks them less than the finding's ``threshold`` (``PENALTY_SHRINK``) over the same
+    budget. 10x for the usual ~50-80x (``l2 = 1`` at SGD lr 0.01); ``weight_decay = 5`` at
+    lr 0.05 shrank the weights 3e12x in 100 steps, and its 10x weaker 0.5 still 20x (loss at
+    a constant prediction, "did not help"): 100x."""
+    if not shrink > threshold:
+        return 10
+    need = math.log(shrink) / math.log(threshold) if math.isfinite(shrink) else math.inf
+    factor = 10
+    while factor < most and need > factor:
+        factor *= 10
+    return factor
+
+
 def for_penalty_too_strong(penalties: dict[str, float], shrink: float,
-                           optimizer_kwargs: dict[str, Any] | None = None
-                           ) -> tuple[dict[str, Any], str]:
+                           optimizer_kwargs: dict[str, Any] | None = None,
+                           threshold: float = 4.0) -> tuple[dict[str, Any], str]:
     """Cure for a weight penalty that drove the weights to 0: each given penalty (``l1``,
     ``l2``, the optimizer's ``weight_decay``, kept in ``optimizer_kwargs`` with the others)
-    10x smaller."""
-    smaller = {k: float(f"{v / 10:.12g}") for k, v in penalties.items()}
+    :func:`penalty_weakening` times (10x, more when the weights shrank by more than
+    ``threshold^10``, the finding's ``PENALTY_SHRINK`` to the 10th) smaller."""
+    factor = penalty_weakening(shrink, threshold)
+    smaller = {k: float(f"{v / factor:.12g}") for k, v in penalties.items()}
     named = ", ".join(f"{k} = {v:g}" for k, v in smaller.items())
     new: dict[str, Any] = {k: v for k, v in smaller.items() if k != "weight_decay"}
     if "weight_decay" in smaller:
         new["optimizer_kwargs"] = {**(optimizer_kwargs or {}),
                                    "weight_decay": smaller["weight_decay"]}
     return new, (
-        f"Use a 10x weaker weight penalty ({named}): the penalty's pull towards 0 outweighed "
-        f"the data's gradient, shrinking the weights {shrink:.3g}x until the output no longer "
-        "depends on the input.")
+        f"Use a {factor}x weaker weight penalty ({named}): the penalty's pull towards 0 "
+        f"outweighed the data's gradient, shrinking the weights {shrink:.3g}x until the output "
+        "no longer depends on the input.")
 
 
 def for_dropout_too_strong(rates: list[float], noise_limit: float, hidden: float,

@@ -982,6 +982,14 @@ def _gradient_flow(ctx: RunContext, vanishing: bool) -> RuleResult:
         per_layer, metric = ctx.gradient_scales(ratio, vanishing)
     elif not crosses:
         return metric, None
+    elif vanishing and not _vanishing_at(ctx, pairs[0][1]) \
+            and rule_penalty_too_strong(ctx)[1] is not None:
+        # gradients that vanished in training while an over-strong penalty drove the weights
+        # towards 0 (each layer's dL/ds shrinks by f'(s) ||W|| on the way down): the penalty's
+        # symptom, whose cure is the weaker penalty, not batch norm (sgd weight_decay 5 at lr
+        # 0.05, 5-16-16-3 tanh: 1.4x at initialization, 2.3e9x at the end; batch norm "did
+        # not help"), as lr_too_high and dead_relu defer to it
+        return metric, None
     elif not vanishing and ctx.config.get("batchnorm") and not _explodes(1.0 / pairs[0][1], n):
         # normalized layers: batch norm's own explosion is a property of depth, there at
         # initialization (Yang et al. 2019); a growth that appears only in training is the
@@ -1068,6 +1076,14 @@ def _gradient_flow(ctx: RunContext, vanishing: bool) -> RuleResult:
     kind = "vanishing_gradients" if vanishing else "exploding_gradients"
     return metric, Finding(kind, layers, ev, msg, changes, text,
                            _severity(metric, GRADIENT_DEPTH_SCALES, log=False))
+
+
+def _vanishing_at(ctx: RunContext, ratio: float) -> bool:
+    """Whether the gradient ratio ``ratio`` (last hidden layer's dL/ds std over the first's,
+    one probe) is a vanishing finding's by itself: at least ``GRADIENT_MIN_RATIO`` and more
+    than ``GRADIENT_DEPTH_SCALES`` depth scales over the gradient path."""
+    return (math.isfinite(ratio) and ratio >= GRADIENT_MIN_RATIO
+            and ctx.gradient_scales(ratio, True)[1] > GRADIENT_DEPTH_SCALES)
 
 
 def rule_vanishing(ctx: RunContext) -> RuleResult:
@@ -2050,7 +2066,7 @@ def rule_penalty_too_strong(ctx: RunContext) -> RuleResult:
     start, end = probe_loss_ends(ctx)
     if not stuck_at_chance(ctx, end):
         return shrink, None
-    changes, text = rx.for_penalty_too_strong(penalties, shrink, okw)
+    changes, text = rx.for_penalty_too_strong(penalties, shrink, okw, PENALTY_SHRINK)
     named = ", ".join(f"{k} = {v:g}" + (" (the optimizer's)" if k == "weight_decay" else "")
                       for k, v in penalties.items())
     ev = {"metric": shrink, "threshold": PENALTY_SHRINK, "weight_shrink": shrink,

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..validators import real
+from ..validators import positive_int, real
 from .gaussian import ScalarActivation, activation_keywords, normal_rule, resolve_activation
 from .taylor import taylor
 
@@ -288,15 +288,16 @@ def preserving_weight_variance(
     LeCun: tanh in the linear regime -> 1/fan_in). ``mode="fan_out"``: backward,
     ``v = 1 / (fan_out E[f'(s)^2])``. ``mode="average"``: Glorot's compromise, the harmonic
     mean ``2 / (fan_in / g_f + fan_out / g_b)`` with gains ``g_f = q / E[f^2]``,
-    ``g_b = 1 / E[f'^2]`` (tanh, small q: ``2 / (fan_in + fan_out)``). ``s ~ N(0, q)``.
+    ``g_b = 1 / E[f'^2]`` (tanh, small q: ``2 / (fan_in + fan_out)``); ``"fan_avg"``, the mode's
+    name in ``variance_scaling`` (whose ``scale`` this is times ``(fan_in + fan_out) / 2``),
+    is the same. ``s ~ N(0, q)``.
     """
-    modes = ("fan_in", "fan_out", "average")
-    if mode not in modes:
+    modes = ("fan_in", "fan_out", "fan_avg", "average")
+    if not isinstance(mode, str) or mode not in modes:
         raise ValueError(f"unknown mode {mode!r}; expected one of {modes}")
     q = real("q", q, positive=True)
-    for label, val in (("fan_in", fan_in), ("fan_out", fan_out)):
-        if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
-            raise ValueError(f"{label} must be a positive integer, got {val!r}")
+    # a float or text fan is a TypeError (and still a ValueError), as the other widths are
+    fan_in, fan_out = positive_int("fan_in", fan_in), positive_int("fan_out", fan_out)
     fn = resolve_activation(activation, **kw)
     _, sq, dsq = _moments_exact(fn, q)
     g_f = q / sq if sq > 0 else np.inf
