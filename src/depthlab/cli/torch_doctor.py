@@ -168,11 +168,25 @@ def load_factory(spec: str) -> Callable[[], Any]:
             from None
     fn = getattr(module, name, None)
     if fn is None:
-        raise UserError(f"--torch: {path_s!r} has no {name!r}")
+        raise UserError(f"--torch: {path_s!r} has no {name!r}{_candidates(module, name)}")
     if not callable(fn):
         raise UserError(f"--torch: {name!r} in {path_s!r} is {_a(type(fn).__name__)}, not a "
                         "function returning a torch.nn.Module")
     return fn
+
+
+def _candidates(module: Any, name: str) -> str:
+    """What the file offers instead of ``name``: `` (did you mean 'make_model'?)`` for a close
+    public name, else ``; its functions: a, b`` (its own public callables, classes included,
+    at most 10; not those it imported), else ``""``."""
+    from ..validators import did_you_mean
+
+    own = sorted(k for k, v in vars(module).items() if not k.startswith("_") and callable(v)
+                 and getattr(v, "__module__", None) == module.__name__)
+    hint = did_you_mean(name, own)
+    if hint or not own:
+        return hint
+    return f"; its functions: {', '.join(own[:10])}" + (", ..." if len(own) > 10 else "")
 
 
 def shape_inputs(x: np.ndarray, image_shape: Any, model: Any,
