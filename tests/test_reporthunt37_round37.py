@@ -35,3 +35,77 @@ def test_a_panel_naming_some_runs_keeps_what_tells_them_from_the_others():
                       among=["a=2,b=2,c=3"]) != ["…c=3", "…c=4"]
     assert cut_labels(["sweep:x=1", "sweep:x=2"], 5) == ["…x=1", "…x=2"]  # without among
     assert cut_labels(["sweep:x=1"], 5, among=["sweep:x=1", "sweep:x=2"]) == ["…x=1"]
+
+
+def test_a_run_that_diverged_in_its_last_update_says_so_on_its_training_figure():
+    """A NumPy run whose last step's loss was finite (9252, computed before the update) and
+    whose update made the network's loss NaN (the epoch's train loss, where the trainer finds
+    the divergence, at that same step: spirals, 6 ReLU layers, N(0, 1), lr 50): the training
+    figure was titled "Training loss" alone, one finite point and no word of the divergence
+    the page's text reports, because the report took the divergence's step among the drawn
+    ones for a non-finite loss the figure names itself."""
+    import numpy as np
+
+    from depthlab.report import build
+
+    class _Store:
+        def run(self, rid):
+            return {"id": rid, "divergence": {"step": 2, "epoch": 2, "loss": None,
+                                              "layer": "dense5"}}
+
+    steps = pd.DataFrame({"step": [1, 2], "loss": [0.7, 9252.0]})
+    title = build._divergence_title(_Store(), "r", steps)
+    assert title == "diverged after the update of step 2 (loss not finite): not drawn", title
+    # a step whose own loss was not finite is named by the figure; a step not drawn, here
+    assert build._divergence_title(_Store(), "r", steps.assign(loss=[0.7, np.nan])) == ""
+    assert build._divergence_title(_Store(), "r", steps.iloc[:1]) == \
+        "diverged at step 2 (loss not finite): not drawn"
+
+
+def test_a_long_runs_epoch_lines_are_lines_not_bands_of_dots():
+    """10,000 epochs (a small net trained long): every epoch's loss and accuracy was a 4 pt
+    dot, 0.03 in apart, and the accuracy panel showed bands 0.2 high instead of curves; a
+    run of few epochs keeps its dots."""
+    import numpy as np
+
+    from depthlab.report.figures import training_curves
+
+    def figure(n: int):
+        rng = np.random.default_rng(0)
+        steps = pd.DataFrame({"step": np.arange(1, n + 1), "loss": np.linspace(1, .1, n)})
+        epochs = pd.DataFrame({"epoch": np.arange(1, n + 1), "step": np.arange(1, n + 1),
+                               "train_loss": np.linspace(1, .1, n),
+                               "val_loss": np.linspace(1, .2, n),
+                               "train_acc": rng.uniform(.5, .6, n),
+                               "val_acc": rng.uniform(.5, .6, n)})
+        return training_curves(steps, epochs)
+
+    long = [ln for ax in figure(2000).axes for ln in ax.get_lines() if len(ln.get_xdata()) > 80]
+    assert long and all(ln.get_marker() in ("None", "", None) for ln in long), \
+        [(ln.get_label(), ln.get_marker()) for ln in long]
+    short = [ln for ax in figure(12).axes for ln in ax.get_lines() if "epoch" in ln.get_label()
+             or ln.get_label() in ("train", "validation")]
+    assert short and all(ln.get_marker() == "o" for ln in short)
+
+
+def test_a_per_layer_line_breaks_at_layers_a_log_axis_cannot_show():
+    """A run at lr 100 whose ReLU layers 2-3 went dead (activation std 0) between 5e6 in
+    layer 1 and 5 in layer 4: the overlay drew one straight line from layer 1 to layer 4, as
+    if about 5e4 and 5e2 had been measured in layers 2 and 3; the title said they were zero.
+    The line breaks there; a layer with no row at that step is no break."""
+    import numpy as np
+
+    from depthlab import plot
+
+    runs = {"lr=100": _grad_table([.01, .02, .03, .04], [5e6, 0, np.nan, 5]),
+            "lr=0.05": _grad_table([.01, .02, .03, .04], [.01, .02, .03, .04])}
+    fig = plot.gradient_per_layer(runs)
+    (line,) = [ln for ln in fig.axes[1].get_lines() if ln.get_label().startswith("lr=100")]
+    x, y = np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)
+    assert list(x) == [1, 2, 3, 4] and np.isnan(y[1:3]).all() and y[0] == 5e6, (x, y)
+    # layer 3 not recorded at the end (no row): drawn across, as before
+    table = _grad_table([.01, .02, .03, .04], [.01, .02, .03, .04])
+    table = table[~((table["step"] == 3) & (table["layer"] == 3))]
+    fig = plot.gradient_per_layer({"a": table, "b": runs["lr=0.05"]})
+    (line,) = [ln for ln in fig.axes[1].get_lines() if ln.get_label().startswith("a")]
+    assert not np.isnan(np.asarray(line.get_ydata(), float)).any()
