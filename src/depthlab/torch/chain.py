@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from . import pooling
+from . import norms, pooling
 from .accumulators import _first_tensor
 from .functional_acts import ACT_NODES, _below_views, _settings, chain_acts, inplace_act_of
 from .functional_acts import _tensors as output_tensors
@@ -565,7 +565,8 @@ def chain(model: nn.Module, x: Any, y: Any = None,
                 raise ValueError(f"the output of {info.name!r} reaches {info.norm!r} through "
                                  "another operation")
             _, end, norm, at = norm_after[end]
-            _check_norm(norm, info.norm)
+            _check_norm(norm, info.norm, tuple(out_tensors[id(info.owner)][0].shape)
+                        if id(info.owner) in out_tensors else None)
         spec = None
         if info.activation is not None and end in after:
             _, end, spec, at = after[end]
@@ -1459,14 +1460,22 @@ def _check_add(name: str, out_fn: Any, post: bool, branch_fn: Any, skip_fn: Any,
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-def _check_norm(norm: nn.Module, name: str) -> None:
-    """BatchNorm in training mode (batch statistics), LayerNorm, GroupNorm and RMSNorm are
+def _check_norm(norm: nn.Module, name: str, shape: tuple[int, ...] | None = None) -> None:
+    """BatchNorm in training mode (batch statistics), LayerNorm, GroupNorm, RMSNorm and
+    InstanceNorm with each example's statistics on a batch ``shape`` (GroupNorm(C, C)) are
     modelled; anything else is refused."""
+    norms.check_batched(norm, shape, name)
+    if isinstance(norm, (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)) and \
+            not norm.training and norm.track_running_stats:
+        raise ValueError(f"predict() models InstanceNorm with each example's statistics; "
+                         f"{name!r} is in eval mode with track_running_stats=True (running "
+                         f"statistics): call model.train() first")
     if isinstance(norm, PER_EXAMPLE):
         return
     if not isinstance(norm, _BN):
-        raise ValueError(f"predict() models BatchNorm1d/2d/3d, LayerNorm, GroupNorm and RMSNorm "
-                         f"after a layer; {name!r} is a {type(norm).__name__}")
+        raise ValueError(f"predict() models BatchNorm1d/2d/3d, LayerNorm, GroupNorm, "
+                         f"InstanceNorm1d/2d/3d and RMSNorm after a layer; {name!r} is a "
+                         f"{type(norm).__name__}")
     if not norm.training and norm.track_running_stats:
         raise ValueError(f"predict() models BatchNorm in training mode (batch statistics); "
                          f"{name!r} is in eval mode: call model.train() first")

@@ -53,9 +53,23 @@ from torch import nn
 
 from . import pooling
 
-PER_EXAMPLE = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
+PER_EXAMPLE = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.InstanceNorm1d, nn.InstanceNorm2d,
+               nn.InstanceNorm3d)
 """The normalizations of one example's values that :func:`depthlab.torch.predict.predict`
-models (BatchNorm, over the batch, in :mod:`depthlab.torch.propagation`)."""
+models (BatchNorm, over the batch, in :mod:`depthlab.torch.propagation`). InstanceNorm with
+its per-example statistics (training mode, or ``track_running_stats=False``, its default) is
+GroupNorm(C, C): each example's channel normalized over its positions,
+``y = gamma_c (x - mu_nc) / sqrt(sigma_nc^2 + eps) + beta_c``."""
+
+
+def groups(module: nn.Module) -> tuple[int, int] | None:
+    """``(channels, groups)`` of a GroupNorm, or of an InstanceNorm (one channel per group);
+    None for other modules."""
+    if isinstance(module, nn.GroupNorm):
+        return int(module.num_channels), int(module.num_groups)
+    if isinstance(module, (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)):
+        return int(module.num_features), int(module.num_features)
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +115,24 @@ def _affine(module: nn.Module, units: int) -> tuple[np.ndarray, np.ndarray]:
     return g, be
 
 
+def check_batched(module: nn.Module, shape: tuple[int, ...] | None,
+                  name: str | None = None) -> None:
+    """A ValueError for an InstanceNorm given a tensor without a batch dimension: torch reads
+    ``(N, C)`` into an InstanceNorm1d as ONE unbatched example (its ``N`` rows the channels,
+    each normalized over its own values), which has no per-channel statistics to model (taken
+    for ``N`` examples of one value each, the prediction was inf). ``name``: the module's."""
+    if shape is None or not isinstance(module, (nn.InstanceNorm1d, nn.InstanceNorm2d,
+                                                nn.InstanceNorm3d)) \
+            or len(shape) >= module._get_no_batch_dim() + 1:
+        return
+    who = repr(name) if name is not None else "the module"
+    raise ValueError(
+        f"predict() models InstanceNorm on batches (N, C, ...); {who} is a "
+        f"{type(module).__name__} given a tensor of shape {tuple(shape)}, which torch reads "
+        f"as one unbatched example (its {shape[0]} rows as channels, each normalized over its "
+        f"own values): use nn.LayerNorm({shape[-1]}) to normalize each example's features")
+
+
 def norm_spec(module: nn.Module, shape: tuple[int, ...] | None,
               units_axis: int | None = None) -> NormSpec:
     """The :class:`NormSpec` of ``module`` on inputs of ``shape`` (a batch); ``units_axis``:
@@ -109,13 +141,15 @@ def norm_spec(module: nn.Module, shape: tuple[int, ...] | None,
     if shape is None:
         raise ValueError(f"predict() needs the input shape of the {type(module).__name__}")
     shape = tuple(int(v) for v in shape)
-    if isinstance(module, nn.GroupNorm):
-        c, groups = int(module.num_channels), int(module.num_groups)
+    check_batched(module, shape)
+    cg = groups(module)
+    if cg is not None:  # GroupNorm; InstanceNorm is GroupNorm(C, C)
+        c, ng = cg
         spatial = math.prod(shape[2:]) if len(shape) > 2 else 1
-        k = c // groups
+        k = c // ng
         n = k * spatial
         g, b = _affine(module, c)
-        kind, centered = "GroupNorm", True
+        kind, centered = type(module).__name__, True
     else:
         ns = tuple(int(v) for v in module.normalized_shape)
         n = math.prod(ns)
@@ -184,9 +218,13 @@ def inverse(spec: NormSpec, s2: float, fixed: float = 0.0) -> float:
 
 def between(module: nn.Module, x: torch.Tensor, label: str) -> pooling.Between | None:
     """A :class:`depthlab.torch.pooling.Between` of kind ``"norm"`` for a per-example
-    normalization that reads something other than a layer's output (None for other modules)."""
-    if not isinstance(module, PER_EXAMPLE):
-        return None
+    normalization that reads something other than a layer's output (None for other modules,
+    and for an InstanceNorm on running statistics or on one unbatched example, which the chain
+    then refuses by name)."""
+    if not isinstance(module, PER_EXAMPLE) or (groups(module) is not None and not isinstance(
+            module, nn.GroupNorm) and (x.dim() < module._get_no_batch_dim() + 1 or (
+                not module.training and module.track_running_stats))):
+        return None  # (an InstanceNorm on running statistics or one unbatched example)
     shape = tuple(x.shape) if x.dim() >= 2 else (1, *x.shape)
     return pooling.Between("norm", label, x.numel(), norm=norm_spec(module, shape))
 

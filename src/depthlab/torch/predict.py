@@ -236,18 +236,22 @@ at that block, was 0.31-0.40x; the blocks below 0.83-0.93x, was 0.39-0.62x: a ma
 output keeps most units active, and the small share of the gradient the norm passes is
 predicted too small). Groups of 4 values or fewer
 are less exact (``E[1 / sigma^2]`` is heavy-tailed there, a measurement below its mean:
-GroupNorm(64, 256) after Linear layers 0.74x).
+GroupNorm(64, 256) after Linear layers 0.74x). InstanceNorm1d/2d/3d with each example's
+statistics (training mode, or eval with ``track_running_stats=False``, its default) normalizes
+each example's channel over its positions: it is GroupNorm(C, C), the same table as that twin
+(CycleGAN-style ``Conv -> InstanceNorm2d -> ReLU`` x3 and residual blocks 0.95-1.05x, 3
+seeds); on running statistics, or given ``(N, C)`` (which torch reads as one unbatched example
+whose channels are the rows), it is refused by name.
 
 Anything else between layers (other pooling: ``LPPool*``, ``F.lp_pool2d``, fractional max
 pooling; an activation after average pooling or a non-monotone one after max pooling,
 ``F.gelu(F.max_pool2d(conv(x), 2))``; ``F.alpha_dropout``; an
-arithmetic operation such as ``h * 2``; a normalization other than those (InstanceNorm,
-LocalResponseNorm) or BatchNorm in
-eval mode, alpha dropout in training mode, nested blocks, a block with more than two paths, a
-layer called twice, a ``Linear``/``Conv`` subclass with its own ``forward`` such as a
-weight-standardized conv) breaks the chain: a ValueError names the layer and, where it can, the
-module in between (e.g. ``'2' (LPPool2d)``), the function (``the function F.lp_pool2d``) or the
-torch operation under any views (``'Mul' (autograd node MulBackward0)``).
+arithmetic operation such as ``h * 2``; a normalization other than those (LocalResponseNorm)
+or BatchNorm in eval mode, alpha dropout in training mode, nested blocks, a block with more
+than two paths, a layer called twice, a ``Linear``/``Conv`` subclass with its own ``forward``
+such as a weight-standardized conv) breaks the chain: a ValueError names the layer and, where
+it can, the module in between (e.g. ``'2' (LPPool2d)``), the function (``the function
+F.lp_pool2d``) or the torch operation under any views (``'Mul' (autograd node MulBackward0)``).
 """
 
 from __future__ import annotations
@@ -509,8 +513,9 @@ def _fewest_channels_per_group(segments: list[dict]) -> int | None:
     for seg in segments:
         for s in (seg, *seg.get("layers", ()), *seg.get("shortcut", ())):
             norm = s.get("norm")
-            if isinstance(norm, nn.GroupNorm):
-                ks.append(int(norm.num_channels) // int(norm.num_groups))
+            cg = norms.groups(norm)  # GroupNorm; InstanceNorm: one channel per group
+            if cg is not None:
+                ks.append(cg[0] // cg[1])
     return min(ks) if ks else None
 
 

@@ -48,6 +48,7 @@ after), with a warning: the layers it wraps ran their forward without gradients,
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 import warnings
@@ -465,12 +466,15 @@ def _torch_loss_name(loss_fn: Any) -> str | None:
 
 
 def _check_structured_output(output: Any, loss_fn: Any) -> None:
-    """A TypeError in one line for a tuple/list/dict output given to one of torch's losses
+    """A TypeError in one line for a tuple/list/dict/dataclass output given to one of torch's losses
     (:func:`_torch_loss_name`), which take one tensor: a model returning what ``nn.GRU``/
     ``nn.LSTM``/``nn.MultiheadAttention`` return, ``(out, h)``, or ``{"logits": ...}``, got
     torch's "cross_entropy_loss(): argument 'input' (position 1) must be Tensor, not tuple".
     The message names the parts and a loss that picks one (the first tensor)."""
-    if isinstance(output, torch.Tensor) or not isinstance(output, (tuple, list, dict)):
+    fields = ({f.name: getattr(output, f.name, None) for f in dataclasses.fields(output)}
+              if dataclasses.is_dataclass(output) and not isinstance(output, type) else None)
+    if isinstance(output, torch.Tensor) or (fields is None and not isinstance(
+            output, (tuple, list, dict))):
         return
     call = _torch_loss_name(loss_fn)
     if call is None:
@@ -480,6 +484,15 @@ def _check_structured_output(output: Any, loss_fn: Any) -> None:
         return str(tuple(v.shape)) if isinstance(v, torch.Tensor) else type(v).__name__
 
     kind = type(output).__name__
+    if fields is not None:  # a dataclass (torch: "must be Tensor, not Out"): its fields by
+        # name, as the remedy reads them, out.logits
+        what = f"a dataclass {kind} with fields " + ", ".join(
+            f"{k} {part(v)}" for k, v in fields.items())
+        key = next((k for k, v in fields.items() if isinstance(v, torch.Tensor)), None)
+        name = call[3:-2] if call.startswith("nn.") else call
+        fix = f": give a loss_fn that picks the part it reads, e.g. lambda out, y: " \
+              f"{call}(out.{key}, y)" if key is not None else ""
+        raise TypeError(f"the model's output is {what}, but {name} takes one tensor{fix}")
     if isinstance(output, dict):
         keys = list(output)
         what = f"a {kind} with keys {keys}"
