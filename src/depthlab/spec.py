@@ -791,8 +791,8 @@ class TrainSpec(_Section):
                 where = f"{prefix}{k}" if k in direct else f"{prefix}optimizer_kwargs.{k}"
                 # a typo names the closest one; another optimizer's names those taking it
                 takers = [o for o in OPTIMIZERS.names if k in optimizer_hyperparameters(o)]
-                hint = (f" (a hyperparameter of {', '.join(takers)}: set {prefix}optimizer)"
-                        if takers else did_you_mean(k, allowed))
+                hint = (f" (a hyperparameter of {', '.join(takers)})" if takers
+                        else did_you_mean(k, allowed))
                 raise ConfigError(f"{where} is not a hyperparameter of optimizer {name!r}"
                                   f"{hint}; accepted: {', '.join(allowed)}", where)
         flags = _optimizer_flags(name)
