@@ -19,12 +19,16 @@ alternating):
   (:func:`~depthlab.torch.kernels.weight_sums`); before it, the snapshot copy. No rows, no
   checks, no bookkeeping: a lower bound, not a usable recorder.
 
-For each step position of the cycle the table gives the median over cycles of the step's wall
+For each step position of the cycle the table gives the median over cycles of the step's
 time minus the baseline's at that position (position 0 is the recorded step, 9 the one before
 it), and the whole cycle's difference as a share of the baseline cycle. Only ratios measured in
 one run mean anything on a shared machine.
 
-    python benchmarks/watch_floor.py [--cycles 300]
+With ``--clock cpu`` each step is timed by the thread's CPU time (``time.thread_time_ns``)
+instead of the wall clock: on a host loaded by other processes the wall clock adds the time the
+process waited for a core, which swamps a difference of a few percent.
+
+    python benchmarks/watch_floor.py [--cycles 300] [--clock wall|cpu]
 """
 
 from __future__ import annotations
@@ -97,7 +101,10 @@ def _loop(kind: str, kernels):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cycles", type=int, default=300)
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="time steps by the wall clock (default) or the thread's CPU time")
     args = ap.parse_args()
+    clock = time.perf_counter_ns if args.clock == "wall" else time.thread_time_ns
     kernels = watch_kernels()
     if kernels is None:
         raise SystemExit("the floor uses the compiled kernels: install depthlab[fast] (Numba)")
@@ -114,14 +121,14 @@ def main() -> None:
     def cycle(model, opt, rec) -> list[int]:
         out = []
         for _ in range(EVERY):
-            t0 = time.perf_counter_ns()
+            t0 = clock()
             opt.zero_grad()
             loss = loss_fn(model(x), y)
             loss.backward()
             if rec is not None:
                 rec.step(loss)
             opt.step()
-            out.append(time.perf_counter_ns() - t0)
+            out.append(clock() - t0)
         return out
 
     for _ in range(30):  # warm-up: kernels, allocator, Watch's first record (theory)
@@ -134,10 +141,10 @@ def main() -> None:
                 times[k][i].append(t)
     base = [statistics.median(t) / 1e3 for t in times["baseline"]]
     print(f"torch {torch.__version__}; MLP 784-100-100-100-10, batch 128, 1 thread, pinned; "
-          f"{args.cycles} interleaved cycles of {EVERY} steps; load average "
+          f"{args.cycles} interleaved cycles of {EVERY} steps; {args.clock} clock; load average "
           f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}")
-    print("per step position: median wall time minus the baseline's (us); position 0 is the "
-          "recorded step")
+    print(f"per step position: median {args.clock} time minus the baseline's (us); position 0 "
+          "is the recorded step")
     print(f"{'':9s}" + "".join(f"{i:>8d}" for i in range(EVERY)) + f"{'cycle':>10s}{'share':>8s}")
     print(f"{'baseline':9s}" + "".join(f"{b:8.0f}" for b in base) + f"{sum(base):10.0f}")
     for k in kinds[1:]:
