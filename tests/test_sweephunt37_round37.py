@@ -37,3 +37,20 @@ def test_mistyped_optimizer_hyperparameter_gets_a_hint():
     with pytest.raises(ConfigError, match=r"betas is not a hyperparameter of optimizer 'sgd' "
                        r"\(a hyperparameter of adam, adamw, nadam\); accepted: momentum"):
         RunSpec.from_dict({**base, "train": {"betas": [0.9, 0.99]}})
+
+
+def test_a_runspec_is_a_config_everywhere(tmp_path):
+    # the recipe's one spec: validate, execute, expand and run_sweep take a RunSpec as they
+    # take its dict (each refused it: "a config must be a table of sections, got RunSpec")
+    from depthlab.experiments import execute, expand, validate
+    from depthlab.spec import RunSpec
+
+    raw = {**BASE, "sweep": {"train.seed": [0, 1]}}
+    spec = RunSpec.from_dict(raw)
+    assert validate(spec) == validate(raw)
+    assert [p.id for p in expand(spec)] == [p.id for p in expand(raw)]
+    a = run_sweep(spec, tmp_path / "a", echo=None)
+    b = run_sweep(raw, tmp_path / "b", echo=None)
+    assert (a.sweep, a.ran) == (b.sweep, 2)
+    one = RunSpec.from_dict(BASE)
+    assert execute(one).id == execute(BASE).id

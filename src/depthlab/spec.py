@@ -898,7 +898,10 @@ class RunSpec:
     @classmethod
     def from_dict(cls, raw: Any, *, base_dir: str | os.PathLike | None = None) -> RunSpec:
         """Validate a config dict as read from TOML (see
-        :func:`depthlab.experiments.config.validate`); ``base_dir`` resolves ``data.path``."""
+        :func:`depthlab.experiments.config.validate`); ``base_dir`` resolves ``data.path``.
+        A ``RunSpec`` is read as its :meth:`to_dict` (the recipe's one form everywhere)."""
+        if isinstance(raw, RunSpec):
+            raw = raw.to_dict()
         if not isinstance(raw, dict):
             hint = (" (a TOML file's path? read it with depthlab.experiments.read_toml(path))"
                     if isinstance(raw, str | os.PathLike) else "")

@@ -70,9 +70,19 @@ def sweep_id(raw: dict[str, Any]) -> str:
     return "sw-" + hashlib.sha256(canonical_json(raw).encode()).hexdigest()[:10]
 
 
+def as_raw(raw: Any) -> Any:
+    """A :class:`~depthlab.spec.RunSpec` as its config dict (``to_dict()``, its ``[sweep]``
+    grid included), so the grid functions and :func:`~depthlab.experiments.sweep.run_sweep`
+    take the recipe's spec as they take its dict; anything else as it is."""
+    from ..spec import RunSpec
+
+    return raw.to_dict() if isinstance(raw, RunSpec) else raw
+
+
 def validate_base(raw: Any, *, base_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """:func:`~depthlab.experiments.config.validate` of a sweep's config (see
     :func:`_lifted_base`)."""
+    raw = as_raw(raw)
     return _lifted_base(raw, base_dir)[0]
 
 
@@ -245,6 +255,7 @@ def check_values(raw: dict[str, Any], grid: dict[str, list], *,
     :class:`ConfigError` naming the key and value): each distinct value once, the first
     :data:`FULL_CHECKS` of a key and every non-number on the whole config, later numbers by
     their field's check."""
+    raw = as_raw(raw)
     body = _body(raw)
     lifted: list[dict[str, Any]] = []  # the swept values the base was validated with
 
@@ -337,6 +348,7 @@ def iter_points(raw: dict[str, Any], *, base_dir: str | os.PathLike | None = Non
     that must not run a point twice checks ids itself. ``check=True`` first validates every
     single value (:func:`check_values`).
     """
+    raw = as_raw(raw)
     check_limit(limit)
     if invalid not in ("raise", "fail"):
         raise ValueError(f"invalid = {invalid!r} is not accepted; accepted: 'raise', 'fail'")
@@ -464,6 +476,7 @@ def expand(raw: dict[str, Any], *, base_dir: str | os.PathLike | None = None,
     value anywhere fails before anything runs); points with identical validated configs are
     kept once. For large grids use :func:`iter_points`: a list that cannot fit in memory
     (:data:`POINT_BYTES` per point) is refused before the first point is built."""
+    raw = as_raw(raw)
     from ..memory import check_fits
 
     grid = validate_base(_with_grid(raw, grid), base_dir=base_dir).get("sweep") or {}

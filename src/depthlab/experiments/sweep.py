@@ -34,6 +34,7 @@ from .config import ConfigError, data_digest
 from .executors import Executor, Task, make_executor
 from .grid import (
     SweepPoint,
+    as_raw,
     canonical_grid,
     check_limit,
     check_values,
@@ -115,6 +116,7 @@ def run_sweep(raw: dict[str, Any], out_dir: str | os.PathLike, *, jobs: int = 1,
     ``if __name__ == "__main__":``; ``jobs=N`` workers do not import it.
     """
     check_limit(limit)
+    raw = as_raw(raw)  # a RunSpec: its config dict
     executor = _executor(executor, jobs, cluster)  # a bad one before the grid is said
     base = validate_base(raw, base_dir=base_dir)
     grid = base.get("sweep") or {}
