@@ -34,6 +34,7 @@ import depthlab as dl
 from depthlab.backend import rng as make_rng
 from depthlab.initializers import normal, variance_scaling
 from depthlab.theory import critical_sigma_w2, meanfield
+from depthlab.theory.meanfield import slope_chi1
 from depthlab.training import Callback, fit
 
 from ..progress import ExperimentProgress
@@ -452,7 +453,9 @@ def _fig_growth(gdf: pd.DataFrame, sw_c: float) -> Figure:
     fig = Figure(figsize=(6.5, 4.5))
     ax = fig.subplots()
     sw = np.linspace(0.9, max(3.1, float(gdf["sigma_w2"].max()) + 0.1), 120)
-    pred = [meanfield("tanh", v, SIGMA_B2).chi1 ** (GRAD_DEPTH - 1) for v in sw]
+    # chi1 alone (slope_chi1: meanfield's own q* and chi1, identical values) without the
+    # correlation map's fixed point, which the curve never reads: ~90x less time per figure
+    pred = [slope_chi1("tanh", v, SIGMA_B2) ** (GRAD_DEPTH - 1) for v in sw]
     ax.semilogy(sw, pred, "k-", label=f"χ₁^{GRAD_DEPTH - 1} (mean field)")
     ax.semilogy(gdf["sigma_w2"], gdf["measured"], "o", color="C3", label="measured")
     ax.axvline(sw_c, color="grey", ls=":", label=f"critical σ_w² = {sw_c:.2f}")
