@@ -88,3 +88,17 @@ def test_penalty_weakening_is_10x_unless_the_shrinkage_was_geometric_beyond_4_to
     assert [penalty_weakening(s) for s in (1.3, 4.0, 57.0, 4.0 ** 10, 4.0 ** 10.5, 4.0 ** 100,
                                            4.0 ** 101, math.inf)] \
         == [10, 10, 10, 10, 100, 100, 1000, 1000]
+
+
+@pytest.mark.parametrize("settings", [
+    {"lr": 0.05, "l2": 5.0},  # each sgd step takes lr 2 l2 = 0.5 of every weight
+    {"lr": 0.1, "optimizer_kwargs": {"momentum": 0.9, "weight_decay": 1.0}},  # 0.1, x4.1
+])
+def test_first_updates_made_large_by_the_penalty_are_the_penalty_finding(settings):
+    # before: lr_too_high beside penalty_too_strong, whose "10x smaller learning rate" left
+    # the weights shrinking at a constant prediction ("did not help"); the weaker penalty
+    # resolves both
+    x, y = _labels()
+    net = dl.mlp([5, 16, 16, 16, 3], activation="relu", init="he_normal", seed=0)
+    d = dl.doctor(net, (x, y), steps=100, **settings)
+    assert d.kinds == ["penalty_too_strong"], str(d)

@@ -1900,6 +1900,42 @@ def early_loss_fall(ctx: RunContext) -> tuple[float, float]:
     return mean, start
 
 
+_ADAPTIVE = ("adam", "adamw", "nadam", "rmsprop", "adagrad", "adadelta")
+
+
+def _penalty_step_ratio(ctx: RunContext) -> float:
+    """``||dW|| / ||W||`` of the penalty's own first step, median over the hidden layers:
+    ``lr (2 l2 + wd) + lr l1 / rms(W)`` (``l2 sum w^2`` gives ``2 l2 w``, a ``weight_decay``
+    adds ``wd w``, ``l1 sum |w|`` gives ``l1 sign(w)``, of norm ``sqrt(n) l1``; with sgd
+    momentum, the sum its buffer has reached at the middle of the first updates). 0 for an
+    adaptive optimizer (Adam, RMSprop, ...: its steps are about ``lr`` whatever the gradient),
+    except a decoupled decay (AdamW), which takes ``lr wd`` of every weight."""
+    lr = float(ctx.settings.get("lr", 0.01))
+    okw = ctx.settings.get("optimizer_kwargs") or {}
+    okw = okw if isinstance(okw, dict) else {}
+    name = str(ctx.settings.get("optimizer", "sgd")).lower().replace("_", "")
+    wd = float(okw.get("weight_decay", 0.0) or 0.0)
+    if name == "adamw" or okw.get("decoupled_weight_decay"):
+        return lr * wd
+    if name in _ADAPTIVE:
+        return 0.0
+    l1, l2 = (float(ctx.settings.get(k, 0.0) or 0.0) for k in ("l1", "l2"))
+    ratio = lr * (2.0 * l2 + wd)
+    if l1 > 0 and ctx.steps:
+        std = ctx.at(ctx.steps[0], "weight_std")
+        std = std[np.isfinite(std) & (std > 0)]
+        if not std.empty:
+            ratio += lr * l1 / float(std.median())
+    # sgd momentum mu (dampening d) sums the pull: step k takes (1 - d) (1 - mu^k) / (1 - mu)
+    # times it (the first is 1x); taken at the middle of the first updates
+    mu = float(okw.get("momentum", 0.0) or 0.0)
+    if 0.0 < mu < 1.0:
+        k = EARLY_UPDATE_STEPS // 2
+        damp = float(okw.get("dampening", 0.0) or 0.0)
+        ratio *= 1.0 + (1.0 - damp) * mu * (1.0 - mu ** (k - 1)) / (1.0 - mu)
+    return ratio
+
+
 def rule_lr_too_high(ctx: RunContext) -> RuleResult:
     """Steps that rewrite >= 10% of the weights: ``||dW|| / ||W||`` per layer (median over the
     layers at each probed step, and at each of the first unprobed updates when measured,
@@ -1936,6 +1972,14 @@ def rule_lr_too_high(ctx: RunContext) -> RuleResult:
     # first updates were not) are the penalty's own (l1: lr * l1 per step whatever the
     # weights): that finding's, not the learning rate's
     if not fire_early and rule_penalty_too_strong(ctx)[1] is not None:
+        return metric, None
+    # first updates that the penalty's own pull makes large (sgd l2 = 5 at lr 0.05: each step
+    # takes lr 2 l2 = 0.5 of every weight) are that finding's too: its cure, the weaker
+    # penalty, resolves them, while a 10x smaller lr left the weights shrinking 170x in 100
+    # steps ("did not help")
+    if fire_early and rule_penalty_too_strong(ctx)[1] is not None and \
+            _penalty_step_ratio(ctx) >= max(UPDATE_RATIO_HIGH,
+                                            0.5 * float(early[big].median())):
         return metric, None
     lr = float(ctx.settings.get("lr", 0.01))
     changes, text = rx.for_lr_too_high(lr, metric)
