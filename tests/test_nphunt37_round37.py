@@ -102,3 +102,26 @@ def test_first_updates_made_large_by_the_penalty_are_the_penalty_finding(setting
     net = dl.mlp([5, 16, 16, 16, 3], activation="relu", init="he_normal", seed=0)
     d = dl.doctor(net, (x, y), steps=100, **settings)
     assert d.kinds == ["penalty_too_strong"], str(d)
+
+
+def test_an_adaptive_optimizers_penalty_is_weakened_by_its_dominance_over_the_data():
+    # Adam lr 1e-2, l2 = 10: Adam's steps are ~lr whatever the gradient, so the weights shrank
+    # only 193x while the penalty's gradient was 1309x the data's at the end; "10x weaker"
+    # (l2 = 1; also 100x) stayed at a constant prediction ("did not help"). The factor is now
+    # at least dominance / PENALTY_DOMINANCE (5): 1000x, which trains
+    x, y = _labels()
+    net = dl.mlp([5, 16, 16, 16, 3], activation="tanh", init="glorot_uniform", seed=0)
+    d = dl.doctor(net, (x, y), optimizer="adam", lr=1e-2, l2=10.0, steps=100, verify=True)
+    f = next(f for f in d.findings if f.kind == "penalty_too_strong")
+    assert f.evidence["penalty_dominance"] > 5.0 * 100
+    assert f.prescription == {"l2": 0.01}, str(d)
+    v = next(v for v in d.verifications if v.kind == "penalty_too_strong")
+    assert v.helped and v.resolved, str(d)
+
+
+def test_penalty_weakening_by_dominance():
+    from depthlab.diagnosis.prescriptions import penalty_weakening
+
+    assert [penalty_weakening(1.4, dominance=dom) for dom in (math.nan, 4.0, 16.0, 50.0, 51.0,
+                                                              1309.0, 1e13)] \
+        == [10, 10, 10, 10, 100, 1000, 1000]

@@ -524,7 +524,8 @@ def for_unscaled_targets(inputs_too: bool = False) -> tuple[dict[str, Any], str]
            if inputs_too else "."))
 
 
-def penalty_weakening(shrink: float, threshold: float = 4.0, most: int = 1000) -> int:
+def penalty_weakening(shrink: float, threshold: float = 4.0, most: int = 1000,
+                      dominance: float = math.nan, dominance_threshold: float = 5.0) -> int:
     """The factor a too-strong penalty is divided by: the smallest power of 10, at least 10
     and at most ``most``, with ``ln(shrink) / factor <= ln(threshold)``. A penalty that holds
     the weights against a negligible data gradient shrinks them geometrically, ``ln(shrink)``
@@ -532,10 +533,18 @@ def penalty_weakening(shrink: float, threshold: float = 4.0, most: int = 1000) -
     shrinks them less than the finding's ``threshold`` (``PENALTY_SHRINK``) over the same
     budget. 10x for the usual ~50-80x (``l2 = 1`` at SGD lr 0.01); ``weight_decay = 5`` at
     lr 0.05 shrank the weights 3e12x in 100 steps, and its 10x weaker 0.5 still 20x (loss at
-    a constant prediction, "did not help"): 100x."""
-    if not shrink > threshold:
-        return 10
-    need = math.log(shrink) / math.log(threshold) if math.isfinite(shrink) else math.inf
+    a constant prediction, "did not help"): 100x.
+
+    ``dominance`` (an adaptive optimizer's: Adam and RMSprop move each weight ~lr per step
+    whatever the gradient, so the shrink says little): the penalty's gradient over the data's
+    at the end; the factor is then also at least ``dominance / dominance_threshold``, which
+    brings it below the finding's ``PENALTY_DOMINANCE`` (Adam lr 1e-2, ``l2 = 10``: 1309x the
+    data's; 10x and 100x weaker stayed at a constant prediction, 1000x trained)."""
+    need = 1.0
+    if shrink > threshold:
+        need = math.log(shrink) / math.log(threshold) if math.isfinite(shrink) else math.inf
+    if dominance >= dominance_threshold:  # NaN: not measured or not adaptive
+        need = max(need, dominance / dominance_threshold)
     factor = 10
     while factor < most and need > factor:
         factor *= 10
@@ -544,12 +553,15 @@ def penalty_weakening(shrink: float, threshold: float = 4.0, most: int = 1000) -
 
 def for_penalty_too_strong(penalties: dict[str, float], shrink: float,
                            optimizer_kwargs: dict[str, Any] | None = None,
-                           threshold: float = 4.0) -> tuple[dict[str, Any], str]:
+                           threshold: float = 4.0, dominance: float = math.nan,
+                           dominance_threshold: float = 5.0) -> tuple[dict[str, Any], str]:
     """Cure for a weight penalty that drove the weights to 0: each given penalty (``l1``,
     ``l2``, the optimizer's ``weight_decay``, kept in ``optimizer_kwargs`` with the others)
     :func:`penalty_weakening` times (10x, more when the weights shrank by more than
-    ``threshold^10``, the finding's ``PENALTY_SHRINK`` to the 10th) smaller."""
-    factor = penalty_weakening(shrink, threshold)
+    ``threshold^10``, the finding's ``PENALTY_SHRINK`` to the 10th, or an adaptive optimizer's
+    ``dominance`` more than 10x its threshold) smaller."""
+    factor = penalty_weakening(shrink, threshold, dominance=dominance,
+                               dominance_threshold=dominance_threshold)
     smaller = {k: float(f"{v / factor:.12g}") for k, v in penalties.items()}
     named = ", ".join(f"{k} = {v:g}" for k, v in smaller.items())
     new: dict[str, Any] = {k: v for k, v in smaller.items() if k != "weight_decay"}

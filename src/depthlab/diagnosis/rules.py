@@ -2110,7 +2110,11 @@ def rule_penalty_too_strong(ctx: RunContext) -> RuleResult:
     start, end = probe_loss_ends(ctx)
     if not stuck_at_chance(ctx, end):
         return shrink, None
-    changes, text = rx.for_penalty_too_strong(penalties, shrink, okw, PENALTY_SHRINK)
+    adaptive = _penalty_step_ratio(ctx) == 0.0 and str(
+        ctx.settings.get("optimizer", "")).lower().replace("_", "") in _ADAPTIVE
+    changes, text = rx.for_penalty_too_strong(
+        penalties, shrink, okw, PENALTY_SHRINK, dominance if adaptive else math.nan,
+        PENALTY_DOMINANCE)
     named = ", ".join(f"{k} = {v:g}" + (" (the optimizer's)" if k == "weight_decay" else "")
                       for k, v in penalties.items())
     ev = {"metric": shrink, "threshold": PENALTY_SHRINK, "weight_shrink": shrink,
