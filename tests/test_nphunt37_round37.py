@@ -125,3 +125,14 @@ def test_penalty_weakening_by_dominance():
     assert [penalty_weakening(1.4, dominance=dom) for dom in (math.nan, 4.0, 16.0, 50.0, 51.0,
                                                               1309.0, 1e13)] \
         == [10, 10, 10, 10, 100, 1000, 1000]
+
+
+def test_first_updates_that_l1_makes_large_are_the_penalty_finding():
+    # sgd lr 0.05, l1 = 1: each step moves every weight 0.05 towards 0, and Glorot's std of a
+    # 16-unit tanh layer is 0.25, so by the 5th update the steps are the weights' whole size;
+    # the estimate from the initial std alone (0.2 of the weights) left lr_too_high beside the
+    # penalty, whose lr / 10 cure did not help
+    x, y = _labels()
+    net = dl.mlp([5, 16, 16, 16, 3], activation="tanh", init="glorot_uniform", seed=0)
+    d = dl.doctor(net, (x, y), steps=100, lr=0.05, l1=1.0)
+    assert d.kinds == ["penalty_too_strong"], str(d)

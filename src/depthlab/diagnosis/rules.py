@@ -1904,10 +1904,11 @@ _ADAPTIVE = ("adam", "adamw", "nadam", "rmsprop", "adagrad", "adadelta")
 
 
 def _penalty_step_ratio(ctx: RunContext) -> float:
-    """``||dW|| / ||W||`` of the penalty's own first step, median over the hidden layers:
-    ``lr (2 l2 + wd) + lr l1 / rms(W)`` (``l2 sum w^2`` gives ``2 l2 w``, a ``weight_decay``
-    adds ``wd w``, ``l1 sum |w|`` gives ``l1 sign(w)``, of norm ``sqrt(n) l1``; with sgd
-    momentum, the sum its buffer has reached at the middle of the first updates). 0 for an
+    """``||dW|| / ||W||`` of the penalty's own step at the middle (k = 5) of the first
+    updates, median over the hidden layers: ``lr (2 l2 + wd) + lr l1 / max(rms(W) - (k - 1)
+    lr l1, lr l1)`` (``l2 sum w^2`` gives ``2 l2 w``, a ``weight_decay`` adds ``wd w``, ``l1
+    sum |w|`` gives ``l1 sign(w)``, of norm ``sqrt(n) l1``, which has moved the weights ``(k -
+    1) lr l1`` towards 0 by then; with sgd momentum, the sum its buffer has reached). 0 for an
     adaptive optimizer (Adam, RMSprop, ...: its steps are about ``lr`` whatever the gradient),
     except a decoupled decay (AdamW), which takes ``lr wd`` of every weight."""
     lr = float(ctx.settings.get("lr", 0.01))
@@ -1924,8 +1925,10 @@ def _penalty_step_ratio(ctx: RunContext) -> float:
     if l1 > 0 and ctx.steps:
         std = ctx.at(ctx.steps[0], "weight_std")
         std = std[np.isfinite(std) & (std > 0)]
-        if not std.empty:
-            ratio += lr * l1 / float(std.median())
+        if not std.empty:  # l1 moves each weight lr l1 whatever its size: by the middle of
+            # the first updates the weights are that much closer to 0 (at least one step away)
+            step, k = lr * l1, EARLY_UPDATE_STEPS // 2
+            ratio += step / max(float(std.median()) - (k - 1) * step, step)
     # sgd momentum mu (dampening d) sums the pull: step k takes (1 - d) (1 - mu^k) / (1 - mu)
     # times it (the first is 1x); taken at the middle of the first updates
     mu = float(okw.get("momentum", 0.0) or 0.0)
