@@ -83,3 +83,26 @@ def test_predict_refuses_instance_norm_on_running_statistics_or_an_unbatched_rea
             ValueError, match=r"'1' is a InstanceNorm1d given a tensor of shape \(16, 8\), "
                               r"which torch reads as one unbatched.*LayerNorm\(8\)"):
         dlt.predict(mlp, torch.randn(16, 6), torch.randint(0, 5, (16,)), nn.CrossEntropyLoss())
+
+
+@pytest.mark.parametrize("shuffle,c_in,side", [(lambda: nn.PixelShuffle(2), 4, 16),
+                                                (lambda: nn.PixelUnshuffle(2), 64, 4),
+                                                (lambda: nn.ChannelShuffle(4), 16, 8)])
+def test_predict_passes_through_modules_that_only_rearrange_the_values(shuffle, c_in, side):
+    """Conv -> ReLU -> PixelShuffle (a super-resolution upsampler) / PixelUnshuffle /
+    ChannelShuffle (ShuffleNet) -> Conv was refused ('the input of '3' is not the previous
+    layer's output ... it is the output of '2' (PixelShuffle)'), though such a module only
+    moves each value to another place, as Flatten/Unflatten do: no variance changes."""
+    x, y = torch.randn(32, 3, 8, 8), torch.randint(0, 5, (32,))
+    ratios = []
+    for seed in range(2):
+        torch.manual_seed(seed)
+        groups = 4 if c_in == 16 else 1
+        model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), shuffle(),
+                              nn.Conv2d(c_in, 16, 3, padding=1, groups=groups), nn.Tanh(),
+                              nn.Flatten(), nn.Linear(16 * side * side, 5))
+        p = dlt.predict(model, x, y, nn.CrossEntropyLoss())
+        p = p[p.quantity == "grad_pre_std"]
+        ratios.append((p.value / p.predicted).to_numpy())
+    mean = np.mean(ratios, axis=0)
+    assert len(mean) == 3 and np.all((mean > 0.8) & (mean < 1.25)), mean

@@ -1347,7 +1347,8 @@ def _tensors(obj: Any) -> list[torch.Tensor]:
     return []
 
 
-_SHAPE_ONLY = (nn.Flatten, nn.Unflatten, nn.Identity)
+_SHAPE_ONLY = (nn.Flatten, nn.Unflatten, nn.Identity, nn.PixelShuffle, nn.PixelUnshuffle,
+               nn.ChannelShuffle)
 
 
 _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
@@ -1355,8 +1356,10 @@ _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropou
 
 
 def _shape_only(module: nn.Module) -> bool:
-    """A module whose output holds its input's values (reshaped): Flatten, Unflatten,
-    Identity, dropout in eval mode or with ``p = 0``."""
+    """A module whose output holds its input's values (reshaped or moved): Flatten, Unflatten,
+    Identity, PixelShuffle/PixelUnshuffle and ChannelShuffle (each value moved to another
+    place: no variance changes, so ``Conv -> ReLU -> PixelShuffle -> Conv`` is a chain), dropout
+    in eval mode or with ``p = 0``."""
     return isinstance(module, _SHAPE_ONLY) or (
         isinstance(module, _DROPOUT) and (not module.training or module.p == 0))
 
