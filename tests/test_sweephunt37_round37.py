@@ -54,3 +54,20 @@ def test_a_runspec_is_a_config_everywhere(tmp_path):
     assert (a.sweep, a.ran) == (b.sweep, 2)
     one = RunSpec.from_dict(BASE)
     assert execute(one).id == execute(BASE).id
+
+
+def test_a_grid_key_two_sections_hold_names_both():
+    # "seed" is data.seed (the split) or train.seed (init and batch order): the hint named
+    # data.seed alone, the first spelled alike, though a seed sweep is most often train.seed
+    import pytest
+
+    from depthlab.spec import ConfigError, RunSpec
+
+    base = {"data": {"name": "digits"}, "model": {"sizes": ["auto", 8, "auto"]}}
+    with pytest.raises(ConfigError, match=r'\(did you mean "data.seed" or "train.seed"\?\)'):
+        RunSpec.from_dict({**base, "sweep": {"seed": [0, 1]}})
+    with pytest.raises(ConfigError, match=r'\(did you mean "train.lr"\?\)'):
+        RunSpec.from_dict({**base, "sweep": {"lr": [0.1]}})
+    # another library's name of a key, without its section (was no hint at all)
+    with pytest.raises(ConfigError, match=r'\(did you mean "train.lr"\?\)'):
+        RunSpec.from_dict({**base, "sweep": {"learning_rate": [0.1]}})

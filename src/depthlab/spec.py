@@ -255,13 +255,21 @@ def _close_sweep_key(key: str, valid: list[str]) -> str | None:
         close = _close_key(section, name, SPECS[section].keys())
         if close is not None and f"{section}.{close}" in valid:
             return f"{section}.{close}"
-    word = (name if dot else text).strip().lower().replace("-", "_")
-    holders = [f"{s}.{k}" for s, spec_cls in SPECS.items() for k in spec_cls.keys()
-               if word in (k, KEY_SYNONYMS.get(s, {}).get(word))]
-    holders = [h for h in holders if h in valid]
+    holders = _sweep_holders(key, valid)
     if len(holders) == 1:
         return holders[0]
     return closest_name(key, valid)
+
+
+def _sweep_holders(key: str, valid: list[str]) -> list[str]:
+    """The ``"section.key"`` grid keys whose key (or another library's name of it) is the
+    last part of ``key``: ``seed`` -> ``data.seed``, ``train.seed``."""
+    text = str(key).strip()
+    head, dot, name = text.rpartition(".")
+    word = (name if dot else text).strip().lower().replace("-", "_")
+    holders = [f"{s}.{k}" for s, spec_cls in SPECS.items() for k in spec_cls.keys()
+               if k in (word, KEY_SYNONYMS.get(s, {}).get(word))]  # (learning_rate: lr)
+    return [h for h in holders if h in valid]
 
 
 def _table_grid_hint(key: str, valid: list[str]) -> str:
@@ -285,10 +293,14 @@ def _table_grid_hint(key: str, valid: list[str]) -> str:
 
 def _unknown_key(section: str | None, key: str, valid: list[str]) -> ConfigError:
     close = _close_key(section, key, valid)
+    # "seed" in a grid: data.seed or train.seed (the first spelled alike was named alone)
+    holders = _sweep_holders(key, valid) if section == "sweep" and "." not in str(key) else []
+    either = f" (did you mean {' or '.join(fmt(h) for h in holders)}?)" if len(holders) > 1 else ""
     # "delta": not "did you mean betas?"; "label_smoothing" in a grid: not "train.dampening";
     # "model.activation_kwargs.negative_slope" in a grid: not "model.activation"
     hint = ((_table_grid_hint(key, valid) if section == "sweep" else "")
-            or _argument_hint(section, key) or (f" (did you mean {fmt(close)}?)" if close else ""))
+            or _argument_hint(section, key) or either
+            or (f" (did you mean {fmt(close)}?)" if close else ""))
     where = f"[{section}]" if section else "the top level"
     full = f"{section}.{key}" if section else key
     return ConfigError(
