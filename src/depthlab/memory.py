@@ -16,7 +16,8 @@ set's header or generator arguments) and compared with the memory available to t
 
 Available memory: ``MemAvailable`` of ``/proc/meminfo`` (else the free physical pages), capped by
 a cgroup memory limit minus its usage, or the ``DEPTHLAB_MEMORY_LIMIT`` environment variable
-(bytes, or a number with a ``K``/``M``/``G``/``T`` suffix) when set.
+(bytes, or a number with a ``K``/``M``/``G``/``T`` suffix, also ``KiB`` or Kubernetes'
+``Ki``: powers of 1024) when set.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ def format_bytes(n: float) -> str:
 
 def _parse_bytes(text: str) -> int:
     t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    if t[-2:-1] in _UNITS.keys() - {""} and t.endswith("I"):  # Kubernetes' 8Gi, 512Mi
+        t = t[:-1]
     unit = t[-1] if t and t[-1] in _UNITS else ""
     from .fieldcheck import ConfigError  # a setting of the user's (exit status 2 from the CLI)
 

@@ -207,7 +207,8 @@ def _open(path: str | os.PathLike) -> Iterator[tuple[dict, Any]]:
     file that is not one (empty, truncated, another program's ``.npz``) is a ValueError naming
     it."""
     path = _path_arg(path, "load").expanduser()
-    if not path.is_file() and path.suffix.lower() != ".npz":
+    if not path.is_file() and path.suffix.lower() != ".npz" and path.name:
+        # ('.' and '/' have no name to add .npz to: named below as the folders they are)
         # save() appends .npz to a name without it: load(NAME) reads the NAME.npz it wrote
         written = path.with_name(path.name + ".npz")
         path = written if written.is_file() else path

@@ -672,6 +672,13 @@ def labels_file_for(images: Path) -> Path:
     import re
 
     name = re.sub(r"idx[2-9]", "idx1", images.name.replace("images", "labels"))
+    if name == images.name and "labels" in images.name:  # the labels file given as DATA
+        stem = re.sub(r"idx1", "idx3", images.name.replace("labels", "images"))
+        found = _with_gz(images.with_name(stem)) or _with_gz(
+            images.with_name(stem.replace("idx3", "idx4")))
+        raise ValueError(
+            f"{str(images)!r} is an IDX labels file; expected its images file "
+            f"({str(found or images.with_name(stem))!r}), whose labels are read beside it")
     if name == images.name:
         raise ValueError(
             f"{str(images)!r}: cannot derive the labels file name; an IDX images file name must "

@@ -1,0 +1,55 @@
+"""Round 37 (clihunt37): CLI, data files and persistence inputs a new user types."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import depthlab as dl
+from depthlab.data import load_dataset
+from depthlab.memory import available_memory
+
+
+def _idx(path: Path, a: np.ndarray) -> None:
+    head = struct.pack(">BBBB", 0, 0, 0x08, a.ndim) + b"".join(struct.pack(">I", s)
+                                                             for s in a.shape)
+    path.write_bytes(head + a.astype(np.uint8).tobytes())
+
+
+@pytest.mark.parametrize("name", [".", "/"])
+def test_load_of_a_folder_with_no_name_is_named_as_a_folder(name, monkeypatch, tmp_path):
+    # was: ValueError "PosixPath('.') has an empty name" (pathlib's words, no file named)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"no saved network at '[./]+' \(a folder\)"):
+        dl.load(name)
+    with pytest.raises(FileNotFoundError, match=r"\(a folder\)"):
+        dl.persist.load_meta(name)
+
+
+@pytest.mark.parametrize(("text", "expected"), [("8Gi", 8 * 2**30), ("512Mi", 512 * 2**20),
+                                                ("2 Ti", 2 * 2**40), ("64ki", 64 * 2**10)])
+def test_memory_limit_takes_kubernetes_suffixes(text, expected, monkeypatch):
+    # was: DEPTHLAB_MEMORY_LIMIT='8Gi' is not accepted (while '8GiB' and '8G' were)
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", text)
+    assert available_memory() == expected
+
+
+def test_memory_limit_still_refuses_a_bare_i(monkeypatch):
+    from depthlab.fieldcheck import ConfigError
+
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "8i")
+    with pytest.raises(ConfigError, match="DEPTHLAB_MEMORY_LIMIT='8i' is not accepted"):
+        available_memory()
+
+
+def test_idx_labels_file_given_as_data_names_its_images_file(tmp_path):
+    # was: "cannot derive the labels file name; an IDX images file name must contain
+    # 'images'", which did not say the file given is the labels file
+    x = np.arange(6 * 4, dtype=np.uint8).reshape(6, 2, 2)
+    _idx(tmp_path / "train-images-idx3-ubyte", x)
+    _idx(tmp_path / "train-labels-idx1-ubyte", np.array([0, 1, 0, 1, 0, 1]))
+    with pytest.raises(ValueError, match=r"is an IDX labels file.*train-images-idx3-ubyte"):
+        load_dataset(tmp_path / "train-labels-idx1-ubyte")
