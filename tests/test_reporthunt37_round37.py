@@ -109,3 +109,29 @@ def test_a_per_layer_line_breaks_at_layers_a_log_axis_cannot_show():
     fig = plot.gradient_per_layer({"a": table, "b": runs["lr=0.05"]})
     (line,) = [ln for ln in fig.axes[1].get_lines() if ln.get_label().startswith("a")]
     assert not np.isnan(np.asarray(line.get_ydata(), float)).any()
+
+
+def test_plot_training_curves_of_a_diverged_history_says_so():
+    """`plot.training_curves(history)` in a notebook, of `dl.fit` with lr 50 on a 6-layer
+    ReLU net with N(0, 1) weights (losses 200, 7e22, then NaN after step 2's update): the
+    figure drew two finite points and no word of the divergence the report's figure names."""
+    from depthlab import plot
+    from depthlab.training.history import DivergenceReport
+
+    class _History:
+        divergence = DivergenceReport(step=2, epoch=2, loss=float("nan"), layer="dense2",
+                                      nonfinite_parameters=[])
+
+        def steps_frame(self):
+            return pd.DataFrame({"step": [1, 2], "loss": [199.8, 6.98e22]})
+
+        def epochs_frame(self):
+            return pd.DataFrame()
+
+        def evals_frame(self):
+            return pd.DataFrame()
+
+    fig = plot.training_curves(_History())
+    assert fig._suptitle is not None and fig._suptitle.get_text() == \
+        "diverged after the update of step 2 (loss not finite): not drawn"
+    assert plot.training_curves(_History(), title="mine")._suptitle.get_text() == "mine"

@@ -510,6 +510,7 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
         for k, (ax, step) in enumerate(zip(axes, (first, last))):
             full = pd.to_numeric(wide.loc[step], errors="coerce")
             finite = np.isfinite(full.to_numpy(float))
+            rows = None  # the layers with a row at this step, where the table says
             if {"quantity", "layer", "step"} <= set(table.columns):
                 # a layer with no row at this step (a branch of the forward that did not
                 # run then: the table's pivot reads NaN) was not measured, not NaN/inf
@@ -532,7 +533,16 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
                 continue
             x = row.index.to_numpy()
             all_layers.update(int(v) for v in x)
-            drawn = ax.plot(x, row.to_numpy(float), marker=marker, linestyle=linestyle,
+            # the line breaks at a measured layer the log axis cannot show (0, NaN/inf):
+            # a ReLU run's dead layers 2-3 between 5e6 and 5 were a straight line across
+            # them, as if 5e4 and 5e2 were measured there; a layer with no row at this
+            # step (not measured, such as a layer without this quantity) is not a break
+            line = full.where((full > 0) & (full < math.inf))
+            line = line[line.notna() | (np.asarray(full.index.isin(list(rows))) if rows is not None
+                                        else full.notna().to_numpy())]
+            line = line.loc[x.min():x.max()]
+            drawn = ax.plot(line.index.to_numpy(), line.to_numpy(float), marker=marker,
+                            linestyle=linestyle,
                             color=color, linewidth=1.8, markersize=4, zorder=2 + lift[label],
                             label=f"{label} (step {step})" if ax is axes[-1] or ncols == 1
                             else label)[0]
@@ -736,7 +746,9 @@ def training_curves(history: Any, epochs: pd.DataFrame | None = None,
     """Loss per step (raw and smoothed) and accuracy per epoch. ``history``: a
     :class:`~depthlab.History`, a RunRecord (``steps/epochs/evals`` frames), a
     :class:`depthlab.torch.Watch` (its ``losses()``: every step's loss) or the per-step
-    DataFrame (``step, loss``) with optional ``epochs`` and ``evals`` frames."""
+    DataFrame (``step, loss``) with optional ``epochs`` and ``evals`` frames. A History or
+    RunRecord that diverged after its last drawn loss is titled so, as the report titles it
+    (``diverged at step N (loss not finite): not drawn``), unless ``title`` is given."""
     if callable(getattr(history, "losses", None)) and not isinstance(history, pd.DataFrame):
         steps = history.losses()
         if not isinstance(steps, pd.DataFrame):
@@ -755,6 +767,10 @@ def training_curves(history: Any, epochs: pd.DataFrame | None = None,
     else:
         raise TypeError(f"expected a History, a RunRecord, a Watch or a DataFrame of (step, "
                         f"loss); got {type(history).__name__}")
+    div = None if isinstance(history, pd.DataFrame) else getattr(history, "divergence", None)
+    if not title and div is not None:  # as the report titles it: a diverged History or
+        # RunRecord drew its finite steps and said nothing of the divergence
+        title = _f.divergence_title(div, steps)
     return _f.training_curves(steps, epochs, evals, title=title)
 
 

@@ -1243,33 +1243,10 @@ def _wide_note(text_html: str) -> str:
 
 
 def _divergence_title(store: Any, rid: str, steps: pd.DataFrame) -> str:
-    """The training figure's title for a run that diverged after its last recorded step (a
-    NumPy run stops there: its loss curve just ended, the figure saying nothing of why):
-    ``diverged at step N (loss not finite): not drawn``; a run whose step N is drawn with a
-    finite loss (computed before its update) and whose update made the loss over the epoch's
-    data, or the weights, not finite (where the trainer finds it, at that same step):
-    ``diverged after the update of step N (loss not finite): not drawn`` (the figure drew a
-    finite last point and said nothing); empty otherwise (a depthlab.torch Watch records
-    the non-finite steps, which the figure names itself)."""
+    """The training figure's title for a run that diverged (:func:`.figures.divergence_title`
+    of the stored divergence)."""
     run = store.run(rid) if hasattr(store, "run") else None
-    div = _as_dict((run or {}).get("divergence"))
-    at = div.get("step")
-    if not isinstance(at, int) or isinstance(at, bool):
-        return ""
-    loss = div.get("loss")
-    what = ("loss not finite" if not isinstance(loss, (int, float)) or isinstance(loss, bool)
-            or not math.isfinite(loss) else f"loss {H.fmt(float(loss))}")
-    if "step" in steps:
-        step = pd.to_numeric(steps["step"], errors="coerce")
-        if (step > at).any():
-            return ""
-        if (step == at).any():
-            values = (pd.to_numeric(steps["loss"], errors="coerce")[step == at]
-                      if "loss" in steps else pd.Series(dtype=float))
-            if not np.isfinite(values.to_numpy(float)).all():
-                return ""  # the figure names the step whose loss is not finite
-            return f"diverged after the update of step {at} ({what}): not drawn"
-    return f"diverged at step {at} ({what}): not drawn"
+    return figures.divergence_title(_as_dict((run or {}).get("divergence")), steps)
 
 
 HALF_COLUMN_PX = 700

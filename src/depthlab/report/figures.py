@@ -19,7 +19,8 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -458,13 +459,13 @@ def training_curves(steps: pd.DataFrame | None, epochs: pd.DataFrame | None = No
     for col, color, lab in (("train_loss", OKABE_ITO[1], "train (epoch)"),
                             ("val_loss", OKABE_ITO[3], "val (epoch)")):
         if col in epochs and "step" in epochs and epochs[col].notna().any():
-            ax_l.plot(epochs["step"], epochs[col], "o-", color=color, markersize=3.5,
-                      linewidth=1.0, label=lab)
+            ax_l.plot(epochs["step"], epochs[col], _marked("o-", len(epochs)), color=color,
+                      markersize=3.5, linewidth=1.0, label=lab)
     every = _eval_period(evals)
     if "val_loss" in evals and "step" in evals and evals["val_loss"].notna().any():
         # `train.eval_every`'s validations: beside the epochs' they were drawn nowhere
-        ax_l.plot(evals["step"], evals["val_loss"], "s--", color=OKABE_ITO[3], markersize=2.5,
-                  linewidth=0.9, label=f"val ({every})")
+        ax_l.plot(evals["step"], evals["val_loss"], _marked("s--", len(evals)),
+                  color=OKABE_ITO[3], markersize=2.5, linewidth=0.9, label=f"val ({every})")
     if not has_loss and not any(len(line.get_xdata()) for line in ax_l.lines):
         ax_l.clear()
         _style(ax_l)
@@ -497,25 +498,25 @@ def training_curves(steps: pd.DataFrame | None, epochs: pd.DataFrame | None = No
         # epochs, which were all the panel drew): both over training steps, each epoch's
         # values at the step it ended, as in the loss panel beside
         for c, color, lab in ep_cols:
-            ax_a.plot(epochs["step"], epochs[c], "o-", color=color, markersize=4,
-                      linewidth=1.4, label=f"{lab} (epoch)")
+            ax_a.plot(epochs["step"], epochs[c], _marked("o-", len(epochs)), color=color,
+                      markersize=4, linewidth=1.4, label=f"{lab} (epoch)")
         for c, color, lab in ev_cols:
-            ax_a.plot(evals["step"], evals[c], "s--", color=color, markersize=2.5,
-                      linewidth=0.9, label=f"{lab} ({every})")
+            ax_a.plot(evals["step"], evals[c], _marked("s--", len(evals)), color=color,
+                      markersize=2.5, linewidth=0.9, label=f"{lab} ({every})")
         plotted = True
         ax_a.set_xlabel("training step")
     elif ep_cols:
         for c, color, lab in ep_cols:
-            ax_a.plot(epochs["epoch"], epochs[c], "o-", color=color, markersize=4,
-                      linewidth=1.4, label=lab)
+            ax_a.plot(epochs["epoch"], epochs[c], _marked("o-", len(epochs)), color=color,
+                      markersize=4, linewidth=1.4, label=lab)
         plotted = True
         ax_a.set_xlabel("epoch")
         if epochs["epoch"].nunique() <= 12:
             ax_a.set_xticks(sorted(epochs["epoch"].unique()))
     elif ev_cols:
         for c, color, lab in ev_cols:
-            ax_a.plot(evals["step"], evals[c], "o-", color=color, markersize=3,
-                      linewidth=1.2, label=lab)
+            ax_a.plot(evals["step"], evals[c], _marked("o-", len(evals)), color=color,
+                      markersize=3, linewidth=1.2, label=lab)
             step_ticks(ax_a, evals["step"])
         plotted = True
         ax_a.set_xlabel("training step")
@@ -537,6 +538,51 @@ def training_curves(steps: pd.DataFrame | None, epochs: pd.DataFrame | None = No
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
+
+
+def divergence_title(divergence: Any, steps: pd.DataFrame | None) -> str:
+    """The training figure's title for a run that diverged (``divergence``: a stored run's
+    divergence dict or a :class:`~depthlab.training.history.DivergenceReport`) after its last
+    recorded step (a NumPy run stops there: its loss curve just ended, the figure saying
+    nothing of why): ``diverged at step N (loss not finite): not drawn``; a run whose step N
+    is drawn with a finite loss (computed before its update) and whose update made the loss
+    over the epoch's data, or the weights, not finite (where the trainer finds it, at that
+    same step): ``diverged after the update of step N (loss not finite): not drawn`` (the
+    figure drew a finite last point and said nothing); empty otherwise (a depthlab.torch
+    Watch records the non-finite steps, which the figure names itself)."""
+    div = divergence if isinstance(divergence, Mapping) else (
+        {"step": getattr(divergence, "step", None), "loss": getattr(divergence, "loss", None)})
+    at = div.get("step")
+    if isinstance(at, np.integer):
+        at = int(at)
+    if not isinstance(at, int) or isinstance(at, bool):
+        return ""
+    loss = div.get("loss")
+    what = ("loss not finite" if not isinstance(loss, (int, float)) or isinstance(loss, bool)
+            or not math.isfinite(loss) else f"loss {loss:.4g}")
+    if steps is not None and "step" in steps:
+        step = pd.to_numeric(steps["step"], errors="coerce")
+        if (step > at).any():
+            return ""
+        if (step == at).any():
+            values = (pd.to_numeric(steps["loss"], errors="coerce")[step == at]
+                      if "loss" in steps else pd.Series(dtype=float))
+            if not np.isfinite(values.to_numpy(float)).all():
+                return ""  # the figure names the step whose loss is not finite
+            return f"diverged after the update of step {at} ({what}): not drawn"
+    return f"diverged at step {at} ({what}): not drawn"
+
+
+MAX_MARKED_POINTS = 80
+"""Most epochs (or periodic validations) a training figure's line marks with a dot each: a
+panel is ~3.6 in wide, and the 10,000 dots of a 10,000-epoch run (4 pt each, 0.03 in apart)
+drew its accuracy as a band 0.2 wide, hiding the line; beyond, the line alone."""
+
+
+def _marked(fmt: str, n: int) -> str:
+    """``fmt`` (``"o-"``: dots on a line) for ``n`` points, its line alone (``"-"``) beyond
+    :data:`MAX_MARKED_POINTS`."""
+    return fmt if n <= MAX_MARKED_POINTS else fmt.lstrip("os")
 
 
 def _eval_period(evals: pd.DataFrame) -> str:
