@@ -136,3 +136,20 @@ def test_first_updates_that_l1_makes_large_are_the_penalty_finding():
     net = dl.mlp([5, 16, 16, 16, 3], activation="tanh", init="glorot_uniform", seed=0)
     d = dl.doctor(net, (x, y), steps=100, lr=0.05, l1=1.0)
     assert d.kinds == ["penalty_too_strong"], str(d)
+
+
+def test_an_l1_pull_that_outruns_the_weights_is_weakened_below_their_size():
+    # sgd lr 0.05, l1 = 1, 100 steps: the pull alone moves each weight lr l1 T = 5, 20 initial
+    # stds (0.25); "10x weaker" (l1 = 0.1) still moved them 2 stds, to 0 ("did not help").
+    # l1 moves the weights linearly, so the factor is at least lr l1 T / std(W_0): 100x
+    x, y = _labels()
+    net = dl.mlp([5, 16, 16, 16, 3], activation="tanh", init="glorot_uniform", seed=0)
+    d = dl.doctor(net, (x, y), steps=100, lr=0.05, l1=1.0, verify=True)
+    f = next(f for f in d.findings if f.kind == "penalty_too_strong")
+    assert f.prescription == {"l1": 0.01}, str(d)
+    v = next(v for v in d.verifications if v.kind == "penalty_too_strong")
+    assert v.helped and v.resolved, str(d)
+    from depthlab.diagnosis.prescriptions import penalty_weakening
+
+    assert [penalty_weakening(2.0, l1_travel=t) for t in (math.nan, 5.7, 10.0, 20.0, 1e9)] \
+        == [10, 10, 10, 100, 1000]

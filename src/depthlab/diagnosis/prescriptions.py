@@ -525,7 +525,8 @@ def for_unscaled_targets(inputs_too: bool = False) -> tuple[dict[str, Any], str]
 
 
 def penalty_weakening(shrink: float, threshold: float = 4.0, most: int = 1000,
-                      dominance: float = math.nan, dominance_threshold: float = 5.0) -> int:
+                      dominance: float = math.nan, dominance_threshold: float = 5.0,
+                      l1_travel: float = math.nan) -> int:
     """The factor a too-strong penalty is divided by: the smallest power of 10, at least 10
     and at most ``most``, with ``ln(shrink) / factor <= ln(threshold)``. A penalty that holds
     the weights against a negligible data gradient shrinks them geometrically, ``ln(shrink)``
@@ -539,12 +540,20 @@ def penalty_weakening(shrink: float, threshold: float = 4.0, most: int = 1000,
     whatever the gradient, so the shrink says little): the penalty's gradient over the data's
     at the end; the factor is then also at least ``dominance / dominance_threshold``, which
     brings it below the finding's ``PENALTY_DOMINANCE`` (Adam lr 1e-2, ``l2 = 10``: 1309x the
-    data's; 10x and 100x weaker stayed at a constant prediction, 1000x trained)."""
+    data's; 10x and 100x weaker stayed at a constant prediction, 1000x trained).
+
+    ``l1_travel`` (sgd with ``l1``): ``lr l1 T / std(W_0)``, how far the l1 pull alone moves
+    each weight in the run's ``T`` steps, in initial weight stds; it moves them linearly, not
+    geometrically, so the factor is also at least that: the weaker pull moves them less than
+    their size (lr 0.05, ``l1 = 1``, 100 steps, std 0.25: 20, so 100x; ``l1 = 0.1`` still
+    zeroed the weights)."""
     need = 1.0
     if shrink > threshold:
         need = math.log(shrink) / math.log(threshold) if math.isfinite(shrink) else math.inf
     if dominance >= dominance_threshold:  # NaN: not measured or not adaptive
         need = max(need, dominance / dominance_threshold)
+    if l1_travel > 0:  # NaN: no l1, or an adaptive optimizer
+        need = max(need, l1_travel)
     factor = 10
     while factor < most and need > factor:
         factor *= 10
@@ -554,14 +563,15 @@ def penalty_weakening(shrink: float, threshold: float = 4.0, most: int = 1000,
 def for_penalty_too_strong(penalties: dict[str, float], shrink: float,
                            optimizer_kwargs: dict[str, Any] | None = None,
                            threshold: float = 4.0, dominance: float = math.nan,
-                           dominance_threshold: float = 5.0) -> tuple[dict[str, Any], str]:
+                           dominance_threshold: float = 5.0, l1_travel: float = math.nan
+                           ) -> tuple[dict[str, Any], str]:
     """Cure for a weight penalty that drove the weights to 0: each given penalty (``l1``,
     ``l2``, the optimizer's ``weight_decay``, kept in ``optimizer_kwargs`` with the others)
     :func:`penalty_weakening` times (10x, more when the weights shrank by more than
-    ``threshold^10``, the finding's ``PENALTY_SHRINK`` to the 10th, or an adaptive optimizer's
-    ``dominance`` more than 10x its threshold) smaller."""
+    ``threshold^10``, the finding's ``PENALTY_SHRINK`` to the 10th, an adaptive optimizer's
+    ``dominance`` more than 10x its threshold, or sgd's ``l1_travel`` above 10) smaller."""
     factor = penalty_weakening(shrink, threshold, dominance=dominance,
-                               dominance_threshold=dominance_threshold)
+                               dominance_threshold=dominance_threshold, l1_travel=l1_travel)
     smaller = {k: float(f"{v / factor:.12g}") for k, v in penalties.items()}
     named = ", ".join(f"{k} = {v:g}" for k, v in smaller.items())
     new: dict[str, Any] = {k: v for k, v in smaller.items() if k != "weight_decay"}

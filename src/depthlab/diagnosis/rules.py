@@ -2115,9 +2115,13 @@ def rule_penalty_too_strong(ctx: RunContext) -> RuleResult:
         return shrink, None
     adaptive = _penalty_step_ratio(ctx) == 0.0 and str(
         ctx.settings.get("optimizer", "")).lower().replace("_", "") in _ADAPTIVE
+    travel = math.nan  # sgd's l1: lr l1 T in initial weight stds (see penalty_weakening)
+    if not adaptive and penalties.get("l1", 0.0) > 0 and float(np.median(both["start"])) > 0:
+        travel = (float(ctx.settings.get("lr", 0.01)) * penalties["l1"] * ctx.end
+                  / float(np.median(both["start"])))
     changes, text = rx.for_penalty_too_strong(
         penalties, shrink, okw, PENALTY_SHRINK, dominance if adaptive else math.nan,
-        PENALTY_DOMINANCE)
+        PENALTY_DOMINANCE, travel)
     named = ", ".join(f"{k} = {v:g}" + (" (the optimizer's)" if k == "weight_decay" else "")
                       for k, v in penalties.items())
     ev = {"metric": shrink, "threshold": PENALTY_SHRINK, "weight_shrink": shrink,
