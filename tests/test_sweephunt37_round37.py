@@ -71,3 +71,15 @@ def test_a_grid_key_two_sections_hold_names_both():
     # another library's name of a key, without its section (was no hint at all)
     with pytest.raises(ConfigError, match=r'\(did you mean "train.lr"\?\)'):
         RunSpec.from_dict({**base, "sweep": {"learning_rate": [0.1]}})
+
+
+def test_reproduce_all_names_a_data_set_that_does_not_exist(tmp_path, capsys):
+    # `reproduce all --data nope` said "ioffe2015: data='nope' is not accepted; expected one
+    # of: mnist5k, fashion-mnist", as if 'nope' were a data set ioffe2015 does not take
+    from depthlab.cli import main
+
+    assert main(["reproduce", "all", "--quick", "--data", "nope", "--out",
+                 str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "'nope' is neither a built-in data set nor an existing file" in err
+    assert "ioffe2015" not in err

@@ -157,16 +157,21 @@ def _check_data(data: str, experiments: list) -> None:
     builtin = find_builtin(data)
     if len(experiments) == 1 and not takes_data(experiments[0]):
         raise UserError(no_data_message(experiments[0].name, data))
+    unknown = (f"--data {data!r} is neither a built-in data set nor an existing file; expected "
+               f"one of: {', '.join(DATASETS)}, or a path to a .npz, .csv or IDX file"
+               if builtin is None and not Path(data).exists() else "")
+    if unknown and len(experiments) > 1:  # before one experiment's list of the data sets it
+        # takes: 'all --data nope' was "ioffe2015: data='nope' is not accepted" (one named
+        # experiment keeps its own line, which lists what it takes)
+        raise UserError(unknown)
     for e in experiments:  # worded as the experiment itself words it
         if not takes_data(e):  # with 'all': it runs on its own data, given no --data
             continue
         if e.data is not None and (builtin is None or builtin.name not in e.data):
             raise UserError(f"{e.name}: data={data!r} is not accepted; expected one of: "
                             f"{', '.join(e.data)}")
-    if builtin is None and not Path(data).exists():
-        raise UserError(f"--data {data!r} is neither a built-in data set nor an existing file; "
-                        f"expected one of: {', '.join(DATASETS)}, or a path to a .npz, .csv or "
-                        "IDX file")
+    if unknown:
+        raise UserError(unknown)
 
 
 def _out_folder(out: str | None, name: str, several: bool) -> Path:
