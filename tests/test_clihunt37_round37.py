@@ -53,3 +53,26 @@ def test_idx_labels_file_given_as_data_names_its_images_file(tmp_path):
     _idx(tmp_path / "train-labels-idx1-ubyte", np.array([0, 1, 0, 1, 0, 1]))
     with pytest.raises(ValueError, match=r"is an IDX labels file.*train-images-idx3-ubyte"):
         load_dataset(tmp_path / "train-labels-idx1-ubyte")
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_csv_integer_past_64_bits_beside_a_decimal_is_a_number(first, tmp_path):
+    # README: integers too long for 64 bits (10**23) are read as the float64 numbers they
+    # are. With 10**23 on a line before a 1.5, pandas read the column as text: refused as
+    # "holds '100000000000000000000000' on line 2, which is not a number"
+    rows = ["100000000000000000000000,2,0", "1.5,3,1"]
+    rows = rows if first else rows[::-1]
+    path = tmp_path / "ids.csv"
+    path.write_text("a,b,label\n" + "\n".join(rows * 5) + "\n")
+    d = load_dataset(path, dtype="float64", val_fraction=0.0, test_fraction=0.0)
+    assert sorted(set(d.x_train[:, 0].tolist())) == [1.5, 1e23]
+
+
+def test_csv_wide_integer_column_keeps_refusing_text_and_naming_empty_cells(tmp_path):
+    path = tmp_path / "ids.csv"
+    path.write_text("a,b,label\n" + "100000000000000000000000,2,0\n0x10,3,1\n" * 5)
+    with pytest.raises(ValueError, match=r"holds '0x10' on line 3, which is not a number"):
+        load_dataset(path)
+    path.write_text("a,b,label\n" + "100000000000000000000000,2,0\n1.5,3,1\n,4,0\n" * 5)
+    with pytest.raises(ValueError, match=r"has an empty cell on line 4"):
+        load_dataset(path)

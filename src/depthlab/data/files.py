@@ -457,13 +457,31 @@ def _wide_integers(df: Any) -> Any:
     numbers they are, ``float(v)`` (±inf beyond float64's range, refused later as any
     infinite cell is). Was refused as text, the message naming another cell of the column
     ("holds '2' on line 2, which is not a number"). A column holding any other object (text)
-    is left as read."""
+    is left as read. Such an integer beside a decimal number (``1.5``) made pandas read the
+    whole column as text: it is read as numbers too when every cell is a plain decimal number
+    (no ``1_000``, hex or ``nan`` spelling, which stay text and are refused by name) and some
+    cell an integer past 64 bits."""
+    import re
+
+    import pandas as pd
+
+    decimal = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+    wide = re.compile(r"\s*[+-]?\d{19,}\s*")
     for i in range(df.shape[1]):
         column = df.iloc[:, i]
-        if column.dtype != object:
+        if column.dtype != object and not pd.api.types.is_string_dtype(column.dtype):
             continue
         cells = column.dropna()
-        if not len(cells) or not all(type(v) is int for v in cells):
+        if not len(cells):
+            continue
+        filled = [v for v in cells if not (type(v) is str and not v.strip())]  # '': missing
+        if filled and all(type(v) is str for v in filled) and any(
+                wide.fullmatch(v) and not -2**63 <= int(v) < 2**64 for v in filled) and all(
+                decimal.fullmatch(v) for v in filled):  # 10**23 beside 1.5: pandas' text
+            df.isetitem(i, np.array([float(v) if isinstance(v, str) and v.strip()
+                                     else float("nan") for v in column], dtype=np.float64))
+            continue
+        if not all(type(v) is int for v in cells):
             continue
 
         def number(v: Any) -> float:
