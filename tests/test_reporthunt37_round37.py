@@ -135,3 +135,18 @@ def test_plot_training_curves_of_a_diverged_history_says_so():
     assert fig._suptitle is not None and fig._suptitle.get_text() == \
         "diverged after the update of step 2 (loss not finite): not drawn"
     assert plot.training_curves(_History(), title="mine")._suptitle.get_text() == "mine"
+
+
+def test_labels_cut_short_stay_apart_without_a_numbered_suffix():
+    """Four lr=10 runs of a sweep over model.activation x train.lr named in a panel's title
+    (14 characters each): "…model.…r=10.0", "…model.acti…#1", "…#2", "…#3", which named
+    no activation; the shared key "model.activation=" gives way first when that keeps them
+    apart."""
+    from depthlab.report.figures import cut_labels
+
+    acts = ("tanh", "relu", "sigmoid", "leaky_relu")
+    labels = [f"mysweep:model.activation={a},train.lr=10.0" for a in acts]
+    every = labels + [f"mysweep:model.activation={a},train.lr=0.1" for a in acts]
+    cut = cut_labels(labels, 14, every)
+    assert len(set(cut)) == 4 and not any("#" in t for t in cut), cut
+    assert all(a[:4] in t for a, t in zip(acts, cut)), cut

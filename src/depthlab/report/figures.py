@@ -1507,6 +1507,7 @@ def cut_labels(labels: Sequence[str], limit: int,
     keep = limit - 1
     texts = given = [str(t) for t in labels]
     whole = given + [str(t) for t in among or ()]
+    keyless: list[str] = []  # the labels without a shared key, when that did not make all fit
     if len(set(whole)) > 1 and any(len(t) > limit for t in texts):
         # a start every label shares up to a separator (a sweep's "name:" before each
         # point's values) tells no label apart: dropped before cutting, as the middle cut
@@ -1519,10 +1520,20 @@ def cut_labels(labels: Sequence[str], limit: int,
                 # a key ("=") is dropped only where that makes every label fit
                 if seps is SHARED_PREFIX_SEPARATORS or all(len(t) <= limit for t in dropped):
                     texts = dropped
+                else:
+                    keyless = dropped
             if all(len(t) <= limit for t in texts):
                 break
-    out = [t if len(t) <= limit else t[:(keep + 1) // 2] + "…" + t[len(t) - keep // 2:]
-           for t in texts]
+
+    def middle(ts: list[str]) -> list[str]:
+        return [t if len(t) <= limit else t[:(keep + 1) // 2] + "…" + t[len(t) - keep // 2:]
+                for t in ts]
+
+    out = middle(texts)
+    if keyless and len(set(out)) < len(out) and len(set(middle(keyless))) > len(set(out)):
+        # four runs of "sweep:model.activation=tanh,train.lr=10.0" cut to 14 characters read
+        # "…model.…r=10.0", "…model.acti…#1", "#2", "#3": without the shared key they differ
+        texts, out = keyless, middle(keyless)
     seen: dict[str, int] = {}
     for i, t in enumerate(out):
         if t in seen:
