@@ -54,3 +54,38 @@ def test_recurrent_matrix_too_large_is_an_init_mismatch():
     d = dlt.doctor(lambda: _RNNClassifier(1.0 / (3 * 32) ** 0.5), _sequences(), steps=10,
                    batch_size=32, optimizer=("sgd", {"lr": 0.05}), verify=False)
     assert d.finding("init_mismatch") is None, d.kinds
+
+
+class _StemNormed(torch.nn.Module):
+    """A BatchNorm after the first layer only, then 12 sigmoid layers of N(0, 1) weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.stem = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.Sigmoid())
+        self.body = nn.Sequential(*[m for _ in range(12) for m in (nn.Linear(16, 16),
+                                                                  nn.Sigmoid())])
+        self.head = nn.Linear(16, 3)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 1.0)
+
+    def forward(self, x):
+        return self.head(self.body(self.stem(x)))
+
+
+def test_one_normalized_layer_does_not_rule_out_the_batchnorm_cure():
+    """Before: one BatchNorm in the model (after the stem) dropped the batch-norm cure for a
+    vanishing gradient through the 12 unnormalized sigmoid layers after it, which it would
+    normalize (insert_batchnorm skips normalized layers)."""
+    import depthlab.torch as dlt
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(160, 8, generator=g)
+    y = x[:, :3].abs().argmax(1)  # 64 held out: batch norm's gradients read on 64 rows
+    d = dlt.doctor(_StemNormed, (x[:96], y[:96], x[96:], y[96:]), steps=4, batch_size=32,
+                   verify=True, max_cures=2)
+    f = d.finding("vanishing_gradients")
+    assert f is not None, d.kinds
+    tried = [v.prescription for v in d.verifications if v.kind == "vanishing_gradients"]
+    assert {"normalization": "batchnorm"} in tried, tried

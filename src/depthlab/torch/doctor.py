@@ -925,6 +925,11 @@ class _Run:
     result: TrainResult
     findings: list[Finding]
     metrics_by_kind: dict[str, float]
+    unnormalized: bool = False
+    """Some trainable hidden layer followed by an activation has no normalization before it
+    (a model whose stem alone is batch-normalized): the batch-norm cure, which normalizes
+    those layers only (:func:`depthlab.torch.prescriptions.insert_batchnorm`), applies though
+    the model has a norm (``config["batchnorm"]``)."""
 
 
 def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TorchTrainSpec,
@@ -993,7 +998,10 @@ def _train_run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: Torc
             by_kind[kind], finding = rule(ctx)
             if finding is not None:
                 findings.append(finding)
-    return _Run(ctx, result, findings, by_kind)
+    last = rx.output_layer(layers)
+    bare = any(t.ran and t.activation is not None and not t.normalized and t is not last
+               and any(w.requires_grad for w in rx.weight_tensors(t.module)) for t in layers)
+    return _Run(ctx, result, findings, by_kind, bare)
 
 
 def _early_ratios(rows: pd.DataFrame | None, index: dict[str, int]) -> pd.Series | None:
@@ -1284,7 +1292,8 @@ def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], 
     in_training = (rx.vanished_in_training(f.evidence) if f.kind == "vanishing_gradients"
                    else None)
     more = rx.alternatives(f.kind, None if act == NO_ACTIVATION else act, spec,
-                           bool(config.get("batchnorm")), at_init=at_init,
+                           bool(config.get("batchnorm")) and not base.unnormalized,
+                           at_init=at_init,
                            in_training=in_training, exploded=exploded)
     more = _without_reinit_for_bn_growth(f, more)
     if first:
