@@ -76,3 +76,38 @@ def test_csv_wide_integer_column_keeps_refusing_text_and_naming_empty_cells(tmp_
     path.write_text("a,b,label\n" + "100000000000000000000000,2,0\n1.5,3,1\n,4,0\n" * 5)
     with pytest.raises(ValueError, match=r"has an empty cell on line 4"):
         load_dataset(path)
+
+
+DEMO = """name = "d"
+[data]
+name = "clusters"
+n = 60
+[model]
+sizes = ["auto", 4, "auto"]
+[train]
+epochs = {epochs}
+[probes]
+every = 0
+[[recipes]]
+name = "relu"
+meaning = "m"
+model = {{ activation = "relu" }}
+"""
+
+
+@pytest.mark.parametrize("where", ["option", "config"])
+def test_demo_refuses_a_history_that_cannot_fit_before_anything_runs(where, tmp_path, capsys):
+    # was: each recipe stored as failed with the memory line, exit 1, a store written
+    from depthlab.cli import main
+
+    config = tmp_path / "demo.toml"
+    config.write_text(DEMO.format(epochs=1 if where == "option" else 10**12))
+    out = tmp_path / "out"
+    argv = ["demo", "--config", str(config), "--out", str(out), "--no-report", "-q", "-j", "1"]
+    if where == "option":
+        argv += ["--epochs", str(10**12)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "recipe 'relu': train.epochs = 1000000000000" in err and "needs about" in err
+    assert not out.exists()

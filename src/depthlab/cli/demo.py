@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
             check_memory(r.point.config)
         except ExperimentError as e:
             raise UserError(f"recipe {r.name!r}: {e}") from None
+    _check_histories(recipes)
     echo = say(args)
     data = recipes[0].point.config["data"]  # a built-in name, or a file (was "None")
     echo(f"depthlab demo: {data.get('name') or Path(str(data.get('path'))).name}, "
@@ -87,6 +88,34 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"results: {resolve_db_path(args.out)}")  # an --out DIR.db is the store itself
     return 1 if failures else 0  # as `run` and `sweep` with a failed run
+
+
+def _check_histories(recipes: list) -> None:
+    """Refuse, before anything runs, recipes whose training history cannot fit in memory
+    (``steps x 48 + epochs x 500`` bytes at least, as ``depthlab run`` refuses it):
+    ``--epochs 1000000000`` was four recipes stored as failed with that line, exit 1, a
+    report of failures written. Each data set is loaded once for its training rows; one that
+    cannot be loaded is left to the run, which stores the failure as before."""
+    import json
+
+    from ..experiments import ExperimentError
+    from ..experiments.runner import check_history, load_data
+
+    rows: dict[str, int | None] = {}
+    for r in recipes:
+        config = r.point.config
+        key = json.dumps(config["data"], sort_keys=True, default=str)
+        if key not in rows:
+            try:
+                rows[key] = int(load_data(config).sizes["train"])
+            except Exception:  # noqa: BLE001 - the run reports a data set it cannot load
+                rows[key] = None
+        if rows[key] is None:
+            continue
+        try:
+            check_history(config, rows[key])
+        except ExperimentError as e:
+            raise UserError(f"recipe {r.name!r}: {e}") from None
 
 
 COMMAND = Command("demo", "one deep network, four recipes, the gradient ratio of each and a "
