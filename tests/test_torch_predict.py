@@ -131,8 +131,9 @@ def test_conv_chain():
 @pytest.mark.parametrize("model, match", [
     (nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.LPPool2d(2, 2), nn.Flatten(),
                    nn.Linear(36, 2)), "'2' \\(LPPool2d\\)"),
-    (nn.Sequential(nn.Conv2d(3, 4, 3), nn.InstanceNorm2d(4), nn.ReLU(), nn.Flatten(),
-                   nn.Linear(144, 2)), "InstanceNorm2d"),
+    (nn.Sequential(nn.Conv2d(3, 4, 3), nn.InstanceNorm2d(4, track_running_stats=True),
+                   nn.ReLU(), nn.Flatten(), nn.Linear(144, 2)).eval(),
+     "InstanceNorm.*track_running_stats=True"),
     (nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2)).eval(),
      "eval mode"),
     (nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.AlphaDropout(0.5), nn.Linear(4, 2)), "chain"),
