@@ -83,3 +83,13 @@ def test_reproduce_all_names_a_data_set_that_does_not_exist(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "'nope' is neither a built-in data set nor an existing file" in err
     assert "ioffe2015" not in err
+
+
+def test_a_grid_of_tables_spelled_two_ways_is_one_sweep(tmp_path):
+    # {momentum = 0} and {momentum = 0.0} are one run (the config stores 0.0): one sweep too
+    a = _sweep(tmp_path, {"train.optimizer_kwargs": [{"momentum": 0}],
+                          "train.loss_kwargs": [{"label_smoothing": 0}]})
+    b = _sweep(tmp_path, {"train.optimizer_kwargs": [{"momentum": 0.0}],
+                          "train.loss_kwargs": [{"label_smoothing": 0.0}]})
+    assert (a.ran, b.ran, b.skipped) == (1, 0, 1)
+    assert a.sweep == b.sweep

@@ -441,6 +441,8 @@ def canonical_grid(grid: dict[str, list]) -> dict[str, list]:
                 v = _sweep_none(key)
             except ValueError:  # no word for it (train.patience: no early stopping)
                 return None
+        if key in FLOAT_TABLES and isinstance(v, dict):  # {momentum = 0}: stored as 0.0
+            return {k: _float_numbers(x) for k, x in v.items()}
         return _as_read(key, v)
 
     out: dict[str, list] = {}
@@ -470,6 +472,24 @@ def canonical_grid(grid: dict[str, list]) -> dict[str, list]:
             listed.append(read(key, v))
         out[key] = listed
     return out
+
+
+FLOAT_TABLES = frozenset({"train.optimizer_kwargs", "train.loss_kwargs",
+                          "model.activation_kwargs"})
+"""Table settings whose numbers the config stores as floats (``{momentum = 0}`` is
+``{momentum = 0.0}``, one run id); ``data.options`` is not one (``d = 5`` stays an integer)."""
+
+
+def _float_numbers(v: Any) -> Any:
+    """``v`` with its numbers (in lists too) as floats, as a :data:`FLOAT_TABLES` entry is
+    stored; bools, text and integers past 2**53 as they are."""
+    if isinstance(v, list | tuple):
+        return [_float_numbers(x) for x in v]
+    if isinstance(v, float):
+        return v + 0.0
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) < 2**53:
+        return float(v)
+    return v
 
 
 def _with_grid(raw: Any, grid: Any) -> Any:
