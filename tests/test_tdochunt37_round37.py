@@ -21,7 +21,7 @@ def test_cli_factory_name_typo_suggests_the_functions_in_the_file(tmp_path):
         load_factory(f"{f}:zzz")
 
 
-def _sequences(n: int = 96, t: int = 8, f: int = 4, seed: int = 0):
+def _sequences(n: int = 64, t: int = 6, f: int = 4, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, t, f, generator=g)
     return x, (x[:, -3:, 0].sum(1) > 0).long()
@@ -44,14 +44,14 @@ def test_recurrent_matrix_too_large_is_an_init_mismatch():
     whose Glorot range allows 0.25. Each matrix is now judged for its own fans."""
     import depthlab.torch as dlt
 
-    d = dlt.doctor(lambda: _RNNClassifier(1.0), _sequences(), steps=10, batch_size=32,
+    d = dlt.doctor(lambda: _RNNClassifier(1.0), _sequences(), steps=4, batch_size=32,
                    optimizer=("sgd", {"lr": 0.05}), verify=False)
     f = d.finding("init_mismatch")
     assert f is not None, d.kinds
     assert 20 < f.evidence["variance_ratio"] < 45  # 32 expected (Var 1 vs Glorot's 1/32)
     assert "layer 1" in f.message and "glorot" in f.message
     # PyTorch's default recurrent init (Var 1/(3 H), below Glorot's) is still not judged
-    d = dlt.doctor(lambda: _RNNClassifier(1.0 / (3 * 32) ** 0.5), _sequences(), steps=10,
+    d = dlt.doctor(lambda: _RNNClassifier(1.0 / (3 * 32) ** 0.5), _sequences(), steps=4,
                    batch_size=32, optimizer=("sgd", {"lr": 0.05}), verify=False)
     assert d.finding("init_mismatch") is None, d.kinds
 
