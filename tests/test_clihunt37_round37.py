@@ -111,3 +111,18 @@ def test_demo_refuses_a_history_that_cannot_fit_before_anything_runs(where, tmp_
     assert len(err.splitlines()) == 1
     assert "recipe 'relu': train.epochs = 1000000000000" in err and "needs about" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("bad", ["", "  "])
+def test_store_export_to_an_empty_path_is_refused(bad, tmp_path, monkeypatch):
+    # was: Store.export("") wrote runs.csv, ... into the current folder (Path("") is '.'),
+    # while Store("") is refused as an empty path
+    from depthlab.experiments import Store
+
+    monkeypatch.chdir(tmp_path)
+    with Store(tmp_path / "res") as store:
+        with pytest.raises(ValueError, match=r"export folder '\s*' is an empty path"):
+            store.export(bad)
+        with pytest.raises(TypeError, match="export folder None has the wrong type"):
+            store.export(None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res"]

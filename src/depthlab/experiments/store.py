@@ -1184,6 +1184,12 @@ class Store:
         :data:`EXPORT_MARKER` is written with them, naming the files exports wrote there."""
         if fmt not in ("csv", "parquet"):
             raise ValueError(f"unknown export format {fmt!r}; expected 'csv' or 'parquet'")
+        if not isinstance(out_path, str | os.PathLike):  # (was Path()'s raw TypeError)
+            raise TypeError(f"export folder {out_path!r:.60} has the wrong type; accepted: a "
+                            "folder path (str or os.PathLike)")
+        if not str(os.fspath(out_path)).strip():  # Path("") is '.': the tables were written
+            raise ValueError(f"export folder {os.fspath(out_path)!r} is an empty path; "
+                             "accepted: a folder path ('.' for the current folder)")
         if fmt == "parquet":
             try:
                 import pyarrow  # noqa: F401
