@@ -362,11 +362,12 @@ def critical_sigma_w2(
 def gradient_growth(name: Any, sigma_w2: float, sigma_b2: float, depth: int,
                     **kw: Any) -> float:
     """Predicted ratio of mean squared gradients, first over last of ``depth`` layers:
-    ``chi1^(depth - 1)``."""
+    ``chi1^(depth - 1)`` (``chi1`` from :func:`slope_chi1`: the correlation map's fixed point
+    that :func:`meanfield` also solves is not needed here)."""
     if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
         raise ValueError(f"depth must be a positive integer, got {depth!r}")
-    mf = meanfield(name, sigma_w2, sigma_b2, **kw)
+    chi1 = slope_chi1(name, sigma_w2, sigma_b2, **kw)
     try:
-        return float(mf.chi1 ** (int(depth) - 1))
+        return float(chi1 ** (int(depth) - 1))
     except OverflowError:  # chi1 > 1 over 10**30 layers: the ratio is beyond any float
         return math.inf
