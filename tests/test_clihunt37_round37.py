@@ -126,3 +126,10 @@ def test_store_export_to_an_empty_path_is_refused(bad, tmp_path, monkeypatch):
         with pytest.raises(TypeError, match="export folder None has the wrong type"):
             store.export(None)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["res"]
+
+
+@pytest.mark.parametrize("bad", [None, 3, ["digits"]])
+def test_load_dataset_of_a_non_name_is_a_type_error(bad):
+    # was: ValueError "unknown data set None; built-ins: ..." (as if a name were misspelt)
+    with pytest.raises(TypeError, match="name_or_path .* has the wrong type"):
+        load_dataset(bad)

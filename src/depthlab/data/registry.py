@@ -213,6 +213,10 @@ def load_dataset(
     ``targets="values"``: a file's labels are real regression targets (float64 ``y_*`` of
     shape (n, k), ``n_classes`` = k target columns; split at random, never standardized).
     """
+    if not isinstance(name_or_path, str | os.PathLike):  # was "unknown data set None"
+        raise TypeError(f"load_dataset() name_or_path {name_or_path!r:.60} has the wrong type; "
+                        "accepted: a built-in data set's name or a file path (str or "
+                        "os.PathLike)")
     seed = _check_seed(seed)
     n = check_n(n)
     check_fractions(val_fraction, test_fraction)
