@@ -92,6 +92,9 @@ __all__ = ["BlockInfo", "Recording"]
 _DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
              nn.FeatureAlphaDropout)
 """Dropout modules: their output is linked to the layer output they drop (``_dropout_post``)."""
+_SHUFFLES = (nn.PixelShuffle, nn.PixelUnshuffle)
+"""Modules that rearrange a layer output into a new tensor, entry for entry: their output is
+linked to that layer output, with the map back into its layout (``_shuffle_post``)."""
 _ADD_NODES = frozenset({"AddBackward0", "AddBackward1"})
 _FORWARDS: weakref.WeakSet = weakref.WeakSet()
 """The recordings whose model's forward is in progress: a module shared by two watched models
@@ -171,7 +174,8 @@ def _hook_stamp() -> tuple[int, int]:
 
 
 _READS_INPUT = frozenset({"_model_pre", "_norm_pre", "_act_pre", "_relu_post", "_block_pre",
-                          "_inner_parent_pre", "_inner_pre", "_dropout_post"})
+                          "_inner_parent_pre", "_inner_pre", "_dropout_post",
+                          "_shuffle_post"})
 """The :class:`Recording` hooks that read their module's input: registered ``with_kwargs``, so a
 call by keyword (``act(input=s)``, ``blk(hidden=h)``) is measured as a positional one."""
 
@@ -657,6 +661,8 @@ class Recording:
                 plan.append((m, self._norm_pre, self._norm_post))
             elif isinstance(m, _DROPOUTS):
                 plan.append((m, None, self._dropout_post))
+            elif isinstance(m, _SHUFFLES):
+                plan.append((m, None, self._shuffle_post))
             has_children = next(iter(m.children()), None) is not None
             if (not self._blocks_found and has_children) or key in self.blocks:
                 plan.append((m, self._block_pre, self._block_post))
@@ -1314,6 +1320,42 @@ class Recording:
             fn = p.layouts.get(id(x))
             if fn is not None:  # a dropout of a reshaped layer output: its output alike
                 p.layouts[id(out)] = fn
+
+    def _shuffle_post(self, module, args, kwargs, output) -> None:
+        """A ``nn.PixelShuffle(r)`` (``nn.PixelUnshuffle(r)``) of a layer or norm output (an
+        ESPCN/SRGAN upsampler: ``Conv -> PixelShuffle(2) -> PReLU``): its output, a new tensor
+        holding the same entries, is linked to that layer, with the map of a tensor of its
+        shape back into the layer output's layout (``pixel_unshuffle``/``pixel_shuffle`` by
+        ``r``: entry ``(c, h r + i, w r + j)`` is the layer's channel ``c r^2 + i r + j``), so
+        the activation after it gives the layer its ``act_*``, ``inactive_frac`` and
+        ``dead_frac`` rows (per layer channel); they were missing. ``pre_*`` stay the layer's
+        own output; no fused ReLU pass through it (``_carried``)."""
+        if self._idle:
+            return
+        x = args[0] if args and type(args[0]) is torch.Tensor else \
+            self._input(module, args, kwargs)[0]
+        out = output if type(output) is torch.Tensor else None
+        if type(x) is not torch.Tensor or out is None or out is x or x.is_nested \
+                or out.is_nested or out.numel() != x.numel() or x.dim() < 3:
+            return
+        p = self.p
+        hit = p.links.get(id(x)) or self._hooked_link(x)
+        if hit is None and x._is_view():
+            hit = self._view_link(x)
+        if hit is None or hit[0] is not x or hit[3] not in ("layer", "norm") \
+                or hit[1] != -1 and _ver(x) != hit[1]:
+            return
+        r = module.upscale_factor if isinstance(module, nn.PixelShuffle) \
+            else module.downscale_factor
+        back = functools.partial(nn.functional.pixel_unshuffle, downscale_factor=r) \
+            if isinstance(module, nn.PixelShuffle) else \
+            functools.partial(nn.functional.pixel_shuffle, upscale_factor=r)
+        inner = p.layouts.get(id(x)) if p.layouts else None
+        p.links[id(x)] = (x, hit[1], hit[2], "taken")
+        p.links[id(out)] = (out, _ver(out), hit[2], hit[3])
+        self._carried[id(out)] = out
+        p.layouts[id(out)] = back if inner is None else functools.partial(_compose, inner,
+                                                                           back)
 
     def _act_pre(self, module, args, kwargs) -> None:
         if self._idle:
