@@ -133,3 +133,11 @@ def test_load_dataset_of_a_non_name_is_a_type_error(bad):
     # was: ValueError "unknown data set None; built-ins: ..." (as if a name were misspelt)
     with pytest.raises(TypeError, match="name_or_path .* has the wrong type"):
         load_dataset(bad)
+
+
+def test_csv_underscore_integer_beside_a_wide_one_is_refused_not_read_as_digits(tmp_path):
+    # was: '1_5' read as 15 (pandas parses such a column with Python's int()), silently
+    path = tmp_path / "ids.csv"
+    path.write_text("a,b,label\n" + "100000000000000000000000,2,0\n1_5,3,1\n" * 5)
+    with pytest.raises(ValueError, match=r"holds '1_5' on line 3, which is not a number"):
+        load_dataset(path)

@@ -448,10 +448,10 @@ def read_csv_frame(path: Path, header: int | None = 0) -> Any:
         last = str(df.columns[-1])
         if header is None or last.startswith("Unnamed: "):  # a blank header cell
             df = df.iloc[:, :-1]
-    return _wide_integers(df)
+    return _wide_integers(df, path, header)
 
 
-def _wide_integers(df: Any) -> Any:
+def _wide_integers(df: Any, path: Path | None = None, header: int | None = 0) -> Any:
     """``df`` with each column of integers past 64 bits (``10**23``, ``-2**63 - 1``: pandas
     keeps such a column as Python ints of dtype object, its other cells too) as the float64
     numbers they are, ``float(v)`` (±inf beyond float64's range, refused later as any
@@ -483,6 +483,15 @@ def _wide_integers(df: Any) -> Any:
             continue
         if not all(type(v) is int for v in cells):
             continue
+        if path is not None:  # pandas read '1_5' as 15 (Python's int()) beside 10**23
+            import pandas as pd
+
+            text = pd.read_csv(path, header=header, usecols=[i], dtype=str,
+                               keep_default_na=False).iloc[:, 0]
+            if len(text) == len(column) and not all(
+                    re.fullmatch(r"\s*[+-]?\d+\s*", v) or not v.strip() for v in text):
+                df.isetitem(i, text.where(text.str.strip() != "", np.nan))  # named as text
+                continue
 
         def number(v: Any) -> float:
             try:
