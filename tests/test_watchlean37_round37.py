@@ -87,3 +87,19 @@ def test_pixel_unshuffle_of_a_layer_output_is_carried_too():
     s = model[0](x).detach().double()
     assert rows["dead_frac"] == float((s.amax(dim=(0, 2, 3)) <= 0).double().mean())
     np.testing.assert_allclose(rows["act_mean"], float(s.clamp(min=0).mean()), rtol=1e-6)
+
+
+def test_channel_shuffle_of_a_layer_output_is_carried_too():
+    """ShuffleNet's ``ChannelShuffle(g)`` between a conv and its ReLU: dead_frac per conv
+    channel (channel k of the conv is output channel (k mod C/g) g + k div (C/g))."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.ChannelShuffle(4), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(12 * 36, 5))
+    with torch.no_grad():
+        model[0].bias[:3] = -50.0
+    x, y = _data()
+    df = dlt.probe(model, x, y, nn.CrossEntropyLoss())
+    rows = _rows(df, "0")
+    s = model[0](x).detach().double()
+    assert rows["dead_frac"] == float((s.amax(dim=(0, 2, 3)) <= 0).double().mean()) == 0.25
+    np.testing.assert_allclose(rows["act_mean"], float(s.clamp(min=0).mean()), rtol=1e-6)

@@ -92,7 +92,7 @@ __all__ = ["BlockInfo", "Recording"]
 _DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
              nn.FeatureAlphaDropout)
 """Dropout modules: their output is linked to the layer output they drop (``_dropout_post``)."""
-_SHUFFLES = (nn.PixelShuffle, nn.PixelUnshuffle)
+_SHUFFLES = (nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle)
 """Modules that rearrange a layer output into a new tensor, entry for entry: their output is
 linked to that layer output, with the map back into its layout (``_shuffle_post``)."""
 _ADD_NODES = frozenset({"AddBackward0", "AddBackward1"})
@@ -1322,7 +1322,8 @@ class Recording:
                 p.layouts[id(out)] = fn
 
     def _shuffle_post(self, module, args, kwargs, output) -> None:
-        """A ``nn.PixelShuffle(r)`` (``nn.PixelUnshuffle(r)``) of a layer or norm output (an
+        """A ``nn.PixelShuffle(r)`` (``nn.PixelUnshuffle(r)``, ``nn.ChannelShuffle(g)``:
+        ShuffleNet) of a layer or norm output (an
         ESPCN/SRGAN upsampler: ``Conv -> PixelShuffle(2) -> PReLU``): its output, a new tensor
         holding the same entries, is linked to that layer, with the map of a tensor of its
         shape back into the layer output's layout (``pixel_unshuffle``/``pixel_shuffle`` by
@@ -1345,11 +1346,15 @@ class Recording:
         if hit is None or hit[0] is not x or hit[3] not in ("layer", "norm") \
                 or hit[1] != -1 and _ver(x) != hit[1]:
             return
-        r = module.upscale_factor if isinstance(module, nn.PixelShuffle) \
-            else module.downscale_factor
-        back = functools.partial(nn.functional.pixel_unshuffle, downscale_factor=r) \
-            if isinstance(module, nn.PixelShuffle) else \
-            functools.partial(nn.functional.pixel_shuffle, upscale_factor=r)
+        if isinstance(module, nn.PixelShuffle):
+            back = functools.partial(nn.functional.pixel_unshuffle,
+                                     downscale_factor=module.upscale_factor)
+        elif isinstance(module, nn.PixelUnshuffle):
+            back = functools.partial(nn.functional.pixel_shuffle,
+                                     upscale_factor=module.downscale_factor)
+        else:  # ChannelShuffle(g): undone by channel_shuffle with C / g groups
+            back = functools.partial(nn.functional.channel_shuffle,
+                                     groups=x.shape[1] // module.groups)
         inner = p.layouts.get(id(x)) if p.layouts else None
         p.links[id(x)] = (x, hit[1], hit[2], "taken")
         p.links[id(out)] = (out, _ver(out), hit[2], hit[3])
