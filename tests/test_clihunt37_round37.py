@@ -141,3 +141,30 @@ def test_csv_underscore_integer_beside_a_wide_one_is_refused_not_read_as_digits(
     path.write_text("a,b,label\n" + "100000000000000000000000,2,0\n1_5,3,1\n" * 5)
     with pytest.raises(ValueError, match=r"holds '1_5' on line 3, which is not a number"):
         load_dataset(path)
+
+
+def test_a_tilde_the_shell_left_in_an_option_is_the_home_folder(tmp_path, monkeypatch, capsys):
+    # bash leaves '~' in `--to=~/exports` (no expansion after '='): export and predict --to
+    # wrote into a new folder named '~' in the current folder
+    from depthlab.cli import main
+    from depthlab.experiments import Store
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    with Store(work / "res"):
+        pass
+    assert main(["export", "res", "--to=~/exports"]) == 0
+    assert (home / "exports" / "runs.csv").is_file()
+    net = dl.mlp([3, 4, 2])
+    dl.save(net, home / "net.npz")
+    np.save(work / "x.npy", np.ones((2, 3)))
+    assert main(["predict", "~/net.npz", "x.npy", "--to=~/pred.csv"]) == 0
+    assert (home / "pred.csv").read_text().startswith("class,output_0,output_1")
+    with Store(work / "res") as store:
+        store.export("~/exports2")
+    assert (home / "exports2" / "runs.csv").is_file()
+    assert not (work / "~").exists()
+    capsys.readouterr()

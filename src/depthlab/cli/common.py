@@ -130,11 +130,13 @@ def metrics_line(metrics: dict[str, Any], monitor: str | None = None) -> str:
 
 def path_arg(text: str) -> str:
     """A path option's value: not empty (``--out "$UNSET"`` would write into the current
-    folder)."""
+    folder). A leading ``~`` is the home folder, as from Python (``Store("~/runs")``): the
+    shell leaves it in ``--to=~/exports`` (no expansion after ``=``), and ``export`` and
+    ``predict --to`` wrote into a new folder literally named ``~`` in the current one."""
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path is not accepted; expected a folder or "
                                          "file name")
-    return text
+    return os.path.expanduser(text) if text.startswith("~") else text
 
 
 def folder_arg(text: str) -> str:

@@ -1195,7 +1195,7 @@ class Store:
                 import pyarrow  # noqa: F401
             except ImportError:
                 raise StoreError("parquet export needs pyarrow (pip install pyarrow)") from None
-        out = Path(out_path)
+        out = Path(out_path).expanduser()  # "~/exports": the home folder, as Store("~/runs")
         # the folders this export creates: removed again (when still empty) if it fails, so a
         # full disk or a Ctrl-C leaves no empty export folder behind
         created = [p for p in (out, *out.parents) if not p.exists()]
