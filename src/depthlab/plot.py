@@ -433,6 +433,11 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
     runs = _runs(table_or_runs)
     _check_quantity([t for t, _ in runs.values()], quantity)
     theories = _theories(runs, theory)
+    # a "$" in a run's name is drawn as itself (as a module name's): "cost $\frac{1$" was
+    # typeset as math in the legend and stopped the figure (ParseSyntaxException), and two
+    # names in a panel's title ("run $a: same values as run b$") read as one formula
+    runs = {k.replace("$", r"\$"): v for k, v in runs.items()}
+    theories = {k.replace("$", r"\$"): v for k, v in theories.items()}
     wides = {k: _f._quantity(t, quantity) for k, (t, _) in runs.items()}
     every = list(wides)  # a title naming some runs cuts only the start all of them share
     # the rows this figure draws: a run without this quantity (a transformer's or an LSTM's
@@ -490,7 +495,7 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
         color, marker, linestyle = run_style(i)
         if wide.empty:
             continue
-        measured = None  # the line of the first panel
+        measured = None  # the points of the first panel
         first, last = wide.index.min(), wide.index.max()
         drawable = wide.index[((wide > 0) & (wide < math.inf)).any(axis=1)]
         if len(drawable) and drawable.max() > first:  # the last step a log axis can show
@@ -541,14 +546,25 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
             line = line[line.notna() | (np.asarray(full.index.isin(list(rows))) if rows is not None
                                         else full.notna().to_numpy())]
             line = line.loc[x.min():x.max()]
-            drawn = ax.plot(line.index.to_numpy(), line.to_numpy(float), marker=marker,
-                            linestyle=linestyle,
-                            color=color, linewidth=1.8, markersize=4, zorder=2 + lift[label],
-                            label=f"{label} (step {step})" if ax is axes[-1] or ncols == 1
-                            else label)[0]
+            # one line per stretch of drawable layers (no NaN in a line's data: the first
+            # stretch carries the run's label, the others none)
+            ok = line.notna().to_numpy()
+            starts = np.flatnonzero(ok & ~np.r_[False, ok[:-1]])
+            ends = np.flatnonzero(ok & ~np.r_[ok[1:], False]) + 1
+            pieces = [line.iloc[a:b] for a, b in zip(starts, ends)]
+            drawn = None
+            for piece in pieces:
+                drawn_piece = ax.plot(
+                    piece.index.to_numpy(), piece.to_numpy(float), marker=marker,
+                    linestyle=linestyle, color=color, linewidth=1.8, markersize=4,
+                    zorder=2 + lift[label],
+                    label=("_nolegend_" if drawn is not None else
+                           f"{label} (step {step})" if ax is axes[-1] or ncols == 1
+                           else label))[0]
+                drawn = drawn if drawn is not None else drawn_piece
             drawn_rows[k].append((label, row))
             if k == 0:
-                measured = drawn
+                measured = row  # every drawn point, over all stretches of the line
             all_vals.extend(row.to_numpy(float))
             panel_vals[k].extend(row.to_numpy(float))
         th = theories.get(label)
@@ -582,8 +598,8 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
         # the measured points again, over the theory and its halo: where the two agree the
         # halo bit each marker it crossed into a "C". Not when they are dense (beyond
         # MAX_REDRAWN_POINTS on a panel): their markers touch and would hide every dash
-        if measured is not None and len(measured.get_xdata()) <= MAX_REDRAWN_POINTS:
-            axes[0].plot(measured.get_xdata(), measured.get_ydata(), linestyle="none",
+        if measured is not None and len(measured) <= MAX_REDRAWN_POINTS:
+            axes[0].plot(measured.index.to_numpy(), measured.to_numpy(float), linestyle="none",
                          marker=marker, markersize=4, color=color, zorder=4 + lift[label])
         all_vals.extend(pred.to_numpy(float))
         panel_vals[0].extend(pred.to_numpy(float))
