@@ -88,6 +88,17 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
         hint = "" if d.x.is_floating_point() else (
             "; integer inputs are passed as int64 (token ids for an nn.Embedding): give "
             "floating-point inputs to other models")
+        if "'indices'" in str(e) and d.x.is_floating_point() and any(
+                isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in model.modules()):
+            hint += ("; an nn.Embedding takes integer token ids: give x as integers "
+                     "(e.g. x.astype(np.int64))")
+        if binary_threshold(loss_fn) is not None and isinstance(out, torch.Tensor) and \
+                "Target size" in str(e) and out.shape[0] == 2 and d.y.dim() != out.dim() and \
+                d.y[0].numel() == out[0].numel():
+            hint += ("; a binary cross-entropy takes targets of the outputs' shape: give y as "
+                     + ("a column, y.reshape(-1, 1)" if out.dim() == 2 and out.shape[1] == 1
+                        else f"y.reshape(-1, {', '.join(map(str, out.shape[1:]))})"
+                        if out.dim() > 1 else "y.reshape(-1)"))
         if out is None and d.x.dim() == 1 and d.x.is_floating_point():
             hint += ("; x holds one number per example (shape (N,)): a model of one input "
                      "feature takes a column, x.reshape(-1, 1)")

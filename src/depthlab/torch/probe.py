@@ -271,6 +271,11 @@ def loss_ignore_index(loss_fn: Any) -> int | None:
 _ELEMENTWISE_LOSSES = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss)
 _ELEMENTWISE_FUNCTIONS = {F.mse_loss: "F.mse_loss", F.l1_loss: "F.l1_loss",
                           F.smooth_l1_loss: "F.smooth_l1_loss", F.huber_loss: "F.huber_loss"}
+# a binary cross-entropy takes targets of exactly the output's shape (torch raises 'Target
+# size (torch.Size([4])) must be the same as input size (torch.Size([4, 1]))', no remedy)
+_SAME_SHAPE_LOSSES = (nn.BCELoss, nn.BCEWithLogitsLoss)
+_SAME_SHAPE_FUNCTIONS = {F.binary_cross_entropy: "F.binary_cross_entropy",
+                         F.binary_cross_entropy_with_logits: "F.binary_cross_entropy_with_logits"}
 
 
 def _check_elementwise_targets(output: Any, y: Any, loss_fn: Any) -> None:
@@ -284,16 +289,24 @@ def _check_elementwise_targets(output: Any, y: Any, loss_fn: Any) -> None:
     from .train import loss_parts
 
     fn, _ = loss_parts(loss_fn)
-    if isinstance(fn, _ELEMENTWISE_LOSSES):
+    same = isinstance(fn, _SAME_SHAPE_LOSSES)
+    if isinstance(fn, _ELEMENTWISE_LOSSES + _SAME_SHAPE_LOSSES):
         name = type(fn).__name__
     else:
         try:
-            name = _ELEMENTWISE_FUNCTIONS.get(fn)
+            name = _ELEMENTWISE_FUNCTIONS.get(fn) or _SAME_SHAPE_FUNCTIONS.get(fn)
+            same = fn in _SAME_SHAPE_FUNCTIONS
         except TypeError:  # an unhashable callable
             name = None
     if name is None or not isinstance(output, torch.Tensor) or not isinstance(y, torch.Tensor) \
             or output.shape == y.shape:
         return
+    hint = (f" (y.reshape({', '.join(map(str, output.shape))}))"
+            if y.numel() == output.numel() else "")
+    if same:
+        raise ValueError(f"y has shape {tuple(y.shape)} but the model's output has shape "
+                         f"{tuple(output.shape)}, and {name} takes targets of the output's "
+                         f"shape; expected y of the output's shape{hint}")
     try:
         both = tuple(torch.broadcast_shapes(output.shape, y.shape))
     except RuntimeError:
@@ -302,8 +315,6 @@ def _check_elementwise_targets(output: Any, y: Any, loss_fn: Any) -> None:
         return  # a target broadcast over the output (a constant per unit): torch's rule
     paired = (f"torch would broadcast them to {both}, pairing every output with every target"
               if both is not None else "they do not broadcast")
-    hint = (f" (y.reshape({', '.join(map(str, output.shape))}))"
-            if y.numel() == output.numel() else "")
     raise ValueError(f"y has shape {tuple(y.shape)} but the model's output has shape "
                      f"{tuple(output.shape)}, and {name} compares them entry by entry "
                      f"({paired}); expected y of the output's shape{hint}")
@@ -596,8 +607,17 @@ def forward(model: nn.Module, x: Any) -> Any:
             raise ValueError(wrong) from exc
         bad = next((t for t in _tensors_in(x) if len(dtypes) == 1 and t.dtype not in dtypes),
                    None)
+        emb = next((n for n, m in model.named_modules()
+                    if isinstance(m, (nn.Embedding, nn.EmbeddingBag))), None)
+        if "'indices'" in said and emb is not None:  # an Embedding given float ids
+            floats = next((t for t in _tensors_in(x) if t.is_floating_point()), None)
+            if floats is not None:
+                raise TypeError(f"x has dtype {floats.dtype} but the model's "
+                                f"{type(model.get_submodule(emb)).__name__} {emb!r} takes "
+                                "integer token ids; expected x of dtype torch.int64 "
+                                f"(x.long()) (torch: {said})") from exc
         if bad is None or "type" not in said.lower() or "indices" in said:
-            raise  # (an Embedding given float ids: torch's message says what it wants)
+            raise
         (w,) = dtypes
         raise TypeError(f"x has dtype {bad.dtype} but the model's weights are {w}; expected x "
                         f"of the model's dtype (x.to({w})) (torch: {said})") from exc
