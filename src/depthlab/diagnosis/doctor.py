@@ -22,13 +22,13 @@ from ..losses import REGISTRY as LOSS_REGISTRY
 from ..losses import one_hot_labels
 from ..models import mlp
 from ..network import Network
-from ..optimizers import Optimizer
+from ..optimizers import Optimizer, get_optimizer
 from ..probes.recorder import ProbeRecorder, _update_ratio
 from ..probes.stats import measurement_mode, probe_held_out
 from ..spec import ModelSpec, TrainSpec, check_field
 from ..training.history import History
-from ..training.trainer import Callback, Trainer, _check_callbacks, _check_unused
-from ..validators import keyword_hints, positive_int, torch_module_hint
+from ..training.trainer import Callback, Trainer, _check_callbacks, _check_unused, _optimizer_kwargs
+from ..validators import did_you_mean, positive_int, torch_module_hint
 from .findings import Diagnosis, Finding, Verification
 from .prescriptions import TRAINING_KEYS
 from .rules import (
@@ -843,8 +843,41 @@ def doctor_train_kwargs(train: dict[str, Any]) -> dict[str, Any]:
             "l1": train.get("l1", 0.0), "l2": train.get("l2", 0.0)}
 
 
-@keyword_hints(positional_hint="the data is one argument: dl.doctor(net, (x, y)), "
-                               "dl.doctor(net, (x, y, x_val, y_val)) or dl.doctor(net, dataset)")
+def _doctor_hints(fn: Any) -> Any:
+    """``fn`` (:func:`doctor`, which takes the optimizer's hyperparameters as ``**``) refusing,
+    as :func:`~depthlab.validators.keyword_hints` does for a function without ``**``, a third
+    positional argument (the data is one argument) and an unknown keyword, in one TypeError line
+    naming the closest accepted name (the doctor's options and every optimizer
+    hyperparameter), else the accepted ones."""
+    import functools
+    import inspect
+
+    from ..spec import all_optimizer_hyperparameters
+
+    params = inspect.signature(fn).parameters.values()
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    positional = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+    hint = ("the data is one argument: dl.doctor(net, (x, y)), dl.doctor(net, (x, y, x_val, "
+            "y_val)) or dl.doctor(net, dataset)")
+
+    @functools.wraps(fn)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        if len(args) > len(positional):
+            raise TypeError(f"doctor() takes {len(positional)} positional arguments "
+                            f"({', '.join(positional)}) but {len(args)} were given; {hint}")
+        known = all_optimizer_hyperparameters()
+        for key in kwargs:
+            if key not in names and key not in known:
+                close = did_you_mean(key, names + known) or (
+                    f"; accepted: {', '.join(names)} and the optimizer's hyperparameters "
+                    f"({', '.join(known)})")
+                raise TypeError(f"doctor() got an unexpected keyword argument {key!r}{close}")
+        return fn(*args, **kwargs)
+    checked.__defaults__, checked.__kwdefaults__ = fn.__defaults__, fn.__kwdefaults__
+    return checked
+
+
+@_doctor_hints
 def doctor(
     net_or_config: Network | ModelSpec | dict[str, Any],
     data: Any,
@@ -863,6 +896,7 @@ def doctor(
     standardize_targets: bool = False,
     l1: float = 0.0,
     l2: float = 0.0,
+    **hyperparameters: Any,
 ) -> Diagnosis:
     """Diagnose a network: train a copy for ``steps`` optimizer steps with a
     :class:`~depthlab.probes.ProbeRecorder` on a fixed probe batch (the first 300 validation
@@ -904,6 +938,13 @@ def doctor(
     (``dl.loss("huber", delta=0.1)``), as ``fit`` does, and ``optimizer`` an optimizer object
     (``dl.optimizer("adam", net.parameters(), lr=1e-3)``): its name, ``lr`` and other settings
     build a fresh one for each run (:func:`_optimizer_settings`).
+
+    ``**hyperparameters``: the optimizer's hyperparameters given directly, as ``fit`` takes
+    them (``dl.doctor(net, data, lr=0.1, momentum=0.9)``), merged into ``optimizer_kwargs``
+    by fit's rules (the same value given both ways once; a different one, or one the optimizer
+    does not take, is refused with fit's message): the baseline trains as ``dl.fit`` with the
+    same keywords, and every cure that keeps the optimizer keeps them
+    (``settings["optimizer_kwargs"]``).
     """
     steps, probe_every = (positive_int(label, v) for label, v in (
         ("steps", steps), ("probe_every", probe_every)))
@@ -919,8 +960,11 @@ def doctor(
     if optimizer_kwargs is not None and not isinstance(optimizer_kwargs, dict):
         raise TypeError(f"optimizer_kwargs={optimizer_kwargs!r:.60} is not accepted; accepted: "
                         "a dict of the optimizer's arguments, e.g. {'momentum': 0.9}, or None")
+    # fit's merge (dl.fit(..., momentum=0.9) and dl.doctor(..., momentum=0.9) train alike):
+    # given both ways with different values, or optimizer_kwargs['lr'], is refused as fit does
+    optimizer_kwargs = _optimizer_kwargs(optimizer_kwargs, hyperparameters)
     if isinstance(optimizer, Optimizer):
-        _check_unused(optimizer, lr, optimizer_kwargs or {})  # fit's rule: set them on it
+        _check_unused(optimizer, lr, optimizer_kwargs)  # fit's rule: set them on it
         optimizer, lr, optimizer_kwargs = _optimizer_settings(optimizer)
     if isinstance(callbacks, str | bytes) or not isinstance(callbacks, Iterable):
         raise TypeError(f"callbacks={callbacks!r:.60} is not accepted; accepted: a list of "
@@ -950,6 +994,9 @@ def doctor(
                         f"arguments, got {type(net_or_config).__name__}"
                         + torch_module_hint(net_or_config, "dlt.doctor(model, data, "
                                             "loss_fn=...)"))
+    # fit's check, before any training: a hyperparameter the optimizer does not take (momentum
+    # for adam) or a bad value is refused with the optimizer's own message (a throwaway one)
+    get_optimizer(optimizer, net.parameters(), lr=lr, **optimizer_kwargs)
     if verify and "sizes" not in config:  # refused before training, not after it
         raise ValueError("verify=True needs a network built by mlp() (its config is empty), "
                          "or pass a dict of mlp() arguments")
