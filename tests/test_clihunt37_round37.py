@@ -168,3 +168,20 @@ def test_a_tilde_the_shell_left_in_an_option_is_the_home_folder(tmp_path, monkey
     assert (home / "exports2" / "runs.csv").is_file()
     assert not (work / "~").exists()
     capsys.readouterr()
+
+
+def test_a_tilde_in_a_config_argument_is_the_home_folder(tmp_path, monkeypatch, capsys):
+    # was: "config file '~/exp.toml' not found" (run, sweep, doctor) and "folder '~' does not
+    # exist" (init), where every path option reads '~' as the home folder
+    from depthlab.cli import main
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert main(["init", "~/exp"]) == 0
+    assert (tmp_path / "exp.toml").is_file()
+    (tmp_path / "bad.toml").write_text('[data]\nname = "digits"\n[train]\nlr = -1\n')
+    for command in ("run", "sweep"):  # read (what it lacks named), not "not found"
+        assert main([command, "~/bad.toml", "--out", "~/res"]) == 2
+        err = capsys.readouterr().err
+        assert "not found" not in err and f"{tmp_path / 'bad.toml'}: missing [model]" in err
+    assert not (tmp_path / "~").exists()

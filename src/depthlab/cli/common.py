@@ -139,6 +139,13 @@ def path_arg(text: str) -> str:
     return os.path.expanduser(text) if text.startswith("~") else text
 
 
+def home_arg(text: str) -> str:
+    """A file argument (a config, ``init NAME``) with a leading ``~`` as the home folder, as
+    :func:`path_arg` reads it (``'~/exp.toml'`` was "config file '~/exp.toml' not found");
+    other text as given (``-`` is standard input, an empty one is refused by the command)."""
+    return os.path.expanduser(text) if text.startswith("~") else text
+
+
 def folder_arg(text: str) -> str:
     """An output folder option's value (``--out``, ``export --to``): a :func:`path_arg` that
     is not ``-``, which means stdout to ``predict --to`` (``export --to -`` wrote its tables

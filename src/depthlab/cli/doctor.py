@@ -11,11 +11,11 @@ from types import SimpleNamespace
 from typing import Any
 
 from . import torch_doctor
-from .common import Command, UserError, add_out, open_store, progress_mode
+from .common import Command, UserError, add_out, home_arg, open_store, progress_mode
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", nargs="?", default=None,
+    p.add_argument("config", nargs="?", default=None, type=home_arg,
                    help="TOML (or .json) config whose [model] and [data] are diagnosed "
                         "('-': read from standard input; or use --torch)")
     p.add_argument("--verify", action="store_true",

@@ -14,7 +14,7 @@ import unicodedata
 from importlib import resources
 from pathlib import Path
 
-from .common import Command, UserError
+from .common import Command, UserError, home_arg
 
 STARTER = "starter.toml"
 OTHER_FORMATS = frozenset((".json", ".yaml", ".yml", ".ini", ".cfg", ".conf", ".txt", ".py",
@@ -31,7 +31,7 @@ def shipped_examples() -> list[str]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", nargs="?",
+    p.add_argument("name", nargs="?", type=home_arg,
                    help="file to create: NAME.toml (its name field is NAME); with --example, "
                    "NAME plus the example's suffix (default: the example's own file name); "
                    "'-': print it on stdout")

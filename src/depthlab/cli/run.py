@@ -6,13 +6,22 @@ import argparse
 import sys
 
 from ..progress import count as count_of
-from .common import Command, UserError, add_out, metrics_line, open_store, progress_mode, say
+from .common import (
+    Command,
+    UserError,
+    add_out,
+    home_arg,
+    metrics_line,
+    open_store,
+    progress_mode,
+    say,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="TOML config file ([data], [model], [train], [probes]), "
-                                  "or the same sections as a .json object ('-': read from "
-                                  "standard input)")
+    p.add_argument("config", type=home_arg,
+                   help="TOML config file ([data], [model], [train], [probes]), "
+                   "or the same sections as a .json object ('-': read from standard input)")
     add_out(p)
     p.add_argument("--name", type=_name, help="a name for the run (default: the config's name)")
     p.add_argument("--overwrite", action="store_true",

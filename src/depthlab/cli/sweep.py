@@ -31,6 +31,7 @@ from .common import (
     add_out,
     check_jobs,
     exit_within,
+    home_arg,
     later,
     progress_enabled,
     say,
@@ -41,9 +42,9 @@ _EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="TOML config with a [sweep] table of \"section.key\" = [...] "
-                                  "(or a .json object with a \"sweep\" object; '-': read from "
-                                  "standard input)")
+    p.add_argument("config", type=home_arg,
+                   help="TOML config with a [sweep] table of \"section.key\" = [...] "
+                   "(or a .json object with a \"sweep\" object; '-': read from standard input)")
     add_out(p)
     p.add_argument("--jobs", "-j", type=int, default=None, metavar="N",
                    help="parallel processes on this machine (default 1)")
