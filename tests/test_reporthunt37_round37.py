@@ -169,3 +169,6 @@ def test_a_dollar_in_a_run_name_is_drawn_as_itself():
     fig.savefig(io.BytesIO(), format="png")
     title = fig.axes[1].get_title()
     assert "$" in title and title.count(r"\$") == title.count("$"), title
+    # the report escapes its labels itself: an escaped "\$" is not escaped twice (drawn "\$")
+    fig = plot.gradient_per_layer({r"run \$a": table, r"run b\$": table})
+    assert fig.axes[1].get_title().count("\\\\") == 0, fig.axes[1].get_title()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -428,6 +429,12 @@ def _hidden_runs(drawn: Sequence[tuple[str, pd.Series]]) -> dict[str, str]:
     return found
 
 
+def _dollars(text: str) -> str:
+    """``text`` with every ``$`` not already escaped written ``\\$``: drawn as itself, not
+    as the start or end of a formula."""
+    return re.sub(r"(?<!\\)\$", lambda _: "\\$", str(text))
+
+
 def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, *,
                scale_to_top: bool, ylabel: str, title: str) -> Figure:
     runs = _runs(table_or_runs)
@@ -436,8 +443,9 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
     # a "$" in a run's name is drawn as itself (as a module name's): "cost $\frac{1$" was
     # typeset as math in the legend and stopped the figure (ParseSyntaxException), and two
     # names in a panel's title ("run $a: same values as run b$") read as one formula
-    runs = {k.replace("$", r"\$"): v for k, v in runs.items()}
-    theories = {k.replace("$", r"\$"): v for k, v in theories.items()}
+    # (a "$" already escaped, "\\$" of the report's labels, is left as it is)
+    runs = {_dollars(k): v for k, v in runs.items()}
+    theories = {_dollars(k): v for k, v in theories.items()}
     wides = {k: _f._quantity(t, quantity) for k, (t, _) in runs.items()}
     every = list(wides)  # a title naming some runs cuts only the start all of them share
     # the rows this figure draws: a run without this quantity (a transformer's or an LSTM's
