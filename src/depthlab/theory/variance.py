@@ -189,7 +189,7 @@ def propagate(
     init: str | float | Callable = "glorot_uniform",
     input_var: float = 1.0,
     input_mean: float = 0.0,
-    bias_var: float = 0.0,
+    bias_var: float | Sequence[float] = 0.0,
     *,
     method: str = "exact",
     init_kw: dict | None = None,
@@ -207,13 +207,14 @@ def propagate(
     ``deriv_sq`` = E[f'(s_l)^2]; ``grad_pre_var`` = Var(dL/ds_l) / Var(dL/ds_L) with
     ``grad_pre_var[l] = n_{l+1} v_{l+1} deriv_sq[l] grad_pre_var[l+1]``;
     ``weight_grad_var`` = E[a_{l-1}^2] grad_pre_var[l] (per example, same normalisation);
-    ``weight_var`` = v_l.
+    ``weight_var`` = v_l. ``bias_var``: the variance sigma_b^2 of zero-mean random biases, one
+    number for every layer or a sequence of one per layer (``bias_var[l-1]`` for layer ``l``).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
     widths = _check_sizes(sizes)
-    input_var, bias_var = (real(label, val, low=0.0) for label, val in (
-        ("input_var", input_var), ("bias_var", bias_var)))
+    input_var = real("input_var", input_var, low=0.0)
+    bias_vars = _bias_variances(bias_var, len(widths) - 1)
     input_mean = real("input_mean", input_mean)
     init_kw = dict(init_kw or {})
     fn = resolve_activation(activation, **kw)
@@ -228,7 +229,7 @@ def propagate(
     prev_sq = float(input_var) + float(input_mean) ** 2
     rows = []
     for l in range(1, L + 1):
-        q = widths[l - 1] * wvar[l - 1] * prev_sq + float(bias_var)
+        q = widths[l - 1] * wvar[l - 1] * prev_sq + bias_vars[l - 1]
         if not np.isfinite(q):
             raise OverflowError(f"pre-activation variance overflowed at layer {l}")
         with np.errstate(over="ignore", invalid="ignore"):  # E[f^2] past 1.8e308: the next
@@ -252,6 +253,18 @@ def propagate(
     for r in rows:
         r["weight_grad_var"] = r.pop("_prev_sq") * r["grad_pre_var"]
     return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def _bias_variances(bias_var: Any, layers: int) -> list[float]:
+    """``bias_var`` of :func:`propagate` as one variance (>= 0) per layer: a number repeated, or
+    a sequence of exactly ``layers`` numbers."""
+    if isinstance(bias_var, Sequence | np.ndarray) and not isinstance(bias_var, str | bytes):
+        values = list(bias_var)
+        if len(values) != layers:
+            raise ValueError(f"bias_var has {len(values)} entries; expected one number or "
+                             f"{layers} (one per layer)")
+        return [real(f"bias_var[{i}]", v, low=0.0) for i, v in enumerate(values)]
+    return [real("bias_var", bias_var, low=0.0)] * layers
 
 
 @activation_keywords
