@@ -115,20 +115,23 @@ def _grad_profile(net, n_in: int, seed: int) -> np.ndarray:
     return g / g[-1]
 
 
-@pytest.mark.parametrize("act, init, std", [("tanh", "glorot_normal", 0.5),
-                                            ("relu", "he_normal", 0.5),
-                                            ("sigmoid", "glorot_normal", 1.0)])
-def test_random_normal_biases_are_predicted_and_match_measurement(act, init, std) -> None:
+@pytest.mark.parametrize("act, init, std, dist", [("tanh", "glorot_normal", 0.5, "normal"),
+                                                  ("relu", "he_normal", 0.5, "normal"),
+                                                  ("sigmoid", "glorot_normal", 1.0, "normal"),
+                                                  ("tanh", "glorot_normal", 1.0, "uniform")])
+def test_random_biases_are_predicted_and_match_measurement(act, init, std, dist) -> None:
     # was covered=False, "no prediction: bias_init = normal(std=0.5); the recursion assumes
-    # zero biases": q_l = n v E[f^2] + sigma_b^2 covers Gaussian biases exactly
-    from depthlab.initializers import Normal
+    # zero biases": q_l = n v E[f^2] + sigma_b^2 covers zero-mean random biases
+    from depthlab.initializers import Normal, Uniform
 
     W, D = 256, 10
+    binit = Normal(std) if dist == "normal" else Uniform(std * 3**0.5)
     cfg = {"sizes": [W] + [W] * D + [10], "activation": act, "init": init,
-           "bias_init": Normal(std), "dtype": "float64"}
+           "bias_init": binit, "dtype": "float64"}
     p = dl.theory.predict_gradients(cfg)
-    assert p.covered and "sigma_b^2" in p.note, p.note
-    ref = dl.theory.propagate([W] * (D + 1), act, init, bias_var=std**2)["grad_pre_var"]
+    assert p.covered and "sigma_b^2" in p.note and dist in p.note, p.note
+    ref = dl.theory.propagate([W] * (D + 1), act, init, bias_var=std**2,
+                              bias_dist=dist)["grad_pre_var"]
     np.testing.assert_allclose(p.frame["grad_pre_var"], ref, rtol=1e-12)
     pred = np.asarray(p.relative_std, dtype=float)
     ratio = np.mean([_grad_profile(dl.mlp(seed=s, **cfg), W, s) / pred for s in range(3)],
@@ -140,17 +143,17 @@ def test_random_normal_biases_are_predicted_and_match_measurement(act, init, std
         assert abs(ratio[0] * pred[0] / zero[0] - 1) > 0.25
 
 
-def test_zero_bias_prediction_is_bit_identical_and_non_gaussian_biases_refused() -> None:
-    from depthlab.initializers import Constant, Uniform
+def test_zero_bias_prediction_is_bit_identical_and_constant_biases_refused() -> None:
+    from depthlab.initializers import Constant
 
     cfg = {"sizes": [16, 32, 32, 32, 2], "activation": "tanh"}
     p = dl.theory.predict_gradients({**cfg, "bias_init": "zeros"})
     ref = dl.theory.propagate([16, 32, 32, 32], "tanh", "glorot_uniform")
     assert p.covered and p.frame.equals(ref)
-    for b, why in (("uniform", "Gaussian"), (Uniform(0.5), "Gaussian"),
-                   (Constant(0.5), "zero-mean")):
-        q = dl.theory.predict_gradients({**cfg, "bias_init": b})
-        assert not q.covered and why in q.note, q.note
+    q = dl.theory.predict_gradients({**cfg, "bias_init": Constant(0.5)})
+    assert not q.covered and "zero-mean" in q.note, q.note
+    for b in ("uniform", "he_uniform", "normal", "lecun_normal"):
+        assert dl.theory.predict_gradients({**cfg, "bias_init": b}).covered, b
     assert not dl.theory.predict_gradients({**cfg, "bias_init": "normal",
                                             "residual": True}).covered
 
@@ -163,3 +166,18 @@ def test_propagate_takes_one_bias_variance_per_layer() -> None:
     assert c.pre_var.iloc[0] == dl.theory.propagate([8, 16, 16], "tanh").pre_var.iloc[0]
     with pytest.raises(ValueError, match="bias_var has 3 entries"):
         dl.theory.propagate([8, 16, 16], "tanh", bias_var=[0.1, 0.2, 0.3])
+
+
+def test_uniform_bias_moments_are_exact() -> None:
+    # s = z + b, z ~ N(0, qw), b ~ U[-a, a]: symmetric, so relu's E[f^2] = q / 2 and
+    # E[f'^2] = 1/2 exactly; tanh's differ from the Gaussian of the same variance
+    u = dl.theory.propagate([64, 64, 64], "relu", "he_normal", bias_var=0.5,
+                            bias_dist="uniform")
+    np.testing.assert_allclose(u.act_sq, u.pre_var / 2, rtol=1e-10)
+    np.testing.assert_allclose(u.deriv_sq, 0.5, rtol=1e-10)
+    t_u = dl.theory.propagate([64, 64], "tanh", bias_var=2.0, bias_dist="uniform")
+    t_n = dl.theory.propagate([64, 64], "tanh", bias_var=2.0)
+    assert t_u.pre_var.iloc[0] == t_n.pre_var.iloc[0]
+    assert abs(t_u.act_sq.iloc[0] / t_n.act_sq.iloc[0] - 1) > 1e-3
+    with pytest.raises(ValueError, match="bias_dist='cauchy' is not accepted"):
+        dl.theory.propagate([4, 4], "tanh", bias_var=1.0, bias_dist="cauchy")

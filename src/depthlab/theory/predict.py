@@ -157,32 +157,44 @@ def has_zero_biases(bias_init: Any) -> bool:
 
 def random_bias_variances(bias_init: Any, widths: list[int]) -> list[float] | None:
     """The variance ``sigma_b^2`` of one bias entry at each layer of ``widths`` for a bias
-    initializer that draws zero-mean *Gaussian* biases (``normal`` with any ``std``; the
-    ``*_normal`` variance-scaling ones, untruncated, ``scale / fan`` of the bias vector's fans;
-    their objects too): each unit's pre-activation ``W a + b`` is then Gaussian over the units
-    with variance ``q_l = n_{l-1} v_l E[f(s_{l-1})^2] + sigma_b^2``, which the mean-field
-    recursion takes exactly. ``[0, ...]`` for zero biases. None for constant non-zero biases
-    (every pre-activation's mean is then ``b``, not 0), for uniform ones (``W a + b`` is not
-    Gaussian: tanh/relu, 10 layers of width 256, U[-0.8, 0.8] measured 0.88x / 1.09x the
-    Gaussian number at layer 1, 4 seeds' mean; N(0, 0.5^2) 0.98x / 0.99x) and for an unknown
-    initializer."""
-    from ..initializers import Normal, VarianceScaling, get_initializer
+    initializer that draws zero-mean random biases, Gaussian or uniform (``normal`` with any
+    ``std``, ``uniform`` ``limit^2 / 3``, the variance-scaling ones ``scale / fan`` of the bias
+    vector's fans; their objects too; :func:`bias_distribution` says which): the mean-field
+    recursion ``q_l = n_{l-1} v_l E[f(s_{l-1})^2] + sigma_b^2`` takes them (uniform ones with
+    ``s = z + b`` integrated over ``b``, as :func:`~depthlab.theory.variance.propagate`'s
+    ``bias_dist="uniform"``). ``[0, ...]`` for zero biases; None for constant non-zero biases
+    (every pre-activation's mean is then ``b``, not 0) and any other initializer."""
+    from ..initializers import get_initializer
 
     if has_zero_biases(bias_init):
         return [0.0] * len(widths)
+    if bias_distribution(bias_init) is None:
+        return None
     try:
         init = get_initializer(bias_init)
-    except (ValueError, TypeError):
-        return None
-    gaussian = isinstance(init, Normal) or (isinstance(init, VarianceScaling)
-                                            and init.distribution == "normal")
-    if not gaussian:
-        return None
-    try:
         out = [float(init.shape_variance((int(n),))) for n in widths]
     except (ValueError, TypeError, ArithmeticError):
         return None
     return out if all(math.isfinite(v) and v >= 0 for v in out) else None
+
+
+def bias_distribution(bias_init: Any) -> str | None:
+    """``"normal"`` or ``"uniform"`` for a bias initializer drawing zero-mean random biases of
+    that shape (``normal``, ``*_normal``, untruncated; ``uniform``, ``fan_in_uniform``,
+    ``*_uniform``), else None (constant, unknown)."""
+    from ..initializers import Normal, Uniform, VarianceScaling, get_initializer
+
+    try:
+        init = get_initializer(bias_init)
+    except (ValueError, TypeError):
+        return None
+    if isinstance(init, Normal):
+        return "normal"
+    if isinstance(init, Uniform):
+        return "uniform"
+    if isinstance(init, VarianceScaling) and init.distribution in ("normal", "uniform"):
+        return init.distribution
+    return None
 
 
 def _init_of(init: Any) -> Any:
@@ -370,9 +382,7 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
         why = ("the residual recursion assumes zero biases" if bias_vars is not None else
                "the recursion assumes zero-mean biases (constant non-zero biases shift every "
                "pre-activation's mean)" if not has_zero_mean_weights(spec.bias_init) else
-               "the recursion assumes zero biases or zero-mean Gaussian ones (bias_init "
-               "'normal' with its std, or a *_normal initializer): others make the "
-               "pre-activations non-Gaussian")
+               "the recursion takes zero biases or zero-mean normal or uniform ones")
         return _uncovered(arch, points, f"no prediction: bias_init = {spec.bias_init!r}; {why}")
     if not has_zero_mean_weights(spec.init):
         return _uncovered(arch, points, f"no prediction: init = {spec.init!r} gives weights "
@@ -433,12 +443,14 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
         frame = propagate([int(sizes[0]), *hidden], act, init, input_var, input_mean, **kw)
     else:
         frame = propagate([int(sizes[0]), *hidden], act, init, input_var, input_mean,
-                          bias_vars, **kw)
+                          bias_vars, bias_dist=bias_distribution(spec.bias_init) or "normal",
+                          **kw)
     dead = _zero_gradients(arch, frame, act)
     if dead is not None:
         return dead
     note = "Gaussian variance propagation at initialization (wide layers)" + (
-        f"; random biases (bias_init = {spec.bias_init!r}): sigma_b^2 = "
+        f"; random {bias_distribution(spec.bias_init)} biases (bias_init = "
+        f"{spec.bias_init!r}): sigma_b^2 = "
         f"{', '.join(f'{v:.3g}' for v in dict.fromkeys(bias_vars))} added to each layer's "
         "pre-activation variance" if bias_vars is not None else "") + (
         f"; from the network's own weights (each hidden layer's E[W^2]; {own_note})"

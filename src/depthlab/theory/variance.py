@@ -161,6 +161,35 @@ def _moments_exact(fn: ScalarActivation, q: float) -> tuple[float, float, float]
     return float(w @ a), float(w @ (a * a)), float(w @ (d * d))
 
 
+_UNIFORM_NODES = np.polynomial.legendre.leggauss(24)
+
+
+def _moments_uniform_bias(fn: ScalarActivation, qw: float, bvar: float
+                          ) -> tuple[float, float, float]:
+    """``E[f(s)], E[f(s)^2], E[f'(s)^2]`` for ``s = z + b``, ``z ~ N(0, qw)``, ``b ~ U[-a, a]``
+    with ``a = sqrt(3 bvar)``: ``E_b`` by 24-point Gauss-Legendre on each of ``[-a, 0]`` and
+    ``[0, a]``, ``E_z`` by :func:`~depthlab.theory.gaussian.shifted_normal_rule` (``qw = 0``:
+    ``s = b``)."""
+    from .gaussian import shifted_normal_rule
+    from .meanfield import _check_values
+
+    a = float(np.sqrt(3.0 * bvar))
+    x, w = _UNIFORM_NODES
+    bs = np.concatenate([-a / 2 * (1 + x), a / 2 * (1 + x)])
+    bw = np.concatenate([w, w]) / 4.0  # the uniform density 1/(2a) times the panels' a/2
+    out = np.zeros(3)
+    for b, wb in zip(bs, bw):
+        if qw > 0:
+            s, ws = shifted_normal_rule(qw, float(b))
+        else:
+            s, ws = np.array([b]), np.array([1.0])
+        f, d = fn.f(s), fn.df(s)
+        _check_values(fn, "f(s)", s, f)
+        _check_values(fn, "f'(s)", s, d)
+        out += wb * np.array([ws @ f, ws @ (f * f), ws @ (d * d)])
+    return float(out[0]), float(out[1]), float(out[2])
+
+
 def _moments_linear(left: Sequence[float], right: Sequence[float], q: float
                     ) -> tuple[float, float, float]:
     """``E[f(s)], E[f(s)^2], E[f'(s)^2]`` for ``s ~ N(0, q)`` in the linear regime on each side of
@@ -193,6 +222,7 @@ def propagate(
     *,
     method: str = "exact",
     init_kw: dict | None = None,
+    bias_dist: str = "normal",
     **kw: Any,
 ) -> pd.DataFrame:
     """Predicted per-layer statistics at initialisation, one row per layer ``l = 1..L``.
@@ -209,7 +239,16 @@ def propagate(
     ``weight_grad_var`` = E[a_{l-1}^2] grad_pre_var[l] (per example, same normalisation);
     ``weight_var`` = v_l. ``bias_var``: the variance sigma_b^2 of zero-mean random biases, one
     number for every layer or a sequence of one per layer (``bias_var[l-1]`` for layer ``l``).
+    ``bias_dist``: their distribution, ``"normal"`` (``s_l ~ N(0, q_l)``) or ``"uniform"``
+    (``U[-a, a]``, ``a = sqrt(3 bias_var)``; method ``"exact"`` only): then ``s_l = z + b`` is
+    not Gaussian and each moment is ``E_b E_z[g(z + b)]``, ``z ~ N(0, q_l - bias_var)``
+    (Gauss-Legendre in ``b`` on ``[-a, 0]`` and ``[0, a]``).
     """
+    if bias_dist not in ("normal", "uniform"):
+        raise ValueError(f"bias_dist={bias_dist!r} is not accepted; accepted: 'normal' or "
+                         "'uniform'")
+    if bias_dist == "uniform" and method != "exact":
+        raise ValueError(f"bias_dist='uniform' needs method='exact', got method={method!r}")
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
     widths = _check_sizes(sizes)
@@ -233,7 +272,10 @@ def propagate(
         if not np.isfinite(q):
             raise OverflowError(f"pre-activation variance overflowed at layer {l}")
         with np.errstate(over="ignore", invalid="ignore"):  # E[f^2] past 1.8e308: the next
-            if method == "exact":                             # layer's q is inf, named above
+            if bias_dist == "uniform" and bias_vars[l - 1] > 0:
+                mean, sq, dsq = _moments_uniform_bias(fn, q - bias_vars[l - 1],
+                                                      bias_vars[l - 1])
+            elif method == "exact":                           # layer's q is inf, named above
                 mean, sq, dsq = _moments_exact(fn, q)
             else:
                 mean, sq, dsq = _moments_linear(left, right, q)
