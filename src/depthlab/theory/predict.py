@@ -345,7 +345,8 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
     ``input_var``/``input_mean``: per-feature statistics of the inputs (standardized data:
     1 and 0). Wide layers and (with BN) large batches are assumed; measured agreement and the
     cases the argument does not cover (under BN: affine activations, and gelu, swish, mish whose
-    examples' norms drift apart; softmax; non-zero random biases) are documented in
+    examples' norms drift apart; softmax; constant non-zero biases; random biases in a residual
+    net or in one whose weights left its recipe) are documented in
     :mod:`depthlab.theory.batchnorm` and the tests; then ``covered`` is False, as when every
     hidden gradient is exactly 0 at initialization (``E[f'(s)^2] = 0`` at the last hidden layer,
     as for ``step``, or an all-zero output layer: a profile relative to a zero top is 0/0).
@@ -355,6 +356,9 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
     rescaled by hand, or :func:`depthlab.lsuv`) a plain network is predicted from its own
     weights (each layer's ``E[W^2]``; the note says so) and a residual one not at all
     (``covered`` False); batch norm divides each layer's scale out.
+    Random zero-mean biases of a plain net (``bias_init`` normal/uniform with their std/limit,
+    ``*_normal``/``*_uniform``) add their variance: ``q_l = n_{l-1} v_l E[f(s_{l-1})^2] +
+    sigma_b^2`` (:func:`random_bias_variances`; uniform ones integrated over ``b``).
     Raises ValueError for sizes that are not explicit integers (``"auto"``), OverflowError
     naming the layer where a variance passes float64's range (exploding gradients).
     """
