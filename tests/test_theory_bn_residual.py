@@ -185,7 +185,11 @@ def test_predict_gradients_dispatches_and_accepts_every_form():
             cfg["sizes"]), "residual": True, "batchnorm": True})):
         p = predict_gradients(form)
         assert p.architecture == "residual+batchnorm" and len(p.relative_std) == 5
-    nz = predict_gradients({**cfg, "bias_init": "normal"})
+    nz = predict_gradients({**cfg, "bias_init": dl.initializers.Constant(0.5)})
+    assert not nz.covered and "bias_init" in nz.note
+    nz = predict_gradients({**cfg, "bias_init": "normal"})  # zero-mean: sigma_b^2 added (37)
+    assert nz.covered and "sigma_b^2 = 1" in nz.note
+    nz = predict_gradients({**cfg, "bias_init": "normal", "residual": True})
     assert not nz.covered and "bias_init" in nz.note
 
 
