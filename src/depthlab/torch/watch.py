@@ -225,6 +225,18 @@ def _kept(loss: torch.Tensor) -> torch.Tensor:
     return value
 
 
+def _array_loss(loss: np.ndarray) -> float:
+    """The number a one-element NumPy array of real numbers holds (a 0-d array, as
+    ``loss.detach().cpu().numpy()`` gives, or ``(1,)``, as a one-element tensor is taken); a
+    ValueError naming the shape or dtype otherwise."""
+    if loss.dtype.kind not in "fiu":
+        raise ValueError(f"loss must be a number, got a NumPy array of dtype {loss.dtype}")
+    if loss.size != 1:
+        raise ValueError(f"the loss must be a scalar (one-element) array, got shape "
+                         f"{loss.shape}; reduce it over the batch")
+    return float(loss.reshape(()))
+
+
 def _own_params(m: nn.Module) -> dict[str, Any] | None:
     """A copy of the parameters ``m`` registers itself (None when it has none): what
     :meth:`Watch._changed` compares (:func:`_same_params`) to find a re-assigned or
@@ -436,16 +448,22 @@ class Watch:
         if self._closed:
             raise RuntimeError(_CLOSED.format(what="Watch.step()"))
         n = self._calls
-        if type(loss) is torch.Tensor and loss.dim() == 0 and loss.is_floating_point():
+        if type(loss) is torch.Tensor and loss.dim() == 0 and loss.is_floating_point() \
+                and not loss.is_meta:
             # the usual case, checked in place. A step that records on the CPU kernels' path
             # reads its CPU loss now (no transfer: the record reads it anyway, twice before):
             # a host float, not a tensor kept and checked (_kept)
             value = (float(loss.detach()) if n % self.every == 0 and loss.is_cpu
                      and self._rec._wk is not None else _kept(loss))
         elif isinstance(loss, torch.Tensor):
+            if loss.is_meta:  # no value: its .item() failed at the record, a torch message
+                raise ValueError("Watch.step(loss) got a loss on the 'meta' device, which "
+                                 "holds no value; pass the loss of the step's forward")
             value = _kept(check_loss(loss))
         elif isinstance(loss, numbers.Real) and not isinstance(loss, bool):  # numpy's too
             value = torch.tensor(float(loss), dtype=torch.float64)
+        elif isinstance(loss, np.ndarray):  # loss.detach().cpu().numpy(): a 0-d array
+            value = torch.tensor(_array_loss(loss), dtype=torch.float64)
         else:
             raise TypeError(f"loss must be a scalar tensor or a number, got "
                             f"{type(loss).__name__}")
