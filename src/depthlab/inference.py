@@ -1,5 +1,6 @@
 """Predictions of a saved network (``dl.save``, or a run's network saved by ``depthlab run``) on
-new inputs: finding the file, reading inputs from ``.npy``/``.npz``/``.csv`` files or a built-in
+new inputs: finding the file, reading inputs from ``.npy``/``.npz``/``.csv`` files, IDX images
+files (scored by the labels file beside them) and folders (their test images), or a built-in
 data set's test split, the run's input standardization ``(x - mean) / std``, and the predicted
 class (``argmax`` of the logits for cross-entropy and of the outputs of a run's mse/huber
 network, trained on one-hot rows; ``logit > 0`` for binary cross-entropy).
@@ -202,6 +203,8 @@ class InputFile:
     targets: np.ndarray | None = None
     """``values=True`` (a regression run): the CSV's target columns as float64 (n, k), NaN
     in a cell that holds no number (such rows are not scored); None without them."""
+    source: Path | None = None
+    """DATA an IDX folder: the images file read in it (:func:`idx_folder_images`)."""
 
 
 class _CsvCells:
@@ -255,7 +258,10 @@ def read_input_file(path: str, label: str | int | list | None = None,
     CSV of that many columns has those dropped (and scored). ``label`` may
     be a list of columns (a regression's targets); ``values``: the label columns hold real
     targets (:attr:`InputFile.targets`), not classes. A 1-D array is one row of features, or,
-    when ``n_inputs`` (the network's) is 1, one value per row, as training reads a 1-D ``x``."""
+    when ``n_inputs`` (the network's) is 1, one value per row, as training reads a 1-D ``x``.
+    An IDX images file has its labels file beside it read as its labels (:func:`_idx_labels`);
+    an IDX folder is read as its images file :func:`idx_folder_images` (``InputFile.source``);
+    an IDX labels file is refused naming its images file."""
     labels = labelled = unlabelled = targets = None
     text: list[str] = []  # a CSV's non-numeric columns
     dropped: list[int] = []  # the file's columns of the labels, not among the inputs
@@ -264,8 +270,14 @@ def read_input_file(path: str, label: str | int | list | None = None,
         raise ValueError(f"DATA {path!r} is empty; expected a .npy, .npz or .csv file or a "
                          "built-in data set")
     p = Path(path)
+    folder = None  # an IDX folder: p becomes the images file read in it
     if p.is_dir():
-        raise ValueError(f"DATA {path!r} is a folder; expected a .npy, .npz or .csv file")
+        images = idx_folder_images(p)
+        if images is None:
+            raise ValueError(f"DATA {path!r} is a folder without IDX images; expected a .npy, "
+                             ".npz or .csv file, or an IDX folder holding "
+                             "t10k-images-idx3-ubyte[.gz] or train-images-idx3-ubyte[.gz]")
+        folder, p = p, images
     if not p.is_file():
         if p.exists():  # /dev/zero, a named pipe: read without end or waiting for a writer
             raise ValueError(f"DATA {path!r} is not a file (a device or a pipe); expected a "
@@ -284,9 +296,13 @@ def read_input_file(path: str, label: str | int | list | None = None,
     if kind not in (".npy", ".npz", ".csv", "idx"):
         raise ValueError(f"DATA {path!r}: expected a .npy, .npz, .csv (or .csv.gz) or IDX "
                          "images file")
+    if kind == "idx":
+        _refuse_idx_labels_file(p, path, n_inputs)
     try:
         if kind == "idx":  # streamed; its declared size refused before it is allocated
             x = read_idx(p)
+            if not values:  # its labels file beside it, found as training finds it
+                labels, labelled, unlabelled = _idx_labels(p, len(x))
         elif kind == ".npy":
             with open(p, "rb") as fh:  # refuse what cannot fit before np.load allocates it
                 shape, dtype = npy_header(fh)
@@ -434,7 +450,76 @@ def read_input_file(path: str, label: str | int | list | None = None,
                          f"{x.shape} {x.dtype}")
     if unlabelled is not None:
         warnings.warn(f"DATA {path!r}: {unlabelled}", UserWarning, stacklevel=2)
-    return InputFile(x, labels, where, labelled, unlabelled, targets)
+    return InputFile(x, labels, where, labelled, unlabelled, targets,
+                     p if folder is not None else None)
+
+
+def idx_folder_images(folder: Path) -> Path | None:
+    """The IDX images file that predict reads in ``folder`` (an IDX folder, as training's
+    ``data.path`` accepts): its test images (``t10k-images-idx3-ubyte[.gz]``, or ``test-*``;
+    idx4 colour images too), else its training images (``train-images-*``); None when it holds
+    neither."""
+    from .data.files import _find_in_folder
+
+    return _find_in_folder(folder, ("t10k", "test")) or _find_in_folder(folder, ("train",))
+
+
+def _refuse_idx_labels_file(p: Path, path: str, n_inputs: int | None) -> None:
+    """A ValueError for an IDX labels file given as DATA (``train-labels-idx1-ubyte``, or any
+    one-dimensional IDX file, unless the network has one input): its values were read as one
+    row of features ("has 20 features per row; the network expects 16"). The message names
+    the images file whose labels it holds."""
+    from .data.files import labels_file_for
+    from .data.idx import idx_header
+
+    if "labels" in p.name and "images" not in p.name:
+        try:
+            labels_file_for(p)  # raises, naming the images file beside it
+        except ValueError as exc:
+            raise ValueError(f"DATA {path!r} {_stripped(exc, path, p)}") from None
+    try:
+        dims, _ = idx_header(p)
+    except (ValueError, OSError):
+        return  # named when the file is read
+    if len(dims) == 1 and n_inputs != 1:
+        raise ValueError(f"DATA {path!r} is a one-dimensional IDX file ({dims[0]} values: "
+                         "labels, idx1); expected an IDX images file (idx3: N, H, W), whose "
+                         "labels file lies beside it")
+
+
+def _idx_labels(images: Path, n: int
+                ) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
+    """(labels, labelled, note) of an IDX images file given to predict: its labels file
+    (:func:`depthlab.data.files.labels_file_for`, training's rule: ``images`` -> ``labels``,
+    ``idx3`` -> ``idx1``, ``.gz`` or not) read as class numbers. No labels file beside it:
+    (None, None, None), unscored. A labels file that holds no class number per image (another
+    length, more than one dimension, negative or fractional values) leaves the predictions
+    unscored with a note saying why (training refuses it)."""
+    from .data.files import labels_file_for
+    from .data.idx import idx_header
+
+    try:
+        found = labels_file_for(images)
+    except (ValueError, OSError):  # no labels file beside it, or a name without 'images'
+        return None, None, None
+    try:
+        dims, _ = idx_header(found)
+        if len(dims) != 1 or dims[0] != n:
+            return None, None, (f"its labels file {str(found)!r} holds shape {dims} beside "
+                                f"{count_of(n, 'image')}, not one label per image: the "
+                                "predictions are not scored")
+        y = read_idx(found)
+    except MemoryRefusal:
+        raise
+    except (ValueError, OSError, EOFError, zlib.error) as exc:  # the predictions still come
+        return None, None, (f"its labels file {str(found)!r} could not be read "
+                            f"({' '.join(str(exc).split())}): the predictions are not scored")
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(y) & (y >= 0) & (y == np.round(y))
+    if not ok.all():
+        return None, None, (f"its labels file {str(found)!r} holds {y[~ok][0].item()!r}, not "
+                            "a class number 0, 1, ...: the predictions are not scored")
+    return y.astype(np.int64), None, None
 
 
 def _npz_targets(y: np.ndarray, x: np.ndarray | None) -> np.ndarray | None:

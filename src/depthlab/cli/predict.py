@@ -15,7 +15,11 @@ column, and a CSV holding the run's target columns (or a .npz's ``y`` beside its
 scores them by the mean squared error (stderr) instead of an accuracy. An existing ``--to
 FILE`` is replaced only with ``--force`` (written atomically: a failed write keeps its
 previous content). A run trained on a CSV without a header row has its label column(s)
-dropped (and scored) from a headerless CSV of the training file's width.
+dropped (and scored) from a headerless CSV of the training file's width. An IDX images file
+(``t10k-images-idx3-ubyte[.gz]``) is scored by its labels file when one lies beside it
+(``images`` -> ``labels``, ``idx3`` -> ``idx1``, as training finds it; unscored without); an IDX
+folder is predicted on its test images (``t10k-*``/``test-*``), else its training images, the
+file read named on stderr; an IDX labels file is refused naming its images file.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a .npz saved by dl.save, or a run id (prefix) in --dir")
     p.add_argument("data", metavar="DATA",
                    help="inputs: .npy, .npz (key x or X, or its only array), .csv[.gz], an IDX "
-                   "images file[.gz], or a "
+                   "images file[.gz] (scored by its labels file beside it), an IDX folder (its "
+                   "t10k-* test images, else its train-* images), or a "
                    "built-in data set's name (its test split; the accuracy goes to stderr)")
     p.add_argument("--dir", default=DEFAULT_OUT, metavar="DIR",
                    help=f"results folder holding the runs (default ./{DEFAULT_OUT})")
@@ -179,8 +184,18 @@ def _predict(args: argparse.Namespace):
         raise ValueError(_why_no_network(args.model, args.dir) or str(exc)) from None
     meta = load_meta(model)  # a file that is no saved network is named as such, not as DATA
     if args.to and args.to != "-":
-        _check_target(args.to, {"the network": model, "DATA": Path(args.data)},
-                      getattr(args, "force", False))
+        inputs = {"the network": model, "DATA": Path(args.data)}
+        if Path(args.data).is_dir():  # an IDX folder: the images file read in it
+            from ..inference import idx_folder_images
+
+            images = idx_folder_images(Path(args.data))
+            if images is not None:
+                inputs["DATA's images file"] = images
+        from ..data.files import companion_files  # an IDX images file's labels file
+
+        for extra in companion_files(inputs.get("DATA's images file", Path(args.data))):
+            inputs["DATA's labels file"] = extra
+        _check_target(args.to, inputs, getattr(args, "force", False))
     labels, labelled, where, targets = None, None, None, None
     values = meta.get("targets") == "values"  # a regression run: its targets are numbers
     if not Path(args.data).exists() and find_builtin(args.data) is not None:
@@ -198,6 +213,11 @@ def _predict(args: argparse.Namespace):
         targets = found.targets
         x, labels, where = found.x, found.labels, found.where  # (a CSV's cells by line)
         labelled = found.labelled  # rows with an empty label cell are not scored
+        if found.source is not None:  # an IDX folder: which of its images files is read
+            what = ("test" if found.source.name.startswith(("t10k", "test")) else
+                    "training (it holds no t10k-/test- images)")
+            print(f"DATA {args.data!r}: an IDX folder; predicting its {what} images "
+                  f"{str(found.source)!r}", file=sys.stderr)
         if labels is None and not values and str(args.data).lower().endswith(".npz"):
             # a classification run given its own .npz (x and y) printed no accuracy at all
             labels, labelled = _npz_classes(Path(args.data), len(x))

@@ -50,7 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="parallel processes on this machine (default 1)")
     p.add_argument("--cluster", metavar="ADDRESS",
                    help="run on Dask: local:N (a LocalCluster of N worker processes) or "
-                   "tcp://HOST:PORT (a running `dask scheduler`); needs depthlab[cluster] "
+                   "tcp://HOST:PORT (a running `dask scheduler`; a bare HOST:PORT is read "
+                   "as tcp://HOST:PORT); needs depthlab[cluster] "
                    "(default: none, --jobs processes here)")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="run only the first N points of the grid (default: all)")

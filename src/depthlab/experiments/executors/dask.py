@@ -59,6 +59,9 @@ from .base import (
 
 _LOCAL = re.compile(r"local:(\d+)")
 _REMOTE = re.compile(r"(tcp|tls)://([^\s/:\[\]]+|\[[0-9A-Fa-f:.]+\]):\d+")  # IPv6 in [ ]
+_BARE = re.compile(r"([^\s/:\[\]]+|\[[0-9A-Fa-f:.]+\]):\d+")
+"""A bare ``HOST:PORT`` (``10.0.0.1:8786``, ``[::1]:8786``), read as ``tcp://HOST:PORT`` as
+``dask worker`` and ``distributed.Client`` read it."""
 #: chunk sizing (see :meth:`DaskExecutor.chunk_size`)
 WAVES, FIRST_CHUNK, MAX_CHUNK, CHUNK_SECONDS = 4, 4, 256, 2.0
 REFETCH = ("lost", "pending", "finished")
@@ -70,7 +73,8 @@ LOST_SCHEDULER_S = 3.0
 it lost its scheduler (a worker's closed connection leaves the client running)."""
 """Statuses of a future yielded as done whose result could not be fetched that mean the
 scheduler recomputes it (its worker died after it finished), so it is waited for again."""
-ACCEPTED = "local:N (N worker processes here) or tcp://HOST:PORT (a running Dask scheduler)"
+ACCEPTED = ("local:N (N worker processes here) or tcp://HOST:PORT (a running Dask scheduler; "
+            "a bare HOST:PORT is read as tcp://HOST:PORT)")
 GIVEN = "a distributed.Client or a Dask cluster object (left open)"
 """What the Python API takes besides an address (``run_sweep(..., cluster=client)``)."""
 START_POLL_S = 0.05
@@ -143,17 +147,20 @@ def _timeout(name: str, value: Any) -> float | None:
 
 def check_address(address: str) -> str:
     """``address`` if it is ``local:N`` (N >= 1) or ``tcp://HOST:PORT``/``tls://HOST:PORT``;
-    else :class:`ClusterError`."""
+    a bare ``HOST:PORT`` as ``tcp://HOST:PORT``, as Dask reads it; else :class:`ClusterError`."""
     if not isinstance(address, str):
         raise TypeError(f"cluster address {address!r} has the wrong type; accepted: {ACCEPTED}, "
                         f"or {GIVEN}")
     m = _LOCAL.fullmatch(address)
     if m and int(m.group(1)) >= 1:
         return address
-    if _REMOTE.fullmatch(address):
+    remote = (address if _REMOTE.fullmatch(address) else f"tcp://{address}"
+              if _BARE.fullmatch(address) and not address.startswith("local:") else None)
+    # (a bare HOST:PORT has tcp:// understood; local:0 stays a local cluster of no workers)
+    if remote is not None:
         port = int(address.rpartition(":")[2])
         if 1 <= port <= 65535:
-            return address
+            return remote
         # tcp://127.0.0.1:99999 was tried ("Connection refused") once the store was created
         raise ClusterError(f"--cluster {address!r} is not accepted: port {port} is not in "
                            f"1..65535; accepted: {ACCEPTED}")
@@ -505,7 +512,7 @@ class DaskExecutor(Executor):
                             if self._given_client is not None
                             else f"the given Dask cluster {self.address}" if given
                             else f"Dask LocalCluster of {m.group(1)} worker process(es)" if m
-                            else f"Dask scheduler {address}")
+                            else f"Dask scheduler {self.address}")
         #: seconds without any worker before ClusterError (None: waited for without limit)
         #: seconds the scheduler may answer nothing before ClusterError (None: Dask's
         #: distributed.comm.timeouts.tcp, read at run time; inf: no limit)
