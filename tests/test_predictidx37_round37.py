@@ -178,3 +178,13 @@ def test_an_unreachable_bare_address_fails_in_one_line_creating_nothing(tmp_path
                            "--cluster", "127.0.0.1:1")
     _one_line_error(code, err, "cannot reach the Dask scheduler at tcp://127.0.0.1:1")
     assert not (tmp_path / "out").exists()
+
+
+def test_images_in_a_file_named_labels_are_predicted_not_an_internal_error(idx_run, tmp_path,
+                                                                          capsys):
+    """A 3-D file named 'x-labels-idx3-ubyte' (no idx1 labels file beside it) is images."""
+    folder, out, run_id = idx_run
+    shutil.copy(folder / "t10k-images-idx3-ubyte", tmp_path / "x-labels-idx3-ubyte")
+    code, text, err = run_cli(capsys, "predict", run_id, tmp_path / "x-labels-idx3-ubyte",
+                              "--dir", out)
+    assert code == 0 and len(text.strip().splitlines()) == 7, err

@@ -477,6 +477,8 @@ def _refuse_idx_labels_file(p: Path, path: str, n_inputs: int | None) -> None:
             labels_file_for(p)  # raises, naming the images file beside it
         except ValueError as exc:
             raise ValueError(f"DATA {path!r} {_stripped(exc, path, p)}") from None
+        except OSError:  # 'x-labels-idx3-ubyte': images named 'labels', without their labels
+            pass
     try:
         dims, _ = idx_header(p)
     except (ValueError, OSError):
