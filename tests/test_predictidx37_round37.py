@@ -188,3 +188,21 @@ def test_images_in_a_file_named_labels_are_predicted_not_an_internal_error(idx_r
     code, text, err = run_cli(capsys, "predict", run_id, tmp_path / "x-labels-idx3-ubyte",
                               "--dir", out)
     assert code == 0 and len(text.strip().splitlines()) == 7, err
+
+
+def test_a_sweep_reaches_a_running_scheduler_by_its_bare_address(tmp_path):
+    """The bare HOST:PORT reaches a real scheduler (loopback TCP, one in-process worker)."""
+    distributed = pytest.importorskip("distributed")
+    import tomllib
+
+    from depthlab.experiments.sweep import run_sweep
+
+    raw = tomllib.loads('[data]\nname = "spirals"\nn = 40\n[model]\nsizes = ["auto", 4, "auto"]'
+                        '\n[train]\nepochs = 1\n[sweep]\n"train.seed" = [0, 1]\n')
+    with distributed.LocalCluster(n_workers=1, processes=False, threads_per_worker=1,
+                                  protocol="tcp", host="127.0.0.1", dashboard_address=None,
+                                  silence_logs=50) as lc:
+        bare = lc.scheduler_address.removeprefix("tcp://")
+        assert "://" not in bare
+        res = run_sweep(raw, tmp_path / "out", cluster=bare, echo=None)
+    assert res.total == 2 and res.count("finished") == 2, res
