@@ -57,3 +57,64 @@ def test_meta_loss_refused_in_one_line_and_run_intact():
     w.close()
     assert w.losses()["step"].tolist() == [0]
     assert w.losses()["loss"].tolist() == [pytest.approx(float(loss.detach()))]
+
+
+def _interrupted_run(target: str, every: int, at: int, steps: int = 5):
+    """Training with a Ctrl-C inside ``Watch.<target>`` at call ``at``, caught by the loop
+    (a notebook's interrupted cell run again), then training on; the Watch and the per-step
+    reference ratio ``||W_n - W_{n-1}|| / ||W_{n-1}||`` of layer 1 (its weight only)."""
+    m = _model()
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    w = dlt.Watch(m, every=every, theory=False)
+    real = getattr(w, target)
+    calls = {"n": 0}
+
+    def boom(*a, **k):
+        if w.steps_seen == at and calls["n"] == 0:
+            calls["n"] += 1
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    setattr(w, target, boom)
+    ref, prev = {}, None
+    done = 0
+    while done < steps:
+        opt.zero_grad()
+        loss = ((m(x) - y) ** 2).mean()
+        loss.backward()
+        seen = w.steps_seen
+        interrupted = False
+        try:
+            w.step(loss)
+        except KeyboardInterrupt:
+            interrupted = True  # the batch is dropped, as a loop re-run from the top does
+        if w.steps_seen > seen:  # a counted call: step number steps_seen - 1
+            now = m[0].weight.detach().double().clone()
+            if prev is not None:
+                ref[seen] = float((now - prev).norm() / prev.norm())
+            prev = now
+        if interrupted:
+            continue
+        opt.step()
+        done += 1
+    w.close()
+    assert calls["n"] == 1  # the Ctrl-C did land
+    return w, ref
+
+
+@pytest.mark.parametrize("target,every,at", [("_snapshot", 1, 1), ("_snapshot", 2, 1),
+                                             ("_snapshot", 3, 2)])
+def test_ctrl_c_inside_step_counts_it_once_and_keeps_the_run_whole(target, every, at):
+    # a Ctrl-C after a step's record (while taking the snapshot) left the call uncounted:
+    # the next call recorded the same step number again (two losses and twice the rows at
+    # one step, steps_seen one short); in an arming call that records nothing, its loss was
+    # kept (two losses at one step)
+    w, ref = _interrupted_run(target, every, at)
+    table, losses = w.frame(), w.losses()
+    assert losses["step"].tolist() == list(range(w.steps_seen))
+    rows = table[table.quantity != "update_ratio"].groupby("step").size()
+    assert rows.nunique() == 1, rows.to_dict()  # every recorded step whole, none doubled
+    ratio = table[(table.quantity == "update_ratio") & (table.layer == 1)]
+    for step, value in zip(ratio.step, ratio.value):  # present ones are right (else absent)
+        assert value == pytest.approx(ref[step], rel=1e-5), step

@@ -491,28 +491,45 @@ class Watch:
                 self._rec.order = self._present_layers()
             try:
                 refreshed = self._record(n, refresh=(n + 1) % self.every == 0)
-            except BaseException:
+            except BaseException as exc:
                 # a refused call (no backward since the previous one, ...) is not a step: its
                 # loss was kept and given the number of the step before the next call's (two
                 # losses at one step, the refused value at the next)
                 if self._pending and self._pending[-1] is value:
                     self._pending.pop()
+                if not isinstance(exc, Exception):  # a Ctrl-C part-way: the snapshot may
+                    self._forget_snapshot()  # be read (overwritten by the difference)
                 raise
             finally:
                 self._rec.order = order
         # else: nothing ran while armed yet
         theory = n % self.every == 0 and self._theory_pending and bool(self._rec.order)
-        if changed:
-            self._relayer(n)
-            refreshed = False
-        if (n + 1) % self.every == 0:
-            self._grad_marks = self._marks()
-            self._snapshot(copy=not refreshed)
-            # recorded in this call too (every=1): the snapshot's norms were just computed
-            self._snap_norms = self._rec.weight_norms if n % self.every == 0 else {}
-            self._rec.arm()
-        elif self._rec.armed:
-            self._rec.disarm()
+        try:
+            if changed:
+                self._relayer(n)
+                refreshed = False
+            if (n + 1) % self.every == 0:
+                self._grad_marks = self._marks()
+                self._snapshot(copy=not refreshed)
+                # recorded in this call too (every=1): the snapshot's norms were just computed
+                self._snap_norms = self._rec.weight_norms if n % self.every == 0 else {}
+                self._rec.arm()
+            elif self._rec.armed:
+                self._rec.disarm()
+        except BaseException:
+            # a Ctrl-C after the record (in the snapshot): the step stays recorded and counted
+            # once (the next call recorded the same step number again, its rows and loss
+            # twice); before the next record, no update ratio (the snapshot half copied) and
+            # the hooks on. A call that did not record is not a step: its loss is not kept.
+            self._forget_snapshot()
+            if n % self.every == 0:
+                self._calls = n + 1
+                self._grad_marks = None
+                if (n + 1) % self.every == 0:
+                    self._rec.arm()
+            elif self._pending and self._pending[-1] is value:
+                self._pending.pop()
+            raise
         self._calls += 1
         if len(self._pending) >= PENDING_LOSSES:
             self._flush_losses()
@@ -785,6 +802,19 @@ class Watch:
             self._copy_lists = ([b for b, _ in unique], [p for _, p in unique])
             self._previous = {id(p): b for p, b in every}
             self._rec._snap_facts = None  # (it held the buffers replaced: freed now)
+
+    def _forget_snapshot(self) -> None:
+        """Drop the snapshot (and its buffers: reallocated and copied whole by the next
+        :meth:`_snapshot`) after a Ctrl-C part-way through taking or reading it: the next
+        record has no ``update_ratio`` rather than one from a half-copied or consumed
+        snapshot."""
+        self._snap.clear()
+        self._pairs = {}
+        self._buffers.clear()
+        self._copy_lists = None
+        self._previous = {}
+        self._snap_norms = {}
+        self._rec._snap_facts = None
 
     def _update_ratios(self) -> list[tuple[int, str, str, torch.Tensor]]:
         """``||W_n - W_{n-1}|| / ||W_{n-1}||`` per layer: ``||W_{n-1}||`` from the record that
