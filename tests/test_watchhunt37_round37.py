@@ -118,3 +118,45 @@ def test_ctrl_c_inside_step_counts_it_once_and_keeps_the_run_whole(target, every
     ratio = table[(table.quantity == "update_ratio") & (table.layer == 1)]
     for step, value in zip(ratio.step, ratio.value):  # present ones are right (else absent)
         assert value == pytest.approx(ref[step], rel=1e-5), step
+
+
+class _OnceInterrupted(list):
+    """A column list whose first ``extend`` is interrupted (a Ctrl-C between the appends of a
+    record's rows)."""
+
+    fired = False
+
+    def extend(self, items):
+        if not _OnceInterrupted.fired:
+            _OnceInterrupted.fired = True
+            raise KeyboardInterrupt
+        super().extend(items)
+
+
+def test_ctrl_c_between_the_appends_of_a_record_leaves_the_table_whole():
+    # the rows' columns (step, layer, module, quantity, value) and the losses were appended
+    # one after the other: a Ctrl-C between them left columns of different lengths, and
+    # frame(), losses(), close() and the store failed ("All arrays must be of the same length")
+    m = _model()
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    w = dlt.Watch(m, every=1, theory=False)
+    for _ in range(2):
+        m.zero_grad()
+        ((m(x) - y) ** 2).mean().backward()
+        w.step(((m(x) - y) ** 2).mean().detach())
+    _OnceInterrupted.fired = False
+    w._col_module = _OnceInterrupted(w._col_module)
+    m.zero_grad()
+    ((m(x) - y) ** 2).mean().backward()
+    with pytest.raises(KeyboardInterrupt):
+        w.step(torch.tensor(1.0))
+    assert _OnceInterrupted.fired
+    m.zero_grad()  # the loop goes on (the iteration run again): the interrupted call
+    ((m(x) - y) ** 2).mean().backward()  # was not a step
+    w.step(torch.tensor(2.0))
+    w.close()
+    table = w.frame()
+    rows = table[table.quantity != "update_ratio"].groupby("step").size()
+    assert rows.index.tolist() == [0, 1, 2] and rows.nunique() == 1
+    assert w.losses()["step"].tolist() == [0, 1, 2]
+    assert w.losses()["loss"].tolist()[2] == 2.0

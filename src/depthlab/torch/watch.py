@@ -905,20 +905,32 @@ class Watch:
             warnings.warn(f"Watch: {why}, so step {n} records its loss only", RuntimeWarning,
                           stacklevel=3)
         first = n - len(self._pending) + 1
-        self._loss_steps.extend(range(first, n + 1))
-        self._loss_values.extend(self._rec.also)
-        self._pending.clear()
         layers, modules, quantities = self._rec.layout  # tuples reused while it repeats
         values = self._rec.values
         if self.scaler is not None:
             values = self._unscaled(values, layers, quantities)
         if not self._warned_zero:
             self._check_zeroed(n, layers, quantities, values)
-        self._col_step.extend([n] * len(values))
-        self._col_layer.extend(layers)
-        self._col_module.extend(modules)
-        self._col_q.extend(quantities)
-        self._col_value.extend(values)
+        # the losses and the rows' columns appended all or none: a Ctrl-C between two appends
+        # left columns of different lengths (frame(), close() and the store failed)
+        columns = (self._loss_steps, self._loss_values, self._col_step, self._col_layer,
+                   self._col_module, self._col_q, self._col_value)
+        sizes = [len(c) for c in columns]
+        pending = list(self._pending)
+        try:
+            self._loss_steps.extend(range(first, n + 1))
+            self._loss_values.extend(self._rec.also)
+            self._col_step.extend([n] * len(values))
+            self._col_layer.extend(layers)
+            self._col_module.extend(modules)
+            self._col_q.extend(quantities)
+            self._col_value.extend(values)
+            self._pending.clear()
+        except BaseException:
+            for column, size in zip(columns, sizes):
+                del column[size:]
+            self._pending[:] = pending
+            raise
         return fused and refresh
 
     def _check_scaler_order(self) -> None:
