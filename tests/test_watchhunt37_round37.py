@@ -160,3 +160,31 @@ def test_ctrl_c_between_the_appends_of_a_record_leaves_the_table_whole():
     assert rows.index.tolist() == [0, 1, 2] and rows.nunique() == 1
     assert w.losses()["step"].tolist() == [0, 1, 2]
     assert w.losses()["loss"].tolist()[2] == 2.0
+
+
+def test_ctrl_c_while_the_losses_are_copied_leaves_them_aligned():
+    # losses() (close(), a record's flush) appended the step numbers, then the values: a
+    # Ctrl-C between them left the two of different lengths and losses() failed for good
+    from array import array
+
+    class Interrupted(array):
+        fired = False
+
+        def extend(self, items):
+            if not Interrupted.fired:
+                Interrupted.fired = True
+                raise KeyboardInterrupt
+            super().extend(items)
+
+    m = _model()
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    w = dlt.Watch(m, every=100, theory=False)
+    for k in range(3):
+        m.zero_grad()
+        ((m(x) - y) ** 2).mean().backward()
+        w.step(float(k))
+    w._loss_values = Interrupted("d", w._loss_values)
+    with pytest.raises(KeyboardInterrupt):
+        w.losses()
+    assert w.losses()["loss"].tolist() == [0.0, 1.0, 2.0]
+    assert w.losses()["step"].tolist() == [0, 1, 2]

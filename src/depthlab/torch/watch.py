@@ -1070,9 +1070,15 @@ class Watch:
                 values = iter(stacked.cpu().tolist())
                 host = [v if type(v) is float else next(values) for v in pending]
             first = self._calls - len(pending)
-            self._loss_steps.extend(range(first, self._calls))
-            self._loss_values.extend(host)
-            pending.clear()
+            steps, losses = self._loss_steps, self._loss_values
+            sizes = len(steps), len(losses)
+            try:  # both or neither (a Ctrl-C between them left two lengths: losses() failed)
+                steps.extend(range(first, self._calls))
+                losses.extend(host)
+                pending.clear()
+            except BaseException:
+                del steps[sizes[0]:], losses[sizes[1]:]
+                raise
 
     def _remove_optimizers_hook(self) -> None:
         hook = getattr(self, "_optimizers_hook", None)
