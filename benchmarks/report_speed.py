@@ -2,7 +2,8 @@
 
 The report of a results folder is written ``--repeats`` times (default 3) into a fresh copy of
 the folder each time (the figure cache and the PNGs already there left alone), alternating two
-modes (order swapped each repeat, after one untimed warm-up render) in one process, so both see the same machine and the same warm font cache:
+modes (order swapped each repeat, after one untimed warm-up render) in one process, so both
+see the same machine and the same warm font cache:
 
 * ``new``: the code as it is (panel titles fixed at ``y = 1`` where matplotlib's automatic
   placement leaves them there: :func:`depthlab.report.figures._place_titles`);
@@ -12,9 +13,10 @@ modes (order swapped each repeat, after one untimed warm-up render) in one proce
 Each PNG of the two modes is compared pixel for pixel (they must be the same). Times are the
 process's CPU time per figure (``time.process_time``: on a host loaded by other processes the
 wall clock adds the time spent waiting for a core), median and range over the repeats, plus
-the ratio old / new of the medians. With ``--profile`` one more ``new`` render is profiled and
+the ratio old / new of the medians. With ``--profile`` one more render of each mode is profiled and
 the share of the report's time spent in matplotlib's title placement
-(``_update_title_position``) is printed for each mode.
+(``_update_title_position``) and the number of Python function calls (a measure of the work
+that the load of other processes does not blur) are printed for each mode.
 
     python benchmarks/report_speed.py DIR [--repeats 3] [--profile]
 
@@ -70,14 +72,14 @@ def _same(a: Path, b: Path) -> tuple[int, int]:
     return bad, len(names)
 
 
-def _title_share(mode: str, src: Path) -> float:
+def _title_share(mode: str, src: Path) -> tuple[float, int]:
     prof = cProfile.Profile()
     total, tmp = _render(src, mode, prof)
     shutil.rmtree(tmp, ignore_errors=True)
     stats = pstats.Stats(prof)
     spent = sum(v[3] for k, v in stats.stats.items() if k[2] == "_update_title_position")
     whole = sum(v[2] for v in stats.stats.values())  # total internal time = the profiled time
-    return spent / whole
+    return spent / whole, stats.total_calls
 
 
 def main() -> None:
@@ -106,8 +108,9 @@ def main() -> None:
     print(f"old / new: {statistics.median(times['old']) / statistics.median(times['new']):.2f}")
     if args.profile:
         for mode in ("old", "new"):
-            print(f"{mode}: _update_title_position {100 * _title_share(mode, args.dir):.1f}% "
-                  "of the profiled report")
+            share, calls = _title_share(mode, args.dir)
+            print(f"{mode}: _update_title_position {100 * share:.1f}% of the profiled report, "
+                  f"{calls:,} Python function calls (independent of the machine's load)")
 
 
 if __name__ == "__main__":
