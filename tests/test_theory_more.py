@@ -59,12 +59,18 @@ def test_zero_biases_in_any_spelling_are_predicted(bias_init):
 @pytest.mark.parametrize("bias_init", ["normal", Constant(0.5)])
 def test_plot_draws_no_zero_bias_curve_for_non_zero_biases(bias_init):
     # was: the gradient figure drew the zero-bias recursion for plain nets with random biases
-    # random zero-mean biases are predicted since round 37 (sigma_b^2 added), constant ones not
-    assert T.predict_gradients(dl.mlp([8, 32, 32, 3], "tanh", bias_init=bias_init)).covered \
-        is (bias_init == "normal")
+    # random zero-mean biases are predicted since round 37 (sigma_b^2 added), constant ones not:
+    # the figure draws that prediction, never the zero-bias recursion
+    pred = T.predict_gradients(dl.mlp([8, 32, 32, 3], "tanh", bias_init=bias_init))
+    assert pred.covered is (bias_init == "normal")
     frame, note = dl.plot.theory_for_config(
         {"model": {"sizes": [8, 32, 32, 3], "activation": "tanh", "bias_init": bias_init}})
-    assert frame is None and "bias_init" in note
+    if bias_init == "normal":
+        zero = T.propagate([8, 32, 32], "tanh", "glorot_uniform")["grad_pre_var"]
+        np.testing.assert_allclose(frame["grad_pre_var"], pred.frame["grad_pre_var"], rtol=1e-12)
+        assert not np.allclose(frame["grad_pre_var"], zero) and "sigma_b^2 = 1" in note
+    else:
+        assert frame is None and "bias_init" in note
     frame, _ = dl.plot.theory_for_config(
         {"model": {"sizes": [8, 32, 32, 3], "activation": "tanh", "bias_init": "constant"}})
     assert frame is not None

@@ -237,8 +237,17 @@ def theory_for_config(config: Mapping[str, Any]) -> tuple[pd.DataFrame | None, s
     from .theory.predict import has_zero_biases
 
     if not has_zero_biases(model.get("bias_init", "zeros")):
-        return None, (f"no theory curve: bias_init = {model.get('bias_init')!r}; the recursion "
-                      "assumes zero biases")
+        # random zero-mean biases: predict_gradients adds sigma_b^2 to each layer's variance;
+        # constant non-zero ones get its reason
+        from .theory import predict_gradients
+
+        try:
+            pred = predict_gradients(model)
+        except (ValueError, TypeError, OverflowError) as exc:
+            return None, f"no theory curve: {exc}"
+        if not pred.covered:
+            return None, f"no theory curve: {pred.note.removeprefix('no prediction: ')}"
+        return pred.frame, f"theory: depthlab.theory.predict_gradients ({pred.note})"
     try:
         kw = dict(model.get("activation_kwargs") or {})
         th = propagate(list(sizes), model.get("activation", "relu"),
