@@ -222,7 +222,12 @@ def theory_for_config(config: Mapping[str, Any]) -> tuple[pd.DataFrame | None, s
     if not isinstance(sizes, (list, tuple)) or not all(
             isinstance(s, int) and not isinstance(s, bool) for s in sizes):
         return None, "no theory curve: the config has no explicit integer layer sizes"
-    if model.get("batchnorm") or model.get("residual"):
+    from .theory.predict import has_zero_biases
+
+    # batch norm, residual blocks and random zero-mean biases (sigma_b^2 added to each layer's
+    # variance): predict_gradients; a constant non-zero bias gets its reason
+    if model.get("batchnorm") or model.get("residual") or \
+            not has_zero_biases(model.get("bias_init", "zeros")):
         from .theory import predict_gradients
 
         try:
@@ -234,20 +239,7 @@ def theory_for_config(config: Mapping[str, Any]) -> tuple[pd.DataFrame | None, s
         return pred.frame, (f"theory: depthlab.theory.predict_gradients ({pred.architecture}: "
                             f"{pred.note})")
     from .theory import propagate
-    from .theory.predict import has_zero_biases
 
-    if not has_zero_biases(model.get("bias_init", "zeros")):
-        # random zero-mean biases: predict_gradients adds sigma_b^2 to each layer's variance;
-        # constant non-zero ones get its reason
-        from .theory import predict_gradients
-
-        try:
-            pred = predict_gradients(model)
-        except (ValueError, TypeError, OverflowError) as exc:
-            return None, f"no theory curve: {exc}"
-        if not pred.covered:
-            return None, f"no theory curve: {pred.note.removeprefix('no prediction: ')}"
-        return pred.frame, f"theory: depthlab.theory.predict_gradients ({pred.note})"
     try:
         kw = dict(model.get("activation_kwargs") or {})
         th = propagate(list(sizes), model.get("activation", "relu"),

@@ -650,12 +650,7 @@ class Watch:
         rec.input_seen, rec.input_note = old.input_seen, old.input_note  # for the theory's note
         self._rec = rec
         self._weights = [(info, p) for info in rec.layers for p in info.weights]
-        self._snap.clear()
-        self._pairs = {}
-        self._buffers.clear()
-        self._copy_lists = None
-        self._previous = {}
-        self._snap_norms = {}
+        self._forget_snapshot()
         names = {id(m): name or type(m).__name__ for name, m in self.model.named_modules()}
         regrouped = [names.get(id(m), type(m).__name__) for m, _, params in self._structure
                      if not _same_params(m._parameters, params)]
