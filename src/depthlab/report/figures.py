@@ -82,8 +82,13 @@ def _place_titles(fig: Figure) -> None:
                 ax, "_depthlab_titles_fixed", False)):  # placed by hand: as they are
             continue
         ax._autotitlepos, ax._depthlab_titles_fixed = None, False  # matplotlib's (a redraw)
-        if (ax.child_axes or len(ax._twinned_axes.get_siblings(ax)) > 1
-                or len(fig._align_label_groups["title"].get_siblings(ax)) > 1
+        try:  # private attributes (matplotlib 3.8-3.11): without them, matplotlib's placement
+            shared = (len(ax._twinned_axes.get_siblings(ax)) > 1
+                      or len(fig._align_label_groups["title"].get_siblings(ax)) > 1)
+            titles = (ax.title, ax._left_title, ax._right_title)
+        except (AttributeError, KeyError, TypeError):
+            continue
+        if (shared or ax.child_axes
                 or ax.xaxis.get_ticks_position() in ("top", "unknown")
                 or ax.xaxis.get_label_position() == "top"):
             continue
@@ -94,7 +99,7 @@ def _place_titles(fig: Figure) -> None:
                 fmt.set_locs(y.get_majorticklocs())  # (again so when the axis is drawn)
             if fmt.get_offset():
                 continue
-        for title in (ax.title, ax._left_title, ax._right_title):
+        for title in titles:
             title.set_y(1.0)
         ax._autotitlepos, ax._depthlab_titles_fixed = False, True
 
