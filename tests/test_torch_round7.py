@@ -521,9 +521,11 @@ def test_an_input_of_another_dtype_is_one_type_error_line(model, x):
 
 
 def test_float_ids_into_an_embedding_keep_torchs_message():
-    """The dtype hint is not given where torch says what it wants (indices: Long or Int)."""
+    """Not the weights' dtype hint: torch's message (indices: Long or Int) inside a TypeError
+    that names the embedding and x.long() (round 37; was torch's RuntimeError alone)."""
     model = nn.Sequential(nn.Embedding(5, 3), nn.Flatten(), nn.Linear(6, 2))
-    with pytest.raises(RuntimeError, match="'indices' to have one of the following scalar"):
+    with pytest.raises(TypeError, match=r"Embedding '0' takes integer token ids.*x.long\(\).*"
+                                        "'indices' to have one of the following scalar"):
         dlt.probe(model, torch.zeros(4, 2, dtype=D), torch.zeros(4, dtype=torch.long), _ce)
 
 
