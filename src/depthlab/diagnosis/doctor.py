@@ -26,6 +26,7 @@ from ..optimizers import Optimizer, get_optimizer
 from ..probes.recorder import ProbeRecorder, _update_ratio
 from ..probes.stats import measurement_mode, probe_held_out
 from ..spec import ModelSpec, TrainSpec, check_field
+from ..training.data_checks import first_nonfinite
 from ..training.history import History
 from ..training.trainer import Callback, Trainer, _check_callbacks, _check_unused, _optimizer_kwargs
 from ..validators import did_you_mean, positive_int, torch_module_hint
@@ -107,13 +108,30 @@ def _unpack(data: Any, seed: int | None) -> _Data:
             return _Data(x, y, xv, yv)
         if n < 10:
             return _Data(x, y, None, None)
+        _check_finite_rows(x, y)  # before the split, whose rows are not the caller's
         order = make_rng(seed).permutation(n)
         k = max(1, int(round(VAL_FRACTION * n)))
         return _Data(x[order[k:]], y[order[k:]], x[order[:k]], y[order[:k]])
     raise TypeError(
         "data must be a Dataset (with x_train, y_train, x_val, y_val) or a tuple (x, y) or "
         f"(x, y, x_val, y_val), got {type(data).__name__}"
+        + (f" of {len(data)} items" if isinstance(data, (tuple, list)) else "")
     )
+
+
+def _check_finite_rows(x: np.ndarray, y: np.ndarray) -> None:
+    """A ValueError naming the first NaN or infinite entry of a bare ``(x, y)`` pair by its row
+    (and column) in the caller's arrays: after the seeded split, the training checks named it
+    "validation x ... row 5" for the caller's row 2. Non-numeric data are left to those checks
+    (their TypeErrors name the dtype)."""
+    for name, a in (("x", x), ("y", y)):
+        if a.dtype.kind != "f":
+            continue
+        bad = first_nonfinite(a)
+        if bad is not None:
+            where = f"row {bad[0]}" + (f", column {bad[1]}" if len(bad) >= 2 else "")
+            raise ValueError(f"{name} contains NaN or infinity (first at {where}); accepted: "
+                             "finite numbers")
 
 
 def _resolve_auto(sizes: Any, data: Any, seed: int | None, loss: Any) -> Any:
