@@ -34,3 +34,22 @@ def test_doctor_data_of_three_items_says_how_many() -> None:
     x, y = _pair()
     with pytest.raises(TypeError, match="got tuple of 3 items"):
         dl.doctor(dl.mlp([5, 4, 3], seed=0), (x, y, x), steps=5)
+
+
+@pytest.mark.parametrize("mode", ["fan_in", "fan_out", "fan_avg"])
+def test_truncated_normal_variance_scaling_keeps_the_variance_and_the_cut(mode: str) -> None:
+    # Keras' rule: N(0, s^2) cut at +-2 s, s = sqrt(scale / fan) / 0.87962566 (was refused:
+    # "unknown distribution 'truncated_normal'")
+    init = dl.initializers.get_initializer("variance_scaling", scale=2.0, mode=mode,
+                                           distribution="truncated_normal")
+    w = init((400, 300), 0, dtype="float64")
+    var = init.variance(400, 300)
+    fan = {"fan_in": 400, "fan_out": 300, "fan_avg": 350}[mode]
+    assert var == pytest.approx(2.0 / fan)
+    assert w.var() / var == pytest.approx(1.0, abs=0.02)  # 1.2e5 draws: sampling error ~0.5%
+    cut = 2.0 * np.sqrt(var) / 0.87962566103423978
+    assert init.limit(400, 300) == pytest.approx(cut)
+    assert np.abs(w).max() <= cut
+    assert np.abs(w).max() > 0.99 * cut  # cut, not shrunk
+    w32 = init((400, 300), 0)
+    assert w32.dtype == np.float32 and np.abs(w32).max() <= cut

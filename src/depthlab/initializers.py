@@ -19,7 +19,9 @@ lecun_uniform      1 / fan_in                  uniform
 fan_in_uniform     1 / (3 fan_in)              U[-1/sqrt(fan_in), 1/sqrt(fan_in)]
 =================  ==========================  ==============
 
-Normals are untruncated. ``weight_variance(name, fan_in, fan_out, **kw)`` returns the variance
+Normals are untruncated; ``variance_scaling(..., distribution="truncated_normal")`` draws
+N(0, s^2) cut at +-2 s with s = sqrt(scale / fan) / 0.8796 (Keras' rule), so that its variance
+is still scale / fan. ``weight_variance(name, fan_in, fan_out, **kw)`` returns the variance
 of each entry without sampling (for theory code). LSUV lives in ``depthlab.lsuv``.
 """
 
@@ -73,7 +75,10 @@ __all__ = [
 ]
 
 _MODES = ("fan_in", "fan_out", "fan_avg")
-_DISTRIBUTIONS = ("normal", "uniform")
+_DISTRIBUTIONS = ("normal", "uniform", "truncated_normal")
+
+# std of N(0, 1) truncated to [-2, 2]: sqrt(1 - 4 phi(2) / (2 Phi(2) - 1)) (Keras' constant)
+_TRUNC_STD = 0.87962566103423978
 
 
 def compute_fans(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -183,7 +188,9 @@ class VarianceScaling(Initializer):
     """Var(W) = scale / fan with fan = fan_in, fan_out or (fan_in + fan_out) / 2 (``mode``).
 
     ``normal``: N(0, scale / fan), untruncated; ``uniform``: U[-sqrt(3 scale / fan),
-    +sqrt(3 scale / fan)] (the same variance).
+    +sqrt(3 scale / fan)] (the same variance); ``truncated_normal``: N(0, s^2) redrawn outside
+    [-2 s, 2 s], s = sqrt(scale / fan) / 0.87962566 (the std of a unit normal cut at +-2: Keras'
+    and TensorFlow's ``truncated_normal``), the same variance again.
     """
 
     name = "variance_scaling"
@@ -215,12 +222,27 @@ class VarianceScaling(Initializer):
     def limit(self, fan_in: int, fan_out: int) -> float | None:
         if self.distribution == "uniform":
             return math.sqrt(3.0 * self.variance(fan_in, fan_out))
+        if self.distribution == "truncated_normal":
+            return 2.0 * math.sqrt(self.variance(fan_in, fan_out)) / _TRUNC_STD
         return None
+
+    @property
+    def sample_copies(self) -> int:  # type: ignore[override]
+        """The truncated draw also holds a redraw mask and its redrawn values."""
+        return 2 if self.distribution == "truncated_normal" else 1
 
     def sample(self, shape: tuple[int, ...], gen: np.random.Generator) -> Array:
         fan_in, fan_out = compute_fans(shape)
         if self.distribution == "normal":
             return gen.normal(0.0, math.sqrt(self.variance(fan_in, fan_out)), size=shape)
+        if self.distribution == "truncated_normal":
+            z = gen.standard_normal(size=shape)
+            out = np.abs(z) > 2.0
+            while out.any():  # 4.6% redrawn each round
+                z[out] = gen.standard_normal(size=int(out.sum()))
+                out = np.abs(z) > 2.0
+            z *= math.sqrt(self.variance(fan_in, fan_out)) / _TRUNC_STD
+            return z
         lim = self.limit(fan_in, fan_out)
         return gen.uniform(-lim, lim, size=shape)
 
