@@ -53,3 +53,18 @@ def test_truncated_normal_variance_scaling_keeps_the_variance_and_the_cut(mode: 
     assert np.abs(w).max() > 0.99 * cut  # cut, not shrunk
     w32 = init((400, 300), 0)
     assert w32.dtype == np.float32 and np.abs(w32).max() <= cut
+
+
+def test_calculate_gain_is_torchs() -> None:
+    torch = pytest.importorskip("torch")
+    from depthlab.activations import get_activation
+    from depthlab.initializers import calculate_gain
+
+    for name in ("linear", "identity", "sigmoid", "conv2d", "tanh", "relu", "selu", "leaky_relu"):
+        assert calculate_gain(name) == pytest.approx(torch.nn.init.calculate_gain(name), rel=1e-15)
+    assert calculate_gain("leaky_relu", 0.2) == pytest.approx(
+        torch.nn.init.calculate_gain("leaky_relu", 0.2), rel=1e-15)
+    act = get_activation("leaky_relu", negative_slope=0.3)
+    assert calculate_gain(act) == pytest.approx(torch.nn.init.calculate_gain("leaky_relu", 0.3))
+    with pytest.raises(ValueError, match="no gain for nonlinearity 'gelu'; accepted: linear"):
+        calculate_gain("gelu")

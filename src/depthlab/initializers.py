@@ -55,6 +55,7 @@ __all__ = [
     "Uniform",
     "VarianceScaling",
     "Zeros",
+    "calculate_gain",
     "compute_fans",
     "constant",
     "fan_in_uniform",
@@ -491,6 +492,39 @@ def get_initializer(name: str | Callable, **kwargs: Any) -> Callable:
     ValueError, unknown keyword arguments TypeError.
     """
     return REGISTRY.build(name, **kwargs)
+
+
+_GAIN_ONE = ("linear", "identity", "sigmoid", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
+             "conv_transpose2d", "conv_transpose3d")
+
+
+def calculate_gain(nonlinearity: Any, param: float | None = None) -> float:
+    """``torch.nn.init.calculate_gain``: the factor g for which weights of std g / sqrt(fan)
+    keep the signal's scale through ``nonlinearity``: 1 for linear, identity, sigmoid and
+    convolutions, 5/3 for tanh, sqrt(2) for relu, sqrt(2 / (1 + slope^2)) for leaky_relu
+    (``param`` the negative slope, default 0.01; a depthlab ``LeakyReLU`` object gives its
+    own), 3/4 for selu. Other names are a ValueError naming these (torch refuses them too)."""
+    from .activations import ActivationFn, LeakyReLU
+
+    if isinstance(nonlinearity, LeakyReLU) and param is None:
+        param = nonlinearity.negative_slope
+    name = nonlinearity.name if isinstance(nonlinearity, ActivationFn) else nonlinearity
+    if not isinstance(name, str):
+        raise TypeError(f"nonlinearity must be a name, got {nonlinearity!r}")
+    if name in _GAIN_ONE:
+        return 1.0
+    if name == "tanh":
+        return 5.0 / 3.0
+    if name == "relu":
+        return math.sqrt(2.0)
+    if name == "selu":
+        return 3.0 / 4.0
+    if name == "leaky_relu":
+        slope = 0.01 if param is None else real("param", param)
+        return math.sqrt(2.0 / (1.0 + slope**2))
+    raise ValueError(f"no gain for nonlinearity {name!r}; accepted: "
+                     f"{', '.join((*_GAIN_ONE, 'tanh', 'relu', 'leaky_relu', 'selu'))} "
+                     "(torch.nn.init.calculate_gain's names)")
 
 
 def weight_variance(name: str | Initializer, fan_in: int, fan_out: int, **kwargs: Any) -> float:
