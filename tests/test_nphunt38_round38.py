@@ -60,7 +60,8 @@ def test_calculate_gain_is_torchs() -> None:
     from depthlab.activations import get_activation
     from depthlab.initializers import calculate_gain
 
-    for name in ("linear", "identity", "sigmoid", "conv2d", "tanh", "relu", "selu", "leaky_relu"):
+    assert calculate_gain("identity") == 1.0  # depthlab's name of linear
+    for name in ("linear", "sigmoid", "conv2d", "tanh", "relu", "selu", "leaky_relu"):
         assert calculate_gain(name) == pytest.approx(torch.nn.init.calculate_gain(name), rel=1e-15)
     assert calculate_gain("leaky_relu", 0.2) == pytest.approx(
         torch.nn.init.calculate_gain("leaky_relu", 0.2), rel=1e-15)
