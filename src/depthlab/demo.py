@@ -56,6 +56,10 @@ def demo_recipes(path: str | os.PathLike | None = None, *, epochs: int | None = 
     src = Path(path) if path is not None else packaged_example(DEMO_CONFIG)
     raw = read_toml(src)
     recipes = raw.pop("recipes", None)
+    if isinstance(recipes, dict):  # `[recipes]`: one table, not the array `[[recipes]]`
+        raise ConfigError(f"{src}: [recipes] is one table; accepted: [[recipes]] (double "
+                          "brackets), one entry per recipe with name, meaning and a model "
+                          "table", "recipes")
     if not isinstance(recipes, list) or not recipes:
         raise ConfigError(f"{src}: no [[recipes]] entries; each needs name, meaning and a "
                           "model table", "recipes")
@@ -73,15 +77,7 @@ def demo_recipes(path: str | os.PathLike | None = None, *, epochs: int | None = 
         raw.setdefault("train", {})["epochs"] = epochs
     out, names = [], set()
     for i, rec in enumerate(recipes, 1):
-        if not isinstance(rec, dict) or not isinstance(rec.get("name"), str):
-            raise ConfigError(f"{src}: recipe {i} = {rec!r} needs a string 'name'", "recipes")
-        if not rec["name"].strip():  # a blank row in the summary
-            raise ConfigError(f"{src}: recipe {i} needs a non-empty 'name' (got "
-                              f"{rec['name']!r})", "recipes")
-        extra = set(rec) - {"name", "meaning", "model"}
-        if extra:
-            raise ConfigError(f"{src}: recipe {rec['name']!r} has unknown keys "
-                              f"{sorted(extra)}; accepted: name, meaning, model", "recipes")
+        _check_recipe(src, i, rec)
         if rec["name"] in names:
             raise ConfigError(f"{src}: recipe name {rec['name']!r} appears twice", "recipes")
         names.add(rec["name"])
@@ -104,6 +100,34 @@ def demo_recipes(path: str | os.PathLike | None = None, *, epochs: int | None = 
                               "expected recipes that differ", "recipes")
         out.append(Recipe(rec["name"], str(rec.get("meaning", "")), point))
     return out
+
+
+RECIPE_KEYS = ("name", "meaning", "model")
+
+
+def _check_recipe(src: Path, i: int, rec: Any) -> None:
+    """Recipe ``i`` of ``src`` is a table of :data:`RECIPE_KEYS` with a non-empty string
+    ``name`` and a string ``meaning``, else a ``ConfigError`` naming it (an unknown key with
+    the accepted key it most likely meant, ``nmae``: did you mean "name"?)."""
+    from .experiments import ConfigError
+    from .fieldcheck import did_you_mean, fmt
+
+    if not isinstance(rec, dict):
+        raise ConfigError(f"{src}: recipe {i} = {fmt(rec)} is not accepted; accepted: a table "
+                          "([[recipes]] entry) with name, meaning and a model table", "recipes")
+    label = f"recipe {rec['name']!r}" if isinstance(rec.get("name"), str) else f"recipe {i}"
+    extra = sorted(set(rec) - set(RECIPE_KEYS), key=str)
+    if extra:
+        raise ConfigError(f"{src}: {label} has the unknown key {extra[0]!r}"
+                          f"{did_you_mean(extra[0], RECIPE_KEYS)}; accepted: "
+                          f"{', '.join(RECIPE_KEYS)}", "recipes")
+    if not isinstance(rec.get("name"), str) or not rec["name"].strip():
+        got = f"got {fmt(rec['name'])}" if "name" in rec else "it has none"
+        raise ConfigError(f"{src}: {label} needs a non-empty 'name' (a string; {got})", "recipes")
+    if not isinstance(rec.get("meaning", ""), str):
+        raise ConfigError(f"{src}: {label}: meaning = {fmt(rec['meaning'])} has the wrong "
+                          "type; accepted: a string (one line on what the recipe shows)",
+                          "recipes")
 
 
 def describe_ratio(ratio: float | None) -> str:

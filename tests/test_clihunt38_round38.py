@@ -1,0 +1,32 @@
+"""Round 38 (clihunt38): the CLI, config files and data loading as a demanding user meets them."""
+
+from __future__ import annotations
+
+import pytest
+
+BASE = '[data]\nname = "spirals"\n[model]\nsizes = ["auto", 8, "auto"]\n'
+
+
+@pytest.mark.parametrize(("recipes", "expected"), [
+    # was "recipe 1 = {'nmae': 'a', ...} needs a string 'name'": no word on the typo
+    ('[[recipes]]\nnmae = "a"\nmodel = {activation = "relu"}\n',
+     "recipe 1 has the unknown key 'nmae' (did you mean \"name\"?)"),
+    ('[[recipes]]\nname = "a"\nmodle = {activation = "relu"}\n',
+     "recipe 'a' has the unknown key 'modle' (did you mean \"model\"?)"),
+    # was "no [[recipes]] entries": the table was there, with single brackets
+    ('[recipes]\nname = "a"\n', "[recipes] is one table; accepted: [[recipes]]"),
+    # was accepted, the number shown as the recipe's meaning
+    ('[[recipes]]\nname = "a"\nmeaning = 3\n', "recipe 'a': meaning = 3 has the wrong type"),
+    # was "recipe 1 = 1 needs a string 'name'"
+    ('recipes = [1, 2]\n', "recipe 1 = 1 is not accepted; accepted: a table"),
+])
+def test_demo_config_recipe_mistakes_are_named(tmp_path, recipes, expected):
+    from depthlab.demo import demo_recipes
+    from depthlab.experiments import ConfigError
+
+    path = tmp_path / "dm.toml"
+    path.write_text(BASE + recipes if not recipes.startswith("recipes =") else recipes + BASE)
+    with pytest.raises(ConfigError) as err:
+        demo_recipes(path)
+    assert expected in str(err.value)
+    assert "\n" not in str(err.value)
