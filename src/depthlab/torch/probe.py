@@ -862,14 +862,18 @@ def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch
             # whole): the accuracy of the tensor that holds the classes, as the doctor reads it
             acc = target_accuracy(output, y, loss_fn)
         grads: dict[int, torch.Tensor | None] = {}
+        # a frozen model (model.requires_grad_(False)) given an x that requires grad (input
+        # gradients, adversarial examples): the backward runs to x, and the layers have their
+        # grad_pre_* rows (they had none: no backward ran without a trainable parameter)
+        roots = params or [t for t in _tensors_in(x) if t.requires_grad]
         if params and not loss.requires_grad:
             warnings.warn("the loss does not require grad (loss_fn returned a detached tensor, "
                           "or the output it reads was computed under torch.no_grad()): the "
                           "table has no gradient rows (grad_pre_*, weight_grad_*); return the "
-                          "loss tensor itself", RuntimeWarning, stacklevel=3)
-        if loss.requires_grad and params:
+                          "loss tensor itself", RuntimeWarning, stacklevel=4)
+        if loss.requires_grad and roots:
             with rec.recomputing(), unbatched_named(model, x):
-                grads = _weight_grads(loss, params)
+                grads = _weight_grads(loss, roots)
         extra = [(0, "", "loss", loss.detach())]
         if acc is not None:
             extra.append((0, "", "acc", acc))
@@ -897,7 +901,7 @@ def _warn_held_weights(rec: Recording, grads: dict[int, torch.Tensor | None]) ->
                       "ParameterList/ParameterDict has no forward of its own, so there is no "
                       "layer output to read (no pre_*, act_*, weight_* rows); expected each "
                       "weight in a module that forward calls (e.g. an nn.Linear)",
-                      RuntimeWarning, stacklevel=4)
+                      RuntimeWarning, stacklevel=5)
 
 
 def _warn_new_layers(model: nn.Module, layers: Sequence[Any]) -> None:
@@ -911,7 +915,7 @@ def _warn_new_layers(model: nn.Module, layers: Sequence[Any]) -> None:
         warnings.warn(f"the model's forward created the weight layer(s) {', '.join(map(repr, new))}"
                       " during the probe: they are not measured (and are removed again, the "
                       "model left as found); run one forward of the model before probing it",
-                      RuntimeWarning, stacklevel=4)
+                      RuntimeWarning, stacklevel=5)
 
 
 def _weight_grads(loss: torch.Tensor, params: list[torch.Tensor]
@@ -927,7 +931,7 @@ def _weight_grads(loss: torch.Tensor, params: list[torch.Tensor]
             raise
         warnings.warn("reentrant activation checkpointing (use_reentrant=True): the layers it "
                       "wraps ran without gradients in the forward, so they have no grad_pre_* "
-                      "rows; use_reentrant=False measures them", RuntimeWarning, stacklevel=4)
+                      "rows; use_reentrant=False measures them", RuntimeWarning, stacklevel=5)
         for p in params:
             p.grad = None
         loss.backward()
