@@ -30,3 +30,25 @@ def test_demo_config_recipe_mistakes_are_named(tmp_path, recipes, expected):
         demo_recipes(path)
     assert expected in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_every_help_ends_with_examples_that_parse(capsys):
+    # was: no command's --help showed a single example command line
+    import shlex
+
+    from depthlab.cli import EXAMPLES, build_parser, commands
+
+    parser = build_parser()
+    assert set(EXAMPLES) == {""} | {c.name for c in commands()}
+    for name, lines in EXAMPLES.items():
+        with pytest.raises(SystemExit):
+            parser.parse_args([name, "--help"] if name else ["--help"])
+        shown = capsys.readouterr().out
+        assert "\nexamples:\n" in shown
+        for line in lines:
+            assert f"\n  {line}\n" in shown + "\n"  # kept on one line, not wrapped
+            for part in line.replace("&&", "|").split("|"):
+                words = shlex.split(part.split(">")[0])
+                if words[0] != "depthlab" or "--help" in words:
+                    continue
+                assert parser.parse_args(words[1:]).command == words[1], line

@@ -148,11 +148,70 @@ def build_parser() -> argparse.ArgumentParser:
                         help=THREADS_HELP)  # before or after the command: both work
     parser.add_argument("--version", action="version", version=f"depthlab {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parser.epilog = _examples(EXAMPLES[""])
+    parser.formatter_class = _HelpFormatter
     for cmd in commands():
-        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help, parents=[common])
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help, parents=[common],
+                           formatter_class=_HelpFormatter)
         cmd.add_arguments(p)
+        if EXAMPLES.get(cmd.name):  # after the command's own epilog (its exit statuses)
+            p.epilog = "\n\n".join(filter(None, [p.epilog, _examples(EXAMPLES[cmd.name])]))
         p.set_defaults(_run=cmd.run)
     return parser
+
+
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "": ("depthlab init mine && depthlab run mine.toml --out results",
+         "depthlab init --example digits_sweep && depthlab sweep digits_sweep.toml --out "
+         "results --jobs 2",
+         "depthlab report results", "depthlab COMMAND --help"),
+    "run": ("depthlab init mine && depthlab run mine.toml --out results",
+            "depthlab init --example digits_run && depthlab run digits_run.toml --out results "
+            "--name tanh --overwrite",
+            "depthlab init - | depthlab run - --out results --json --quiet"),
+    "sweep": ("depthlab init --example digits_sweep && depthlab sweep digits_sweep.toml --out "
+              "results --jobs 2",
+              "depthlab sweep grid.toml --out results --cluster local:4 --limit 100",
+              "depthlab sweep grid.toml --out results --cluster tcp://head:8786 --yes"),
+    "runs": ("depthlab runs results", "depthlab runs results --sweep sw-1a2b --status failed",
+             "depthlab runs results --kind run --json"),
+    "export": ("depthlab export results",
+               "depthlab export results --format parquet --to ~/tables --force"),
+    "report": ("depthlab report results", "depthlab report results --quiet"),
+    "doctor": ("depthlab doctor mine.toml", "depthlab doctor mine.toml --verify --steps 100",
+               "depthlab doctor --torch models.py:make_model --data digits --lr 0.01"),
+    "datasets": ("depthlab datasets", "depthlab datasets --json"),
+    "demo": ("depthlab demo --out demo-out", "depthlab demo --epochs 3 --jobs 1 --no-report",
+             "depthlab init my_demo --example demo && depthlab demo --config my_demo.toml"),
+    "reproduce": ("depthlab reproduce --list", "depthlab reproduce he2015 --quick",
+                  "depthlab reproduce ioffe2015 --data fashion-mnist --out repro --strict"),
+    "playground": ("depthlab playground", "depthlab playground --port 0 --no-browser",
+                   "depthlab playground --host 0.0.0.0 --port 8765 --max-sessions 8"),
+    "predict": ("depthlab predict 1a2b3c new.csv --dir results",
+                "depthlab predict net.npz digits --json --to preds.json --force"),
+    "init": ("depthlab init mine", "depthlab init --list",
+             "depthlab init sweep1 --example digits_sweep", "depthlab init - > mine.toml"),
+}
+"""Command lines shown under ``examples:`` at the end of each command's ``--help`` (``""``:
+``depthlab --help``); every one parses (tests/test_clihunt38_round38.py)."""
+
+
+def _examples(lines: tuple[str, ...]) -> str:
+    """The ``examples:`` block of a ``--help``: one command line a line, indented."""
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, except that in a description or epilog the lines that start with
+    a space (the examples) are kept as written, not wrapped into the paragraph before them."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs, lines = [], text.splitlines() or [""]
+        for line in lines:
+            kept = not line.strip() or line.startswith(" ")
+            paragraphs.append(indent + line if kept else
+                              super()._fill_text(line, width, indent))
+        return "\n".join(paragraphs)
 
 
 def _threads_before_and_after(args: argparse.Namespace,
