@@ -284,7 +284,10 @@ def layer_names(*tables: pd.DataFrame | None) -> dict[int, str]:
     ``[4]`` as in ``model[4]``); empty without one (NumPy runs). Overlaid tables of different
     models: two names of one layer number are joined (``features.0 / [0]``); with more, that
     number stays unnamed. A ``$`` in a name is drawn as itself (escaped: not typeset as
-    math, and ``$\\bad$`` does not stop the figure)."""
+    math, and ``$\\bad$`` does not stop the figure). Labels longer than
+    :data:`MAX_MODULE_CHARS` lose their middle (:func:`cut_labels`, kept distinct): 70-character
+    names, ``12.a_really_long_sub…_layer_of_the_encoder``, turned every tick of a layer axis
+    into a 3-inch column under a squeezed plot."""
     found: dict[int, list[str]] = {}
     for t in tables:
         if t is None or t.empty or "module" not in t.columns or "layer" not in t.columns:
@@ -292,10 +295,18 @@ def layer_names(*tables: pd.DataFrame | None) -> dict[int, str]:
         pairs = t.loc[t["layer"] >= 1, ["layer", "module"]].drop_duplicates()
         for layer, mod in zip(pairs["layer"].astype(int), pairs["module"]):
             if isinstance(mod, str) and mod:
-                label = f"[{mod}]" if mod.isdigit() else mod.replace("$", r"\$")
+                label = f"[{mod}]" if mod.isdigit() else mod
                 if label not in found.setdefault(layer, []):
                     found[layer].append(label)
-    return {k: " / ".join(v) for k, v in found.items() if len(v) <= 2}
+    joined = {k: " / ".join(v) for k, v in sorted(found.items()) if len(v) <= 2}
+    cut = list(joined.values())
+    if any(len(c) > MAX_MODULE_CHARS for c in cut):
+        cut = cut_labels(cut, MAX_MODULE_CHARS)  # before "$" is escaped
+    return {k: c.replace("$", r"\$") for k, c in zip(joined, cut)}
+
+
+MAX_MODULE_CHARS = 40
+"""Longest module label :func:`layer_names` gives a figure (ticks, legends, titles)."""
 
 
 def layer_label(layer: int, names: dict[int, str] | None = None) -> str:
