@@ -1,9 +1,10 @@
 """Round 38 (watchlean38): a Watch's tables, to the bit, against a reference run.
 
-The reference for every Watch frame below is the same training with the losses handed to
-``Watch.step`` as host floats (``loss.item()`` computed by the loop: the numbers path), and an
-unwatched run for the training itself: frames equal to the bit, on an MLP with in-place ReLU, a
-CNN with BatchNorm, an LSTM classifier, a transformer encoder and a model with a shared layer.
+The reference for every Watch frame below (5 SGD steps, every=3) is the same training with the
+losses handed to ``Watch.step`` as host floats (``loss.item()`` computed by the loop: the numbers
+path), and an unwatched run for the training itself: frames equal to the bit, on an MLP with
+in-place ReLU, a CNN with BatchNorm, an LSTM classifier, a transformer encoder and a model with a
+shared layer.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def _case(kind: str) -> tuple[nn.Module, torch.Tensor]:
     return model, x
 
 
-def _train(kind: str, watch: str | None, steps: int = 7):
+def _train(kind: str, watch: str | None, steps: int = 5):
     """Train ``kind`` for ``steps`` SGD steps; ``watch``: None (no Watch), "tensor" (the loss
     tensor to Watch.step) or "float" (its .item()). The Watch, the losses, the parameters."""
     model, x = _case(kind)
@@ -105,7 +106,7 @@ def test_frames_equal_to_the_bit_and_training_unchanged(kind):
     for a, b, c in zip(params, params0, params_f):
         assert torch.equal(a, b) and torch.equal(a, c)
     f1, f2 = w_tensor.frame(), w_float.frame()
-    assert len(f1) > 0 and set(f1["step"]) == {0, 3, 6}
+    assert len(f1) > 0 and set(f1["step"]) == {0, 3}
     pd.testing.assert_frame_equal(f1, f2, check_exact=True)
     assert w_tensor.losses()["loss"].tolist() == losses  # every step's value, exactly
     assert w_tensor.losses()["step"].tolist() == list(range(len(losses)))
