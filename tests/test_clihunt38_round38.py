@@ -52,3 +52,20 @@ def test_every_help_ends_with_examples_that_parse(capsys):
                 if words[0] != "depthlab" or "--help" in words:
                     continue
                 assert parser.parse_args(words[1:]).command == words[1], line
+
+
+def test_text_labels_and_too_large_n_say_what_is_accepted(tmp_path):
+    # was "labels must be integers, got dtype <U4" and "digits: n=100000000 is larger than the
+    # 1797 samples available": neither said what to give instead
+    import numpy as np
+
+    from depthlab.data import load_dataset
+
+    path = tmp_path / "named.npz"
+    np.savez(path, x=np.arange(12.0).reshape(6, 2), y=np.array(["cat", "dog", "cat"] * 2))
+    with pytest.raises(ValueError, match=r"got text such as 'cat' \(dtype <U3\); accepted: "
+                       r"class numbers 0, 1, \.\.\."):
+        load_dataset(str(path))
+    with pytest.raises(ValueError, match=r"n=100000000 is larger than the 1797 samples "
+                       r"available; accepted: n <= 1797"):
+        load_dataset("digits", n=100_000_000)

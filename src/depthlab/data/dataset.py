@@ -303,8 +303,14 @@ def _as_int_labels(y: np.ndarray, where: str) -> np.ndarray:
             raise ValueError(f"{where}: labels must be non-negative integers, got "
                              f"{float(y.min()):g}")
         out = y.astype(np.int64)
+    elif y.dtype.kind in "US" and y.size:  # class names, as a CSV or a DataFrame holds them
+        raise ValueError(f"{where}: labels must be integers, got text such as "
+                         f"{str(y.flat[0])!r} (dtype {y.dtype}); accepted: class numbers 0, "
+                         "1, ... (for class names give their indices, e.g. np.unique(y, "
+                         "return_inverse=True)[1])")
     else:
-        raise ValueError(f"{where}: labels must be integers, got dtype {y.dtype}")
+        raise ValueError(f"{where}: labels must be integers, got dtype {y.dtype}; accepted: "
+                         "class numbers 0, 1, ...")
     if out.size and out.min() < 0:
         raise ValueError(f"{where}: labels must be non-negative integers, got {int(out.min())}")
     return out
@@ -486,7 +492,8 @@ def _wanted_sizes(name: str, parts: Parts, n: int | None, sized: bool) -> dict[s
     if n is None or sized:
         return sizes
     if n > total:
-        raise ValueError(f"{name}: n={n} is larger than the {total} samples available")
+        raise ValueError(f"{name}: n={n} is larger than the {total} samples available; "
+                         f"accepted: n <= {total} (or omit n for all of them)")
     want = {k: int(round(n * s / total)) for k, s in sizes.items() if k != "pool"}
     want = {k: max(1, min(v, sizes[k])) for k, v in want.items()}
     want["pool"] = n - sum(want.values())
