@@ -57,3 +57,85 @@ def test_warnings_of_the_probe_point_at_the_callers_line():
     with pytest.warns(RuntimeWarning, match="loss does not require grad") as got:
         dlt.probe(model, x, y, lambda o, t: nn.functional.cross_entropy(o, t).detach())
     assert got[0].filename == __file__
+
+
+def _mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+@pytest.mark.parametrize("fn", ["probe", "predict"])
+def test_class_weights_of_another_dtype_or_length_are_named(fn):
+    """Class weights from NumPy (float64) in nn.CrossEntropyLoss(weight=...) for a float32
+    model: torch said 'expected scalar type Float but found Double', naming neither."""
+    import functools
+
+    x, y = torch.randn(6, 5), torch.randint(0, 3, (6,))
+    w64 = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    with pytest.raises(TypeError, match=r"CrossEntropyLoss's class weight has dtype "
+                                        r"torch\.float64, but the model's output is "
+                                        r"torch\.float32.*weight=w\.to\(torch\.float32\)"):
+        getattr(dlt, fn)(_mlp(), x, y, nn.CrossEntropyLoss(weight=w64))
+    with pytest.raises(TypeError, match=r"F\.nll_loss's class weight has dtype torch\.float64"):
+        getattr(dlt, fn)(_mlp(), x, y, functools.partial(nn.functional.nll_loss, weight=w64))
+    with pytest.raises(ValueError, match=r"class weight has 4 entries \(shape \(4,\)\), but the "
+                                         r"model's output \(6, 3\) has 3 classes"):
+        getattr(dlt, fn)(_mlp(), x, y, nn.CrossEntropyLoss(weight=torch.ones(4)))
+    # weights of the output's dtype, and float32 weights under bf16 autocast, are taken
+    getattr(dlt, fn)(_mlp(), x, y, nn.CrossEntropyLoss(weight=w64.float()))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        dlt.probe(_mlp(), x, y, nn.CrossEntropyLoss(weight=w64.float()))
+
+
+@pytest.mark.parametrize("fn", ["probe", "predict"])
+def test_targets_that_are_no_tensor_at_all_are_named(fn):
+    """A string or dict y: torch said "cross_entropy_loss(): argument 'target' (position 2)
+    must be Tensor, not str"."""
+    x = torch.randn(6, 5)
+    for y, kind in (("labels", "str"), ({"y": torch.zeros(6)}, "dict")):
+        with pytest.raises(TypeError, match=rf"y must be a torch\.Tensor of targets for "
+                                            rf"CrossEntropyLoss, got {kind}$"):
+            getattr(dlt, fn)(_mlp(), x, y, nn.CrossEntropyLoss())
+
+
+def test_a_scalar_x_is_named():
+    """torch said 'both arguments to linear need to be at least 1D, but they are 0D and 2D'."""
+    with pytest.raises(ValueError, match=r"x is a 0-dimensional tensor \(a single number\); "
+                                         r"expected a batch of examples \(N, \.\.\.\)"):
+        dlt.probe(_mlp(), torch.tensor(1.0), torch.tensor(0), nn.CrossEntropyLoss())
+
+
+def test_predict_names_token_ids_into_an_embedding_of_one_id_per_example():
+    """Ids (N,) into nn.Embedding: predict said 'x must be a batch of examples (N,
+    features...), got shape (64,)', though they are a batch; the refusal is the token ids'."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(50, 10))
+    ids, y = torch.randint(0, 50, (64,)), torch.randint(0, 10, (64,))
+    with pytest.raises(TypeError, match=r"got dtype torch\.int64.*token ids into an Embedding "
+                                        r"are not supported"):
+        dlt.predict(model, ids, y, nn.CrossEntropyLoss())
+
+
+class _NoGradFirst(nn.Module):
+    def __init__(self, detach: bool) -> None:
+        super().__init__()
+        self.a, self.h, self.b, self.detach = (nn.Linear(8, 16), nn.Linear(16, 16),
+                                               nn.Linear(16, 3), detach)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.detach:
+            h = torch.tanh(self.a(x)).detach()
+        else:
+            with torch.no_grad():
+                h = torch.tanh(self.a(x))
+        return self.b(torch.tanh(self.h(h)))
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_predict_names_a_no_grad_section_between_layers(detach):
+    """The refusal said only "the input of 'h' is not the previous layer's output (pooling or
+    another operation in between)", with nothing in between to see."""
+    x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
+    with pytest.raises(ValueError, match=r"the input of 'h' .*it has no autograd graph "
+                                         r"\(computed under torch\.no_grad\(\) or detached\)"):
+        dlt.predict(_NoGradFirst(detach), x, y, nn.CrossEntropyLoss())

@@ -97,6 +97,8 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     versions: dict[int, int] = {}  # storage -> version counter after its last seen writer
     changed: dict[int, str] = {}  # layer -> the producer whose output changed in place since
     in_ops: dict[int, Any] = {}  # layer -> autograd node that made its input (not a module)
+    graphless: set[int] = set()  # layers whose input has no autograd node though x has one
+    # (the clone above): computed under torch.no_grad() or detached
     seg_outs: list[tuple[str, torch.Tensor]] = []  # "'name' (Class)", output of each
     # activation and norm call (a gradient hook the user's forward put on one is refused)
     custom: dict[int, str] = {}  # layer or activation -> a custom autograd.Function between
@@ -169,6 +171,9 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         if t is not None:
             shapes[id(module)] = tuple(t.shape)
             in_sizes[id(module)] = t.numel()
+            if t.grad_fn is None and not t.requires_grad and t.is_floating_point() \
+                    and isinstance(x, torch.Tensor) and x.grad_fn is not None:
+                graphless.add(id(module))
             if t.grad_fn is not None:
                 in_ops.setdefault(id(module), t.grad_fn)
                 fn = _custom_function(t.grad_fn, set(fns.values()))
@@ -533,6 +538,9 @@ def chain(model: nn.Module, x: Any, y: Any = None,
                 made = (f"; it is the output of {labels[second[-1][3]]}, which read the previous "
                         "layer's output after it was changed in place (predict() computes the "
                         "activation of the output as the layer made it)")
+            elif not made and id(info.owner) in graphless:  # a torch.no_grad() section
+                made = ("; it has no autograd graph (computed under torch.no_grad() or "
+                        "detached), which predict() follows from layer to layer")
             elif not made and calls[0] == x_store:  # (x's copy that chain() made: 'Clone')
                 made = ("; it reads the model's input x itself (a second path from the input, "
                         "e.g. l1(x) + l2(x))")

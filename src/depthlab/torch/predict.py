@@ -363,6 +363,11 @@ def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], tor
     if not x.is_floating_point() and not integer:
         raise TypeError(not_real)
     check_batch(x)
+    if x.dim() < 2 and integer and any(isinstance(m, (nn.Embedding, nn.EmbeddingBag))
+                                       for m in model.modules()):
+        # token ids (N,) into an Embedding were 'x must be a batch of examples (N,
+        # features...), got shape (64,)', as if the ids were not a batch
+        raise TypeError(not_real)
     if x.dim() < 2:
         raise ValueError(f"x must be a batch of examples (N, features...), got shape "
                          f"{tuple(x.shape)}: its entries were taken for the examples "

@@ -353,7 +353,10 @@ def _check_target_type(y: Any, loss_fn: Any) -> None:
                                                                           float)):
             raise ArgumentTypeError(f"y must be a torch.Tensor for {name}, got "
                                     f"{type(y).__name__} (torch.as_tensor(y) makes one)")
-        return
+        # a string, dict or other object: torch said "cross_entropy_loss(): argument 'target'
+        # (position 2) must be Tensor, not str", naming neither y nor what it takes
+        raise ArgumentTypeError(f"y must be a torch.Tensor of targets for {name}, got "
+                                f"{type(y).__name__}")
     if classes is not None and not y.is_floating_point() and not y.is_complex() \
             and y.dtype not in (torch.int64, torch.uint8):
         raise ArgumentTypeError(f"y has dtype {y.dtype}, but {classes} takes class indices "
@@ -381,6 +384,36 @@ def _check_probability_targets(output: Any, y: Any, loss_fn: Any) -> None:
                             f"dtype {output.dtype} (y.to({output.dtype}))")
 
 
+def _check_class_weights(output: Any, loss_fn: Any) -> None:
+    """A class-index loss's ``weight`` (``nn.CrossEntropyLoss(weight=w)``, ``NLLLoss``, or
+    ``weight=`` of ``functools.partial(F.cross_entropy, ...)``) must hold one float of the
+    output's dtype per class: class weights from NumPy (``torch.from_numpy(w)``, float64)
+    for a float32 model failed inside torch with 'expected scalar type Float but found
+    Double', naming neither the weight nor the remedy; an
+    :class:`~depthlab.validators.ArgumentTypeError` line instead (not under autocast, which
+    casts both), and a ValueError for a weight of another number of entries than the output's
+    classes (dimension 1)."""
+    from ..validators import ArgumentTypeError
+    from .train import class_index_loss, loss_parts
+
+    name = class_index_loss(loss_fn)
+    fn, kw = loss_parts(loss_fn)
+    w = kw.get("weight", getattr(fn, "weight", None))
+    if name is None or not isinstance(w, torch.Tensor) or not isinstance(output, torch.Tensor) \
+            or not output.is_floating_point() or output.dim() < 1:
+        return
+    classes = output.shape[1] if output.dim() >= 2 else output.shape[0]
+    if w.dtype != output.dtype and not torch.is_autocast_enabled(output.device.type):
+        # (under autocast torch computes the loss in float32, casting both)
+        raise ArgumentTypeError(f"{name}'s class weight has dtype {w.dtype}, but the model's "
+                                f"output is {output.dtype}; expected weights of the output's "
+                                f"dtype (weight=w.to({output.dtype}))")
+    if w.numel() != classes:
+        raise ValueError(f"{name}'s class weight has {w.numel()} entries (shape "
+                         f"{tuple(w.shape)}), but the model's output {tuple(output.shape)} has "
+                         f"{classes} classes; expected one weight per class")
+
+
 def check_targets(output: Any, y: Any, loss_fn: Any) -> None:
     """For a class-index loss (``CrossEntropyLoss``/``NLLLoss``, ``F.cross_entropy``/
     ``F.nll_loss``, also in a ``functools.partial``) on an output ``(N, C, ...)`` with integer
@@ -401,6 +434,7 @@ def check_targets(output: Any, y: Any, loss_fn: Any) -> None:
                         "tensor, or a tuple or dict of tensors that loss_fn reads")
     _check_structured_output(output, loss_fn)
     _check_target_type(y, loss_fn)
+    _check_class_weights(output, loss_fn)
     _check_probability_targets(output, y, loss_fn)
     _check_elementwise_targets(output, y, loss_fn)
     name = class_index_loss(loss_fn)
@@ -603,6 +637,10 @@ def forward(model: nn.Module, x: Any) -> Any:
         said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         wrong = (_wrong_width(model, x, said) or _wrong_shape(model, x, exc, said)
                  or _wrong_ids(model, x, exc))  # an EmbeddingBag's 'Expected i < index_size'
+        if wrong is None and isinstance(x, torch.Tensor) and x.dim() == 0:
+            # torch: 'both arguments to linear need to be at least 1D, but they are 0D and 2D'
+            wrong = ("x is a 0-dimensional tensor (a single number); expected a batch of "
+                     f"examples (N, ...) (torch: {said})")
         if wrong is not None:
             raise ValueError(wrong) from exc
         bad = next((t for t in _tensors_in(x) if len(dtypes) == 1 and t.dtype not in dtypes),
