@@ -21,7 +21,7 @@ import pytest
 
 import depthlab as dl
 from depthlab.models import mlp
-from depthlab.probes import ProbeRecorder
+from depthlab.probes import ProbeRecorder, accel
 from depthlab.probes.recorder import update_norms
 from depthlab.training import Callback, fit
 
@@ -95,3 +95,12 @@ def test_every_three_equals_probe_on_copies_row_for_row(activation, options, dty
     # the frame's order: by step, then layer; within a layer the table's order
     assert list(df.step) == sorted(df.step)
     assert rec.steps == list(range(0, STEPS, EVERY))
+
+
+@pytest.mark.parametrize("activation, options, dtype", [
+    ("sigmoid", {}, "float32"),
+    ("gelu", {"residual": True, "batchnorm": True}, "float64"),
+])
+def test_the_numpy_path_equals_probe_on_copies_too(activation, options, dtype):
+    with accel.numpy_only():
+        test_every_three_equals_probe_on_copies_row_for_row(activation, options, dtype)
