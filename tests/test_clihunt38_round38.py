@@ -69,3 +69,16 @@ def test_text_labels_and_too_large_n_say_what_is_accepted(tmp_path):
     with pytest.raises(ValueError, match=r"n=100000000 is larger than the 1797 samples "
                        r"available; accepted: n <= 1797"):
         load_dataset("digits", n=100_000_000)
+
+
+@pytest.mark.parametrize("echo", [3, "print"])
+def test_run_sweep_refuses_an_echo_that_cannot_be_called(tmp_path, echo):
+    # was TypeError "'int' object is not callable" from inside the sweep, after the grid was
+    # read; now named before anything is created
+    from depthlab.experiments import run_sweep
+
+    raw = {"data": {"name": "clusters", "n": 60}, "model": {"sizes": ["auto", 4, "auto"]},
+           "train": {"epochs": 1}, "sweep": {"train.seed": [0]}}
+    with pytest.raises(TypeError, match=r"^echo = .* has the wrong type; accepted: a function"):
+        run_sweep(raw, tmp_path / "out", echo=echo)
+    assert not (tmp_path / "out").exists()

@@ -116,6 +116,7 @@ def run_sweep(raw: dict[str, Any], out_dir: str | os.PathLike, *, jobs: int = 1,
     ``if __name__ == "__main__":``; ``jobs=N`` workers do not import it.
     """
     check_limit(limit)
+    check_echo(echo)
     raw = as_raw(raw)  # a RunSpec: its config dict
     executor = _executor(executor, jobs, cluster)  # a bad one before the grid is said
     base = validate_base(raw, base_dir=base_dir)
@@ -140,6 +141,15 @@ def run_sweep(raw: dict[str, Any], out_dir: str | os.PathLike, *, jobs: int = 1,
     return run_points(points, out_dir, sweep=sid, executor=executor, echo=echo,
                       progress=progress, kind=kind, total=total,
                       grid=grid_order(base, grid, base_dir=base_dir), limited=total < full)
+
+
+def check_echo(echo: Any) -> None:
+    """``echo`` is None or a callable taking one line (TypeError naming it otherwise, before
+    anything is created: ``echo=3`` failed at the first line, "'int' object is not
+    callable")."""
+    if echo is not None and not callable(echo):
+        raise TypeError(f"echo = {echo!r} has the wrong type; accepted: a function taking one "
+                        "line of text, e.g. print (or None: silent)")
 
 
 GRID_ORDER_CHECKS = 100
@@ -327,6 +337,7 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
     ``--limit 4`` run after a longer one leaves its report saying how many are left."""
     if kind not in KINDS:  # refused before the store is opened or a point computed
         raise ValueError(f"kind = {kind!r} is not a run kind; accepted: {', '.join(KINDS)}")
+    check_echo(echo)
     executor = _executor(executor, jobs, cluster)
     if total is None:
         points = list(points)
