@@ -69,3 +69,59 @@ def test_calculate_gain_is_torchs() -> None:
     assert calculate_gain(act) == pytest.approx(torch.nn.init.calculate_gain("leaky_relu", 0.3))
     with pytest.raises(ValueError, match="no gain for nonlinearity 'gelu'; accepted: linear"):
         calculate_gain("gelu")
+
+
+def _torch_losses():  # type: ignore[no-untyped-def]
+    torch = pytest.importorskip("torch")
+    fn = torch.nn.functional
+    rng = np.random.default_rng(3)
+    return torch, [
+        ("mse", {}, rng.normal(size=(5, 4)), lambda a, b, r: fn.mse_loss(a, b, reduction=r)),
+        ("huber", {"delta": 0.7}, rng.normal(size=(5, 4)),
+         lambda a, b, r: fn.huber_loss(a, b, reduction=r, delta=0.7)),
+        ("binary_cross_entropy", {}, rng.random((5, 4)),
+         lambda a, b, r: fn.binary_cross_entropy_with_logits(a, b, reduction=r)),
+        ("cross_entropy", {"label_smoothing": 0.1}, rng.integers(0, 4, 5),
+         lambda a, b, r: fn.cross_entropy(a, b, reduction=r, label_smoothing=0.1)),
+        ("cross_entropy", {}, rng.dirichlet(np.ones(4), 5),
+         lambda a, b, r: fn.cross_entropy(a, b, reduction=r)),
+    ]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_loss_reductions_match_torch(reduction: str) -> None:
+    # reduction= was "unknown argument 'reduction'" (torch's losses all take it)
+    torch, cases = _torch_losses()
+    rng = np.random.default_rng(4)
+    z = rng.normal(size=(5, 4)) * 3
+    for name, kw, y, torch_fn in cases:
+        loss = dl.loss(name, reduction=reduction, **kw)
+        value = loss.forward(z, y)
+        zt = torch.tensor(z, requires_grad=True)
+        ref = torch_fn(zt, torch.tensor(y), reduction)
+        if reduction == "none":
+            up = rng.normal(size=np.shape(value))
+            grad = loss.backward(up)
+            (ref * torch.tensor(up)).sum().backward()
+        else:
+            assert isinstance(value, float)
+            grad = loss.backward()
+            ref.backward()
+        np.testing.assert_allclose(value, ref.detach().numpy(), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(grad, zt.grad.numpy(), rtol=1e-12, atol=1e-16)
+
+
+def test_loss_reduction_refusals_are_one_line() -> None:
+    x, y = _pair()
+    with pytest.raises(ValueError, match=r"reduction='avg' is not accepted; accepted: 'mean', "
+                                         r"'sum', 'none'"):
+        dl.loss("mse", reduction="avg")
+    with pytest.raises(ValueError, match="training follows one number per batch"):
+        dl.fit(dl.mlp([5, 3], seed=0), x, y, loss_kwargs={"reduction": "none"})
+    with pytest.raises(ValueError, match="the doctor compares mean losses"):
+        dl.doctor(dl.mlp([5, 3], seed=0), (x, y), loss=dl.loss("cross_entropy",
+                                                               reduction="sum"), steps=5)
+    hist = dl.fit(dl.mlp([5, 3], seed=0), x, y, loss_kwargs={"reduction": "sum"}, epochs=1,
+                  batch_size="full")
+    mean = dl.loss("cross_entropy").forward(dl.mlp([5, 3], seed=0).forward(x), y)
+    assert hist.step_loss[0] == pytest.approx(40 * mean, rel=1e-6)

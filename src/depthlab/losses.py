@@ -1,7 +1,11 @@
 """Losses: ``forward(pred, target) -> float`` caches what ``backward() -> dL/dpred`` needs.
 
-All losses average over the batch (PyTorch ``reduction="mean"``). Gradients have the shape
-and dtype of ``pred``; targets are cast to the dtype of ``pred`` so float32 stays float32.
+All losses average over the batch (PyTorch ``reduction="mean"``); ``reduction="sum"`` sums
+instead (the gradient is N times the mean's), ``reduction="none"`` returns the per-element
+losses (per example for ``cross_entropy``) as an array, whose ``backward(grad)`` takes
+dL/d(those losses) (default ones, i.e. the gradient of their sum), as torch's ``reduction``.
+Gradients have the shape and dtype of ``pred``; targets are cast to the dtype of ``pred`` so
+float32 stays float32.
 
 * ``mse``: mean((pred - target)^2); grad 2 (pred - target) / N.
 * ``cross_entropy``: logits (B, C), integer labels (B,) or probability rows (B, C);
@@ -177,24 +181,65 @@ def _one_hot_accuracy(pred: Array, target: Array) -> float | None:
     return float(np.mean(p.argmax(axis=1) == labels))
 
 
+REDUCTIONS = ("mean", "sum", "none")
+"""torch's ``reduction`` values: the mean of the per-element losses, their sum, or each."""
+
+
 class Loss:
-    """Base class of the losses. ``forward`` returns a Python float and caches what
-    ``backward`` needs; ``backward`` returns dL/dpred (a new array each call)."""
+    """Base class of the losses. ``forward`` returns a Python float (``reduction`` "mean" or
+    "sum"; an array for "none") and caches what ``backward`` needs; ``backward`` returns
+    dL/dpred (a new array each call)."""
 
     name = "loss"
     has_accuracy = False
+    reduction = "mean"
+
+    def __init__(self, reduction: str = "mean") -> None:
+        self._set_reduction(reduction)
+
+    def _set_reduction(self, reduction: Any) -> None:
+        if not isinstance(reduction, str):
+            raise TypeError(f"reduction={reduction!r} is not accepted; accepted: "
+                            f"{', '.join(map(repr, REDUCTIONS))}")
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction={reduction!r} is not accepted; accepted: "
+                             f"{', '.join(map(repr, REDUCTIONS))}")
+        self.reduction = reduction
+
+    def _reduced(self, total: float, n: int) -> float:
+        """``total / n`` (mean) or ``total`` (sum): the sum of the ``n`` per-item losses."""
+        return total / n if self.reduction == "mean" else total
+
+    def _scale(self, n: int) -> float:
+        """d(reduced loss) / d(each item's loss): ``1 / n`` (mean) or 1 (sum, none)."""
+        return 1.0 / n if self.reduction == "mean" else 1.0
+
+    def _upstream(self, grad: Any, shape: tuple[int, ...], dtype: np.dtype) -> Array | None:
+        """The gradient w.r.t. the ``reduction="none"`` losses (of ``shape``), None for ones
+        (or for a scalar loss: ``grad`` must then be None)."""
+        if grad is None:
+            return None
+        if self.reduction != "none":
+            raise TypeError(f"{self.name}: backward(grad) takes a gradient only with "
+                            f"reduction='none'; this loss's reduction is {self.reduction!r}")
+        g = np.asarray(grad)
+        if g.dtype.kind not in "fiu" or g.shape != shape:
+            raise ValueError(f"{self.name}: backward(grad) takes real numbers of the per-item "
+                             f"losses' shape {shape}, got {g.dtype} of shape {g.shape}")
+        return g.astype(dtype, copy=False)
 
     @property
-    def params(self) -> dict[str, float]:
-        """The settings of this loss (empty when it has none)."""
-        return {}
+    def params(self) -> dict[str, Any]:
+        """The settings of this loss (empty when it has none; ``reduction`` when not mean)."""
+        return {} if self.reduction == "mean" else {"reduction": self.reduction}
 
-    def forward(self, pred: Array, target: Array) -> float:
-        """The mean loss over the batch."""
+    def forward(self, pred: Array, target: Array) -> Any:
+        """The mean loss over the batch (the sum, or each item's: ``reduction``)."""
         raise NotImplementedError
 
-    def backward(self) -> Array:
-        """dL/dpred for the last ``forward``."""
+    def backward(self, grad: Any = None) -> Array:
+        """dL/dpred for the last ``forward`` (``grad``: dL/d(per-item losses), only with
+        ``reduction="none"``)."""
         raise NotImplementedError
 
     def accuracy(self, pred: Array, target: Array) -> float | None:
@@ -220,17 +265,21 @@ class MSE(Loss):
 
     name = "mse"
 
-    def forward(self, pred: Array, target: Array) -> float:
+    def forward(self, pred: Array, target: Array) -> Any:
         pred = _check_pred(pred)
         target = _match_shapes(pred, _as_float_array(target, "target"), self.name)
         diff = pred - _regression_target(target, pred.dtype, self.name)
         self._cache = diff
+        if self.reduction == "none":
+            return diff * diff
         flat = diff.ravel()
-        return _sum_squares(flat) / diff.size
+        return self._reduced(_sum_squares(flat), diff.size)
 
-    def backward(self) -> Array:
+    def backward(self, grad: Any = None) -> Array:
         diff = self._cached()
-        return diff * (2.0 / diff.size)
+        g = diff * (2.0 * self._scale(diff.size))
+        up = self._upstream(grad, diff.shape, diff.dtype)
+        return g if up is None else g * up
 
     def accuracy(self, pred: Array, target: Array) -> float | None:
         """Arg-max accuracy for one-hot target rows (a classifier trained with the quadratic
@@ -244,16 +293,17 @@ class Huber(Loss):
 
     name = "huber"
 
-    def __init__(self, delta: float = 1.0) -> None:
+    def __init__(self, delta: float = 1.0, reduction: str = "mean") -> None:
         self.delta = real("delta", delta)
         if self.delta <= 0:
             raise ValueError(f"delta must be > 0, got {delta!r}")
+        self._set_reduction(reduction)
 
     @property
-    def params(self) -> dict[str, float]:
-        return {"delta": self.delta}
+    def params(self) -> dict[str, Any]:
+        return {"delta": self.delta, **super().params}
 
-    def forward(self, pred: Array, target: Array) -> float:
+    def forward(self, pred: Array, target: Array) -> Any:
         pred = _check_pred(pred)
         target = _match_shapes(pred, _as_float_array(target, "target"), self.name)
         diff = pred - _regression_target(target, pred.dtype, self.name)
@@ -261,16 +311,19 @@ class Huber(Loss):
         a = xp.abs(diff)
         q = xp.minimum(a, self.delta)
         a -= q  # linear part |d| - min(|d|, delta)
+        if self.reduction == "none":
+            return 0.5 * q * q + self.delta * a
         total = 0.5 * _sum_squares(q.ravel()) + self.delta * float(
             a.sum(dtype=np.float64)
         )
-        return total / diff.size
+        return self._reduced(total, diff.size)
 
-    def backward(self) -> Array:
+    def backward(self, grad: Any = None) -> Array:
         diff = self._cached()
         g = xp.clip(diff, -self.delta, self.delta)
-        g *= 1.0 / diff.size
-        return g
+        g *= self._scale(diff.size)
+        up = self._upstream(grad, diff.shape, diff.dtype)
+        return g if up is None else g * up
 
     def accuracy(self, pred: Array, target: Array) -> float | None:
         """Arg-max accuracy for one-hot target rows; None for regression targets."""
@@ -290,14 +343,15 @@ class CrossEntropy(Loss):
     name = "cross_entropy"
     has_accuracy = True
 
-    def __init__(self, label_smoothing: float = 0.0) -> None:
+    def __init__(self, label_smoothing: float = 0.0, reduction: str = "mean") -> None:
         self.label_smoothing = real("label_smoothing", label_smoothing)
         if not 0.0 <= self.label_smoothing <= 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+        self._set_reduction(reduction)
 
     @property
-    def params(self) -> dict[str, float]:
-        return {"label_smoothing": self.label_smoothing}
+    def params(self) -> dict[str, Any]:
+        return {"label_smoothing": self.label_smoothing, **super().params}
 
     def _check(self, pred: Any, target: Any) -> tuple[Array, Array]:
         """(logits, target) with target either int64 labels (B,) or float rows (B, C)."""
@@ -354,7 +408,7 @@ class CrossEntropy(Loss):
             )
         return pred, target.astype(pred.dtype, copy=False)
 
-    def forward(self, pred: Array, target: Array) -> float:
+    def forward(self, pred: Array, target: Array) -> Any:
         z, y = self._check(pred, target)
         b, c = z.shape
         logp = z - z.max(axis=1, keepdims=True)
@@ -363,6 +417,9 @@ class CrossEntropy(Loss):
         p /= sums
         logp -= xp.log(sums)
         eps = self.label_smoothing
+        if self.reduction == "none":
+            self._cache = (p, y)
+            return self._per_example(logp, y)
         if y.ndim == 1:
             picked = logp[xp.arange(b), y]
             nll = -float(picked.sum(dtype=np.float64))
@@ -373,9 +430,22 @@ class CrossEntropy(Loss):
             yy = y * (1.0 - eps) + eps / c if eps else y
             nll = -float(xp.einsum("ij,ij->", yy, logp, dtype=np.float64))
         self._cache = (p, y)
-        return nll / b + 0.0  # a perfect fit is 0, not -0.0 (printed "train loss -0")
+        return self._reduced(nll, b) + 0.0  # a perfect fit is 0, not -0.0 ("train loss -0")
 
-    def backward(self) -> Array:
+    def _per_example(self, logp: Array, y: Array) -> Array:
+        """Each row's loss -sum_c y_c log softmax(z)_c (labels smoothed), shape (B,)."""
+        b, c = logp.shape
+        eps = self.label_smoothing
+        if y.ndim == 1:
+            out = -logp[xp.arange(b), y]
+            if eps:
+                out = (1.0 - eps) * out - eps * logp.sum(axis=1) / c
+        else:
+            yy = y * (1.0 - eps) + eps / c if eps else y
+            out = -xp.einsum("ij,ij->i", yy, logp)
+        return out + 0.0
+
+    def backward(self, grad: Any = None) -> Array:
         p, y = self._cached()
         b, c = p.shape
         eps = self.label_smoothing
@@ -386,8 +456,9 @@ class CrossEntropy(Loss):
             yy = y * (1.0 - eps) + eps / c if eps else y
             g = p * yy.sum(axis=1, keepdims=True)
             g -= yy
-        g *= 1.0 / b
-        return g
+        g *= self._scale(b)
+        up = self._upstream(grad, (b,), p.dtype)
+        return g if up is None else g * up[:, None]
 
     def accuracy(self, pred: Array, target: Array) -> float:
         """Fraction of rows whose argmax logit equals the label (argmax of probability rows)."""
@@ -414,7 +485,7 @@ class BinaryCrossEntropy(Loss):
             )
         return pred, target.astype(pred.dtype, copy=False)
 
-    def forward(self, pred: Array, target: Array) -> float:
+    def forward(self, pred: Array, target: Array) -> Any:
         z, y = self._check(pred, target)
         t = xp.abs(z)
         xp.negative(t, out=t)
@@ -423,14 +494,17 @@ class BinaryCrossEntropy(Loss):
         t += xp.maximum(z, 0)
         t -= z * y
         self._cache = (z, y)
-        return float(t.sum(dtype=np.float64)) / z.size
+        if self.reduction == "none":
+            return t
+        return self._reduced(float(t.sum(dtype=np.float64)), z.size)
 
-    def backward(self) -> Array:
+    def backward(self, grad: Any = None) -> Array:
         z, y = self._cached()
         g = expit(z)
         g -= y
-        g *= 1.0 / z.size
-        return g
+        g *= self._scale(z.size)
+        up = self._upstream(grad, z.shape, z.dtype)
+        return g if up is None else g * up
 
     def accuracy(self, pred: Array, target: Array) -> float:
         """Fraction with (logit > 0) == (target > 0.5)."""

@@ -134,6 +134,22 @@ def _check_finite_rows(x: np.ndarray, y: np.ndarray) -> None:
                              "finite numbers")
 
 
+def _check_mean_loss(loss: Any) -> None:
+    """A ValueError for a loss object whose ``reduction`` is not "mean": the rules compare its
+    values with mean losses (the best constant prediction's, a cure's), so a summed loss (B
+    times the mean) read as a network far above chance. An unknown name is left to the
+    training run's own check."""
+    try:
+        fn = LOSS_REGISTRY.build(loss)
+    except (ValueError, TypeError):
+        return
+    reduction = getattr(fn, "reduction", "mean")
+    if reduction != "mean":
+        raise ValueError(f"loss={fn!r}: the doctor compares mean losses (the best constant "
+                         f"prediction's, each cure's); accepted: reduction='mean', got "
+                         f"{reduction!r}")
+
+
 def _resolve_auto(sizes: Any, data: Any, seed: int | None, loss: Any) -> Any:
     """``sizes`` with an ``"auto"`` first width replaced by the data's features and an
     ``"auto"`` last one by the targets: a 2-D ``y``'s columns (one-hot, probabilities,
@@ -1015,6 +1031,7 @@ def doctor(
     # fit's check, before any training: a hyperparameter the optimizer does not take (momentum
     # for adam) or a bad value is refused with the optimizer's own message (a throwaway one)
     get_optimizer(optimizer, net.parameters(), lr=lr, **optimizer_kwargs)
+    _check_mean_loss(loss)
     if verify and "sizes" not in config:  # refused before training, not after it
         raise ValueError("verify=True needs a network built by mlp() (its config is empty), "
                          "or pass a dict of mlp() arguments")

@@ -115,6 +115,9 @@ class Trainer:
             raise TypeError(f"loss_kwargs={loss_kwargs!r:.60} is not accepted; accepted: a dict, "
                             "e.g. {'label_smoothing': 0.1}")
         self.loss = get_loss(loss, **(loss_kwargs or {}))
+        if getattr(self.loss, "reduction", "mean") == "none":
+            raise ValueError(f"{self.loss!r}: training follows one number per batch; accepted: "
+                             "reduction='mean' (the default) or 'sum'")
         _warn_squashed_twice(net, self.loss)
         opt_kwargs = _optimizer_kwargs(optimizer_kwargs, hyperparameters)
         if isinstance(optimizer, Optimizer):  # it keeps its own hyperparameters: fit's
