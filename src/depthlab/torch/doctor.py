@@ -891,8 +891,11 @@ def _group_kwargs(group: dict[str, Any], signature: Any) -> dict[str, Any]:
 
 def _spec(optimizer: Any, steps: int, batch_size: int, seed: int,
           probe_every: int | None) -> TorchTrainSpec:
-    if isinstance(optimizer, functools.partial) and not optimizer.args:
+    if isinstance(optimizer, functools.partial) and not optimizer.args \
+            and "lr" in optimizer.keywords:
         optimizer = (optimizer.func, dict(optimizer.keywords))  # partial(torch.optim.SGD, lr=.1)
+        # (one without lr is a factory: partial(torch.optim.SGD, momentum=0.9)(params) builds
+        # SGD at torch's lr 1e-3, as the lambda does; its class alone reads as its name, 0.1)
     elif callable(optimizer) and not isinstance(optimizer, (str, type, torch.optim.Optimizer)):
         optimizer = _from_factory(optimizer)  # lambda params: torch.optim.SGD(params, lr=.05)
     pair = isinstance(optimizer, (tuple, list)) and len(optimizer) == 2 \
@@ -1097,7 +1100,8 @@ def doctor(
     (``torch.optim.Adam``, ``(torch.optim.Adam, {"lr": 0.01})``,
     ``functools.partial(torch.optim.Adam, lr=0.01)``), or a factory ``lambda params:
     torch.optim.SGD(params, lr=0.05, momentum=0.9)`` (read as its class and arguments, called
-    once on a scratch parameter); not an optimizer instance, which is
+    once on a scratch parameter; a ``partial`` without ``lr`` is such a factory: torch's lr
+    of its class, as it builds it); not an optimizer instance, which is
     bound to one model's parameters. ``probe_every``: probe-table period (default
     ``steps // 10``). ``max_cures``: cures verified per finding. ``out``: a results folder;
     the diagnosis, its probe table and step losses are stored there (kind ``doctor``).
