@@ -82,3 +82,19 @@ def test_run_sweep_refuses_an_echo_that_cannot_be_called(tmp_path, echo):
     with pytest.raises(TypeError, match=r"^echo = .* has the wrong type; accepted: a function"):
         run_sweep(raw, tmp_path / "out", echo=echo)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("key", "word", "meant"), [
+    ("model.init", "xavier", "glorot_normal"), ("model.init", "kaiming", "he_normal"),
+    ("model.activation", "logistc", "sigmoid"),
+])
+def test_a_mistyped_name_is_hinted_through_the_registry_aliases(key, word, meant):
+    # was `model.init = "xavier" is not a known initializer; accepted: ...` with no hint,
+    # although "xavier_normal" and "kaiming_normal" are accepted aliases
+    from depthlab.experiments import ConfigError, validate
+
+    section, field = key.split(".")
+    raw = {"data": {"name": "clusters"}, "model": {"sizes": ["auto", 4, "auto"], field: word}}
+    with pytest.raises(ConfigError, match=f'{key} = "{word}" is not a known .* '
+                       f'\\(did you mean "{meant}"\\?\\)'):
+        validate(raw)

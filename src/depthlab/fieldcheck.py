@@ -337,7 +337,10 @@ class Name(Check):
         try:
             return reg.key(v)
         except (ValueError, TypeError):
-            hint = did_you_mean(v, reg.names)
+            # aliases too (`init = "xavier"`: did you mean "glorot_normal"?), each shown as
+            # the name it stands for
+            close = validators.closest_name(v, (*reg.names, *reg.aliases))
+            hint = f" (did you mean {fmt(reg.aliases.get(close, close))}?)" if close else ""
             raise ConfigError(f"{key} = {fmt(v)} is not a known {reg.kind}{hint}; accepted: "
                               f"{self.accepted}", key) from None
 
