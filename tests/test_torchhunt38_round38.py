@@ -139,3 +139,15 @@ def test_predict_names_a_no_grad_section_between_layers(detach):
     with pytest.raises(ValueError, match=r"the input of 'h' .*it has no autograd graph "
                                          r"\(computed under torch\.no_grad\(\) or detached\)"):
         dlt.predict(_NoGradFirst(detach), x, y, nn.CrossEntropyLoss())
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.script's own
+def test_predict_refuses_a_torchscript_model_as_probe_does():
+    """dlt.predict of torch.jit.script(model) raised AttributeError "'OrderedModuleDict' object
+    has no attribute 'get'" (its isolation ran before the model was checked)."""
+    x, y = torch.randn(6, 5), torch.randint(0, 3, (6,))
+    scripted = torch.jit.script(_mlp())
+    for fn in (dlt.probe, dlt.predict):
+        with pytest.raises(TypeError, match=r"is a TorchScript module .*pass the original "
+                                            r"nn\.Module"):
+            fn(scripted, x, y, nn.CrossEntropyLoss())

@@ -313,6 +313,7 @@ def predict(model: nn.Module, x: Any, y: Any = None,
             out_of_memory("dlt.predict", x):
         x, y = (t.clone() if isinstance(t, torch.Tensor) and t.is_inference() else t
                 for t in (x, y))
+        check_model(model)  # before untouched(): a TorchScript module was an AttributeError
         loss_fn = resolve_loss(loss_fn)
         # the model and a loss module with its own state as found, also where the loss runs
         # outside the probe's isolation (chain's), and the global random generators
