@@ -98,3 +98,14 @@ def test_a_mistyped_name_is_hinted_through_the_registry_aliases(key, word, meant
     with pytest.raises(ConfigError, match=f'{key} = "{word}" is not a known .* '
                        f'\\(did you mean "{meant}"\\?\\)'):
         validate(raw)
+
+
+def test_a_table_declared_twice_is_named(tmp_path):
+    # was only tomllib's "Cannot declare ('data',) twice (at line 4, column 6)"
+    from depthlab.experiments import ConfigError, read_toml
+
+    path = tmp_path / "twice.toml"
+    path.write_text('[data]\nname = "digits"\n[data]\nseed = 1\n')
+    with pytest.raises(ConfigError, match=r"table \[data\] is declared twice; accepted: each "
+                       r"table once \(put all its keys under one \[data\]\)"):
+        read_toml(path)

@@ -157,7 +157,13 @@ def _not_toml(p: Path, text: str, e: Exception) -> ConfigError:
 
 def _given_twice(text: str, e: Exception) -> str:
     """What tomllib's "Cannot overwrite a value (at line N, ...)" is about: the key (or table
-    header) on line N names a key that its table already holds; ``""`` for other errors."""
+    header) on line N names a key that its table already holds; "Cannot declare ('data',)
+    twice": the table header ``[data]`` appears twice; ``""`` for other errors."""
+    declared = re.match(r"Cannot declare \((.*)\) twice", str(e))
+    if declared:  # `[data]` twice: tomllib names it ('data',)
+        table = ".".join(re.findall(r"'([^']*)'", declared[1])) or declared[1]
+        return (f": table [{table}] is declared twice; accepted: each table once (put all "
+                f"its keys under one [{table}])")
     found = re.match(r"Cannot overwrite a value \(at line (\d+),", str(e))
     lines = text.splitlines()
     if not found or not 1 <= int(found[1]) <= len(lines):
