@@ -125,3 +125,27 @@ def test_loss_reduction_refusals_are_one_line() -> None:
                   batch_size="full")
     mean = dl.loss("cross_entropy").forward(dl.mlp([5, 3], seed=0).forward(x), y)
     assert hist.step_loss[0] == pytest.approx(40 * mean, rel=1e-6)
+
+
+def test_network_infers_n_inputs_from_its_first_width_fixing_layer() -> None:
+    # as torch's nn.Sequential: Network(layers) was "missing 1 required keyword-only argument:
+    # 'n_inputs'" though its first Dense says it
+    from depthlab import layers as L
+
+    x, y = _pair()
+    net = dl.Network([L.Dense(5, 8), L.Activation("tanh"), L.Dense(8, 3)])
+    assert net.n_inputs == 5
+    assert dl.Network([L.Activation("tanh"), L.BatchNorm(5), L.Dense(5, 3)]).n_inputs == 5
+    res = dl.Network([L.Residual([L.Dense(5, 5), L.Activation("relu")]), L.Dense(5, 3)])
+    assert res.n_inputs == 5
+    with pytest.raises(ValueError, match=r"expects 7 features, the layers before it give 8"):
+        dl.Network([L.Dense(5, 8), L.Dense(7, 3)])
+    with pytest.raises(TypeError, match=r"needs n_inputs= \(the input features\)"):
+        dl.Network([L.Activation("tanh")])
+    assert dl.Network([L.Activation("tanh")], n_inputs=4).n_inputs == 4
+    hand = dl.Network([L.Dense(5, 8), L.Activation("relu"),
+                       L.Residual([L.Dense(8, 8), L.Activation("relu"), L.Dense(8, 8)]),
+                       L.Dense(8, 3)])
+    header = str(dl.doctor(hand, (x, y), steps=5)).splitlines()[0]
+    # was "depthlab doctor: network ?, init as built"
+    assert header == "depthlab doctor: 5-8-8-8-3 relu (4 layers built by hand), init as built"

@@ -102,12 +102,14 @@ class Network(Sequential):
         self,
         layers: list[Layer],
         *,
-        n_inputs: int,
+        n_inputs: int | None = None,
         dtype: Any = None,
         config: dict[str, Any] | None = None,
         name: str = "net",
     ) -> None:
         super().__init__(layers, name=name)
+        if n_inputs is None:  # as torch's nn.Sequential: the first layer that fixes a width
+            n_inputs = self._input_width()
         self.n_inputs = positive_int("n_inputs", n_inputs)
         dense = self.dense_layers()
         if dense and dense[0].W.value.shape[0] != self.n_inputs:
@@ -120,6 +122,22 @@ class Network(Sequential):
             self.layers[-1].is_output = True
         self.dtype = _network_dtype(dtype, self.parameters())
         self.config = dict(config or {})
+
+    def _input_width(self) -> int:
+        """The input features that the first Dense (its fan-in), BatchNorm or Standardize in
+        forward order takes (the layers before it keep the width); a TypeError asking for
+        ``n_inputs=`` when no layer fixes it."""
+        from .layers import Standardize
+
+        for layer in self.leaves():
+            if isinstance(layer, Dense):
+                return int(layer.W.value.shape[0])
+            if isinstance(layer, BatchNorm):
+                return int(layer.n)
+            if isinstance(layer, Standardize):
+                return int(layer.mean.shape[0])
+        raise TypeError("Network(layers) needs n_inputs= (the input features): none of its "
+                        "layers is a Dense, BatchNorm or Standardize that fixes it")
 
     # -- checked entry points ---------------------------------------------------------
     def check_input(self, x: Array, finite: bool = False, through: bool = False) -> Array:

@@ -1103,6 +1103,11 @@ def _as_built(net: Network) -> dict[str, Any]:
     out: dict[str, Any] = {k: recipe[k] for k in AS_BUILT_KEYS if k in recipe}
     if recipe.get("sizes"):
         out["model"] = "-".join(str(v) for v in recipe["sizes"])
+    else:  # layers dl.mlp does not build (a residual block of one Dense): its Dense widths
+        widths = [net.n_inputs] + [d.W.value.shape[1] for d in net.dense_layers()]
+        acts = dict.fromkeys(a.fn.name for a in net.leaves() if isinstance(a, Activation))
+        out["model"] = ("-".join(str(v) for v in widths) + "".join(f" {a}" for a in acts)
+                        + f" ({len(net.layers)} layers built by hand)")  # was "network ?"
     return {**out, "init": "as built"}
 
 

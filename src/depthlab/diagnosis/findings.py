@@ -488,7 +488,9 @@ class Diagnosis:
         if c.get("dropout"):
             extras.append(f"dropout {c['dropout']}")
         lines = [
-            f"depthlab doctor: {arch} {c.get('activation', '?')}, init {c.get('init', '?')}"
+            f"depthlab doctor: {arch}"
+            + (f" {c['activation']}" if c.get("activation") else "")  # hand-built: no "?"
+            + f", init {c.get('init', '?')}"
             + (f" ({', '.join(extras)})" if extras else ""),
             f"  run: {s.get('steps')} step{'' if s.get('steps') == 1 else 's'} of "
             f"{s.get('optimizer')} lr {s.get('lr')}"
