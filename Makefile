@@ -23,8 +23,13 @@ demo: $(VENV)/.installed
 lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check src tests benchmarks
 
+# pytest-xdist workers: one per core this process may run on (2 in CI), at most 4; none (one
+# process) on a single core. The files are shared out whole (--dist loadfile): a module's
+# fixtures (a Dask cluster, a browser, a server) are set up once.
+WORKERS ?= $(shell $(PY) -c "import os; n = len(os.sched_getaffinity(0)); print(min(n, 4) if n > 1 else 0)")
+
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(WORKERS) --dist loadfile
 
 $(VENV)/.bench-installed: $(VENV)/.dev-installed
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[bench]"

@@ -5,7 +5,9 @@ server (a memory limit) defines its own.
 
 A second process does work ahead for the session (helpers.background): it compiles Numba's probe
 kernels into their cache while the tests are collected, then computes the quick reproductions
-that test_reproduce.py pins."""
+that test_reproduce.py pins. Under pytest-xdist (``make test``: ``pytest -n``) the controller
+starts it, the workers share its folder and wait, after their collection, for the kernels it
+compiles (two processes, one dtype each) instead of each compiling them."""
 
 from __future__ import annotations
 
@@ -50,16 +52,26 @@ def server():
         yield bg
 
 
+def _xdist_worker(config) -> bool:
+    """Whether this process is a pytest-xdist worker (``make test`` runs ``pytest -n``)."""
+    return hasattr(config, "workerinput")
+
+
 def pytest_sessionstart(session):
     from helpers import background
 
-    background.start()
+    if _xdist_worker(session.config):
+        background.attach()  # the controller's background processes
+    else:
+        background.start(workers=session.config.pluginmanager.hasplugin("dsession"))
 
 
 def pytest_collection_finish(session):
     from helpers import background
 
     background.plan([] if session.config.option.collectonly else session.items)
+    if _xdist_worker(session.config):
+        background.wait_warm()  # the kernels compiled once, not by every worker
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -49,11 +49,15 @@ def _copies() -> set[str]:
     return {n for n in os.listdir(tempfile.gettempdir()) if n.startswith("depthlab-store-")}
 
 
-def test_runs_in_the_wal_of_a_killed_writer_are_read_on_a_read_only_folder(tmpfs, capsys):
+def test_runs_in_the_wal_of_a_killed_writer_are_read_on_a_read_only_folder(tmpfs, capsys,
+                                                                           monkeypatch):
     # a writer killed before its checkpoint leaves its last runs in depthlab.db-wal; on a
     # read-only folder without depthlab.db-shm, SQLite cannot read that WAL and the fallback
     # (immutable=1) read depthlab.db alone: `depthlab runs` listed 3 of the 5 runs, silently,
     # and a store whose runs were all in the WAL was "empty ... remove the file"
+    private = tmpfs.parent / "tmp"  # this test's temporary folder: the copies of another
+    private.mkdir()  # process (a pytest-xdist worker) are not counted as this one's
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
     res = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(tmpfs)], capture_output=True)
     assert res.returncode == -9, res.stderr
     (tmpfs / "depthlab.db-shm").unlink()  # e.g. copied without it
