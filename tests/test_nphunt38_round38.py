@@ -149,3 +149,13 @@ def test_network_infers_n_inputs_from_its_first_width_fixing_layer() -> None:
     header = str(dl.doctor(hand, (x, y), steps=5)).splitlines()[0]
     # was "depthlab doctor: network ?, init as built"
     assert header == "depthlab doctor: 5-8-8-8-3 relu (4 layers built by hand), init as built"
+
+
+@pytest.mark.filterwarnings("error")
+def test_cross_entropy_of_logits_float64_cannot_separate_is_inf_without_a_warning() -> None:
+    # z - max(z) overflowed to -inf with NumPy's "RuntimeWarning: overflow encountered in
+    # subtract"; the loss is inf and the gradient (softmax - onehot) / B, as torch's
+    loss = dl.loss("cross_entropy")
+    value = loss.forward(np.array([[1e308, -1e308], [3.0, -1e308]]), np.array([1, 0]))
+    assert value == np.inf
+    np.testing.assert_array_equal(loss.backward(), [[0.5, -0.5], [0.0, 0.0]])

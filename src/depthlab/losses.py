@@ -411,7 +411,8 @@ class CrossEntropy(Loss):
     def forward(self, pred: Array, target: Array) -> Any:
         z, y = self._check(pred, target)
         b, c = z.shape
-        logp = z - z.max(axis=1, keepdims=True)
+        with np.errstate(over="ignore"):  # logits 1e308 apart: -inf, an infinite loss as torch's
+            logp = z - z.max(axis=1, keepdims=True)
         p = xp.exp(logp)
         sums = p.sum(axis=1, keepdims=True)
         p /= sums
