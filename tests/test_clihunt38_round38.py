@@ -109,3 +109,23 @@ def test_a_table_declared_twice_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"table \[data\] is declared twice; accepted: each "
                        r"table once \(put all its keys under one \[data\]\)"):
         read_toml(path)
+
+
+def test_store_runs_selects_a_status_and_hints_a_mistyped_kind_or_status(tmp_path):
+    # was TypeError "Store.runs() got an unexpected keyword argument 'status'" (the CLI's
+    # `runs --status` had no Python spelling) and kind = 'sweep' had no did-you-mean
+    from depthlab.experiments import Store
+    from depthlab.experiments.store import RunRecord
+
+    store = Store(tmp_path / "r.db")
+    for rid, status in (("a1", "finished"), ("b2", "failed"), ("c3", "finished")):
+        store.add_run(RunRecord(id=rid, name=rid, kind="run", sweep=None, status=status,
+                                config={}, metrics={}))
+    assert list(store.runs(status="finished")["id"]) == ["a1", "c3"]
+    assert list(store.runs(status="failed", kind="run")["id"]) == ["b2"]
+    with pytest.raises(ValueError, match=r"status = 'finsihed' is not a run status; accepted: "
+                       r"finished, diverged, failed .*\(did you mean 'finished'\?\)$"):
+        store.runs(status="finsihed")
+    with pytest.raises(ValueError, match=r"kind = 'sweep' is not a run kind; .*\(did you mean "
+                       r"'sweep-point'\?\)$"):
+        store.runs(kind="sweep")

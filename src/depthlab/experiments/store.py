@@ -874,19 +874,27 @@ class Store:
         return dict(self._conn.execute("SELECT id, status FROM runs").fetchall())
 
     @_reading
-    def runs(self, kind: str | None = None, sweep: str | None = None) -> pd.DataFrame:
+    def runs(self, kind: str | None = None, sweep: str | None = None,
+             status: str | None = None) -> pd.DataFrame:
         """One row per run (oldest first): id, name, kind, sweep, status, created, seconds,
         ``config`` and ``metrics`` as dicts, ``divergence`` (dict or None), ``error``, and
-        one column per final metric (``train_loss``, ``val_acc``, ``test_acc``, ...)."""
-        if kind is not None and kind not in KINDS:  # a typo would silently select nothing
-            raise ValueError(f"kind = {kind!r} is not a run kind; accepted: "
-                             f"{', '.join(KINDS)} (or None for every run)")
+        one column per final metric (``train_loss``, ``val_acc``, ``test_acc``, ...).
+        ``kind``, ``sweep`` and ``status`` (one of :data:`STATUSES`, as ``depthlab runs
+        --status``) select runs; None: all."""
+        from ..validators import did_you_mean
+
+        for name, value, accepted in (("kind", kind, KINDS), ("status", status, STATUSES)):
+            if value is not None and value not in accepted:  # a typo would select nothing
+                raise ValueError(f"{name} = {value!r} is not a run {name}; accepted: "
+                                 f"{', '.join(accepted)} (or None for every run)"
+                                 f"{did_you_mean(str(value), accepted)}")
         q = ("SELECT id, name, kind, sweep, status, created, seconds, config, metrics, "
              "divergence, error FROM runs")
         cond, args = [], []
-        if kind is not None:
-            cond.append("kind = ?")
-            args.append(kind)
+        for column, value in (("kind", kind), ("status", status)):
+            if value is not None:
+                cond.append(f"{column} = ?")
+                args.append(value)
         if sweep is not None:  # the runs it computed and those it found stored
             sweep = self._sweep_named(sweep)
             if self._has_table("sweep_points"):
