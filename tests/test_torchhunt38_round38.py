@@ -151,3 +151,22 @@ def test_predict_refuses_a_torchscript_model_as_probe_does():
         with pytest.raises(TypeError, match=r"is a TorchScript module .*pass the original "
                                             r"nn\.Module"):
             fn(scripted, x, y, nn.CrossEntropyLoss())
+
+
+def test_predict_measures_a_loss_of_the_output_alone_without_targets():
+    """An autoencoder's loss_fn=lambda out, _: F.mse_loss(out, x) with y=None: dlt.probe takes
+    it, dlt.predict refused it ('give both y and loss_fn ... or neither')."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 64), nn.Tanh(), nn.Linear(64, 8), nn.Tanh(),
+                          nn.Linear(8, 64), nn.Tanh(), nn.Linear(64, 16))
+    x = torch.randn(128, 16)
+    df = dlt.predict(model, x, None, lambda out, _: nn.functional.mse_loss(out, x))
+    probed = dlt.probe(model, x, None, lambda out, _: nn.functional.mse_loss(out, x))
+    g = df[df.quantity == "grad_pre_std"].set_index("layer")
+    want = probed[probed.quantity == "grad_pre_std"].set_index("layer").value
+    assert np.allclose(g.value, want.loc[g.index], rtol=1e-12)
+    assert (g.value / g.predicted).between(0.8, 1.25).all()
+    with pytest.raises(ValueError, match=r"y given without loss_fn; give both y and loss_fn"):
+        dlt.predict(model, x, torch.zeros(128))
+    with pytest.raises(TypeError, match=r"y is None, but CrossEntropyLoss needs the targets"):
+        dlt.predict(model, x, None, nn.CrossEntropyLoss())

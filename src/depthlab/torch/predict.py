@@ -303,8 +303,10 @@ def predict(model: nn.Module, x: Any, y: Any = None,
             percentiles: Sequence[float] = ()) -> pd.DataFrame:
     """Predicted ``pre_std``, ``act_std`` and ``grad_pre_std`` per layer (see the module
     docstring) beside the values measured by :func:`depthlab.torch.probe` on ``(x, y)``
-    (``value``; NaN without ``y``/``loss_fn``; ``loss_fn`` may be a loss name such as
-    ``"cross_entropy"``, see :data:`depthlab.torch.probe.LOSSES`). ``x``: the model's input
+    (``value``; NaN without ``loss_fn``; ``loss_fn`` may be a loss name such as
+    ``"cross_entropy"``, see :data:`depthlab.torch.probe.LOSSES`, and one of the output alone,
+    an autoencoder's ``lambda out, _: F.mse_loss(out, x)``, takes ``y=None``, as in
+    :func:`~depthlab.torch.probe.probe`). ``x``: the model's input
     tensor, real-valued, or integer pixels the forward converts before its first layer
     (``x.float() / 255``; token ids into an Embedding are not covered). Called inside
     ``torch.no_grad()`` or ``torch.inference_mode()`` it still traces the autograd graph it
@@ -345,9 +347,11 @@ def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], tor
     check_model(model)  # before model.parameters(): a non-module was an AttributeError
     check_materialized(model)
     check_initialized(model)
-    if (y is None) != (loss_fn is None):
-        raise ValueError("give both y and loss_fn (to measure and anchor the gradient scale) "
-                         "or neither")
+    if y is not None and loss_fn is None:  # (a loss_fn of the output alone, an autoencoder's
+        # lambda out, _: F.mse_loss(out, x), takes y=None, as in probe(): it was refused)
+        raise ValueError("y given without loss_fn; give both y and loss_fn (to measure and "
+                         "anchor the gradient scale), or neither (a loss_fn of the output alone "
+                         "takes y=None)")
     if loss_fn is not None and not callable(loss_fn):  # (it failed inside the forward's
         # bookkeeping: "'int' object is not callable"; dlt.probe said what was expected)
         raise TypeError(f"loss_fn must be callable (output, y) -> scalar tensor, or a loss "
@@ -421,7 +425,7 @@ def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], tor
     measured = None
     scale = 1.0
     top_mean_sq = 0.0
-    if y is not None:
+    if loss_fn is not None:
         measured = probe(model, x, y, loss_fn, percentiles=percentiles)
         top = measured[(measured.layer == rows[-1]["layer"])
                        & (measured.quantity == "grad_pre_std")]["value"]
