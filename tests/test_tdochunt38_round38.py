@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 
+import pytest
 import torch
 from torch import nn
 
@@ -39,3 +40,40 @@ def test_a_partial_without_lr_trains_at_the_lr_it_builds_as_a_lambda_does():
     d = run(optimizer=functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9))
     assert (d.settings["lr"], d.settings["optimizer_kwargs"]) == (0.05, {"momentum": 0.9})
     assert run(optimizer="sgd").settings["lr"] == 0.1
+
+
+ASYNC_FACTORY = """
+from torch import nn
+
+
+async def make():
+    return nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 2))
+"""
+
+
+def test_an_async_factory_is_one_line_naming_async_def_without_a_never_awaited_warning(
+        tmp_path, capsys):
+    """``async def make()`` returns a coroutine: the refusal was right, but the coroutine was
+    left unawaited, so Python added 'RuntimeWarning: coroutine 'make' was never awaited' and
+    a tracemalloc hint under the CLI's one line (and a warning after the API's error)."""
+    import gc
+    import warnings
+
+    from depthlab.cli import main
+
+    path = tmp_path / "m.py"
+    path.write_text(ASYNC_FACTORY)
+    namespace: dict = {}
+    exec(compile(ASYNC_FACTORY, str(path), "exec"), namespace)
+    x, y = _xy()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(TypeError, match=r"coroutine \(an async def function: define it "
+                                            r"with def\)"):
+            dlt.doctor(namespace["make"], (x, y), steps=2, verify=False)
+        code = main(["doctor", "--torch", f"{path}:make", "--data", "digits", "--n", "100"])
+        gc.collect()
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "async def" in err[0], err
+    assert not [w for w in caught if "never awaited" in str(w.message)]

@@ -351,6 +351,7 @@ def _diagnose(args: argparse.Namespace, torch: Any, load_dataset: Callable, doct
     """The user's factory and data set, shaped for the model, through the torch doctor."""
     from ..data.files import LABEL_HINT
     from ..data.registry import VALUES_HINT
+    from ..torch.doctor import not_a_module
 
     make_model = load_factory(args.torch)
     label = {} if args.label is None else {"label": args.label}
@@ -377,7 +378,7 @@ def _diagnose(args: argparse.Namespace, torch: Any, load_dataset: Callable, doct
     except (Exception, SystemExit) as e:  # noqa: BLE001 - the user's factory failed
         raise UserError(f"--torch: {args.torch} raised {type(e).__name__}: {e}") from None
     if not isinstance(probe_model, torch.nn.Module):
-        raise UserError(f"--torch: {args.torch} returned {_a(type(probe_model).__name__)}, "
+        raise UserError(f"--torch: {args.torch} returned {_a(not_a_module(probe_model))}, "
                         "not a torch.nn.Module")
     shape = ds.info.get("image_shape")
     x, x_val = (shape_inputs(ds.x_train, shape, probe_model),

@@ -631,6 +631,16 @@ def _materialized(model: nn.Module, x: torch.Tensor, seed: int) -> nn.Module:
     return model
 
 
+def not_a_module(obj: Any) -> str:
+    """The type name of ``obj``, which a model factory returned in place of a module; a
+    coroutine (an ``async def`` factory) is closed, so Python adds no 'never awaited' warning
+    under the one-line error, and the name says how to write the factory."""
+    if inspect.iscoroutine(obj):
+        obj.close()
+        return "coroutine (an async def function: define it with def)"
+    return type(obj).__name__
+
+
 def _factory(make_model_or_model: Any
              ) -> tuple[Callable[[int], nn.Module], list[torch.Tensor]]:
     """``(fresh, rows)``: ``fresh(seed)`` -> a new model: a deep copy of an instance, or
@@ -688,7 +698,7 @@ def _factory(make_model_or_model: Any
             random.setstate(py_state)
         if not isinstance(model, nn.Module):
             raise TypeError(f"make_model() must return a torch.nn.Module, got "
-                            f"{type(model).__name__}")
+                            f"{not_a_module(model)}")
         made = model
         if _has_lazy(model):
             if not rows:
