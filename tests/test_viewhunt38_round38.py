@@ -39,3 +39,36 @@ def test_long_module_names_are_cut_on_figures_and_stay_distinct():
     ax = fig.axes[0]
     assert ax.get_position().height > 0.35, ax.get_position()
     assert np.isfinite(fig.get_figheight())
+
+
+def test_gradient_flow_row_of_a_run_whose_gradients_all_died_says_zero_not_not_finite(tmp_path):
+    """A finished ReLU run at lr 3 (spirals, 6 x 16) whose units all died after step 5: every
+    layer's gradient exactly 0 from step 10 on. Its row read "0.07333 at step 5, then not
+    finite" beside a finished run, a finite loss and a figure titled "step 5, the last above
+    0": nothing was ever non-finite."""
+    from depthlab.experiments.store import RunRecord, Store
+    from depthlab.report import build
+
+    grads = {0: (1.35e-4, 1.9e-4, 2.9e-4, 4.5e-4, 6.3e-4, 7.9e-4),
+             5: (3.0e-5, 4.7e-5, 6.3e-5, 1.15e-4, 1.89e-4, 4.14e-4),
+             10: (0.0,) * 6, 15: (0.0,) * 6}
+    rows = [{"step": s, "layer": la, "quantity": "grad_pre_std", "value": v}
+            for s, values in grads.items() for la, v in enumerate(values, 1)]
+    config = {"data": {"name": "spirals"},
+              "model": {"sizes": [2] + [16] * 6 + [2], "activation": "relu",
+                        "init": "glorot_uniform"},
+              "train": {"optimizer": "sgd", "lr": 3.0}}
+    record = RunRecord(id="dead-relu", name="dead-relu", kind="run", sweep=None,
+                       status="finished", config=config, metrics={"steps": 16}, seconds=1.0,
+                       steps=pd.DataFrame({"step": range(1, 17), "loss": [0.7] * 16}),
+                       probes=pd.DataFrame(rows))
+    with Store(tmp_path) as store:
+        store.add_run(record)
+    store = Store(tmp_path)
+    group = build._Group("all", "All runs", "runs", build._runs_table(store))
+    text = build._flow_section(store, group, build._Pngs())
+    row = text[text.index("<td>dead-relu</td>"):]
+    row = row[:row.index("</tr>")]
+    assert "not finite" not in row, row
+    assert "0 / 0: no gradient in any layer" in row, row
+    assert "at the end no gradient at all (0 in every layer)" in row, row

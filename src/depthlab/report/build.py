@@ -639,7 +639,12 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
         init_ratio = plot._first_last_ratio(t)
         at_end = _cellnum(plot._first_last_ratio(t, end)) if end is not None else None
         end_ratio, when = at_end, "at the end"
-        if at_end is None and end is not None:
+        # every layer's gradient exactly 0 at the end: 0 / 0, measured, not "not finite" (a
+        # ReLU sweep point at lr 3 whose units all died after step 5 read "0.07333 at step 5,
+        # then not finite" beside a finished run and a figure saying "the last above 0")
+        dead = end is not None and at_end is None and bool(
+            (grads.loc[grads["step"] == end, "value"] == 0).all())
+        if at_end is None and end is not None and not dead:
             # a diverged run's last step is NaN: its last finite ratio (the one the figure's
             # "end" panel draws) is the explosion; "none" and the init's "flows" hid it
             last = _last_finite_ratio(t, grads["step"])
@@ -647,8 +652,6 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
                 step, end_ratio = last
                 when = f"at step {step} (last finite)"
                 at_end = f"{H.fmt(end_ratio)} at step {step}, then not finite"
-        dead = end is not None and at_end is None and bool(
-            (grads.loc[grads["step"] == end, "value"] == 0).all())
         if dead:
             # every layer's gradient exactly 0 (every unit dead after lr 10, or a loss with
             # no gradient left): 0 / 0, which left a blank cell beside the init's "flows"
