@@ -348,7 +348,8 @@ class Watch:
         is put back.
     """
 
-    @keyword_hints
+    @keyword_hints(positional_hint="name, percentiles, scaler and theory are keywords: "
+                   "Watch(model, 10, 'runs/', name='run1')")
     def __init__(self, model: nn.Module, every: int = 10, out: str | os.PathLike | None = None,
                  *, name: str | None = None,
                  percentiles: Sequence[float] = (), scaler: Any = None,
