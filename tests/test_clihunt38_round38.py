@@ -129,3 +129,21 @@ def test_store_runs_selects_a_status_and_hints_a_mistyped_kind_or_status(tmp_pat
     with pytest.raises(ValueError, match=r"kind = 'sweep' is not a run kind; .*\(did you mean "
                        r"'sweep-point'\?\)$"):
         store.runs(kind="sweep")
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["sweep", "g.toml", "--limit", "1e3"], "argument --limit: '1e3' is not a whole number; "
+     "accepted: an integer written with digits only (did you mean 1000?)"),
+    (["demo", "--epochs", "1.5"], "argument --epochs: '1.5' is not a whole number; accepted: "
+     "an integer written with digits only (see"),
+    (["sweep", "g.toml", "--jobs", "two"], "argument --jobs/-j: 'two' is not a whole number"),
+])
+def test_a_count_that_is_not_an_integer_says_what_is_accepted(capsys, args, expected):
+    # was argparse's "argument --limit: invalid int value: '1e3'": Python's type name, and no
+    # word that 1e3 is 1000
+    from depthlab.cli import main
+
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert expected in err

@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import errno
 import importlib
+import math
 import os
 import re
 import signal
@@ -84,6 +85,7 @@ class _Parser(argparse.ArgumentParser):
         self.register("action", "store", _Once)
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        message = _not_a_number(message)
         _tell(f"depthlab: error: {message}{self._hint(message)} "
                          f"(see `{self.prog} --help`)\n")
         raise SystemExit(2)
@@ -131,6 +133,28 @@ class _Parser(argparse.ArgumentParser):
             close = closest_name(unknown[1][2:], options)
             return f" (did you mean --{close}?)" if close else ""
         return ""
+
+
+def _not_a_number(message: str) -> str:
+    """argparse's "argument --limit: invalid int value: '1e3'" said as what is accepted: "'1e3'
+    is not a whole number; accepted: an integer written with digits only (did you mean
+    1000?)", the hint when the text is a whole number written otherwise (``1e3``, ``8.0``);
+    likewise "invalid float value" (a number such as 0.01). Other messages are returned as
+    they are."""
+    found = re.match(r"(argument \S+): invalid (int|float) value: '(.*)'$", message)
+    if not found:
+        return message
+    where, kind, text = found.groups()
+    if kind == "float":
+        return f"{where}: {text!r} is not a number; accepted: a decimal number such as 0.01"
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    whole = math.isfinite(value) and value == int(value)
+    hint = f" (did you mean {int(value)}?)" if whole else ""
+    return (f"{where}: {text!r} is not a whole number; accepted: an integer written with "
+            f"digits only{hint}")
 
 
 def build_parser() -> argparse.ArgumentParser:
