@@ -170,3 +170,27 @@ def test_predict_measures_a_loss_of_the_output_alone_without_targets():
         dlt.predict(model, x, torch.zeros(128))
     with pytest.raises(TypeError, match=r"y is None, but CrossEntropyLoss needs the targets"):
         dlt.predict(model, x, None, nn.CrossEntropyLoss())
+
+
+@pytest.mark.parametrize("fn", ["probe", "predict"])
+def test_a_loss_that_needs_more_than_output_and_targets_is_named_before_the_forward(fn):
+    """nn.CTCLoss() as loss_fn: torch said 'CTCLoss.forward() missing 2 required positional
+    arguments: 'input_lengths' and 'target_lengths'' after the forward had run."""
+    x, y = torch.randn(6, 5), torch.randint(0, 3, (6,))
+    with pytest.raises(TypeError, match=r"loss_fn is called as loss_fn\(output, y\), but CTCLoss "
+                                        r"takes 4 arguments \(log_probs, targets, input_lengths, "
+                                        r"target_lengths\).*lambda out, y: loss\(out, y, "
+                                        r"input_lengths, target_lengths\)"):
+        getattr(dlt, fn)(_mlp(), x, y, nn.CTCLoss())
+    with pytest.raises(TypeError, match=r"GaussianNLLLoss takes 3 arguments \(input, target, "
+                                        r"var\)"):
+        getattr(dlt, fn)(_mlp(), x, y, nn.GaussianNLLLoss())
+
+    def weighted(out, target, w):
+        return nn.functional.cross_entropy(out, target) * w
+
+    with pytest.raises(TypeError, match=r"weighted takes 3 arguments \(out, target, w\).*"
+                                        r"lambda out, y: weighted\(out, y, w\)"):
+        getattr(dlt, fn)(_mlp(), x, y, weighted)
+    # an optional third argument is fine
+    getattr(dlt, fn)(_mlp(), x, y, lambda out, target, w=1.0: weighted(out, target, w))

@@ -146,7 +146,44 @@ def resolve_loss(loss_fn: Any) -> Any:
     if isinstance(loss_fn, type) and issubclass(loss_fn, nn.Module):
         raise TypeError(f"loss_fn is the class {loss_fn.__name__}; expected a loss module "
                         f"(an instance: {loss_fn.__name__}()) or a callable loss_fn(output, y)")
-    return loss_by_name(loss_fn) if isinstance(loss_fn, str) else loss_fn
+    if isinstance(loss_fn, str):
+        return loss_by_name(loss_fn)
+    _check_arity(loss_fn)
+    return loss_fn
+
+
+def _check_arity(loss_fn: Any) -> None:
+    """A TypeError for a loss that needs more than the two arguments ``loss_fn(output, y)``
+    gives it: ``nn.CTCLoss()`` (``input_lengths``, ``target_lengths``),
+    ``nn.MarginRankingLoss``, ``nn.TripletMarginLoss``, ``nn.GaussianNLLLoss``, ``F.ctc_loss``
+    (torch said 'CTCLoss.forward() missing 2 required positional arguments', after the
+    forward); the line names the arguments and a ``lambda`` that supplies the rest."""
+    import inspect
+
+    if not callable(loss_fn):
+        return
+    try:
+        params = inspect.signature(loss_fn.forward if isinstance(loss_fn, nn.Module)
+                                   else loss_fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature
+        return
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+             inspect.Parameter.KEYWORD_ONLY)
+    need = [p.name for p in params if p.kind in kinds and p.default is inspect.Parameter.empty]
+    if len(need) <= 2:
+        return
+    rest = ", ".join(need[2:])
+    if isinstance(loss_fn, nn.Module):
+        name = type(loss_fn).__name__
+        wrap = f"loss_fn=lambda out, y: loss(out, y, {rest}), with loss your {name}"
+    else:
+        name = getattr(loss_fn, "__name__", type(loss_fn).__name__)
+        module = getattr(loss_fn, "__module__", None)
+        call = f"F.{name}" if module == F.__name__ else name
+        wrap = f"loss_fn=lambda out, y: {call}(out, y, {rest})"
+    raise TypeError(f"loss_fn is called as loss_fn(output, y), but {name} takes {len(need)} "
+                    f"arguments ({', '.join(need)}); expected a callable of (output, y) that "
+                    f"gives it the rest: {wrap}")
 
 
 def call_model(model: nn.Module, x: Any) -> Any:
