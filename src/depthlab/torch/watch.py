@@ -660,12 +660,21 @@ class Watch:
         # torch.nn.utils.prune moves 'weight' to 'weight_orig'): said, not "none; none"
         moved = (f"; parameters re-registered in: {', '.join(regrouped)}"
                  if regrouped and not new and not gone else "")
-        warnings.warn(f"Watch: the modules of {type(self.model).__name__} changed before step "
-                      f"{n + 1} (new or replaced: {', '.join(new) or 'none'}; removed: "
+        # found at call n: changed since the previous check, at step n at the latest (the
+        # message said "before step n + 1", and a head replaced before step 3 read as step 3's
+        # record having measured it; that record, taken with the hooks of the old modules,
+        # leaves the new modules and removed ones out; a weight re-assigned in its module is
+        # read there, without an update ratio: _present_layers)
+        owners = {info.name: id(info.owner) for info in old.order}
+        unhooked = [info.name for info in rec.layers
+                    if info.name in new and owners.get(info.name) != id(info.owner)] + gone
+        left_out = (f"; step {n}'s record leaves out {', '.join(unhooked)}, whose hooks were "
+                    "not on when it ran" if n % self.every == 0 and unhooked else "")
+        warnings.warn(f"Watch: the modules of {type(self.model).__name__} changed by step {n} "
+                      f"(new or replaced: {', '.join(new) or 'none'}; removed: "
                       f"{', '.join(gone) or 'none'}{moved}): its layers are found again, each "
-                      "keeping its number by module name (earlier records measured the modules "
-                      "found then; a record at the step of the change leaves the replaced or "
-                      "removed ones out)",
+                      f"keeping its number by module name, from step {n + 1} on (earlier records "
+                      f"measured the modules found then{left_out})",
                       RuntimeWarning, stacklevel=3)
 
     def _marks(self) -> list[tuple[torch.Tensor, Any, int]]:
