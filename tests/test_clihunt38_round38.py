@@ -147,3 +147,25 @@ def test_a_count_that_is_not_an_integer_says_what_is_accepted(capsys, args, expe
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert expected in err
+
+
+@pytest.mark.parametrize(("arrays", "expected"), [
+    ({"arr_0": 0, "arr_1": 1}, "np.savez(path, x, y) without names writes arr_0, arr_1: save "
+     "with np.savez(path, x=x, y=y)"),
+    ({"features": 0, "Labels": 1}, "rename 'features' to 'x' and 'Labels' to 'y'"),
+    ({"inputs": 0, "targets": 1}, "rename 'inputs' to 'x' and 'targets' to 'y'"),
+])
+def test_an_npz_of_two_arrays_under_other_names_says_how_to_save_it(tmp_path, arrays,
+                                                                   expected):
+    # was only "unrecognised .npz keys ['arr_0', 'arr_1']; accepted layouts: x, y; ..."
+    import numpy as np
+
+    from depthlab.data import load_dataset
+
+    x = np.random.default_rng(0).normal(size=(20, 3))
+    y = np.arange(20) % 2
+    path = tmp_path / "d.npz"
+    np.savez(path, **{k: (x, y)[v] for k, v in arrays.items()})
+    with pytest.raises(ValueError, match="unrecognised .npz keys") as err:
+        load_dataset(str(path))
+    assert expected in str(err.value)

@@ -68,7 +68,28 @@ def _unrecognised(path: Path, keys: set[str], shown: int = 8) -> str:
     names = sorted(keys)
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
     return (f"{str(path)!r}: unrecognised .npz keys {names[:shown]}{more}; accepted layouts: "
-            + "; ".join(NPZ_LAYOUTS))
+            + "; ".join(NPZ_LAYOUTS) + _npz_hint(names))
+
+
+NPZ_FEATURE_NAMES = ("features", "feature", "inputs", "input", "data", "images", "image",
+                     "samples", "xs", "x_all")
+NPZ_LABEL_NAMES = ("labels", "label", "targets", "target", "outputs", "output", "classes",
+                   "ys", "y_all")
+
+
+def _npz_hint(names: list[str]) -> str:
+    """What to do about a ``.npz`` of two arrays under other names: ``np.savez(path, x, y)``
+    without names writes ``arr_0``/``arr_1``; other libraries' names (``features``/``labels``,
+    ``inputs``/``targets``, ``data``/``target``) are said to be renamed ``x``/``y``; else ``""``."""
+    lower = {n.lower(): n for n in names}
+    if "arr_0" in lower and "arr_1" in lower:
+        return (" (np.savez(path, x, y) without names writes arr_0, arr_1: save with "
+                "np.savez(path, x=x, y=y))")
+    x = next((lower[n] for n in NPZ_FEATURE_NAMES if n in lower), None)
+    y = next((lower[n] for n in NPZ_LABEL_NAMES if n in lower), None)
+    if x and y:
+        return f" (rename {x!r} to 'x' and {y!r} to 'y': np.savez(path, x=..., y=...))"
+    return ""
 
 
 def _one_layout(keys: set[str], path: Path) -> None:
