@@ -194,3 +194,11 @@ def test_a_loss_that_needs_more_than_output_and_targets_is_named_before_the_forw
         getattr(dlt, fn)(_mlp(), x, y, weighted)
     # an optional third argument is fine
     getattr(dlt, fn)(_mlp(), x, y, lambda out, target, w=1.0: weighted(out, target, w))
+
+
+def test_percentiles_given_as_a_generator_give_their_rows():
+    """percentiles=(q for q in (10, 90)): the type check consumed the generator and the table
+    had no pK rows, without a word."""
+    x, y = torch.randn(6, 5), torch.randint(0, 3, (6,))
+    df = dlt.probe(_mlp(), x, y, nn.CrossEntropyLoss(), percentiles=(q for q in (10, 90)))
+    assert {"pre_p10", "pre_p90", "act_p10", "act_p90"} <= set(df.quantity)

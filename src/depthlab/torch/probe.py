@@ -919,7 +919,9 @@ def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable (output, y) -> scalar tensor, got "
                         f"{type(loss_fn).__name__}")
-    qs = check_percentiles(percentiles)
+    # a generator: check_percentiles' type scan consumed it, and the table had no pK rows
+    qs = check_percentiles(tuple(percentiles) if isinstance(percentiles, Iterator)
+                           else percentiles)
     check_batch(x)
     rec = Recording(model, qs)
     params = [p for p in model.parameters() if p.requires_grad]
