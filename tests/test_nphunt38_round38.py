@@ -159,3 +159,18 @@ def test_cross_entropy_of_logits_float64_cannot_separate_is_inf_without_a_warnin
     value = loss.forward(np.array([[1e308, -1e308], [3.0, -1e308]]), np.array([1, 0]))
     assert value == np.inf
     np.testing.assert_array_equal(loss.backward(), [[0.5, -0.5], [0.0, 0.0]])
+
+
+@pytest.mark.parametrize("name", ["he_normal", "he_uniform"])
+def test_he_takes_torchs_negative_slope(name: str) -> None:
+    # torch's kaiming_*_(a=0.2) gives Var 2 / ((1 + a^2) fan); he_* took no slope ("unknown
+    # argument 'negative_slope'")
+    from depthlab.initializers import calculate_gain, get_initializer
+
+    for mode, fan in (("fan_in", 400), ("fan_out", 300)):
+        init = get_initializer(name, mode=mode, negative_slope=0.2)
+        assert init.variance(400, 300) == pytest.approx(
+            calculate_gain("leaky_relu", 0.2) ** 2 / fan, rel=1e-14)
+        w = init((400, 300), 0, dtype="float64")
+        assert w.var() / init.variance(400, 300) == pytest.approx(1.0, abs=0.02)
+    assert get_initializer(name).variance(400, 300) == pytest.approx(2 / 400)

@@ -277,24 +277,33 @@ class GlorotUniform(VarianceScaling):
         super().__init__(1.0, "fan_avg", "uniform")
 
 
+def _he_scale(negative_slope: float) -> float:
+    """``2 / (1 + a^2)``: torch's ``kaiming_*_(a=negative_slope)`` gain squared (leaky ReLU of
+    slope ``a`` keeps the variance; ``a = 0`` is ReLU's 2)."""
+    a = real("negative_slope", negative_slope)
+    return 2.0 / (1.0 + a * a)
+
+
 class HeNormal(VarianceScaling):
     """He/Kaiming normal N(0, Var(W)) with Var(W) = 2 / fan_in (2 / fan_out with
-    mode="fan_out") = variance_scaling(2, mode, normal)."""
+    mode="fan_out") = variance_scaling(2, mode, normal); with ``negative_slope`` a (torch's
+    ``kaiming_normal_(a=)``) Var(W) = 2 / ((1 + a^2) fan)."""
 
     name = "he_normal"
 
-    def __init__(self, mode: str = "fan_in") -> None:
-        super().__init__(2.0, _fan_in_or_out(mode), "normal")
+    def __init__(self, mode: str = "fan_in", negative_slope: float = 0.0) -> None:
+        super().__init__(_he_scale(negative_slope), _fan_in_or_out(mode), "normal")
 
 
 class HeUniform(VarianceScaling):
     """He/Kaiming uniform: U[-sqrt(6 / fan_in), +sqrt(6 / fan_in)], Var(W) = 2 / fan_in
-    (fan_out with mode="fan_out") = variance_scaling(2, mode, uniform)."""
+    (fan_out with mode="fan_out") = variance_scaling(2, mode, uniform); with ``negative_slope``
+    a (torch's ``kaiming_uniform_(a=)``) Var(W) = 2 / ((1 + a^2) fan)."""
 
     name = "he_uniform"
 
-    def __init__(self, mode: str = "fan_in") -> None:
-        super().__init__(2.0, _fan_in_or_out(mode), "uniform")
+    def __init__(self, mode: str = "fan_in", negative_slope: float = 0.0) -> None:
+        super().__init__(_he_scale(negative_slope), _fan_in_or_out(mode), "uniform")
 
 
 class LecunNormal(VarianceScaling):
