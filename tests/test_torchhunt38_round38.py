@@ -202,3 +202,26 @@ def test_percentiles_given_as_a_generator_give_their_rows():
     x, y = torch.randn(6, 5), torch.randint(0, 3, (6,))
     df = dlt.probe(_mlp(), x, y, nn.CrossEntropyLoss(), percentiles=(q for q in (10, 90)))
     assert {"pre_p10", "pre_p90", "act_p10", "act_p90"} <= set(df.quantity)
+
+
+@pytest.mark.parametrize("fn", ["probe", "predict"])
+def test_a_namedtuple_output_given_to_a_torch_loss_names_its_fields(fn):
+    """It was "a Out of 2 tensors (shapes (8, 3), (8, 10))" with out[0]; a namedtuple's fields
+    are named as a dataclass's are, and the remedy reads out.logits."""
+    import collections
+
+    out_t = collections.namedtuple("Out", "logits feat")
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(6, 10), nn.Linear(10, 3)
+
+        def forward(self, x: torch.Tensor):
+            h = torch.tanh(self.a(x))
+            return out_t(self.b(h), h)
+
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    with pytest.raises(TypeError, match=r"namedtuple Out with fields logits \(8, 3\), feat "
+                                        r"\(8, 10\).*nn\.CrossEntropyLoss\(\)\(out\.logits, y\)"):
+        getattr(dlt, fn)(Model(), x, y, nn.CrossEntropyLoss())

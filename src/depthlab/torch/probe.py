@@ -548,13 +548,18 @@ def _torch_loss_name(loss_fn: Any) -> str | None:
 
 
 def _check_structured_output(output: Any, loss_fn: Any) -> None:
-    """A TypeError in one line for a tuple/list/dict/dataclass output given to one of torch's losses
-    (:func:`_torch_loss_name`), which take one tensor: a model returning what ``nn.GRU``/
-    ``nn.LSTM``/``nn.MultiheadAttention`` return, ``(out, h)``, or ``{"logits": ...}``, got
-    torch's "cross_entropy_loss(): argument 'input' (position 1) must be Tensor, not tuple".
-    The message names the parts and a loss that picks one (the first tensor)."""
+    """A TypeError in one line for a tuple/list/dict/dataclass/namedtuple output given to one of
+    torch's losses (:func:`_torch_loss_name`), which take one tensor: a model returning what
+    ``nn.GRU``/``nn.LSTM``/``nn.MultiheadAttention`` return, ``(out, h)``, or
+    ``{"logits": ...}``, got torch's "cross_entropy_loss(): argument 'input' (position 1) must
+    be Tensor, not tuple". The message names the parts (a dataclass's or namedtuple's fields by
+    name) and a loss that picks one (the first tensor)."""
     fields = ({f.name: getattr(output, f.name, None) for f in dataclasses.fields(output)}
               if dataclasses.is_dataclass(output) and not isinstance(output, type) else None)
+    sort = "dataclass"
+    if fields is None and isinstance(output, tuple) and hasattr(type(output), "_fields"):
+        # a namedtuple: its fields by name too (it was "a Out of 2 tensors", out[0])
+        fields, sort = dict(zip(type(output)._fields, output)), "namedtuple"
     if isinstance(output, torch.Tensor) or (fields is None and not isinstance(
             output, (tuple, list, dict))):
         return
@@ -566,9 +571,9 @@ def _check_structured_output(output: Any, loss_fn: Any) -> None:
         return str(tuple(v.shape)) if isinstance(v, torch.Tensor) else type(v).__name__
 
     kind = type(output).__name__
-    if fields is not None:  # a dataclass (torch: "must be Tensor, not Out"): its fields by
-        # name, as the remedy reads them, out.logits
-        what = f"a dataclass {kind} with fields " + ", ".join(
+    if fields is not None:  # a dataclass (torch: "must be Tensor, not Out") or namedtuple:
+        # its fields by name, as the remedy reads them, out.logits
+        what = f"a {sort} {kind} with fields " + ", ".join(
             f"{k} {part(v)}" for k, v in fields.items())
         key = next((k for k, v in fields.items() if isinstance(v, torch.Tensor)), None)
         name = call[3:-2] if call.startswith("nn.") else call
