@@ -174,3 +174,17 @@ def test_he_takes_torchs_negative_slope(name: str) -> None:
         w = init((400, 300), 0, dtype="float64")
         assert w.var() / init.variance(400, 300) == pytest.approx(1.0, abs=0.02)
     assert get_initializer(name).variance(400, 300) == pytest.approx(2 / 400)
+
+
+@pytest.mark.parametrize("name", ["glorot_normal", "glorot_uniform"])
+def test_glorot_takes_torchs_gain(name: str) -> None:
+    # torch's xavier_*_(gain=5/3) for tanh: Var 2 g^2 / (fan_in + fan_out) (was "unknown argument
+    # 'gain'")
+    from depthlab.initializers import calculate_gain, get_initializer
+
+    g = calculate_gain("tanh")
+    init = get_initializer(name, gain=g)
+    assert init.variance(400, 300) == pytest.approx(2 * g * g / 700, rel=1e-14)
+    w = init((400, 300), 0, dtype="float64")
+    assert w.var() / init.variance(400, 300) == pytest.approx(1.0, abs=0.02)
+    assert get_initializer(name).variance(400, 300) == pytest.approx(2 / 700)

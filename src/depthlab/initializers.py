@@ -259,22 +259,29 @@ def _fan_in_or_out(mode: str) -> str:
 
 class GlorotNormal(VarianceScaling):
     """Glorot/Xavier normal N(0, Var(W)) with Var(W) = 2 / (fan_in + fan_out) =
-    variance_scaling(1, fan_avg, normal)."""
+    variance_scaling(1, fan_avg, normal); ``gain`` g (torch's ``xavier_normal_(gain=)``, e.g.
+    ``calculate_gain("tanh")``) multiplies the std: Var(W) = 2 g^2 / (fan_in + fan_out)."""
 
     name = "glorot_normal"
 
-    def __init__(self) -> None:
-        super().__init__(1.0, "fan_avg", "normal")
+    def __init__(self, gain: float = 1.0) -> None:
+        super().__init__(_gain_scale(gain), "fan_avg", "normal")
 
 
 class GlorotUniform(VarianceScaling):
     """Glorot/Xavier "normalized" init: U[-sqrt(6 / (fan_in + fan_out)), +...], Var(W) =
-    2 / (fan_in + fan_out) = variance_scaling(1, fan_avg, uniform)."""
+    2 / (fan_in + fan_out) = variance_scaling(1, fan_avg, uniform); ``gain`` g (torch's
+    ``xavier_uniform_(gain=)``) multiplies the bound: Var(W) = 2 g^2 / (fan_in + fan_out)."""
 
     name = "glorot_uniform"
 
-    def __init__(self) -> None:
-        super().__init__(1.0, "fan_avg", "uniform")
+    def __init__(self, gain: float = 1.0) -> None:
+        super().__init__(_gain_scale(gain), "fan_avg", "uniform")
+
+
+def _gain_scale(gain: float) -> float:
+    """``gain^2``, the variance factor of torch's ``xavier_*_(gain=)`` (a finite gain > 0)."""
+    return real("gain", gain, positive=True) ** 2
 
 
 def _he_scale(negative_slope: float) -> float:
