@@ -169,3 +169,20 @@ def test_an_npz_of_two_arrays_under_other_names_says_how_to_save_it(tmp_path, ar
     with pytest.raises(ValueError, match="unrecognised .npz keys") as err:
         load_dataset(str(path))
     assert expected in str(err.value)
+
+
+def test_a_sweep_over_a_data_file_no_point_can_read_is_bad_input(tmp_path, capsys):
+    # was: every point stored `failed` with the same labels message, exit 1 (`depthlab run`
+    # of the same config exits 2 before anything runs); now one line, exit 2, no store
+    from depthlab.cli import main
+
+    (tmp_path / "named.csv").write_text("a,b,label\n" + "".join(
+        f"{i},{i % 3},{'cat' if i % 2 else 'dog'}\n" for i in range(12)))
+    grid = tmp_path / "g.toml"
+    grid.write_text('[data]\npath = "named.csv"\n[model]\nsizes = ["auto", 4, "auto"]\n'
+                    '[train]\nepochs = 1\n[sweep]\n"train.seed" = [0, 1]\n')
+    code = main(["sweep", str(grid), "--out", str(tmp_path / "out"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "holds 'dog' on line 2" in err and "every point of the grid reads this data" in err
+    assert not (tmp_path / "out").exists()

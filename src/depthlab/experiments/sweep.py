@@ -126,6 +126,7 @@ def run_sweep(raw: dict[str, Any], out_dir: str | os.PathLike, *, jobs: int = 1,
     say = echo or (lambda _line: None)
     # every single value, before anything runs or is said: a bad one is the only line
     check_values(raw, grid, base_dir=base_dir)
+    check_shared_data(raw, grid, base_dir=base_dir)
     sid = sweep_id({**{k: v for k, v in base.items() if k != "name"},
                     **({"sweep": canonical_grid(grid)} if grid else {}),
                     **data_contents(base, grid, base_dir=base_dir)})
@@ -141,6 +142,31 @@ def run_sweep(raw: dict[str, Any], out_dir: str | os.PathLike, *, jobs: int = 1,
     return run_points(points, out_dir, sweep=sid, executor=executor, echo=echo,
                       progress=progress, kind=kind, total=total,
                       grid=grid_order(base, grid, base_dir=base_dir), limited=total < full)
+
+
+DATA_READING_KEYS = ("train.loss", "model.dtype")
+"""Swept keys outside ``data.*`` that change how a data file is read (its labels as classes
+or real targets; its values' dtype): :func:`check_shared_data` skips a grid sweeping any."""
+
+
+def check_shared_data(raw: dict[str, Any], grid: dict[str, list], *,
+                      base_dir: str | os.PathLike | None = None) -> None:
+    """A ``data.path`` file that every point reads alike (the grid sweeps no ``data.*`` key
+    nor one of :data:`DATA_READING_KEYS`) is read once before any point runs: a file no point
+    can read (text labels, a single class, ...) is a :class:`ConfigError` naming it, as
+    ``depthlab run`` of the base config says (exit 2), not every point stored ``failed``."""
+    if any(k.startswith("data.") or k in DATA_READING_KEYS for k in grid):
+        return
+    first = next(iter_points(raw, base_dir=base_dir, grid=grid, limit=1, check=False,
+                             invalid="fail"), None)
+    if first is None or first.error is not None or first.config["data"].get("path") is None:
+        return
+    from .runner import load_data
+
+    try:
+        load_data(first.config)
+    except ExperimentError as e:
+        raise ConfigError(f"{e} (every point of the grid reads this data)", "data.path") from None
 
 
 def check_echo(echo: Any) -> None:
