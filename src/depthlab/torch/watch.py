@@ -445,7 +445,13 @@ class Watch:
         return self._calls
 
     def step(self, loss: torch.Tensor | float) -> None:
-        """Mark the end of one training step's backward (call before ``optimizer.step()``)."""
+        """Mark the end of one training step's backward (call before ``optimizer.step()``).
+
+        On a recorded call the ``weight_grad_*`` rows are of each weight's ``.grad`` as it is
+        now (after ``clip_grad_norm_``: the clipped gradient), the ``grad_pre_*`` rows of
+        ``dL/d(layer output)`` as the backward delivered it (before any clipping), and
+        ``update_ratio = ||W_n - W_{n-1}|| / ||W_{n-1}||`` with ``W_{n-1}`` the weights at the
+        previous call."""
         if self._closed:
             raise RuntimeError(_CLOSED.format(what="Watch.step()"))
         n = self._calls
