@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -68,8 +70,6 @@ def _mlp() -> nn.Module:
 def test_class_weights_of_another_dtype_or_length_are_named(fn):
     """Class weights from NumPy (float64) in nn.CrossEntropyLoss(weight=...) for a float32
     model: torch said 'expected scalar type Float but found Double', naming neither."""
-    import functools
-
     x, y = torch.randn(6, 5), torch.randint(0, 3, (6,))
     w64 = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
     with pytest.raises(TypeError, match=r"CrossEntropyLoss's class weight has dtype "
@@ -225,3 +225,21 @@ def test_a_namedtuple_output_given_to_a_torch_loss_names_its_fields(fn):
     with pytest.raises(TypeError, match=r"namedtuple Out with fields logits \(8, 3\), feat "
                                         r"\(8, 10\).*nn\.CrossEntropyLoss\(\)\(out\.logits, y\)"):
         getattr(dlt, fn)(Model(), x, y, nn.CrossEntropyLoss())
+
+
+@pytest.mark.parametrize("loss", [
+    nn.KLDivLoss(reduction="batchmean"),
+    functools.partial(nn.functional.kl_div, reduction="batchmean"),
+    nn.PoissonNLLLoss()], ids=["KLDivLoss", "kl_div", "poisson"])
+def test_kl_and_poisson_targets_of_another_batch_are_named(loss):
+    """KLDivLoss with targets of 5 rows for 6 outputs: torch's 'The size of tensor a (5) must
+    match the size of tensor b (6) at non-singleton dimension 0', naming neither y nor the
+    shapes; now the elementwise losses' line (a target broadcast over the output still taken)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 3), nn.LogSoftmax(1))
+    x = torch.randn(6, 5)
+    with pytest.raises(ValueError, match=r"y has shape \(5, 3\) but the model's output has "
+                                         r"shape \(6, 3\), and .* compares them entry by entry"):
+        dlt.probe(model, x, torch.rand(5, 3), loss)
+    dlt.probe(model, x, torch.rand(6, 3), loss)
+    dlt.probe(model, x, torch.rand(6, 1), loss)

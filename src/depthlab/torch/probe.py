@@ -305,9 +305,11 @@ def loss_ignore_index(loss_fn: Any) -> int | None:
         loss_fn = loss_fn.func
 
 
-_ELEMENTWISE_LOSSES = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss)
+_ELEMENTWISE_LOSSES = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss, nn.KLDivLoss,
+                       nn.PoissonNLLLoss)
 _ELEMENTWISE_FUNCTIONS = {F.mse_loss: "F.mse_loss", F.l1_loss: "F.l1_loss",
-                          F.smooth_l1_loss: "F.smooth_l1_loss", F.huber_loss: "F.huber_loss"}
+                          F.smooth_l1_loss: "F.smooth_l1_loss", F.huber_loss: "F.huber_loss",
+                          F.kl_div: "F.kl_div", F.poisson_nll_loss: "F.poisson_nll_loss"}
 # a binary cross-entropy takes targets of exactly the output's shape (torch raises 'Target
 # size (torch.Size([4])) must be the same as input size (torch.Size([4, 1]))', no remedy)
 _SAME_SHAPE_LOSSES = (nn.BCELoss, nn.BCEWithLogitsLoss)
