@@ -72,3 +72,24 @@ def test_gradient_flow_row_of_a_run_whose_gradients_all_died_says_zero_not_not_f
     assert "not finite" not in row, row
     assert "0 / 0: no gradient in any layer" in row, row
     assert "at the end no gradient at all (0 in every layer)" in row, row
+
+
+def test_activation_bands_right_margin_holds_its_legend_not_more():
+    """The bands' figure kept a fixed 1.75 in right margin for a 0.9 in legend ("layer 10"):
+    the report scaled the 7.6 in PNG down in its half column, its text smaller than the
+    figures beside it. The margin is now the legend's width plus a small pad."""
+    from depthlab import plot
+
+    rows = [{"step": s, "layer": la, "quantity": q, "value": v}
+            for s in (0, 10, 20) for la in range(1, 11)
+            for q, v in (("act_mean", 0.01 * la), ("act_std", 0.6 / la))]
+    fig = plot.activation_bands(pd.DataFrame(rows))
+    ax = fig.axes[0]
+    renderer = fig.canvas.get_renderer()
+    legend_right = ax.get_legend().get_window_extent(renderer).x1 / fig.dpi
+    blank = fig.get_figwidth() - legend_right
+    assert 0 < blank <= 0.35, (fig.get_figwidth(), legend_right)
+    # the axes and the legend keep their room: nothing drawn past the figure's edge
+    title = ax.title.get_window_extent(renderer)
+    assert title.x0 >= 0 and title.x1 / fig.dpi <= fig.get_figwidth()
+    assert ax.get_position().width * fig.get_figwidth() > 4.5

@@ -880,7 +880,32 @@ def activation_bands(table: Any, prefix: str = "act", max_steps: int = 12) -> Fi
     if title.count("\n") > 2:  # the top margin holds three lines: a fourth was cut off
         fig.subplots_adjust(top=1 - (0.6 + 0.17 * (title.count("\n") - 2)) / fig.get_figheight())
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    _trim_legend_margin(fig, ax)
     return fig
+
+
+def _trim_legend_margin(fig: Figure, ax: Any, pad: float = 0.2) -> None:
+    """Narrow ``fig`` to the legend right of ``ax``: the right margin becomes the legend's
+    measured width plus ``pad`` inches, the axes keep their size (never wider; the title,
+    centred over the axes, keeps room). The bands' fixed 1.75 in margin held a 0.9 in legend
+    ("layer 10"), so the report scaled the 7.6 in figure to 74% of its size in a half column,
+    its text smaller than the figures beside it."""
+    legend = ax.get_legend()
+    if legend is None:
+        return
+    renderer = fig.canvas.get_renderer()
+    dpi = fig.dpi
+    width = fig.get_figwidth()
+    box = ax.get_position()
+    left_in, right_in = box.x0 * width, (1 - box.x1) * width
+    legend_in = legend.get_window_extent(renderer).x1 / dpi - box.x1 * width
+    title_in = ax.title.get_window_extent(renderer).width / dpi
+    axes_in = box.width * width
+    need = max(legend_in + pad, (title_in - axes_in) / 2 + pad, 0.3)
+    if right_in - need > 0.1:
+        new = width - (right_in - need)
+        fig.set_figwidth(new)
+        fig.subplots_adjust(left=left_in / new, right=1 - need / new)
 
 
 BAND_SCALE_SPREAD = 1e3
