@@ -188,3 +188,15 @@ def test_glorot_takes_torchs_gain(name: str) -> None:
     w = init((400, 300), 0, dtype="float64")
     assert w.var() / init.variance(400, 300) == pytest.approx(1.0, abs=0.02)
     assert get_initializer(name).variance(400, 300) == pytest.approx(2 / 700)
+
+
+def test_a_non_finite_target_is_named_by_its_row() -> None:
+    # dl.probe / a loss: was "target contains non-finite values (e.g. nan)", no row
+    x, _ = _pair()
+    y = np.random.default_rng(2).normal(size=(40, 1))
+    y[5, 0] = np.nan
+    with pytest.raises(ValueError, match=r"^target contains non-finite values \(nan first at row "
+                                         r"5, column 0\); accepted: finite numbers$"):
+        dl.probe(dl.mlp([5, 4, 1], seed=0), x, y, loss="mse")
+    with pytest.raises(ValueError, match=r"\(inf first at row 2\)"):
+        dl.loss("cross_entropy").forward(np.zeros((3, 2)), np.array([0.0, 1.0, np.inf]))
