@@ -200,3 +200,13 @@ def test_a_non_finite_target_is_named_by_its_row() -> None:
         dl.probe(dl.mlp([5, 4, 1], seed=0), x, y, loss="mse")
     with pytest.raises(ValueError, match=r"\(inf first at row 2\)"):
         dl.loss("cross_entropy").forward(np.zeros((3, 2)), np.array([0.0, 1.0, np.inf]))
+
+
+def test_fit_names_reduction_as_every_losss_argument() -> None:
+    # was "(reduction is an argument of the loss 'mse': ...)" for a cross_entropy run
+    x, y = _pair()
+    with pytest.raises(TypeError, match=r"\(reduction is an argument of every loss: "
+                                        r"loss_kwargs=\{'reduction': 'sum'\}\)"):
+        dl.fit(dl.mlp([5, 3], seed=0), x, y, reduction="sum")
+    with pytest.raises(TypeError, match=r"\(delta is an argument of the loss 'huber'"):
+        dl.fit(dl.mlp([5, 3], seed=0), x, y, delta=2.0)

@@ -532,6 +532,16 @@ def _model_options() -> set[str]:
     return {f.name for f in dataclasses.fields(ModelSpec)}
 
 
+def _every_loss_takes(key: str) -> bool:
+    """Whether every registered loss takes the keyword ``key`` (``reduction``)."""
+    import inspect
+
+    from ..losses import REGISTRY as LOSSES
+
+    return all(key in inspect.signature(LOSSES[name].__init__).parameters
+               for name in LOSSES.names)
+
+
 def _optimizer_kwargs(kwargs: dict[str, Any] | None, direct: dict[str, Any]) -> dict[str, Any]:
     """``optimizer_kwargs`` with the optimizer hyperparameters given directly (``fit(...,
     momentum=0.9)``, as a ``[train]`` section may); any other unknown keyword is a TypeError
@@ -565,7 +575,9 @@ def _optimizer_kwargs(kwargs: dict[str, Any] | None, direct: dict[str, Any]) -> 
             if key in _model_options():  # fit(..., dropout=0.2): the README's regularization
                 hint = f" ({key} is a model option: dl.mlp(..., {key}=...))"  # row lists both
             elif key in loss_arguments():  # fit(..., delta=2.0) hinted "did you mean 'betas'?"
-                hint = (f" ({key} is an argument of the loss {loss_arguments()[key]!r}: "
+                owner = ("every loss" if _every_loss_takes(key)  # reduction: not "of 'mse'"
+                         else f"the loss {loss_arguments()[key]!r}")
+                hint = (f" ({key} is an argument of {owner}: "
                         f"loss_kwargs={{{key!r}: {value!r}}})")
             raise TypeError(f"fit()/Trainer() got an unknown option {key!r}{hint}; accepted: "
                             f"{', '.join(own)} and the optimizer's hyperparameters "
