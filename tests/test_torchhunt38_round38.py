@@ -243,3 +243,10 @@ def test_kl_and_poisson_targets_of_another_batch_are_named(loss):
         dlt.probe(model, x, torch.rand(5, 3), loss)
     dlt.probe(model, x, torch.rand(6, 3), loss)
     dlt.probe(model, x, torch.rand(6, 1), loss)
+
+
+def test_one_feature_too_few_is_said_in_the_singular():
+    """x of shape (4, 5, 1) into Linear(5, 3): '1 features in its last dimension'."""
+    with pytest.raises(ValueError, match=r"x has shape \(4, 5, 1\), 1 feature in its last "
+                                         r"dimension, but .*in_features=5"):
+        dlt.probe(_mlp(), torch.randn(4, 5, 1), torch.randint(0, 3, (4,)), nn.CrossEntropyLoss())

@@ -732,11 +732,11 @@ def _wrong_width(model: nn.Module, x: Any, said: str) -> str | None:
     if got == t.shape[-1] and t.dim() > 2 and per_example == layer.in_features:
         # images (N, 1, 28, 28) into Linear(784): each example holds the right number of
         # values, it is not flat (the fix was 'x of shape (4, 1, 28, 784)')
-        what = f"{got} features in its last dimension"
+        what = f"{got} feature{'s' if got != 1 else ''} in its last dimension"
         fix = (f"x of shape {(t.shape[0], per_example)}: each example flattened "
                "(x.flatten(1), or nn.Flatten() before the layer)")
     elif got == t.shape[-1]:
-        what = f"{got} features in its last dimension"
+        what = f"{got} feature{'s' if got != 1 else ''} in its last dimension"
         fix = f"x of shape {(*t.shape[:-1], layer.in_features)}"
     else:
         what, fix = f"{got} values per example", f"{layer.in_features} values per example"
