@@ -250,3 +250,7 @@ def test_one_feature_too_few_is_said_in_the_singular():
     with pytest.raises(ValueError, match=r"x has shape \(4, 5, 1\), 1 feature in its last "
                                          r"dimension, but .*in_features=5"):
         dlt.probe(_mlp(), torch.randn(4, 5, 1), torch.randint(0, 3, (4,)), nn.CrossEntropyLoss())
+    rnn = nn.GRU(3, 4, batch_first=True)  # a series of one feature into input_size=3
+    with pytest.raises(ValueError, match=r"x has shape \(2, 6, 1\), 1 feature in its last "
+                                         r"dimension, but .*input_size=3"):
+        dlt.probe(rnn, torch.randn(2, 6, 1), None, lambda out, _: out[0].pow(2).mean())

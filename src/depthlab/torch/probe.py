@@ -846,8 +846,9 @@ def _wrong_shape(model: nn.Module, x: Any, exc: BaseException, said: str) -> str
                      else (int(hit.group(4)), int(hit.group(3))))
         if shape[-1] != got:
             return None
-        return (f"x has shape {shape}, {got} features in its last dimension, but {where} "
-                f"expects input_size={want}; expected x of shape {(*shape[:-1], want)}")
+        return (f"x has shape {shape}, {got} feature{'s' if got != 1 else ''} in its last "
+                f"dimension, but {where} expects input_size={want}; expected x of shape "
+                f"{(*shape[:-1], want)}")
     return None
 
 
