@@ -121,11 +121,18 @@ def loss_arguments() -> dict[str, str]:
     import inspect
 
     out: dict[str, str] = {}
+    takers: dict[str, int] = {}
     for name in LOSSES.names:
         for k, p in inspect.signature(LOSSES[name].__init__).parameters.items():
             if k != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 out.setdefault(k, name)  # (mse's *args, **kwargs: named as its arguments)
-    return out
+                takers[k] = takers.get(k, 0) + 1
+    n = len(LOSSES.names)
+    return {k: (EVERY if n > 1 and takers[k] == n else v) for k, v in out.items()}
+
+
+EVERY = "*"
+"""The owner :func:`loss_arguments` gives an argument every loss takes (``reduction``)."""
 
 
 def activation_arguments() -> dict[str, str]:
@@ -162,7 +169,8 @@ def _argument_hint(section: str | None, key: str) -> str:
         return ""
     usage = (f'sweep "{section}.{table}" = [{{{key} = ...}}]' if sweep else
              f"{table} = {{{key} = ...}}")
-    return f" ({key} is an argument of the {what} {fmt(owner)}: {usage})"
+    whose = f"every {what}" if owner == EVERY else f"the {what} {fmt(owner)}"
+    return f" ({key} is an argument of {whose}: {usage})"
 
 
 def check_field(spec_cls: type, name: str, value: Any) -> Any:

@@ -59,6 +59,9 @@ def probe(net: Network, x: Array, y: Array, loss: str | Loss = "cross_entropy",
         check_bn_probe_rows(x.shape[0], "the batch to probe")
     qs = check_percentiles(percentiles)
     loss_fn = get_loss(loss)
+    if getattr(loss_fn, "reduction", "mean") == "none":
+        raise ValueError(f"{loss_fn!r}: a probe measures one loss per batch; accepted: "
+                         "reduction='mean' (the default) or 'sum'")
     # the training loop's BLAS threads for this work (depthlab.threads): with the default pool
     # a loaded 2-core machine probed a 100-layer net of width 64 on 256 rows in 0.1-1.9 s
     # (the backward's products waiting on threads spinning for busy cores), 0.07-0.12 s with one

@@ -88,6 +88,8 @@ def check_percentiles(percentiles: Sequence[float]) -> tuple[float, ...]:
     """Validate percentiles (distinct numbers in [0, 100], distinct also as the quantity names
     ``pK`` they get); returns them as a tuple of floats."""
     try:
+        if not isinstance(percentiles, str | bytes):
+            percentiles = tuple(percentiles)  # a generator read once, not consumed by a check
         if isinstance(percentiles, str | bytes) or any(isinstance(q, str | bytes | bool)
                                                        for q in percentiles):
             raise TypeError  # "50" is not [5, 0]; True is not 1

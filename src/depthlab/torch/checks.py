@@ -118,6 +118,11 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
                      f"{tuple(out.shape[1:])} per example, labels {tuple(d.y.shape[1:])}), but "
                      f"{kind} takes them in dim 1, (N, C, ...): give loss_fn=lambda out, y: "
                      f"nn.functional.{fn}(out.movedim(-1, 1), y)")
+        if kind and isinstance(out, torch.Tensor) and out.dim() == 1 and \
+                not d.y.is_floating_point():  # torch: 'Expected floating point type for target'
+            hint += (f"; {kind} takes one score per class, (N, C): the model returns one "
+                     "number per example; give it C outputs, or for two classes use "
+                     "nn.BCEWithLogitsLoss with y.float()")
         if out is None and isinstance(e, TypeError):
             hint += _keyword_forward_hint(model)
         hint += _time_first_hint(model, d.x, out)
@@ -138,7 +143,10 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
         shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else "?"
         raise ValueError(f"loss_fn broadcasts the model's outputs (shape {shape} per example) "
                          f"against the targets (shape {tuple(d.y.shape[1:])} per example); "
-                         "expected the same shape: reshape the targets or the outputs")
+                         "expected the same shape: reshape the targets or the outputs"
+                         + ("; for one output per example give y as a column, "
+                            "y.reshape(-1, 1)" if shape == (1,) and tuple(d.y.shape[1:]) == ()
+                            else ""))
     _check_score_kinds(model, d, loss_fn)
     if d.x_val is not None and d.y_val is not None and len(d.x_val) == 1:
         try:  # the final validation metrics see it as a batch of one row (out.squeeze(): a
