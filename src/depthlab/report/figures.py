@@ -284,7 +284,7 @@ def layer_names(*tables: pd.DataFrame | None) -> dict[int, str]:
     ``[4]`` as in ``model[4]``); empty without one (NumPy runs). Overlaid tables of different
     models: two names of one layer number are joined (``features.0 / [0]``); with more, that
     number stays unnamed. A ``$`` in a name is drawn as itself (escaped: not typeset as
-    math, and ``$\\bad$`` does not stop the figure). Labels longer than
+    math, and ``$\\bad$`` does not stop the figure). Names longer than
     :data:`MAX_MODULE_CHARS` lose their middle (:func:`cut_labels`, kept distinct): 70-character
     names, ``12.a_really_long_sub…_layer_of_the_encoder``, turned every tick of a layer axis
     into a 3-inch column under a squeezed plot."""
@@ -298,15 +298,16 @@ def layer_names(*tables: pd.DataFrame | None) -> dict[int, str]:
                 label = f"[{mod}]" if mod.isdigit() else mod
                 if label not in found.setdefault(layer, []):
                     found[layer].append(label)
-    joined = {k: " / ".join(v) for k, v in sorted(found.items()) if len(v) <= 2}
-    cut = list(joined.values())
-    if any(len(c) > MAX_MODULE_CHARS for c in cut):
-        cut = cut_labels(cut, MAX_MODULE_CHARS)  # before "$" is escaped
-    return {k: c.replace("$", r"\$") for k, c in zip(joined, cut)}
+    kept = {k: v for k, v in sorted(found.items()) if len(v) <= 2}
+    parts = list(dict.fromkeys(p for v in kept.values() for p in v))
+    short = dict(zip(parts, cut_labels(parts, MAX_MODULE_CHARS)  # each name, before "$" is
+                     if any(len(p) > MAX_MODULE_CHARS for p in parts) else parts))  # escaped
+    return {k: " / ".join(short[p] for p in v).replace("$", r"\$") for k, v in kept.items()}
 
 
 MAX_MODULE_CHARS = 40
-"""Longest module label :func:`layer_names` gives a figure (ticks, legends, titles)."""
+"""Longest module name :func:`layer_names` gives a figure (ticks, legends, titles); two
+overlaid models' names of one layer, joined by ``" / "``, are each cut to it."""
 
 
 def layer_label(layer: int, names: dict[int, str] | None = None) -> str:
