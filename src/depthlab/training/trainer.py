@@ -532,23 +532,13 @@ def _model_options() -> set[str]:
     return {f.name for f in dataclasses.fields(ModelSpec)}
 
 
-def _every_loss_takes(key: str) -> bool:
-    """Whether every registered loss takes the keyword ``key`` (``reduction``)."""
-    import inspect
-
-    from ..losses import REGISTRY as LOSSES
-
-    return all(key in inspect.signature(LOSSES[name].__init__).parameters
-               for name in LOSSES.names)
-
-
 def _optimizer_kwargs(kwargs: dict[str, Any] | None, direct: dict[str, Any]) -> dict[str, Any]:
     """``optimizer_kwargs`` with the optimizer hyperparameters given directly (``fit(...,
     momentum=0.9)``, as a ``[train]`` section may); any other unknown keyword is a TypeError
     listing the accepted ones."""
     import inspect
 
-    from ..spec import KEY_SYNONYMS, all_optimizer_hyperparameters, loss_arguments
+    from ..spec import EVERY, KEY_SYNONYMS, all_optimizer_hyperparameters, loss_arguments
 
     if kwargs is not None and not isinstance(kwargs, dict):
         raise TypeError(f"optimizer_kwargs={kwargs!r:.60} is not accepted; accepted: a dict, "
@@ -575,8 +565,8 @@ def _optimizer_kwargs(kwargs: dict[str, Any] | None, direct: dict[str, Any]) -> 
             if key in _model_options():  # fit(..., dropout=0.2): the README's regularization
                 hint = f" ({key} is a model option: dl.mlp(..., {key}=...))"  # row lists both
             elif key in loss_arguments():  # fit(..., delta=2.0) hinted "did you mean 'betas'?"
-                owner = ("every loss" if _every_loss_takes(key)  # reduction: not "of 'mse'"
-                         else f"the loss {loss_arguments()[key]!r}")
+                taker = loss_arguments()[key]  # (EVERY for reduction: not "of 'mse'")
+                owner = "every loss" if taker == EVERY else f"the loss {taker!r}"
                 hint = (f" ({key} is an argument of {owner}: "
                         f"loss_kwargs={{{key!r}: {value!r}}})")
             raise TypeError(f"fit()/Trainer() got an unknown option {key!r}{hint}; accepted: "
