@@ -78,7 +78,9 @@ def _check_finite_target(target: Array) -> None:
     """A ValueError naming the first NaN or infinite target by its row (and column), as the
     data checks name x's (was "target contains non-finite values (e.g. nan)", no row)."""
     if target.dtype.kind == "f" and not np.all(np.isfinite(target)):
-        idx = tuple(int(i) for i in np.argwhere(~np.isfinite(target))[0])
+        from .training.data_checks import first_nonfinite  # (training imports losses)
+
+        idx = first_nonfinite(target) or ()
         where = (f" first at row {idx[0]}" + (f", column {idx[1]}" if len(idx) == 2 else "")
                  if 1 <= len(idx) <= 2 else f" first at index {idx}" if idx else "")
         raise ValueError(f"target contains non-finite values ({target[idx].item()!r}{where}); "

@@ -927,9 +927,7 @@ def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable (output, y) -> scalar tensor, got "
                         f"{type(loss_fn).__name__}")
-    # a generator: check_percentiles' type scan consumed it, and the table had no pK rows
-    qs = check_percentiles(tuple(percentiles) if isinstance(percentiles, Iterator)
-                           else percentiles)
+    qs = check_percentiles(percentiles)  # (a generator too: read once, its pK rows kept)
     check_batch(x)
     rec = Recording(model, qs)
     params = [p for p in model.parameters() if p.requires_grad]
