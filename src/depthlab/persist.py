@@ -9,6 +9,8 @@ it is executed) holding
 * ``param:<k>:<name>``: the value of the k-th parameter in forward order (same dtype);
 * ``bn:<k>:<field>``: batch-norm state (running mean/variance, batch count, and the
   whole-training-set statistics when ``calibrate`` computed them);
+* ``dropout:<k>:rng``: the k-th dropout layer's generator state (``bit_generator.state`` as
+  UTF-8 JSON), so training resumed after loading draws the masks the uninterrupted run draws;
 * ``meta:<key>``: arrays given in ``meta`` (such as the standardization mean and std).
 
 Loading rebuilds the network with :func:`depthlab.mlp` and copies every array back, so the
@@ -146,6 +148,8 @@ def _encoded(net: Any, path: str | os.PathLike,
             if value is not None:
                 arrays[f"bn:{k}:{field}"] = np.asarray(value)
         arrays[f"bn:{k}:num_batches"] = np.asarray(int(bn.num_batches), dtype=np.int64)
+    for k, drop in enumerate(net.dropouts() if hasattr(net, "dropouts") else ()):
+        arrays[f"dropout:{k}:rng"] = _json_bytes(drop.rng.bit_generator.state)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return path, buf.getvalue()
@@ -406,3 +410,23 @@ def _restore(net: Any, data: Any, path: Path) -> None:
             setattr(bn, field, value)
         if count is not None:
             bn.num_batches = int(count)
+    _restore_dropout_rngs(net, data, path)
+
+
+def _restore_dropout_rngs(net: Any, data: Any, path: Path) -> None:
+    """Set each dropout layer's generator to the state saved with it (``dropout:<k>:rng``;
+    a file saved without them keeps the seed's fresh generators)."""
+    for k, drop in enumerate(net.dropouts()):
+        key = f"dropout:{k}:rng"
+        if key not in data.files:
+            continue
+        gen = drop.rng.bit_generator
+        try:
+            state = json.loads(bytes(_read(data, key, path)).decode("utf-8"))
+            if not isinstance(state, dict) or state.get("bit_generator") != type(gen).__name__:
+                raise ValueError(f"not a {type(gen).__name__} state")
+            gen.state = state
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValueError(f"{str(path)!r}: {key} is not a dropout generator's state ({exc}); "
+                             f"expected the JSON of a {type(gen).__name__} bit_generator.state") \
+                from None
