@@ -140,6 +140,8 @@ class Optimizer:
     """
 
     name: ClassVar[str] = "optimizer"
+    # attributes other than the buffers that the rule updates at each step (NAdam's P_t)
+    _state_scalars: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: Iterable[Parameter], lr: float, *, weight_decay: float = 0.0,
                  maximize: bool = False) -> None:
@@ -257,6 +259,67 @@ class Optimizer:
         bare = cls.__new__(cls)
         cls.__init__(bare, _NO_PARAMETERS, **hyperparameters)
         return bare.hyperparameters()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs, as torch's ``Optimizer.state_dict()`` (copies, so
+        later steps leave it as it was): ``name``, ``hyperparameters`` (``lr`` included),
+        ``step`` (the updates done: ``t`` of the bias corrections), ``scalars`` (running
+        products such as NAdam's ``P_t``) and ``state``: one dict of buffers per parameter, in
+        the order of ``params`` (Adam's ``exp_avg`` ``m`` and ``exp_avg_sq`` ``v``, SGD's
+        ``momentum_buffer``, ...). Plain Python and NumPy: ``pickle`` stores it."""
+        return {"name": self.name, "hyperparameters": self.hyperparameters(),
+                "step": self.step_count,
+                "scalars": {k: getattr(self, k) for k in self._state_scalars},
+                "state": [{k: np.array(v, copy=True) for k, v in self.state.get(p, {}).items()}
+                          for p in self.params]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (of this kind of optimizer, over parameters of the
+        same shapes and dtypes, in the same order): hyperparameters, step count and buffers are
+        copied in, so the next steps are bit for bit those the saved optimizer would have taken
+        (``torch.optim.Optimizer.load_state_dict``). Checked in full before anything changes:
+        a mismatch is a ValueError naming it."""
+        if not isinstance(state_dict, dict) or not {"name", "hyperparameters", "step",
+                                                    "state"} <= set(state_dict):
+            raise TypeError(f"load_state_dict takes the dict of an optimizer's state_dict(); "
+                            f"got {type(state_dict).__name__} {state_dict!r:.60}")
+        if state_dict["name"] != self.name:
+            raise ValueError(f"state_dict of a {state_dict['name']!r} optimizer cannot be loaded "
+                             f"into {self.name!r}; expected the state of a {self.name!r}")
+        hyper = type(self).check_hyperparameters(**state_dict["hyperparameters"])
+        step = state_dict["step"]
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
+            raise ValueError(f"state_dict step = {step!r:.60}; expected an integer >= 0")
+        saved = state_dict["state"]
+        if not isinstance(saved, list | tuple) or len(saved) != len(self.params):
+            n = len(saved) if isinstance(saved, list | tuple) else type(saved).__name__
+            raise ValueError(f"state_dict holds the state of {n} parameters; this {self.name} "
+                             f"optimizes {len(self.params)}")
+        state: dict[Parameter, dict[str, Any]] = {}
+        for i, (p, bufs) in enumerate(zip(self.params, saved)):
+            if not isinstance(bufs, dict):
+                raise ValueError(f"state_dict state[{i}] is a {type(bufs).__name__}; expected "
+                                 "a dict of buffers")
+            for key, buf in bufs.items():
+                if not isinstance(buf, np.ndarray) or buf.shape != p.value.shape \
+                        or buf.dtype != p.value.dtype:
+                    got = (f"shape {buf.shape} {buf.dtype}" if isinstance(buf, np.ndarray)
+                           else f"a {type(buf).__name__}")
+                    raise ValueError(f"state_dict state[{i}][{key!r}] has {got}; parameter "
+                                     f"{p.name!r} is {p.value.shape} {p.value.dtype}")
+            state[p] = {k: np.array(v, copy=True) for k, v in bufs.items()}
+        scalars = dict(state_dict.get("scalars") or {})
+        if set(scalars) != set(self._state_scalars):
+            raise ValueError(f"state_dict scalars {sorted(scalars)}; a {self.name} keeps "
+                             f"{sorted(self._state_scalars)}")
+        for name, value in hyper.items():  # checked together above (nesterov with momentum)
+            object.__setattr__(self, name, value)  # (lr: through its property)
+        for name, value in scalars.items():
+            object.__setattr__(self, name, float(value))
+        self.step_count = int(step)
+        self.state = state if step > 0 or any(saved) else {}
+        if self.state:
+            self._allocate_scratch()
 
     def __repr__(self) -> str:
         hp = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())

@@ -26,6 +26,7 @@ class NAdam(Optimizer):
     """
 
     name = "nadam"
+    _state_scalars = ("mu_product",)
 
     def __init__(self, params: Iterable[Parameter], lr: float = 2e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
