@@ -12,7 +12,9 @@ float32 stays float32.
   loss = -(1/B) sum_b sum_c y_bc log softmax(z_b)_c with log-softmax by log-sum-exp;
   grad (softmax(z) sum_c y_bc - y) / B, i.e. (softmax(z) - y) / B for rows summing to 1.
   ``label_smoothing`` eps mixes y with the uniform distribution:
-  y <- (1 - eps) y + eps / C (as in PyTorch).
+  y <- (1 - eps) y + eps / C (as in PyTorch). ``weight`` (one number >= 0 per class,
+  torch's): each row's loss is -sum_c w_c y_bc log softmax(z_b)_c, and the mean divides
+  their sum by sum_b w[y_b] for labels (by B for probability rows), as torch.
 * ``binary_cross_entropy``: logits z, targets y in [0, 1];
   loss = mean(max(z, 0) - z y + log1p(e^-|z|)); grad (sigmoid(z) - y) / N.
 * ``huber``: mean of 0.5 d^2 for |d| <= delta, delta (|d| - delta / 2) otherwise;
@@ -63,6 +65,23 @@ def _as_float_array(x: Any, what: str) -> Array:
                 if arr.dtype == object and isinstance(first, int | float) else "")
         raise TypeError(f"{what} must be a numeric array, got dtype {arr.dtype}{held}")
     return arr
+
+
+def _class_weights(weight: Any) -> Array:
+    """torch's ``weight``: one finite number >= 0 per class (a 1-D array, float64), not all 0."""
+    try:
+        w = np.asarray(weight)
+    except (TypeError, ValueError):
+        w = np.asarray(None)
+    if isinstance(weight, str | bytes) or w.ndim != 1 or w.size == 0 \
+            or w.dtype.kind not in "iuf":
+        raise TypeError(f"weight={weight!r:.60} is not accepted; accepted: one number >= 0 per "
+                        "class, e.g. [1.0, 2.0, 0.5] (a list or 1-D array)")
+    w = w.astype(np.float64)
+    if not np.all(np.isfinite(w)) or w.min() < 0 or w.max() == 0:
+        raise ValueError(f"weight={w.tolist()!r:.80} is not accepted; accepted: finite numbers "
+                         ">= 0 (one per class), not all 0")
+    return w
 
 
 def _check_pred(pred: Any) -> Array:
@@ -345,20 +364,24 @@ _ONE_COLUMN = ("; one output column: binary_cross_entropy takes its 0/1 labels (
 class CrossEntropy(Loss):
     """Softmax cross-entropy on logits (B, C) with integer labels (B,) or probability rows
     (B, C): -(1/B) sum y log softmax(z); grad (softmax(z) sum_c y - y) / B (PyTorch
-    cross_entropy; probability rows need not sum to 1)."""
+    cross_entropy; probability rows need not sum to 1). ``weight`` (C,): torch's class
+    weights, W_bc = w_c y_bc in place of y, the mean over sum_b w[y_b] (labels) or B."""
 
     name = "cross_entropy"
     has_accuracy = True
 
-    def __init__(self, label_smoothing: float = 0.0, reduction: str = "mean") -> None:
+    def __init__(self, label_smoothing: float = 0.0, reduction: str = "mean",
+                 weight: Any = None) -> None:
         self.label_smoothing = real("label_smoothing", label_smoothing)
         if not 0.0 <= self.label_smoothing <= 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
         self._set_reduction(reduction)
+        self.weight = None if weight is None else _class_weights(weight)
 
     @property
     def params(self) -> dict[str, Any]:
-        return {"label_smoothing": self.label_smoothing, **super().params}
+        extra = {} if self.weight is None else {"weight": self.weight.tolist()}
+        return {"label_smoothing": self.label_smoothing, **super().params, **extra}
 
     def _check(self, pred: Any, target: Any) -> tuple[Array, Array]:
         """(logits, target) with target either int64 labels (B,) or float rows (B, C)."""
@@ -425,6 +448,8 @@ class CrossEntropy(Loss):
         p /= sums
         logp -= xp.log(sums)
         eps = self.label_smoothing
+        if self.weight is not None:
+            return self._weighted_forward(p, logp, y)
         if self.reduction == "none":
             self._cache = (p, y)
             return self._per_example(logp, y)
@@ -453,8 +478,53 @@ class CrossEntropy(Loss):
             out = -xp.einsum("ij,ij->i", yy, logp)
         return out + 0.0
 
+    def _weighted_targets(self, y: Array, c: int, dtype: np.dtype) -> tuple[Array, float]:
+        """``W = w_c * yy`` (yy: the one-hot rows of labels, or the probability rows, smoothed)
+        and the mean's denominator: ``sum_i w[y_i]`` for labels (torch's weighted mean, also
+        of the smoothing term), ``B`` for probability rows (as torch)."""
+        w = self.weight
+        if w.shape[0] != c:
+            raise ValueError(f"cross_entropy: weight has {w.shape[0]} entries for pred with {c} "
+                             f"classes; expected one weight per class ({c})")
+        w = w.astype(dtype)
+        eps = self.label_smoothing
+        b = y.shape[0]
+        if y.ndim == 1:
+            yy = xp.full((b, c), eps / c, dtype=dtype)
+            yy[xp.arange(b), y] += 1.0 - eps
+            denominator = float(w[y].sum(dtype=np.float64))
+        else:
+            yy = y * (1.0 - eps) + eps / c if eps else y.copy()
+            denominator = float(b)
+        yy *= w
+        return yy, denominator
+
+    def _weighted_forward(self, p: Array, logp: Array, y: Array) -> Any:
+        """Class-weighted loss (torch's ``weight``): each row's ``-sum_c W_ic log p_ic`` with
+        ``W`` from :meth:`_weighted_targets`; "mean" divides their sum by its denominator."""
+        big_w, denominator = self._weighted_targets(y, p.shape[1], p.dtype)
+        self._cache = (p, y, big_w, denominator)
+        if self.reduction == "none":
+            return -xp.einsum("ij,ij->i", big_w, logp) + 0.0
+        total = -float(xp.einsum("ij,ij->", big_w, logp, dtype=np.float64))
+        if self.reduction == "sum":
+            return total + 0.0
+        # every row of a zero-weight class: 0 / 0, NaN as torch's (not a ZeroDivisionError)
+        return total / denominator + 0.0 if denominator else float("nan")
+
     def backward(self, grad: Any = None) -> Array:
-        p, y = self._cached()
+        cache = self._cached()
+        if len(cache) == 4:  # class weights: d(-sum_c W_c log p_c)/dz = p sum_c W_c - W
+            p, y, big_w, denominator = cache
+            g = p * big_w.sum(axis=1, keepdims=True)
+            g -= big_w
+            if self.reduction == "mean" and denominator:
+                g /= p.dtype.type(denominator)
+            elif self.reduction == "mean":  # only zero-weight rows: 0 / 0, NaN as torch's
+                g.fill(np.nan)
+            up = self._upstream(grad, (p.shape[0],), p.dtype)
+            return g if up is None else g * up[:, None]
+        p, y = cache
         b, c = p.shape
         eps = self.label_smoothing
         if y.ndim == 1:
