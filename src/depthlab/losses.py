@@ -17,6 +17,7 @@ float32 stays float32.
   their sum by sum_b w[y_b] for labels (by B for probability rows), as torch.
 * ``binary_cross_entropy``: logits z, targets y in [0, 1];
   loss = mean(max(z, 0) - z y + log1p(e^-|z|)); grad (sigmoid(z) - y) / N.
+  torch's ``pos_weight`` p and ``weight`` w: w (p y softplus(-z) + (1 - y) softplus(z)).
 * ``huber``: mean of 0.5 d^2 for |d| <= delta, delta (|d| - delta / 2) otherwise;
   grad clip(d, -delta, delta) / N.
 
@@ -82,6 +83,25 @@ def _class_weights(weight: Any) -> Array:
         raise ValueError(f"weight={w.tolist()!r:.80} is not accepted; accepted: finite numbers "
                          ">= 0 (one per class), not all 0")
     return w
+
+
+def _nonnegative(name: str, value: Any, max_ndim: int) -> Array:
+    """torch's ``pos_weight`` / BCE ``weight``: finite numbers >= 0 (float64), at most
+    ``max_ndim`` dimensions."""
+    try:
+        v = np.asarray(value)
+    except (TypeError, ValueError):
+        v = np.asarray(None)
+    if isinstance(value, str | bytes) or v.ndim > max_ndim or v.size == 0 \
+            or v.dtype.kind not in "iuf":
+        shape = "one number or one per output column" if max_ndim == 1 else \
+            "numbers broadcastable to pred's shape"
+        raise TypeError(f"{name}={value!r:.60} is not accepted; accepted: {shape}, each >= 0")
+    v = v.astype(np.float64)
+    if not np.all(np.isfinite(v)) or v.min() < 0:
+        raise ValueError(f"{name}={v.tolist()!r:.80} is not accepted; accepted: finite numbers "
+                         ">= 0")
+    return v
 
 
 def _check_pred(pred: Any) -> Array:
@@ -547,10 +567,41 @@ class CrossEntropy(Loss):
 
 class BinaryCrossEntropy(Loss):
     """Binary cross-entropy on logits (PyTorch BCEWithLogitsLoss, mean):
-    mean(max(z, 0) - z y + log1p(e^-|z|)); grad (sigmoid(z) - y) / N."""
+    mean(max(z, 0) - z y + log1p(e^-|z|)); grad (sigmoid(z) - y) / N.
+    torch's ``pos_weight`` p (one number >= 0, or one per output column) and ``weight`` w
+    (>= 0, broadcast to pred's shape): l = w (p y softplus(-z) + (1 - y) softplus(z)),
+    grad w (sigmoid(z) (p y + 1 - y) - p y) / N; the mean still divides by N."""
 
     name = "binary_cross_entropy"
     has_accuracy = True
+
+    def __init__(self, reduction: str = "mean", weight: Any = None,
+                 pos_weight: Any = None) -> None:
+        self._set_reduction(reduction)
+        self.weight = None if weight is None else _nonnegative("weight", weight, 2)
+        self.pos_weight = None if pos_weight is None else _nonnegative("pos_weight",
+                                                                       pos_weight, 1)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        extra = {k: v.tolist() for k, v in (("weight", self.weight),
+                                           ("pos_weight", self.pos_weight)) if v is not None}
+        return {**super().params, **extra}
+
+    def _weights(self, z: Array) -> tuple[Array | None, Array | None]:
+        """``(w, p)`` in z's dtype, broadcast to z's shape (a ValueError when they do not)."""
+        out = []
+        for name, v in (("weight", self.weight), ("pos_weight", self.pos_weight)):
+            if v is not None:
+                try:
+                    v = np.broadcast_to(v.astype(z.dtype), z.shape)
+                except ValueError:
+                    want = "one per output column" if name == "pos_weight" else "broadcastable"
+                    raise ValueError(f"binary_cross_entropy: {name} of shape {v.shape} for pred "
+                                     f"of shape {z.shape}; expected {want} ({z.shape[-1]} "
+                                     "columns) or one number") from None
+            out.append(v)
+        return out[0], out[1]
 
     def _check(self, pred: Any, target: Any) -> tuple[Array, Array]:
         pred = _check_pred(pred)
@@ -570,7 +621,12 @@ class BinaryCrossEntropy(Loss):
         xp.exp(t, out=t)
         xp.log1p(t, out=t)
         t += xp.maximum(z, 0)
+        w, pw = self._weights(z)
+        if pw is not None:  # softplus(z) - z y + (p - 1) y softplus(-z), softplus(-z) = t - z
+            t += (pw - 1) * y * (t - z)
         t -= z * y
+        if w is not None:
+            t *= w
         self._cache = (z, y)
         if self.reduction == "none":
             return t
@@ -579,7 +635,15 @@ class BinaryCrossEntropy(Loss):
     def backward(self, grad: Any = None) -> Array:
         z, y = self._cached()
         g = expit(z)
-        g -= y
+        w, pw = self._weights(z)
+        if pw is not None:  # sigmoid(z) (p y + 1 - y) - p y
+            py = pw * y
+            g *= py + 1 - y
+            g -= py
+        else:
+            g -= y
+        if w is not None:
+            g *= w
         g *= self._scale(z.size)
         up = self._upstream(grad, z.shape, z.dtype)
         return g if up is None else g * up
