@@ -90,6 +90,21 @@ def _width(text: str) -> int:
                else 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
 
 
+def clip(text: str, width: int) -> str:
+    """``text`` on one line (:func:`_printable`) cut to at most ``width`` terminal columns
+    (:func:`_width`), ending in ``...`` when cut: a run named with 5,000 characters widened
+    every row of a table to 5,000 columns."""
+    text = _printable(text)
+    if _width(text) <= width:
+        return text
+    room, used = max(0, width - 3), 0
+    for i, ch in enumerate(text):
+        used += _width(ch)
+        if used > room:
+            return text[:i] + "..."
+    return text[:room] + "..."
+
+
 def _pad(text: str, width: int) -> str:
     """``text`` padded with spaces to ``width`` terminal columns (:func:`_width`)."""
     return text + " " * max(0, width - _width(text))

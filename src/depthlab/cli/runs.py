@@ -6,10 +6,13 @@ import argparse
 import json
 import re
 
-from .common import Command, UserError, add_dir, choice_arg, format_table, open_store
+from .common import Command, UserError, add_dir, choice_arg, clip, format_table, open_store
 
 ERROR_WIDTH = 100
 """The table's error column: at most this many characters of a run's first error line."""
+NAME_WIDTH = 80
+"""The table's name column: at most this many terminal columns of a run's name (``--json``
+gives the whole name)."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -65,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"no {what + ' ' if what else ''}runs{of} in {args.dir}")
         return 0
     metrics = _metric_columns(runs)
-    rows = [[r["id"], r["kind"], r["status"], r["name"] or "", *(r.get(k) for k in metrics),
-             r.get("steps"), r.get("seconds")] for r in runs]
+    rows = [[r["id"], r["kind"], r["status"], clip(r["name"] or "", NAME_WIDTH),
+             *(r.get(k) for k in metrics), r.get("steps"), r.get("seconds")] for r in runs]
     header = ["id", "kind", "status", "name", *metrics, "steps", "seconds"]
     if any(r["error"] for r in runs):  # a failed run said 'failed' and dashes, no reason
         header.append("error")

@@ -173,6 +173,8 @@ class RunExistsError(StoreError):
 STORE_VERSION = 1
 """The store's layout version, SQLite's ``user_version`` (0: a store written before it was
 set, read as version 1). A store of a later version is refused, never half-understood."""
+NAME_SHOWN = 80
+"""Most characters of a run's name that a message quotes (:meth:`Store.describe`)."""
 STORE_NAME_MAX = 247
 """Longest store file name (bytes): SQLite's ``NAME-wal`` and ``NAME-shm`` must fit the
 common 255-byte limit (and -journal, which SQLite may use before WAL mode is set)."""
@@ -716,6 +718,8 @@ class Store:
             return None
         kind, sweep, name, status = row
         text = f"{kind} {run_id}" + (f" of sweep {sweep}" if sweep else "")
+        if name and len(name) > NAME_SHOWN:  # a 100,000-character name in a one-line error
+            name = name[:NAME_SHOWN - 3] + "..."
         return text + (f" named {name!r}" if name else "") + f" ({status})"
 
     def _add_run(self, record: RunRecord, replace: bool) -> None:

@@ -1,0 +1,80 @@
+"""Round 39 (clihunt39): the CLI, the store and data loading as a demanding user meets them."""
+
+from __future__ import annotations
+
+import io
+import sys
+
+import numpy as np
+import pytest
+
+TINY = ('[data]\nname = "spirals"\nn = 60\n[model]\nsizes = ["auto", 4, "auto"]\n'
+        '[train]\nepochs = 1\n[probes]\nevery = 0\njacobian = false\n')
+
+
+def test_a_long_run_name_is_cut_in_the_runs_table_and_in_messages(tmp_path, capsys):
+    # a run named with 5,000 characters padded every row of `depthlab runs` to 5,000 columns,
+    # and `depthlab run` of its config again printed the whole name in its one-line error
+    from depthlab.cli import main
+
+    long = "n" * 5000
+    (tmp_path / "c.toml").write_text(f'name = "{long}"\n' + TINY)
+    out = str(tmp_path / "r")
+    assert main(["run", str(tmp_path / "c.toml"), "--out", out, "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["runs", out]) == 0
+    table = capsys.readouterr().out
+    assert max(len(line) for line in table.splitlines()) < 200, table[:300]
+    assert "nnn..." in table
+    assert main(["run", str(tmp_path / "c.toml"), "--out", out, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "has this config" in err and len(err) < 400, err[:300]
+    assert main(["runs", out, "--json"]) == 0  # the JSON keeps the whole name
+    assert long in capsys.readouterr().out
+
+
+def test_clip_counts_terminal_columns():
+    from depthlab.cli.common import clip
+
+    assert clip("abc", 5) == "abc"
+    assert clip("abcdefgh", 5) == "ab..."
+    assert clip("a\nb", 9) == "a\\nb"  # on one line, as the table shows it
+    cut = clip("名前" * 10, 9)  # wide characters take two columns each
+    assert cut == "名前名..."  # 6 + 3 columns
+
+
+@pytest.mark.parametrize("text", ["null", "3", '"x"', "[1, 2]", "true", '[{"data": {}}]'])
+def test_json_that_is_no_object_on_stdin_is_named_as_json(monkeypatch, text):
+    # was a TOML syntax error ("Expected '=' after a key ...") for JSON that is no object
+    from depthlab.experiments import ConfigError
+    from depthlab.experiments.config import read_toml
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
+    with pytest.raises(ConfigError) as err:
+        read_toml("-")
+    msg = str(err.value)
+    assert "JSON config is an object of sections" in msg, msg
+    assert "TOML syntax error" not in msg
+
+
+@pytest.mark.parametrize(("kwargs", "words"), [
+    ({"n": 2.5}, "n=2.5 has the wrong type; accepted: a whole number"),
+    ({"n": "30"}, "n='30' has the wrong type"),
+    ({"n": True}, "n=True has the wrong type"),
+    ({"n": 30.0}, "(did you mean 30?)"),
+    ({"seed": 1.5}, "seed=1.5 has the wrong type; accepted: a whole number"),
+    ({"seed": "1"}, "seed='1' has the wrong type"),
+])
+def test_load_dataset_names_a_count_or_seed_of_the_wrong_type(kwargs, words):
+    # n=2.5 was a ValueError "must be a positive integer or None", unlike other wrong types
+    from depthlab.data import load_dataset
+
+    with pytest.raises(TypeError) as err:
+        load_dataset("digits", **kwargs)
+    assert isinstance(err.value, ValueError)  # still caught where ValueError was
+    assert words in str(err.value)
+    with pytest.raises(ValueError, match=r"n=0 .*accepted: n >= 1"):
+        load_dataset("digits", n=0)
+    with pytest.raises(ValueError, match=r"seed=-1 .*non-negative integer"):
+        load_dataset("digits", seed=-1)
+    assert load_dataset("digits", n=np.int64(50), seed=np.int32(1)).x_train.shape[0] > 0
