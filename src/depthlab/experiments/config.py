@@ -151,6 +151,12 @@ def _not_toml(p: Path, text: str, e: Exception) -> ConfigError:
     if text.lstrip().startswith("{"):
         return ConfigError(f"{p}: TOML syntax error: {e} (the file looks like JSON: a .json "
                            "name reads it as JSON)")
+    try:  # JSON that is no object (`echo null | depthlab run -`, a list): was a TOML error
+        value = json.loads(text)
+    except ValueError:
+        pass
+    else:
+        return ConfigError(f"{p}: {_not_an_object(value)}")
     read_as = "" if suffix == ".toml" else f" (read as TOML; accepted: {READ_FORMATS})"
     return ConfigError(f"{p}: TOML syntax error: {e}{_given_twice(text, e)}{read_as}")
 
@@ -217,9 +223,15 @@ def _json_config(p: Path, text: str) -> dict[str, Any]:
         raise ConfigError(f"{p}: JSON syntax error: {e.msg} (line {e.lineno}, column "
                           f"{e.colno})") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{p}: a JSON config is an object of sections such as "
-                          f'{{"model": {{...}}, "data": {{...}}}}, got a {type(raw).__name__}')
+        raise ConfigError(f"{p}: {_not_an_object(raw)}")
     return raw
+
+
+def _not_an_object(value: Any) -> str:
+    """Why JSON ``value`` (no object) is not a config."""
+    what = "null" if value is None else type(value).__name__
+    return (f'a JSON config is an object of sections such as {{"model": {{...}}, "data": '
+            f"{{...}}}}, got {json.dumps(value)[:40]} (a {what})")
 
 
 def load_config(path: str | os.PathLike) -> dict[str, Any]:
