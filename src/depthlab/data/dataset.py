@@ -367,13 +367,30 @@ def check_fractions(val_fraction: float, test_fraction: float) -> tuple[float, f
     return v, t
 
 
+def check_count(name: str, value: Any, minimum: int, accepted: str) -> int:
+    """``int(value)`` for a whole number ``>= minimum`` (NumPy's too). Another type (``2.5``,
+    ``"30"``, ``True``) is an :class:`~depthlab.validators.ArgumentTypeError` (a TypeError and
+    the ValueError it always was) naming it, with the number meant for a whole float (``30.0``:
+    did you mean 30?); a smaller number a ValueError. ``accepted``: the words for what is."""
+    from depthlab.validators import ArgumentTypeError
+
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        hint = ""
+        if (isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+                and float(value).is_integer() and value >= minimum):
+            hint = f" (did you mean {int(value)}?)"
+        raise ArgumentTypeError(f"{name}={value!r:.40} has the wrong type; accepted: a whole "
+                                f"number (int), {accepted}{hint}")
+    if value < minimum:
+        raise ValueError(f"{name}={value!r} is not accepted; accepted: {accepted}")
+    return int(value)
+
+
 def check_n(n: Any) -> int | None:
-    """``n`` is None or a positive int."""
+    """``n`` is None or a positive int (:func:`check_count`)."""
     if n is None:
         return None
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-        raise ValueError(f"n={n!r} must be a positive integer or None")
-    return int(n)
+    return check_count("n", n, 1, "n >= 1 rows (or None for all of them)")
 
 
 def _take(x: np.ndarray, y: np.ndarray, idx: np.ndarray, dtype: np.dtype, scale: float):

@@ -14,7 +14,14 @@ import numpy as np
 from depthlab.backend import resolve_dtype
 from depthlab.backend import rng as make_rng
 from depthlab.data import digits, fashion_mnist, mnist1d, mnist5k, shapeset, synthetic
-from depthlab.data.dataset import Dataset, RawData, build_dataset, check_fractions, check_n
+from depthlab.data.dataset import (
+    Dataset,
+    RawData,
+    build_dataset,
+    check_count,
+    check_fractions,
+    check_n,
+)
 from depthlab.data.files import load_file, looks_like_path
 from depthlab.memory import check_array
 
@@ -149,9 +156,8 @@ def _check_generated_memory(spec: BuiltinSpec, n: int | None, kwargs: dict) -> N
 
 
 def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed={seed!r} must be a non-negative integer")
-    return int(seed)
+    """``seed`` is a non-negative int (:func:`~depthlab.data.dataset.check_count`)."""
+    return check_count("seed", seed, 0, "a non-negative integer (seed >= 0)")
 
 
 # load_dataset's own keywords: a typo of one of them reaches the loader's **kwargs, so the
