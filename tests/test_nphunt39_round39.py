@@ -221,3 +221,30 @@ def test_binary_cross_entropy_pos_weight_and_weight() -> None:
         loss.forward(z, y)
     with pytest.raises(ValueError, match=r"pos_weight=\[-1.0\] is not accepted"):
         dl.loss("binary_cross_entropy", pos_weight=[-1.0])
+
+
+def test_layers_used_directly_refuse_bad_calls_in_one_line() -> None:
+    """A Dense given the wrong width, and Dense/Activation/BatchNorm asked for backward before
+    any forward or with a gradient of another shape, say so naming the layer (were NumPy's
+    "matmul: Input operand 1 has a mismatch in its core dimension 0", "'NoneType' object has
+    no attribute 'ndim'", "unsupported operand type(s) for -: 'int' and 'NoneType'" and an
+    einsum subscripts message)."""
+    import pytest
+
+    from depthlab.layers import Activation, BatchNorm, Dense
+
+    dense = Dense(3, 2)
+    with pytest.raises(ValueError, match=r"input of shape \(4, 5\); expected \(batch, 3\)"):
+        dense.forward(np.ones((4, 5), np.float32))
+    for layer in (Dense(3, 2), Activation("tanh"), BatchNorm(2)):
+        with pytest.raises(RuntimeError, match=r"backward\(\) called before forward\(\)"):
+            layer.backward(np.ones((4, 2), np.float32))
+    for layer, width in ((Dense(3, 2), 3), (Activation("relu"), 2), (BatchNorm(2), 2)):
+        layer.forward(np.ones((4, width), np.float32) + np.arange(4)[:, None])
+        with pytest.raises(ValueError, match=r"gradient of shape \(5, 2\); expected the "
+                                             r"forward output's shape \(4, 2\)"):
+            layer.backward(np.ones((5, 2), np.float32))
+    # the legal cases are unchanged: a 1-D input and a (*, fan_in) input
+    assert dense.forward(np.ones(3, np.float32)).shape == (2,)
+    out = dense.forward(np.ones((2, 4, 3), np.float32))
+    assert dense.backward(np.ones_like(out)).shape == (2, 4, 3)

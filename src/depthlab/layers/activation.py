@@ -30,6 +30,7 @@ class Activation(Layer):
 
     def backward(self, grad: Array, input_grad: bool = True) -> Array:
         """``dL/ds = dL/da * f'(s)`` elementwise, kept as ``grad_s`` and returned."""
+        self._check_backward(self.a, grad, () if self.a is None else self.a.shape)
         self.grad_s = self.fn.backward(self.s, self.a, grad)
         return self.grad_s
 

@@ -45,6 +45,20 @@ class Layer:
         """Leaf layers in forward order (containers yield their children)."""
         yield self
 
+    def _check_backward(self, cached: Array | None, grad: Array, shape: tuple[int, ...]) -> None:
+        """One clear line when :meth:`backward` cannot run: no forward pass cached (``cached``
+        None: before any forward, or after an inference pass freed it) or ``grad`` not of the
+        forward output's ``shape`` (NumPy's words were "'NoneType' object has no attribute
+        'ndim'" or a matmul/einsum signature message)."""
+        if cached is None:
+            raise RuntimeError(f"{self.name}: backward() called before forward(): no forward "
+                               "pass is cached; call forward(x) (training=True) first")
+        got = getattr(grad, "shape", None)
+        if got != shape:
+            got = f"{type(grad).__name__}" if got is None else f"shape {got}"
+            raise ValueError(f"{self.name}: backward(grad) got a gradient of {got}; expected "
+                             f"the forward output's shape {shape}")
+
     def cached_input(self) -> Array | None:
         """The input seen by the last forward pass (None before any)."""
         return getattr(self, "x", None)

@@ -63,7 +63,17 @@ class Dense(Layer):
         self.x: Array | None = None
 
     def forward(self, x: Array, training: bool = True) -> Array:
-        """``y = x W + b``: ``(batch, fan_in) -> (batch, fan_out)``; ``x`` kept for backward."""
+        """``y = x W + b``: ``(batch, fan_in) -> (batch, fan_out)``; ``x`` kept for backward.
+        An input whose last axis is not ``fan_in`` wide is one ValueError naming both (it
+        was NumPy's matmul signature message)."""
+        shape = getattr(x, "shape", None)
+        if shape is None:  # a list of rows
+            x = np.asarray(x)
+            shape = x.shape
+        if not shape or shape[-1] != self.fan_in:
+            raise ValueError(f"{self.name}: input of shape {tuple(shape)}; expected (batch, "
+                             f"{self.fan_in}) (Dense({self.fan_in}, {self.fan_out}) takes "
+                             f"{self.fan_in} features, the last axis)")
         self.x = x
         y = x @ self.W.value
         if self.b is not None:
@@ -84,6 +94,7 @@ class Dense(Layer):
         for the sums over every leading dimension (``x.T`` of a 3-D ``x`` reversed all its
         axes: a matmul error)."""
         x = self.x
+        self._check_backward(x, grad, () if x is None else (*x.shape[:-1], self.fan_out))
         if x.ndim != 2:
             x = x.reshape(-1, self.fan_in)
             grad_rows = grad.reshape(-1, self.fan_out)
