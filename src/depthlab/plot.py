@@ -1334,7 +1334,10 @@ def sweep_metric(runs: pd.DataFrame, keys: Sequence[str], metric: str = "val_acc
     fig = _f.sweep_bars(frame, "run", metric, higher_is_better=higher_is_better)
     fig.axes[0].set_xlabel("run (varying: " + ", ".join(k.split(".")[-1] for k in keys) + ")"
                            if by_name else " / ".join(k.split(".")[-1] for k in keys))
-    fig.axes[0].set_title(f"{metric} by run")
+    # the bars' own title's later lines stay (what a ↑ on a cut bar means)
+    rest = fig.axes[0].get_title().partition("\n")[2]
+    fig.axes[0].set_title(f"{metric} by run" + (f"\n{rest}" if rest else ""),
+                          fontsize=fig.axes[0].title.get_fontsize())
     return fig
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps
+from matplotlib import transforms as mtransforms
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
@@ -1820,19 +1821,24 @@ def sweep_bars(runs: pd.DataFrame, key: str, metric: str = "val_acc",
                width=0.72, hatch="////", edgecolor=OKABE_ITO[0], linewidth=0)
         ax.set_title(f"{metric} by {key}\n↑: bar cut at the axis top, its value written",
                      fontsize=10.5)
+    values = []  # (text, where a value turned 90° starts inside its bar: under a cut's band)
     if texts or cut.any():
         for p, v, top, c in zip(pos[ok_mask], hv[ok_mask], shown[ok_mask], cut[ok_mask]):
             if texts or c:
-                ax.text(p, top, f"{v:.3g}" + (" ↑" if c else ""), ha="center", va="bottom",
-                        fontsize=8.5, fontweight="bold" if c else "normal")
+                values.append((ax.text(p, top, f"{v:.3g}" + (" ↑" if c else ""), ha="center",
+                                       va="bottom", fontsize=8.5,
+                                       fontweight="bold" if c else "normal"),
+                               top * 0.88 if c else top))
     ymax = np.nanmax(shown) if ok_mask.any() else 1.0
+    marks = []
     for p, note in zip(pos, notes):
         if note:
             ax.bar([p], [ymax * 0.15 if ymax > 0 else 0.1], color="none", edgecolor="#c77",
                    hatch="///", width=0.7)
             if texts:
-                ax.text(p, (ymax * 0.17 if ymax > 0 else 0.11), "✗ " + note, ha="center",
-                        va="bottom", fontsize=8.5, color="#8B0000", fontweight="bold")
+                marks.append(ax.text(p, (ymax * 0.17 if ymax > 0 else 0.11), "✗ " + note,
+                                     ha="center", va="bottom", fontsize=8.5, color="#8B0000",
+                                     fontweight="bold"))
     if not texts and any(notes):
         from matplotlib.patches import Patch
 
@@ -1855,7 +1861,37 @@ def sweep_bars(runs: pd.DataFrame, key: str, metric: str = "val_acc",
         ax.set_ylim(0, 1)
         ax.set_yticks([])
         ax.set_ylabel(f"{metric}: no value")
+    _turn_bar_texts(fig, ax, values, marks, len(xs))
     return fig
+
+
+def _turn_bar_texts(fig: Figure, ax, values: list, marks: list, n_bars: int) -> None:
+    """Bar texts wider than the bars' pitch are turned 90°: a sweep of 48 runs whose four
+    neighbours' runaway losses were written level ("8.37 ↑" beside "27.2 ↑" ...) printed them
+    over one another and into the title. ``values``: (text, height where the value starts
+    inside its bar); a turned value is written there, down the bar in white, where the bar
+    is long enough to hold it, else above the bar; ``marks`` ("✗ diverged") stay above their
+    placeholder bar, turned."""
+    if not values and not marks:
+        return
+    renderer = fig.canvas.get_renderer()
+    fig.canvas.draw()  # the constrained layout sets the bars' width
+    pitch = ax.get_window_extent(renderer).width / max(n_bars, 1)
+    every = [t for t, _ in values] + marks
+    if max(t.get_window_extent(renderer).width for t in every) <= 0.92 * pitch:
+        return
+    for t in every:
+        t.set_rotation(90)
+    base = ax.transData.transform((0, max(0.0, ax.get_ylim()[0])))[1]
+    pad = 3.0 * fig.dpi / 72  # 3 pt
+    down = mtransforms.offset_copy(ax.transData, fig=fig, y=-3, units="points")
+    for t, inside in values:
+        length = t.get_window_extent(renderer).height
+        if ax.transData.transform((0, inside))[1] - base >= length + 2 * pad:
+            t.set_y(inside)
+            t.set_verticalalignment("top")
+            t.set_color("white")
+            t.set_transform(down)
 
 
 def value_key(v) -> str:
