@@ -945,10 +945,12 @@ def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch
             # whole): the accuracy of the tensor that holds the classes, as the doctor reads it
             acc = target_accuracy(output, y, loss_fn)
         grads: dict[int, torch.Tensor | None] = {}
-        # a frozen model (model.requires_grad_(False)) given an x that requires grad (input
-        # gradients, adversarial examples): the backward runs to x, and the layers have their
-        # grad_pre_* rows (they had none: no backward ran without a trainable parameter)
-        roots = params or [t for t in _tensors_in(x) if t.requires_grad]
+        # an x that requires grad (input gradients, adversarial examples): the backward runs
+        # to x as loss.backward() does, so layers below every trainable parameter (a frozen
+        # backbone, a frozen model) have their grad_pre_* rows (they had none: autograd.grad
+        # stopped at the lowest trainable parameter, or ran not at all without one)
+        mine = {id(p) for p in params}
+        roots = params + [t for t in _tensors_in(x) if t.requires_grad and id(t) not in mine]
         if params and not loss.requires_grad:
             warnings.warn("the loss does not require grad (loss_fn returned a detached tensor, "
                           "or the output it reads was computed under torch.no_grad()): the "
@@ -1003,10 +1005,10 @@ def _warn_new_layers(model: nn.Module, layers: Sequence[Any]) -> None:
 
 def _weight_grads(loss: torch.Tensor, params: list[torch.Tensor]
                   ) -> dict[int, torch.Tensor | None]:
-    """``id(parameter)`` -> ``dloss/dparameter`` (None where unused), by ``autograd.grad``;
-    a model with reentrant activation checkpointing (``checkpoint(..., use_reentrant=True)``,
-    which refuses ``autograd.grad``) by ``loss.backward()`` into emptied ``.grad`` slots (the
-    caller's ``Recording.isolated`` puts the user's gradients back)."""
+    """``id(tensor)`` -> ``dloss/dtensor`` (None where unused) for the trainable parameters
+    and the inputs that require grad, by ``autograd.grad``; a model with reentrant activation
+    checkpointing (``checkpoint(..., use_reentrant=True)``, which refuses ``autograd.grad``) by
+    ``loss.backward()`` into emptied ``.grad`` slots, each put back as found after."""
     try:
         got = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
     except RuntimeError as exc:
@@ -1015,8 +1017,13 @@ def _weight_grads(loss: torch.Tensor, params: list[torch.Tensor]
         warnings.warn("reentrant activation checkpointing (use_reentrant=True): the layers it "
                       "wraps ran without gradients in the forward, so they have no grad_pre_* "
                       "rows; use_reentrant=False measures them", RuntimeWarning, stacklevel=5)
-        for p in params:
+        leaves = [p for p in params if p.is_leaf]  # (a non-leaf x keeps no .grad)
+        kept = [(p, p.grad) for p in leaves]
+        for p in leaves:
             p.grad = None
         loss.backward()
-        return {id(p): p.grad for p in params}
+        got = {id(p): p.grad for p in leaves}
+        for p, g in kept:  # each .grad as found (x's too: it was left holding this backward's)
+            p.grad = g
+        return got
     return {id(p): g for p, g in zip(params, got)}
