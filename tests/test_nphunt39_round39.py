@@ -248,3 +248,24 @@ def test_layers_used_directly_refuse_bad_calls_in_one_line() -> None:
     assert dense.forward(np.ones(3, np.float32)).shape == (2,)
     out = dense.forward(np.ones((2, 4, 3), np.float32))
     assert dense.backward(np.ones_like(out)).shape == (2, 4, 3)
+
+
+def test_labels_along_columns_get_the_way_out() -> None:
+    """y of shape (1, n) (``np.matrix(y)``, ``y[None, :]``) or a transposed (k, n) table: the
+    row-count message says the columns are the samples and how to fix it (fit, doctor, probe,
+    ProbeRecorder), not only "x has 24 rows but y has 1"."""
+    import pytest
+
+    x, y = _data()
+    net = dl.mlp([5, 8, 3], seed=0)
+    ravel = (r"\(y has shape \(1, 24\): its 24 columns are the samples; y.ravel\(\) gives the "
+             r"labels\)")
+    with pytest.raises(ValueError, match=r"training x has 24 rows but y has 1 " + ravel):
+        dl.fit(net, x, y[None, :])
+    with pytest.raises(ValueError, match=r"x has 24 rows but y has 3 \(y has shape \(3, 24\): .*"
+                                         r"y.T gives one row per sample\)"):
+        dl.doctor(net, (x, np.eye(3)[y].T))
+    with pytest.raises(ValueError, match=r"y has 1 rows but x has 24 " + ravel):
+        dl.probe(net, x, y[None, :])
+    with pytest.raises(ValueError, match=r"probe_y has 1 rows but probe_x has 24 " + ravel):
+        dl.ProbeRecorder(probe_x=x, probe_y=y[None, :])

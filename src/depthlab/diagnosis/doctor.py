@@ -26,7 +26,7 @@ from ..optimizers import Optimizer, get_optimizer
 from ..probes.recorder import ProbeRecorder, _update_ratio
 from ..probes.stats import measurement_mode, probe_held_out
 from ..spec import ModelSpec, TrainSpec, check_field
-from ..training.data_checks import first_nonfinite
+from ..training.data_checks import first_nonfinite, transposed_hint
 from ..training.history import History
 from ..training.trainer import Callback, Trainer, _check_callbacks, _check_unused, _optimizer_kwargs
 from ..validators import did_you_mean, positive_int, torch_module_hint
@@ -96,7 +96,8 @@ def _unpack(data: Any, seed: int | None) -> _Data:
         x, y = data_array(data[0], "x"), data_array(data[1], "y")
         n = x.shape[0] if x.ndim else 0
         if y.ndim == 0 or n != y.shape[0]:
-            raise ValueError(f"x has {n} rows but y has {y.shape[0] if y.ndim else 0}")
+            raise ValueError(f"x has {n} rows but y has {y.shape[0] if y.ndim else 0}"
+                             + transposed_hint(n, y.shape))
         if len(data) == 4:
             xv, yv = data_array(data[2], "validation x"), data_array(data[3], "validation y")
             nv = xv.shape[0] if xv.ndim else 0

@@ -12,7 +12,7 @@ from ..losses import Loss, get_loss
 from ..memory import check_batch
 from ..network import Network
 from ..threads import blas_threads
-from ..training.data_checks import finite_features
+from ..training.data_checks import finite_features, transposed_hint
 from ..validators import check_bn_probe_rows, keyword_hints, torch_module_hint
 from .stats import (
     PERCENTILES,
@@ -52,7 +52,8 @@ def probe(net: Network, x: Array, y: Array, loss: str | Loss = "cross_entropy",
     if x.ndim != 2 or x.shape[1] != net.n_inputs:
         raise ValueError(f"x has shape {x.shape}; expected (batch, {net.n_inputs})")
     if y.shape[0] != x.shape[0]:
-        raise ValueError(f"y has {y.shape[0]} rows but x has {x.shape[0]}")
+        raise ValueError(f"y has {y.shape[0]} rows but x has {x.shape[0]}"
+                         + transposed_hint(x.shape[0], y.shape))
     finite_features(x, net.dtype, "x")  # NaN, inf or too large for the dtype: refused
     check_batch(net, x.shape[0], "probe")  # the measurement pass's activations must fit
     if net.batchnorms():

@@ -42,7 +42,7 @@ import pandas as pd
 from ..backend import Array, data_array
 from ..losses import Loss, get_loss
 from ..memory import CHECK_FROM_BYTES, check_batch, check_fits
-from ..training.data_checks import finite_features
+from ..training.data_checks import finite_features, transposed_hint
 from ..training.trainer import Callback
 from ..validators import check_bn_probe_rows, keyword_hints, positive_int
 from . import accel
@@ -203,7 +203,8 @@ class ProbeRecorder(Callback):
                                  f"{probe_x.shape}")
             if probe_y.shape[0] != probe_x.shape[0]:
                 raise ValueError(f"probe_y has {probe_y.shape[0]} rows but probe_x has "
-                                 f"{probe_x.shape[0]}")
+                                 f"{probe_x.shape[0]}"
+                                 + transposed_hint(probe_x.shape[0], probe_y.shape))
         self.probe_x = probe_x
         self.probe_y = probe_y
         self._loss_spec = get_loss(loss) if loss is not None else None

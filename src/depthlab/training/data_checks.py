@@ -32,7 +32,8 @@ def check_xy(x, y, *, n_inputs: int, dtype, what: str = "training") -> tuple[Arr
     if x.shape[1] != n_inputs:
         raise ValueError(f"{what} x has {x.shape[1]} features; the network expects {n_inputs}")
     if y.shape[0] != x.shape[0]:
-        raise ValueError(f"{what} x has {x.shape[0]} rows but y has {y.shape[0]}")
+        raise ValueError(f"{what} x has {x.shape[0]} rows but y has {y.shape[0]}"
+                         + transposed_hint(x.shape[0], y.shape))
     x = finite_features(x, dtype, f"{what} x")
     bad = first_nonfinite(y) if np.issubdtype(y.dtype, np.floating) else None
     if bad is not None:
@@ -40,6 +41,15 @@ def check_xy(x, y, *, n_inputs: int, dtype, what: str = "training") -> tuple[Arr
         raise ValueError(f"{what} y contains NaN or infinity (first at {where}); accepted: "
                          "finite numbers")
     return x, y
+
+
+def transposed_hint(n: int, y_shape: tuple[int, ...]) -> str:
+    """The way out when ``y`` holds the ``n`` labels or targets along its columns: a row
+    ``(1, n)`` (``np.matrix(y)``, ``y[None, :]``) or a transposed ``(k, n)`` table."""
+    if len(y_shape) == 2 and y_shape[1] == n and y_shape[0] != n:
+        fix = "y.ravel() gives the labels" if y_shape[0] == 1 else "y.T gives one row per sample"
+        return f" (y has shape {y_shape}: its {n} columns are the samples; {fix})"
+    return ""
 
 
 def _ndim(v: Any) -> int:
