@@ -269,3 +269,28 @@ def test_labels_along_columns_get_the_way_out() -> None:
         dl.probe(net, x, y[None, :])
     with pytest.raises(ValueError, match=r"probe_y has 1 rows but probe_x has 24 " + ravel):
         dl.ProbeRecorder(probe_x=x, probe_y=y[None, :])
+
+
+def test_adam_training_resumed_from_files_follows_the_whole_run(tmp_path) -> None:
+    """The whole resume workflow: Trainer 3 epochs, dl.save + the optimizer's state_dict
+    pickled, dl.load + load_state_dict + a Trainer on that optimizer, 3 more epochs == 6
+    uninterrupted epochs, bit for bit (Adam's moments, the dropout masks, BN statistics)."""
+    import pickle
+
+    x, y = _data()
+    kw = {"activation": "relu", "dropout": 0.3, "batchnorm": True}
+    whole = dl.mlp([5, 6, 6, 3], seed=1, **kw)
+    dl.Trainer(whole, optimizer="adam", lr=0.01, batch_size="full", epochs=6).fit(x, y)
+    first = dl.mlp([5, 6, 6, 3], seed=1, **kw)
+    trainer = dl.Trainer(first, optimizer="adam", lr=0.01, batch_size="full", epochs=3)
+    trainer.fit(x, y)
+    (tmp_path / "opt.pkl").write_bytes(pickle.dumps(trainer.optimizer.state_dict()))
+    dl.save(first, tmp_path / "net.npz")
+    net = dl.load(tmp_path / "net.npz")
+    opt = dl.optimizer("adam", net.parameters())
+    opt.load_state_dict(pickle.loads((tmp_path / "opt.pkl").read_bytes()))
+    dl.Trainer(net, optimizer=opt, batch_size="full", epochs=3).fit(x, y)
+    for a, b in zip(_params(whole), _params(net)):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(whole.batchnorms(), net.batchnorms()):
+        np.testing.assert_array_equal(a.running_var, b.running_var)
