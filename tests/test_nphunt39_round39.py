@@ -294,3 +294,19 @@ def test_adam_training_resumed_from_files_follows_the_whole_run(tmp_path) -> Non
         np.testing.assert_array_equal(a, b)
     for a, b in zip(whole.batchnorms(), net.batchnorms()):
         np.testing.assert_array_equal(a.running_var, b.running_var)
+
+
+def test_probe_recorder_refuses_a_per_item_loss() -> None:
+    """``ProbeRecorder(loss=<reduction 'none'>)`` is refused when built, as ``dl.probe`` refuses
+    it (was NumPy's "only 0-dimensional arrays can be converted to Python scalars" at the first
+    probe of a fit with probe_x)."""
+    import pytest
+
+    x, y = _data()
+    with pytest.raises(ValueError, match=r"a probe measures one loss per batch; accepted: "
+                                         r"reduction='mean'"):
+        dl.ProbeRecorder(loss=dl.loss("cross_entropy", reduction="none"), probe_x=x[:8],
+                         probe_y=y[:8])
+    rec = dl.ProbeRecorder(loss=dl.loss("cross_entropy", reduction="sum"), probe_x=x[:8],
+                           probe_y=y[:8])
+    dl.fit(dl.mlp([5, 4, 3], seed=0), x, y, callbacks=[rec])

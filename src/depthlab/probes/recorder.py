@@ -208,6 +208,10 @@ class ProbeRecorder(Callback):
         self.probe_x = probe_x
         self.probe_y = probe_y
         self._loss_spec = get_loss(loss) if loss is not None else None
+        if getattr(self._loss_spec, "reduction", "mean") == "none":  # as dl.probe's (NumPy's
+            # "only 0-dimensional arrays can be converted to Python scalars" at the first probe)
+            raise ValueError(f"loss={self._loss_spec!r}: a probe measures one loss per batch; "
+                             "accepted: reduction='mean' (the default) or 'sum'")
         self.every = positive_int("every", every)
         self.n_bins = positive_int("n_bins", n_bins)
         self.jacobian_examples = positive_int("jacobian_examples", jacobian_examples)
