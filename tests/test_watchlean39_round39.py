@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from depthlab.probes import accel
 from depthlab.torch import Watch, hooks
+from depthlab.torch.accumulators import watch_kernels
 
 
 class _Shared(nn.Module):
@@ -176,8 +176,9 @@ def _general_only(monkeypatch) -> None:
 def test_host_path_frames_equal_the_general_paths_to_the_bit(kind, every, monkeypatch):
     """The same training recorded with the host path and with the general path: the frames
     are identical to the bit, and training is bit-identical to an unwatched run."""
-    if not accel.available():
-        pytest.skip("Numba (depthlab[fast]) is not installed: there is no host path")
+    if watch_kernels() is None:
+        pytest.skip("no compiled CPU kernels (Numba not installed, or DEPTHLAB_PROBE_KERNELS="
+                    "numpy): there is no host path")
     with pytest.warns(RuntimeWarning) if kind == "relayered" else _nothing():
         fast, losses_w, params_w = _train(kind, True, every=every)
     _, losses, params = _train(kind, False, every=every)
@@ -194,8 +195,9 @@ def test_host_path_frames_equal_the_general_paths_to_the_bit(kind, every, monkey
 
 def test_the_host_path_ran(monkeypatch):
     """The comparison above compares two paths: on the MLP every record took the host path."""
-    if not accel.available():
-        pytest.skip("Numba (depthlab[fast]) is not installed: there is no host path")
+    if watch_kernels() is None:
+        pytest.skip("no compiled CPU kernels (Numba not installed, or DEPTHLAB_PROBE_KERNELS="
+                    "numpy): there is no host path")
     taken = []
     original = hooks.Recording._collect_host
 
