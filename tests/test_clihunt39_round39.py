@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -78,3 +79,53 @@ def test_load_dataset_names_a_count_or_seed_of_the_wrong_type(kwargs, words):
     with pytest.raises(ValueError, match=r"seed=-1 .*non-negative integer"):
         load_dataset("digits", seed=-1)
     assert load_dataset("digits", n=np.int64(50), seed=np.int32(1)).x_train.shape[0] > 0
+
+
+def test_a_fraction_that_rounds_to_no_rows_is_said(tmp_path):
+    # a 2-row CSV trained with no validation or test rows (val_fraction 0.1, test_fraction
+    # 0.2 of 2 rows round to 0): "val_acc -" in the table, exit 0, not a word on why
+    from depthlab.cli import main
+
+    (tmp_path / "two.csv").write_text("a,b,label\n1,2,0\n3,4,1\n")
+    (tmp_path / "c.toml").write_text('[data]\npath = "two.csv"\n[model]\ndepth = 1\n'
+                                     'width = 4\n[train]\nepochs = 1\n')
+    with pytest.warns(UserWarning, match=r"has 2 rows: data.val_fraction = 0.1 and data."
+                      r"test_fraction = 0.2 round to no validation or test rows"):
+        assert main(["run", str(tmp_path / "c.toml"), "--out", str(tmp_path / "r"),
+                     "--quiet"]) == 0
+    (tmp_path / "d.toml").write_text(TINY)  # 60 rows: 6 validation, 12 test rows; no warning
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*round to no|.*rounds to no")
+        assert main(["run", str(tmp_path / "d.toml"), "--out", str(tmp_path / "r"),
+                     "--quiet"]) == 0
+
+
+def test_an_older_store_exports_the_same_columns(tmp_path):
+    # a store written before histograms kept n_neginf/n_posinf/n_nan, exported read-only,
+    # wrote a histograms.csv of 7 columns where a newer store's has 10 (Store.histograms
+    # already read them as NaN: "unknown")
+    import sqlite3
+
+    import pandas as pd
+
+    from depthlab.cli import main
+    from depthlab.experiments import Store
+
+    (tmp_path / "c.toml").write_text(TINY.replace("every = 0", "every = 2"))
+    out = tmp_path / "r"
+    assert main(["run", str(tmp_path / "c.toml"), "--out", str(out), "--quiet"]) == 0
+    with Store(out, create=False, readonly=True) as s:
+        new_cols = list(s.table("histograms").columns)
+    conn = sqlite3.connect(out / "depthlab.db")
+    for col in ("n_neginf", "n_posinf", "n_nan"):
+        conn.execute(f"ALTER TABLE histograms DROP COLUMN {col}")
+    conn.commit()
+    conn.close()
+    with Store(out, create=False, readonly=True) as s:
+        old = s.table("histograms")
+        assert list(old.columns) == new_cols
+        assert len(old) and old["n_nan"].isna().all()
+        s.export(tmp_path / "e")
+        s.export(tmp_path / "p", "parquet")
+    assert list(pd.read_csv(tmp_path / "e" / "histograms.csv").columns) == new_cols
+    assert list(pd.read_parquet(tmp_path / "p" / "histograms.parquet").columns) == new_cols

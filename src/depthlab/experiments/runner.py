@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import traceback
+import warnings
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -435,7 +436,29 @@ def prepare(config: dict[str, Any], *, data: Any = None) -> Prepared:
     y_va = targets(ds.y_val) if len(ds.y_val) else None
     y_te = targets(ds.y_test) if len(ds.y_test) else None
     _check_monitor(cfg, y_tr, y_va, net)
+    _warn_empty_splits(config, ds)
     return Prepared(cfg, ds, net, y_tr, y_va, y_te, scale)
+
+
+def _warn_empty_splits(config: dict[str, Any], ds: Any) -> None:
+    """Warn when ``data.val_fraction`` (``test_fraction``) is above 0 but its share of the
+    rows, ``round(fraction * N)``, is none: a 4-row file trained with no validation or test
+    rows and said nothing (its val/test metrics showed as "-", exit 0)."""
+    data = config["data"]
+    words = {"val": "validation", "test": "test"}
+    empty = [part for part in ("val", "test")
+             if ds.sizes[part] == 0 and (data.get(f"{part}_fraction") or 0) > 0]
+    if not empty:
+        return
+    rows = sum(ds.sizes.values())
+    given = " and ".join(f"data.{p}_fraction = {data[f'{p}_fraction']:g}" for p in empty)
+    source = data.get("path") or data.get("name")
+    warnings.warn(f"data {str(source)!r} has {rows} rows: {given} "
+                  f"{'round' if len(empty) > 1 else 'rounds'} to no "
+                  f"{' or '.join(words[p] for p in empty)} rows, so "
+                  f"{', '.join(p + '_loss/' + p + '_acc' for p in empty)} are not measured; "
+                  "accepted: more rows (data.n), a larger fraction, or 0 to go without them",
+                  UserWarning, stacklevel=3)
 
 
 def _check_monitor(config: dict[str, Any], y_train: np.ndarray, y_val: np.ndarray | None,
