@@ -1115,9 +1115,20 @@ class Store:
                 n += len(rows)
                 for i, values in enumerate(zip(*rows, strict=True)):
                     chunks[i].append(_read_chunk(values, cols[i] in text))
+        missing = self._missing_columns(name, cols)
         if not n:
-            return pd.DataFrame([], columns=cols)
-        return pd.DataFrame({c: _read_column(chunks[i], n) for i, c in enumerate(cols)})
+            return pd.DataFrame([], columns=cols + missing)
+        frame = pd.DataFrame({c: _read_column(chunks[i], n) for i, c in enumerate(cols)})
+        for c in missing:
+            frame[c] = np.full(n, np.nan)
+        return frame
+
+    @staticmethod
+    def _missing_columns(name: str, cols: list[str]) -> list[str]:
+        """The columns added to table ``name`` since an older store (read-only) was written
+        that it lacks: :meth:`table` and exports give them as NaN ("unknown"), as the per-run
+        readers do, so every store's export has the same columns (they were left out)."""
+        return [c for c in _ADDED_COLUMNS.get(name, ()) if c not in cols]
 
     def _column_kinds(self, name: str, cols: list[str]) -> list[str]:
         """The dtype :meth:`table` gives each column of table ``name``, from the SQLite types
@@ -1150,6 +1161,7 @@ class Store:
         cur = self._conn.execute(f"SELECT * FROM {name}")
         cols = [d[0] for d in cur.description]
         kinds = self._column_kinds(name, cols)
+        missing = self._missing_columns(name, cols)
         parquet = fmt == "parquet"
         if parquet and "object" in kinds:  # Arrow's type of such a column: from all of it
             return self._write_frame(self.table(name), fh, fmt)
@@ -1161,13 +1173,16 @@ class Store:
             text = pa.Schema.from_pandas(pd.DataFrame([("a",)], columns=["t"]),
                                          preserve_index=False).field("t").type  # as table()'s
             types = {"int64": pa.int64(), "float64": pa.float64(), "text": text}
-            schema = pa.schema([(c, types[k]) for c, k in zip(cols, kinds)])
+            schema = pa.schema([(c, types[k]) for c, k in zip(cols, kinds)]
+                               + [(c, pa.float64()) for c in missing])
         writer = None
         with _gc_paused():  # each chunk's tuples set off collections of the whole heap
             while rows := cur.fetchmany(ROW_CHUNK):
                 df = pd.DataFrame({c: pd.Series(values, dtype=object) if kind in (
                                    "text", "object") else np.array(values, dtype=kind)
                                    for c, kind, values in zip(cols, kinds, zip(*rows))})
+                for c in missing:
+                    df[c] = np.full(len(rows), np.nan)
                 if not parquet:
                     df.to_csv(fh, index=False, header=writer is None)
                     writer = True
@@ -1177,7 +1192,7 @@ class Store:
                     writer = pq.ParquetWriter(fh, table.schema)
                 writer.write_table(table)
         if writer is None:  # no rows: the header (or schema) of an empty table
-            return self._write_frame(pd.DataFrame([], columns=cols), fh, fmt)
+            return self._write_frame(pd.DataFrame([], columns=cols + missing), fh, fmt)
         if parquet:
             writer.close()
         return None
