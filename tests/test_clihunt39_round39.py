@@ -129,3 +129,34 @@ def test_an_older_store_exports_the_same_columns(tmp_path):
         s.export(tmp_path / "p", "parquet")
     assert list(pd.read_csv(tmp_path / "e" / "histograms.csv").columns) == new_cols
     assert list(pd.read_parquet(tmp_path / "p" / "histograms.parquet").columns) == new_cols
+
+
+def test_a_folder_of_one_prefixed_idx_set_loads_with_its_test_split(tmp_path):
+    # EMNIST's files (emnist-letters-train-images-idx3-ubyte.gz, ...-test-...) in a folder:
+    # "no IDX training images in folder", the folder full of them
+    import gzip
+
+    from depthlab.data import load_dataset
+    from depthlab.data.idx import write_idx
+
+    rng = np.random.default_rng(0)
+
+    def idx_set(folder, prefix, gz):
+        folder.mkdir(exist_ok=True)
+        for split, n in (("train", 40), ("test", 12)):
+            for kind, a in (("images-idx3", rng.integers(0, 256, (n, 3, 3), dtype=np.uint8)),
+                            ("labels-idx1", (np.arange(n) % 3).astype(np.uint8))):
+                f = folder / f"{prefix}{split}-{kind}-ubyte"
+                write_idx(f, a)
+                if gz:
+                    f.with_name(f.name + ".gz").write_bytes(gzip.compress(f.read_bytes()))
+                    f.unlink()
+
+    idx_set(tmp_path / "one", "emnist-letters-", gz=True)
+    d = load_dataset(tmp_path / "one")
+    assert d.info["test_split"] == "official" and d.x_test.shape == (12, 9)
+    assert d.x_train.shape[0] + d.x_val.shape[0] == 40
+    idx_set(tmp_path / "one", "emnist-digits-", gz=False)
+    with pytest.raises(ValueError, match=r"holds the IDX training images of 2 sets "
+                       r"\('emnist-digits-train-images-idx3-ubyte', 'emnist-letters-train"):
+        load_dataset(tmp_path / "one")

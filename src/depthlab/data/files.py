@@ -20,6 +20,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import re
 import warnings
 import zipfile
 import zlib
@@ -792,8 +793,39 @@ def _find_in_folder(folder: Path, prefixes: tuple[str, ...]) -> Path | None:
     return None
 
 
-def _idx_folder(folder: Path, scale: float | None) -> RawData:
+_IDX_SET_NAME = re.compile(r"^(?P<set>.*?)(?P<split>train|t10k|test)-images[-.]idx[34]-ubyte"
+                           r"(\.gz)?$")
+"""An IDX images file of a named set: ``emnist-letters-train-images-idx3-ubyte.gz`` (EMNIST's
+names) is set ``emnist-letters-``, split ``train``; MNIST's own names have the set ``""``."""
+
+
+def _idx_files(folder: Path) -> tuple[Path | None, Path | None]:
+    """The training and test images files of the one IDX set in ``folder``: MNIST's names
+    (``train-images-idx3-ubyte``, ``t10k-``/``test-``), else one set's prefixed names
+    (``emnist-letters-train-images-idx3-ubyte.gz``: was "no IDX training images in folder",
+    the folder full of them). Several prefixed sets are a ValueError naming them."""
     train = _find_in_folder(folder, ("train",))
+    if train is not None:
+        return train, _find_in_folder(folder, ("t10k", "test"))
+    sets: dict[str, dict[str, Path]] = {}
+    for f in sorted(folder.iterdir()):
+        found = _IDX_SET_NAME.match(f.name)
+        if found and f.is_file():
+            sets.setdefault(found["set"], {}).setdefault(found["split"], f)
+    named = [k for k, v in sets.items() if "train" in v]
+    if len(named) > 1:
+        shown = ", ".join(repr(sets[k]["train"].name) for k in named[:4])
+        raise ValueError(f"folder {str(folder)!r} holds the IDX training images of {len(named)} "
+                         f"sets ({shown}{', ...' if len(named) > 4 else ''}); accepted: a "
+                         "folder of one set, or one images file as the data path")
+    if not named:
+        return None, None
+    split = sets[named[0]]
+    return split["train"], split.get("t10k") or split.get("test")
+
+
+def _idx_folder(folder: Path, scale: float | None) -> RawData:
+    train, test = _idx_files(folder)
     if train is None:
         raise FileNotFoundError(
             f"no IDX training images in folder {str(folder)!r}: expected "
@@ -803,7 +835,6 @@ def _idx_folder(folder: Path, scale: float | None) -> RawData:
     x, y, labels = _idx_pair(train)
     raw = RawData(x=x, y=y, scale=_idx_scale(x, scale))
     files = {"x_train": str(train), "y_train": str(labels)}
-    test = _find_in_folder(folder, ("t10k", "test"))
     if test is not None:
         raw.x_test, raw.y_test, test_labels = _idx_pair(test)
         files.update(x_test=str(test), y_test=str(test_labels))
@@ -844,8 +875,7 @@ def file_bytes(path: str | os.PathLike) -> tuple[int, str] | None:
     lower = p.name.lower()
     try:
         if p.is_dir():
-            found = [f for f in (_find_in_folder(p, ("train",)),
-                                 _find_in_folder(p, ("t10k", "test"))) if f is not None]
+            found = [f for f in _idx_files(p) if f is not None]
             if not found:
                 return None
             return (sum(_idx_pair_bytes(f) for f in found),
