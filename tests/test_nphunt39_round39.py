@@ -310,3 +310,15 @@ def test_probe_recorder_refuses_a_per_item_loss() -> None:
     rec = dl.ProbeRecorder(loss=dl.loss("cross_entropy", reduction="sum"), probe_x=x[:8],
                            probe_y=y[:8])
     dl.fit(dl.mlp([5, 4, 3], seed=0), x, y, callbacks=[rec])
+
+
+def test_optimizer_params_mistakes_name_the_way_out() -> None:
+    """``net.parameters`` passed uncalled says to call it; torch's parameter groups (dicts with
+    'params') say they are not taken (were "got method" and "got dict")."""
+    import pytest
+
+    net = dl.mlp([3, 4, 2], seed=0)
+    with pytest.raises(TypeError, match=r"got method; call it: parameters\(\)"):
+        dl.optimizer("sgd", net.parameters, lr=0.1)
+    with pytest.raises(TypeError, match=r"got dict \(torch's parameter groups"):
+        dl.optimizer("adam", [{"params": net.parameters(), "lr": 0.1}])

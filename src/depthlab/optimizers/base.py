@@ -83,15 +83,21 @@ def _param_list(params: Iterable[Parameter]) -> list[Parameter]:
     try:
         plist = list(params)
     except TypeError:
+        call = (f"; call it: {params.__name__}()" if callable(params)
+                and hasattr(params, "__name__") else "")  # net.parameters, not called
         raise TypeError(
-            f"params must be an iterable of depthlab Parameter objects, got {type(params).__name__}"
-        ) from None
+            f"params must be an iterable of depthlab Parameter objects, got "
+            f"{type(params).__name__}{call}") from None
     if not plist:
         raise ValueError("optimizer got an empty parameter list")
     seen: set[int] = set()
     for p in plist:
         if not isinstance(p, Parameter):
-            raise TypeError(f"params must be depthlab Parameter objects, got {type(p).__name__}")
+            group = (" (torch's parameter groups, dicts of 'params' and hyperparameters, are not "
+                     "taken: one optimizer per set of hyperparameters)"
+                     if isinstance(p, dict) and "params" in p else "")
+            raise TypeError(f"params must be depthlab Parameter objects, got "
+                            f"{type(p).__name__}{group}")
         if id(p) in seen:
             raise ValueError(f"parameter {p!r} appears more than once in params")
         seen.add(id(p))
