@@ -70,3 +70,25 @@ def test_diverged_marks_of_a_long_one_key_sweep_do_not_run_into_one_another():
     boxes = [t.get_window_extent(renderer) for t in ax.texts]
     for a, b in itertools.combinations(boxes, 2):
         assert not _overlap(a, b), (a, b)
+
+
+def test_the_doctors_answer_is_announced_to_a_screen_reader(browser, server):
+    # a learner on a screen reader pressed doctor (keyboard): the findings replaced the panel's
+    # content, the focus came back to the doctor button, and nothing said the answer had come
+    # (no live region held it); one persistent role=status line now says what it found
+    from helpers.browser import checked_page
+
+    with checked_page(browser, 1000, 800) as pg:
+        pg.goto(server.url + "?model.depth=2&model.width=4&model.init=zeros")
+        pg.wait_for_selector("#f-model-depth")
+        status = pg.locator("#panel-doctor [role=status]:not(.applied-note)")
+        assert status.count() == 1  # there before the doctor runs: announced when it changes
+        pg.locator("#doctor").focus()
+        pg.keyboard.press("Enter")
+        pg.wait_for_selector("#doctor-out .finding", timeout=60_000)
+        said = status.text_content()
+        kinds = pg.locator("#doctor-out .finding").evaluate_all(
+            "els => els.map(e => e.dataset.kind)")
+        # all-zero weights: the doctor finds init_mismatch (at least one finding)
+        assert kinds and said.startswith("the doctor's answer: "), (said, kinds)
+        assert f"{len(kinds)} finding" in said and all(k in said for k in kinds), (said, kinds)

@@ -340,6 +340,7 @@ function handle(m) {
         const refocus = doctorFocusBack();
         $("doctor").disabled = false;
         $("doctor-out").replaceChildren(el("p", "note", m.message));
+        doctorSays(`the doctor stopped without an answer: ${m.message}`);
         refocus();
       }
       // nothing accepted yet; a network being built ("loading") goes on and says so itself
@@ -370,6 +371,7 @@ function handle(m) {
         $("doctor-out").appendChild(cancel);
         if (S.doctorByKey && focusDropped()) cancel.focus();
       }
+      doctorSays("the doctor is running");
       break;
     case "doctor_cancelled": {
       const refocus = doctorFocusBack();
@@ -377,6 +379,7 @@ function handle(m) {
       S.doctorQuery = null; $("doctor-out").classList.remove("stale");
       $("doctor-out").replaceChildren(el("p", "note", "the doctor was cancelled; press doctor " +
         "to examine the setup on the page"));
+      doctorSays("the doctor was cancelled");
       refocus();
       break;
     }
@@ -1035,6 +1038,17 @@ function onDoctor(m) {
   const out = $("doctor-out");
   out.innerHTML = "";
   try { showDiagnosis(m, out); } finally { refocus(); }
+  const kinds = m.findings.map((f) => f.kind);
+  doctorSays("the doctor's answer: " + (kinds.length ? `${kinds.length} finding` +
+    `${kinds.length > 1 ? "s" : ""}: ${kinds.join(", ")}; read them in the doctor panel` :
+    "no findings, a clean bill of health"));
+}
+
+/* The doctor's answer replaced its panel's content, and the focus went back to its button:
+   a screen reader said nothing of it. One status line (role=status, on the page from its
+   start, not shown) says that the doctor runs, and what it found. */
+function doctorSays(text) {
+  $("doctor-status").textContent = text;
 }
 
 function showDiagnosis(m, out) {
