@@ -160,3 +160,26 @@ def test_a_folder_of_one_prefixed_idx_set_loads_with_its_test_split(tmp_path):
     with pytest.raises(ValueError, match=r"holds the IDX training images of 2 sets "
                        r"\('emnist-digits-train-images-idx3-ubyte', 'emnist-letters-train"):
         load_dataset(tmp_path / "one")
+
+
+def test_a_dask_worker_lost_during_the_version_check_is_not_said_to_lack_depthlab():
+    # a worker killed while the sweep checked the workers' versions answered CommClosedError
+    # ("Stream is closed"): the sweep stopped, exit 2, saying "cannot run depthlab's points
+    # (...); install depthlab 0.1.0 there"
+    pytest.importorskip("distributed")
+    from distributed.comm.core import CommClosedError
+
+    from depthlab.experiments.executors.dask import DaskExecutor, environment
+
+    ex = DaskExecutor.__new__(DaskExecutor)
+    ex.address = "tcp://127.0.0.1:8786"
+    ex.no_workers_timeout = None
+    here = environment()
+    ex._environments = lambda: ({"tcp://10.0.0.1:1": CommClosedError("Stream is closed"),
+                                 "tcp://10.0.0.2:1": dict(here)}, [])
+    with pytest.warns(UserWarning, match=r"tcp://10.0.0.1:1 of tcp://127.0.0.1:8786 closed "
+                      r"the connection during the version check"):
+        ex._check_workers()  # no ClusterError: the other worker computes as this machine
+    ex._environments = lambda: ({"tcp://10.0.0.1:1": ModuleNotFoundError("depthlab")}, [])
+    with pytest.raises(Exception, match="cannot run depthlab's points"):
+        ex._check_workers()  # a worker without depthlab is still refused

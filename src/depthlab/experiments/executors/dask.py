@@ -668,6 +668,19 @@ class DaskExecutor(Executor):
         here = environment()
         self._environment = here
         there, silent = self._environments()
+        # a worker lost during the check (killed, restarted: CommClosedError "Stream is
+        # closed", an OSError) did not fail to run depthlab: it was said to need depthlab
+        # installed. Like a silent one, it is checked by run_chunk if it comes back.
+        lost = sorted(a for a, env in there.items() if isinstance(env, OSError))
+        there = {a: env for a, env in there.items() if a not in lost}
+        if lost:
+            import warnings
+
+            shown = ", ".join(lost[:3]) + (f" and {len(lost) - 3} more" if len(lost) > 3
+                                           else "")
+            warnings.warn(f"the Dask worker(s) {shown} of {self.address} closed the connection "
+                          "during the version check (stopped or restarted); their points are "
+                          "checked as they run", UserWarning, stacklevel=3)
         if silent:
             import warnings
 
@@ -688,7 +701,7 @@ class DaskExecutor(Executor):
             elif differences(env, here):
                 bad.append(f"{address} has {differences(env, here)}; install the same "
                            "versions there")
-        if not there and not silent:  # dask-jobqueue's workers may still be queued: wait,
+        if not there and not silent and not lost:  # jobqueue workers may be queued: wait,
             import warnings  # but say so
 
             self._said_no_workers = True
