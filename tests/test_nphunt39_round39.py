@@ -224,22 +224,24 @@ def test_binary_cross_entropy_pos_weight_and_weight() -> None:
 
 
 def test_layers_used_directly_refuse_bad_calls_in_one_line() -> None:
-    """A Dense given the wrong width, and Dense/Activation/BatchNorm asked for backward before
-    any forward or with a gradient of another shape, say so naming the layer (were NumPy's
+    """A Dense given the wrong width, and Dense/Activation/BatchNorm/Dropout asked for backward
+    before any forward or with a gradient of another shape, say so naming the layer (NumPy's
+    broadcast error, or silently the gradient itself for a Dropout; were NumPy's
     "matmul: Input operand 1 has a mismatch in its core dimension 0", "'NoneType' object has
     no attribute 'ndim'", "unsupported operand type(s) for -: 'int' and 'NoneType'" and an
     einsum subscripts message)."""
     import pytest
 
-    from depthlab.layers import Activation, BatchNorm, Dense
+    from depthlab.layers import Activation, AlphaDropout, BatchNorm, Dense, Dropout
 
     dense = Dense(3, 2)
     with pytest.raises(ValueError, match=r"input of shape \(4, 5\); expected \(batch, 3\)"):
         dense.forward(np.ones((4, 5), np.float32))
-    for layer in (Dense(3, 2), Activation("tanh"), BatchNorm(2)):
+    for layer in (Dense(3, 2), Activation("tanh"), BatchNorm(2), Dropout(0.5)):
         with pytest.raises(RuntimeError, match=r"backward\(\) called before forward\(\)"):
             layer.backward(np.ones((4, 2), np.float32))
-    for layer, width in ((Dense(3, 2), 3), (Activation("relu"), 2), (BatchNorm(2), 2)):
+    for layer, width in ((Dense(3, 2), 3), (Activation("relu"), 2), (BatchNorm(2), 2),
+                         (Dropout(0.5), 2), (AlphaDropout(0.2), 2)):
         layer.forward(np.ones((4, width), np.float32) + np.arange(4)[:, None])
         with pytest.raises(ValueError, match=r"gradient of shape \(5, 2\); expected the "
                                              r"forward output's shape \(4, 2\)"):

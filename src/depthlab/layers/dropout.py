@@ -55,6 +55,8 @@ class Dropout(Layer):
 
     def backward(self, grad: Array, input_grad: bool = True) -> Array:
         """``dL/dx = dL/dy * mask`` (the forward's scaled mask; ``dL/dy`` when it was off)."""
+        x = getattr(self, "x", None)  # before any forward: no mask, but no pass to undo either
+        self._check_backward(x, grad, () if x is None else x.shape)
         if self.mask is not None:
             grad *= self.mask
         return grad
