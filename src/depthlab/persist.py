@@ -39,6 +39,7 @@ __all__ = ["FORMAT", "load", "load_meta", "save"]
 
 FORMAT = "depthlab-network/1"
 _BN_FIELDS = ("running_mean", "running_var", "population_mean", "population_var")
+_BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")  # NumPy's
 
 
 def _json_bytes(obj: Any) -> np.ndarray:
@@ -149,7 +150,7 @@ def _encoded(net: Any, path: str | os.PathLike,
                 arrays[f"bn:{k}:{field}"] = np.asarray(value)
         arrays[f"bn:{k}:num_batches"] = np.asarray(int(bn.num_batches), dtype=np.int64)
     for k, drop in enumerate(net.dropouts() if hasattr(net, "dropouts") else ()):
-        arrays[f"dropout:{k}:rng"] = _json_bytes(drop.rng.bit_generator.state)
+        arrays[f"dropout:{k}:rng"] = _json_bytes(_listed(drop.rng.bit_generator.state))
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return path, buf.getvalue()
@@ -413,20 +414,37 @@ def _restore(net: Any, data: Any, path: Path) -> None:
     _restore_dropout_rngs(net, data, path)
 
 
+def _listed(state: Any) -> Any:
+    """A bit generator's ``state`` with its arrays as lists (MT19937's key, Philox's counter,
+    SFC64's words), for JSON; the state setters take lists back."""
+    if isinstance(state, np.ndarray):
+        return state.tolist()
+    if isinstance(state, dict):
+        return {k: _listed(v) for k, v in state.items()}
+    return state
+
+
 def _restore_dropout_rngs(net: Any, data: Any, path: Path) -> None:
     """Set each dropout layer's generator to the state saved with it (``dropout:<k>:rng``;
-    a file saved without them keeps the seed's fresh generators)."""
+    a file saved without them keeps the seed's fresh generators). A state of another of
+    NumPy's bit generators (a hand-built ``Dropout(rng=Generator(MT19937(0)))``) gets a
+    generator of that kind."""
     for k, drop in enumerate(net.dropouts()):
         key = f"dropout:{k}:rng"
         if key not in data.files:
             continue
-        gen = drop.rng.bit_generator
         try:
             state = json.loads(bytes(_read(data, key, path)).decode("utf-8"))
-            if not isinstance(state, dict) or state.get("bit_generator") != type(gen).__name__:
-                raise ValueError(f"not a {type(gen).__name__} state")
+            kind = state.get("bit_generator") if isinstance(state, dict) else None
+            if kind not in _BIT_GENERATORS:
+                raise ValueError(f"bit_generator {kind!r:.40}")
+            gen = drop.rng.bit_generator
+            if type(gen).__name__ != kind:
+                gen = getattr(np.random, kind)()
             gen.state = state
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise ValueError(f"{str(path)!r}: {key} is not a dropout generator's state ({exc}); "
-                             f"expected the JSON of a {type(gen).__name__} bit_generator.state") \
-                from None
+                             f"expected the JSON of the bit_generator.state of one of "
+                             f"{', '.join(_BIT_GENERATORS)}") from None
+        if gen is not drop.rng.bit_generator:
+            drop.rng = np.random.Generator(gen)
