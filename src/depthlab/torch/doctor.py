@@ -1100,8 +1100,9 @@ def doctor(
     ``make_model_or_model``: a function returning a fresh ``nn.Module`` (called after
     ``torch.manual_seed(seed)``) or a module instance (deep-copied, never modified).
     ``data``: ``(x, y)``, ``(x, y, x_val, y_val)``, a Dataset, or a ``torch.utils.data``
-    Dataset/DataLoader of ``(x, y)`` pairs, or a pair ``(train, val)`` of them; arrays or
-    tensors, moved to the model's device.
+    Dataset/DataLoader of ``(x, y)`` pairs, or a pair ``(train, val)`` of them, a list of
+    examples ``[(x_i, y_i), ...]`` or of mini-batches, or a dict ``{'x': x, 'y': y}`` (with
+    ``'x_val'``, ``'y_val'``); arrays or tensors, moved to the model's device.
     ``loss_fn(model(x), y)`` must return a scalar tensor (default
     ``nn.CrossEntropyLoss()``), or a name of :data:`LOSSES` (``"mse"``, ...).
     ``optimizer``: ``(name, kwargs)`` with a name of

@@ -85,10 +85,17 @@ def tensor_data(data: Any, device: torch.device, dtype: torch.dtype, seed: int,
     ``collate_fn`` when that is not torch's default; the doctor keeps its own batch order) is
     taken as ``(x, y)`` (:func:`pairs_from_torch`), and a pair ``(train, val)`` of them as
     ``(x, y, x_val, y_val)``; so is a list of mini-batches ``[(x_b, y_b), ...]`` (e.g.
-    ``list(loader)``), concatenated (:func:`_joined_batches`)."""
+    ``list(loader)``), concatenated (:func:`_joined_batches`), a list of examples
+    ``[(x_i, y_i), ...]`` (``list(dataset)``; or of dicts with keys ``'x'`` and ``'y'``), stacked
+    (:func:`_is_example_list`), and a dict ``{'x': x, 'y': y}`` (with ``'x_val'``, ``'y_val'``)
+    of whole arrays (:func:`_dict_parts`)."""
     torch_data = (torch.utils.data.Dataset, torch.utils.data.DataLoader)
+    if isinstance(data, dict):
+        data = _dict_parts(data)
     if _is_batch_list(data):
         data = _joined_batches(data)
+    elif _is_example_list(data):  # [(x_i, y_i), ...]: a map-style dataset as a list
+        data = pairs_from_torch(data, device, seed=seed)
     if isinstance(data, torch_data):
         data = pairs_from_torch(data, device, seed=seed)
     elif isinstance(data, (tuple, list)) and len(data) == 2 and \
@@ -117,7 +124,8 @@ def tensor_data(data: Any, device: torch.device, dtype: torch.dtype, seed: int,
             hint = (f" {os.fspath(data)!r}: load a data set by name or path first, "
                     f"depthlab.data.load_dataset({os.fspath(data)!r})")
         raise TypeError("data must be a Dataset (x_train, y_train, x_val, y_val), a tuple "
-                        "(x, y) or (x, y, x_val, y_val), or a torch Dataset/DataLoader of (x, y) "
+                        "(x, y) or (x, y, x_val, y_val), a dict {'x': x, 'y': y}, a list of "
+                        "(x, y) examples or batches, or a torch Dataset/DataLoader of (x, y) "
                         f"pairs, got {type(data).__name__}{hint}")
     ts = [_as_tensor(v, label) for v, label in zip(parts, ("x", "y", "x_val", "y_val"))]
     for xs, ys, label in ((ts[0], ts[1], ""), *(((ts[2], ts[3], "_val"),) if len(ts) == 4
@@ -199,6 +207,46 @@ def _is_batch_list(data: Any) -> bool:
         bx, by = item
         if bx.ndim < 2 or by.ndim < 1 or bx.shape[0] != by.shape[0]:
             return False
+    return True
+
+
+def _dict_parts(data: dict) -> tuple[Any, ...]:
+    """A dict of whole arrays with keys ``'x'`` and ``'y'`` (and ``'x_val'``, ``'y_val'``), as
+    :func:`_xy_of` reads a dict item or batch, as ``(x, y)`` (``(x, y, x_val, y_val)``); other
+    keys unused. A TypeError naming its keys when it has no ``'x'`` or ``'y'``."""
+    if "x" not in data or "y" not in data:
+        keys = sorted(map(str, data))
+        raise TypeError(f"data is a dict with keys {keys[:6]}{' ...' if len(keys) > 6 else ''}"
+                        "; expected keys 'x' and 'y' (and 'x_val', 'y_val'), or a tuple (x, y)")
+    if "x_val" in data or "y_val" in data:
+        return data["x"], data["y"], data.get("x_val"), data.get("y_val")
+    return data["x"], data["y"]
+
+
+def _is_example_list(data: Any) -> bool:
+    """Whether ``data`` is a list (or tuple) of examples, as ``list(dataset)`` gives them and a
+    DataLoader takes them: every item a pair ``(x_i, y_i)`` (or a dict with keys ``'x'`` and
+    ``'y'``) whose ``x_i`` is an array, tensor or list of one shape for all items and whose
+    ``y_i`` a number, array or tensor. A pair ``(x, y)`` of whole arrays has no such items (its
+    ``x`` is no pair; a list ``x`` of two rows pairs with a ``y`` whose items are numbers)."""
+    if not isinstance(data, (list, tuple)) or not data:
+        return False
+    shape = None
+    for item in data:
+        item = _xy_of(item)
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            return False
+        x, y = item
+        if not isinstance(x, (torch.Tensor, np.ndarray, list, tuple)) or not isinstance(
+                y, (torch.Tensor, np.ndarray, np.generic, int, float, list, tuple)):
+            return False
+        try:
+            s = tuple(x.shape) if isinstance(x, (torch.Tensor, np.ndarray)) else np.shape(x)
+        except ValueError:  # ragged
+            return False
+        if len(s) == 0 or (shape is not None and s != shape):
+            return False
+        shape = s
     return True
 
 

@@ -1,0 +1,58 @@
+"""tdochunt39 (round 39): the torch doctor on data forms a torch user has at hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+import depthlab.torch as dlt
+
+KW = dict(steps=6, batch_size=16, verify=False, probe_every=3)
+
+
+def _data(n=60, d=8, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    return x, (x[:, :k].argmax(1)).astype(np.int64)
+
+
+def _mlp():
+    return nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
+
+
+def _same_run(a, b):
+    assert a.baseline["train_loss"] == b.baseline["train_loss"]
+    pd.testing.assert_frame_equal(a.probes, b.probes)
+
+
+@pytest.mark.parametrize("form", ["pairs", "tensor_pairs", "dicts", "whole_dict"])
+def test_per_example_lists_and_an_xy_dict_are_the_data_as_x_y(form):
+    """A list of per-example ``(x_i, y_i)`` pairs (what ``list(dataset)`` gives, what a
+    DataLoader takes as a map-style dataset) or of ``{'x': ..., 'y': ...}`` dicts, and a dict
+    ``{'x': x, 'y': y}`` of whole arrays, are the same data as ``(x, y)``: they were refused
+    with 'data must be ..., got list' / 'got dict' although a Dataset's items and a loader's
+    batches may take those forms."""
+    x, y = _data()
+    ref = dlt.doctor(_mlp, (x, y), **KW)
+    data = {"pairs": [(a, int(b)) for a, b in zip(x, y)],
+            "tensor_pairs": [(torch.tensor(a), torch.tensor(b)) for a, b in zip(x, y)],
+            "dicts": [{"x": a, "y": b} for a, b in zip(x, y)],
+            "whole_dict": {"x": x, "y": y}}[form]
+    _same_run(dlt.doctor(_mlp, data, **KW), ref)
+
+
+def test_an_xy_dict_with_its_validation_part_is_the_four_tuple():
+    x, y = _data(80)
+    ref = dlt.doctor(_mlp, (x[:60], y[:60], x[60:], y[60:]), **KW)
+    got = dlt.doctor(_mlp, {"x": x[:60], "y": y[:60], "x_val": x[60:], "y_val": y[60:]}, **KW)
+    _same_run(got, ref)
+    assert got.baseline["val_acc"] == ref.baseline["val_acc"]
+
+
+def test_a_dict_without_x_and_y_is_refused_naming_its_keys():
+    x, y = _data()
+    with pytest.raises(TypeError, match=r"keys \['inputs', 'labels'\].*'x' and 'y'"):
+        dlt.doctor(_mlp, {"inputs": x, "labels": y}, **KW)
