@@ -352,3 +352,21 @@ def test_hand_built_dropout_with_any_numpy_bit_generator_saves_and_loads(tmp_pat
     with pytest.raises(ValueError, match=r"dropout:0:rng is not a dropout generator's state "
                                          r"\(bit_generator 'Mersenne'\); expected .* MT19937"):
         dl.load(path)
+
+
+def test_weighted_cross_entropy_with_logits_far_apart_is_finite() -> None:
+    """Class weights with logits 2e308 apart (log p = -inf for the far class): the loss takes
+    -w[y] log p[y] only, as torch's (0.30570447 here, torch 2.13 the same), without NumPy's
+    "invalid value" warning (0 * -inf made it NaN in the first weighted version)."""
+    import warnings
+
+    z = np.array([[1e308, -1e308, 0.0], [0.0, 1.0, 2.0]])
+    y = np.array([0, 2])
+    loss = dl.loss("cross_entropy", weight=[1.0, 2.0, 3.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value = loss.forward(z, y)
+        grad = loss.backward()
+    logp = 2.0 - np.log(np.exp([0.0, 1.0, 2.0]).sum())
+    np.testing.assert_allclose(value, -3.0 * logp / 4.0, rtol=1e-15)
+    np.testing.assert_array_equal(grad[0], 0.0)

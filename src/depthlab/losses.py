@@ -524,9 +524,14 @@ class CrossEntropy(Loss):
         ``W`` from :meth:`_weighted_targets`; "mean" divides their sum by its denominator."""
         big_w, denominator = self._weighted_targets(y, p.shape[1], p.dtype)
         self._cache = (p, y, big_w, denominator)
+        if y.ndim == 1 and not self.label_smoothing:  # -w[y] log p[y] only, as torch's nll:
+            rows = xp.arange(y.shape[0])  # 0 * log p = 0 * -inf was NaN for a far-off logit
+            per_row = -(big_w[rows, y] * logp[rows, y])
+        else:
+            per_row = -xp.einsum("ij,ij->i", big_w, logp)
         if self.reduction == "none":
-            return -xp.einsum("ij,ij->i", big_w, logp) + 0.0
-        total = -float(xp.einsum("ij,ij->", big_w, logp, dtype=np.float64))
+            return per_row + 0.0
+        total = float(per_row.sum(dtype=np.float64))
         if self.reduction == "sum":
             return total + 0.0
         # every row of a zero-weight class: 0 / 0, NaN as torch's (not a ZeroDivisionError)
