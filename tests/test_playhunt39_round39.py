@@ -92,3 +92,16 @@ def test_the_doctors_answer_is_announced_to_a_screen_reader(browser, server):
         # all-zero weights: the doctor finds init_mismatch (at least one finding)
         assert kinds and said.startswith("the doctor's answer: "), (said, kinds)
         assert f"{len(kinds)} finding" in said and all(k in said for k in kinds), (said, kinds)
+
+
+def test_a_zero_gradient_from_all_zero_weights_is_not_blamed_on_dead_units(browser, server):
+    # init zeros, tanh: every hidden gradient is exactly 0 because the weights above each layer
+    # are 0 (tanh'(0) = 1: no unit is dead); the summary listed only "a zero derivative: dead
+    # units, a step function; or values below the smallest float32 number"
+    from helpers.browser import checked_page
+
+    with checked_page(browser, 1000, 800) as pg:
+        pg.goto(server.url + "?model.depth=3&model.width=4&model.init=zeros")
+        pg.wait_for_function("() => document.getElementById('grad-summary').dataset.zero === '3'")
+        text = pg.locator("#grad-summary .zero").text_content()
+        assert "weights" in text and "0" in text, text

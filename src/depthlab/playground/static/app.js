@@ -786,9 +786,10 @@ function onUpdate(m) {
     // (a long list shortened as the update note's: a 1000-block net's scattered zeros listed
     // every run of nonlinearities)
     gs.append(".", el("span", "note zero", ` The gradient is exactly 0 in ` +
-      `${fewLayers(zero, layers.length)} (a zero derivative: dead units, a step function; or ` +
-      `values below the smallest ${(S.ready.config.model.dtype || "float32")} number): not ` +
-      "drawn on the log scale."));
+      `${fewLayers(zero, layers.length)} (a zero derivative: dead units, a step function; ` +
+      // (init zeros: tanh'(0) = 1, no unit dead, the gradient 0 for the weights above)
+      "weights of 0 above the layer (init zeros or constant 0); or values below the smallest " +
+      `${(S.ready.config.model.dtype || "float32")} number): not drawn on the log scale.`));
   }
 
   const h = S.hist;
