@@ -68,6 +68,16 @@ def test_frozen_lower_layers_on_an_x_that_requires_grad_have_their_gradient_rows
             assert np.isclose(got, v.item(), rtol=1e-9), (layer, q)
     assert _row(df, 1, "weight_grad_std") is None  # frozen: no weight gradient
     assert _row(df, 3, "weight_grad_std") is not None
+    # a Watch on the training loop's own backward has the same rows
+    with dlt.Watch(model, every=1, theory=False) as watch:
+        loss = nn.CrossEntropyLoss()(model(x), y)
+        loss.backward()
+        watch.step(loss)
+    x.grad = None
+    seen = watch.frame()
+    for layer in (1, 2, 3):
+        assert np.isclose(_row(seen, layer, "grad_pre_std"), _row(df, layer, "grad_pre_std"),
+                          rtol=1e-9)
 
 
 class _Checkpointed(nn.Module):
