@@ -342,8 +342,10 @@ def load_meta(path: str | os.PathLike) -> dict[str, Any]:
 
 def load(path: str | os.PathLike) -> Any:
     """The network saved at ``path``: rebuilt from its recipe with :func:`depthlab.mlp`,
-    weights and batch-norm state copied back (bit-identical predictions). A ``path`` without
-    ``.npz`` that is no file reads ``path + ".npz"``, the name :func:`save` wrote for it."""
+    weights, batch-norm state and dropout generator states copied back (bit-identical
+    predictions, and training goes on with the masks the saved network would draw). A
+    ``path`` without ``.npz`` that is no file reads ``path + ".npz"``, the name :func:`save`
+    wrote for it."""
     from .models import mlp
 
     with _open(path) as (recipe, data):
