@@ -56,3 +56,24 @@ def test_a_dict_without_x_and_y_is_refused_naming_its_keys():
     x, y = _data()
     with pytest.raises(TypeError, match=r"keys \['inputs', 'labels'\].*'x' and 'y'"):
         dlt.doctor(_mlp, {"inputs": x, "labels": y}, **KW)
+
+
+def test_a_pair_of_example_lists_is_train_and_validation():
+    """``(train_examples, val_examples)``, as ``(train_ds, val_ds)`` of Datasets is read."""
+    x, y = _data(80)
+    ref = dlt.doctor(_mlp, (x[:60], y[:60], x[60:], y[60:]), **KW)
+    got = dlt.doctor(_mlp, ([(a, int(b)) for a, b in zip(x[:60], y[:60])],
+                            [(a, int(b)) for a, b in zip(x[60:], y[60:])]), **KW)
+    _same_run(got, ref)
+    assert got.baseline["val_acc"] == ref.baseline["val_acc"]
+
+
+def test_a_tensor_lr_in_name_kwargs_trains_as_the_same_lr_in_a_factory():
+    """torch.optim takes ``lr=torch.tensor(1e-3)``; the factory form read it (``.item()``)
+    but ``('adam', {'lr': tensor})`` was refused 'lr must be a positive finite number'."""
+    x, y = _data()
+    lr = torch.tensor(1e-3)
+    got = dlt.doctor(_mlp, (x, y), optimizer=("adam", {"lr": lr}), **KW)
+    ref = dlt.doctor(_mlp, (x, y), optimizer=lambda ps: torch.optim.Adam(ps, lr=lr), **KW)
+    assert got.settings["lr"] == ref.settings["lr"] == lr.item()
+    _same_run(got, ref)

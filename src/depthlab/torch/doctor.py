@@ -921,6 +921,8 @@ def _spec(optimizer: Any, steps: int, batch_size: int, seed: int,
                          f"one of {sorted(OPTIMIZERS)}")
     default_lr = 0.1 if name.lower() == "sgd" else 1e-3
     lr = kwargs.pop("lr", default_lr)
+    if isinstance(lr, torch.Tensor) and lr.numel() == 1:
+        lr = lr.item()  # lr=torch.tensor(1e-3), which torch.optim takes (read as a factory's)
     for label, v in (("steps", steps), ("batch_size", batch_size)):
         if isinstance(v, bool) or not isinstance(v, Integral) or v < 1:
             raise ValueError(f"{label} must be a positive integer, got {v!r}")

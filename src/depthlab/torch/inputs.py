@@ -96,6 +96,10 @@ def tensor_data(data: Any, device: torch.device, dtype: torch.dtype, seed: int,
         data = _joined_batches(data)
     elif _is_example_list(data):  # [(x_i, y_i), ...]: a map-style dataset as a list
         data = pairs_from_torch(data, device, seed=seed)
+    elif isinstance(data, (tuple, list)) and len(data) == 2 and \
+            all(_is_example_list(p) for p in data):  # (train examples, val examples)
+        data = (*pairs_from_torch(data[0], device, seed=seed),
+                *pairs_from_torch(data[1], device, "validation", seed))
     if isinstance(data, torch_data):
         data = pairs_from_torch(data, device, seed=seed)
     elif isinstance(data, (tuple, list)) and len(data) == 2 and \
