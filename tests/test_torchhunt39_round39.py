@@ -74,6 +74,8 @@ def test_frozen_lower_layers_on_an_x_that_requires_grad_have_their_gradient_rows
         loss.backward()
         watch.step(loss)
     x.grad = None
+    pred = dlt.predict(model, x, y, nn.CrossEntropyLoss())  # its measurement: NaN there
+    assert pred[pred.quantity == "grad_pre_std"].value.notna().all()
     seen = watch.frame()
     for layer in (1, 2, 3):
         assert np.isclose(_row(seen, layer, "grad_pre_std"), _row(df, layer, "grad_pre_std"),
