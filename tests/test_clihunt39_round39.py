@@ -58,6 +58,18 @@ def test_json_that_is_no_object_on_stdin_is_named_as_json(monkeypatch, text):
     assert "TOML syntax error" not in msg
 
 
+def test_json_that_is_no_object_in_a_toml_file_stays_a_toml_error(tmp_path):
+    from depthlab.experiments import ConfigError
+    from depthlab.experiments.config import read_toml
+
+    (tmp_path / "c.toml").write_text("[1, 2]\n")
+    with pytest.raises(ConfigError, match="TOML syntax error"):
+        read_toml(tmp_path / "c.toml")
+    (tmp_path / "c.cfg").write_text("[1, 2]\n")  # a name that is neither: said as JSON
+    with pytest.raises(ConfigError, match=r"got \[1, 2\] \(a list\)"):
+        read_toml(tmp_path / "c.cfg")
+
+
 @pytest.mark.parametrize(("kwargs", "words"), [
     ({"n": 2.5}, "n=2.5 has the wrong type; accepted: a whole number"),
     ({"n": "30"}, "n='30' has the wrong type"),

@@ -143,20 +143,20 @@ YAML_SUFFIXES = (".yaml", ".yml")
 def _not_toml(p: Path, text: str, e: Exception) -> ConfigError:
     """The error of a config that TOML cannot parse: a YAML file (by its name) is named as
     such with the formats read, not as a broken TOML file ("Expected '=' after a key ... line
-    1, column 6"); a JSON object in a file not named ``.json`` gets that hint; a file not named
-    ``.toml`` is said to have been read as TOML."""
+    1, column 6"); a JSON object in a file not named ``.json`` gets that hint, other JSON (null,
+    a list) outside a ``.toml`` file is named as JSON; a file not named ``.toml`` is said to
+    have been read as TOML."""
     suffix = p.suffix.lower()
     if suffix in YAML_SUFFIXES:
         return ConfigError(f"{str(p)!r}: a YAML config is not read; accepted: {READ_FORMATS}")
     if text.lstrip().startswith("{"):
         return ConfigError(f"{p}: TOML syntax error: {e} (the file looks like JSON: a .json "
                            "name reads it as JSON)")
-    try:  # JSON that is no object (`echo null | depthlab run -`, a list): was a TOML error
-        value = json.loads(text)
-    except ValueError:
-        pass
-    else:
-        return ConfigError(f"{p}: {_not_an_object(value)}")
+    if suffix != ".toml":  # JSON that is no object (`echo null | depthlab run -`, a list)
+        try:  # was named a TOML syntax error ("Expected '=' after a key ...")
+            return ConfigError(f"{p}: {_not_an_object(json.loads(text))}")
+        except ValueError:
+            pass
     read_as = "" if suffix == ".toml" else f" (read as TOML; accepted: {READ_FORMATS})"
     return ConfigError(f"{p}: TOML syntax error: {e}{_given_twice(text, e)}{read_as}")
 
