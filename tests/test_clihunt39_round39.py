@@ -195,3 +195,22 @@ def test_a_dask_worker_lost_during_the_version_check_is_not_said_to_lack_depthla
     ex._environments = lambda: ({"tcp://10.0.0.1:1": ModuleNotFoundError("depthlab")}, [])
     with pytest.raises(Exception, match="cannot run depthlab's points"):
         ex._check_workers()  # a worker without depthlab is still refused
+
+
+@pytest.mark.parametrize(("arrays", "hint"), [
+    (("X", "Y"), "(rename 'Y' to 'y'"),
+    (("x", "Y"), "(rename 'Y' to 'y'"),
+    (("X_train", "Y_train", "X_test", "Y_test"), "(rename 'Y_test' to 'y_test', 'Y_train' to "
+                                                 "'y_train'"),
+])
+def test_an_npz_with_a_capital_y_says_to_rename_it(tmp_path, arrays, hint):
+    # np.savez(path, X=X, Y=Y) was "unrecognised .npz keys ['X', 'Y']; accepted layouts: ..."
+    # with no word that only the capital Y is wrong
+    from depthlab.data import load_dataset
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", **{k: rng.normal(size=(20, 3)) if k.lower().startswith("x")
+                                    else np.arange(20) % 2 for k in arrays})
+    with pytest.raises(ValueError) as err:
+        load_dataset(tmp_path / "d.npz")
+    assert hint in str(err.value), str(err.value)

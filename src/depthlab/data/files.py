@@ -78,11 +78,21 @@ NPZ_LABEL_NAMES = ("labels", "label", "targets", "target", "outputs", "output", 
                    "ys", "y_all")
 
 
+NPZ_KEYS = frozenset({"x", "X", "y"} | {f"{a}_{part}" for a in ("x", "X", "y")
+                                         for part in ("train", "val", "test")})
+"""The array names of :data:`NPZ_LAYOUTS`."""
+
+
 def _npz_hint(names: list[str]) -> str:
     """What to do about a ``.npz`` of two arrays under other names: ``np.savez(path, x, y)``
     without names writes ``arr_0``/``arr_1``; other libraries' names (``features``/``labels``,
-    ``inputs``/``targets``, ``data``/``target``) are said to be renamed ``x``/``y``; else ``""``."""
+    ``inputs``/``targets``, ``data``/``target``) are said to be renamed ``x``/``y``, and so is an
+    accepted name in other case (``Y``: ``y``); else ``""``."""
     lower = {n.lower(): n for n in names}
+    # np.savez(path, X=X, Y=Y): only the capital Y (Y_train, ...) is not read (X is)
+    cased = sorted(n for n in names if n not in NPZ_KEYS and n.lower() in NPZ_KEYS)
+    if cased:
+        return " (rename " + ", ".join(f"{n!r} to {n.lower()!r}" for n in cased) + ")"
     if "arr_0" in lower and "arr_1" in lower:
         return (" (np.savez(path, x, y) without names writes arr_0, arr_1: save with "
                 "np.savez(path, x=x, y=y))")
