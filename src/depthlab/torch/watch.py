@@ -1043,15 +1043,17 @@ class Watch:
         exception that ended training (the ``with`` block's), stored as a ``failed`` run. A
         store that fails (disk full, the folder removed and a file in its place, a locked
         database) raises, and the run stays in memory: ``close()`` again stores it (it was
-        lost: the second call did nothing)."""
-        if self._closed:
-            if self._unstored:
-                self._store()
-            return
-        self._error = None if error is None else _error_text(error, self._calls)
-        self._rec.disarm()
-        self._closed = True
-        self._ended = time.time()
+        lost: the second call did nothing). So does a Ctrl-C part-way through ``close()``
+        (while the pending losses are copied to the host, a device sync): ``close()`` again
+        finishes it; the run was left closed and not marked unstored, never stored."""
+        if not self._closed:
+            self._error = None if error is None else _error_text(error, self._calls)
+            self._rec.disarm()
+            self._closed = True
+            self._ended = time.time()
+            self._unstored = self.out is not None  # from here on close() again stores it
+        # the rest again on a later call (each part does nothing when done): an interrupted
+        # first call is finished by the next
         self._remove_optimizers_hook()
         self._snap.clear()
         self._buffers.clear()
@@ -1060,8 +1062,7 @@ class Watch:
         self._previous = {}
         self._rec._snap_facts = None  # (it held the buffers: freed with them)
         self._flush_losses()
-        if self.out is not None:
-            self._unstored = True
+        if self._unstored:
             self._store()
 
     def _flush_losses(self) -> None:

@@ -1,0 +1,86 @@
+"""Round 39 (watchhunt39): dlt.Watch on training loops nobody tried."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import depthlab.torch as dlt
+from depthlab.experiments.store import Store
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+
+
+def _train(watch: dlt.Watch, model: nn.Module, steps: int) -> None:
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        x, y = torch.randn(16, 6, generator=g), torch.randint(0, 3, (16,), generator=g)
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        watch.step(loss)
+        opt.step()
+
+
+def _interrupt_first_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C at the first ``torch.stack`` (the device-to-host copy of the pending losses in
+    ``close()``: a sync, where a Ctrl-C lands while a GPU finishes its queue)."""
+    real, calls = torch.stack, []
+
+    def stack(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "stack", stack)
+
+
+def test_close_interrupted_while_copying_the_losses_stores_the_run_when_called_again(
+        tmp_path, monkeypatch):
+    # the first close() set the Watch closed and was interrupted before it marked the run
+    # unstored: close() again did nothing and the run never reached the store
+    m = _model()
+    w = dlt.Watch(m, every=10, out=tmp_path, theory=False)
+    _train(w, m, 4)
+    rows = len(w.frame())
+    with monkeypatch.context() as patch:
+        _interrupt_first_stack(patch)
+        with pytest.raises(KeyboardInterrupt):
+            w.close()
+    w.close()
+    with Store(tmp_path) as store:
+        runs = store.runs()
+        assert len(runs) == 1 and runs.status.tolist() == ["finished"]
+        run_id = runs.id.iloc[0]
+        assert store.steps(run_id).step.tolist() == [0, 1, 2, 3]
+        assert len(store.probes(run_id)) == rows
+    w.close()  # once stored, again: nothing more
+    with Store(tmp_path) as store:
+        assert len(store.runs()) == 1
+
+
+def test_ctrl_c_twice_in_a_with_block_keeps_the_failed_run_for_close(tmp_path, monkeypatch):
+    # Ctrl-C in the loop, and again while __exit__'s close() copies the losses: the run, with
+    # the first interruption as its error, is stored by watch.close() afterwards
+    m = _model()
+    w = dlt.Watch(m, every=10, out=tmp_path, name="twice", theory=False)
+    with pytest.raises(KeyboardInterrupt), monkeypatch.context() as patch:
+        with w:
+            _train(w, m, 3)
+            _interrupt_first_stack(patch)
+            raise KeyboardInterrupt
+    assert not any(mod._forward_hooks or mod._forward_pre_hooks for mod in m.modules())
+    with pytest.raises(RuntimeError, match="after close"):
+        w.step(0.0)
+    w.close()
+    with Store(tmp_path) as store:
+        runs = store.runs()
+        assert runs.name.tolist() == ["twice"] and runs.status.tolist() == ["failed"]
+        assert runs.error.iloc[0] == "KeyboardInterrupt: interrupted (Ctrl-C) after 3 steps"
+        assert store.steps(runs.id.iloc[0]).step.tolist() == [0, 1, 2]
