@@ -77,3 +77,16 @@ def test_a_tensor_lr_in_name_kwargs_trains_as_the_same_lr_in_a_factory():
     ref = dlt.doctor(_mlp, (x, y), optimizer=lambda ps: torch.optim.Adam(ps, lr=lr), **KW)
     assert got.settings["lr"] == ref.settings["lr"] == lr.item()
     _same_run(got, ref)
+
+
+@pytest.mark.parametrize("loss", ["mse", "l1", "huber"])
+def test_a_regression_loss_on_more_outputs_than_targets_names_both_counts(loss):
+    """A 3-class model under MSELoss with one real target per example: torch's 'The size of
+    tensor a (3) must match the size of tensor b (2) at non-singleton dimension 1' (the 2 rows
+    checked) was the whole message; it now says 3 outputs per example against 1 target and the
+    remedy."""
+    x, _ = _data()
+    y = x.sum(1).astype(np.float32)
+    with pytest.raises(ValueError, match=r"returns 3 outputs per example, the targets hold 1: "
+                                         r"give the model 1 output per example"):
+        dlt.doctor(_mlp, (x, y), loss_fn=loss, **KW)
