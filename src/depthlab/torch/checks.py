@@ -100,14 +100,18 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
                         else f"y.reshape(-1, {', '.join(map(str, out.shape[1:]))})"
                         if out.dim() > 1 else "y.reshape(-1)"))
         base_loss = loss_parts(loss_fn)[0]
-        if isinstance(base_loss, (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss)) and \
+        if _float_target_loss(loss_fn) and d.y.is_floating_point() and \
                 isinstance(out, torch.Tensor) and out.dim() >= 1 and \
                 out[0].numel() != d.y[0].numel():  # torch: 'The size of tensor a (10) must
             k = d.y[0].numel()  # match the size of tensor b (2) at non-singleton dimension 1'
-            hint += (f"; {type(base_loss).__name__} compares each output with its target: the "
-                     f"model returns {out[0].numel()} outputs per example, the targets hold "
-                     f"{k}: give the model {k} output{'s' if k != 1 else ''} per example (e.g. "
-                     f"a last nn.Linear(..., {k})), or targets of the outputs' shape")
+            what = type(base_loss).__name__ if isinstance(base_loss, nn.Module) else \
+                getattr(base_loss, "__name__", "loss_fn")  # (BCE: 'Target size ... must be')
+            hint += (f"; {what} compares each output with its target: the model returns "
+                     f"{out[0].numel()} outputs per example, the targets hold {k}: give the "
+                     f"model {k} output{'s' if k != 1 else ''} per example (e.g. a last "
+                     f"nn.Linear(..., {k})), or targets of the outputs' shape")
+            if binary_threshold(loss_fn) is not None and k == 1 and out[0].numel() == 2:
+                hint += " (2 outputs for 2 classes: CrossEntropyLoss with integer labels)"
         if out is None and d.x.dim() == 1 and d.x.is_floating_point():
             hint += ("; x holds one number per example (shape (N,)): a model of one input "
                      "feature takes a column, x.reshape(-1, 1)")
