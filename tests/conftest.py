@@ -7,11 +7,17 @@ A second process does work ahead for the session (helpers.background): it compil
 kernels into their cache while the tests are collected, then computes the quick reproductions
 that test_reproduce.py pins. Under pytest-xdist (``make test``: ``pytest -n``) the controller
 starts it, the workers share its folder and wait, after their collection, for the kernels it
-compiles (two processes, one dtype each) instead of each compiling them."""
+compiles (two processes, one dtype each) instead of each compiling them.
+
+A pytest-xdist worker runs torch on one intra-op thread (:func:`_one_torch_thread`): two
+workers on two cores each with torch's default pool (a thread per core) oversubscribed the
+machine. NumPy's BLAS pool is left as it is (depthlab.threads chooses it, and tests check it)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 
 import pytest
 from helpers.browser import chromium
@@ -57,9 +63,35 @@ def _xdist_worker(config) -> bool:
     return hasattr(config, "workerinput")
 
 
+USER_THREAD_VARS = ("DEPTHLAB_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                    "MKL_NUM_THREADS")
+"""The environment's thread settings (depthlab.threads.user_threads reads them as the user's):
+with one set, the workers' torch keeps the thread count it gives."""
+_torch_threads: dict[str, bool] = {"one": False}
+
+
+def _one_torch_thread() -> None:
+    """torch on one intra-op thread in this process once it is imported (collection imports
+    most test modules' torch; a test may import it later, or a command may set its own count):
+    ``torch.set_num_threads(1)`` where :func:`pytest_sessionstart` decided so. Not an
+    environment variable: OMP_NUM_THREADS would read as the user's setting to the code under
+    test, and to the commands the tests start."""
+    torch = sys.modules.get("torch") if _torch_threads["one"] else None
+    if torch is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
+def one_torch_thread_wanted(config, environ) -> bool:
+    """A pytest-xdist worker shares the cores with the other workers: torch's default pool (a
+    thread per core) in each oversubscribes them. The user's thread setting wins."""
+    return _xdist_worker(config) and not any(environ.get(v, "").strip()
+                                             for v in USER_THREAD_VARS)
+
+
 def pytest_sessionstart(session):
     from helpers import background
 
+    _torch_threads["one"] = one_torch_thread_wanted(session.config, os.environ)
     if _xdist_worker(session.config):
         background.attach()  # the controller's background processes
     else:
@@ -72,6 +104,11 @@ def pytest_collection_finish(session):
     background.plan([] if session.config.option.collectonly else session.items)
     if _xdist_worker(session.config):
         background.wait_warm()  # the kernels compiled once, not by every worker
+    _one_torch_thread()
+
+
+def pytest_runtest_setup(item):
+    _one_torch_thread()  # a torch imported, or its count changed, by an earlier test
 
 
 def pytest_sessionfinish(session, exitstatus):
