@@ -91,3 +91,18 @@ def test_a_regression_loss_on_more_outputs_than_targets_names_both_counts(loss):
     with pytest.raises(ValueError, match=r"returns 3 outputs per example, the targets hold 1: "
                                          r"give the model 1 output per example"):
         dlt.doctor(_mlp, (x, y), loss_fn=loss, **KW)
+
+
+@pytest.mark.parametrize("n_out, k", [(1, 3), (3, 1)])
+def test_a_broadcast_of_unequal_output_and_target_counts_names_the_outputs_to_give(n_out, k):
+    """Outputs (N, 1) against targets (N, 3) (or (N, 3) against (N, 1)) broadcast in MSELoss;
+    the refusal said only 'reshape the targets or the outputs', which cannot make 1 value 3."""
+    x, _ = _data()
+    y = np.repeat(x[:, :1], k, axis=1)
+
+    def make():
+        return nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, n_out))
+
+    with pytest.raises(ValueError, match=rf"broadcasts.*returns {n_out} outputs? per example, "
+                                         rf"the targets hold {k}: give the model {k} output"):
+        dlt.doctor(make, (x, y), loss_fn="mse", **KW)

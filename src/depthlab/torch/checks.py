@@ -106,10 +106,8 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
             k = d.y[0].numel()  # match the size of tensor b (2) at non-singleton dimension 1'
             what = type(base_loss).__name__ if isinstance(base_loss, nn.Module) else \
                 getattr(base_loss, "__name__", "loss_fn")  # (BCE: 'Target size ... must be')
-            hint += (f"; {what} compares each output with its target: the model returns "
-                     f"{out[0].numel()} outputs per example, the targets hold {k}: give the "
-                     f"model {k} output{'s' if k != 1 else ''} per example (e.g. a last "
-                     f"nn.Linear(..., {k})), or targets of the outputs' shape")
+            hint += (f"; {what} compares each output with its target: "
+                     + _count_hint(out[0].numel(), k) + ", or targets of the outputs' shape")
             if binary_threshold(loss_fn) is not None and k == 1 and out[0].numel() == 2:
                 hint += " (2 outputs for 2 classes: CrossEntropyLoss with integer labels)"
         if out is None and d.x.dim() == 1 and d.x.is_floating_point():
@@ -159,7 +157,9 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
                          "expected the same shape: reshape the targets or the outputs"
                          + ("; for one output per example give y as a column, "
                             "y.reshape(-1, 1)" if shape == (1,) and tuple(d.y.shape[1:]) == ()
-                            else ""))
+                            else "; " + _count_hint(out[0].numel(), d.y[0].numel())
+                            if isinstance(out, torch.Tensor) and out.dim() >= 1
+                            and out[0].numel() != d.y[0].numel() else ""))
     _check_score_kinds(model, d, loss_fn)
     if d.x_val is not None and d.y_val is not None and len(d.x_val) == 1:
         try:  # the final validation metrics see it as a batch of one row (out.squeeze(): a
@@ -171,6 +171,15 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
             raise ValueError(f"the model or loss_fn fails on the validation set's single row "
                              f"(a batch of 1; it runs on 2 rows): {type(e).__name__}: {e}; "
                              "give at least 2 validation rows, or none") from None
+
+
+def _count_hint(n_out: int, k: int) -> str:
+    """``the model returns 10 outputs per example, the targets hold 1: give the model 1
+    output per example (e.g. a last nn.Linear(..., 1))``: a loss that compares each output
+    with its target, on as many outputs as targets."""
+    return (f"the model returns {n_out} output{'s' if n_out != 1 else ''} per example, the "
+            f"targets hold {k}: give the model {k} output{'s' if k != 1 else ''} per example "
+            f"(e.g. a last nn.Linear(..., {k}))")
 
 
 def _loss_of_part(out: Any, d: TensorData, loss_fn: Callable) -> str:
