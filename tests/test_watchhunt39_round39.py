@@ -84,3 +84,33 @@ def test_ctrl_c_twice_in_a_with_block_keeps_the_failed_run_for_close(tmp_path, m
         assert runs.name.tolist() == ["twice"] and runs.status.tolist() == ["failed"]
         assert runs.error.iloc[0] == "KeyboardInterrupt: interrupted (Ctrl-C) after 3 steps"
         assert store.steps(runs.id.iloc[0]).step.tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("every", [1, 2])
+def test_weights_frozen_mid_run_with_their_old_grad_do_not_refuse_the_next_record(every):
+    # a BitFit phase: every weight matrix frozen (requires_grad_(False)) and a new optimizer
+    # over the biases; the frozen weights keep the .grad of their last backward, which no
+    # backward changes any more: the next record was refused as "called again without a
+    # backward" (training stopped) although a backward had run
+    m = _model()
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    w = dlt.Watch(m, every=every, theory=False)
+    g = torch.Generator().manual_seed(1)
+    out: dict[str, torch.Tensor] = {}
+    for step in range(5):
+        if step == 2:
+            for layer in (m[0], m[2]):
+                layer.weight.requires_grad_(False)
+            opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.1)
+        x, y = torch.randn(16, 6, generator=g), torch.randint(0, 3, (16,), generator=g)
+        opt.zero_grad()
+        handle = m[2].register_forward_hook(lambda mod, a, o: out.update(o=o) or o.retain_grad())
+        loss = nn.functional.cross_entropy(m(x), y)
+        loss.backward()
+        handle.remove()
+        w.step(loss)
+        opt.step()
+    assert w.steps_seen == 5
+    frame = w.frame()
+    row = frame[(frame.step == 4) & (frame.module == "2") & (frame.quantity == "grad_pre_std")]
+    assert row.value.tolist() == [pytest.approx(out["o"].grad.std(unbiased=False).item())]

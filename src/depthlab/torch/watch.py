@@ -256,6 +256,21 @@ def _same_params(now: dict[str, Any], saved: dict[str, Any] | None) -> bool:
         and all(map(operator.eq, now, saved))
 
 
+def _untouched(marks: list | None) -> bool:
+    """Whether every weight of ``marks`` (:meth:`Watch._marks`) that a backward can give a
+    gradient (``requires_grad`` now) still holds the very ``.grad`` it held then, unchanged
+    (same object, same version); False when none can. A weight frozen since
+    (``requires_grad_(False)``: a BitFit phase training the biases only, with a new optimizer)
+    keeps its last gradient, which no backward changes any more: it told of no step (every
+    weight frozen, the record after a backward was refused as "called again without a
+    backward")."""
+    if not marks:
+        return False
+    live = [m for m in marks if m[0].requires_grad]
+    return bool(live) and all((g := p.grad) is not None and ref() is g and g._version == v
+                              for p, ref, v in live)
+
+
 def _copy_no_grad(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
     """``torch._foreach_copy_(dst, src)`` with gradients off, as under ``torch.no_grad()``,
     without that context manager's Python objects (entering it took about as long as copying
@@ -693,8 +708,7 @@ class Watch:
         marks = self._grad_marks  # kept when refused: a call again is refused again
         # a weight whose gradient was cleared and not given a new one (a branch that did not
         # run this step) has changed too (its dead reference matched the None: AttributeError)
-        if marks and all((g := p.grad) is not None and ref() is g and g._version == v
-                         for p, ref, v in marks) and (self._calls or self._rec.forwards):
+        if _untouched(marks) and (self._calls or self._rec.forwards):
             # (at the first call: the model's forward ran with gradients since the Watch was
             # created; a Watch created between the step's backward and this call records
             # the step's loss only, as it did)
@@ -949,8 +963,7 @@ class Watch:
         marks = self._stepped_marks  # kept when refused: a call again is refused again
         if (marks and self.scaler.is_enabled()
                 and not getattr(self.scaler, "_per_optimizer_states", None)
-                and all((g := p.grad) is not None and ref() is g and g._version == v
-                        for p, ref, v in marks)):
+                and _untouched(marks)):
             # scaler.step(opt) stepped on these very gradients (unscaled them) and
             # scaler.update() has run since (its state reset, get_scale() the next step's):
             # the rows were divided by the new scale, weight_grad_* twice
@@ -964,9 +977,7 @@ class Watch:
         of this record (its step pre-hook's marks unchanged: no backward since): Watch.step
         came after ``optimizer.step()``, so the weight rows are of the updated weights."""
         marks, self._stepped_marks = self._stepped_marks, None
-        if (marks and not self._warned_order
-                and all((g := p.grad) is not None and ref() is g and g._version == v
-                        for p, ref, v in marks)):
+        if marks and not self._warned_order and _untouched(marks):
             self._warned_order = True
             warnings.warn(f"Watch: optimizer.step() ran on the gradients of step {n} before "
                           "Watch.step(loss): its weight_std and update_ratio rows are of the "
