@@ -177,3 +177,51 @@ def test_bad_input_one_clear_line(fn, arg, words: str) -> None:
         fn(arg)
     assert words in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def _tables(model, net):
+    a = dl.probe(net, X, Y).set_index(["layer", "quantity"])["value"]
+    b = dlt.probe(model, torch.from_numpy(X), torch.from_numpy(Y),
+                  "cross_entropy").set_index(["layer", "quantity"])["value"]
+    return a, b
+
+
+@pytest.mark.parametrize("mods", [
+    lambda nn: [nn.Linear(5, 6), nn.Tanh(), nn.Identity(), nn.Linear(6, 6), nn.ReLU(),
+                nn.Linear(6, 3)],
+    lambda nn: [nn.Linear(5, 6), nn.Identity(), nn.Sigmoid(), nn.Linear(6, 3)],
+    lambda nn: [nn.Linear(5, 6), nn.ELU(), nn.Dropout(0.2), nn.Identity(), nn.Identity(),
+                nn.Linear(6, 6), nn.Sequential(nn.Identity(), nn.Dropout(0.1), nn.Tanh()),
+                nn.Linear(6, 3)],
+], ids=["after-act", "before-act", "beside-dropout"])
+def test_from_torch_identity_beside_an_activation_adds_no_probe_layer(mods) -> None:
+    """An nn.Identity next to an activation was an extra depthlab identity layer: dl.probe's
+    layer 2 had the tanh's act_mean (-0.173) where dlt.probe's layer 2 has the ReLU's (0.211)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*mods(torch.nn)).double()
+    model.train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.eval()
+    net = from_torch(model)
+    np.testing.assert_allclose(net.forward(X, training=False),
+                               model.eval()(torch.from_numpy(X)).detach().numpy(), rtol=1e-12)
+    model.train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.eval()
+    a, b = _tables(model, net)
+    n_hidden = sum(isinstance(m, torch.nn.Linear) for m in model.modules()) - 1
+    assert sorted(a.index.get_level_values(0).unique()) == list(range(n_hidden + 1))
+    shared = a.index.intersection(b.index)
+    bad = [(k, a[k], b[k]) for k in shared if _rel(float(a[k]), float(b[k])) >= 1e-6]
+    assert not bad
+
+
+def test_identity_activation_network_keeps_its_layers_through_the_round_trip() -> None:
+    net = dl.mlp([5, 6, 6, 3], "identity", dtype="float64", seed=2)
+    back = from_torch(to_torch(net))
+    assert repr(back).replace("from_torch", "glorot_uniform") == repr(net)
+    assert dl.probe(back, X, Y).equals(dl.probe(net, X, Y))
+    out = torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.Identity()).double()
+    assert from_torch(out).layers[-1].is_output

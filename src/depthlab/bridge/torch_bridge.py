@@ -430,7 +430,7 @@ def _from_torch_checked(m: nn.Module, path: str, np_dtype, counter: list[int],
         if n_in is not None and width[0] != n_in:  # x + F(x): F keeps the width
             raise TypeError(f"from_torch cannot express {_where(path)}: its branch maps "
                             f"{n_in} features to {width[0]}; x + F(x) needs the same count")
-        return [Residual(Sequential(branch), name=name)]
+        return [Residual(Sequential(_idle_identities_dropped(branch)), name=name)]
     if kind is TorchStandardize:
         _expect_width(m, path, width, int(m.mean.shape[0]))
         width[0] = int(m.mean.shape[0])
@@ -438,6 +438,8 @@ def _from_torch_checked(m: nn.Module, path: str, np_dtype, counter: list[int],
     act = _activation_from_torch(m)
     if act is not None:
         act.name = name
+        if kind is nn.Identity:
+            act._torch_identity = True  # kept or dropped by _idle_identities_dropped
         return [act]
     raise TypeError(f"from_torch cannot express {_where(path)} ({type(m).__name__}"
                     f"{'' if not m.extra_repr() else '(' + m.extra_repr() + ')'}"
@@ -467,6 +469,33 @@ def _not_the_torch_class(m: nn.Module) -> str:
     if kind.__name__ in {k.__name__ for k in _PLAIN_KINDS}:
         return f": {kind.__module__}.{kind.__qualname__}, not torch.nn's"
     return ""
+
+
+def _idle_identities_dropped(layers: list[Layer]) -> list[Layer]:
+    """``layers`` without the ``nn.Identity`` modules that stand beside an activation.
+
+    An ``nn.Identity`` computes ``f(x) = x``; read as depthlab's identity activation it is a
+    probe point of its own, so ``Linear, Tanh, Identity, Linear`` gave ``dl.probe`` an extra
+    hidden layer (every later layer number shifted: layer 2's ``act_mean`` was the tanh's, its
+    ``weight_std`` the first Linear's, while ``dlt.probe``'s layer 2 is the second Linear) and
+    ``Linear, Identity, Tanh`` gave layer 1 the identity's ``act_*`` instead of the tanh's.
+    One kept where it fills an activation's slot alone (``to_torch`` of an identity-activation
+    network: ``Linear, Identity, Linear``); dropped after an activation, or before one with
+    only dropout or other identities between (dropout is off in the probe's forward)."""
+    def passive(la: Layer) -> bool:
+        return isinstance(la, Dropout) or getattr(la, "_torch_identity", False)
+
+    out: list[Layer] = []
+    for i, la in enumerate(layers):
+        if not getattr(la, "_torch_identity", False):
+            out.append(la)
+            continue
+        del la._torch_identity
+        before = next((b for b in reversed(out) if not isinstance(b, Dropout)), None)
+        after = next((a for a in layers[i + 1:] if not passive(a)), None)
+        if not isinstance(before, Activation) and not isinstance(after, Activation):
+            out.append(la)
+    return out
 
 
 def _first_sized(layers: list[Layer]) -> Dense | Standardize | None:
@@ -618,7 +647,7 @@ def from_torch(module: nn.Module) -> Network:
                             f"the same module as {_where(first_path[id(sub)])} (shared weights; "
                             "each depthlab layer owns its own)")
         first_path[id(sub)] = path
-    layers = _from_torch(module, "", np_dtype, [0], [None])
+    layers = _idle_identities_dropped(_from_torch(module, "", np_dtype, [0], [None]))
     first = _first_sized(layers)
     if first is None:
         raise TypeError("from_torch needs at least one Linear layer (the network's input size "
