@@ -114,3 +114,29 @@ def test_weights_frozen_mid_run_with_their_old_grad_do_not_refuse_the_next_recor
     frame = w.frame()
     row = frame[(frame.step == 4) & (frame.module == "2") & (frame.quantity == "grad_pre_std")]
     assert row.value.tolist() == [pytest.approx(out["o"].grad.std(unbiased=False).item())]
+
+
+
+def test_a_watch_created_after_the_weights_were_frozen_records_the_bias_only_phase():
+    # the frozen weights' .grad from the full training before the Watch: unchanged at the
+    # first call, it was refused as "called without a backward since the Watch was created"
+    m = _model()
+    g = torch.Generator().manual_seed(1)
+
+    def steps(opt: torch.optim.Optimizer, watch: dlt.Watch | None, n: int) -> None:
+        for _ in range(n):
+            x, y = torch.randn(16, 6, generator=g), torch.randint(0, 3, (16,), generator=g)
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(m(x), y)
+            loss.backward()
+            if watch is not None:
+                watch.step(loss)
+            opt.step()
+
+    steps(torch.optim.SGD(m.parameters(), lr=0.1), None, 2)  # every weight keeps its .grad
+    for layer in (m[0], m[2]):
+        layer.weight.requires_grad_(False)
+    w = dlt.Watch(m, every=1, theory=False)
+    steps(torch.optim.SGD([m[0].bias, m[2].bias], lr=0.1), w, 2)
+    assert w.steps_seen == 2 and set(w.frame().step) == {0, 1}
+    assert m[0].weight.grad is not None  # (the stale gradient is still there)
