@@ -225,3 +225,31 @@ def test_identity_activation_network_keeps_its_layers_through_the_round_trip() -
     assert dl.probe(back, X, Y).equals(dl.probe(net, X, Y))
     out = torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.Identity()).double()
     assert from_torch(out).layers[-1].is_output
+
+
+@pytest.mark.parametrize("mods", [
+    lambda nn: [nn.Linear(5, 6), nn.Linear(6, 6), nn.Tanh(), nn.Linear(6, 3)],
+    lambda nn: [nn.Linear(5, 6), nn.BatchNorm1d(6), nn.Dropout(0.1), nn.Linear(6, 6), nn.ReLU(),
+                nn.Linear(6, 3)],
+], ids=["linear-linear", "linear-bn-linear"])
+def test_from_torch_weight_layer_feeding_a_weight_layer_is_a_hidden_layer(mods) -> None:
+    """``Linear, Linear, Tanh, Linear`` gave dl.probe one hidden layer, numbered 1 but the
+    second Linear's (pre_mean 0.141 against dlt.probe's layer 1, the first Linear, -0.225);
+    ``Linear, BatchNorm1d, Linear`` gave none."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*mods(torch.nn)).double()
+    net = from_torch(model)
+    model.eval()
+    np.testing.assert_allclose(net.forward(X, training=False),
+                               model(torch.from_numpy(X)).detach().numpy(), rtol=1e-12)
+    model.train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.eval()
+    a, b = _tables(model, net)
+    assert sorted(a.index.get_level_values(0).unique()) == [0, 1, 2]
+    shared = a.index.intersection(b.index)
+    if any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules()):
+        shared = [k for k in shared if not k[1].startswith(("pre_", "grad_pre_"))]
+    for k in shared:
+        assert _rel(float(a[k]), float(b[k])) < 1e-6, (k, a[k], b[k])

@@ -430,7 +430,7 @@ def _from_torch_checked(m: nn.Module, path: str, np_dtype, counter: list[int],
         if n_in is not None and width[0] != n_in:  # x + F(x): F keeps the width
             raise TypeError(f"from_torch cannot express {_where(path)}: its branch maps "
                             f"{n_in} features to {width[0]}; x + F(x) needs the same count")
-        return [Residual(Sequential(_idle_identities_dropped(branch)), name=name)]
+        return [Residual(Sequential(_hidden_slots(branch)), name=name)]
     if kind is TorchStandardize:
         _expect_width(m, path, width, int(m.mean.shape[0]))
         width[0] = int(m.mean.shape[0])
@@ -495,6 +495,34 @@ def _idle_identities_dropped(layers: list[Layer]) -> list[Layer]:
         after = next((a for a in layers[i + 1:] if not passive(a)), None)
         if not isinstance(before, Activation) and not isinstance(after, Activation):
             out.append(la)
+    return out
+
+
+def _hidden_slots(layers: list[Layer]) -> list[Layer]:
+    """``layers`` with one activation slot per hidden weight layer, as ``dl.probe`` counts
+    hidden layers (one per activation) and ``dlt.probe`` counts weight layers: the
+    ``nn.Identity`` modules beside an activation dropped (:func:`_idle_identities_dropped`),
+    and an identity activation ``f(s) = s`` put after a Dense (and its batch norms, before its
+    dropout) that feeds the next Dense directly. ``Linear, Linear, Tanh, Linear`` gave
+    ``dl.probe`` one hidden layer, the second Linear's, numbered 1 (its ``pre_mean`` 0.141
+    against ``dlt.probe``'s layer 1, the first Linear, -0.225), ``Linear, BatchNorm1d,
+    Linear`` none; the outputs are unchanged."""
+    layers = _idle_identities_dropped(layers)
+    out: list[Layer] = []
+    for i, la in enumerate(layers):
+        out.append(la)
+        if not isinstance(la, (Dense, BatchNorm)):
+            continue
+        nxt = layers[i + 1] if i + 1 < len(layers) else None
+        if isinstance(nxt, BatchNorm):
+            continue  # the slot comes after the norm
+        k = i + 1
+        while k < len(layers) and isinstance(layers[k], Dropout):
+            k += 1
+        last_dense = next((b for b in reversed(out) if not isinstance(b, BatchNorm)), None)
+        if (k < len(layers) and isinstance(layers[k], Dense)
+                and isinstance(last_dense, Dense)):
+            out.append(Activation("identity", name=f"identity_{la.name}"))
     return out
 
 
@@ -647,7 +675,7 @@ def from_torch(module: nn.Module) -> Network:
                             f"the same module as {_where(first_path[id(sub)])} (shared weights; "
                             "each depthlab layer owns its own)")
         first_path[id(sub)] = path
-    layers = _idle_identities_dropped(_from_torch(module, "", np_dtype, [0], [None]))
+    layers = _hidden_slots(_from_torch(module, "", np_dtype, [0], [None]))
     first = _first_sized(layers)
     if first is None:
         raise TypeError("from_torch needs at least one Linear layer (the network's input size "
