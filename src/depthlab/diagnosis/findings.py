@@ -336,7 +336,7 @@ class Verification:
         val = (f"val acc {_fmt(b.get('val_acc'))} -> {_fmt(a.get('val_acc'))}, "
                if _measured(b.get("val_acc")) or _measured(a.get("val_acc")) else "")
         return (f"train loss {_loss(b)} -> {_loss(a)}, "
-                f"{val}{self.metric} {_fmt(self.metric_before)} -> {self._metric_after()}"
+                f"{val}{self.metric} {self._metric_before()} -> {self._metric_after()}"
                 f": {self.verdict()}")
 
     def _metric_after(self) -> str:
@@ -348,8 +348,26 @@ class Verification:
         after = self.metric_after
         if (isinstance(after, float) and math.isnan(after) and _measured(self.metric_before)
                 and not self.after.get("diverged") and _measured(self.after.get("train_loss"))):
+            if self.kind == "init_mismatch" and self.prescription.get("init") != "lsuv":
+                # a formula initializer's random weights are judged only in layers of
+                # INIT_MIN_WEIGHTS or more (a variance of 0 in any layer): "inf -> none (the
+                # cure left nothing this metric measures)" read as if it removed the weights
+                from .rules import INIT_MIN_WEIGHTS
+
+                return ("none judged (the cure's weights are a random draw, whose variance is "
+                        f"judged only in a layer of {INIT_MIN_WEIGHTS} weights or more; every "
+                        f"layer has fewer than {INIT_MIN_WEIGHTS} weights)")
             return "none (the cure left nothing this metric measures)"
         return _fmt(after)
+
+    def _metric_before(self) -> str:
+        """The finding's metric before the cure; an init mismatch's infinite factor is a
+        variance of 0 (zeros or constant init), said so: a bare 'inf' read as a broken
+        measurement."""
+        before = self.metric_before
+        if self.kind == "init_mismatch" and before == math.inf:
+            return "inf (a variance of 0: all weights equal)"
+        return _fmt(before)
 
     def verdict(self) -> str:
         """The end of :meth:`summary`: ``helped`` or ``did not help`` with what decided it (the
