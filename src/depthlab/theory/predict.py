@@ -61,9 +61,14 @@ class GradientPrediction:
     @property
     def relative_std(self) -> list[float | None]:
         out: list[float | None] = []
-        for v in self.frame["grad_pre_var"]:
-            v = float(v)
-            out.append(math.sqrt(v) if math.isfinite(v) and v >= 0 else None)
+        logs = (self.frame["grad_pre_log_var"] if "grad_pre_log_var" in self.frame.columns
+                else [math.nan] * len(self.frame))
+        for v, lv in zip(self.frame["grad_pre_var"], logs):
+            v, lv = float(v), float(lv)
+            if v == 0.0 and math.isfinite(lv):  # underflowed: sqrt(e^lv) = e^(lv / 2)
+                out.append(math.exp(0.5 * lv))
+            else:
+                out.append(math.sqrt(v) if math.isfinite(v) and v >= 0 else None)
         return out
 
 
@@ -240,6 +245,23 @@ relative to the last, measured / predicted over seeds: relu (He) 100 layers of w
 0.16-0.37 (4 seeds), 200 of 64 0.04-0.18, 200 of 256 0.29-0.61; tanh (Glorot) 50 of 32
 0.31-0.54 (6 seeds); selu (LeCun) 100 of 64 0.97-2.9; at depth / width 0.25-0.5 (relu 16 of
 64, 16 of 32, 64 of 128) 0.36-2.6 with medians 0.71-0.88."""
+
+
+def _underflow_note(frame: pd.DataFrame) -> str:
+    """A note naming the layers whose ``grad_pre_var`` underflowed float64 to 0 although its
+    log, ``ln Var(g_l) = sum_k ln(n_{k+1} v_{k+1} E[f'(s_k)^2])``, is finite; "" when none."""
+    if "grad_pre_log_var" not in frame.columns:
+        return ""
+    var = frame["grad_pre_var"].to_numpy(float)
+    log = frame["grad_pre_log_var"].to_numpy(float)
+    gone = (var == 0.0) & np.isfinite(log)
+    if not gone.any():
+        return ""
+    top = int(frame["layer"].to_numpy()[gone].max())
+    first = float(log[0]) / (2.0 * math.log(10.0))
+    return (f"; Var(dL/ds) underflows float64 to 0 at layers 1-{top} (the gradients vanish "
+            f"towards the input): relative_std there is exp(grad_pre_log_var / 2), "
+            f"10^{first:.1f} at layer 1")
 
 
 def length_map_amplification(frame: pd.DataFrame, activation: Any, **kw: Any) -> float:
@@ -473,6 +495,9 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
                  "gradients near the input depart from it by factors that grow with depth / "
                  "width (relu, 100 layers of width 64: the first layer's 0.16-0.37x the "
                  "prediction over 4 seeds; 200 of 64: 0.04-0.18x; selu 100 of 64: 1-2.9x)")
+    under = _underflow_note(frame)
+    if under:
+        note += under
     gain = length_map_amplification(frame, act, **kw)
     if gain >= AMPLIFICATION_NOTE:
         note += (f"; the length map is unstable here: a relative error in one layer's variance "

@@ -20,6 +20,7 @@ kink at 0 each side keeps its own line (ReLU: He et al.'s ``E[f^2] = q/2``, ``E[
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -34,7 +35,7 @@ from .taylor import taylor
 METHODS = ("exact", "linear")
 COLUMNS = (
     "layer", "fan_in", "fan_out", "weight_var", "pre_var", "act_mean", "act_var", "act_sq",
-    "deriv_sq", "grad_pre_var", "weight_grad_var",
+    "deriv_sq", "grad_pre_var", "weight_grad_var", "grad_pre_log_var",
 )
 
 
@@ -237,8 +238,12 @@ def propagate(
     ``deriv_sq`` = E[f'(s_l)^2]; ``grad_pre_var`` = Var(dL/ds_l) / Var(dL/ds_L) with
     ``grad_pre_var[l] = n_{l+1} v_{l+1} deriv_sq[l] grad_pre_var[l+1]``;
     ``weight_grad_var`` = E[a_{l-1}^2] grad_pre_var[l] (per example, same normalisation);
-    ``weight_var`` = v_l. ``bias_var``: the variance sigma_b^2 of zero-mean random biases, one
-    number for every layer or a sequence of one per layer (``bias_var[l-1]`` for layer ``l``).
+    ``grad_pre_log_var`` = ln grad_pre_var = sum_{k=l}^{L-1} ln(n_{k+1} v_{k+1} deriv_sq[k]),
+    summed in log space: finite where ``grad_pre_var`` underflows float64 to 0 (400 sigmoid
+    layers: e^-1100; its square root, the relative std, is still a float; -inf where a factor
+    is exactly 0); ``weight_var`` = v_l. ``bias_var``: the variance sigma_b^2 of zero-mean
+    random biases, one number for every layer or a sequence of one per layer
+    (``bias_var[l-1]`` for layer ``l``).
     ``bias_dist``: their distribution, ``"normal"`` (``s_l ~ N(0, q_l)``) or ``"uniform"``
     (``U[-a, a]``, ``a = sqrt(3 bias_var)``; method ``"exact"`` only): then ``s_l = z + b`` is
     not Gaussian and each moment is ``E_b E_z[g(z + b)]``, ``z ~ N(0, q_l - bias_var)``
@@ -286,12 +291,14 @@ def propagate(
         })
         prev_sq = sq
 
-    grad = 1.0
-    rows[-1]["grad_pre_var"] = grad
+    grad, log_grad = 1.0, 0.0
+    rows[-1]["grad_pre_var"], rows[-1]["grad_pre_log_var"] = grad, log_grad
     for l in range(L - 1, 0, -1):  # row index l-1 holds layer l
-        grad = widths[l + 1] * wvar[l] * rows[l - 1]["deriv_sq"] * grad
+        factor = widths[l + 1] * wvar[l] * rows[l - 1]["deriv_sq"]
+        grad = factor * grad
         check_gradient(grad, l, L)
-        rows[l - 1]["grad_pre_var"] = grad
+        log_grad += (math.log(factor) if factor > 0 else -math.inf if factor == 0 else math.nan)
+        rows[l - 1]["grad_pre_var"], rows[l - 1]["grad_pre_log_var"] = grad, log_grad
     for r in rows:
         r["weight_grad_var"] = r.pop("_prev_sq") * r["grad_pre_var"]
     return pd.DataFrame(rows, columns=list(COLUMNS))
