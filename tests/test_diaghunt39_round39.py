@@ -34,3 +34,20 @@ def test_a_zeros_init_cure_in_small_layers_says_why_its_variance_is_not_judged()
     assert "init variance factor inf (a variance of 0: all weights equal) -> none judged" \
         in line, line
     assert "fewer than 20 weights" in line, line
+
+
+def test_steps_on_weights_that_started_at_zero_are_not_called_a_too_high_learning_rate() -> None:
+    """A sigmoid net initialized with zeros: every update is large against weights of norm 0
+    (||dW|| / ||W|| = 3.5 at lr 0.01), so lr_too_high fired beside init_mismatch; its cure, a
+    10x smaller rate, left the net at chance ("did not help"): the steps are the zero init's,
+    whose finding names it. A too-high rate on a random init is still found."""
+    from depthlab.data import load_dataset
+
+    data = load_dataset("digits", seed=0, standardize=True)
+    zeros = dl.doctor(dl.mlp([64, 16, 16, 16, 16, 10], "sigmoid", init="zeros", seed=0), data,
+                      steps=40)
+    kinds = [f.kind for f in zeros.findings]
+    assert "init_mismatch" in kinds and "lr_too_high" not in kinds, kinds
+    high = dl.doctor(dl.mlp([64, 16, 16, 16, 16, 10], "sigmoid", init="glorot_uniform",
+                            seed=0), data, steps=40, optimizer="adam", lr=1.0)
+    assert "lr_too_high" in [f.kind for f in high.findings], [f.kind for f in high.findings]
