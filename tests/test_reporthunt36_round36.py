@@ -242,13 +242,15 @@ def test_the_playgrounds_doctor_writes_a_verifications_metric_as_the_command_lin
                      metric_before=math.inf, metric_after=math.nan, resolved=True, helped=False,
                      chance_loss=0.6931)
     texts = json.loads(json.dumps(jsonable(verification_texts(v))))
-    assert texts["metric_change"] == "inf → none (the cure left nothing this metric measures)"
+    assert texts["metric_change"] == (
+        "inf → none judged (the cure's weights are a random draw, whose variance is judged "
+        "only in a layer of 20 weights or more; every layer has fewer than 20 weights)")
     assert "-> " + texts["metric_change"].split(" → ")[1] in v.summary()
     # the report's line of the stored verification says it so too (was "inf → not finite")
     from depthlab.report.build import _verification_text
 
     line = _verification_text(json.loads(json.dumps(v.to_dict())))
-    assert "init variance factor inf → none (the cure left nothing this metric measures)" \
+    assert "init variance factor inf → none judged (the cure's weights are a random draw" \
         in line, line
     v.metric_before, v.metric_after = 2.5, 0.8
     assert verification_texts(v)["metric_change"] == "2.5 → 0.8"

@@ -71,9 +71,9 @@ def verification_texts(obj: Any) -> dict[str, str]:
     train loss rose 2%"; the page said only "helped"), ``reason`` (why a cure did not help:
     " (the train loss ended at 1.378e+12, more than 1.5x a constant prediction's 2.292: the
     run did not learn)") and ``metric_change``, the finding's metric before and after
-    (``inf → none (the cure left nothing this metric measures)``: JSON has no infinity or
-    NaN, and the page read both as "not finite → not finite", a cure that broke the
-    measurement)."""
+    (``inf → none judged (...)`` for an init mismatch whose cure has no layer of 20 weights:
+    JSON has no infinity or NaN, and the page read both as "not finite → not finite", a cure
+    that broke the measurement)."""
     from ..diagnosis.findings import _fmt
 
     def word(v: Any) -> str:  # the page's word for a NaN (a diverged run's), as elsewhere
