@@ -1415,12 +1415,16 @@ def alternatives(kind: str, activation: str | None, spec: TorchTrainSpec, normal
     tanh = ({"activation": "tanh", "init": "matched"},
             "tanh with Glorot initialization: zero-centred, with f'(0) = 1 instead of the "
             "sigmoid's 1/4 (Glorot & Bengio 2010).")
+    tanh_bn = ({"activation": "tanh", "init": "matched", "normalization": "batchnorm"},
+               "tanh with Glorot initialization and batch normalization after each layer: the "
+               "norm keeps every pre-activation at unit variance and tanh's f'(0) = 1 passes "
+               "the gradient on, where the sigmoid's 1/4 shrinks it at every layer.")
     saturating = activation in SATURATING
     sigmoid = [tanh] if activation == "sigmoid" else []
     norm = [] if normalized else [bn]
     table: dict[str, list[tuple[dict[str, Any], str]]] = {
-        "vanishing_gradients": sigmoid + norm + [adam] + ([relu] if saturating else [])
-        + [lsuv],
+        "vanishing_gradients": sigmoid + norm + ([tanh_bn] if sigmoid and norm else [])
+        + [adam] + ([relu] if saturating else []) + [lsuv],
         "exploding_gradients": [matched, clip, lower] + norm,
         "saturation": [matched] + sigmoid + norm + ([relu] if saturating else []),
         "dead_relu": [lower, leaky, warmup, adam],
