@@ -32,3 +32,19 @@ def test_snap_to_fixed_point_is_a_rule_not_one_number() -> None:
     out = kl.snap_to_fixed_point(odd)
     assert out["mean"].tolist()[:3] == [0.0, 0.0, 1e-3]
     assert out["var"].tolist()[:3] == [1.0, 1.0 + 1e-11, 2.0]
+
+
+def test_he2015_xavier_stall_does_not_hold_when_nothing_trains(monkeypatch) -> None:
+    # with a step too small for anything to learn, Xavier 'stalled' (final loss 100% of the
+    # initial) and the claim held although He init did not train either
+    from depthlab.reproduce import he2015
+
+    monkeypatch.setattr(he2015, "LR", 1e-9)
+    monkeypatch.setattr(he2015, "_settings", lambda quick: dict(
+        width=8, steps=30, probe_every=10, n_probe=32, train_ratio=0.05, seeds=(1,)))
+    res = he2015.run(quick=True)
+    stall = next(c for c in res.claims if "stalls" in c.claim)
+    trains = next(c for c in res.claims if "He init: trains" in c.claim)
+    assert not trains.holds
+    assert not stall.holds, stall.measured
+    assert "did not train either" in stall.measured
