@@ -48,3 +48,15 @@ def test_he2015_xavier_stall_does_not_hold_when_nothing_trains(monkeypatch) -> N
     assert not trains.holds
     assert not stall.holds, stall.measured
     assert "did not train either" in stall.measured
+
+
+def test_ioffe_bn_stable_percentiles_do_not_hold_when_bn_did_not_learn(monkeypatch) -> None:
+    # at lr 1e-5 nothing moves: 'with BN the percentiles stay stable' held at drift 0.00
+    from depthlab.reproduce import ioffe2015
+
+    monkeypatch.setattr(ioffe2015, "_settings", lambda quick: dict(steps=60, evals=3))
+    monkeypatch.setattr(ioffe2015, "LR", 1e-5)
+    res = ioffe2015.run(quick=True)
+    stable = next(c for c in res.claims if c.claim.startswith("with BN the percentiles"))
+    assert not stable.holds, stable.measured
+    assert "did not learn" in stable.measured
