@@ -60,3 +60,29 @@ def test_ioffe_bn_stable_percentiles_do_not_hold_when_bn_did_not_learn(monkeypat
     stable = next(c for c in res.claims if c.claim.startswith("with BN the percentiles"))
     assert not stable.holds, stable.measured
     assert "did not learn" in stable.measured
+
+
+def _xu_training(monkeypatch, acc: dict[str, float]):
+    import pandas as pd
+
+    from depthlab.reproduce import xu2016
+    from depthlab.reproduce.base import Result
+
+    frame = pd.DataFrame([{"network": c["label"], "gain vs Glorot": c["gain"], "seed": 3,
+                           "train_acc": acc.get(c["label"], 0.1), "diverged": False}
+                          for c in xu2016._train_configs()])
+    monkeypatch.setattr(xu2016, "training_table", lambda *a, **k: frame)
+    res = Result("xu2016", "t")
+    d = xu2016.Inputs(width=8, seeds=[0], ds=None, dname="synthetic", train_width=8,
+                      train_steps=10, train_seeds=[3], progress=None)
+    xu2016.stage_training(d, res)
+    return next(c for c in res.claims if "sigmoid net fails to train" in c.claim)
+
+
+def test_xu_sigmoid_fails_does_not_hold_when_nothing_trains(monkeypatch) -> None:
+    # every net at chance (nothing learning): 'the sigmoid net fails' held at 0.100
+    fails = _xu_training(monkeypatch, {})
+    assert not fails.holds, fails.measured
+    assert "nothing trains" in fails.measured
+    fails = _xu_training(monkeypatch, {"rescaled sigmoid 4σ−2": 0.95, "penalized tanh": 0.93})
+    assert fails.holds, fails.measured
