@@ -86,3 +86,20 @@ def test_xu_sigmoid_fails_does_not_hold_when_nothing_trains(monkeypatch) -> None
     assert "nothing trains" in fails.measured
     fails = _xu_training(monkeypatch, {"rescaled sigmoid 4σ−2": 0.95, "penalized tanh": 0.93})
     assert fails.holds, fails.measured
+
+
+def test_depth_ladder_naive_fails_does_not_hold_when_nothing_trains() -> None:
+    # every recipe at chance (deepest trainable 0): 'naive sigmoid recipes fail by depth 10'
+    # held, the one claim of the ladder that passed where nothing trains
+    from depthlab.reproduce import depth_ladder
+
+    depths = [2, 5, 10, 20, 50]
+    nothing = {k: 0 for k in depth_ladder.RECIPES}
+    naive = next(c for c in depth_ladder.claims(nothing, depths)
+                 if c.claim.startswith("naive sigmoid"))
+    assert not naive.holds, naive.measured
+    assert "nothing trains deep" in naive.measured
+    assert not any(c.holds for c in depth_ladder.claims(nothing, depths))
+    works = dict(nothing, **{k: 20 for k in depth_ladder.GOOD})
+    assert next(c for c in depth_ladder.claims(works, depths)
+                if c.claim.startswith("naive sigmoid")).holds
