@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -45,6 +46,30 @@ def packaged_example(name: str) -> Path:
     return path
 
 
+_RECIPES_HEADER = re.compile(r"^\s*\[\s*recipes\s*\]", re.MULTILINE)
+"""A single-bracket ``[recipes]`` table header (``[[recipes]]`` does not match)."""
+
+
+def _single_bracket_recipes_error(src: Path, message: str) -> bool:
+    """Whether a TOML syntax error of the demo config comes from a ``[recipes]`` header written
+    with single brackets: tomllib's error is at a ``[recipes]``/``[[recipes]]`` header line (or
+    names the table ``('recipes',)``) and the file holds a single-bracket one."""
+    try:
+        text = src.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeError):
+        return False
+    if not _RECIPES_HEADER.search(text):
+        return False
+    if "('recipes',)" in message:
+        return True
+    at = re.search(r"\(at line (\d+),", message)
+    lines = text.splitlines()
+    if not at or not 1 <= int(at[1]) <= len(lines):
+        return False
+    header = lines[int(at[1]) - 1].split("#")[0].replace(" ", "").replace("\t", "")
+    return header in ("[recipes]", "[[recipes]]")
+
+
 def demo_recipes(path: str | os.PathLike | None = None, *, epochs: int | None = None
                  ) -> list[Recipe]:
     """The recipes of the demo config at ``path`` (default: the packaged one), each validated
@@ -54,12 +79,17 @@ def demo_recipes(path: str | os.PathLike | None = None, *, epochs: int | None = 
     from .fieldcheck import fmt
 
     src = Path(path) if path is not None else packaged_example(DEMO_CONFIG)
-    raw = read_toml(src)
+    one_table = (f"{src}: [recipes] is one table; accepted: [[recipes]] (double brackets), one "
+                 "entry per recipe with name, meaning and a model table")
+    try:
+        raw = read_toml(src)
+    except ConfigError as exc:  # two recipes under `[recipes]`: tomllib's "declared twice"
+        if _single_bracket_recipes_error(src, str(exc)):
+            raise ConfigError(one_table, "recipes") from None
+        raise
     recipes = raw.pop("recipes", None)
     if isinstance(recipes, dict):  # `[recipes]`: one table, not the array `[[recipes]]`
-        raise ConfigError(f"{src}: [recipes] is one table; accepted: [[recipes]] (double "
-                          "brackets), one entry per recipe with name, meaning and a model "
-                          "table", "recipes")
+        raise ConfigError(one_table, "recipes")
     if not isinstance(recipes, list) or not recipes:
         raise ConfigError(f"{src}: no [[recipes]] entries; each needs name, meaning and a "
                           "model table", "recipes")
