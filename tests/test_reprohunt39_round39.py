@@ -103,3 +103,31 @@ def test_depth_ladder_naive_fails_does_not_hold_when_nothing_trains() -> None:
     works = dict(nothing, **{k: 20 for k in depth_ladder.GOOD})
     assert next(c for c in depth_ladder.claims(works, depths)
                 if c.claim.startswith("naive sigmoid")).holds
+
+
+def _glorot_fig2(monkeypatch, top: list[float]):
+    import pandas as pd
+
+    from depthlab.reproduce import glorot2010
+    from depthlab.reproduce.base import Result
+
+    steps = range(len(top))
+    f2 = pd.DataFrame([dict(step=t, layer=k, act_mean=top[t] if k == 4 else 0.5)
+                       for t in steps for k in (1, 2, 3, 4)])
+    monkeypatch.setattr(glorot2010, "_fig2", lambda shapes, cfg, progress: (
+        f2, {"diverged": False}))
+    monkeypatch.setattr(glorot2010, "_plot_fig2", lambda f2, cfg: None)
+    res = Result("glorot2010", "t")
+    glorot2010.stage_fig2(glorot2010.Inputs(None, None, {}, None), res)
+    return res.claims
+
+
+def test_glorot_lower_layers_unsaturated_needs_the_top_layer_saturated(monkeypatch) -> None:
+    # nothing learning: every layer at its initial 0.5; '…while layers 1–3 stay unsaturated'
+    # held alone
+    top_claim, lower = _glorot_fig2(monkeypatch, [0.5, 0.5, 0.49])
+    assert not top_claim.holds
+    assert not lower.holds, lower.measured
+    assert "did not saturate" in lower.measured
+    top_claim, lower = _glorot_fig2(monkeypatch, [0.5, 0.05, 0.02])
+    assert top_claim.holds and lower.holds, lower.measured

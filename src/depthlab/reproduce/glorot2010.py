@@ -354,15 +354,23 @@ def stage_fig2(d: Inputs, res: Result) -> None:
         bool(first_sat is not None and start >= LOWER_FLOOR and not info2["diverged"]),
         value=float(top.min()),
     ))
+    # "…while": the lower layers' staying unsaturated is Fig. 2's contrast only in a run whose
+    # top layer saturated; with nothing learning (a step of 1e-9) every layer sat at its
+    # initial ~0.5 and this half held alone
+    top_saturated = bool(first_sat is not None and start >= LOWER_FLOOR)
     res.claims.append(Claim(
         f"…while layers 1–3 stay unsaturated: their mean activation never falls below "
-        f"{LOWER_FLOOR}",
+        f"{LOWER_FLOOR} (in the run whose top layer saturated)",
         "Fig. 2: lower layers' mean activation above 0.5",
         f"min over training of layers 1–3 means {lower_min:.3f}; at the end "
         + ", ".join(f"L{k} {mean[k].iloc[-1]:.2f}" for k in (1, 2, 3))
         + (f" ({n_lost} of {lower.size} layer means not finite)" if n_lost else "")
-        + ("; the run diverged" if info2["diverged"] else ""),
-        bool(lower_min >= LOWER_FLOOR and not info2["diverged"]), value=lower_min,
+        + ("; the run diverged" if info2["diverged"] else "")
+        + ("" if top_saturated else
+           f"; the top layer did not saturate (min {top.min():.3f}, not below "
+           f"{TOP_SATURATED}): no contrast to the top layer's"),
+        bool(lower_min >= LOWER_FLOOR and not info2["diverged"] and top_saturated),
+        value=lower_min,
     ))
     res.figures["fig2_sigmoid_activations"] = _plot_fig2(f2, cfg)
     res.captions["fig2_sigmoid_activations"] = (
