@@ -131,3 +131,35 @@ def test_glorot_lower_layers_unsaturated_needs_the_top_layer_saturated(monkeypat
     assert "did not saturate" in lower.measured
     top_claim, lower = _glorot_fig2(monkeypatch, [0.5, 0.05, 0.02])
     assert top_claim.holds and lower.holds, lower.measured
+
+
+def test_yang_does_not_train_claims_need_the_residual_net_to_train(monkeypatch) -> None:
+    # every net at chance: 'a plain 100-layer net does not train' and 'a smaller lr does not'
+    # held although the residual control did not train either
+    from depthlab.data import load_dataset
+    from depthlab.progress import ExperimentProgress
+    from depthlab.reproduce import yang2019
+    from depthlab.reproduce.base import Result
+
+    def run_with(acc: dict[str, float]):
+        monkeypatch.setattr(yang2019, "build", lambda *a, **k: None)
+        labels = [c[0] for c in yang2019.cures(10)]
+        it = iter(labels)
+        monkeypatch.setattr(yang2019, "train_accuracy",
+                            lambda net, ds, n, seed, lr, progress=None: (acc[next(it)], False))
+        ds = load_dataset("digits", seed=0)
+        d = yang2019.Inputs([10], [8], [0], 8, ds, "digits", 10, 4,
+                            ExperimentProgress.planned(
+                                [yang2019.cure_label(lb) for lb in labels]))
+        res = Result("yang2019", "t")
+        yang2019.stage_cures(d, res)
+        return res.claims, labels
+
+    labels = [c[0] for c in yang2019.cures(10)]
+    claims, _ = run_with(dict.fromkeys(labels, 0.1))
+    plain, resid, slow = claims
+    assert not resid.holds
+    assert not plain.holds and not slow.holds, (plain.measured, slow.measured)
+    assert "did not train either" in plain.measured
+    claims, _ = run_with(dict(zip(labels, (0.1, 0.95, 0.1))))
+    assert all(c.holds for c in claims), [c.measured for c in claims]
