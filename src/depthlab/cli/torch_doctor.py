@@ -50,9 +50,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("PyTorch models (depthlab[torch])")
     g.add_argument("--torch", metavar="FILE.py:FUNCTION", default=None,
                    help="diagnose the torch.nn.Module that FUNCTION() in FILE.py returns, "
-                        "or a module instance of that name (instead of a CONFIG)")
+                        "or a module instance of that name (instead of a CONFIG; default: none, "
+                        "diagnose CONFIG)")
     g.add_argument("--data", metavar="NAME_OR_PATH", default=None,
-                   help="data set for --torch: a built-in name (`depthlab datasets`) or a file")
+                   help="data set for --torch: a built-in name (`depthlab datasets`) or a file "
+                        "(no default: required with --torch)")
     g.add_argument("--label", default=None, metavar="COLUMN",
                    help="label column of a .csv --data file: its name, or a 0-based column "
                         "index when no column has that name (default: \"label\")")

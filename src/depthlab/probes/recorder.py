@@ -34,7 +34,7 @@ import math
 import weakref
 from array import array
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -44,6 +44,9 @@ from ..losses import Loss, get_loss
 from ..memory import CHECK_FROM_BYTES, check_batch, check_fits
 from ..training.data_checks import finite_features, transposed_hint
 from ..training.trainer import Callback
+
+if TYPE_CHECKING:
+    from ..training import History, Trainer
 from ..validators import check_bn_probe_rows, keyword_hints, positive_int
 from . import accel
 from .fused import LayerStats
@@ -374,7 +377,9 @@ class ProbeRecorder(Callback):
             self._jac_done.add(step)
 
     # -- Callback hooks ----------------------------------------------------------------
-    def on_train_begin(self, trainer) -> None:
+    def on_train_begin(self, trainer: Trainer) -> None:
+        """The Callback hook at the start of training: a new record, or the same one continued
+        by a further ``fit`` of the same trainer."""
         # A further fit() of the same trainer continues its steps: the records go on with them
         # (labelled by the trainer's step); another trainer starts a new record.
         last = self._last_trainer
@@ -464,7 +469,9 @@ class ProbeRecorder(Callback):
         finally:
             self._loss._cache = None  # nothing of the check is kept
 
-    def before_update(self, trainer, step: int) -> None:
+    def before_update(self, trainer: Trainer, step: int) -> None:
+        """The Callback hook before the update of ``step``: probe the layers if the step is
+        due, and copy the weights for its update ratio."""
         every = self.every
         snap = step % every == 0
         label = step - 1
@@ -514,7 +521,9 @@ class ProbeRecorder(Callback):
         self._snapshots, self._snap_points = out, points
         return out
 
-    def after_update(self, trainer, step: int, loss: float) -> None:
+    def after_update(self, trainer: Trainer, step: int, loss: float) -> None:
+        """The Callback hook after the update of ``step``: the update ratio ||dW|| / ||W|| of a
+        probed step, and its loss."""
         if self._pending_loss is not None:
             self._add(self._pending_loss, 0, "loss", loss)
             self._pending_loss = None
@@ -542,7 +551,9 @@ class ProbeRecorder(Callback):
         if self.probe_x is not None and self._wants_any(step):
             self._probe_record(step)
 
-    def on_train_end(self, trainer, history) -> None:
+    def on_train_end(self, trainer: Trainer, history: History) -> None:
+        """The Callback hook at the end of training: the last probe, and the weight copies
+        released."""
         self._w_before = {}
         self._w_buffers.clear()
         self._snapshots = None

@@ -886,7 +886,7 @@ def none_ran(model: nn.Module, layers: list[LayerInfo]) -> str:
             f"own weights but never ran ({why})")
 
 
-def discover(model: nn.Module, *inputs, **kwargs) -> list[LayerInfo]:
+def discover(model: nn.Module, *inputs: Any, **kwargs: Any) -> list[LayerInfo]:
     """The weight layers of ``model`` that run in ``model(*inputs, **kwargs)``, numbered in
     first-execution order, with the names of their follower modules (``norm``,
     ``activation``). The pass runs with gradients enabled but computes none; the model, its

@@ -55,7 +55,7 @@ import weakref
 from array import array
 from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -70,6 +70,9 @@ from .hooks import Recording
 from .layers import _attributes, _put_back, check_materialized, none_ran
 from .predict import theory_rows
 from .probe import COLUMNS, check_loss
+
+if TYPE_CHECKING:
+    from ..experiments.store import RunRecord
 
 __all__ = ["Watch"]
 
@@ -1168,7 +1171,7 @@ class Watch:
         """Layer number -> dotted module name (layers that ran in a recorded step)."""
         return {info.index: info.name for info in self._rec.order}
 
-    def record(self):
+    def record(self) -> RunRecord:
         """The run as a :class:`depthlab.experiments.store.RunRecord` (kind ``run``)."""
         from ..experiments.config import run_id
         from ..experiments.store import RunRecord

@@ -91,6 +91,8 @@ class EarlyStopping(Callback):
         self._reset()
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        """Record the epoch's monitored value; after ``patience`` epochs without an improvement
+        above ``min_delta``, stop the trainer (and restore the best epoch's parameters)."""
         value = metrics.get(self.monitor)
         value = float("nan") if value is None else float(value)
         if self.monitor.endswith("acc") and math.isnan(value):

@@ -75,7 +75,7 @@ class Trainer:
         net: Network,
         *,
         loss: str = TrainSpec.loss,  # the defaults of a [train] section (depthlab.spec)
-        optimizer: str = TrainSpec.optimizer,
+        optimizer: str | Optimizer = TrainSpec.optimizer,
         lr: float = TrainSpec.lr,
         batch_size: int | str | None = TrainSpec.batch_size,
         epochs: int | None = TrainSpec.epochs,
