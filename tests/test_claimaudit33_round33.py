@@ -136,5 +136,5 @@ def test_depth_ladder_claims_do_not_hold_when_nothing_trains(monkeypatch):
     res = depth_ladder.run(quick=True)
     assert not res.tables["runs"]["trains"].any()
     held = [c.claim for c in res.claims if c.holds]
-    assert held == ["naive sigmoid recipes fail by depth 10 (deepest trainable < 10)"], held
+    assert held == [], held  # the naive 'fails' claim needs a good recipe that trains (round 39)
     assert "not trained" in res.notes[0] or "learned" in res.notes[0], res.notes[0]
