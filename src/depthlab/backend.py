@@ -49,6 +49,26 @@ def rng(seed: int | np.random.Generator | None = None) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
+"""NumPy's bit generators, by the name their ``state`` dict gives as ``bit_generator``."""
+
+
+def rng_from_state(state: Any, like: np.random.Generator | None = None) -> np.random.Generator:
+    """A generator whose bit generator continues from ``state`` (a ``bit_generator.state``
+    dict of one of :data:`BIT_GENERATORS`, arrays as lists or arrays): ``like`` itself, its
+    bit generator set in place, when it is of that kind, else a new generator of that kind.
+    A state of no known kind is a ValueError naming it."""
+    kind = state.get("bit_generator") if isinstance(state, dict) else None
+    if kind not in BIT_GENERATORS:
+        raise ValueError(f"bit_generator {kind!r:.40}")
+    if like is not None and type(like.bit_generator).__name__ == kind:
+        like.bit_generator.state = state
+        return like
+    gen = getattr(np.random, kind)()
+    gen.state = state
+    return np.random.Generator(gen)
+
+
 def zeros(shape, dtype) -> Array:
     return xp.zeros(shape, dtype=dtype)
 

@@ -33,13 +33,13 @@ from typing import Any
 import numpy as np
 
 from .atomic import Staged, atomic_write_bytes, stage_bytes
+from .backend import BIT_GENERATORS, rng_from_state
 from .memory import MemoryRefusal
 
 __all__ = ["FORMAT", "load", "load_meta", "save"]
 
 FORMAT = "depthlab-network/1"
 _BN_FIELDS = ("running_mean", "running_var", "population_mean", "population_var")
-_BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")  # NumPy's
 
 
 def _json_bytes(obj: Any) -> np.ndarray:
@@ -437,16 +437,9 @@ def _restore_dropout_rngs(net: Any, data: Any, path: Path) -> None:
             continue
         try:
             state = json.loads(bytes(_read(data, key, path)).decode("utf-8"))
-            kind = state.get("bit_generator") if isinstance(state, dict) else None
-            if kind not in _BIT_GENERATORS:
-                raise ValueError(f"bit_generator {kind!r:.40}")
-            gen = drop.rng.bit_generator
-            if type(gen).__name__ != kind:
-                gen = getattr(np.random, kind)()
-            gen.state = state
+            rng = rng_from_state(state, like=drop.rng)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise ValueError(f"{str(path)!r}: {key} is not a dropout generator's state ({exc}); "
                              f"expected the JSON of the bit_generator.state of one of "
-                             f"{', '.join(_BIT_GENERATORS)}") from None
-        if gen is not drop.rng.bit_generator:
-            drop.rng = np.random.Generator(gen)
+                             f"{', '.join(BIT_GENERATORS)}") from None
+        drop.rng = rng
