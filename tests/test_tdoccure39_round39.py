@@ -7,24 +7,12 @@ the rule's cure, halved the final train loss for model seed 0 only of seeds 0-4 
 
 import numpy as np
 import pytest
-from torch import nn
+from helpers.torchmodels import sigmoid_cnn
 
 import depthlab.torch as dlt
 from depthlab.data import load_dataset
 from depthlab.torch import prescriptions as rx
 from depthlab.torch.train import TorchTrainSpec
-
-
-def _sigmoid_cnn(depth: int = 20, ch: int = 4) -> nn.Module:
-    mods: list[nn.Module] = [nn.Conv2d(1, ch, 3, padding=1), nn.Sigmoid()]
-    for _ in range(depth - 1):
-        mods += [nn.Conv2d(ch, ch, 3, padding=1), nn.Sigmoid()]
-    model = nn.Sequential(*mods, nn.Flatten(), nn.Linear(ch * 64, 10))
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.normal_(m.weight, 0.0, 1.0)
-            nn.init.zeros_(m.bias)
-    return model
 
 
 def test_sigmoid_alternatives_start_with_batch_norm_and_tanh():
@@ -45,7 +33,7 @@ def test_first_verified_vanishing_cure_halves_the_loss_for_another_seed():
     ds = load_dataset("digits", seed=0)
     x = ds.x_train[:600].astype(np.float32).reshape(-1, 1, 8, 8)
     y = ds.y_train[:600]
-    diag = dlt.doctor(_sigmoid_cnn, (x, y), steps=60, batch_size=32, max_cures=1,
+    diag = dlt.doctor(sigmoid_cnn(), (x, y), steps=60, batch_size=32, max_cures=1,
                       probe_every=20, seed=2)
     f = diag.finding("vanishing_gradients")
     assert f is not None, str(diag)

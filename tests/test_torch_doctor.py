@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers.torchmodels import sigmoid_cnn
 from torch import nn
 
 import depthlab.torch as dlt
@@ -33,21 +34,6 @@ def digits():
 
 def images(x):
     return x.reshape(-1, 1, 8, 8)
-
-
-def sigmoid_cnn(device="cpu", depth=20, ch=4):
-    """A 20-layer sigmoid CNN with N(0, 1) weights: gradients vanish towards the input."""
-    def make():
-        mods = [nn.Conv2d(1, ch, 3, padding=1), nn.Sigmoid()]
-        for _ in range(depth - 1):
-            mods += [nn.Conv2d(ch, ch, 3, padding=1), nn.Sigmoid()]
-        model = nn.Sequential(*mods, nn.Flatten(), nn.Linear(ch * 64, 10))
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.normal_(m.weight, 0.0, 1.0)
-                nn.init.zeros_(m.bias)
-        return model.to(device)
-    return make
 
 
 def relu_cnn(device="cpu"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
+from helpers.torchmodels import EncoderHead, LstmHead
 from torch import nn
 
 import depthlab.torch as dlt
@@ -32,29 +33,6 @@ class _Shared(nn.Module):
         return self.out(torch.relu(self.mid(h)))
 
 
-class _Lstm(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lstm = nn.LSTM(6, 8, batch_first=True)
-        self.head = nn.Linear(8, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.lstm(x)[0][:, -1])
-
-
-class _Encoder(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0,
-                                           batch_first=True)
-        self.enc = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
-        self.inp = nn.Linear(6, 8)
-        self.head = nn.Linear(8, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.enc(self.inp(x)).mean(1))
-
-
 def _case(kind: str) -> tuple[nn.Module, torch.Tensor]:
     torch.manual_seed(0)
     if kind == "mlp":
@@ -67,9 +45,9 @@ def _case(kind: str) -> tuple[nn.Module, torch.Tensor]:
                               nn.Flatten(), nn.Linear(4 * 5 * 5, 3))
         x = torch.randn(12, 2, 5, 5)
     elif kind == "lstm":
-        model, x = _Lstm(), torch.randn(12, 4, 6)
+        model, x = LstmHead(), torch.randn(12, 4, 6)
     elif kind == "transformer":
-        model, x = _Encoder(), torch.randn(12, 4, 6)
+        model, x = EncoderHead(), torch.randn(12, 4, 6)
     else:
         model, x = _Shared(), torch.randn(12, 6)
     return model, x

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.torchmodels import EncoderHead, LstmHead
 from torch import nn
 
 from depthlab.torch import Watch, hooks
@@ -62,29 +63,6 @@ class _Residual(nn.Module):
         return self.out(self.blocks(F.relu(self.inp(x))))
 
 
-class _Lstm(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lstm = nn.LSTM(6, 8, batch_first=True)
-        self.head = nn.Linear(8, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.lstm(x)[0][:, -1])
-
-
-class _Encoder(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0,
-                                           batch_first=True)
-        self.enc = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
-        self.inp = nn.Linear(6, 8)
-        self.head = nn.Linear(8, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.enc(self.inp(x)).mean(1))
-
-
 class _Frozen(nn.Module):
     """A frozen first layer run under ``torch.no_grad`` inside the forward."""
 
@@ -124,9 +102,9 @@ def _case(kind: str) -> tuple[nn.Module, torch.Tensor]:
     elif kind == "shared":
         model, x = _Shared(), torch.randn(12, 6)
     elif kind == "lstm":
-        model, x = _Lstm(), torch.randn(12, 4, 6)
+        model, x = LstmHead(), torch.randn(12, 4, 6)
     elif kind == "transformer":
-        model, x = _Encoder(), torch.randn(12, 4, 6)
+        model, x = EncoderHead(), torch.randn(12, 4, 6)
     else:
         model, x = _Frozen(), torch.randn(12, 6)
     return model, x
