@@ -303,6 +303,29 @@ def test_reset_after_a_refused_change_shows_the_setup_it_restarts(page, server, 
     assert page.locator(".field.invalid").count() == 0
 
 
+def test_reset_pressed_before_a_change_is_refused_shows_the_setup_it_restarts(page, server):
+    # the change and the reset leave in one task, before any answer: the page cannot know yet
+    # that the change will be refused (CI hit this order when reset was clicked right after)
+    page.goto(server.url + "?model.depth=3&model.width=8&model.activation=relu")
+    page.wait_for_function(MEASURED, timeout=90_000)
+    page.select_option("#f-model-activation", "selu")
+    page.wait_for_function("_ => S.query['model.activation'] === 'selu'")
+    page.fill("#f-train-seed", "")  # refused: the selu setup stays
+    page.press("#f-train-seed", "Tab")
+    page.locator(".field.invalid").wait_for()
+    page.evaluate("""(() => {
+        const s = document.getElementById('f-model-activation');
+        s.value = 'tanh'; s.dispatchEvent(new Event('change', { bubbles: true }));
+        document.getElementById('reset').click(); })()""")
+    page.wait_for_function("document.getElementById('stepinfo').dataset.step === '0' && "
+                           "document.getElementById('message').hidden && S.pending === null")
+    assert _session(server).config["model"]["activation"] == "selu"
+    # was: the controls kept "tanh" and the empty seed beside the restarted selu network
+    assert page.input_value("#f-model-activation") == "selu"
+    assert page.input_value("#f-train-seed") == "0"
+    assert page.locator(".field.invalid").count() == 0
+
+
 # -- the decision boundary at a phone's pixel density -------------------------------------------
 def test_the_decision_boundary_is_drawn_at_the_screens_pixel_density(browser, server, shots):
     context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=3)

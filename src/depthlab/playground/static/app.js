@@ -326,6 +326,11 @@ function handle(m) {
       // a setting of the link with no control here (?foo=1): nothing on the page is marked, and
       // the next change of a control leaves it out (only the first setup sends such keys)
       if (m.key) S.pending = null;  // a refused setup: the session keeps the last accepted one
+      // refused after reset was pressed for it: the reset restarts the last accepted setup, so
+      // the controls show that one (they kept tanh beside the restarted selu network)
+      if (m.key && S.resetAfter && S.query) {
+        S.resetAfter = null; S.edits++; writeControls(S.query);
+      }
       const linkOnly = !!m.key && !field(m.key);
       const key = linkOnly ? m.key : refusedKey(m.key, m.message);
       // a refused control leaves the last accepted setup in place (and training, if it was)
@@ -396,6 +401,7 @@ function showStep(step, epoch) {
 function onAccepted(m) {
   S.query = m.query;
   S.pending = null;
+  S.resetAfter = null;
   if (m.kept) {  // only a setting the session does not use changed (epochs, bn momentum
     // without batch norm, ...): the session goes on
     showMessage(""); markInvalid(null);
@@ -1320,6 +1326,9 @@ async function main() {
     const now = readControls();
     const sent = S.pending && Object.keys(now).every((k) => String(now[k]) === String(S.pending[k]));
     if (S.query && !sent && !sameQuery(now, S.query)) { S.edits++; writeControls(S.query); }
+    // the setup sent may still be refused (an empty seed refused, then an activation chosen and
+    // reset pressed before the refusal came): the error puts the restarted setup back
+    S.resetAfter = sent ? S.pending : null;
     send({ cmd: "reset" });
   });
   // disabled at once: a double click started a second doctor ("already running")
