@@ -15,6 +15,8 @@ float32 stays float32.
   y <- (1 - eps) y + eps / C (as in PyTorch). ``weight`` (one number >= 0 per class,
   torch's): each row's loss is -sum_c w_c y_bc log softmax(z_b)_c, and the mean divides
   their sum by sum_b w[y_b] for labels (by B for probability rows), as torch.
+  ``ignore_index`` (torch's, default -100): rows with that label add 0 (gradient 0) and the
+  mean divides by the other rows' count (their weights' sum with ``weight``).
 * ``binary_cross_entropy``: logits z, targets y in [0, 1];
   loss = mean(max(z, 0) - z y + log1p(e^-|z|)); grad (sigmoid(z) - y) / N.
   torch's ``pos_weight`` p and ``weight`` w: w (p y softplus(-z) + (1 - y) softplus(z)).
@@ -228,6 +230,9 @@ def _one_hot_accuracy(pred: Array, target: Array) -> float | None:
 
 
 REDUCTIONS = ("mean", "sum", "none")
+
+IGNORE_INDEX = -100
+"""torch's default ``ignore_index`` of ``cross_entropy``: rows labelled so are left out."""
 """torch's ``reduction`` values: the mean of the per-element losses, their sum, or each."""
 
 
@@ -391,17 +396,31 @@ class CrossEntropy(Loss):
     has_accuracy = True
 
     def __init__(self, label_smoothing: float = 0.0, reduction: str = "mean",
-                 weight: Any = None) -> None:
+                 weight: Any = None, ignore_index: int = IGNORE_INDEX) -> None:
         self.label_smoothing = real("label_smoothing", label_smoothing)
         if not 0.0 <= self.label_smoothing <= 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
         self._set_reduction(reduction)
         self.weight = None if weight is None else _class_weights(weight)
+        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int | np.integer):
+            raise TypeError(f"ignore_index={ignore_index!r:.60} is not accepted; accepted: an "
+                            f"integer class label whose rows are left out (torch's default "
+                            f"{IGNORE_INDEX})")
+        self.ignore_index = int(ignore_index)
 
     @property
     def params(self) -> dict[str, Any]:
         extra = {} if self.weight is None else {"weight": self.weight.tolist()}
+        if self.ignore_index != IGNORE_INDEX:
+            extra["ignore_index"] = self.ignore_index
         return {"label_smoothing": self.label_smoothing, **super().params, **extra}
+
+    def _ignored(self, y: Array) -> Array | None:
+        """The mask of rows whose label is ``ignore_index`` (labels only), None if none is."""
+        if y.ndim != 1:
+            return None
+        mask = y == self.ignore_index
+        return mask if mask.any() else None
 
     def _check(self, pred: Any, target: Any) -> tuple[Array, Array]:
         """(logits, target) with target either int64 labels (B,) or float rows (B, C)."""
@@ -434,7 +453,11 @@ class CrossEntropy(Loss):
                 ok = unsigned.max().item() < c
             else:
                 ok = False  # float labels: the bounds are read below
-            lo, hi = (0, 0) if ok else (target.min().item(), target.max().item())
+            counted = target
+            if not ok and (target == self.ignore_index).any():  # torch's ignored rows
+                counted = target[target != self.ignore_index]
+                ok = counted.size == 0
+            lo, hi = (0, 0) if ok else (counted.min().item(), counted.max().item())
             if lo < 0 or hi >= c:
                 bad = lo if lo < 0 else hi
                 raise ValueError(
@@ -468,7 +491,7 @@ class CrossEntropy(Loss):
         p /= sums
         logp -= xp.log(sums)
         eps = self.label_smoothing
-        if self.weight is not None:
+        if self.weight is not None or self._ignored(y) is not None:
             return self._weighted_forward(p, logp, y)
         if self.reduction == "none":
             self._cache = (p, y)
@@ -501,8 +524,9 @@ class CrossEntropy(Loss):
     def _weighted_targets(self, y: Array, c: int, dtype: np.dtype) -> tuple[Array, float]:
         """``W = w_c * yy`` (yy: the one-hot rows of labels, or the probability rows, smoothed)
         and the mean's denominator: ``sum_i w[y_i]`` for labels (torch's weighted mean, also
-        of the smoothing term), ``B`` for probability rows (as torch)."""
-        w = self.weight
+        of the smoothing term), ``B`` for probability rows (as torch). Without ``weight``
+        ``w_c = 1``; rows labelled ``ignore_index`` are rows of zeros, left out of the sum."""
+        w = xp.ones(c) if self.weight is None else self.weight
         if w.shape[0] != c:
             raise ValueError(f"cross_entropy: weight has {w.shape[0]} entries for pred with {c} "
                              f"classes; expected one weight per class ({c})")
@@ -510,9 +534,16 @@ class CrossEntropy(Loss):
         eps = self.label_smoothing
         b = y.shape[0]
         if y.ndim == 1:
+            ignored = self._ignored(y)
+            if ignored is not None:
+                y = xp.where(ignored, 0, y)  # any class: its row is zeroed below
             yy = xp.full((b, c), eps / c, dtype=dtype)
             yy[xp.arange(b), y] += 1.0 - eps
-            denominator = float(w[y].sum(dtype=np.float64))
+            picked = w[y]
+            if ignored is not None:
+                yy[ignored] = 0
+                picked[ignored] = 0
+            denominator = float(picked.sum(dtype=np.float64))
         else:
             yy = y * (1.0 - eps) + eps / c if eps else y.copy()
             denominator = float(b)
@@ -526,9 +557,13 @@ class CrossEntropy(Loss):
         self._cache = (p, y, big_w, denominator)
         if y.ndim == 1 and not self.label_smoothing:  # -w[y] log p[y] only, as torch's nll:
             rows = xp.arange(y.shape[0])  # 0 * log p = 0 * -inf was NaN for a far-off logit
-            per_row = -(big_w[rows, y] * logp[rows, y])
+            safe = xp.where(y == self.ignore_index, 0, y)  # an ignored row: any class
+            per_row = -(big_w[rows, safe] * logp[rows, safe])
         else:
             per_row = -xp.einsum("ij,ij->i", big_w, logp)
+        ignored = self._ignored(y)
+        if ignored is not None:  # 0, not 0 * log p = NaN where p underflowed to 0
+            per_row[ignored] = 0
         if self.reduction == "none":
             return per_row + 0.0
         total = float(per_row.sum(dtype=np.float64))
@@ -547,6 +582,9 @@ class CrossEntropy(Loss):
                 g /= p.dtype.type(denominator)
             elif self.reduction == "mean":  # only zero-weight rows: 0 / 0, NaN as torch's
                 g.fill(np.nan)
+                ignored = self._ignored(y)
+                if ignored is not None:  # torch's ignored rows: 0 whatever the denominator
+                    g[ignored] = 0
             up = self._upstream(grad, (p.shape[0],), p.dtype)
             return g if up is None else g * up[:, None]
         p, y = cache
@@ -564,10 +602,15 @@ class CrossEntropy(Loss):
         return g if up is None else g * up[:, None]
 
     def accuracy(self, pred: Array, target: Array) -> float:
-        """Fraction of rows whose argmax logit equals the label (argmax of probability rows)."""
+        """Fraction of rows whose argmax logit equals the label (argmax of probability rows);
+        rows labelled ``ignore_index`` are left out (NaN when every row is)."""
         z, y = self._check(pred, target)
         labels = y if y.ndim == 1 else y.argmax(axis=1)
-        return float(np.mean(z.argmax(axis=1) == labels))
+        hits = z.argmax(axis=1) == labels
+        ignored = self._ignored(y)
+        if ignored is not None:
+            hits = hits[~ignored]
+        return float(np.mean(hits)) if hits.size else float("nan")
 
 
 class BinaryCrossEntropy(Loss):
