@@ -44,3 +44,66 @@ def test_cross_entropy_ignore_index_matches_torch(dtype: str) -> None:
                                                err_msg=what)
                     np.testing.assert_allclose(grad, tz.grad.numpy(), rtol=tol, atol=tol,
                                                err_msg=what)
+
+
+def _grads(dtype: str, seed: int = 1) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=s).astype(dtype) * 3 for s in ((4, 3), (3,), (), (2, 5))]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_clip_grad_norm_and_value_match_torch(dtype: str) -> None:
+    """``clip_grad_norm_`` / ``clip_grad_value_`` (torch.nn.utils' names and rules): the total
+    norm of all gradients (p = 2, 1, 3, inf), scaled by min(1, max_norm / (norm + 1e-6));
+    the value clamp. Was "ImportError: cannot import name 'clip_grad_norm_'"."""
+    torch = pytest.importorskip("torch")
+    from depthlab.optimizers import clip_grad_norm_, clip_grad_value_
+    from depthlab.parameter import Parameter
+
+    tol = 1e-12 if dtype == "float64" else 1e-6
+    for norm_type in (2.0, 1, 3.0, float("inf"), "inf"):
+        for max_norm in (0.5, 1e6):
+            grads = _grads(dtype)
+            params = [Parameter(f"p{i}", np.zeros_like(g)) for i, g in enumerate(grads)]
+            for p, g in zip(params, grads):
+                p.grad = g.copy()
+            tensors = [torch.zeros(g.shape, dtype=getattr(torch, dtype), requires_grad=True)
+                       for g in grads]
+            for t, g in zip(tensors, grads):
+                t.grad = torch.tensor(g)
+            total = clip_grad_norm_(params, max_norm, norm_type=norm_type)
+            t_total = torch.nn.utils.clip_grad_norm_(tensors, max_norm, norm_type=norm_type)
+            assert isinstance(total, float)
+            np.testing.assert_allclose(total, t_total.item(), rtol=tol)
+            for p, t in zip(params, tensors):
+                assert p.grad.dtype == np.dtype(dtype)
+                np.testing.assert_allclose(p.grad, t.grad.numpy(), rtol=tol, atol=tol)
+    grads = _grads(dtype)
+    params = [Parameter(f"p{i}", np.zeros_like(g)) for i, g in enumerate(grads)]
+    for p, g in zip(params, grads):
+        p.grad = g.copy()
+    clip_grad_value_(params, 1.5)
+    for p, g in zip(params, grads):
+        np.testing.assert_array_equal(p.grad, torch.clamp(torch.tensor(g), -1.5, 1.5).numpy())
+
+
+def test_clip_grad_norm_bad_input_is_one_line() -> None:
+    """Bad arguments are one TypeError/ValueError naming the value; a non-finite norm with
+    ``error_if_nonfinite=True`` is torch's RuntimeError, with nothing scaled."""
+    from depthlab.optimizers import clip_grad_norm_, clip_grad_value_
+    from depthlab.parameter import Parameter
+
+    p = Parameter("w", np.zeros(3))
+    p.grad = np.array([1.0, np.inf, 2.0])
+    with pytest.raises(RuntimeError, match="non-finite"):
+        clip_grad_norm_([p], 1.0, error_if_nonfinite=True)
+    np.testing.assert_array_equal(p.grad, [1.0, np.inf, 2.0])
+    with pytest.raises(ValueError, match="max_norm"):
+        clip_grad_norm_([p], -1.0)
+    with pytest.raises(TypeError, match="norm_type"):
+        clip_grad_norm_([p], 1.0, norm_type="two")
+    with pytest.raises(TypeError, match="clip_value"):
+        clip_grad_value_([p], "1")
+    with pytest.raises(TypeError, match="Parameter"):
+        clip_grad_norm_([np.zeros(3)], 1.0)
+    assert clip_grad_norm_([], 1.0) == 0.0

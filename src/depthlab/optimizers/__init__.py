@@ -15,6 +15,7 @@ from .adadelta import Adadelta
 from .adagrad import Adagrad
 from .adam import Adam, AdamW
 from .base import Optimizer
+from .clip import clip_grad_norm_, clip_grad_value_
 from .nadam import NAdam
 from .rmsprop import RMSprop
 from .sgd import SGD
@@ -73,6 +74,8 @@ __all__ = [
     "NAdam",
     "Optimizer",
     "RMSprop",
+    "clip_grad_norm_",
+    "clip_grad_value_",
     "get_optimizer",
     "optimizer_class",
 ]
