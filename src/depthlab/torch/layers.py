@@ -775,26 +775,60 @@ class MapWatch(TorchFunctionMode):
         self.active = active
         self.seen: dict[int, set[int]] = {}
 
+    def _mapped(self, func, args: tuple, kwargs: dict) -> list[tuple[int, torch.Tensor]]:
+        """``(key, parameter)`` of each watched tensor that ``func(*args, **kwargs)`` applies
+        as the weight of a linear map (a view of it, ``self.proj.T``, counts as itself)."""
+        name = getattr(func, "__name__", None)
+        if name not in MAP_OPERATIONS:
+            return []
+        pos = MAP_OPERATIONS[name]
+        if pos is None:
+            operands = [a for b in args[1:] for a in (b if isinstance(b, (list, tuple))
+                                                      else (b,))]
+        else:
+            operands = [args[i] for i in pos if i < len(args)]
+        operands += [kwargs[k] for k in MAP_KEYWORDS if k in kwargs]
+        found = []
+        for t in operands:
+            if not isinstance(t, torch.Tensor):
+                continue
+            if id(t) not in self.params and t._is_view():
+                t = t._base
+            key = self.params.get(id(t))
+            if key is not None and self.active(key):
+                found.append((key, t))
+        return found
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        name = getattr(func, "__name__", None)
-        if name in MAP_OPERATIONS:
-            pos = MAP_OPERATIONS[name]
-            if pos is None:
-                operands = [a for b in args[1:] for a in (b if isinstance(b, (list, tuple))
-                                                          else (b,))]
-            else:
-                operands = [args[i] for i in pos if i < len(args)]
-            operands += [kwargs[k] for k in MAP_KEYWORDS if k in kwargs]
-            for t in operands:
-                if not isinstance(t, torch.Tensor):
-                    continue
-                if id(t) not in self.params and t._is_view():
-                    t = t._base
-                key = self.params.get(id(t))
-                if key is not None and self.active(key):
-                    self.seen.setdefault(key, set()).add(id(t))
+        for key, t in self._mapped(func, args, kwargs):
+            self.seen.setdefault(key, set()).add(id(t))
         return func(*args, **kwargs)
+
+
+class MapCapture(MapWatch):
+    """A :class:`MapWatch` over the whole forward that also keeps the output ``s = x W`` of
+    every linear map whose weight is one of ``params`` (``id(parameter)`` -> key): weights no
+    module's output tells, a model's own ``self.weight`` in ``F.linear(x, self.weight)`` beside
+    child layers, the tensors of an ``nn.ParameterList``. ``calls``: ``(key, s, at)`` per map,
+    ``at`` = ``where()`` when it ran (the layers numbered so far). The forward goes on with a
+    copy of ``s`` (same values), so that in-place work on it (``h.relu_()``) leaves the kept
+    ``s`` and its gradient ``dL/ds`` as the map gave them."""
+
+    def __init__(self, params: dict[int, int], where: Callable[[], int]) -> None:
+        super().__init__(params, lambda key: True)
+        self.where = where
+        self.calls: list[tuple[int, torch.Tensor, int]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        found = self._mapped(func, args, kwargs)
+        out = func(*args, **kwargs)
+        if found and isinstance(out, torch.Tensor) and out.is_floating_point() \
+                and not out.is_complex():
+            self.calls.append((found[0][0], out, self.where()))
+            out = out.clone()
+        return out
 
 
 def weight_modules(model: nn.Module, holders_out: list | None = None) -> list[LayerInfo]:

@@ -48,6 +48,7 @@ after), with a warning: the layers it wraps ran their forward without gradients,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import re
@@ -56,15 +57,26 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..probes.stats import PERCENTILES, check_percentiles
+from ..probes.stats import PERCENTILES, check_percentiles, percentile_names
 from ..validators import closest_name, keyword_hints
 from .hooks import Recording
-from .layers import check_materialized, check_model, inputs_kept, none_ran, weight_modules
+from .layers import (
+    LayerInfo,
+    MapCapture,
+    check_materialized,
+    check_model,
+    inputs_kept,
+    is_norm,
+    none_ran,
+    own_weights,
+    weight_modules,
+)
 from .train import (
     accuracy_output,
     binary_hits,
@@ -931,9 +943,11 @@ def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch
     check_batch(x)
     rec = Recording(model, qs)
     params = [p for p in model.parameters() if p.requires_grad]
+    loose, replaced = _loose_weights(model, rec.layers)
+    cap = MapCapture({k: k for k in loose}, lambda: rec.numbered) if loose else None
     with rec.isolated(loss_fn):
         rec.arm()
-        with no_fast_path(), unbatched_named(model, x):
+        with no_fast_path(), unbatched_named(model, x), cap or contextlib.nullcontext():
             output = forward(model, x)
         rec.disarm()
         rec.drop_kept()
@@ -951,6 +965,14 @@ def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch
         # stopped at the lowest trainable parameter, or ran not at all without one)
         mine = {id(p) for p in params}
         roots = params + [t for t in _tensors_in(x) if t.requires_grad and id(t) not in mine]
+        calls = cap.calls if cap is not None else []
+        if replaced is not None:
+            root = {id(w) for w in replaced.weights}
+            if len({key for key, _, _ in calls if key in root}) < 2:
+                # one weight of the model's own mapped: the model's output is that layer's
+                calls = [c for c in calls if c[0] not in root]
+                replaced = None
+        roots += [s for _, s, _ in calls if s.requires_grad]
         if params and not loss.requires_grad:
             warnings.warn("the loss does not require grad (loss_fn returned a detached tensor, "
                           "or the output it reads was computed under torch.no_grad()): the "
@@ -963,13 +985,101 @@ def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch
         if acc is not None:
             extra.append((0, "", "acc", acc))
         rows = rec.collect(weight_grads=grads, extra=extra)
-        if not rec.order:
+        if calls:
+            rows = _with_maps(rows, rec, calls, loose, grads, replaced, qs)
+        elif not rec.order:
             raise ValueError(none_ran(model, rec.layers))
-        _warn_held_weights(rec, grads)
+        _warn_held_weights(rec, grads, {key for key, _, _ in calls})
     return rows_frame([(0, *r) for r in rows])
 
 
-def _warn_held_weights(rec: Recording, grads: dict[int, torch.Tensor | None]) -> None:
+def _loose_weights(model: nn.Module, layers: Sequence[LayerInfo]
+                   ) -> tuple[dict[int, tuple[str, nn.Parameter]], LayerInfo | None]:
+    """The weights whose linear maps no module's output tells, ``id`` -> ``(name,
+    parameter)``, watched by :class:`~depthlab.torch.layers.MapCapture`: the model's own
+    (``F.linear(x, self.weight)``, ``x @ self.w``) when the model is no layer itself (it has
+    child layers: its output is theirs), the tensors of an ``nn.ParameterList`` or
+    ``ParameterDict`` (no forward of their own), and the weights of a model of the user's
+    class that is one layer owning several (``torch.relu(x @ self.w1) @ self.w2``: its output
+    is the last map's only, and the weights were pooled as one matrix); that layer is returned
+    second (replaced by its maps when two or more of its weights were mapped)."""
+    loose: dict[int, tuple[str, nn.Parameter]] = {}
+    replaced = None
+    root = [info for info in layers if info.owner is model]
+    if not root and not is_norm(model):
+        loose.update((id(p), (n, p)) for n, p in own_weights(model))
+    elif len(root) == 1 and len(root[0].weights) >= 2 and root[0].has_output \
+            and not type(model).__module__.startswith("torch."):
+        replaced = root[0]
+        named = {id(p): n for n, p in model.named_parameters()}
+        loose.update((id(w), (named.get(id(w), f"weight{i}"), w))
+                     for i, w in enumerate(replaced.weights))
+    for info in layers:
+        if isinstance(info.owner, (nn.ParameterList, nn.ParameterDict)):
+            loose.update((id(p), (f"{info.name}.{n}" if info.name else n, p))
+                         for n, p in own_weights(info.owner))
+    return loose, replaced
+
+
+def _pooled(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The entries of ``tensors`` as one float64 vector (calls pooled)."""
+    return torch.cat([t.detach().reshape(-1).to(torch.float64) for t in tensors])
+
+
+def _map_rows(name: str, w: torch.Tensor, outs: list[torch.Tensor],
+              gouts: list[torch.Tensor], gw: torch.Tensor | None,
+              qs: tuple[float, ...]) -> list[tuple[str, str, float]]:
+    """A mapped weight's rows ``(module, quantity, value)``, population statistics in float64
+    over every call pooled: ``s`` the maps' outputs (``pre_mean``, ``pre_std``, ``pre_pK``
+    by NumPy's ``linear`` rule), ``g = dL/ds`` (``grad_pre_std``, ``grad_pre_absmean``),
+    ``W`` (``weight_std``) and ``dL/dW`` (``weight_grad_std``, ``weight_grad_absmean``)."""
+    s = _pooled(outs)
+    rows = [(name, "pre_mean", s.mean().item()), (name, "pre_std", s.std(correction=0).item())]
+    if qs:
+        vals = np.percentile(s.cpu().numpy(), qs)
+        rows += zip([name] * len(qs), percentile_names("pre", qs), map(float, vals))
+    if gouts:
+        g = _pooled(gouts)
+        rows += [(name, "grad_pre_std", g.std(correction=0).item()),
+                 (name, "grad_pre_absmean", g.abs().mean().item())]
+    rows.append((name, "weight_std", _pooled([w]).std(correction=0).item()))
+    if gw is not None:
+        g = _pooled([gw.to_dense() if gw.is_sparse else gw])
+        rows += [(name, "weight_grad_std", g.std(correction=0).item()),
+                 (name, "weight_grad_absmean", g.abs().mean().item())]
+    return rows
+
+
+def _with_maps(rows: list[tuple[int, str, str, float]], rec: Recording,
+               calls: list[tuple[int, torch.Tensor, int]],
+               loose: dict[int, tuple[str, nn.Parameter]],
+               grads: dict[int, torch.Tensor | None], replaced: LayerInfo | None,
+               qs: tuple[float, ...]) -> list[tuple[int, str, str, float]]:
+    """``rows`` with a layer per weight of ``loose`` that ``calls`` show as a linear map's
+    (named by the parameter, its maps' outputs its ``pre_*``), each numbered where its first
+    map ran among the hooked layers (the layers after it renumbered); the rows of
+    ``replaced`` (a model that is one layer owning several mapped weights) dropped."""
+    first: dict[int, int] = {}  # weight -> the layers numbered before its first map
+    for key, _, at in calls:
+        first.setdefault(key, at)
+    gone = replaced.index if replaced is not None else None
+    slots = [(float(i), 0, ("layer", i)) for i in range(1, rec.numbered + 1) if i != gone]
+    slots += [(at + 0.5, n, ("map", key)) for n, (key, at) in enumerate(first.items())]
+    slots.sort()
+    new = {what: k for k, (_, _, what) in enumerate(slots, start=1)}
+    out = [(new[("layer", i)] if i else 0, m, q, v) for i, m, q, v in rows
+           if not i or i != gone]
+    for key in first:
+        name, w = loose[key]
+        mine = [(s, grads.get(id(s))) for k, s, _ in calls if k == key]
+        gouts = [g for _, g in mine if g is not None]
+        out += [(new[("map", key)], m, q, v) for m, q, v in
+                _map_rows(name, w, [s for s, _ in mine], gouts, grads.get(id(w)), qs)]
+    return sorted(out, key=lambda r: r[0])
+
+
+def _warn_held_weights(rec: Recording, grads: dict[int, torch.Tensor | None],
+                       mapped: set[int] = frozenset()) -> None:
     """A RuntimeWarning naming the ``nn.ParameterList``/``nn.ParameterDict`` whose weights the
     loss depends on (a gradient reached them: the forward used them, ``h @ w`` for ``w`` in
     ``self.ws``) beside layers that ran: such a holder has no forward of its own, so there is
@@ -978,7 +1088,8 @@ def _warn_held_weights(rec: Recording, grads: dict[int, torch.Tensor | None]) ->
     ran = {id(info) for info in rec.order}
     held = [info for info in rec.layers
             if isinstance(info.owner, (nn.ParameterList, nn.ParameterDict))
-            and id(info) not in ran and any(grads.get(id(w)) is not None for w in info.weights)]
+            and id(info) not in ran and not any(id(w) in mapped for w in info.weights)
+            and any(grads.get(id(w)) is not None for w in info.weights)]
     if held:
         names = ", ".join(f"{info.name!r} ({type(info.owner).__name__}, {len(info.weights)} "
                           f"weight{'s' if len(info.weights) > 1 else ''})" for info in held)

@@ -1,0 +1,119 @@
+"""Round 40 (torchhunt40): ``dlt.probe`` against direct autograd in float64."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+import depthlab.torch as dlt  # noqa: E402
+
+D = torch.float64
+CE = nn.CrossEntropyLoss()
+
+
+def _kept(store: dict | None, name: str, s: torch.Tensor) -> torch.Tensor:
+    """The reference's view of a map's output: kept with its gradient, the forward going on
+    with a copy (so that in-place work after it leaves it as the map gave it)."""
+    if store is None:
+        return s
+    s.retain_grad()
+    store.setdefault(name, []).append(s)
+    return s.clone()
+
+
+class _RootWeight(nn.Module):
+    """The model's own weight used as ``F.linear`` (then changed in place) beside a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(8, 5, dtype=D) / 5 ** 0.5)
+        self.head = nn.Linear(8, 3, dtype=D)
+
+    def forward(self, x, ref=None):
+        h = _kept(ref, "weight", F.linear(x, self.weight))
+        h.tanh_()
+        return self.head(h)
+
+
+class _RootOnly(nn.Module):
+    """A hand-written two-layer MLP: the model itself owns both matrices, one used as a view."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w1 = nn.Parameter(torch.randn(5, 8, dtype=D) / 5 ** 0.5)
+        self.w2 = nn.Parameter(torch.randn(3, 8, dtype=D) / 8 ** 0.5)
+
+    def forward(self, x, ref=None):
+        h = _kept(ref, "w1", x @ self.w1)
+        return _kept(ref, "w2", torch.matmul(torch.relu(h), self.w2.T))
+
+
+class _HeldLoop(nn.Module):
+    """A Linear, hidden matrices in a ParameterList (one used twice), a Linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(5, 6, dtype=D)
+        self.ws = nn.ParameterList([nn.Parameter(torch.randn(6, 6, dtype=D) / 6 ** 0.5)
+                                    for _ in range(2)])
+        self.out = nn.Linear(6, 3, dtype=D)
+
+    def forward(self, x, ref=None):
+        h = self.inp(x)
+        for i in (0, 1, 0):
+            h = torch.relu(_kept(ref, f"ws.{i}", h @ self.ws[i]))
+        return self.out(h)
+
+
+def _check_maps(model: nn.Module, modules: list[str]) -> None:
+    torch.manual_seed(1)
+    x, y = torch.randn(16, 5, dtype=D), torch.randint(0, 3, (16,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # measured: nothing to warn about
+        df = dlt.probe(model, x, y, CE)
+    layers = df[df.layer >= 1][["layer", "module"]].drop_duplicates()
+    assert list(layers.module) == modules  # numbered in the order they first ran
+    assert list(layers.layer) == list(range(1, len(modules) + 1))
+    ref: dict = {}
+    loss = CE(model(x, ref), y)
+    loss.backward()
+    params = dict(model.named_parameters())
+    assert df[df.quantity == "loss"].value.item() == pytest.approx(loss.item(), rel=1e-12)
+    for name, outs in ref.items():
+        s = torch.cat([t.detach().reshape(-1) for t in outs])
+        g = torch.cat([t.grad.reshape(-1) for t in outs])
+        w = params[name]
+        want = {"pre_mean": s.mean(), "pre_std": s.std(correction=0),
+                "pre_p15": np.percentile(s.numpy(), 15), "grad_pre_std": g.std(correction=0),
+                "grad_pre_absmean": g.abs().mean(), "weight_std": w.detach().std(correction=0),
+                "weight_grad_std": w.grad.std(correction=0),
+                "weight_grad_absmean": w.grad.abs().mean()}
+        got = df[df.module == name].set_index("quantity").value
+        for q, v in want.items():
+            assert got[q] == pytest.approx(float(v), rel=1e-9), (name, q)
+    # the hooked layers' rows are unchanged by the maps measured beside them
+    for name, m in model.named_children():
+        if isinstance(m, nn.Linear):
+            got = df[(df.module == name) & (df.quantity == "weight_grad_std")].value.item()
+            assert got == pytest.approx(float(m.weight.grad.std(correction=0)), rel=1e-9)
+
+
+def test_a_models_own_weight_beside_a_head_is_a_layer():
+    """Was: no rows at all and no word for ``self.weight`` (table: layer 1 'head' only)."""
+    _check_maps(_RootWeight(), ["weight", "head"])
+
+
+def test_a_model_that_owns_several_matrices_has_a_layer_per_map():
+    """Was: one layer '' pooling w1 and w2, its pre_* the model's output only."""
+    _check_maps(_RootOnly(), ["w1", "w2"])
+
+
+def test_parameter_list_matrices_are_layers_in_first_run_order():
+    """Was: a RuntimeWarning naming 'ws' and rows for 'inp' and 'out' only."""
+    _check_maps(_HeldLoop(), ["inp", "ws.0", "ws.1", "out"])
