@@ -69,7 +69,7 @@ from .gaussian import (
     NOT_ELEMENTWISE,
     ScalarActivation,
     activation_keywords,
-    gaussian_rule,
+    activation_rule,
     resolve_activation,
 )
 
@@ -109,7 +109,7 @@ class BNGradientFactor:
 def norm_mode(fn: ScalarActivation, gamma: float, beta: float) -> float:
     """``D'(1) = gamma E[(f(s) - mu) f'(s) z] / Var f(s)``, ``s = beta + gamma z``,
     ``mu = E f(s)`` (module docstring); NaN when ``Var f(s) = 0``."""
-    s, w = gaussian_rule(gamma * gamma, beta)
+    s, w = activation_rule(fn, gamma * gamma, beta)
     z = (s - beta) / gamma
     a = np.asarray(fn.f(s), dtype=np.float64)
     d = np.asarray(fn.df(s), dtype=np.float64)
@@ -120,8 +120,9 @@ def norm_mode(fn: ScalarActivation, gamma: float, beta: float) -> float:
 
 def bn_moments(fn: ScalarActivation, var: float, mean: float) -> tuple[float, float, float, float]:
     """``E[f(s)]``, ``E[f(s)^2]``, ``E[f'(s)^2]``, ``E[f'(s)]`` for ``s ~ N(mean, var)`` by
-    Gaussian quadrature (:func:`~depthlab.theory.gaussian.gaussian_rule`)."""
-    s, w = gaussian_rule(var, mean)
+    Gaussian quadrature (:func:`~depthlab.theory.gaussian.activation_rule`: the kinks of ``fn``
+    are panel edges)."""
+    s, w = activation_rule(fn, var, mean)
     a = np.asarray(fn.f(s), dtype=np.float64)
     d = np.asarray(fn.df(s), dtype=np.float64)
     return float(w @ a), float(w @ (a * a)), float(w @ (d * d)), float(w @ d)

@@ -28,7 +28,7 @@ import numpy as np
 from scipy.optimize import brentq
 
 from ..validators import real
-from .gaussian import ScalarActivation, activation_keywords, correlated_pair, normal_rule
+from .gaussian import ScalarActivation, activation_keywords, activation_rule, correlated_pair
 from .gaussian import resolve_activation as _resolve
 
 Q_MAX = 1e12       # q above this is reported as diverging (q* = inf)
@@ -87,7 +87,7 @@ def _check_values(fn: ScalarActivation, what: str, s: np.ndarray, vals: np.ndarr
 
 
 def _q_map(fn: ScalarActivation, q: float, sigma_w2: float, sigma_b2: float) -> float:
-    s, w = normal_rule(q)
+    s, w = activation_rule(fn, q)
     a = fn.f(s)
     _check_values(fn, "f(s)", s, a)
     with np.errstate(over="ignore"):  # inf: the map diverges, which the caller reports
@@ -95,19 +95,19 @@ def _q_map(fn: ScalarActivation, q: float, sigma_w2: float, sigma_b2: float) -> 
 
 
 def _chi1(fn: ScalarActivation, q: float, sigma_w2: float) -> float:
-    s, w = normal_rule(q)
+    s, w = activation_rule(fn, q)
     d = fn.df(s)
     _check_values(fn, "f'(s)", s, d)
     return float(sigma_w2 * (w @ (d * d)))
 
 
 def _c_map(fn: ScalarActivation, c: float, q: float, sigma_w2: float, sigma_b2: float) -> float:
-    u1, u2, W = correlated_pair(q, q, c)
+    u1, u2, W = correlated_pair(q, q, c, fn.kinks)
     return float(sigma_w2 / q * np.sum(W * fn.f(u1) * fn.f(u2)) + sigma_b2 / q)
 
 
 def _chi_c(fn: ScalarActivation, c: float, q: float, sigma_w2: float) -> float:
-    u1, u2, W = correlated_pair(q, q, c)
+    u1, u2, W = correlated_pair(q, q, c, fn.kinks)
     return float(sigma_w2 * np.sum(W * fn.df(u1) * fn.df(u2)))
 
 

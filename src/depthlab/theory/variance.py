@@ -29,7 +29,12 @@ import numpy as np
 import pandas as pd
 
 from ..validators import positive_int, real
-from .gaussian import ScalarActivation, activation_keywords, normal_rule, resolve_activation
+from .gaussian import (
+    ScalarActivation,
+    activation_keywords,
+    activation_rule,
+    resolve_activation,
+)
 from .taylor import taylor
 
 METHODS = ("exact", "linear")
@@ -154,7 +159,7 @@ def _moments_exact(fn: ScalarActivation, q: float) -> tuple[float, float, float]
     """``E[f(s)], E[f(s)^2], E[f'(s)^2]`` for ``s ~ N(0, q)`` by quadrature."""
     from .meanfield import _check_values
 
-    s, w = normal_rule(q)
+    s, w = activation_rule(fn, q)
     a = fn.f(s)
     d = fn.df(s)
     _check_values(fn, "f(s)", s, a)
@@ -169,9 +174,8 @@ def _moments_uniform_bias(fn: ScalarActivation, qw: float, bvar: float
                           ) -> tuple[float, float, float]:
     """``E[f(s)], E[f(s)^2], E[f'(s)^2]`` for ``s = z + b``, ``z ~ N(0, qw)``, ``b ~ U[-a, a]``
     with ``a = sqrt(3 bvar)``: ``E_b`` by 24-point Gauss-Legendre on each of ``[-a, 0]`` and
-    ``[0, a]``, ``E_z`` by :func:`~depthlab.theory.gaussian.shifted_normal_rule` (``qw = 0``:
+    ``[0, a]``, ``E_z`` by :func:`~depthlab.theory.gaussian.activation_rule` (``qw = 0``:
     ``s = b``)."""
-    from .gaussian import shifted_normal_rule
     from .meanfield import _check_values
 
     a = float(np.sqrt(3.0 * bvar))
@@ -181,7 +185,7 @@ def _moments_uniform_bias(fn: ScalarActivation, qw: float, bvar: float
     out = np.zeros(3)
     for b, wb in zip(bs, bw):
         if qw > 0:
-            s, ws = shifted_normal_rule(qw, float(b))
+            s, ws = activation_rule(fn, qw, float(b))
         else:
             s, ws = np.array([b]), np.array([1.0])
         f, d = fn.f(s), fn.df(s)
