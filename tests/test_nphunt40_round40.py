@@ -107,3 +107,45 @@ def test_clip_grad_norm_bad_input_is_one_line() -> None:
     with pytest.raises(TypeError, match="Parameter"):
         clip_grad_norm_([np.zeros(3)], 1.0)
     assert clip_grad_norm_([], 1.0) == 0.0
+
+
+def test_kaiming_nonlinearity_matches_torch_gain() -> None:
+    """``he_*``/``kaiming_*`` take torch's ``nonlinearity`` (default "leaky_relu" with
+    ``negative_slope`` its ``a``): std = calculate_gain(nonlinearity, a) / sqrt(fan). Was
+    "unknown argument 'nonlinearity' for initializer 'he_normal'"."""
+    torch = pytest.importorskip("torch")
+    from depthlab.initializers import calculate_gain
+
+    for nonlinearity in ("relu", "leaky_relu", "tanh", "linear", "sigmoid", "selu"):
+        for a in (0.0, 0.2):
+            for mode in ("fan_in", "fan_out"):
+                gain = torch.nn.init.calculate_gain(nonlinearity, a)
+                fan = 30 if mode == "fan_in" else 20
+                normal = dl.initializer("kaiming_normal", mode=mode, negative_slope=a,
+                                        nonlinearity=nonlinearity)
+                uniform = dl.initializer("kaiming_uniform", mode=mode, negative_slope=a,
+                                         nonlinearity=nonlinearity)
+                assert normal.variance(30, 20) == pytest.approx(gain**2 / fan, rel=1e-14)
+                assert uniform.limit(30, 20) == pytest.approx(gain * np.sqrt(3 / fan),
+                                                              rel=1e-14)
+                assert calculate_gain(nonlinearity, a) == pytest.approx(gain, rel=1e-15)
+    assert dl.initializer("he_normal").variance(8, 3) == 2 / 8  # the default, exactly
+    with pytest.raises(ValueError, match="no gain for nonlinearity 'gelu'"):
+        dl.initializer("he_normal", nonlinearity="gelu")
+
+
+def test_initializer_arguments_are_shown_and_not_called_the_same() -> None:
+    """A Glorot ``gain`` or a He ``negative_slope`` is the initializer's own setting: its repr
+    names it (was ``he_normal(scale=1.923..., mode='fan_in', distribution='normal')``, which
+    ``he_normal`` does not take) and ``RunSpec.to_toml`` no longer says the default-argument
+    config name is "the same initializer" (its weights would differ)."""
+    from depthlab.spec import _object_spelling
+
+    he = dl.initializer("he_normal", negative_slope=0.2)
+    assert repr(he) == "he_normal(mode='fan_in', negative_slope=0.2, nonlinearity='leaky_relu')"
+    assert repr(dl.initializer("glorot_uniform", gain=2.0)) == "glorot_uniform(gain=2.0)"
+    assert repr(dl.initializer("lecun_normal")) == "lecun_normal()"
+    for init in (he, dl.initializer("glorot_uniform", gain=2.0),
+                 dl.initializer("kaiming_uniform", nonlinearity="tanh")):
+        assert "the same initializer" not in _object_spelling("init", init), init
+    assert "the same initializer" in _object_spelling("init", dl.initializer("he_uniform"))

@@ -263,54 +263,66 @@ class GlorotNormal(VarianceScaling):
     ``calculate_gain("tanh")``) multiplies the std: Var(W) = 2 g^2 / (fan_in + fan_out)."""
 
     name = "glorot_normal"
+    _distribution = "normal"
 
     def __init__(self, gain: float = 1.0) -> None:
-        super().__init__(_gain_scale(gain), "fan_avg", "normal")
+        self.gain = real("gain", gain, positive=True)
+        super().__init__(self.gain**2, "fan_avg", self._distribution)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"gain": self.gain}
 
 
-class GlorotUniform(VarianceScaling):
+class GlorotUniform(GlorotNormal):
     """Glorot/Xavier "normalized" init: U[-sqrt(6 / (fan_in + fan_out)), +...], Var(W) =
     2 / (fan_in + fan_out) = variance_scaling(1, fan_avg, uniform); ``gain`` g (torch's
     ``xavier_uniform_(gain=)``) multiplies the bound: Var(W) = 2 g^2 / (fan_in + fan_out)."""
 
     name = "glorot_uniform"
-
-    def __init__(self, gain: float = 1.0) -> None:
-        super().__init__(_gain_scale(gain), "fan_avg", "uniform")
+    _distribution = "uniform"
 
 
-def _gain_scale(gain: float) -> float:
-    """``gain^2``, the variance factor of torch's ``xavier_*_(gain=)`` (a finite gain > 0)."""
-    return real("gain", gain, positive=True) ** 2
-
-
-def _he_scale(negative_slope: float) -> float:
-    """``2 / (1 + a^2)``: torch's ``kaiming_*_(a=negative_slope)`` gain squared (leaky ReLU of
-    slope ``a`` keeps the variance; ``a = 0`` is ReLU's 2)."""
-    a = real("negative_slope", negative_slope)
-    return 2.0 / (1.0 + a * a)
+def _gain_squared(nonlinearity: Any, param: float | None) -> float:
+    """``calculate_gain(nonlinearity, param)^2`` written without the square root (ReLU's 2 is
+    2 exactly, not sqrt(2)^2 = 2.0000000000000004)."""
+    name = _gain_name(nonlinearity)
+    if name == "leaky_relu":
+        slope = 0.01 if param is None else real("param", param)
+        return 2.0 / (1.0 + slope * slope)
+    return {"tanh": 25.0 / 9.0, "relu": 2.0, "selu": 9.0 / 16.0}.get(name, 1.0)
 
 
 class HeNormal(VarianceScaling):
     """He/Kaiming normal N(0, Var(W)) with Var(W) = 2 / fan_in (2 / fan_out with
-    mode="fan_out") = variance_scaling(2, mode, normal); with ``negative_slope`` a (torch's
-    ``kaiming_normal_(a=)``) Var(W) = 2 / ((1 + a^2) fan)."""
+    mode="fan_out") = variance_scaling(2, mode, normal); torch's ``kaiming_normal_(a=,
+    nonlinearity=)``: Var(W) = calculate_gain(nonlinearity, a)^2 / fan, i.e. with the default
+    ``nonlinearity="leaky_relu"`` and ``negative_slope`` a, Var(W) = 2 / ((1 + a^2) fan)."""
 
     name = "he_normal"
+    _distribution = "normal"
 
-    def __init__(self, mode: str = "fan_in", negative_slope: float = 0.0) -> None:
-        super().__init__(_he_scale(negative_slope), _fan_in_or_out(mode), "normal")
+    def __init__(self, mode: str = "fan_in", negative_slope: float = 0.0,
+                 nonlinearity: str = "leaky_relu") -> None:
+        self.negative_slope = real("negative_slope", negative_slope)
+        self.nonlinearity = _gain_name(nonlinearity)  # checked first: one clear line
+        super().__init__(_gain_squared(nonlinearity, self.negative_slope), _fan_in_or_out(mode),
+                         self._distribution)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"mode": self.mode, "negative_slope": self.negative_slope,
+                "nonlinearity": self.nonlinearity}
 
 
-class HeUniform(VarianceScaling):
+class HeUniform(HeNormal):
     """He/Kaiming uniform: U[-sqrt(6 / fan_in), +sqrt(6 / fan_in)], Var(W) = 2 / fan_in
-    (fan_out with mode="fan_out") = variance_scaling(2, mode, uniform); with ``negative_slope``
-    a (torch's ``kaiming_uniform_(a=)``) Var(W) = 2 / ((1 + a^2) fan)."""
+    (fan_out with mode="fan_out") = variance_scaling(2, mode, uniform); torch's
+    ``kaiming_uniform_(a=, nonlinearity=)``: bound = calculate_gain(nonlinearity, a)
+    sqrt(3 / fan)."""
 
     name = "he_uniform"
-
-    def __init__(self, mode: str = "fan_in", negative_slope: float = 0.0) -> None:
-        super().__init__(_he_scale(negative_slope), _fan_in_or_out(mode), "uniform")
+    _distribution = "uniform"
 
 
 class LecunNormal(VarianceScaling):
@@ -318,19 +330,22 @@ class LecunNormal(VarianceScaling):
     (the init for SELU networks)."""
 
     name = "lecun_normal"
+    _distribution = "normal"
 
     def __init__(self) -> None:
-        super().__init__(1.0, "fan_in", "normal")
+        super().__init__(1.0, "fan_in", self._distribution)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {}
 
 
-class LecunUniform(VarianceScaling):
+class LecunUniform(LecunNormal):
     """LeCun uniform: U[-sqrt(3 / fan_in), +sqrt(3 / fan_in)], Var(W) = 1 / fan_in =
     variance_scaling(1, fan_in, uniform)."""
 
     name = "lecun_uniform"
-
-    def __init__(self) -> None:
-        super().__init__(1.0, "fan_in", "uniform")
+    _distribution = "uniform"
 
 
 class Normal(Initializer):
@@ -520,13 +535,11 @@ def calculate_gain(nonlinearity: Any, param: float | None = None) -> float:
     convolutions, 5/3 for tanh, sqrt(2) for relu, sqrt(2 / (1 + slope^2)) for leaky_relu
     (``param`` the negative slope, default 0.01; a depthlab ``LeakyReLU`` object gives its
     own), 3/4 for selu. Other names are a ValueError naming these (torch refuses them too)."""
-    from .activations import ActivationFn, LeakyReLU
+    from .activations import LeakyReLU
 
     if isinstance(nonlinearity, LeakyReLU) and param is None:
         param = nonlinearity.negative_slope
-    name = nonlinearity.name if isinstance(nonlinearity, ActivationFn) else nonlinearity
-    if not isinstance(name, str):
-        raise TypeError(f"nonlinearity must be a name, got {nonlinearity!r}")
+    name = _gain_name(nonlinearity)
     if name in _GAIN_ONE:
         return 1.0
     if name == "tanh":
@@ -535,12 +548,24 @@ def calculate_gain(nonlinearity: Any, param: float | None = None) -> float:
         return math.sqrt(2.0)
     if name == "selu":
         return 3.0 / 4.0
-    if name == "leaky_relu":
-        slope = 0.01 if param is None else real("param", param)
-        return math.sqrt(2.0 / (1.0 + slope**2))
-    raise ValueError(f"no gain for nonlinearity {name!r}; accepted: "
-                     f"{', '.join((*_GAIN_ONE, 'tanh', 'relu', 'leaky_relu', 'selu'))} "
-                     "(torch.nn.init.calculate_gain's names)")
+    slope = 0.01 if param is None else real("param", param)
+    return math.sqrt(2.0 / (1.0 + slope**2))  # leaky_relu, the last name _gain_name passes
+
+
+def _gain_name(nonlinearity: Any) -> str:
+    """The name of ``nonlinearity`` (a name or a depthlab activation) when
+    :func:`calculate_gain` has a gain for it; TypeError / ValueError naming the accepted ones
+    otherwise."""
+    from .activations import ActivationFn
+
+    name = nonlinearity.name if isinstance(nonlinearity, ActivationFn) else nonlinearity
+    if not isinstance(name, str):
+        raise TypeError(f"nonlinearity must be a name, got {nonlinearity!r}")
+    accepted = (*_GAIN_ONE, "tanh", "relu", "leaky_relu", "selu")
+    if name not in accepted:
+        raise ValueError(f"no gain for nonlinearity {name!r}; accepted: {', '.join(accepted)} "
+                         "(torch.nn.init.calculate_gain's names)")
+    return name
 
 
 def weight_variance(name: str | Initializer, fan_in: int, fan_out: int, **kwargs: Any) -> float:
