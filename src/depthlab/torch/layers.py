@@ -809,25 +809,54 @@ class MapWatch(TorchFunctionMode):
 class MapCapture(MapWatch):
     """A :class:`MapWatch` over the whole forward that also keeps the output ``s = x W`` of
     every linear map whose weight is one of ``params`` (``id(parameter)`` -> key): weights no
-    module's output tells, a model's own ``self.weight`` in ``F.linear(x, self.weight)`` beside
-    child layers, the tensors of an ``nn.ParameterList``. ``calls``: ``(key, s, at)`` per map,
-    ``at`` = ``where()`` when it ran (the layers numbered so far). The forward goes on with a
-    copy of ``s`` (same values), so that in-place work on it (``h.relu_()``) leaves the kept
-    ``s`` and its gradient ``dL/ds`` as the map gave them."""
+    module's output tells (a model's own ``self.weight`` in ``F.linear(x, self.weight)`` beside
+    child layers, the tensors of an ``nn.ParameterList``) and those of layer modules of the
+    user's own class, whose output may be more than their map's (``torch.relu(x @ self.W +
+    self.b)``). A bias added to such an output next, ``s + self.b`` (a parameter of at most
+    one dimension above 1), is part of it: ``s = x W + b``, as an ``nn.Linear``'s output.
+    ``calls``: ``[key, s, at]`` per map, ``at`` = ``where()`` when it ran (the layers numbered
+    so far). The forward goes on with a copy of ``s`` (same values), so that in-place work on
+    it (``h.relu_()``) leaves the kept ``s`` and its gradient ``dL/ds`` as the map gave
+    them."""
+
+    ADDS = frozenset(("add", "__add__", "__radd__"))
 
     def __init__(self, params: dict[int, int], where: Callable[[], int]) -> None:
         super().__init__(params, lambda key: True)
         self.where = where
-        self.calls: list[tuple[int, torch.Tensor, int]] = []
+        self.calls: list[list] = []
+        self._open: dict[int, tuple[torch.Tensor, int]] = {}  # id(copy) -> (copy, call index)
+
+    def _bias_of(self, args: tuple) -> int | None:
+        """The call whose map output ``args`` adds a bias parameter to, or None."""
+        ts = [a for a in args[:2] if isinstance(a, torch.Tensor)]
+        if len(ts) != 2:
+            return None
+        for a, b in (ts, ts[::-1]):
+            hit = self._open.get(id(a))
+            base = b._base if b._is_view() else b
+            if hit is not None and hit[0] is a and isinstance(base, nn.Parameter) \
+                    and _broadcast_vector(b.reshape(1, -1) if b.dim() < 2 else b):
+                return hit[1]
+        return None
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         found = self._mapped(func, args, kwargs)
+        at = self._bias_of(args) if not found and self._open and not kwargs \
+            and getattr(func, "__name__", None) in self.ADDS else None
         out = func(*args, **kwargs)
-        if found and isinstance(out, torch.Tensor) and out.is_floating_point() \
-                and not out.is_complex():
-            self.calls.append((found[0][0], out, self.where()))
-            out = out.clone()
+        if not isinstance(out, torch.Tensor) or not out.is_floating_point() or out.is_complex():
+            return out
+        if found:
+            self.calls.append([found[0][0], out, self.where()])
+            at = len(self.calls) - 1
+        elif at is not None:
+            self.calls[at][1] = out  # s + b
+        else:
+            return out
+        out = out.clone()
+        self._open[id(out)] = (out, at)
         return out
 
 

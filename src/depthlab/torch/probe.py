@@ -943,7 +943,7 @@ def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch
     check_batch(x)
     rec = Recording(model, qs)
     params = [p for p in model.parameters() if p.requires_grad]
-    loose, replaced = _loose_weights(model, rec.layers)
+    loose, candidates = _loose_weights(model, rec.layers)
     cap = MapCapture({k: k for k in loose}, lambda: rec.numbered) if loose else None
     with rec.isolated(loss_fn):
         rec.arm()
@@ -966,13 +966,7 @@ def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch
         mine = {id(p) for p in params}
         roots = params + [t for t in _tensors_in(x) if t.requires_grad and id(t) not in mine]
         calls = cap.calls if cap is not None else []
-        if replaced is not None:
-            root = {id(w) for w in replaced.weights}
-            if len({key for key, _, _ in calls if key in root}) < 2:
-                # one weight of the model's own mapped: the model's output is that layer's
-                calls = [c for c in calls if c[0] not in root]
-                replaced = None
-        roots += [s for _, s, _ in calls if s.requires_grad]
+        roots += [c[1] for c in calls if c[1].requires_grad]
         if params and not loss.requires_grad:
             warnings.warn("the loss does not require grad (loss_fn returned a detached tensor, "
                           "or the output it reads was computed under torch.no_grad()): the "
@@ -985,40 +979,79 @@ def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch
         if acc is not None:
             extra.append((0, "", "acc", acc))
         rows = rec.collect(weight_grads=grads, extra=extra)
+        calls, gone = _replaced(rows, calls, candidates)
         if calls:
-            rows = _with_maps(rows, rec, calls, loose, grads, replaced, qs)
+            rows = _with_maps(rows, rec, calls, loose, grads, gone, qs)
         elif not rec.order:
             raise ValueError(none_ran(model, rec.layers))
-        _warn_held_weights(rec, grads, {key for key, _, _ in calls})
+        _warn_held_weights(rec, grads, {c[0] for c in calls})
     return rows_frame([(0, *r) for r in rows])
 
 
 def _loose_weights(model: nn.Module, layers: Sequence[LayerInfo]
-                   ) -> tuple[dict[int, tuple[str, nn.Parameter]], LayerInfo | None]:
-    """The weights whose linear maps no module's output tells, ``id`` -> ``(name,
-    parameter)``, watched by :class:`~depthlab.torch.layers.MapCapture`: the model's own
+                   ) -> tuple[dict[int, tuple[str, nn.Parameter]], list[LayerInfo]]:
+    """The weights whose linear maps :class:`~depthlab.torch.layers.MapCapture` watches,
+    ``id`` -> ``(name, parameter)``: those no module's output tells, the model's own
     (``F.linear(x, self.weight)``, ``x @ self.w``) when the model is no layer itself (it has
-    child layers: its output is theirs), the tensors of an ``nn.ParameterList`` or
-    ``ParameterDict`` (no forward of their own), and the weights of a model of the user's
-    class that is one layer owning several (``torch.relu(x @ self.w1) @ self.w2``: its output
-    is the last map's only, and the weights were pooled as one matrix); that layer is returned
-    second (replaced by its maps when two or more of its weights were mapped)."""
+    child layers: its output is theirs) and the tensors of an ``nn.ParameterList`` or
+    ``ParameterDict`` (no forward of their own); and the weights of the layer modules of the
+    user's own class without child layers, returned second (:func:`_replaced` tells whether
+    their output is their map's)."""
     loose: dict[int, tuple[str, nn.Parameter]] = {}
-    replaced = None
-    root = [info for info in layers if info.owner is model]
-    if not root and not is_norm(model):
+    if not any(info.owner is model for info in layers) and not is_norm(model):
         loose.update((id(p), (n, p)) for n, p in own_weights(model))
-    elif len(root) == 1 and len(root[0].weights) >= 2 and root[0].has_output \
-            and not type(model).__module__.startswith("torch."):
-        replaced = root[0]
-        named = {id(p): n for n, p in model.named_parameters()}
-        loose.update((id(w), (named.get(id(w), f"weight{i}"), w))
-                     for i, w in enumerate(replaced.weights))
     for info in layers:
         if isinstance(info.owner, (nn.ParameterList, nn.ParameterDict)):
             loose.update((id(p), (f"{info.name}.{n}" if info.name else n, p))
                          for n, p in own_weights(info.owner))
-    return loose, replaced
+    candidates = [info for info in layers
+                  if info.has_output and not type(info.owner).__module__.startswith("torch.")
+                  and not isinstance(info.owner, (nn.ParameterList, nn.ParameterDict))
+                  and not any(own_weights(c) for c in info.owner.modules()
+                              if c is not info.owner)]
+    for info in candidates:
+        named = dict(info.owner.named_parameters())
+        names = {id(p): n for n, p in named.items()}
+        for w in info.weights:
+            short = names.get(id(w), "weight")
+            loose.setdefault(id(w), (f"{info.name}.{short}" if info.name else short, w))
+    return loose, candidates
+
+
+def _replaced(rows: list[tuple[int, str, str, float]], calls: list[list],
+              candidates: list[LayerInfo]) -> tuple[list[list], dict[int, str]]:
+    """The maps measured as layers of their own, and the hooked layers they replace (number ->
+    the name a single map of its takes). A layer module of the user's class is replaced by its
+    maps when two or more of its weights were mapped (``torch.tanh(x @ self.W1) @ self.W2``:
+    its weights were pooled as one matrix and its output was the last map's), or when its
+    output is not its map's (``torch.relu(x @ self.W + self.b)``: its ``pre_*`` rows were of
+    the ReLU's output, ``pre_p15`` 0, and ``grad_pre_*`` the gradient there): the pooled mean
+    and std of the module's outputs differ from those of its map outputs ``x W (+ b)`` by
+    more than rounding (``STAT_RTOL``). Otherwise its own rows stay (its maps dropped)."""
+    stats = {(i, q): v for i, _, q, v in rows if q in ("pre_mean", "pre_std")}
+    gone: dict[int, str] = {}
+    drop: set[int] = set()
+    for info in candidates:
+        ws = {id(w) for w in info.weights}
+        keys = {c[0] for c in calls if c[0] in ws}
+        if not keys or not info.index:
+            drop |= ws
+            continue
+        if len(keys) == 1:
+            s = _pooled([c[1] for c in calls if c[0] in keys])
+            mean, std = s.mean().item(), s.std(correction=0).item()
+            m, sd = stats.get((info.index, "pre_mean")), stats.get((info.index, "pre_std"))
+            if m is None or sd is None or (abs(sd - std) <= STAT_RTOL * max(sd, std)
+                                           and abs(m - mean) <= STAT_RTOL * (abs(m) + sd)):
+                drop |= ws
+                continue
+        gone[info.index] = info.name if len(keys) == 1 and info.name else ""
+    return [c for c in calls if c[0] not in drop], gone
+
+
+STAT_RTOL = 1e-5
+"""How far apart (relative) the mean and std of a layer module's outputs and of its map
+outputs may be and still be the same tensor's (float32 sums taken in another order)."""
 
 
 def _pooled(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -1050,31 +1083,31 @@ def _map_rows(name: str, w: torch.Tensor, outs: list[torch.Tensor],
     return rows
 
 
-def _with_maps(rows: list[tuple[int, str, str, float]], rec: Recording,
-               calls: list[tuple[int, torch.Tensor, int]],
+def _with_maps(rows: list[tuple[int, str, str, float]], rec: Recording, calls: list[list],
                loose: dict[int, tuple[str, nn.Parameter]],
-               grads: dict[int, torch.Tensor | None], replaced: LayerInfo | None,
+               grads: dict[int, torch.Tensor | None], gone: dict[int, str],
                qs: tuple[float, ...]) -> list[tuple[int, str, str, float]]:
     """``rows`` with a layer per weight of ``loose`` that ``calls`` show as a linear map's
-    (named by the parameter, its maps' outputs its ``pre_*``), each numbered where its first
-    map ran among the hooked layers (the layers after it renumbered); the rows of
-    ``replaced`` (a model that is one layer owning several mapped weights) dropped."""
+    (named by the parameter, or by the module it replaces when that has one mapped weight;
+    its maps' outputs its ``pre_*``), each numbered where its first map ran among the hooked
+    layers (the layers after it renumbered); the rows of the layers in ``gone`` dropped."""
     first: dict[int, int] = {}  # weight -> the layers numbered before its first map
     for key, _, at in calls:
         first.setdefault(key, at)
-    gone = replaced.index if replaced is not None else None
-    slots = [(float(i), 0, ("layer", i)) for i in range(1, rec.numbered + 1) if i != gone]
+    slots = [(float(i), 0, ("layer", i)) for i in range(1, rec.numbered + 1) if i not in gone]
     slots += [(at + 0.5, n, ("map", key)) for n, (key, at) in enumerate(first.items())]
     slots.sort()
     new = {what: k for k, (_, _, what) in enumerate(slots, start=1)}
-    out = [(new[("layer", i)] if i else 0, m, q, v) for i, m, q, v in rows
-           if not i or i != gone]
+    out = [(new[("layer", i)] if i else 0, m, q, v) for i, m, q, v in rows if i not in gone]
+    named = {id(w): gone[info.index] for info in rec.order if gone.get(info.index)
+             for w in info.weights}
     for key in first:
         name, w = loose[key]
         mine = [(s, grads.get(id(s))) for k, s, _ in calls if k == key]
         gouts = [g for _, g in mine if g is not None]
         out += [(new[("map", key)], m, q, v) for m, q, v in
-                _map_rows(name, w, [s for s, _ in mine], gouts, grads.get(id(w)), qs)]
+                _map_rows(named.get(key, name), w, [s for s, _ in mine], gouts,
+                          grads.get(id(w)), qs)]
     return sorted(out, key=lambda r: r[0])
 
 
