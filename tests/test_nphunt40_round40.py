@@ -149,3 +149,36 @@ def test_initializer_arguments_are_shown_and_not_called_the_same() -> None:
                  dl.initializer("kaiming_uniform", nonlinearity="tanh")):
         assert "the same initializer" not in _object_spelling("init", init), init
     assert "the same initializer" in _object_spelling("init", dl.initializer("he_uniform"))
+
+
+@pytest.mark.parametrize("clip", [{"clip_grad_norm": 0.05}, {"clip_grad_value": 0.01}])
+def test_fit_clips_gradients_as_a_torch_loop(clip: dict) -> None:
+    """``dl.fit(..., clip_grad_norm=c)`` (or ``clip_grad_value=c``) clips every step's
+    gradient, penalty included, before the update, as a torch loop calling
+    ``torch.nn.utils.clip_grad_norm_`` between ``backward`` and ``step``: 6 full-batch SGD
+    momentum steps with weight decay give the same weights. Was "unknown argument
+    'clip_grad_norm' for optimizer 'sgd'"."""
+    torch = pytest.importorskip("torch")
+    from depthlab.bridge import to_torch
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(16, 5))
+    y = rng.integers(0, 3, 16)
+    net = dl.mlp([5, 7, 7, 3], "tanh", dtype="float64", seed=1, batchnorm=True)
+    model = to_torch(net)
+    dl.fit(net, x, y, optimizer="sgd", lr=0.5, momentum=0.9, weight_decay=0.01,
+           batch_size="full", epochs=6, **clip)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9, weight_decay=0.01)
+    tx, ty = torch.tensor(x), torch.tensor(y)
+    for _ in range(6):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(tx), ty).backward()
+        if "clip_grad_norm" in clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip["clip_grad_norm"])
+        else:
+            torch.nn.utils.clip_grad_value_(model.parameters(), clip["clip_grad_value"])
+        opt.step()
+    ours = [p.value for p in net.parameters()]
+    theirs = [p.detach().numpy() for p in model.parameters()]
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a.T if a.ndim == 2 else a, b, rtol=1e-10, atol=1e-12)

@@ -53,7 +53,7 @@ def _grads(parameters: Parameter | Iterable[Parameter], what: str) -> list[np.nd
     return grads
 
 
-def _number(name: str, value: Any, *, allow_inf: bool = True) -> float:
+def check_clip(name: str, value: Any, *, allow_inf: bool = True) -> float:
     """``float(value)`` of a real number >= 0 (not NaN; bools refused)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number >= 0, got {value!r:.60}")
@@ -81,7 +81,7 @@ def clip_grad_norm_(parameters: Parameter | Iterable[Parameter], max_norm: float
     non-finite ``N`` scales them by NaN or 0 as torch does, or with ``error_if_nonfinite`` is
     a RuntimeError with nothing changed."""
     grads = _grads(parameters, "clip_grad_norm_")
-    max_norm = _number("max_norm", max_norm)
+    max_norm = check_clip("max_norm", max_norm)
     p = _norm_type(norm_type)
     if not grads:
         return 0.0
@@ -107,6 +107,6 @@ def clip_grad_value_(parameters: Parameter | Iterable[Parameter], clip_value: fl
     """``g = clip(g, -clip_value, clip_value)`` for every gradient, in place
     (``torch.nn.utils.clip_grad_value_``)."""
     grads = _grads(parameters, "clip_grad_value_")
-    c = _number("clip_value", clip_value)
+    c = check_clip("clip_value", clip_value)
     for g in grads:
         np.clip(g, -c, c, out=g)

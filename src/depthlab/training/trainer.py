@@ -17,7 +17,8 @@ from ..layers import Standardize
 from ..losses import get_loss
 from ..memory import CHECK_FROM_BYTES, check_batch, check_fits
 from ..network import Network
-from ..optimizers import Optimizer, get_optimizer
+from ..optimizers import Optimizer, clip_grad_norm_, clip_grad_value_, get_optimizer
+from ..optimizers.clip import check_clip
 from ..regularizers import add_penalty_gradient, penalty
 from ..spec import TrainSpec, check_field
 from ..threads import blas_threads, check_threads
@@ -94,6 +95,8 @@ class Trainer:
         progress: bool | str = False,
         loss_kwargs: dict[str, Any] | None = None,
         threads: int | None = None,
+        clip_grad_norm: float | None = None,
+        clip_grad_value: float | None = None,
         **hyperparameters: Any,
     ) -> None:
         if not isinstance(net, Network):
@@ -152,6 +155,12 @@ class Trainer:
         elif monitor != TrainSpec.monitor or min_delta != TrainSpec.min_delta:
             raise ValueError(f"monitor={monitor!r} and min_delta={min_delta!r} apply to early "
                              "stopping, which needs patience (an integer >= 1)")
+        # torch.nn.utils' clipping of each step's gradient (penalty included), before the
+        # update and the before_update callbacks (depthlab.optimizers.clip)
+        self.clip_grad_norm = None if clip_grad_norm is None else check_clip(
+            "clip_grad_norm", clip_grad_norm)
+        self.clip_grad_value = None if clip_grad_value is None else check_clip(
+            "clip_grad_value", clip_grad_value)
         self.eval_every = eval_every
         self.eval_train = eval_train
         self.progress = progress
@@ -399,6 +408,10 @@ class Trainer:
         net.backward(loss_fn.backward(), input_grad=False, copy=False)
         if self.l1 or self.l2:
             add_penalty_gradient(params, self.l1, self.l2)
+        if self.clip_grad_norm is not None:
+            clip_grad_norm_(params, self.clip_grad_norm)
+        if self.clip_grad_value is not None:
+            clip_grad_value_(params, self.clip_grad_value)
         for cb in self.callbacks:
             cb.before_update(self, self.step)
         self.optimizer.step()
