@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backend import xp
 from ..parameter import Parameter
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_"]
@@ -48,7 +49,7 @@ def _grads(parameters: Parameter | Iterable[Parameter], what: str) -> list[np.nd
         if p.grad is None:
             continue
         if not (isinstance(p.grad, np.ndarray) and p.grad.flags.writeable):
-            p.grad = np.array(p.grad, dtype=p.value.dtype)  # a scalar or list set by hand:
+            p.grad = xp.array(p.grad, dtype=p.value.dtype)  # a scalar or list set by hand:
         grads.append(p.grad)                                  # an array, changed in place
     return grads
 
@@ -86,9 +87,9 @@ def clip_grad_norm_(parameters: Parameter | Iterable[Parameter], max_norm: float
     if not grads:
         return 0.0
     with np.errstate(over="ignore", invalid="ignore"):
-        norms = np.array([np.linalg.norm(np.asarray(g, dtype=np.float64).ravel(), ord=p)
+        norms = xp.array([xp.linalg.norm(xp.asarray(g, dtype=np.float64).ravel(), ord=p)
                           for g in grads])
-        total = float(np.linalg.norm(norms, ord=p))
+        total = float(xp.linalg.norm(norms, ord=p))
     if error_if_nonfinite and not math.isfinite(total):
         raise RuntimeError(f"The total norm of order {p} for gradients from `parameters` is "
                            "non-finite, so it cannot be clipped. To disable this error and "
@@ -109,4 +110,4 @@ def clip_grad_value_(parameters: Parameter | Iterable[Parameter], clip_value: fl
     grads = _grads(parameters, "clip_grad_value_")
     c = check_clip("clip_value", clip_value)
     for g in grads:
-        np.clip(g, -c, c, out=g)
+        xp.clip(g, -c, c, out=g)
