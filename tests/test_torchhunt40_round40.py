@@ -74,17 +74,20 @@ class _HeldLoop(nn.Module):
 class _Dense(nn.Module):
     """A hand-written layer applying its activation itself: ``relu(x @ W + b)``."""
 
-    def __init__(self, n_in: int, n_out: int, act: bool = True) -> None:
+    def __init__(self, n_in: int, n_out: int, style: str = "add") -> None:
         super().__init__()
         self.W = nn.Parameter(torch.randn(n_in, n_out, dtype=D) / n_in ** 0.5)
         self.b = nn.Parameter(torch.full((n_out,), 0.2, dtype=D))
-        self.act = act
+        self.style = style
 
     def forward(self, x, ref=None, name=""):
-        s = x @ self.W + self.b
-        if ref is not None:
+        if self.style == "iadd":  # the bias added in place, the ReLU too
+            s = x @ self.W
+            s += self.b
             s = _kept(ref, name, s)
-        return torch.relu(s) if self.act else s
+            return s.relu_()
+        s = torch.addmm(self.b, x, self.W) if self.style == "addmm" else x @ self.W + self.b
+        return torch.relu(_kept(ref, name, s))
 
 
 class _Cell(nn.Module):
@@ -107,10 +110,13 @@ class _Custom(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.d1 = _Dense(5, 6)
+        self.d2 = _Dense(6, 6, "iadd")
+        self.d3 = _Dense(6, 6, "addmm")
         self.c = _Cell()
 
     def forward(self, x, ref=None):
-        return self.c(self.d1(x, ref, "d1"), ref)
+        h = self.d3(self.d2(self.d1(x, ref, "d1"), ref, "d2"), ref, "d3")
+        return self.c(h, ref)
 
 
 def _check_maps(model: nn.Module, modules: list[str]) -> None:
@@ -165,4 +171,26 @@ def test_hand_written_layers_are_measured_at_their_maps():
     """A layer module of the user's class applying its activation itself had the ReLU's
     output as its pre_* (pre_p15 0.0, pre_std 0.78 where x W + b has 1.24) and dL/d(relu) as
     grad_pre_*; one owning two matrices pooled them as one layer, its output the last map's."""
-    _check_maps(_Custom(), ["d1", "c.W1", "c.W2"])
+    _check_maps(_Custom(), ["d1", "d2", "d3", "c.W1", "c.W2"])
+
+
+class _Vmapped(nn.Module):
+    """A hand-written layer and the model's own matrix, both run under ``torch.vmap``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.d = _Dense(5, 6)
+        self.P = nn.Parameter(torch.randn(6, 6, dtype=D))
+        self.head = nn.Linear(6, 3, dtype=D)
+
+    def forward(self, x):
+        h = torch.vmap(lambda r: self.d(r))(x)
+        return self.head(torch.vmap(lambda r: r @ self.P)(h))
+
+
+def test_maps_under_vmap_are_left_to_the_hooks():
+    """The map outputs a vmap makes are wrappers without values once it ends: keeping them
+    raised 'your tensor may have escaped from inside a function being vmapped'."""
+    x, y = torch.randn(8, 5, dtype=D), torch.randint(0, 3, (8,))
+    df = dlt.probe(_Vmapped(), x, y, CE)
+    assert list(df[df.layer >= 1].drop_duplicates("layer").module) == ["d", "head"]

@@ -806,6 +806,9 @@ class MapWatch(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+_WRAPPED = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", None)
+
+
 class MapCapture(MapWatch):
     """A :class:`MapWatch` over the whole forward that also keeps the output ``s = x W`` of
     every linear map whose weight is one of ``params`` (``id(parameter)`` -> key): weights no
@@ -813,13 +816,16 @@ class MapCapture(MapWatch):
     child layers, the tensors of an ``nn.ParameterList``) and those of layer modules of the
     user's own class, whose output may be more than their map's (``torch.relu(x @ self.W +
     self.b)``). A bias added to such an output next, ``s + self.b`` (a parameter of at most
-    one dimension above 1), is part of it: ``s = x W + b``, as an ``nn.Linear``'s output.
+    one dimension above 1; also in place, ``s += self.b``), is part of it: ``s = x W + b``, as
+    an ``nn.Linear``'s output.
     ``calls``: ``[key, s, at]`` per map, ``at`` = ``where()`` when it ran (the layers numbered
     so far). The forward goes on with a copy of ``s`` (same values), so that in-place work on
     it (``h.relu_()``) leaves the kept ``s`` and its gradient ``dL/ds`` as the map gave
-    them."""
+    them. Maps inside a ``torch.func`` transform (``vmap``) are not kept: their outputs are
+    wrappers with no values once it ends."""
 
     ADDS = frozenset(("add", "__add__", "__radd__"))
+    IN_PLACE = frozenset(("add_", "__iadd__"))
 
     def __init__(self, params: dict[int, int], where: Callable[[], int]) -> None:
         super().__init__(params, lambda key: True)
@@ -843,10 +849,19 @@ class MapCapture(MapWatch):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         found = self._mapped(func, args, kwargs)
+        name = getattr(func, "__name__", None)
         at = self._bias_of(args) if not found and self._open and not kwargs \
-            and getattr(func, "__name__", None) in self.ADDS else None
+            and name in self.ADDS | self.IN_PLACE else None
+        if at is not None and name in self.IN_PLACE:
+            if self._open.get(id(args[0]), (None,))[0] is not args[0]:
+                return func(*args, **kwargs)
+            # h += self.b on the map's copy: s + b kept out of place, the copy given its
+            # values (and its gradient path) so that later in-place work leaves s + b alone
+            self.calls[at][1] = s = torch.add(args[0], args[1])
+            return args[0].copy_(s)
         out = func(*args, **kwargs)
-        if not isinstance(out, torch.Tensor) or not out.is_floating_point() or out.is_complex():
+        if not isinstance(out, torch.Tensor) or not out.is_floating_point() or out.is_complex() \
+                or (_WRAPPED is not None and _WRAPPED(out)):  # (vmap's: no values past it)
             return out
         if found:
             self.calls.append([found[0][0], out, self.where()])
