@@ -166,11 +166,24 @@ def run(quick: bool = False, data: str | None = None,
         f"BN at step {s_b:.0f}, without BN at step {s_p:.0f} ({s_p / s_b:.1f}× the steps)",
         bool(s_b < s_p), value=float(s_b / s_p) if s_p else None,
     ))
+    # 'at least as high' *having learned*: two nets at chance (0.10 and 0.10) end equal, and
+    # the claim held there; BN must reach halfway from always guessing the commonest class
+    # to 100%, the bar of the stable-percentiles claim below (the claim's words are kept: the
+    # README's quick results quote them)
+    chance = float(np.bincount(ds.y_test).max() / ds.y_test.shape[0])
+    learned_at = (1.0 + chance) / 2
+    bn_learned = bool(final_b >= learned_at)
+    se = float(np.sqrt(max(final_p * (1 - final_p), final_b * (1 - final_b))
+                       / ds.x_test.shape[0]))
     res.claims.append(Claim(
         "BN ends at least as high (mean test accuracy of the last 3 evaluations)",
         "Fig. 1a: BN ends higher; a reproduction: 0.980 vs 0.977",
-        f"BN {final_b:.2%} vs without BN {final_p:.2%}",
-        bool(final_b >= final_p), value=float(final_b - final_p),
+        f"BN {final_b:.2%} vs without BN {final_p:.2%} ({(final_b - final_p) * 100:+.2f} pp; "
+        f"a test accuracy's standard error {se * 100:.2f} pp)"
+        + ("" if bn_learned else
+           f"; the BN net did not learn (< {learned_at:.0%}, halfway from chance to 100%): "
+           "equal at chance is no result"),
+        bool(final_b >= final_p and bn_learned), value=float(final_b - final_p),
     ))
 
     if final_b < final_p:
@@ -199,10 +212,8 @@ def run(quick: bool = False, data: str | None = None,
         drifts, value=float(med_p / med_b) if med_b else None,
     ))
     # stable *while training*: a BN net that did not learn (a step of 1e-5) keeps its
-    # percentiles still because nothing moves, and the claim held at drift 0.00
-    chance = float(np.bincount(ds.y_test).max() / ds.y_test.shape[0])
-    learned_at = (1.0 + chance) / 2  # halfway from always guessing the commonest class to 100%
-    bn_learned = bool(final_b >= learned_at)
+    # percentiles still because nothing moves, and the claim held at drift 0.00 (the same
+    # bar as above: halfway from always guessing the commonest class to 100%)
     res.claims.append(Claim(
         f"with BN the percentiles stay stable while it learns: median drift ≤ {BN_STABLE} "
         f"(test accuracy ≥ {learned_at:.0%}, halfway from chance to 100%)",
