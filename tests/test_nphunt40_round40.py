@@ -182,3 +182,46 @@ def test_fit_clips_gradients_as_a_torch_loop(clip: dict) -> None:
     theirs = [p.detach().numpy() for p in model.parameters()]
     for a, b in zip(ours, theirs):
         np.testing.assert_allclose(a.T if a.ndim == 2 else a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_lr_schedulers_match_torch_step_for_step() -> None:
+    """``depthlab.optimizers`` StepLR, MultiStepLR, ExponentialLR, LinearLR,
+    CosineAnnealingLR and LambdaLR set the optimizer's lr as torch's schedulers do, bit for
+    bit, over 25 epochs (CosineAnnealingLR past T_max, where torch's recursion rises again),
+    and SGD with momentum under a schedule keeps torch's weights. Was "ImportError: cannot
+    import name 'StepLR'"."""
+    torch = pytest.importorskip("torch")
+    from depthlab import optimizers as O
+    from depthlab.parameter import Parameter
+
+    cases = [("StepLR", {"step_size": 3, "gamma": 0.5}),
+             ("MultiStepLR", {"milestones": [2, 5, 5, 9], "gamma": 0.3}),
+             ("ExponentialLR", {"gamma": 0.9}),
+             ("LinearLR", {"start_factor": 0.25, "end_factor": 1.0, "total_iters": 7}),
+             ("LinearLR", {"start_factor": 1.0, "end_factor": 0.1, "total_iters": 4}),
+             ("CosineAnnealingLR", {"T_max": 6, "eta_min": 0.01}),
+             ("CosineAnnealingLR", {"T_max": 10}),
+             ("LambdaLR", {"lr_lambda": lambda e: 1.0 / (1 + e)})]
+    rng = np.random.default_rng(0)
+    for name, kw in cases:
+        w0 = rng.normal(size=(3, 2))
+        p = Parameter("w", w0.copy())
+        t = torch.tensor(w0.copy(), requires_grad=True)
+        opt = dl.optimizer("sgd", [p], lr=0.1, momentum=0.9)
+        t_opt = torch.optim.SGD([t], lr=0.1, momentum=0.9)
+        sched = getattr(O, name)(opt, **kw)
+        t_sched = getattr(torch.optim.lr_scheduler, name)(t_opt, **kw)
+        for epoch in range(25):
+            assert sched.get_last_lr() == t_sched.get_last_lr(), (name, kw, epoch)
+            g = rng.normal(size=(3, 2))
+            p.grad = g.copy()
+            t.grad = torch.tensor(g)
+            opt.step()
+            t_opt.step()
+            sched.step()
+            t_sched.step()
+        np.testing.assert_allclose(p.value, t.detach().numpy(), rtol=1e-13, atol=1e-15)
+    with pytest.raises(TypeError, match="step_size"):
+        O.StepLR(dl.optimizer("sgd", [Parameter("w", np.zeros(2))], lr=0.1), step_size=1.5)
+    with pytest.raises(TypeError, match="depthlab optimizer"):
+        O.ExponentialLR(torch.optim.SGD([t], lr=0.1), gamma=0.9)

@@ -18,6 +18,15 @@ from .base import Optimizer
 from .clip import clip_grad_norm_, clip_grad_value_
 from .nadam import NAdam
 from .rmsprop import RMSprop
+from .schedulers import (
+    CosineAnnealingLR,
+    ExponentialLR,
+    LambdaLR,
+    LinearLR,
+    LRScheduler,
+    MultiStepLR,
+    StepLR,
+)
 from .sgd import SGD
 
 REGISTRY: Registry[Optimizer] = Registry(
@@ -69,6 +78,13 @@ __all__ = [
     "SGD",
     "Adadelta",
     "Adagrad",
+    "CosineAnnealingLR",
+    "ExponentialLR",
+    "LRScheduler",
+    "LambdaLR",
+    "LinearLR",
+    "MultiStepLR",
+    "StepLR",
     "Adam",
     "AdamW",
     "NAdam",
