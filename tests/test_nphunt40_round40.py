@@ -225,3 +225,11 @@ def test_lr_schedulers_match_torch_step_for_step() -> None:
         O.StepLR(dl.optimizer("sgd", [Parameter("w", np.zeros(2))], lr=0.1), step_size=1.5)
     with pytest.raises(TypeError, match="depthlab optimizer"):
         O.ExponentialLR(torch.optim.SGD([t], lr=0.1), gamma=0.9)
+
+
+def test_torch_name_of_the_logit_bce_is_known() -> None:
+    """``binary_cross_entropy`` is torch's ``BCEWithLogitsLoss`` /
+    ``binary_cross_entropy_with_logits``; those names were "unknown loss
+    'BCEWithLogitsLoss'" while ``BCELoss`` (torch's loss on probabilities) was taken."""
+    for name in ("BCEWithLogitsLoss", "binary_cross_entropy_with_logits", "bce_with_logits"):
+        assert isinstance(dl.loss(name), dl.losses.BinaryCrossEntropy), name

@@ -710,7 +710,11 @@ REGISTRY: Registry[Loss] = Registry(
              "bce": "binary_cross_entropy", "log_loss": "binary_cross_entropy",
              # torch's class names (CrossEntropyLoss, MSELoss, BCELoss, HuberLoss)
              "cross_entropy_loss": "cross_entropy", "mse_loss": "mse",
-             "bce_loss": "binary_cross_entropy", "huber_loss": "huber"},
+             "bce_loss": "binary_cross_entropy", "huber_loss": "huber",
+             # the logit loss under torch's own names for it (BCEWithLogitsLoss)
+             "bce_with_logits_loss": "binary_cross_entropy", "bce_with_logits":
+                 "binary_cross_entropy",
+             "binary_cross_entropy_with_logits": "binary_cross_entropy"},
     passes=lambda obj: isinstance(obj, Loss),
 )
 
