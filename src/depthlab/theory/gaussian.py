@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -366,12 +366,22 @@ def _corner(f: Callable[[np.ndarray], np.ndarray], t: float, d: float) -> float:
 def activation_rule(fn: ScalarActivation, var: float, mean: float = 0.0
                     ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`gaussian_rule` for integrands of ``fn`` (``f``, ``f^2``, ``f'^2``, ...): the same
-    panels plus an edge at each of ``fn.kinks`` within the rule's ``|z| <= 10``, so that a
-    kink or jump away from ``s = 0`` (a user's ``max(s - 1, 0)``, hard-tanh's +-1) lies on a
-    panel edge and each panel integrates a smooth piece."""
+    panels plus an edge at each of ``fn.kinks`` (:func:`kinked_rule`), so that a kink or jump
+    away from ``s = 0`` (a user's ``max(s - 1, 0)``, hard-tanh's +-1) lies on a panel edge and
+    each panel integrates a smooth piece."""
+    return kinked_rule(var, mean, fn.kinks)
+
+
+def kinked_rule(var: float, mean: float = 0.0, kinks: Sequence[float] = ()
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`gaussian_rule` (``s ~ N(mean, var)``) with a panel edge added at each point of
+    ``kinks`` within the rule's ``|z| <= 10``: a function smooth between them is integrated to
+    near machine precision (``E[f'(s)^2]`` of hard-tanh at ``var = 0.6``: 1.8% low on the plain
+    rule, exact to rounding with ``kinks = (-1, 1)``)."""
     var, mean = _number("variance", var, low=0.0), _number("mean", mean)
     sd = math.sqrt(var)
-    extra = [(k - mean) / sd for k in fn.kinks if sd > 0 and abs(k - mean) < _Z_MAX * sd]
+    extra = [(float(k) - mean) / sd for k in kinks
+             if sd > 0 and abs(float(k) - mean) < _Z_MAX * sd]
     if not extra:
         return gaussian_rule(var, mean)
     if mean == 0.0:
