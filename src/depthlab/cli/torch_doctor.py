@@ -166,7 +166,9 @@ def load_factory(spec: str) -> Callable[[], Any]:
         raise
     except (Exception, SystemExit) as e:  # noqa: BLE001 - the user's file failed to import
         sys.modules.pop(mod_name, None)
-        raise UserError(f"--torch: importing {path_s!r} failed: {type(e).__name__}: {e}") \
+        from ..torch.doctor import error_text
+
+        raise UserError(f"--torch: importing {path_s!r} failed: {error_text(e)}") \
             from None
     fn = getattr(module, name, None)
     if fn is None:
@@ -353,7 +355,7 @@ def _diagnose(args: argparse.Namespace, torch: Any, load_dataset: Callable, doct
     """The user's factory and data set, shaped for the model, through the torch doctor."""
     from ..data.files import LABEL_HINT
     from ..data.registry import VALUES_HINT
-    from ..torch.doctor import not_a_module
+    from ..torch.doctor import error_text, not_a_module
 
     make_model = load_factory(args.torch)
     label = {} if args.label is None else {"label": args.label}
@@ -378,7 +380,7 @@ def _diagnose(args: argparse.Namespace, torch: Any, load_dataset: Callable, doct
         torch.manual_seed(args.seed)  # an instance in the file is diagnosed as a deep copy
         probe_model = make_model if isinstance(make_model, torch.nn.Module) else make_model()
     except (Exception, SystemExit) as e:  # noqa: BLE001 - the user's factory failed
-        raise UserError(f"--torch: {args.torch} raised {type(e).__name__}: {e}") from None
+        raise UserError(f"--torch: {args.torch} raised {error_text(e)}") from None
     if not isinstance(probe_model, torch.nn.Module):
         raise UserError(f"--torch: {args.torch} returned {_a(not_a_module(probe_model))}, "
                         "not a torch.nn.Module")

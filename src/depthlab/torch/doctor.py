@@ -624,11 +624,18 @@ def _materialized(model: nn.Module, x: torch.Tensor, seed: int) -> nn.Module:
             model(x.clone())
     except Exception as e:  # noqa: BLE001 - the user's model failed on the data
         raise ValueError(f"the model's lazy modules cannot be initialized on inputs of shape "
-                         f"{tuple(x.shape[1:])} per example: {type(e).__name__}: {e}") from None
+                         f"{tuple(x.shape[1:])} per example: {error_text(e)}") from None
     finally:
         for m, was in modes.items():
             m.training = was
     return model
+
+
+def error_text(e: BaseException) -> str:
+    """``'RuntimeError: message'`` for a refusal's line, or the type alone when the message is
+    empty (``raise RuntimeError()``, ``sys.exit()``: no colon before nothing)."""
+    said = " ".join(str(e).split())
+    return f"{type(e).__name__}: {said}" if said else type(e).__name__
 
 
 def not_a_module(obj: Any) -> str:
@@ -659,7 +666,7 @@ def _factory(make_model_or_model: Any
             try:
                 model = copy.deepcopy(template)
             except Exception as e:  # noqa: BLE001 - e.g. a lock or an open file held by it
-                raise TypeError(f"the model cannot be deep-copied ({type(e).__name__}: {e}); "
+                raise TypeError(f"the model cannot be deep-copied ({error_text(e)}); "
                                 "the doctor trains copies and leaves the given model as it "
                                 "is: pass a function that builds the model instead") from None
             return _materialized(model, rows[0], seed) if rows and _has_lazy(model) else model
@@ -691,7 +698,7 @@ def _factory(make_model_or_model: Any
             model = make()
         except Exception as e:  # noqa: BLE001 - the user's factory failed
             kind = TypeError if isinstance(e, TypeError) else ValueError
-            raise kind(f"make_model() raised {type(e).__name__}: {e}; expected a function "
+            raise kind(f"make_model() raised {error_text(e)}; expected a function "
                        "that returns a fresh torch.nn.Module") from e
         finally:
             np.random.set_state(np_state)
