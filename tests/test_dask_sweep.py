@@ -399,17 +399,29 @@ def test_interrupt_does_not_wait_on_a_scheduler_that_does_not_answer():
     has no time limit, so a scheduler that does not answer held the interrupted sweep (a
     flake seen once: a SIGINT'd local:2 sweep still running after 60 s). The cancel now gives
     up after its timeout."""
+    import threading
+
     class Stuck:
         def __init__(self):
             self.calls = []
+            self.release = threading.Event()
+            self.answered = threading.Event()
 
         def cancel(self, futures, force=False):
             self.calls.append((len(futures), force))
-            time.sleep(30)
+            self.release.wait(30)  # a scheduler that does not answer (until the test ends)
+            self.answered.set()
 
     ex = DaskExecutor("tcp://127.0.0.1:8786")
     ex.client = stuck = Stuck()
-    t0 = time.monotonic()
-    ex._cancel([object(), object()], timeout=0.3)
-    assert time.monotonic() - t0 < 2.0
-    assert stuck.calls == [(2, True)]
+    try:
+        ex._cancel([object(), object()], timeout=0.3)
+        # back while the scheduler still has not answered (was: a wall-clock bound of 2 s,
+        # which a loaded host can exceed without any wait on the scheduler)
+        assert not stuck.answered.is_set()
+        deadline = time.monotonic() + 60  # the cancel was sent (its thread may start late)
+        while not stuck.calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert stuck.calls == [(2, True)]
+    finally:
+        stuck.release.set()

@@ -295,8 +295,11 @@ def test_the_update_ratio_note_names_the_steps_it_was_taken_over(page, server):
     assert f"no hidden layer's weights changed in step {step} " in note, note
     page.click("#pause")
     page.wait_for_selector("body[data-state=paused]")
+    before = page.evaluate("S.last.step")
     page.click("#step")  # one step, measured after it: a ratio over that step alone
-    page.wait_for_function("S.last.step - S.last.update_since === 1", timeout=10_000)
+    # a later measurement (the ratio's condition alone was already true before the click)
+    page.wait_for_function("n => S.last.step > n && S.last.step - S.last.update_since === 1",
+                           arg=before, timeout=10_000)
     note, step = page.evaluate("[document.getElementById('update-note').textContent, "
                                "S.last.step]")
     assert f"no hidden layer's weights changed in step {step} " in note, note

@@ -360,6 +360,8 @@ def _announced(*args: str) -> list[str]:
     """The lines ``depthlab playground --no-browser --port 0 ARGS`` prints before it serves."""
     import subprocess
     import sys
+    import urllib.error
+    import urllib.request
 
     proc = subprocess.Popen([sys.executable, "-m", "depthlab", "playground", "--no-browser",
                              "--port", "0", *args], stdout=subprocess.PIPE,
@@ -369,13 +371,25 @@ def _announced(*args: str) -> list[str]:
         reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")),
                                   daemon=True)
         reader.start()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not any("playground: http" in s for s in lines):
             time.sleep(0.05)
-        time.sleep(0.5)  # the lines printed after the URL
+        url = next(s for s in list(lines) if "playground: http" in s).split()[2]
+        # the lines after the URL are printed before the server serves: once it answers, they
+        # are all in the pipe (a fixed 0.5 s for them raced on a loaded host)
+        while True:
+            try:
+                with urllib.request.urlopen(url + "api/schema", timeout=10):
+                    break
+            except urllib.error.HTTPError:
+                break  # an answer all the same
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, lines
+                time.sleep(0.05)
     finally:
         proc.terminate()
         proc.wait(10)
+        reader.join(10)  # the pipe read to its end
     return [s.rstrip("\n") for s in lines]
 
 

@@ -158,9 +158,14 @@ def test_a_tab_beyond_max_sessions_waits_and_says_why(browser, small_server, sho
                                   timeout=30_000)
             assert third.inner_text("#state") == "WAITING"
             # the waiting tab's later change is the one that starts
+            third.evaluate("""() => { window.WAITS = 0; const h = handle; window.handle = (m) => {
+                if (m.type === 'waiting') WAITS++; h(m); }; }""")
             third.fill("#f-model-width", "5")
             third.press("#f-model-width", "Tab")
-            third.wait_for_timeout(500)
+            # the server waits with it now (it says so again): a fixed 500 ms raced a loaded
+            # host, where the place could free before the server had read the change, and the
+            # width-32 network was built and measured first
+            third.wait_for_function("WAITS >= 1", timeout=30_000)
             assert third.evaluate("S.ready") is None
             one.close()  # a place is free: the waiting tab's network is built
             third.wait_for_function(MEASURED, timeout=90_000)

@@ -214,6 +214,7 @@ function onControlChange(ev) {
 async function choosePreset(name) {
   const mine = ++S.edits;
   S.changed = null;
+  S.afterReset = null;  // a later choice (its answer writes the controls itself)
   const params = new URLSearchParams(readControls());
   const asked = params.toString();
   params.set("name", name);
@@ -231,6 +232,7 @@ async function choosePreset(name) {
 /* ---------------- session ---------------- */
 function sendSetup(query, play) {
   S.wantPlay = !!play;
+  S.afterReset = null;  // a later choice: the answers to come are to it
   // sent, not answered yet: reset pressed now restarts it once it is accepted (see reset)
   if (send({ cmd: "setup", query, play: !!play })) S.pending = { ...query };
 }
@@ -329,7 +331,8 @@ function handle(m) {
       // refused after reset was pressed for it: the reset restarts the last accepted setup, so
       // the controls show that one (they kept tanh beside the restarted selu network)
       if (m.key && S.resetAfter && S.query) {
-        S.resetAfter = null; S.edits++; writeControls(S.query);
+        S.resetAfter = null;
+        if (S.afterReset) showAnswered(S.query); else { S.edits++; writeControls(S.query); }
       }
       const linkOnly = !!m.key && !field(m.key);
       const key = linkOnly ? m.key : refusedKey(m.key, m.message);
@@ -402,6 +405,15 @@ function onAccepted(m) {
   S.query = m.query;
   S.pending = null;
   S.resetAfter = null;
+  // after reset, until the next change: the answers to the setups sent before it, then the
+  // reset's own, say what the server restarts. S.pending holds only the last setup sent, so
+  // an answer to an earlier one (width 9 accepted while width 10 was on its way) made reset
+  // write 9 back beside the width-10 network that the server restarted; a refusal answered
+  // after a corrected change left the refused setup's predecessor there
+  if (S.afterReset) {
+    if (sameControls(readControls(), S.afterReset)) showAnswered(m.query);
+    else S.afterReset = null;  // typed into since (not committed yet): kept
+  }
   if (m.kept) {  // only a setting the session does not use changed (epochs, bn momentum
     // without batch norm, ...): the session goes on
     showMessage(""); markInvalid(null);
@@ -436,9 +448,17 @@ function onAccepted(m) {
   for (const k of ["first", "last", "ratio", "step"]) gs.dataset[k] = "";
   // the session loads the data set first: seconds for fashion-mnist (54,000 images), which
   // the page called "building the network" of a 10 x 32 net
-  gs.textContent = "loading the data and building the network\u2026";
-  $("loss-note").textContent = "";
-  $("loss-rows").textContent = "";
+  // (once a pointer pressed on the page is released: the summary's line is lower than a
+  // measurement's and the loss panel's notes go, which moved an apply button pressed below
+  // them when the change the press sent was accepted before the new network was built)
+  afterRelease(() => {
+    if (S.query !== m.query) return;  // a later setup's answer came: it says its own
+    if (!S.last) {  // not measured yet
+      gs.textContent = "loading the data and building the network\u2026";
+      $("loss-note").textContent = "";
+    }
+    if (!S.ready) $("loss-rows").textContent = "";
+  });
   S.hist = { step: [], train: [], probe: [], acc: [] };
   S.evo = { step: [], mean: [], std: [] };
 }
@@ -1022,6 +1042,18 @@ function sameQuery(a, b) {
   return keys.every((k) => String((a || {})[k]) === String((b || {})[k]));
 }
 
+/* Every control's value the same (a value typed since reset differs). */
+function sameControls(a, b) {
+  const keys = [...new Set([...Object.keys(a), ...Object.keys(b)])];
+  return keys.every((k) => String(a[k]) === String(b[k]));
+}
+
+/* The controls show ``q``, an answer after reset (see onAccepted). */
+function showAnswered(q) {
+  S.edits++; writeControls(q);
+  S.afterReset = readControls();
+}
+
 function markDoctorStale() {
   const out = $("doctor-out");
   const stale = !!S.doctorQuery && !sameQuery(S.doctorQuery, S.query);
@@ -1329,7 +1361,8 @@ async function main() {
     // the setup sent may still be refused (an empty seed refused, then an activation chosen and
     // reset pressed before the refusal came): the error puts the restarted setup back
     S.resetAfter = sent ? S.pending : null;
-    send({ cmd: "reset" });
+    // and every answer until the next change puts its setup in the controls (see onAccepted)
+    if (send({ cmd: "reset" })) S.afterReset = readControls();
   });
   // disabled at once: a double click started a second doctor ("already running")
   $("doctor").addEventListener("click", (ev) => {
