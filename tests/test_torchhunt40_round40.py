@@ -194,3 +194,33 @@ def test_maps_under_vmap_are_left_to_the_hooks():
     x, y = torch.randn(8, 5, dtype=D), torch.randint(0, 3, (8,))
     df = dlt.probe(_Vmapped(), x, y, CE)
     assert list(df[df.layer >= 1].drop_duplicates("layer").module) == ["d", "head"]
+
+
+class _TiedLM(nn.Module):
+    """Token embedding, a hidden Linear, the output projection the table itself (GPT-2's
+    tied weights written as ``h @ self.emb.weight.T``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(11, 8, dtype=D)
+        self.fc = nn.Linear(8, 8, dtype=D)
+
+    def forward(self, t, ref=None):
+        h = torch.tanh(self.fc(self.emb(t)))
+        return _kept(ref, "emb.weight", h @ self.emb.weight.T).mean(1)
+
+
+def test_an_embedding_table_tied_as_the_output_projection_is_measured_there():
+    """Was: rows for 'emb' (the lookup) and 'fc' only; the logits' map had none."""
+    torch.manual_seed(2)
+    model, t, y = _TiedLM(), torch.randint(0, 11, (6, 5)), torch.randint(0, 11, (6,))
+    df = dlt.probe(model, t, y, CE)
+    assert list(df[df.layer >= 1].drop_duplicates("layer").module) == ["emb", "fc", "emb.weight"]
+    ref: dict = {}
+    CE(model(t, ref), y).backward()
+    (s,) = ref["emb.weight"]
+    got = df[df.module == "emb.weight"].set_index("quantity").value
+    assert got["pre_std"] == pytest.approx(float(s.detach().std(correction=0)), rel=1e-9)
+    assert got["grad_pre_std"] == pytest.approx(float(s.grad.std(correction=0)), rel=1e-9)
+    emb = df[df.module == "emb"].set_index("quantity").value
+    assert emb["pre_std"] == pytest.approx(float(model.emb(t).detach().std(correction=0)))

@@ -818,18 +818,22 @@ class MapCapture(MapWatch):
     self.b)``). A bias added to such an output next, ``s + self.b`` (a parameter of at most
     one dimension above 1; also in place, ``s += self.b``), is part of it: ``s = x W + b``, as
     an ``nn.Linear``'s output.
-    ``calls``: ``[key, s, at]`` per map, ``at`` = ``where()`` when it ran (the layers numbered
-    so far). The forward goes on with a copy of ``s`` (same values), so that in-place work on
-    it (``h.relu_()``) leaves the kept ``s`` and its gradient ``dL/ds`` as the map gave
-    them. Maps inside a ``torch.func`` transform (``vmap``) are not kept: their outputs are
-    wrappers with no values once it ends."""
+    ``skip``: key -> operations not kept for it (an ``nn.Embedding``'s own ``embedding``
+    lookup, where only its table's use as a tied output projection, ``h @ emb.weight.T``, is
+    kept). ``calls``: ``[key, s, at]`` per map, ``at`` = ``where()`` when it ran (the layers
+    numbered so far). The forward goes on with a copy of ``s`` (same values), so that
+    in-place work on it (``h.relu_()``) leaves the kept ``s`` and its gradient ``dL/ds`` as
+    the map gave them. Maps inside a ``torch.func`` transform (``vmap``) are not kept: their
+    outputs are wrappers with no values once it ends."""
 
     ADDS = frozenset(("add", "__add__", "__radd__"))
     IN_PLACE = frozenset(("add_", "__iadd__"))
 
-    def __init__(self, params: dict[int, int], where: Callable[[], int]) -> None:
+    def __init__(self, params: dict[int, int], where: Callable[[], int],
+                 skip: dict[int, frozenset[str]] | None = None) -> None:
         super().__init__(params, lambda key: True)
         self.where = where
+        self.skip = skip or {}  # key -> the operations that are its module's own use
         self.calls: list[list] = []
         self._open: dict[int, tuple[torch.Tensor, int]] = {}  # id(copy) -> (copy, call index)
 
@@ -850,6 +854,8 @@ class MapCapture(MapWatch):
         kwargs = kwargs or {}
         found = self._mapped(func, args, kwargs)
         name = getattr(func, "__name__", None)
+        if found and self.skip:
+            found = [(k, t) for k, t in found if name not in self.skip.get(k, ())]
         at = self._bias_of(args) if not found and self._open and not kwargs \
             and name in self.ADDS | self.IN_PLACE else None
         if at is not None and name in self.IN_PLACE:

@@ -944,7 +944,9 @@ def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch
     rec = Recording(model, qs)
     params = [p for p in model.parameters() if p.requires_grad]
     loose, candidates = _loose_weights(model, rec.layers)
-    cap = MapCapture({k: k for k in loose}, lambda: rec.numbered) if loose else None
+    tables = {id(w): _LOOKUPS for info in rec.layers if isinstance(info.owner, nn.Embedding)
+              for w in info.weights}
+    cap = MapCapture({k: k for k in loose}, lambda: rec.numbered, tables) if loose else None
     with rec.isolated(loss_fn):
         rec.arm()
         with no_fast_path(), unbatched_named(model, x), cap or contextlib.nullcontext():
@@ -994,7 +996,9 @@ def _loose_weights(model: nn.Module, layers: Sequence[LayerInfo]
     ``id`` -> ``(name, parameter)``: those no module's output tells, the model's own
     (``F.linear(x, self.weight)``, ``x @ self.w``) when the model is no layer itself (it has
     child layers: its output is theirs) and the tensors of an ``nn.ParameterList`` or
-    ``ParameterDict`` (no forward of their own); and the weights of the layer modules of the
+    ``ParameterDict`` (no forward of their own), an ``nn.Embedding``'s table (its use as a
+    tied output projection, ``h @ self.emb.weight.T``, outside the lookup; named
+    ``emb.weight``); and the weights of the layer modules of the
     user's own class without child layers, returned second (:func:`_replaced` tells whether
     their output is their map's)."""
     loose: dict[int, tuple[str, nn.Parameter]] = {}
@@ -1009,6 +1013,15 @@ def _loose_weights(model: nn.Module, layers: Sequence[LayerInfo]
                   and not isinstance(info.owner, (nn.ParameterList, nn.ParameterDict))
                   and not any(own_weights(c) for c in info.owner.modules()
                               if c is not info.owner)]
+    owners: dict[int, int] = {}
+    for info in layers:
+        for w in info.weights:
+            owners[id(w)] = owners.get(id(w), 0) + 1
+    for info in layers:  # a table also used as a map outside its lookup: a tied projection
+        # (one a module of its own shares, nn.Linear's weight = emb.weight, is that module's)
+        if isinstance(info.owner, nn.Embedding):
+            loose.update((id(w), (f"{info.name}.weight" if info.name else "weight", w))
+                         for w in info.weights if owners[id(w)] == 1)
     for info in candidates:
         named = dict(info.owner.named_parameters())
         names = {id(p): n for n, p in named.items()}
@@ -1048,6 +1061,9 @@ def _replaced(rows: list[tuple[int, str, str, float]], calls: list[list],
         gone[info.index] = info.name if len(keys) == 1 and info.name else ""
     return [c for c in calls if c[0] not in drop], gone
 
+
+_LOOKUPS = frozenset(("embedding", "embedding_bag"))
+"""An ``nn.Embedding``'s own use of its table (not kept: its module's output tells it)."""
 
 STAT_RTOL = 1e-5
 """How far apart (relative) the mean and std of a layer module's outputs and of its map
