@@ -233,3 +233,36 @@ def test_torch_name_of_the_logit_bce_is_known() -> None:
     'BCEWithLogitsLoss'" while ``BCELoss`` (torch's loss on probabilities) was taken."""
     for name in ("BCEWithLogitsLoss", "binary_cross_entropy_with_logits", "bce_with_logits"):
         assert isinstance(dl.loss(name), dl.losses.BinaryCrossEntropy), name
+
+
+def test_param_groups_set_hyperparameters_as_in_torch() -> None:
+    """``opt.param_groups`` (torch's): one group whose ``"lr"``, ``"momentum"``, ... read and
+    set the optimizer's hyperparameters (checked as ``opt.lr = ...``), so a torch loop that
+    decays ``g["lr"]`` keeps torch's weights. Was "AttributeError: 'SGD' object has no
+    attribute 'param_groups'"."""
+    torch = pytest.importorskip("torch")
+    from depthlab.parameter import Parameter
+
+    rng = np.random.default_rng(5)
+    w0 = rng.normal(size=(4, 2))
+    p = Parameter("w", w0.copy())
+    t = torch.tensor(w0.copy(), requires_grad=True)
+    opt = dl.optimizer("sgd", [p], lr=0.1, momentum=0.9, weight_decay=0.01)
+    t_opt = torch.optim.SGD([t], lr=0.1, momentum=0.9, weight_decay=0.01)
+    for step in range(8):
+        for o in (opt, t_opt):
+            for g in o.param_groups:
+                g["lr"] *= 0.8
+                if step == 4:
+                    g["momentum"] = 0.5
+        grad = rng.normal(size=(4, 2))
+        p.grad, t.grad = grad.copy(), torch.tensor(grad)
+        opt.step()
+        t_opt.step()
+    np.testing.assert_allclose(p.value, t.detach().numpy(), rtol=1e-14, atol=1e-15)
+    group = opt.param_groups[0]
+    assert group["params"] == [p] and group["lr"] == opt.lr and set(group) >= {"lr", "nesterov"}
+    with pytest.raises(ValueError, match="lr"):
+        group["lr"] = -1.0
+    with pytest.raises(KeyError, match="betas"):
+        group["betas"] = (0.9, 0.99)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, MutableMapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -137,6 +137,48 @@ def lerp(x: Array, g: Array, sign: float, weight: float, tmp: Array) -> None:
             xp.negative(x, out=x)
 
 
+class ParamGroup(MutableMapping):
+    """torch's ``optimizer.param_groups[0]`` for a depthlab optimizer (one group): a live view
+    whose ``"params"`` is the parameter list and whose other keys are the hyperparameters,
+    read and set as the optimizer's attributes (``g["lr"] *= 0.5`` is ``opt.lr *= 0.5``, with
+    its checks); a key the optimizer does not have is a KeyError naming the ones it has."""
+
+    def __init__(self, optimizer: Optimizer) -> None:
+        self._optimizer = optimizer
+
+    def _names(self) -> list[str]:
+        return self._optimizer.hyperparameter_names()
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "params":
+            return list(self._optimizer.params)
+        if key not in self._names():
+            raise KeyError(f"{key!r}: a {self._optimizer.name} group holds params, "
+                           f"{', '.join(self._names())}")
+        return getattr(self._optimizer, key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key == "params":
+            raise TypeError("param_groups[0]['params'] cannot be replaced: build another "
+                            "optimizer for other parameters")
+        if key not in self._names():
+            raise KeyError(f"{key!r}: a {self._optimizer.name} group holds params, "
+                           f"{', '.join(self._names())}")
+        setattr(self._optimizer, key, value)
+
+    def __delitem__(self, key: str) -> None:
+        raise TypeError(f"param_groups[0][{key!r}] cannot be removed")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(["params", *self._names()])
+
+    def __len__(self) -> int:
+        return 1 + len(self._names())
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
 class Optimizer:
     """Base class. Subclasses define ``_init_state``, ``_n_scratch`` and ``_update``.
 
@@ -172,6 +214,12 @@ class Optimizer:
                 **{**self.hyperparameters(), name: value})
             value = checked[name]
         object.__setattr__(self, name, value)
+
+    @property
+    def param_groups(self) -> list[ParamGroup]:
+        """torch's ``param_groups``: one group, a live view of ``params`` and the
+        hyperparameters (``for g in opt.param_groups: g["lr"] *= 0.5`` sets ``opt.lr``)."""
+        return [ParamGroup(self)]
 
     # -- learning rate ---------------------------------------------------------------
     @property
