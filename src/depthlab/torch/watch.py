@@ -262,7 +262,7 @@ def _same_params(now: dict[str, Any], saved: dict[str, Any] | None) -> bool:
 def _untouched(marks: list | None) -> bool:
     """Whether every weight of ``marks`` (:meth:`Watch._marks`) that a backward can give a
     gradient (``requires_grad`` now) still holds the very ``.grad`` it held then, unchanged
-    (same object, same version); False when none can. A weight frozen since
+    (same storage, same version); False when none can. A weight frozen since
     (``requires_grad_(False)``: a BitFit phase training the biases only, with a new optimizer)
     keeps its last gradient, which no backward changes any more: it told of no step (every
     weight frozen, the record after a backward was refused as "called again without a
@@ -270,8 +270,18 @@ def _untouched(marks: list | None) -> bool:
     if not marks:
         return False
     live = [m for m in marks if m[0].requires_grad]
-    return bool(live) and all((g := p.grad) is not None and ref() is g and g._version == v
+    return bool(live) and all((g := p.grad) is not None and g._version == v
+                              and (s := ref()) is not None and s is _storage_of(g)
                               for p, ref, v in live)
+
+
+def _storage_of(g: torch.Tensor) -> Any:
+    """The storage object of ``g`` (one Python object per storage), or None (a tensor whose
+    storage cannot be read: a wrapper subclass)."""
+    try:
+        return g.untyped_storage()
+    except (RuntimeError, NotImplementedError, TypeError):
+        return None
 
 
 def _copy_no_grad(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
@@ -416,6 +426,7 @@ class Watch:
         self._warned_empty = False
         self._warned_twice = False
         self._warned_no_grad = False
+        self._warned_frozen = False  # no parameter of the model requires grad (said once)
         self._grad_marks: list | None = None  # the gradients at the call before a record
         self._stepped_marks: list | None = None  # those an optimizer of the weights stepped on
         self._started = time.time()
@@ -641,15 +652,18 @@ class Watch:
                     a is not b for a, b in zip(weights, info.weights)):
                 info = dataclasses.replace(info, weights=weights)  # no snapshot: no ratio
             present.append(info)
+        watched = {id(p) for _, p in self._weights}
         self._weights = [(info, p) for info in present for p in info.weights]
         live = {id(p) for _, p in self._weights}
+        gone = watched - live
         if self._grad_marks:  # the replaced weights' gradients do not tell a backward ran
-            self._grad_marks = [m for m in self._grad_marks if id(m[0]) in live]
+            # (a frozen-weights model's marks are of its other parameters: kept)
+            self._grad_marks = [m for m in self._grad_marks if id(m[0]) not in gone]
         if self._stepped_marks:  # nor that an optimizer stepped on this step's gradients
             # (all weights re-assigned after an optimizer step, load_state_dict(assign=True)
             # and a new optimizer: their old .grad unchanged was refused as after
             # scaler.update())
-            self._stepped_marks = [m for m in self._stepped_marks if id(m[0]) in live]
+            self._stepped_marks = [m for m in self._stepped_marks if id(m[0]) not in gone]
         return present
 
     def _relayer(self, n: int) -> None:
@@ -702,10 +716,29 @@ class Watch:
                       RuntimeWarning, stacklevel=3)
 
     def _marks(self) -> list[tuple[torch.Tensor, Any, int]]:
-        """``(weight, weakref to its .grad, the grad's version counter)`` per weight with a
-        gradient: a backward since then replaces or changes in place at least one of them."""
-        return [(p, weakref.ref(g), g._version) for _, p in self._weights
-                if (g := p.grad) is not None and not g.is_sparse]
+        """``(weight, weakref to its .grad's storage, the grad's version counter)`` per weight
+        with a gradient: a backward since then replaces or changes in place at least one of
+        them. The storage, not the tensor: ``torch.utils.swap_tensors`` (``model.to(dtype)``
+        with ``torch.__future__.set_swap_module_params_on_conversion(True)``, tensor
+        subclasses) refuses a tensor with a weak reference, and the loop's conversion failed
+        half done."""
+        params = [p for _, p in self._weights]
+        for p in params:
+            if p.requires_grad:
+                break
+        else:  # every weight frozen (BitFit: the biases trained): their .grad tell nothing (a
+            # step before any backward, or twice without one, was recorded); the model's
+            # parameters that train do
+            params = [p for p in self.model.parameters() if p.requires_grad]
+        marks = []
+        for p in params:
+            g = p.grad
+            if g is not None and not g.is_sparse:
+                try:
+                    marks.append((p, weakref.ref(g.untyped_storage()), g._version))
+                except (RuntimeError, NotImplementedError, TypeError):
+                    pass  # (no storage to read: a wrapper subclass)
+        return marks
 
     def _check_backward(self) -> None:
         marks = self._grad_marks  # kept when refused: a call again is refused again
@@ -732,8 +765,10 @@ class Watch:
                 if p.grad is not None:
                     return
                 trainable = True
-        if not trainable:
-            return
+        if not trainable:  # every weight frozen: the parameters that train tell (BitFit)
+            trainable = self._frozen_weights()
+            if not trainable:
+                return
         # gradients taken by torch.autograd.grad (a loop that updates the weights itself, or a
         # functional optimizer) set no .grad: the backward is seen by the hooks of the pass
         rec = self._rec
@@ -748,6 +783,24 @@ class Watch:
                           "the backward and Watch.step): the weight_grad_* rows are left out; "
                           "with loss.backward(), call Watch.step(loss) before "
                           "optimizer.step() and zero_grad()", RuntimeWarning, stacklevel=4)
+
+    def _frozen_weights(self) -> bool:
+        """With every watched weight frozen (``requires_grad`` False): whether a parameter of
+        the model trains (a bias, a norm's scale) and none has a gradient yet, which the hooks
+        then tell (a step before any backward is refused). Nothing in the model training is
+        said once: no gradient reaches a weight, the records have no ``weight_grad_*``."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if params:
+            return all(p.grad is None for p in params)
+        if not self._warned_frozen:
+            self._warned_frozen = True
+            warnings.warn(f"Watch: no parameter of {type(self.model).__name__} requires grad "
+                          f"at step {self._calls} (all frozen by requires_grad_(False)?): "
+                          "nothing in it gets a gradient or trains; its records have no "
+                          "weight_grad_* rows and update_ratio 0 (grad_pre_* only where a "
+                          "backward reaches its layers through the input)", RuntimeWarning,
+                          stacklevel=5)
+        return False
 
     def _warn_several_backwards(self, n: int) -> None:
         """Warn (once) when a layer output of the recorded pass received more gradients than
