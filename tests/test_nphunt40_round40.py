@@ -266,3 +266,21 @@ def test_param_groups_set_hyperparameters_as_in_torch() -> None:
         group["lr"] = -1.0
     with pytest.raises(KeyError, match="betas"):
         group["betas"] = (0.9, 0.99)
+
+
+def test_batchnorm_and_dropout_take_lists_as_dense_does() -> None:
+    """A standalone ``BatchNorm``/``Dropout``/``AlphaDropout`` given nested lists computes as
+    on the array (``Dense`` and ``Activation`` already did); it was "AttributeError: 'list'
+    object has no attribute 'ndim'" / "... 'shape'". Text is one TypeError naming it."""
+    from depthlab.layers import AlphaDropout, BatchNorm, Dropout
+
+    rows = [[1.0, 2.0, 3.0], [4.0, 6.0, 5.0]]
+    x = np.array(rows)
+    for make in (lambda: BatchNorm(3, dtype="float64"), lambda: Dropout(0.5, rng=0),
+                 lambda: AlphaDropout(0.3, rng=0)):
+        a, b = make(), make()
+        for training in (True, False):
+            np.testing.assert_array_equal(a.forward(rows, training=training),
+                                          b.forward(x, training=training))
+        with pytest.raises(TypeError, match="numbers"):
+            make().forward([["a", "b", "c"], ["d", "e", "f"]])

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
-from ..backend import Array
+from ..backend import Array, xp
 from ..parameter import Parameter
 
 
@@ -44,6 +45,18 @@ class Layer:
     def leaves(self) -> Iterator[Layer]:
         """Leaf layers in forward order (containers yield their children)."""
         yield self
+
+    def _as_input(self, x: Any) -> Array:
+        """``x`` as an array (nested lists too, as ``Dense`` and torch's tensors take them);
+        anything but numbers is one TypeError naming the layer and the dtype (a list was
+        "'list' object has no attribute 'ndim'")."""
+        if isinstance(x, xp.ndarray):
+            return x
+        arr = xp.asarray(x)
+        if arr.dtype.kind not in "fiub":
+            raise TypeError(f"{self.name}: input of dtype {arr.dtype} is not accepted; "
+                            "accepted: an array (or nested lists) of numbers")
+        return arr
 
     def _check_backward(self, cached: Array | None, grad: Array, shape: tuple[int, ...]) -> None:
         """One clear line when :meth:`backward` cannot run: no forward pass cached (``cached``

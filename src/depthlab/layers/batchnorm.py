@@ -143,6 +143,7 @@ class BatchNorm(Layer):
         """``y = gamma * xhat + beta`` with ``xhat = (x - mu) / sqrt(var + eps)``: the batch's
         mean and biased variance in training (at least 2 rows; the moving averages updated),
         the inference statistics otherwise."""
+        x = self._as_input(x)
         if x.ndim != 2 or x.shape[1] != self.n:
             self._refuse_shape(x)
         self.x = x

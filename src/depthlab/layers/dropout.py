@@ -42,7 +42,7 @@ class Dropout(Layer):
     def forward(self, x: Array, training: bool = True) -> Array:
         """``y = x * m / (1 - p)``, ``m ~ Bernoulli(1 - p)`` drawn per entry, in training (or
         with ``mc``); ``y = x`` otherwise."""
-        self.x = x
+        self.x = x = self._as_input(x)
         if not self._active(training):
             self.mask = None
             return x
@@ -73,7 +73,7 @@ class AlphaDropout(Dropout):
     def forward(self, x: Array, training: bool = True) -> Array:
         """``y = A (x m + a' (1 - m)) + B`` in training (or with ``mc``), ``y = x``
         otherwise; backward ``dL/dx = A m dL/dy``."""
-        self.x = x
+        self.x = x = self._as_input(x)
         if not self._active(training):
             self.mask = None
             return x
