@@ -284,3 +284,26 @@ def test_batchnorm_and_dropout_take_lists_as_dense_does() -> None:
                                           b.forward(x, training=training))
         with pytest.raises(TypeError, match="numbers"):
             make().forward([["a", "b", "c"], ["d", "e", "f"]])
+
+
+def test_reduce_lr_on_plateau_matches_torch() -> None:
+    """``depthlab.optimizers.ReduceLROnPlateau`` lowers the lr at the epochs torch's does
+    (min/max, rel/abs thresholds, cooldown, min_lr) on one metric sequence with plateaus."""
+    torch = pytest.importorskip("torch")
+    from depthlab import optimizers as O
+    from depthlab.parameter import Parameter
+
+    metrics = [1.0, 0.9, 0.9, 0.95, 0.9, 0.89995, 0.91, 0.5, 0.5, 0.5, 0.5, 0.6, 0.7, 0.4,
+               0.4, 0.4, 0.4, 0.4, float("nan"), 0.4, 0.4, 0.4]
+    t = torch.zeros(2, requires_grad=True)
+    for kw in ({}, {"patience": 1, "factor": 0.5}, {"mode": "max", "patience": 2},
+               {"threshold_mode": "abs", "threshold": 0.05, "patience": 0, "cooldown": 2},
+               {"patience": 0, "factor": 0.1, "min_lr": 0.002}):
+        opt = dl.optimizer("sgd", [Parameter("w", np.zeros(2))], lr=0.1)
+        t_opt = torch.optim.SGD([t], lr=0.1)
+        ours = O.ReduceLROnPlateau(opt, **kw)
+        theirs = torch.optim.lr_scheduler.ReduceLROnPlateau(t_opt, **kw)
+        for m in metrics:
+            ours.step(m)
+            theirs.step(m)
+            assert ours.get_last_lr() == theirs.get_last_lr(), (kw, m)

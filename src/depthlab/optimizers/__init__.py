@@ -25,6 +25,7 @@ from .schedulers import (
     LinearLR,
     LRScheduler,
     MultiStepLR,
+    ReduceLROnPlateau,
     StepLR,
 )
 from .sgd import SGD
@@ -84,6 +85,7 @@ __all__ = [
     "LambdaLR",
     "LinearLR",
     "MultiStepLR",
+    "ReduceLROnPlateau",
     "StepLR",
     "Adam",
     "AdamW",

@@ -15,7 +15,9 @@ update, as in torch). Each rule is torch's chainable form, applied to the optimi
   / (1 + cos(pi (e - 1) / T))`` (at ``e - 1 - T`` a multiple of ``2T``: ``lr += (lr_0 -
   eta_min)(1 - cos(pi / T)) / 2``), which follows ``eta_min + (lr_0 - eta_min)(1 + cos(pi e /
   T)) / 2``;
-* ``LambdaLR(lr_lambda)``: ``lr = lr_0 * lr_lambda(e)``.
+* ``LambdaLR(lr_lambda)``: ``lr = lr_0 * lr_lambda(e)``;
+* ``ReduceLROnPlateau(mode, factor, patience, ...)``: ``lr = max(lr * factor, min_lr)`` after
+  more than ``patience`` epochs whose metric (``step(metric)``) did not beat the best.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 from .base import Optimizer, check_number
 
 __all__ = ["CosineAnnealingLR", "ExponentialLR", "LRScheduler", "LambdaLR", "LinearLR",
-           "MultiStepLR", "StepLR"]
+           "MultiStepLR", "ReduceLROnPlateau", "StepLR"]
 
 
 def _count(name: str, value: Any, low: int = 1) -> int:
@@ -182,3 +184,69 @@ class LambdaLR(LRScheduler):
 
     def _next_lr(self, lr: float) -> float:
         return self.base_lr * self.lr_lambda(self.last_epoch)
+
+
+class ReduceLROnPlateau:
+    """torch's ``ReduceLROnPlateau``: :meth:`step` takes the epoch's metric; after more than
+    ``patience`` epochs without improving on the best (``mode="min"``: below ``best (1 -
+    threshold)`` for ``threshold_mode="rel"``, ``best - threshold`` for "abs"; "max" mirrored),
+    ``lr = max(lr * factor, min_lr)`` (only when that lowers it by more than ``eps``), then
+    ``cooldown`` epochs in which bad epochs are not counted."""
+
+    def __init__(self, optimizer: Optimizer, mode: str = "min", factor: float = 0.1,
+                 patience: int = 10, threshold: float = 1e-4, threshold_mode: str = "rel",
+                 cooldown: int = 0, min_lr: float = 0.0, eps: float = 1e-8) -> None:
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"ReduceLROnPlateau takes a depthlab optimizer (dl.optimizer(...)), "
+                            f"got {type(optimizer).__name__}")
+        for name, value, accepted in (("mode", mode, ("min", "max")),
+                                      ("threshold_mode", threshold_mode, ("rel", "abs"))):
+            if value not in accepted:
+                raise ValueError(f"{name}={value!r} is not accepted; accepted: "
+                                 f"{', '.join(map(repr, accepted))}")
+        self.factor = check_number("factor", factor, high=1.0, high_inclusive=False)
+        self.optimizer = optimizer
+        self.mode, self.threshold_mode = mode, threshold_mode
+        self.patience = _count("patience", patience, low=0)
+        self.threshold = check_number("threshold", threshold)
+        self.cooldown = _count("cooldown", cooldown, low=0)
+        self.min_lr = check_number("min_lr", min_lr)
+        self.eps = check_number("eps", eps)
+        self.best = math.inf if mode == "min" else -math.inf
+        self.num_bad_epochs = 0
+        self.cooldown_counter = 0
+        self.last_epoch = 0
+
+    def _is_better(self, a: float) -> bool:
+        best, t = self.best, self.threshold
+        if self.mode == "min":
+            return a < (best * (1.0 - t) if self.threshold_mode == "rel" else best - t)
+        return a > (best * (t + 1.0) if self.threshold_mode == "rel" else best + t)
+
+    def step(self, metrics: float) -> None:
+        """Read this epoch's ``metrics`` (a number; NaN never improves) and lower ``lr`` after
+        a plateau (torch's rule, the class docstring)."""
+        if isinstance(metrics, bool) or not isinstance(metrics, numbers.Real):
+            raise TypeError(f"ReduceLROnPlateau.step(metrics) takes a number, got "
+                            f"{metrics!r:.60}")
+        current = float(metrics)
+        self.last_epoch += 1
+        if self._is_better(current):
+            self.best = current
+            self.num_bad_epochs = 0
+        else:
+            self.num_bad_epochs += 1
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.num_bad_epochs = 0
+        if self.num_bad_epochs > self.patience:
+            old = float(self.optimizer.lr)
+            new = max(old * self.factor, self.min_lr)
+            if old - new > self.eps:
+                self.optimizer.lr = new
+            self.cooldown_counter = self.cooldown
+            self.num_bad_epochs = 0
+
+    def get_last_lr(self) -> list[float]:
+        """``[lr]``, the optimizer's learning rate now."""
+        return [float(self.optimizer.lr)]
