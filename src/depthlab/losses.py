@@ -230,10 +230,10 @@ def _one_hot_accuracy(pred: Array, target: Array) -> float | None:
 
 
 REDUCTIONS = ("mean", "sum", "none")
+"""torch's ``reduction`` values: the mean of the per-element losses, their sum, or each."""
 
 IGNORE_INDEX = -100
 """torch's default ``ignore_index`` of ``cross_entropy``: rows labelled so are left out."""
-"""torch's ``reduction`` values: the mean of the per-element losses, their sum, or each."""
 
 
 class Loss:
