@@ -911,6 +911,26 @@ def file_bytes(path: str | os.PathLike) -> tuple[int, str] | None:
     return None
 
 
+def loadable(path: str | os.PathLike) -> bool:
+    """Whether :func:`load_file` may read ``path``: a ``.npz`` that is a zip archive, a
+    ``.csv[.gz]``, a file starting with an IDX magic number, or a folder holding one IDX set.
+    False for what it refuses unread (a ``.npy``, ``.parquet``, a folder without IDX files):
+    the run id's fingerprint (:func:`depthlab.data.fingerprint.digest`) reads none of those
+    (it read a 100 GB ``.npy`` whole, minutes, before the loader refused it)."""
+    p = Path(path).expanduser()
+    try:
+        if p.is_dir():
+            return _idx_files(p)[0] is not None
+        if not p.is_file():
+            return False
+        lower = p.name.lower()
+        if lower.endswith(".npz"):
+            return zipfile.is_zipfile(p)
+        return lower.endswith((".csv", ".csv.gz")) or looks_like_idx(p)
+    except (OSError, ValueError):
+        return False
+
+
 def looks_like_path(name: str | os.PathLike) -> bool:
     """True if ``name`` should be treated as a file-system path rather than a built-in name."""
     if isinstance(name, os.PathLike):

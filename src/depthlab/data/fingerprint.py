@@ -6,8 +6,10 @@ and its labels file's (read with it) name and digest. Each file is read once per
 process while its size, modification and status-change times and inode stay the same (a cache
 keyed by them: the status-change time, which no tool sets back, also follows a file replaced
 or rewritten with its modification time kept, as ``cp -p``, ``rsync -a`` and ``tar x`` do), in 1 MiB
-pieces (no whole-file copy in memory). A path that cannot be read gives None (validation has
-said what is wrong with it already).
+pieces (no whole-file copy in memory). A path that cannot be read, or that the loader
+refuses unread (:func:`depthlab.data.files.loadable`: a ``.npy``, a ``.parquet``) gives None,
+and a folder without IDX files the names, sizes and modification times of its files: the
+loader names what is wrong with them, and their content is not read.
 """
 
 from __future__ import annotations
@@ -46,14 +48,21 @@ def _companions(path: Path) -> list[Path]:
 
 def digest(path: str | os.PathLike) -> str | None:
     """The content fingerprint of the data file or folder ``path`` (None when unreadable)."""
+    from depthlab.data.files import loadable
+
     p = Path(path)
     try:
         if p.is_dir():
+            data = loadable(p)  # else refused by the loader: its listing, not its content
             h = hashlib.sha256()
             for child in sorted(p.iterdir(), key=lambda c: c.name):
                 if child.is_file():
-                    h.update(f"{child.name}\0{_file_digest(child)}\0".encode())
+                    st = child.stat()
+                    content = _file_digest(child) if data else f"{st.st_size} {st.st_mtime_ns}"
+                    h.update(f"{child.name}\0{content}\0".encode())
             return h.hexdigest()[:16]
+        if not loadable(p):  # refused by the loader unread: its content is not read either
+            return None
         companions = _companions(p)
         if not companions:
             return _file_digest(p)

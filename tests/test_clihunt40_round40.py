@@ -1,0 +1,39 @@
+"""Round 40 (clihunt40): the CLI, the store and data loading as a demanding user meets them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+TINY = ('[model]\nsizes = ["auto", 4, "auto"]\n'
+        '[train]\nepochs = 1\n[probes]\nevery = 0\njacobian = false\n')
+
+
+def _unreadable_kinds(tmp_path):
+    """Data paths of kinds the loader refuses, each with content worth not reading."""
+    (tmp_path / "data.parquet").write_bytes(b"PAR1" + b"\0" * 4096)
+    np.save(tmp_path / "data.npy", np.zeros((8, 4), np.float32))
+    (tmp_path / "fake.npz").write_bytes(b"not a zip" * 512)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "movie.mkv").write_bytes(b"\1" * 4096)
+
+
+@pytest.mark.parametrize("name", ["data.parquet", "data.npy", "fake.npz", "folder"])
+def test_a_data_path_the_loader_refuses_is_not_read_whole_first(tmp_path, monkeypatch, capsys,
+                                                                name):
+    # data.path = a 100 GB .npy (or .parquet, a folder of videos) read the whole file for the
+    # run id's fingerprint (minutes) before the loader said it does not read such a file
+    from depthlab.cli import main
+    from depthlab.data import fingerprint
+
+    _unreadable_kinds(tmp_path)
+    read: list[str] = []
+    real = fingerprint._file_digest
+    monkeypatch.setattr(fingerprint, "_file_digest", lambda p: read.append(p.name) or real(p))
+    (tmp_path / "c.toml").write_text(f'[data]\npath = "{tmp_path / name}"\n' + TINY)
+    assert main(["run", str(tmp_path / "c.toml"), "--out", str(tmp_path / "r"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("depthlab: error:"), err
+    assert read == [], f"read for the fingerprint before the refusal: {read}"
+    if name != "folder":
+        assert fingerprint.digest(tmp_path / name) is None
