@@ -257,12 +257,10 @@ def _fan_in_or_out(mode: str) -> str:
 # The named special cases, one declaration each (as Keras 3 declares GlorotUniform).
 
 
-class GlorotNormal(VarianceScaling):
-    """Glorot/Xavier normal N(0, Var(W)) with Var(W) = 2 / (fan_in + fan_out) =
-    variance_scaling(1, fan_avg, normal); ``gain`` g (torch's ``xavier_normal_(gain=)``, e.g.
-    ``calculate_gain("tanh")``) multiplies the std: Var(W) = 2 g^2 / (fan_in + fan_out)."""
+class _Glorot(VarianceScaling):
+    """Glorot/Xavier: Var(W) = 2 g^2 / (fan_in + fan_out), ``gain`` g torch's ``xavier_*_(gain=)``
+    (the subclass names the distribution)."""
 
-    name = "glorot_normal"
     _distribution = "normal"
 
     def __init__(self, gain: float = 1.0) -> None:
@@ -274,7 +272,15 @@ class GlorotNormal(VarianceScaling):
         return {"gain": self.gain}
 
 
-class GlorotUniform(GlorotNormal):
+class GlorotNormal(_Glorot):
+    """Glorot/Xavier normal N(0, Var(W)) with Var(W) = 2 / (fan_in + fan_out) =
+    variance_scaling(1, fan_avg, normal); ``gain`` g (torch's ``xavier_normal_(gain=)``, e.g.
+    ``calculate_gain("tanh")``) multiplies the std: Var(W) = 2 g^2 / (fan_in + fan_out)."""
+
+    name = "glorot_normal"
+
+
+class GlorotUniform(_Glorot):
     """Glorot/Xavier "normalized" init: U[-sqrt(6 / (fan_in + fan_out)), +...], Var(W) =
     2 / (fan_in + fan_out) = variance_scaling(1, fan_avg, uniform); ``gain`` g (torch's
     ``xavier_uniform_(gain=)``) multiplies the bound: Var(W) = 2 g^2 / (fan_in + fan_out)."""
@@ -293,13 +299,10 @@ def _gain_squared(nonlinearity: Any, param: float | None) -> float:
     return {"tanh": 25.0 / 9.0, "relu": 2.0, "selu": 9.0 / 16.0}.get(name, 1.0)
 
 
-class HeNormal(VarianceScaling):
-    """He/Kaiming normal N(0, Var(W)) with Var(W) = 2 / fan_in (2 / fan_out with
-    mode="fan_out") = variance_scaling(2, mode, normal); torch's ``kaiming_normal_(a=,
-    nonlinearity=)``: Var(W) = calculate_gain(nonlinearity, a)^2 / fan, i.e. with the default
-    ``nonlinearity="leaky_relu"`` and ``negative_slope`` a, Var(W) = 2 / ((1 + a^2) fan)."""
+class _He(VarianceScaling):
+    """He/Kaiming: Var(W) = calculate_gain(nonlinearity, a)^2 / fan (torch's ``kaiming_*_(a,
+    mode, nonlinearity)``; the subclass names the distribution)."""
 
-    name = "he_normal"
     _distribution = "normal"
 
     def __init__(self, mode: str = "fan_in", negative_slope: float = 0.0,
@@ -315,7 +318,16 @@ class HeNormal(VarianceScaling):
                 "nonlinearity": self.nonlinearity}
 
 
-class HeUniform(HeNormal):
+class HeNormal(_He):
+    """He/Kaiming normal N(0, Var(W)) with Var(W) = 2 / fan_in (2 / fan_out with
+    mode="fan_out") = variance_scaling(2, mode, normal); torch's ``kaiming_normal_(a=,
+    nonlinearity=)``: Var(W) = calculate_gain(nonlinearity, a)^2 / fan, i.e. with the default
+    ``nonlinearity="leaky_relu"`` and ``negative_slope`` a, Var(W) = 2 / ((1 + a^2) fan)."""
+
+    name = "he_normal"
+
+
+class HeUniform(_He):
     """He/Kaiming uniform: U[-sqrt(6 / fan_in), +sqrt(6 / fan_in)], Var(W) = 2 / fan_in
     (fan_out with mode="fan_out") = variance_scaling(2, mode, uniform); torch's
     ``kaiming_uniform_(a=, nonlinearity=)``: bound = calculate_gain(nonlinearity, a)
@@ -325,11 +337,9 @@ class HeUniform(HeNormal):
     _distribution = "uniform"
 
 
-class LecunNormal(VarianceScaling):
-    """LeCun normal N(0, Var(W)) with Var(W) = 1 / fan_in = variance_scaling(1, fan_in, normal)
-    (the init for SELU networks)."""
+class _Lecun(VarianceScaling):
+    """LeCun: Var(W) = 1 / fan_in (the subclass names the distribution)."""
 
-    name = "lecun_normal"
     _distribution = "normal"
 
     def __init__(self) -> None:
@@ -340,7 +350,14 @@ class LecunNormal(VarianceScaling):
         return {}
 
 
-class LecunUniform(LecunNormal):
+class LecunNormal(_Lecun):
+    """LeCun normal N(0, Var(W)) with Var(W) = 1 / fan_in = variance_scaling(1, fan_in, normal)
+    (the init for SELU networks)."""
+
+    name = "lecun_normal"
+
+
+class LecunUniform(_Lecun):
     """LeCun uniform: U[-sqrt(3 / fan_in), +sqrt(3 / fan_in)], Var(W) = 1 / fan_in =
     variance_scaling(1, fan_in, uniform)."""
 
