@@ -67,6 +67,7 @@ from ..diagnosis.rules import (
     Rule,
     RunContext,
     _count,
+    _shifted_off,
     evaluate,
     gradient_depth_scales,
     init_ratio,
@@ -1287,6 +1288,30 @@ def _without_reinit_for_bn_growth(f: Finding, cures: list[tuple[dict[str, Any], 
     return [(c, why + text) for c, text in cures if "init" not in c]
 
 
+def _zero_bias_cure(f: Finding, ctx: RunContext) -> list[tuple[dict[str, Any], str]]:
+    """``[({"bias_init": "zeros"}, why)]`` for a dead-unit finding whose most-dead layer
+    started off: more than ``SHIFTED_FRAC`` of its pre-activations at or below 0 at step 0,
+    their mean below 0, with non-zero biases (:func:`~depthlab.diagnosis.rules._shifted_off`):
+    the biases hold its units on the rectifier's flat side, where no input reaches them and no
+    learning rate, warm-up or optimizer changes that (He weights, biases -3, ``F.relu``
+    applied by the forward, where the leaky swap does not apply: the three cures verified
+    instead 'did not help'); ``[]`` otherwise (units that died in training, or off by the
+    examples' correlation in a deep net)."""
+    worst = f.evidence.get("worst_layer")
+    if not isinstance(worst, (int, np.integer)):
+        return []
+    shifted = _shifted_off(ctx, [int(worst)])
+    if shifted is None:
+        return []
+    return [({"bias_init": "zeros"},
+             f"The units of layer {worst} were off from the start: "
+             f"{100 * shifted['inactive']:.0f}% of its pre-activations at or below 0 at "
+             f"initialization, their mean {shifted['pre_mean']:.3g} against a std of "
+             f"{shifted['pre_std']:.3g}: the biases hold them on the rectifier's flat side, "
+             "where no gradient reaches them. Initialize the biases at zero so that the units "
+             "start active.")]
+
+
 def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], nn.Module],
            seed: int, xs: torch.Tensor, d: TensorData, loss_fn: Callable,
            skipped: list[str] | None = None, passed_over: list[str] | None = None
@@ -1323,6 +1348,8 @@ def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], 
                            at_init=at_init,
                            in_training=in_training, exploded=exploded)
     more = _without_reinit_for_bn_growth(f, more)
+    if f.kind == "dead_relu":
+        more = _zero_bias_cure(f, base.ctx) + more
     if first:
         # the shared rule's text speaks of NumPy's settings (unscaled_targets:
         # "standardize_targets=True in dl.doctor, [data] standardize_targets = true"): a torch
