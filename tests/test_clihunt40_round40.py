@@ -37,3 +37,31 @@ def test_a_data_path_the_loader_refuses_is_not_read_whole_first(tmp_path, monkey
     assert read == [], f"read for the fingerprint before the refusal: {read}"
     if name != "folder":
         assert fingerprint.digest(tmp_path / name) is None
+
+
+def test_a_run_stored_by_another_process_meanwhile_is_said_so(tmp_path, monkeypatch, capsys):
+    # two `depthlab run` of one config into one store at once: the second to finish said only
+    # "run ID named 'x' (finished) is already stored in '...'" (no word that another process
+    # stored it while this one trained, that this run was not stored, nor of --overwrite)
+    import depthlab.experiments as experiments
+    from depthlab.cli import main
+    from depthlab.experiments import Store
+
+    out = tmp_path / "r"
+    real = experiments.train
+
+    def train_while_another_stores(prep, **kwargs):
+        rec = real(prep, **kwargs)
+        other = Store(out, create=True)  # the other process, done first
+        other.add_run(rec)
+        other.close()
+        return rec
+
+    monkeypatch.setattr(experiments, "train", train_while_another_stores)
+    (tmp_path / "c.toml").write_text('name = "x"\n[data]\nname = "spirals"\nn = 60\n' + TINY)
+    assert main(["run", str(tmp_path / "c.toml"), "--out", str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "another process" in err and "--overwrite" in err, err
+    assert "not stored" in err, err
+    assert list((out / "models").glob("*")) == []  # no network beside the other's record

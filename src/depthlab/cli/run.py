@@ -149,6 +149,7 @@ def _store_with_network(store, rec, prep, args: argparse.Namespace):
     import time
 
     from ..atomic import AtomicWriteError
+    from ..experiments.store import RunExistsError
 
     staged, unsaved, network, internal = None, None, None, None
     if rec.created is None:  # its row is told from the one it replaces (--overwrite)
@@ -163,7 +164,15 @@ def _store_with_network(store, rec, prep, args: argparse.Namespace):
                 unsaved = exc
             except Exception as exc:  # noqa: BLE001 - an unforeseen error: raised once the
                 internal = exc  # run is stored, as it was when the network came after it
-        store.add_run(rec, replace=args.overwrite)
+        try:
+            store.add_run(rec, replace=args.overwrite)
+        except RunExistsError:  # stored by another process while this one trained: it said
+            # only "run ID ... is already stored in ...", not that this run was not stored
+            raise UserError(
+                f"{store.describe(rec.id) or f'run {rec.id}'} was stored in "
+                f"{str(store.path)!r} by another process while this run trained (it was not "
+                f"stored when this run started); this run's results are not stored: pass "
+                f"--overwrite to replace that run with this one") from None
     finally:
         try:
             if staged is not None:
