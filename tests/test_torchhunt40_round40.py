@@ -224,3 +224,43 @@ def test_an_embedding_table_tied_as_the_output_projection_is_measured_there():
     assert got["grad_pre_std"] == pytest.approx(float(s.grad.std(correction=0)), rel=1e-9)
     emb = df[df.module == "emb"].set_index("quantity").value
     assert emb["pre_std"] == pytest.approx(float(model.emb(t).detach().std(correction=0)))
+
+
+class _Unrun(nn.Module):
+    """The head's weights read by F.linear: its forward never runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(5, 8, dtype=D)
+        self.fc2 = nn.Linear(8, 3, dtype=D)
+
+    def forward(self, x):
+        return F.linear(torch.relu(self.fc1(x)), self.fc2.weight, self.fc2.bias)
+
+
+def test_a_layer_used_without_calling_it_is_named_in_a_warning():
+    """Was: rows for 'fc1' only and no word about 'fc2' (with no other layer the probe
+    refuses the model, naming it)."""
+    x, y = torch.randn(8, 5, dtype=D), torch.randint(0, 3, (8,))
+    with pytest.warns(RuntimeWarning, match=r"weights of 'fc2' \(Linear\) without calling the "
+                                             r"module .*self\.fc2\(x\)"):
+        df = dlt.probe(_Unrun(), x, y, CE)
+    assert set(df.module) == {"", "fc1"}
+
+
+class _TiedUnrun(_TiedLM):
+    """The table tied to a Linear head that the forward never calls (it maps by the table)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(8, 11, bias=False, dtype=D)
+        self.head.weight = self.emb.weight
+
+
+def test_a_tied_table_whose_head_module_never_runs_is_measured_at_its_map():
+    torch.manual_seed(2)
+    t, y = torch.randint(0, 11, (6, 5)), torch.randint(0, 11, (6,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        df = dlt.probe(_TiedUnrun(), t, y, CE)
+    assert list(df[df.layer >= 1].drop_duplicates("layer").module) == ["emb", "fc", "emb.weight"]

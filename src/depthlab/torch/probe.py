@@ -967,7 +967,7 @@ def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch
         # stopped at the lowest trainable parameter, or ran not at all without one)
         mine = {id(p) for p in params}
         roots = params + [t for t in _tensors_in(x) if t.requires_grad and id(t) not in mine]
-        calls = cap.calls if cap is not None else []
+        calls = _untied(cap.calls, tables, rec.order) if cap is not None else []
         roots += [c[1] for c in calls if c[1].requires_grad]
         if params and not loss.requires_grad:
             warnings.warn("the loss does not require grad (loss_fn returned a detached tensor, "
@@ -1013,15 +1013,12 @@ def _loose_weights(model: nn.Module, layers: Sequence[LayerInfo]
                   and not isinstance(info.owner, (nn.ParameterList, nn.ParameterDict))
                   and not any(own_weights(c) for c in info.owner.modules()
                               if c is not info.owner)]
-    owners: dict[int, int] = {}
-    for info in layers:
-        for w in info.weights:
-            owners[id(w)] = owners.get(id(w), 0) + 1
     for info in layers:  # a table also used as a map outside its lookup: a tied projection
-        # (one a module of its own shares, nn.Linear's weight = emb.weight, is that module's)
+        # (one a module of its own shares, nn.Linear's weight = emb.weight, is that module's
+        # where that module runs: _untied)
         if isinstance(info.owner, nn.Embedding):
             loose.update((id(w), (f"{info.name}.weight" if info.name else "weight", w))
-                         for w in info.weights if owners[id(w)] == 1)
+                         for w in info.weights)
     for info in candidates:
         named = dict(info.owner.named_parameters())
         names = {id(p): n for n, p in named.items()}
@@ -1068,6 +1065,15 @@ _LOOKUPS = frozenset(("embedding", "embedding_bag"))
 STAT_RTOL = 1e-5
 """How far apart (relative) the mean and std of a layer module's outputs and of its map
 outputs may be and still be the same tensor's (float32 sums taken in another order)."""
+
+
+def _untied(calls: list[list], tables: dict[int, frozenset[str]],
+            ran: Sequence[LayerInfo]) -> list[list]:
+    """``calls`` less the maps of an embedding table that a module of another kind sharing it
+    ran (``self.head.weight = self.emb.weight`` and ``self.head(h)``: the head's own rows)."""
+    shared = {id(w) for info in ran if not isinstance(info.owner, nn.Embedding)
+              for w in info.weights if id(w) in tables}
+    return [c for c in calls if c[0] not in shared] if shared else calls
 
 
 def _pooled(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -1147,6 +1153,19 @@ def _warn_held_weights(rec: Recording, grads: dict[int, torch.Tensor | None],
                       "layer output to read (no pre_*, act_*, weight_* rows); expected each "
                       "weight in a module that forward calls (e.g. an nn.Linear)",
                       RuntimeWarning, stacklevel=5)
+    measured = {id(w) for info in rec.order for w in info.weights} | set(mapped)
+    unrun = [info for info in rec.layers
+             if id(info) not in ran and info.owner is not None
+             and not isinstance(info.owner, (nn.ParameterList, nn.ParameterDict))
+             and any(grads.get(id(w)) is not None and id(w) not in measured
+                     for w in info.weights)]
+    if unrun:  # F.linear(h, self.fc.weight): its module's forward never ran, so no rows
+        names = ", ".join(f"{info.name!r} ({info.kind})" for info in unrun[:4])
+        first = unrun[0].name
+        warnings.warn(f"the forward used the weights of {names} without calling the module "
+                      f"(e.g. F.linear(x, self.{first}.weight)), so they are not measured (no "
+                      f"rows: only a module's forward is seen); expected forward to call it "
+                      f"(self.{first}(x))", RuntimeWarning, stacklevel=5)
 
 
 def _warn_new_layers(model: nn.Module, layers: Sequence[Any]) -> None:
