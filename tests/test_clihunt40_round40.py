@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -65,3 +67,24 @@ def test_a_run_stored_by_another_process_meanwhile_is_said_so(tmp_path, monkeypa
     assert "another process" in err and "--overwrite" in err, err
     assert "not stored" in err, err
     assert list((out / "models").glob("*")) == []  # no network beside the other's record
+
+
+def test_classes_only_in_the_official_test_part_are_said(tmp_path):
+    # an .npz whose x_test holds classes 2..4 that x_train never has trained silently (5
+    # outputs, 3 of them never trained); one whose training labels are a single class (its
+    # test part two) trained a one-class classifier, where a file of one class is refused
+    from depthlab.data import load_dataset
+
+    r = np.random.default_rng(0)
+    x = r.normal(size=(40, 3)).astype(np.float32)
+    y = np.arange(40) % 2
+    np.savez(tmp_path / "a.npz", x_train=x, y_train=y, x_test=x[:5], y_test=np.arange(5))
+    with pytest.warns(UserWarning, match=r"classes 2, 3, 4 of the test part have no training "):
+        load_dataset(str(tmp_path / "a.npz"))
+    np.savez(tmp_path / "b.npz", x_train=x, y_train=0 * y, x_test=x[:6], y_test=np.arange(6) % 2)
+    with pytest.raises(ValueError, match=r"training labels are 0 \(a single class\)"):
+        load_dataset(str(tmp_path / "b.npz"))
+    np.savez(tmp_path / "c.npz", x_train=x, y_train=y, x_val=x[:4], y_val=y[:4])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_dataset(str(tmp_path / "c.npz"))  # the same classes: nothing said

@@ -337,7 +337,10 @@ def check_fits_dtype(x: np.ndarray, dtype: Any, scale: float, source: str,
 
 
 def check_classes(parts: dict[str, tuple[np.ndarray, np.ndarray]], source: str) -> None:
-    """Refuse data whose labels take a single value: a classifier needs at least 2 classes."""
+    """Refuse data whose labels take a single value: a classifier needs at least 2 classes;
+    so do the training labels (``"pool"``) beside official test/val parts. Classes of an
+    official part that the training labels never have get a warning: the network cannot learn
+    them (both trained silently)."""
     values = np.unique(np.concatenate([y for _, y in parts.values()]))
     if values.size < 2:
         n = sum(y.shape[0] for _, y in parts.values())
@@ -345,6 +348,28 @@ def check_classes(parts: dict[str, tuple[np.ndarray, np.ndarray]], source: str) 
             f"{source}: all {n} labels are {int(values[0])} (a single class); accepted: data "
             "with at least 2 classes"
         )
+    if len(parts) < 2 or "pool" not in parts:
+        return
+    trained = np.unique(parts["pool"][1])
+    if trained.size < 2:
+        raise ValueError(
+            f"{source}: all {parts['pool'][1].shape[0]} training labels are {int(trained[0])} "
+            f"(a single class), all parts' classes {_listed(values)}; accepted: training "
+            "data with at least 2 classes")
+    for key, (_, y) in parts.items():
+        unseen = np.setdiff1d(np.unique(y), trained)
+        if key != "pool" and unseen.size:
+            warnings.warn(
+                f"{source}: classes {_listed(unseen)} of the {key} part have no training "
+                f"examples (the training labels are {_listed(trained)}), so the "
+                "network cannot learn them; check that every part numbers the classes alike",
+                UserWarning, stacklevel=2)
+
+
+def _listed(values: np.ndarray, shown: int = 5) -> str:
+    """``"2, 3, 4"``: at most ``shown`` of the class numbers ``values``, then ``", ..."``."""
+    head = ", ".join(str(int(v)) for v in values[:shown])
+    return head + (", ..." if values.size > shown else "")
 
 
 def check_fractions(val_fraction: float, test_fraction: float) -> tuple[float, float]:
