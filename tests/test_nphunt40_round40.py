@@ -307,3 +307,23 @@ def test_reduce_lr_on_plateau_matches_torch() -> None:
             ours.step(m)
             theirs.step(m)
             assert ours.get_last_lr() == theirs.get_last_lr(), (kw, m)
+
+
+def test_zero_grad_takes_torchs_set_to_none() -> None:
+    """``opt.zero_grad(set_to_none=True)`` (torch's keyword) leaves ``.grad`` None, which the
+    next ``net.backward`` fills; ``False`` (depthlab's default) zeros. Was "TypeError:
+    zero_grad() got an unexpected keyword argument 'set_to_none'"."""
+    net = dl.mlp([3, 4, 2], seed=0)
+    opt = dl.optimizer("sgd", net.parameters(), lr=0.1)
+    x, y = np.ones((2, 3), dtype=np.float32), np.array([0, 1])
+    loss = dl.loss("cross_entropy")
+    opt.zero_grad(set_to_none=True)
+    assert all(p.grad is None for p in net.parameters())
+    loss.forward(net.forward(x), y)
+    net.backward(loss.backward())
+    assert all(p.grad.shape == p.value.shape for p in net.parameters())
+    opt.step()
+    opt.zero_grad(set_to_none=False)
+    assert all(not p.grad.any() for p in net.parameters())
+    with pytest.raises(TypeError, match="set_to_none"):
+        opt.zero_grad(set_to_none="yes")

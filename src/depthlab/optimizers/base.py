@@ -278,10 +278,16 @@ class Optimizer:
                          "(zeros for no gradient; a parameter that is not trained is left out "
                          "of the optimizer); no parameter was updated")
 
-    def zero_grad(self) -> None:
+    def zero_grad(self, set_to_none: bool = False) -> None:
         """Fill every ``.grad`` with zeros (in place; a ``.grad`` set to None or to an array
         of another shape or dtype is replaced by zeros of the value's:
-        ``Parameter.grad_buffer``)."""
+        ``Parameter.grad_buffer``); ``set_to_none=True`` (torch's keyword and default) sets
+        every ``.grad`` to None instead, which the next ``net.backward`` fills (``step()``
+        refuses a None ``.grad``)."""
+        if check_flag("set_to_none", set_to_none):
+            for p in self.params:
+                p.grad = None
+            return
         for p in self.params:
             p.grad_buffer().fill(0)
 
