@@ -264,3 +264,31 @@ def test_a_tied_table_whose_head_module_never_runs_is_measured_at_its_map():
         warnings.simplefilter("error")
         df = dlt.probe(_TiedUnrun(), t, y, CE)
     assert list(df[df.layer >= 1].drop_duplicates("layer").module) == ["emb", "fc", "emb.weight"]
+
+
+class _Block(nn.Module):
+    """A residual block ended by a hand-written layer measured at its map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(6, 6, dtype=D)
+        self.d = _Dense(6, 6)
+
+    def forward(self, x):
+        return x + self.d(torch.tanh(self.a(x)))
+
+
+def test_a_block_ended_by_a_layer_measured_at_its_map_keeps_its_row():
+    """The block's block_grad_std row went with the replaced layer's rows (my first version)."""
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(5, 6, dtype=D), _Block(), nn.Linear(6, 3, dtype=D))
+    x, y = torch.randn(16, 5, dtype=D), torch.randint(0, 3, (16,))
+    df = dlt.probe(model, x, y, CE)
+    row = df[df.quantity == "block_grad_std"]
+    assert list(zip(row.layer, row.module)) == [(3, "1")]  # at '1.d', the block's last layer
+    assert df[(df.layer == 3) & (df.quantity == "pre_std")].module.item() == "1.d"
+    out = []
+    hook = model[1].register_forward_hook(lambda m, a, o: out.append(o) or o.retain_grad())
+    CE(model(x), y).backward()
+    hook.remove()
+    assert row.value.item() == pytest.approx(float(out[0].grad.std(correction=0)), rel=1e-9)

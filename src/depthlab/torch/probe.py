@@ -1112,7 +1112,8 @@ def _with_maps(rows: list[tuple[int, str, str, float]], rec: Recording, calls: l
     """``rows`` with a layer per weight of ``loose`` that ``calls`` show as a linear map's
     (named by the parameter, or by the module it replaces when that has one mapped weight;
     its maps' outputs its ``pre_*``), each numbered where its first map ran among the hooked
-    layers (the layers after it renumbered); the rows of the layers in ``gone`` dropped."""
+    layers (the layers after it renumbered); the rows of the layers in ``gone`` dropped (a
+    residual block's ``block_grad_std`` ended by one moves to its last map)."""
     first: dict[int, int] = {}  # weight -> the layers numbered before its first map
     for key, _, at in calls:
         first.setdefault(key, at)
@@ -1120,7 +1121,11 @@ def _with_maps(rows: list[tuple[int, str, str, float]], rec: Recording, calls: l
     slots += [(at + 0.5, n, ("map", key)) for n, (key, at) in enumerate(first.items())]
     slots.sort()
     new = {what: k for k, (_, _, what) in enumerate(slots, start=1)}
-    out = [(new[("layer", i)] if i else 0, m, q, v) for i, m, q, v in rows if i not in gone]
+    last = {info.index: max(new[("map", id(w))] for w in info.weights if ("map", id(w)) in new)
+            for info in rec.order if info.index in gone}
+    # a residual block's row stays, at the last map of the replaced layer that ended it
+    out = [(new[("layer", i)] if i and i not in gone else last.get(i, 0), m, q, v)
+           for i, m, q, v in rows if i not in gone or q == "block_grad_std"]
     named = {id(w): gone[info.index] for info in rec.order if gone.get(info.index)
              for w in info.weights}
     for key in first:
