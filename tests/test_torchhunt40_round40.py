@@ -292,3 +292,28 @@ def test_a_block_ended_by_a_layer_measured_at_its_map_keeps_its_row():
     CE(model(x), y).backward()
     hook.remove()
     assert row.value.item() == pytest.approx(float(out[0].grad.std(correction=0)), rel=1e-9)
+
+
+class _Equalized(nn.Module):
+    """StyleGAN's equalized-learning-rate layer: the map's output times a constant, a bias."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.W = nn.Parameter(torch.randn(8, 5, dtype=D))
+        self.b = nn.Parameter(torch.full((8,), 0.1, dtype=D))
+
+    def forward(self, x):
+        return F.linear(x, self.W) * (1 / 5 ** 0.5) + self.b
+
+
+def test_a_constant_gain_after_the_map_keeps_the_layers_own_rows():
+    """``s * c + b`` is the layer's map: its own rows stay, with its Tanh module's act rows
+    (my version before this one measured it at ``x W`` alone, without act rows)."""
+    torch.manual_seed(5)
+    model = nn.Sequential(_Equalized(), nn.Tanh(), nn.Linear(8, 3, dtype=D))
+    x, y = torch.randn(16, 5, dtype=D), torch.randint(0, 3, (16,))
+    df = dlt.probe(model, x, y, CE)
+    got = df[df.layer == 1].set_index("quantity").value
+    s = model[0](x).detach()
+    assert got["pre_std"] == pytest.approx(float(s.std(correction=0)), rel=1e-9)
+    assert got["act_std"] == pytest.approx(float(torch.tanh(s).std(correction=0)), rel=1e-9)

@@ -817,7 +817,7 @@ class MapCapture(MapWatch):
     user's own class, whose output may be more than their map's (``torch.relu(x @ self.W +
     self.b)``). A bias added to such an output next, ``s + self.b`` (a parameter of at most
     one dimension above 1; also in place, ``s += self.b``), is part of it: ``s = x W + b``, as
-    an ``nn.Linear``'s output.
+    an ``nn.Linear``'s output; so is a constant gain next, ``s * 0.5``, ``s / c`` (a number).
     ``skip``: key -> operations not kept for it (an ``nn.Embedding``'s own ``embedding``
     lookup, where only its table's use as a tied output projection, ``h @ emb.weight.T``, is
     kept). ``calls``: ``[key, s, at]`` per map, ``at`` = ``where()`` when it ran (the layers
@@ -828,6 +828,7 @@ class MapCapture(MapWatch):
 
     ADDS = frozenset(("add", "__add__", "__radd__"))
     IN_PLACE = frozenset(("add_", "__iadd__"))
+    SCALES = frozenset(("mul", "__mul__", "__rmul__", "__truediv__", "div"))
 
     def __init__(self, params: dict[int, int], where: Callable[[], int],
                  skip: dict[int, frozenset[str]] | None = None) -> None:
@@ -850,6 +851,21 @@ class MapCapture(MapWatch):
                 return hit[1]
         return None
 
+    def _scaled(self, args: tuple, name: str) -> int | None:
+        """The call whose map output ``args`` multiplies (divides) by a Python number, a
+        constant gain of the map (StyleGAN's equalized ``F.linear(x, self.W) * self.scale``),
+        or None."""
+        if len(args) != 2:
+            return None
+        a, c = args if name != "__rmul__" else args[::-1]
+        if name in ("__truediv__", "div") and a is not args[0]:
+            return None
+        if isinstance(a, (int, float)) and name in ("mul", "__mul__", "__rmul__"):
+            a, c = c, a
+        hit = self._open.get(id(a)) if isinstance(a, torch.Tensor) else None
+        ok = isinstance(c, (int, float)) and not isinstance(c, bool)
+        return hit[1] if ok and hit is not None and hit[0] is a else None
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         found = self._mapped(func, args, kwargs)
@@ -858,6 +874,8 @@ class MapCapture(MapWatch):
             found = [(k, t) for k, t in found if name not in self.skip.get(k, ())]
         at = self._bias_of(args) if not found and self._open and not kwargs \
             and name in self.ADDS | self.IN_PLACE else None
+        if at is None and not found and self._open and not kwargs and name in self.SCALES:
+            at = self._scaled(args, name)
         if at is not None and name in self.IN_PLACE:
             if self._open.get(id(args[0]), (None,))[0] is not args[0]:
                 return func(*args, **kwargs)
