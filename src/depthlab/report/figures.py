@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -1583,21 +1584,47 @@ def cut_labels(labels: Sequence[str], limit: int,
         return [t if len(t) <= limit else t[:(keep + 1) // 2] + "…" + t[len(t) - keep // 2:]
                 for t in ts]
 
+    paths = [_abbreviated_path(t, limit) for t in texts]
+    if paths != texts and len(set(paths)) == len(set(texts)):
+        texts = paths  # module paths: their numbers and last part kept, not the middle cut
     out = middle(texts)
     if keyless and len(set(out)) < len(out) and len(set(middle(keyless))) > len(set(out)):
         # four runs of "sweep:model.activation=tanh,train.lr=10.0" cut to 14 characters read
         # "…model.…r=10.0", "…model.acti…#1", "#2", "#3": without the shared key they differ
         texts, out = keyless, middle(keyless)
-    seen: dict[str, int] = {}
+    taken, first = set(out), set()
     for i, t in enumerate(out):
-        if t in seen:
-            seen[t] += 1
-            tag = f"#{seen[t]}"
+        if t not in first:
+            first.add(t)
+            continue
+        k = 0
+        while out[i] in taken:  # the next "#k" no other label reads (also of another text)
+            k += 1
+            tag = f"#{k}"
             out[i] = (texts[i][:limit - len(tag) - 1] + "…" + tag
                       if len(texts[i]) + len(tag) > limit else texts[i] + tag)
-        else:
-            seen[t] = 0
+        taken.add(out[i])
     return out
+
+
+_PATH_PART = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+")
+
+
+def _abbreviated_path(text: str, limit: int) -> str:
+    """A module path (``a.b.c``: names and indices joined by dots) longer than ``limit``
+    with its leading names shortened to their first letter, left to right, until it fits;
+    indices and the last part stay whole (``bert.encoder.layer.10.attention.self.query`` ->
+    ``b.e.l.10.attention.self.query`` at 32): the middle cut of such names lost the block's
+    number. Any other text is returned as it is."""
+    parts = text.split(".")
+    if len(text) <= limit or len(parts) < 2 or not all(map(_PATH_PART.fullmatch, parts)):
+        return text
+    for i in range(len(parts) - 1):
+        if len(".".join(parts)) <= limit:
+            break
+        if not parts[i].isdigit():
+            parts[i] = parts[i][0]
+    return ".".join(parts)
 
 
 MAX_LABELLED_CELLS = 30
