@@ -88,3 +88,24 @@ def test_classes_only_in_the_official_test_part_are_said(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_dataset(str(tmp_path / "c.npz"))  # the same classes: nothing said
+
+
+@pytest.mark.parametrize(("host", "meant"), [
+    ("http://127.0.0.1", "--host 127.0.0.1"), ("127.0.0.1:8080", "--host 127.0.0.1 --port 8080"),
+    ("http://localhost:9000/", "--host localhost --port 9000"),
+    ("[::1]:8080", "--host ::1 --port 8080")])
+def test_a_playground_host_written_as_a_url_says_which_options_were_meant(capsys, host, meant):
+    # `--host http://127.0.0.1` waited for the name lookup, then said "Name or service not
+    # known" about 'http://127.0.0.1:8765'; `--host 127.0.0.1:8080` the same of '...:8080:8765'
+    from depthlab.cli import main
+
+    assert main(["playground", "--host", host, "--no-browser"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"did you mean {meant}?" in err, err
+
+
+@pytest.mark.parametrize("host", ["::1", "fe80::1", "0.0.0.0", "localhost", "[::1]"])
+def test_a_playground_host_without_scheme_or_port_is_taken(host):
+    from depthlab.cli.playground import _host
+
+    assert _host(host) == host

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from .common import Command, UserError
 
@@ -21,11 +22,26 @@ def _port(text: str) -> int:
 
 def _host(text: str) -> str:
     """A host to listen on: an empty one would make the server listen on every interface
-    (uvicorn binds "" to 0.0.0.0); ``--host 0.0.0.0`` says so explicitly."""
-    if not text.strip():
+    (uvicorn binds "" to 0.0.0.0); ``--host 0.0.0.0`` says so explicitly. A URL or a host with
+    a port (``http://127.0.0.1``, ``127.0.0.1:8080``, ``[::1]:8080``) is refused naming the
+    options meant (it waited for a name lookup, then said "Name or service not known" about
+    ``'127.0.0.1:8080:8765'``); IPv6 addresses (``::1``) are hosts."""
+    host = text.strip()
+    if not host:
         raise argparse.ArgumentTypeError(f"{text!r} is not a host; expected an address such as "
                                          "127.0.0.1 (this machine) or 0.0.0.0 (every interface)")
-    return text.strip()
+    scheme = re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", host)
+    rest = host[scheme.end():] if scheme else host
+    rest = rest.split("/", 1)[0]
+    port = re.fullmatch(r"(\[[^\]]*\]|[^:]*):(\d*)", rest)
+    if scheme or port or rest != host:
+        name = port[1].strip("[]") if port else rest
+        meant = f"--host {name or '127.0.0.1'}" + (f" --port {port[2]}" if port and port[2]
+                                                   else "")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a host: expected an address alone, "
+                                         f"without a scheme, port or path (did you mean "
+                                         f"{meant}?)")
+    return host
 
 
 def _max_sessions(text: str) -> int:
