@@ -468,12 +468,22 @@ function onReady(m) {
   $("panels").classList.remove("previous");
   $("panels").removeAttribute("aria-busy");
   S.theory = m.theory;
-  $("theory-note").textContent = m.theory.note;
-  $("boundary-axes").textContent = "";
-  $("boundary-note").textContent = m.n_features === 2 ? "" :
-    `decision boundary: ${m.n_features}-D inputs (shown for 2-D data sets: spirals, clusters with d = 2)`;
-  buildPlots(m);
-  $("loss-rows").textContent = probeRowsNote(m);
+  buildPlots(m);  // (no scroll anchor inside a plot: see .plot in style.css)
+  // its notes once a pointer pressed on the page is released (see onAccepted): the theory note
+  // without the first measurement's comparison is a line shorter, which moved an apply button
+  // pressed below it (CI: 1 px); a measurement drawn by then has written its own
+  afterRelease(() => {
+    if (S.ready !== m) return;  // a later network's
+    if (!S.last) {
+      $("theory-note").textContent = m.theory.note;
+      $("boundary-axes").textContent = "";
+    }
+    if (m.n_features !== 2) {
+      $("boundary-note").textContent = `decision boundary: ${m.n_features}-D inputs (shown ` +
+        "for 2-D data sets: spirals, clusters with d = 2)";
+    } else if (!S.last) $("boundary-note").textContent = "";
+    $("loss-rows").textContent = probeRowsNote(m);
+  });
 }
 
 /* Which examples the loss panel's "held-out" numbers are measured on: the probe batch of every
