@@ -45,3 +45,30 @@ def test_long_module_paths_keep_their_index_and_leaf_and_stay_distinct():
     assert cut_labels(["short.name", "lr=0.05,activation=tanh"], 40) == \
         ["short.name", "lr=0.05,activation=tanh"]
     assert cut_labels(["sweep:x=1", "sweep:x=2"], 5) == ["…x=1", "…x=2"]
+
+
+def test_the_update_ratio_title_naming_unchanged_layers_fits_the_figure():
+    """A 62-layer torch Watch run (``encoder_stack_with_long_name.N.very_long_projection_
+    layer_name`` blocks) whose first layers' updates were below float32's resolution: the
+    title's line "not drawn: zero (weights unchanged) in input_embedding, encoder_stac…, ..."
+    was wider than the figure and cut off on the left ("hts unchanged) in ..."). Every line
+    of the title lies inside the figure (a long one wraps), and the plot stays below it."""
+    import numpy as np
+
+    from depthlab.report.figures import update_ratio
+
+    names = (["input_embedding"]
+             + [f"encoder_stack_with_long_name.{i}.very_long_projection_layer_name"
+                for i in range(60)] + ["classifier_head"])
+    rows = [{"step": step, "layer": k, "module": m, "quantity": "update_ratio",
+             "value": np.nan if step == 0 else (0.0 if k < 30 else 10.0 ** (k / 10 - 12))}
+            for step in (0, 2, 4) for k, m in enumerate(names, 1)]
+    fig = update_ratio(pd.DataFrame(rows))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    title = ax.title.get_window_extent(renderer)
+    width = fig.bbox.width
+    assert title.x0 >= 0 and title.x1 <= width, (title, width, ax.get_title())
+    assert title.y1 <= fig.bbox.height and title.y0 >= ax.get_window_extent(renderer).y1 - 1
+    assert "unchanged" in ax.get_title() and "input_embedding" in ax.get_title()

@@ -20,6 +20,7 @@ import io
 import math
 import os
 import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -1447,7 +1448,8 @@ def update_ratio(probes: pd.DataFrame | None) -> Figure:
                                             "layer"].unique())
     if zero:
         note += f"\nnot drawn: zero (weights unchanged) in {_span_text(zero, names)}"
-    title = f"Relative weight update per step{_layers_note(shown, layers)}{note}"
+    title = wrap_lines(f"Relative weight update per step{_layers_note(shown, layers)}{note}",
+                       ax.get_position().width * fig.get_figwidth(), 9.5)
     ax.set_title(title, fontsize=9.5)
     lines = title.count("\n") + 1
     if lines > 2:  # the fixed 0.38 in top margin holds two lines: the third was cut off
@@ -1458,6 +1460,19 @@ def update_ratio(probes: pd.DataFrame | None) -> Figure:
                             bottom=_MARGIN_IN["bottom"] / height)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7.5, frameon=False)
     return fig
+
+
+CHAR_EM = 0.62
+"""A text's widest average character, in ems (DejaVu Sans: lower case ~0.55, digits 0.64)."""
+
+
+def wrap_lines(text: str, width_in: float, fontsize: float) -> str:
+    """``text`` with each line longer than ``width_in`` inches at ``fontsize`` points broken
+    at spaces: at most ``width_in * 72 / (CHAR_EM * fontsize)`` characters a line (a title
+    naming four long module names ran past both edges of its figure and was cut off)."""
+    chars = max(int(width_in * 72 / (CHAR_EM * fontsize)), 20)
+    return "\n".join(textwrap.fill(line, chars, break_long_words=False, break_on_hyphens=False)
+                     if len(line) > chars else line for line in text.split("\n"))
 
 
 def _span_text(layers: Sequence[int], names: dict[int, str] | None, shown: int = 4) -> str:
