@@ -109,3 +109,18 @@ def test_a_playground_host_without_scheme_or_port_is_taken(host):
     from depthlab.cli.playground import _host
 
     assert _host(host) == host
+
+
+def test_fashion_mnist_pointed_at_a_file_names_its_folder(tmp_path, monkeypatch):
+    # DEPTHLAB_FASHION_MNIST=.../train-images-idx3-ubyte said only "files not found
+    # (searched: .../train-images-idx3-ubyte ...)", the file found being named as searched
+    from depthlab.data import fashion_mnist
+
+    images = tmp_path / "train-images-idx3-ubyte.gz"
+    images.write_bytes(b"")
+    monkeypatch.setenv(fashion_mnist.ENV, str(images))
+    with pytest.raises(FileNotFoundError) as err:
+        fashion_mnist.load()
+    msg = str(err.value)
+    assert f"is a file; expected the folder holding the four files (its folder {str(tmp_path)!r}"\
+        in msg, msg

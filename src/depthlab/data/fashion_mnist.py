@@ -81,6 +81,10 @@ def load(
         searched = ", ".join(str(d) for d in candidate_dirs(path))
         if path is None and os.environ.get(ENV, "").strip():
             searched += f" (from {ENV}; unset it to read {SYSTEM_DIR})"
+        files_given = [d for d in candidate_dirs(path) if d.is_file()]
+        if files_given:  # one of the files named where their folder is expected
+            searched += (f"; {str(files_given[0])!r} is a file; expected the folder holding the "
+                         f"four files (its folder {str(files_given[0].parent)!r}?)")
         raise FileNotFoundError(
             f"Fashion-MNIST files not found (searched: {searched}); expected "
             f"{', '.join(FILES.values())} (optionally .gz). To get them: {HOW_TO_GET}."
