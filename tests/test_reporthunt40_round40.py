@@ -72,3 +72,23 @@ def test_the_update_ratio_title_naming_unchanged_layers_fits_the_figure():
     assert title.x0 >= 0 and title.x1 <= width, (title, width, ax.get_title())
     assert title.y1 <= fig.bbox.height and title.y0 >= ax.get_window_extent(renderer).y1 - 1
     assert "unchanged" in ax.get_title() and "input_embedding" in ax.get_title()
+
+
+def test_the_training_caption_names_a_moving_average_only_where_one_is_drawn():
+    """A 12-step torch Watch run's (and a one-step run's) training caption read "Loss per step
+    (over 50 steps faint, beside its exponential moving average)": its figure draws the
+    loss alone, no moving average. The caption names one only for a run whose figure has
+    it (more than 50 steps), with the same rule as the figure."""
+    import numpy as np
+
+    from depthlab.report import build, figures
+
+    for n, smoothed in ((1, False), (12, False), (50, False), (51, True), (400, True)):
+        steps = pd.DataFrame({"step": np.arange(n), "loss": np.linspace(2.0, 1.0, n)})
+        fig = figures.training_curves(steps, pd.DataFrame(), pd.DataFrame())
+        drawn = any(line.get_label() == "smoothed (EMA)" for line in fig.axes[0].lines)
+        cap = build._training_caption(steps, has_acc=False, final=False)
+        assert drawn == smoothed and ("moving average" in cap) == smoothed, (n, cap)
+        assert cap.startswith("Loss per step") and "no accuracy" in cap, cap
+    cap = build._training_caption(pd.DataFrame({"loss": [np.nan] * 60}), True, False)
+    assert "moving average" not in cap and "right: accuracy" in cap, cap

@@ -1219,6 +1219,22 @@ FIG_TRAINING_CAP = ("Left: loss per step (over 50 steps faint, beside its expone
                     "not learning.")
 
 
+def _training_caption(steps: pd.DataFrame, has_acc: bool, final: bool) -> str:
+    """The training figure's caption: :data:`FIG_TRAINING_CAP` says what the figure draws,
+    the faint per-step loss beside its moving average only where the figure draws them
+    (:func:`figures.loss_smoothed`: a 12-step run's caption named a moving average it did not
+    have), the accuracy panel only where there is one (``final``: an accuracy recorded at the
+    end only)."""
+    cap = FIG_TRAINING_CAP
+    if "loss" not in steps.columns or not figures.loss_smoothed(steps["loss"]):
+        cap = cap.replace(" (over 50 steps faint, beside its exponential moving average)", "")
+    if has_acc:
+        return cap
+    return cap.replace("Left: loss", "Loss").replace("; right: accuracy.", (
+        "; this run recorded its accuracy at the end only (above), so no accuracy "
+        "curve is drawn." if final else "; this run recorded no accuracy, so none is drawn."))
+
+
 def _residual_note(config: Any, probes: pd.DataFrame) -> str:
     """For a NumPy run of residual blocks, what its figures' layer numbers count: its probes
     number the nonlinearities (the stem's Dense feeds the first block; two per block, then the
@@ -1347,11 +1363,7 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
                    if not has_acc and hasattr(store, "run") else {})
         final = any(isinstance(metrics.get(c), (int, float)) and not isinstance(
             metrics.get(c), bool) for c in ("train_acc", "val_acc", "test_acc"))
-        cap = FIG_TRAINING_CAP if has_acc else FIG_TRAINING_CAP.replace(
-            "Left: loss", "Loss").replace("; right: accuracy.", (
-                "; this run recorded its accuracy at the end only (above), so no accuracy "
-                "curve is drawn." if final else
-                "; this run recorded no accuracy, so none is drawn."))
+        cap = _training_caption(steps, has_acc, final)
         stop = _early_stop_note(((store.run(rid) or {}).get("metrics") if hasattr(
             store, "run") else None), config)
         if stop:  # the curves run to the stopping epoch, the stated metrics are the best's

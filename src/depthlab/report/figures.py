@@ -443,6 +443,14 @@ def _layers_note(shown: Sequence[int], total: Sequence[int]) -> str:
     return f"\n({len(shown)} of {len(total)} layers: first, last and evenly spaced)"
 
 
+def loss_smoothed(loss: Sequence[float] | np.ndarray) -> bool:
+    """Whether :func:`training_curves` draws the per-step ``loss`` faint beside its
+    exponential moving average (span n/50): more than 5 finite values and more than 50 steps
+    (an EMA of span n/50 <= 1 is the raw loss itself)."""
+    y = np.asarray(loss, dtype=float)
+    return bool(np.isfinite(y).sum() > 5 and len(y) / 50 > 1)
+
+
 def _ema(values: np.ndarray, span: float) -> np.ndarray:
     """Exponential moving average ``m_t = (1-a) m_{t-1} + a x_t`` with ``a = 2/(span+1)``,
     debiased at the start (pandas ``ewm(adjust=True)``)."""
@@ -476,8 +484,7 @@ def training_curves(steps: pd.DataFrame | None, epochs: pd.DataFrame | None = No
         y = s["loss"].to_numpy(dtype=float)
         finite = np.isfinite(y)
         few = finite.sum() <= 5
-        # an EMA of span n/50 <= 1 is the raw loss itself: under 51 steps none is drawn
-        smooth = not few and len(y) / 50 > 1
+        smooth = loss_smoothed(y)
         # the steps from the first finite loss to the last, a non-finite one inside as NaN: the
         # line breaks there (a Watch loop that skipped bad batches, NaN at steps 5 and 6, was
         # drawn as a straight segment from step 4 to step 7, losses never recorded)
