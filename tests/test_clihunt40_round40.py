@@ -124,3 +124,24 @@ def test_fashion_mnist_pointed_at_a_file_names_its_folder(tmp_path, monkeypatch)
     msg = str(err.value)
     assert f"is a file; expected the folder holding the four files (its folder {str(tmp_path)!r}"\
         in msg, msg
+
+
+def test_a_stored_config_that_is_not_json_names_its_run(tmp_path, capsys):
+    # one row's config edited outside depthlab made `depthlab runs`/report/export say only "a
+    # stored value is not valid JSON", with no word of which of the runs to mend or delete
+    import sqlite3
+
+    from depthlab.cli import main
+
+    (tmp_path / "c.toml").write_text('[data]\nname = "spirals"\nn = 60\n' + TINY)
+    out = tmp_path / "r"
+    assert main(["run", str(tmp_path / "c.toml"), "--out", str(out), "-q"]) == 0
+    con = sqlite3.connect(out / "depthlab.db")
+    (rid,) = con.execute("SELECT id FROM runs").fetchone()
+    con.execute("UPDATE runs SET config = '{not json'")
+    con.commit()
+    con.close()
+    capsys.readouterr()
+    assert main(["runs", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"run {rid!r} has a config that is not valid JSON" in err, err

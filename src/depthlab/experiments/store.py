@@ -1002,7 +1002,13 @@ class Store:
     def _object(self, column: str, text: str | None, run_id: str) -> dict | None:
         """A JSON-object column of a runs row (None stays None); a StoreError naming the run
         when it holds something else (a store edited outside depthlab)."""
-        value = None if text is None else json.loads(text)
+        try:
+            value = None if text is None else json.loads(text)
+        except json.JSONDecodeError as e:  # was "a stored value is not valid JSON": which?
+            raise StoreError(f"results store {str(self.path)!r} cannot be read: run {run_id!r} "
+                             f"has a {column} that is not valid JSON ({e.msg} at character "
+                             f"{e.pos}: {str(text)[:40]!r}); the store was changed outside "
+                             "depthlab or is damaged") from None
         if value is not None and not isinstance(value, dict):
             raise StoreError(f"results store {str(self.path)!r} cannot be read: run {run_id!r} "
                              f"has a {column} that is not a JSON object ({str(text)[:40]!r}); "
