@@ -52,15 +52,16 @@ KERNELS = "src/depthlab/probes/kernels.py"
 
 
 def load_revision(rev: str, cache: Path):
-    """The kernels module of git revision ``rev``, imported from ``cache/<rev>/``."""
+    """The kernels module of git revision ``rev``, imported from ``cache/<blob>/`` (the file's
+    git blob: revisions with the same kernels share one compiled cache)."""
     root = Path(__file__).resolve().parent.parent
-    sha = subprocess.run(["git", "rev-parse", rev], cwd=root, capture_output=True, text=True,
-                         check=True).stdout.strip()
+    sha = subprocess.run(["git", "rev-parse", f"{rev}:{KERNELS}"], cwd=root,
+                         capture_output=True, text=True, check=True).stdout.strip()
     where = cache / sha
     where.mkdir(parents=True, exist_ok=True)
     path = where / f"kernels_{sha[:10]}.py"
     if not path.exists():
-        text = subprocess.run(["git", "show", f"{sha}:{KERNELS}"], cwd=root, capture_output=True,
+        text = subprocess.run(["git", "cat-file", "blob", sha], cwd=root, capture_output=True,
                               text=True, check=True).stdout
         path.write_text(text)
     spec = importlib.util.spec_from_file_location(path.stem, path)
@@ -156,10 +157,10 @@ def main() -> None:
     after = accel.kernels()
     if after is None:
         sys.exit("probe_kernels_ab: the compiled kernels (depthlab[fast]) are not installed")
-    before, sha = load_revision(args.rev, Path(args.cache))
+    before, _ = load_revision(args.rev, Path(args.cache))
     accel._state["kernels"] = before
     accel.warm_up()  # the revision's kernels compiled (or loaded) outside the timings
-    sides = {f"before ({sha})": before, "after (tree)": after}
+    sides = {f"before ({args.rev})": before, "after (tree)": after}
     print(f"probe kernels A/B: CPU ms per step, median (min-max) over {args.rounds} rounds, "
           f"one BLAS thread; load average {os.getloadavg()[0]:.1f} before")
     gen = make_rng(0)
