@@ -92,3 +92,27 @@ def test_the_training_caption_names_a_moving_average_only_where_one_is_drawn():
         assert cap.startswith("Loss per step") and "no accuracy" in cap, cap
     cap = build._training_caption(pd.DataFrame({"loss": [np.nan] * 60}), True, False)
     assert "moving average" not in cap and "right: accuracy" in cap, cap
+
+
+def test_a_log_axis_labels_its_twos_and_fives_in_one_notation():
+    """A one-step torch run's gradients span 1e-3 .. 0.05: its log axis read "10^-3,
+    2×10^-3, 5×10^-3, 10^-2, 0.02" (the 2s and 5s of one axis in two notations, plain from
+    0.01 on). On an axis whose labelled 2s and 5s do not all lie in the plain range, every
+    one is written as the powers of ten are; an axis within it keeps its plain ones."""
+    from matplotlib.figure import Figure
+
+    from depthlab.report.figures import _tidy_log_axis
+
+    def labels(lo: float, hi: float) -> list[str]:
+        fig = Figure()
+        ax = fig.add_subplot()
+        ax.plot([0, 1], [lo, hi])
+        ax.set_yscale("log")
+        _tidy_log_axis(ax.yaxis, lo, hi)
+        fig.canvas.draw()
+        return [t.get_text() for t in ax.yaxis.get_ticklabels(minor=True) if t.get_text()]
+
+    mixed = labels(1e-3, 0.05)
+    assert mixed and all("times" in t for t in mixed), mixed
+    plain = labels(0.02, 1.5)
+    assert plain and not any("times" in t for t in plain), plain

@@ -33,6 +33,7 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import (
     FixedLocator,
+    Formatter,
     FuncFormatter,
     MaxNLocator,
     NullFormatter,
@@ -190,7 +191,7 @@ def _tidy_log_axis(axis, lo: float, hi: float) -> None:
             axis.set_major_formatter(fmt)
     elif lo > 0 and np.isfinite(lo) and np.isfinite(hi) and hi / lo < 100:
         # one to two decades: two labelled powers of ten only; label the 2s and 5s between
-        axis.set_minor_formatter(FuncFormatter(_label_two_five))
+        axis.set_minor_formatter(_TwoFiveFormatter())
         axis.set_tick_params(which="minor", labelsize=axis.get_ticklabels()[0].get_fontsize()
                              if axis.get_ticklabels() else 8.5)
 
@@ -229,8 +230,9 @@ def _log_tick_formatter(hi: float) -> FuncFormatter:
     return fmt
 
 
-def _label_two_five(v: float, _pos: int | None = None) -> str:
-    """``0.2``, ``0.5``, ``20``: a minor log tick labelled when its mantissa is 2 or 5."""
+def _label_two_five(v: float, _pos: int | None = None, sci: bool = False) -> str:
+    """``0.2``, ``0.5``, ``20``: a minor log tick labelled when its mantissa is 2 or 5
+    (``sci``: as ``5×10^-3`` also in the plain range)."""
     if not v > 0:
         return ""
     e = int(np.floor(np.log10(v)))
@@ -239,7 +241,24 @@ def _label_two_five(v: float, _pos: int | None = None) -> str:
     if k is None:
         return ""
     # plain below 1e4 and from 0.01 (0.2, 50); else like the powers of ten beside it
-    return f"{v:g}" if -2 <= e < 4 else f"${k}\\times10^{{{e}}}$"
+    return f"{v:g}" if -2 <= e < 4 and not sci else f"${k}\\times10^{{{e}}}$"
+
+
+class _TwoFiveFormatter(Formatter):
+    """:func:`_label_two_five` of an axis, in one notation: when a labelled 2 or 5 in view
+    lies outside the plain range (0.01 to below 1e4) every one is written as ``k×10^e``
+    (an axis from 1e-3 to 0.05 read ``2×10^-3, 5×10^-3, 0.02``)."""
+
+    sci = False
+
+    def set_locs(self, locs) -> None:
+        super().set_locs(locs)
+        lo, hi = sorted(self.axis.get_view_interval()) if self.axis is not None else (0, 0)
+        shown = [v for v in locs if lo <= v <= hi and _label_two_five(v)]
+        self.sci = any(not -2 <= int(np.floor(np.log10(v))) < 4 for v in shown)
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        return _label_two_five(x, pos, self.sci)
 
 
 def figure_png(fig: Figure) -> bytes:
