@@ -116,3 +116,16 @@ def test_a_log_axis_labels_its_twos_and_fives_in_one_notation():
     assert mixed and all("times" in t for t in mixed), mixed
     plain = labels(0.02, 1.5)
     assert plain and not any("times" in t for t in plain), plain
+
+
+def test_a_list_of_named_layers_cut_short_says_how_many_it_names():
+    """The update-ratio title of the 62-layer Watch run read "zero (weights unchanged) in
+    input_embedding, e.0…, e.1…, e.2…, ...": 29 layers, of which the reader learnt four and
+    not how many more. A list of module names cut short says the count first."""
+    from depthlab.report.figures import _span_text
+
+    names = {k: f"block.{k}.fc" for k in range(1, 41)}
+    assert _span_text(list(range(1, 30)), names) == \
+        "29 layers: block.1.fc, block.2.fc, block.3.fc, block.4.fc, ..."
+    assert _span_text([3, 7], names) == "block.3.fc, block.7.fc"  # all named: no count
+    assert _span_text([1, 2, 3], None) == "layers 1-3"

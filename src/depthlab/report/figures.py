@@ -1503,10 +1503,12 @@ def wrap_lines(text: str, width_in: float, fontsize: float) -> str:
 
 def _span_text(layers: Sequence[int], names: dict[int, str] | None, shown: int = 4) -> str:
     """``layers 1-3, 7`` (numbered layers, runs of neighbours joined) or the first ``shown``
-    module names, then ``...``."""
+    module names, then ``...`` after the count (``29 layers: input_embedding, ...``)."""
     if names:
         cut = [layer_label(v, names) for v in layers[:shown]]
-        return ", ".join(cut_labels(cut, 24)) + (", ..." if len(layers) > shown else "")
+        if len(layers) <= shown:
+            return ", ".join(cut_labels(cut, 24))
+        return f"{len(layers)} layers: " + ", ".join(cut_labels(cut, 24)) + ", ..."
     word = "layers" if len(layers) > 1 else "layer"
     return f"{word} " + number_runs(layers, shown)
 
