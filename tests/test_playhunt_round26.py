@@ -14,7 +14,6 @@ temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
 from __future__ import annotations
 
 import json
-import time
 import urllib.parse
 from pathlib import Path
 
@@ -58,11 +57,16 @@ def test_step_pressed_on_a_refused_link_keeps_the_red_mark_and_the_reason(browse
     with checked_page(browser) as pg:
         pg.goto(server.url + "?" + urllib.parse.urlencode(REFUSED))
         pg.wait_for_selector(".field.invalid[data-key='train.loss']", timeout=20_000)
+        # count the server's error answers: the state reads 'invalid' before any press, so
+        # waiting for it alone read the page before the press was answered
+        pg.evaluate("() => { window.ERRS = 0; const h = handle; "
+                    "window.handle = (m) => { if (m.type === 'error') ERRS++; h(m); }; }")
         for button in ("#step", "#play", "#doctor"):
+            n = pg.evaluate("ERRS")
             pg.click(button)
-            pg.wait_for_function("document.getElementById('state').textContent.toLowerCase()"
-                                 " === 'invalid'", timeout=10_000)
-            time.sleep(0.5)  # the answer to the press
+            pg.wait_for_function("n => ERRS > n && document.getElementById('state')"
+                                 ".textContent.toLowerCase() === 'invalid'", arg=n,
+                                 timeout=30_000)
             pg.screenshot(path=str(shots / f"refused_link_after_{button[1:]}.png"))
             # was: no control marked, the message "nothing to train: fix the setup or press
             # reset" under a gradient panel saying "change the control marked in red"

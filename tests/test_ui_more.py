@@ -133,9 +133,9 @@ def test_play_on_a_diverged_run_does_not_claim_to_be_running(browser, server, sh
     splits = pg.evaluate("S.plots['plot-loss'].axes[0]._splits")
     assert splits and all(float(v).is_integer() for v in splits), splits
     pg.click("#play")
-    pg.locator("#message").wait_for(state="visible", timeout=5000)
+    pg.locator("#message").wait_for(state="visible")
     assert "press reset" in pg.locator("#message").text_content()
-    pg.wait_for_selector("body[data-state=diverged]", timeout=5000)
+    pg.wait_for_selector("body[data-state=diverged]")
     assert pg.locator("#state").text_content() == "diverged"
     pg.screenshot(path=str(shots / "playground_play_after_divergence.png"))
     pg.click("#reset")  # reset trains again
