@@ -76,6 +76,7 @@ from .layers import (
     RECORDINGS,
     ActivationSpec,
     LayerInfo,
+    MapCapture,
     MapWatch,
     _input_tensors,
     activation_spec,
@@ -324,7 +325,7 @@ class _Pass:
 
     __slots__ = ("pre", "grad", "act", "norm", "block_grad", "links", "pending", "block_inputs",
                  "device", "input", "fused", "layouts", "open", "grad_cg", "block_grad_cg",
-                 "cg_only", "swapped", "whole", "taps")
+                 "cg_only", "swapped", "whole", "taps", "maps")
 
     def __init__(self) -> None:
         self.pre: dict[int, Acc] = {}
@@ -364,6 +365,9 @@ class _Pass:
         # weak references to the gradient hooks of its layer outputs, which the autograd graph
         # holds: all dead (the graph freed) and none fired, no backward can grade it any more
         self.taps: list[weakref.ref] = []
+        # the linear maps a MapCapture kept in its forwards (Recording._maps_post): [key,
+        # detached output s, [dL/ds or None]] per map; None: no capture ran
+        self.maps: list[list] | None = None
 
     def gradeable(self) -> bool:
         """Whether a backward has graded this pass or still can: some of its gradient hooks
@@ -422,6 +426,8 @@ class _Pass:
                     mine[key].merge(acc)
                 else:
                     mine[key] = acc
+        if other.maps is not None:  # (other is the earlier forward: its maps first)
+            self.maps = other.maps + (self.maps or [])
 
 
 class Recording:
@@ -433,7 +439,8 @@ class Recording:
     (:class:`BlockInfo` per residual block, found in the first armed pass).
     """
 
-    def __init__(self, model: nn.Module, percentiles: Sequence[float] = PERCENTILES) -> None:
+    def __init__(self, model: nn.Module, percentiles: Sequence[float] = PERCENTILES,
+                 maps: bool = False) -> None:
         self.model = check_model(model)
         holders: list[LayerInfo] = []
         self.layers: list[LayerInfo] = weight_modules(model, holders)
@@ -525,6 +532,27 @@ class Recording:
         self._in_model = False  # a forward of the model itself is in progress
         self.forwards = 0  # forwards of the model with gradients since new_pass()
         self.transformed = 0  # forwards of the model inside a torch.func transform, likewise
+        # maps (a Watch): the weights used as linear maps that no module's output tells, the
+        # model's own beside child layers, ParameterList tensors, an embedding table as a tied
+        # projection, user-class layers whose output is not their map's (probe._loose_weights):
+        # a MapCapture over each recorded forward keeps their maps (_maps_post), and collect
+        # gives them the probe's layers (_add_maps). None found: no mode, no hook, no cost
+        self._loose: dict = {}
+        self._candidates: list[LayerInfo] = []
+        self._map_keys: dict[int, int] = {}
+        self._tables: dict[int, frozenset[str]] = {}
+        if maps:
+            from .probe import _LOOKUPS, _loose_weights
+
+            self._loose, self._candidates = _loose_weights(model, self.layers)
+            self._map_keys = {k: k for k in self._loose}
+            self._tables = {id(w): _LOOKUPS for info in self.layers
+                            if isinstance(info.owner, nn.Embedding) for w in info.weights}
+        self._map_at: dict[int, int] = {}  # key -> the layers numbered before its first map
+        self._cap: MapCapture | None = None  # the capture of the forward in progress
+        self._maps_learned = False  # the first recorded forward told which maps to keep
+        self.mapped = False  # a record had map layers (its rows numbered among them)
+        self._weights_at: dict[int, set[int]] = {}  # the last such record's layer -> weights
         RECORDINGS.add(self)  # paused by untouched(): probes inside a watched loop
 
     # -- arming ----------------------------------------------------------------------------
@@ -609,7 +637,7 @@ class Recording:
                                           pre))
                 if post is not None:
                     kw = post.__name__ in _READS_INPUT
-                    always = post.__name__ == "_holder_post"
+                    always = post.__name__ in ("_holder_post", "_maps_post")
                     post = _Hook(post)
                     self._handles.append((m.register_forward_hook(
                         post, with_kwargs=kw, always_call=always), post))
@@ -667,6 +695,8 @@ class Recording:
             if (not self._blocks_found and has_children) or key in self.blocks:
                 plan.append((m, self._block_pre, self._block_post))
         plan.append((model, None, self._model_post))
+        if self._map_keys:  # (last: it ends the capture, also when the forward raised)
+            plan.append((model, None, self._maps_post))
         if self._blocks_found:
             self._plan = plan
         return plan
@@ -681,6 +711,7 @@ class Recording:
         readable."""
         _FORWARDS.discard(self)  # closed inside a forward that raised: not in one any more
         self._holder_exit()
+        self._maps_exit()
         if not self._armed:
             return
         for hooks, key, _, marks in self._slots:
@@ -853,6 +884,10 @@ class Recording:
         self._roll()
         if self.want_input:
             self.p.input = self.first_input
+        if self._map_keys:
+            self._maps_exit()  # (a forward that raised where no hook could)
+            self._cap = MapCapture(self._map_keys, lambda: self.numbered, self._tables)
+            self._cap.__enter__()
 
     def _roll(self) -> None:
         """Keep the pass so far among the earlier ones (see :meth:`settle`) and begin another."""
@@ -918,6 +953,78 @@ class Recording:
             # containers taken for blocks)
             self._blocks_found = True
         self._claimed.clear()  # this pass's add nodes: not needed past it (kept its nodes alive)
+
+    def _maps_exit(self) -> MapCapture | None:
+        """Turn the capture off (the model's forward ended or raised); it is returned."""
+        cap, self._cap = self._cap, None
+        if cap is not None and torch.overrides._get_current_function_mode() is cap:
+            cap.__exit__(None, None, None)
+        return cap
+
+    def _maps_post(self, module, args, output) -> None:
+        """The end of the model's forward (or its exception, output None): the capture off,
+        its maps kept in the pass, detached, each with a gradient hook that keeps ``dL/ds``
+        (a Watch sees the user's own ``loss.backward()``); no graph is held."""
+        cap = self._maps_exit()
+        if cap is None or output is None:
+            return
+        maps = self.p.maps if self.p.maps is not None else []
+        for key, s, at in cap.calls:
+            self._map_at.setdefault(key, at)
+            slot: list = [None]
+            if s.requires_grad:
+                s.register_hook(functools.partial(_keep_grad, slot))
+            maps.append([key, s.detach(), slot])
+        self.p.maps = maps
+
+    def _add_maps(self, weight_grads: dict | None) -> None:
+        """The last pass's columns (``values``, ``layout``) with the layers of its maps, as
+        :func:`depthlab.torch.probe` gives them (:func:`~depthlab.torch.probe._replaced`,
+        :func:`~depthlab.torch.probe._with_maps`); a replaced layer measured at one map keeps
+        its ``update_ratio`` row there. The first such pass fixes which weights are watched
+        from then on (those measured as maps; none: the capture is off for good)."""
+        from .probe import _replaced, _untied, _with_maps
+
+        maps = self.p.maps
+        calls = _untied([[k, s, self._map_at.get(k, self.numbered)] for k, s, _ in maps],
+                        self._tables, self.order)
+        grads: dict[int, torch.Tensor | None] = {id(s): g[0] for _, s, g in maps}
+        grads.update((k, _weight_grad(w, weight_grads)) for k, (_, w) in self._loose.items())
+        rows = self._rows()
+        calls, gone = _replaced(rows, calls, self._candidates)
+        if not self._maps_learned:
+            self._maps_learned = True
+            self._map_keys = {c[0]: c[0] for c in calls}
+            if not self._map_keys:
+                self._plan = None  # (the next arm installs a plan without _maps_post)
+        if not calls:
+            return
+        ratios = [(gone[i], v) for i, _, q, v in rows if q == "update_ratio" and gone.get(i)]
+        rows = _with_maps(rows, self, calls, self._loose, grads, gone, self.percentiles)
+        if ratios:
+            at = {m: i for i, m, q, _ in rows if q == "pre_mean"}
+            rows += [(at[m], m, "update_ratio", v) for m, v in ratios if m in at]
+            rows.sort(key=lambda r: r[0])
+        layers, modules, quantities, values = zip(*rows)
+        self.layout = (layers, modules, quantities)
+        self.values = list(values)
+        self.mapped = True
+        at = {m: i for i, m, q, _ in rows if q == "weight_std"}
+        names = {k: self._loose[k][0] for k in {c[0] for c in calls}}
+        names.update((id(w), gone[info.index]) for info in self.order if gone.get(info.index)
+                     for w in info.weights if id(w) in names)
+        self._weights_at = {}
+        for info in self.order:
+            if info.index not in gone and info.name in at:
+                self._weights_at.setdefault(at[info.name], set()).update(map(id, info.weights))
+        for k, name in names.items():
+            if name in at:
+                self._weights_at.setdefault(at[name], set()).add(k)
+
+    def unscaled_layers(self, unscaled: set[int]) -> set[int]:
+        """The layer numbers of the last record with map layers whose weights are among
+        ``unscaled`` (``id(parameter)``)."""
+        return {i for i, ws in self._weights_at.items() if ws & unscaled}
 
     def _number(self, info: LayerInfo) -> int:
         if info.index == 0:
@@ -1678,6 +1785,8 @@ class Recording:
             self.settle()
         if self._wk is not None and not self.percentiles:
             if self._collect_host(weight_grads, extra, also, previous, refresh):
+                if self.p.maps is not None:
+                    self._add_maps(weight_grads)
                 return self._rows() if rows else None
         if self.percentiles:  # a pass without a model forward (submodules called directly),
             self.p.freeze(self.percentiles)  # or pooled with earlier forwards'
@@ -1830,6 +1939,8 @@ class Recording:
             sig.append((block.layer, block.name, "block_grad_std"))
         self.layout = self._layout(tuple(sig))
         self.values = values
+        if p.maps is not None:
+            self._add_maps(weight_grads)
         return self._rows() if rows else None
 
     def _rows(self) -> list[tuple[int, str, str, float]]:
@@ -2116,6 +2227,11 @@ class Recording:
                     else update_norms(w.detach().numpy().reshape(-1), w0.numpy().reshape(-1),
                                       s02, sd2, refresh))
         return sums
+
+
+def _keep_grad(slot: list, g: torch.Tensor) -> None:
+    """A map output's gradient hook: ``dL/ds`` kept in ``slot`` (the last backward's)."""
+    slot[0] = g.detach()
 
 
 def _std1(n: int, s1: float, s2: float, tensors: Sequence[torch.Tensor]) -> float:

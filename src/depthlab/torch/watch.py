@@ -396,7 +396,7 @@ class Watch:
             raise TypeError(f"scaler must be a torch.amp.GradScaler or None, got "
                             f"{type(scaler).__name__}")
         self.scaler = scaler
-        self._rec = Recording(model, check_percentiles(percentiles))
+        self._rec = Recording(model, check_percentiles(percentiles), maps=True)
         check_materialized(model)  # a 'meta' model: refused here, not at the first record
         self.model = model
         if out is not None and not isinstance(out, (str, os.PathLike)):
@@ -673,7 +673,8 @@ class Watch:
         once per change; the snapshot for the next update ratio is taken anew."""
         old = self._rec
         old.disarm()
-        rec = Recording(self.model, old.percentiles)
+        rec = Recording(self.model, old.percentiles, maps=True)
+        rec._map_at = dict(old._map_at)  # (the maps keep their places)
         before = {info.name: info.index for info in old.order}
         gone = sorted(set(before) - {info.name for info in rec.layers})
         kept = {id(p) for info in old.layers for p in info.weights}
@@ -1101,6 +1102,8 @@ class Watch:
             rows = GRADIENT_ROWS if unscaled else GRADIENT_ROWS | WEIGHT_GRADIENT_ROWS
             return [v / scale if q in rows else v for v, q in zip(values, quantities)]
         done = {info.index for info, p in self._weights if id(p) in unscaled}
+        if self._rec.mapped:  # (the rows numbered among map layers: the weights' own)
+            done = self._rec.unscaled_layers(unscaled)
         return [v / scale if q in GRADIENT_ROWS
                 or (q in WEIGHT_GRADIENT_ROWS and layer not in done) else v
                 for v, layer, q in zip(values, layers, quantities)]
@@ -1221,8 +1224,20 @@ class Watch:
                              "loss": pd.array(self._loss_values, dtype="float64")})
 
     def layer_names(self) -> dict[int, str]:
-        """Layer number -> dotted module name (layers that ran in a recorded step)."""
+        """Layer number -> dotted module name (layers that ran in a recorded step); a model
+        with map layers (:func:`depthlab.torch.probe`'s, numbered among the others): those of
+        the recorded rows."""
+        if self._rec.mapped:
+            return {layer: m for layer, m in zip(self._col_layer, self._col_module) if layer}
         return {info.index: info.name for info in self._rec.order}
+
+    def _block_layers(self, table: pd.DataFrame) -> dict[str, int]:
+        """Block name -> the layer of its ``block_grad_std`` rows, for a model with map layers
+        (the rows are numbered among them); otherwise empty (the blocks' own numbers)."""
+        if not self._rec.mapped:
+            return {}
+        rows = table[table["quantity"] == "block_grad_std"].drop_duplicates("module", keep="last")
+        return {m: int(i) for m, i in zip(rows["module"], rows["layer"])}
 
     def record(self) -> RunRecord:
         """The run as a :class:`depthlab.experiments.store.RunRecord` (kind ``run``)."""
@@ -1240,7 +1255,8 @@ class Watch:
             "source": "depthlab.torch.Watch",
             "model": {"class": type(self.model).__name__,
                       "layers": dict(sorted(layers.items(), key=lambda kv: int(kv[0]))),
-                      "blocks": {b.name: b.layer for b in self._rec.blocks.values()},
+                      "blocks": {**{b.name: b.layer for b in self._rec.blocks.values()},
+                                 **self._block_layers(table)},
                       "parameters": parameters,
                       **({"theory": self._theory_rows} if self._theory_rows else
                          {"theory_note": self.theory_note})},
