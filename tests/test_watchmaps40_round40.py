@@ -185,3 +185,15 @@ def test_the_capture_holds_no_graph_and_is_off_where_nothing_is_mapped() -> None
         watch.step(loss)
     assert watch._rec._map_keys == {} and watch._rec.p.maps is None
     assert not watch._rec.mapped
+
+
+@pytest.mark.parametrize("kind", ["custom", "held"])
+def test_the_general_collect_gives_the_host_paths_map_rows(kind: str, monkeypatch) -> None:
+    """The map layers come the same from the CPU kernels' host path and the general path."""
+    from depthlab.torch import hooks
+
+    host = _train(kind, 1)[0].frame()
+    monkeypatch.setattr(hooks.Recording, "_collect_host", lambda self, *args: None)
+    general = _train(kind, 1)[0].frame()
+    assert list(host.module) == list(general.module) and list(host.layer) == list(general.layer)
+    np.testing.assert_allclose(host.value, general.value, rtol=1e-12)
