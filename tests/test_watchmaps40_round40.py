@@ -165,7 +165,10 @@ def test_watch_rows_are_the_probes_and_training_is_unchanged(kind: str, every: i
 
 def test_the_capture_holds_no_graph_and_is_off_where_nothing_is_mapped() -> None:
     """The kept map outputs are detached and dropped at the record; a model whose loose
-    weights turned out not to be mapped (an embedding's lookup alone) has the capture off."""
+    weights turned out not to be mapped (an embedding's lookup alone) has the capture off;
+    standard models have none at all."""
+    from depthlab.torch import hooks
+
     torch.manual_seed(1)
     model = _RootWeight()
     watch = dlt.Watch(model, every=1, theory=False)
@@ -185,6 +188,11 @@ def test_the_capture_holds_no_graph_and_is_off_where_nothing_is_mapped() -> None
         watch.step(loss)
     assert watch._rec._map_keys == {} and watch._rec.p.maps is None
     assert not watch._rec.mapped
+    for std in (_mlp(), nn.TransformerEncoderLayer(8, 2, 16, batch_first=True),
+                nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4, 2)), nn.GRU(3, 4)):
+        rec = hooks.Recording(std, (), maps=True)  # standard layers: no capture, no hook
+        assert rec._map_keys == {} and rec._cap is None
+        assert all(post != rec._maps_post for _, _, post in rec._hook_plan())
 
 
 @pytest.mark.parametrize("kind", ["custom", "held"])
