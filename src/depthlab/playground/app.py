@@ -18,11 +18,14 @@ Routes:
   batch norm's settings without batch norm, ...) keeps the session and is answered
   ``accepted`` with ``kept: true``), ``play``, ``pause``,
   ``step``, ``reset`` (the same setup from scratch), ``doctor`` and ``cancel_doctor``; the
-  server sends ``state``, ``waiting`` (a new setup waits for the previous network to be
-  built; ``full: true``: the server runs its ``max_sessions`` networks, and this one starts
-  when another tab closes), ``ready``, ``update`` (measurements), ``diverged``, ``error``
-  (``key`` names the control; ``doctor: true`` when the doctor failed), ``doctor_started``,
-  ``doctor`` and ``doctor_cancelled`` messages. Closing the socket
+  server sends ``state`` (``press``: the number of the last play/pause/step it had handled when
+  the state changed, the page's own ``"press": N`` of the command, else its count of them: the
+  page ignores a running/paused that answers a press it has pressed over since), ``waiting``
+  (a new setup waits for the previous network to be built; ``full: true``: the server runs
+  its ``max_sessions`` networks, and this one starts when another tab closes), ``ready``,
+  ``update`` (measurements), ``diverged``, ``error`` (``key`` names the control;
+  ``doctor: true`` when the doctor failed), ``doctor_started``, ``doctor`` and
+  ``doctor_cancelled`` messages. Closing the socket
   (closing the tab) stops and frees the session; a tab that vanishes without closing is
   detected by the WebSocket ping (:data:`PING_INTERVAL`).
   A WebSocket opened by a page of another origin (another web site) is refused.
@@ -357,6 +360,10 @@ class _Tab:
         self.refused: tuple[str, str | None] | None = None
         self.doctor_busy = False
         self.doctor_task: asyncio.Task | None = None
+        # the last play/pause/step handled (the page's number for it): every ``state`` sent
+        # names it, so the page can tell a late answer to a press it has pressed over since
+        # (play, then pause before play's answer: the label read paused, running, paused)
+        self.press = 0
         self.key = id(self)
         self.inbox: deque[dict[str, Any] | None] = deque()  # frames received; None: closed
         self.arrived = asyncio.Event()
@@ -489,19 +496,21 @@ class _Tab:
                 message, key = self.refused
                 self._error(f"nothing to reset: the setup was refused: {message}", key)
         elif cmd in ("play", "pause", "step"):
+            press = msg.get("press")
+            self.press = press if type(press) is int else self.press + 1
             if self.session is None and self.refused is not None:
                 # a refused link: "fix the setup or press reset" (with no key) took the red mark
                 # off the refused control and replaced the reason, and reset restarts nothing
                 # when no setup was ever accepted
                 message, key = self.refused
                 self._error(f"nothing to train: the setup was refused: {message}", key)
-                self._enqueue({"type": "state", "state": "invalid"})
+                self._enqueue({"type": "state", "state": "invalid", "press": self.press})
                 return
             if self.session is None or self.session.state in ("diverged", "failed"):
                 self._error("nothing to train: fix the setup or press reset")
                 # the page shows "running" as soon as play is pressed: correct it
                 self._enqueue({"type": "state", "state": "invalid" if self.session is None
-                               else self.session.state})
+                               else self.session.state, "press": self.press})
                 return
             getattr(self.session, cmd)()
         elif cmd == "doctor":
@@ -616,6 +625,10 @@ class _Tab:
     def _emit_for(self, session: Session | None):
         def emit(message: dict[str, Any]) -> None:
             if session is not None and self.session is session:
+                if message.get("type") == "state":
+                    # read as the state is decided (the training thread's, too), not when the
+                    # loop sends it: a press handled in between makes it an earlier press's
+                    message = {**message, "press": self.press}
                 self.emit_threadsafe(message)
         return emit
 

@@ -7,7 +7,7 @@ const CLASS_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8
 const MAX_HISTORY = 1500;
 
 const S = {
-  schema: null, ws: null, query: null, state: "connecting", wantPlay: false,
+  schema: null, ws: null, query: null, state: "connecting", wantPlay: false, press: 0,
   ready: null, theory: null, init: null, last: null, plots: {}, updates: [], edits: 0,
   hist: { step: [], train: [], probe: [], acc: [] }, evo: { step: [], mean: [], std: [] },
 };
@@ -237,6 +237,16 @@ function sendSetup(query, play) {
   if (send({ cmd: "setup", query, play: !!play })) S.pending = { ...query };
 }
 
+/* play, pause or step, numbered: the server names the last press it had handled in every
+   "state" it sends, and a running/paused that answers an earlier press than the last one sent
+   is not shown (play, then pause before play's answer: the label read paused, running, paused,
+   and a Space in between paused again instead of playing). */
+function sendPress(cmd) {
+  if (!send({ cmd, press: S.press + 1 })) return false;
+  S.press++;
+  return true;
+}
+
 function send(msg) {
   if (!S.ws || S.ws.readyState !== 1) return false;  // not connected (yet, or any more)
   S.ws.send(JSON.stringify(msg));
@@ -303,6 +313,10 @@ function handle(m) {
   switch (m.type) {
     case "accepted": onAccepted(m); break;
     case "state":
+      // a late answer to a press pressed over since: the answer to the last one is on its way
+      // (the server sends none when that press changed nothing: the label already says it)
+      if ((m.state === "running" || m.state === "paused") && typeof m.press === "number" &&
+          m.press < S.press) break;
       setState(m.state);
       if (m.state === "diverged" || m.state === "failed") S.wantPlay = false;
       break;
@@ -1353,9 +1367,10 @@ async function main() {
   // (a setup waiting, for the previous network's build or for a place on a full server, stays
   // "waiting": the page read RUNNING with no network; the server answers once it has started)
   const waiting = () => S.state === "waiting";
-  $("play").addEventListener("click", () => { S.wantPlay = true; if (send({ cmd: "play" }) && !waiting()) setState("running"); });
-  $("pause").addEventListener("click", () => { S.wantPlay = false; if (send({ cmd: "pause" }) && !waiting()) setState("paused"); });
-  $("step").addEventListener("click", () => { S.wantPlay = false; send({ cmd: "step" }); });
+  // (step pauses after its one step: it says "paused" at once too, as the server answers)
+  $("play").addEventListener("click", () => { S.wantPlay = true; if (sendPress("play") && !waiting()) setState("running"); });
+  $("pause").addEventListener("click", () => { S.wantPlay = false; if (sendPress("pause") && !waiting()) setState("paused"); });
+  $("step").addEventListener("click", () => { S.wantPlay = false; if (sendPress("step") && !waiting()) setState("paused"); });
   // reset restarts the last accepted setup: the controls show it again (after a refused change
   // they kept the refused values, e.g. selu beside a restarted relu network, and the restart's
   // "accepted" cleared the message that said so)
