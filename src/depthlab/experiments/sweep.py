@@ -483,12 +483,13 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
         todo = tasks()
         first = next(todo, None)
         if first is not None:
+            # told before it starts: a local:N cluster forks no more workers than points left
+            executor.expect(expected[0])
             with executor:
                 say(f"sweep {sweep}: running on {executor.description}; results: "
                     f"{store.path}")
                 prog.t0 = None  # the time left counts from here, not the cluster's start
                 prog.started()
-                executor.expect(expected[0])
                 executor.run(itertools.chain([first], todo), done)
         record_found()
         if len(listed) != total:  # every point met: the distinct ones are the sweep's size

@@ -589,7 +589,7 @@ class DaskExecutor(Executor):
         self._config = dask.config.set(cfg)
         try:
             if m:
-                self._start_local(distributed, int(m.group(1)))
+                self._start_local(distributed, self._local_count(int(m.group(1))))
             else:
                 _handshake(self.address, self.connect_timeout)
                 # Dask's log lines are its own account of what depthlab says in one line: a
@@ -742,6 +742,17 @@ class DaskExecutor(Executor):
         answers = client.sync(ask_each, callback_timeout=2 * ENV_CHECK_S)
         return ({w: env for w, env in answers if env is not None},
                 [w for w, env in answers if env is None])
+
+    def _local_count(self, workers: int) -> int:
+        """The worker processes a ``local:N`` cluster starts: ``min(N, points left)`` when
+        :meth:`expect` was told how many points at most are left (a resumed sweep with one point
+        left forked N Pythons of Dask, NumPy and the runner for it), else N; ``local_workers``
+        and the description follow it."""
+        if self._expected is not None and 1 <= self._expected < workers:
+            workers = self._expected
+            self.local_workers = workers
+            self.description = f"Dask LocalCluster of {workers} worker process(es)"
+        return workers
 
     def _start_local(self, distributed: Any, workers: int) -> None:
         """A ``LocalCluster`` of ``workers`` processes on 127.0.0.1, and a client of it.
