@@ -97,7 +97,14 @@ from .doctor_probe import (
     _probe_fn,
     functional_act_rows,
 )
-from .gradient_path import LayerGraph, gradient_stages, parallel_layers, pooled_factor, stage_stds
+from .gradient_path import (
+    POOLED_GRAD,
+    LayerGraph,
+    gradient_stages,
+    parallel_layers,
+    pooled_factor,
+    stage_stds,
+)
 from .inputs import (
     VAL_FRACTION,
     _has_lazy,
@@ -336,15 +343,36 @@ class TorchRunContext(RunContext):
     def gradient_stds(self, step: int) -> pd.Series:
         """Each stage's gradient std at ``step`` (:func:`stage_stds`): a residual block's
         ``block_grad_std``, a layer's ``grad_pre_std`` (dL/dxhat at a norm before its
-        activation), the pooled std of layers run in parallel."""
+        activation), the pooled std of layers run in parallel. Where a layer ``i``'s next
+        layer reads its output averaged over positions and a later stage follows, every
+        stage up to ``i`` (forward order) is multiplied by its :data:`POOLED_GRAD` factor
+        ``f_i = std_{n,c}(sum_p g_{n,c,p}) / sqrt(P / k) / std(g)`` (``g = dL/ds_i``;
+        :mod:`gradient_path`): the factor by which the mean divided the gradient of ``i``
+        and of every layer below it."""
         grads = self.at(step, "grad_pre_std")
         if not self.stages:
-            return grads
-        try:
-            blocks = self._block_grads.xs(step, level="step")
-        except (KeyError, TypeError):
-            blocks = pd.Series(dtype=float)
-        return stage_stds(self.stages, grads, blocks, self.graph.sizes)
+            out = grads
+        else:
+            try:
+                blocks = self._block_grads.xs(step, level="step")
+            except (KeyError, TypeError):
+                blocks = pd.Series(dtype=float)
+            out = stage_stds(self.stages, grads, blocks, self.graph.sizes)
+        return self._unpooled(step, out)
+
+    def _unpooled(self, step: int, out: pd.Series) -> pd.Series:
+        """``out`` with the stages up to each pooled layer multiplied by its factor ``f_i``
+        (:meth:`gradient_stds`); unchanged without :data:`POOLED_GRAD` rows."""
+        frame = self.frame  # not self.at: a pooled layer need not be hidden (a block's end)
+        if not len(out) or not len(frame) or "quantity" not in frame.columns:
+            return out
+        rows = frame[(frame["quantity"] == POOLED_GRAD) & (frame["step"] == step)]
+        last = max(out.index)
+        out = out.copy()
+        for i, f in zip(rows["layer"], rows["value"]):
+            if i < last and float(f) > 0 and math.isfinite(float(f)):
+                out[out.index <= i] *= float(f)
+        return out
 
     def gradient_where(self, position: int) -> str:
         s = self._stage.get(position) if self.stages else None
@@ -986,7 +1014,7 @@ def _train_run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: Torc
     before = through_time(model, px, py, loss_fn)
     biases = hidden_biases(layers)  # at initialization (describe reads the trained model)
     matrices = recurrent_matrices(layers)  # at initialization too
-    result = train(model, data, loss_fn, spec, probe=_probe_fn(percentiles, layers),
+    result = train(model, data, loss_fn, spec, probe=_probe_fn(percentiles, layers, graph.pools),
                    probe_batch=(px, py), weight_layers=weights,
                    early_steps=EARLY_UPDATE_STEPS)
     index = _layer_index(result.probes, layers)
@@ -996,6 +1024,10 @@ def _train_run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: Torc
         result.probes.loc[ratios, "layer"] = by_name.fillna(-1).astype(int)
         result.probes = result.probes[result.probes["layer"] >= 0].reset_index(drop=True)
     rules_frame, result.probes = norm_gradient_frame(result.probes)
+    if "quantity" in result.probes.columns \
+            and (result.probes["quantity"] == POOLED_GRAD).any():  # the rules' reading only
+        result.probes = result.probes[result.probes["quantity"] != POOLED_GRAD] \
+            .reset_index(drop=True)
     early = _early_ratios(result.early_ratios, index)
     config = {**describe(model, layers), "biases": biases}
     drift = [] if result.history.diverged else bn_drift(model, px)

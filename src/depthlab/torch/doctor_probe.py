@@ -18,6 +18,7 @@ from torch import nn
 
 from ..diagnosis.rules import NORM_GRAD
 from . import prescriptions as rx
+from .gradient_path import POOLED_GRAD
 from .layers import activation_spec
 from .train import bn_channel_dim
 
@@ -32,11 +33,13 @@ def _layer_index(table: pd.DataFrame, layers: list[rx.TracedLayer]) -> dict[str,
     return {t.name: i for i, t in enumerate(layers, 1)}
 
 
-def _probe_fn(percentiles: bool, layers: list[rx.TracedLayer] | None = None) -> Callable:
+def _probe_fn(percentiles: bool, layers: list[rx.TracedLayer] | None = None,
+              pools: dict[str, tuple[int, int]] | None = None) -> Callable:
     """:func:`depthlab.torch.probe`; with ``percentiles=False`` no ``pre_pK``/``act_pK`` (the
     rules read none; only the stored baseline keeps them for the report's figures). The
     traced ``layers`` whose activation the forward applies itself (``F.relu(self.fc(x))``)
-    get their activation rows from :func:`functional_act_rows`."""
+    get their activation rows from :func:`functional_act_rows`; those in ``pools`` a
+    :data:`~depthlab.torch.gradient_path.POOLED_GRAD` row (:func:`_pooled_gradients`)."""
     from ..probes.stats import PERCENTILES
     from .probe import probe
 
@@ -44,13 +47,16 @@ def _probe_fn(percentiles: bool, layers: list[rx.TracedLayer] | None = None) -> 
     functional = [t for t in layers or [] if t.functional and t.ran]
     normed = [t for t in layers or [] if t.norm is not None and t.activation is not None
               and t.ran]
+    pooled = {t.module: (t.name, *(pools or {})[t.name]) for t in layers or []
+              if t.ran and t.name in (pools or {})}
 
     def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable
             ) -> pd.DataFrame:
-        with _norm_gradients(normed) as grads:
+        with _norm_gradients(normed) as grads, _pooled_gradients(pooled) as sums:
             table = probe(model, x, y, loss_fn, percentiles=qs)
         table = functional_act_rows(table, model, x, functional, qs) if functional else table
-        return _with_norm_rows(table, grads) if grads else table
+        table = _with_norm_rows(table, grads) if grads else table
+        return _with_pool_rows(table, sums) if sums else table
 
     return run
 
@@ -100,6 +106,61 @@ def _norm_gradients(layers: list[rx.TracedLayer]) -> Iterator[dict[str, list]]:
     finally:
         for h in handles:
             h.remove()
+
+
+@contextlib.contextmanager
+def _pooled_gradients(layers: dict[nn.Module, tuple[str, int, int]]
+                      ) -> Iterator[dict[str, list]]:
+    """Within the block, for each module of ``layers`` (-> ``(name, channel dim, P / k)``:
+    :attr:`~depthlab.torch.gradient_path.LayerGraph.pools`) the gradient ``g`` reaching its
+    output and ``S' = sum_p g_{n,c,p} / sqrt(P / k)`` (summed over its positions per
+    (example, channel): each example's gradient of the channel's bias, per position left
+    after the pooling): ``{name: [n, sum S', sum S'^2, m, sum g, sum g^2]}`` (float64, every
+    call pooled), whose ``std(S') / std(g)`` is the factor by which a mean over ``k``
+    positions after the layer divided its gradient (:mod:`depthlab.torch.gradient_path`)."""
+    sums: dict[str, list] = {}
+
+    def on_forward(m: nn.Module, _args: Any, out: Any) -> None:
+        if not isinstance(out, torch.Tensor) or not out.requires_grad:
+            return  # under no_grad; a recurrent layer's (output, state) tuple: no reading
+        name, dim, left = layers[m]
+        if out.dim() <= dim:
+            return
+
+        def take(g: torch.Tensor) -> None:
+            g = g.detach().to(torch.float64)
+            c = g.movedim(dim, 1)
+            s = c.reshape(c.shape[0], c.shape[1], -1).sum(-1) / math.sqrt(left)
+            acc = sums.setdefault(name, [0, 0.0, 0.0, 0, 0.0, 0.0])
+            for j, t in ((0, s), (3, g)):
+                acc[j] += t.numel()
+                acc[j + 1] += float(t.sum())
+                acc[j + 2] += float((t * t).sum())
+
+        out.register_hook(take)
+
+    handles = [m.register_forward_hook(on_forward) for m in layers]
+    try:
+        yield sums
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _with_pool_rows(table: pd.DataFrame, sums: dict[str, list]) -> pd.DataFrame:
+    """``table`` with a :data:`POOLED_GRAD` row per layer of ``sums``
+    (:func:`_pooled_gradients`): ``std(S') / std(g)``, NaN where ``std(g)`` is 0."""
+    index = _layer_index(table, [])
+
+    def std(n: int, s1: float, s2: float) -> float:
+        mean = s1 / n
+        return math.sqrt(max(s2 / n - mean * mean, 0.0))
+
+    rows = [{"step": int(table["step"].iloc[0]) if len(table) else 0, "layer": index[name],
+             "module": name, "quantity": POOLED_GRAD,
+             "value": (std(*acc[:3]) / g if (g := std(*acc[3:])) > 0 else math.nan)}
+            for name, acc in sums.items() if name in index and acc[0] and acc[3]]
+    return pd.concat([table, pd.DataFrame(rows)], ignore_index=True) if rows else table
 
 
 def _affine_scale(m: nn.Module, out: torch.Tensor) -> torch.Tensor | None:

@@ -34,6 +34,27 @@ factor off readings so pooled at the ends of the path).
 
 A chain has neither blocks nor layers reading one input: its stages are its hidden layers,
 one each, and its readings are the NumPy doctor's.
+
+A mean over positions between a layer and the next (``AdaptiveAvgPool2d(1)``, ``AvgPool2d``,
+``emb(x).mean(1)`` over tokens) divides each position's gradient by the ``k`` positions it
+averages, and so the gradient of every layer below it, while the layers' weight and bias
+gradients sum those positions and are not smaller: read per element, the layers below a
+global average pool between two hidden layers read 'vanishing' (47.6x under a He ReLU CNN
+whose convs' weight gradients are at or above the hidden Linear's). A layer ``i`` whose output
+has ``P`` positions per channel (a conv's ``(N, C, *spatial)``, else ``(N, *positions, C)``)
+and whose next traced layer reads ``k`` times fewer entries per example (``k > 1`` dividing
+``P``; :attr:`LayerGraph.pools`) gets, at each probed step, the factor (:data:`POOLED_GRAD`)
+
+``f_i = std_{n,c}( sum_p g_{n,c,p} ) / sqrt(P / k) / std(g)``,  ``g = dL/ds_i``
+
+(each example's gradient of the channel's bias per position left after the pooling, the
+``P / k`` of them taken as independent, against the per-element reading), and where a later
+stage of the path follows, every stage up to ``i`` is multiplied by ``f_i`` (the doctor's
+``TorchRunContext.gradient_stds``). A mean pool gives ``f ~ k`` (``sum_p g / k * phi'_p = g *
+mean phi'``); a max pool, which routes ``g`` to one of the ``k``, ``f ~ sqrt(k)``, its
+zeros' dilution. Layers with equal positions, a pool into the output layer (no later stage),
+a layer in a parallel group or applied more than once, or one whose output is not one tensor
+(a recurrent layer's tuple) get no factor: their readings are as before.
 """
 
 from __future__ import annotations
@@ -50,7 +71,11 @@ from . import prescriptions as rx
 from .accumulators import _first_tensor
 
 __all__ = ["Stage", "LayerGraph", "parallel_layers", "gradient_stages", "stage_stds",
-           "pooled_factor"]
+           "pooled_factor", "POOLED_GRAD", "position_pools"]
+
+POOLED_GRAD = "grad_pooled_std"
+"""The probe quantity of a layer read per channel over the positions pooling into one (module
+docstring); the doctor's gradient path reads it in place of ``grad_pre_std``."""
 
 
 @dataclass
@@ -96,17 +121,22 @@ class LayerGraph:
     sizes: dict[str, int] = field(default_factory=dict)
     shared: frozenset[str] = frozenset()
     calls: dict[str, int] = field(default_factory=dict)
+    pools: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Layer name -> ``(channel dim, P / k)`` of the layers whose next layer reads their
+    output averaged or pooled over ``k`` positions (:func:`position_pools`)."""
 
 
-def _first_calls(model: nn.Module, x: torch.Tensor, names: dict[nn.Module, str]
+def _first_calls(model: nn.Module, x: torch.Tensor, names: dict[nn.Module, str],
+                 in_shapes: dict[str, tuple[int, ...]] | None = None
                  ) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, ...]],
                             dict[str, int]]:
     """``(input key, output shape)`` of each layer's first call in one forward on ``x``, and
-    each layer's number of calls in that forward."""
+    each layer's number of calls in that forward (its input shape put in ``in_shapes``)."""
     inputs: list[torch.Tensor] = []  # alive during the forward: ids stay unique
     keys: dict[str, tuple[int, int]] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     calls: dict[str, int] = {}
+    ins = {} if in_shapes is None else in_shapes
 
     def hook(module: nn.Module, inp: Any, out: Any) -> None:
         name = names.get(module)
@@ -119,6 +149,7 @@ def _first_calls(model: nn.Module, x: torch.Tensor, names: dict[nn.Module, str]
             return
         inputs.append(i)
         keys[name] = (id(i), int(getattr(i, "_version", 0)))
+        ins[name] = tuple(i.shape)
         if o is not None:
             shapes[name] = tuple(o.shape)
 
@@ -192,8 +223,9 @@ def parallel_layers(model: nn.Module, x: torch.Tensor, layers: list[rx.TracedLay
     the hooks gives an empty graph (the hidden layers read as a chain, as before)."""
     names = {t.module: t.name for t in layers if t.ran}
     n = int(x.shape[0]) if x.dim() else 0
+    ins: dict[str, tuple[int, ...]] = {}
     try:
-        keys, shapes, calls = _first_calls(model, x, names)
+        keys, shapes, calls = _first_calls(model, x, names, ins)
     except Exception:  # noqa: BLE001 - the trace's forward ran; this one is no requirement
         return LayerGraph()
     shared: set[str] = set()
@@ -211,7 +243,38 @@ def parallel_layers(model: nn.Module, x: torch.Tensor, layers: list[rx.TracedLay
     by: dict[tuple[int, int], list[str]] = {}
     for name, key in keys.items():
         by.setdefault(key, []).append(name)
-    return LayerGraph([g for g in by.values() if len(g) > 1], sizes, frozenset(shared), calls)
+    groups = [g for g in by.values() if len(g) > 1]
+    pools = position_pools(layers, shapes, ins, n, {m for g in groups for m in g} | shared,
+                           calls)
+    return LayerGraph(groups, sizes, frozenset(shared), calls, pools)
+
+
+def position_pools(layers: list[rx.TracedLayer], outs: dict[str, tuple[int, ...]],
+                   ins: dict[str, tuple[int, ...]], n: int, skip: set[str],
+                   calls: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """Layer name -> ``(channel dim, P / k)`` for each ran traced layer (forward order) whose
+    output (shape ``outs``, ``n`` rows) has ``P`` positions per channel and whose next ran
+    layer's input (``ins``) has ``k > 1`` times fewer entries per example, ``k`` dividing
+    ``P`` (a mean or max over positions between them: module docstring). The channel dim is
+    1 for a conv, the last otherwise; layers in ``skip`` (parallel groups, shared) or called
+    more than once, and a next layer in ``skip``, give none."""
+    ran = [t for t in layers if t.ran]
+    out: dict[str, tuple[int, int]] = {}
+    for t, nxt in zip(ran, ran[1:]):
+        shape, after = outs.get(t.name), ins.get(nxt.name)
+        if not n or shape is None or after is None or len(shape) < 3 or t.name in skip \
+                or nxt.name in skip or calls.get(t.name, 1) > 1 or shape[0] != n \
+                or not after or after[0] != n:
+            continue
+        dim = 1 if isinstance(t.module, nn.modules.conv._ConvNd) else len(shape) - 1
+        per, fewer = math.prod(shape[1:]), math.prod(after[1:])
+        positions = per // shape[dim]
+        if fewer < 1 or per % fewer:
+            continue
+        k = per // fewer
+        if k > 1 and positions % k == 0:
+            out[t.name] = (dim, positions // k)
+    return out
 
 
 def gradient_stages(points: list[Any], frame: pd.DataFrame, groups: list[list[str]],
