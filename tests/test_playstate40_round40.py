@@ -22,6 +22,8 @@ from helpers.browser import checked_page
 from websockets.sync.client import connect
 
 MEASURED = "document.getElementById('grad-summary').dataset.step !== ''"
+# the first measurement comes before the server's "paused" (its answer to the build)
+PAUSED = MEASURED + " && S.state === 'paused'"
 
 
 @pytest.fixture()
@@ -66,8 +68,7 @@ def state(name: str) -> str:
 
 def test_a_late_answer_to_play_does_not_undo_the_pause_pressed_after_it(page, server):
     page.goto(server.url + "?model.depth=3&model.width=8")
-    page.wait_for_function(MEASURED, timeout=90_000)
-    assert _label(page) == "paused"
+    page.wait_for_function(PAUSED, timeout=90_000)
     _hold_answers(page)
     page.click("#play")
     page.wait_for_function(f"heldHas({state('running')})")  # the server is training
@@ -96,7 +97,7 @@ def test_the_last_press_is_shown_whatever_the_answers_before_it(page, server):
     # play, pause, play, pause pressed before any answer: the label says paused throughout,
     # then ends on the server's answer to the last press
     page.goto(server.url + "?model.depth=3&model.width=8")
-    page.wait_for_function(MEASURED, timeout=90_000)
+    page.wait_for_function(PAUSED, timeout=90_000)
     _hold_answers(page)
     for button in ("#play", "#pause", "#play", "#pause"):
         page.click(button)
@@ -142,3 +143,12 @@ def test_state_messages_name_the_last_press_the_server_handled(server):
             "type": "state", "state": "paused", "press": 8}
         ws.send(json.dumps({"cmd": "play", "press": "x"}))  # not a number: counted too
         assert _recv_until(ws, lambda m: m["type"] == "state")["press"] == 9
+        # a press that changes nothing is answered too: the page's last press always is
+        ws.send(json.dumps({"cmd": "play", "press": 10}))
+        assert _recv_until(ws, lambda m: m["type"] == "state") == {
+            "type": "state", "state": "running", "press": 10}
+        ws.send(json.dumps({"cmd": "pause", "press": 11}))
+        ws.send(json.dumps({"cmd": "step", "press": 12}))  # paused already; one step, paused
+        assert _recv_until(ws, lambda m: m["type"] == "state")["press"] == 11
+        assert _recv_until(ws, lambda m: m["type"] == "state") == {
+            "type": "state", "state": "paused", "press": 12}

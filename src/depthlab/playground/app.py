@@ -512,7 +512,14 @@ class _Tab:
                 self._enqueue({"type": "state", "state": "invalid" if self.session is None
                                else self.session.state, "press": self.press})
                 return
+            before = self.session.state
             getattr(self.session, cmd)()
+            if self.session.state == before and before in ("paused", "running"):
+                # a press that changed nothing (play while running) is answered all the same:
+                # the page's last press always gets an answer that names it (the session's
+                # "paused" once built can name the press before, which the page ignores)
+                # (queued as the session's messages are, so it follows those sent before it)
+                self.emit_threadsafe({"type": "state", "state": before, "press": self.press})
         elif cmd == "doctor":
             if self.doctor_task is not None and not self.doctor_task.done():
                 # the running doctor's task is kept: closing the tab cancels it (replaced
