@@ -12,6 +12,7 @@ import sqlite3
 import pytest
 
 from depthlab.experiments import run_sweep
+from depthlab.experiments.executors.dask import DaskExecutor
 
 pytest.importorskip("distributed")
 
@@ -29,8 +30,12 @@ def test_a_local_cluster_starts_no_more_workers_than_points_are_left(tmp_path):
     run_sweep(raw, out, limit=3, echo=None)  # 3 of the 4 points stored, in this process
     assert _runs(out) == 3
     lines: list[str] = []
-    res = run_sweep(raw, out, cluster="local:3", echo=lines.append)
+    ex = DaskExecutor("local:3")
+    res = run_sweep(raw, out, executor=ex, echo=lines.append)
     assert res.skipped == 3 and res.count("finished") == 1
     assert _runs(out) == 4
     started = [line for line in lines if "running on" in line]
     assert started and "LocalCluster of 1 worker process(es)" in started[0], lines
+    # the executor used again (a script's sweeps in turn) is local:3 again: the next sweep's
+    # memory check counts 3 workers, and a sweep with more points left starts 3
+    assert ex.local_workers == 3 and "3 worker process(es)" in ex.description

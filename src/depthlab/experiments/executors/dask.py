@@ -505,6 +505,8 @@ class DaskExecutor(Executor):
         self._log_levels: list[tuple[logging.Logger, int]] | None = None
         self._forkserver_pid: int | None = None  # the fork server running before start()
         m = None if given else _LOCAL.fullmatch(address)
+        #: N of a ``local:N`` address (None: not a local cluster)
+        self._local_n: int | None = int(m.group(1)) if m else None
         if m:  # a LocalCluster's worker processes must fit here, refused before any starts
             check_workers(int(m.group(1)), f"cluster {address!r}")
             self.local_workers = int(m.group(1))
@@ -750,9 +752,13 @@ class DaskExecutor(Executor):
         and the description follow it."""
         if self._expected is not None and 1 <= self._expected < workers:
             workers = self._expected
-            self.local_workers = workers
-            self.description = f"Dask LocalCluster of {workers} worker process(es)"
+        self._describe_local(workers)
         return workers
+
+    def _describe_local(self, workers: int) -> None:
+        """``local_workers`` and the description of a ``local:N`` cluster of ``workers``."""
+        self.local_workers = workers
+        self.description = f"Dask LocalCluster of {workers} worker process(es)"
 
     def _start_local(self, distributed: Any, workers: int) -> None:
         """A ``LocalCluster`` of ``workers`` processes on 127.0.0.1, and a client of it.
@@ -987,6 +993,9 @@ class DaskExecutor(Executor):
             for log, level in self._log_levels:
                 log.setLevel(level)
             self._log_levels = None
+        self._expected = None  # told again by the next sweep (a start without it: N workers)
+        if self._local_n is not None:  # used again: local:N, whatever this sweep started
+            self._describe_local(self._local_n)
 
     def _gather(self, futures: list[Any]) -> dict[str, Any]:
         """``{key: result}`` of those ``futures`` that are finished, in one round trip; one by
