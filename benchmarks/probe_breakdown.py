@@ -46,7 +46,7 @@ from depthlab.probes import recorder as recorder_module
 from depthlab.training import fit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from probe_overhead import NETWORKS  # noqa: E402
+from probe_overhead import NETWORKS, training_data  # noqa: E402
 
 clock = time.perf_counter_ns
 """Per-call timer: wall time (~0.1 us a call); ``process_time_ns`` is a system call here (1.7 us
@@ -134,9 +134,7 @@ def main() -> None:
         if args.only and args.only not in label:
             continue
         steps = max(10, int(args.steps * spec["steps"]))
-        d, n = spec["sizes"][0], spec["batch"] * 50
-        x = gen.standard_normal((n, d)).astype(np.float32)
-        y = gen.integers(0, spec["sizes"][-1], n)
+        x, y = training_data(spec, gen)
         run(spec, x, y, steps, None)  # warm-up
         base = statistics.median(run(spec, x, y, steps, None) for _ in range(args.rounds))
         print(f"\n{label}: bare step {1e3 * base:.3f} ms")

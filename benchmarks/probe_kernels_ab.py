@@ -39,7 +39,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from probe_overhead import NETWORKS  # noqa: E402
+from probe_overhead import NETWORKS, training_data  # noqa: E402
 
 from depthlab.backend import rng as make_rng  # noqa: E402
 from depthlab.models import mlp  # noqa: E402
@@ -66,6 +66,9 @@ def load_revision(rev: str, cache: Path):
         path.write_text(text)
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
+    # registered before it runs: Numba's cache, read back in a later process, imports the
+    # kernels' module by name (unregistered, it was '<dynamic>': the second run failed)
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module, sha[:10]
 
@@ -168,9 +171,7 @@ def main() -> None:
         if args.only and args.only not in label:
             continue
         steps = max(10, int(args.steps * spec["steps"]))
-        d, n = spec["sizes"][0], spec["batch"] * 50
-        x = gen.standard_normal((n, d)).astype(np.float32)
-        y = gen.integers(0, spec["sizes"][-1], n)
+        x, y = training_data(spec, gen)
         cost = record_cost(spec, x, y, sides, max(args.rounds, 5),
                            5 if spec["sizes"][1] > 1000 else 50)
         print(f"\n{label}: one record's statistics (all layers, no histograms), CPU us, "

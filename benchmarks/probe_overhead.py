@@ -69,6 +69,14 @@ NETWORKS = {
         modes=("no probes", "every=10, training batch", "every=1, training batch")),
 }
 
+
+def training_data(spec: dict, gen) -> tuple[np.ndarray, np.ndarray]:
+    """A network's synthetic training set: 50 batches of N(0, 1) inputs (float32) and uniform
+    class labels, drawn from ``gen`` in that order (x, then y)."""
+    n = spec["batch"] * 50
+    x = gen.standard_normal((n, spec["sizes"][0])).astype(np.float32)
+    return x, gen.integers(0, spec["sizes"][-1], n)
+
 MODES = {
     "no probes": None,
     "every=10, training batch": dict(every=10, probe=False),
@@ -163,9 +171,7 @@ def main() -> None:
             continue
         steps = max(10, int(args.steps * spec["steps"]))
         d = spec["sizes"][0]
-        n = spec["batch"] * 50
-        x = gen.standard_normal((n, d)).astype(np.float32)
-        y = gen.integers(0, spec["sizes"][-1], n)
+        x, y = training_data(spec, gen)
         xp = gen.standard_normal((300, d)).astype(np.float32)
         yp = gen.integers(0, spec["sizes"][-1], 300)
         names = list(spec.get("modes", MODES))
