@@ -70,7 +70,9 @@ def test_a_torch_runs_activation_figure_naming_modules_is_shown_at_its_drawn_siz
     from depthlab.report import build
     from depthlab.report import html as H
 
-    names = [f"encoder_stack_with_a_long_name.layers.{b}.linear1" for b in range(4)]
+    # (round 40: a module path's leading names are abbreviated, e.<...>.layers.0.linear1 drew
+    # as narrow as a NumPy run's legend; the last name is kept whole, so it widens the figure)
+    names = [f"encoder.layers.{b}.feed_forward_expansion_linear1" for b in range(4)]
     numpy_run = _watch_table(["", "", "", ""]).drop(columns="module")  # layer numbers
     blocks = [build._activations_block(_watch_table(names), "TX", build._Pngs()),
               build._activations_block(numpy_run, "np", build._Pngs())]
