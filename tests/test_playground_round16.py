@@ -279,7 +279,8 @@ def test_a_residual_networks_summary_and_legends_name_nonlinearities(page, serve
 
 
 # -- reset after a refused change --------------------------------------------------------------
-def test_reset_after_a_refused_change_shows_the_setup_it_restarts(page, server, shots):
+def _selu_accepted_then_seed_refused(page, server) -> None:
+    """A relu net measured, selu accepted, then an empty seed refused (the selu setup stays)."""
     page.goto(server.url + "?model.depth=3&model.width=8&model.activation=relu")
     page.wait_for_function(MEASURED, timeout=90_000)
     page.select_option("#f-model-activation", "selu")
@@ -287,6 +288,10 @@ def test_reset_after_a_refused_change_shows_the_setup_it_restarts(page, server, 
     page.fill("#f-train-seed", "")  # refused: the selu setup stays
     page.press("#f-train-seed", "Tab")
     page.locator(".field.invalid").wait_for()
+
+
+def test_reset_after_a_refused_change_shows_the_setup_it_restarts(page, server, shots):
+    _selu_accepted_then_seed_refused(page, server)
     page.select_option("#f-model-activation", "tanh")  # refused too (the seed): not accepted
     page.wait_for_function("document.getElementById('message').textContent.includes("
                            "'Still showing the last accepted setup')")
@@ -306,13 +311,7 @@ def test_reset_after_a_refused_change_shows_the_setup_it_restarts(page, server, 
 def test_reset_pressed_before_a_change_is_refused_shows_the_setup_it_restarts(page, server):
     # the change and the reset leave in one task, before any answer: the page cannot know yet
     # that the change will be refused (CI hit this order when reset was clicked right after)
-    page.goto(server.url + "?model.depth=3&model.width=8&model.activation=relu")
-    page.wait_for_function(MEASURED, timeout=90_000)
-    page.select_option("#f-model-activation", "selu")
-    page.wait_for_function("_ => S.query['model.activation'] === 'selu'")
-    page.fill("#f-train-seed", "")  # refused: the selu setup stays
-    page.press("#f-train-seed", "Tab")
-    page.locator(".field.invalid").wait_for()
+    _selu_accepted_then_seed_refused(page, server)
     page.evaluate("""(() => {
         const s = document.getElementById('f-model-activation');
         s.value = 'tanh'; s.dispatchEvent(new Event('change', { bubbles: true }));

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -93,19 +93,12 @@ def _norm_gradients(layers: list[rx.TracedLayer]) -> Iterator[dict[str, list]]:
             if gamma is not None:
                 g = g * gamma  # dL/dxhat, before the affine
             for name in by_norm[m]:
-                acc = grads.setdefault(name, [0, 0.0, 0.0])
-                acc[0] += g.numel()
-                acc[1] += float(g.sum())
-                acc[2] += float((g * g).sum())
+                _add_moments(grads.setdefault(name, [0, 0.0, 0.0]), 0, g)
 
         out.register_hook(take)  # before an in-place activation: the gradient of this value
 
-    handles = [m.register_forward_hook(on_forward) for m in by_norm]
-    try:
+    with _forward_hooks(by_norm, on_forward):
         yield grads
-    finally:
-        for h in handles:
-            h.remove()
 
 
 @contextlib.contextmanager
@@ -132,16 +125,28 @@ def _pooled_gradients(layers: dict[nn.Module, tuple[str, int, int]]
             c = g.movedim(dim, 1)
             s = c.reshape(c.shape[0], c.shape[1], -1).sum(-1) / math.sqrt(left)
             acc = sums.setdefault(name, [0, 0.0, 0.0, 0, 0.0, 0.0])
-            for j, t in ((0, s), (3, g)):
-                acc[j] += t.numel()
-                acc[j + 1] += float(t.sum())
-                acc[j + 2] += float((t * t).sum())
+            _add_moments(acc, 0, s)
+            _add_moments(acc, 3, g)
 
         out.register_hook(take)
 
-    handles = [m.register_forward_hook(on_forward) for m in layers]
-    try:
+    with _forward_hooks(layers, on_forward):
         yield sums
+
+
+def _add_moments(acc: list, j: int, t: torch.Tensor) -> None:
+    """Add ``t``'s count, sum and sum of squares to ``acc[j:j + 3]`` (float64 sums)."""
+    acc[j] += t.numel()
+    acc[j + 1] += float(t.sum())
+    acc[j + 2] += float((t * t).sum())
+
+
+@contextlib.contextmanager
+def _forward_hooks(modules: Iterable[nn.Module], hook: Callable) -> Iterator[None]:
+    """``hook`` as a forward hook of each of ``modules`` within the block (removed after it)."""
+    handles = [m.register_forward_hook(hook) for m in modules]
+    try:
+        yield
     finally:
         for h in handles:
             h.remove()
