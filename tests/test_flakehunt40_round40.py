@@ -18,7 +18,7 @@ Browser tests use Debian's Chromium (they fail, not skip, without it).
 from __future__ import annotations
 
 import pytest
-from helpers.browser import checked_page
+from helpers.browser import checked_page, hold_server_messages
 
 MEASURED = "document.getElementById('grad-summary').dataset.step !== ''"
 
@@ -27,25 +27,6 @@ MEASURED = "document.getElementById('grad-summary').dataset.step !== ''"
 def page(browser, server):
     with checked_page(browser) as pg:
         yield pg
-
-
-def _hold_answers(page) -> None:
-    """The server's messages are kept back from the page (``HELD``) until the test delivers
-    them: ``deliverThrough(pred)`` up to the first one ``pred`` holds for, ``releaseAll()`` the
-    rest and every later one (a slow network, or a loaded host, orders them so).
-    ``ACCEPTED``: the widths of the setups the page is told are accepted, in order."""
-    page.evaluate("""() => {
-        window.HELD = []; window.ACCEPTED = []; let holding = true;
-        const h = handle;
-        window.handle = (m) => { if (m.type === 'accepted') ACCEPTED.push(m.query['model.width']);
-            h(m); };
-        const deliver = S.ws.onmessage;
-        S.ws.onmessage = (ev) => { if (holding) HELD.push(ev); else deliver(ev); };
-        window.heldHas = (pred) => HELD.some((ev) => pred(JSON.parse(ev.data)));
-        window.deliverThrough = (pred) => { while (HELD.length) { const ev = HELD.shift();
-            deliver(ev); if (pred(JSON.parse(ev.data))) return; } };
-        window.releaseAll = () => { holding = false; while (HELD.length) deliver(HELD.shift()); };
-    }""")
 
 
 def _commit(page, selector: str, value: str) -> None:
@@ -66,7 +47,7 @@ def test_reset_between_the_answers_to_two_changes_keeps_the_controls_of_the_rest
         page, server):
     page.goto(server.url + "?model.depth=3&model.width=8")
     page.wait_for_function(MEASURED, timeout=90_000)
-    _hold_answers(page)
+    hold_server_messages(page)
     _commit(page, "#f-model-width", "9")
     page.wait_for_function(f"heldHas({accepted(9)})")  # answered alone (not replaced by 10)
     _commit(page, "#f-model-width", "10")
@@ -88,7 +69,7 @@ def test_reset_between_the_answers_to_two_changes_keeps_the_controls_of_the_rest
 def test_reset_after_a_refused_and_a_corrected_change_shows_the_corrected_setup(page, server):
     page.goto(server.url + "?model.depth=3&model.width=8")
     page.wait_for_function(MEASURED, timeout=90_000)
-    _hold_answers(page)
+    hold_server_messages(page)
     _commit(page, "#f-model-width", "0")  # refused (a width of at least 1)
     page.wait_for_function("heldHas((m) => m.type === 'error' && m.key === 'model.width')")
     _commit(page, "#f-model-width", "6")  # corrected, and reset pressed before any answer
@@ -115,7 +96,7 @@ def test_an_answer_that_arrives_while_an_apply_button_is_pressed_does_not_move_i
                     message: "m", evidence: {metric: 1, step: 3}, prescription_text: "p",
                     verifications: [], prescription: {activation: "tanh"}, apply}]})""",
                   [query, {**query, "model.activation": "tanh"}])
-    _hold_answers(page)
+    hold_server_messages(page)
     page.fill("#f-train-lr", "0.2")  # typed, not committed: the press sends it (blur)
     button = page.locator("#doctor-out button.apply")
     button.scroll_into_view_if_needed()

@@ -18,7 +18,7 @@ import json
 import time
 
 import pytest
-from helpers.browser import checked_page
+from helpers.browser import checked_page, hold_server_messages
 from websockets.sync.client import connect
 
 MEASURED = "document.getElementById('grad-summary').dataset.step !== ''"
@@ -30,27 +30,6 @@ PAUSED = MEASURED + " && S.state === 'paused'"
 def page(browser, server):
     with checked_page(browser) as pg:
         yield pg
-
-
-def _hold_answers(page) -> None:
-    """The server's messages are kept back from the page (``HELD``) until the test delivers
-    them: ``deliverThrough(pred)`` up to the first one ``pred`` holds for, ``releaseAll()`` the
-    rest and every later one, ``deliverStates(n)`` up to the n-th state message held.
-    ``SHOWN``: the state label after each delivered message."""
-    page.evaluate("""() => {
-        window.HELD = []; window.SHOWN = []; let holding = true;
-        const d = S.ws.onmessage;
-        const deliver = (ev) => { d(ev);
-            SHOWN.push(document.getElementById('state').textContent.toLowerCase()); };
-        S.ws.onmessage = (ev) => { if (holding) HELD.push(ev); else deliver(ev); };
-        window.heldHas = (pred) => HELD.some((ev) => pred(JSON.parse(ev.data)));
-        window.deliverThrough = (pred) => { while (HELD.length) { const ev = HELD.shift();
-            deliver(ev); if (pred(JSON.parse(ev.data))) return; } };
-        window.releaseAll = () => { holding = false; while (HELD.length) deliver(HELD.shift()); };
-        window.heldStates = () => HELD.filter((ev) => JSON.parse(ev.data).type === 'state').length;
-        window.deliverStates = (n) => { for (let i = 0; i < n; i++)
-            deliverThrough((m) => m.type === 'state'); };
-    }""")
 
 
 def _label(page) -> str:
@@ -69,7 +48,7 @@ def state(name: str) -> str:
 def test_a_late_answer_to_play_does_not_undo_the_pause_pressed_after_it(page, server):
     page.goto(server.url + "?model.depth=3&model.width=8")
     page.wait_for_function(PAUSED, timeout=90_000)
-    _hold_answers(page)
+    hold_server_messages(page)
     page.click("#play")
     page.wait_for_function(f"heldHas({state('running')})")  # the server is training
     page.click("#pause")
@@ -98,7 +77,7 @@ def test_the_last_press_is_shown_whatever_the_answers_before_it(page, server):
     # then ends on the server's answer to the last press
     page.goto(server.url + "?model.depth=3&model.width=8")
     page.wait_for_function(PAUSED, timeout=90_000)
-    _hold_answers(page)
+    hold_server_messages(page)
     for button in ("#play", "#pause", "#play", "#pause"):
         page.click(button)
     page.wait_for_function("heldStates() === 4")  # each press changed the state

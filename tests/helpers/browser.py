@@ -74,3 +74,30 @@ def checked_page(browser, width: int = 1300, height: int = 950, console: bool = 
 def url_param(pg, key: str) -> str | None:
     """The value of ``key`` in the page's URL query (None when absent)."""
     return pg.evaluate("k => new URLSearchParams(location.search).get(k)", key)
+
+
+def hold_server_messages(page) -> None:
+    """The playground server's messages are kept back from the page (``HELD``) until the test
+    delivers them (a slow network, or a loaded host, orders them so):
+    ``deliverThrough(pred)`` up to the first one ``pred`` holds for, ``deliverStates(n)`` up to
+    the n-th state message held, ``releaseAll()`` the rest and every later one;
+    ``heldHas(pred)``, ``heldStates()`` look at what is held. Logs: ``SHOWN``, the state label
+    after each delivered message; ``ACCEPTED``, the widths of the setups the page is told are
+    accepted, in order."""
+    page.evaluate("""() => {
+        window.HELD = []; window.SHOWN = []; window.ACCEPTED = []; let holding = true;
+        const h = handle;
+        window.handle = (m) => { if (m.type === 'accepted') ACCEPTED.push(m.query['model.width']);
+            h(m); };
+        const d = S.ws.onmessage;
+        const deliver = (ev) => { d(ev);
+            SHOWN.push(document.getElementById('state').textContent.toLowerCase()); };
+        S.ws.onmessage = (ev) => { if (holding) HELD.push(ev); else deliver(ev); };
+        window.heldHas = (pred) => HELD.some((ev) => pred(JSON.parse(ev.data)));
+        window.deliverThrough = (pred) => { while (HELD.length) { const ev = HELD.shift();
+            deliver(ev); if (pred(JSON.parse(ev.data))) return; } };
+        window.releaseAll = () => { holding = false; while (HELD.length) deliver(HELD.shift()); };
+        window.heldStates = () => HELD.filter((ev) => JSON.parse(ev.data).type === 'state').length;
+        window.deliverStates = (n) => { for (let i = 0; i < n; i++)
+            deliverThrough((m) => m.type === 'state'); };
+    }""")
