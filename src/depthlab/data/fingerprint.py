@@ -18,7 +18,7 @@ import hashlib
 import os
 from pathlib import Path
 
-__all__ = ["digest"]
+__all__ = ["builtin_digest", "digest", "file_digest"]
 
 _CHUNK = 1 << 20
 _CACHE: dict[tuple[str, int, int, int, int, int], str] = {}
@@ -36,6 +36,12 @@ def _file_digest(path: Path) -> str:
                 h.update(chunk)
         hit = _CACHE[key] = h.hexdigest()[:16]
     return hit
+
+
+def file_digest(path: Path) -> str:
+    """The first 16 hex digits of sha256 over the bytes of the file ``path`` (read once while
+    its size, times and inode stay the same)."""
+    return _file_digest(path)
 
 
 def _companions(path: Path) -> list[Path]:
@@ -71,4 +77,21 @@ def digest(path: str | os.PathLike) -> str | None:
             h.update(f"{f.name}\0{_file_digest(f)}\0".encode())
         return h.hexdigest()[:16]
     except OSError:
+        return None
+
+
+def builtin_digest(name: str, options: dict | None = None) -> str | None:
+    """The content fingerprint of the files the built-in data set ``name`` reads with
+    ``options`` when they are a user's copy (``fashion-mnist`` from ``options["path"]`` or
+    ``$DEPTHLAB_FASHION_MNIST``: :func:`depthlab.data.fashion_mnist.fingerprint`); None for
+    a generated or packaged data set, or files that cannot be read (the loader says so)."""
+    from depthlab.data.registry import find_builtin
+
+    spec = find_builtin(name)
+    if spec is None or spec.fingerprint is None:
+        return None
+    options = options if isinstance(options, dict) else {}
+    try:
+        return spec.fingerprint(**{k: v for k, v in options.items() if k == "path"})
+    except (OSError, TypeError, ValueError):
         return None

@@ -42,6 +42,8 @@ class BuiltinSpec:
     available: Callable[[], bool]
     how_to_get: str | None = None
     aliases: tuple[str, ...] = ()
+    # the content fingerprint of the user's copy it would read (None: the packaged copy)
+    fingerprint: Callable[..., str | None] | None = None
 
 
 def _has_module(name: str) -> Callable[[], bool]:
@@ -62,7 +64,7 @@ BUILTINS: dict[str, BuiltinSpec] = {
             "Fashion-MNIST, 60,000 train + 10,000 official test images (28x28, [0, 1])",
             "IDX files (Debian package dataset-fashion-mnist or path=FOLDER)", 70000, 784, 10,
             False, ("path",), fashion_mnist.available, fashion_mnist.HOW_TO_GET,
-            ("fashion_mnist", "fashionmnist", "fmnist"),
+            ("fashion_mnist", "fashionmnist", "fmnist"), fashion_mnist.fingerprint,
         ),
         BuiltinSpec(
             "digits", digits.load, "UCI optical digits, 1,797 images 8x8, pixels /16",

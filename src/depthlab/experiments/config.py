@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..data.fingerprint import digest
+from ..data.fingerprint import builtin_digest, digest
 from ..spec import SECTIONS, SPECS, TOP_LEVEL_KEYS, ConfigError, RunSpec, optimizer_hyperparameters
 
 __all__ = [
@@ -320,12 +320,17 @@ def _without_defaults(kwargs: dict[str, Any], registry: str, name: Any) -> dict[
 
 def data_digest(config: dict[str, Any]) -> str | None:
     """The content fingerprint of ``config``'s ``data.path`` (None: no file, or unreadable),
-    as :func:`run_id` mixes it in."""
+    or of the user's copy of files a built-in ``data.name`` reads (``fashion-mnist`` from
+    ``data.options.path`` or ``$DEPTHLAB_FASHION_MNIST``; None: the packaged copy or a
+    generated set), as :func:`run_id` mixes it in."""
     data = config.get("data") if isinstance(config, dict) else None
-    path = data.get("path") if isinstance(data, dict) else None
-    if not isinstance(path, str) or not path:
+    if not isinstance(data, dict):
         return None
-    return digest(path)
+    path = data.get("path")
+    if isinstance(path, str) and path:
+        return digest(path)
+    name = data.get("name")
+    return builtin_digest(name, data.get("options")) if isinstance(name, str) else None
 
 
 def run_id(config: dict[str, Any], kind: str = "run", extra: Any = None) -> str:
@@ -335,16 +340,17 @@ def run_id(config: dict[str, Any], kind: str = "run", extra: Any = None) -> str:
     with the same config share an id; ``kind`` values other than ``run``/``sweep-point`` (and
     ``extra``) are mixed in so e.g. a doctor diagnosis never replaces a training run. A data
     ``path`` adds the file's content fingerprint (:func:`depthlab.data.fingerprint.digest`):
-    an edited data file gives new ids (its stored runs are not taken for finished points)."""
+    an edited data file gives new ids (its stored runs are not taken for finished points); so
+    does a built-in data set read from a user's copy (:func:`data_digest`): two copies of
+    other images are two runs, not one id."""
     if not isinstance(config, Mapping):
         raise TypeError(f"run_id needs a config (a dict of sections), got "
                         f"{type(config).__name__} {config!r:.60}")
     body = {k: _hashed_section(k, v) for k, v in config.items() if k not in ("name", "sweep")}
     data = body.get("data")
-    if isinstance(data, dict) and isinstance(data.get("path"), str) and data["path"]:
-        content = digest(data["path"])
-        if content is not None:
-            body["data"] = {**data, "content": content}
+    content = data_digest(config)
+    if isinstance(data, dict) and content is not None:
+        body["data"] = {**data, "content": content}
     payload: Any = body if kind in ("run", "sweep-point") and extra is None else {
         "kind": kind, "config": body, "extra": extra}
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:12]

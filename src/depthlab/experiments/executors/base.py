@@ -61,9 +61,17 @@ def data_changed(task: Task) -> str | None:
     if task.data_digest is None:
         return None
     here = data_digest(task.config)
-    if here is None or here == task.data_digest:
+    if here == task.data_digest:
         return None
-    path = task.config["data"]["path"]
+    path = task.config["data"].get("path")
+    if path is None:  # a built-in data set the sweep read from a user's copy (its files)
+        where = "the system copy (or none)" if here is None else f"other files (fingerprint {here})"
+        return (f"DataChanged: data set {task.config['data'].get('name')!r} here is read from "
+                f"{where}, not the copy the sweep computed this point's id from "
+                f"({task.data_digest}): give every machine the same copy (data.options.path, or "
+                "the data set's environment variable, e.g. DEPTHLAB_FASHION_MNIST)")
+    if here is None:
+        return None
     return (f"DataChanged: data.path {path!r} here has other content (fingerprint {here}) "
             f"than the file the sweep computed this point's id from ({task.data_digest}): it "
             "was edited after the sweep started, or this worker has another copy; run the "

@@ -1,0 +1,56 @@
+"""Round 41 (clihunt41): run ids of user data, interrupted sweeps, option spellings and other
+things a demanding user of the CLI, the store and sweeps meets."""
+
+from __future__ import annotations
+
+import numpy as np
+
+TINY = ('[model]\nsizes = ["auto", 4, "auto"]\n'
+        '[train]\nepochs = 1\n[probes]\nevery = 0\njacobian = false\n')
+
+
+def _fashion_copy(folder, seed: int) -> None:
+    """Four small Fashion-MNIST IDX files (random images) in ``folder``."""
+    from depthlab.data import write_idx
+
+    folder.mkdir()
+    r = np.random.default_rng(seed)
+    for part, n in (("train", 40), ("t10k", 10)):
+        write_idx(folder / f"{part}-images-idx3-ubyte",
+                  r.integers(0, 255, (n, 28, 28)).astype(np.uint8))
+        write_idx(folder / f"{part}-labels-idx1-ubyte", np.arange(n, dtype=np.uint8) % 10)
+
+
+def test_a_built_in_data_set_read_from_a_user_copy_has_its_own_run_id(tmp_path, monkeypatch):
+    # DEPTHLAB_FASHION_MNIST=copyA and =copyB (other images) gave one run id, the system
+    # copy's: the second run was refused as "has this config" and a sweep skipped its points
+    from depthlab.experiments.config import run_id, validate
+    from depthlab.experiments.executors.base import Task, data_changed
+
+    _fashion_copy(tmp_path / "a", 0)
+    _fashion_copy(tmp_path / "b", 1)
+    cfg = validate({"data": {"name": "fashion-mnist"}, "model": {"sizes": ["auto", 4, "auto"]}})
+    monkeypatch.delenv("DEPTHLAB_FASHION_MNIST", raising=False)
+    system = run_id(cfg)
+    ids = {}
+    for copy in ("a", "b"):
+        monkeypatch.setenv("DEPTHLAB_FASHION_MNIST", str(tmp_path / copy))
+        ids[copy] = run_id(cfg)
+    assert len({system, ids["a"], ids["b"]}) == 3, (system, ids)
+    monkeypatch.setenv("DEPTHLAB_FASHION_MNIST", str(tmp_path / "a"))
+    assert run_id(cfg) == ids["a"]  # stable
+    # data.options.path: the copy's content, not only its name (a copy replaced in place)
+    raw = {"data": {"name": "fashion-mnist", "options": {"path": str(tmp_path / "c")}},
+           "model": {"sizes": ["auto", 4, "auto"]}}
+    _fashion_copy(tmp_path / "c", 2)
+    before = run_id(validate(raw))
+    labels = tmp_path / "c" / "train-labels-idx1-ubyte"
+    labels.write_bytes(labels.read_bytes()[:-1] + b"\3")
+    assert run_id(validate(raw)) != before
+    # a worker that reads another copy does not store its record under this copy's id
+    from depthlab.experiments.config import data_digest
+
+    task = Task(ids["a"], "p", cfg, None, "sweep-point", data_digest(cfg))
+    assert data_changed(task) is None
+    monkeypatch.setenv("DEPTHLAB_FASHION_MNIST", str(tmp_path / "b"))
+    assert "DataChanged" in (data_changed(task) or "")
