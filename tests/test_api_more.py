@@ -534,7 +534,7 @@ def test_names_written_as_torch_and_keras_spell_classes_are_found():
     from depthlab.losses import REGISTRY as LOSSES
 
     assert LOSSES.key("CrossEntropyLoss") == LOSSES.key("CrossEntropy") == "cross_entropy"
-    assert LOSSES.key("MSELoss") == "mse" and LOSSES.key("BCELoss") == "binary_cross_entropy"
+    assert LOSSES.key("MSELoss") == "mse" and LOSSES.key("BCELoss") == "bce_loss"
     assert INITIALIZERS.key("GlorotUniform") == "glorot_uniform"
     assert INITIALIZERS.key("KaimingNormal") == "he_normal"
     assert ACTIVATIONS.key("LeakyReLU") == "leaky_relu"

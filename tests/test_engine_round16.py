@@ -181,9 +181,9 @@ def test_a_tanh_gelu_network_goes_through_the_bridge_and_a_save(tmp_path):
 
 
 @pytest.mark.parametrize("out_act, loss, y_kind", [("softmax", "cross_entropy", "labels"),
-                                                   ("sigmoid", "BCELoss", "column")])
+                                                   ("sigmoid", "BCEWithLogitsLoss", "column")])
 def test_an_output_squashed_again_by_its_logit_loss_is_a_warning(out_act, loss, y_kind):
-    # mlp(output_activation="sigmoid") + loss "BCELoss" (torch's name; a loss on logits here)
+    # mlp(output_activation="sigmoid") + loss "BCEWithLogitsLoss" (torch's name of the logit loss)
     # or a softmax output + cross_entropy trained on twice-squashed outputs, silently
     x, y = _blobs()
     if y_kind == "column":

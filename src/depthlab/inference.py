@@ -777,9 +777,9 @@ def predict_saved(model: Path, x: np.ndarray, source: str = "DATA",
                          f"at {at}): {why}")
     loss = meta.get("loss")
     classes = None
-    if loss == "cross_entropy" or (out.shape[1] > 1 and (
+    if loss in ("cross_entropy", "nll_loss") or (out.shape[1] > 1 and (
             loss is None or meta.get("one_hot_targets") is True)):
         classes = np.argmax(out, axis=1)
-    elif loss == "binary_cross_entropy":
-        classes = (out[:, 0] > 0).astype(np.int64)
+    elif loss in ("binary_cross_entropy", "bce_loss"):  # a logit > 0, a probability > 0.5
+        classes = (out[:, 0] > (0.5 if loss == "bce_loss" else 0)).astype(np.int64)
     return out, classes

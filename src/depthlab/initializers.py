@@ -1,7 +1,10 @@
 """Weight initializers.
 
 An initializer is a callable ``init(shape, rng, dtype="float32") -> array``. Dense weights have
-shape ``(fan_in, fan_out)``; for a 1-D shape (a bias) ``fan_in = fan_out = shape[0]``. Samples
+shape ``(fan_in, fan_out)``; for a 1-D shape ``fan_in = fan_out = shape[0]``, but a Dense
+layer's bias is drawn with its weight's fans (``init((fan_out,), rng, dtype, fans=(fan_in,
+fan_out))``, torch's ``nn.Linear`` rule: ``fan_in_uniform`` gives its default bias
+U[-1/sqrt(fan_in), 1/sqrt(fan_in)]). Samples
 are drawn in float64 from the ``numpy.random.Generator`` and cast to ``dtype``, so the same
 seed gives the same weights (up to rounding) in float32 and float64.
 
@@ -129,6 +132,12 @@ class Initializer:
         """Draw an array of ``shape`` (float64) from ``gen``; ``__call__`` casts it."""
         raise NotImplementedError
 
+    def sample_fans(self, shape: tuple[int, ...], gen: np.random.Generator,
+                    fans: tuple[int, int]) -> Array:
+        """:meth:`sample` with the fan-based rules reading ``fans`` = (fan_in, fan_out) in
+        place of the shape's (the fan-free initializers ignore them)."""
+        return self.sample(shape, gen)
+
     def variance(self, fan_in: int, fan_out: int) -> float:
         """The variance ``Var(W)`` of one entry for a layer of these fans (the class
         docstring's formula), used by the theory."""
@@ -145,14 +154,22 @@ class Initializer:
 
     def __call__(
         self, shape: tuple[int, ...], rng: np.random.Generator | int | None = None,
-        dtype: Any = "float32",
+        dtype: Any = "float32", *, fans: tuple[int, int] | None = None,
     ) -> Array:
+        """An array of ``shape`` in ``dtype``; ``fans`` (fan_in, fan_out), when given, replace
+        :func:`compute_fans` of the shape (a Dense bias takes its weight's fans)."""
         shape = _check_shape(shape)
         dt = resolve_dtype(dtype)
         self._check_memory(shape, dt)
+        gen = make_rng(rng)
         with np.errstate(over="ignore"):  # a sample too large for dt: refused below
-            w = xp.asarray(self.sample(shape, make_rng(rng)), dtype=dt)
-            lim = self.limit(*compute_fans(shape))
+            if fans is None:
+                fans = compute_fans(shape)
+                w = xp.asarray(self.sample(shape, gen), dtype=dt)
+            else:
+                fans = compute_fans(tuple(fans))
+                w = xp.asarray(self.sample_fans(shape, gen, fans), dtype=dt)
+            lim = self.limit(*fans)
             if lim is not None and dt != np.float64:
                 # rounding to float32 must not push a sample past the limit
                 lim32 = dt.type(lim)
@@ -233,7 +250,11 @@ class VarianceScaling(Initializer):
         return 2 if self.distribution == "truncated_normal" else 1
 
     def sample(self, shape: tuple[int, ...], gen: np.random.Generator) -> Array:
-        fan_in, fan_out = compute_fans(shape)
+        return self.sample_fans(shape, gen, compute_fans(shape))
+
+    def sample_fans(self, shape: tuple[int, ...], gen: np.random.Generator,
+                    fans: tuple[int, int]) -> Array:
+        fan_in, fan_out = fans
         if self.distribution == "normal":
             return gen.normal(0.0, math.sqrt(self.variance(fan_in, fan_out)), size=shape)
         if self.distribution == "truncated_normal":
@@ -405,7 +426,11 @@ class Uniform(Initializer):
         return self.limit(fan_in, fan_out) ** 2 / 3.0
 
     def sample(self, shape: tuple[int, ...], gen: np.random.Generator) -> Array:
-        lim = self.limit(*compute_fans(shape))
+        return self.sample_fans(shape, gen, compute_fans(shape))
+
+    def sample_fans(self, shape: tuple[int, ...], gen: np.random.Generator,
+                    fans: tuple[int, int]) -> Array:
+        lim = self.limit(*fans)
         return gen.uniform(-lim, lim, size=shape)
 
 

@@ -22,6 +22,12 @@ float32 stays float32.
   torch's ``pos_weight`` p and ``weight`` w: w (p y softplus(-z) + (1 - y) softplus(z)).
 * ``huber``: mean of 0.5 d^2 for |d| <= delta, delta (|d| - delta / 2) otherwise;
   grad clip(d, -delta, delta) / N.
+* ``bce_loss`` (torch's ``BCELoss``, sklearn's ``log_loss``): probabilities x in [0, 1];
+  loss = mean(-(y max(log x, -100) + (1 - y) max(log(1 - x), -100))); grad
+  (x - y) / max(x (1 - x), 1e-12) / N (torch's).
+* ``nll_loss`` (torch's ``NLLLoss``, alias ``nll``): log-probabilities (B, C), labels (B,);
+  loss = -sum_b w[y_b] x[b, y_b] / sum_b w[y_b]; grad -w[y_b] / sum_b w[y_b] at (b, y_b).
+  These two are not listed in :data:`LOSSES` (a network's outputs are logits).
 
 ``mse`` and ``huber`` are regression losses (``has_accuracy`` False), but a classifier trained
 on one-hot target rows with them (the quadratic cost of textbooks) gets an accuracy: the share
@@ -42,11 +48,13 @@ from .validators import real
 __all__ = [
     "LOSSES",
     "REGISTRY",
+    "BCELoss",
     "BinaryCrossEntropy",
     "CrossEntropy",
     "Huber",
     "Loss",
     "MSE",
+    "NLLLoss",
     "get_loss",
     "one_hot_labels",
 ]
@@ -702,15 +710,180 @@ class BinaryCrossEntropy(Loss):
         return float(np.mean((z > 0) == (y > 0.5)))
 
 
-REGISTRY: Registry[Loss] = Registry(
+# torch's floors: BCELoss clamps each log at -100; its gradient divides by max(x (1 - x), 1e-12)
+_LOG_FLOOR = -100.0
+_BCE_EPSILON = float(np.float32(1e-12))  # a float constant in torch: 9.99999996e-13
+
+
+class BCELoss(Loss):
+    """torch's ``BCELoss`` on probabilities x in [0, 1] (a sigmoid output), targets y in
+    [0, 1]: l = -w (y max(log x, -100) + (1 - y) max(log(1 - x), -100)), the mean over all
+    N elements; grad w (x - y) / max(x (1 - x), 1e-12) / N (torch's formula, its floor).
+    ``weight`` w (>= 0) broadcasts to pred's shape. Logits take ``binary_cross_entropy``
+    (torch's ``BCEWithLogitsLoss``), which is exact where this one floors the logs."""
+
+    name = "bce_loss"
+    has_accuracy = True
+
+    def __init__(self, weight: Any = None, reduction: str = "mean") -> None:
+        self._set_reduction(reduction)
+        self.weight = None if weight is None else _nonnegative("weight", weight, 2)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        extra = {} if self.weight is None else {"weight": self.weight.tolist()}
+        return {**super().params, **extra}
+
+    def _check(self, pred: Any, target: Any) -> tuple[Array, Array]:
+        pred = _check_pred(pred)
+        target = _match_shapes(pred, _as_float_array(target, "target"), self.name)
+        _check_finite_target(target)
+        lo, hi = target.min().item(), target.max().item()
+        if lo < 0 or hi > 1:
+            raise ValueError(f"{self.name}: targets must lie in [0, 1], got "
+                             f"{lo if lo < 0 else hi!r}")
+        bad = ~((pred >= 0) & (pred <= 1))  # NaN too (torch refuses it)
+        if bad.any():
+            raise ValueError(f"{self.name} (torch's BCELoss) takes probabilities in [0, 1], got "
+                             f"{pred[bad].flat[0].item()!r}; for logits use "
+                             "loss='binary_cross_entropy' (BCEWithLogitsLoss)")
+        return pred, target.astype(pred.dtype, copy=False)
+
+    def _weight(self, x: Array) -> Array | None:
+        if self.weight is None:
+            return None
+        try:
+            return np.broadcast_to(self.weight.astype(x.dtype), x.shape)
+        except ValueError:
+            raise ValueError(f"{self.name}: weight of shape {self.weight.shape} for pred of "
+                             f"shape {x.shape}; expected a shape that broadcasts to it") from None
+
+    def forward(self, pred: Array, target: Array) -> Any:
+        x, y = self._check(pred, target)
+        with np.errstate(divide="ignore"):  # log 0 = -inf, floored at -100 as torch
+            log_x = xp.maximum(xp.log(x), _LOG_FLOOR)
+            log_1mx = xp.maximum(xp.log1p(-x), _LOG_FLOOR)
+        t = (y - 1) * log_1mx
+        t -= y * log_x
+        w = self._weight(x)
+        if w is not None:
+            t *= w
+        self._cache = (x, y)
+        if self.reduction == "none":
+            return t + 0.0
+        return self._reduced(float(t.sum(dtype=np.float64)), x.size) + 0.0
+
+    def backward(self, grad: Any = None) -> Array:
+        x, y = self._cached()
+        g = x - y
+        g /= xp.maximum(x * (1 - x), x.dtype.type(_BCE_EPSILON))
+        w = self._weight(x)
+        if w is not None:
+            g *= w
+        g *= self._scale(x.size)
+        up = self._upstream(grad, x.shape, x.dtype)
+        return g if up is None else g * up
+
+    def accuracy(self, pred: Array, target: Array) -> float:
+        """Fraction with (probability > 0.5) == (target > 0.5)."""
+        x, y = self._check(pred, target)
+        return float(np.mean((x > 0.5) == (y > 0.5)))
+
+
+class NLLLoss(CrossEntropy):
+    """torch's ``NLLLoss`` on log-probabilities x (B, C) (a log-softmax output) and integer
+    labels y (B,): l_b = -w[y_b] x[b, y_b]; "mean" divides their sum by sum_b w[y_b] (w = 1
+    without ``weight``); rows labelled ``ignore_index`` (default -100) add 0 and are left out
+    of that sum; grad -w[y_b] / sum_b w[y_b] at (b, y_b), 0 elsewhere. Logits take
+    ``cross_entropy`` (torch's ``CrossEntropyLoss`` = log-softmax + this)."""
+
+    name = "nll_loss"
+
+    def __init__(self, weight: Any = None, ignore_index: int = IGNORE_INDEX,
+                 reduction: str = "mean") -> None:
+        super().__init__(0.0, reduction, weight, ignore_index)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        out = super().params
+        del out["label_smoothing"]
+        return out
+
+    def _picked(self, pred: Any, target: Any) -> tuple[Array, Array, Array, Array | None]:
+        """(x, safe labels, w[y] in x's dtype with ignored rows 0, the ignored mask)."""
+        x, y = self._check(pred, target)
+        if y.ndim != 1:
+            raise ValueError(f"{self.name} (torch's NLLLoss) takes integer labels of shape "
+                             f"({x.shape[0]},), got target shape {y.shape}; probability rows "
+                             "take loss='cross_entropy' on logits")
+        c = x.shape[1]
+        w = np.ones(c) if self.weight is None else self.weight
+        if w.shape[0] != c:
+            raise ValueError(f"{self.name}: weight has {w.shape[0]} entries for pred with {c} "
+                             f"classes; expected one weight per class ({c})")
+        ignored = self._ignored(y)
+        safe = y if ignored is None else xp.where(ignored, 0, y)
+        wy = w.astype(x.dtype)[safe]
+        if ignored is not None:
+            wy[ignored] = 0
+        return x, safe, wy, ignored
+
+    def forward(self, pred: Array, target: Array) -> Any:
+        x, safe, wy, ignored = self._picked(pred, target)
+        per_row = -(wy * x[xp.arange(x.shape[0]), safe])
+        if ignored is not None:  # 0, not 0 * (-inf) = NaN
+            per_row[ignored] = 0
+        denominator = float(wy.sum(dtype=np.float64))
+        self._cache = (x, safe, wy, ignored, denominator)
+        if self.reduction == "none":
+            return per_row + 0.0
+        total = float(per_row.sum(dtype=np.float64))
+        if self.reduction == "sum":
+            return total + 0.0
+        return total / denominator + 0.0 if denominator else float("nan")  # torch's 0 / 0
+
+    def backward(self, grad: Any = None) -> Array:
+        x, safe, wy, ignored, denominator = self._cached()
+        b = x.shape[0]
+        g = xp.zeros_like(x)
+        col = -wy
+        if self.reduction == "mean":  # 1 / 0 for zero weights only: NaN there, as torch
+            with np.errstate(divide="ignore", invalid="ignore"):
+                col = col * x.dtype.type(1.0 / denominator if denominator else np.inf)
+            if ignored is not None:
+                col[ignored] = 0
+        g[xp.arange(b), safe] = col
+        up = self._upstream(grad, (b,), x.dtype)
+        return g if up is None else g * up[:, None]
+
+
+class _LossRegistry(Registry[Loss]):
+    """The loss registry. :attr:`names` lists the losses a network's raw outputs train with
+    (``mse``, ``cross_entropy`` and ``binary_cross_entropy`` on logits, ``huber``); torch's
+    losses on probabilities / log-probabilities (``bce_loss``, ``nll_loss``: ports of torch
+    code) are found by their names too, but not listed (nor offered as config choices)."""
+
+    def __init__(self, listed: tuple[str, ...], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._listed = listed
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self._listed
+
+
+_LISTED = (MSE, CrossEntropy, BinaryCrossEntropy, Huber)
+
+REGISTRY: Registry[Loss] = _LossRegistry(
+    tuple(cls.name for cls in _LISTED),
     "loss",
-    {cls.name: cls for cls in (MSE, CrossEntropy, BinaryCrossEntropy, Huber)},
+    {cls.name: cls for cls in (*_LISTED, BCELoss, NLLLoss)},
     aliases={"mean_squared_error": "mse", "ce": "cross_entropy",
-             "categorical_cross_entropy": "cross_entropy", "nll": "cross_entropy",
-             "bce": "binary_cross_entropy", "log_loss": "binary_cross_entropy",
-             # torch's class names (CrossEntropyLoss, MSELoss, BCELoss, HuberLoss)
-             "cross_entropy_loss": "cross_entropy", "mse_loss": "mse",
-             "bce_loss": "binary_cross_entropy", "huber_loss": "huber",
+             "categorical_cross_entropy": "cross_entropy", "bce": "binary_cross_entropy",
+             # torch's class names (CrossEntropyLoss, MSELoss, HuberLoss; BCELoss and NLLLoss
+             # are their own classes: probabilities, log-probabilities) and sklearn's log_loss
+             "cross_entropy_loss": "cross_entropy", "mse_loss": "mse", "huber_loss": "huber",
+             "nll": "nll_loss", "log_loss": "bce_loss",
              # the logit loss under torch's own names for it (BCEWithLogitsLoss)
              "bce_with_logits_loss": "binary_cross_entropy", "bce_with_logits":
                  "binary_cross_entropy",

@@ -9,7 +9,7 @@ import numpy as np
 from .. import accel
 from ..backend import Array, resolve_dtype, xp
 from ..backend import rng as make_rng
-from ..initializers import get_initializer
+from ..initializers import Initializer, get_initializer
 from ..memory import CHECK_FROM_BYTES, check_fits
 from ..parameter import Parameter
 from .base import Layer
@@ -17,7 +17,8 @@ from .batchnorm import F64_SUMS_FROM
 
 
 class Dense(Layer):
-    """``y = x W + b``.
+    """``y = x W + b``. A fan-based ``bias_init`` reads the weight's (fan_in, fan_out), as
+    torch's ``nn.Linear`` (``bias_init="fan_in_uniform"``: U[-1/sqrt(fan_in), 1/sqrt(fan_in)]).
 
     Backward (generalized delta rule), with ``g = dL/dy``:
     ``dL/dW = x^T g``, ``dL/db = sum_batch g`` (summed in float64 for float32 batches of at
@@ -57,7 +58,12 @@ class Dense(Layer):
         self.W = Parameter(f"{name}.W", w, "weight")
         self.b = None
         if bias:
-            b = xp.asarray(get_initializer(bias_init)((self.fan_out,), gen, dt), dtype=dt)
+            # the weight's fans, as torch's nn.Linear (its bias U(+-1/sqrt(fan_in)) is
+            # fan_in_uniform's): the bias vector's own length read as both fans was Keras'
+            binit = get_initializer(bias_init)
+            fans = {"fans": (self.fan_in, self.fan_out)} if isinstance(binit, Initializer) \
+                else {}
+            b = xp.asarray(binit((self.fan_out,), gen, dt, **fans), dtype=dt)
             self.b = Parameter(f"{name}.b", b, "bias")
         self.init = init
         self.x: Array | None = None

@@ -523,17 +523,34 @@ _LOGIT_LINKS = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}
 def _warn_squashed_twice(net: Network, loss: Any) -> None:
     """A warning when ``net`` ends in the very squashing its logit loss applies itself
     (``output_activation="softmax"`` with ``cross_entropy``, ``"sigmoid"`` with
-    ``binary_cross_entropy``, alias ``BCELoss``): the loss then saw probabilities as logits,
-    silently (its minimum is no longer 0 and the gradients shrink as the output saturates)."""
+    ``binary_cross_entropy``, alias ``BCEWithLogitsLoss``): the loss then saw probabilities as
+    logits, silently (its minimum is no longer 0 and the gradients shrink as the output
+    saturates). Also when torch's probability losses get what they do not take: ``bce_loss``
+    (``BCELoss``) after anything but a sigmoid, ``nll_loss`` (``NLLLoss``) after a built-in
+    layer (none gives log-probabilities)."""
     link = _LOGIT_LINKS.get(getattr(loss, "name", None))
     last = next(iter(reversed(list(net.leaves()))), None)
-    from ..layers import Activation
+    from ..layers import Activation, AlphaDropout, BatchNorm, Dense, Dropout, Standardize
+
+    built_in = (Activation, AlphaDropout, BatchNorm, Dense, Dropout, Standardize)
 
     if link is not None and isinstance(last, Activation) and last.fn.name == link:
         warnings.warn(f"loss {loss.name!r} takes logits and applies {link} itself, but the "
                       f"network already ends in {link} (output_activation={link!r}): its "
                       f"outputs are squashed twice; build the network without "
                       f"output_activation (or use loss='mse' on probabilities)", stacklevel=3)
+    ends = last.fn.name if isinstance(last, Activation) else None
+    name = getattr(loss, "name", None)
+    if name == "bce_loss" and ends != "sigmoid":
+        warnings.warn("loss 'bce_loss' (torch's BCELoss) takes probabilities, but the network "
+                      f"does not end in sigmoid ({'ends in ' + ends if ends else 'logits'}): "
+                      "use loss='binary_cross_entropy' (BCEWithLogitsLoss) on its logits",
+                      stacklevel=3)
+    elif name == "nll_loss" and isinstance(last, built_in):
+        warnings.warn("loss 'nll_loss' (torch's NLLLoss) takes log-probabilities, which no "
+                      f"depthlab layer ends in ({type(last).__name__}): its loss falls without "
+                      "bound on raw outputs; use loss='cross_entropy' (log-softmax + NLL) on "
+                      "the logits", stacklevel=3)
 
 
 def _model_options() -> set[str]:

@@ -1,0 +1,133 @@
+"""Round 41 (nphunt41): the NumPy engine's public API against PyTorch.
+
+Each test was seen failing on the code before its fix (the handoff quotes the failure)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import depthlab as dl
+
+
+def _bce_inputs(dtype: type, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities with torch's awkward ends (0, 1, 1 - tiny, a subnormal) and soft targets."""
+    x = rng.uniform(0, 1, (6, 3)).astype(dtype)
+    x[0, 0], x[1, 1] = 0, 1
+    x[2, 2] = dtype(1 - (1e-9 if dtype == np.float64 else 1e-7))
+    x[3, 0] = 1e-300 if dtype == np.float64 else np.float32(1e-40)
+    y = rng.uniform(0, 1, (6, 3))
+    y[0, 0], y[1, 1] = 1, 0
+    y[4] = y[4] > 0.5
+    return x, y
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_bce_loss_is_torchs_loss_on_probabilities(dtype, reduction) -> None:
+    """``dl.loss("BCELoss")`` was the logit loss (BCEWithLogitsLoss): on a sigmoid's
+    probabilities it gave other numbers than torch's BCELoss (log clamped at -100, gradient
+    (x - y) / max(x (1 - x), 1e-12)); sklearn's ``log_loss`` likewise."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x, y = _bce_inputs(dtype, rng)
+    tol = 1e-12 if dtype == np.float64 else 2e-6
+    for weight in (None, rng.uniform(0, 2, 3)):
+        loss = dl.loss("BCELoss", reduction=reduction,
+                       **({} if weight is None else {"weight": weight}))
+        assert isinstance(loss, dl.losses.BCELoss) and loss.name == "bce_loss"
+        up = rng.normal(size=x.shape)
+        value = loss.forward(x, y)
+        grad = loss.backward(up if reduction == "none" else None)
+        tx = torch.tensor(x, requires_grad=True)
+        tw = None if weight is None else torch.tensor(weight, dtype=tx.dtype)
+        tl = torch.nn.BCELoss(weight=tw, reduction=reduction)(tx, torch.tensor(y, dtype=tx.dtype))
+        (tl if reduction != "none" else (tl * torch.tensor(up, dtype=tx.dtype)).sum()).backward()
+        want = tl.detach().numpy()
+        np.testing.assert_allclose(value, want, rtol=tol, atol=tol)
+        tg = tx.grad.numpy()
+        assert grad.dtype == dtype and np.all(np.abs(grad - tg) <= tol * np.maximum(1, abs(tg)))
+    assert isinstance(dl.loss("log_loss"), dl.losses.BCELoss)
+
+
+def test_bce_loss_gradient_is_the_derivative_and_refuses_logits() -> None:
+    x = np.random.default_rng(1).uniform(0.05, 0.95, (4, 2))
+    y = np.array([[1.0, 0.0], [0.3, 0.9], [0.0, 0.0], [1.0, 1.0]])
+    loss = dl.losses.BCELoss()
+    loss.forward(x, y)
+    grad = loss.backward()
+    h = 1e-6
+    for i in np.ndindex(x.shape):
+        e = np.zeros_like(x)
+        e[i] = h
+        fd = (loss.forward(x + e, y) - loss.forward(x - e, y)) / (2 * h)
+        assert abs(fd - grad[i]) <= 1e-7 * max(1.0, abs(fd))
+    with pytest.raises(ValueError, match=r"^bce_loss \(torch's BCELoss\) takes probabilities in "
+                                         r"\[0, 1\], got 1\.5; for logits use "
+                                         r"loss='binary_cross_entropy'"):
+        loss.forward(np.where(x > 0.5, 1.5, x), y)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_nll_loss_is_torchs_loss_on_log_probabilities(dtype, reduction) -> None:
+    """``"nll"`` was cross_entropy on logits (a second log-softmax): torch's NLLLoss reads
+    log-probabilities, -w[y] x[y] over the weights' sum; ``NLLLoss`` was an unknown loss."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    z = rng.normal(size=(7, 4))
+    logp = (z - np.log(np.exp(z).sum(axis=1, keepdims=True))).astype(dtype)
+    logp[0, 1] = -np.inf  # a zero probability of a class not picked
+    labels = rng.integers(0, 4, 7)
+    labels[0], labels[2] = 0, -100
+    tol = 1e-12 if dtype == np.float64 else 2e-6
+    for name in ("NLLLoss", "nll"):
+        for weight in (None, rng.uniform(0, 2, 4)):
+            for ignore in (-100, 3):
+                y = labels if ignore == -100 else np.where(labels == -100, 1, labels)
+                kw = {} if weight is None else {"weight": weight}
+                loss = dl.loss(name, reduction=reduction, ignore_index=ignore, **kw)
+                up = rng.normal(size=7)
+                value = loss.forward(logp, y)
+                grad = loss.backward(up if reduction == "none" else None)
+                tx = torch.tensor(logp, requires_grad=True)
+                tw = None if weight is None else torch.tensor(weight, dtype=tx.dtype)
+                tl = torch.nn.NLLLoss(weight=tw, ignore_index=ignore,
+                                      reduction=reduction)(tx, torch.tensor(y))
+                (tl if reduction != "none"
+                 else (tl * torch.tensor(up, dtype=tx.dtype)).sum()).backward()
+                np.testing.assert_allclose(value, tl.detach().numpy(), rtol=tol, atol=tol)
+                assert grad.dtype == dtype
+                np.testing.assert_allclose(grad, tx.grad.numpy(), rtol=tol, atol=tol)
+
+
+def test_probability_losses_warn_on_a_network_that_cannot_feed_them() -> None:
+    """bce_loss after logits, nll_loss after a built-in layer: a warning naming the logit loss;
+    bce_loss after a sigmoid is what torch's BCELoss takes: silent."""
+    with pytest.warns(UserWarning, match="'bce_loss'.*takes probabilities.*binary_cross_entropy"):
+        dl.Trainer(dl.mlp([3, 4, 1]), loss="BCELoss")
+    with pytest.warns(UserWarning, match="'nll_loss'.*log-probabilities.*cross_entropy"):
+        dl.Trainer(dl.mlp([3, 4, 2]), loss="NLLLoss")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dl.Trainer(dl.mlp([3, 4, 1], output_activation="sigmoid"), loss="BCELoss")
+    assert "bce_loss" not in dl.losses.LOSSES and "nll_loss" not in dl.losses.LOSSES
+
+
+def test_fan_based_bias_init_reads_the_weights_fans_as_torch_linear() -> None:
+    """``bias_init="fan_in_uniform"`` drew U(+-1/sqrt(fan_out)) (the bias length as fan), not
+    torch nn.Linear's default bias U(+-1/sqrt(fan_in)); he_normal biases likewise 2/fan_out."""
+    wide = dl.layers.Dense(400, 2000, init="fan_in_uniform", bias_init="fan_in_uniform", rng=0,
+                           dtype="float64")
+    bound = 1 / np.sqrt(400)
+    assert np.abs(wide.b.value).max() <= bound and np.abs(wide.b.value).max() > 0.9 * bound
+    he = dl.layers.Dense(3, 4000, bias_init="he_normal", rng=1, dtype="float64")
+    assert he.b.value.var() == pytest.approx(2 / 3, rel=0.1)
+    f32 = dl.layers.Dense(3, 5, bias_init="he_uniform", rng=1)
+    assert f32.b.value.dtype == np.float32
+    # a plain callable still gets (shape, rng, dtype)
+    calls = []
+    dl.layers.Dense(3, 5, bias_init=lambda s, r, d: calls.append(s) or np.ones(s, d))
+    assert calls == [(5,)]
