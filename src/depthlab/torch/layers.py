@@ -41,6 +41,7 @@ Residual blocks
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import math
@@ -994,19 +995,39 @@ def discover(model: nn.Module, *inputs: Any, **kwargs: Any) -> list[LayerInfo]:
     ``activation``). The pass runs with gradients enabled but computes none; the model, its
     buffers (batch-norm running statistics), its mode, every ``.grad`` and the random number
     generators are left exactly as found. For residual blocks as well, use
-    :class:`depthlab.torch.hooks.Recording` (``.blocks``)."""
+    :class:`depthlab.torch.hooks.Recording` (``.blocks``).
+
+    The layers and numbers are those of :func:`depthlab.torch.probe`'s table: a weight the
+    forward uses as a linear map that no module's output tells (``F.linear(x, self.weight)``
+    in a model with child layers, ``h @ w`` for ``w`` in an ``nn.ParameterList``, a tied
+    projection by an embedding table, ``h @ self.emb.weight.T``) and the maps of a layer
+    module of the user's class whose output is not its map's (``torch.relu(x @ self.W +
+    self.b)``) are layers of kind ``"map"``, named by the parameter (``weight``, ``ws.0``,
+    ``emb.weight``, ``c.W1``) or by the module they replace, numbered where their first map
+    ran (:func:`depthlab.torch.probe.map_layers`); they were missing, so the numbers of the
+    layers after them differed from the probe's."""
     from .hooks import Recording
-    from .probe import forward, trackable
+    from .probe import _LOOKUPS, _loose_weights, _replaced, _untied, forward, map_layers, trackable
 
     rec = Recording(model, ())
+    loose, candidates = _loose_weights(model, rec.layers)
+    tables = {id(w): _LOOKUPS for info in rec.layers if isinstance(info.owner, nn.Embedding)
+              for w in info.weights}
+    cap = MapCapture({k: k for k in loose}, lambda: rec.numbered, tables) if loose else None
     with torch.inference_mode(False), torch.enable_grad(), rec.isolated():
         rec.arm()
-        if kwargs:
-            model(*trackable(list(inputs)), **trackable(kwargs))
-        else:  # probe's one-line errors for a wrong input (shape, dtype, token ids)
-            forward(model, tuple(trackable(list(inputs))))  # model(*inputs)
+        with cap if cap is not None else contextlib.nullcontext():
+            if kwargs:
+                model(*trackable(list(inputs)), **trackable(kwargs))
+            else:  # probe's one-line errors for a wrong input (shape, dtype, token ids)
+                forward(model, tuple(trackable(list(inputs))))  # model(*inputs)
         rec.disarm()
-    return rec.ran_layers()
+        calls = _untied(cap.calls, tables, rec.order) if cap is not None else []
+        if not calls:
+            return rec.ran_layers()
+        # (the pre_mean/pre_std rows tell whether a user-class layer's output is its map's)
+        calls, gone = _replaced(rec.collect(weight_grads={}), calls, candidates)
+        return map_layers(model, rec, calls, loose, gone) if calls else rec.ran_layers()
 
 
 RECORDINGS: weakref.WeakSet = weakref.WeakSet()

@@ -273,8 +273,10 @@ from .layers import (
     check_initialized,
     check_materialized,
     check_model,
+    discover,
     inputs_kept,
     untouched,
+    weight_modules,
 )
 from .probe import check_batch, probe, resolve_loss, unbatched_named
 from .propagation import (
@@ -397,6 +399,9 @@ def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], tor
     other_dtype = (f"x has dtype {x.dtype} but the model's weights are {wdtype}; expected x "
                    f"of the model's dtype (x.to({wdtype})), or a forward that converts it "
                    "before its first layer")
+    if not (integer and any(isinstance(m, (nn.Embedding, nn.EmbeddingBag))
+                            for m in model.modules())):  # (token ids: refused by chain)
+        _check_no_maps(model, x)
     try:
         with unbatched_named(model, x):  # a conv's (C, H, W) that fails later: said so
             segments = chain(model, x, y, loss_fn)
@@ -484,6 +489,34 @@ def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], tor
                      "ReLU")
     df.attrs["approximation"] = "; ".join(notes)
     return df
+
+
+def _check_no_maps(model: nn.Module, x: torch.Tensor) -> None:
+    """A ValueError naming the layers of :func:`~depthlab.torch.probe.probe`'s table that are
+    weights the forward uses as linear maps itself (``F.linear(x, self.weight)`` beside child
+    layers, ``x @ self.w1``, ``h @ w`` for ``w`` in an ``nn.ParameterList``, a tied projection
+    ``h @ self.emb.weight.T``, a hand-written ``torch.relu(x @ self.W + self.b)`` layer):
+    the theory follows the outputs of ``Linear``/``Conv*`` modules, and such a model was
+    refused by a graph node (``'Mm'``) or by a layer name that is not in the probe's table
+    (``''``, ``'ws'``). Only a model with such weights runs the extra forward
+    (:func:`~depthlab.torch.layers.discover`)."""
+    from .probe import _loose_weights
+
+    if not _loose_weights(model, weight_modules(model))[0]:
+        return
+    maps = [info for info in discover(model, x) if info.kind == "map"]
+    if not maps:
+        return
+    names = ", ".join(f"{info.name!r} ({type(info.owner).__name__})" for info in maps[:4])
+    more = f" and {len(maps) - 4} more" if len(maps) > 4 else ""
+    few = len(maps) == 1 and not more
+    raise ValueError(f"predict() cannot predict the layer{'' if few else 's'} {names}{more} of "
+                     f"dlt.probe's table: weight{'' if few else 's'} the forward uses as "
+                     f"{'a linear map' if few else 'linear maps'} itself (x @ w, "
+                     "F.linear(x, w)), not through an nn.Linear/"
+                     "nn.Conv* module whose output the theory follows; expected each such "
+                     "weight in an nn.Linear or nn.Conv* module that forward calls (dlt.probe "
+                     "measures the model as it is)")
 
 
 def _alike_under_global_pool(segments: list[dict]) -> list[str]:

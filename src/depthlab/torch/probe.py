@@ -1105,6 +1105,44 @@ def _map_rows(name: str, w: torch.Tensor, outs: list[torch.Tensor],
     return rows
 
 
+def _numbering(numbered: int, calls: list[list], gone: dict[int, str]
+               ) -> tuple[dict[int, int], dict[tuple[str, int], int]]:
+    """Where the map layers go among the ``numbered`` hooked layers: ``first`` (weight -> the
+    layers numbered before its first map, in the order the maps first ran) and the new
+    numbers, ``("layer", i)`` for each hooked layer not in ``gone`` and ``("map", key)`` for
+    each mapped weight, 1, 2, ... in the order they first ran."""
+    first: dict[int, int] = {}
+    for key, _, at in calls:
+        first.setdefault(key, at)
+    slots = [(float(i), 0, ("layer", i)) for i in range(1, numbered + 1) if i not in gone]
+    slots += [(at + 0.5, n, ("map", key)) for n, (key, at) in enumerate(first.items())]
+    slots.sort()
+    return first, {what: k for k, (_, _, what) in enumerate(slots, start=1)}
+
+
+def map_layers(model: nn.Module, rec: Recording, calls: list[list],
+               loose: dict[int, tuple[str, nn.Parameter]], gone: dict[int, str]
+               ) -> list[LayerInfo]:
+    """The layers of :func:`probe`'s table as :class:`~depthlab.torch.layers.LayerInfo`, in
+    its numbering (:func:`_numbering`): the hooked layers that ran, less those in ``gone``,
+    and a layer per weight of ``loose`` that ``calls`` show as a linear map's (kind
+    ``"map"``; ``owner`` the module holding the parameter; named as :func:`_with_maps` names
+    it; ``feature_axis`` 1 for a kernel of more than 2 dimensions, else -1)."""
+    first, new = _numbering(rec.numbered, calls, gone)
+    named = {id(w): gone[info.index] for info in rec.order if gone.get(info.index)
+             for w in info.weights}
+    holder = {id(p): m for m in model.modules() for p in m._parameters.values()
+              if p is not None}
+    out = [dataclasses.replace(info, index=new[("layer", info.index)])
+           for info in rec.order if info.index not in gone]
+    for key in first:
+        name, w = loose[key]
+        out.append(LayerInfo(named.get(key, name), holder.get(key, model), [w], "map",
+                             1 if w.dim() > 2 else -1, index=new[("map", key)],
+                             calls=sum(1 for c in calls if c[0] == key)))
+    return sorted(out, key=lambda info: info.index)
+
+
 def _with_maps(rows: list[tuple[int, str, str, float]], rec: Recording, calls: list[list],
                loose: dict[int, tuple[str, nn.Parameter]],
                grads: dict[int, torch.Tensor | None], gone: dict[int, str],
@@ -1114,13 +1152,7 @@ def _with_maps(rows: list[tuple[int, str, str, float]], rec: Recording, calls: l
     its maps' outputs its ``pre_*``), each numbered where its first map ran among the hooked
     layers (the layers after it renumbered); the rows of the layers in ``gone`` dropped (a
     residual block's ``block_grad_std`` ended by one moves to its last map)."""
-    first: dict[int, int] = {}  # weight -> the layers numbered before its first map
-    for key, _, at in calls:
-        first.setdefault(key, at)
-    slots = [(float(i), 0, ("layer", i)) for i in range(1, rec.numbered + 1) if i not in gone]
-    slots += [(at + 0.5, n, ("map", key)) for n, (key, at) in enumerate(first.items())]
-    slots.sort()
-    new = {what: k for k, (_, _, what) in enumerate(slots, start=1)}
+    first, new = _numbering(rec.numbered, calls, gone)
     last = {info.index: max(new[("map", id(w))] for w in info.weights if ("map", id(w)) in new)
             for info in rec.order if info.index in gone}
     # a residual block's row stays, at the last map of the replaced layer that ended it

@@ -1,0 +1,117 @@
+"""Round 41 (torchhunt41): depthlab.torch's discover / predict / probe on models not tried
+before, each compared with a direct float64 autograd computation where it measures."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+import depthlab.torch as dlt  # noqa: E402
+
+CE = nn.CrossEntropyLoss()
+
+
+class _RootWeight(nn.Module):
+    """The model's own weight used as F.linear beside a child layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(16, 6, dtype=torch.float64) / 6 ** 0.5)
+        self.head = nn.Linear(16, 3, dtype=torch.float64)
+
+    def forward(self, x):
+        return self.head(torch.relu(F.linear(x, self.weight)))
+
+
+class _Held(nn.Module):
+    """Two matrices of a ParameterList used as maps, then a Linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ws = nn.ParameterList([nn.Parameter(torch.randn(6, 16, dtype=torch.float64) / 3),
+                                    nn.Parameter(torch.randn(16, 8, dtype=torch.float64) / 4)])
+        self.head = nn.Linear(8, 3, dtype=torch.float64)
+
+    def forward(self, x):
+        return self.head(torch.tanh(torch.tanh(x @ self.ws[0]) @ self.ws[1]))
+
+
+class _Dense(nn.Module):
+    """A hand-written layer whose output is its ReLU's, not its map's."""
+
+    def __init__(self, i: int, o: int) -> None:
+        super().__init__()
+        self.W = nn.Parameter(torch.randn(i, o, dtype=torch.float64) / i ** 0.5)
+        self.b = nn.Parameter(torch.zeros(o, dtype=torch.float64))
+
+    def forward(self, x):
+        return torch.relu(x @ self.W + self.b)
+
+
+class _Hand(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.d1, self.d2 = _Dense(6, 16), _Dense(16, 16)
+        self.head = nn.Linear(16, 3, dtype=torch.float64)
+
+    def forward(self, x):
+        return self.head(self.d2(self.d1(x)))
+
+
+class _TiedLM(nn.Module):
+    """An embedding table used again as the output projection (a minimal GPT's tie)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(10, 8, dtype=torch.float64)
+        self.fc = nn.Linear(8, 8, dtype=torch.float64)
+
+    def forward(self, ids):
+        return torch.tanh(self.fc(self.emb(ids))) @ self.emb.weight.T
+
+
+def _batch(n: int = 32):
+    torch.manual_seed(0)
+    return torch.randn(n, 6, dtype=torch.float64), torch.randint(0, 3, (n,))
+
+
+@pytest.mark.parametrize("make", [_RootWeight, _Held, _Hand, _TiedLM])
+def test_discover_numbers_the_map_layers_as_probe_does(make):
+    """dlt.discover lists dlt.probe's map layers (a weight used as a linear map by the forward
+    itself), numbered where they run: it listed only the modules ('head' as layer 1 where the
+    probe's table has it as layer 2), so the two disagreed on every later number."""
+    torch.manual_seed(1)
+    model = make()
+    x, y = _batch()
+    if make is _TiedLM:
+        x, y = torch.randint(0, 10, (32,)), torch.randint(0, 10, (32,))
+    df = dlt.probe(model, x, y, CE, percentiles=())
+    want = list(df[df.layer >= 1].drop_duplicates("layer")[["layer", "module"]]
+                .itertuples(index=False, name=None))
+    infos = dlt.discover(model, x)
+    assert [(i.index, i.name) for i in infos] == want
+    maps = [i for i in infos if i.kind == "map"]
+    assert maps and all(len(i.weights) == 1 and i.calls >= 1 for i in maps)
+    names = dict(model.named_parameters())
+    for info in maps:  # each map layer holds the very parameter the probe's row is of
+        w = info.weights[0]
+        assert any(p is w for p in names.values())
+        row = df[(df.layer == info.index) & (df.quantity == "weight_std")].value.iloc[0]
+        assert row == pytest.approx(w.detach().std(correction=0).item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("make, named", [(_RootWeight, "'weight' (_RootWeight)"),
+                                         (_Held, "'ws.0' (ParameterList), 'ws.1'"),
+                                         (_Hand, "'d1' (_Dense), 'd2' (_Dense)")])
+def test_predict_names_the_map_layers_it_cannot_predict(make, named):
+    """dlt.predict refuses a model with map layers in one line naming them as the probe's
+    table does: it named a graph node ('Mm'), or a layer that is not in the table ('ws')."""
+    torch.manual_seed(1)
+    x, y = _batch()
+    with pytest.raises(ValueError, match=r"^predict\(\) cannot predict the layers? ") as got:
+        dlt.predict(make(), x, y, CE)
+    said = str(got.value)
+    assert named in said and "\n" not in said and "nn.Linear" in said
