@@ -54,3 +54,32 @@ def test_a_built_in_data_set_read_from_a_user_copy_has_its_own_run_id(tmp_path, 
     assert data_changed(task) is None
     monkeypatch.setenv("DEPTHLAB_FASHION_MNIST", str(tmp_path / "b"))
     assert "DataChanged" in (data_changed(task) or "")
+
+
+def test_runs_finds_a_sweep_stopped_before_its_first_point(tmp_path, monkeypatch, capsys):
+    # a sweep interrupted (Ctrl-C, killed) before its first point finished is recorded (its
+    # size), but `depthlab runs --sweep ID` said "not a sweep of DIR; its sweeps: none"
+    import depthlab.experiments.runner as runner
+    from depthlab.cli import main
+    from depthlab.experiments import Store
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "train", interrupted)
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('[data]\nname = "clusters"\nn = 60\n' + TINY
+                   + '[sweep]\n"train.lr" = [0.1, 0.2]\n')
+    out = str(tmp_path / "r")
+    assert main(["sweep", str(cfg), "--out", out, "-q"]) == 130
+    capsys.readouterr()
+    store = Store(out)
+    (sweep,) = store.sweep_sizes()
+    assert len(store.runs(sweep=sweep[:7])) == 0  # the API found it already
+    store.close()
+    for given in (sweep, sweep[:6], sweep[3:8]):
+        assert main(["runs", out, "--sweep", given]) == 0, capsys.readouterr().err
+        said = capsys.readouterr().out
+        assert sweep in said and "none of its 2 point(s)" in said, said
+    assert main(["runs", out, "--sweep", "zz"]) == 2
+    assert sweep in capsys.readouterr().err  # named among the store's sweeps

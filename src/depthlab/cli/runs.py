@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     store = open_store(args.dir, create=False, readonly=True)
     try:
         if args.sweep is not None:
-            known = list(store.sweep_points())
+            known = store.sweep_ids()  # a sweep stopped before its first point was stored too
             # a unique prefix names its sweep, as a run id's prefix names its run (predict)
             given = args.sweep.strip()
             # the hex part alone, as the sweep's points show it, names it too ('3477' for sw-3477..)
@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
                 raise UserError(f"--sweep {args.sweep!r} is not a sweep of {args.dir}; "
                                 f"its sweeps: {shown or 'none'}")
         runs = runs_as_dicts(store, sweep=args.sweep)
+        planned = store.sweep_sizes().get(args.sweep) if args.sweep is not None else None
     finally:
         store.close()
     if args.kind:
@@ -65,7 +66,11 @@ def run(args: argparse.Namespace) -> int:
     if not runs:
         what = " ".join(x for x in (args.status, args.kind) if x)
         of = f" of sweep {args.sweep}" if args.sweep else ""
-        print(f"no {what + ' ' if what else ''}runs{of} in {args.dir}")
+        # a sweep stopped before its first point was stored: say so, and how to finish it
+        stopped = (f" (it stored none of its {planned} point(s): it was stopped before its "
+                   "first point finished; run the same sweep again to compute them)"
+                   if planned and not what else "")
+        print(f"no {what + ' ' if what else ''}runs{of} in {args.dir}{stopped}")
         return 0
     metrics = _metric_columns(runs)
     rows = [[r["id"], r["kind"], r["status"], clip(r["name"] or "", NAME_WIDTH),

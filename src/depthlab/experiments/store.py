@@ -854,6 +854,18 @@ class Store:
         return out
 
     @_reading
+    def sweep_ids(self) -> list[str]:
+        """The ids of the store's sweeps: those with stored points (:meth:`sweep_points`, in
+        their order), then those recorded when they started (:meth:`set_sweep_size`) with no
+        point stored yet (a sweep interrupted or killed before its first point finished)."""
+        known = list(self.sweep_points())
+        if self._has_table("sweeps"):
+            seen = set(known)
+            known += [str(r[0]) for r in self._conn.execute(
+                "SELECT id FROM sweeps ORDER BY created") if str(r[0]) not in seen]
+        return known
+
+    @_reading
     def has_run(self, run_id: str, statuses: Iterable[str] | None = None) -> bool:
         """Whether a run with this id is stored (with one of ``statuses`` if given: names of
         :data:`STATUSES`; a str, which was read letter by letter, and an unknown name, which
@@ -938,14 +950,13 @@ class Store:
         """The id of the sweep ``sweep`` names: its id, or the start of exactly one sweep's id
         (as ``depthlab runs --sweep`` reads it); a ValueError naming the store's sweeps
         otherwise (was: an empty table, read as a sweep that stored nothing)."""
-        known = list(self.sweep_points())
-        if self._has_table("sweeps"):
-            known += [r[0] for r in self._conn.execute("SELECT id FROM sweeps ORDER BY created")
-                      if r[0] not in known]
+        known = self.sweep_ids()
         if sweep in known:
             return sweep
         given = str(sweep).strip().lower()
-        matches = [k for k in known if given and str(k).lower().startswith(given)]
+        # the hex part alone, as its points' names show it, names it too ('3477' for sw-3477..)
+        matches = [k for k in known if given and (str(k).lower().startswith(given) or str(
+            k).lower().removeprefix("sw-").startswith(given))]
         if len(matches) == 1:
             return matches[0]
         if matches:
