@@ -131,3 +131,24 @@ def test_fan_based_bias_init_reads_the_weights_fans_as_torch_linear() -> None:
     calls = []
     dl.layers.Dense(3, 5, bias_init=lambda s, r, d: calls.append(s) or np.ones(s, d))
     assert calls == [(5,)]
+
+
+@pytest.mark.parametrize("name", ["kaiming_uniform", "kaiming_normal"])
+def test_kaiming_takes_torchs_a(name) -> None:
+    """torch's ``kaiming_uniform_(w, a=math.sqrt(5))`` (nn.Linear's default weight) spelled
+    ``dl.initializer("kaiming_uniform", a=...)`` was "unknown argument 'a'"."""
+    torch = pytest.importorskip("torch")
+    from depthlab.initializers import weight_variance
+
+    fan_in, fan_out = 30, 7
+    for a, mode, nl in ((5**0.5, "fan_in", "leaky_relu"), (0.2, "fan_out", "leaky_relu"),
+                        (0.3, "fan_in", "relu")):
+        init = dl.initializer(name, a=a, mode=mode, nonlinearity=nl)
+        assert init.negative_slope == a
+        fan = fan_in if mode == "fan_in" else fan_out
+        want = torch.nn.init.calculate_gain(nl, a) ** 2 / fan
+        assert weight_variance(init, fan_in, fan_out) == pytest.approx(want, rel=1e-14)
+    lin_bound = dl.initializer("kaiming_uniform", a=5**0.5).limit(fan_in, fan_out)
+    assert lin_bound == pytest.approx(1 / fan_in**0.5, rel=1e-14)  # nn.Linear's weight bound
+    with pytest.raises(ValueError, match="name one slope"):
+        dl.initializer(name, a=0.1, negative_slope=0.2)

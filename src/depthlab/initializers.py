@@ -322,12 +322,19 @@ def _gain_squared(nonlinearity: Any, param: float | None) -> float:
 
 class _He(VarianceScaling):
     """He/Kaiming: Var(W) = calculate_gain(nonlinearity, a)^2 / fan (torch's ``kaiming_*_(a,
-    mode, nonlinearity)``; the subclass names the distribution)."""
+    mode, nonlinearity)``, ``a`` read as ``negative_slope``; the subclass names the
+    distribution)."""
 
     _distribution = "normal"
 
     def __init__(self, mode: str = "fan_in", negative_slope: float = 0.0,
-                 nonlinearity: str = "leaky_relu") -> None:
+                 nonlinearity: str = "leaky_relu", a: float | None = None) -> None:
+        if a is not None:  # torch's name of the slope (kaiming_uniform_(w, a=math.sqrt(5)))
+            a = real("a", a)
+            if negative_slope not in (0.0, a):
+                raise ValueError(f"a={a!r} and negative_slope={negative_slope!r} name one "
+                                 "slope (a is torch's name); give one of them")
+            negative_slope = a
         self.negative_slope = real("negative_slope", negative_slope)
         self.nonlinearity = _gain_name(nonlinearity)  # checked first: one clear line
         super().__init__(_gain_squared(nonlinearity, self.negative_slope), _fan_in_or_out(mode),
