@@ -1036,7 +1036,7 @@ def activation_histograms(recorder: Any, kind: str = "act", steps: Sequence[int]
             "grad": "back-propagated gradient dL/ds", "weight": "weight"}.get(kind, kind)
     w, row_h = 3.9 * len(steps) + 0.6, 1.55
     fig = _f.NotebookFigure(figsize=(w, 0.9 + row_h * len(shown)), dpi=_f.DPI)
-    _f.FigureCanvasAgg(fig)
+    _f.Canvas(fig)
     axes = fig.subplots(len(shown), len(steps), squeeze=False)
     colors = _f._layer_colors(shown)
     for r, layer in enumerate(shown):

@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..atomic import atomic_write_all, stage_bytes
 from ..validators import as_number
-from . import figures
+from . import figures, glyphs
 from . import html as H
 
 MAX_RUNS = 12
@@ -1324,7 +1324,8 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
                  percentile_layer: int | None) -> tuple[list[str], pd.DataFrame]:
     from .. import plot
 
-    safe = _safe_name(label) if label else _safe_name(rid)
+    # a label with no Latin letter or digit (日本語の実験) names its files by the id: "__"
+    safe = _safe_name(label if label and re.search(r"[A-Za-z0-9]", label) else rid)
     steps, epochs, evals = _get(store.steps(rid)), _get(store.epochs(rid)), _get(store.evals(rid))
     probes = _named(_clean_probes(_get(store.probes(rid))), config)
     hists = _named(_get(store.histograms(rid)), config)
@@ -1738,6 +1739,29 @@ def _in_grid_order(runs: pd.DataFrame, grid: dict[str, list]) -> pd.DataFrame:
 
 def _write(out: Path, store: Any, title: str | None, max_runs: int, max_diverged: int,
            percentile_layer: int | None, echo: Callable[[str], None]) -> Path:
+    with glyphs.recorded() as missing:
+        return _write_recorded(out, store, title, max_runs, max_diverged, percentile_layer,
+                               echo, missing)
+
+
+def _missing_glyphs_note(missing: set[str]) -> str:
+    """A note on the characters the figures write as code points (no font here has them)."""
+    if not missing:
+        return ""
+    chars = sorted(missing)
+    shown = "".join(chars[:24]) + ("…" if len(chars) > 24 else "")
+    return ("<p class=\"note\">No font on the machine that drew the figures has "
+            f"{len(chars)} character{'s' * (len(chars) != 1)} of the names here "
+            f"(<span lang=\"und\">{H.esc(shown)}</span>): the figures write "
+            f"{'them' if len(chars) != 1 else 'it'} as Unicode code points, "
+            f"<code>{H.esc(glyphs.drawable(chars[0]))}</code> for {H.esc(chars[0])}. "
+            "Install a font that has them (for Chinese, Japanese and Korean: Noto Sans CJK) "
+            "and write the report again to see them drawn.</p>")
+
+
+def _write_recorded(out: Path, store: Any, title: str | None, max_runs: int,
+                    max_diverged: int, percentile_layer: int | None,
+                    echo: Callable[[str], None], missing: set[str]) -> Path:
     runs = _runs_table(store)
     pngs = _Pngs()
     n = len(runs)
@@ -1786,7 +1810,8 @@ def _write(out: Path, store: Any, title: str | None, max_runs: int, max_diverged
     if n:
         counts = runs["status"].value_counts().to_dict()
         meta.append(("status", ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))))
-    document = H.page(title, meta, "".join(body), toc=toc if len(toc) > 1 else ())
+    document = H.page(title, meta, _missing_glyphs_note(missing) + "".join(body),
+                      toc=toc if len(toc) > 1 else ())
     echo(f"report: writing {len(pngs.files)} figures and report.html")
     fig_dir = out / "figures"
     fig_dir.mkdir(exist_ok=True)

@@ -41,6 +41,8 @@ from matplotlib.ticker import (
     ScalarFormatter,
 )
 
+from . import glyphs
+
 # Okabe & Ito (2008) colour-blind-safe qualitative palette.
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
              "#000000")
@@ -61,16 +63,24 @@ class NotebookFigure(Figure):
 
     def _repr_png_(self) -> bytes:
         buf = io.BytesIO()
-        canvas = self.canvas if isinstance(self.canvas, FigureCanvasAgg) else FigureCanvasAgg(
-            self)
+        canvas = self.canvas if isinstance(self.canvas, FigureCanvasAgg) else Canvas(self)
         canvas.print_png(buf)
         return buf.getvalue()
 
     def draw(self, renderer: Any) -> None:
         """Draw as :class:`~matplotlib.figure.Figure` does, the panel titles placed without
-        matplotlib's search (:func:`_place_titles`)."""
+        matplotlib's search (:func:`_place_titles`), every text by the rules of
+        :mod:`depthlab.report.glyphs` (a character no font has: its code point, not a box)."""
         _place_titles(self)
-        super().draw(renderer)
+        super().draw(glyphs.install(renderer))
+
+
+class Canvas(FigureCanvasAgg):
+    """matplotlib's Agg canvas whose renderer measures and draws every text by the rules of
+    :mod:`depthlab.report.glyphs` (also what is measured before drawing: legends, margins)."""
+
+    def get_renderer(self) -> Any:
+        return glyphs.install(super().get_renderer())
 
 
 def _place_titles(fig: Figure) -> None:
@@ -121,7 +131,7 @@ def _new_figure(width: float = 6.4, height: float = 3.8, ncols: int = 1,
     ``left`` in inches override the defaults) or, with ``fixed=False``, constrained layout."""
     fig = NotebookFigure(figsize=(width, height), dpi=DPI,
                          layout=None if fixed else "constrained")
-    FigureCanvasAgg(fig)
+    Canvas(fig)
     if fixed:
         m = dict(_MARGIN_IN)
         for k, v in (("right", right), ("top", top), ("bottom", bottom), ("left", left)):
@@ -264,7 +274,7 @@ class _TwoFiveFormatter(Formatter):
 def figure_png(fig: Figure) -> bytes:
     """Render ``fig`` to PNG bytes (Agg) and release its artists."""
     buf = io.BytesIO()
-    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else Canvas(fig)
     canvas.print_png(buf)
     for ax in list(fig.axes):  # dropped, not cleared first: Axes.clear rebuilds every tick
         fig.delaxes(ax)        # (a tenth of the rendering time)
@@ -317,6 +327,7 @@ def layer_names(*tables: pd.DataFrame | None) -> dict[int, str]:
         pairs = t.loc[t["layer"] >= 1, ["layer", "module"]].drop_duplicates()
         for layer, mod in zip(pairs["layer"].astype(int), pairs["module"]):
             if isinstance(mod, str) and mod:
+                mod = glyphs.drawable(mod)  # a character no font has: its code point
                 label = f"[{mod}]" if mod.isdigit() else mod
                 if label not in found.setdefault(layer, []):
                     found[layer].append(label)
@@ -427,7 +438,7 @@ def _text_width_in(text: str, size: float) -> float:
     from matplotlib.textpath import TextToPath
 
     width, _h, _d = TextToPath().get_text_width_height_descent(
-        text, FontProperties(size=size), ismath=False)
+        *glyphs.fitted(text, FontProperties(size=size)), ismath=False)
     return width / 72.0
 
 
@@ -1603,8 +1614,9 @@ def cut_labels(labels: Sequence[str], limit: int,
     from the ``lr=0.05`` runs)."""
     limit = max(limit, 5)
     keep = limit - 1
-    texts = given = [str(t) for t in labels]
-    whole = given + [str(t) for t in among or ()]
+    # a character no installed font draws counts as the code point it is drawn as
+    texts = given = [glyphs.drawable(t) for t in labels]
+    whole = given + [glyphs.drawable(t) for t in among or ()]
     keyless: list[str] = []  # the labels without a shared key, when that did not make all fit
     if len(set(whole)) > 1 and any(len(t) > limit for t in texts):
         # a start every label shares up to a separator (a sweep's "name:" before each

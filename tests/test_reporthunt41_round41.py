@@ -1,0 +1,111 @@
+"""Round 41 (reporthunt41): what a person sees in the report's figures."""
+
+from __future__ import annotations
+
+import io
+import unicodedata
+import warnings
+
+import pandas as pd
+
+CJK_RUN = "日本語の実験"
+MODULES = ("入力層", "隠れ層", "ठीक", "出力")  # Japanese and Devanagari module names
+
+
+def _missing_glyph_warnings(record) -> list[str]:
+    return [str(w.message) for w in record if "missing from font" in str(w.message)]
+
+
+def _probe_rows(names, quantity: str = "grad_pre_std", steps=(0, 1, 2)) -> pd.DataFrame:
+    return pd.DataFrame([{"step": s, "layer": k, "module": m, "quantity": quantity,
+                          "value": (1.0 + k) * (1 + s / 10)}
+                         for s in steps for k, m in enumerate(names, 1)])
+
+
+def _drawn_as(ch: str) -> str:
+    """What a figure must show for ``ch``: itself where an installed font has it, else its
+    code point."""
+    from matplotlib.font_manager import FontProperties
+
+    from depthlab.report import glyphs
+
+    drawn = ord(ch) in glyphs._covered(FontProperties()) or glyphs._fallback_family(ord(ch))
+    return ch if drawn else f"U+{ord(ch):04X}"
+
+
+def test_names_in_scripts_no_font_here_has_are_drawn_readably_without_missing_glyphs(
+        tmp_path, capsys):
+    """A run named in Japanese and modules named in Japanese and Devanagari drew every such
+    character as the same empty box (DejaVu Sans lacks them; matplotlib warned "Glyph 26085
+    missing from font(s) DejaVu Sans"): four module ticks read as rows of boxes, and the
+    figure files of the run were named ``__training.png``. Every character is now drawn by an
+    installed font that has it, or written as its code point (``‹U+65E5 U+672C›``): no
+    missing-glyph warning, distinct names stay distinct, and the report says why."""
+    from depthlab import plot
+    from depthlab.cli import main
+    from depthlab.report import figures, write_report
+
+    probes = _probe_rows(MODULES)
+    figs = []
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        for make in (lambda: figures.gradient_heatmap(probes),
+                     lambda: plot.gradient_per_layer({CJK_RUN: probes}, False),
+                     lambda: figures.update_ratio(_probe_rows(MODULES, "update_ratio"))):
+            fig = make()
+            fig.canvas.draw()
+            texts = [t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text"))]
+            figs.append(texts)
+            fig.savefig(io.BytesIO(), format="svg")  # another renderer: the same rule
+            figures.figure_png(fig)
+    assert _missing_glyph_warnings(record) == []
+    heat = " ".join(figs[0])
+    for name in MODULES:  # each module's characters: drawn or written as code points
+        for ch in name:
+            if unicodedata.category(ch) != "Mn":
+                assert _drawn_as(ch) in heat, (ch, heat)
+    ticks = [t for t in figs[0] if any(_drawn_as(name[0]) in t for name in MODULES)]
+    assert len(set(ticks)) >= len(MODULES), ticks  # four names, four labels
+    legend = " ".join(figs[1])
+    assert _drawn_as(CJK_RUN[0]) in legend
+
+    # the report of a NumPy run named in Japanese: no warning, a note, files named by the id
+    config = tmp_path / "run.toml"
+    config.write_text(f'name = "{CJK_RUN}"\n[data]\nname = "spirals"\nn = 120\n'
+                      '[model]\nsizes = ["auto", 6, "auto"]\n[train]\nepochs = 1\n'
+                      'batch_size = 40\n[probes]\nevery = 2\n', encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        html = write_report(out).read_text(encoding="utf-8")
+    assert _missing_glyph_warnings(record) == []
+    names = [p.name for p in (out / "figures").glob("*.png")]
+    assert names and not any(n.startswith("_") for n in names), names
+    if _drawn_as(CJK_RUN[0]) != CJK_RUN[0]:  # no font here has them: the report says so
+        assert "Unicode code points" in html and "‹U+" in html
+
+
+def test_a_character_another_installed_font_has_is_drawn_with_it():
+    """The fallback half of the rule: a character the figure's font lacks but another
+    installed font has (matplotlib's own STIX fonts have hundreds) is drawn with that font,
+    kept as itself in the label, with no missing-glyph warning."""
+    from matplotlib.font_manager import FontProperties
+
+    from depthlab.report import figures, glyphs
+
+    base = glyphs._covered(FontProperties())
+    ch = next(chr(c) for c in range(0x2100, 0x2C00)
+              if c not in base and chr(c).isprintable()
+              and not unicodedata.category(chr(c)).startswith(("M", "Z", "C"))
+              and glyphs._fallback_family(c))
+    names = [f"block{ch}.0", "block.1"]
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        fig = figures.gradient_heatmap(_probe_rows(names))
+        fig.canvas.draw()
+        labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+        figures.figure_png(fig)
+    assert _missing_glyph_warnings(record) == [], ch
+    assert f"block{ch}.0" in labels, labels
