@@ -4,6 +4,7 @@ things a demanding user of the CLI, the store and sweeps meets."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 TINY = ('[model]\nsizes = ["auto", 4, "auto"]\n'
         '[train]\nepochs = 1\n[probes]\nevery = 0\njacobian = false\n')
@@ -83,3 +84,27 @@ def test_runs_finds_a_sweep_stopped_before_its_first_point(tmp_path, monkeypatch
         assert sweep in said and "none of its 2 point(s)" in said, said
     assert main(["runs", out, "--sweep", "zz"]) == 2
     assert sweep in capsys.readouterr().err  # named among the store's sweeps
+
+
+@pytest.mark.parametrize("given", ["LOCAL:2", "Local:2", " local:2 "])
+def test_a_cluster_address_is_read_in_any_case_as_the_other_choices(given, tmp_path, capsys):
+    # --cluster LOCAL:2 was read as the bare HOST:PORT 'LOCAL', port 2: a name lookup, then
+    # "cannot reach the Dask scheduler at tcp://LOCAL:2: Name or service not known", where
+    # --kind RUN, --format PARQUET (every fixed choice) are read in any case
+    from depthlab.cli import main
+    from depthlab.experiments.executors import make_executor
+    from depthlab.experiments.executors.dask import check_address
+
+    assert check_address(given) == "local:2"
+    ex = make_executor(1, given)  # nothing started
+    assert ex.local_workers == 2 and "LocalCluster of 2" in ex.description
+    assert check_address("TCP://Host:8786") == "tcp://Host:8786"  # the host as given
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('[data]\nname = "clusters"\nn = 60\n' + TINY
+                   + '[sweep]\n"train.lr" = [0.1, 0.2]\n')
+    # LOCAL:0 is refused as local:0 (not a name lookup), before any store is made
+    assert main(["sweep", str(cfg), "--out", str(tmp_path / "r"), "--cluster",
+                 given.replace("2", "0")]) == 2
+    err = capsys.readouterr().err
+    assert "'local:0' is not accepted" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()

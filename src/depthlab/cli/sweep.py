@@ -181,6 +181,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--jobs and --cluster do not go together; with --cluster local:N the "
                         "cluster has N worker processes")
     jobs = check_jobs(1 if args.jobs is None else args.jobs)
+    if args.cluster is not None:  # LOCAL:2 as local:2, as the other fixed choices are read
+        from ..experiments.executors.dask import spelled
+
+        args.cluster = spelled(args.cluster)
     local = re.fullmatch(r"local:0*([1-9]\d*)", args.cluster or "")
     if local:  # a LocalCluster's N worker processes must fit like --jobs N
         check_jobs(int(local.group(1)), f"--cluster {args.cluster}")

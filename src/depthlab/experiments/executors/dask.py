@@ -145,12 +145,26 @@ def _timeout(name: str, value: Any) -> float | None:
     return real(name, value, positive=True)
 
 
+def spelled(address: str) -> str:
+    """``address`` as the accepted forms spell it: blanks around it dropped, ``local`` and a
+    scheme in lower case (``LOCAL:2`` is ``local:2``, ``TCP://Host:8786`` is
+    ``tcp://Host:8786``), as the CLI reads every fixed choice in any case; the host as given
+    (a bare ``LOCAL:2`` was read as host ``LOCAL``, port 2, and failed on a name lookup)."""
+    text = address.strip()
+    head, sep, rest = text.partition("://")
+    if sep and head.lower() in ("tcp", "tls"):
+        return f"{head.lower()}://{rest}"
+    head, sep, rest = text.partition(":")
+    return f"local:{rest}" if sep and head.lower() == "local" else text
+
+
 def check_address(address: str) -> str:
     """``address`` if it is ``local:N`` (N >= 1) or ``tcp://HOST:PORT``/``tls://HOST:PORT``;
     a bare ``HOST:PORT`` as ``tcp://HOST:PORT``, as Dask reads it; else :class:`ClusterError`."""
     if not isinstance(address, str):
         raise TypeError(f"cluster address {address!r} has the wrong type; accepted: {ACCEPTED}, "
                         f"or {GIVEN}")
+    address = spelled(address)
     m = _LOCAL.fullmatch(address)
     if m and int(m.group(1)) >= 1:
         return address
@@ -504,7 +518,7 @@ class DaskExecutor(Executor):
         #: made here for a remote scheduler), restored by close(); None: not raised
         self._log_levels: list[tuple[logging.Logger, int]] | None = None
         self._forkserver_pid: int | None = None  # the fork server running before start()
-        m = None if given else _LOCAL.fullmatch(address)
+        m = None if given else _LOCAL.fullmatch(self.address)
         #: N of a ``local:N`` address (None: not a local cluster)
         self._local_n: int | None = int(m.group(1)) if m else None
         if m:  # a LocalCluster's worker processes must fit here, refused before any starts
