@@ -109,3 +109,29 @@ def test_a_character_another_installed_font_has_is_drawn_with_it():
         figures.figure_png(fig)
     assert _missing_glyph_warnings(record) == [], ch
     assert f"block{ch}.0" in labels, labels
+
+
+def test_the_update_ratio_legend_names_only_layers_it_draws():
+    """A 122-layer torch Watch run whose first 100 layers' updates were below float32's
+    resolution (ratio 0, no place on a log axis): the legend listed 8 evenly spaced layers,
+    6 of them unchanged, with no line (the title said "not drawn: zero ... in 101 layers"),
+    so 2 lines stood for "8 of 122 layers". The layers shown are picked among those with a
+    value to draw, and every legend entry has a line on the axes."""
+    import numpy as np
+
+    from depthlab.report.figures import update_ratio
+
+    n = 122
+    rows = [{"step": step, "layer": k, "module": f"[{2 * k}]", "quantity": "update_ratio",
+             "value": np.nan if step == 0 else (0.0 if k <= 100 else 1e-3 * k / n)}
+            for step in (0, 1, 2, 3) for k in range(1, n + 1)]
+    fig = update_ratio(pd.DataFrame(rows))
+    ax = fig.axes[0]
+    handles, labels = ax.get_legend_handles_labels()
+    assert len(labels) == 8, labels
+    for line in handles:
+        y = np.asarray(line.get_ydata(), float)
+        assert (np.isfinite(y) & (y > 0)).any(), (line.get_label(), y)
+    assert "zero (weights unchanged) in 100 layers" in ax.get_title()
+    figures_png = __import__("depthlab.report.figures", fromlist=["figure_png"]).figure_png
+    figures_png(fig)

@@ -1457,7 +1457,10 @@ def update_ratio(probes: pd.DataFrame | None) -> Figure:
         _empty(ax, _no_update_ratio_drawn(wide) if not wide.empty else
                nothing_recorded(probes, "update_ratio"))
         return fig
-    layers = list(wide.columns)
+    # the lines shown are picked among the layers with a value to draw: 8 evenly spaced of
+    # 122 layers, 100 of them unchanged (ratio 0), were 8 legend entries and 2 lines
+    drawn = wide.apply(lambda c: bool((np.isfinite(c) & (c > 0)).any()))
+    layers = [la for la in wide.columns if drawn[la]]
     shown = _pick_layers(layers)
     colors = _layer_colors(shown)
     for layer in shown:
@@ -1472,7 +1475,7 @@ def update_ratio(probes: pd.DataFrame | None) -> Figure:
     ax.set_ylabel("||ΔW|| / ||W|| (log scale)")
     # a diverged run's updates (inf, NaN) have no place on a log axis: the title says where
     # they are instead of the lines just stopping (step 0's NaN, no previous weights, is none)
-    sel = probes[(probes["quantity"] == "update_ratio") & (probes["layer"].isin(shown))]
+    sel = probes[(probes["quantity"] == "update_ratio") & (probes["layer"].isin(wide.columns))]
     values = pd.to_numeric(sel["value"], errors="coerce")
     bad = ~np.isfinite(values) & (sel["step"] > sel.loc[np.isfinite(values), "step"].min())
     note = (f"\nnot drawn: not finite (NaN/inf) {steps_phrase(sel.loc[bad, 'step'], sel['step'])}"
