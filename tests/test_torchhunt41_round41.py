@@ -115,3 +115,26 @@ def test_predict_names_the_map_layers_it_cannot_predict(make, named):
         dlt.predict(make(), x, y, CE)
     said = str(got.value)
     assert named in said and "\n" not in said and "nn.Linear" in said
+
+
+class _TakesList(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(6, 3, dtype=torch.float64)
+
+    def forward(self, xs):
+        return self.a(xs[0] + xs[1])
+
+
+def test_a_forward_that_takes_one_list_is_told_how_x_is_given():
+    """x as a list is the model's positional inputs (model(*x)); a forward of one list,
+    forward(self, xs), got Python's 'forward() takes 2 positional arguments but 3 were
+    given': now one line says how x was given and the remedy, x=(xs,), which measures it."""
+    x, y = _batch()
+    with pytest.raises(TypeError, match=r"x is a list of 2 inputs, given to the model as "
+                                        r"positional inputs \(model\(\*x\)\), but "
+                                        r"_TakesList\.forward\(xs\) does not take them") as got:
+        dlt.probe(_TakesList(), [x, x], y, CE)
+    assert "x=(xs,)" in str(got.value)
+    df = dlt.probe(_TakesList(), ([x, x],), y, CE, percentiles=())
+    assert list(df[df.layer == 1].module.unique()) == ["a"]

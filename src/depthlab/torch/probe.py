@@ -647,6 +647,36 @@ def _tensors_in(x: Any) -> list[torch.Tensor]:
     return [t for t in inputs if isinstance(t, torch.Tensor)]
 
 
+def _unbound(model: nn.Module, x: Any) -> str | None:
+    """One line when the model's ``forward`` cannot take ``x`` as :func:`call_model` spreads
+    it (a list or tuple as positional inputs, ``model(*x)``; a dict as keyword inputs,
+    ``model(**x)``): a forward that takes one list of tensors, ``forward(self, xs)`` given
+    ``[a, b]``, failed with Python's 'forward() takes 2 positional arguments but 3 were
+    given', which said neither how the probe called it nor the remedy; None where the call
+    binds (the TypeError came from inside the forward) or no signature is readable."""
+    import inspect
+
+    if not isinstance(x, (tuple, list, dict)):
+        return None
+    try:
+        sig = inspect.signature(model.forward)
+    except (TypeError, ValueError):
+        return None
+    try:
+        sig.bind(**x) if isinstance(x, dict) else sig.bind(*x)
+        return None
+    except TypeError as exc:
+        why = str(exc)
+    takes = f"{type(model).__name__}.forward{sig}"
+    if isinstance(x, dict):
+        return (f"x is a dict with keys {list(x)}, given to the model as keyword inputs "
+                f"(model(**x)), but {takes} does not take them ({why}); expected a dict of "
+                "the forward's argument names, or x=(d,) for a forward that takes one dict")
+    return (f"x is a {type(x).__name__} of {len(x)} inputs, given to the model as positional "
+            f"inputs (model(*x)), but {takes} does not take them ({why}); for a forward "
+            f"that takes one {type(x).__name__}, give x=(xs,), a tuple holding it")
+
+
 def forward(model: nn.Module, x: Any) -> Any:
     """:func:`call_model`; a RuntimeError about types raised while an input tensor's dtype is
     not that of the model's (floating) weights becomes a one-line TypeError saying so (torch
@@ -663,6 +693,9 @@ def forward(model: nn.Module, x: Any) -> Any:
         odd = next((v for v in inputs if v is None or type(v).__module__ == "numpy"
                     or type(v) in (list, tuple, int, float, bool)), False)
         if odd is False:
+            unbound = _unbound(model, x)
+            if unbound is not None:
+                raise TypeError(unbound) from exc
             raise
         said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         what = type(odd).__name__
