@@ -152,3 +152,93 @@ def test_kaiming_takes_torchs_a(name) -> None:
     assert lin_bound == pytest.approx(1 / fan_in**0.5, rel=1e-14)  # nn.Linear's weight bound
     with pytest.raises(ValueError, match="name one slope"):
         dl.initializer(name, a=0.1, negative_slope=0.2)
+
+
+def _lr_trace(lib, opt, build, epochs: int = 24) -> list[float]:
+    """The lr at each epoch for schedulers ``build(lib, opt)`` stepped once per epoch."""
+    sched = build(lib, opt)
+    group = opt.param_groups[0]
+    out = []
+    for _ in range(epochs):
+        out.append(float(group["lr"]))
+        opt.step()
+        sched.step()
+    return out
+
+
+_SCHEDULES = {
+    # a second scheduler on one optimizer starts from torch's initial_lr (was the lr the first
+    # had set: LambdaLR gave 0.05 where torch gave 0.1)
+    "linear+lambda": lambda M, o: M.ChainedScheduler([M.LinearLR(o, 0.5, 1.0, 3),
+                                                      M.LambdaLR(o, lambda e: 0.9**e)]),
+    "multiplicative": lambda M, o: M.MultiplicativeLR(o, lambda e: 0.9),
+    "constant": lambda M, o: M.ConstantLR(o, factor=0.25, total_iters=4),
+    "polynomial": lambda M, o: M.PolynomialLR(o, total_iters=7, power=0.9),
+    "warmup+cosine": lambda M, o: M.SequentialLR(
+        o, [M.LinearLR(o, start_factor=0.1, total_iters=5),
+            M.CosineAnnealingLR(o, T_max=10, eta_min=0.001)], milestones=[5]),
+    "constant+exp+step": lambda M, o: M.SequentialLR(
+        o, [M.ConstantLR(o, 0.5, 3), M.ExponentialLR(o, 0.9), M.StepLR(o, 3, 0.5)],
+        milestones=[4, 10]),
+    "multistep+poly": lambda M, o: M.SequentialLR(
+        o, [M.MultiStepLR(o, [0, 2, 2], 0.5), M.PolynomialLR(o, 6, 1.5)], milestones=[4]),
+    "lambda+multiplicative": lambda M, o: M.SequentialLR(
+        o, [M.LambdaLR(o, lambda e: (e + 1) / 4), M.MultiplicativeLR(o, lambda e: 0.95)],
+        milestones=[3]),
+}
+
+
+@pytest.mark.parametrize("case", list(_SCHEDULES))
+def test_schedulers_give_torchs_learning_rates(case) -> None:
+    """torch's ConstantLR, PolynomialLR, MultiplicativeLR, SequentialLR (warm-up then decay)
+    and ChainedScheduler were missing ("no attribute"); every lr equals torch's exactly."""
+    torch = pytest.importorskip("torch")
+    import warnings as w
+
+    from depthlab import optimizers as O
+    from depthlab.parameter import Parameter
+
+    opt = dl.optimizer("sgd", [Parameter("w", np.zeros(2))], lr=0.1)
+    t = torch.zeros(2, requires_grad=True)
+    t.grad = torch.zeros(2)
+    with w.catch_warnings():
+        w.simplefilter("ignore")  # torch's deprecation notes on chained schedulers
+        want = _lr_trace(torch.optim.lr_scheduler, torch.optim.SGD([t], lr=0.1), _SCHEDULES[case])
+    assert _lr_trace(O, opt, _SCHEDULES[case]) == want
+
+
+def test_sequential_lr_refuses_what_torch_cannot_run() -> None:
+    from depthlab import optimizers as O
+    from depthlab.parameter import Parameter
+
+    opt = dl.optimizer("sgd", [Parameter("w", np.zeros(2))], lr=0.1)
+    other = dl.optimizer("sgd", [Parameter("v", np.zeros(2))], lr=0.1)
+    with pytest.raises(ValueError, match="one milestone fewer than schedulers"):
+        O.SequentialLR(opt, [O.StepLR(opt, 2), O.StepLR(opt, 3)], milestones=[])
+    with pytest.raises(ValueError, match="scheduler 1 .*another optimizer"):
+        O.SequentialLR(opt, [O.StepLR(opt, 2), O.StepLR(other, 3)], milestones=[3])
+    with pytest.raises(TypeError, match="ReduceLROnPlateau steps with a metric"):
+        O.SequentialLR(opt, [O.ReduceLROnPlateau(opt)], milestones=[])
+
+
+def test_a_second_scheduler_starts_from_the_optimizers_initial_lr() -> None:
+    """torch keeps the lr before any scheduler as ``initial_lr``, every scheduler's base_lr:
+    LinearLR(0.5) then LambdaLR on one SGD gave lr 0.05, 0.045, ... where torch gives 0.1,
+    0.09, ... (the LambdaLR read the lr the LinearLR had just set)."""
+    torch = pytest.importorskip("torch")
+    from depthlab import optimizers as O
+    from depthlab.parameter import Parameter
+
+    t = torch.zeros(2, requires_grad=True)
+    t.grad = torch.zeros(2)
+    topt = torch.optim.SGD([t], lr=0.1)
+    opt = dl.optimizer("sgd", [Parameter("w", np.zeros(2))], lr=0.1)
+    libs = ((torch.optim.lr_scheduler, topt), (O, opt))
+    scheds = [[M.LinearLR(o, 0.5, 1.0, 3), M.LambdaLR(o, lambda e: 0.9**e)] for M, o in libs]
+    for _ in range(6):
+        assert opt.lr == topt.param_groups[0]["lr"]
+        topt.step()
+        opt.step()
+        for s in (*scheds[0], *scheds[1]):
+            s.step()
+    assert opt.initial_lr == 0.1

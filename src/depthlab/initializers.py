@@ -328,9 +328,9 @@ class _He(VarianceScaling):
     _distribution = "normal"
 
     def __init__(self, mode: str = "fan_in", negative_slope: float = 0.0,
-                 nonlinearity: str = "leaky_relu", a: float | None = None) -> None:
-        if a is not None:  # torch's name of the slope (kaiming_uniform_(w, a=math.sqrt(5)))
-            a = real("a", a)
+                 nonlinearity: str = "leaky_relu", a: float = 0.0) -> None:
+        a = real("a", a)
+        if a != 0.0:  # torch's name of the slope (kaiming_uniform_(w, a=math.sqrt(5)))
             if negative_slope not in (0.0, a):
                 raise ValueError(f"a={a!r} and negative_slope={negative_slope!r} name one "
                                  "slope (a is torch's name); give one of them")

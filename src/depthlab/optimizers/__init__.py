@@ -19,13 +19,18 @@ from .clip import clip_grad_norm_, clip_grad_value_
 from .nadam import NAdam
 from .rmsprop import RMSprop
 from .schedulers import (
+    ChainedScheduler,
+    ConstantLR,
     CosineAnnealingLR,
     ExponentialLR,
     LambdaLR,
     LinearLR,
     LRScheduler,
+    MultiplicativeLR,
     MultiStepLR,
+    PolynomialLR,
     ReduceLROnPlateau,
+    SequentialLR,
     StepLR,
 )
 from .sgd import SGD
@@ -79,13 +84,18 @@ __all__ = [
     "SGD",
     "Adadelta",
     "Adagrad",
+    "ChainedScheduler",
+    "ConstantLR",
     "CosineAnnealingLR",
     "ExponentialLR",
     "LRScheduler",
     "LambdaLR",
     "LinearLR",
     "MultiStepLR",
+    "MultiplicativeLR",
+    "PolynomialLR",
     "ReduceLROnPlateau",
+    "SequentialLR",
     "StepLR",
     "Adam",
     "AdamW",

@@ -4,7 +4,9 @@ A scheduler holds one depthlab optimizer and sets its ``lr``: at construction fo
 then at each :meth:`LRScheduler.step` (call it after ``opt.step()``, once per epoch or per
 update, as in torch). Each rule is torch's chainable form, applied to the optimizer's current
 ``lr`` (so the learning rates are torch's to the last bit), with ``e`` the scheduler's
-``last_epoch`` and ``lr_0`` the optimizer's ``lr`` when the scheduler was built:
+``last_epoch`` and ``lr_0`` the optimizer's ``lr`` when its first scheduler was built
+(torch's ``initial_lr``, kept as ``optimizer.initial_lr``: a second scheduler on the same
+optimizer starts from it too, not from the lr the first one set):
 
 * ``StepLR(step_size, gamma=0.1)``: ``lr *= gamma`` when ``e`` is a multiple of ``step_size``;
 * ``MultiStepLR(milestones, gamma=0.1)``: ``lr *= gamma^k`` at an epoch listed ``k`` times;
@@ -16,12 +18,19 @@ update, as in torch). Each rule is torch's chainable form, applied to the optimi
   eta_min)(1 - cos(pi / T)) / 2``), which follows ``eta_min + (lr_0 - eta_min)(1 + cos(pi e /
   T)) / 2``;
 * ``LambdaLR(lr_lambda)``: ``lr = lr_0 * lr_lambda(e)``;
+* ``MultiplicativeLR(lr_lambda)``: ``lr *= lr_lambda(e)`` from epoch 1;
+* ``ConstantLR(factor=1/3, total_iters=5)``: ``lr_0 * factor`` before ``total_iters``, then
+  ``lr_0``;
+* ``PolynomialLR(total_iters=5, power=1)``: ``lr_0 (1 - min(e, T) / T)^power``;
+* ``SequentialLR(schedulers, milestones)`` runs each from its milestone on (warm-up, then a
+  decay), ``ChainedScheduler(schedulers)`` steps them all;
 * ``ReduceLROnPlateau(mode, factor, patience, ...)``: ``lr = max(lr * factor, min_lr)`` after
   more than ``patience`` epochs whose metric (``step(metric)``) did not beat the best.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import numbers
 from collections import Counter
@@ -30,8 +39,9 @@ from typing import Any
 
 from .base import Optimizer, check_number
 
-__all__ = ["CosineAnnealingLR", "ExponentialLR", "LRScheduler", "LambdaLR", "LinearLR",
-           "MultiStepLR", "ReduceLROnPlateau", "StepLR"]
+__all__ = ["ChainedScheduler", "ConstantLR", "CosineAnnealingLR", "ExponentialLR", "LRScheduler",
+           "LambdaLR", "LinearLR", "MultiStepLR", "MultiplicativeLR", "PolynomialLR",
+           "ReduceLROnPlateau", "SequentialLR", "StepLR"]
 
 
 def _count(name: str, value: Any, low: int = 1) -> int:
@@ -45,23 +55,39 @@ def _count(name: str, value: Any, low: int = 1) -> int:
 
 class LRScheduler:
     """Base class: sets ``optimizer.lr`` to :meth:`_next_lr` at epoch 0 (when built) and after
-    each :meth:`step`; ``last_epoch`` counts the steps, ``base_lr`` is the optimizer's ``lr``
-    when the scheduler was built."""
+    each :meth:`step`; ``last_epoch`` counts the steps, ``base_lr`` is the optimizer's
+    ``initial_lr`` (its ``lr`` when its first scheduler was built, as torch's)."""
 
     def __init__(self, optimizer: Optimizer) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"{type(self).__name__} takes a depthlab optimizer "
                             f"(dl.optimizer(...)), got {type(optimizer).__name__}")
         self.optimizer = optimizer
-        self.base_lr = float(optimizer.lr)
+        if getattr(optimizer, "initial_lr", None) is None:  # torch's group["initial_lr"]
+            optimizer.initial_lr = float(optimizer.lr)
+        self.base_lr = float(optimizer.initial_lr)
         self.last_epoch = 0
-        self._set(self._next_lr(float(optimizer.lr)))
+        self._initial_step()
+
+    def _initial_step(self) -> None:
+        """Set epoch 0's lr (torch's ``_initial_step``: the rules that leave the lr alone when
+        built read ``_initial``)."""
+        self._initial = True
+        try:
+            self._set(self._next_lr(float(self.optimizer.lr)))
+        finally:
+            self._initial = False
 
     def _set(self, lr: float) -> None:
         self.optimizer.lr = lr  # checked by the optimizer (a finite number >= 0)
 
     def _next_lr(self, lr: float) -> float:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _closed_form(self, lr: float) -> float:
+        """The lr at ``last_epoch`` from ``base_lr`` (torch's ``_get_closed_form_lr``, which
+        :class:`SequentialLR` reads at a milestone); the chained rule where torch has none."""
+        return self._next_lr(lr)
 
     def step(self) -> None:
         """Advance one epoch (``last_epoch += 1``) and set the optimizer's ``lr`` (call it after
@@ -99,6 +125,9 @@ class StepLR(LRScheduler):
             return lr
         return lr * self.gamma
 
+    def _closed_form(self, lr: float) -> float:
+        return self.base_lr * self.gamma ** (self.last_epoch // self.step_size)
+
 
 class MultiStepLR(LRScheduler):
     """``lr *= gamma^k`` at each epoch that ``milestones`` lists ``k`` times (torch's
@@ -117,6 +146,10 @@ class MultiStepLR(LRScheduler):
             return lr
         return lr * self.gamma ** self.milestones[self.last_epoch]
 
+    def _closed_form(self, lr: float) -> float:
+        passed = sum(k for m, k in self.milestones.items() if m <= self.last_epoch)
+        return self.base_lr * self.gamma ** passed
+
 
 class ExponentialLR(LRScheduler):
     """``lr *= gamma`` every epoch (torch's ``ExponentialLR``)."""
@@ -127,6 +160,9 @@ class ExponentialLR(LRScheduler):
 
     def _next_lr(self, lr: float) -> float:
         return lr if self.last_epoch == 0 else lr * self.gamma
+
+    def _closed_form(self, lr: float) -> float:
+        return self.base_lr * self.gamma ** self.last_epoch
 
 
 class LinearLR(LRScheduler):
@@ -152,6 +188,10 @@ class LinearLR(LRScheduler):
         d = self.end_factor - s
         return lr * (1.0 + d / (t * s + (e - 1) * d))
 
+    def _closed_form(self, lr: float) -> float:
+        s, t = self.start_factor, self.total_iters
+        return self.base_lr * (s + (self.end_factor - s) * min(t, self.last_epoch) / t)
+
 
 class CosineAnnealingLR(LRScheduler):
     """``eta_min + (lr_0 - eta_min)(1 + cos(pi e / T_max)) / 2`` by torch's recursion
@@ -171,6 +211,11 @@ class CosineAnnealingLR(LRScheduler):
         return ((1 + math.cos(math.pi * e / t)) / (1 + math.cos(math.pi * (e - 1) / t))
                 * (lr - low) + low)
 
+    def _closed_form(self, lr: float) -> float:
+        low = self.eta_min
+        return low + (self.base_lr - low) * (1 + math.cos(math.pi * self.last_epoch /
+                                                          self.T_max)) / 2
+
 
 class LambdaLR(LRScheduler):
     """``lr = lr_0 * lr_lambda(e)`` (torch's ``LambdaLR``)."""
@@ -184,6 +229,162 @@ class LambdaLR(LRScheduler):
 
     def _next_lr(self, lr: float) -> float:
         return self.base_lr * self.lr_lambda(self.last_epoch)
+
+
+class MultiplicativeLR(LRScheduler):
+    """``lr *= lr_lambda(e)`` at each step (torch's ``MultiplicativeLR``; epoch 0 keeps lr)."""
+
+    def __init__(self, optimizer: Optimizer, lr_lambda: Callable[[int], float]) -> None:
+        if not callable(lr_lambda):
+            raise TypeError(f"lr_lambda must be a function of the epoch, got "
+                            f"{lr_lambda!r:.60}")
+        self.lr_lambda = lr_lambda
+        super().__init__(optimizer)
+
+    def _next_lr(self, lr: float) -> float:
+        return lr if self._initial else lr * self.lr_lambda(self.last_epoch)
+
+
+class ConstantLR(LRScheduler):
+    """``lr_0 * factor`` until epoch ``total_iters``, then ``lr_0`` (torch's ``ConstantLR``,
+    a constant warm-up): ``lr *= factor`` at epoch 0, ``lr *= 1 / factor`` at ``total_iters``."""
+
+    def __init__(self, optimizer: Optimizer, factor: float = 1.0 / 3,
+                 total_iters: int = 5) -> None:
+        self.factor = check_number("factor", factor, high=1.0)
+        if self.factor == 0.0:  # torch divides by it at total_iters (ZeroDivisionError)
+            raise ValueError(f"invalid factor value: {factor!r}; expected a finite number in "
+                             "(0, 1]")
+        self.total_iters = _count("total_iters", total_iters, low=0)
+        super().__init__(optimizer)
+
+    def _next_lr(self, lr: float) -> float:
+        if self.last_epoch == 0:
+            return lr * self.factor
+        if self.last_epoch != self.total_iters:
+            return lr
+        return lr * (1.0 / self.factor)
+
+    def _closed_form(self, lr: float) -> float:
+        f = self.factor
+        return self.base_lr * (f + (self.last_epoch >= self.total_iters) * (1 - f))
+
+
+class PolynomialLR(LRScheduler):
+    """``lr_0 (1 - min(e, T) / T)^power`` (torch's ``PolynomialLR``) by its chained rule
+    ``lr *= ((1 - e / T) / (1 - (e - 1) / T))^power`` up to ``T = total_iters``."""
+
+    def __init__(self, optimizer: Optimizer, total_iters: int = 5, power: float = 1.0) -> None:
+        self.total_iters = _count("total_iters", total_iters)
+        self.power = check_number("power", power)
+        super().__init__(optimizer)
+
+    def _next_lr(self, lr: float) -> float:
+        e, t = self.last_epoch, self.total_iters
+        if self._initial or e > t:
+            return lr
+        return lr * ((1.0 - e / t) / (1.0 - (e - 1) / t)) ** self.power
+
+    def _closed_form(self, lr: float) -> float:
+        t = self.total_iters
+        return self.base_lr * (1.0 - min(t, self.last_epoch) / t) ** self.power
+
+
+def _schedulers_of(owner: str, optimizer: Any, schedulers: Any) -> list[LRScheduler]:
+    """``schedulers`` as a non-empty list of LRSchedulers of ``optimizer``; one TypeError or
+    ValueError line naming the first that is not."""
+    if isinstance(schedulers, LRScheduler) or not isinstance(schedulers, Iterable):
+        raise TypeError(f"{owner} takes a list of schedulers, got {schedulers!r:.60}")
+    out = list(schedulers)
+    if not out:
+        raise ValueError(f"{owner} expects at least one scheduler, got none")
+    for i, sched in enumerate(out):
+        if not isinstance(sched, LRScheduler):
+            plateau = " (ReduceLROnPlateau steps with a metric: step it on its own)" \
+                if isinstance(sched, ReduceLROnPlateau) else ""
+            raise TypeError(f"{owner}: scheduler {i} is a {type(sched).__name__}, not a "
+                            f"depthlab LRScheduler{plateau}")
+        if optimizer is not None and sched.optimizer is not optimizer:
+            raise ValueError(f"{owner}: scheduler {i} ({type(sched).__name__}) belongs to "
+                             "another optimizer; all must share one")
+    return out
+
+
+class SequentialLR:
+    """torch's ``SequentialLR``: ``schedulers[i]`` runs from ``milestones[i - 1]`` (epoch 0
+    for the first) on; building it sets ``lr`` back to ``initial_lr`` and re-applies the
+    first one's epoch 0 (the others step back one epoch, as torch's ``recursive_undo``), and at
+    a milestone the next one restarts at its epoch 0 from its closed form (``LinearLR``
+    warm-up then ``CosineAnnealingLR``: ``SequentialLR(opt, [warm, cos], milestones=[5])``)."""
+
+    def __init__(self, optimizer: Optimizer, schedulers: Iterable[LRScheduler],
+                 milestones: Iterable[int]) -> None:
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"SequentialLR takes a depthlab optimizer (dl.optimizer(...)), got "
+                            f"{type(optimizer).__name__}")
+        self._schedulers = _schedulers_of("SequentialLR", optimizer, schedulers)
+        if isinstance(milestones, str) or not isinstance(milestones, Iterable):
+            raise TypeError(f"milestones must be a list of epochs, got {milestones!r:.60}")
+        self._milestones = [_count("milestone", m, low=0) for m in milestones]
+        if len(self._milestones) != len(self._schedulers) - 1:
+            raise ValueError(f"SequentialLR takes one milestone fewer than schedulers: "
+                             f"{len(self._schedulers)} schedulers, {len(self._milestones)} "
+                             "milestones")
+        self.optimizer = optimizer
+        self.last_epoch = 0
+        optimizer.lr = optimizer.initial_lr  # set by the first scheduler built
+        for sched in self._schedulers:
+            sched.last_epoch -= 1
+        first = self._schedulers[bisect.bisect_right(self._milestones, 0)]
+        first.last_epoch += 1
+        first._initial_step()
+
+    def step(self) -> None:
+        """Advance one epoch: the scheduler whose span holds it steps (at a milestone, the
+        next one is set to its epoch 0)."""
+        self.last_epoch += 1
+        idx = bisect.bisect_right(self._milestones, self.last_epoch)
+        sched = self._schedulers[idx]
+        if idx > 0 and self._milestones[idx - 1] == self.last_epoch:
+            sched.last_epoch = 0
+            sched._set(sched._closed_form(float(self.optimizer.lr)))
+        else:
+            sched.step()
+
+    def get_last_lr(self) -> list[float]:
+        """``[lr]``, the learning rate the last step set."""
+        return [float(self.optimizer.lr)]
+
+    def state_dict(self) -> dict[str, Any]:
+        """``last_epoch`` and each scheduler's :meth:`~LRScheduler.state_dict`."""
+        return {"last_epoch": self.last_epoch,
+                "schedulers": [s.state_dict() for s in self._schedulers]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s values."""
+        self.last_epoch = _count("last_epoch", state["last_epoch"], low=0)
+        for sched, sub in zip(self._schedulers, state["schedulers"], strict=True):
+            sched.load_state_dict(sub)
+
+
+class ChainedScheduler:
+    """torch's ``ChainedScheduler``: :meth:`step` steps every scheduler in turn (their
+    chained rules multiply), as calling each one's ``step()`` would."""
+
+    def __init__(self, schedulers: Iterable[LRScheduler],
+                 optimizer: Optimizer | None = None) -> None:
+        self._schedulers = _schedulers_of("ChainedScheduler", optimizer, schedulers)
+        self.optimizer = self._schedulers[0].optimizer if optimizer is None else optimizer
+        _schedulers_of("ChainedScheduler", self.optimizer, self._schedulers)
+
+    def step(self) -> None:
+        """Step each scheduler once, in order."""
+        for sched in self._schedulers:
+            sched.step()
+
+    def get_last_lr(self) -> list[float]:
+        """``[lr]``, the learning rate the last step set."""
+        return [float(self.optimizer.lr)]
 
 
 class ReduceLROnPlateau:
