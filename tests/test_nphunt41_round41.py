@@ -242,3 +242,19 @@ def test_a_second_scheduler_starts_from_the_optimizers_initial_lr() -> None:
         for s in (*scheds[0], *scheds[1]):
             s.step()
     assert opt.initial_lr == 0.1
+
+
+def test_clip_grad_functions_take_torchs_foreach() -> None:
+    """``clip_grad_norm_(params, 1.0, foreach=True)`` (torch's signature) was "unexpected
+    keyword argument 'foreach'"; it has no effect here."""
+    from depthlab.optimizers import clip_grad_norm_, clip_grad_value_
+    from depthlab.parameter import Parameter
+
+    p = Parameter("w", np.ones(3))
+    p.grad[...] = 3.0
+    assert clip_grad_norm_([p], 1.0, foreach=True) == pytest.approx(27**0.5)
+    np.testing.assert_allclose(p.grad, 3.0 / (27**0.5 + 1e-6))
+    clip_grad_value_(p, 0.1, foreach=False)
+    assert np.all(p.grad == 0.1)
+    with pytest.raises(TypeError, match="foreach='yes' is not accepted"):
+        clip_grad_value_(p, 0.1, foreach="yes")

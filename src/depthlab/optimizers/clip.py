@@ -74,13 +74,22 @@ def _norm_type(norm_type: Any) -> float:
     return float(norm_type)
 
 
+def _foreach(value: Any) -> None:
+    """torch's ``foreach``: None or a bool (NumPy has one code path: no effect)."""
+    if value is not None and not isinstance(value, bool):
+        raise TypeError(f"foreach={value!r:.60} is not accepted; accepted: None, True, False")
+
+
 def clip_grad_norm_(parameters: Parameter | Iterable[Parameter], max_norm: float,
-                    norm_type: float | str = 2.0, error_if_nonfinite: bool = False) -> float:
+                    norm_type: float | str = 2.0, error_if_nonfinite: bool = False,
+                    foreach: bool | None = None) -> float:
     """Scale every gradient by ``min(1, max_norm / (N + 1e-6))`` in place, ``N`` the p-norm
     (``norm_type``) of all the gradients together, ``N = ||(||g_1||_p, ..., ||g_k||_p)||_p``;
     returns ``N`` (torch's ``torch.nn.utils.clip_grad_norm_``; 0 for no gradients). A
     non-finite ``N`` scales them by NaN or 0 as torch does, or with ``error_if_nonfinite`` is
-    a RuntimeError with nothing changed."""
+    a RuntimeError with nothing changed. ``foreach`` (torch's kernel choice) is accepted and
+    has no effect."""
+    _foreach(foreach)
     grads = _grads(parameters, "clip_grad_norm_")
     max_norm = check_clip("max_norm", max_norm)
     p = _norm_type(norm_type)
@@ -104,9 +113,11 @@ def clip_grad_norm_(parameters: Parameter | Iterable[Parameter], max_norm: float
     return total
 
 
-def clip_grad_value_(parameters: Parameter | Iterable[Parameter], clip_value: float) -> None:
+def clip_grad_value_(parameters: Parameter | Iterable[Parameter], clip_value: float,
+                     foreach: bool | None = None) -> None:
     """``g = clip(g, -clip_value, clip_value)`` for every gradient, in place
-    (``torch.nn.utils.clip_grad_value_``)."""
+    (``torch.nn.utils.clip_grad_value_``; ``foreach`` accepted, no effect)."""
+    _foreach(foreach)
     grads = _grads(parameters, "clip_grad_value_")
     c = check_clip("clip_value", clip_value)
     for g in grads:
