@@ -119,7 +119,7 @@ def test_the_update_ratio_legend_names_only_layers_it_draws():
     value to draw, and every legend entry has a line on the axes."""
     import numpy as np
 
-    from depthlab.report.figures import update_ratio
+    from depthlab.report.figures import figure_png, update_ratio
 
     n = 122
     rows = [{"step": step, "layer": k, "module": f"[{2 * k}]", "quantity": "update_ratio",
@@ -133,5 +133,21 @@ def test_the_update_ratio_legend_names_only_layers_it_draws():
         y = np.asarray(line.get_ydata(), float)
         assert (np.isfinite(y) & (y > 0)).any(), (line.get_label(), y)
     assert "zero (weights unchanged) in 100 layers" in ax.get_title()
-    figures_png = __import__("depthlab.report.figures", fromlist=["figure_png"]).figure_png
-    figures_png(fig)
+    figure_png(fig)
+
+
+def test_a_one_layer_figure_names_its_layer_as_its_legend_does():
+    """A one-step torch Watch run of ``Linear, ReLU, Linear``: its activation figure's title
+    said "layer 1, the only one" above a legend naming the layer ``[0]`` (the module), two
+    names for one layer. A figure whose legend names modules says "the only layer"."""
+    from depthlab import plot
+
+    table = pd.DataFrame([{"step": 0, "layer": 1, "module": "0", "quantity": q, "value": v}
+                          for q, v in (("act_mean", 0.2), ("act_std", 0.3))])
+    fig = plot.activation_bands(table)
+    ax = fig.axes[0]
+    assert ax.get_legend_handles_labels()[1] == ["[0]"]
+    assert "layer 1" not in ax.get_title() and "the only layer" in ax.get_title(), \
+        ax.get_title()
+    numbered = plot.activation_bands(table.drop(columns="module")).axes[0]
+    assert "layer 1, the only one" in numbered.get_title()  # numbers: as before

@@ -944,6 +944,8 @@ def _layers_text(shown: Sequence[int], total: Sequence[int], named: bool = False
     other layers: module [4] is layer 3)."""
     numbered = list(total) == list(range(1, len(total) + 1))
     if len(total) == 1:  # "all 1 layers" under a one-hidden-layer network's figures
+        if named:  # "layer 1, the only one" above a legend naming it "[0]"
+            return "the only layer"
         return f"layer {total[0]}, the only one" if numbered else "the one layer with values"
     if len(shown) == len(total):
         return f"all {len(total)} layers" if numbered else \
