@@ -104,11 +104,13 @@ def test_nll_loss_is_torchs_loss_on_log_probabilities(dtype, reduction) -> None:
 
 
 def test_probability_losses_warn_on_a_network_that_cannot_feed_them() -> None:
-    """bce_loss after logits, nll_loss after a built-in layer: a warning naming the logit loss;
-    bce_loss after a sigmoid is what torch's BCELoss takes: silent."""
+    """bce_loss after logits: a warning naming the logit loss; nll_loss after a built-in
+    layer (none gives log-probabilities): refused; bce_loss after a sigmoid is what torch's
+    BCELoss takes: silent."""
     with pytest.warns(UserWarning, match="'bce_loss'.*takes probabilities.*binary_cross_entropy"):
         dl.Trainer(dl.mlp([3, 4, 1]), loss="BCELoss")
-    with pytest.warns(UserWarning, match="'nll_loss'.*log-probabilities.*cross_entropy"):
+    with pytest.raises(ValueError, match="^loss 'nll_loss' .*takes log-probabilities.*Dense"
+                                         ".*use loss='cross_entropy'"):
         dl.Trainer(dl.mlp([3, 4, 2]), loss="NLLLoss")
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -525,9 +525,9 @@ def _warn_squashed_twice(net: Network, loss: Any) -> None:
     (``output_activation="softmax"`` with ``cross_entropy``, ``"sigmoid"`` with
     ``binary_cross_entropy``, alias ``BCEWithLogitsLoss``): the loss then saw probabilities as
     logits, silently (its minimum is no longer 0 and the gradients shrink as the output
-    saturates). Also when torch's probability losses get what they do not take: ``bce_loss``
-    (``BCELoss``) after anything but a sigmoid, ``nll_loss`` (``NLLLoss``) after a built-in
-    layer (none gives log-probabilities)."""
+    saturates). Also when ``bce_loss`` (torch's ``BCELoss``, on probabilities) follows
+    anything but a sigmoid; ``nll_loss`` (``NLLLoss``) after a built-in layer, which never
+    gives log-probabilities, is a ValueError naming ``cross_entropy``."""
     link = _LOGIT_LINKS.get(getattr(loss, "name", None))
     last = next(iter(reversed(list(net.leaves()))), None)
     from ..layers import Activation, AlphaDropout, BatchNorm, Dense, Dropout, Standardize
@@ -547,10 +547,10 @@ def _warn_squashed_twice(net: Network, loss: Any) -> None:
                       "use loss='binary_cross_entropy' (BCEWithLogitsLoss) on its logits",
                       stacklevel=3)
     elif name == "nll_loss" and isinstance(last, built_in):
-        warnings.warn("loss 'nll_loss' (torch's NLLLoss) takes log-probabilities, which no "
-                      f"depthlab layer ends in ({type(last).__name__}): its loss falls without "
-                      "bound on raw outputs; use loss='cross_entropy' (log-softmax + NLL) on "
-                      "the logits", stacklevel=3)
+        raise ValueError("loss 'nll_loss' (torch's NLLLoss) takes log-probabilities, which no "
+                         f"depthlab layer ends in (this network: {type(last).__name__}; its "
+                         "loss would fall without bound); use loss='cross_entropy' on the "
+                         "logits (torch's CrossEntropyLoss = log-softmax + NLLLoss)")
 
 
 def _model_options() -> set[str]:
