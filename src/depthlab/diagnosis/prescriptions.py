@@ -636,21 +636,45 @@ def for_penalty_too_strong(penalties: dict[str, float], shrink: float,
         "no longer depends on the input.")
 
 
+ALPHA_DROP_SQ = (1.0507009873554804934193349852946 * 1.6732632423543772848170429916717) ** 2
+"""``a'^2 = (lambda alpha)^2`` of SELU's constants: alpha dropout's dropped value squared."""
+
+
+def dropout_gain(p: float, alpha: bool = False) -> float:
+    """``g``: a dropout layer of rate ``p`` keeps ``1 / g`` of its output's variance as signal
+    (the rest is noise; ``g - 1`` is noise over signal): inverted ``1 / (1 - p)``, alpha
+    dropout ``(1 + p a'^2) / (1 - p)`` on an input at SELU's fixed point
+    (:func:`depthlab.diagnosis.rules.dropout_noise`)."""
+    return (1.0 + p * ALPHA_DROP_SQ) / (1.0 - p) if alpha else 1.0 / (1.0 - p)
+
+
 def for_dropout_too_strong(rates: list[float], noise_limit: float, hidden: float,
-                           input_rate: float) -> tuple[dict[str, Any], str]:
+                           input_rate: float, alpha: bool = False) -> tuple[dict[str, Any], str]:
     """Cure for dropout whose compounded noise buries the signal: one rate ``p'`` for the ``k``
-    dropout layers such that ``(1 / (1 - p'))^k - 1 <= noise_limit``, i.e. ``p' = 1 - (1 +
-    noise_limit)^(-1/k)`` rounded down to 0.01 (6 layers: 0.1, noise 0.88), as the hidden
-    ``dropout`` where it is on (``hidden`` > 0, or neither rate is known) and as the
-    ``input_dropout`` where that is on and larger."""
+    dropout layers such that ``g(p')^k - 1 <= noise_limit`` (:func:`dropout_gain`), rounded
+    down to 0.01: inverted dropout ``p' = 1 - r^(-1)`` (6 layers: 0.1, noise 0.88), alpha
+    dropout (``alpha``) ``p' = (r - 1) / (r + a'^2)``, ``r = (1 + noise_limit)^(1/k)`` (6
+    layers: 0.02), as the hidden ``dropout`` where it is on (``hidden`` > 0, or neither rate is
+    known) and as the ``input_dropout`` where that is on and larger."""
     k = len(rates)
-    new = math.floor((1.0 - (1.0 + noise_limit) ** (-1.0 / k)) * 100.0) / 100.0
+    r = (1.0 + noise_limit) ** (1.0 / k)
+    exact = (r - 1.0) / (r + ALPHA_DROP_SQ) if alpha else 1.0 - 1.0 / r
+    new = math.floor(exact * 100.0) / 100.0
     changes: dict[str, Any] = {}
     if hidden > 0 or not input_rate > 0:
         changes["dropout"] = new
     if input_rate > new:
         changes["input_dropout"] = new
-    noise = (1.0 / (1.0 - new)) ** k - 1.0
+    noise = dropout_gain(new, alpha) ** k - 1.0
+    if alpha:
+        return changes, (
+            f"Use dropout {new:g}: through {k} alpha dropout layers its noise compounds to "
+            f"((1 + p (lambda alpha)^2)/(1 - p))^{k} - 1 = {noise:.2g}x the signal's variance, "
+            "below the signal. Each alpha dropout layer sets a share p of its units to "
+            "-lambda alpha = -1.758 and rescales, adding noise of p (1 + (lambda alpha)^2)/"
+            "(1 - p) = 4.1 p/(1 - p) of the signal's variance, and these multiply layer after "
+            "layer, so the top layers saw mostly noise and the network settled on a constant "
+            "prediction.")
     return changes, (
         f"Use dropout {new:g}: through {k} dropout layers its noise compounds to "
         f"(1/(1 - p))^{k} - 1 = {noise:.2g}x the signal's variance, below the signal. Each "

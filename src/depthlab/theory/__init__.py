@@ -2,7 +2,7 @@
 
 * :mod:`.taylor`    Taylor coefficients at 0 (Xu et al. 2016: sigmoid needs 16x tanh's variance);
 * :mod:`.variance`  layer-by-layer forward/backward variances (Glorot, He, LeCun derivations);
-* :mod:`.meanfield` q*, chi1, c*, depth scale xi_c (Poole et al. 2016, Schoenholz et al. 2017);
+* :mod:`.meanfield` q*, chi1, c*, depth scales xi_c, xi_q (Poole et al. 2016, Schoenholz 2017);
 * :mod:`.selu`      the SELU moment map and its attracting fixed point (Klambauer et al. 2017);
 * :mod:`.gaussian`  Gaussian quadrature rules and activation resolution;
 * :mod:`.batchnorm` gradient growth of batch-normalized plain nets (Yang et al. 2019);
@@ -26,6 +26,7 @@ from .meanfield import (
     c_map,
     critical_sigma_w2,
     gradient_growth,
+    length_map_slope,
     meanfield,
     q_map,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "gradient_growth",
     "gradient_ratio",
     "hermite_rule",
+    "length_map_slope",
     "meanfield",
     "normal_rule",
     "numerical_taylor",

@@ -10,6 +10,10 @@ Poole et al. 2016; Schoenholz et al. 2017. Weights ``W_ij ~ N(0, sigma_w^2 / n)`
   fixed point ``c*`` (1 in the ordered phase ``chi1 < 1``, < 1 in the chaotic phase ``chi1 > 1``);
 * depth scale   ``1 / xi_c = -ln(sigma_w^2 E[f'(u1) f'(u2)])`` at ``c = c*``
   (``= -ln chi1`` in the ordered phase, infinite at criticality ``chi1 = 1``);
+* length scale  ``1 / xi_q = -ln |chi_q|``, ``chi_q = dq_l / dq_{l-1}`` at ``q*``
+  ``= sigma_w^2 E[f'(s)^2 + f(s) f''(s)] = sigma_w^2 E[f(s) f'(s) s] / q*`` (Stein's lemma;
+  no ``f''`` needed), ``s ~ N(0, q*)``: how fast the length map reaches ``q*``
+  (``|q_l - q*| ~ e^(-l / xi_q)``), finite at the order-to-chaos transition;
 * networks are trainable up to depth ``~ 6 xi_c``.
 
 All expectations use composite Gaussian quadrature (``gaussian.normal_rule``; product rules
@@ -45,7 +49,10 @@ class MeanField:
     ``chi1``: ``sigma_w^2 E[f'(sqrt(q*) z)^2]``; ``c_star``: fixed point of the correlation map;
     ``chi_c``: ``sigma_w^2 E[f'(u1) f'(u2)]`` at ``c*``; ``xi_c = -1 / ln chi_c``;
     ``phase`` in {ordered, critical, chaotic}; ``trainable_depth = 6 xi_c``;
-    ``converged``: whether the length map reached a finite fixed point.
+    ``converged``: whether the length map reached a finite fixed point;
+    ``chi_q``: the length map's slope at ``q*`` (:func:`length_map_slope`) and
+    ``xi_q = -1 / ln |chi_q|`` its depth scale (``inf`` where ``|chi_q| >= 1``: no attracting
+    finite ``q*``).
     """
 
     name: str
@@ -59,6 +66,8 @@ class MeanField:
     phase: str
     trainable_depth: float
     converged: bool = True
+    chi_q: float = math.nan
+    xi_q: float = math.nan
 
 
 def _check_sigmas(sigma_w2: float, sigma_b2: float) -> None:
@@ -99,6 +108,17 @@ def _chi1(fn: ScalarActivation, q: float, sigma_w2: float) -> float:
     d = fn.df(s)
     _check_values(fn, "f'(s)", s, d)
     return float(sigma_w2 * (w @ (d * d)))
+
+
+def _chi_q(fn: ScalarActivation, q: float, sigma_w2: float) -> float:
+    """``d q_map / dq = sigma_w^2 E[f(s) f'(s) s] / q``, ``s ~ N(0, q)`` (the derivative of
+    ``E[f(sqrt(q) z)^2]`` in ``q``, exact for kinked ``f``)."""
+    s, w = activation_rule(fn, q)
+    a, d = fn.f(s), fn.df(s)
+    _check_values(fn, "f(s)", s, a)
+    _check_values(fn, "f'(s)", s, d)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(sigma_w2 * (w @ (a * d * s)) / q)
 
 
 def _c_map(fn: ScalarActivation, c: float, q: float, sigma_w2: float, sigma_b2: float) -> float:
@@ -283,11 +303,39 @@ def meanfield(
         xi_c = math.inf if phase == "critical" or chi_c >= 1.0 else 0.0
     else:
         xi_c = -1.0 / math.log(chi_c)
+    chi_q = _chi_q(fn, q, sigma_w2)
     return MeanField(
         name=fn.name, sigma_w2=sigma_w2, sigma_b2=sigma_b2, q_star=q_star, chi1=chi1,
         c_star=c_star, chi_c=chi_c, xi_c=xi_c, phase=phase, trainable_depth=6.0 * xi_c,
-        converged=converged,
+        converged=converged, chi_q=chi_q, xi_q=_depth_scale(chi_q),
     )
+
+
+def _depth_scale(chi: float) -> float:
+    """``-1 / ln |chi|``: the layers over which a deviation decaying by ``chi`` per layer
+    shrinks by ``e``; ``inf`` for ``|chi| >= 1`` (no decay), 0 for ``chi = 0``, NaN for NaN."""
+    r = abs(chi)
+    if math.isnan(r):
+        return math.nan
+    if r >= 1.0:
+        return math.inf
+    return 0.0 if r == 0.0 else -1.0 / math.log(r)
+
+
+@activation_keywords
+def length_map_slope(name: Any, sigma_w2: float, sigma_b2: float = 0.0, q: float | None = None,
+                     **kw: Any) -> float:
+    """``chi_q = d q_l / d q_{l-1} = sigma_w^2 E[f'(s)^2 + f(s) f''(s)]
+    = sigma_w^2 E[f(s) f'(s) s] / q``, ``s ~ N(0, q)`` (Stein's lemma), at ``q`` (default:
+    the fixed point ``q*`` of :func:`meanfield`; its small- or large-``q`` limit where ``q*``
+    is 0 or infinite). ``-1 / ln |chi_q|`` is Schoenholz et al. (2017)'s ``xi_q``
+    (:attr:`MeanField.xi_q`)."""
+    _check_sigmas(sigma_w2, sigma_b2)
+    fn = _fn(name, kw)
+    if q is None:
+        q = _q_eval(_q_fixed_point(fn, float(sigma_w2), float(sigma_b2))[0])
+    q = real("q", q, positive=True)
+    return _chi_q(fn, float(q), float(sigma_w2))
 
 
 def slope_chi1(name: Any, sigma_w2: float, sigma_b2: float = 0.0, **kw: Any) -> float:

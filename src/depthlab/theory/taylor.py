@@ -47,6 +47,7 @@ _SNAP = 1e-9       # |c_k| below this is numerical noise
 _SMOOTH_ORDER = 4  # one-sided fits compared up to this order at least
 _STABLE_ORDER = 3  # c_0..c_3 must agree between the fits on [-r, r] and [-0.75 r, 0.75 r]
 _STABLE_TOL = 1e-6  # ... to this relative tolerance
+KINK_MARGIN = 0.9  # the fit's radius as a share of the nearest kink away from 0 inside it
 
 
 @dataclass(frozen=True)
@@ -129,14 +130,23 @@ def numerical_taylor(activation: Any, order: int = 3, radius: float = _RADIUS,
                      **kw: Any) -> TaylorCoefficients:
     """Taylor coefficients ``c_0..c_order`` at 0 from Chebyshev interpolation (no tables).
 
-    Central fit on ``[-radius, radius]``; one-sided fits on each half decide smoothness, up to
-    order ``max(order, 4)`` whatever ``order`` is asked: a kink in a higher derivative (elu,
-    softsign: ``f''`` jumps at 0) slows the central fit's convergence, so even ``c_1`` comes
-    from the one-sided fits then (elu's slope 1, not the central fit's 0.992).
+    Central fit on ``[-radius, radius]``, narrowed to ``KINK_MARGIN`` x the nearest kink of
+    ``f`` away from 0 where one lies inside (``ScalarActivation.kinks``; hard-tanh
+    ``clip(s, -0.2, 0.2)`` raised "the fit is not stable"); one-sided fits on each half decide
+    smoothness, up to order ``max(order, 4)`` whatever ``order`` is asked: a kink in a higher
+    derivative (elu, softsign: ``f''`` jumps at 0) slows the central fit's convergence, so
+    even ``c_1`` comes from the one-sided fits then (elu's slope 1, not the central fit's
+    0.992).
     """
     order = _check_order(order)
     r = real("radius", radius, positive=True)
     fn = resolve_activation(activation, **kw)
+    # a kink or jump of f away from 0 inside [-r, r] (a user's clip(s, -0.2, 0.2), max(s -
+    # 0.3, 0): ScalarActivation.kinks) is no part of the expansion at 0, but a fit across it
+    # does not converge ("the fit is not stable"): fit inside the nearest one instead
+    inside = [abs(float(t)) for t in fn.kinks if 0.0 < abs(float(t)) < r]
+    if inside:
+        r = KINK_MARGIN * min(inside)
     got = _fit(fn, r, order)
     # the same fit on 3/4 of the interval must agree on c_0..c_3: a radius too small leaves
     # rounding noise amplified by r^-k (elu at radius 1e-3: c_3 = -1110, softsign -4441), one
