@@ -260,3 +260,15 @@ def test_clip_grad_functions_take_torchs_foreach() -> None:
     assert np.all(p.grad == 0.1)
     with pytest.raises(TypeError, match="foreach='yes' is not accepted"):
         clip_grad_value_(p, 0.1, foreach="yes")
+
+
+def test_nll_loss_refusals_name_it() -> None:
+    """NLLLoss reuses cross_entropy's label checks: its lines name nll_loss, not
+    cross_entropy, and ask for log-probabilities."""
+    loss = dl.loss("NLLLoss")
+    with pytest.raises(ValueError, match=r"^nll_loss: pred must be log-probabilities of shape"):
+        loss.forward(np.zeros(3), np.array(1))
+    with pytest.raises(ValueError, match=r"^nll_loss: label 5 out of range"):
+        loss.forward(np.zeros((2, 3)), np.array([0, 5]))
+    with pytest.raises(ValueError, match=r"^nll_loss \(torch's NLLLoss\) takes integer labels"):
+        loss.forward(np.zeros((2, 3)), np.full((2, 3), 1 / 3))

@@ -402,6 +402,7 @@ class CrossEntropy(Loss):
 
     name = "cross_entropy"
     has_accuracy = True
+    _inputs = "logits"
 
     def __init__(self, label_smoothing: float = 0.0, reduction: str = "mean",
                  weight: Any = None, ignore_index: int = IGNORE_INDEX) -> None:
@@ -435,14 +436,15 @@ class CrossEntropy(Loss):
         pred = _check_pred(pred)
         if pred.ndim != 2:
             raise ValueError(
-                f"cross_entropy: pred must be logits of shape (B, C), got shape {pred.shape}"
+                f"{self.name}: pred must be {self._inputs} of shape (B, C), got shape "
+                f"{pred.shape}"
             )
         b, c = pred.shape
         target = _as_float_array(target, "target")
         if target.ndim == 1:
             if target.shape[0] != b:
                 raise ValueError(
-                    f"cross_entropy: {target.shape[0]} labels (target shape {target.shape}) for "
+                    f"{self.name}: {target.shape[0]} labels (target shape {target.shape}) for "
                     f"pred shape {pred.shape}; expected target shape ({b},) or ({b}, {c})"
                 )
             if target.dtype.kind == "f":
@@ -450,10 +452,10 @@ class CrossEntropy(Loss):
                 frac = target != np.floor(target)
                 if frac.any():
                     raise ValueError(
-                        f"cross_entropy: labels must be integers, got {target[frac][0].item()!r}"
+                        f"{self.name}: labels must be integers, got {target[frac][0].item()!r}"
                     )
             elif target.dtype.kind == "b":
-                raise TypeError("cross_entropy: labels must be integers, got a bool array; "
+                raise TypeError(f"{self.name}: labels must be integers, got a bool array; "
                                 "y.astype(int) gives the labels 0 (False) and 1 (True)")
             if target.dtype.kind in "iu":
                 # one pass: read as unsigned, a negative label is larger than any class index
@@ -469,14 +471,14 @@ class CrossEntropy(Loss):
             if lo < 0 or hi >= c:
                 bad = lo if lo < 0 else hi
                 raise ValueError(
-                    f"cross_entropy: label {bad!r} out of range; expected labels in 0..{c - 1} "
+                    f"{self.name}: label {bad!r} out of range; expected labels in 0..{c - 1} "
                     f"for pred shape {pred.shape}" + (_ONE_COLUMN if c == 1 else "")
                 )
             return pred, target.astype(np.intp, copy=False)
         if target.shape != pred.shape:
             column = target.ndim == 2 and target.shape == (b, 1) and c > 1
             raise ValueError(
-                f"cross_entropy: pred shape {pred.shape} and target shape {target.shape} "
+                f"{self.name}: pred shape {pred.shape} and target shape {target.shape} "
                 f"differ; expected target shape ({b},) (labels) or ({b}, {c}) (probabilities)"
                 + ("; a column of labels: y.ravel()" if column else "")
             )
@@ -798,6 +800,7 @@ class NLLLoss(CrossEntropy):
     ``cross_entropy`` (torch's ``CrossEntropyLoss`` = log-softmax + this)."""
 
     name = "nll_loss"
+    _inputs = "log-probabilities"
 
     def __init__(self, weight: Any = None, ignore_index: int = IGNORE_INDEX,
                  reduction: str = "mean") -> None:
