@@ -325,7 +325,7 @@ class _Pass:
 
     __slots__ = ("pre", "grad", "act", "norm", "block_grad", "links", "pending", "block_inputs",
                  "device", "input", "fused", "layouts", "open", "grad_cg", "block_grad_cg",
-                 "cg_only", "swapped", "whole", "taps", "maps")
+                 "cg_only", "swapped", "whole", "taps", "maps", "serial")
 
     def __init__(self) -> None:
         self.pre: dict[int, Acc] = {}
@@ -368,6 +368,9 @@ class _Pass:
         # the linear maps a MapCapture kept in its forwards (Recording._maps_post): [key,
         # detached output s, [dL/ds or None]] per map; None: no capture ran
         self.maps: list[list] | None = None
+        # the number its model forward's output nodes carry in their autograd metadata
+        # (_mark_outputs; 0: none marked): which pass a loss's graph reaches (Recording.settle)
+        self.serial = 0
 
     def gradeable(self) -> bool:
         """Whether a backward has graded this pass or still can: some of its gradient hooks
@@ -553,6 +556,9 @@ class Recording:
         self._maps_learned = False  # the first recorded forward told which maps to keep
         self.mapped = False  # a record had map layers (its rows numbered among them)
         self._weights_at: dict[int, set[int]] = {}  # the last such record's layer -> weights
+        # key -> a copy of that map weight at the previous Watch.step call, for the next
+        # record's update_ratio of its map layer (set by the Watch, read once by _add_maps)
+        self.map_previous: dict[int, torch.Tensor] = {}
         RECORDINGS.add(self)  # paused by untouched(): probes inside a watched loop
 
     # -- arming ----------------------------------------------------------------------------
@@ -760,17 +766,23 @@ class Recording:
         self._saved_copies.clear()
         self._kernels()
 
-    def settle(self) -> None:
+    def settle(self, root=None) -> None:
         """Make the pass to be read (``self.p``) the last forward of the model since
         :meth:`new_pass` through which a backward ran: a forward with gradients but no backward
         after the training step's (a validation pass in ``eval()`` mode without ``no_grad``,
         predictions for a metric) is not the training pass (it was: ``pre_*`` of the
         validation batch, no gradient rows). With no such forward, the last one stays.
-        Idempotent; :meth:`collect` calls it."""
-        self._settle()
+
+        ``root``: the ``grad_fn`` of the loss being recorded. Where several forwards were
+        graded, the last one whose output that loss's graph reaches is read: an input-gradient
+        pass between ``loss.backward()`` and ``Watch.step(loss)`` (a saliency map's
+        ``x.requires_grad_(); model(x).sum().backward()``) is not the training pass (it was:
+        ``pre_std`` of the saliency batch, ``grad_pre_*`` of ``d sum / d s``). Idempotent;
+        :meth:`collect` calls it."""
+        self._settle(root)
         self.p.prefer_plain()
 
-    def _settle(self) -> None:
+    def _settle(self, root=None) -> None:
         earlier, self._earlier = self._earlier, []
         if not earlier:
             return
@@ -780,6 +792,9 @@ class Recording:
                           None)
             if chosen is None:
                 return
+        if root is not None:
+            chosen = _loss_pass(root, [*earlier, self.p], chosen)
+        if chosen < len(earlier):
             self.p = earlier[chosen]
             if self.p.input is not None:
                 self.first_input = self.p.input
@@ -930,6 +945,7 @@ class Recording:
         p = self.p
         p.whole = True
         p.swapped = any(m._parameters.get(n) is not w for m, n, w in self._weight_slots)
+        _mark_outputs(output, _serial(p))
         if p.links:  # activations the forward applies itself: F.relu(self.fc(x))
             record_functional(self, output)
         if self.percentiles:  # (the values kept until it is known whether an earlier or later
@@ -985,6 +1001,7 @@ class Recording:
         from then on (those measured as maps; none: the capture is off for good)."""
         from .probe import _replaced, _untied, _with_maps
 
+        previous, self.map_previous = self.map_previous, {}
         maps = self.p.maps
         calls = _untied([[k, s, self._map_at.get(k, self.numbered)] for k, s, _ in maps],
                         self._tables, self.order)
@@ -1005,6 +1022,9 @@ class Recording:
             at = {m: i for i, m, q, _ in rows if q == "pre_mean"}
             rows += [(at[m], m, "update_ratio", v) for m, v in ratios if m in at]
             rows.sort(key=lambda r: r[0])
+        if previous:
+            rows = _map_ratios(rows, {self._loose[c[0]][0]: [] for c in calls}, self._loose,
+                               previous)
         layers, modules, quantities, values = zip(*rows)
         self.layout = (layers, modules, quantities)
         self.values = list(values)
@@ -1095,6 +1115,9 @@ class Recording:
                 acc.add(g, None, k)
         fn.register_prehook(prehook)
         self._tap(prehook, fresh)
+        if not self._in_model:  # a submodule called outside the model's forward: its pass is
+            # told by its layers' nodes in a loss's graph (_loss_pass)
+            fn.metadata[_MARK] = _serial(self.p)
 
     def _tap(self, hook, fresh: bool = False) -> None:
         """Note a gradient hook of the pass (held by the autograd graph; see _Pass.taps), just
@@ -2229,6 +2252,26 @@ class Recording:
         return sums
 
 
+def _map_ratios(rows: list, names: dict[str, list], loose: dict, previous: dict) -> list:
+    """``rows`` with an ``update_ratio`` row for each map layer in ``names`` (its module
+    name) that has none yet: ``sqrt(sum ||W_n - W_{n-1}||^2 / sum ||W_{n-1}||^2)`` over its
+    weights (``loose``: key -> (name, weight)) and their copies ``W_{n-1}`` in ``previous``
+    (key -> copy), norms in float64 (:func:`~depthlab.torch.accumulators.update_ratio`)."""
+    have = {m for _, m, q, _ in rows if q == "update_ratio"}
+    at = {m: i for i, m, q, _ in rows if q == "weight_std"}
+    for key, w0 in previous.items():
+        name, w = loose[key]
+        if name in names and name in at and name not in have:
+            with torch.no_grad():
+                a = w0.to(torch.float64)
+                names[name] += [float(torch.linalg.vector_norm(a)),
+                                float(torch.linalg.vector_norm(w.to(torch.float64) - a))]
+    extra = [(at[m], m, "update_ratio", update_ratio(*v)) for m, v in names.items() if v]
+    if not extra:
+        return rows
+    return sorted([*rows, *extra], key=lambda r: r[0])
+
+
 def _keep_grad(slot: list, g: torch.Tensor) -> None:
     """A map output's gradient hook: ``dL/ds`` kept in ``slot`` (the last backward's)."""
     slot[0] = g.detach()
@@ -2427,6 +2470,73 @@ def _graph_nodes(output) -> Iterator:
             if nxt is not None and nxt not in seen:
                 seen.add(nxt)
                 queue.append(nxt)
+
+
+
+_SERIALS = [0]  # the last number given to a pass (_Pass.serial)
+_MARK = "depthlab.pass"  # the key of a pass's number in its output nodes' metadata
+LOSS_WALK = 20000  # at most this many nodes of a loss's graph are searched for a pass's mark
+
+
+def _serial(p: _Pass) -> int:
+    """The number of pass ``p`` (given at its first mark)."""
+    if not p.serial:
+        _SERIALS[0] += 1
+        p.serial = _SERIALS[0]
+    return p.serial
+
+
+def _mark_outputs(output, serial: int) -> None:
+    """Put ``serial`` into the autograd metadata of each node that produced a tensor of
+    ``output`` (a tensor, tuple, list or dict, nested): a loss's graph tells which pass it
+    came from (:func:`_loss_pass`). A tensor's node only; no graph is held."""
+    if type(output) is torch.Tensor:
+        fn = output.grad_fn
+        if fn is not None:
+            fn.metadata[_MARK] = serial
+        return
+    todo = [output]
+    while todo:
+        obj = todo.pop()
+        if isinstance(obj, torch.Tensor):
+            if obj.grad_fn is not None:
+                obj.grad_fn.metadata[_MARK] = serial
+        elif isinstance(obj, dict):
+            todo.extend(obj.values())
+        elif isinstance(obj, (tuple, list)):
+            todo.extend(obj)
+
+
+def _loss_pass(root, passes: list, chosen: int) -> int:
+    """The index in ``passes`` (oldest first) of the pass to read for the loss whose graph
+    starts at ``root``: ``chosen`` (the last graded pass), unless another pass was graded too
+    and ``chosen``'s output is not in the loss's graph while a graded one's is; then the last
+    such one (a pass of submodule calls outside the model's forward is marked at its
+    layers' nodes: a saliency map of ``model.encoder(x)``; a loss of ``model(a)`` and
+    ``model[0](b)`` reaches both, which stay pooled). The graph is searched (breadth first,
+    at most ``LOSS_WALK`` nodes, not past a marked node) only when two or more passes were
+    graded, one of them marked."""
+    graded = [i for i, q in enumerate(passes) if q.graded()]
+    if len(graded) < 2 or not any(passes[i].serial for i in graded):
+        return chosen
+    found: set[int] = set()
+    seen = {root}
+    queue = [root]
+    for node in queue:
+        if len(queue) > LOSS_WALK:
+            break
+        mark = node.metadata.get(_MARK)
+        if mark is not None:
+            found.add(mark)
+            continue
+        for nxt, _ in node.next_functions:
+            if nxt is not None and nxt not in seen:
+                seen.add(nxt)
+                queue.append(nxt)
+    if passes[chosen].serial in found:
+        return chosen
+    reached = [i for i in graded if passes[i].serial in found]
+    return reached[-1] if reached else chosen
 
 
 def _residual_adds(out_fn, in_fn, claimed: set) -> list:

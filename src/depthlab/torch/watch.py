@@ -448,6 +448,9 @@ class Watch:
         self._copy_lists: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
         self._previous: dict[int, torch.Tensor] = {}  # id(parameter) -> its snapshot buffer
         self._snap_norms: dict[int, torch.Tensor] = {}  # ||W|| of the snapshot, when known
+        # the map layers' weights (hooks.Recording's maps: F.linear(x, self.weight), a
+        # ParameterList's h @ w, a tied table) before the next record: key -> (weight, copy)
+        self._map_snap: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.run_id: str | None = None
         self._theory_rows: list[dict[str, Any]] | None = None
         self.theory_note = "no theory: not computed (theory=False)" if not theory else \
@@ -526,7 +529,9 @@ class Watch:
             if changed:  # the record reads the model's weights, not the replaced ones
                 self._rec.order = self._present_layers()
             try:
-                refreshed = self._record(n, refresh=(n + 1) % self.every == 0)
+                refreshed = self._record(n, refresh=(n + 1) % self.every == 0,
+                                         root=loss.grad_fn if type(loss) is torch.Tensor
+                                         else None)
             except BaseException as exc:
                 # a refused call (no backward since the previous one, ...) is not a step: its
                 # loss was kept and given the number of the step before the next call's (two
@@ -848,7 +853,10 @@ class Watch:
     def _snapshot(self, copy: bool = True) -> None:
         """Copy every layer's weights into buffers kept between records (no allocation).
         ``copy=False``: the record's weight pass has just copied them into the buffers of the
-        last snapshot (CPU kernels), which are reused as they are."""
+        last snapshot (CPU kernels), which are reused as they are. The map layers' weights
+        (:meth:`_snapshot_maps`) are copied either way."""
+        if self._rec._map_keys:
+            self._snapshot_maps()
         if not copy and self._pairs:
             self._snap.update(self._pairs)
             return
@@ -885,6 +893,24 @@ class Watch:
             self._previous = {id(p): b for p, b in every}
             self._rec._snap_facts = None  # (it held the buffers replaced: freed now)
 
+    def _snapshot_maps(self) -> None:
+        """Copy the weights the record measures at their linear maps (the recording's map
+        keys: the model's own weight in ``F.linear(x, self.weight)``, a ``ParameterList``'s
+        matrices, an embedding table used as a tied projection) for their ``update_ratio``
+        rows (``||W_n - W_{n-1}|| / ||W_{n-1}||``), into buffers kept between records."""
+        old, self._map_snap = self._map_snap, {}
+        loose = self._rec._loose
+        with torch.no_grad():
+            for key in self._rec._map_keys:
+                w = loose[key][1]
+                kept = old.get(key)
+                buf = kept[1] if kept is not None and kept[0] is w else None
+                if buf is None or buf.shape != w.shape or buf.dtype != w.dtype \
+                        or buf.device != w.device:
+                    buf = torch.empty_like(w, memory_format=torch.contiguous_format)
+                buf.copy_(w)
+                self._map_snap[key] = (w, buf)
+
     def _forget_snapshot(self) -> None:
         """Drop the snapshot (and its buffers: reallocated and copied whole by the next
         :meth:`_snapshot`) after a Ctrl-C part-way through taking or reading it: the next
@@ -896,6 +922,7 @@ class Watch:
         self._copy_lists = None
         self._previous = {}
         self._snap_norms = {}
+        self._map_snap = {}
         self._rec._snap_facts = None
 
     def _update_ratios(self) -> list[tuple[int, str, str, torch.Tensor]]:
@@ -941,19 +968,25 @@ class Watch:
         self._snap.clear()
         return rows
 
-    def _record(self, n: int, refresh: bool = False) -> bool:
+    def _record(self, n: int, refresh: bool = False, root=None) -> bool:
         """Record step ``n``; True when the weight pass also refreshed the snapshot
-        (``refresh`` on the CPU kernels' path)."""
+        (``refresh`` on the CPU kernels' path). ``root``: the loss's ``grad_fn``, which tells
+        the pass its backward graded from a later one's (:meth:`Recording.settle`)."""
         self._check_backward()
         if self.scaler is not None:
             self._check_scaler_order()  # after scaler.update(): refused
         self._check_step_order(n)  # after optimizer.step() / scaler.step(): warned
-        self._rec.settle()  # the pass that the backward ran through, read from here on
+        self._rec.settle(root)  # the pass that the loss's backward ran through, read from
+        # here on
         last = self._pending[-1]
         # (a host float: a row of its one value, as collect takes host numbers)
         extra = [(0, "", "loss", ([last], _value) if type(last) is float else last)]
         if not self._warned_twice:
             self._warn_several_backwards(n)
+        if self._map_snap:  # (read once: the next record has the next snapshot's)
+            self._rec.map_previous = {k: b for k, (w, b) in self._map_snap.items()
+                                      if self._rec._loose.get(k, (None, None))[1] is w}
+            self._map_snap = {}
         fused = bool(self._snap) and self._rec.host_weights()
         if fused:  # update ratios in the weight pass of collect
             self._rec.collect(extra=extra, also=self._pending, previous=self._previous,
@@ -1130,6 +1163,7 @@ class Watch:
         self._pairs.clear()
         self._copy_lists = None
         self._previous = {}
+        self._map_snap = {}
         self._rec._snap_facts = None  # (it held the buffers: freed with them)
         self._flush_losses()
         if self._unstored:
