@@ -224,24 +224,25 @@ class LayerStats:
         point = self.point
         act = point.activation
         s, a, g = act.s, act.a, act.grad_s
-        dense = point.dense
-        w = dw = None
-        if dense is not None:
-            w, dw = dense.W.value, dense.W.grad
         key = self._key
-        if (key is None or s is None or a is None or g is None
-                or key[0] is not accel.kernels() or key[1] is not w or key[2] is not dw
-                or key[3] is not w_copy or key[4] is not act.fn or s.shape != key[5]
-                or a.shape != key[5] or g.shape != key[5] or s.dtype is not key[6]
-                or a.dtype is not key[6] or g.dtype is not key[6]
-                or not (s.flags.c_contiguous and a.flags.c_contiguous
-                        and g.flags.c_contiguous)):
-            return self._prepare(w, dw, w_copy)
-        kernels, how, thr, family, monotone, ranks, t, w, dw, wc, by_grad, f64 = self._args
-        out = kernels.layer(s, a, g if by_grad else key[7], how, thr, family, g.reshape(-1), w,
-                            dw, ranks, t, monotone, wc)
+        if key is None or s is None or a is None or g is None:
+            return self._prepare(w_copy)
+        kernels, w, dw, wc, fn, shape, dtype, strides, d2 = key
+        dense = point.dense
+        # the kept arguments hold while the kernels, weight arrays, snapshot buffer and
+        # activation are the same objects and s, a, dL/ds the same layout (shape, dtype and
+        # strides as when prepared, all C-ordered then)
+        if (kernels is not accel._state["kernels"] or wc is not w_copy or act.fn is not fn
+                or dense is not None and (dense.W.value is not w or dense.W.grad is not dw)
+                or s.shape != shape or a.shape != shape or g.shape != shape
+                or s.dtype is not dtype or a.dtype is not dtype or g.dtype is not dtype
+                or s.strides != strides or a.strides != strides or g.strides != strides):
+            return self._prepare(w_copy)
+        how, thr, family, monotone, ranks, t, wf, dwf, wcf, by_grad, f64 = self._args
+        out = kernels.layer(s, a, g if by_grad else d2, how, thr, family, g.reshape(-1), wf,
+                            dwf, ranks, t, monotone, wcf)
         values = out[:-1]
-        if out[-1] != kernels.OK or f64 and _squares_underflowed(values, t.size, w) \
+        if out[-1] != kernels.OK or f64 and _squares_underflowed(values, t.size, wf) \
                 or by_grad and values[_dead_at(t.size)] != 0.0:
             # not finite, percentiles to select otherwise, squares that may have underflowed,
             # or units whose dL/ds is 0 throughout: the general path decides
@@ -250,7 +251,7 @@ class LayerStats:
             _act_percentiles(values, a, self.percentiles)
         return values
 
-    def _prepare(self, w, dw, w_copy) -> np.ndarray | None:
+    def _prepare(self, w_copy: np.ndarray | None) -> np.ndarray | None:
         """The general path; the arguments kept when the layer is the plain case."""
         self._key = self._args = None
         values = kernel_layer_stats(self.point, self.percentiles, w_copy)
@@ -260,7 +261,8 @@ class LayerStats:
         if values is None or kernels is None or g is None or s.ndim != 2 \
                 or a.shape != s.shape or g.shape != s.shape \
                 or not (a.dtype == s.dtype == g.dtype) \
-                or not (s.flags.c_contiguous and a.flags.c_contiguous and g.flags.c_contiguous):
+                or not (s.flags.c_contiguous and a.flags.c_contiguous and g.flags.c_contiguous) \
+                or not (a.strides == s.strides == g.strides):
             return values
         fn = act.fn
         how, thr, family, monotone, ranks, t = _plan(fn, s.size, self.percentiles, kernels)
@@ -269,15 +271,18 @@ class LayerStats:
             return values
         empty1, empty2 = _empty(s.dtype)
         wf = dwf = wc = empty1
-        if w is not None:
+        w = dw = None
+        dense = self.point.dense
+        if dense is not None:
+            w, dw = dense.W.value, dense.W.grad
             if not (w.flags.c_contiguous and dw.flags.c_contiguous):
                 return values  # flattened copies would go stale: the general path each time
             wf, dwf = w.reshape(-1), dw.reshape(-1)  # views
         if w_copy is not None:
             wc = w_copy.reshape(-1)
-        self._args = (kernels, how, thr, family, monotone, ranks, t, wf, dwf, wc, by_grad,
+        self._args = (how, thr, family, monotone, ranks, t, wf, dwf, wc, by_grad,
                       s.dtype == np.float64)
-        self._key = (kernels, w, dw, w_copy, fn, s.shape, s.dtype, empty2)
+        self._key = (kernels, w, dw, w_copy, fn, s.shape, s.dtype, s.strides, empty2)
         return values
 
 
