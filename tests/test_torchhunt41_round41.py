@@ -138,3 +138,21 @@ def test_a_forward_that_takes_one_list_is_told_how_x_is_given():
     assert "x=(xs,)" in str(got.value)
     df = dlt.probe(_TakesList(), ([x, x],), y, CE, percentiles=())
     assert list(df[df.layer == 1].module.unique()) == ["a"]
+
+
+@pytest.mark.parametrize("fn", ["probe", "discover", "predict"])
+@pytest.mark.parametrize("make, what", [
+    (lambda: nn.ModuleList([nn.Linear(6, 3)]), "ModuleList, a container that has no forward"),
+    (lambda: nn.ModuleDict({"a": nn.Linear(6, 3)}), "ModuleDict, a container that has no "),
+    (lambda: nn.ParameterList([nn.Parameter(torch.randn(6, 3))]),
+     "ParameterList, a container that holds parameters and cannot be called")])
+def test_a_container_given_as_the_model_is_refused_in_one_line(fn, make, what):
+    """An nn.ModuleList/ModuleDict/ParameterList given as the model (the list of layers
+    instead of the model that runs them) failed inside torch: 'Module [ModuleList] is missing
+    the required "forward" function', 'ParameterList should not be called.'."""
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    call = {"probe": lambda m: dlt.probe(m, x, y, CE), "discover": lambda m: dlt.discover(m, x),
+            "predict": lambda m: dlt.predict(m, x, y, CE)}[fn]
+    with pytest.raises(TypeError, match=rf"^model is a {what}") as got:
+        call(make())
+    assert "\n" not in str(got.value) and "expected the module whose forward" in str(got.value)

@@ -1007,7 +1007,16 @@ def discover(model: nn.Module, *inputs: Any, **kwargs: Any) -> list[LayerInfo]:
     ran (:func:`depthlab.torch.probe.map_layers`); they were missing, so the numbers of the
     layers after them differed from the probe's."""
     from .hooks import Recording
-    from .probe import _LOOKUPS, _loose_weights, _replaced, _untied, forward, map_layers, trackable
+    from .probe import (
+        _LOOKUPS,
+        _loose_weights,
+        _replaced,
+        _untied,
+        check_callable,
+        forward,
+        map_layers,
+        trackable,
+    )
 
     rec = Recording(model, ())
     loose, candidates = _loose_weights(model, rec.layers)
@@ -1018,6 +1027,7 @@ def discover(model: nn.Module, *inputs: Any, **kwargs: Any) -> list[LayerInfo]:
         rec.arm()
         with cap if cap is not None else contextlib.nullcontext():
             if kwargs:
+                check_callable(model)
                 model(*trackable(list(inputs)), **trackable(kwargs))
             else:  # probe's one-line errors for a wrong input (shape, dtype, token ids)
                 forward(model, tuple(trackable(list(inputs))))  # model(*inputs)

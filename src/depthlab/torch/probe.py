@@ -647,6 +647,26 @@ def _tensors_in(x: Any) -> list[torch.Tensor]:
     return [t for t in inputs if isinstance(t, torch.Tensor)]
 
 
+def check_callable(model: nn.Module) -> None:
+    """A TypeError for a model that is a container without a forward of its own
+    (``nn.ModuleList``, ``nn.ModuleDict``, ``nn.ParameterList``/``ParameterDict``, a module
+    of a class that defines no ``forward``): torch said 'Module [ModuleList] is missing the
+    required "forward" function' or 'ParameterList should not be called.', which said
+    neither what the probe needs nor the remedy."""
+    kind = type(model).__name__
+    if isinstance(model, (nn.ParameterList, nn.ParameterDict)):
+        what = "holds parameters and cannot be called"
+    elif getattr(type(model), "forward", None) is getattr(nn.Module, "forward", None) \
+            and "forward" not in vars(model):
+        what = "has no forward of its own"
+    else:
+        return
+    fix = " (nn.Sequential(*layers) runs a list of layers in turn)" \
+        if isinstance(model, (nn.ModuleList, nn.ModuleDict)) else ""
+    raise TypeError(f"model is a {kind}, a container that {what}; expected the module whose "
+                    f"forward computes the output from x{fix}")
+
+
 def _unbound(model: nn.Module, x: Any) -> str | None:
     """One line when the model's ``forward`` cannot take ``x`` as :func:`call_model` spreads
     it (a list or tuple as positional inputs, ``model(*x)``; a dict as keyword inputs,
@@ -684,7 +704,9 @@ def forward(model: nn.Module, x: Any) -> Any:
     the wrong shape for the layer it goes straight into (a Linear's in_features, a conv's
     channels, dimensions or kernel, a recurrent layer's input_size) a one-line ValueError
     naming ``x``'s shape and what that layer expects (:func:`_wrong_width`,
-    :func:`_wrong_shape`)."""
+    :func:`_wrong_shape`); a container that cannot be called a TypeError
+    (:func:`check_callable`)."""
+    check_callable(model)
     try:
         return call_model(model, x)
     except TypeError as exc:  # torch's own message names an argument of an inner function
