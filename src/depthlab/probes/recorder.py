@@ -255,11 +255,14 @@ class ProbeRecorder(Callback):
         self._w_buffers: dict[int, Any] = {}  # reused copies of W (no allocation per record)
         self._snapshots: dict[int, tuple] | None = None  # reused while valid
         self._snap_points: list = []  # the probe points of self._snapshots, in its order
+        self._snap_check: list = []  # (dense, weight, its value) per snapshot: still valid?
         self._pending_loss: int | None = None
         self._net = None
         self._trainer = None
         self._points: list = []  # the network's probe points, fixed from on_train_begin on
         self._kernel_stats: list[LayerStats] = []
+        self._snap_list: tuple | None = None  # (snapshots, their buffers per point)
+        self._no_buffers: tuple = ()  # None per probe point
         self._x = None
         self._loss: Loss | None = None
         self._layer_codes = array("H", [self._code(n) for n in self._layer_q])
@@ -323,6 +326,22 @@ class ProbeRecorder(Callback):
         kernels the copy is made in the statistics' pass over the weights. Returns the indices
         copied."""
         copied: set[int] = set()
+        if stats and not hist:  # (a record's usual case: the loop with the fewest lookups)
+            add_values = self._block_values.frombytes
+            bufs = self._snapshot_list(snapshots)
+            for p, kernel_stats, buf in zip(self._points, self._kernel_stats, bufs):
+                values = kernel_stats(buf)
+                if values is None:
+                    with np.errstate(all="ignore"):
+                        self._add_layer(step, p.index, layer_stats(p, self.percentiles))
+                    continue
+                if buf is not None:
+                    copied.add(p.index)
+                self._block_step.append(step)
+                self._block_layer.append(p.index)
+                add_values(values.tobytes())  # float64 from the kernels
+            self._stat_steps.add(step)
+            return copied
         for p, kernel_stats in zip(self._points, self._kernel_stats):
             if stats:
                 snap = snapshots.get(p.index) if snapshots else None
@@ -342,6 +361,21 @@ class ProbeRecorder(Callback):
         if hist:
             self._hist_done.add(step)
         return copied
+
+    def _snapshot_list(self, snapshots: dict[int, tuple] | None) -> list | tuple:
+        """The snapshot buffer of each probe point, in ``self._points``' order (None where
+        the point has none), kept with the snapshot layout it was made from."""
+        n = len(self._points)
+        if not snapshots:
+            if len(self._no_buffers) != n:
+                self._no_buffers = (None,) * n
+            return self._no_buffers
+        got = self._snap_list
+        if got is None or got[0] is not snapshots or len(got[1]) != n:
+            got = self._snap_list = (snapshots, [
+                None if (snap := snapshots.get(p.index)) is None else snap[1]
+                for p in self._points])
+        return got[1]
 
     def _histograms(self, step: int, point) -> None:
         act = point.activation
@@ -393,7 +427,9 @@ class ProbeRecorder(Callback):
         self._check_record_memory(getattr(trainer, "planned_steps", None))
         # per point: the kernel's arguments kept from record to record (fused.LayerStats)
         self._kernel_stats = [LayerStats(p, self.percentiles) for p in self._points]
+        self._no_buffers = (None,) * len(self._points)
         self._snapshots = None  # new probe points: the snapshot layout is built again
+        self._snap_list = None
         self._loss = self._loss_spec if self._loss_spec is not None else trainer.loss
         if self.probe_x is not None:
             if self.probe_x.shape[1] != net.n_inputs:
@@ -485,9 +521,10 @@ class ProbeRecorder(Callback):
             copied = self._layer_records(label, self._wants_hist(label), snapshots=snapshots)
             self._pending_loss = label
         if snapshots is not None:  # W before this update, for its update_ratio
-            for layer, (weight, buf, *_) in snapshots.items():
-                if layer not in copied:
-                    np.copyto(buf, weight.value)
+            if len(copied) < len(snapshots):  # (not all copied in the statistics' pass)
+                for layer, (weight, buf, *_) in snapshots.items():
+                    if layer not in copied:
+                        np.copyto(buf, weight.value)
             self._w_before = snapshots
 
     def _snapshot_buffers(self) -> dict[int, tuple]:
@@ -499,13 +536,14 @@ class ProbeRecorder(Callback):
         record; the optimizers update the values in place)."""
         out = self._snapshots
         if out is not None:
-            for p, (weight, _, w, _, _) in zip(self._snap_points, out.values()):
-                if p.dense.W is not weight or weight.value is not w:
+            for dense, weight, w in self._snap_check:
+                if dense.W is not weight or weight.value is not w:
                     break
             else:
                 return out
         out = {}
         points = []
+        check = []
         for p in self._points:
             if p.dense is not None:
                 weight = p.dense.W
@@ -518,7 +556,8 @@ class ProbeRecorder(Callback):
                 out[p.index] = (weight, buf, w, w.reshape(-1) if flat else None,
                                 buf.reshape(-1) if flat else None)
                 points.append(p)
-        self._snapshots, self._snap_points = out, points
+                check.append((p.dense, weight, w))
+        self._snapshots, self._snap_points, self._snap_check = out, points, check
         return out
 
     def after_update(self, trainer: Trainer, step: int, loss: float) -> None:
@@ -533,15 +572,17 @@ class ProbeRecorder(Callback):
             # right after the update: W and its copy (made just before it) still in cache (a
             # ratio taken in the next record read the copy back from memory: slower)
             kernels = accel.kernels()
+            norms = None if kernels is None else kernels.update_norms
+            sqrt, inf = math.sqrt, math.inf
             layers, ratios = [], []
             for layer, (weight, w0, w, wf, w0f) in before.items():
-                if kernels is not None and wf is not None and weight.value is w:
+                if norms is not None and wf is not None and weight.value is w:
                     # update_norms' kernel on the flat views made with the snapshot layout
-                    sq0, sq1 = kernels.update_norms(wf, w0f)
-                    n0, n1 = math.sqrt(sq0), math.sqrt(sq1)
-                    if not (sq0 < math.inf and sq1 < math.inf):  # squares past float64's range
+                    sq0, sq1 = norms(wf, w0f)
+                    n0, n1 = sqrt(sq0), sqrt(sq1)
+                    if not (sq0 < inf and sq1 < inf):  # squares past float64's range
                         n0, n1 = _scaled_update_norms(wf, w0f, n0, n1)
-                    ratio = n1 / n0 if n0 > 0 else math.inf
+                    ratio = n1 / n0 if n0 > 0 else inf
                 else:
                     ratio = _update_ratio(weight, w0)
                 if ratio is not None:  # (None: weights of another shape since the copy)
@@ -557,7 +598,9 @@ class ProbeRecorder(Callback):
         self._w_before = {}
         self._w_buffers.clear()
         self._snapshots = None
+        self._snap_list = None
         self._snap_points = []
+        self._snap_check = []
         if self.probe_x is not None and self._net is not None:
             self._probe_record(history.steps, final=True)
         # no arrays kept after training: the kernels' arguments are prepared again if needed
