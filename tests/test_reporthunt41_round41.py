@@ -151,3 +151,28 @@ def test_a_one_layer_figure_names_its_layer_as_its_legend_does():
         ax.get_title()
     numbered = plot.activation_bands(table.drop(columns="module")).axes[0]
     assert "layer 1, the only one" in numbered.get_title()  # numbers: as before
+
+
+def test_a_saturation_panel_says_when_its_lines_lie_on_top_of_each_other():
+    """A healthy tanh net: no saturated entry and no dead unit in any of its 3 layers. Each
+    panel drew 3 lines at exactly 0, one on top of the others: the legend named 3 layers and
+    one line showed. The panel's title says so, and stays inside the figure."""
+    from depthlab.report.figures import figure_png, saturation_dead
+
+    rows = [{"step": s, "layer": k, "quantity": q, "value": v}
+            for s in (0, 1, 2) for k in (1, 2, 3)
+            for q, v in (("saturated_frac", 0.0), ("dead_frac", 0.0),
+                         ("pre_std", 1.0))]
+    fig = saturation_dead(pd.DataFrame(rows))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        assert "0 in every layer at every step" in ax.get_title(), ax.get_title()
+        box = ax.title.get_window_extent(renderer)
+        assert box.y1 <= fig.bbox.height and box.x0 >= 0, (box, ax.get_title())
+    # lines that differ: no such note; a layer hidden under another's line: said
+    rows = [{"step": s, "layer": k, "quantity": "saturated_frac",
+             "value": 0.1 * s if k != 2 else 0.2 * s} for s in (0, 1, 2) for k in (1, 2, 3)]
+    ax = saturation_dead(pd.DataFrame(rows)).axes[0]
+    assert "1 layer under another's line (same values)" in ax.get_title(), ax.get_title()
+    figure_png(ax.figure)

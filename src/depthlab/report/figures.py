@@ -1328,7 +1328,15 @@ def saturation_dead(probes: pd.DataFrame | None) -> Figure:
         ax.set_ylim(-0.02 * max(top, 0.05), min(1.02, max(top * 1.15, 0.05)))
         ax.set_xlabel("training step")
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{title}{_layers_note(shown, layers)}", fontsize=9.5)
+        ax.set_title(f"{title}{_layers_note(shown, layers)}{_hidden_lines_note(wide[shown])}",
+                     fontsize=9.5)
+    lines = max(ax.get_title().count("\n") + 1 for ax in axes)
+    if lines > 2:  # the fixed top margin holds two lines of a 9.5 pt title
+        extra = 0.17 * (lines - 2)
+        height = fig.get_figheight() + extra
+        fig.set_figheight(height)
+        fig.subplots_adjust(top=1 - (_MARGIN_IN["top"] + extra) / height,
+                            bottom=_MARGIN_IN["bottom"] / height)
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=colors[la], linewidth=1.4) for la in sorted(drawn)]
@@ -1339,6 +1347,24 @@ def saturation_dead(probes: pd.DataFrame | None) -> Figure:
                     loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
                     fontsize=7.5 if names else 8.5)
     return fig
+
+
+def _hidden_lines_note(wide: pd.DataFrame) -> str:
+    """A title's note on the lines of ``wide`` (one column a layer, drawn in column order)
+    that lie under a later one with the same values: ``0 in every layer at every step`` when
+    all are 0 (a healthy net's dead units: the legend named 3 layers, one line showed), else
+    ``k layers under another's line (same values)``; empty when every line shows."""
+    vals = wide.to_numpy(float)
+    if vals.shape[1] < 2:
+        return ""
+    if np.all(vals == 0):
+        return "\n0 in every layer at every step"
+    hidden = sum(np.isfinite(vals[:, i]).any() and any(
+        np.array_equal(vals[:, i], vals[:, j], equal_nan=True)
+        for j in range(i + 1, vals.shape[1])) for i in range(vals.shape[1]))
+    if not hidden:
+        return ""
+    return f"\n{hidden} layer{'s' * (hidden > 1)} under another's line (same values)"
 
 
 def _no_update_ratio_drawn(wide: pd.DataFrame) -> str:
