@@ -399,11 +399,11 @@ def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], tor
     other_dtype = (f"x has dtype {x.dtype} but the model's weights are {wdtype}; expected x "
                    f"of the model's dtype (x.to({wdtype})), or a forward that converts it "
                    "before its first layer")
-    if not (integer and any(isinstance(m, (nn.Embedding, nn.EmbeddingBag))
-                            for m in model.modules())):  # (token ids: refused by chain)
-        _check_no_maps(model, x)
     try:
         with unbatched_named(model, x):  # a conv's (C, H, W) that fails later: said so
+            if not (integer and any(isinstance(m, (nn.Embedding, nn.EmbeddingBag))
+                                    for m in model.modules())):  # (token ids: chain's)
+                _check_no_maps(model, x)
             segments = chain(model, x, y, loss_fn)
     except (TypeError, ValueError) as e:  # (a layer that read the integers themselves)
         if integer and (str(e).startswith("x has dtype") or any(
