@@ -272,3 +272,34 @@ def test_nll_loss_refusals_name_it() -> None:
         loss.forward(np.zeros((2, 3)), np.array([0, 5]))
     with pytest.raises(ValueError, match=r"^nll_loss \(torch's NLLLoss\) takes integer labels"):
         loss.forward(np.zeros((2, 3)), np.full((2, 3), 1 / 3))
+
+
+@pytest.mark.parametrize("last_epoch", [-1, 0, 3, 7])
+def test_schedulers_take_torchs_last_epoch(last_epoch) -> None:
+    """``StepLR(opt, 3, last_epoch=-1)`` (torch's argument, often written out in ported code)
+    was "unexpected keyword argument 'last_epoch'"; a resumed schedule (initial_lr set, the
+    optimizer at its lr) follows torch's lrs."""
+    torch = pytest.importorskip("torch")
+    import warnings as w
+
+    from depthlab import optimizers as O
+    from depthlab.parameter import Parameter
+
+    builds = [lambda M, o, e: M.StepLR(o, 3, 0.5, last_epoch=e),
+              lambda M, o, e: M.LinearLR(o, 0.2, 1.0, 6, last_epoch=e),
+              lambda M, o, e: M.CosineAnnealingLR(o, 5, 0.01, last_epoch=e),
+              lambda M, o, e: M.ExponentialLR(o, 0.9, last_epoch=e)]
+    for build in builds:
+        opt = dl.optimizer("sgd", [Parameter("w", np.zeros(2))], lr=0.07)
+        t = torch.zeros(2, requires_grad=True)
+        t.grad = torch.zeros(2)
+        topt = torch.optim.SGD([t], lr=0.07)
+        opt.initial_lr = topt.param_groups[0]["initial_lr"] = 0.1
+        with w.catch_warnings():
+            w.simplefilter("ignore")
+            want = _lr_trace(torch.optim.lr_scheduler, topt,
+                             lambda M, o, b=build: b(M, o, last_epoch), epochs=12)
+        assert _lr_trace(O, opt, lambda M, o, b=build: b(M, o, last_epoch), epochs=12) == want
+    fresh = dl.optimizer("sgd", [Parameter("w", np.zeros(2))], lr=0.1)
+    with pytest.raises(ValueError, match="last_epoch=4 resumes a schedule.*initial_lr"):
+        O.StepLR(fresh, 3, last_epoch=4)

@@ -6,7 +6,9 @@ update, as in torch). Each rule is torch's chainable form, applied to the optimi
 ``lr`` (so the learning rates are torch's to the last bit), with ``e`` the scheduler's
 ``last_epoch`` and ``lr_0`` the optimizer's ``lr`` when its first scheduler was built
 (torch's ``initial_lr``, kept as ``optimizer.initial_lr``: a second scheduler on the same
-optimizer starts from it too, not from the lr the first one set):
+optimizer starts from it too, not from the lr the first one set). ``last_epoch`` (torch's,
+default -1: a fresh schedule) resumes one: the optimizer's ``lr`` is taken as that epoch's
+and ``initial_lr`` must be set:
 
 * ``StepLR(step_size, gamma=0.1)``: ``lr *= gamma`` when ``e`` is a multiple of ``step_size``;
 * ``MultiStepLR(milestones, gamma=0.1)``: ``lr *= gamma^k`` at an epoch listed ``k`` times;
@@ -58,15 +60,21 @@ class LRScheduler:
     each :meth:`step`; ``last_epoch`` counts the steps, ``base_lr`` is the optimizer's
     ``initial_lr`` (its ``lr`` when its first scheduler was built, as torch's)."""
 
-    def __init__(self, optimizer: Optimizer) -> None:
+    def __init__(self, optimizer: Optimizer, last_epoch: int = -1) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"{type(self).__name__} takes a depthlab optimizer "
                             f"(dl.optimizer(...)), got {type(optimizer).__name__}")
+        last_epoch = _count("last_epoch", last_epoch, low=-1)
         self.optimizer = optimizer
         if getattr(optimizer, "initial_lr", None) is None:  # torch's group["initial_lr"]
+            if last_epoch != -1:
+                raise ValueError(f"last_epoch={last_epoch} resumes a schedule, which starts "
+                                 "from the optimizer's initial_lr (its lr before any scheduler, "
+                                 "torch's param_groups[0]['initial_lr']): set "
+                                 "optimizer.initial_lr first")
             optimizer.initial_lr = float(optimizer.lr)
         self.base_lr = float(optimizer.initial_lr)
-        self.last_epoch = 0
+        self.last_epoch = last_epoch + 1  # torch's _initial_step: one step from last_epoch
         self._initial_step()
 
     def _initial_step(self) -> None:
@@ -115,10 +123,11 @@ class LRScheduler:
 class StepLR(LRScheduler):
     """``lr *= gamma`` every ``step_size`` epochs (torch's ``StepLR``)."""
 
-    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1,
+                 last_epoch: int = -1) -> None:
         self.step_size = _count("step_size", step_size)
         self.gamma = check_number("gamma", gamma)
-        super().__init__(optimizer)
+        super().__init__(optimizer, last_epoch)
 
     def _next_lr(self, lr: float) -> float:
         if self.last_epoch == 0 or self.last_epoch % self.step_size != 0:
@@ -134,12 +143,12 @@ class MultiStepLR(LRScheduler):
     ``MultiStepLR``)."""
 
     def __init__(self, optimizer: Optimizer, milestones: Iterable[int],
-                 gamma: float = 0.1) -> None:
+                 gamma: float = 0.1, last_epoch: int = -1) -> None:
         if isinstance(milestones, str) or not isinstance(milestones, Iterable):
             raise TypeError(f"milestones must be a list of epochs, got {milestones!r:.60}")
         self.milestones = Counter(_count("milestone", m, low=0) for m in milestones)
         self.gamma = check_number("gamma", gamma)
-        super().__init__(optimizer)
+        super().__init__(optimizer, last_epoch)
 
     def _next_lr(self, lr: float) -> float:
         if self.last_epoch not in self.milestones:
@@ -154,12 +163,12 @@ class MultiStepLR(LRScheduler):
 class ExponentialLR(LRScheduler):
     """``lr *= gamma`` every epoch (torch's ``ExponentialLR``)."""
 
-    def __init__(self, optimizer: Optimizer, gamma: float) -> None:
+    def __init__(self, optimizer: Optimizer, gamma: float, last_epoch: int = -1) -> None:
         self.gamma = check_number("gamma", gamma)
-        super().__init__(optimizer)
+        super().__init__(optimizer, last_epoch)
 
     def _next_lr(self, lr: float) -> float:
-        return lr if self.last_epoch == 0 else lr * self.gamma
+        return lr if self._initial else lr * self.gamma  # built (or resumed): as it is
 
     def _closed_form(self, lr: float) -> float:
         return self.base_lr * self.gamma ** self.last_epoch
@@ -170,20 +179,20 @@ class LinearLR(LRScheduler):
     end_factor`` at ``total_iters``, then constant (torch's ``LinearLR``)."""
 
     def __init__(self, optimizer: Optimizer, start_factor: float = 1.0 / 3,
-                 end_factor: float = 1.0, total_iters: int = 5) -> None:
+                 end_factor: float = 1.0, total_iters: int = 5, last_epoch: int = -1) -> None:
         self.start_factor = check_number("start_factor", start_factor, high=1.0)
         if self.start_factor == 0.0:  # torch: "expected ... > 0 and <= 1"
             raise ValueError(f"invalid start_factor value: {start_factor!r}; expected a finite "
                              "number in (0, 1]")
         self.end_factor = check_number("end_factor", end_factor, high=1.0)
         self.total_iters = _count("total_iters", total_iters)
-        super().__init__(optimizer)
+        super().__init__(optimizer, last_epoch)
 
     def _next_lr(self, lr: float) -> float:
         e, s, t = self.last_epoch, self.start_factor, self.total_iters
         if e == 0:
             return lr * s
-        if e > t:
+        if self._initial or e > t:  # resumed (last_epoch given): the lr as it is
             return lr
         d = self.end_factor - s
         return lr * (1.0 + d / (t * s + (e - 1) * d))
@@ -197,14 +206,15 @@ class CosineAnnealingLR(LRScheduler):
     """``eta_min + (lr_0 - eta_min)(1 + cos(pi e / T_max)) / 2`` by torch's recursion
     (``CosineAnnealingLR``; past ``T_max`` it rises again, as torch's)."""
 
-    def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0) -> None:  # noqa: N803
+    def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0,  # noqa: N803
+                 last_epoch: int = -1) -> None:
         self.T_max = _count("T_max", T_max)
         self.eta_min = check_number("eta_min", eta_min)
-        super().__init__(optimizer)
+        super().__init__(optimizer, last_epoch)
 
     def _next_lr(self, lr: float) -> float:
         e, t, low = self.last_epoch, self.T_max, self.eta_min
-        if e == 0:
+        if self._initial:  # built (epoch 0) or resumed: the lr as it is
             return lr
         if (e - 1 - t) % (2 * t) == 0:
             return lr + (self.base_lr - low) * (1 - math.cos(math.pi / t)) / 2
@@ -220,12 +230,13 @@ class CosineAnnealingLR(LRScheduler):
 class LambdaLR(LRScheduler):
     """``lr = lr_0 * lr_lambda(e)`` (torch's ``LambdaLR``)."""
 
-    def __init__(self, optimizer: Optimizer, lr_lambda: Callable[[int], float]) -> None:
+    def __init__(self, optimizer: Optimizer, lr_lambda: Callable[[int], float],
+                 last_epoch: int = -1) -> None:
         if not callable(lr_lambda):
             raise TypeError(f"lr_lambda must be a function of the epoch, got "
                             f"{lr_lambda!r:.60}")
         self.lr_lambda = lr_lambda
-        super().__init__(optimizer)
+        super().__init__(optimizer, last_epoch)
 
     def _next_lr(self, lr: float) -> float:
         return self.base_lr * self.lr_lambda(self.last_epoch)
@@ -234,12 +245,13 @@ class LambdaLR(LRScheduler):
 class MultiplicativeLR(LRScheduler):
     """``lr *= lr_lambda(e)`` at each step (torch's ``MultiplicativeLR``; epoch 0 keeps lr)."""
 
-    def __init__(self, optimizer: Optimizer, lr_lambda: Callable[[int], float]) -> None:
+    def __init__(self, optimizer: Optimizer, lr_lambda: Callable[[int], float],
+                 last_epoch: int = -1) -> None:
         if not callable(lr_lambda):
             raise TypeError(f"lr_lambda must be a function of the epoch, got "
                             f"{lr_lambda!r:.60}")
         self.lr_lambda = lr_lambda
-        super().__init__(optimizer)
+        super().__init__(optimizer, last_epoch)
 
     def _next_lr(self, lr: float) -> float:
         return lr if self._initial else lr * self.lr_lambda(self.last_epoch)
@@ -250,13 +262,13 @@ class ConstantLR(LRScheduler):
     a constant warm-up): ``lr *= factor`` at epoch 0, ``lr *= 1 / factor`` at ``total_iters``."""
 
     def __init__(self, optimizer: Optimizer, factor: float = 1.0 / 3,
-                 total_iters: int = 5) -> None:
+                 total_iters: int = 5, last_epoch: int = -1) -> None:
         self.factor = check_number("factor", factor, high=1.0)
         if self.factor == 0.0:  # torch divides by it at total_iters (ZeroDivisionError)
             raise ValueError(f"invalid factor value: {factor!r}; expected a finite number in "
                              "(0, 1]")
         self.total_iters = _count("total_iters", total_iters, low=0)
-        super().__init__(optimizer)
+        super().__init__(optimizer, last_epoch)
 
     def _next_lr(self, lr: float) -> float:
         if self.last_epoch == 0:
@@ -274,10 +286,11 @@ class PolynomialLR(LRScheduler):
     """``lr_0 (1 - min(e, T) / T)^power`` (torch's ``PolynomialLR``) by its chained rule
     ``lr *= ((1 - e / T) / (1 - (e - 1) / T))^power`` up to ``T = total_iters``."""
 
-    def __init__(self, optimizer: Optimizer, total_iters: int = 5, power: float = 1.0) -> None:
+    def __init__(self, optimizer: Optimizer, total_iters: int = 5, power: float = 1.0,
+                 last_epoch: int = -1) -> None:
         self.total_iters = _count("total_iters", total_iters)
         self.power = check_number("power", power)
-        super().__init__(optimizer)
+        super().__init__(optimizer, last_epoch)
 
     def _next_lr(self, lr: float) -> float:
         e, t = self.last_epoch, self.total_iters
@@ -318,7 +331,7 @@ class SequentialLR:
     warm-up then ``CosineAnnealingLR``: ``SequentialLR(opt, [warm, cos], milestones=[5])``)."""
 
     def __init__(self, optimizer: Optimizer, schedulers: Iterable[LRScheduler],
-                 milestones: Iterable[int]) -> None:
+                 milestones: Iterable[int], last_epoch: int = -1) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"SequentialLR takes a depthlab optimizer (dl.optimizer(...)), got "
                             f"{type(optimizer).__name__}")
@@ -331,7 +344,7 @@ class SequentialLR:
                              f"{len(self._schedulers)} schedulers, {len(self._milestones)} "
                              "milestones")
         self.optimizer = optimizer
-        self.last_epoch = 0
+        self.last_epoch = _count("last_epoch", last_epoch, low=-1) + 1
         optimizer.lr = optimizer.initial_lr  # set by the first scheduler built
         for sched in self._schedulers:
             sched.last_epoch -= 1
