@@ -303,3 +303,32 @@ def test_schedulers_take_torchs_last_epoch(last_epoch) -> None:
     fresh = dl.optimizer("sgd", [Parameter("w", np.zeros(2))], lr=0.1)
     with pytest.raises(ValueError, match="last_epoch=4 resumes a schedule.*initial_lr"):
         O.StepLR(fresh, 3, last_epoch=4)
+
+
+def test_optimizer_state_dict_keeps_initial_lr_for_a_resumed_schedule() -> None:
+    """torch's optimizer state_dict carries ``initial_lr``, so ``StepLR(opt, ...,
+    last_epoch=k)`` resumes after ``opt.load_state_dict``; depthlab's dropped it (the resumed
+    scheduler had no initial_lr)."""
+    from depthlab import optimizers as O
+    from depthlab.parameter import Parameter
+
+    def fresh():
+        return dl.optimizer("adam", [Parameter("w", np.ones(2))], lr=0.1)
+
+    opt = fresh()
+    sched = O.StepLR(opt, 2, 0.5)
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    resumed = fresh()
+    resumed.load_state_dict(opt.state_dict())
+    assert resumed.initial_lr == 0.1 and resumed.lr == opt.lr
+    # torch's convention: the constructor steps once from last_epoch to the current epoch
+    again = O.StepLR(resumed, 2, 0.5, last_epoch=sched.last_epoch - 1)
+    for _ in range(4):
+        opt.step()
+        resumed.step()
+        sched.step()
+        again.step()
+        assert resumed.lr == opt.lr
+    assert "initial_lr" not in fresh().state_dict()

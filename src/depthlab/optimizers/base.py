@@ -326,12 +326,17 @@ class Optimizer:
         ``step`` (the updates done: ``t`` of the bias corrections), ``scalars`` (running
         products such as NAdam's ``P_t``) and ``state``: one dict of buffers per parameter, in
         the order of ``params`` (Adam's ``exp_avg`` ``m`` and ``exp_avg_sq`` ``v``, SGD's
-        ``momentum_buffer``, ...). Plain Python and NumPy: ``pickle`` stores it."""
-        return {"name": self.name, "hyperparameters": self.hyperparameters(),
-                "step": self.step_count,
-                "scalars": {k: getattr(self, k) for k in self._state_scalars},
-                "state": [{k: np.array(v, copy=True) for k, v in self.state.get(p, {}).items()}
-                          for p in self.params]}
+        ``momentum_buffer``, ...), and ``initial_lr`` once a learning-rate scheduler has set it
+        (torch's group key, which a resumed scheduler's ``last_epoch`` needs). Plain Python and
+        NumPy: ``pickle`` stores it."""
+        out = {"name": self.name, "hyperparameters": self.hyperparameters(),
+               "step": self.step_count,
+               "scalars": {k: getattr(self, k) for k in self._state_scalars},
+               "state": [{k: np.array(v, copy=True) for k, v in self.state.get(p, {}).items()}
+                         for p in self.params]}
+        if getattr(self, "initial_lr", None) is not None:
+            out["initial_lr"] = self.initial_lr
+        return out
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict` (of this kind of optimizer, over parameters of the
@@ -368,6 +373,9 @@ class Optimizer:
                     raise ValueError(f"state_dict state[{i}][{key!r}] has {got}; parameter "
                                      f"{p.name!r} is {p.value.shape} {p.value.dtype}")
             state[p] = {k: np.array(v, copy=True) for k, v in bufs.items()}
+        initial_lr = state_dict.get("initial_lr")
+        if initial_lr is not None:
+            initial_lr = check_number("initial_lr", initial_lr)
         scalars = dict(state_dict.get("scalars") or {})
         if set(scalars) != set(self._state_scalars):
             raise ValueError(f"state_dict scalars {sorted(scalars)}; a {self.name} keeps "
@@ -376,6 +384,8 @@ class Optimizer:
             object.__setattr__(self, name, value)  # (lr: through its property)
         for name, value in scalars.items():
             object.__setattr__(self, name, float(value))
+        if initial_lr is not None:
+            object.__setattr__(self, "initial_lr", initial_lr)
         self.step_count = int(step)
         self.state = state if step > 0 or any(saved) else {}
         if self.state:
