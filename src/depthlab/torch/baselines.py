@@ -150,6 +150,58 @@ def constant_loss(loss_fn: Callable, y: torch.Tensor, out: Any) -> float:
     return math.nan
 
 
+FITTED_ROWS = 8192
+"""Training targets (evenly spaced over the set) on which :func:`fitted_constant_loss` fits
+its constant: the mean loss of a constant over them estimates the whole set's."""
+
+
+def fitted_constant_loss(loss_fn: Callable, y: torch.Tensor, out: Any) -> float:
+    """The best constant prediction's loss for a loss :func:`constant_loss` has no formula for
+    (a plain function ``lambda o, t: F.cross_entropy(o, t)``, a custom loss module, a
+    ``pos_weight``), found numerically: ``L_c = min_c loss_fn(c, y)`` over one output ``c`` of
+    ``out``'s per-example shape repeated for every example (L-BFGS in float64 from the mean of
+    ``out``, the model's output on a few rows; ``y``: up to :data:`FITTED_ROWS` evenly spaced
+    training targets). Only for a loss that is a mean over examples: ``loss_fn(c, [y; y]) =
+    loss_fn(c, y)`` (a sum over examples doubles: NaN, since the probe batch's loss and the
+    set's are then not in one unit). NaN when ``out`` or ``y`` is not a tensor, the loss
+    fails or is not a finite scalar; the caller's random streams are left as they were."""
+    if not isinstance(out, torch.Tensor) or not isinstance(y, torch.Tensor) or out.dim() < 1 \
+            or len(out) == 0 or y.dim() == 0 or len(y) == 0 or not out.is_floating_point():
+        return math.nan
+    rows = y[torch.linspace(0, len(y) - 1, min(len(y), FITTED_ROWS)).round().long()
+             .to(y.device)] if len(y) > FITTED_ROWS else y
+    c = out.detach().double().mean(dim=0).clone().requires_grad_(True)
+
+    def loss_of(targets: torch.Tensor) -> torch.Tensor:
+        o = c.to(out.dtype).unsqueeze(0).expand(len(targets), *c.shape)
+        value = loss_fn(o, targets)
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            raise ValueError("not a scalar loss")
+        return value.reshape(()).double()
+
+    try:
+        with torch.random.fork_rng(devices=[] if out.device.type != "cuda" else
+                                   [out.device.index or 0]), torch.enable_grad():
+            opt = torch.optim.LBFGS([c], lr=1.0, max_iter=100, tolerance_grad=1e-10,
+                                    tolerance_change=1e-12, line_search_fn="strong_wolfe")
+
+            def closure() -> torch.Tensor:
+                opt.zero_grad()
+                value = loss_of(rows)
+                value.backward()
+                return value
+
+            opt.step(closure)
+            with torch.no_grad():
+                once, twice = float(loss_of(rows)), float(loss_of(torch.cat([rows, rows])))
+    except Exception:  # noqa: BLE001 - a loss that cannot take a constant output: not known
+        return math.nan
+    if not (math.isfinite(once) and math.isfinite(twice)) or \
+            abs(twice - once) > 1e-3 * max(1.0, abs(once)):
+        return math.nan
+    return once
+
+
 def _robust_loss(fn: Any, opt: Callable[[str, Any], Any]) -> float | None:
     """The transition point of an ``L1Loss`` (0), ``HuberLoss`` (``delta``, default 1) or
     ``SmoothL1Loss`` (``beta``, default 1; 0 is the L1 loss) as :func:`_huber_loss` takes it

@@ -79,6 +79,7 @@ from .baselines import (
     StandardizedTargets,
     constant_accuracy,
     constant_loss,
+    fitted_constant_loss,
     target_scale,
 )
 from .checks import (
@@ -1225,8 +1226,10 @@ def doctor(
         if verify and not isinstance(make_model_or_model, nn.Module):
             fresh(seed)  # a factory that builds another model each call: refused before training
         sample = _sample_output(model, d)  # the classes, for the chance loss and accuracy
-        with kept_state(loss_fn):
+        with kept_state(loss_fn):  # a loss with no formula (a plain function): fitted
             chance = constant_loss(loss_fn, d.y, sample)
+            if math.isnan(chance):
+                chance = fitted_constant_loss(loss_fn, d.y, sample)
         base = _run(model, d, loss_fn, spec, settings, percentiles=True, chance=chance)
         diagnosis = Diagnosis(findings=base.findings, baseline=dict(base.result.metrics),
                               probes=base.result.probes, config=base.ctx.config, settings=settings,

@@ -1,0 +1,69 @@
+"""Round 41 (tdochunt41): the torch doctor on cases nobody had tried.
+
+A loss given as a plain function (or a custom loss module) had no best-constant-prediction
+loss, so the rules that judge a loss against it (a learning rate too low to move the net off
+a constant prediction, the cures that end there) were silent where ``nn.CrossEntropyLoss()``
+spoke."""
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+import depthlab.torch as dlt  # noqa: E402
+from depthlab.torch.baselines import constant_loss, fitted_constant_loss  # noqa: E402
+
+
+def _digits(n: int = 600) -> tuple:
+    from depthlab.data.digits import load
+
+    raw = load()
+    x = raw.x[:n].reshape(n, -1) * raw.scale
+    return torch.tensor(x, dtype=torch.float32), torch.tensor(raw.y[:n]).long()
+
+
+def _ce(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(out, target)
+
+
+class _MyLoss(nn.Module):
+    def forward(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(out, target)
+
+
+@pytest.mark.parametrize("loss_fn", [_ce, _MyLoss()], ids=["function", "module"])
+def test_a_learning_rate_too_low_is_found_with_a_loss_written_as_a_function(loss_fn):
+    x, y = _digits()
+
+    def make() -> nn.Module:
+        return nn.Sequential(nn.Linear(x.shape[1], 32), nn.ReLU(), nn.Linear(32, 10))
+
+    kw = dict(optimizer=("sgd", {"lr": 1e-4}), steps=30, batch_size=32, seed=0, verify=False)
+    named = dlt.doctor(make, (x, y), loss_fn=nn.CrossEntropyLoss(), **kw)
+    own = dlt.doctor(make, (x, y), loss_fn=loss_fn, **kw)
+    assert "lr_too_low" in [f.kind for f in named.findings]
+    assert [f.kind for f in own.findings] == [f.kind for f in named.findings]
+
+
+def test_the_fitted_constant_loss_is_the_formula_where_there_is_one_and_nan_for_a_sum():
+    g = torch.Generator().manual_seed(0)
+    out = torch.randn(2, 10, generator=g)
+    y = torch.randint(0, 10, (300,), generator=g)
+    y[y == 3] = 4  # a class that never occurs: its best logit is -inf
+    yb = (torch.rand(300, 3, generator=g) < torch.tensor([0.1, 0.5, 0.8])).float()
+    yr = torch.randn(300, 2, generator=g) * 3 + 1
+    for loss, t, o in ((nn.CrossEntropyLoss(label_smoothing=0.1), y, out),
+                       (nn.BCEWithLogitsLoss(), yb, out[:, :3]),
+                       (nn.MSELoss(), yr, out[:, :2]), (nn.L1Loss(), yr, out[:, :2]),
+                       (nn.HuberLoss(), yr, out[:, :2])):
+        expected = constant_loss(loss, t, o)
+        assert math.isfinite(expected)
+        assert fitted_constant_loss(lambda a, b, f=loss: f(a, b), t, o) == \
+            pytest.approx(expected, rel=1e-5)
+    # a sum over examples is in other units than a probe batch's loss: not known
+    assert math.isnan(fitted_constant_loss(nn.CrossEntropyLoss(reduction="sum"), y, out))
+    assert math.isnan(fitted_constant_loss(nn.CrossEntropyLoss(reduction="none"), y, out))
+    assert math.isnan(fitted_constant_loss(lambda a, b: 1 / 0, y, out))
