@@ -332,3 +332,34 @@ def test_optimizer_state_dict_keeps_initial_lr_for_a_resumed_schedule() -> None:
         again.step()
         assert resumed.lr == opt.lr
     assert "initial_lr" not in fresh().state_dict()
+
+
+def test_cosine_warm_restarts_as_torch_with_fractional_epochs() -> None:
+    """torch's CosineAnnealingWarmRestarts was missing; per epoch, per fraction of an epoch
+    (``step(epoch + i / iters)``) and after a warm-up in SequentialLR: torch's lrs exactly."""
+    torch = pytest.importorskip("torch")
+    import warnings as w
+
+    from depthlab import optimizers as O
+    from depthlab.parameter import Parameter
+
+    TS = torch.optim.lr_scheduler
+    t = torch.zeros(2, requires_grad=True)
+    t.grad = torch.zeros(2)
+    kw = {"T_0": 2, "T_mult": 2, "eta_min": 0.01}
+    topt = torch.optim.SGD([t], lr=0.1)
+    opt = dl.optimizer("sgd", [Parameter("w", np.zeros(2))], lr=0.1)
+    tsched = TS.CosineAnnealingWarmRestarts(topt, **kw)
+    sched = O.CosineAnnealingWarmRestarts(opt, **kw)
+    for epoch in range(9):
+        for i in range(3):
+            tsched.step(epoch + i / 3)
+            sched.step(epoch + i / 3)
+            assert opt.lr == topt.param_groups[0]["lr"], (epoch, i)
+    with w.catch_warnings():
+        w.simplefilter("ignore")
+        want = _lr_trace(TS, torch.optim.SGD([t], lr=0.1), lambda M, o: M.SequentialLR(
+            o, [M.LinearLR(o, 0.1, 1.0, 4), M.CosineAnnealingWarmRestarts(o, 3, 2)], [4]))
+    opt = dl.optimizer("sgd", [Parameter("w", np.zeros(2))], lr=0.1)
+    assert _lr_trace(O, opt, lambda M, o: M.SequentialLR(
+        o, [M.LinearLR(o, 0.1, 1.0, 4), M.CosineAnnealingWarmRestarts(o, 3, 2)], [4])) == want

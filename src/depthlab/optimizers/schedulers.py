@@ -24,6 +24,8 @@ and ``initial_lr`` must be set:
 * ``ConstantLR(factor=1/3, total_iters=5)``: ``lr_0 * factor`` before ``total_iters``, then
   ``lr_0``;
 * ``PolynomialLR(total_iters=5, power=1)``: ``lr_0 (1 - min(e, T) / T)^power``;
+* ``CosineAnnealingWarmRestarts(T_0, T_mult=1, eta_min=0)``: the cosine from ``lr_0`` to
+  ``eta_min`` over ``T_i`` epochs, restarted (``T_i *= T_mult``);
 * ``SequentialLR(schedulers, milestones)`` runs each from its milestone on (warm-up, then a
   decay), ``ChainedScheduler(schedulers)`` steps them all;
 * ``ReduceLROnPlateau(mode, factor, patience, ...)``: ``lr = max(lr * factor, min_lr)`` after
@@ -41,7 +43,8 @@ from typing import Any
 
 from .base import Optimizer, check_number
 
-__all__ = ["ChainedScheduler", "ConstantLR", "CosineAnnealingLR", "ExponentialLR", "LRScheduler",
+__all__ = ["ChainedScheduler", "ConstantLR", "CosineAnnealingLR", "CosineAnnealingWarmRestarts",
+           "ExponentialLR", "LRScheduler",
            "LambdaLR", "LinearLR", "MultiStepLR", "MultiplicativeLR", "PolynomialLR",
            "ReduceLROnPlateau", "SequentialLR", "StepLR"]
 
@@ -301,6 +304,55 @@ class PolynomialLR(LRScheduler):
     def _closed_form(self, lr: float) -> float:
         t = self.total_iters
         return self.base_lr * (1.0 - min(t, self.last_epoch) / t) ** self.power
+
+
+class CosineAnnealingWarmRestarts(LRScheduler):
+    """torch's ``CosineAnnealingWarmRestarts``: ``lr = eta_min + (lr_0 - eta_min)(1 + cos(pi
+    T_cur / T_i)) / 2``, ``T_cur`` the epochs since the last restart, ``T_i`` the current
+    period (``T_0``, times ``T_mult`` at each restart). ``step(epoch)`` also takes a
+    fractional epoch (``sched.step(epoch + i / iters)`` within an epoch), as torch's."""
+
+    def __init__(self, optimizer: Optimizer, T_0: int, T_mult: int = 1,  # noqa: N803
+                 eta_min: float = 0.0, last_epoch: int = -1) -> None:
+        self.T_0 = self.T_i = _count("T_0", T_0)
+        self.T_mult = _count("T_mult", T_mult)
+        self.eta_min = check_number("eta_min", eta_min)
+        self.T_cur: float = _count("last_epoch", last_epoch, low=-1)
+        super().__init__(optimizer, last_epoch)
+
+    def _initial_step(self) -> None:
+        self.last_epoch -= 1  # torch steps this one from last_epoch itself (-1: epoch 0)
+        self.step()
+
+    def _closed_form(self, lr: float) -> float:  # torch's get_lr (it has no closed form)
+        low = self.eta_min
+        return low + (self.base_lr - low) * (1 + math.cos(math.pi * self.T_cur / self.T_i)) / 2
+
+    def step(self, epoch: float | None = None) -> None:  # type: ignore[override]
+        """Advance one epoch, or go to ``epoch`` (a number >= 0, fractions allowed), and set
+        the lr (torch's restarts: ``T_cur`` wraps at ``T_i``, which grows by ``T_mult``)."""
+        if epoch is None and self.last_epoch < 0:
+            epoch = 0
+        if epoch is None:
+            epoch = self.last_epoch + 1
+            self.T_cur = self.T_cur + 1
+            if self.T_cur >= self.T_i:
+                self.T_cur = self.T_cur % self.T_i
+                self.T_i = self.T_i * self.T_mult
+        else:
+            epoch = check_number("epoch", epoch)
+            if epoch >= self.T_0:
+                if self.T_mult == 1:
+                    self.T_cur = epoch % self.T_0
+                else:
+                    n = int(math.log(epoch / self.T_0 * (self.T_mult - 1) + 1, self.T_mult))
+                    self.T_cur = epoch - self.T_0 * (self.T_mult**n - 1) / (self.T_mult - 1)
+                    self.T_i = self.T_0 * self.T_mult**n
+            else:
+                self.T_i = self.T_0
+                self.T_cur = epoch
+        self.last_epoch = math.floor(epoch)
+        self._set(self._closed_form(float(self.optimizer.lr)))
 
 
 def _schedulers_of(owner: str, optimizer: Any, schedulers: Any) -> list[LRScheduler]:
