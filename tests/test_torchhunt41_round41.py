@@ -156,3 +156,75 @@ def test_a_container_given_as_the_model_is_refused_in_one_line(fn, make, what):
     with pytest.raises(TypeError, match=rf"^model is a {what}") as got:
         call(make())
     assert "\n" not in str(got.value) and "expected the module whose forward" in str(got.value)
+
+
+class _LoraLinear(nn.Linear):
+    """loralib's lora.Linear: a frozen nn.Linear plus a low-rank update of its own parameters,
+    added in place to the base map's output."""
+
+    def __init__(self, i: int, o: int, r: int = 2, dtype=torch.float64) -> None:
+        super().__init__(i, o, dtype=dtype)
+        self.lora_A = nn.Parameter(torch.randn(r, i, dtype=dtype) * 0.3)
+        self.lora_B = nn.Parameter(torch.randn(o, r, dtype=dtype) * 0.3)
+        self.scaling = 0.5
+        self.weight.requires_grad_(False)
+
+    def forward(self, x):
+        result = F.linear(x, self.weight, bias=self.bias)
+        result += (x @ self.lora_A.transpose(0, 1) @ self.lora_B.transpose(0, 1)) * self.scaling
+        return result
+
+
+class _LoraNet(nn.Module):
+    def __init__(self, dtype=torch.float64) -> None:
+        super().__init__()
+        self.l1 = _LoraLinear(6, 8, dtype=dtype)
+        self.act = nn.Tanh()
+        self.l2 = nn.Linear(8, 3, dtype=dtype)
+
+    def forward(self, x):
+        return self.l2(self.act(self.l1(x)))
+
+
+def _std(t):
+    return t.detach().reshape(-1).std(correction=0).item()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_lora_layer_of_its_own_parameters_is_one_layer(dtype):
+    """A layer module whose output is the sum of its maps (loralib's lora.Linear: x W^T + b +
+    (x A^T) B^T c) is one linear layer, its activation's input: it was replaced by three map
+    layers ('l1.weight', 'l1.lora_A', 'l1.lora_B'), with no row of its output and no act_*
+    rows of its Tanh. Every row against autograd (float64); discover and a Watch agree."""
+    torch.manual_seed(2)
+    model = _LoraNet(dtype)
+    x, y = _batch()
+    x = x.to(dtype)
+    df = dlt.probe(model, x, y, CE, percentiles=())
+    assert list(df[df.layer >= 1].drop_duplicates("layer").module) == ["l1", "l2"]
+    got = df[df.layer == 1].set_index("quantity").value
+    out: dict[str, torch.Tensor] = {}
+    hooks = [model.l1.register_forward_hook(lambda m, a, o: out.setdefault("s", o)),
+             model.act.register_forward_hook(lambda m, a, o: out.setdefault("a", o))]
+    loss = CE(model(x), y)
+    for h in hooks:
+        h.remove()
+    s = out["s"]
+    g, wa, wb = torch.autograd.grad(loss, [s, model.l1.lora_A, model.l1.lora_B])
+    weights = torch.cat([p.detach().reshape(-1) for p in
+                         (model.l1.weight, model.l1.lora_A, model.l1.lora_B)])
+    want = {"pre_mean": s.detach().mean().item(), "pre_std": _std(s),
+            "act_std": _std(out["a"]), "grad_pre_std": _std(g),
+            "weight_std": _std(weights),
+            "weight_grad_std": _std(torch.cat([wa.reshape(-1), wb.reshape(-1)]))}
+    rel = 1e-9 if dtype == torch.float64 else 1e-5
+    for q, v in want.items():
+        assert got[q] == pytest.approx(v, rel=rel), q
+    assert [(i.index, i.name) for i in dlt.discover(model, x)] == [(1, "l1"), (2, "l2")]
+    with dlt.Watch(model, every=1, theory=False, percentiles=()) as watch:
+        model.zero_grad()
+        loss = CE(model(x), y)
+        loss.backward()
+        watch.step(loss)
+    assert list(watch.frame().drop_duplicates("layer").query("layer >= 1").module) == \
+        ["l1", "l2"]

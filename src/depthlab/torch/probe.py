@@ -51,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import itertools
 import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -1092,7 +1093,11 @@ def _replaced(rows: list[tuple[int, str, str, float]], calls: list[list],
     output is not its map's (``torch.relu(x @ self.W + self.b)``: its ``pre_*`` rows were of
     the ReLU's output, ``pre_p15`` 0, and ``grad_pre_*`` the gradient there): the pooled mean
     and std of the module's outputs differ from those of its map outputs ``x W (+ b)`` by
-    more than rounding (``STAT_RTOL``). Otherwise its own rows stay (its maps dropped)."""
+    more than rounding (``STAT_RTOL``). Otherwise its own rows stay (its maps dropped); so
+    they do where its output is the sum of two or more of its maps (:func:`_sum_of_maps`: a
+    LoRA layer of its own parameters, loralib's ``F.linear(x, self.weight, self.bias) + (x @
+    self.lora_A.T @ self.lora_B.T) * self.scaling``, is one linear layer whose output its
+    activation reads; it was three map layers, with no row of that output and no ``act_*``)."""
     stats = {(i, q): v for i, _, q, v in rows if q in ("pre_mean", "pre_std")}
     gone: dict[int, str] = {}
     drop: set[int] = set()
@@ -1102,17 +1107,56 @@ def _replaced(rows: list[tuple[int, str, str, float]], calls: list[list],
         if not keys or not info.index:
             drop |= ws
             continue
+        m, sd = stats.get((info.index, "pre_mean")), stats.get((info.index, "pre_std"))
         if len(keys) == 1:
             s = _pooled([c[1] for c in calls if c[0] in keys])
-            mean, std = s.mean().item(), s.std(correction=0).item()
-            m, sd = stats.get((info.index, "pre_mean")), stats.get((info.index, "pre_std"))
-            if m is None or sd is None or (abs(sd - std) <= STAT_RTOL * max(sd, std)
-                                           and abs(m - mean) <= STAT_RTOL * (abs(m) + sd)):
+            if m is None or sd is None or _same_stats(s, m, sd):
                 drop |= ws
                 continue
+        elif m is not None and sd is not None and _sum_of_maps(calls, keys, m, sd):
+            drop |= ws
+            continue
         gone[info.index] = info.name if len(keys) == 1 and info.name else ""
     return [c for c in calls if c[0] not in drop], gone
 
+
+def _same_stats(s: torch.Tensor, mean: float, std: float) -> bool:
+    """Whether the float64 vector ``s`` has the population ``mean`` and ``std`` up to
+    rounding (``STAT_RTOL``): the same tensor's values summed in another order."""
+    m, sd = s.mean().item(), s.std(correction=0).item()
+    return abs(sd - std) <= STAT_RTOL * max(sd, std) and abs(m - mean) <= STAT_RTOL * (
+        abs(mean) + std)
+
+
+def _sum_of_maps(calls: list[list], keys: set[int], mean: float, std: float) -> bool:
+    """Whether the sum ``s_1 + s_2 + ...`` of the outputs of two or more of the maps of the
+    weights ``keys`` (their ``j``-th calls added, each call's of one shape; every call pooled)
+    has the pooled ``mean`` and ``std`` of a module's outputs: the module is one linear layer
+    (``x W^T + b + (x A^T) B^T c``, LoRA), not a chain of layers (``tanh(x W1) W2``, whose
+    output is one map's). At most :data:`SUM_KEYS` weights are tried (all their subsets)."""
+    if len(keys) > SUM_KEYS:
+        return False
+    outs = {k: [c[1] for c in calls if c[0] == k] for k in keys}
+    ordered = sorted(keys, key=lambda k: next(i for i, c in enumerate(calls) if c[0] == k))
+    for r in range(len(ordered), 1, -1):
+        for subset in itertools.combinations(ordered, r):
+            n = {len(outs[k]) for k in subset}
+            if len(n) != 1:
+                continue
+            sums = []
+            for j in range(n.pop()):
+                parts = [outs[k][j] for k in subset]
+                if any(t.shape != parts[0].shape for t in parts):
+                    break
+                sums.append(sum(t.detach().to(torch.float64) for t in parts))
+            else:
+                if sums and _same_stats(_pooled(sums), mean, std):
+                    return True
+    return False
+
+
+SUM_KEYS = 6
+"""The most mapped weights of one layer module whose sums :func:`_sum_of_maps` tries."""
 
 _LOOKUPS = frozenset(("embedding", "embedding_bag"))
 """An ``nn.Embedding``'s own use of its table (not kept: its module's output tells it)."""
