@@ -34,8 +34,25 @@ class _MyLoss(nn.Module):
         return F.cross_entropy(out, target)
 
 
-@pytest.mark.parametrize("loss_fn", [_ce, _MyLoss()], ids=["function", "module"])
-def test_a_learning_rate_too_low_is_found_with_a_loss_written_as_a_function(loss_fn):
+class _DictOut(nn.Module):
+    """A model returning a dict, as Hugging Face models do: ``{"logits": ...}``."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(features, 32), nn.ReLU(), nn.Linear(32, 10))
+
+    def forward(self, x: torch.Tensor) -> dict:
+        return {"logits": self.body(x), "features": x.shape[1]}
+
+
+def _dict_ce(out: dict, target: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(out["logits"], target)
+
+
+@pytest.mark.parametrize("loss_fn,dict_out", [(_ce, False), (_MyLoss(), False),
+                                              (_dict_ce, True)],
+                         ids=["function", "module", "dict-output"])
+def test_a_learning_rate_too_low_is_found_with_a_loss_written_as_a_function(loss_fn, dict_out):
     x, y = _digits()
 
     def make() -> nn.Module:
@@ -43,7 +60,8 @@ def test_a_learning_rate_too_low_is_found_with_a_loss_written_as_a_function(loss
 
     kw = dict(optimizer=("sgd", {"lr": 1e-4}), steps=30, batch_size=32, seed=0, verify=False)
     named = dlt.doctor(make, (x, y), loss_fn=nn.CrossEntropyLoss(), **kw)
-    own = dlt.doctor(make, (x, y), loss_fn=loss_fn, **kw)
+    own = dlt.doctor((lambda: _DictOut(x.shape[1])) if dict_out else make, (x, y),
+                     loss_fn=loss_fn, **kw)
     assert "lr_too_low" in [f.kind for f in named.findings]
     assert [f.kind for f in own.findings] == [f.kind for f in named.findings]
 
@@ -67,3 +85,10 @@ def test_the_fitted_constant_loss_is_the_formula_where_there_is_one_and_nan_for_
     assert math.isnan(fitted_constant_loss(nn.CrossEntropyLoss(reduction="sum"), y, out))
     assert math.isnan(fitted_constant_loss(nn.CrossEntropyLoss(reduction="none"), y, out))
     assert math.isnan(fitted_constant_loss(lambda a, b: 1 / 0, y, out))
+    # a model's dict or tuple output: its per-example tensors made constant, the rest kept
+    parts = {"logits": out, "n": 7, "w": torch.ones(3, 3)}
+    assert fitted_constant_loss(lambda a, b: F.cross_entropy(a["logits"], b) + 0 * a["w"].sum()
+                                + a["n"] - 7, y, parts, 2) == \
+        pytest.approx(constant_loss(nn.CrossEntropyLoss(), y, out), rel=1e-5)
+    assert fitted_constant_loss(lambda a, b: F.cross_entropy(a[1], b), y, (None, out), 2) == \
+        pytest.approx(constant_loss(nn.CrossEntropyLoss(), y, out), rel=1e-5)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -155,51 +156,104 @@ FITTED_ROWS = 8192
 its constant: the mean loss of a constant over them estimates the whole set's."""
 
 
-def fitted_constant_loss(loss_fn: Callable, y: torch.Tensor, out: Any) -> float:
+def _structure(out: Any, leaf: Callable[[torch.Tensor], Any]) -> Any:
+    """``out`` (a tensor, or tuples, lists and dicts of them) with every tensor replaced by
+    ``leaf(tensor)``, anything else kept."""
+    if isinstance(out, torch.Tensor):
+        return leaf(out)
+    if isinstance(out, (tuple, list)):
+        parts = [_structure(o, leaf) for o in out]
+        return type(out)(*parts) if hasattr(out, "_fields") else type(out)(parts)
+    if isinstance(out, dict):
+        return type(out)({k: _structure(v, leaf) for k, v in out.items()})
+    return out
+
+
+def fitted_constant_loss(loss_fn: Callable, y: torch.Tensor, out: Any,
+                         rows: int | None = None) -> float:
     """The best constant prediction's loss for a loss :func:`constant_loss` has no formula for
     (a plain function ``lambda o, t: F.cross_entropy(o, t)``, a custom loss module, a
-    ``pos_weight``), found numerically: ``L_c = min_c loss_fn(c, y)`` over one output ``c`` of
-    ``out``'s per-example shape repeated for every example (L-BFGS in float64 from the mean of
-    ``out``, the model's output on a few rows; ``y``: up to :data:`FITTED_ROWS` evenly spaced
-    training targets). Only for a loss that is a mean over examples: ``loss_fn(c, [y; y]) =
-    loss_fn(c, y)`` (a sum over examples doubles: NaN, since the probe batch's loss and the
-    set's are then not in one unit). NaN when ``out`` or ``y`` is not a tensor, the loss
-    fails or is not a finite scalar; the caller's random streams are left as they were."""
-    if not isinstance(out, torch.Tensor) or not isinstance(y, torch.Tensor) or out.dim() < 1 \
-            or len(out) == 0 or y.dim() == 0 or len(y) == 0 or not out.is_floating_point():
+    ``pos_weight``, a model returning a dict or tuple), found numerically: ``L_c = min_c
+    loss_fn(c, y)`` over outputs constant across examples: each floating tensor of ``out`` (the
+    model's output on ``rows`` examples: a tensor, or tuples, lists, dicts of them) whose first
+    dimension is ``rows`` becomes one value ``c_k`` of its per-example shape, repeated for every
+    example (L-BFGS in float64 from its mean over the rows); other parts are passed as ``out``
+    has them. ``y``: up to :data:`FITTED_ROWS` evenly spaced training targets. Only for a loss
+    that is a mean over examples, ``loss_fn(c, [y; y]) = loss_fn(c, y)`` (a sum over examples
+    doubles: NaN, since the probe batch's loss and the set's are then not in one unit). NaN
+    when no part of ``out`` is per-example, ``y`` is not a tensor, the loss fails or is not a
+    finite scalar; the caller's random streams are left as they were."""
+    n = len(out) if rows is None and isinstance(out, torch.Tensor) and out.dim() else rows
+    if not isinstance(y, torch.Tensor) or y.dim() == 0 or len(y) == 0 or not n:
         return math.nan
-    rows = y[torch.linspace(0, len(y) - 1, min(len(y), FITTED_ROWS)).round().long()
-             .to(y.device)] if len(y) > FITTED_ROWS else y
-    c = out.detach().double().mean(dim=0).clone().requires_grad_(True)
+    consts: list[torch.Tensor] = []
+
+    def start(t: torch.Tensor) -> Any:
+        if t.is_floating_point() and t.dim() >= 1 and len(t) == n:
+            consts.append(t.detach().double().mean(dim=0).clone().requires_grad_(True))
+            return _Constant(len(consts) - 1, t.dtype)
+        return t.detach()
+
+    template = _structure(out, start)
+    if not consts:
+        return math.nan
+    devices = [t.device for t in consts]
+    picked = y[torch.linspace(0, len(y) - 1, min(len(y), FITTED_ROWS)).round().long()
+               .to(y.device)] if len(y) > FITTED_ROWS else y
 
     def loss_of(targets: torch.Tensor) -> torch.Tensor:
-        o = c.to(out.dtype).unsqueeze(0).expand(len(targets), *c.shape)
+        def fill(part: Any) -> Any:
+            c = consts[part.index]
+            return c.to(part.dtype).unsqueeze(0).expand(len(targets), *c.shape)
+
+        o = _rebuild(template, fill)
         value = loss_fn(o, targets)
         if not isinstance(value, torch.Tensor) or value.numel() != 1:
             raise ValueError("not a scalar loss")
         return value.reshape(()).double()
 
+    cuda = sorted({d.index or 0 for d in devices if d.type == "cuda"})
     try:
-        with torch.random.fork_rng(devices=[] if out.device.type != "cuda" else
-                                   [out.device.index or 0]), torch.enable_grad():
-            opt = torch.optim.LBFGS([c], lr=1.0, max_iter=100, tolerance_grad=1e-10,
+        with torch.random.fork_rng(devices=cuda), torch.enable_grad():
+            opt = torch.optim.LBFGS(consts, lr=1.0, max_iter=100, tolerance_grad=1e-10,
                                     tolerance_change=1e-12, line_search_fn="strong_wolfe")
 
             def closure() -> torch.Tensor:
                 opt.zero_grad()
-                value = loss_of(rows)
+                value = loss_of(picked)
                 value.backward()
                 return value
 
             opt.step(closure)
             with torch.no_grad():
-                once, twice = float(loss_of(rows)), float(loss_of(torch.cat([rows, rows])))
+                once = float(loss_of(picked))
+                twice = float(loss_of(torch.cat([picked, picked])))
     except Exception:  # noqa: BLE001 - a loss that cannot take a constant output: not known
         return math.nan
     if not (math.isfinite(once) and math.isfinite(twice)) or \
             abs(twice - once) > 1e-3 * max(1.0, abs(once)):
         return math.nan
     return once
+
+
+@dataclass(frozen=True)
+class _Constant:
+    """Where :func:`fitted_constant_loss` puts its constant number ``index`` (of ``dtype``)."""
+
+    index: int
+    dtype: torch.dtype
+
+
+def _rebuild(template: Any, fill: Callable[[_Constant], Any]) -> Any:
+    """:func:`_structure`'s template with each :class:`_Constant` replaced by ``fill(it)``."""
+    if isinstance(template, _Constant):
+        return fill(template)
+    if isinstance(template, (tuple, list)):
+        parts = [_rebuild(o, fill) for o in template]
+        return type(template)(*parts) if hasattr(template, "_fields") else type(template)(parts)
+    if isinstance(template, dict):
+        return type(template)({k: _rebuild(v, fill) for k, v in template.items()})
+    return template
 
 
 def _robust_loss(fn: Any, opt: Callable[[str, Any], Any]) -> float | None:

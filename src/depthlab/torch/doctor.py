@@ -1229,7 +1229,7 @@ def doctor(
         with kept_state(loss_fn):  # a loss with no formula (a plain function): fitted
             chance = constant_loss(loss_fn, d.y, sample)
             if math.isnan(chance):
-                chance = fitted_constant_loss(loss_fn, d.y, sample)
+                chance = fitted_constant_loss(loss_fn, d.y, sample, len(d.x[:2]))
         base = _run(model, d, loss_fn, spec, settings, percentiles=True, chance=chance)
         diagnosis = Diagnosis(findings=base.findings, baseline=dict(base.result.metrics),
                               probes=base.result.probes, config=base.ctx.config, settings=settings,
