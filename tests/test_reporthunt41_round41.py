@@ -58,6 +58,12 @@ def test_names_in_scripts_no_font_here_has_are_drawn_readably_without_missing_gl
             figs.append(texts)
             fig.savefig(io.BytesIO(), format="svg")  # another renderer: the same rule
             figures.figure_png(fig)
+        fig, (ax,) = figures._new_figure()  # any text: a title, a legend, a tight PDF
+        ax.set_title(f"{CJK_RUN} run")
+        ax.plot([1, 2], label=MODULES[2])
+        ax.legend()
+        fig.savefig(io.BytesIO(), format="pdf", bbox_inches="tight")
+        figures.figure_png(fig)
     assert _missing_glyph_warnings(record) == []
     heat = " ".join(figs[0])
     for name in MODULES:  # each module's characters: drawn or written as code points
