@@ -165,3 +165,39 @@ def test_map_layers_have_their_update_ratio(cls, every):
             want = float((w1 - w0).norm() / w0.norm())
             assert name in got, (step, name, sorted(got))
             assert got[name] == pytest.approx(want, rel=1e-12), (step, name)
+
+
+def _critic_frame(saliency: bool) -> pd.DataFrame:
+    """A WGAN-GP critic (penalty computed last, its interpolates graded through the
+    gradient's graph), then maybe a saliency pass, recorded at every step."""
+    torch.manual_seed(0)
+    critic = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1)).double()
+    g = torch.Generator().manual_seed(1)
+    real = torch.randn(8, 4, dtype=D, generator=g)
+    fake = 2 * torch.randn(8, 4, dtype=D, generator=g) + 1
+    eps = torch.rand(8, 1, dtype=D, generator=g)
+    opt = torch.optim.SGD(critic.parameters(), lr=0.05)
+    watch = dlt.Watch(critic, every=1, theory=False)
+    for _ in range(2):
+        opt.zero_grad()
+        interp = (eps * real + (1 - eps) * fake).requires_grad_(True)
+        loss = critic(fake).mean() - critic(real).mean()
+        (gx,) = torch.autograd.grad(critic(interp).sum(), interp, create_graph=True)
+        loss = loss + 10 * ((gx.norm(2, dim=1) - 1) ** 2).mean()
+        loss.backward()
+        if saliency:
+            xi = real.clone().requires_grad_()
+            torch.autograd.grad(critic(xi).sum(), xi)
+        watch.step(loss)
+        opt.step()
+    return watch.frame().reset_index(drop=True)
+
+
+def test_a_gradient_penalty_pass_stays_pooled_and_a_saliency_pass_after_it_is_left_out():
+    """The penalty's interpolates forward, whose output the loss's graph does not hold (only
+    its gradient's graph), is graded by the loss's backward: still pooled; a saliency pass
+    after the backward is not (the rows equal those without it, exactly)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plain, salient = _critic_frame(False), _critic_frame(True)
+    pd.testing.assert_frame_equal(plain, salient, check_exact=True)

@@ -325,7 +325,7 @@ class _Pass:
 
     __slots__ = ("pre", "grad", "act", "norm", "block_grad", "links", "pending", "block_inputs",
                  "device", "input", "fused", "layouts", "open", "grad_cg", "block_grad_cg",
-                 "cg_only", "swapped", "whole", "taps", "maps", "serial")
+                 "cg_only", "swapped", "whole", "taps", "maps", "serial", "tasks")
 
     def __init__(self) -> None:
         self.pre: dict[int, Acc] = {}
@@ -371,6 +371,8 @@ class _Pass:
         # the number its model forward's output nodes carry in their autograd metadata
         # (_mark_outputs; 0: none marked): which pass a loss's graph reaches (Recording.settle)
         self.serial = 0
+        # the backwards (autograd graph task ids) whose gradients reached its layer outputs
+        self.tasks: set[int] = set()
 
     def gradeable(self) -> bool:
         """Whether a backward has graded this pass or still can: some of its gradient hooks
@@ -429,6 +431,7 @@ class _Pass:
                     mine[key].merge(acc)
                 else:
                     mine[key] = acc
+        self.tasks |= other.tasks
         if other.maps is not None:  # (other is the earlier forward: its maps first)
             self.maps = other.maps + (self.maps or [])
 
@@ -1063,8 +1066,10 @@ class Recording:
 
     def _grad_hook(self, table: dict, index: int, aside: dict):
         k = self._wk
+        tasks = self.p.tasks
 
         def hook(g: torch.Tensor) -> None:
+            tasks.add(_task_id())
             t = aside if torch.is_grad_enabled() else table  # create_graph: see _Pass.grad_cg
             acc = t.get(index)
             if acc is None:
@@ -1104,10 +1109,12 @@ class Recording:
         if fresh is None:
             fresh = self._stamp == _hook_stamp()
         k = self._wk
+        tasks = self.p.tasks
 
         def prehook(grad_outputs: tuple) -> None:
             g = grad_outputs[slot]
             if g is not None:
+                tasks.add(_task_id())
                 t = aside if torch.is_grad_enabled() else table
                 acc = t.get(index)
                 if acc is None:
@@ -2474,6 +2481,7 @@ def _graph_nodes(output) -> Iterator:
 
 
 _SERIALS = [0]  # the last number given to a pass (_Pass.serial)
+_task_id = torch._C._current_graph_task_id  # the backward running (in a gradient hook)
 _MARK = "depthlab.pass"  # the key of a pass's number in its output nodes' metadata
 LOSS_WALK = 20000  # at most this many nodes of a loss's graph are searched for a pass's mark
 
@@ -2510,12 +2518,14 @@ def _mark_outputs(output, serial: int) -> None:
 def _loss_pass(root, passes: list, chosen: int) -> int:
     """The index in ``passes`` (oldest first) of the pass to read for the loss whose graph
     starts at ``root``: ``chosen`` (the last graded pass), unless another pass was graded too
-    and ``chosen``'s output is not in the loss's graph while a graded one's is; then the last
-    such one (a pass of submodule calls outside the model's forward is marked at its
-    layers' nodes: a saliency map of ``model.encoder(x)``; a loss of ``model(a)`` and
-    ``model[0](b)`` reaches both, which stay pooled). The graph is searched (breadth first,
-    at most ``LOSS_WALK`` nodes, not past a marked node) only when two or more passes were
-    graded, one of them marked."""
+    and ``chosen``'s output is not in the loss's graph while a graded one's is, and no
+    backward that graded those (``_Pass.tasks``) graded ``chosen``: then the last pass such a
+    backward graded, an input-gradient pass after the loss's backward being left out (a pass
+    of submodule calls outside the model's forward is marked at its layers' nodes: a saliency
+    map of ``model.encoder(x)``; a loss of ``model(a)`` and ``model[0](b)`` reaches both,
+    which stay pooled; a WGAN-GP penalty's interpolates, graded through the gradient's graph,
+    are kept). The graph is searched (breadth first, at most ``LOSS_WALK`` nodes, not past a
+    marked node) only when two or more passes were graded, one of them marked."""
     graded = [i for i, q in enumerate(passes) if q.graded()]
     if len(graded) < 2 or not any(passes[i].serial for i in graded):
         return chosen
@@ -2535,8 +2545,11 @@ def _loss_pass(root, passes: list, chosen: int) -> int:
                 queue.append(nxt)
     if passes[chosen].serial in found:
         return chosen
-    reached = [i for i in graded if passes[i].serial in found]
-    return reached[-1] if reached else chosen
+    # the backwards that graded a pass the loss's graph holds: the last pass one of them
+    # graded is read (a WGAN-GP penalty's interpolates, graded through the graph of its
+    # create_graph gradient, which does not hold their output: pooled as before)
+    tasks = set().union(*(passes[i].tasks for i in graded if passes[i].serial in found))
+    return next((i for i in reversed(graded) if passes[i].tasks & tasks), chosen)
 
 
 def _residual_adds(out_fn, in_fn, claimed: set) -> list:
