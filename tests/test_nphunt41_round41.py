@@ -363,3 +363,22 @@ def test_cosine_warm_restarts_as_torch_with_fractional_epochs() -> None:
     opt = dl.optimizer("sgd", [Parameter("w", np.zeros(2))], lr=0.1)
     assert _lr_trace(O, opt, lambda M, o: M.SequentialLR(
         o, [M.LinearLR(o, 0.1, 1.0, 4), M.CosineAnnealingWarmRestarts(o, 3, 2)], [4])) == want
+
+
+def test_param_group_initial_lr_as_torch_resume_code_sets_it() -> None:
+    """torch resume code writes ``g.setdefault("initial_lr", g["lr"])`` before building a
+    scheduler with ``last_epoch``: was "KeyError: 'initial_lr': a sgd group holds params,
+    lr, ..."."""
+    torch = pytest.importorskip("torch")
+    from depthlab import optimizers as O
+    from depthlab.parameter import Parameter
+
+    opt = dl.optimizer("sgd", [Parameter("w", np.zeros(2))], lr=0.3)
+    topt = torch.optim.SGD([torch.zeros(2, requires_grad=True)], lr=0.3)
+    assert "initial_lr" not in opt.param_groups[0]
+    for o in (opt, topt):
+        for g in o.param_groups:
+            g.setdefault("initial_lr", g["lr"])
+    O.StepLR(opt, 2, last_epoch=3)
+    torch.optim.lr_scheduler.StepLR(topt, 2, last_epoch=3)
+    assert opt.lr == topt.param_groups[0]["lr"] and opt.param_groups[0]["initial_lr"] == 0.3

@@ -141,13 +141,17 @@ class ParamGroup(MutableMapping):
     """torch's ``optimizer.param_groups[0]`` for a depthlab optimizer (one group): a live view
     whose ``"params"`` is the parameter list and whose other keys are the hyperparameters,
     read and set as the optimizer's attributes (``g["lr"] *= 0.5`` is ``opt.lr *= 0.5``, with
-    its checks); a key the optimizer does not have is a KeyError naming the ones it has."""
+    its checks); a key the optimizer does not have is a KeyError naming the ones it has.
+    ``"initial_lr"`` (torch's schedulers' key) is ``optimizer.initial_lr``: present once set."""
 
     def __init__(self, optimizer: Optimizer) -> None:
         self._optimizer = optimizer
 
     def _names(self) -> list[str]:
-        return self._optimizer.hyperparameter_names()
+        names = self._optimizer.hyperparameter_names()
+        if getattr(self._optimizer, "initial_lr", None) is not None:  # a scheduler's key
+            names = [*names, "initial_lr"]
+        return names
 
     def __getitem__(self, key: str) -> Any:
         if key == "params":
@@ -161,6 +165,9 @@ class ParamGroup(MutableMapping):
         if key == "params":
             raise TypeError("param_groups[0]['params'] cannot be replaced: build another "
                             "optimizer for other parameters")
+        if key == "initial_lr":  # torch's schedulers' key (g.setdefault("initial_lr", lr))
+            self._optimizer.initial_lr = check_number("initial_lr", value)
+            return
         if key not in self._names():
             raise KeyError(f"{key!r}: a {self._optimizer.name} group holds params, "
                            f"{', '.join(self._names())}")
