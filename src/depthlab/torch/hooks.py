@@ -769,7 +769,7 @@ class Recording:
         self._saved_copies.clear()
         self._kernels()
 
-    def settle(self, root=None) -> None:
+    def settle(self, root: torch.autograd.graph.Node | None = None) -> None:
         """Make the pass to be read (``self.p``) the last forward of the model since
         :meth:`new_pass` through which a backward ran: a forward with gradients but no backward
         after the training step's (a validation pass in ``eval()`` mode without ``no_grad``,
@@ -785,7 +785,7 @@ class Recording:
         self._settle(root)
         self.p.prefer_plain()
 
-    def _settle(self, root=None) -> None:
+    def _settle(self, root: torch.autograd.graph.Node | None = None) -> None:
         earlier, self._earlier = self._earlier, []
         if not earlier:
             return
@@ -2515,7 +2515,7 @@ def _mark_outputs(output, serial: int) -> None:
             todo.extend(obj)
 
 
-def _loss_pass(root, passes: list, chosen: int) -> int:
+def _loss_pass(root: torch.autograd.graph.Node, passes: list, chosen: int) -> int:
     """The index in ``passes`` (oldest first) of the pass to read for the loss whose graph
     starts at ``root``: ``chosen`` (the last graded pass), unless another pass was graded too
     and ``chosen``'s output is not in the loss's graph while a graded one's is, and no

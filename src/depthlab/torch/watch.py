@@ -968,7 +968,8 @@ class Watch:
         self._snap.clear()
         return rows
 
-    def _record(self, n: int, refresh: bool = False, root=None) -> bool:
+    def _record(self, n: int, refresh: bool = False,
+                root: torch.autograd.graph.Node | None = None) -> bool:
         """Record step ``n``; True when the weight pass also refreshed the snapshot
         (``refresh`` on the CPU kernels' path). ``root``: the loss's ``grad_fn``, which tells
         the pass its backward graded from a later one's (:meth:`Recording.settle`)."""
@@ -983,10 +984,11 @@ class Watch:
         extra = [(0, "", "loss", ([last], _value) if type(last) is float else last)]
         if not self._warned_twice:
             self._warn_several_backwards(n)
-        if self._map_snap:  # (read once: the next record has the next snapshot's)
-            self._rec.map_previous = {k: b for k, (w, b) in self._map_snap.items()
-                                      if self._rec._loose.get(k, (None, None))[1] is w}
-            self._map_snap = {}
+        # the map weights' copies, read once (none: no ratio, not an older snapshot's)
+        self._rec.map_previous = {k: b for k, (w, b) in self._map_snap.items()
+                                  if self._rec._loose.get(k, (None, None))[1] is w} \
+            if self._map_snap else {}
+        self._map_snap = {}
         fused = bool(self._snap) and self._rec.host_weights()
         if fused:  # update ratios in the weight pass of collect
             self._rec.collect(extra=extra, also=self._pending, previous=self._previous,
