@@ -228,3 +228,53 @@ def test_a_lora_layer_of_its_own_parameters_is_one_layer(dtype):
         watch.step(loss)
     assert list(watch.frame().drop_duplicates("layer").query("layer >= 1").module) == \
         ["l1", "l2"]
+
+
+class _Cell(nn.Module):
+    """A hand-written recurrent cell, x Wx + h Wh + b, its activation outside (or inside)."""
+
+    def __init__(self, inside: bool = False) -> None:
+        super().__init__()
+        self.Wx = nn.Parameter(torch.randn(6, 8, dtype=torch.float64) / 3)
+        self.Wh = nn.Parameter(torch.randn(8, 8, dtype=torch.float64) / 3)
+        self.b = nn.Parameter(torch.randn(8, dtype=torch.float64))
+        self.inside = inside
+
+    def forward(self, x, h):
+        s = x @ self.Wx + h @ self.Wh + self.b
+        return torch.tanh(s) if self.inside else s
+
+
+class _Unrolled(nn.Module):
+    def __init__(self, inside: bool = False) -> None:
+        super().__init__()
+        self.c, self.act = _Cell(inside), nn.Identity() if inside else nn.Tanh()
+        self.h = nn.Linear(8, 3, dtype=torch.float64)
+
+    def forward(self, x):
+        h = torch.zeros(x.shape[0], 8, dtype=x.dtype)
+        for t in range(x.shape[1]):
+            h = self.act(self.c(x[:, t], h))
+        return self.h(h)
+
+
+def test_a_cell_summing_its_maps_and_a_bias_is_one_layer_called_in_a_loop():
+    """x @ Wx + h @ Wh + b (the activation outside the cell) is one layer, every call pooled;
+    with the tanh inside the cell its output is no sum of maps: measured at its maps."""
+    torch.manual_seed(3)
+    x, y = torch.randn(16, 4, 6, dtype=torch.float64), torch.randint(0, 3, (16,))
+    model = _Unrolled()
+    df = dlt.probe(model, x, y, CE, percentiles=())
+    assert list(df[df.layer >= 1].drop_duplicates("layer").module) == ["c", "h"]
+    outs: list[torch.Tensor] = []
+    hook = model.c.register_forward_hook(lambda m, a, o: outs.append(o))
+    loss = CE(model(x), y)
+    hook.remove()
+    grads = torch.autograd.grad(loss, outs)
+    got = df[df.layer == 1].set_index("quantity").value
+    assert got["pre_std"] == pytest.approx(_std(torch.cat(outs)), rel=1e-9)
+    assert got["grad_pre_std"] == pytest.approx(_std(torch.cat(grads)), rel=1e-9)
+    assert "act_std" in got
+    inside = dlt.probe(_Unrolled(inside=True), x, y, CE, percentiles=())
+    assert list(inside[inside.layer >= 1].drop_duplicates("layer").module) == \
+        ["c.Wx", "c.Wh", "h"]

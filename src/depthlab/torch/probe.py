@@ -70,6 +70,7 @@ from .hooks import Recording
 from .layers import (
     LayerInfo,
     MapCapture,
+    _broadcast_vector,
     check_materialized,
     check_model,
     inputs_kept,
@@ -1113,7 +1114,8 @@ def _replaced(rows: list[tuple[int, str, str, float]], calls: list[list],
             if m is None or sd is None or _same_stats(s, m, sd):
                 drop |= ws
                 continue
-        elif m is not None and sd is not None and _sum_of_maps(calls, keys, m, sd):
+        elif m is not None and sd is not None and _sum_of_maps(calls, keys, m, sd,
+                                                                _biases(info)):
             drop |= ws
             continue
         gone[info.index] = info.name if len(keys) == 1 and info.name else ""
@@ -1128,12 +1130,23 @@ def _same_stats(s: torch.Tensor, mean: float, std: float) -> bool:
         abs(mean) + std)
 
 
-def _sum_of_maps(calls: list[list], keys: set[int], mean: float, std: float) -> bool:
+def _biases(info: LayerInfo) -> list[torch.Tensor]:
+    """The module's own parameters shaped as a bias beside its weights (1-dim, or at most one
+    dimension above 1), which a sum of its maps may add last (``x @ Wx + h @ Wh + b``)."""
+    mine = {id(w) for w in info.weights}
+    return [p.detach().to(torch.float64) for p in info.owner.parameters(recurse=False)
+            if id(p) not in mine and p.is_floating_point()
+            and (p.dim() <= 1 or _broadcast_vector(p))]
+
+
+def _sum_of_maps(calls: list[list], keys: set[int], mean: float, std: float,
+                 biases: Sequence[torch.Tensor] = ()) -> bool:
     """Whether the sum ``s_1 + s_2 + ...`` of the outputs of two or more of the maps of the
-    weights ``keys`` (their ``j``-th calls added, each call's of one shape; every call pooled)
-    has the pooled ``mean`` and ``std`` of a module's outputs: the module is one linear layer
-    (``x W^T + b + (x A^T) B^T c``, LoRA), not a chain of layers (``tanh(x W1) W2``, whose
-    output is one map's). At most :data:`SUM_KEYS` weights are tried (all their subsets)."""
+    weights ``keys`` (their ``j``-th calls added, each call's of one shape; every call pooled),
+    alone or with one of the module's ``biases`` added, has the pooled ``mean`` and ``std`` of
+    the module's outputs: the module is one linear layer (``x W^T + b + (x A^T) B^T c``, LoRA;
+    ``x @ Wx + h @ Wh + b``), not a chain of layers (``tanh(x W1) W2``, whose output is one
+    map's). At most :data:`SUM_KEYS` weights are tried (all their subsets)."""
     if len(keys) > SUM_KEYS:
         return False
     outs = {k: [c[1] for c in calls if c[0] == k] for k in keys}
@@ -1152,6 +1165,14 @@ def _sum_of_maps(calls: list[list], keys: set[int], mean: float, std: float) -> 
             else:
                 if sums and _same_stats(_pooled(sums), mean, std):
                     return True
+                for b in biases:
+                    try:
+                        biased = [t + b for t in sums]
+                    except RuntimeError:  # (not broadcastable to the sums)
+                        continue
+                    if all(t.shape == u.shape for t, u in zip(biased, sums)) \
+                            and _same_stats(_pooled(biased), mean, std):
+                        return True
     return False
 
 
