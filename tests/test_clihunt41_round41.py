@@ -55,6 +55,17 @@ def test_a_built_in_data_set_read_from_a_user_copy_has_its_own_run_id(tmp_path, 
     assert data_changed(task) is None
     monkeypatch.setenv("DEPTHLAB_FASHION_MNIST", str(tmp_path / "b"))
     assert "DataChanged" in (data_changed(task) or "")
+    # a copy of the packaged files (the same content elsewhere) keeps the packaged copy's id
+    import shutil
+
+    from depthlab.data import fashion_mnist
+
+    monkeypatch.setattr(fashion_mnist, "SYSTEM_DIR", tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "same")
+    monkeypatch.setenv("DEPTHLAB_FASHION_MNIST", str(tmp_path / "same"))
+    same = run_id(cfg)
+    monkeypatch.delenv("DEPTHLAB_FASHION_MNIST")
+    assert same == run_id(cfg)
 
 
 def test_runs_finds_a_sweep_stopped_before_its_first_point(tmp_path, monkeypatch, capsys):

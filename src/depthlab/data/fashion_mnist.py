@@ -76,11 +76,18 @@ def fingerprint(path: str | os.PathLike | None = None) -> str | None:
     """The content fingerprint of the four files a load reads (``path``, else
     ``$DEPTHLAB_FASHION_MNIST``): the first 16 hex digits of sha256 over each file's role and
     :func:`depthlab.data.fingerprint.file_digest`, so that runs of another copy (other images)
-    get other run ids. None for the system folder's files (the packaged data set: its runs'
-    ids are those of the config alone) or when the files are not found (the load says so)."""
+    get other run ids. None for the system folder's files or a copy of them with the same
+    content (the packaged data set: its runs' ids are those of the config alone), or when the
+    files are not found (the load says so)."""
     import hashlib
 
     from depthlab.data.fingerprint import file_digest
+
+    def content(files: dict[str, Path]) -> str:
+        h = hashlib.sha256()
+        for role, p in sorted(files.items()):
+            h.update(f"{role}\0{file_digest(p)}\0".encode())
+        return h.hexdigest()[:16]
 
     files = find_files(path)
     if files is None:
@@ -88,10 +95,9 @@ def fingerprint(path: str | os.PathLike | None = None) -> str | None:
     system = SYSTEM_DIR.resolve()
     if all(p.resolve().parent == system for p in files.values()):
         return None
-    h = hashlib.sha256()
-    for role, p in sorted(files.items()):
-        h.update(f"{role}\0{file_digest(p)}\0".encode())
-    return h.hexdigest()[:16]
+    packaged = find_files(SYSTEM_DIR)
+    own = content(files)
+    return None if packaged is not None and content(packaged) == own else own
 
 
 def load(
