@@ -382,3 +382,46 @@ def test_param_group_initial_lr_as_torch_resume_code_sets_it() -> None:
     O.StepLR(opt, 2, last_epoch=3)
     torch.optim.lr_scheduler.StepLR(topt, 2, last_epoch=3)
     assert opt.lr == topt.param_groups[0]["lr"] and opt.param_groups[0]["initial_lr"] == 0.3
+
+
+def test_plateau_and_chained_schedulers_save_and_resume() -> None:
+    """torch's ReduceLROnPlateau and ChainedScheduler have state_dict/load_state_dict (a
+    checkpoint saves them beside the optimizer's); depthlab's had none ("no attribute
+    'state_dict'"). A resumed pair continues with the lrs of the uninterrupted one."""
+    import copy
+
+    from depthlab import optimizers as O
+    from depthlab.parameter import Parameter
+
+    metrics = [1.0, 0.9, 0.95, 0.96, 0.97, 0.5, 0.6, 0.7, 0.8, 0.9, 0.4, 0.45, 0.46, 0.47]
+
+    def opt():
+        return dl.optimizer("sgd", [Parameter("w", np.zeros(2))], lr=0.1)
+
+    a = opt()
+    plateau = O.ReduceLROnPlateau(a, factor=0.5, patience=1, cooldown=1)
+    for m in metrics[:6]:
+        plateau.step(m)
+    b = opt()
+    b.load_state_dict(a.state_dict())
+    resumed = O.ReduceLROnPlateau(b)
+    resumed.load_state_dict(copy.deepcopy(plateau.state_dict()))
+    for m in metrics[6:]:
+        plateau.step(m)
+        resumed.step(m)
+        assert b.lr == a.lr
+    assert a.lr < 0.1 and resumed.patience == 1
+    c, d = opt(), opt()
+    chain = O.ChainedScheduler([O.ConstantLR(c, 0.5, 4), O.ExponentialLR(c, 0.9)])
+    for _ in range(2):
+        chain.step()
+    d.load_state_dict(c.state_dict())
+    again = O.ChainedScheduler([O.ConstantLR(d, 0.5, 4), O.ExponentialLR(d, 0.9)])
+    again.load_state_dict(chain.state_dict())
+    d.lr = c.lr
+    for _ in range(5):
+        chain.step()
+        again.step()
+        assert d.lr == c.lr
+    with pytest.raises(ValueError, match="missing .*best"):
+        resumed.load_state_dict({"mode": "min"})

@@ -447,6 +447,15 @@ class ChainedScheduler:
         for sched in self._schedulers:
             sched.step()
 
+    def state_dict(self) -> dict[str, Any]:
+        """Each scheduler's :meth:`~LRScheduler.state_dict`, in order."""
+        return {"schedulers": [s.state_dict() for s in self._schedulers]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s values."""
+        for sched, sub in zip(self._schedulers, state["schedulers"], strict=True):
+            sched.load_state_dict(sub)
+
     def get_last_lr(self) -> list[float]:
         """``[lr]``, the learning rate the last step set."""
         return [float(self.optimizer.lr)]
@@ -516,3 +525,29 @@ class ReduceLROnPlateau:
     def get_last_lr(self) -> list[float]:
         """``[lr]``, the optimizer's learning rate now."""
         return [float(self.optimizer.lr)]
+
+    _STATE = ("mode", "factor", "patience", "threshold", "threshold_mode", "cooldown",
+              "min_lr", "eps", "best", "num_bad_epochs", "cooldown_counter", "last_epoch")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The settings and counters (``best``, ``num_bad_epochs``, ``cooldown_counter``,
+        ``last_epoch``), as torch's; with ``opt.state_dict()`` a run resumes."""
+        return {k: getattr(self, k) for k in self._STATE}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s values (checked by the constructor's rules first)."""
+        missing = [k for k in self._STATE if k not in state] if isinstance(state, dict) \
+            else list(self._STATE)
+        if missing:
+            raise ValueError(f"ReduceLROnPlateau.load_state_dict: missing {', '.join(missing)}; "
+                             "expected the dict of a ReduceLROnPlateau's state_dict()")
+        checked = ReduceLROnPlateau(self.optimizer, **{k: state[k] for k in self._STATE[:8]})
+        best = state["best"]
+        if isinstance(best, bool) or not isinstance(best, numbers.Real):
+            raise TypeError(f"ReduceLROnPlateau state best={best!r:.60}; expected a number")
+        for k in self._STATE[:8]:  # the settings as the constructor read them
+            setattr(self, k, getattr(checked, k))
+        self.best = float(best)
+        self.num_bad_epochs = _count("num_bad_epochs", state["num_bad_epochs"], low=0)
+        self.cooldown_counter = _count("cooldown_counter", state["cooldown_counter"], low=0)
+        self.last_epoch = _count("last_epoch", state["last_epoch"], low=0)
