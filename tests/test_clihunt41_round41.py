@@ -119,3 +119,18 @@ def test_a_cluster_address_is_read_in_any_case_as_the_other_choices(given, tmp_p
     err = capsys.readouterr().err
     assert "'local:0' is not accepted" in err and err.count("\n") == 1, err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_built_in_data_folder_is_relative_to_the_toml_file_as_data_path(tmp_path, monkeypatch):
+    # data.options.path = "fm" (fashion-mnist's folder) was read relative to the working
+    # folder, data.path relative to the TOML file: the same config found its files only when
+    # started beside them ("Fashion-MNIST files not found (searched: fm)") or other files
+    from depthlab.experiments.config import load_config
+
+    (tmp_path / "proj").mkdir()
+    _fashion_copy(tmp_path / "proj" / "fm", 0)
+    toml = tmp_path / "proj" / "c.toml"
+    toml.write_text('[data]\nname = "fashion-mnist"\noptions = {path = "fm"}\n' + TINY)
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(toml)
+    assert cfg["data"]["options"]["path"] == str((tmp_path / "proj" / "fm").resolve())

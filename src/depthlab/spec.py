@@ -499,6 +499,15 @@ class DataSpec(_Section):
                     error = ConfigTypeError if isinstance(e, TypeError) else ConfigError
                     raise error(f"{prefix}options.{k} = {fmt(v)} is not accepted: {e}",
                                 f"{prefix}options.{k}") from None
+            if isinstance(options.get("path"), str) and options["path"].strip():
+                # a built-in's folder (fashion-mnist's) relative to the TOML file, as data.path
+                # is: it was read relative to the working folder, so one config found other
+                # files (or none) depending on where it was started
+                folder = Path(os.path.expanduser(options["path"]))
+                base = _BASE_DIR.get()
+                if not folder.is_absolute() and base is not None:
+                    folder = base / folder
+                options["path"] = str(folder.resolve())
             self._set(options=options)
             if self.label is not None:
                 raise ConfigError(
