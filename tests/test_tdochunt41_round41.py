@@ -92,3 +92,21 @@ def test_the_fitted_constant_loss_is_the_formula_where_there_is_one_and_nan_for_
         pytest.approx(constant_loss(nn.CrossEntropyLoss(), y, out), rel=1e-5)
     assert fitted_constant_loss(lambda a, b: F.cross_entropy(a[1], b), y, (None, out), 2) == \
         pytest.approx(constant_loss(nn.CrossEntropyLoss(), y, out), rel=1e-5)
+
+
+def test_units_killed_by_a_too_high_learning_rate_get_the_smaller_rate_first():
+    """Issue 8's known answer (a ReLU MLP killed by a high learning rate) with torch's default
+    init: the rule's own cure (He's init) does not bring dead units back; the cure verified
+    first (``max_cures=1``) is the 10x smaller learning rate, and it helps."""
+    x, y = _digits()
+
+    def make() -> nn.Module:
+        return nn.Sequential(nn.Linear(x.shape[1], 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
+                             nn.Linear(64, 10))
+
+    diag = dlt.doctor(make, (x, y), optimizer=("sgd", {"lr": 3.0}), steps=60, batch_size=32,
+                      seed=0, max_cures=1)
+    dead = next(f for f in diag.findings if f.kind == "dead_relu")
+    assert dead.prescription == {"lr": 0.3}, dead.prescription
+    verified = [v for v in diag.verifications if v.kind == "dead_relu"]
+    assert verified and verified[0].helped
