@@ -230,6 +230,16 @@ def test_a_lora_layer_of_its_own_parameters_is_one_layer(dtype):
         ["l1", "l2"]
 
 
+def test_a_bf16_lora_layer_is_one_layer_too():
+    """The sum of a bf16 model's maps is rounded as the forward rounds it (summed in float64
+    it differed from the layer's output by more than STAT_RTOL: three map layers again)."""
+    torch.manual_seed(2)
+    model = _LoraNet(torch.bfloat16)
+    x, y = _batch()
+    df = dlt.probe(model, x.to(torch.bfloat16), y, CE, percentiles=())
+    assert list(df[df.layer >= 1].drop_duplicates("layer").module) == ["l1", "l2"]
+
+
 class _Cell(nn.Module):
     """A hand-written recurrent cell, x Wx + h Wh + b, its activation outside (or inside)."""
 

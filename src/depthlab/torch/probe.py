@@ -1134,7 +1134,7 @@ def _biases(info: LayerInfo) -> list[torch.Tensor]:
     """The module's own parameters shaped as a bias beside its weights (1-dim, or at most one
     dimension above 1), which a sum of its maps may add last (``x @ Wx + h @ Wh + b``)."""
     mine = {id(w) for w in info.weights}
-    return [p.detach().to(torch.float64) for p in info.owner.parameters(recurse=False)
+    return [p.detach() for p in info.owner.parameters(recurse=False)
             if id(p) not in mine and p.is_floating_point()
             and (p.dim() <= 1 or _broadcast_vector(p))]
 
@@ -1161,7 +1161,9 @@ def _sum_of_maps(calls: list[list], keys: set[int], mean: float, std: float,
                 parts = [outs[k][j] for k in subset]
                 if any(t.shape != parts[0].shape for t in parts):
                     break
-                sums.append(sum(t.detach().to(torch.float64) for t in parts))
+                # in their own dtype and order, as the forward added them (a bf16 model's
+                # sum rounded; its float64 sum differed by more than STAT_RTOL)
+                sums.append(sum(t.detach() for t in parts))
             else:
                 if sums and _same_stats(_pooled(sums), mean, std):
                     return True
