@@ -425,3 +425,30 @@ def test_plateau_and_chained_schedulers_save_and_resume() -> None:
         assert d.lr == c.lr
     with pytest.raises(ValueError, match="missing .*best"):
         resumed.load_state_dict({"mode": "min"})
+
+
+def test_sequential_lr_resumes_from_its_state_dict() -> None:
+    """SequentialLR.load_state_dict refused its own state ("invalid last_epoch value: -1"):
+    a scheduler that has not started holds torch's undone epoch -1. Warm restarts resume
+    mid-cycle (T_cur, T_i saved)."""
+    import copy
+
+    from depthlab import optimizers as O
+    from depthlab.parameter import Parameter
+
+    def build():
+        o = dl.optimizer("sgd", [Parameter("w", np.zeros(2))], lr=0.1)
+        return o, O.SequentialLR(o, [O.LinearLR(o, 0.1, 1.0, 4),
+                                     O.CosineAnnealingWarmRestarts(o, 3, 2, 0.001)], [4])
+
+    a, sa = build()
+    for steps in (3, 6):  # before the milestone, then inside a restart period
+        for _ in range(steps):
+            sa.step()
+        b, sb = build()
+        b.load_state_dict(a.state_dict())
+        sb.load_state_dict(copy.deepcopy(sa.state_dict()))
+        for _ in range(8):
+            sa.step()
+            sb.step()
+            assert b.lr == a.lr

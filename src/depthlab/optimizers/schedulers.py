@@ -117,7 +117,8 @@ class LRScheduler:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`'s values (the optimizer's ``lr`` comes with its own)."""
         self.base_lr = check_number("base_lr", state["base_lr"])
-        self.last_epoch = _count("last_epoch", state["last_epoch"], low=0)
+        # -1: a scheduler of a SequentialLR that has not started yet (torch's undo)
+        self.last_epoch = _count("last_epoch", state["last_epoch"], low=-1)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(last_epoch={self.last_epoch}, lr={self.optimizer.lr!r})"
@@ -323,6 +324,16 @@ class CosineAnnealingWarmRestarts(LRScheduler):
     def _initial_step(self) -> None:
         self.last_epoch -= 1  # torch steps this one from last_epoch itself (-1: epoch 0)
         self.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The base's state and the restart counters ``T_cur``, ``T_i``."""
+        return {**super().state_dict(), "T_cur": self.T_cur, "T_i": self.T_i}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s values."""
+        super().load_state_dict(state)
+        self.T_cur = check_number("T_cur", state["T_cur"])
+        self.T_i = _count("T_i", state["T_i"])
 
     def _closed_form(self, lr: float) -> float:  # torch's get_lr (it has no closed form)
         low = self.eta_min
