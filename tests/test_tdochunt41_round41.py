@@ -5,6 +5,7 @@ loss, so the rules that judge a loss against it (a learning rate too low to move
 a constant prediction, the cures that end there) were silent where ``nn.CrossEntropyLoss()``
 spoke."""
 
+import functools
 import math
 
 import pytest
@@ -49,21 +50,30 @@ def _dict_ce(out: dict, target: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(out["logits"], target)
 
 
+_SLOW = dict(optimizer=("sgd", {"lr": 1e-4}), steps=30, batch_size=32, seed=0, verify=False)
+
+
+def _slow_mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+@functools.lru_cache(maxsize=1)
+def _named_kinds() -> list:
+    """The findings of the MLP at lr 1e-4 with ``nn.CrossEntropyLoss()`` (run once)."""
+    return [f.kind for f in dlt.doctor(_slow_mlp, _digits(), loss_fn=nn.CrossEntropyLoss(),
+                                       **_SLOW).findings]
+
+
 @pytest.mark.parametrize("loss_fn,dict_out", [(_ce, False), (_MyLoss(), False),
                                               (_dict_ce, True)],
                          ids=["function", "module", "dict-output"])
 def test_a_learning_rate_too_low_is_found_with_a_loss_written_as_a_function(loss_fn, dict_out):
     x, y = _digits()
-
-    def make() -> nn.Module:
-        return nn.Sequential(nn.Linear(x.shape[1], 32), nn.ReLU(), nn.Linear(32, 10))
-
-    kw = dict(optimizer=("sgd", {"lr": 1e-4}), steps=30, batch_size=32, seed=0, verify=False)
-    named = dlt.doctor(make, (x, y), loss_fn=nn.CrossEntropyLoss(), **kw)
-    own = dlt.doctor((lambda: _DictOut(x.shape[1])) if dict_out else make, (x, y),
-                     loss_fn=loss_fn, **kw)
-    assert "lr_too_low" in [f.kind for f in named.findings]
-    assert [f.kind for f in own.findings] == [f.kind for f in named.findings]
+    own = dlt.doctor((lambda: _DictOut(x.shape[1])) if dict_out else _slow_mlp, (x, y),
+                     loss_fn=loss_fn, **_SLOW)
+    named = _named_kinds()
+    assert "lr_too_low" in named
+    assert [f.kind for f in own.findings] == named
 
 
 def test_the_fitted_constant_loss_is_the_formula_where_there_is_one_and_nan_for_a_sum():
