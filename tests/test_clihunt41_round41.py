@@ -134,3 +134,44 @@ def test_a_built_in_data_folder_is_relative_to_the_toml_file_as_data_path(tmp_pa
     monkeypatch.chdir(tmp_path)
     cfg = load_config(toml)
     assert cfg["data"]["options"]["path"] == str((tmp_path / "proj" / "fm").resolve())
+
+
+def test_a_long_data_preparation_shows_progress(tmp_path, monkeypatch, capsys):
+    # `depthlab run` of a 1 GB .npz said nothing for 34 s (its fingerprint, load and
+    # standardization) before the first training line; now a line every few seconds
+    import threading
+
+    import depthlab.cli.run as cli_run
+    from depthlab.cli import main
+    from depthlab.progress import waiting
+
+    lines: list[str] = []
+    two = threading.Event()
+
+    def write(line: str) -> None:
+        lines.append(line)
+        if len(lines) >= 2:
+            two.set()
+
+    with waiting("preparing the data", "lines", every_s=0.01, write=write):
+        assert two.wait(60)
+    for t in threading.enumerate():
+        if t.name == "depthlab-waiting":
+            t.join(60)
+    said = len(lines)
+    assert lines[0].startswith("preparing the data: ") and lines[0].endswith(" elapsed")
+    assert not any(t.name == "depthlab-waiting" for t in threading.enumerate())
+    assert len(lines) == said  # none after the block
+    with waiting("x", False, every_s=0.0, write=write):
+        pass
+    assert len(lines) == said
+    # the CLI's run waits so for its data (and not with --quiet)
+    used: list = []
+    real = cli_run.waiting
+    monkeypatch.setattr(cli_run, "waiting", lambda label, progress: used.append(
+        (label, progress)) or real(label, progress))
+    (tmp_path / "c.toml").write_text('[data]\nname = "clusters"\nn = 60\n' + TINY)
+    for quiet in ([], ["-q"]):
+        assert main(["run", str(tmp_path / "c.toml"), "--out", str(tmp_path / "r"),
+                     "--overwrite", *quiet]) == 0
+    assert [u[0] for u in used] == ["preparing the data"] * 2 and used[1][1] is False

@@ -16,14 +16,16 @@ time per unit of work measured on the stages done so far and the work of the sta
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = ["LINE_EVERY_S", "ExperimentProgress", "Stages", "StatusLines", "count", "duration",
-           "make_progress", "mode", "tqdm_bar", "warning_line"]
+           "make_progress", "mode", "tqdm_bar", "waiting", "warning_line"]
 
 LINE_EVERY_S = 5.0
 
@@ -38,6 +40,34 @@ def mode(progress: Any) -> str | None:
         return "lines"
     raise ValueError(f"progress={progress!r} is not accepted; expected True/'bar', 'lines', "
                      "False or None")
+
+
+@contextlib.contextmanager
+def waiting(label: str, progress: Any, *, every_s: float = LINE_EVERY_S,
+            write: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Say ``"{label}: {k * every_s} s elapsed"`` every ``every_s`` seconds while the block
+    runs (nothing when it ends sooner, nothing for ``progress`` False/None): a long silent
+    step, such as loading a large data file before the first training step, shows that it
+    is working. Lines are written by a daemon thread; an exception or Ctrl-C in the block
+    stops them at once."""
+    if mode(progress) is None:
+        yield
+        return
+    out = write or (lambda line: print(line, file=sys.stderr, flush=True))
+    done = threading.Event()
+    start = time.monotonic()
+
+    def beat() -> None:
+        while not done.wait(every_s):
+            out(f"{label}: {duration(time.monotonic() - start)} elapsed")
+
+    thread = threading.Thread(target=beat, name="depthlab-waiting", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(1.0)
 
 
 def warning_line(message: Any, category: Any = None, filename: Any = None, lineno: Any = None,

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..progress import count as count_of
+from ..progress import waiting
 from .common import (
     Command,
     UserError,
@@ -72,8 +73,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     ignored_sweep = cfg.pop("sweep", None) is not None
     check_memory(cfg)  # before the run id reads a data file whole for its fingerprint
-    rid = run_id(cfg)
-    prep = prepare(cfg)
+    # a large data file's fingerprint, load and standardization: 30 s without a line
+    with waiting("preparing the data", progress_mode(args)):
+        rid = run_id(cfg)
+        prep = prepare(cfg)
     check_history(prep.config, prep.data.sizes["train"])  # epochs = 10**12: refused, not OOM
     _warn_unreached_steps(prep.config, prep.data.sizes["train"])
     # before training: a bad, read-only or full --out and a stored run with this config
