@@ -95,6 +95,11 @@ def test_the_fitted_constant_loss_is_the_formula_where_there_is_one_and_nan_for_
     assert math.isnan(fitted_constant_loss(nn.CrossEntropyLoss(reduction="sum"), y, out))
     assert math.isnan(fitted_constant_loss(nn.CrossEntropyLoss(reduction="none"), y, out))
     assert math.isnan(fitted_constant_loss(lambda a, b: 1 / 0, y, out))
+    # a constant per entry of a large output (a segmentation map) fitted on a few dozen rows
+    # overfits them: not fitted
+    seg = torch.randint(0, 21, (1100, 64, 64), generator=g)
+    assert math.isnan(fitted_constant_loss(lambda a, b: F.cross_entropy(a, b), seg,
+                                           torch.zeros(2, 21, 64, 64)))
     # a model's dict or tuple output: its per-example tensors made constant, the rest kept
     parts = {"logits": out, "n": 7, "w": torch.ones(3, 3)}
     assert fitted_constant_loss(lambda a, b: F.cross_entropy(a["logits"], b) + 0 * a["w"].sum()
