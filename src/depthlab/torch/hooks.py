@@ -1124,7 +1124,7 @@ class Recording:
         self._tap(prehook, fresh)
         if not self._in_model:  # a submodule called outside the model's forward: its pass is
             # told by its layers' nodes in a loss's graph (_loss_pass)
-            fn.metadata[_MARK] = _serial(self.p)
+            _mark(fn, _serial(self.p))
 
     def _tap(self, hook, fresh: bool = False) -> None:
         """Note a gradient hook of the pass (held by the autograd graph; see _Pass.taps), just
@@ -2497,22 +2497,34 @@ def _serial(p: _Pass) -> int:
 def _mark_outputs(output, serial: int) -> None:
     """Put ``serial`` into the autograd metadata of each node that produced a tensor of
     ``output`` (a tensor, tuple, list or dict, nested): a loss's graph tells which pass it
-    came from (:func:`_loss_pass`). A tensor's node only; no graph is held."""
+    came from (:func:`_loss_pass`). A tensor's node only; no graph is held. At most
+    ``LOSS_WALK`` objects of a nested output are looked at; a node without metadata (none
+    known) is left unmarked."""
     if type(output) is torch.Tensor:
         fn = output.grad_fn
         if fn is not None:
-            fn.metadata[_MARK] = serial
+            _mark(fn, serial)
         return
     todo = [output]
-    while todo:
+    for _ in range(LOSS_WALK):
+        if not todo:
+            break
         obj = todo.pop()
         if isinstance(obj, torch.Tensor):
             if obj.grad_fn is not None:
-                obj.grad_fn.metadata[_MARK] = serial
+                _mark(obj.grad_fn, serial)
         elif isinstance(obj, dict):
             todo.extend(obj.values())
         elif isinstance(obj, (tuple, list)):
             todo.extend(obj)
+
+
+def _mark(fn: torch.autograd.graph.Node, serial: int) -> None:
+    """``fn.metadata[_MARK] = serial`` where the node has metadata."""
+    try:
+        fn.metadata[_MARK] = serial
+    except (AttributeError, RuntimeError, TypeError):
+        pass
 
 
 def _loss_pass(root: torch.autograd.graph.Node, passes: list, chosen: int) -> int:
@@ -2535,7 +2547,10 @@ def _loss_pass(root: torch.autograd.graph.Node, passes: list, chosen: int) -> in
     for node in queue:
         if len(queue) > LOSS_WALK:
             break
-        mark = node.metadata.get(_MARK)
+        try:
+            mark = node.metadata.get(_MARK)
+        except (AttributeError, RuntimeError, TypeError):
+            mark = None
         if mark is not None:
             found.add(mark)
             continue
