@@ -34,8 +34,8 @@ def config(tmp_path):
     return path
 
 
-def test_run_json_is_pure_and_progress_is_not_a_bar(tmp_path, config):
-    r = cli("run", config, "--out", tmp_path / "out", "--json")
+def test_run_json_is_pure_and_progress_is_not_a_bar(stored_run_json):
+    r, _ = stored_run_json  # the module's run of CONFIG (--json), which stored_run reads
     assert r.returncode == 0, r.stderr
     rec = json.loads(r.stdout)  # nothing but JSON on stdout
     assert rec["status"] == "finished" and rec["metrics"]["steps"] > 0
@@ -63,14 +63,23 @@ def test_doctor_json_is_pure(tmp_path, config):
 
 
 @pytest.fixture(scope="module")
-def stored_run(tmp_path_factory):
-    """A results folder holding one finished run of :data:`CONFIG` (``run --quiet`` in a
-    subprocess), shared by the tests below, which add no run to it."""
+def stored_run_json(tmp_path_factory):
+    """``run CONFIG --json`` in a subprocess, once for the module: (its result, its ``--out``
+    folder). The JSON test checks its output; :func:`stored_run` reads the folder it stored
+    (one training run of :data:`CONFIG` for both, not two)."""
     tmp = tmp_path_factory.mktemp("stored")
     (tmp / "tiny.toml").write_text(CONFIG)
-    r = cli("run", tmp / "tiny.toml", "--out", tmp / "out", "--quiet")
+    r = cli("run", tmp / "tiny.toml", "--out", tmp / "out", "--json")
+    return r, tmp / "out"
+
+
+@pytest.fixture(scope="module")
+def stored_run(stored_run_json):
+    """A results folder holding one finished run of :data:`CONFIG`, shared by the tests below,
+    which add no run to it."""
+    r, out = stored_run_json
     assert r.returncode == 0, r.stderr
-    return tmp / "out"
+    return out
 
 
 def test_report_says_what_it_is_doing(stored_run):

@@ -236,14 +236,17 @@ def test_a_run_without_accuracy_gets_its_loss_panel_alone():
     assert [ax.get_title() for ax in both.axes] == ["Training loss", "Accuracy"]
 
 
-def test_a_diverged_run_without_a_report_says_where_its_loss_stopped_being_finite(tmp_path):
+def test_a_diverged_run_without_a_report_says_where_its_loss_stopped_being_finite(tmp_path,
+                                                                                 monkeypatch):
     import dataclasses
 
     from test_report import synthetic_record
 
     from depthlab.experiments.store import Store
-    from depthlab.report import write_report
+    from depthlab.report import build, write_report
 
+    # the page's words are under test, not its 7 figures: not drawn (seconds each)
+    monkeypatch.setattr(build._Pngs, "add", lambda self, name, fn, *a, **k: b"")
     r = synthetic_record("watchboom01", sweep=None, status="diverged")
     loss = [1.2, 4e3, 2.6e11, 2e28] + [float("nan")] * 26  # a Watch trained on past the NaN
     r = dataclasses.replace(r, divergence=None,

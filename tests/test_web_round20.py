@@ -159,7 +159,9 @@ def test_png_copies_of_runs_named_alike_but_for_case_are_distinct_files(tmp_path
 
     with Store(tmp_path) as store:
         for rid, name in (("case00000001", "RUN 1"), ("case00000002", "run_1")):
-            rec = synthetic_record(rid, depth=2, sweep=None)
+            # without probes: the training figure alone (the file name every figure of a run
+            # derives from its name is the one under test), not 2 x 9 figures drawn twice
+            rec = synthetic_record(rid, depth=2, sweep=None, probes=False)
             rec.name = name
             store.add_run(rec)
     write_report(tmp_path)
@@ -286,7 +288,9 @@ def test_a_run_named_with_a_leading_dot_gets_visible_png_copies(tmp_path):
     from depthlab.report.build import FIGURE_LIST
 
     with Store(tmp_path) as store:
-        rec = synthetic_record("dot000000001", depth=2, sweep=None)
+        # without probes: the training figure alone, named from the run's name as every other
+        # figure of a run is (9 figures drawn twice before)
+        rec = synthetic_record("dot000000001", depth=2, sweep=None, probes=False)
         rec.name = ".hidden"
         store.add_run(rec)
     write_report(tmp_path)
