@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..progress import count as count_of
+from ..progress import waiting
 from .config import ConfigError, data_digest
 from .executors import Executor, Task, make_executor
 from .grid import (
@@ -124,12 +125,14 @@ def run_sweep(raw: dict[str, Any], out_dir: str | os.PathLike, *, jobs: int = 1,
     full = grid_size(grid)
     total = full if limit is None else min(full, limit)
     say = echo or (lambda _line: None)
-    # every single value, before anything runs or is said: a bad one is the only line
-    check_values(raw, grid, base_dir=base_dir)
-    check_shared_data(raw, grid, base_dir=base_dir)
-    sid = sweep_id({**{k: v for k, v in base.items() if k != "name"},
-                    **({"sweep": canonical_grid(grid)} if grid else {}),
-                    **data_contents(base, grid, base_dir=base_dir)})
+    # every single value, before anything runs or is said: a bad one is the only line (a
+    # large data file read here for its check and fingerprint: a line every few seconds)
+    with waiting("sweep: reading its data", "lines" if echo is not None else None, write=say):
+        check_values(raw, grid, base_dir=base_dir)
+        check_shared_data(raw, grid, base_dir=base_dir)
+        sid = sweep_id({**{k: v for k, v in base.items() if k != "name"},
+                        **({"sweep": canonical_grid(grid)} if grid else {}),
+                        **data_contents(base, grid, base_dir=base_dir)})
     shape = grid_shape(grid)  # a limit's points named as the first of the grid's (was
     # "3 points (train.lr 2 x train.seed 4)", a size its own factors contradict)
     shape = shape if total == full else f"the first {total:,} of the grid's {full:,}: {shape}"
