@@ -1580,12 +1580,14 @@ def input_scale(mean: Any, std: Any, scale_limit: float = INPUT_SCALE) -> dict[s
 
 
 def _input_scale_limit(ctx: RunContext) -> float:
-    """``INPUT_SCALE_LOGITS`` under a loss on logits (one with an accuracy: cross_entropy,
-    binary_cross_entropy), else ``INPUT_SCALE`` (regression losses, or not known)."""
+    """``INPUT_SCALE_LOGITS`` under a loss on logits (cross_entropy, binary_cross_entropy),
+    else ``INPUT_SCALE`` (regression losses, torch's BCELoss/NLLLoss on probabilities or
+    log-probabilities, or not known)."""
     from ..losses import get_loss
 
     try:
-        logits = bool(get_loss(ctx.settings.get("loss", "cross_entropy")).has_accuracy)
+        logits = get_loss(ctx.settings.get("loss", "cross_entropy")).name in (
+            "cross_entropy", "binary_cross_entropy")
     except (ValueError, TypeError):
         logits = False
     return INPUT_SCALE_LOGITS if logits else INPUT_SCALE

@@ -160,24 +160,26 @@ def has_zero_biases(bias_init: Any) -> bool:
     return isinstance(init, Constant) and init.value == 0.0
 
 
-def random_bias_variances(bias_init: Any, widths: list[int]) -> list[float] | None:
+def random_bias_variances(bias_init: Any, fans: list[tuple[int, int]]) -> list[float] | None:
     """The variance ``sigma_b^2`` of one bias entry at each layer of ``widths`` for a bias
     initializer that draws zero-mean random biases, Gaussian or uniform (``normal`` with any
-    ``std``, ``uniform`` ``limit^2 / 3``, the variance-scaling ones ``scale / fan`` of the bias
-    vector's fans; their objects too; :func:`bias_distribution` says which): the mean-field
+    ``std``, ``uniform`` ``limit^2 / 3``, the variance-scaling ones ``scale / fan`` of the
+    layer weight's ``fans`` (fan_in, fan_out): a Dense layer draws its bias with them, torch's
+    nn.Linear rule; their objects too; :func:`bias_distribution` says which): the mean-field
     recursion ``q_l = n_{l-1} v_l E[f(s_{l-1})^2] + sigma_b^2`` takes them (uniform ones with
     ``s = z + b`` integrated over ``b``, as :func:`~depthlab.theory.variance.propagate`'s
-    ``bias_dist="uniform"``). ``[0, ...]`` for zero biases; None for constant non-zero biases
-    (every pre-activation's mean is then ``b``, not 0) and any other initializer."""
+    ``bias_dist="uniform"``), one per layer of ``fans``. ``[0, ...]`` for zero biases; None
+    for constant non-zero biases (every pre-activation's mean is then ``b``, not 0) and any
+    other initializer."""
     from ..initializers import get_initializer
 
     if has_zero_biases(bias_init):
-        return [0.0] * len(widths)
+        return [0.0] * len(fans)
     if bias_distribution(bias_init) is None:
         return None
     try:
         init = get_initializer(bias_init)
-        out = [float(init.shape_variance((int(n),))) for n in widths]
+        out = [float(init.variance(int(a), int(b))) for a, b in fans]
     except (ValueError, TypeError, ArithmeticError):
         return None
     return out if all(math.isfinite(v) and v >= 0 for v in out) else None
@@ -424,7 +426,7 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
     points = 2 * len(hidden) - 1 if residual else len(hidden)
     # random zero-mean biases: q_l = n v E[f^2] + sigma_b^2 (plain nets; BN's Dense has none)
     bias_vars = None if bn or has_zero_biases(spec.bias_init) else random_bias_variances(
-        spec.bias_init, hidden)
+        spec.bias_init, [(int(a), int(b)) for a, b in zip(sizes[:-2], sizes[1:-1])])
     if not bn and not has_zero_biases(spec.bias_init) and (bias_vars is None or residual):
         why = ("the residual recursion assumes zero biases" if bias_vars is not None else
                "the recursion assumes zero-mean biases (constant non-zero biases shift every "

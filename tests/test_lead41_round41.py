@@ -1,0 +1,40 @@
+"""Round 41, lead: the theory reads a fan-based bias initializer with its layer weight's fans
+(nphunt41 made Dense draw the bias so, torch's nn.Linear rule), and the doctor's input-scale
+limit for losses on logits names them (torch's BCELoss/NLLLoss take probabilities)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import depthlab as dl
+from depthlab.theory.predict import random_bias_variances
+
+
+def test_the_predicted_bias_variances_are_those_the_network_drew():
+    net = dl.mlp([400, 3000, 2000, 10], activation="tanh", bias_init="fan_in_uniform", seed=0)
+    dense = [layer for layer in net.layers if hasattr(layer, "fan_in")][:2]
+    fans = [(d.fan_in, d.fan_out) for d in dense]
+    assert fans == [(400, 3000), (3000, 2000)]
+    predicted = random_bias_variances("fan_in_uniform", fans)
+    drawn = [float(np.var(d.b.value.astype(np.float64))) for d in dense]
+    # U(+-1/sqrt(fan_in)): variance 1/(3 fan_in); the sample variance of n draws is within
+    # a few relative sds sqrt(0.8/n) of it (0.8: the uniform's excess kurtosis -1.2 + 2)
+    for p, d, (fan_in, _), n in zip(predicted, drawn, fans, (3000, 2000)):
+        assert np.isclose(p, 1.0 / (3 * fan_in), rtol=1e-12)
+        assert abs(d / p - 1) < 5 * np.sqrt(0.8 / n)
+    note = dl.theory.predict_gradients(net).note
+    assert "0.000833, 0.000111" in note
+
+
+def test_the_input_scale_limit_of_probability_losses_is_the_regression_one():
+    from depthlab.diagnosis import rules
+
+    class Ctx:
+        def __init__(self, loss):
+            self.settings = {"loss": loss}
+
+    assert rules._input_scale_limit(Ctx("cross_entropy")) == rules.INPUT_SCALE_LOGITS
+    assert rules._input_scale_limit(Ctx("BCEWithLogitsLoss")) == rules.INPUT_SCALE_LOGITS
+    assert rules._input_scale_limit(Ctx("BCELoss")) == rules.INPUT_SCALE
+    assert rules._input_scale_limit(Ctx("NLLLoss")) == rules.INPUT_SCALE
+    assert rules._input_scale_limit(Ctx("mse")) == rules.INPUT_SCALE
