@@ -38,3 +38,27 @@ def test_the_input_scale_limit_of_probability_losses_is_the_regression_one():
     assert rules._input_scale_limit(Ctx("BCELoss")) == rules.INPUT_SCALE
     assert rules._input_scale_limit(Ctx("NLLLoss")) == rules.INPUT_SCALE
     assert rules._input_scale_limit(Ctx("mse")) == rules.INPUT_SCALE
+
+
+def test_a_config_naming_torchs_probability_losses_is_refused_naming_the_logit_loss(tmp_path):
+    import subprocess
+    import sys
+
+    import pytest
+
+    from depthlab.spec import ConfigError, RunSpec
+
+    for name, twin in (("BCELoss", "binary_cross_entropy"), ("log_loss", "binary_cross_entropy"),
+                       ("NLLLoss", "cross_entropy"), ("nll", "cross_entropy")):
+        with pytest.raises(ConfigError, match=f'accepted: "{twin}"'):
+            RunSpec.from_dict({"data": {"name": "digits"}, "train": {"loss": name},
+                               "model": {"sizes": ["auto", 8, "auto"]}})
+    config = tmp_path / "c.toml"
+    config.write_text('[data]\nname = "digits"\n[model]\nsizes = ["auto", 8, "auto"]\n'
+                      '[train]\nloss = "BCELoss"\nepochs = 1\n')
+    out = subprocess.run([sys.executable, "-m", "depthlab", "run", str(config), "--out",
+                          str(tmp_path / "out")], capture_output=True, text=True)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "BCELoss" in lines[0] and "binary_cross_entropy" in lines[0]
+    assert not (tmp_path / "out").exists()

@@ -995,6 +995,14 @@ class RunSpec:
                 f"train.monitor = \"{t.monitor}\" needs a validation split but "
                 "data.val_fraction = 0; accepted: data.val_fraction > 0 or train.monitor = "
                 "\"train_loss\"", "train.monitor")
+        logit_twin = {"bce_loss": ("binary_cross_entropy", "BCELoss", "probabilities"),
+                      "nll_loss": ("cross_entropy", "NLLLoss", "log-probabilities")}
+        if self.train.loss in logit_twin:  # Python-API losses: a config trains on logits
+            twin, torch_name, takes = logit_twin[self.train.loss]
+            raise ConfigError(
+                f"train.loss = \"{self.train.loss}\" (torch's {torch_name}, on {takes}) is "
+                f"not a config loss; accepted: \"{twin}\" (the same loss on the network's "
+                "logits, without model.output_activation)", "train.loss")
         n_out = self.model.sizes[-1]
         if self.train.loss == "binary_cross_entropy" and n_out not in ("auto", 1):
             raise ConfigError(
