@@ -73,16 +73,16 @@ def load_revision(rev: str, cache: Path):
     return module, sha[:10]
 
 
-def timed_hooks(rec: ProbeRecorder) -> dict[int, int]:
-    """Wrap the recorder's two update hooks (on the instance): wall ns spent in them, per
-    step."""
+def timed_hooks(rec: ProbeRecorder, clock=time.perf_counter_ns) -> dict[int, int]:
+    """Wrap the recorder's two update hooks (on the instance): ns of ``clock`` spent in them,
+    per step."""
     spent: dict[int, int] = {}
 
     def wrap(hook):
         def timed(trainer, step, *rest):
-            t = time.perf_counter_ns()
+            t = clock()
             hook(trainer, step, *rest)
-            spent[step] = spent.get(step, 0) + time.perf_counter_ns() - t
+            spent[step] = spent.get(step, 0) + clock() - t
         return timed
 
     rec.before_update = wrap(rec.before_update)
@@ -90,14 +90,13 @@ def timed_hooks(rec: ProbeRecorder) -> dict[int, int]:
     return spent
 
 
-def run(spec: dict, x, y, steps: int, kernels, every: int | None, frame: bool = False):
-    """``(CPU seconds per step, median wall us in the hooks of a step that records)`` of one
-    ``fit`` with the recorder on ``kernels`` (no recorder for ``every=None``); with ``frame``,
-    the recorder's frame and histograms instead."""
+def timed_fit(spec: dict, x, y, steps: int, rec, every: int | None, frame: bool = False,
+              clock=time.perf_counter_ns):
+    """``(CPU seconds per step, median us of ``clock`` in the hooks of a step that records)``
+    of one ``fit`` with recorder ``rec`` (None: the bare step); with ``frame``, the recorder's
+    frame and histograms instead."""
     net = mlp(spec["sizes"], activation=spec["activation"], init=spec["init"], seed=0)
-    rec = ProbeRecorder(every=every) if every else None
-    spent = timed_hooks(rec) if rec and not frame else {}
-    accel._state["kernels"] = kernels
+    spent = timed_hooks(rec, clock) if rec and not frame else {}
     t = time.process_time()
     fit(net, x, y, loss="cross_entropy", optimizer="sgd", lr=0.01, batch_size=spec["batch"],
         epochs=None, max_steps=steps, eval_train=False, callbacks=[rec] if rec else [])
@@ -107,6 +106,51 @@ def run(spec: dict, x, y, steps: int, kernels, every: int | None, frame: bool = 
     # a step records when its before_update measures label step - 1 (a multiple of every)
     rec_steps = [spent[s] for s in spent if (s - 1) % every == 0] if every else []
     return dt, statistics.median(rec_steps) / 1e3 if rec_steps else math.nan
+
+
+def run(spec: dict, x, y, steps: int, kernels, every: int | None, frame: bool = False):
+    """:func:`timed_fit` with the recorder on ``kernels`` (no recorder for ``every=None``),
+    its hooks timed in wall time."""
+    accel._state["kernels"] = kernels
+    return timed_fit(spec, x, y, steps, ProbeRecorder(every=every) if every else None, every,
+                     frame)
+
+
+def compare(label: str, spec: dict, x, y, steps: int, sides: dict, everies, rounds: int,
+            run_side, what: str, hooks_unit: str = "us") -> None:
+    """Print the A/B table of one network: ``run_side(spec, x, y, steps, side, every,
+    frame=False)`` for the bare step and each side at each ``every``, in an order alternating
+    round after round, after checking both sides' frames identical (a short run, every=1)."""
+    check = min(steps, 12)
+    got = [run_side(spec, x, y, check, side, 1, frame=True) for side in sides.values()]
+    same = got[0][0].equals(got[1][0]) and got[0][1].equals(got[1][1])
+    modes = [("no probes", None, None)] + [
+        (f"every={e}, {name}", e, side) for e in everies for name, side in sides.items()]
+    times: dict[str, list[float]] = {m[0]: [] for m in modes}
+    hooks: dict[str, list[float]] = {m[0]: [] for m in modes}
+    run_side(spec, x, y, max(2, steps // 10), list(sides.values())[-1], None)  # warm-up
+    for r in range(rounds):
+        for name, every, side in modes if r % 2 == 0 else modes[::-1]:
+            dt, us = run_side(spec, x, y, steps, side, every)
+            times[name].append(dt)
+            hooks[name].append(us)
+    base = statistics.median(times["no probes"])
+    print(f"\n{label}: {steps} steps per run; frames identical with both {what}: {same}")
+    print(f"  {'mode':34s} {'CPU ms per step':>26s}  {'overhead':>8s}  "
+          f"hooks of a recording step, {hooks_unit} (median per run: median, range)")
+    for name, t in times.items():
+        med = statistics.median(t)
+        line = f"  {name:34s} {1e3 * med:9.3f} ({1e3 * min(t):.3f}-{1e3 * max(t):.3f}) ms"
+        if name != "no probes":
+            h = hooks[name]
+            line += (f"  {100 * (med / base - 1):7.1f}%  {statistics.median(h):9.1f} "
+                     f"({min(h):.1f}-{max(h):.1f})")
+        print(line)
+    for e in everies:
+        b, a = (statistics.median(times[f"every={e}, {s}"]) - base for s in sides)
+        hb, ha = (statistics.median(hooks[f"every={e}, {s}"]) for s in sides)
+        print(f"  every={e}: after / before: probe CPU cost "
+              f"{a / b if b > 0 else math.nan:.2f}, hooks of a recording step {ha / hb:.2f}")
 
 
 def record_cost(spec: dict, x, y, sides: dict, rounds: int, reps: int) -> dict[str, list]:
@@ -180,37 +224,8 @@ def main() -> None:
             print(f"  {name:34s} {statistics.median(v):10.1f} ({min(v):.1f}-{max(v):.1f})")
         if args.records_only:
             continue
-        check = min(steps, 12)
-        got = [run(spec, x, y, check, k, 1, frame=True) for k in sides.values()]
-        same = got[0][0].equals(got[1][0]) and got[0][1].equals(got[1][1])
-        modes = [("no probes", None, None)] + [
-            (f"every={e}, {name}", e, k) for e in (10, 1) for name, k in sides.items()]
-        times: dict[str, list[float]] = {m[0]: [] for m in modes}
-        hooks: dict[str, list[float]] = {m[0]: [] for m in modes}
-        run(spec, x, y, max(2, steps // 10), after, None)  # warm-up
-        for r in range(args.rounds):
-            for name, every, k in modes if r % 2 == 0 else modes[::-1]:
-                dt, us = run(spec, x, y, steps, k, every)
-                times[name].append(dt)
-                hooks[name].append(us)
+        compare(label, spec, x, y, steps, sides, (10, 1), args.rounds, run, "kernels")
         accel._state["kernels"] = after
-        base = statistics.median(times["no probes"])
-        print(f"\n{label}: {steps} steps per run; frames identical with both kernels: {same}")
-        print(f"  {'mode':34s} {'CPU ms per step':>26s}  {'overhead':>8s}  "
-              "hooks of a recording step, us (median per run: median, range)")
-        for name, t in times.items():
-            med = statistics.median(t)
-            line = f"  {name:34s} {1e3 * med:9.3f} ({1e3 * min(t):.3f}-{1e3 * max(t):.3f}) ms"
-            if name != "no probes":
-                h = hooks[name]
-                line += (f"  {100 * (med / base - 1):7.1f}%  {statistics.median(h):9.1f} "
-                         f"({min(h):.1f}-{max(h):.1f})")
-            print(line)
-        for e in (10, 1):
-            b, a = (statistics.median(times[f"every={e}, {s}"]) - base for s in sides)
-            hb, ha = (statistics.median(hooks[f"every={e}, {s}"]) for s in sides)
-            print(f"  every={e}: after / before: probe CPU cost "
-                  f"{a / b if b > 0 else math.nan:.2f}, hooks of a recording step {ha / hb:.2f}")
     print(f"\nload average {os.getloadavg()[0]:.1f} after")
 
 
