@@ -273,6 +273,14 @@ class Loss:
         """d(reduced loss) / d(each item's loss): ``1 / n`` (mean) or 1 (sum, none)."""
         return 1.0 / n if self.reduction == "mean" else 1.0
 
+    def _per_element(self, g: Array, grad: Any) -> Array:
+        """``g`` (each element's d loss / d input, scaled in place) times d(reduced loss) /
+        d(element's loss): ``1 / g.size`` (mean) or 1 (sum), or the given per-element ``grad``
+        (reduction "none")."""
+        g *= self._scale(g.size)
+        up = self._upstream(grad, g.shape, g.dtype)
+        return g if up is None else g * up
+
     def _upstream(self, grad: Any, shape: tuple[int, ...], dtype: np.dtype) -> Array | None:
         """The gradient w.r.t. the ``reduction="none"`` losses (of ``shape``), None for ones
         (or for a scalar loss: ``grad`` must then be None)."""
@@ -380,9 +388,7 @@ class Huber(Loss):
     def backward(self, grad: Any = None) -> Array:
         diff = self._cached()
         g = xp.clip(diff, -self.delta, self.delta)
-        g *= self._scale(diff.size)
-        up = self._upstream(grad, diff.shape, diff.dtype)
-        return g if up is None else g * up
+        return self._per_element(g, grad)
 
     def accuracy(self, pred: Array, target: Array) -> float | None:
         """Arg-max accuracy for one-hot target rows; None for regression targets."""
@@ -702,9 +708,7 @@ class BinaryCrossEntropy(Loss):
             g -= y
         if w is not None:
             g *= w
-        g *= self._scale(z.size)
-        up = self._upstream(grad, z.shape, z.dtype)
-        return g if up is None else g * up
+        return self._per_element(g, grad)
 
     def accuracy(self, pred: Array, target: Array) -> float:
         """Fraction with (logit > 0) == (target > 0.5)."""
@@ -782,9 +786,7 @@ class BCELoss(Loss):
         w = self._weight(x)
         if w is not None:
             g *= w
-        g *= self._scale(x.size)
-        up = self._upstream(grad, x.shape, x.dtype)
-        return g if up is None else g * up
+        return self._per_element(g, grad)
 
     def accuracy(self, pred: Array, target: Array) -> float:
         """Fraction with (probability > 0.5) == (target > 0.5)."""
