@@ -231,8 +231,8 @@ class CosineAnnealingLR(LRScheduler):
                                                           self.T_max)) / 2
 
 
-class LambdaLR(LRScheduler):
-    """``lr = lr_0 * lr_lambda(e)`` (torch's ``LambdaLR``)."""
+class _EpochFunction(LRScheduler):
+    """A schedule by a user's function of the epoch, ``lr_lambda`` (checked callable)."""
 
     def __init__(self, optimizer: Optimizer, lr_lambda: Callable[[int], float],
                  last_epoch: int = -1) -> None:
@@ -241,21 +241,17 @@ class LambdaLR(LRScheduler):
                             f"{lr_lambda!r:.60}")
         self.lr_lambda = lr_lambda
         super().__init__(optimizer, last_epoch)
+
+
+class LambdaLR(_EpochFunction):
+    """``lr = lr_0 * lr_lambda(e)`` (torch's ``LambdaLR``)."""
 
     def _next_lr(self, lr: float) -> float:
         return self.base_lr * self.lr_lambda(self.last_epoch)
 
 
-class MultiplicativeLR(LRScheduler):
+class MultiplicativeLR(_EpochFunction):
     """``lr *= lr_lambda(e)`` at each step (torch's ``MultiplicativeLR``; epoch 0 keeps lr)."""
-
-    def __init__(self, optimizer: Optimizer, lr_lambda: Callable[[int], float],
-                 last_epoch: int = -1) -> None:
-        if not callable(lr_lambda):
-            raise TypeError(f"lr_lambda must be a function of the epoch, got "
-                            f"{lr_lambda!r:.60}")
-        self.lr_lambda = lr_lambda
-        super().__init__(optimizer, last_epoch)
 
     def _next_lr(self, lr: float) -> float:
         return lr if self._initial else lr * self.lr_lambda(self.last_epoch)
