@@ -9,6 +9,7 @@ import warnings
 import pandas as pd
 import pytest
 import torch
+from helpers.torchmodels import ParameterListMaps, TiedEmbeddingHead
 from torch import nn
 
 import depthlab.torch as dlt
@@ -83,35 +84,6 @@ class _RootWeight(nn.Module):
         return self.head(torch.tanh(nn.functional.linear(x, self.weight)))
 
 
-class _Held(nn.Module):
-    """ParameterList matrices (one used twice) between two Linears."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.inp = nn.Linear(5, 6, dtype=D)
-        self.ws = nn.ParameterList([nn.Parameter(torch.randn(6, 6, dtype=D) / 6 ** 0.5)
-                                    for _ in range(2)])
-        self.out = nn.Linear(6, 3, dtype=D)
-
-    def forward(self, x):
-        h = self.inp(x)
-        for i in (0, 1, 0):
-            h = torch.relu(h @ self.ws[i])
-        return self.out(h)
-
-
-class _Tied(nn.Module):
-    """An embedding table used as the output projection too."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.emb = nn.Embedding(5, 8, dtype=D)
-        self.fc = nn.Linear(8, 8, dtype=D)
-
-    def forward(self, t):
-        return (torch.tanh(self.fc(self.emb(t))) @ self.emb.weight.T).mean(1)
-
-
 class _Cell(nn.Module):
     """A layer of the user's class mapping two of its weights."""
 
@@ -125,7 +97,7 @@ class _Cell(nn.Module):
 
 
 @pytest.mark.parametrize("every", [1, 2])
-@pytest.mark.parametrize("cls", [_RootWeight, _Held, _Tied, _Cell])
+@pytest.mark.parametrize("cls", [_RootWeight, ParameterListMaps, TiedEmbeddingHead, _Cell])
 def test_map_layers_have_their_update_ratio(cls, every):
     """Each map layer of a recorded step after the first has ``update_ratio`` =
     ``||W_n - W_{n-1}|| / ||W_{n-1}||`` of its weight between the previous ``Watch.step`` call
@@ -135,7 +107,7 @@ def test_map_layers_have_their_update_ratio(cls, every):
     twin = cls()
     twin.load_state_dict(model.state_dict())
     g = torch.Generator().manual_seed(2)
-    if cls is _Tied:
+    if cls is TiedEmbeddingHead:
         x, y = torch.randint(0, 5, (6, 3), generator=g), torch.randint(0, 5, (6,), generator=g)
     else:
         x, y = torch.randn(6, 5, dtype=D, generator=g), torch.randint(0, 3, (6,), generator=g)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+from helpers.torchmodels import ParameterListMaps, TiedEmbeddingHead  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
@@ -28,35 +29,6 @@ class _RootWeight(nn.Module):
 
     def forward(self, x):
         return self.head(F.linear(x, self.weight).tanh_())
-
-
-class _Held(nn.Module):
-    """(b) hidden matrices in a ParameterList (one used twice) between two Linears."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.inp = nn.Linear(5, 6, dtype=D)
-        self.ws = nn.ParameterList([nn.Parameter(torch.randn(6, 6, dtype=D) / 6 ** 0.5)
-                                    for _ in range(2)])
-        self.out = nn.Linear(6, 3, dtype=D)
-
-    def forward(self, x):
-        h = self.inp(x)
-        for i in (0, 1, 0):
-            h = torch.relu(h @ self.ws[i])
-        return self.out(h)
-
-
-class _Tied(nn.Module):
-    """(c) an embedding table used as the output projection, ``h @ emb.weight.T``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.emb = nn.Embedding(5, 8, dtype=D)
-        self.fc = nn.Linear(8, 8, dtype=D)
-
-    def forward(self, t):
-        return (torch.tanh(self.fc(self.emb(t))) @ self.emb.weight.T).mean(1)
 
 
 class _Dense(nn.Module):
@@ -92,7 +64,7 @@ class _Custom(nn.Module):
         return self.c(torch.tanh(self.fc(self.d1(x))))
 
 
-class _Lookup(_Tied):
+class _Lookup(TiedEmbeddingHead):
     """An embedding table used by its lookup alone (then a Linear head): no map layer."""
 
     def __init__(self) -> None:
@@ -107,8 +79,8 @@ def _mlp() -> nn.Module:
     return nn.Sequential(nn.Linear(5, 8, dtype=D), nn.ReLU(), nn.Linear(8, 3, dtype=D))
 
 
-MODELS = {"root": _RootWeight, "held": _Held, "tied": _Tied, "custom": _Custom,
-          "lookup": _Lookup, "mlp": _mlp}
+MODELS = {"root": _RootWeight, "held": ParameterListMaps, "tied": TiedEmbeddingHead,
+          "custom": _Custom, "lookup": _Lookup, "mlp": _mlp}
 
 
 def _batch(kind: str, step: int) -> tuple[torch.Tensor, torch.Tensor]:

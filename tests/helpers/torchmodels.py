@@ -51,3 +51,35 @@ def sigmoid_cnn(device: str = "cpu", depth: int = 20, ch: int = 4) -> Callable[[
                 nn.init.zeros_(m.bias)
         return model.to(device)
     return make
+
+
+class ParameterListMaps(nn.Module):
+    """Map layers in a ParameterList: Linear(5, 6), ``h = relu(h @ ws[i])`` for i = 0, 1, 0
+    (one matrix used twice), Linear(6, 3); float64."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        d = torch.float64
+        self.inp = nn.Linear(5, 6, dtype=d)
+        self.ws = nn.ParameterList([nn.Parameter(torch.randn(6, 6, dtype=d) / 6 ** 0.5)
+                                    for _ in range(2)])
+        self.out = nn.Linear(6, 3, dtype=d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        for i in (0, 1, 0):
+            h = torch.relu(h @ self.ws[i])
+        return self.out(h)
+
+
+class TiedEmbeddingHead(nn.Module):
+    """An embedding table (5 tokens, 8 wide) used as the output projection too:
+    ``mean_t(tanh(fc(emb(t))) @ emb.weight.T)``; float64."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(5, 8, dtype=torch.float64)
+        self.fc = nn.Linear(8, 8, dtype=torch.float64)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return (torch.tanh(self.fc(self.emb(t))) @ self.emb.weight.T).mean(1)
