@@ -83,11 +83,8 @@ def test_sweep_report_in_the_browser(browser, shots, tmp_path):
     from depthlab.report import write_report
 
     with Store(tmp_path) as store:
-        # histograms in the stand-alone run only: its two histogram figures are checked as the
-        # others; the sweep's points would add 8 more figures of those two kinds to draw
         for k, (depth, lr) in enumerate([(2, 0.01), (2, 0.1), (4, 0.01), (4, 0.1)]):
-            store.add_run(synthetic_record(f"s{k}", depth=depth, lr=lr, val_acc=0.7 + 0.05 * k,
-                                           histograms=False))
+            store.add_run(synthetic_record(f"s{k}", depth=depth, lr=lr, val_acc=0.7 + 0.05 * k))
         store.add_run(synthetic_record("alone", depth=3, sweep=None))
     path = write_report(tmp_path)
     context, page, errors = _open(browser, path)
