@@ -384,7 +384,7 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
     mats = (_tap_matrices(m, seg.get("in_shape"), seg.get("out_shape"))
             if not seg["_between"] else None)
     prof_in = seg.pop("_prof_in", None)
-    prof_out = d_prof = None
+    prof_out = d_prof = hole = None
     if mats is not None:
         ones = np.ones([mm.shape[1] for mm in mats])
         a1 = _along(mats, ones)
@@ -395,6 +395,11 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
         act = seg["activation"]
         qmap = fan_w * au / float(a1.mean()) + max(b2 - mb * mb, 0.0)
         q_mean = float(qmap.mean())
+        if seg.get("norm") is None and act is not None and q_mean > 0:
+            # positions no tap reaches (a ConvTranspose's output padding, a strided one's
+            # gaps) hold the constant shift: a point mass there (:func:`_holes`)
+            hole = qmap <= 1e-12 * float(qmap.max())
+            hole = hole if hole.any() else None
         if seg.get("norm") is None and q_mean > 0:
             if act is None or _homogeneous(act):
                 prof_out = qmap / q_mean
@@ -407,7 +412,6 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
                 if a2.mean() > 0 and d2.mean() > 0:
                     prof_out = a2 / a2.mean()
                     d_prof = d2 / d2.mean()
-    seg["_prof_out"] = prof_out
     # s ~ N(n mean(W) E[a] + mean(b), n Var(W) E[a^2] + Var(b)) over units and examples: the
     # weights' and biases' common means shift every unit alike (they were taken for random
     # ones: a constant bias 2 made ReLU gradients 2x off)
@@ -495,7 +499,10 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
             _check_unit_scales(seg["name"], _unit_rows(m, w64), spec,
                                mw != 0.0 or (b64 is not None and bool(b64.any())))
         qw = max(fan_in * (v - mw * mw) * prev_sq, 0.0)
-        s_nodes, s_w, starts = _unit_nodes(qw, min(qb, qw), fan_in * mw * prev_mean, b64)
+        reach = 1.0 - float(hole.mean()) if hole is not None else 1.0
+        # the reached positions' variances (the holes' share of the mean is 0)
+        qw, qb_r = qw / reach, qb / reach
+        s_nodes, s_w, starts = _unit_nodes(qw, min(qb_r, qw), fan_in * mw * prev_mean, b64)
         a, d = _apply(spec, s_nodes)
         # over units and examples s is b_j + N(shift, qw): the units' means (atoms of
         # N(0, tw), each smoothed by the batch's N(0, qb)) are needed only for what a unit
@@ -542,6 +549,12 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
             if j > i:
                 share = float(s_w[i:j].sum())
                 per_unit.append((share, a[i:j], s_w[i:j] / max(share, 1e-300)))
+        if hole is not None:
+            mean, sq, dsq, bvar, nodes, dist, per_unit, prof_out, d_prof = _holes(
+                spec, hole, mb, (mean, sq, dsq, bvar), (e_nodes, ea, e_w), nodes, per_unit,
+                prof_out, d_prof)
+            a_fin *= 1.0 - float(hole.mean())
+    seg["_prof_out"] = prof_out
     rows.append({"layer": seg["index"], "module": seg["name"], "q": q, "shift": shift,
                  "sq": sq, "mean": mean, "act_var": max(sq - mean * mean, 0.0), "dsq": dsq, "v": v,
                  "fan_out": fan_out,
@@ -553,6 +566,42 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
                  "plain": prof_out is not None, "d_prof": d_prof, "pool_fix": pool_fix,
                  "pool_src": pool_src})
     return sq, mean, max(bvar, 0.0), dist, per_unit
+
+
+def _holes(spec: ActivationSpec, hole: np.ndarray, s0: float, moments: tuple,
+           dist_in: tuple, nodes: tuple, per_unit: list, prof: np.ndarray | None,
+           d_prof: np.ndarray | None) -> tuple:
+    """The moments of a layer's output whose positions ``hole`` (a share ``z`` of them)
+    receive no tap (a ``ConvTranspose``'s output padding or a strided one's gaps): there
+    ``s = s0`` exactly (the bias, or 0), so ``E f = (1 - z) E_reached f + z f(s0)``, likewise
+    ``E f^2`` with ``f(s0)^2`` and ``E f'^2`` with torch's own ``f'(s0)^2`` (ReLU'(0) = 0:
+    the Gaussian's 1/2 everywhere made layer 1's grad_pre_std 1.09x the measurement), the
+    batch variance ``(1 - z) bvar`` (the holes are constant), and the per-position maps of
+    ``E f^2``, ``E f'^2`` (mean 1) hold ``f(s0)^2``, ``f'(s0)^2`` at the holes. ``moments``
+    ``(E f, E f^2, E f'^2, bvar)`` and ``dist_in`` (``s`` nodes, ``f`` on them, weights) are
+    those of the reached positions. Returns ``(E f, E f^2, E f'^2, bvar, nodes, dist,
+    per_unit, prof, d_prof)``."""
+    z = float(hole.mean())
+    keep = 1.0 - z
+    f0, d0 = (float(u[0]) for u in _apply(spec, np.array([s0], np.float64)))
+    m0 = f0 if spec.mean_function is None else float(
+        spec.mean_function(torch.tensor([s0], dtype=torch.float64))[0])
+    mean, sq, dsq, bvar = moments
+    e_nodes, ea, e_w = dist_in
+    out = (keep * mean + z * m0, keep * sq + z * f0 * f0, keep * dsq + z * d0 * d0,
+           keep * bvar)
+    s_nodes, s_w, g2, scale = nodes
+    nodes = (np.append(s_nodes, s0), np.append(s_w * keep, z), np.append(g2, 1.0), scale)
+    dist = pooling.compress(np.append(ea, f0), np.append(e_w / e_w.sum() * keep, z))
+    per_unit = [(share, np.append(vals, f0), np.append(w * keep, z))
+                for share, vals, w in per_unit]
+    maps = []
+    for base, inside, at in ((prof, sq, f0 * f0), (d_prof, dsq, d0 * d0)):
+        base = np.ones(hole.shape) if base is None else base
+        ref = float(base[~hole].mean())
+        m = np.where(hole, at, inside * base / ref if ref > 0 else inside)
+        maps.append(m / float(m.mean()) if m.mean() > 0 else None)
+    return (*out, nodes, dist, per_unit, *maps)
 
 
 def _pool_moments(nspec: norms.NormSpec, g_p: np.ndarray, beta: np.ndarray, share: np.ndarray,
