@@ -9,20 +9,28 @@ computed so far), a point's work from its config (:func:`point_work`: its layer-
 layers costing more), for grids of up to :data:`WORK_POINTS` points; larger ones count points
 (each point one unit). Skipped points count as done and cost nothing. (Counting points, a
 depth sweep 1..128 said "~2 s left" after depth 16 with 10 s to go.)
+
+While points run and nothing was printed for :data:`HEARTBEAT_S` seconds, a heartbeat line
+``sweep: 2 points running (the longest for 15 s); 0/4 done`` (a bar shows the count running
+instead): a point of a large data file loads and standardizes it for 20-30 s in its worker,
+and a silent sweep could not be told from a hung one.
 """
 
 from __future__ import annotations
 
 import collections
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from ..progress import duration
+from ..progress import LINE_EVERY_S, count, duration
 
 PER_POINT_LINES = 1000
 STATUS_EVERY = 10.0
+HEARTBEAT_S = LINE_EVERY_S
+"""Seconds without a line while points run before the heartbeat line (and between two)."""
 WORK_POINTS = 2000
 """Grids up to this many points are listed before the first is sent, so the time left weighs
 each point by its work; larger ones count points."""
@@ -93,12 +101,19 @@ def _metrics(m: dict[str, Any]) -> str:
 
 class SweepProgress:
     """Counts and prints; ``echo`` receives plain lines (None: silent), ``bar`` asks for a
-    tqdm bar (only sensible on a terminal)."""
+    tqdm bar (only sensible on a terminal). ``slots``: points computed at once (a pool's
+    workers; None: every point sent counts as running, a remote cluster's)."""
 
     def __init__(self, total: int, echo: Callable[[str], None] | None, *, bar: bool = False,
                  clock: Callable[[], float] = time.monotonic,
-                 work: list[tuple[str, float]] | None = None, workers: int = 1) -> None:
+                 work: list[tuple[str, float]] | None = None, workers: int = 1,
+                 slots: int | None = None) -> None:
         self.total = total
+        self.slots = slots
+        self._sent: dict[str, float] = {}  # run id -> when handed to the executor
+        self._lock = threading.Lock()  # the heartbeat thread writes beside the caller's
+        self._stop = threading.Event()
+        self._beater: threading.Thread | None = None
         # the workers' first points end together: the rate is taken from the last of them
         # (from the first, two workers' first results 0.01 s apart said "~0 s left" with 6
         # of 8 points to go)
@@ -116,7 +131,7 @@ class SweepProgress:
         self.clock = clock
         self.done = self.ran = self.failed = self.skipped = 0
         self.t0: float | None = None
-        self._last_status = clock()
+        self._last_status = self._last_line = clock()
         self.bar: Any = None
         if bar and echo is not None and total > 0:
             from ..progress import tqdm_bar
@@ -133,7 +148,74 @@ class SweepProgress:
     def started(self) -> None:
         """The first point was sent (the clock for time left starts)."""
         if self.t0 is None:
-            self.t0 = self.clock()
+            self.t0 = self._last_line = self.clock()
+
+    def sent(self, run_id: str) -> None:
+        """``run_id`` was handed to the executor (running until :meth:`returned`)."""
+        with self._lock:
+            self._sent.setdefault(run_id, self.clock())
+
+    def returned(self, run_id: str) -> None:
+        """``run_id``'s record came back."""
+        with self._lock:
+            self._sent.pop(run_id, None)
+
+    def watch(self, every_s: float | None = None) -> None:
+        """Start the heartbeat (a daemon thread calling :meth:`beat`; stopped by
+        :meth:`close`); the points sent so far count as running from now (the executor has
+        just started). Nothing without ``echo``."""
+        if self.echo is None or self._beater is not None:
+            return
+        every = HEARTBEAT_S if every_s is None else float(every_s)
+        with self._lock:
+            now = self._last_line = self.clock()
+            self._sent = dict.fromkeys(self._sent, now)
+
+        def run() -> None:
+            while not self._stop.wait(min(1.0, every / 5)):
+                self.beat(every)
+
+        self._beater = threading.Thread(target=run, name="depthlab-sweep-heartbeat",
+                                        daemon=True)
+        self._beater.start()
+
+    def running(self) -> tuple[int, float]:
+        """(points running, seconds the longest of them has run): at most ``slots`` of
+        those sent, the oldest first."""
+        with self._lock:
+            times = list(self._sent.values())
+        if not times:
+            return 0, 0.0
+        n = len(times) if self.slots is None else min(len(times), self.slots)
+        return n, self.clock() - min(times)
+
+    def beat(self, every_s: float = HEARTBEAT_S) -> str | None:
+        """The heartbeat line, written, when points run and nothing was written for
+        ``every_s`` seconds (else None): ``sweep: 2 points running (the longest for 15 s);
+        0/4 done``; with a bar, its count running (and elapsed time) refreshed."""
+        n, longest = self.running()
+        if n == 0 or self.echo is None or self.clock() - self._last_line < every_s:
+            return None
+        line = (f"sweep: {count(n, 'point')} running (the longest for {duration(longest)}); "
+                f"{self.done}/{self.total} done")
+        bar = self.bar
+        if bar is not None:  # tqdm's own lock, not under ours (its writes hold it, then ours)
+            self._last_line = self.clock()
+            bar.set_postfix_str(f"{self.failed} failed, {n} running", refresh=True)
+            return line
+        with self._lock:  # a point's line written meanwhile: none
+            if self.clock() - self._last_line < every_s:
+                return None
+            self._last_line = self.clock()
+            self.echo(line)
+        return line
+
+    def _say(self, line: str) -> None:
+        """``echo(line)``, not beside a heartbeat line."""
+        with self._lock:
+            self._last_line = self.clock()
+            if self.echo is not None:
+                self.echo(line)
 
     def left(self) -> float | None:
         """Estimated seconds until the grid is done (None before the first result)."""
@@ -192,6 +274,7 @@ class SweepProgress:
                 self._first = (self.clock(), self.work_ran)
 
     def skip(self, run_id: str | None = None) -> None:
+        self._last_line = self.clock()  # news: no heartbeat for a while
         self._finished(run_id, False)
         self.done += 1
         self.skipped += 1
@@ -202,6 +285,7 @@ class SweepProgress:
               error: str | None) -> None:
         """One point finished with ``status`` (a failed one's work is not counted as computed:
         a refused combination takes no time)."""
+        self._last_line = self.clock()  # news, a line or not (a grid above PER_POINT_LINES)
         self._finished(run_id, status != "failed")
         self.done += 1
         self.ran += 1
@@ -219,7 +303,7 @@ class SweepProgress:
             self.bar.update(1)
             if every and self.echo is not None:  # through echo: never onto --json's stdout
                 with type(self.bar).external_write_mode(file=sys.stderr):
-                    self.echo(line)
+                    self._say(line)
             return
         if self.echo is None:
             return
@@ -227,12 +311,16 @@ class SweepProgress:
             left = self.left()
             tail = (f" ({self.failed} failed, ~{duration(left)} left)"
                     if left is not None and self.done < self.total else "")
-            self.echo(line.rstrip() + tail)
+            self._say(line.rstrip() + tail)
         elif self.clock() - self._last_status >= STATUS_EVERY:
             self._last_status = self.clock()
-            self.echo(self.status())
+            self._say(self.status())
 
     def close(self) -> None:
+        self._stop.set()
+        if self._beater is not None:
+            self._beater.join(1.0)
+            self._beater = None
         if self.bar is not None:
             self.bar.close()
             self.bar = None

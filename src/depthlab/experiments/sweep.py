@@ -32,7 +32,7 @@ from typing import Any
 from ..progress import count as count_of
 from ..progress import waiting
 from .config import ConfigError, data_digest
-from .executors import Executor, Task, make_executor
+from .executors import Executor, InProcess, Task, make_executor
 from .grid import (
     SweepPoint,
     as_raw,
@@ -435,6 +435,7 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
                 not_sent()
                 continue
             in_flight.add(p.id)
+            prog.sent(p.id)
             # the data file's fingerprint the id holds: a worker with another file fails it
             content = (p.data_digest if isinstance(p, SweepPoint) else data_digest(p.config))
             yield Task(p.id, p.name, p.config, sweep, kind, content)
@@ -443,6 +444,7 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
         if task.id not in in_flight:
             return  # delivered again (a re-run batch of points): committed already
         in_flight.discard(task.id)
+        prog.returned(task.id)
         if store.has_run(task.id, DONE_STATUSES):
             # stored meanwhile by another process (`depthlab run` of the same config, a sweep
             # of an overlapping grid): kept, a point of this sweep too. It was replaced: a
@@ -493,6 +495,11 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
                     f"{store.path}")
                 prog.t0 = None  # the time left counts from here, not the cluster's start
                 prog.started()
+                # points computed at once: a pool's workers (a cluster's once started), one
+                # in this process, any number sent to a remote cluster
+                prog.slots = (1 if isinstance(executor, InProcess)
+                              else executor.local_workers or None)
+                prog.watch()  # a line every few seconds while points run and none is printed
                 executor.run(itertools.chain([first], todo), done)
         record_found()
         if len(listed) != total:  # every point met: the distinct ones are the sweep's size
