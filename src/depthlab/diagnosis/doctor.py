@@ -1062,7 +1062,10 @@ def doctor(
         settings["standardize_targets"] = True
     callbacks = tuple(callbacks)
     base = _train(net, config, d, settings, callbacks)
+    # the constant prediction's loss kept: a diagnosis with no findings whose run did not learn
+    # says so (findings.unlearned_text)
     diagnosis = Diagnosis(findings=base.findings, baseline=base.final,
+                          chance_loss=base.ctx.chance_loss,
                           probes=base.probes, config=config, settings=settings,
                           bn_drift=base.ctx.bn_drift)
     if not verify or not base.findings:

@@ -404,7 +404,9 @@ def _timeless(value: Any) -> Any:
 class Diagnosis:
     """The doctor's report: ``findings`` (empty = clean bill of health), the ``baseline`` run's
     metrics, ``verifications`` (with ``verify=True``), the probe table ``probes`` (columns
-    step, layer, quantity, value), the network ``config`` and training ``settings``."""
+    step, layer, quantity, value), the network ``config`` and training ``settings``;
+    ``chance_loss``: the best constant prediction's loss ``L_c`` on the training set (NaN where
+    unknown, as in a diagnosis stored before it was kept), for :func:`unlearned_text`."""
 
     findings: list[Finding]
     baseline: dict[str, float]
@@ -413,6 +415,7 @@ class Diagnosis:
     settings: dict[str, Any]
     verifications: list[Verification] = field(default_factory=list)
     bn_drift: list[dict[str, float]] = field(default_factory=list)
+    chance_loss: float = math.nan
 
     @property
     def healthy(self) -> bool:
@@ -462,6 +465,7 @@ class Diagnosis:
             "findings": [f.to_dict() for f in self.findings],
             "verifications": [v.to_dict() for v in self.verifications],
             "bn_drift": self.bn_drift,
+            "chance_loss": self.chance_loss,
         })
 
     @classmethod
@@ -483,7 +487,8 @@ class Diagnosis:
                    config=dict(d.get("config") or {}), settings=dict(d.get("settings") or {}),
                    verifications=[Verification.from_dict(v)
                                   for v in d.get("verifications") or []],
-                   bn_drift=[_numbers(b) for b in d.get("bn_drift") or []])
+                   bn_drift=[_numbers(b) for b in d.get("bn_drift") or []],
+                   chance_loss=_number(d.get("chance_loss")))
 
     def __repr__(self) -> str:
         from ..report.notebook import diagnosis_repr
@@ -523,7 +528,9 @@ class Diagnosis:
             + (" (diverged)" if b.get("diverged") else ""),
         ]
         if self.healthy:
-            lines.append("  clean bill of health: no findings.")
+            unlearned = unlearned_text(b, self.chance_loss)
+            lines.append(f"  no findings, but {unlearned}" if unlearned else
+                         "  clean bill of health: no findings.")
             return "\n".join(lines)
         lines.append(f"  findings ({len(self.findings)}):")
         by_kind: dict[str, list[Verification]] = {}
@@ -542,6 +549,28 @@ class Diagnosis:
                 which = f" {json.dumps(jsonable(v.prescription))}" if len(tried) > 1 else ""
                 lines.append(f"      verified{which}: {v.summary()}")
         return "\n".join(lines)
+
+
+UNLEARNED_SHARE = 0.95
+"""A baseline whose final train loss ``L`` is at least this share of a constant prediction's
+``L_c`` (``Diagnosis.chance_loss``) did not learn: a diagnosis with no findings says so rather
+than "clean bill of health" (a GAP CNN at 2.275 against ln 10 = 2.303 read healthy)."""
+
+
+def unlearned_text(baseline: dict[str, Any], chance: float) -> str | None:
+    """For a baseline whose train loss ``L`` did not leave a constant prediction's ``L_c``
+    (``chance``), ``L >= UNLEARNED_SHARE L_c`` (finite, ``L_c > 0``), the sentence that says it:
+    ``"the run did not learn: train loss 2.275, 0.99x a constant prediction's 2.303 (...)"``;
+    None otherwise, or where ``L_c`` is NaN (unknown, or a diagnosis stored before it was
+    kept)."""
+    loss = baseline.get("train_loss")
+    finite = [isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+              for v in (loss, chance)]
+    if not (all(finite) and chance > 0 and loss >= UNLEARNED_SHARE * chance):
+        return None
+    return (f"the run did not learn: train loss {loss:.4g}, {loss / chance:.2f}x a constant "
+            f"prediction's {chance:.4g} (a longer run, another learning rate or optimizer may; "
+            "nothing the doctor measures is sick)")
 
 
 LAYER_RUNS_SHOWN = 8

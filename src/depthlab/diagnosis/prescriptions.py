@@ -347,8 +347,6 @@ def for_dead_relu(init_ratio: float, dead_at_init: float, dead_threshold: float,
         return {"activation": "leaky_relu", "activation_kwargs": {}}, (
             f"Use leaky_relu: {flat}'s derivative is 0 for every input, so back-propagation "
             "cannot train the layers below the output; leaky_relu's is non-zero everywhere.")
-    if not config.get("batchnorm") and not _zero_biases(config.get("bias_init", "zeros")):
-        return {"bias_init": "zeros"}, "Initialize biases at zero so units start active."
     start, end = worst_layer if worst_layer is not None else (math.nan, math.nan)
     known = math.isfinite(start) and math.isfinite(end)
     off_from_start = known and end - start <= end / 2
@@ -356,10 +354,14 @@ def for_dead_relu(init_ratio: float, dead_at_init: float, dead_threshold: float,
     # smaller rate for a top layer that went 16% -> 100% dead under updates of 0.24 of the
     # weights' norm: He's init did not help, val acc 0.061 -> 0.061, lr / 10 reached 0.41)
     died = not off_from_start if known else dead_at_init <= dead_threshold
+    # units alive at step 0 that large updates killed: the smaller rate whatever the biases
+    # (non-zero biases did not hold them off); units off from the start: the zero bias below
     if large_updates and died:
         return {"lr": lr / 10.0}, ("Units died during training: large updates pushed their "
                                    "pre-activations negative for every input; use a 10x "
                                    "smaller learning rate.")
+    if not config.get("batchnorm") and not _zero_biases(config.get("bias_init", "zeros")):
+        return {"bias_init": "zeros"}, "Initialize biases at zero so units start active."
     if several(layers) and init_ratio < INIT_SHORTFALL and not config.get("batchnorm"):
         why = (f"with weights of {init_ratio:.2g}x their variances the signal shrinks at "
                "every layer, so the pre-activations of the top layers are too small to keep "

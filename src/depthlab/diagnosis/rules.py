@@ -1227,7 +1227,11 @@ def _dead_beyond_chance(ctx: RunContext, dead: pd.Series, d0: pd.Series
     ``DEAD_FRAC``), each with its reason: ``"biases"`` (non-zero initial biases: 0.3 alone
     decides; ``"threshold"`` where the layer's units are not known), ``"all"`` (every unit
     dead), ``"died"`` (died in training, ``DEAD_DIEOFF_Z``), ``"chance"`` (above
-    :func:`dead_chance_limit`)."""
+    :func:`dead_chance_limit`). With non-zero biases a layer at most ``DEAD_FRAC`` dead at step
+    0 whose units then died (:func:`dead_dieoff_z` > ``DEAD_DIEOFF_Z``) is ``"died"`` (``"all"``
+    when every unit died), not ``"biases"``: the biases did not hold it off (a default torch
+    64-64-64-10 ReLU MLP at SGD lr 3: 8% -> 100% dead, the smaller learning rate its cure); a
+    layer dead from the start (biases of -3) stays ``"biases"``."""
     units = _layer_units(ctx)
     nonzero = biases_nonzero(ctx.config)
     out: dict[int, str] = {}
@@ -1235,11 +1239,13 @@ def _dead_beyond_chance(ctx: RunContext, dead: pd.Series, d0: pd.Series
         if not v > DEAD_FRAC:
             continue
         n = units.get(int(i))
-        if nonzero or n is None:
+        start = float(d0.get(i, math.nan))
+        died = n is not None and dead_dieoff_z(float(v), start, n) > DEAD_DIEOFF_Z
+        if n is None or (nonzero and not (died and start <= DEAD_FRAC)):
             out[int(i)] = "biases" if nonzero else "threshold"
         elif v >= 1.0:
             out[int(i)] = "all"
-        elif dead_dieoff_z(float(v), float(d0.get(i, math.nan)), n) > DEAD_DIEOFF_Z:
+        elif died:
             out[int(i)] = "died"
         elif v > dead_chance_limit(n):
             out[int(i)] = "chance"

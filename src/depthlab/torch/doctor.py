@@ -1231,7 +1231,9 @@ def doctor(
             if math.isnan(chance):
                 chance = fitted_constant_loss(loss_fn, d.y, sample, len(d.x[:2]))
         base = _run(model, d, loss_fn, spec, settings, percentiles=True, chance=chance)
+        # the constant prediction's loss kept (findings.unlearned_text)
         diagnosis = Diagnosis(findings=base.findings, baseline=dict(base.result.metrics),
+                              chance_loss=chance,
                               probes=base.result.probes, config=base.ctx.config, settings=settings,
                               bn_drift=base.ctx.bn_drift)
         xs = d.x[:LSUV_EXAMPLES]

@@ -1104,7 +1104,21 @@ function onDoctor(m) {
   const kinds = m.findings.map((f) => f.kind);
   doctorSays("the doctor's answer: " + (kinds.length ? `${kinds.length} finding` +
     `${kinds.length > 1 ? "s" : ""}: ${kinds.join(", ")}; read them in the doctor panel` :
-    "no findings, a clean bill of health"));
+    (unlearned(m) ? `no findings, but ${unlearned(m)}` :
+      "no findings, a clean bill of health")));
+}
+
+/* A run with no findings whose train loss L ended at 0.95 or more of a constant prediction's
+   L_c (the diagnosis's chance_loss; UNLEARNED_SHARE, depthlab.diagnosis.findings.unlearned_text)
+   did not learn: it was told "a clean bill of health" (a GAP CNN at 2.275 against ln 10 =
+   2.303). The sentence for it, or null (no chance loss: a clean bill, as before). */
+function unlearned(m) {
+  const loss = (m.baseline || {}).train_loss, chance = m.chance_loss;
+  if (typeof loss !== "number" || typeof chance !== "number" || !isFinite(loss) ||
+      !isFinite(chance) || !(chance > 0) || loss < 0.95 * chance) return null;
+  return `the run did not learn: train loss ${fmt(loss)}, ${(loss / chance).toFixed(2)}x a ` +
+    `constant prediction's ${fmt(chance)} (a longer run, another learning rate or optimizer ` +
+    "may; nothing the doctor measures is sick)";
 }
 
 /* The doctor's answer replaced its panel's content, and the focus went back to its button:
@@ -1127,7 +1141,9 @@ function showDiagnosis(m, out) {
       `, held-out accuracy ${fmt(b.val_acc)}.` : ` (no held-out accuracy: the ${loss} loss ` +
       "measures none).")));
   if (!m.findings.length) {
-    out.appendChild(el("p", "finding healthy", "Clean bill of health: no findings."));
+    const none = unlearned(m);
+    out.appendChild(none ? el("p", "finding low", `No findings, but ${none}.`) :
+      el("p", "finding healthy", "Clean bill of health: no findings."));
     return;
   }
   for (const f of m.findings) {
