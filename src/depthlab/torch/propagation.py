@@ -384,7 +384,7 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
     mats = (_tap_matrices(m, seg.get("in_shape"), seg.get("out_shape"))
             if not seg["_between"] else None)
     prof_in = seg.pop("_prof_in", None)
-    prof_out = d_prof = hole = None
+    prof_out = d_prof = hole = jensen = None
     if mats is not None:
         ones = np.ones([mm.shape[1] for mm in mats])
         a1 = _along(mats, ones)
@@ -403,13 +403,25 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
         if seg.get("norm") is None and q_mean > 0:
             if act is None or _homogeneous(act):
                 prof_out = qmap / q_mean
-            else:  # E f^2 and E f'^2 per position, at ~1% levels of q(p)
+            s_mean = fan_in * mw * prev_mean + mb
+            on = qmap > 0 if hole is None else ~hole
+            if act is not None and prof_out is not None and s_mean == 0.0:
+                # homogeneous, centred: E f = c sqrt(q), E f^2 and E f'^2 linear and constant
+                qr = qmap[on]
+                jensen = np.array([_moments(act, 1.0)[0] * float(
+                    np.sqrt(qr).mean() - math.sqrt(qr.mean())), 0.0, 0.0])
+            elif act is not None:  # E f, E f^2, E f'^2 per position, at ~1% levels of q(p)
                 rel = np.round(qmap / q_mean, 2)
                 lv, inv = np.unique(rel, return_inverse=True)
-                mom = np.array([_moments(act, float(r) * q_mean,
-                                         fan_in * mw * prev_mean + mb)[1:] for r in lv])
-                a2, d2 = np.moveaxis(mom[inv.reshape(rel.shape)], -1, 0)
-                if a2.mean() > 0 and d2.mean() > 0:
+                mom = np.array([_moments(act, float(r) * q_mean, s_mean) for r in lv])
+                per = np.moveaxis(mom[inv.reshape(rel.shape)], -1, 0)
+                # the reached positions' mean of each moment less its value at their mean
+                # variance (which the row integrates): E f = c sqrt(q_p) of a ReLU averages
+                # to less than c sqrt(mean q) (a ConvTranspose's 1, 2, 4 taps: act_std 1.015x)
+                ref = _moments(act, float(rel[on].mean()) * q_mean, s_mean)
+                jensen = per[:, on].mean(1) - np.array(ref)
+                a2, d2 = per[1], per[2]
+                if prof_out is None and a2.mean() > 0 and d2.mean() > 0:
                     prof_out = a2 / a2.mean()
                     d_prof = d2 / d2.mean()
     # s ~ N(n mean(W) E[a] + mean(b), n Var(W) E[a^2] + Var(b)) over units and examples: the
@@ -549,6 +561,8 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
             if j > i:
                 share = float(s_w[i:j].sum())
                 per_unit.append((share, a[i:j], s_w[i:j] / max(share, 1e-300)))
+        if jensen is not None:
+            mean, sq, dsq = mean + jensen[0], max(sq + jensen[1], 0.0), max(dsq + jensen[2], 0.0)
         if hole is not None:
             mean, sq, dsq, bvar, nodes, dist, per_unit, prof_out, d_prof = _holes(
                 spec, hole, mb, (mean, sq, dsq, bvar), (e_nodes, ea, e_w), nodes, per_unit,
