@@ -62,3 +62,40 @@ def test_a_config_naming_torchs_probability_losses_is_refused_naming_the_logit_l
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "BCELoss" in lines[0] and "binary_cross_entropy" in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def _open_font_files() -> int:
+    import os
+
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            n += os.readlink(f"/proc/self/fd/{fd}").lower().endswith((".ttf", ".otf", ".ttc"))
+        except OSError:
+            pass
+    return n
+
+
+def test_a_report_of_a_non_latin_name_leaves_few_font_files_open(tmp_path):
+    """The glyph fallback reads every installed font's character map once; through
+    matplotlib's get_font each of those files stayed open for the process's life (128 here)."""
+    import os
+
+    import pandas as pd
+    import pytest
+
+    from depthlab.experiments.store import RunRecord, Store
+    from depthlab.report import write_report
+
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("no /proc/self/fd to count open files")
+    rows = [(s, layer, q, 0.5) for s in (0, 10) for layer in (1, 2)
+            for q in ("grad_pre_std", "act_mean", "act_std")]
+    with Store(tmp_path) as store:
+        store.add_run(RunRecord(
+            id="r1", name="入力層 ह", kind="run", config={"model": {}}, metrics={"steps": 10},
+            steps=pd.DataFrame({"step": range(1, 11), "loss": np.linspace(2.4, 2.3, 10)}),
+            probes=pd.DataFrame(rows, columns=["step", "layer", "quantity", "value"])))
+    before = _open_font_files()
+    write_report(tmp_path)
+    assert _open_font_files() - before <= 10

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from functools import cache, lru_cache
 from typing import Any
 
-from matplotlib import font_manager
+from matplotlib import font_manager, ft2font
 from matplotlib.font_manager import FontProperties
 
 _PLACEHOLDER_CODES = 0x10000
@@ -36,9 +36,11 @@ million to the pictures of their blocks): a real font has at most 65,535 glyphs.
 
 @cache
 def _charmap(path: str) -> frozenset[int]:
-    """The code points the font file at ``path`` maps to a glyph (empty if unreadable)."""
+    """The code points the font file at ``path`` maps to a glyph (empty if unreadable). Read
+    from a font object of its own, closed after (matplotlib's ``get_font`` keeps each file it
+    opens: a scan of every installed font left ~128 files open for the process's life)."""
     try:
-        return frozenset(font_manager.get_font(path).get_charmap())
+        return frozenset(ft2font.FT2Font(path).get_charmap())
     except (OSError, RuntimeError, ValueError):
         return frozenset()
 
