@@ -99,3 +99,32 @@ def test_a_report_of_a_non_latin_name_leaves_few_font_files_open(tmp_path):
     before = _open_font_files()
     write_report(tmp_path)
     assert _open_font_files() - before <= 10
+
+
+def test_the_report_and_the_notebook_say_a_run_without_findings_did_not_learn():
+    """diaghunt41's text for a no-findings diagnosis at a constant prediction's loss reaches
+    the HTML report's doctor section and the notebook's repr (both said "clean bill of
+    health"/"healthy")."""
+    import math
+
+    import pandas as pd
+
+    from depthlab.diagnosis.findings import Diagnosis
+    from depthlab.report.build import _findings_html
+    from depthlab.report.notebook import diagnosis_repr
+
+    def healthy(loss: float, chance: float) -> Diagnosis:
+        return Diagnosis(findings=[], baseline={"train_loss": loss, "val_acc": 0.1},
+                         probes=pd.DataFrame(columns=["step", "layer", "quantity", "value"]),
+                         config={"model": "GapCNN"},
+                         settings={"steps": 60, "optimizer": "sgd", "lr": 0.01,
+                                   "batch_size": 32, "seed": 0}, chance_loss=chance)
+
+    stuck, fit, old = healthy(2.275, 2.303), healthy(0.4, 2.303), healthy(2.275, math.nan)
+    html = _findings_html(stuck.to_dict())
+    assert "No findings, but the run did not learn: train loss 2.275" in html
+    assert "Clean bill of health" not in html
+    assert "Clean bill of health" in _findings_html(fit.to_dict())
+    assert "Clean bill of health" in _findings_html(old.to_dict())  # stored before: unknown
+    assert diagnosis_repr(stuck) == "Diagnosis(no findings, but the run did not learn)"
+    assert diagnosis_repr(fit) == diagnosis_repr(old) == "Diagnosis(healthy: no findings)"

@@ -1109,7 +1109,12 @@ def _findings_html(payload: dict) -> str:
                        + (f", val acc {acc}" if acc else ""))
         parts.append(f"<p>Baseline run: {H.esc(run)}{H.esc(outcome)}.</p>")
     if not items:
-        parts.append("<p class=\"note\">Clean bill of health: the doctor found nothing to "
+        from ..diagnosis.findings import unlearned_text
+
+        chance = payload.get("chance_loss")
+        un = unlearned_text(base, chance if isinstance(chance, (int, float)) else math.nan)
+        parts.append(f"<p class=\"note\">No findings, but {H.esc(un)}.</p>" if un else
+                     "<p class=\"note\">Clean bill of health: the doctor found nothing to "
                      "report.</p>")
         return "".join(parts)
     rows = []

@@ -84,6 +84,10 @@ def diagnosis_html(diagnosis: Any) -> str:
 def diagnosis_repr(diagnosis: Any) -> str:
     """``Diagnosis(2 findings: vanishing_gradients, saturation; verified 2)``."""
     if diagnosis.healthy:
+        from ..diagnosis.findings import unlearned_text
+
+        if unlearned_text(diagnosis.baseline, getattr(diagnosis, "chance_loss", math.nan)):
+            return "Diagnosis(no findings, but the run did not learn)"
         return "Diagnosis(healthy: no findings)"
     kinds = ", ".join(f.kind for f in diagnosis.findings)
     ver = f"; verified {len(diagnosis.verifications)}" if diagnosis.verifications else ""
