@@ -128,3 +128,29 @@ def test_the_report_and_the_notebook_say_a_run_without_findings_did_not_learn():
     assert "Clean bill of health" in _findings_html(old.to_dict())  # stored before: unknown
     assert diagnosis_repr(stuck) == "Diagnosis(no findings, but the run did not learn)"
     assert diagnosis_repr(fit) == diagnosis_repr(old) == "Diagnosis(healthy: no findings)"
+
+
+def test_an_interrupted_sweep_called_as_main_in_a_program_arms_no_exit_timer(tmp_path,
+                                                                              monkeypatch):
+    """`depthlab.cli.main(["sweep", ...])` inside a program (a notebook, a test) that was
+    interrupted armed a daemon timer ending the whole process 10 s later (os._exit(130)): in
+    CI it killed a pytest-xdist worker during whichever test ran then. Only the process's own
+    command arms it."""
+    import depthlab.cli.common as common
+    import depthlab.cli.sweep as cli_sweep
+    import depthlab.experiments.runner as runner
+    from depthlab.cli import main
+
+    armed = []
+    monkeypatch.setattr(cli_sweep, "exit_within", lambda s, code: armed.append((s, code)))
+    monkeypatch.setattr(common, "exit_within", lambda s, code: armed.append((s, code)))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "train", interrupted)
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('[data]\nname = "clusters"\nn = 60\n[model]\nsizes = ["auto", 4, "auto"]\n'
+                   '[train]\nepochs = 1\n[sweep]\n"train.lr" = [0.1, 0.2]\n')
+    assert main(["sweep", str(cfg), "--out", str(tmp_path / "r"), "-q"]) == 130
+    assert armed == []
