@@ -319,15 +319,18 @@ def run(args: argparse.Namespace) -> int:
     if key is None:
         raise UserError(f"--loss {args.loss!r} is not accepted; accepted: {', '.join(LOSSES)}")
     args.loss = key
+    from ..torch.train import OPTIMIZERS
+
+    if args.optimizer.lower() not in OPTIMIZERS:  # as --loss says it (was the API's words)
+        from ..validators import did_you_mean
+
+        raise UserError(f"--optimizer {args.optimizer!r} is not accepted"
+                        f"{did_you_mean(args.optimizer, OPTIMIZERS)}; accepted: "
+                        f"{', '.join(OPTIMIZERS)}")
     args.label = label_column(args.label, args.data)
     threads = getattr(args, "threads", None)
     if threads is not None and threads >= 1:
         torch.set_num_threads(threads)  # torch's intra-op pool (threadpoolctl sets BLAS's)
-    store = open_store(args.out, create=True)  # an unusable --out fails before any training
-    try:
-        store.check_writable()
-    finally:
-        store.close()
     # --json: whatever the user's code prints goes to stderr, so stdout holds the JSON alone
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext(), \
             beside(Path(args.torch.rpartition(":")[0] or ".")):
@@ -401,6 +404,13 @@ def _diagnose(args: argparse.Namespace, torch: Any, load_dataset: Callable, doct
         kwargs["steps"] = args.steps
     from ..torch.train import runs_progress
 
+    # after the factory and the data were read (a refused one leaves no store behind), before
+    # any training: an unusable --out fails now, not after the diagnosis
+    store = open_store(args.out, create=True)
+    try:
+        store.check_writable()
+    finally:
+        store.close()
     try:  # a bar per training run (the baseline, then each cure), lines into a log
         with runs_progress(progress_mode(args), "doctor"):
             return doctor(make_model, data, **kwargs)
