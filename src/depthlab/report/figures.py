@@ -1283,6 +1283,10 @@ def saturation_dead(probes: pd.DataFrame | None) -> Figure:
         present = [(q, title, ylabel, wide.mask(pd.DataFrame(
             [[(s, la) in pairs for la in wide.columns] for s in wide.index],
             index=wide.index, columns=wide.columns))) for q, title, ylabel, wide in present]
+        # a panel left with no value (a net whose pre-activations are NaN at every recorded
+        # step: a ReLU's inactive fraction of 0 there is no measurement) is not drawn: its
+        # y range was NaN and stopped the report
+        present = [p for p in present if np.isfinite(p[3].to_numpy(float)).any()]
     names = layer_names(probes)
     # one legend for all panels, outside the last one (inside, "best" still covered lines
     # that span the whole panel)
@@ -1294,7 +1298,9 @@ def saturation_dead(probes: pd.DataFrame | None) -> Figure:
     if not present:
         recorded = probes is not None and not probes.empty and bool((probes["quantity"].isin(
             [q for q, *_ in SATURATION_QUANTITIES]) & (probes["layer"] >= 1)).any())
-        _empty(axes[0], "every saturation and dead-unit probe is NaN or inf: nothing to draw"
+        _empty(axes[0], "pre-activations NaN/inf wherever these fractions were recorded:"
+               "\nnothing to draw" if bad and recorded else
+               "every saturation and dead-unit probe is NaN or inf: nothing to draw"
                if recorded else "no saturation or dead-unit probes recorded")
         return fig
     all_steps = np.array(sorted(set(probes["step"])), dtype=float)
