@@ -25,7 +25,15 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .common import SHUTDOWN_GRACE_S, Command, Terminated, UserError, exit_within, later, one_line
+from .common import (
+    _ENTRY,
+    Command,
+    Terminated,
+    UserError,
+    arm_shutdown_timer,
+    later,
+    one_line,
+)
 
 __all__ = ["COMMAND_MODULES", "Command", "UserError", "build_parser", "commands", "main"]
 
@@ -415,16 +423,6 @@ def _by_sigterm(e: BaseException | None) -> bool:
 
 
 LOST_INTERRUPT_DELAY_S = 0.05
-_ENTRY: list[bool] = []
-"""One entry per command running in this process: whether it is the process's own command
-(see :func:`_interrupts`); :func:`entry_command` reads the innermost."""
-
-
-def entry_command() -> bool:
-    """Whether the command running is the process's own (``depthlab ...``), not a call of
-    :func:`main` inside a program: only then may it leave SIGINT/SIGTERM ignored when it
-    ends after an interrupt (the program's Ctrl-C stayed ignored for good otherwise)."""
-    return bool(_ENTRY and _ENTRY[-1])
 """An interrupt Python discarded is raised again this long after, from a timer thread (raised
 at once it could land in the same discarding context again)."""
 
@@ -476,15 +474,17 @@ def _interrupts(entry: bool) -> Iterator[None]:
     try:
         yield
     finally:
-        _ENTRY.pop()
-        done.set()
-        if sys.unraisablehook is unraisable:
-            sys.unraisablehook = old_hook
-        for s, h in old.items():
-            if signal.getsignal(s) is handler:  # not one a command left in place
-                signal.signal(s, signal.SIG_IGN if seen and entry else h)
-        if seen and entry:  # signals ignored now: a shutdown that hangs still ends
-            exit_within(SHUTDOWN_GRACE_S, 143 if seen[0] == signal.SIGTERM else 130)
+        try:
+            done.set()
+            if sys.unraisablehook is unraisable:
+                sys.unraisablehook = old_hook
+            for s, h in old.items():
+                if signal.getsignal(s) is handler:  # not one a command left in place
+                    signal.signal(s, signal.SIG_IGN if seen and entry else h)
+            if seen:  # signals ignored now: a shutdown that hangs still ends
+                arm_shutdown_timer(143 if seen[0] == signal.SIGTERM else 130)
+        finally:
+            _ENTRY.pop()
 
 
 @contextlib.contextmanager

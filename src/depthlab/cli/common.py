@@ -239,10 +239,51 @@ def one_line(e: BaseException) -> str:
     return " ".join(text.split())
 
 
+def check_file_folder(target: Path, what: str) -> None:
+    """Refuse an output FILE whose folder does not exist (one rule for every command: an
+    output file, ``predict --to FILE`` or ``init NAME``, goes into an existing folder, a typo
+    in a folder's name does not create a new tree; an output FOLDER, ``--out DIR`` or
+    ``export --to DIR``, is created with its parents). The first existing folder above that is
+    a file is named as one. ``what`` names the value in the message (``--to 'x/p.csv'``)."""
+    folder = target.parent
+    above = folder
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if above.exists() and not above.is_dir():
+        raise UserError(f"{what}: {str(above)!r} is a file, not a folder")
+    if not folder.is_dir():
+        raise UserError(f"{what}: folder {str(folder)!r} does not exist; expected a file in an "
+                        "existing folder (create the folder first)")
+
+
 SHUTDOWN_GRACE_S = 10.0
 """After an interrupt the command's own clean-up is done (store closed, workers stopped): the
 interpreter's shutdown (a library's threads and exit handlers among it) gets this long before
 the process exits anyway."""
+
+
+_ENTRY: list[bool] = []
+"""One entry per command running in this process: whether it is the process's own command
+(``depthlab ...``, pushed by the CLI's signal handling); :func:`entry_command` reads the
+innermost."""
+
+
+def entry_command() -> bool:
+    """Whether the command running is the process's own (``depthlab ...``), not a call of
+    ``depthlab.cli.main`` inside a program: only then may it leave SIGINT/SIGTERM ignored when
+    it ends after an interrupt (the program's Ctrl-C stayed ignored for good otherwise), or
+    arm :func:`arm_shutdown_timer`'s timer."""
+    return bool(_ENTRY and _ENTRY[-1])
+
+
+def arm_shutdown_timer(code: int) -> None:
+    """After an interrupt, the command's own clean-up done: :func:`exit_within`
+    ``(SHUTDOWN_GRACE_S, code)``, so that a shutdown that hangs still ends the process, but
+    only when the command is the process's own (:func:`entry_command`): a ``main()`` call
+    inside a program (a notebook, a pytest worker) arms nothing, the timer would end that
+    program ``SHUTDOWN_GRACE_S`` later."""
+    if entry_command():
+        exit_within(SHUTDOWN_GRACE_S, code)
 
 
 def later(seconds: float, fn: Callable[[], Any]) -> None:

@@ -14,7 +14,7 @@ import unicodedata
 from importlib import resources
 from pathlib import Path
 
-from .common import Command, UserError, home_arg
+from .common import Command, UserError, check_file_folder, home_arg
 
 STARTER = "starter.toml"
 OTHER_FORMATS = frozenset((".json", ".yaml", ".yml", ".ini", ".cfg", ".conf", ".txt", ".py",
@@ -118,10 +118,7 @@ def run(args: argparse.Namespace) -> int:
         target = target.with_name(target.name + suffix)
     if target.exists() and not args.force:
         raise UserError(f"{str(target)!r} already exists; pass --force to replace it")
-    if target.parent.exists() and not target.parent.is_dir():  # was "does not exist"
-        raise UserError(f"{str(target.parent)!r} is a file, not a folder")
-    if not target.parent.is_dir():
-        raise UserError(f"folder {str(target.parent)!r} does not exist")
+    check_file_folder(target, f"NAME {name!r}")
     text = packaged_example(source).read_text(encoding="utf-8")
     if source == STARTER:
         # a TOML basic string (JSON escapes are valid TOML): a name with \\ or " stays valid;

@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 from ..progress import count as count_of
-from .common import DEFAULT_OUT, Command, UserError, one_line, path_arg
+from .common import DEFAULT_OUT, Command, UserError, check_file_folder, one_line, path_arg
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -123,7 +123,8 @@ def _warn_classless(data: str, labels, scored, outputs: int) -> None:
 
 def _check_target(text: str, inputs: dict[str, Path], force: bool = False) -> None:
     """Refuse ``--to`` naming a file this command reads (a typo would replace the saved
-    network or the inputs with the predictions), a results store, or, without ``--force``,
+    network or the inputs with the predictions), a results store, a file in a missing folder
+    (:func:`check_file_folder`), or, without ``--force``,
     any existing file (as ``depthlab init``: nothing already written is replaced unasked)."""
     from ..experiments.store import DB_NAME
 
@@ -134,6 +135,7 @@ def _check_target(text: str, inputs: dict[str, Path], force: bool = False) -> No
     if target.name == DB_NAME:
         raise ValueError(f"--to {text!r} is a results store name; expected a new file "
                          "for the predictions (e.g. predictions.csv)")
+    check_file_folder(target, f"--to {text!r}")  # as every output file: no folder created
     if not target.exists():
         return
     for what, path in inputs.items():

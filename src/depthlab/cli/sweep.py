@@ -24,18 +24,19 @@ from pathlib import Path
 from typing import Any
 
 from .common import (
-    SHUTDOWN_GRACE_S,
     Command,
     Terminated,
     UserError,
     add_out,
+    arm_shutdown_timer,
     check_jobs,
-    exit_within,
+    entry_command,
     home_arg,
     later,
     progress_enabled,
     say,
 )
+from .common import exit_within as exit_within  # kept importable here for older tests
 
 CONFIRM_ABOVE = 100_000
 _EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -114,8 +115,6 @@ def _signals() -> Iterator[_Interrupts]:
         yield seen
     finally:
         sys.unraisablehook = old_hook
-        from . import entry_command
-
         ignore = bool(seen) and entry_command()
         for s, h in old.items():
             # After a signal the sweep has stopped its workers and closed the store: only the
@@ -216,11 +215,8 @@ def run(args: argparse.Namespace) -> int:
             sys.stderr.write(f"depthlab: interrupted ({name}): {done}run the same command "
                              "again to finish the grid\n")
             code = _EXIT.get(seen[0], 130) if seen else 130
-            from . import entry_command
-
-            if entry_command():  # the process's own command: a hung shutdown still ends
-                exit_within(SHUTDOWN_GRACE_S, code)  # (not a program's main() call: the
-            return code  # timer ended that program 10 s later, a pytest worker in CI)
+            arm_shutdown_timer(code)  # the process's own command only
+            return code
     store = resolve_db_path(args.out)  # DIR/depthlab.db, or the .db file given as --out
     if args.json:
         import json

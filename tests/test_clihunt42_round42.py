@@ -1,0 +1,58 @@
+"""Round 42 (clihunt42): the CLI, the store, sweeps and data files under inputs nobody tried."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.helpers.cli import assert_one_line_error, run_cli
+
+
+@pytest.fixture
+def net_and_x(tmp_path, monkeypatch):
+    """A saved network of 3 inputs and 2 rows of inputs, in the test's working folder."""
+    import depthlab as dl
+
+    monkeypatch.chdir(tmp_path)
+    dl.save(dl.mlp([3, 2], seed=0), tmp_path / "net.npz")
+    np.save(tmp_path / "x.npy", np.ones((2, 3), np.float32))
+    return "net.npz", "x.npy"
+
+
+def test_predict_to_a_file_in_a_missing_folder_is_refused_as_init_refuses_it(net_and_x, tmp_path,
+                                                                            capsys):
+    # `predict --to typo/sub/p.csv` created typo/sub silently (a typo in a folder name left the
+    # predictions in a new tree); `init typo/x` refused it: an output FILE's folder must exist,
+    # an output FOLDER (--out DIR, export --to DIR) is created
+    for target, folder in (("nodir/sub/p.csv", "nodir/sub"), ("nodir/p.csv", "nodir")):
+        code, out, err = run_cli(capsys, "predict", *net_and_x, "--to", target)
+        assert_one_line_error(code, err, f"--to {target!r}", f"folder {folder!r} does not exist")
+        assert out == ""
+    code, out, err = run_cli(capsys, "init", "nodir/x")
+    assert_one_line_error(code, err, "folder 'nodir' does not exist")
+    assert not (tmp_path / "nodir").exists()
+    (tmp_path / "notes.txt").write_text("x")  # a file above: named as a file, not "missing"
+    code, out, err = run_cli(capsys, "predict", *net_and_x, "--to", "notes.txt/sub/p.csv")
+    assert_one_line_error(code, err, "'notes.txt' is a file, not a folder")
+    (tmp_path / "sub").mkdir()
+    code, out, err = run_cli(capsys, "predict", *net_and_x, "--to", "sub/p.csv")
+    assert code == 0 and (tmp_path / "sub" / "p.csv").read_text().startswith("class,output_0")
+
+
+def test_both_interrupt_exit_timers_are_armed_by_one_rule(monkeypatch):
+    # the rule "only the process's own command arms the exit timer" was written twice (the
+    # command's signal handling and the sweep's); one helper now holds it
+    import depthlab.cli as cli
+    import depthlab.cli.common as common
+
+    assert cli._ENTRY is common._ENTRY  # one record of the commands running, read by both
+    armed = []
+    monkeypatch.setattr(common, "exit_within", lambda s, code: armed.append((s, code)))
+    monkeypatch.setattr(common, "_ENTRY", [])
+    common.arm_shutdown_timer(130)  # no command running
+    common._ENTRY.append(False)  # a main() call in a program
+    common.arm_shutdown_timer(130)
+    assert armed == []
+    common._ENTRY.append(True)  # the process's own command
+    common.arm_shutdown_timer(143)
+    assert armed == [(common.SHUTDOWN_GRACE_S, 143)]
