@@ -21,7 +21,13 @@ import numpy as np
 from ..activations import ActivationFn, ReLU, Sigmoid, Tanh
 from ..network import ProbePoint
 from . import accel
-from .histograms import HISTOGRAM_KINDS, ROBUST_PERCENTILE, activation_range, bin_counts
+from .histograms import (
+    HISTOGRAM_KINDS,
+    ROBUST_PERCENTILE,
+    activation_range,
+    bin_counts,
+    robust_sample,
+)
 from .quantiles import percentile_values, plan, select_ranks
 from .quantiles import percentiles as quantile_values
 from .stats import _TINY_STD, SATURATION_RATIO, activation_family, is_nondecreasing
@@ -310,12 +316,14 @@ def kernel_histogram(kind: str, x: np.ndarray, n_bins: int, fn: ActivationFn | N
     low, high = kernels.finite_range(f)  # one pass; NaN when some entry is not finite
     if not (math.isfinite(low) and math.isfinite(high)):
         return None
-    ranks, t = _ranks_fractions(f.size, _ROBUST)
+    sample = robust_sample(f, x.shape)  # (the robust range of a large array from a sample)
+    slo, shi = (low, high) if sample is f else kernels.finite_range(sample)
+    ranks, t = _ranks_fractions(sample.size, _ROBUST)
     clip = activation_range(fn) if kind == "act" and fn is not None else None
     c0, c1 = clip if clip is not None else (0.0, 0.0)
     tiny, big = _normal_range(f.dtype)
-    lo, hi, status, counts = kernels.histogram(f, low, high, ranks, t, n_bins,
-                                               clip is not None, c0, c1, tiny, big)
+    lo, hi, status, counts = kernels.histogram(f, sample, slo, shi, low, high, ranks, t,
+                                               n_bins, clip is not None, c0, c1, tiny, big)
     if status == kernels.NOT_SELECTED:
         return None
     if status == kernels.NOT_BINNED:

@@ -790,28 +790,29 @@ def finite_range(x: np.ndarray) -> tuple[float, float]:
 
 
 @numba.njit(nogil=True, cache=True)  # no fast-math flag: the edges rounded as in Python
-def _robust_edges(x: np.ndarray, low: float, high: float, ranks: np.ndarray, t: np.ndarray
-                  ) -> tuple[float, float, int]:
+def _robust_edges(x: np.ndarray, slo: float, shi: float, low: float, high: float,
+                  ranks: np.ndarray, t: np.ndarray) -> tuple[float, float, int]:
     """``(lo, hi, status)``: the edges of ``histograms.choose_edges`` before any activation
-    clip, from the minimum ``low``, the maximum ``high`` and the order statistics at the
-    interleaved ``ranks`` (floor and ceil of the low and the high robust percentile, with
-    fractions ``t``): ``[0, p_hi]`` when ``low >= 0`` (only the high ones are selected), else
+    clip, from the order statistics of ``x`` (the array, or its robust sample; minimum ``slo``,
+    maximum ``shi``) at the interleaved ``ranks`` (floor and ceil of the low and the high
+    robust percentile, with fractions ``t``) and the whole array's minimum ``low`` and maximum
+    ``high``: ``[0, p_hi]`` when ``low >= 0`` (only the high ones are selected), else
     ``[-m, m]``, ``m = max(|p_lo|, |p_hi|)``; status :data:`NOT_SELECTED` for a range the
     buckets cannot divide."""
     if low >= 0.0:
         r = ranks[2:]
     else:
         r = ranks
-    if low == high:
+    if slo == shi:
         v = np.full(r.size, x[0])
-    elif np.isfinite(high - low) and np.isfinite(4096.0 / (high - low)):
+    elif np.isfinite(shi - slo) and np.isfinite(4096.0 / (shi - slo)):
         ok = False
         if x.size >= TAIL_FROM:
-            v, ok = tail_select(x, r, low, high)
+            v, ok = tail_select(x, r, slo, shi)
         elif x.size >= EXTREME_FROM:
             v, ok = extreme_select(x, r)
         if not ok:
-            v = select(x, r, low, high)
+            v = select(x, r, slo, shi)
     else:
         return math.nan, math.nan, NOT_SELECTED
     if low >= 0.0:
@@ -825,18 +826,21 @@ def _robust_edges(x: np.ndarray, low: float, high: float, ranks: np.ndarray, t: 
 
 
 @numba.njit(nogil=True, cache=True)
-def histogram(x: np.ndarray, low: float, high: float, ranks: np.ndarray, t: np.ndarray,
-              nb: int, clip: bool, clip_lo: float, clip_hi: float, tiny: float, big: float
+def histogram(x: np.ndarray, sample: np.ndarray, slo: float, shi: float, low: float,
+              high: float, ranks: np.ndarray, t: np.ndarray, nb: int, clip: bool,
+              clip_lo: float, clip_hi: float, tiny: float, big: float
               ) -> tuple[float, float, int, np.ndarray]:
     """``(lo, hi, status, counts)`` of ``histograms.histogram`` for the flat array ``x`` whose
-    entries are all finite, ``low``/``high`` its minimum and maximum: the edges
-    (:func:`_robust_edges`; for ``clip``, intersected with the activation's range
-    ``[clip_lo, clip_hi]``, or that range when the intersection is empty), then the counts of
-    :func:`bin_counts` with ``scale = nb / (hi - lo)``. Status :data:`NOT_SELECTED` (nothing
+    entries are all finite, ``low``/``high`` its minimum and maximum, ``sample`` its robust
+    sample (``histograms.robust_sample``: ``x`` itself or a strided copy; minimum ``slo``,
+    maximum ``shi``; ``ranks``, ``t`` for its size): the edges (:func:`_robust_edges`; for
+    ``clip``, intersected with the activation's range ``[clip_lo, clip_hi]``, or that range
+    when the intersection is empty), then the counts of every entry of ``x``
+    (:func:`bin_counts` with ``scale = nb / (hi - lo)``). Status :data:`NOT_SELECTED` (nothing
     done) or :data:`NOT_BINNED` (edges only: the scale is not in ``[tiny, big)``, the dtype's
     normal numbers) hands the rest to the NumPy path."""
     empty = np.zeros(0, dtype=np.int64)
-    lo, hi, status = _robust_edges(x, low, high, ranks, t)
+    lo, hi, status = _robust_edges(sample, slo, shi, low, high, ranks, t)
     if status != OK:
         return lo, hi, status, empty
     if clip:
