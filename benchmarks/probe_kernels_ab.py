@@ -153,6 +153,24 @@ def compare(label: str, spec: dict, x, y, steps: int, sides: dict, everies, roun
               f"{a / b if b > 0 else math.nan:.2f}, hooks of a recording step {ha / hb:.2f}")
 
 
+def ab_arguments(doc: str, what: str, more=None) -> argparse.Namespace:
+    """The options of both A/B scripts (``--rev``, ``--rounds``, ``--steps``, ``--only``, and
+    those ``more(parser)`` adds), parsed; then one BLAS thread and the kernels loaded outside
+    the timings (``what``: the compared part, for ``--rev``'s help)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--rev", default="HEAD", help=f"git revision of the 'before' {what}")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--steps", type=int, default=300,
+                    help="steps per run on the two small networks (a tenth on the wide one)")
+    ap.add_argument("--only", help="only the networks whose label contains this text")
+    if more is not None:
+        more(ap)
+    args = ap.parse_args()
+    threadpool_limits(1)
+    accel.warm_up()
+    return args
+
+
 def record_cost(spec: dict, x, y, sides: dict, rounds: int, reps: int) -> dict[str, list]:
     """CPU us (this thread's) of one record's statistics (every probe point's kernel call, no
     histograms) on the caches of a real training step, per side: the median of ``reps``
@@ -187,20 +205,14 @@ def record_cost(spec: dict, x, y, sides: dict, rounds: int, reps: int) -> dict[s
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rev", default="HEAD", help="git revision of the 'before' kernels")
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--steps", type=int, default=300,
-                    help="steps per run on the two small networks (a tenth on the wide one)")
-    ap.add_argument("--only", help="only the networks whose label contains this text")
-    ap.add_argument("--records-only", action="store_true",
-                    help="only the per-record statistics cost (no training runs timed)")
-    ap.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache",
-                                                    "depthlab-probe-ab"),
-                    help="directory for the revision's kernels and their Numba cache")
-    args = ap.parse_args()
-    threadpool_limits(1)
-    accel.warm_up()
+    def options(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--records-only", action="store_true",
+                        help="only the per-record statistics cost (no training runs timed)")
+        ap.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache",
+                                                        "depthlab-probe-ab"),
+                        help="directory for the revision's kernels and their Numba cache")
+
+    args = ab_arguments(__doc__, "kernels", options)
     after = accel.kernels()
     if after is None:
         sys.exit("probe_kernels_ab: the compiled kernels (depthlab[fast]) are not installed")

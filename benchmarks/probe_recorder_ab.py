@@ -20,7 +20,6 @@ sides' hook costs (after / before: below 1 is a gain).
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 import subprocess
@@ -29,15 +28,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from threadpoolctl import threadpool_limits
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from probe_kernels_ab import compare, timed_fit  # noqa: E402
+from probe_kernels_ab import ab_arguments, compare, timed_fit  # noqa: E402
 from probe_overhead import NETWORKS, training_data  # noqa: E402
 
 import depthlab.probes  # noqa: E402,F401
 from depthlab.backend import rng as make_rng  # noqa: E402
-from depthlab.probes import accel  # noqa: E402
 from depthlab.probes.recorder import ProbeRecorder  # noqa: E402
 
 FILES = ("fused", "recorder")
@@ -70,17 +66,9 @@ def run(spec: dict, x, y, steps: int, cls, every: int | None, frame: bool = Fals
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rev", default="HEAD", help="git revision of the 'before' recorder")
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--steps", type=int, default=300,
-                    help="steps per run on the two small networks (a tenth on the wide one)")
-    ap.add_argument("--only", help="only the networks whose label contains this text")
-    ap.add_argument("--every", type=int, nargs="+", default=[10, 1],
-                    help="the every= values compared (default: 10 1)")
-    args = ap.parse_args()
-    threadpool_limits(1)
-    accel.warm_up()
+    args = ab_arguments(__doc__, "recorder", lambda ap: ap.add_argument(
+        "--every", type=int, nargs="+", default=[10, 1],
+        help="the every= values compared (default: 10 1)"))
     with tempfile.TemporaryDirectory() as tmp:
         before = load_revision(args.rev, Path(tmp))
     sides = {f"before ({args.rev})": before, "after (tree)": ProbeRecorder}
