@@ -34,14 +34,20 @@ __all__ = [
     "ActivationFn",
     "ELU",
     "GELU",
+    "Hardsigmoid",
+    "Hardswish",
+    "Hardtanh",
     "Identity",
     "LeakyReLU",
+    "LogSigmoid",
     "Mish",
     "PenalizedTanh",
     "ReLU",
+    "ReLU6",
     "SELU",
     "Sigmoid",
     "Softmax",
+    "Softplus",
     "Softsign",
     "Step",
     "Swish",
@@ -67,6 +73,8 @@ _GELU_TANH_C = 0.044715
 _GELU_TANH_MAX_DERIV = 1.1289930686587717
 # sup_x |mish'(x)|, attained at x ~ 1.49057 (solved numerically).
 _MISH_MAX_DERIV = 1.088498161251728
+# torch's hardsigmoid_backward multiplies by the float constant 1.0f / 6.0f (in float64 too)
+_ONE_SIXTH_F32 = 0.1666666716337204
 
 
 class ActivationFn:
@@ -569,17 +577,175 @@ class PenalizedTanh(ActivationFn):
         return d
 
 
+class Softplus(ActivationFn):
+    """Softplus (torch.nn.Softplus): f(s) = log(1 + e^(beta s)) / beta, and f(s) = s where
+    beta s > threshold (torch's linear region; log(1 + e^x) as logaddexp(0, x): no overflow);
+    f'(s) = sigma(beta s), 1 where beta s > threshold (torch's ``softplus_backward``)."""
+
+    name = "softplus"
+    max_derivative = 1.0
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0) -> None:
+        self.beta = real("beta", beta)
+        if self.beta == 0.0:
+            raise ValueError("beta must be non-zero (f = log(1 + e^(beta s)) / beta), got 0")
+        self.threshold = real("threshold", threshold)
+        self.taylor = (math.log(2.0) / self.beta, 0.5, self.beta / 8.0, 0.0)
+
+    @property
+    def params(self) -> dict[str, float]:
+        return {"beta": self.beta, "threshold": self.threshold}
+
+    def forward(self, s: Array) -> Array:
+        x = s * self.beta if self.beta != 1.0 else s
+        with xp.errstate(invalid="ignore"):  # NaN s: NaN, silently (as torch)
+            out = xp.logaddexp(0, x)
+        if self.beta != 1.0:
+            out /= self.beta
+        return xp.where(x > self.threshold, s, out)
+
+    def derivative(self, s: Array, a: Array) -> Array:
+        x = s * self.beta if self.beta != 1.0 else s
+        d = expit(x)
+        d[x > self.threshold] = 1
+        return d
+
+
+class LogSigmoid(ActivationFn):
+    """Log-sigmoid (torch.nn.LogSigmoid): f(s) = log sigma(s) = -log(1 + e^-s) (as
+    -logaddexp(0, -s): no overflow); f'(s) = sigma(-s) = 1 - sigma(s)."""
+
+    name = "logsigmoid"
+    max_derivative = 1.0
+    taylor = (-math.log(2.0), 0.5, -0.125, 0.0)
+
+    def forward(self, s: Array) -> Array:
+        with xp.errstate(invalid="ignore"):  # NaN s: NaN, silently (as torch)
+            out = xp.logaddexp(0, -s)
+        xp.negative(out, out=out)
+        return out
+
+    def derivative(self, s: Array, a: Array) -> Array:
+        return expit(-s)
+
+
+def _inside(s: Array, lo: float, hi: float) -> Array:
+    """``1[lo < s < hi]`` in the dtype of ``s``, 1 at NaN as torch's ``hardtanh_backward``
+    (``s <= lo or s >= hi ? 0 : grad``)."""
+    out = xp.logical_or(s <= lo, s >= hi)
+    xp.logical_not(out, out=out)
+    return out.astype(s.dtype)
+
+
+class Hardtanh(ActivationFn):
+    """Hardtanh (torch.nn.Hardtanh): f(s) = clip(s, min_val, max_val); f'(s) = 1 for
+    min_val < s < max_val, 0 otherwise (0 at both kinks, as torch)."""
+
+    name = "hardtanh"
+    max_derivative = 1.0
+
+    def __init__(self, min_val: float = -1.0, max_val: float = 1.0) -> None:
+        self.min_val = real("min_val", min_val)
+        self.max_val = real("max_val", max_val)
+        if not self.max_val > self.min_val:
+            raise ValueError(f"max_val must be greater than min_val, got min_val={min_val!r}, "
+                             f"max_val={max_val!r}")
+        lo, hi = self.min_val, self.max_val
+        self.taylor = ((0.0, 1.0, 0.0, 0.0) if lo < 0.0 < hi else (lo, 0.0, 0.0, 0.0)
+                       if lo > 0.0 else (hi, 0.0, 0.0, 0.0) if hi < 0.0 else None)
+
+    @property
+    def params(self) -> dict[str, float]:
+        return {"min_val": self.min_val, "max_val": self.max_val}
+
+    def forward(self, s: Array) -> Array:
+        return xp.clip(s, self.min_val, self.max_val)
+
+    def derivative(self, s: Array, a: Array) -> Array:
+        return _inside(s, self.min_val, self.max_val)
+
+
+class ReLU6(Hardtanh):
+    """ReLU6 (torch.nn.ReLU6): f(s) = min(max(s, 0), 6); f'(s) = 1 for 0 < s < 6, else 0
+    (0 at both kinks, as torch)."""
+
+    name = "relu6"
+    taylor = None
+
+    def __init__(self) -> None:
+        super().__init__(0.0, 6.0)
+        self.taylor = None
+
+    @property
+    def params(self) -> dict[str, float]:
+        return {}
+
+
+class Hardsigmoid(ActivationFn):
+    """Hardsigmoid (torch.nn.Hardsigmoid): f(s) = min(max(s + 3, 0), 6) / 6; f'(s) = 1/6 for
+    -3 < s < 3, 0 otherwise (0 at the kinks and at NaN, as torch; 1/6 is torch's float32
+    constant 0.16666667163..., in float64 too)."""
+
+    name = "hardsigmoid"
+    max_derivative = _ONE_SIXTH_F32  # the derivative's value (1/6 rounded to float32)
+    taylor = (0.5, 1.0 / 6.0, 0.0, 0.0)
+
+    def forward(self, s: Array) -> Array:
+        out = s + 3.0
+        xp.clip(out, 0.0, 6.0, out=out)
+        out /= 6.0
+        return out
+
+    def derivative(self, s: Array, a: Array) -> Array:
+        d = xp.logical_and(s > -3.0, s < 3.0).astype(s.dtype)
+        d *= _ONE_SIXTH_F32
+        return d
+
+
+class Hardswish(ActivationFn):
+    """Hardswish (torch.nn.Hardswish, Howard et al. 2019): f(s) = s min(max(s + 3, 0), 6) / 6;
+    f'(s) = 0 for s <= -3, (2 s + 3) / 6 for -3 < s < 3, 1 for s >= 3 (torch's
+    ``hardswish_backward``, its values at the kinks)."""
+
+    name = "hardswish"
+    max_derivative = 1.5
+    taylor = (0.0, 0.5, 1.0 / 6.0, 0.0)
+
+    def forward(self, s: Array) -> Array:
+        out = s + 3.0
+        xp.clip(out, 0.0, 6.0, out=out)
+        out *= s
+        out /= 6.0
+        return out
+
+    def derivative(self, s: Array, a: Array) -> Array:
+        low = s <= -3.0
+        mid = xp.logical_not(low) & (s < 3.0)  # NaN s: neither, 1 as torch's
+        d = s / 3.0  # torch's x / 3 + 1/2
+        d += 0.5
+        return xp.where(mid, d, xp.logical_not(low).astype(s.dtype))
+
+
+_LISTED = (Sigmoid, Tanh, Identity, Step, ReLU, LeakyReLU, ELU, SELU, Swish, Softmax, Softsign,
+           GELU, Mish, PenalizedTanh)
+
 REGISTRY: Registry[ActivationFn] = Registry(
     "activation",
-    {cls.name: cls for cls in (Sigmoid, Tanh, Identity, Step, ReLU, LeakyReLU, ELU, SELU, Swish,
-                               Softmax, Softsign, GELU, Mish, PenalizedTanh)},
+    {cls.name: cls for cls in (*_LISTED, Softplus, LogSigmoid, Hardtanh, ReLU6, Hardsigmoid,
+                               Hardswish)},
     aliases={"logistic": "sigmoid", "linear": "identity", "heaviside": "step", "silu": "swish",
-             "leakyrelu": "leaky_relu", "lrelu": "leaky_relu"},
+             "leakyrelu": "leaky_relu", "lrelu": "leaky_relu", "log_sigmoid": "logsigmoid",
+             "hard_tanh": "hardtanh", "hard_sigmoid": "hardsigmoid",
+             "hard_swish": "hardswish"},
     passes=lambda obj: isinstance(obj, ActivationFn),
+    listed=tuple(cls.name for cls in _LISTED),
 )
 
 ACTIVATIONS: tuple[str, ...] = REGISTRY.names
-"""The registered activation names (aliases accepted by ``get_activation`` are not listed)."""
+"""The listed activation names (aliases accepted by ``get_activation`` are not listed, nor are
+torch's ``softplus``, ``logsigmoid``, ``hardtanh``, ``relu6``, ``hardsigmoid`` and
+``hardswish``, found by name for ports of torch code: the config choices and the torch bridge
+do not offer them yet)."""
 
 
 def get_activation(name: str | ActivationFn, **kwargs: Any) -> ActivationFn:

@@ -52,9 +52,11 @@ __all__ = [
     "BinaryCrossEntropy",
     "CrossEntropy",
     "Huber",
+    "L1Loss",
     "Loss",
     "MSE",
     "NLLLoss",
+    "SmoothL1Loss",
     "get_loss",
     "one_hot_labels",
 ]
@@ -273,10 +275,13 @@ class Loss:
         """d(reduced loss) / d(each item's loss): ``1 / n`` (mean) or 1 (sum, none)."""
         return 1.0 / n if self.reduction == "mean" else 1.0
 
-    def _per_element(self, g: Array, grad: Any) -> Array:
-        """``g`` (each element's d loss / d input, scaled in place) times d(reduced loss) /
-        d(element's loss): ``1 / g.size`` (mean) or 1 (sum), or the given per-element ``grad``
-        (reduction "none")."""
+    def _per_element(self, g: Array, grad: Any, w: Array | None = None) -> Array:
+        """``g`` (each element's d loss / d input, scaled in place) times the element weights
+        ``w`` (torch's ``weight``, when given) times d(reduced loss) / d(element's loss):
+        ``1 / g.size`` (mean) or 1 (sum), or the given per-element ``grad`` (reduction
+        "none")."""
+        if w is not None:
+            g *= w
         g *= self._scale(g.size)
         up = self._upstream(grad, g.shape, g.dtype)
         return g if up is None else g * up
@@ -393,6 +398,74 @@ class Huber(Loss):
     def accuracy(self, pred: Array, target: Array) -> float | None:
         """Arg-max accuracy for one-hot target rows; None for regression targets."""
         return _one_hot_accuracy(pred, target)
+
+
+class L1Loss(Loss):
+    """Mean absolute error (torch's ``L1Loss``): mean(|d|), d = pred - target; grad sign(d) / N
+    (0 at d = 0, as torch's)."""
+
+    name = "l1_loss"
+
+    def _diff(self, pred: Any, target: Any) -> Array:
+        pred = _check_pred(pred)
+        target = _match_shapes(pred, _as_float_array(target, "target"), self.name)
+        return pred - _regression_target(target, pred.dtype, self.name)
+
+    def _losses(self, diff: Array) -> Array:
+        """Each element's loss |d| (a new array)."""
+        return xp.abs(diff)
+
+    def forward(self, pred: Array, target: Array) -> Any:
+        diff = self._diff(pred, target)
+        self._cache = diff
+        per = self._losses(diff)
+        if self.reduction == "none":
+            return per
+        return self._reduced(float(per.sum(dtype=np.float64)), diff.size)
+
+    def _slope(self, diff: Array) -> Array:
+        """d(each element's loss) / d(pred): sign(d)."""
+        return xp.sign(diff)
+
+    def backward(self, grad: Any = None) -> Array:
+        return self._per_element(self._slope(self._cached()), grad)
+
+    def accuracy(self, pred: Array, target: Array) -> float | None:
+        """Arg-max accuracy for one-hot target rows; None for regression targets."""
+        return _one_hot_accuracy(pred, target)
+
+
+class SmoothL1Loss(L1Loss):
+    """torch's ``SmoothL1Loss``: per element 0.5 d^2 / beta for |d| < beta, |d| - 0.5 beta
+    otherwise (d = pred - target); grad clip(d / beta, -1, 1) / N. ``beta = 0`` is
+    :class:`L1Loss` (as torch's): |d|, grad sign(d). ``huber`` with ``delta = beta`` is beta
+    times this loss."""
+
+    name = "smooth_l1_loss"
+
+    def __init__(self, reduction: str = "mean", beta: float = 1.0) -> None:
+        self._set_reduction(reduction)
+        self.beta = real("beta", beta)
+        if self.beta < 0:
+            raise ValueError(f"beta must be >= 0 (torch's SmoothL1Loss), got {beta!r}")
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {**super().params, "beta": self.beta}
+
+    def _losses(self, diff: Array) -> Array:
+        z = xp.abs(diff)
+        if self.beta == 0.0:
+            return z
+        beta = self.beta
+        return xp.where(z < beta, 0.5 * z * z / beta, z - 0.5 * beta)
+
+    def _slope(self, diff: Array) -> Array:
+        if self.beta == 0.0:
+            return xp.sign(diff)
+        g = diff / self.beta
+        xp.clip(g, -1.0, 1.0, out=g)
+        return g
 
 
 # a softmax over one column is 1 whatever the logit: cross_entropy on it is 0, untrainable
@@ -706,9 +779,7 @@ class BinaryCrossEntropy(Loss):
             g -= py
         else:
             g -= y
-        if w is not None:
-            g *= w
-        return self._per_element(g, grad)
+        return self._per_element(g, grad, w)
 
     def accuracy(self, pred: Array, target: Array) -> float:
         """Fraction with (logit > 0) == (target > 0.5)."""
@@ -783,10 +854,7 @@ class BCELoss(Loss):
         x, y = self._cached()
         g = x - y
         g /= xp.maximum(x * (1 - x), x.dtype.type(_BCE_EPSILON))
-        w = self._weight(x)
-        if w is not None:
-            g *= w
-        return self._per_element(g, grad)
+        return self._per_element(g, grad, self._weight(x))
 
     def accuracy(self, pred: Array, target: Array) -> float:
         """Fraction with (probability > 0.5) == (target > 0.5)."""
@@ -862,38 +930,29 @@ class NLLLoss(CrossEntropy):
         return g if up is None else g * up[:, None]
 
 
-class _LossRegistry(Registry[Loss]):
-    """The loss registry. :attr:`names` lists the losses a network's raw outputs train with
-    (``mse``, ``cross_entropy`` and ``binary_cross_entropy`` on logits, ``huber``); torch's
-    losses on probabilities / log-probabilities (``bce_loss``, ``nll_loss``: ports of torch
-    code) are found by their names too, but not listed (nor offered as config choices)."""
-
-    def __init__(self, listed: tuple[str, ...], *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._listed = listed
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return self._listed
-
-
 _LISTED = (MSE, CrossEntropy, BinaryCrossEntropy, Huber)
 
-REGISTRY: Registry[Loss] = _LossRegistry(
-    tuple(cls.name for cls in _LISTED),
+# :attr:`REGISTRY.names` lists the losses a network's raw outputs train with (``mse``,
+# ``cross_entropy`` and ``binary_cross_entropy`` on logits, ``huber``); torch's losses on
+# probabilities / log-probabilities (``bce_loss``, ``nll_loss``) and its ``l1_loss`` and
+# ``smooth_l1_loss`` (ports of torch code) are found by their names too, but not listed (nor
+# offered as config choices)
+REGISTRY: Registry[Loss] = Registry(
     "loss",
-    {cls.name: cls for cls in (*_LISTED, BCELoss, NLLLoss)},
+    {cls.name: cls for cls in (*_LISTED, BCELoss, NLLLoss, L1Loss, SmoothL1Loss)},
     aliases={"mean_squared_error": "mse", "ce": "cross_entropy",
              "categorical_cross_entropy": "cross_entropy", "bce": "binary_cross_entropy",
              # torch's class names (CrossEntropyLoss, MSELoss, HuberLoss; BCELoss and NLLLoss
              # are their own classes: probabilities, log-probabilities) and sklearn's log_loss
              "cross_entropy_loss": "cross_entropy", "mse_loss": "mse", "huber_loss": "huber",
-             "nll": "nll_loss", "log_loss": "bce_loss",
+             "nll": "nll_loss", "log_loss": "bce_loss", "l1": "l1_loss", "mae": "l1_loss",
+             "mean_absolute_error": "l1_loss", "smooth_l1": "smooth_l1_loss",
              # the logit loss under torch's own names for it (BCEWithLogitsLoss)
              "bce_with_logits_loss": "binary_cross_entropy", "bce_with_logits":
                  "binary_cross_entropy",
              "binary_cross_entropy_with_logits": "binary_cross_entropy"},
     passes=lambda obj: isinstance(obj, Loss),
+    listed=tuple(cls.name for cls in _LISTED),
 )
 
 LOSSES: tuple[str, ...] = REGISTRY.names

@@ -35,12 +35,14 @@ def _keyword_parameters(target: Callable[..., Any]) -> tuple[inspect.Parameter, 
 class Registry(Generic[T]):
     """Named factories of one kind (``kind`` is the word used in messages: "activation").
 
-    ``passes(obj)`` says whether ``obj`` is already built (returned by :meth:`build` as is).
+    ``passes(obj)`` says whether ``obj`` is already built (returned by :meth:`build` as is);
+    ``listed``: the names :attr:`names` gives (default: all registered ones).
     """
 
     def __init__(self, kind: str, factories: Mapping[str, Callable[..., T]],
                  aliases: Mapping[str, str] | None = None,
-                 passes: Callable[[Any], bool] | None = None) -> None:
+                 passes: Callable[[Any], bool] | None = None,
+                 listed: tuple[str, ...] | None = None) -> None:
         self.kind = kind
         self.factories = dict(factories)
         self.aliases = dict(aliases or {})
@@ -53,11 +55,17 @@ class Registry(Generic[T]):
             compact.setdefault(name.replace("_", ""), set()).add(self.aliases.get(name, name))
         # written without separators: only where that reading is unambiguous
         self._compact = {k: next(iter(v)) for k, v in compact.items() if len(v) == 1}
+        unknown = [n for n in listed or () if n not in self.factories]
+        if unknown:
+            raise ValueError(f"listed {kind} {unknown[0]!r} is not registered")
+        self._listed = None if listed is None else tuple(listed)
 
     @property
     def names(self) -> tuple[str, ...]:
-        """The registered names (aliases not listed), in registration order."""
-        return tuple(self.factories)
+        """The registered names (aliases not listed), in registration order; only ``listed``
+        when given (the others, torch's for ports, are found by name but not offered as
+        choices)."""
+        return tuple(self.factories) if self._listed is None else self._listed
 
     def key(self, name: str) -> str:
         """The canonical name of ``name``; ValueError (unknown) or TypeError (not a string)."""

@@ -28,6 +28,12 @@ and ``initial_lr`` must be set:
   ``eta_min`` over ``T_i`` epochs, restarted (``T_i *= T_mult``);
 * ``SequentialLR(schedulers, milestones)`` runs each from its milestone on (warm-up, then a
   decay), ``ChainedScheduler(schedulers)`` steps them all;
+* ``OneCycleLR(max_lr, total_steps)``: from ``max_lr / div_factor`` up to ``max_lr`` over
+  ``pct_start`` of the steps, then down to ``max_lr / div_factor / final_div_factor`` (cosine
+  or linear), the momentum the other way; stepped per batch, refused past ``total_steps``;
+* ``CyclicLR(base_lr, max_lr, step_size_up)``: triangles between ``base_lr`` and ``max_lr``
+  (``triangular2``: halved each cycle; ``exp_range``: times ``gamma^e``), the momentum the
+  other way;
 * ``ReduceLROnPlateau(mode, factor, patience, ...)``: ``lr = max(lr * factor, min_lr)`` after
   more than ``patience`` epochs whose metric (``step(metric)``) did not beat the best.
 """
@@ -41,10 +47,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .base import Optimizer, check_number
+from .base import Optimizer, check_flag, check_number
 
 __all__ = ["ChainedScheduler", "ConstantLR", "CosineAnnealingLR", "CosineAnnealingWarmRestarts",
-           "ExponentialLR", "LRScheduler",
+           "CyclicLR", "ExponentialLR", "LRScheduler", "OneCycleLR",
            "LambdaLR", "LinearLR", "MultiStepLR", "MultiplicativeLR", "PolynomialLR",
            "ReduceLROnPlateau", "SequentialLR", "StepLR"]
 
@@ -360,6 +366,221 @@ class CosineAnnealingWarmRestarts(LRScheduler):
                 self.T_cur = epoch
         self.last_epoch = math.floor(epoch)
         self._set(self._closed_form(float(self.optimizer.lr)))
+
+
+def _one_number(name: str, value: Any) -> float:
+    """A number >= 0, or a list of one (torch's one value per parameter group; depthlab's
+    optimizers are one group)."""
+    if isinstance(value, list | tuple):
+        if len(value) != 1:
+            raise ValueError(f"{name} takes one value per parameter group and a depthlab "
+                             f"optimizer is one group; got {len(value)} values")
+        value = value[0]
+    return check_number(name, value)
+
+
+def _momentum_key(owner: str, optimizer: Optimizer) -> str:
+    """The hyperparameter a ``cycle_momentum`` schedule sets: Adam's (AdamW's, NAdam's)
+    ``betas[0]``, or SGD's (RMSprop's) ``momentum``; a ValueError for optimizers with neither
+    (torch's)."""
+    names = optimizer.hyperparameter_names()
+    for key in ("betas", "momentum"):
+        if key in names:
+            return key
+    raise ValueError(f"{owner}: optimizer must support momentum or beta1 with `cycle_momentum` "
+                     f"option enabled; {optimizer.name} has neither (cycle_momentum=False)")
+
+
+class _MomentumCycle(LRScheduler):
+    """A schedule that also sets the momentum (``cycle_momentum``): ``betas[0]`` or
+    ``momentum`` of the optimizer (torch's ``use_beta1``)."""
+
+    _momentum: str | None = None
+
+    def _set_momentum(self, m: float) -> None:
+        opt = self.optimizer
+        if self._momentum == "betas":
+            opt.betas = (m, opt.betas[1])
+        elif self._momentum == "momentum":
+            opt.momentum = m
+
+    def get_last_momentum(self) -> list[float]:
+        """``[momentum]`` (``betas[0]`` for Adam's kind) the last step set; ``[]`` without
+        ``cycle_momentum``."""
+        if self._momentum is None:
+            return []
+        value = getattr(self.optimizer, self._momentum)
+        return [float(value[0] if self._momentum == "betas" else value)]
+
+
+class OneCycleLR(_MomentumCycle):
+    """torch's ``OneCycleLR`` (Smith & Topin 2018), stepped once per batch for ``total_steps``
+    (or ``epochs * steps_per_epoch``) steps. The lr rises from ``initial_lr = max_lr /
+    div_factor`` to ``max_lr`` over the first ``pct_start * total_steps - 1`` steps, then falls
+    to ``min_lr = initial_lr / final_div_factor`` at step ``total_steps - 1``
+    (``three_phase``: back down to ``initial_lr`` by step ``2 pct_start total_steps - 2``,
+    then to ``min_lr``). Within a phase from step ``a`` to ``b``, with ``p = (e - a) / (b - a)``:
+    ``anneal_strategy="cos"``: ``lr = end + (start - end) (1 + cos(pi p)) / 2``; "linear":
+    ``lr = start + (end - start) p``. ``cycle_momentum``: the momentum (SGD's, RMSprop's
+    ``momentum``; Adam's ``betas[0]``) goes the other way, from ``max_momentum`` to
+    ``base_momentum`` and back. A step past ``total_steps`` is a ValueError, as torch's; the
+    lr of the step at ``total_steps`` (past the last phase's end), negative in torch's linear
+    annealing, is 0."""
+
+    def __init__(self, optimizer: Optimizer, max_lr: float, total_steps: int | None = None,
+                 epochs: int | None = None, steps_per_epoch: int | None = None,
+                 pct_start: float = 0.3, anneal_strategy: str = "cos",
+                 cycle_momentum: bool = True, base_momentum: float = 0.85,
+                 max_momentum: float = 0.95, div_factor: float = 25.0,
+                 final_div_factor: float = 1e4, three_phase: bool = False,
+                 last_epoch: int = -1) -> None:
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"OneCycleLR takes a depthlab optimizer (dl.optimizer(...)), got "
+                            f"{type(optimizer).__name__}")
+        if total_steps is not None:
+            self.total_steps = _count("total_steps", total_steps)
+        elif epochs is not None and steps_per_epoch is not None:
+            self.total_steps = (_count("epochs", epochs)
+                                * _count("steps_per_epoch", steps_per_epoch))
+        else:
+            raise ValueError("OneCycleLR: you must define either total_steps OR (epochs AND "
+                             "steps_per_epoch)")
+        self.pct_start = check_number("pct_start", pct_start, high=1.0)
+        if anneal_strategy not in ("cos", "linear"):
+            raise ValueError(f"anneal_strategy={anneal_strategy!r} is not accepted; accepted: "
+                             "'cos', 'linear'")
+        self.anneal_strategy = anneal_strategy
+        self.max_lr = _one_number("max_lr", max_lr)
+        self.div_factor = check_number("div_factor", div_factor)
+        self.final_div_factor = check_number("final_div_factor", final_div_factor)
+        if self.div_factor == 0.0 or self.final_div_factor == 0.0:
+            raise ValueError("div_factor and final_div_factor must be > 0 (the lr is divided by "
+                             "them)")
+        self.initial_lr = self.max_lr / self.div_factor
+        self.min_lr = self.initial_lr / self.final_div_factor
+        self.cycle_momentum = check_flag("cycle_momentum", cycle_momentum)
+        self.three_phase = check_flag("three_phase", three_phase)
+        self.base_momentum = _one_number("base_momentum", base_momentum)
+        self.max_momentum = _one_number("max_momentum", max_momentum)
+        lo, hi, low, t = self.initial_lr, self.max_lr, self.min_lr, self.total_steps
+        mb, mm = self.base_momentum, self.max_momentum
+        first = float(self.pct_start * t) - 1
+        # (end step, start lr, end lr, start momentum, end momentum) of each phase (torch's)
+        self._phases: list[tuple[float, float, float, float, float]] = (
+            [(first, lo, hi, mm, mb), (float(2 * self.pct_start * t) - 2, hi, lo, mb, mm),
+             (t - 1, lo, low, mm, mm)] if self.three_phase else
+            [(first, lo, hi, mm, mb), (t - 1, hi, low, mb, mm)])
+        if self.cycle_momentum:
+            self._momentum = _momentum_key("OneCycleLR", optimizer)
+        if last_epoch == -1 or getattr(optimizer, "initial_lr", None) is None:
+            optimizer.initial_lr = self.initial_lr  # torch's group["initial_lr"]
+        if self.cycle_momentum and last_epoch == -1:
+            self.optimizer = optimizer
+            self._set_momentum(mm)
+        super().__init__(optimizer, last_epoch)
+
+    def _anneal(self, start: float, end: float, pct: float) -> float:
+        if self.anneal_strategy == "cos":
+            return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+        return (end - start) * pct + start
+
+    def _next_lr(self, lr: float) -> float:
+        step = self.last_epoch
+        if step > self.total_steps:
+            raise ValueError(f"OneCycleLR: tried to step {step} times; the specified number of "
+                             f"total steps is {self.total_steps}")
+        start = 0.0
+        for i, (end, lr0, lr1, m0, m1) in enumerate(self._phases):
+            if step <= end or i == len(self._phases) - 1:
+                if end == start:
+                    raise ValueError(f"OneCycleLR: phase {i + 1} has no steps (pct_start="
+                                     f"{self.pct_start} of total_steps={self.total_steps}); "
+                                     "expected a longer schedule or another pct_start")
+                pct = (step - start) / (end - start)
+                if self.cycle_momentum:
+                    self._set_momentum(self._anneal(m0, m1, pct))
+                # the last allowed step (e = total_steps) is past the end: linear annealing
+                # goes below min_lr there, below 0 (torch's lr -2.4e-3 after max_lr 0.5 over
+                # 300 steps), which an optimizer refuses: 0 then
+                return max(self._anneal(lr0, lr1, pct), 0.0)
+            start = end
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+class CyclicLR(_MomentumCycle):
+    """torch's ``CyclicLR`` (Smith 2017), stepped once per batch. With ``c = floor(1 + e /
+    (up + down))`` the cycle and ``x = 1 + e / (up + down) - c`` the position in it, the
+    height ``h = x / r`` rising (``x <= r = up / (up + down)``), ``(x - 1) / (r - 1)``
+    falling: ``lr = base_lr + (max_lr - base_lr) h f``, ``f = scale_fn(c)`` (``scale_mode``
+    "cycle") or ``scale_fn(e)`` ("iterations"). ``mode``: "triangular" ``f = 1``;
+    "triangular2" ``f = 1 / 2^(c - 1)``; "exp_range" ``f = gamma^e``; a ``scale_fn`` replaces
+    them. ``cycle_momentum`` (default True): ``momentum = max_momentum - (max_momentum -
+    base_momentum) h f`` (SGD's, RMSprop's ``momentum``; Adam's ``betas[0]``)."""
+
+    def __init__(self, optimizer: Optimizer, base_lr: float, max_lr: float,
+                 step_size_up: int = 2000, step_size_down: int | None = None,
+                 mode: str = "triangular", gamma: float = 1.0,
+                 scale_fn: Callable[[float], float] | None = None, scale_mode: str = "cycle",
+                 cycle_momentum: bool = True, base_momentum: float = 0.8,
+                 max_momentum: float = 0.9, last_epoch: int = -1) -> None:
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"CyclicLR takes a depthlab optimizer (dl.optimizer(...)), got "
+                            f"{type(optimizer).__name__}")
+        self.base_lr_value = _one_number("base_lr", base_lr)
+        self.max_lr = _one_number("max_lr", max_lr)
+        up = float(_count("step_size_up", step_size_up))
+        down = up if step_size_down is None else float(_count("step_size_down",
+                                                              step_size_down, low=0))
+        self.total_size = up + down
+        self.step_ratio = up / self.total_size
+        if scale_fn is None and mode not in ("triangular", "triangular2", "exp_range"):
+            raise ValueError(f"mode={mode!r} is not accepted; accepted: 'triangular', "
+                             "'triangular2', 'exp_range' (or a scale_fn)")
+        if scale_fn is not None and not callable(scale_fn):
+            raise TypeError(f"scale_fn must be a function of the cycle or iteration, got "
+                            f"{scale_fn!r:.60}")
+        if scale_mode not in ("cycle", "iterations"):
+            raise ValueError(f"scale_mode={scale_mode!r} is not accepted; accepted: 'cycle', "
+                             "'iterations'")
+        self.mode, self.gamma = mode, check_number("gamma", gamma)
+        self.scale_fn_custom = scale_fn
+        self.scale_mode = (scale_mode if scale_fn is not None else
+                           "iterations" if mode == "exp_range" else "cycle")
+        self.cycle_momentum = check_flag("cycle_momentum", cycle_momentum)
+        self.base_momentum = _one_number("base_momentum", base_momentum)
+        self.max_momentum = _one_number("max_momentum", max_momentum)
+        if self.cycle_momentum:
+            self._momentum = _momentum_key("CyclicLR", optimizer)
+        if last_epoch == -1:
+            optimizer.lr = self.base_lr_value
+            if self.cycle_momentum:
+                self.optimizer = optimizer
+                self._set_momentum(self.max_momentum)
+        super().__init__(optimizer, last_epoch)
+
+    def scale_fn(self, x: float) -> float:
+        """The amplitude factor at cycle (or iteration) ``x``: ``mode``'s, or ``scale_fn``'s."""
+        if self.scale_fn_custom is not None:
+            return self.scale_fn_custom(x)
+        if self.mode == "triangular":
+            return 1.0
+        if self.mode == "triangular2":
+            return 1 / (2.0 ** (x - 1))
+        return self.gamma ** x
+
+    def _next_lr(self, lr: float) -> float:
+        e = self.last_epoch
+        cycle = math.floor(1 + e / self.total_size)
+        x = 1.0 + e / self.total_size - cycle
+        if x <= self.step_ratio:
+            scale = x / self.step_ratio
+        else:
+            scale = (x - 1) / (self.step_ratio - 1)
+        f = self.scale_fn(cycle if self.scale_mode == "cycle" else e)
+        if self.cycle_momentum:
+            height = (self.max_momentum - self.base_momentum) * scale
+            self._set_momentum(self.max_momentum - height * f)
+        return self.base_lr_value + (self.max_lr - self.base_lr_value) * scale * f
 
 
 def _schedulers_of(owner: str, optimizer: Any, schedulers: Any) -> list[LRScheduler]:
