@@ -28,3 +28,68 @@ def test_a_net_whose_pre_activations_are_nan_from_step_0_gets_a_saturation_figur
     text = " ".join(t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text")))
     assert figures.figure_png(fig)[:4] == b"\x89PNG"
     assert "pre-activations NaN/inf" in text, text
+
+
+def _titles(fig) -> list[str]:
+    return [ax.get_title() for ax in fig.axes]
+
+
+def test_each_runs_zero_layers_are_named_as_its_own_in_an_overlay():
+    """Two runs overlaid, one dead everywhere (4 layers of 0), one whose layers 2-3 ended at
+    0 (3 layers, layer 1 drawn): the end panel's title read "dead, partly: layers 1-4: zero"
+    (the union of both runs' zero layers), naming a layer 4 the second run does not have and
+    its drawn layer 1 as zero. Each run's zero layers are its own."""
+    from depthlab import plot
+
+    dead = _rows({"grad_pre_std": {k: [0.0] * 4 for k in (1, 2, 3, 4)}})
+    partly = _rows({"grad_pre_std": {1: [0.1, 0.2, 0.3, 0.4], 2: [0.1, 0.1, 0.1, 0.0],
+                                     3: [0.1, 0.1, 0.1, 0.0]}})
+    fig = plot.gradient_per_layer({"dead": dead, "partly": partly}, False)
+    start, end = _titles(fig)[:2]
+    assert "dead: layers 1-4: zero" in start.replace("\n", " "), start
+    flat = end.replace("\n", " ")
+    assert "dead: layers 1-4" in flat and "partly: layers 2-3" in flat, end
+    assert "dead, partly" not in flat, end
+    # one span for all of them: said once, as before
+    fig = plot.gradient_per_layer({"dead": dead, "dead too": dead.copy(),
+                                   "partly": partly}, False)
+    assert "dead, dead too: layers 1-4: zero" in _titles(fig)[0].replace("\n", " ")
+
+
+def test_a_run_with_no_finite_value_is_named_not_left_out_without_a_word():
+    """A torch run whose weights were NaN from step 0, overlaid with a healthy one: no line,
+    no legend entry, no word (the caption counted it among "one colour per run"). A run with
+    rows of the quantity and no finite value is named in the panels' titles; alone, its empty
+    figure says the probes are NaN/inf (it read "no positive probes recorded")."""
+    from depthlab import plot
+
+    nan = float("nan")
+    broken = _rows({"grad_pre_std": {1: [nan] * 4, 2: [nan] * 4}})
+    healthy = _rows({"grad_pre_std": {1: [0.1] * 4, 2: [0.2] * 4}})
+    fig = plot.gradient_per_layer({"healthy": healthy, "torch-nan0": broken}, False)
+    for title in _titles(fig)[:2]:
+        assert "torch-nan0" in title and "not finite" in title, title
+    fig = plot.gradient_per_layer({"torch-nan0": broken}, False)
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert any("NaN or inf" in t for t in texts), texts
+    dead = _rows({"grad_pre_std": {1: [0.0] * 4, 2: [0.0] * 4}})
+    texts = [t.get_text() for ax in plot.gradient_per_layer(dead, False).axes for t in ax.texts]
+    assert any("0" in t and "log axis" in t for t in texts), texts
+
+
+def test_the_end_panel_says_which_runs_end_early_and_why():
+    """A run diverged after step 1 (NaN) and a run whose layers all died (0) after step 2,
+    beside a healthy one: the end panel read "2 runs: their last step with values above 0",
+    which is wrong for the diverged run (its last finite step) and named neither. Two such
+    runs are each named with their step and reason."""
+    from depthlab import plot
+
+    nan = float("nan")
+    diverged = _rows({"grad_pre_std": {1: [0.1, 0.2, nan, nan], 2: [0.2, 0.3, nan, nan]}})
+    died = _rows({"grad_pre_std": {1: [0.1, 0.1, 0.1, 0.0], 2: [0.2, 0.2, 0.2, 0.0]}})
+    healthy = _rows({"grad_pre_std": {1: [0.1] * 4, 2: [0.2] * 4}})
+    fig = plot.gradient_per_layer({"healthy": healthy, "diverged": diverged, "died": died},
+                                  False)
+    end = _titles(fig)[1]
+    assert "diverged: step 1, the last finite" in end, end
+    assert "died: step 2, the last above 0" in end, end

@@ -307,6 +307,23 @@ def _layer_span_text(layers: Sequence[int], names: dict[int, str], shown: int = 
     return "layers " + _f.number_runs(layers, shown)
 
 
+def _nothing_positive(tables: Sequence[pd.DataFrame], quantity: str) -> str:
+    """Why a per-layer figure (a log axis) has no point: ``quantity`` not recorded (no row at a
+    layer >= 1 in any of ``tables``), every value NaN/inf, or none above 0."""
+    values = [pd.to_numeric(t.loc[(t["quantity"] == quantity) & (t["layer"] >= 1), "value"],
+                            errors="coerce").to_numpy(float)
+              for t in tables if {"quantity", "layer", "value"} <= set(t.columns)]
+    v = np.concatenate(values) if values else np.empty(0)
+    if not v.size:
+        return f"no '{quantity}' probes recorded"
+    finite = v[np.isfinite(v)]
+    if not finite.size:
+        return f"every '{quantity}' probe is NaN or inf: nothing to draw"
+    return (f"no positive '{quantity}' probes: every one is 0 (a log axis has no 0)"
+            if finite.size == v.size and not finite.any() else
+            f"no positive '{quantity}' probes: each is 0 or NaN/inf (a log axis has no 0)")
+
+
 def _steps_text(steps: Any, shown: int = 8) -> str:
     """``0, 10, 20, ..., 990 (100 steps)``: a long list of steps shortened for a message."""
     v = [int(s) for s in steps]
@@ -484,8 +501,9 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
     stale: list[tuple[str, Any, str]] = []  # runs whose last recorded step has nothing to draw
     # per panel, the layers recorded as exactly 0 (a layer below a dead one): a log axis
     # cannot draw them, so they keep their place on the axis and the title names them
-    zeros: list[set[int]] = [set() for _ in axes]
-    zero_runs: list[list[str]] = [[] for _ in axes]  # which runs those are (an overlay)
+    # (each run's own: a union named a dead 4-layer run's layer 4 as zero in a 3-layer run
+    # overlaid with it, and that run's drawn layer 1 too)
+    zeros: list[dict[str, list[int]]] = [{} for _ in axes]
     # per panel, the runs drawn with some layers not finite (a diverged run's activations
     # past 1e32 at its last finite step): those layers vanished from the line unexplained
     gaps: list[list[tuple[str, list[int]]]] = [[] for _ in axes]
@@ -538,9 +556,8 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
                 gaps[k].append((label, [int(v) for v in full.index[~finite]]))
             row = wide.loc[step].dropna()
             zero = [int(v) for v in row.index[row == 0]]
-            zeros[k].update(zero)
             if zero:
-                zero_runs[k].append(label)
+                zeros[k][label] = zero
             all_layers.update(zero)
             row = row[(row > 0) & (row < math.inf)]  # what a log axis can show
             if row.empty:
@@ -614,8 +631,15 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
         panel_vals[0].extend(pred.to_numpy(float))
     if not all_vals:
         for ax in axes:
-            _f._empty(ax, f"no positive '{quantity}' probes recorded")
+            _f._empty(ax, _nothing_positive([t for t, _ in runs.values()], quantity))
         return fig
+    # a run with rows of the quantity and nothing a log axis can show at any step, not named
+    # by the zero notes (a torch run whose weights were NaN from step 0): no line, no legend
+    # entry, and it was left out without a word
+    named = {label for k in range(len(axes)) for label in zeros[k]}
+    drew = {label for k in range(len(axes)) for label, _ in drawn_rows[k]}
+    undrawn = [label for label, (t, _) in runs.items() if label not in drew | named
+               and _recorded_after(t, quantity, -math.inf)]
     lo, hi = min(all_vals), max(all_vals)
     # one y axis for both panels, so the eye compares the start with the end; but not when
     # one panel's range is a sliver of the other's: a diverged run's activations of 1e32 at
@@ -642,30 +666,45 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
         who = _f.cut_labels([stale[0][0]], 44, every)[0]
         when_ = f"step {stale[0][1]}, {stale[0][2]}"
         end += f"\n{who}: {when_}" if len(who) + len(when_) <= 46 else f"\n{who}:\n{when_}"
+    elif len(stale) == 2:  # each named with its step (the count of two read "2 runs: their
+        # last step with values above 0" beside a diverged run's last finite step)
+        for who, (_, step_, why) in zip(_f.cut_labels([s[0] for s in stale], 24, every),
+                                        stale):
+            end += f"\n{who}: step {step_}, {why}"
     elif stale:
+        whys = {why for *_, why in stale}
         end += (f"\n{len(stale)} runs: their last step with finite values"
-                if all(why == "the last finite" for *_, why in stale) else
-                f"\n{len(stale)} runs: their last step with values above 0")
+                if whys == {"the last finite"} else
+                f"\n{len(stale)} runs: their last step with values above 0"
+                if whys == {"the last above 0"} else
+                f"\n{len(stale)} runs: their last step with values\n(finite, above 0)")
     span = (min(all_layers), max(all_layers)) if all_layers else None
     for k, (ax, when) in enumerate(zip(axes, (start, end))):
-        if zeros[k]:
+        # the runs with the same zero layers share a line (said once)
+        spans: dict[str, list[str]] = {}
+        for label, zero in zeros[k].items():
+            spans.setdefault(_layer_span_text(sorted(zero), names), []).append(label)
+        if len(spans) > 3:
+            when += f"\n{len(zeros[k])} runs: some layers zero (a log axis has no 0)"
+            spans = {}
+        n_runs = sum(not w.empty for w in wides.values())
+        for g, (span_text, zero_runs) in enumerate(spans.items()):
             # several runs: named (was "3 runs: ", which left the reader to guess which)
-            n_runs = sum(not w.empty for w in wides.values())
             # one run: named in full up to 44 characters, on a line of its own when it and its
             # layers do not fit on one (cut to 20, "activation…=2, lr=50" named neither the
             # activation nor the depth)
             # two or three runs share the line's 44 characters (two cut to 14 each read
             # "torch-d…-lr1e3, torch-n…-lr1e9" though "torch-diverges-lr1e3" fits)
-            n_zero = len(zero_runs[k])
-            cut = _f.cut_labels(zero_runs[k], 44 if n_zero == 1 else
+            n_zero = len(zero_runs)
+            cut = _f.cut_labels(zero_runs, 44 if n_zero == 1 else
                                 max(14, (44 - 2 * (n_zero - 1)) // n_zero), every)
-            span_text = _layer_span_text(sorted(zeros[k]), names)
             one = (f"{cut[0]}:\n" if len(cut[0]) + len(span_text) > 36 else f"{cut[0]}: ")
             whose = ("" if n_runs == 1 else one if len(cut) == 1 else
                      f"all {len(cut)} runs: " if len(cut) == n_runs else
                      f"{', '.join(cut)}:\n" if len(cut) <= 3 else  # a line of their own:
                      f"{len(cut)} runs ({', '.join(cut[:2])}, …):\n")  # wider than a panel
-            when += f"\n{whose}{span_text}: zero (a log axis has no 0)"
+            why = " (a log axis has no 0)" if g == len(spans) - 1 else ""
+            when += f"\n{whose}{span_text}: zero{why}"
         covered = _covered_runs(drawn_rows[k])
         hidden = {a: b for a, b in _hidden_runs(sorted(drawn_rows[k], key=lambda t: lift[t[0]])
                                                 ).items() if a not in covered}
@@ -688,6 +727,11 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
             shown_as = (_f.cut_labels([top[0]], 20, every)[0] if len(set(top)) == 1
                         else "another run")
             when += f"\n{len(hidden)} runs: same values as {shown_as} (under it)"
+        if undrawn:
+            cut = _f.cut_labels(undrawn, 44 if len(undrawn) == 1 else 20, every)
+            when += (f"\n{cut[0]}: not finite at any step (not drawn)" if len(cut) == 1 else
+                     f"\nnot finite at any step (not drawn): {len(cut)} runs,\n"
+                     + ", ".join(cut[:2]) + (", …" if len(cut) > 2 else ""))
         for runs, why in ((gaps[k], "not finite (NaN/inf)"),
                           (absent[k], "not recorded at this step")):
             if len(runs) == 1:
