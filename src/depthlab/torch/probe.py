@@ -210,10 +210,15 @@ def call_model(model: nn.Module, x: Any) -> Any:
 
 
 def check_batch(x: Any) -> None:
-    """A ValueError for an input batch without examples (a tensor input with 0 rows): nothing
-    would be measured."""
+    """A ValueError for an input batch without examples (a tensor input with 0 rows) or on
+    the ``meta`` device (shapes without values): nothing would be measured."""
     inputs = x.values() if isinstance(x, dict) else x if isinstance(x, (tuple, list)) else (x,)
     for t in inputs:
+        if isinstance(t, torch.Tensor) and t.device.type == "meta":  # (torch: 'Tensor.item()
+            # cannot be called on meta tensors' from inside predict, or a device mismatch)
+            raise ValueError("x is on the 'meta' device (a shape without values), so nothing "
+                             "can be measured; expected a tensor of values on the model's "
+                             "device")
         if isinstance(t, torch.Tensor) and t.dim() >= 1 and t.shape[0] == 0:
             raise ValueError(f"x is an empty batch (a tensor of shape {tuple(t.shape)}); "
                              "expected at least one example")
@@ -706,22 +711,25 @@ def forward(model: nn.Module, x: Any) -> Any:
     the wrong shape for the layer it goes straight into (a Linear's in_features, a conv's
     channels, dimensions or kernel, a recurrent layer's input_size) a one-line ValueError
     naming ``x``'s shape and what that layer expects (:func:`_wrong_width`,
-    :func:`_wrong_shape`); a container that cannot be called a TypeError
-    (:func:`check_callable`)."""
+    :func:`_wrong_shape`); an input tensor on another device than the model's weights a
+    one-line ValueError naming both (:func:`_elsewhere`); an input of a type torch refused
+    (a ``str``, ``set``, a user object: :func:`_refused`) the TypeError 'x must be a
+    torch.Tensor'; a container that cannot be called a TypeError (:func:`check_callable`)."""
     check_callable(model)
     try:
         return call_model(model, x)
     except TypeError as exc:  # torch's own message names an argument of an inner function
         inputs = (x.values() if isinstance(x, dict) else x if isinstance(x, (tuple, list))
                   else (x,))
+        said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         odd = next((v for v in inputs if v is None or type(v).__module__ == "numpy"
-                    or type(v) in (list, tuple, int, float, bool)), False)
+                    or type(v) in (list, tuple, int, float, bool) or _refused(v, said)),
+                   False)
         if odd is False:
             unbound = _unbound(model, x)
             if unbound is not None:
                 raise TypeError(unbound) from exc
             raise
-        said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         what = type(odd).__name__
         if isinstance(x, (list, tuple)) and odd is not x and type(odd) in (list, tuple, int,
                                                                            float, bool):
@@ -750,6 +758,8 @@ def forward(model: nn.Module, x: Any) -> Any:
         said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         wrong = (_wrong_width(model, x, said) or _wrong_shape(model, x, exc, said)
                  or _wrong_ids(model, x, exc))  # an EmbeddingBag's 'Expected i < index_size'
+        if wrong is None:
+            wrong = _elsewhere(model, x, said)
         if wrong is None and isinstance(x, torch.Tensor) and x.dim() == 0:
             # torch: 'both arguments to linear need to be at least 1D, but they are 0D and 2D'
             wrong = ("x is a 0-dimensional tensor (a single number); expected a batch of "
@@ -772,6 +782,34 @@ def forward(model: nn.Module, x: Any) -> Any:
         (w,) = dtypes
         raise TypeError(f"x has dtype {bad.dtype} but the model's weights are {w}; expected x "
                         f"of the model's dtype (x.to({w})) (torch: {said})") from exc
+
+
+def _refused(v: Any, said: str) -> bool:
+    """Whether ``v``, an input that is not a tensor, is what torch's TypeError refused: it
+    names ``v``'s type (``linear(): argument 'input' (position 1) must be Tensor, not str``;
+    a ``str``, ``set`` or user object given as x). A number or flag the forward takes is left
+    alone unless torch refused exactly its type."""
+    return not isinstance(v, torch.Tensor) and re.search(
+        rf"\bnot {re.escape(type(v).__name__)}\b", said) is not None
+
+
+def _elsewhere(model: nn.Module, x: Any, said: str) -> str | None:
+    """One line when torch refused tensors on different devices (``Expected all tensors to be
+    on the same device, but found at least two devices, cuda:0 and cpu!``) and an input
+    tensor of ``x`` is not on the device of the model's weights (all on one device): it names
+    both devices and the remedy; None otherwise (a mismatch inside the model, or a model
+    across devices). A floating-point input is named before an integer one (the lengths of a
+    ``pack_padded_sequence`` stay on the CPU)."""
+    devices = {p.device for p in model.parameters()}
+    if "device" not in said.lower() or len(devices) != 1:
+        return None
+    (dev,) = devices
+    away = sorted((t for t in _tensors_in(x) if t.device != dev and t.dim() > 0),
+                  key=lambda t: not t.is_floating_point())
+    if not away:
+        return None
+    return (f"x has a tensor on device {away[0].device} but the model's weights are on {dev}; "
+            f"expected x on the model's device (x.to({str(dev)!r})) (torch: {said})")
 
 
 _MATMUL = re.compile(r"mat1 and mat2 shapes cannot be multiplied \((\d+)x(\d+) and "

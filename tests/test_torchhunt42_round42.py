@@ -1,0 +1,77 @@
+"""Round 42 (torchhunt42): depthlab.torch's probe / discover / predict on inputs and models
+not tried before: bad inputs get one line naming x and what was expected."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+import depthlab.torch as dlt  # noqa: E402
+
+CE = nn.CrossEntropyLoss()
+probe_mod = importlib.import_module("depthlab.torch.probe")  # (dlt.probe is the function)
+
+
+def _mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+class _Gen:
+    """An object of the user's own class given as x."""
+
+
+@pytest.mark.parametrize("x", ["hello", b"hi", {1, 2}, _Gen()],
+                         ids=["str", "bytes", "set", "object"])
+@pytest.mark.parametrize("entry", ["probe", "discover"])
+def test_x_of_a_type_the_model_cannot_take_is_named(entry, x):
+    # torch said "linear(): argument 'input' (position 1) must be Tensor, not str", naming
+    # neither x nor the remedy (None, numpy arrays, lists and numbers had the line already)
+    model = _mlp()
+    with pytest.raises(TypeError, match=rf"^x must be a torch\.Tensor .*got "
+                                        rf"{type(x).__name__} \(torch\.as_tensor"):
+        if entry == "probe":
+            dlt.probe(model, x, torch.zeros(4, dtype=torch.long), CE)
+        else:
+            dlt.discover(model, x)
+
+
+def test_a_non_tensor_argument_the_forward_takes_is_left_alone():
+    # a forward of a tensor and a number (a count of steps) keeps running; only a type torch
+    # names in its refusal is blamed on x
+    class Steps(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(6, 6)
+
+        def forward(self, x, n):
+            for _ in range(n):
+                x = torch.tanh(self.fc(x))
+            return x
+
+    torch.manual_seed(0)
+    df = dlt.probe(Steps(), (torch.randn(4, 6), 2), torch.zeros(4, 6), nn.MSELoss())
+    assert set(df.module) == {"", "fc"}
+
+
+def test_x_on_another_device_than_the_model_is_named():
+    # torch said "Tensor on device cpu is not on the expected device meta!" (and on a GPU
+    # "Expected all tensors to be on the same device, but found at least two devices, cuda:0
+    # and cpu!"), naming neither x nor the remedy
+    model = _mlp()
+    x = torch.randn(4, 6, device="meta")
+    with pytest.raises(ValueError, match=r"^x has a tensor on device meta but the model's "
+                                         r"weights are on cpu; expected x on the model's "
+                                         r"device \(x\.to\('cpu'\)\)"):
+        probe_mod.forward(model, x)
+    with pytest.raises(ValueError, match=r"^x has a tensor on device meta but the model's"):
+        dlt.discover(model, x)
+    for run in (lambda: dlt.probe(model, x, torch.zeros(4, dtype=torch.long), CE),
+                lambda: dlt.predict(model, x)):
+        with pytest.raises(ValueError, match=r"^x is on the 'meta' device \(a shape without "
+                                             r"values\), so nothing can be measured"):
+            run()
