@@ -83,6 +83,9 @@ PENDING_LOSSES = 4096
 """The losses of at most this many unrecorded steps wait on the device: then they are copied
 to the host at once (a run with ``every`` in the millions kept one tensor, ~270 bytes, per
 step until the next record)."""
+SCALED_NAMED = 32
+"""Without ``scaler=``: at most this many steps recorded before the first optimizer step of the
+watched weights are named by the warning of a GradScaler found then (Watch._adopt_scaler)."""
 WEIGHT_GRADIENT_ROWS = frozenset({"weight_grad_std", "weight_grad_absmean"})
 """Rows measured on the parameters' ``.grad``."""
 
@@ -151,8 +154,11 @@ class _OptimizersOf:
         watch = self.watch()
         if watch is None:
             return
-        if watch.scaler is None and (watch._warned_order or not watch._rec.armed):
-            return  # without a scaler only the armed steps matter (Watch._check_step_order)
+        if watch.scaler is None:
+            if watch._look_for_scaler and self.note(opt):  # the weights' first step: by a
+                watch._adopt_scaler()  # GradScaler not given to the Watch?
+            if watch.scaler is None and (watch._warned_order or not watch._rec.armed):
+                return  # without a scaler only the armed steps matter (_check_step_order)
         holds = self.note(opt)
         if holds and watch._rec.armed:
             # the gradients this step of the watched weights reads: unchanged at the record,
@@ -195,6 +201,24 @@ class _OptimizersOf:
         """The live optimizer of id ``key`` noted so far, or None."""
         entry = self.seen.get(key)
         return entry[0]() if entry is not None else None
+
+
+def _stepping_scaler() -> tuple[Any, int]:
+    """The ``torch.amp.GradScaler`` whose ``scaler.step(opt)`` is calling the optimizer step
+    in progress (found on the call stack, a few frames up from an optimizer step pre-hook), or
+    None (the optimizer was stepped directly); with the ``stacklevel`` of a warning from the
+    caller of this function's caller that names the line calling ``scaler.step``."""
+    from torch.amp.grad_scaler import GradScaler
+
+    frame, level = sys._getframe(2), 2
+    for _ in range(12):
+        if frame is None:
+            break
+        if frame.f_code is GradScaler.step.__code__:
+            scaler = frame.f_locals.get("self")
+            return (scaler, level + 1) if isinstance(scaler, GradScaler) else (None, 0)
+        frame, level = frame.f_back, level + 1
+    return None, 0
 
 
 def _error_text(error: BaseException, steps: int) -> str:
@@ -361,7 +385,10 @@ class Watch:
         .backward()``; call :meth:`step` before ``scaler.step(opt)``): the gradient rows are
         divided by the scale that backward ran with, so they are the gradients of ``loss``
         itself (``weight_grad_*`` only when ``scaler.unscale_(opt)`` has not done so yet).
-        Without it those rows carry the factor ``scaler.get_scale()``.
+        Without it, the scaler whose ``scaler.step(opt)`` first steps an optimizer of the
+        watched weights is taken as this one (a RuntimeWarning says so), and so is the record
+        taken just before (step 0's): the rows of a step recorded before that (a first step
+        the scaler skipped) carry the factor ``scaler.get_scale()`` of then.
     theory:
         At the first recorded step, :func:`depthlab.torch.predict` of the model on that
         step's input (the first positional argument of its forward): :attr:`theory` (rows
@@ -458,6 +485,11 @@ class Watch:
         self._theory_pending = self._rec.want_input = bool(theory)
         self._warned_order = False
         self._warned_zero = False
+        # without scaler=: until the first optimizer step of the weights, whether a GradScaler
+        # steps it (Watch._adopt_scaler), and the gradients a record read before it
+        self._look_for_scaler = scaler is None
+        self._scaled_records: list[int] = []  # steps recorded then (the first SCALED_NAMED)
+        self._scaled_last: tuple[int, int] | None = None  # the last: (step, its first row)
         # which optimizers step these weights (see _scaler_state), and whether one stepped
         # before Watch.step (_check_scaler_order, _check_step_order)
         from torch.optim.optimizer import register_optimizer_step_pre_hook
@@ -1048,7 +1080,80 @@ class Watch:
                 del column[size:]
             self._pending[:] = pending
             raise
+        if self.scaler is None and self._look_for_scaler:  # (before the first optimizer
+            # step of the weights: usually step 0's record only) what _adopt_scaler divides
+            if len(self._scaled_records) < SCALED_NAMED:  # (a loop with no optimizer)
+                self._scaled_records.append(n)
+            self._scaled_last = (n, sizes[2])
         return fused and refresh
+
+    def _adopt_scaler(self) -> None:
+        """At the first step of an optimizer of the watched weights, without ``scaler=``: when
+        a ``torch.amp.GradScaler`` makes it (``scaler.step(opt)``, found on the call stack),
+        the backward ran on ``loss * S``, so the gradient rows carried the factor ``S``
+        (``grad_pre_std`` of ``S dL/ds``) without a word. The scaler is taken as the Watch's
+        own from then on (the rows divided by ``S``, as with ``scaler=``), and warned about
+        once. The record of this very step (taken before ``scaler.step``, at the scale of now)
+        is divided too (:meth:`_divide_record`). Records of earlier steps (steps the scaler
+        skipped: no optimizer step ran) keep the factor of their own scale, which the warning
+        names."""
+        self._look_for_scaler = False
+        steps, self._scaled_records = self._scaled_records, []
+        last, self._scaled_last = self._scaled_last, None
+        scaler, level = _stepping_scaler()
+        if scaler is None or not scaler.is_enabled() or getattr(scaler, "_scale", 0.0) is None:
+            return
+        self.scaler = scaler
+        scale, unscaled = _scaler_state(scaler, self._optimizers)
+        fixed = [last[0]] if last is not None and last[0] == self._calls - 1 \
+            and self._divide_record(*last, scale, unscaled) else []
+        left = [n for n in steps if n not in fixed]
+        more = ", ..." if len(steps) == SCALED_NAMED else ""
+        kept = (f"; the records of steps {', '.join(map(str, left))}{more} (before its first "
+                "optimizer step: steps it skipped) keep the factor of its scale then"
+                if left else "")
+        warnings.warn(f"Watch: a torch.amp.GradScaler steps the optimizer of "
+                      f"{type(self.model).__name__}'s weights (scaler.step(opt)) but was not "
+                      f"given to the Watch: its gradient rows carried the loss scale "
+                      f"(S = {scale:g}); the scaler is taken as the Watch's from step "
+                      f"{fixed[0] if fixed else self._calls} on, the rows being the gradients "
+                      f"of the loss itself (divided by S){kept}; pass "
+                      "Watch(model, ..., scaler=scaler) to say so", RuntimeWarning,
+                      stacklevel=level)
+
+    def _divide_record(self, n: int, start: int, scale: float,
+                       unscaled: bool | set[int]) -> bool:
+        """Divide the gradient rows of the record of step ``n`` (rows ``start`` on) by
+        ``scale``: ``grad_pre_*`` always; ``weight_grad_*`` of a layer unless its ``.grad``
+        was read unscaled, i.e. its ``weight_grad_absmean`` then equals ``mean |g|`` of its
+        ``.grad`` unscaled now (``g = .grad`` where ``scaler.step`` or ``unscale_`` has
+        unscaled it, ``.grad / S`` where not yet: a fused optimizer's; the unscaling kernel
+        keeps the version counter, so the values tell). With map layers (rows numbered among
+        them): a layer whose weights are unscaled now counts as read unscaled."""
+        if start > len(self._col_step) or any(s != n for s in self._col_step[start:]):
+            return False  # (not the last record)
+        q, layers, values = self._col_q, self._col_layer, self._col_value
+        if self._rec.mapped:
+            done = self._rec.unscaled_layers(unscaled) if isinstance(unscaled, set) else (
+                set(layers[start:]) if unscaled else set())
+        else:
+            recorded = {layers[i]: values[i] for i in range(start, len(values))
+                        if q[i] == "weight_grad_absmean"}
+            sums: dict[int, list[float]] = {}
+            with torch.no_grad():
+                for info, p in self._weights:
+                    if p.grad is not None and info.index in recorded:
+                        acc = sums.setdefault(info.index, [0.0, 0.0])
+                        now = float(p.grad.detach().abs().sum(dtype=torch.float64))
+                        acc[0] += now if unscaled is True or (
+                            isinstance(unscaled, set) and id(p) in unscaled) else now / scale
+                        acc[1] += p.grad.numel()
+            done = {i for i, (total, count) in sums.items()
+                    if count and math.isclose(recorded[i], total / count, rel_tol=1e-3)}
+        for i in range(start, len(values)):
+            if q[i] in GRADIENT_ROWS or (q[i] in WEIGHT_GRADIENT_ROWS and layers[i] not in done):
+                values[i] /= scale
+        return True
 
     def _check_scaler_order(self) -> None:
         """Refuse a record after ``scaler.update()`` (see :class:`_OptimizersOf`)."""
