@@ -93,3 +93,22 @@ def test_the_end_panel_says_which_runs_end_early_and_why():
     end = _titles(fig)[1]
     assert "diverged: step 1, the last finite" in end, end
     assert "died: step 2, the last above 0" in end, end
+
+
+def test_the_weight_std_figure_says_when_the_end_is_not_finite():
+    """A torch run whose loss went NaN (the Watch goes on recording, every weight NaN from
+    step 2): the figure "Weight std per layer: initialization and end" drew step 1 as its end
+    and said nothing of steps 2-3. The recorded steps after the last drawn one are named."""
+    from depthlab.report import figures
+
+    nan = float("nan")
+    probes = _rows({"weight_std": {1: [0.5, 0.6, nan, nan], 2: [0.2, 0.3, nan, nan]}})
+    fig = figures.weight_std_profile(probes)
+    title = fig.axes[0].get_title()
+    assert "steps 2-3: not finite in any layer" in title, title
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "measured, step 1" in labels, labels
+    # every step NaN after the first: one point per layer, and the same note
+    probes = _rows({"weight_std": {1: [nan] * 4, 2: [0.2, nan, nan, nan]}})
+    title = figures.weight_std_profile(probes).axes[0].get_title()
+    assert "steps 1-3: not finite in any layer" in title, title

@@ -1174,6 +1174,14 @@ def weight_std_profile(probes: pd.DataFrame | None,
             notes.append(f"step {step}: not finite in {_span_text(bad, names)}")
         if zero:
             notes.append(f"step {step}: 0 (all weights equal) in {_span_text(zero, names)}")
+    # recorded steps after the last drawn one, every layer NaN/inf there (a torch Watch goes
+    # on recording a diverged run: its weights NaN from then on): "initialization and end"
+    # drew an earlier step as the end without a word
+    steps = probes.loc[(probes["quantity"] == "weight_std") & (probes["layer"] >= 1), "step"]
+    after = sorted({int(v) for v in steps if v > last})
+    if after:
+        notes.append((f"steps {after[0]}-{after[-1]}" if len(after) > 1 else f"step {after[0]}")
+                     + ": not finite in any layer")
     measured = [ln for ln in ax.lines if str(ln.get_label()).startswith("measured")]
     vals = np.concatenate([np.asarray(ln.get_ydata(), float) for ln in measured])
     if not np.isfinite(vals).any():  # every weight std 0 or not finite: no point to draw
