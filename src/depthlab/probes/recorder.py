@@ -325,41 +325,33 @@ class ProbeRecorder(Callback):
         index -> (its weights, the buffer that is to receive a copy of them); with the compiled
         kernels the copy is made in the statistics' pass over the weights. Returns the indices
         copied."""
-        copied: set[int] = set()
-        if stats and not hist:  # (a record's usual case: the loop with the fewest lookups)
-            add_values = self._block_values.frombytes
-            bufs = self._snapshot_list(snapshots)
-            for p, kernel_stats, buf in zip(self._points, self._kernel_stats, bufs):
-                values = kernel_stats(buf)
-                if values is None:
-                    with np.errstate(all="ignore"):
-                        self._add_layer(step, p.index, layer_stats(p, self.percentiles))
-                    continue
-                if buf is not None:
-                    copied.add(p.index)
-                self._block_step.append(step)
-                self._block_layer.append(p.index)
-                add_values(values.tobytes())  # float64 from the kernels
-            self._stat_steps.add(step)
-            return copied
-        for p, kernel_stats in zip(self._points, self._kernel_stats):
-            if stats:
-                snap = snapshots.get(p.index) if snapshots else None
-                buf = None if snap is None else snap[1]
-                values = kernel_stats(buf)
-                if values is None:  # no kernels, or a layer the NumPy path must decide
-                    with np.errstate(all="ignore"):  # (the kernels raise no warnings)
-                        values = layer_stats(p, self.percentiles)
-                elif buf is not None:
-                    copied.add(p.index)
-                self._add_layer(step, p.index, values)
-            if hist:
-                with np.errstate(all="ignore"):
-                    self._histograms(step, p)
-        if stats:
-            self._stat_steps.add(step)
+        copied = self._statistics(step, snapshots) if stats else set()
         if hist:
+            with np.errstate(all="ignore"):
+                for p in self._points:
+                    self._histograms(step, p)
             self._hist_done.add(step)
+        return copied
+
+    def _statistics(self, step: int, snapshots: dict[int, tuple] | None) -> set[int]:
+        """Every probe point's statistics at ``step``, one block row each: the compiled
+        kernel's (which also copies the feeding weights into the point's snapshot buffer, when
+        given), or the NumPy path's where the kernel declines. Returns the indices copied."""
+        copied: set[int] = set()
+        add_values = self._block_values.frombytes
+        bufs = self._snapshot_list(snapshots)
+        for p, kernel_stats, buf in zip(self._points, self._kernel_stats, bufs):
+            values = kernel_stats(buf)
+            if values is None:  # no kernels, or a layer the NumPy path must decide
+                with np.errstate(all="ignore"):  # (the kernels raise no warnings)
+                    self._add_layer(step, p.index, layer_stats(p, self.percentiles))
+                continue
+            if buf is not None:
+                copied.add(p.index)
+            self._block_step.append(step)
+            self._block_layer.append(p.index)
+            add_values(values.tobytes())  # float64 from the kernels
+        self._stat_steps.add(step)
         return copied
 
     def _snapshot_list(self, snapshots: dict[int, tuple] | None) -> list | tuple:
