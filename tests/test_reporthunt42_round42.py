@@ -73,8 +73,13 @@ def test_a_run_with_no_finite_value_is_named_not_left_out_without_a_word():
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert any("NaN or inf" in t for t in texts), texts
     dead = _rows({"grad_pre_std": {1: [0.0] * 4, 2: [0.0] * 4}})
-    texts = [t.get_text() for ax in plot.gradient_per_layer(dead, False).axes for t in ax.texts]
+    fig = plot.gradient_per_layer(dead, False)
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert any("0" in t and "log axis" in t for t in texts), texts
+    fig.canvas.draw()  # each message inside its panel (a 62-character line crossed its axis)
+    for ax in fig.axes:
+        box, inside = ax.get_window_extent(), [t.get_window_extent() for t in ax.texts]
+        assert all(b.x0 >= box.x0 and b.x1 <= box.x1 for b in inside), (box, inside)
 
 
 def test_the_end_panel_says_which_runs_end_early_and_why():

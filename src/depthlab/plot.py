@@ -318,10 +318,10 @@ def _nothing_positive(tables: Sequence[pd.DataFrame], quantity: str) -> str:
         return f"no '{quantity}' probes recorded"
     finite = v[np.isfinite(v)]
     if not finite.size:
-        return f"every '{quantity}' probe is NaN or inf: nothing to draw"
-    return (f"no positive '{quantity}' probes: every one is 0 (a log axis has no 0)"
+        return f"every '{quantity}' probe is NaN or inf:\nnothing to draw"
+    return (f"no positive '{quantity}' probes:\nevery one is 0 (a log axis has no 0)"
             if finite.size == v.size and not finite.any() else
-            f"no positive '{quantity}' probes: each is 0 or NaN/inf (a log axis has no 0)")
+            f"no positive '{quantity}' probes:\neach is 0 or NaN/inf (a log axis has no 0)")
 
 
 def _steps_text(steps: Any, shown: int = 8) -> str:
