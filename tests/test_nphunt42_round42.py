@@ -307,3 +307,18 @@ def test_cyclic_schedules_resume_from_state_dicts(cls_name, kw) -> None:
         opt2.params[0].grad = np.ones(3)
         opt2.step()
         sched2.step()
+
+
+def test_cross_entropy_refuses_an_ignore_index_with_probability_rows() -> None:
+    """torch: "ignore_index is not supported for floating point target". depthlab silently
+    kept every probability row (loss 1.85 where the user asked rows to be left out)."""
+    z = np.random.default_rng(5).normal(size=(4, 3))
+    rows = np.full((4, 3), 1 / 3)
+    with pytest.raises(ValueError, match="ignore_index=1 applies to integer labels"):
+        dl.loss("CrossEntropyLoss", ignore_index=1).forward(z, rows)
+    with pytest.raises(RuntimeError, match="ignore_index is not supported"):
+        F.cross_entropy(torch.tensor(z), torch.tensor(rows), ignore_index=1)
+    for kw in ({}, {"ignore_index": -100}):  # torch's default: accepted by both
+        value = dl.loss("CrossEntropyLoss", **kw).forward(z, rows)
+        assert value == pytest.approx(F.cross_entropy(torch.tensor(z), torch.tensor(rows),
+                                                      **kw).item(), rel=1e-12)

@@ -16,7 +16,8 @@ float32 stays float32.
   torch's): each row's loss is -sum_c w_c y_bc log softmax(z_b)_c, and the mean divides
   their sum by sum_b w[y_b] for labels (by B for probability rows), as torch.
   ``ignore_index`` (torch's, default -100): rows with that label add 0 (gradient 0) and the
-  mean divides by the other rows' count (their weights' sum with ``weight``).
+  mean divides by the other rows' count (their weights' sum with ``weight``); labels only:
+  another ``ignore_index`` with probability rows is a ValueError (torch's RuntimeError).
 * ``binary_cross_entropy``: logits z, targets y in [0, 1];
   loss = mean(max(z, 0) - z y + log1p(e^-|z|)); grad (sigmoid(z) - y) / N.
   torch's ``pos_weight`` p and ``weight`` w: w (p y softplus(-z) + (1 - y) softplus(z)).
@@ -560,6 +561,13 @@ class CrossEntropy(Loss):
                 f"{self.name}: pred shape {pred.shape} and target shape {target.shape} "
                 f"differ; expected target shape ({b},) (labels) or ({b}, {c}) (probabilities)"
                 + ("; a column of labels: y.ravel()" if column else "")
+            )
+        if self.ignore_index != IGNORE_INDEX:  # torch: "not supported for floating point target"
+            raise ValueError(
+                f"{self.name}: ignore_index={self.ignore_index} applies to integer labels of "
+                f"shape ({b},); probability rows (target shape {target.shape}) have no label to "
+                "leave out (torch refuses it too): give labels, or zero rows' weight via "
+                "reduction='none'"
             )
         _check_finite_target(target)
         lo, hi = target.min().item(), target.max().item()
