@@ -247,6 +247,7 @@ CYCLIC = [
     dict(base_lr=0.01, max_lr=0.1, step_size_up=10, scale_fn=lambda c: 1 / c),
     dict(base_lr=0.01, max_lr=0.1, step_size_up=7, cycle_momentum=False),
     dict(base_lr=0.05, max_lr=0.2, step_size_up=5, step_size_down=0),
+    dict(base_lr=0.01, max_lr=0.1, step_size_up=7.5, step_size_down=2.5),  # torch: float(...)
 ]
 
 

@@ -670,11 +670,9 @@ class ReLU6(Hardtanh):
     (0 at both kinks, as torch)."""
 
     name = "relu6"
-    taylor = None
 
     def __init__(self) -> None:
-        super().__init__(0.0, 6.0)
-        self.taylor = None
+        super().__init__(0.0, 6.0)  # a kink at 0: taylor None
 
     @property
     def params(self) -> dict[str, float]:

@@ -528,9 +528,10 @@ class CyclicLR(_MomentumCycle):
                             f"{type(optimizer).__name__}")
         self.base_lr_value = _one_number("base_lr", base_lr)
         self.max_lr = _one_number("max_lr", max_lr)
-        up = float(_count("step_size_up", step_size_up))
-        down = up if step_size_down is None else float(_count("step_size_down",
-                                                              step_size_down, low=0))
+        up = check_number("step_size_up", step_size_up)  # torch takes float(...) of them
+        if up == 0.0:
+            raise ValueError("invalid step_size_up value: 0; expected a number > 0")
+        down = up if step_size_down is None else check_number("step_size_down", step_size_down)
         self.total_size = up + down
         self.step_ratio = up / self.total_size
         if scale_fn is None and mode not in ("triangular", "triangular2", "exp_range"):
