@@ -75,3 +75,40 @@ def test_x_on_another_device_than_the_model_is_named():
         with pytest.raises(ValueError, match=r"^x is on the 'meta' device \(a shape without "
                                              r"values\), so nothing can be measured"):
             run()
+
+
+def test_y_on_another_device_than_the_output_is_named():
+    # torch said "Tensor on device meta is not on the expected device cpu!" (on a GPU:
+    # "Expected all tensors to be on the same device ... cuda:0 and cpu!") or, for class
+    # indices, an error from torch.nonzero's meta registration
+    model = _mlp()
+    x = torch.randn(4, 6)
+    for y, loss in ((torch.zeros(4, dtype=torch.long, device="meta"), CE),
+                    (torch.zeros(4, 3, device="meta"), nn.MSELoss())):
+        for run in (dlt.probe, dlt.predict):
+            with pytest.raises(ValueError, match=r"^y is on device meta but the model's output "
+                                                 r"is on cpu; expected y on the output's "
+                                                 r"device \(y\.to\('cpu'\)\)"):
+                run(model, x, y, loss)
+
+
+@pytest.mark.parametrize("loss", [nn.BCELoss(), "bce",
+                                  torch.nn.functional.binary_cross_entropy],
+                         ids=["module", "name", "function"])
+def test_probabilities_outside_0_1_for_bce_are_named(loss):
+    # torch said "all elements of input should be between 0 and 1" / "... of target ...",
+    # naming neither the output or y nor the remedy
+    model = _mlp()
+    x = torch.randn(4, 6)
+    with pytest.raises(ValueError, match=r"^the model's output holds values outside \[0, 1\] "
+                                         r"\(from -?[0-9.]+ to -?[0-9.]+\), but .*takes "
+                                         r"probabilities; .*sigmoid.*bce_with_logits"):
+        dlt.probe(model, x, torch.rand(4, 3), loss)
+    squashed = nn.Sequential(model, nn.Sigmoid())
+    for run in (dlt.probe, dlt.predict):
+        with pytest.raises(ValueError, match=r"^y holds targets outside \[0, 1\] \(from "
+                                             r"0 to 3\), but .*takes probabilities "
+                                             r"in \[0, 1\]"):
+            run(squashed, x, torch.tensor([[0.0, 1.0, 3.0]] * 4), loss)
+    df = dlt.probe(squashed, x, torch.rand(4, 3), loss)  # probabilities: measured
+    assert (df.quantity == "grad_pre_std").sum() == 2

@@ -442,6 +442,50 @@ def _check_probability_targets(output: Any, y: Any, loss_fn: Any) -> None:
                             f"dtype {output.dtype} (y.to({output.dtype}))")
 
 
+def _check_target_device(output: Any, y: Any, loss_fn: Any) -> None:
+    """One of torch's own losses (:func:`_torch_loss_name`) takes ``y`` on the output's
+    device: a ValueError naming both devices and the remedy before the loss runs (torch said
+    'Expected all tensors to be on the same device, but found at least two devices, cuda:0
+    and cpu!', or for a meta ``y`` 'Tensor on device meta is not on the expected device
+    cpu!' and an error of ``torch.nonzero``'s meta registration). A loss of the user's own
+    may move ``y`` itself, and is left alone."""
+    if not isinstance(output, torch.Tensor) or not isinstance(y, torch.Tensor) \
+            or y.device == output.device or _torch_loss_name(loss_fn) is None:
+        return
+    raise ValueError(f"y is on device {y.device} but the model's output is on "
+                     f"{output.device}; expected y on the output's device "
+                     f"(y.to({str(output.device)!r}))")
+
+
+def _check_probability_range(output: Any, y: Any, loss_fn: Any) -> None:
+    """torch's ``BCELoss``/``F.binary_cross_entropy`` take probabilities: an output and
+    targets ``y`` in ``[0, 1]`` (``-sum y log p + (1 - y) log(1 - p)``). A ValueError naming
+    the range found and the remedy before the loss runs; torch said 'all elements of input
+    should be between 0 and 1' (a model without a final sigmoid) or '... of target ...',
+    naming neither. Only for torch's own losses (:func:`_torch_loss_name`); a subclass of the
+    user's may squash the output itself."""
+    from .train import binary_threshold
+
+    if binary_threshold(loss_fn) != 0.5 or _torch_loss_name(loss_fn) is None:
+        return
+    name = _torch_loss_name(loss_fn)
+    for what, t in (("the model's output", output), ("y", y)):
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.numel() == 0 \
+                or t.device.type == "meta":
+            continue
+        lo, hi = float(t.detach().min()), float(t.detach().max())
+        if lo >= 0.0 and hi <= 1.0 or lo != lo or hi != hi:  # (NaN: torch's own message)
+            continue
+        if what == "y":
+            raise ValueError(f"y holds targets outside [0, 1] (from {lo:g} to {hi:g}), but "
+                             f"{name} takes probabilities in [0, 1]; expected targets in [0, 1] "
+                             "(y.clamp(0, 1), or labels of 0 and 1)")
+        raise ValueError(f"the model's output holds values outside [0, 1] (from {lo:g} to "
+                         f"{hi:g}), but {name} takes probabilities; expected a model that ends "
+                         "with a sigmoid, or loss_fn 'bce_with_logits' "
+                         "(nn.BCEWithLogitsLoss()) for logits")
+
+
 def _check_class_weights(output: Any, loss_fn: Any) -> None:
     """A class-index loss's ``weight`` (``nn.CrossEntropyLoss(weight=w)``, ``NLLLoss``, or
     ``weight=`` of ``functools.partial(F.cross_entropy, ...)``) must hold one float of the
@@ -492,6 +536,8 @@ def check_targets(output: Any, y: Any, loss_fn: Any) -> None:
                         "tensor, or a tuple or dict of tensors that loss_fn reads")
     _check_structured_output(output, loss_fn)
     _check_target_type(y, loss_fn)
+    _check_target_device(output, y, loss_fn)
+    _check_probability_range(output, y, loss_fn)
     _check_class_weights(output, loss_fn)
     _check_probability_targets(output, y, loss_fn)
     _check_elementwise_targets(output, y, loss_fn)
