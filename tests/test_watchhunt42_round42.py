@@ -104,8 +104,8 @@ def test_a_grad_scaler_not_given_to_the_watch_is_found_and_its_scale_divided_out
 def test_records_before_the_scaler_is_found_are_named_in_the_warning() -> None:
     """A first step skipped by the scaler (inf gradients: no optimizer step ran, so the scaler
     is found one step later) keeps the factor of its scale; the warning names that step."""
-    with pytest.warns(RuntimeWarning, match=r"from step 1 on.*the records of steps 0 \(before "
-                      r"its first optimizer step"):
+    with pytest.warns(RuntimeWarning, match=r"from step 1 on.*the records of steps 0 \(no "
+                      r"optimizer step after them: steps it skipped"):
         _, w, ref = _amp_loop(True, 1, "plain", steps=3, inf_at=0)
     frame = w.frame()
     got = frame[(frame.step == 1) & (frame.module == "2")
@@ -128,3 +128,52 @@ def test_a_loop_without_a_scaler_is_not_warned_about_one() -> None:
             opt.step()
         w.close()
     assert w.scaler is None
+
+
+@pytest.mark.parametrize("every", [1, 2, 3])
+def test_a_grad_scaler_that_starts_after_warm_up_steps_is_found_too(every: int) -> None:
+    """Steps 0-2 in float32 with ``opt.step()``, then fp16 autocast and ``scaler.step(opt)``
+    (mixed precision switched on after a warm-up) without ``scaler=``: the scaler's first step
+    is not the weights' first optimizer step, and every later gradient row was ``S`` times
+    the gradient. Each record equals the float64 autograd reference (``/ S`` from step 3)."""
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    grads: dict[str, torch.Tensor] = {}
+    layers = {"0": model[0], "2": model[2]}
+
+    def keep(name: str):
+        def hook(module, args, out):
+            out.register_hook(lambda g: grads.__setitem__(name, g))
+        return hook
+
+    for name, m in layers.items():
+        m.register_forward_hook(keep(name))
+    watch = dlt.Watch(model, every=every, theory=False)
+    ref = {}
+    with pytest.warns(RuntimeWarning, match="GradScaler steps the optimizer"):
+        for i in range(7):
+            amp = i >= 3
+            opt.zero_grad()
+            x, y = _batch(i)
+            with torch.autocast("cpu", dtype=torch.float16, enabled=amp):
+                loss = nn.functional.cross_entropy(model(x), y)
+            scale = scaler.get_scale() if amp else 1.0
+            (scaler.scale(loss) if amp else loss).backward()
+            watch.step(loss)
+            if i % every == 0:
+                ref[i] = {(n, "grad_pre_std"): _std(grads[n]) / scale for n in layers}
+                ref[i].update({(n, "weight_grad_std"): _std(m.weight.grad) / scale
+                               for n, m in layers.items()})
+            if amp:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+    watch.close()
+    frame = watch.frame()
+    for step, rows in ref.items():
+        for (module, quantity), expected in rows.items():
+            got = frame[(frame.step == step) & (frame.module == module)
+                        & (frame.quantity == quantity)].value.tolist()
+            assert got == pytest.approx([expected], rel=2e-3), (step, module, quantity)

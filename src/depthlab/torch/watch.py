@@ -155,9 +155,12 @@ class _OptimizersOf:
         if watch is None:
             return
         if watch.scaler is None:
-            if watch._look_for_scaler and self.note(opt):  # the weights' first step: by a
-                watch._adopt_scaler()  # GradScaler not given to the Watch?
-            if watch.scaler is None and (watch._warned_order or not watch._rec.armed):
+            armed = watch._rec.armed
+            # the weights' first step after a record (or an armed one): by a GradScaler not
+            # given to the Watch? (Watch._adopt_scaler)
+            if (armed or watch._scaled_last is not None) and self.note(opt):
+                watch._adopt_scaler()
+            if watch.scaler is None and (watch._warned_order or not armed):
                 return  # without a scaler only the armed steps matter (_check_step_order)
         holds = self.note(opt)
         if holds and watch._rec.armed:
@@ -385,10 +388,11 @@ class Watch:
         .backward()``; call :meth:`step` before ``scaler.step(opt)``): the gradient rows are
         divided by the scale that backward ran with, so they are the gradients of ``loss``
         itself (``weight_grad_*`` only when ``scaler.unscale_(opt)`` has not done so yet).
-        Without it, the scaler whose ``scaler.step(opt)`` first steps an optimizer of the
-        watched weights is taken as this one (a RuntimeWarning says so), and so is the record
-        taken just before (step 0's): the rows of a step recorded before that (a first step
-        the scaler skipped) carry the factor ``scaler.get_scale()`` of then.
+        Without it, a scaler whose ``scaler.step(opt)`` steps an optimizer of the watched
+        weights right after a record (or while the hooks are on) is taken as this one from
+        that record on (a RuntimeWarning says so; mixed precision switched on mid-run too):
+        only the records after which the scaler skipped the step (inf gradients: no
+        optimizer step ran) keep the factor ``scaler.get_scale()`` of then.
     theory:
         At the first recorded step, :func:`depthlab.torch.predict` of the model on that
         step's input (the first positional argument of its forward): :attr:`theory` (rows
@@ -485,11 +489,11 @@ class Watch:
         self._theory_pending = self._rec.want_input = bool(theory)
         self._warned_order = False
         self._warned_zero = False
-        # without scaler=: until the first optimizer step of the weights, whether a GradScaler
-        # steps it (Watch._adopt_scaler), and the gradients a record read before it
-        self._look_for_scaler = scaler is None
-        self._scaled_records: list[int] = []  # steps recorded then (the first SCALED_NAMED)
-        self._scaled_last: tuple[int, int] | None = None  # the last: (step, its first row)
+        # without scaler=: the steps recorded since the last optimizer step of the weights
+        # (the first SCALED_NAMED) and the last one's (step, first row), which the next
+        # optimizer step's GradScaler, if any, divides (Watch._adopt_scaler)
+        self._scaled_records: list[int] = []
+        self._scaled_last: tuple[int, int] | None = None
         # which optimizers step these weights (see _scaler_state), and whether one stepped
         # before Watch.step (_check_scaler_order, _check_step_order)
         from torch.optim.optimizer import register_optimizer_step_pre_hook
@@ -1080,24 +1084,23 @@ class Watch:
                 del column[size:]
             self._pending[:] = pending
             raise
-        if self.scaler is None and self._look_for_scaler:  # (before the first optimizer
-            # step of the weights: usually step 0's record only) what _adopt_scaler divides
+        if self.scaler is None:  # what the next optimizer step's GradScaler divides
             if len(self._scaled_records) < SCALED_NAMED:  # (a loop with no optimizer)
                 self._scaled_records.append(n)
             self._scaled_last = (n, sizes[2])
         return fused and refresh
 
     def _adopt_scaler(self) -> None:
-        """At the first step of an optimizer of the watched weights, without ``scaler=``: when
-        a ``torch.amp.GradScaler`` makes it (``scaler.step(opt)``, found on the call stack),
-        the backward ran on ``loss * S``, so the gradient rows carried the factor ``S``
-        (``grad_pre_std`` of ``S dL/ds``) without a word. The scaler is taken as the Watch's
-        own from then on (the rows divided by ``S``, as with ``scaler=``), and warned about
-        once. The record of this very step (taken before ``scaler.step``, at the scale of now)
-        is divided too (:meth:`_divide_record`). Records of earlier steps (steps the scaler
-        skipped: no optimizer step ran) keep the factor of their own scale, which the warning
+        """Without ``scaler=``, at the first step of an optimizer of the watched weights after
+        a record (and at the steps while armed): when a ``torch.amp.GradScaler`` makes it
+        (``scaler.step(opt)``, found on the call stack), the backward ran on ``loss * S``, so
+        the gradient rows carried the factor ``S`` (``grad_pre_std`` of ``S dL/ds``) without a
+        word. The scaler is taken as the Watch's own from then on (the rows divided by ``S``,
+        as with ``scaler=``), and warned about once. The record of this very step (taken
+        before ``scaler.step``, at the scale of now) is divided too (:meth:`_divide_record`).
+        Records of steps after which no optimizer step ran (steps the scaler skipped for inf
+        gradients: fp16's first ones) keep the factor of their own scale, which the warning
         names."""
-        self._look_for_scaler = False
         steps, self._scaled_records = self._scaled_records, []
         last, self._scaled_last = self._scaled_last, None
         scaler, level = _stepping_scaler()
@@ -1109,8 +1112,8 @@ class Watch:
             and self._divide_record(*last, scale, unscaled) else []
         left = [n for n in steps if n not in fixed]
         more = ", ..." if len(steps) == SCALED_NAMED else ""
-        kept = (f"; the records of steps {', '.join(map(str, left))}{more} (before its first "
-                "optimizer step: steps it skipped) keep the factor of its scale then"
+        kept = (f"; the records of steps {', '.join(map(str, left))}{more} (no optimizer "
+                "step after them: steps it skipped) keep the factor of its scale then"
                 if left else "")
         warnings.warn(f"Watch: a torch.amp.GradScaler steps the optimizer of "
                       f"{type(self.model).__name__}'s weights (scaler.step(opt)) but was not "
