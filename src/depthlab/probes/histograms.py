@@ -49,10 +49,12 @@ ROBUST_PERCENTILE = 0.1
 bulk of the distribution into one or two bins)."""
 
 ROBUST_SAMPLE = 1 << 16
-"""Target size of the strided sample whose percentiles give a large array's robust range: the
-0.1% tail of 2^16 entries holds ~65 of them, so the sampled edge's rank is off by ~8 sample
-entries (binomial standard deviation, ~12% of the tail's mass: ~2% of a normal layer's edge)
-where the full array's edge is exact; the counts still use every entry."""
+"""Target size of the strided sample whose percentiles give a large array's robust range (the
+sample holds ``ceil(n / p)`` entries, ``p`` of :func:`sample_stride`: between about 0.6 and 1.25
+times this). The 0.1% tail of 2^16 entries holds ~65 of them, so the sampled edge's rank is off
+by ~8 sample entries (binomial standard deviation ``sqrt(m p (1 - p))``: ~12% of the tail's
+mass, a few percent of a normal layer's edge) where the full array's edge is exact; the counts
+still use every entry."""
 
 ROBUST_SAMPLE_FROM = 1 << 18
 """Arrays with at least this many finite entries take their robust range from
