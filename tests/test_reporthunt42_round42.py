@@ -117,3 +117,31 @@ def test_the_weight_std_figure_says_when_the_end_is_not_finite():
     probes = _rows({"weight_std": {1: [nan] * 4, 2: [0.2, nan, nan, nan]}})
     title = figures.weight_std_profile(probes).axes[0].get_title()
     assert "steps 1-3: not finite in any layer" in title, title
+
+
+MEASURED = "document.getElementById('grad-summary').dataset.step !== ''"
+
+
+def test_the_playground_says_which_layers_its_histogram_panels_leave_out(browser, server):
+    """A 7-layer net in the playground: the histogram panel and the activations-over-training
+    panel drew layers 1, 2, 3, 5, 6, 7 (six picked: the first, the last, evenly spaced), and
+    a learner counting seven layers looked for layer 4 without a word. Each panel now says how
+    many it shows; a net of six layers or fewer shows them all and says nothing."""
+    from helpers.browser import checked_page
+
+    with checked_page(browser) as page:
+        page.goto(server.url + "?model.depth=7&model.width=4")
+        page.wait_for_function(f"{MEASURED} && S.ready && S.ready.n_layers === 7",
+                               timeout=90_000)
+        note = "6 of 7 layers shown: the first, the last and evenly spaced ones between"
+        page.wait_for_function(f"document.getElementById('hist-layers').textContent === "
+                               f"'{note}'")
+        assert page.locator("#evo-layers").inner_text() == note
+        assert page.locator("#hist-layers").is_visible()
+        depth = page.locator("#f-model-depth")
+        depth.fill("3")
+        depth.press("Enter")
+        page.wait_for_function(f"{MEASURED} && S.ready && S.ready.n_layers === 3",
+                               timeout=90_000)
+        assert page.locator("#hist-layers").inner_text() == ""
+        assert page.locator("#evo-layers").inner_text() == ""

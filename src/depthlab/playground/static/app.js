@@ -477,6 +477,15 @@ function onAccepted(m) {
   S.evo = { step: [], mean: [], std: [] };
 }
 
+/* Which layers the histogram and activations-over-training panels draw, when not all: a 7-layer
+   net's panels drew layers 1-3 and 5-7 (the server picks the first, the last and evenly spaced
+   ones) and a learner looked for layer 4 without a word. */
+function layersShownNote(m) {
+  const k = (m.hist_layers || []).length, L = m.n_layers;
+  return k && k < L ? `${k} of ${L} ${unit(L)} shown: the first, the last and evenly spaced ` +
+    "ones between" : "";
+}
+
 function onReady(m) {
   S.ready = m;
   $("panels").classList.remove("previous");
@@ -497,6 +506,7 @@ function onReady(m) {
         "for 2-D data sets: spirals, clusters with d = 2)";
     } else if (!S.last) $("boundary-note").textContent = "";
     $("loss-rows").textContent = probeRowsNote(m);
+    $("hist-layers").textContent = $("evo-layers").textContent = layersShownNote(m);
   });
 }
 
