@@ -208,6 +208,10 @@ def torch_activation(layer: Activation) -> nn.Module:
         "selu": nn.SELU,
         "softsign": nn.Softsign,
         "mish": nn.Mish,
+        "logsigmoid": nn.LogSigmoid,
+        "relu6": nn.ReLU6,
+        "hardsigmoid": nn.Hardsigmoid,
+        "hardswish": nn.Hardswish,
     }
     if name in simple:
         return simple[name]()
@@ -215,6 +219,10 @@ def torch_activation(layer: Activation) -> nn.Module:
         return nn.LeakyReLU(p.get("negative_slope", 0.01))
     if name == "elu":
         return nn.ELU(p.get("alpha", 1.0))
+    if name == "softplus":
+        return nn.Softplus(p.get("beta", 1.0), p.get("threshold", 20.0))
+    if name == "hardtanh":
+        return nn.Hardtanh(p.get("min_val", -1.0), p.get("max_val", 1.0))
     if name == "gelu":
         return nn.GELU(approximate=p.get("approximate", "none"))
     if name == "softmax":
@@ -288,17 +296,20 @@ def to_torch(net: Network) -> nn.Sequential:
 # -- torch -> depthlab ---------------------------------------------------------------------------
 _SIMPLE_FROM_TORCH = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.Identity: "identity",
                       nn.ReLU: "relu", nn.SELU: "selu", nn.Softsign: "softsign",
-                      nn.Mish: "mish", nn.SiLU: "swish", Step: "step"}
+                      nn.Mish: "mish", nn.SiLU: "swish", nn.LogSigmoid: "logsigmoid",
+                      nn.ReLU6: "relu6", nn.Hardsigmoid: "hardsigmoid",
+                      nn.Hardswish: "hardswish", Step: "step"}
 ACCEPTED_FROM_TORCH = ("nn.Sequential, Linear, BatchNorm1d (affine, with running statistics; "
                        "a momentum or None), Dropout, AlphaDropout, Sigmoid, Tanh, Identity, ReLU, "
                        "LeakyReLU, ELU, SELU, SiLU, Softsign, Mish, GELU (erf or tanh), "
+                       "Softplus, Hardtanh, LogSigmoid, ReLU6, Hardsigmoid, Hardswish, "
                        "Softmax(dim=-1, 1 or None), Flatten(start_dim=1, end_dim=-1) (no layer: "
                        "depthlab takes rows), and to_torch's Swish, PenalizedTanh, Step, "
                        "TorchStandardize, batch norms and residual blocks")
 
 
 _PLAIN_KINDS = (nn.Sequential, nn.Linear, nn.BatchNorm1d, nn.Flatten, nn.Dropout, nn.AlphaDropout,
-                nn.LeakyReLU, nn.ELU, nn.GELU, nn.Softmax,
+                nn.LeakyReLU, nn.ELU, nn.GELU, nn.Softmax, nn.Softplus, nn.Hardtanh,
                 *(k for k in _SIMPLE_FROM_TORCH if k.__module__.startswith("torch.")))
 
 
@@ -322,6 +333,10 @@ def _activation_from_torch(m: nn.Module) -> Activation | None:
         return Activation("leaky_relu", negative_slope=float(m.negative_slope))
     if kind is nn.ELU:
         return Activation("elu", alpha=float(m.alpha))
+    if kind is nn.Softplus:
+        return Activation("softplus", beta=float(m.beta), threshold=float(m.threshold))
+    if kind is nn.Hardtanh:
+        return Activation("hardtanh", min_val=float(m.min_val), max_val=float(m.max_val))
     if kind is nn.GELU and m.approximate in ("none", "tanh"):
         return Activation("gelu", approximate=m.approximate)
     if kind is nn.Softmax and m.dim in (-1, 1, None):  # None: torch's dim 1 of rows (N, D)

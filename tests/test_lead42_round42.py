@@ -1,0 +1,47 @@
+"""Round 42, lead: the torch activations the NumPy engine gained this round (Softplus,
+Hardtanh, LogSigmoid, ReLU6, Hardsigmoid, Hardswish) cross the bridge both ways with their
+arguments, and a bridged network's gradients equal torch autograd's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import depthlab as dl
+
+torch = pytest.importorskip("torch")
+from depthlab.bridge import from_torch, to_torch  # noqa: E402
+
+CASES = [
+    ("softplus", {"beta": 2.0, "threshold": 1.5}, torch.nn.Softplus),
+    ("softplus", {}, torch.nn.Softplus),
+    ("hardtanh", {"min_val": -0.5, "max_val": 2.0}, torch.nn.Hardtanh),
+    ("logsigmoid", {}, torch.nn.LogSigmoid),
+    ("relu6", {}, torch.nn.ReLU6),
+    ("hardsigmoid", {}, torch.nn.Hardsigmoid),
+    ("hardswish", {}, torch.nn.Hardswish),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,cls", CASES)
+def test_torch_activations_cross_the_bridge_both_ways(name, kwargs, cls) -> None:
+    net = dl.mlp([4, 6, 6, 3], activation=name, activation_kwargs=kwargs or None,
+                 dtype="float64", seed=3)
+    model = to_torch(net)
+    acts = [m for m in model if isinstance(m, cls)]
+    assert len(acts) == 2 and all(type(m) is cls for m in acts)
+    for key, value in kwargs.items():
+        assert getattr(acts[0], key) == value
+    x = np.random.default_rng(1).normal(size=(11, 4)) * 4.0  # past every kink and threshold
+    g = np.random.default_rng(2).normal(size=(11, 3))
+    xt = torch.from_numpy(x).requires_grad_(True)
+    out = model(xt)
+    out.backward(torch.from_numpy(g))
+    assert np.abs(out.detach().numpy() - net.forward(x, training=True)).max() < 1e-12
+    assert np.abs(net.backward(g.copy()) - xt.grad.numpy()).max() < 1e-12
+    for p, q in zip(net.parameters(), model.parameters(), strict=True):
+        want = q.grad.numpy().T if q.ndim == 2 else q.grad.numpy()
+        assert np.abs(p.grad - want).max() < 1e-12
+    back = from_torch(model)
+    assert np.abs(back.predict(x) - net.predict(x)).max() == 0.0
+    assert [a.fn.name for a in back.layers if hasattr(a, "fn")] == [name, name]
