@@ -166,17 +166,18 @@ fitted on a few dozen rows overfits them (21 classes at 64x64, 48 rows: 2.81 aga
 class-frequency formula's 3.04)."""
 
 
-def _structure(out: Any, leaf: Callable[[torch.Tensor], Any]) -> Any:
-    """``out`` (a tensor, or tuples, lists and dicts of them) with every tensor replaced by
-    ``leaf(tensor)``, anything else kept."""
-    if isinstance(out, torch.Tensor):
-        return leaf(out)
-    if isinstance(out, (tuple, list)):
-        parts = [_structure(o, leaf) for o in out]
-        return type(out)(*parts) if hasattr(out, "_fields") else type(out)(parts)
-    if isinstance(out, dict):
-        return type(out)({k: _structure(v, leaf) for k, v in out.items()})
-    return out
+def _map_leaves(tree: Any, kind: type, leaf: Callable[[Any], Any]) -> Any:
+    """``tree`` (a ``kind`` leaf, or tuples (named ones too), lists and dicts of them) with
+    every instance of ``kind`` replaced by ``leaf(it)``, anything else kept: a model's output
+    with its tensors replaced (``kind=torch.Tensor``), and back (``kind=_Constant``)."""
+    if isinstance(tree, kind):
+        return leaf(tree)
+    if isinstance(tree, (tuple, list)):
+        parts = [_map_leaves(o, kind, leaf) for o in tree]
+        return type(tree)(*parts) if hasattr(tree, "_fields") else type(tree)(parts)
+    if isinstance(tree, dict):
+        return type(tree)({k: _map_leaves(v, kind, leaf) for k, v in tree.items()})
+    return tree
 
 
 def fitted_constant_loss(loss_fn: Callable, y: torch.Tensor, out: Any,
@@ -205,7 +206,7 @@ their outputs would exceed :data:`FITTED_ENTRIES` entries). Only for a loss
             return _Constant(len(consts) - 1, t.dtype)
         return t.detach()
 
-    template = _structure(out, start)
+    template = _map_leaves(out, torch.Tensor, start)
     if not consts:
         return math.nan
     devices = [t.device for t in consts]
@@ -220,7 +221,7 @@ their outputs would exceed :data:`FITTED_ENTRIES` entries). Only for a loss
             c = consts[part.index]
             return c.to(part.dtype).unsqueeze(0).expand(len(targets), *c.shape)
 
-        o = _rebuild(template, fill)
+        o = _map_leaves(template, _Constant, fill)
         value = loss_fn(o, targets)
         if not isinstance(value, torch.Tensor) or value.numel() != 1:
             raise ValueError("not a scalar loss")
@@ -256,18 +257,6 @@ class _Constant:
 
     index: int
     dtype: torch.dtype
-
-
-def _rebuild(template: Any, fill: Callable[[_Constant], Any]) -> Any:
-    """:func:`_structure`'s template with each :class:`_Constant` replaced by ``fill(it)``."""
-    if isinstance(template, _Constant):
-        return fill(template)
-    if isinstance(template, (tuple, list)):
-        parts = [_rebuild(o, fill) for o in template]
-        return type(template)(*parts) if hasattr(template, "_fields") else type(template)(parts)
-    if isinstance(template, dict):
-        return type(template)({k: _rebuild(v, fill) for k, v in template.items()})
-    return template
 
 
 def _robust_loss(fn: Any, opt: Callable[[str, Any], Any]) -> float | None:

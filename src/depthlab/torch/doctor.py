@@ -77,6 +77,7 @@ from ..validators import did_you_mean, keyword_hints, run_name
 from . import prescriptions as rx
 from .baselines import (
     StandardizedTargets,
+    _map_leaves,
     constant_accuracy,
     constant_loss,
     fitted_constant_loss,
@@ -131,6 +132,7 @@ from .train import (
     calibrate_population,
     model_device_dtype,
     population_layers,
+    scalar_loss,
     train,
 )
 
@@ -1220,6 +1222,7 @@ def doctor(
         with kept_state(loss_fn):  # the checks leave a stateful loss module as given
             _check_runs(model, d, loss_fn)
             _check_step(_scratch_copy(model, fresh, seed), spec, d, loss_fn)
+            _check_finite_loss(model, d, loss_fn, min(spec.batch_size, len(d.x)))
         settings = _settings(spec, loss_fn, device)
         theory, theory_note = (theory_rows(model, d.probe_source[0][:PROBE_EXAMPLES].clone())
                                if out is not None else (None, ""))
@@ -1292,6 +1295,49 @@ def doctor(
         _store(diagnosis, base, out, name, time.perf_counter() - t0, verify, theory,
                theory_note, data_key=data_fingerprint(d), max_cures=max_cures)
     return diagnosis
+
+
+def _check_finite_loss(model: nn.Module, d: TensorData, loss_fn: Callable, rows: int) -> None:
+    """A ValueError before any training when ``loss_fn`` is non-finite on the model's finite
+    outputs ``o`` of the first ``rows`` training examples (eval mode, the initial weights;
+    the targets are checked finite) and stays so on ``o / max(1, max |o|)`` in float64: the
+    loss function (a log or square root of negative numbers, a mean over no example), not the
+    weights (outputs large enough to overflow the loss give a finite loss once scaled into
+    [-1, 1]: the divergence finding's, a re-initialization's, business). Such a loss read as
+    'divergence ... the initial weights overflow', and every cure re-trained to NaN."""
+    found: list[torch.Tensor] = []
+
+    def floats(t: torch.Tensor) -> torch.Tensor:
+        if t.is_floating_point():
+            found.append(t)
+        return t
+
+    try:
+        with torch.no_grad(), rx.untouched(model):
+            model.eval()
+            out = model(d.x[:rows].clone())
+            _map_leaves(out, torch.Tensor, floats)
+            if not found or not all(bool(torch.isfinite(t).all()) for t in found):
+                return  # non-finite outputs: the weights' (or the inputs') overflow
+            value = scalar_loss(loss_fn, out, d.y[:rows])
+            if bool(torch.isfinite(value)):
+                return
+            big = max([0.0] + [float(t.abs().max()) for t in found if t.numel()])
+            top = max(1.0, big)
+            y = d.y[:rows].double() if d.y.is_floating_point() else d.y[:rows]
+            wide = scalar_loss(_loss_on(loss_fn, value.device, torch.float64), _map_leaves(
+                out, torch.Tensor, lambda t: t.double() / top if t.is_floating_point() else t),
+                y)
+    except Exception:  # noqa: BLE001 - e.g. a loss that takes no float64: cannot tell
+        return  # (training names any failure of the model or the loss itself)
+    if bool(torch.isfinite(wide)):
+        return
+    raise ValueError(f"loss_fn returned {float(value)} on the first {rows} training examples "
+                     f"before any update, on finite model outputs (largest |output| {big:.3g}) "
+                     f"and finite targets, also in float64 with the outputs scaled into [-1, "
+                     f"1]: the loss function is non-finite, not the training (a log or square "
+                     f"root of a negative number, a mean over no example?); nothing to "
+                     f"diagnose")
 
 
 @contextlib.contextmanager
@@ -1369,6 +1415,25 @@ def _killed_by_updates(f: Finding, findings: list[Finding]) -> bool:
     return end - start > end / 2 and any(g.kind == "lr_too_high" for g in findings)
 
 
+STEP_SIZE_KINDS = ("divergence", "lr_too_high")
+"""Findings of steps too large that targets of a large scale cause (:func:`_standardize_first`)."""
+
+
+def _standardize_first(findings: list[Finding]) -> list[tuple[dict[str, Any], str]]:
+    """The unscaled_targets finding's cure (standardized targets), with why, for a divergence
+    or a too-high learning rate of the same run, else ``[]``: a mean squared error's gradient
+    is as large as the targets (``dL/do = 2 (o - y) / n``), so targets of scale 1000 make
+    steps ~1000x those of standardized ones at any learning rate (MSE on such targets at SGD
+    lr 0.1 diverged at step 4; lr/10 and warm-up diverged too, the standardization trained
+    it; the run is the unscaled_targets finding's own, trained once)."""
+    if not any(g.kind == "unscaled_targets" for g in findings):
+        return []
+    return [({"target_scale": "standardize"},
+             "The targets are not standardized (see unscaled_targets): a mean squared error's "
+             "gradient grows with their scale, and so does every step. Standardize them (train "
+             "on (y - mean) / std, predict mean + std * output).")]
+
+
 def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], nn.Module],
            seed: int, xs: torch.Tensor, d: TensorData, loss_fn: Callable,
            skipped: list[str] | None = None, passed_over: list[str] | None = None
@@ -1431,6 +1496,8 @@ def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], 
                   more[:1] + candidates + more[1:] if in_training else
                   [({"lr": spec.lr / 10.0}, _KILLED_TEXT)] + candidates + more if killed else
                   candidates + more)
+    if f.kind in STEP_SIZE_KINDS and not at_init:
+        candidates = _standardize_first(base.findings) + candidates
     out: list[tuple[dict[str, Any], str]] = []
     seen: set[str] = set()
     for changes, text in candidates:
