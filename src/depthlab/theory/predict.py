@@ -235,7 +235,10 @@ AMPLIFICATION_NOTE = 3.0
 with He init over 20 layers: 8.7; at width 256 its last layer's variance measured x2.6, x7.4
 and x50 the prediction over three seeds and the first layer's relative gradient x3.5, against
 at most 16% for tanh, relu, elu and selu at the same width and depth; swish, He, 10 layers:
-3.1)."""
+3.1). Part of that was the one input length (:func:`input_length_rule`): averaged over the
+examples' lengths, the same gelu net's last-layer variance measures 2.1x the prediction and the
+first layer's relative gradient 4.1x (medians of 6 seeds, 64 inputs; 6.3x and 12x before); the
+rest is finite-width noise the unstable map magnifies."""
 
 
 DEEP_NARROW = 1.0
@@ -258,9 +261,32 @@ layer's gradient measured / predicted: 1.09 at 10 outputs, 1.51 at 100, 1.91 at 
 cross-entropy 1.01-1.02 at each; tanh (LeCun, Glorot), 300 outputs, mse: 1.04."""
 
 
-def _wide_output_note(n_out: int, n_last: int) -> str:
-    """The note for an output layer with ``n_out / n_last >= WIDE_OUTPUT``; "" otherwise."""
+DEEP_REGRESSION = 0.03
+"""A prediction's note warns, for positively homogeneous units (relu, leaky_relu), when the
+hidden layers' ``sum(1 / width)`` reaches this, whatever the output width: their output is
+``f = J_l s_l`` at every layer, so a regression loss's output gradient ``f - y`` carries
+``J_l^T J_l s_l`` back, whose variance grows over the independent-gradient recursion with
+depth / width (the finite-width spread of ``J_l``'s singular values). relu/He, 10 outputs,
+mse on N(0, 1) targets, 512 Gaussian inputs, 4 seeds, first layer's gradient measured /
+predicted (median): 1.41 at 10 layers of 256, 1.75 at 20 of 256, 2.29 at 40 of 256, 2.84 at
+20 of 128; with an output gradient independent of the outputs 0.96-1.01; cross-entropy at 20
+of 128: 1.13; leaky_relu(0.5) 20 of 256: 1.36; tanh (Glorot) 20 of 128: 0.89 for mse and
+cross-entropy alike."""
+
+
+def _wide_output_note(n_out: int, n_last: int, depth_width: float = 0.0,
+                      homogeneous: bool = False) -> str:
+    """The note for an output layer with ``n_out / n_last >= WIDE_OUTPUT``, or positively
+    homogeneous units with ``depth_width >= DEEP_REGRESSION``; "" otherwise."""
     if n_out < WIDE_OUTPUT * n_last:
+        if homogeneous and depth_width >= DEEP_REGRESSION:
+            return (f"; sum(1 / width) = {depth_width:.3g} over the hidden layers: with a "
+                    "regression loss (mse, huber) the output gradient f - y carries the output "
+                    "f = J s back through the same weights, which this recursion ignores, so "
+                    "the gradients near the input come out larger than predicted by a factor "
+                    "growing with the number of layers over their width (relu/He, 10 outputs, "
+                    "mse on unit-variance targets: the first layer's 1.4x at 10 layers of 256, "
+                    "1.75x at 20, 2.3x at 40, 2.8x at 20 of 128; cross-entropy 1.1x)")
         return ""
     return (f"; the output layer is wide ({n_out} outputs for {n_last} last hidden units): with "
             "a regression loss (mse, huber) the output gradient f - y is correlated with the "
@@ -347,7 +373,9 @@ inputs, 20 hidden layers of width 256, 3 seeds, first layer's gradient measured 
 1.12; selu (LeCun) 10.9, 2.4, 1.39, 1.05, 0.92; elu (He) 5.9, 1.7, 1.2, 1.01, 0.91; residual
 relu + BN (10 blocks) 3.6 at 2 features, 0.97 at 64; residual tanh 1.6 and 1.0; plain relu
 (He) 0.95 and 1.0, gelu 1.07 and 1.14 (the 2-D spirals gave the playground's 3.7x and 5.5x at
-width 32)."""
+width 32). Plain nets are now averaged over Gaussian inputs' lengths (:func:`input_length_rule`):
+selu at 2 features 1.07-2.0 (3.0-5.6 before), elu at 1 feature 4-22 (15-84), tanh (He) at 4
+features 0.98-1.05 (1.46-1.56); 3 seeds each. A data set's own lengths spread otherwise."""
 
 
 def _positively_homogeneous(act: Any, **kw: Any) -> bool:
@@ -374,11 +402,99 @@ def _few_inputs_note(n_in: int, act: Any, bn: bool, **kw: Any) -> str:
     if n_in >= FEW_INPUTS or (not bn and _positively_homogeneous(act, **kw)):
         return ""
     why = ("a batch spread in every direction, which batch norm takes many layers to make of "
-           "a low-rank one" if bn else "each example's input length near the average")
+           "a low-rank one" if bn else "i.i.d. Gaussian features (it averages over their "
+           "examples' lengths |x|^2 / n_in, a chi-square; a data set's spread otherwise)")
     return (f"; {n_in} input feature{'s' if n_in != 1 else ''}: the recursion assumes {why}, "
             f"so with fewer than {FEW_INPUTS} features the gradients near the input depart "
             "from it (2 features, 20 layers of width 256, first layer measured/predicted: "
-            "relu + BN 1.8x, selu 2.4x, tanh + BN 33x; 16 features: within 40%)")
+            "relu + BN 1.8x, selu 1.3x, tanh + BN 33x; 16 features: within 40%)")
+
+
+LENGTH_NODES = 24
+"""Nodes of the rule :func:`input_length_rule` averages the plain recursion over (half of them
+for a Gamma shape k >= 4, n_in >= 8 zero-mean features: within 0.2% of 24 nodes there)."""
+
+
+def input_length_rule(n_in: int, input_var: float, input_mean: float = 0.0
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """``(t, w)``: a quadrature rule for ``E_x[h(t)]`` over the ratio ``t = |x|^2 / (n_in m)`` of
+    an example's squared input length to its mean ``m = input_var + input_mean^2``, for
+    ``n_in`` i.i.d. ``N(input_mean, input_var)`` features: ``t`` is a Gamma variable of mean 1
+    and shape ``k = m^2 / Var(|x|^2 / n_in)``, ``Var = (2 input_var^2 + 4 input_var
+    input_mean^2) / n_in`` (exact, a scaled chi-square with ``n_in`` degrees of freedom, for
+    ``input_mean = 0``; moment-matched otherwise): generalized Gauss-Laguerre with ``alpha =
+    k - 1`` for ``k <= 100``, Gauss-Hermite on ``t ~ N(1, 1/k)`` above (``t`` stays above 0.3;
+    the Laguerre weights overflow float64 there); :data:`LENGTH_NODES` nodes. ``([1], [1])``
+    when every length is equal (``input_var = 0``). Weights sum to 1."""
+    from scipy.special import roots_genlaguerre
+
+    m = float(input_var) + float(input_mean) ** 2
+    var = (2.0 * input_var ** 2 + 4.0 * input_var * input_mean ** 2) / max(int(n_in), 1)
+    if not (m > 0 and var > 0 and math.isfinite(m * var)):
+        return np.ones(1), np.ones(1)
+    k = m * m / var
+    nodes = LENGTH_NODES if k < 4.0 else LENGTH_NODES // 2  # a narrow spread: 12 do (1e-3)
+    if k <= 100.0:
+        x, w = roots_genlaguerre(nodes, k - 1.0)
+        return x / k, w / w.sum()
+    z, w = np.polynomial.hermite_e.hermegauss(nodes)
+    return 1.0 + z / math.sqrt(k), w / w.sum()
+
+
+def average_over_lengths(frames: list[pd.DataFrame], weights: np.ndarray,
+                         input_sq: np.ndarray) -> pd.DataFrame:
+    """One plain-recursion frame from ``frames``, the recursion run at each node of
+    :func:`input_length_rule` (every example's own input length, ``weights`` summing to 1):
+    what a batch of such examples measures. ``pre_var``, ``act_mean``, ``act_sq``, ``deriv_sq``
+    are averages over the examples (``E_x[.]``), ``act_var = E_x[act_sq] - E_x[act_mean]^2``;
+    the gradients are averaged before the normalisation to the last layer, each example's
+    ``Var(dL/ds_l | x) = grad_pre_var_l(x) deriv_sq_L(x)`` (its last layer's
+    ``Var(dL/ds_L | x) ∝ E[f'(s_L)^2 | x]`` under an output gradient independent of ``x``):
+    ``grad_pre_var_l = E_x[Var(dL/ds_l | x)] / E_x[Var(dL/ds_L | x)]``, summed in log space
+    (``grad_pre_log_var``; the deep sigmoid's e^-1100 stays finite there), likewise
+    ``weight_grad_var = E_x[E[a_{l-1}^2 | x] Var(dL/ds_l | x)]`` relative to the same
+    (``input_sq``: each node's ``E[x_i^2]``, the layer-1 ``a_0``)."""
+    out = frames[0].copy()
+    w = np.asarray(weights, dtype=float)
+    for col in ("pre_var", "act_mean", "act_sq", "deriv_sq"):
+        out[col] = sum(wi * f[col].to_numpy(float) for wi, f in zip(w, frames))
+    out["act_var"] = np.maximum(out["act_sq"] - out["act_mean"] ** 2, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logw = np.log(w)
+        top = np.array([math.log(f["deriv_sq"].iloc[-1]) if f["deriv_sq"].iloc[-1] > 0
+                        else -math.inf for f in frames])
+        logs = np.array([f["grad_pre_log_var"].to_numpy(float) for f in frames])
+        wg = np.array([np.concatenate([[sq], f["act_sq"].to_numpy(float)[:-1]])
+                       for sq, f in zip(input_sq, frames)])  # E[a_{l-1}^2 | x]
+        log_norm = np.logaddexp.reduce(logw + top)
+        log_g = np.logaddexp.reduce(logw[:, None] + top[:, None] + logs, axis=0) - log_norm
+        log_wg = np.logaddexp.reduce(logw[:, None] + top[:, None] + logs + np.log(wg),
+                                     axis=0) - log_norm
+    out["grad_pre_log_var"] = log_g
+    out["grad_pre_var"] = np.exp(log_g)
+    out["weight_grad_var"] = np.exp(log_wg)
+    return out
+
+
+LENGTH_SPREAD_TOL = 0.1
+"""The plain prediction takes the average over input lengths (:func:`average_over_lengths`) only
+where it departs from the one-length recursion by more than this relative amount at some layer
+(pre-activation variance or gradient): below it the one-length frame is kept, bit-identical to
+:func:`~depthlab.theory.variance.propagate`, as the difference is within one net's measurement
+noise (width 256, 10-20 layers: 5-15% per layer over 3 seeds). Tanh, Glorot, 3 layers of 32:
+1.3% at 16 inputs, 0.2% at 256 (kept); tanh, He, 6 layers, 4 inputs: 45%; gelu, He, 20
+layers, 64 inputs: 3x (averaged)."""
+
+
+def _departs(a: pd.DataFrame, b: pd.DataFrame, tol: float) -> bool:
+    """Whether ``pre_var`` or ``grad_pre_log_var`` of frames ``a`` and ``b`` differ by more than
+    ``tol`` (relative; the gradient compared in log space) at some layer."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pre = np.abs(a["pre_var"].to_numpy(float) / b["pre_var"].to_numpy(float) - 1.0)
+        grad = np.abs(np.expm1(a["grad_pre_log_var"].to_numpy(float)
+                               - b["grad_pre_log_var"].to_numpy(float)))
+    return bool(np.any(np.nan_to_num(pre, nan=0.0) > tol)
+                or np.any(np.nan_to_num(grad, nan=0.0) > tol))
 
 
 def predict_gradients(model: Any, *, input_var: float = 1.0,
@@ -404,6 +520,13 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
     Random zero-mean biases of a plain net (``bias_init`` normal/uniform with their std/limit,
     ``*_normal``/``*_uniform``) add their variance: ``q_l = n_{l-1} v_l E[f(s_{l-1})^2] +
     sigma_b^2`` (:func:`random_bias_variances`; uniform ones integrated over ``b``).
+    A plain net's recursion is averaged over the examples' own input lengths ``|x|^2 / n_in``
+    (:func:`input_length_rule`, :func:`average_over_lengths`; i.i.d. Gaussian features of
+    ``input_var``/``input_mean``): a batch measures that average, which departs from the
+    recursion at the mean length where the length map is not linear (gelu, He, 20 layers of 256,
+    64 inputs: last layer's variance 3x; exact, so skipped, for relu-like units without biases;
+    kept only where it departs from the one-length value by more than
+    :data:`LENGTH_SPREAD_TOL`).
     Raises ValueError for sizes that are not explicit integers (``"auto"``), OverflowError
     naming the layer where a variance passes float64's range (exploding gradients).
     """
@@ -444,7 +567,9 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
         return _uncovered(arch, points, f"no prediction: the output layer's weights are all 0 "
                                         f"(init {out_init!r}), so every hidden gradient is "
                                         "exactly 0 at initialization: no scale to compare")
-    wide = _wide_output_note(int(sizes[-1]), hidden[-1])
+    wide = _wide_output_note(int(sizes[-1]), hidden[-1], sum(1.0 / h for h in hidden),
+                             not bn and not residual and has_zero_biases(spec.bias_init)
+                             and _positively_homogeneous(act, **kw))
     few = _few_inputs_note(int(sizes[0]), act, bn, **kw) + wide
     # a Network's weights may have left its recipe (dl.lsuv rescales them in place): the
     # recipe's glorot prediction for an LSUV'd ReLU net read 0.0014 at layer 1, measured 0.93.
@@ -486,15 +611,41 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
         return GradientPrediction(arch, frame, factor.covered,
                                   factor.note + (few if factor.covered else ""), formula,
                                   factor.growth)
-    if own:  # each layer's own E[W^2], in the order propagate reads its layers
-        moments = iter(own)
-        init = lambda fan_in, fan_out: next(moments)  # noqa: E731
-    if bias_vars is None:  # zero biases: the call as it always was (bit-identical)
-        frame = propagate([int(sizes[0]), *hidden], act, init, input_var, input_mean, **kw)
-    else:
-        frame = propagate([int(sizes[0]), *hidden], act, init, input_var, input_mean,
-                          bias_vars, bias_dist=bias_distribution(spec.bias_init) or "normal",
-                          **kw)
+
+    def run(var: float, mean: float) -> pd.DataFrame:
+        if own:  # each layer's own E[W^2], in the order propagate reads its layers
+            moments = iter(own)
+            weights = lambda fan_in, fan_out: next(moments)  # noqa: E731
+        else:
+            weights = init
+        if bias_vars is None:  # zero biases: the call as it always was
+            return propagate([int(sizes[0]), *hidden], act, weights, var, mean, **kw)
+        return propagate([int(sizes[0]), *hidden], act, weights, var, mean, bias_vars,
+                         bias_dist=bias_distribution(spec.bias_init) or "normal", **kw)
+
+    # every example has its own input length |x|^2 / n_in (a chi-square spread, relative std
+    # sqrt(2 / n_in)), and an unstable length map widens the spread: the batch measures the
+    # average over examples, not the recursion at the average length (gelu, He, 20 layers of
+    # 256, 64 inputs: last layer's variance 6.3x the one-length value, 2.1x the average).
+    # Positively homogeneous units with zero biases: the ratios do not depend on the length.
+    from ..validators import real
+
+    input_var, input_mean = real("input_var", input_var, low=0.0), real("input_mean", input_mean)
+    t, w = input_length_rule(int(sizes[0]), input_var, input_mean)
+    frame = one = run(input_var, input_mean)
+    if len(t) > 1 and not (bias_vars is None and _positively_homogeneous(act, **kw)):
+        def average(ts: np.ndarray, ws: np.ndarray) -> pd.DataFrame:
+            return average_over_lengths([run(input_var * ti, input_mean * math.sqrt(ti))
+                                         for ti in ts], ws, (input_var + input_mean ** 2) * ts)
+
+        # a cheap screen first: the two-point rule t = 1 +- sd (t's mean and variance) is the
+        # average to second order; the full rule (12-24 recursions) only where it departs
+        sd = math.sqrt(float(np.sum(w * (t - 1.0) ** 2)))
+        if sd >= 0.5 or _departs(average(np.array([1.0 - sd, 1.0 + sd]), np.full(2, 0.5)),
+                                 frame, 0.5 * LENGTH_SPREAD_TOL):
+            averaged = average(t, w)
+            if _departs(averaged, frame, LENGTH_SPREAD_TOL):
+                frame = averaged
     dead = _zero_gradients(arch, frame, act)
     if dead is not None:
         return dead
@@ -522,7 +673,7 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
     under = _underflow_note(frame)
     if under:
         note += under
-    gain = length_map_amplification(frame, act, **kw)
+    gain = length_map_amplification(one, act, **kw)  # along the mean length's trajectory
     if gain >= AMPLIFICATION_NOTE:
         note += (f"; the length map is unstable here: a relative error in one layer's variance "
                  f"(finite-width noise, ~sqrt(2/width) per layer) grows up to x{gain:.3g} by "
