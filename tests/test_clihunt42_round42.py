@@ -56,3 +56,71 @@ def test_both_interrupt_exit_timers_are_armed_by_one_rule(monkeypatch):
     common._ENTRY.append(True)  # the process's own command
     common.arm_shutdown_timer(143)
     assert armed == [(common.SHUTDOWN_GRACE_S, 143)]
+
+
+def test_an_export_stops_on_ctrl_c_during_a_long_table_scan(tmp_path):
+    # one SQLite statement (the export's scan of a big table for its column types) ran to its
+    # end before Python saw the Ctrl-C: 5-10 s for a 490,000-row histogram table. The signal is
+    # sent once the scan has started; the export stops well before the scan could finish
+    import os
+    import signal
+    import sqlite3
+    import threading
+    import time
+
+    from depthlab.experiments.store import Store
+
+    path = tmp_path / "depthlab.db"
+    Store(path).close()
+    conn = sqlite3.connect(path)
+    conn.executemany("INSERT INTO histograms (run_id, step, layer, kind, bin_left, bin_right, "
+                     "count) VALUES ('r', ?, 0, 'a', 0.0, 1.0, 1)",
+                     ((i,) for i in range(100_000)))
+    conn.commit()
+    conn.close()
+    store = Store(path, create=False, readonly=True)
+    cols = [d[0] for d in store._conn.execute("SELECT * FROM histograms LIMIT 1").description]
+    t0 = time.perf_counter()
+    store._column_kinds("histograms", cols)  # the export's scan, to its end
+    whole_scan = time.perf_counter() - t0
+    started = threading.Event()
+    store._conn.set_trace_callback(lambda sql: "typeof" in sql and "histograms" in sql
+                                   and started.set())
+    stopped = []
+
+    def interrupt() -> None:
+        started.wait()
+        stopped.append(time.perf_counter())
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        store.export(tmp_path / "e")
+    took = time.perf_counter() - stopped[0]
+    store.close()
+    assert took < whole_scan / 2, (took, whole_scan)
+    assert not (tmp_path / "e").exists()  # nothing half-written, no empty folder
+
+
+def test_a_sigterm_whose_exception_a_library_dropped_still_ends_as_sigterm():
+    # sqlite3 drops an exception raised in its progress callback (the signal handler's
+    # Terminated) and fails the statement as "interrupted", which the store raises as a plain
+    # KeyboardInterrupt: the command ended "interrupted", 130, instead of SIGTERM's 143
+    import os
+    import signal
+
+    from depthlab.cli import _interrupts
+    from depthlab.cli.common import Terminated
+
+    raised = None
+    try:
+        with _interrupts(entry=False):
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                signal.pthread_sigmask(signal.SIG_BLOCK, [])  # (a call: the handler runs here)
+            except Terminated:
+                pass  # dropped, as sqlite3 drops it
+            raise KeyboardInterrupt
+    except KeyboardInterrupt as e:  # (Terminated is one)
+        raised = e
+    assert isinstance(raised, Terminated), repr(raised)

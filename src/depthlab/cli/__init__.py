@@ -473,6 +473,12 @@ def _interrupts(entry: bool) -> Iterator[None]:
     _ENTRY.append(entry)
     try:
         yield
+    except KeyboardInterrupt as e:
+        if seen and seen[0] == signal.SIGTERM and not _by_sigterm(e):
+            # a library dropped the handler's Terminated and raised its own interrupt (an
+            # SQLite statement aborted by it): the command still ends as SIGTERM's (143)
+            raise Terminated() from e
+        raise
     finally:
         try:
             done.set()
