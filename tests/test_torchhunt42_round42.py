@@ -112,3 +112,27 @@ def test_probabilities_outside_0_1_for_bce_are_named(loss):
             run(squashed, x, torch.tensor([[0.0, 1.0, 3.0]] * 4), loss)
     df = dlt.probe(squashed, x, torch.rand(4, 3), loss)  # probabilities: measured
     assert (df.quantity == "grad_pre_std").sum() == 2
+
+
+def test_discover_given_no_input_or_the_targets_says_what_it_takes():
+    # discover(model, *inputs) calls model(*inputs): discover(model) and discover(model, x,
+    # y) were told "x is a tuple of 0 inputs ..." / "... give x=(xs,), a tuple holding it",
+    # probe's wording for an x discover does not have
+    model = _mlp()
+    x = torch.randn(4, 6)
+    with pytest.raises(TypeError, match=r"^discover\(model, \*inputs\) runs model\(\*inputs\), "
+                                        r"and was given no inputs; expected discover\(model, "
+                                        r"x\)"):
+        dlt.discover(model)
+    with pytest.raises(TypeError, match=r"^discover\(model, \*inputs\) runs model\(\*inputs\), "
+                                        r"but Sequential\.forward\(input\) does not take the 2 "
+                                        r"inputs given \(too many positional arguments\); "
+                                        r"expected discover\(model, x\) with the inputs the "
+                                        r"forward takes \(no targets or loss\)"):
+        dlt.discover(model, x, torch.zeros(4, dtype=torch.long))
+    with pytest.raises(TypeError, match=r"^discover\(model, \*inputs, \*\*kwargs\) runs "
+                                        r"model\(\*inputs, \*\*kwargs\), but Sequential\.forward"
+                                        r"\(input\) does not take them \(missing a required "
+                                        r"argument: 'input'\)"):
+        dlt.discover(model, inputs=x)
+    assert [i.name for i in dlt.discover(model, x)] == ["0", "2"]

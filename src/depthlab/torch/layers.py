@@ -1026,11 +1026,17 @@ def discover(model: nn.Module, *inputs: Any, **kwargs: Any) -> list[LayerInfo]:
     with torch.inference_mode(False), torch.enable_grad(), rec.isolated():
         rec.arm()
         with cap if cap is not None else contextlib.nullcontext():
-            if kwargs:
-                check_callable(model)
-                model(*trackable(list(inputs)), **trackable(kwargs))
-            else:  # probe's one-line errors for a wrong input (shape, dtype, token ids)
-                forward(model, tuple(trackable(list(inputs))))  # model(*inputs)
+            try:
+                if kwargs:
+                    check_callable(model)
+                    model(*trackable(list(inputs)), **trackable(kwargs))
+                else:  # probe's one-line errors for a wrong input (shape, dtype, token ids)
+                    forward(model, tuple(trackable(list(inputs))))  # model(*inputs)
+            except TypeError as exc:
+                said = _unbound_inputs(model, inputs, kwargs)
+                if said is None:
+                    raise
+                raise TypeError(said) from exc
         rec.disarm()
         calls = _untied(cap.calls, tables, rec.order) if cap is not None else []
         if not calls:
@@ -1038,6 +1044,36 @@ def discover(model: nn.Module, *inputs: Any, **kwargs: Any) -> list[LayerInfo]:
         # (the pre_mean/pre_std rows tell whether a user-class layer's output is its map's)
         calls, gone = _replaced(rec.collect(weight_grads={}), calls, candidates)
         return map_layers(model, rec, calls, loose, gone) if calls else rec.ran_layers()
+
+
+def _unbound_inputs(model: nn.Module, inputs: tuple, kwargs: dict) -> str | None:
+    """One line for :func:`discover` when ``model.forward`` cannot take ``(*inputs,
+    **kwargs)`` (no inputs, or the targets given too: ``discover(model, x, y)``), which was
+    told probe's wording for an ``x`` that discover does not have ('x is a tuple of 0 inputs
+    ... give x=(xs,)'); None where the call binds (the TypeError came from inside the
+    forward) or no signature is readable."""
+    import inspect
+
+    try:
+        sig = inspect.signature(model.forward)
+    except (TypeError, ValueError):
+        return None
+    try:
+        sig.bind(*inputs, **kwargs)
+        return None
+    except TypeError as exc:
+        why = str(exc)
+    takes = f"{type(model).__name__}.forward{sig}"
+    if kwargs:
+        return (f"discover(model, *inputs, **kwargs) runs model(*inputs, **kwargs), but {takes} "
+                f"does not take them ({why}); expected the inputs and keyword inputs the "
+                "forward takes")
+    if not inputs:
+        return (f"discover(model, *inputs) runs model(*inputs), and was given no inputs; "
+                f"expected discover(model, x) with the inputs {takes} takes")
+    return (f"discover(model, *inputs) runs model(*inputs), but {takes} does not take the "
+            f"{len(inputs)} inputs given ({why}); expected discover(model, x) with the inputs "
+            "the forward takes (no targets or loss)")
 
 
 RECORDINGS: weakref.WeakSet = weakref.WeakSet()
