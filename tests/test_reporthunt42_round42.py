@@ -145,3 +145,32 @@ def test_the_playground_says_which_layers_its_histogram_panels_leave_out(browser
                                timeout=90_000)
         assert page.locator("#hist-layers").inner_text() == ""
         assert page.locator("#evo-layers").inner_text() == ""
+
+
+def _heat_runs(values: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"model.depth": [1, 2, 3] * 2, "train.lr": [0.1] * 3 + [0.01] * 3,
+                         "val_acc": values, "status": "finished"})
+
+
+def test_a_sweep_heatmap_of_one_value_has_no_colour_scale_and_says_so():
+    """A sweep whose metric came out the same in every cell (a zeros init: loss ln 2 in all
+    six): a colour bar ran from 0.63 to 0.76 beside six cells of one colour, a scale of
+    values nobody measured. The title says every cell holds the same value, and no bar."""
+    from depthlab.report import figures
+
+    fig = figures.sweep_heatmap(_heat_runs([0.625] * 6), "model.depth", "train.lr")
+    assert len(fig.axes) == 1, "a colour bar for one value"
+    assert "0.625 in every cell" in fig.axes[0].get_title(), fig.axes[0].get_title()
+
+
+def test_sweep_heatmap_cells_of_different_values_read_differently():
+    """Cells of 0.6251 and 0.6249 were both written "0.625" in two different colours: the
+    numbers said equal where the colours said not. A cell's number has the digits that tell
+    the values apart (up to 5 significant); equal values keep one text."""
+    from depthlab.report import figures
+
+    fig = figures.sweep_heatmap(_heat_runs([0.6251, 0.6249, 0.5, 0.5, 0.7, 0.9]),
+                                "model.depth", "train.lr")
+    texts = sorted(t.get_text() for t in fig.axes[0].texts)
+    assert "0.6251" in texts and "0.6249" in texts, texts
+    assert texts.count("0.5") == 2 and "0.9" in texts, texts

@@ -1785,7 +1785,11 @@ def sweep_heatmap(runs: pd.DataFrame, x_key: str, y_key: str, metric: str = "val
     finite = np.isfinite(z)
     vmin, vmax, extend = (_colour_limits(z[finite], "min" if higher_is_better else "max")
                           if finite.any() else (0.0, 1.0, "neither"))
-    norm = Normalize(vmin=vmin, vmax=vmax)
+    digits = distinct_digits(z[finite])
+    one_value = finite.any() and bool(np.all(z[finite] == z[finite][0]))
+    # one value: the middle colour (the scale's end colour read as the worst or the best)
+    norm = Normalize(vmin=vmin - 1, vmax=vmax + 1) if one_value else \
+        Normalize(vmin=vmin, vmax=vmax)
     # cells beyond the bar (runaway values) in a grey of their own, lighter than viridis's
     # purple end and darker than its yellow one and than the missing cells' light grey: they
     # took the bar's end colour, that of the worst (or best) cell on the scale
@@ -1806,7 +1810,8 @@ def sweep_heatmap(runs: pd.DataFrame, x_key: str, y_key: str, metric: str = "val
                 v = z[i, j]
                 rgba = cmap(norm(v))
                 lum = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2]
-                ax.text(j + 0.5, i + 0.5, f"{v:.3g}", ha="center", va="center", fontsize=9,
+                ax.text(j + 0.5, i + 0.5, f"{v:.{digits}g}", ha="center", va="center",
+                        fontsize=9 if digits == 3 else 8.5,
                         color="black" if lum > 0.55 else "white")
             elif label[i, j]:
                 ax.add_patch(_hatch_rect(j, i))
@@ -1819,9 +1824,14 @@ def sweep_heatmap(runs: pd.DataFrame, x_key: str, y_key: str, metric: str = "val
     best = "best" if higher_is_better else "lowest"
     # one run per cell (the two keys are all that varies): no other keys to be best over
     alone = all(len(c) == 1 for c in cells.values())
-    ax.set_title(f"{metric} (one run per cell)" if alone else
-                 f"{metric} ({best} over the other keys)")
-    if finite.any():  # no value in any cell: a 0..1 colour bar scaled nothing
+    title = (f"{metric} (one run per cell)" if alone else
+             f"{metric} ({best} over the other keys)")
+    if one_value:  # one value in every cell: a colour bar of 0.63 .. 0.76 scaled nothing
+        n = int(finite.sum())
+        title += (f"\n{z[finite][0]:.{digits}g} in every cell" if n == finite.size else
+                  f"\n{z[finite][0]:.{digits}g} in every cell with a value")
+    ax.set_title(title)
+    if finite.any() and not one_value:  # no value in any cell: a 0..1 colour bar scaled nothing
         cb = fig.colorbar(mesh, ax=ax, pad=0.01, extend=extend)
         cb.set_label(metric if extend == "neither" else
                      f"{metric} (arrow: cells beyond the bar)")
@@ -1830,6 +1840,17 @@ def sweep_heatmap(runs: pd.DataFrame, x_key: str, y_key: str, metric: str = "val
 
 
 BEYOND_BAR = "#a0a0a0"  # a sweep heatmap's cells beyond its colour bar (see _colour_limits)
+
+
+def distinct_digits(values: np.ndarray, fewest: int = 3, most: int = 5) -> int:
+    """The fewest significant digits, from ``fewest`` to ``most``, that write the distinct
+    ``values`` as distinct texts (0.6251 and 0.6249: 4; both read "0.625" at 3, beside two
+    different colours)."""
+    uniq = np.unique(np.asarray(values, float))
+    for d in range(fewest, most + 1):
+        if len({f"{v:.{d}g}" for v in uniq}) == len(uniq):
+            return d
+    return most
 
 
 def _colour_limits(values: np.ndarray, worse: str) -> tuple[float, float, str]:
