@@ -98,6 +98,12 @@ def test_the_end_panel_says_which_runs_end_early_and_why():
     end = _titles(fig)[1]
     assert "diverged: step 1, the last finite" in end, end
     assert "died: step 2, the last above 0" in end, end
+    # more of them: counted, with both reasons
+    later = diverged.assign(step=diverged["step"] + 1)
+    fig = plot.gradient_per_layer({"healthy": healthy, "diverged": diverged, "later": later,
+                                   "died": died}, False)
+    end = _titles(fig)[1].replace("\n", " ")
+    assert "3 runs: their last step with values (the last finite or above 0)" in end, end
 
 
 def test_the_weight_std_figure_says_when_the_end_is_not_finite():

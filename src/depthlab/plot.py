@@ -677,7 +677,7 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
                 if whys == {"the last finite"} else
                 f"\n{len(stale)} runs: their last step with values above 0"
                 if whys == {"the last above 0"} else
-                f"\n{len(stale)} runs: their last step with values\n(finite, above 0)")
+                f"\n{len(stale)} runs: their last step with values\n(the last finite or above 0)")
     span = (min(all_layers), max(all_layers)) if all_layers else None
     for k, (ax, when) in enumerate(zip(axes, (start, end))):
         # the runs with the same zero layers share a line (said once)
