@@ -24,6 +24,14 @@ def raises():
 
 def not_a_module():
     return 3
+
+
+def no_return():
+    nn.Sequential(nn.Linear(64, 10))
+
+
+def a_class():
+    return nn.Linear
 '''
 
 
@@ -42,6 +50,10 @@ def _doctor_cli(tmp_path, capsys, spec: str, *extra: str) -> tuple[int, list[str
     ("M:nothere", (), "has no 'nothere'"),
     ("M:raises", (), "raised RuntimeError: boom"),
     ("M:not_a_module", (), "returned an int, not a torch.nn.Module"),
+    ("M:no_return", (), "returned None (it returns nothing: end it with `return model`), not "
+                        "a torch.nn.Module"),
+    ("M:a_class", (), "returned the class Linear (not an instance: return Linear(...)), not a "
+                      "torch.nn.Module"),
     ("M:make_model", ("--data", "no-such-set"), "--data 'no-such-set': unknown data set"),
     ("M:make_model", ("--optimizer", "nope"), "--optimizer 'nope' is not accepted; accepted: "
                                               "sgd, adam, adamw, nadam, rmsprop, adagrad, "
@@ -144,3 +156,15 @@ def test_the_fitted_constant_loss_keeps_named_tuples_lists_and_other_parts_of_an
     p = torch.tensor([0.5, 0.25, 0.25], dtype=torch.float64)
     assert fitted_constant_loss(loss, y, out, rows=len(y)) == pytest.approx(
         float(-(p * p.log()).sum()), abs=1e-6)
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: None, "got None (it returns nothing: end it with `return model`)"),
+    (lambda: torch.nn.Linear, "got the class Linear (not an instance: return Linear(...))"),
+])
+def test_a_factory_returning_none_or_a_module_class_is_told_what_to_return(make, words):
+    """'returned a NoneType' (a factory without its return line) and 'returned a type' (the
+    class, not an instance) named Python's internals, not the mistake."""
+    with pytest.raises(TypeError) as info:
+        dlt.doctor(make, _classes(), steps=2, verify=False)
+    assert words in str(info.value), info.value

@@ -385,8 +385,8 @@ def _diagnose(args: argparse.Namespace, torch: Any, load_dataset: Callable, doct
     except (Exception, SystemExit) as e:  # noqa: BLE001 - the user's factory failed
         raise UserError(f"--torch: {args.torch} raised {error_text(e)}") from None
     if not isinstance(probe_model, torch.nn.Module):
-        raise UserError(f"--torch: {args.torch} returned {_a(not_a_module(probe_model))}, "
-                        "not a torch.nn.Module")
+        what = not_a_module(probe_model, article=True)
+        raise UserError(f"--torch: {args.torch} returned {what}, not a torch.nn.Module")
     shape = ds.info.get("image_shape")
     x, x_val = (shape_inputs(ds.x_train, shape, probe_model),
                 shape_inputs(ds.x_val, shape, probe_model, ds.x_train))

@@ -670,14 +670,22 @@ def error_text(e: BaseException) -> str:
     return f"{type(e).__name__}: {said}" if said else type(e).__name__
 
 
-def not_a_module(obj: Any) -> str:
-    """The type name of ``obj``, which a model factory returned in place of a module; a
-    coroutine (an ``async def`` factory) is closed, so Python adds no 'never awaited' warning
-    under the one-line error, and the name says how to write the factory."""
+def not_a_module(obj: Any, article: bool = False) -> str:
+    """What a model factory returned in place of a module: the type name of ``obj`` (with its
+    article, ``an int``, when ``article``); ``None`` and a module class say what the factory
+    misses (its ``return`` line; an instance); a coroutine (an ``async def`` factory) is
+    closed, so Python adds no 'never awaited' warning under the one-line error, and the name
+    says how to write the factory."""
+    if obj is None:
+        return "None (it returns nothing: end it with `return model`)"
+    if isinstance(obj, type) and issubclass(obj, nn.Module):
+        return f"the class {obj.__name__} (not an instance: return {obj.__name__}(...))"
     if inspect.iscoroutine(obj):
         obj.close()
-        return "coroutine (an async def function: define it with def)"
-    return type(obj).__name__
+        name = "coroutine (an async def function: define it with def)"
+    else:
+        name = type(obj).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}" if article else name
 
 
 def _factory(make_model_or_model: Any
