@@ -16,7 +16,7 @@ The table gives the median per step over the rounds with the range, and the over
 of medians minus one.
 
     python benchmarks/probe_overhead.py [--rounds 5] [--steps 300] [--quick] [--no-startup]
-        [--activation gelu]
+        [--activation gelu] [--goals-only]
 
 Statistics are computed by the compiled kernels of ``depthlab[fast]`` (Numba) when installed;
 the ``NumPy path`` modes run the same recorder with them switched off
@@ -142,6 +142,8 @@ def main() -> None:
     ap.add_argument("--activation",
                     help="another hidden activation for every network (e.g. gelu: one whose "
                          "f'(s) the kernel reads from dL/ds); the labels name it")
+    ap.add_argument("--goals-only", action="store_true",
+                    help="only the bare step and the two goal modes on every network")
     ap.add_argument("--json", help="also write the per-run times to this file")
     ap.add_argument("--no-startup", action="store_true",
                     help="skip the kernel start-up line (compiling into an empty cache: ~1 min)")
@@ -174,7 +176,7 @@ def main() -> None:
         x, y = training_data(spec, gen)
         xp = gen.standard_normal((300, d)).astype(np.float32)
         yp = gen.integers(0, spec["sizes"][-1], 300)
-        names = list(spec.get("modes", MODES))
+        names = ["no probes", *GOALS] if args.goals_only else list(spec.get("modes", MODES))
         times: dict[str, list[float]] = {m: [] for m in names}
         run(spec, None, x, y, xp, yp, max(2, steps // 10))  # warm-up
         for r in range(args.rounds):
