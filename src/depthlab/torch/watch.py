@@ -211,17 +211,25 @@ def _stepping_scaler() -> tuple[Any, int]:
     in progress (found on the call stack, a few frames up from an optimizer step pre-hook), or
     None (the optimizer was stepped directly); with the ``stacklevel`` of a warning from the
     caller of this function's caller that names the line calling ``scaler.step``."""
-    from torch.amp.grad_scaler import GradScaler
-
-    frame, level = sys._getframe(2), 2
+    frame, level, step = sys._getframe(2), 2, _SCALER_STEP[0]
     for _ in range(12):
         if frame is None:
             break
-        if frame.f_code is GradScaler.step.__code__:
+        if frame.f_code is step:
             scaler = frame.f_locals.get("self")
-            return (scaler, level + 1) if isinstance(scaler, GradScaler) else (None, 0)
+            return (scaler, level + 1) if isinstance(scaler, _SCALER_STEP[1]) else (None, 0)
         frame, level = frame.f_back, level + 1
     return None, 0
+
+
+def _scaler_step() -> tuple[Any, type]:
+    from torch.amp.grad_scaler import GradScaler
+
+    return GradScaler.step.__code__, GradScaler
+
+
+_SCALER_STEP = _scaler_step()
+"""``GradScaler.step``'s code object (what :func:`_stepping_scaler` looks for) and the class."""
 
 
 def _error_text(error: BaseException, steps: int) -> str:
