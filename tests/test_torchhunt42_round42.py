@@ -136,3 +136,22 @@ def test_discover_given_no_input_or_the_targets_says_what_it_takes():
                                         r"argument: 'input'\)"):
         dlt.discover(model, inputs=x)
     assert [i.name for i in dlt.discover(model, x)] == ["0", "2"]
+
+
+def test_an_unbatched_conv_input_of_wrong_channels_names_dimension_0():
+    # torch reads a (8, 6, 6) x of a Conv2d as ONE example of 8 channels; the line said "8
+    # channels in dimension 1 ... expected x of shape (8, 3, 6)", a shape the conv cannot take
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 36, 3))
+    for run in (lambda x: dlt.probe(model, x, torch.zeros(8, dtype=torch.long), CE),
+                lambda x: dlt.discover(model, x)):
+        with pytest.raises(ValueError, match=r"^x has shape \(8, 6, 6\), read as one example "
+                                             r"without a batch dimension \(C, H, W\), 8 channels "
+                                             r"in dimension 0, but the model's first layer '0' "
+                                             r"\(Conv2d\) expects in_channels=3; expected a batch "
+                                             r"\(N, 3, H, W\) or one example \(3, 6, 6\)"):
+            run(torch.randn(8, 6, 6))
+        with pytest.raises(ValueError, match=r"^x has shape \(8, 4, 6, 6\), 4 channels in "
+                                             r"dimension 1, .*expected x of shape \(8, 3, 6, 6\)"):
+            run(torch.randn(8, 4, 6, 6))

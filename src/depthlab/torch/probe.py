@@ -979,6 +979,13 @@ def _wrong_shape(model: nn.Module, x: Any, exc: BaseException, said: str) -> str
         batch = f"(N, {m.in_channels}, {spatial})"
         if (hit := _CHANNELS.search(said)) is not None and t.dim() >= 2:
             want, got = int(hit.group(3)), int(hit.group(4))
+            if t.dim() == len(m.kernel_size) + 1 and shape[0] == got:  # one example without
+                # its batch dimension, as torch reads it: its channels on axis 0 (the line
+                # said 'dimension 1' and a shape of too few dimensions, (8, 3, 6))
+                return (f"x has shape {shape}, read as one example without a batch dimension "
+                        f"(C, {spatial}), {got} channels in dimension 0, but "
+                        f"{where} expects in_channels={want}; expected a batch "
+                        f"(N, {want}, {spatial}) or one example {(want, *shape[1:])}")
             return (f"x has shape {shape}, {got} channels in dimension 1, but {where} "
                     f"expects in_channels={want}; expected x of shape "
                     f"{(shape[0], want, *shape[2:])}")
