@@ -124,3 +124,14 @@ def test_a_sigterm_whose_exception_a_library_dropped_still_ends_as_sigterm():
     except KeyboardInterrupt as e:  # (Terminated is one)
         raised = e
     assert isinstance(raised, Terminated), repr(raised)
+
+
+def test_predict_of_a_run_id_in_a_missing_results_folder_names_the_folder(net_and_x, capsys):
+    # `predict 3e9c x.npy --dir reslts` (a typo, or no ./depthlab-out here) said "'3e9c' is
+    # neither a .npz file nor a run with a saved network in 'reslts/models'": the id looked wrong
+    for given in (["--dir", "reslts"], []):
+        code, out, err = run_cli(capsys, "predict", "3e9c", "x.npy", *given)
+        folder = given[1] if given else "depthlab-out"
+        assert_one_line_error(code, err, f"--dir {folder!r} does not exist")
+    code, out, err = run_cli(capsys, "predict", "gone.npz", "x.npy", "--dir", "reslts")
+    assert_one_line_error(code, err, "'gone.npz': no such file")  # a file: named as before

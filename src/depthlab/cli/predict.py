@@ -149,10 +149,15 @@ def _check_target(text: str, inputs: dict[str, Path], force: bool = False) -> No
 
 def _why_no_network(target: str, folder: str) -> str | None:
     """Why the stored run ``target`` (an id or a unique prefix) has no saved network: it is a
-    sweep point or a doctor diagnosis, or it did not finish; None when no such run is stored."""
+    sweep point or a doctor diagnosis, or it did not finish, or ``folder`` (``--dir``) does not
+    exist; None when no such run is stored."""
     from ..experiments import Store
     from ..experiments.store import resolve_db_path
 
+    if Path(target).suffix.lower() != ".npz" and not Path(folder).expanduser().exists():
+        return (f"{target!r} is neither a .npz file nor a run: --dir {str(folder)!r} does not "
+                "exist; expected the results folder of `depthlab run --out` as --dir (default "
+                f"{DEFAULT_OUT}), or a saved network's .npz file")
     try:
         db = resolve_db_path(folder)
         if not db.is_file():
