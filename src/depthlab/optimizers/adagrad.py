@@ -15,6 +15,8 @@ class Adagrad(Optimizer):
 
     ``d = ±g + wd*w``; ``s += d*d`` (``s`` starts at ``initial_accumulator_value``);
     ``w -= clr * d / (sqrt(s) + eps)`` with ``clr = lr / (1 + (t - 1) * lr_decay)``.
+    With parameter groups ``s`` starts at the constructor's ``initial_accumulator_value`` in
+    every group, as torch's (``self.defaults``; a group's own value is not read).
     """
 
     name = "adagrad"
@@ -30,7 +32,11 @@ class Adagrad(Optimizer):
 
 
     def _init_state(self, p: Parameter) -> dict[str, Any]:
-        return {"sum": xp.full_like(p.value, self.initial_accumulator_value)}
+        # torch starts every group's sum at the constructor's value (self.defaults), a
+        # group's own initial_accumulator_value is kept but not read
+        start = getattr(self, "defaults", {}).get("initial_accumulator_value",
+                                                  self.initial_accumulator_value)
+        return {"sum": xp.full_like(p.value, start)}
 
     def _update(self, t: int) -> None:
         clr = self.lr / (1 + (t - 1) * self.lr_decay)

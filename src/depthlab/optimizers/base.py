@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -93,9 +93,8 @@ def _param_list(params: Iterable[Parameter]) -> list[Parameter]:
     seen: set[int] = set()
     for p in plist:
         if not isinstance(p, Parameter):
-            group = (" (torch's parameter groups, dicts of 'params' and hyperparameters, are not "
-                     "taken: one optimizer per set of hyperparameters)"
-                     if isinstance(p, dict) and "params" in p else "")
+            group = (" (parameter groups: give a list of dicts only, each with 'params')"
+                     if isinstance(p, dict) else "")
             raise TypeError(f"params must be depthlab Parameter objects, got "
                             f"{type(p).__name__}{group}")
         if id(p) in seen:
@@ -137,8 +136,74 @@ def lerp(x: Array, g: Array, sign: float, weight: float, tmp: Array) -> None:
             xp.negative(x, out=x)
 
 
+def _group_specs(params: Any) -> tuple[list[dict[str, Any]] | None, Any]:
+    """``(groups, params)``: torch's parameter groups when ``params`` is a list of dicts
+    (``groups`` the dicts, each holding ``"params"``), else ``(None, params)`` with an iterator
+    materialised as a list (read once here)."""
+    if isinstance(params, Iterator):
+        params = list(params)
+    if not isinstance(params, list | tuple) or not any(isinstance(g, dict) for g in params):
+        return None, params
+    if not all(isinstance(g, dict) for g in params):
+        raise TypeError("params mixes parameter groups (dicts) with other items; give a list "
+                        "of Parameters or a list of dicts, each with 'params'")
+    if not params:
+        raise ValueError("optimizer got an empty parameter list")
+    return list(params), params
+
+
+class _OptimizerType(type):
+    """Builds an optimizer from torch's parameter groups: ``Adam([{"params": a, "lr": 1e-2},
+    {"params": b}], lr=1e-3)`` checks the constructor's arguments as the defaults
+    (``opt.defaults``), then adds each dict with :meth:`Optimizer.add_param_group`."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if args:
+            groups, params = _group_specs(args[0])
+            args = (params, *args[1:])
+        elif "params" in kwargs:
+            groups, kwargs["params"] = _group_specs(kwargs["params"])
+        else:
+            groups = None
+        if groups is None:
+            opt = super().__call__(*args, **kwargs)
+            object.__setattr__(opt, "defaults", opt.hyperparameters())
+            return opt
+        if args:
+            args = (_NO_PARAMETERS, *args[1:])
+        else:
+            kwargs["params"] = _NO_PARAMETERS
+        opt = super().__call__(*args, **kwargs)  # the defaults, checked
+        object.__setattr__(opt, "defaults", opt.hyperparameters())
+        object.__setattr__(opt, "_groups", [])
+        opt.state = _GroupState(opt._groups)
+        for group in groups:
+            opt.add_param_group(group)
+        return opt
+
+
+class _GroupState(Mapping):
+    """``optimizer.state`` of an optimizer of several groups: a read-only view of the groups'
+    ``state`` dicts (Parameter -> its buffers)."""
+
+    def __init__(self, groups: list[Optimizer]) -> None:
+        self._groups = groups
+
+    def __getitem__(self, p: Parameter) -> dict[str, Any]:
+        for g in self._groups:
+            if p in g.state:
+                return g.state[p]
+        raise KeyError(p)
+
+    def __iter__(self) -> Iterator[Parameter]:
+        return (p for g in self._groups for p in g.state)
+
+    def __len__(self) -> int:
+        return sum(len(g.state) for g in self._groups)
+
+
 class ParamGroup(MutableMapping):
-    """torch's ``optimizer.param_groups[0]`` for a depthlab optimizer (one group): a live view
+    """torch's ``optimizer.param_groups[i]`` for one group's optimizer: a live view
     whose ``"params"`` is the parameter list and whose other keys are the hyperparameters,
     read and set as the optimizer's attributes (``g["lr"] *= 0.5`` is ``opt.lr *= 0.5``, with
     its checks); a key the optimizer does not have is a KeyError naming the ones it has.
@@ -163,8 +228,8 @@ class ParamGroup(MutableMapping):
 
     def __setitem__(self, key: str, value: Any) -> None:
         if key == "params":
-            raise TypeError("param_groups[0]['params'] cannot be replaced: build another "
-                            "optimizer for other parameters")
+            raise TypeError("a param_group's 'params' cannot be replaced: add other "
+                            "parameters with optimizer.add_param_group({'params': ...})")
         if key == "initial_lr":  # torch's schedulers' key (g.setdefault("initial_lr", lr))
             self._optimizer.initial_lr = check_number("initial_lr", value)
             return
@@ -186,17 +251,26 @@ class ParamGroup(MutableMapping):
         return repr(dict(self))
 
 
-class Optimizer:
+class Optimizer(metaclass=_OptimizerType):
     """Base class. Subclasses define ``_init_state``, ``_n_scratch`` and ``_update``.
 
     ``step()`` applies one update from the ``.grad`` arrays to the ``.value`` arrays (in
     place); ``lr`` may be changed between steps; ``state`` maps each Parameter object
     (identity, not name) to its dict of buffers, filled at the first step.
+
+    Parameter groups (torch's): ``params`` may be a list of dicts, each with ``"params"`` and
+    hyperparameters overriding the constructor's (``opt.defaults``). Each group is an
+    optimizer of the same class over its parameters, stepped with its own hyperparameters
+    (the one update rule, per group); the optimizer holding them (``_groups``) checks every
+    ``.grad`` first, then steps each group. A list of parameters is one group: the optimizer
+    itself, whose attributes are its hyperparameters (the fast path).
     """
 
     name: ClassVar[str] = "optimizer"
     # attributes other than the buffers that the rule updates at each step (NAdam's P_t)
     _state_scalars: ClassVar[tuple[str, ...]] = ()
+    # the groups' optimizers when there are several (add_param_group); None: one group, self
+    _groups: list[Optimizer] | None = None
 
     def __init__(self, params: Iterable[Parameter], lr: float, *, weight_decay: float = 0.0,
                  maximize: bool = False) -> None:
@@ -214,6 +288,12 @@ class Optimizer:
         steps) passes the constructor's checks first: ``opt.momentum = float("nan")`` was taken
         as given (NaN weights at the next step). The first assignment of each, in
         ``__init__``, is checked there."""
+        groups = self._groups
+        if groups is not None and (name == "initial_lr"
+                                   or name in type(self).hyperparameter_names()):
+            raise AttributeError(
+                f"this {self.name} optimizer has {len(groups)} parameter groups: set "
+                f"param_groups[i][{name!r}] (opt.{name} is the default, opt.defaults)")
         if name in self.__dict__ and name != "lr" and name in (
                 type(self).__dict__.get("_hyperparameter_names")
                 or type(self).hyperparameter_names()):  # read once per class
@@ -224,9 +304,64 @@ class Optimizer:
 
     @property
     def param_groups(self) -> list[ParamGroup]:
-        """torch's ``param_groups``: one group, a live view of ``params`` and the
-        hyperparameters (``for g in opt.param_groups: g["lr"] *= 0.5`` sets ``opt.lr``)."""
-        return [ParamGroup(self)]
+        """torch's ``param_groups``: one live view per group of its ``params`` and
+        hyperparameters (``for g in opt.param_groups: g["lr"] *= 0.5``; with one group this
+        sets ``opt.lr``)."""
+        if self._groups is None:
+            return [ParamGroup(self)]
+        return [ParamGroup(g) for g in self._groups]
+
+    @property
+    def groups(self) -> list[Optimizer]:
+        """The optimizer of each parameter group (``[self]`` for one group): schedulers set
+        each one's ``lr`` from its own ``initial_lr``."""
+        return [self] if self._groups is None else list(self._groups)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """torch's ``add_param_group``: a dict with ``"params"`` (a Parameter or a list of them)
+        and hyperparameters overriding ``opt.defaults`` (plus torch's ``"initial_lr"``). The
+        group starts with fresh state (step 0); a parameter already in a group is refused."""
+        cls = type(self)
+        if not isinstance(param_group, dict):
+            raise TypeError(f"a parameter group must be a dict with 'params', got "
+                            f"{type(param_group).__name__}")
+        if "params" not in param_group:
+            raise ValueError(f"a parameter group needs 'params'; got keys {sorted(param_group)}")
+        given = param_group["params"]
+        if isinstance(given, set | frozenset):
+            raise TypeError("optimizer parameters need to be organized in ordered collections, "
+                            "but the ordering of tensors in sets will change between runs. "
+                            "Please use a list instead.")
+        plist = _param_list(given)
+        held = {id(p) for p in self.params}
+        if any(id(p) in held for p in plist):
+            raise ValueError("some parameters appear in more than one parameter group")
+        extra = {k: v for k, v in param_group.items() if k not in ("params", "initial_lr")}
+        defaults = getattr(self, "defaults", None) or self.hyperparameters()
+        hyper = cls.check_hyperparameters(**{**defaults, **extra})
+        group = cls.__new__(cls)
+        cls.__init__(group, plist, **hyper)
+        object.__setattr__(group, "defaults", defaults)
+        if param_group.get("initial_lr") is not None:
+            group.initial_lr = check_number("initial_lr", param_group["initial_lr"])
+        if self._groups is None:
+            self._hold_groups(defaults)
+        self._groups.append(group)
+        self.params = [*self.params, *plist]
+
+    def _hold_groups(self, defaults: dict[str, Any]) -> None:
+        """Turn a one-group optimizer into the holder of groups: its parameters, state,
+        step count and hyperparameters move to the first group; its own attributes become
+        ``defaults``."""
+        first = type(self).__new__(type(self))
+        first.__dict__.update(self.__dict__)
+        for name, value in defaults.items():
+            object.__setattr__(self, name, value)
+        self.__dict__.pop("initial_lr", None)
+        object.__setattr__(self, "_groups", [first])
+        self.params = list(first.params)
+        self.state = _GroupState(self._groups)
+        self._scratch = {}
 
     # -- learning rate ---------------------------------------------------------------
     @property
@@ -246,6 +381,19 @@ class Optimizer:
         ``weight_decay`` set from 0 (or back) changes how many scratch slots the rule needs,
         which are reallocated then (one slot doubled as ``g + wd*w`` and the rule's temporary:
         Adam's steps came out 0.087 away from torch's, SGD with Nesterov 0.53)."""
+        groups = self._groups
+        if groups is not None:
+            for g in groups:  # every group's .grad first: nothing changes when one is refused
+                g._check_grads()
+            for g in groups:
+                g._advance()
+            self.step_count += 1
+            return
+        self._check_grads()
+        self._advance()
+
+    def _check_grads(self) -> None:
+        """Refuse (before any update) a ``.grad`` the rule cannot use: :meth:`_refuse_grad`."""
         params = self.params
         for i in range(len(params)):  # before any update: nothing changes when one is refused
             p = params[i]  # (indexed: a list subclass hooking iteration sees one pass per step)
@@ -253,6 +401,9 @@ class Optimizer:
             if (g.__class__ is not np.ndarray or g.shape != p.value.shape
                     or g.dtype.kind not in "biuf"):
                 self._refuse_grad(p)
+
+    def _advance(self) -> None:
+        """One update of this group's parameters (their ``.grad`` checked)."""
         if not self.state:
             self._allocate()
         elif self._n_scratch() != self._scratch_slots:
@@ -335,7 +486,26 @@ class Optimizer:
         the order of ``params`` (Adam's ``exp_avg`` ``m`` and ``exp_avg_sq`` ``v``, SGD's
         ``momentum_buffer``, ...), and ``initial_lr`` once a learning-rate scheduler has set it
         (torch's group key, which a resumed scheduler's ``last_epoch`` needs). Plain Python and
-        NumPy: ``pickle`` stores it."""
+        NumPy: ``pickle`` stores it.
+
+        With several parameter groups, as torch's layout: ``hyperparameters`` are the
+        defaults, ``state`` runs over all parameters (group by group) and ``param_groups``
+        holds one dict per group: its hyperparameters, ``params`` (indices into ``state``),
+        ``step``, ``scalars`` and ``initial_lr`` once set."""
+        if self._groups is not None:
+            out = {"name": self.name, "hyperparameters": self.hyperparameters(),
+                   "step": self.step_count, "scalars": {}, "state": [], "param_groups": []}
+            for g in self._groups:
+                sub = g.state_dict()
+                start = len(out["state"])
+                out["state"].extend(sub["state"])
+                group = {**sub["hyperparameters"],
+                         "params": list(range(start, len(out["state"]))),
+                         "step": sub["step"], "scalars": sub["scalars"]}
+                if "initial_lr" in sub:
+                    group["initial_lr"] = sub["initial_lr"]
+                out["param_groups"].append(group)
+            return out
         out = {"name": self.name, "hyperparameters": self.hyperparameters(),
                "step": self.step_count,
                "scalars": {k: getattr(self, k) for k in self._state_scalars},
@@ -350,7 +520,46 @@ class Optimizer:
         same shapes and dtypes, in the same order): hyperparameters, step count and buffers are
         copied in, so the next steps are bit for bit those the saved optimizer would have taken
         (``torch.optim.Optimizer.load_state_dict``). Checked in full before anything changes:
-        a mismatch is a ValueError naming it."""
+        a mismatch is a ValueError naming it. Several groups: the same number of groups, of the
+        same sizes (torch's check), each loaded as above."""
+        if self._groups is None:
+            self._apply_loaded(self._check_loaded(state_dict))
+            return
+        self._check_loaded(state_dict, groups=False)  # name, defaults, the dict's keys
+        saved = state_dict.get("param_groups")
+        if not isinstance(saved, list | tuple) or len(saved) != len(self._groups):
+            n = len(saved) if isinstance(saved, list | tuple) else "no"
+            raise ValueError(f"loaded state dict has {n} parameter groups; this {self.name} "
+                             f"optimizer has {len(self._groups)}")
+        names = type(self).hyperparameter_names()
+        loaded = []
+        for i, (g, sg) in enumerate(zip(self._groups, saved)):
+            if not isinstance(sg, dict) or not isinstance(sg.get("params"), list | tuple) \
+                    or len(sg["params"]) != len(g.params):
+                raise ValueError(f"loaded state dict contains a parameter group ({i}) that "
+                                 "doesn't match the size of optimizer's group")
+            try:
+                bufs = [state_dict["state"][k] for k in sg["params"]]
+            except (IndexError, TypeError, KeyError):
+                raise ValueError(f"state_dict param_groups[{i}]['params'] indexes no saved "
+                                 "state") from None
+            sub = {"name": self.name, "hyperparameters": {k: sg[k] for k in names if k in sg},
+                   "step": sg.get("step", state_dict["step"]),
+                   "scalars": sg.get("scalars", {}), "state": bufs}
+            if sg.get("initial_lr") is not None:
+                sub["initial_lr"] = sg["initial_lr"]
+            loaded.append(g._check_loaded(sub))
+        defaults = type(self).check_hyperparameters(**state_dict["hyperparameters"])
+        for g, checked in zip(self._groups, loaded):
+            g._apply_loaded(checked)
+        for name, value in defaults.items():
+            object.__setattr__(self, name, value)
+        self.defaults = defaults
+        self.step_count = int(state_dict["step"])
+
+    def _check_loaded(self, state_dict: Any, groups: bool = True) -> tuple[Any, ...]:
+        """Check a one-group :meth:`state_dict` against this optimizer (``groups=False``: the
+        keys, name and hyperparameters only); the checked values for :meth:`_apply_loaded`."""
         if not isinstance(state_dict, dict) or not {"name", "hyperparameters", "step",
                                                     "state"} <= set(state_dict):
             raise TypeError(f"load_state_dict takes the dict of an optimizer's state_dict(); "
@@ -359,6 +568,8 @@ class Optimizer:
             raise ValueError(f"state_dict of a {state_dict['name']!r} optimizer cannot be loaded "
                              f"into {self.name!r}; expected the state of a {self.name!r}")
         hyper = type(self).check_hyperparameters(**state_dict["hyperparameters"])
+        if not groups:
+            return ()
         step = state_dict["step"]
         if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
             raise ValueError(f"state_dict step = {step!r:.60}; expected an integer >= 0")
@@ -387,6 +598,11 @@ class Optimizer:
         if set(scalars) != set(self._state_scalars):
             raise ValueError(f"state_dict scalars {sorted(scalars)}; a {self.name} keeps "
                              f"{sorted(self._state_scalars)}")
+        return hyper, scalars, initial_lr, step, state, saved
+
+    def _apply_loaded(self, checked: tuple[Any, ...]) -> None:
+        """Set what :meth:`_check_loaded` checked (nothing can fail here)."""
+        hyper, scalars, initial_lr, step, state, saved = checked
         for name, value in hyper.items():  # checked together above (nesterov with momentum)
             object.__setattr__(self, name, value)  # (lr: through its property)
         for name, value in scalars.items():
@@ -400,7 +616,8 @@ class Optimizer:
 
     def __repr__(self) -> str:
         hp = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
-        return f"{type(self).__name__}({len(self.params)} parameters, {hp})"
+        groups = "" if self._groups is None else f" in {len(self._groups)} groups"
+        return f"{type(self).__name__}({len(self.params)} parameters{groups}, {hp})"
 
     # -- subclass hooks --------------------------------------------------------------
     @property

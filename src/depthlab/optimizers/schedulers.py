@@ -36,6 +36,11 @@ and ``initial_lr`` must be set:
   other way;
 * ``ReduceLROnPlateau(mode, factor, patience, ...)``: ``lr = max(lr * factor, min_lr)`` after
   more than ``patience`` epochs whose metric (``step(metric)``) did not beat the best.
+
+Parameter groups (``optimizer.groups``): each rule runs once per group, from that group's own
+``initial_lr`` (``base_lrs``), and ``get_last_lr()`` lists one lr per group, as torch's;
+``LambdaLR``/``MultiplicativeLR`` take one function or one per group, and ``OneCycleLR``'s,
+``CyclicLR``'s and ``ReduceLROnPlateau``'s lrs and momenta one number or one per group.
 """
 
 from __future__ import annotations
@@ -64,10 +69,43 @@ def _count(name: str, value: Any, low: int = 1) -> int:
     return int(value)
 
 
+class _PerGroup:
+    """A scheduler setting with one value per parameter group, kept in the list named with an
+    ``s`` (torch's ``base_lrs``, ``max_lrs``, ``lr_lambdas``, ...): read, it is the value of
+    the group the scheduler is working on (``_group``)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.many = name + "s"
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return getattr(obj, self.many)[obj._group]
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        getattr(obj, self.many)[obj._group] = value
+
+
+def _per_group(name: str, value: Any, n: int, check: Callable[[str, Any], Any]) -> list[Any]:
+    """One value per parameter group: a list or tuple of ``n`` (torch's), or one value for
+    all; each passed through ``check(name, value)``."""
+    if isinstance(value, list | tuple):
+        if len(value) != n:
+            raise ValueError(f"expected {n} values for {name}, one per parameter group, got "
+                             f"{len(value)}")
+        return [check(name, v) for v in value]
+    return [check(name, value)] * n
+
+
 class LRScheduler:
-    """Base class: sets ``optimizer.lr`` to :meth:`_next_lr` at epoch 0 (when built) and after
-    each :meth:`step`; ``last_epoch`` counts the steps, ``base_lr`` is the optimizer's
-    ``initial_lr`` (its ``lr`` when its first scheduler was built, as torch's)."""
+    """Base class: sets each parameter group's ``lr`` to :meth:`_next_lr` at epoch 0 (when
+    built) and after each :meth:`step`; ``last_epoch`` counts the steps, ``base_lr`` is the
+    group's ``initial_lr`` (its ``lr`` when its first scheduler was built, as torch's;
+    ``base_lrs`` holds one per group). The rule runs once per group, with ``_group`` its
+    index, so each group follows the schedule from its own ``initial_lr``."""
+
+    base_lr = _PerGroup()
+    _group = 0  # the parameter group the rule is working on
 
     def __init__(self, optimizer: Optimizer, last_epoch: int = -1) -> None:
         if not isinstance(optimizer, Optimizer):
@@ -75,14 +113,15 @@ class LRScheduler:
                             f"(dl.optimizer(...)), got {type(optimizer).__name__}")
         last_epoch = _count("last_epoch", last_epoch, low=-1)
         self.optimizer = optimizer
-        if getattr(optimizer, "initial_lr", None) is None:  # torch's group["initial_lr"]
-            if last_epoch != -1:
-                raise ValueError(f"last_epoch={last_epoch} resumes a schedule, which starts "
-                                 "from the optimizer's initial_lr (its lr before any scheduler, "
-                                 "torch's param_groups[0]['initial_lr']): set "
-                                 "optimizer.initial_lr first")
-            optimizer.initial_lr = float(optimizer.lr)
-        self.base_lr = float(optimizer.initial_lr)
+        for i, group in enumerate(optimizer.groups):
+            if getattr(group, "initial_lr", None) is None:  # torch's group["initial_lr"]
+                if last_epoch != -1:
+                    raise ValueError(f"last_epoch={last_epoch} resumes a schedule, which starts "
+                                     "from the optimizer's initial_lr (its lr before any "
+                                     f"scheduler, torch's param_groups[{i}]['initial_lr']): set "
+                                     f"param_groups[{i}]['initial_lr'] first")
+                group.initial_lr = float(group.lr)
+        self.base_lrs = [float(g.initial_lr) for g in optimizer.groups]
         self.last_epoch = last_epoch + 1  # torch's _initial_step: one step from last_epoch
         self._initial_step()
 
@@ -91,12 +130,24 @@ class LRScheduler:
         built read ``_initial``)."""
         self._initial = True
         try:
-            self._set(self._next_lr(float(self.optimizer.lr)))
+            self._each(self._next_lr)
         finally:
             self._initial = False
 
-    def _set(self, lr: float) -> None:
-        self.optimizer.lr = lr  # checked by the optimizer (a finite number >= 0)
+    def _each(self, rule: Callable[[float], float]) -> None:
+        """Set each group's ``lr`` to ``rule(its lr)``, the rule reading that group's settings
+        (``_group``); every new lr is computed before any is set (checked by the optimizer:
+        a finite number >= 0)."""
+        groups = self.optimizer.groups
+        new = []
+        try:
+            for i, group in enumerate(groups):
+                self._group = i
+                new.append(rule(float(group.lr)))
+        finally:
+            self._group = 0
+        for group, lr in zip(groups, new):
+            group.lr = lr
 
     def _next_lr(self, lr: float) -> float:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -110,24 +161,35 @@ class LRScheduler:
         """Advance one epoch (``last_epoch += 1``) and set the optimizer's ``lr`` (call it after
         ``opt.step()``)."""
         self.last_epoch += 1
-        self._set(self._next_lr(float(self.optimizer.lr)))
+        self._each(self._next_lr)
 
     def get_last_lr(self) -> list[float]:
-        """``[lr]``, the learning rate the last step set (torch's one per parameter group)."""
-        return [float(self.optimizer.lr)]
+        """The learning rate the last step set, one per parameter group (torch's)."""
+        return _lrs(self.optimizer)
 
     def state_dict(self) -> dict[str, Any]:
-        """``base_lr`` and ``last_epoch`` (with ``opt.state_dict()``, a run resumes)."""
-        return {"base_lr": self.base_lr, "last_epoch": self.last_epoch}
+        """``base_lrs`` (``base_lr``: the first group's) and ``last_epoch`` (with
+        ``opt.state_dict()``, a run resumes)."""
+        return {"base_lr": self.base_lrs[0], "base_lrs": list(self.base_lrs),
+                "last_epoch": self.last_epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`'s values (the optimizer's ``lr`` comes with its own)."""
-        self.base_lr = check_number("base_lr", state["base_lr"])
+        n = len(self.optimizer.groups)
+        base = _per_group("base_lr", state.get("base_lrs", state["base_lr"]), n, check_number)
         # -1: a scheduler of a SequentialLR that has not started yet (torch's undo)
         self.last_epoch = _count("last_epoch", state["last_epoch"], low=-1)
+        self.base_lrs = base
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(last_epoch={self.last_epoch}, lr={self.optimizer.lr!r})"
+        lr = _lrs(self.optimizer)
+        return (f"{type(self).__name__}(last_epoch={self.last_epoch}, "
+                f"lr={lr[0] if len(lr) == 1 else lr!r})")
+
+
+def _lrs(optimizer: Optimizer) -> list[float]:
+    """Each parameter group's ``lr``."""
+    return [float(g.lr) for g in optimizer.groups]
 
 
 class StepLR(LRScheduler):
@@ -237,15 +299,25 @@ class CosineAnnealingLR(LRScheduler):
                                                           self.T_max)) / 2
 
 
+def _function(name: str, value: Any) -> Callable[[int], float]:
+    """``value`` if callable; TypeError otherwise."""
+    if not callable(value):
+        raise TypeError(f"{name} must be a function of the epoch, got {value!r:.60}")
+    return value
+
+
 class _EpochFunction(LRScheduler):
-    """A schedule by a user's function of the epoch, ``lr_lambda`` (checked callable)."""
+    """A schedule by a user's function of the epoch, ``lr_lambda`` (checked callable; a list
+    of one per parameter group, as torch's ``lr_lambdas``)."""
+
+    lr_lambda = _PerGroup()
 
     def __init__(self, optimizer: Optimizer, lr_lambda: Callable[[int], float],
                  last_epoch: int = -1) -> None:
-        if not callable(lr_lambda):
-            raise TypeError(f"lr_lambda must be a function of the epoch, got "
-                            f"{lr_lambda!r:.60}")
-        self.lr_lambda = lr_lambda
+        n = len(optimizer.groups) if isinstance(optimizer, Optimizer) else 1
+        if isinstance(lr_lambda, list | tuple) and len(lr_lambda) != n:
+            raise ValueError(f"Expected {n} lr_lambdas, but got {len(lr_lambda)}")
+        self.lr_lambdas = _per_group("lr_lambda", lr_lambda, n, _function)
         super().__init__(optimizer, last_epoch)
 
 
@@ -365,18 +437,14 @@ class CosineAnnealingWarmRestarts(LRScheduler):
                 self.T_i = self.T_0
                 self.T_cur = epoch
         self.last_epoch = math.floor(epoch)
-        self._set(self._closed_form(float(self.optimizer.lr)))
+        self._each(self._closed_form)
 
 
-def _one_number(name: str, value: Any) -> float:
-    """A number >= 0, or a list of one (torch's one value per parameter group; depthlab's
-    optimizers are one group)."""
-    if isinstance(value, list | tuple):
-        if len(value) != 1:
-            raise ValueError(f"{name} takes one value per parameter group and a depthlab "
-                             f"optimizer is one group; got {len(value)} values")
-        value = value[0]
-    return check_number(name, value)
+def _numbers(name: str, value: Any, optimizer: Any) -> list[float]:
+    """Numbers >= 0, one per parameter group of ``optimizer`` (a list of as many, or one for
+    all), as torch's ``max_lr``, ``base_lr``, ``base_momentum``, ..."""
+    n = len(optimizer.groups) if isinstance(optimizer, Optimizer) else 1
+    return _per_group(name, value, n, check_number)
 
 
 def _momentum_key(owner: str, optimizer: Optimizer) -> str:
@@ -396,21 +464,24 @@ class _MomentumCycle(LRScheduler):
     ``momentum`` of the optimizer (torch's ``use_beta1``)."""
 
     _momentum: str | None = None
+    base_momentum = _PerGroup()
+    max_momentum = _PerGroup()
 
     def _set_momentum(self, m: float) -> None:
-        opt = self.optimizer
+        """Set the momentum of the group the rule is working on (``_group``)."""
+        opt = self.optimizer.groups[self._group]
         if self._momentum == "betas":
             opt.betas = (m, opt.betas[1])
         elif self._momentum == "momentum":
             opt.momentum = m
 
     def get_last_momentum(self) -> list[float]:
-        """``[momentum]`` (``betas[0]`` for Adam's kind) the last step set; ``[]`` without
-        ``cycle_momentum``."""
+        """The momentum (``betas[0]`` for Adam's kind) the last step set, one per parameter
+        group; ``[]`` without ``cycle_momentum``."""
         if self._momentum is None:
             return []
-        value = getattr(self.optimizer, self._momentum)
-        return [float(value[0] if self._momentum == "betas" else value)]
+        values = [getattr(g, self._momentum) for g in self.optimizer.groups]
+        return [float(v[0] if self._momentum == "betas" else v) for v in values]
 
 
 class OneCycleLR(_MomentumCycle):
@@ -425,7 +496,12 @@ class OneCycleLR(_MomentumCycle):
     ``momentum``; Adam's ``betas[0]``) goes the other way, from ``max_momentum`` to
     ``base_momentum`` and back. A step past ``total_steps`` is a ValueError, as torch's; the
     lr of the step at ``total_steps`` (past the last phase's end), negative in torch's linear
-    annealing, is 0."""
+    annealing, is 0. ``max_lr``, ``base_momentum`` and ``max_momentum`` take one value per
+    parameter group (a list) or one for all, as torch's."""
+
+    max_lr = _PerGroup()
+    initial_lr = _PerGroup()
+    min_lr = _PerGroup()
 
     def __init__(self, optimizer: Optimizer, max_lr: float, total_steps: int | None = None,
                  epochs: int | None = None, steps_per_epoch: int | None = None,
@@ -450,33 +526,38 @@ class OneCycleLR(_MomentumCycle):
             raise ValueError(f"anneal_strategy={anneal_strategy!r} is not accepted; accepted: "
                              "'cos', 'linear'")
         self.anneal_strategy = anneal_strategy
-        self.max_lr = _one_number("max_lr", max_lr)
+        self.max_lrs = _numbers("max_lr", max_lr, optimizer)
         self.div_factor = check_number("div_factor", div_factor)
         self.final_div_factor = check_number("final_div_factor", final_div_factor)
         if self.div_factor == 0.0 or self.final_div_factor == 0.0:
             raise ValueError("div_factor and final_div_factor must be > 0 (the lr is divided by "
                              "them)")
-        self.initial_lr = self.max_lr / self.div_factor
-        self.min_lr = self.initial_lr / self.final_div_factor
+        self.initial_lrs = [hi / self.div_factor for hi in self.max_lrs]
+        self.min_lrs = [lo / self.final_div_factor for lo in self.initial_lrs]
         self.cycle_momentum = check_flag("cycle_momentum", cycle_momentum)
         self.three_phase = check_flag("three_phase", three_phase)
-        self.base_momentum = _one_number("base_momentum", base_momentum)
-        self.max_momentum = _one_number("max_momentum", max_momentum)
-        lo, hi, low, t = self.initial_lr, self.max_lr, self.min_lr, self.total_steps
-        mb, mm = self.base_momentum, self.max_momentum
+        self.base_momentums = _numbers("base_momentum", base_momentum, optimizer)
+        self.max_momentums = _numbers("max_momentum", max_momentum, optimizer)
+        t = self.total_steps
         first = float(self.pct_start * t) - 1
-        # (end step, start lr, end lr, start momentum, end momentum) of each phase (torch's)
-        self._phases: list[tuple[float, float, float, float, float]] = (
+        # (end step, start lr, end lr, start momentum, end momentum) of each phase (torch's),
+        # for each parameter group
+        self._phases_of: list[list[tuple[float, float, float, float, float]]] = [
             [(first, lo, hi, mm, mb), (float(2 * self.pct_start * t) - 2, hi, lo, mb, mm),
              (t - 1, lo, low, mm, mm)] if self.three_phase else
-            [(first, lo, hi, mm, mb), (t - 1, hi, low, mb, mm)])
+            [(first, lo, hi, mm, mb), (t - 1, hi, low, mb, mm)]
+            for lo, hi, low, mb, mm in zip(self.initial_lrs, self.max_lrs, self.min_lrs,
+                                           self.base_momentums, self.max_momentums)]
         if self.cycle_momentum:
             self._momentum = _momentum_key("OneCycleLR", optimizer)
-        if last_epoch == -1 or getattr(optimizer, "initial_lr", None) is None:
-            optimizer.initial_lr = self.initial_lr  # torch's group["initial_lr"]
-        if self.cycle_momentum and last_epoch == -1:
-            self.optimizer = optimizer
-            self._set_momentum(mm)
+        self.optimizer = optimizer
+        for i, group in enumerate(optimizer.groups):
+            if last_epoch == -1 or getattr(group, "initial_lr", None) is None:
+                group.initial_lr = self.initial_lrs[i]  # torch's group["initial_lr"]
+            if self.cycle_momentum and last_epoch == -1:
+                self._group = i
+                self._set_momentum(self.max_momentums[i])
+        self._group = 0
         super().__init__(optimizer, last_epoch)
 
     def _anneal(self, start: float, end: float, pct: float) -> float:
@@ -490,8 +571,9 @@ class OneCycleLR(_MomentumCycle):
             raise ValueError(f"OneCycleLR: tried to step {step} times; the specified number of "
                              f"total steps is {self.total_steps}")
         start = 0.0
-        for i, (end, lr0, lr1, m0, m1) in enumerate(self._phases):
-            if step <= end or i == len(self._phases) - 1:
+        phases = self._phases_of[self._group]
+        for i, (end, lr0, lr1, m0, m1) in enumerate(phases):
+            if step <= end or i == len(phases) - 1:
                 if end == start:
                     raise ValueError(f"OneCycleLR: phase {i + 1} has no steps (pct_start="
                                      f"{self.pct_start} of total_steps={self.total_steps}); "
@@ -515,7 +597,12 @@ class CyclicLR(_MomentumCycle):
     "cycle") or ``scale_fn(e)`` ("iterations"). ``mode``: "triangular" ``f = 1``;
     "triangular2" ``f = 1 / 2^(c - 1)``; "exp_range" ``f = gamma^e``; a ``scale_fn`` replaces
     them. ``cycle_momentum`` (default True): ``momentum = max_momentum - (max_momentum -
-    base_momentum) h f`` (SGD's, RMSprop's ``momentum``; Adam's ``betas[0]``)."""
+    base_momentum) h f`` (SGD's, RMSprop's ``momentum``; Adam's ``betas[0]``). ``base_lr``,
+    ``max_lr``, ``base_momentum`` and ``max_momentum`` take one value per parameter group (a
+    list) or one for all, as torch's."""
+
+    base_lr_value = _PerGroup()
+    max_lr = _PerGroup()
 
     def __init__(self, optimizer: Optimizer, base_lr: float, max_lr: float,
                  step_size_up: int = 2000, step_size_down: int | None = None,
@@ -526,8 +613,8 @@ class CyclicLR(_MomentumCycle):
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"CyclicLR takes a depthlab optimizer (dl.optimizer(...)), got "
                             f"{type(optimizer).__name__}")
-        self.base_lr_value = _one_number("base_lr", base_lr)
-        self.max_lr = _one_number("max_lr", max_lr)
+        self.base_lr_values = _numbers("base_lr", base_lr, optimizer)
+        self.max_lrs = _numbers("max_lr", max_lr, optimizer)
         up = check_number("step_size_up", step_size_up)  # torch takes float(...) of them
         if up == 0.0:
             raise ValueError("invalid step_size_up value: 0; expected a number > 0")
@@ -548,15 +635,18 @@ class CyclicLR(_MomentumCycle):
         self.scale_mode = (scale_mode if scale_fn is not None else
                            "iterations" if mode == "exp_range" else "cycle")
         self.cycle_momentum = check_flag("cycle_momentum", cycle_momentum)
-        self.base_momentum = _one_number("base_momentum", base_momentum)
-        self.max_momentum = _one_number("max_momentum", max_momentum)
+        self.base_momentums = _numbers("base_momentum", base_momentum, optimizer)
+        self.max_momentums = _numbers("max_momentum", max_momentum, optimizer)
         if self.cycle_momentum:
             self._momentum = _momentum_key("CyclicLR", optimizer)
         if last_epoch == -1:
-            optimizer.lr = self.base_lr_value
-            if self.cycle_momentum:
-                self.optimizer = optimizer
-                self._set_momentum(self.max_momentum)
+            self.optimizer = optimizer
+            for i, group in enumerate(optimizer.groups):
+                group.lr = self.base_lr_values[i]
+                if self.cycle_momentum:
+                    self._group = i
+                    self._set_momentum(self.max_momentums[i])
+            self._group = 0
         super().__init__(optimizer, last_epoch)
 
     def scale_fn(self, x: float) -> float:
@@ -626,7 +716,8 @@ class SequentialLR:
                              "milestones")
         self.optimizer = optimizer
         self.last_epoch = _count("last_epoch", last_epoch, low=-1) + 1
-        optimizer.lr = optimizer.initial_lr  # set by the first scheduler built
+        for group in optimizer.groups:
+            group.lr = group.initial_lr  # set by the first scheduler built
         for sched in self._schedulers:
             sched.last_epoch -= 1
         first = self._schedulers[bisect.bisect_right(self._milestones, 0)]
@@ -641,13 +732,13 @@ class SequentialLR:
         sched = self._schedulers[idx]
         if idx > 0 and self._milestones[idx - 1] == self.last_epoch:
             sched.last_epoch = 0
-            sched._set(sched._closed_form(float(self.optimizer.lr)))
+            sched._each(sched._closed_form)
         else:
             sched.step()
 
     def get_last_lr(self) -> list[float]:
-        """``[lr]``, the learning rate the last step set."""
-        return [float(self.optimizer.lr)]
+        """The learning rate the last step set, one per parameter group."""
+        return _lrs(self.optimizer)
 
     def state_dict(self) -> dict[str, Any]:
         """``last_epoch`` and each scheduler's :meth:`~LRScheduler.state_dict`."""
@@ -686,8 +777,8 @@ class ChainedScheduler:
             sched.load_state_dict(sub)
 
     def get_last_lr(self) -> list[float]:
-        """``[lr]``, the learning rate the last step set."""
-        return [float(self.optimizer.lr)]
+        """The learning rate the last step set, one per parameter group."""
+        return _lrs(self.optimizer)
 
 
 class ReduceLROnPlateau:
@@ -695,7 +786,8 @@ class ReduceLROnPlateau:
     ``patience`` epochs without improving on the best (``mode="min"``: below ``best (1 -
     threshold)`` for ``threshold_mode="rel"``, ``best - threshold`` for "abs"; "max" mirrored),
     ``lr = max(lr * factor, min_lr)`` (only when that lowers it by more than ``eps``), then
-    ``cooldown`` epochs in which bad epochs are not counted."""
+    ``cooldown`` epochs in which bad epochs are not counted. Each parameter group is lowered
+    to its own ``min_lr`` (one number, or a list of one per group: ``min_lrs``)."""
 
     def __init__(self, optimizer: Optimizer, mode: str = "min", factor: float = 0.1,
                  patience: int = 10, threshold: float = 1e-4, threshold_mode: str = "rel",
@@ -714,7 +806,7 @@ class ReduceLROnPlateau:
         self.patience = _count("patience", patience, low=0)
         self.threshold = check_number("threshold", threshold)
         self.cooldown = _count("cooldown", cooldown, low=0)
-        self.min_lr = check_number("min_lr", min_lr)
+        self.min_lrs = _numbers("min_lr", min_lr, optimizer)
         self.eps = check_number("eps", eps)
         self.best = math.inf if mode == "min" else -math.inf
         self.num_bad_epochs = 0
@@ -744,16 +836,23 @@ class ReduceLROnPlateau:
             self.cooldown_counter -= 1
             self.num_bad_epochs = 0
         if self.num_bad_epochs > self.patience:
-            old = float(self.optimizer.lr)
-            new = max(old * self.factor, self.min_lr)
-            if old - new > self.eps:
-                self.optimizer.lr = new
+            for group, min_lr in zip(self.optimizer.groups, self.min_lrs):
+                old = float(group.lr)
+                new = max(old * self.factor, min_lr)
+                if old - new > self.eps:
+                    group.lr = new
             self.cooldown_counter = self.cooldown
             self.num_bad_epochs = 0
 
     def get_last_lr(self) -> list[float]:
-        """``[lr]``, the optimizer's learning rate now."""
-        return [float(self.optimizer.lr)]
+        """The optimizer's learning rate now, one per parameter group."""
+        return _lrs(self.optimizer)
+
+    @property
+    def min_lr(self) -> float | list[float]:
+        """``min_lr`` as given: one number, or one per parameter group."""
+        lows = self.min_lrs
+        return lows[0] if len(set(lows)) == 1 else list(lows)
 
     _STATE = ("mode", "factor", "patience", "threshold", "threshold_mode", "cooldown",
               "min_lr", "eps", "best", "num_bad_epochs", "cooldown_counter", "last_epoch")
@@ -775,6 +874,7 @@ class ReduceLROnPlateau:
         if isinstance(best, bool) or not isinstance(best, numbers.Real):
             raise TypeError(f"ReduceLROnPlateau state best={best!r:.60}; expected a number")
         for k in self._STATE[:8]:  # the settings as the constructor read them
+            k = "min_lrs" if k == "min_lr" else k
             setattr(self, k, getattr(checked, k))
         self.best = float(best)
         self.num_bad_epochs = _count("num_bad_epochs", state["num_bad_epochs"], low=0)
