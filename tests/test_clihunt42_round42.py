@@ -135,3 +135,11 @@ def test_predict_of_a_run_id_in_a_missing_results_folder_names_the_folder(net_an
         assert_one_line_error(code, err, f"--dir {folder!r} does not exist")
     code, out, err = run_cli(capsys, "predict", "gone.npz", "x.npy", "--dir", "reslts")
     assert_one_line_error(code, err, "'gone.npz': no such file")  # a file: named as before
+
+
+def test_predict_to_a_name_ending_in_a_slash_is_refused_as_a_folder(net_and_x, tmp_path, capsys):
+    # `predict --to newdir/` wrote a FILE named newdir ("predictions for 2 rows: newdir/");
+    # `init newdir/` refuses such a name as a folder's
+    code, out, err = run_cli(capsys, "predict", *net_and_x, "--to", "newdir/")
+    assert_one_line_error(code, err, "--to 'newdir/'", "folder", "expected a file")
+    assert not (tmp_path / "newdir").exists()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -132,6 +133,9 @@ def _check_target(text: str, inputs: dict[str, Path], force: bool = False) -> No
     if target.is_dir():
         raise ValueError(f"--to {text!r} is a folder; expected a file for the predictions "
                          "(e.g. predictions.csv)")
+    if text.endswith(("/", os.sep)):  # Path drops the slash: "out/" wrote a FILE named out
+        raise ValueError(f"--to {text!r} names a folder (it ends in {text[-1]}); expected a file "
+                         f"for the predictions (e.g. {text}predictions.csv)")
     if target.name == DB_NAME:
         raise ValueError(f"--to {text!r} is a results store name; expected a new file "
                          "for the predictions (e.g. predictions.csv)")
