@@ -58,16 +58,19 @@ def _amp_loop(watch: bool, every: int, variant: str, steps: int = 4,
         if i == inf_at:
             model[0].weight.grad[0, 0] = math.inf  # the scaler skips this step
         scale = scaler.get_scale()
-        if variant == "unscale_first":  # the .grad unscaled (and clipped) before Watch.step
-            scaler.unscale_(opt)
-            nn.utils.clip_grad_norm_(model.parameters(), 0.05)
+        if variant in ("unscale_first", "clip_after"):  # the .grad unscaled before
+            scaler.unscale_(opt)  # Watch.step (and clipped, before or after it)
+            if variant == "unscale_first":
+                nn.utils.clip_grad_norm_(model.parameters(), 0.05)
         if w is not None:
             w.step(loss)
             if i % every == 0:
-                wscale = 1.0 if variant == "unscale_first" else scale
+                wscale = 1.0 if variant in ("unscale_first", "clip_after") else scale
                 ref[i] = {(n, "grad_pre_std"): _std(grads[n]) / scale for n in layers}
                 ref[i].update({(n, "weight_grad_std"): _std(m.weight.grad) / wscale
                                for n, m in layers.items()})
+        if variant == "clip_after":  # unscaled before the record, clipped after it
+            nn.utils.clip_grad_norm_(model.parameters(), 0.1)  # by 3x to 7x
         scaler.step(opt)
         scaler.update()
     for h in handles:
@@ -78,7 +81,7 @@ def _amp_loop(watch: bool, every: int, variant: str, steps: int = 4,
 
 
 @pytest.mark.parametrize("every,variant", [(1, "plain"), (3, "plain"), (1, "unscale_first"),
-                                           (2, "fused")])
+                                           (2, "fused"), (1, "clip_after")])
 def test_a_grad_scaler_not_given_to_the_watch_is_found_and_its_scale_divided_out(
         every: int, variant: str) -> None:
     """``scaler.scale(loss).backward(); watch.step(loss); scaler.step(opt)`` with a Watch made

@@ -232,6 +232,19 @@ _SCALER_STEP = _scaler_step()
 """``GradScaler.step``'s code object (what :func:`_stepping_scaler` looks for) and the class."""
 
 
+def _nearer_one(recorded: float, now: float, scale: float) -> bool:
+    """Whether ``recorded / now`` is nearer to 1 than to ``scale`` on a log scale
+    (``|log r| < |log(r / S)|``): a gradient statistic read unscaled (``r = 1``, or ``1 / c``
+    after a ``clip_grad_norm_`` by ``c`` since) rather than scaled (``r = S``, or ``S / c``).
+    Equal values (zeros too) are; a non-finite or non-positive ratio is not."""
+    if recorded == now:
+        return True
+    ratio = recorded / now if now else math.inf
+    if not (0.0 < ratio < math.inf):
+        return False
+    return abs(math.log(ratio)) < abs(math.log(ratio / scale))
+
+
 def _error_text(error: BaseException, steps: int) -> str:
     """The stored text of the exception that ended a watched loop: ``Type: message``; one
     without a message says what happened (a Ctrl-C was stored as ``KeyboardInterrupt: ``)."""
@@ -1136,11 +1149,13 @@ class Watch:
                        unscaled: bool | set[int]) -> bool:
         """Divide the gradient rows of the record of step ``n`` (rows ``start`` on) by
         ``scale``: ``grad_pre_*`` always; ``weight_grad_*`` of a layer unless its ``.grad``
-        was read unscaled, i.e. its ``weight_grad_absmean`` then equals ``mean |g|`` of its
-        ``.grad`` unscaled now (``g = .grad`` where ``scaler.step`` or ``unscale_`` has
-        unscaled it, ``.grad / S`` where not yet: a fused optimizer's; the unscaling kernel
-        keeps the version counter, so the values tell). With map layers (rows numbered among
-        them): a layer whose weights are unscaled now counts as read unscaled."""
+        was read unscaled: its ``weight_grad_absmean`` then is nearer (:func:`_nearer_one`)
+        to ``mean |g|`` of its ``.grad`` unscaled now than to ``S mean |g|`` (``g = .grad``
+        where ``scaler.step`` or ``unscale_`` has unscaled it, ``.grad / S`` where not yet: a
+        fused optimizer's; the unscaling kernel keeps the version counter, so the values
+        tell, a ``clip_grad_norm_`` since the record included). With map layers (rows
+        numbered among them): a layer whose weights are unscaled now counts as read
+        unscaled."""
         if start > len(self._col_step) or any(s != n for s in self._col_step[start:]):
             return False  # (not the last record)
         q, layers, values = self._col_q, self._col_layer, self._col_value
@@ -1160,7 +1175,7 @@ class Watch:
                             isinstance(unscaled, set) and id(p) in unscaled) else now / scale
                         acc[1] += p.grad.numel()
             done = {i for i, (total, count) in sums.items()
-                    if count and math.isclose(recorded[i], total / count, rel_tol=1e-3)}
+                    if count and _nearer_one(recorded[i], total / count, scale)}
         for i in range(start, len(values)):
             if q[i] in GRADIENT_ROWS or (q[i] in WEIGHT_GRADIENT_ROWS and layers[i] not in done):
                 values[i] /= scale
