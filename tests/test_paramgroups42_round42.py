@@ -258,3 +258,27 @@ def test_plateau_and_scheduler_state_with_groups() -> None:
         O.LambdaLR(ours, [lambda e: 1.0, lambda e: 1.0])
     with pytest.raises(ValueError, match="expected 3 values for max_lr"):
         O.OneCycleLR(ours, [0.1, 0.2], total_steps=10)
+
+
+def test_one_group_state_dict_has_torch_group_layout() -> None:
+    """A one-group optimizer's ``state_dict`` also holds torch's ``param_groups`` (torch code
+    reads ``sd["param_groups"][0]["lr"]``); a group's value edited there is loaded, and a
+    plain optimizer and one built from one dict load each other's state."""
+    ps = [Parameter(f"p{i}", np.ones(3)) for i in range(2)]
+    plain = O.SGD(ps, lr=0.1, momentum=0.9)
+    for p in ps:
+        p.grad = np.full(3, 0.5)
+    plain.step()
+    sd = plain.state_dict()
+    assert sd["param_groups"][0]["lr"] == 0.1 and sd["param_groups"][0]["params"] == [0, 1]
+    sd["param_groups"][0]["lr"] = 0.05
+    grouped = O.SGD([{"params": ps, "momentum": 0.5}], lr=1.0)
+    grouped.load_state_dict(sd)
+    assert grouped.param_groups[0]["lr"] == 0.05 and grouped.param_groups[0]["momentum"] == 0.9
+    assert grouped.defaults["lr"] == 0.1
+    np.testing.assert_array_equal(grouped.state[ps[0]]["momentum_buffer"], np.full(3, 0.5))
+    again = O.SGD(ps)
+    again.load_state_dict(grouped.state_dict())
+    assert (again.lr, again.momentum, again.step_count) == (0.05, 0.9, 1)
+    with pytest.raises(ValueError, match="has 1 parameter groups; this sgd optimizer has 2"):
+        O.SGD([{"params": ps[:1]}, {"params": ps[1:]}]).load_state_dict(sd)

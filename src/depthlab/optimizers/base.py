@@ -488,10 +488,10 @@ class Optimizer(metaclass=_OptimizerType):
         (torch's group key, which a resumed scheduler's ``last_epoch`` needs). Plain Python and
         NumPy: ``pickle`` stores it.
 
-        With several parameter groups, as torch's layout: ``hyperparameters`` are the
-        defaults, ``state`` runs over all parameters (group by group) and ``param_groups``
-        holds one dict per group: its hyperparameters, ``params`` (indices into ``state``),
-        ``step``, ``scalars`` and ``initial_lr`` once set."""
+        ``param_groups`` is torch's layout: one dict per group with its hyperparameters,
+        ``params`` (indices into ``state``), ``step``, ``scalars`` and ``initial_lr`` once
+        set (one group: the values above again). With several groups ``hyperparameters`` are
+        the defaults and ``state`` runs over all parameters, group by group."""
         if self._groups is not None:
             out = {"name": self.name, "hyperparameters": self.hyperparameters(),
                    "step": self.step_count, "scalars": {}, "state": [], "param_groups": []}
@@ -513,6 +513,11 @@ class Optimizer(metaclass=_OptimizerType):
                          for p in self.params]}
         if getattr(self, "initial_lr", None) is not None:
             out["initial_lr"] = self.initial_lr
+        group = {**out["hyperparameters"], "params": list(range(len(self.params))),
+                 "step": out["step"], "scalars": dict(out["scalars"])}
+        if "initial_lr" in out:
+            group["initial_lr"] = out["initial_lr"]
+        out["param_groups"] = [group]
         return out
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -520,20 +525,27 @@ class Optimizer(metaclass=_OptimizerType):
         same shapes and dtypes, in the same order): hyperparameters, step count and buffers are
         copied in, so the next steps are bit for bit those the saved optimizer would have taken
         (``torch.optim.Optimizer.load_state_dict``). Checked in full before anything changes:
-        a mismatch is a ValueError naming it. Several groups: the same number of groups, of the
-        same sizes (torch's check), each loaded as above."""
-        if self._groups is None:
-            self._apply_loaded(self._check_loaded(state_dict))
+        a mismatch is a ValueError naming it. With ``param_groups`` (torch's layout): the same
+        number of groups, of the same sizes (torch's check), each group's values read from its
+        dict (``param_groups[i]["lr"]`` edited before loading is taken)."""
+        if self._groups is None and not (isinstance(state_dict, dict)
+                                         and "param_groups" in state_dict):
+            self._apply_loaded(self._check_loaded(state_dict))  # a dict without groups
             return
         self._check_loaded(state_dict, groups=False)  # name, defaults, the dict's keys
+        groups = self.groups
+        every = state_dict["state"]
+        if isinstance(every, list | tuple) and len(every) != len(self.params):
+            raise ValueError(f"state_dict holds the state of {len(every)} parameters; this "
+                             f"{self.name} optimizes {len(self.params)}")
         saved = state_dict.get("param_groups")
-        if not isinstance(saved, list | tuple) or len(saved) != len(self._groups):
+        if not isinstance(saved, list | tuple) or len(saved) != len(groups):
             n = len(saved) if isinstance(saved, list | tuple) else "no"
             raise ValueError(f"loaded state dict has {n} parameter groups; this {self.name} "
-                             f"optimizer has {len(self._groups)}")
+                             f"optimizer has {len(groups)}")
         names = type(self).hyperparameter_names()
         loaded = []
-        for i, (g, sg) in enumerate(zip(self._groups, saved)):
+        for i, (g, sg) in enumerate(zip(groups, saved)):
             if not isinstance(sg, dict) or not isinstance(sg.get("params"), list | tuple) \
                     or len(sg["params"]) != len(g.params):
                 raise ValueError(f"loaded state dict contains a parameter group ({i}) that "
@@ -543,15 +555,18 @@ class Optimizer(metaclass=_OptimizerType):
             except (IndexError, TypeError, KeyError):
                 raise ValueError(f"state_dict param_groups[{i}]['params'] indexes no saved "
                                  "state") from None
-            sub = {"name": self.name, "hyperparameters": {k: sg[k] for k in names if k in sg},
+            hyper = {**state_dict["hyperparameters"], **{k: sg[k] for k in names if k in sg}}
+            sub = {"name": self.name, "hyperparameters": hyper,
                    "step": sg.get("step", state_dict["step"]),
-                   "scalars": sg.get("scalars", {}), "state": bufs}
+                   "scalars": sg.get("scalars", state_dict.get("scalars")), "state": bufs}
             if sg.get("initial_lr") is not None:
                 sub["initial_lr"] = sg["initial_lr"]
             loaded.append(g._check_loaded(sub))
-        defaults = type(self).check_hyperparameters(**state_dict["hyperparameters"])
-        for g, checked in zip(self._groups, loaded):
+        for g, checked in zip(groups, loaded):
             g._apply_loaded(checked)
+        if self._groups is None:
+            return
+        defaults = type(self).check_hyperparameters(**state_dict["hyperparameters"])
         for name, value in defaults.items():
             object.__setattr__(self, name, value)
         self.defaults = defaults
