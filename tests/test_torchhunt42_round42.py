@@ -4,6 +4,7 @@ not tried before: bad inputs get one line naming x and what was expected."""
 from __future__ import annotations
 
 import importlib
+import re
 
 import pytest
 
@@ -155,3 +156,43 @@ def test_an_unbatched_conv_input_of_wrong_channels_names_dimension_0():
         with pytest.raises(ValueError, match=r"^x has shape \(8, 4, 6, 6\), 4 channels in "
                                              r"dimension 1, .*expected x of shape \(8, 3, 6, 6\)"):
             run(torch.randn(8, 4, 6, 6))
+
+
+class _SelfAttention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.mha = nn.MultiheadAttention(16, 2, batch_first=True)
+
+    def forward(self, x):
+        return self.mha(x, x, x)[0].mean(1)
+
+
+@pytest.mark.parametrize("make, x, module", [
+    (lambda: nn.Sequential(nn.LayerNorm(16), nn.Linear(16, 3)), (torch.zeros(4, 12),),
+     "'0' \\(LayerNorm\\)"),
+    (lambda: nn.Sequential(nn.BatchNorm1d(16), nn.Linear(16, 3)), (torch.zeros(4, 12),),
+     "'0' \\(BatchNorm1d\\)"),
+    (lambda: _SelfAttention(), (torch.zeros(4, 5, 12),), "'mha' \\(MultiheadAttention\\)"),
+    (lambda: nn.Bilinear(4, 5, 3), (torch.zeros(4, 4), torch.zeros(4, 6)),
+     "the model \\(a Bilinear\\)"),
+], ids=["layernorm", "batchnorm", "attention", "bilinear"])
+def test_x_that_the_module_it_goes_into_cannot_take_is_named(make, x, module):
+    # torch said only "Given normalized_shape=[16], expected input with shape [*, 16], but got
+    # input of size[4, 12]" (RuntimeError), "running_mean should contain 12 elements not 16",
+    # "was expecting embedding dimension of 16, but got 12" (an AssertionError), naming
+    # neither x nor the module
+    torch.manual_seed(0)
+    model = make()
+    what = ("tensors of shapes " + ", ".join(str(tuple(t.shape)) for t in x) if len(x) > 1
+            else f"a tensor of shape {tuple(x[0].shape)}")
+    with pytest.raises(ValueError, match=rf"^x has {re.escape(what)} that {module} cannot take "
+                                         rf"\(torch: .+\); expected x of the shape it takes"):
+        dlt.discover(model, *x)
+
+
+def test_a_mismatch_inside_the_model_keeps_torchs_message():
+    # a Linear after a Flatten of embeddings gets a tensor the model made, not x: torch's line
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(12, 3))
+    with pytest.raises(RuntimeError, match="mat1 and mat2 shapes cannot be multiplied"):
+        dlt.discover(model, torch.randint(0, 10, (4, 5)))

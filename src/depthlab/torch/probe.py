@@ -799,6 +799,13 @@ def forward(model: nn.Module, x: Any) -> Any:
                          "needs more than one value per channel (batch statistics), and x "
                          f"gives it one ({str(exc).strip()}); expected a batch of 2 or more "
                          "examples, or model.eval() first") from exc
+    except AssertionError as exc:  # MultiheadAttention: 'was expecting embedding dimension
+        # of 16, but got 12'
+        said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        misfit = _misfit(model, x, exc, said)
+        if misfit is None:
+            raise
+        raise ValueError(misfit) from exc
     except RuntimeError as exc:
         dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
         said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -824,7 +831,10 @@ def forward(model: nn.Module, x: Any) -> Any:
                                 "integer token ids; expected x of dtype torch.int64 "
                                 f"(x.long()) (torch: {said})") from exc
         if bad is None or "type" not in said.lower() or "indices" in said:
-            raise
+            misfit = _misfit(model, x, exc, said)
+            if misfit is None:
+                raise
+            raise ValueError(misfit) from exc
         (w,) = dtypes
         raise TypeError(f"x has dtype {bad.dtype} but the model's weights are {w}; expected x "
                         f"of the model's dtype (x.to({w})) (torch: {said})") from exc
@@ -925,6 +935,40 @@ def _failed_layer(exc: BaseException) -> tuple[nn.Module, torch.Tensor] | None:
             found = (m, t)
         tb = tb.tb_next
     return found
+
+
+def _misfit(model: nn.Module, x: Any, exc: BaseException, said: str) -> str | None:
+    """One line when the innermost ``torch.nn`` module in ``exc``'s traceback (the building
+    block that refused: a LayerNorm, a BatchNorm, a MultiheadAttention, a Bilinear) was given
+    tensors of ``x`` themselves (or views holding all their values): it names their shapes and the
+    module, with torch's message, which says what the module expected ('Given
+    normalized_shape=[16], expected input with shape [*, 16], but got input of size[4, 12]',
+    'running_mean should contain 12 elements not 16', 'was expecting embedding dimension of
+    16, but got 12'; they named neither x nor the module). None when that module was given a
+    tensor the model made (a mismatch inside the model is the model's: torch's line stays)."""
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        m = tb.tb_frame.f_locals.get("self")
+        if isinstance(m, nn.Module) and type(m).__module__.startswith("torch.nn.modules") \
+                and tb.tb_frame.f_code.co_name == "forward":
+            found = (m, [v for v in tb.tb_frame.f_locals.values()
+                         if isinstance(v, torch.Tensor)])
+        tb = tb.tb_next
+    if found is None:
+        return None
+    m, given = found
+    mine = [t for t in _tensors_in(x) if any(  # (MultiheadAttention's batch_first
+        # transposes its query: a view holding all of x)
+        g.numel() == t.numel() and g.data_ptr() == t.data_ptr() for g in given)]
+    name = next((n for n, mod in model.named_modules() if mod is m), None)
+    if not mine or name is None:
+        return None
+    where = f"{name!r} ({type(m).__name__})" if name else f"the model (a {type(m).__name__})"
+    shapes = ", ".join(str(tuple(t.shape)) for t in mine)
+    what = f"a tensor of shape {shapes}" if len(mine) == 1 else f"tensors of shapes {shapes}"
+    return (f"x has {what} that {where} cannot take (torch: {said}); expected x of the shape "
+            "it takes")
 
 
 def _wrong_ids(model: nn.Module, x: Any, exc: BaseException) -> str | None:
