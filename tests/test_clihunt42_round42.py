@@ -143,3 +143,19 @@ def test_predict_to_a_name_ending_in_a_slash_is_refused_as_a_folder(net_and_x, t
     code, out, err = run_cli(capsys, "predict", *net_and_x, "--to", "newdir/")
     assert_one_line_error(code, err, "--to 'newdir/'", "folder", "expected a file")
     assert not (tmp_path / "newdir").exists()
+
+
+@pytest.mark.parametrize("given, named", [
+    ('optimizer_kwargs = {momentum = "a"}', "train.optimizer_kwargs.momentum"),
+    ('optimizer = "adam"\noptimizer_kwargs = {betas = [0.9]}', "train.optimizer_kwargs.betas"),
+    ('momentum = "a"', "train.momentum")])
+def test_a_bad_optimizer_value_is_named_where_the_config_gives_it(given, named, tmp_path,
+                                                                   capsys):
+    # `optimizer_kwargs = {momentum = "a"}` was refused as "train.momentum = "a" has the wrong
+    # type": a key the file does not hold (an unknown key was already named where it is given)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[data]\nname = "clusters"\nn = 60\n[model]\nsizes = ["auto", 4, "auto"]\n'
+                   f'[train]\nepochs = 1\n{given}\n')
+    code, out, err = run_cli(capsys, "run", cfg, "--out", tmp_path / "r", "-q")
+    line = assert_one_line_error(code, err, f"{named} = ")
+    assert not (tmp_path / "r").exists(), line

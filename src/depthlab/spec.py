@@ -815,9 +815,13 @@ class TrainSpec(_Section):
         allowed = optimizer_hyperparameters(name)
         direct = _DIRECT.get()
         kwargs = dict(self.optimizer_kwargs)
+
+        def at(k: str) -> str:  # where the config gives it: [train] directly, or the table
+            return f"{prefix}{k}" if k in direct else f"{prefix}optimizer_kwargs.{k}"
+
         for k in kwargs:
             if k not in allowed:
-                where = f"{prefix}{k}" if k in direct else f"{prefix}optimizer_kwargs.{k}"
+                where = at(k)
                 # a typo names the closest one; another optimizer's names those taking it
                 takers = [o for o in OPTIMIZERS.names if k in optimizer_hyperparameters(o)]
                 hint = (f" (a hyperparameter of {', '.join(takers)})" if takers
@@ -830,18 +834,18 @@ class TrainSpec(_Section):
                 pair = as_list(v)  # a tuple or a NumPy array too, as fit takes them
                 if not (pair is not None and len(pair) == 2
                         and all(is_num(b) and 0 <= b < 1 for b in pair)):
-                    raise bad(f"{prefix}betas", pair if pair is not None else v,
+                    raise bad(at(k), pair if pair is not None else v,
                               "two numbers in [0, 1), e.g. [0.9, 0.999]")
                 kwargs[k] = [float(b) + 0.0 for b in pair]
             elif _is_bool(v):  # a NumPy bool too (fit took it; the config called true wrong)
                 kwargs[k] = bool(v)
             elif k in flags:  # a switch (amsgrad, nesterov, ...) given as a number
-                raise bad(f"{prefix}{k}", v, "true or false", "has the wrong type")
+                raise bad(at(k), v, "true or false", "has the wrong type")
             elif is_num(v):  # SGD's dampening may be negative (torch.optim.SGD, dl.fit)
                 low = None if k in _SIGNED_HYPERPARAMETERS else 0.0
-                kwargs[k] = Float(low, what="a finite number")(f"{prefix}{k}", v)
+                kwargs[k] = Float(low, what="a finite number")(at(k), v)
             else:
-                raise bad(f"{prefix}{k}", v, "a finite number", "has the wrong type")
+                raise bad(at(k), v, "a finite number", "has the wrong type")
         try:  # the optimizer's own rules (e.g. nesterov needs momentum > 0)
             OPTIMIZERS[name].check_hyperparameters(lr=self.lr, **kwargs)
         except (TypeError, ValueError) as e:
