@@ -81,7 +81,7 @@ def test_groups_match_torch_every_step(name: str, defaults: dict, hyper: list[di
         for a, b in zip(ours.param_groups, theirs.param_groups):
             assert a["lr"] == b["lr"]
         assert all(p.value.dtype == dtype for p in ps)
-        assert _gap(ps, ts) < (1e-12 if dtype is np.float64 else 1e-5)
+        assert _gap(ps, ts) < (1e-12 if dtype is np.float64 else 2e-6)  # seen: 3e-16, 3e-7
     finally:
         torch.set_default_dtype(torch.float32)
 
@@ -282,3 +282,47 @@ def test_one_group_state_dict_has_torch_group_layout() -> None:
     assert (again.lr, again.momentum, again.step_count) == (0.05, 0.9, 1)
     with pytest.raises(ValueError, match="has 1 parameter groups; this sgd optimizer has 2"):
         O.SGD([{"params": ps[:1]}, {"params": ps[1:]}]).load_state_dict(sd)
+
+
+@pytest.mark.parametrize("kind", ["cosine", "onecycle", "sequential", "warm_restarts"])
+def test_scheduler_with_groups_resumes_mid_run(kind: str) -> None:
+    """torch's resume: build the optimizer and scheduler again, load both state dicts; the
+    next 30 steps' per-group lrs and weights equal those of the run never stopped."""
+    import copy
+
+    def build(ps: list[Parameter]) -> tuple[O.Optimizer, object]:
+        opt = O.SGD([{"params": ps[:1], "lr": 0.1}, {"params": ps[1:], "lr": 0.01}],
+                    lr=0.05, momentum=0.9)
+        sched = {"cosine": lambda: O.CosineAnnealingLR(opt, 40, 1e-4),
+                 "onecycle": lambda: O.OneCycleLR(opt, [1.0, 0.1], total_steps=60),
+                 "sequential": lambda: O.SequentialLR(
+                     opt, [O.LinearLR(opt, 0.1, 1.0, 10), O.CosineAnnealingLR(opt, 30)], [10]),
+                 "warm_restarts": lambda: O.CosineAnnealingWarmRestarts(opt, 7, 2)}[kind]()
+        return opt, sched
+
+    rng = np.random.default_rng(0)
+    grads = [rng.standard_normal(3) for _ in range(50)]
+    ps = [Parameter(f"p{i}", np.ones(3)) for i in range(2)]
+    opt, sched = build(ps)
+    lrs = []
+    for k, g in enumerate(grads):
+        if k == 20:
+            saved = copy.deepcopy((opt.state_dict(), sched.state_dict()))
+            values = [p.value.copy() for p in ps]
+        for p in ps:
+            p.grad = g.copy()
+        opt.step()
+        sched.step()
+        lrs.append(sched.get_last_lr())
+    ps2 = [Parameter(f"p{i}", v) for i, v in enumerate(values)]
+    opt2, sched2 = build(ps2)
+    opt2.load_state_dict(saved[0])
+    sched2.load_state_dict(saved[1])
+    for k, g in enumerate(grads[20:]):
+        for p in ps2:
+            p.grad = g.copy()
+        opt2.step()
+        sched2.step()
+        assert sched2.get_last_lr() == lrs[20 + k] and len(lrs[20 + k]) == 2
+    for p, q in zip(ps, ps2):
+        np.testing.assert_array_equal(p.value, q.value)
