@@ -180,3 +180,17 @@ def test_sweep_heatmap_cells_of_different_values_read_differently():
     texts = sorted(t.get_text() for t in fig.axes[0].texts)
     assert "0.6251" in texts and "0.6249" in texts, texts
     assert texts.count("0.5") == 2 and "0.9" in texts, texts
+
+
+def test_a_saturation_panel_of_a_dead_net_says_every_line_is_1():
+    """A zeros-init ReLU net: every unit inactive and dead at every step (fraction 1 in four
+    layers, one line showing under a legend of four): the title read "3 layers under another's
+    line (same values)", where one value in every layer at every step says it plainly, as
+    "0 in every layer at every step" does for a healthy net."""
+    from depthlab.report import figures
+
+    ones = {k: [1.0] * 4 for k in (1, 2, 3, 4)}
+    fig = figures.saturation_dead(_rows({"pre_std": {k: [0.0] * 4 for k in ones},
+                                         "inactive_frac": ones, "dead_frac": ones}))
+    for ax in fig.axes:
+        assert "1 in every layer at every step" in ax.get_title(), ax.get_title()

@@ -1366,13 +1366,14 @@ def saturation_dead(probes: pd.DataFrame | None) -> Figure:
 def _hidden_lines_note(wide: pd.DataFrame) -> str:
     """A title's note on the lines of ``wide`` (one column a layer, drawn in column order)
     that lie under a later one with the same values: ``0 in every layer at every step`` when
-    all are 0 (a healthy net's dead units: the legend named 3 layers, one line showed), else
+    all are 0 (a healthy net's dead units: the legend named 3 layers, one line showed), ``1 in
+    ...`` when all are 1 (a dead net), any one value so, else
     ``k layers under another's line (same values)``; empty when every line shows."""
     vals = wide.to_numpy(float)
     if vals.shape[1] < 2:
         return ""
-    if np.all(vals == 0):
-        return "\n0 in every layer at every step"
+    if np.isfinite(vals).all() and np.all(vals == vals.flat[0]):  # one value: 0 in a healthy
+        return f"\n{vals.flat[0]:g} in every layer at every step"  # net, 1 in a dead one
     hidden = sum(np.isfinite(vals[:, i]).any() and any(
         np.array_equal(vals[:, i], vals[:, j], equal_nan=True)
         for j in range(i + 1, vals.shape[1])) for i in range(vals.shape[1]))
@@ -1786,7 +1787,8 @@ def sweep_heatmap(runs: pd.DataFrame, x_key: str, y_key: str, metric: str = "val
     vmin, vmax, extend = (_colour_limits(z[finite], "min" if higher_is_better else "max")
                           if finite.any() else (0.0, 1.0, "neither"))
     digits = distinct_digits(z[finite])
-    one_value = finite.any() and bool(np.all(z[finite] == z[finite][0]))
+    # (two cells or more: a single cell's value keeps its colour bar)
+    one_value = finite.sum() >= 2 and bool(np.all(z[finite] == z[finite][0]))
     # one value: the middle colour (the scale's end colour read as the worst or the best)
     norm = Normalize(vmin=vmin - 1, vmax=vmax + 1) if one_value else \
         Normalize(vmin=vmin, vmax=vmax)
