@@ -326,3 +326,22 @@ def test_scheduler_with_groups_resumes_mid_run(kind: str) -> None:
         assert sched2.get_last_lr() == lrs[20 + k] and len(lrs[20 + k]) == 2
     for p, q in zip(ps, ps2):
         np.testing.assert_array_equal(p.value, q.value)
+
+
+def test_group_added_after_the_scheduler_is_one_line() -> None:
+    """A group added after its scheduler was built has no schedule (no ``initial_lr`` in
+    ``base_lrs``): the next step says so in one line; a scheduler built again covers it."""
+    ps = [Parameter(f"p{i}", np.ones(2)) for i in range(2)]
+    opt = O.SGD(ps[:1], lr=0.1)
+    sched = O.StepLR(opt, 1, 0.5)
+    opt.add_param_group({"params": ps[1:], "lr": 0.2})
+    with pytest.raises(ValueError, match="built for 1 parameter group"):
+        sched.step()
+    plateau = O.ReduceLROnPlateau(opt, patience=0)
+    opt.add_param_group({"params": [Parameter("p2", np.ones(2))]})
+    plateau.step(1.0)
+    with pytest.raises(ValueError, match="built for 2 parameter group"):
+        plateau.step(2.0)
+    sched = O.StepLR(opt, 1, 0.5)
+    sched.step()
+    assert sched.get_last_lr() == [0.05, 0.1, 0.05]  # the third: the default lr 0.1, halved

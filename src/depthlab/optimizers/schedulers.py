@@ -138,7 +138,7 @@ class LRScheduler:
         """Set each group's ``lr`` to ``rule(its lr)``, the rule reading that group's settings
         (``_group``); every new lr is computed before any is set (checked by the optimizer:
         a finite number >= 0)."""
-        groups = self.optimizer.groups
+        groups = _groups_of(self, len(self.base_lrs))
         new = []
         try:
             for i, group in enumerate(groups):
@@ -185,6 +185,18 @@ class LRScheduler:
         lr = _lrs(self.optimizer)
         return (f"{type(self).__name__}(last_epoch={self.last_epoch}, "
                 f"lr={lr[0] if len(lr) == 1 else lr!r})")
+
+
+def _groups_of(owner: Any, n: int) -> list[Optimizer]:
+    """``owner.optimizer.groups``, refused in one line when they are not the ``n`` groups the
+    scheduler was built for (a group added later has no schedule: torch skips it in some rules
+    and scales it in others)."""
+    groups = owner.optimizer.groups
+    if len(groups) != n:
+        raise ValueError(f"{type(owner).__name__} was built for {n} parameter group(s) and "
+                         f"the optimizer now has {len(groups)} (add_param_group after the "
+                         "scheduler): build the scheduler again")
+    return groups
 
 
 def _lrs(optimizer: Optimizer) -> list[float]:
@@ -836,7 +848,7 @@ class ReduceLROnPlateau:
             self.cooldown_counter -= 1
             self.num_bad_epochs = 0
         if self.num_bad_epochs > self.patience:
-            for group, min_lr in zip(self.optimizer.groups, self.min_lrs):
+            for group, min_lr in zip(_groups_of(self, len(self.min_lrs)), self.min_lrs):
                 old = float(group.lr)
                 new = max(old * self.factor, min_lr)
                 if old - new > self.eps:
