@@ -45,3 +45,28 @@ def test_torch_activations_cross_the_bridge_both_ways(name, kwargs, cls) -> None
     back = from_torch(model)
     assert np.abs(back.predict(x) - net.predict(x)).max() == 0.0
     assert [a.fn.name for a in back.layers if hasattr(a, "fn")] == [name, name]
+
+
+@pytest.mark.parametrize("out", ["taken", "taken/sub/runs"])
+def test_torch_doctor_refuses_an_unusable_out_before_the_users_file_runs(tmp_path, capsys,
+                                                                         out) -> None:
+    """tdochunt42 opened --out's store after the factory (so a refused factory leaves no store
+    behind); an unusable --out must still be refused before the user's file runs."""
+    from tests.helpers.cli import assert_one_line_error, run_cli
+
+    (tmp_path / "taken").write_text("a file where the results folder should be")
+    (tmp_path / "m.py").write_text("raise AssertionError('the file must not run')\n")
+    code, _, err = run_cli(capsys, "doctor", "--torch", f"{tmp_path}/m.py:make", "--data",
+                           "digits", "--out", tmp_path / out)
+    assert_one_line_error(code, err, "taken", "is a file, not a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.py", "taken"]
+
+
+def test_torch_doctor_leaves_no_store_when_the_factory_is_refused(tmp_path, capsys) -> None:
+    from tests.helpers.cli import assert_one_line_error, run_cli
+
+    (tmp_path / "m.py").write_text("def make():\n    return None\n")
+    code, _, err = run_cli(capsys, "doctor", "--torch", f"{tmp_path}/m.py:make", "--data",
+                           "digits", "--out", tmp_path / "runs")
+    assert_one_line_error(code, err, "returned None")
+    assert not (tmp_path / "runs").exists()

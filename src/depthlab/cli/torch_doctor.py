@@ -353,6 +353,32 @@ def _without_file_prefix(message: str, data: str) -> str:
     return rest if sep and name and Path(name).name == Path(data).name else message
 
 
+def check_out(path: str) -> None:
+    """Refuse an unusable ``--out`` before the user's file runs, creating nothing: an existing
+    store must open and be writable; for a new one, the nearest existing folder above it must
+    be a folder this process may write into (a file there is named). The store itself is
+    created only after the factory and the data were read, so a refused one leaves none."""
+    from ..experiments.store import resolve_db_path
+
+    db = resolve_db_path(path)
+    if db.exists():
+        store = open_store(path, create=False)
+        try:
+            store.check_writable()
+        finally:
+            store.close()
+        return
+    above = db.parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise UserError(f"cannot create results folder {str(db.parent)!r}: {str(above)!r} is "
+                        "a file, not a folder")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise UserError(f"cannot create results folder {str(db.parent)!r}: {str(above)!r} is "
+                        "not writable")
+
+
 def _diagnose(args: argparse.Namespace, torch: Any, load_dataset: Callable, doctor: Callable
               ) -> Any:
     """The user's factory and data set, shaped for the model, through the torch doctor."""
@@ -360,6 +386,7 @@ def _diagnose(args: argparse.Namespace, torch: Any, load_dataset: Callable, doct
     from ..data.registry import VALUES_HINT
     from ..torch.doctor import error_text, not_a_module
 
+    check_out(args.out)  # before the user's file runs (its factory may take minutes)
     make_model = load_factory(args.torch)
     label = {} if args.label is None else {"label": args.label}
     try:
