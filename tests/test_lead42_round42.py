@@ -70,3 +70,17 @@ def test_torch_doctor_leaves_no_store_when_the_factory_is_refused(tmp_path, caps
                            "digits", "--out", tmp_path / "runs")
     assert_one_line_error(code, err, "returned None")
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("module", [torch.nn.Softplus(beta=3.0, threshold=2.0),
+                                    torch.nn.Hardtanh(-0.5, 2.0), torch.nn.ReLU6(),
+                                    torch.nn.Softplus()])
+def test_torch_doctor_judges_an_activation_with_its_own_arguments(module) -> None:
+    """The registry found Softplus/Hardtanh (nphunt42) while the torch doctor passed them no
+    arguments: nn.Softplus(beta=3) was judged as Softplus(beta=1)."""
+    from depthlab.torch.doctor import _activation_fn
+
+    fn = _activation_fn(module)
+    s = np.linspace(-4.0, 4.0, 81)
+    want = module(torch.from_numpy(s)).numpy()
+    assert np.abs(fn.forward(s) - want).max() < 1e-12

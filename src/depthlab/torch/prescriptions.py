@@ -130,7 +130,7 @@ def recommended_for(name: str | None) -> str | None:
 
 def activation_kwargs(module: nn.Module | None) -> dict[str, float]:
     """The depthlab activation parameters of a module (LeakyReLU's slope, ELU's alpha,
-    GELU's ``approximate="tanh"``)."""
+    GELU's ``approximate="tanh"``, Softplus's beta and threshold, Hardtanh's range)."""
     if isinstance(module, nn.LeakyReLU):
         return {"negative_slope": float(module.negative_slope)}
     if isinstance(module, nn.ELU):
@@ -145,6 +145,10 @@ def activation_kwargs(module: nn.Module | None) -> dict[str, float]:
         return {"beta": float(module.beta)}
     if type(module) is PenalizedTanh:
         return {"a": float(module.a)}
+    if type(module) is nn.Softplus:
+        return {"beta": float(module.beta), "threshold": float(module.threshold)}
+    if type(module) is nn.Hardtanh:  # ReLU6, a subclass, takes no arguments
+        return {"min_val": float(module.min_val), "max_val": float(module.max_val)}
     return {}
 
 
