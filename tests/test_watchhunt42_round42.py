@@ -180,3 +180,44 @@ def test_a_grad_scaler_that_starts_after_warm_up_steps_is_found_too(every: int) 
             got = frame[(frame.step == step) & (frame.module == module)
                         & (frame.quantity == quantity)].value.tolist()
             assert got == pytest.approx([expected], rel=2e-3), (step, module, quantity)
+
+
+def _tied_run(given: bool) -> tuple[object, float]:
+    """TiedEmbeddingHead (map layers: the rows numbered among them) under a GradScaler."""
+    from helpers.torchmodels import TiedEmbeddingHead
+
+    torch.manual_seed(0)
+    model = TiedEmbeddingHead()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    watch = dlt.Watch(model, every=1, theory=False, scaler=scaler if given else None)
+    g = torch.Generator().manual_seed(0)
+    first = math.nan
+    for i in range(3):
+        opt.zero_grad()
+        t, y = torch.randint(0, 5, (4, 3), generator=g), torch.randint(0, 5, (4,), generator=g)
+        loss = nn.functional.cross_entropy(model(t), y)
+        scaler.scale(loss).backward()
+        if i == 0:
+            first = _std(model.fc.weight.grad) / scaler.get_scale()
+        watch.step(loss)
+        scaler.step(opt)
+        scaler.update()
+    watch.close()
+    return watch.frame(), first
+
+
+def test_a_found_grad_scaler_divides_step_0_of_a_model_with_map_layers() -> None:
+    """A tied embedding used as the output projection (map layers): step 0's weight_grad_*
+    rows, recorded before the scaler was found, were left S times too large (the weights
+    counted as unscaled because scaler.step had unscaled them since). Now the frame equals
+    the one with scaler= given, and fc's row equals autograd's ``.grad / S``."""
+    import pandas as pd
+
+    given, _ = _tied_run(True)
+    with pytest.warns(RuntimeWarning, match="GradScaler steps the optimizer"):
+        found, expected = _tied_run(False)
+    pd.testing.assert_frame_equal(found, given, rtol=1e-12)
+    got = found[(found.step == 0) & (found.module == "fc")
+                & (found.quantity == "weight_grad_std")].value.item()
+    assert got == pytest.approx(expected, rel=1e-9)

@@ -1154,28 +1154,31 @@ class Watch:
         where ``scaler.step`` or ``unscale_`` has unscaled it, ``.grad / S`` where not yet: a
         fused optimizer's; the unscaling kernel keeps the version counter, so the values
         tell, a ``clip_grad_norm_`` since the record included). With map layers (rows
-        numbered among them): a layer whose weights are unscaled now counts as read
-        unscaled."""
+        numbered among them) the weights of each row's layer are the recording's
+        (``Recording._weights_at``)."""
         if start > len(self._col_step) or any(s != n for s in self._col_step[start:]):
             return False  # (not the last record)
         q, layers, values = self._col_q, self._col_layer, self._col_value
-        if self._rec.mapped:
-            done = self._rec.unscaled_layers(unscaled) if isinstance(unscaled, set) else (
-                set(layers[start:]) if unscaled else set())
+        recorded = {layers[i]: values[i] for i in range(start, len(values))
+                    if q[i] == "weight_grad_absmean"}
+        if self._rec.mapped:  # (the rows numbered among map layers: the weights' own)
+            params = {id(p): p for p in self.model.parameters()}
+            params.update((k, v[1]) for k, v in self._rec._loose.items())
+            pairs = [(i, params[k]) for i, ids in self._rec._weights_at.items() for k in ids
+                     if k in params]
         else:
-            recorded = {layers[i]: values[i] for i in range(start, len(values))
-                        if q[i] == "weight_grad_absmean"}
-            sums: dict[int, list[float]] = {}
-            with torch.no_grad():
-                for info, p in self._weights:
-                    if p.grad is not None and info.index in recorded:
-                        acc = sums.setdefault(info.index, [0.0, 0.0])
-                        now = float(p.grad.detach().abs().sum(dtype=torch.float64))
-                        acc[0] += now if unscaled is True or (
-                            isinstance(unscaled, set) and id(p) in unscaled) else now / scale
-                        acc[1] += p.grad.numel()
-            done = {i for i, (total, count) in sums.items()
-                    if count and _nearer_one(recorded[i], total / count, scale)}
+            pairs = [(info.index, p) for info, p in self._weights]
+        sums: dict[int, list[float]] = {}
+        with torch.no_grad():
+            for i, p in pairs:
+                if p.grad is not None and i in recorded:
+                    acc = sums.setdefault(i, [0.0, 0.0])
+                    now = float(p.grad.detach().abs().sum(dtype=torch.float64))
+                    acc[0] += now if unscaled is True or (
+                        isinstance(unscaled, set) and id(p) in unscaled) else now / scale
+                    acc[1] += p.grad.numel()
+        done = {i for i, (total, count) in sums.items()
+                if count and _nearer_one(recorded[i], total / count, scale)}
         for i in range(start, len(values)):
             if q[i] in GRADIENT_ROWS or (q[i] in WEIGHT_GRADIENT_ROWS and layers[i] not in done):
                 values[i] /= scale
