@@ -84,3 +84,19 @@ def test_torch_doctor_judges_an_activation_with_its_own_arguments(module) -> Non
     s = np.linspace(-4.0, 4.0, 81)
     want = module(torch.from_numpy(s)).numpy()
     assert np.abs(fn.forward(s) - want).max() < 1e-12
+
+
+def test_an_lsuv_cure_of_one_hidden_layer_says_what_was_not_judged() -> None:
+    """tdochunt42: LSUV curing an init mismatch of an LSTM classifier (one hidden layer: no
+    step-0 signal from a first to a last hidden layer) read 'init variance factor 40.48 ->
+    none (the cure left nothing this metric measures)', though the layer is still there."""
+    import math
+
+    from depthlab.diagnosis.findings import Verification
+
+    v = Verification("init_mismatch", {"init": "lsuv"}, {"train_loss": 1.204},
+                     {"train_loss": 0.890}, "init variance factor", 40.48, math.nan,
+                     resolved=True, helped=True)
+    line = v.summary()
+    assert "left nothing this metric measures" not in line, line
+    assert "40.48 -> none judged (a data-driven init is judged by its step-0 signal" in line

@@ -357,6 +357,9 @@ class Verification:
                 return ("none judged (the cure's weights are a random draw, whose variance is "
                         f"judged only in a layer of {INIT_MIN_WEIGHTS} weights or more; every "
                         f"layer has fewer than {INIT_MIN_WEIGHTS} weights)")
+            if self.kind == "init_mismatch":  # LSUV: a data-driven init, no variance rule
+                return ("none judged (a data-driven init is judged by its step-0 signal "
+                        "from the first to the last hidden layer, which needs 2 of them)")
             return "none (the cure left nothing this metric measures)"
         return _fmt(after)
 
