@@ -345,3 +345,17 @@ def test_group_added_after_the_scheduler_is_one_line() -> None:
     sched = O.StepLR(opt, 1, 0.5)
     sched.step()
     assert sched.get_last_lr() == [0.05, 0.1, 0.05]  # the third: the default lr 0.1, halved
+
+
+def test_get_optimizer_takes_a_grouped_instance_in_any_parameter_order() -> None:
+    """Groups hold the parameters in the groups' order (weights, then biases): an instance
+    with several groups is taken for the same parameters in another order (fit passes
+    ``net.parameters()``); one group keeps the order check, and other parameters are refused."""
+    ps = [Parameter(f"p{i}", np.ones(2)) for i in range(4)]
+    opt = O.SGD([{"params": [ps[0], ps[2]]}, {"params": [ps[1], ps[3]], "weight_decay": 0}],
+                lr=0.1, weight_decay=1e-4)
+    assert O.get_optimizer(opt, ps) is opt
+    with pytest.raises(ValueError, match="built on other parameters"):
+        O.get_optimizer(opt, [*ps[:3], Parameter("q", np.ones(2))])
+    with pytest.raises(ValueError, match="built on other parameters"):
+        O.get_optimizer(O.SGD([ps[1], ps[0]], lr=0.1), ps[:2])

@@ -50,7 +50,8 @@ def get_optimizer(name: str | Optimizer, params: Iterable[Parameter] | None = No
 
     An :class:`Optimizer` instance is returned unchanged (it keeps its own hyperparameters:
     ``kwargs`` are refused, as a built loss or activation refuses them; they were silently
-    ignored); ``params``, if given, must be the parameters it was built on.
+    ignored); ``params``, if given, must be the parameters it was built on (in any order when
+    it has several parameter groups).
     """
     if isinstance(name, Optimizer):
         if kwargs:
@@ -61,8 +62,10 @@ def get_optimizer(name: str | Optimizer, params: Iterable[Parameter] | None = No
                 f"(optimizer.{first} = {kwargs[first]!r}) or pass its name {name.name!r}")
         if params is not None:
             given = list(params)
-            if len(given) != len(name.params) or any(
-                a is not b for a, b in zip(given, name.params)
+            grouped = len(name.param_groups) > 1  # groups hold them in the groups' order
+            if len(given) != len(name.params) or (
+                {id(p) for p in given} != {id(p) for p in name.params} if grouped
+                else any(a is not b for a, b in zip(given, name.params))
             ):
                 raise ValueError(
                     f"{type(name).__name__} instance was built on other parameters than the "
