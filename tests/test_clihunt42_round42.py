@@ -168,3 +168,12 @@ def test_a_bad_optimizer_value_is_named_where_the_config_gives_it(given, named, 
     code, out, err = run_cli(capsys, "run", cfg, "--out", tmp_path / "r", "-q")
     line = assert_one_line_error(code, err, f"{named} = ")
     assert not (tmp_path / "r").exists(), line
+
+
+def test_an_out_name_ending_in_a_slash_is_a_folder_even_with_a_db_suffix(tmp_path, capsys):
+    # `--out runs.db/` made a store FILE runs.db (Path drops the slash); a name ending in a
+    # slash is a folder, as `predict --to NAME/` and `init NAME/` read it
+    from depthlab.experiments.store import resolve_db_path
+
+    assert resolve_db_path(f"{tmp_path}/runs.db/") == tmp_path / "runs.db" / "depthlab.db"
+    assert resolve_db_path(f"{tmp_path}/runs.db") == tmp_path / "runs.db"  # a file: as before

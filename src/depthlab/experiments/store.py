@@ -334,7 +334,8 @@ class RunRecord:
 
 
 def resolve_db_path(path_or_dir: str | os.PathLike) -> Path:
-    """``DIR/depthlab.db`` for a folder (or a path without a ``.db`` suffix), else the path.
+    """``DIR/depthlab.db`` for a folder (or a path without a ``.db`` suffix, or one ending in a
+    slash), else the path.
     An empty path (``""``: the current folder, as ``--out "$UNSET"`` would say) or a
     non-path is refused (ValueError / TypeError naming it)."""
     if not isinstance(path_or_dir, str | os.PathLike):
@@ -344,7 +345,8 @@ def resolve_db_path(path_or_dir: str | os.PathLike) -> Path:
         raise ValueError(f"results store {path_or_dir!r} is an empty path; accepted: a folder "
                          "or a .db file path")
     p = Path(path_or_dir).expanduser()  # "~/runs" from Python: the home folder, not "./~"
-    if p.is_dir() or p.suffix not in (".db", ".sqlite", ".sqlite3"):
+    slash = str(os.fspath(path_or_dir)).endswith(("/", os.sep))  # "runs.db/": a folder (Path
+    if slash or p.is_dir() or p.suffix not in (".db", ".sqlite", ".sqlite3"):  # drops it)
         return p / DB_NAME
     return p
 
