@@ -100,3 +100,20 @@ def test_an_lsuv_cure_of_one_hidden_layer_says_what_was_not_judged() -> None:
     line = v.summary()
     assert "left nothing this metric measures" not in line, line
     assert "40.48 -> none judged (a data-driven init is judged by its step-0 signal" in line
+
+
+def test_fit_takes_torchs_weight_and_bias_groups_in_any_order() -> None:
+    """paramgroups42: weights with weight decay in one group, biases without in another hold
+    every parameter of the net in another order than net.parameters(); fit refused them."""
+    net = dl.mlp([4, 6, 3], seed=0)
+    weights = [p for p in net.parameters() if p.value.ndim == 2]
+    biases = [p for p in net.parameters() if p.value.ndim == 1]
+    opt = dl.optimizer("sgd", [{"params": weights, "weight_decay": 1e-4},
+                               {"params": biases, "weight_decay": 0.0}], lr=0.1, momentum=0.9)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 4)).astype(np.float32), rng.integers(0, 3, 32)
+    before = [p.value.copy() for p in net.parameters()]
+    dl.fit(net, x, y, optimizer=opt, epochs=2, batch_size=8)
+    assert all(np.any(p.value != b) for p, b in zip(net.parameters(), before))
+    with pytest.raises(TypeError, match=r"param_groups\[i\]\['lr'\]"):
+        dl.fit(net, x, y, optimizer=opt, lr=0.5, epochs=1)

@@ -316,14 +316,16 @@ def test_probe_recorder_refuses_a_per_item_loss() -> None:
 
 def test_optimizer_params_mistakes_name_the_way_out() -> None:
     """``net.parameters`` passed uncalled says to call it; torch's parameter groups (dicts with
-    'params') say they are not taken (were "got method" and "got dict")."""
+    'params') are taken (a list mixing dicts and Parameters is one line)."""
     import pytest
 
     net = dl.mlp([3, 4, 2], seed=0)
     with pytest.raises(TypeError, match=r"got method; call it: parameters\(\)"):
         dl.optimizer("sgd", net.parameters, lr=0.1)
-    with pytest.raises(TypeError, match=r"got dict \(torch's parameter groups"):
-        dl.optimizer("adam", [{"params": net.parameters(), "lr": 0.1}])
+    opt = dl.optimizer("adam", [{"params": net.parameters(), "lr": 0.1}])  # torch's groups
+    assert len(opt.param_groups) == 1 and opt.param_groups[0]["lr"] == 0.1
+    with pytest.raises(TypeError, match="mixes parameter groups"):
+        dl.optimizer("adam", [{"params": net.parameters()[:1]}, net.parameters()[1]])
 
 
 def test_hand_built_dropout_with_any_numpy_bit_generator_saves_and_loads(tmp_path) -> None:

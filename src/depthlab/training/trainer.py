@@ -619,8 +619,10 @@ def _check_unused(optimizer: Optimizer, lr: float, kwargs: dict[str, Any]) -> No
                         f"keeps its own hyperparameters; set it there (optimizer.{key} = "
                         f"{value!r}) or pass optimizer={optimizer.name!r}")
     if lr != TrainSpec.lr and lr != optimizer.lr:
+        where = ("optimizer.param_groups[i]['lr']" if len(optimizer.param_groups) > 1
+                 else "optimizer.lr")
         raise TypeError(f"lr={lr!r} is not used: optimizer is an instance of {kind} with lr="
-                        f"{optimizer.lr!r}; set optimizer.lr = {lr!r} or pass "
+                        f"{optimizer.lr!r}; set {where} = {lr!r} or pass "
                         f"optimizer={optimizer.name!r}")
 
 
@@ -631,8 +633,12 @@ def _check_built_on(optimizer: Optimizer, net: Network) -> None:
     given", though fit's caller gave none. Names how many of the network's parameters it holds,
     the first one it lacks, and the two ways on."""
     mine = net.parameters()
-    if len(optimizer.params) == len(mine) and all(
-            a is b for a, b in zip(optimizer.params, mine)):
+    if len(optimizer.params) == len(mine) and (
+            all(a is b for a, b in zip(optimizer.params, mine))
+            # torch's groups (weights with weight decay, biases without) hold every parameter
+            # in another order; the optimizer's state is keyed by the Parameter object
+            or (len(optimizer.param_groups) > 1
+                and {id(p) for p in optimizer.params} == {id(p) for p in mine})):
         return
     ids = {id(p) for p in optimizer.params}
     held = sum(id(p) in ids for p in mine)
