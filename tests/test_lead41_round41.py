@@ -137,12 +137,10 @@ def test_an_interrupted_sweep_called_as_main_in_a_program_arms_no_exit_timer(tmp
     CI it killed a pytest-xdist worker during whichever test ran then. Only the process's own
     command arms it."""
     import depthlab.cli.common as common
-    import depthlab.cli.sweep as cli_sweep
     import depthlab.experiments.runner as runner
     from depthlab.cli import main
 
     armed = []
-    monkeypatch.setattr(cli_sweep, "exit_within", lambda s, code: armed.append((s, code)))
     monkeypatch.setattr(common, "exit_within", lambda s, code: armed.append((s, code)))
 
     def interrupted(*args, **kwargs):

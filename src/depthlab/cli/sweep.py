@@ -36,7 +36,6 @@ from .common import (
     progress_enabled,
     say,
 )
-from .common import exit_within as exit_within  # kept importable here for older tests
 
 CONFIRM_ABOVE = 100_000
 _EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
