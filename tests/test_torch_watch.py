@@ -185,15 +185,11 @@ def test_grad_scaler_rows_are_the_gradients_of_the_loss(unscale_first):
     plain = _scaled_run(False, None)
     scaled = _scaled_run(True, 1024.0, unscale_first)
     pd.testing.assert_frame_equal(scaled, plain, rtol=1e-12)  # an exact power-of-two scale
-    # without the scaler the gradient rows carry the scale (the .grad ones unless unscaled)
-    raw = _scaled_run(False, 1024.0, unscale_first)
-    grads = raw.quantity.isin(["grad_pre_std", "grad_pre_absmean"])
-    wgrads = raw.quantity.str.startswith("weight_grad_")
-    np.testing.assert_allclose(raw.value[grads], 1024.0 * plain.value[grads], rtol=1e-12)
-    np.testing.assert_allclose(raw.value[wgrads],
-                               (1.0 if unscale_first else 1024.0) * plain.value[wgrads],
-                               rtol=1e-12)
-    np.testing.assert_array_equal(raw.value[~grads & ~wgrads], plain.value[~grads & ~wgrads])
+    # without the scaler given, the Watch finds the one stepping its optimizer (warned) and
+    # takes it as its own: the rows are the gradients of the loss all the same (watchhunt42)
+    with pytest.warns(RuntimeWarning, match="GradScaler steps the optimizer"):
+        raw = _scaled_run(False, 1024.0, unscale_first)
+    pd.testing.assert_frame_equal(raw, plain, rtol=1e-12)
 
 
 def test_scaler_must_be_a_grad_scaler():
