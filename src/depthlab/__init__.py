@@ -3,8 +3,15 @@
 Quick start::
 
     import depthlab as dl
+    from depthlab.data import load_dataset
+    data = load_dataset("digits", seed=0, standardize=True)   # built in, offline
     net = dl.mlp([64, 128, 128, 10], activation="tanh", init="glorot_uniform", seed=0)
-    hist = dl.fit(net, x, y, loss="cross_entropy", optimizer="adam", lr=1e-3, epochs=5)
+    hist = dl.fit(net, data.x_train, data.y_train, data.x_val, data.y_val,
+                  loss="cross_entropy", optimizer="adam", lr=1e-3, epochs=5, seed=0)
+    print(hist.epochs_frame()[["epoch", "train_loss", "val_acc"]].round(3))
+
+The command line: ``depthlab --help`` (``depthlab demo --out demo-out`` trains a 20-layer
+network four ways and writes a report); PyTorch models: ``help(depthlab.torch)``.
 """
 
 from __future__ import annotations
