@@ -51,7 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster", metavar="ADDRESS",
                    help="run on Dask: local:N (a LocalCluster of N worker processes) or "
                    "tcp://HOST:PORT (a running `dask scheduler`; a bare HOST:PORT is read "
-                   "as tcp://HOST:PORT); needs depthlab[cluster] "
+                   "as tcp://HOST:PORT) or FILE.json (the scheduler file that `dask scheduler "
+                   "--scheduler-file FILE.json` writes); needs depthlab[cluster] "
                    "(default: none, --jobs processes here)")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="run only the first N points of the grid (default: all)")

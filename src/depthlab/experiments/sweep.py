@@ -106,7 +106,8 @@ def run_sweep(raw: dict[str, Any], out_dir: str | os.PathLike, *, jobs: int = 1,
     stored as finished/diverged.
 
     Where points run: ``executor`` if given, else ``cluster`` (``"local:N"`` or
-    ``"tcp://HOST:PORT"`` or a bare ``"HOST:PORT"``, Dask; or a ``distributed.Client`` or
+    ``"tcp://HOST:PORT"`` or a bare ``"HOST:PORT"`` or a scheduler file ``"FILE.json"``,
+    Dask; or a ``distributed.Client`` or
     Dask cluster object of the caller's, e.g. a dask-jobqueue ``SLURMCluster``, used and left
     open), else ``jobs`` processes (1: this process). ``echo``
     receives one line per event (None: silent); ``progress`` shows a bar instead.

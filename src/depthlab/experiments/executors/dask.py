@@ -33,6 +33,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import itertools
+import json
 import logging
 import math
 import os
@@ -43,6 +44,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from .base import (
@@ -74,7 +76,8 @@ it lost its scheduler (a worker's closed connection leaves the client running)."
 """Statuses of a future yielded as done whose result could not be fetched that mean the
 scheduler recomputes it (its worker died after it finished), so it is waited for again."""
 ACCEPTED = ("local:N (N worker processes here) or tcp://HOST:PORT (a running Dask scheduler; "
-            "a bare HOST:PORT is read as tcp://HOST:PORT)")
+            "a bare HOST:PORT is read as tcp://HOST:PORT) or a scheduler file (the JSON file "
+            "`dask scheduler --scheduler-file FILE` writes)")
 GIVEN = "a distributed.Client or a Dask cluster object (left open)"
 """What the Python API takes besides an address (``run_sweep(..., cluster=client)``)."""
 START_POLL_S = 0.05
@@ -160,7 +163,9 @@ def spelled(address: str) -> str:
 
 def check_address(address: str) -> str:
     """``address`` if it is ``local:N`` (N >= 1) or ``tcp://HOST:PORT``/``tls://HOST:PORT``;
-    a bare ``HOST:PORT`` as ``tcp://HOST:PORT``, as Dask reads it; else :class:`ClusterError`."""
+    a bare ``HOST:PORT`` as ``tcp://HOST:PORT``, as Dask reads it; a scheduler file (a name
+    ending in ``.json``, or an existing file) as the address in it (:func:`_scheduler_file`);
+    else :class:`ClusterError`."""
     if not isinstance(address, str):
         raise TypeError(f"cluster address {address!r} has the wrong type; accepted: {ACCEPTED}, "
                         f"or {GIVEN}")
@@ -178,7 +183,35 @@ def check_address(address: str) -> str:
         # tcp://127.0.0.1:99999 was tried ("Connection refused") once the store was created
         raise ClusterError(f"--cluster {address!r} is not accepted: port {port} is not in "
                            f"1..65535; accepted: {ACCEPTED}")
+    if address.endswith(".json") or Path(address).is_file():
+        return _scheduler_file(address)
     raise ClusterError(f"--cluster {address!r} is not accepted; accepted: {ACCEPTED}")
+
+
+def _scheduler_file(name: str) -> str:
+    """The ``tcp://HOST:PORT`` (or ``tls://``) address in the Dask scheduler file ``name``
+    (``{"address": ...}``, as ``dask scheduler --scheduler-file``, dask-mpi and a batch job's
+    scheduler write it, for workers and clients to find the scheduler); :class:`ClusterError`
+    for a missing or unreadable file, or one without such an address (it was refused as "not
+    accepted", though it names a running scheduler)."""
+    try:
+        text = Path(name).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ClusterError(f"--cluster {name!r}: no such scheduler file (`dask scheduler "
+                           f"--scheduler-file {name}` writes one); accepted: {ACCEPTED}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        why = getattr(e, "strerror", None) or type(e).__name__
+        raise ClusterError(f"--cluster {name!r}: cannot read the scheduler file ({why})") from None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    inner = data.get("address") if isinstance(data, dict) else None
+    if not isinstance(inner, str) or not _REMOTE.fullmatch(spelled(inner)):
+        raise ClusterError(f"--cluster {name!r} is not a Dask scheduler file (a JSON object "
+                           "whose \"address\" is tcp://HOST:PORT, as `dask scheduler "
+                           "--scheduler-file FILE` writes it)")
+    return check_address(inner)
 
 
 def _given(thing: Any) -> tuple[Any, Any] | None:

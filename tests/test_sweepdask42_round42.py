@@ -1,0 +1,56 @@
+"""Round 42 (sweepdask42): ``--cluster`` given a Dask scheduler file.
+
+``dask scheduler --scheduler-file sched.json`` (and dask-mpi, and a batch job's scheduler) writes
+the scheduler's address into a JSON file that the workers and clients are pointed at; ``depthlab
+sweep --cluster sched.json`` was refused ("not accepted") though it names a running scheduler.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+from helpers.cli import run_cli
+
+from depthlab.experiments import run_sweep
+from depthlab.experiments.executors import ClusterError
+from depthlab.experiments.executors.dask import DaskExecutor, check_address
+
+distributed = pytest.importorskip("distributed")
+
+RAW = {"data": {"name": "digits", "n": 60}, "model": {"sizes": ["auto", 4, "auto"]},
+       "train": {"max_steps": 1, "batch_size": 8}, "probes": {"every": 0},
+       "sweep": {"train.seed": [0, 1]}}
+
+
+def test_a_scheduler_file_names_its_scheduler(tmp_path):
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://",
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        sched = tmp_path / "sched.json"
+        sched.write_text(json.dumps({"type": "Scheduler", "id": "x",
+                                     "address": cluster.scheduler_address}))
+        assert check_address(str(sched)) == cluster.scheduler_address
+        res = run_sweep(RAW, tmp_path / "out", executor=DaskExecutor(str(sched)), echo=None)
+    assert res.count("finished") == 2
+    with sqlite3.connect(tmp_path / "out" / "depthlab.db") as con:
+        assert con.execute("SELECT COUNT(DISTINCT id) FROM runs").fetchone()[0] == 2
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    (None, "no such scheduler file"),
+    ("{not json", "not a Dask scheduler file"),
+    ('{"address": "local:2"}', "not a Dask scheduler file"),
+    ('{"type": "Scheduler"}', "not a Dask scheduler file"),
+])
+def test_a_bad_scheduler_file_is_one_line_and_exit_2(tmp_path, capsys, content, words):
+    sched = tmp_path / "sched.json"
+    if content is not None:
+        sched.write_text(content)
+    with pytest.raises(ClusterError, match=words):
+        check_address(str(sched))
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(RAW))
+    code, _out, err = run_cli(capsys, "sweep", cfg, "--out", tmp_path / "o", "--cluster", sched)
+    assert code == 2 and words in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()  # refused before the store was created
