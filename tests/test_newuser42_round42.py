@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 import depthlab
 
 
@@ -28,3 +30,31 @@ def test_help_quick_start_runs_as_pasted() -> None:
     ns: dict = {}
     exec(compile(code, "<help(depthlab) quick start>", "exec"), ns)  # noqa: S102
     assert len(ns["hist"].epochs) == 1
+
+
+def test_torch_run_gradient_caption_names_the_axis_it_draws(tmp_path) -> None:
+    """A torch run's gradient figure numbers modules ([0], [2], ...), not layers 1..L: its
+    caption (and the overview's) must not send the reader to a "layer 1" the axis lacks."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    import depthlab.torch as dlt
+    from depthlab.experiments import Store
+    from depthlab.report import build
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(),
+                          nn.Linear(8, 3))
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with dlt.Watch(model, every=1, out=tmp_path / "runs", name="mlp", theory=False) as watch:
+        for _ in range(2):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            watch.step(loss)
+            opt.step()
+    page = build.write_report(tmp_path / "rep", Store(tmp_path / "runs")).read_text()
+    assert "Std of dL/ds per" in page  # the gradient figure is there
+    assert "towards layer 1" not in page
+    assert "falling towards the input (the left end)" in page

@@ -587,9 +587,9 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
     blocks = [H.figure_block(
         png, FIG_GRAD_OVERLAY,
         "Std of dL/ds per hidden layer (log scale), one colour per run; left at "
-        f"initialization, right at the end of training.{dashed} A line falling towards layer 1 "
-        "means vanishing gradients; a flat line means the gradient reaches the first layer "
-        "intact." + capped, wide=True, alt="gradient std per layer for every run")]
+        f"initialization, right at the end of training.{dashed} A line falling towards the "
+        "input (the left end) means vanishing gradients; a flat line means the gradient reaches "
+        "the first layer intact." + capped, wide=True, alt="gradient std per layer for every run")]
     png = pngs.add(f"{prefix}_activation_per_layer.png", plot.activation_per_layer, series,
                    theories or False)
     blocks.append(H.figure_block(
@@ -1355,7 +1355,8 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
             png, FIG_GRAD_PROFILE if th is not None else FIG_GRAD_PROFILE.removesuffix(
                 " vs theory"), "Std of dL/ds per hidden layer (log scale) at "
             f"initialization and at the end{drawn}. A line "
-            f"falling towards layer 1 means vanishing gradients. {note}.", wide=True))
+            "falling towards the input (the left end) means vanishing gradients. "
+            f"{note}.", wide=True))
     if not (steps.empty and epochs.empty and evals.empty):
         png = pngs.add(f"{safe}_training.png", plot.training_curves, steps, epochs, evals,
                        title=_divergence_title(store, rid, steps))
