@@ -41,6 +41,14 @@ CASES = [
     ("mish", {}, F.mish, False),
     ("penalized_tanh", {}, _pen_tanh(0.25), True),
     ("penalized_tanh", {"a": 0.5}, _pen_tanh(0.5), True),
+    ("softplus", {}, F.softplus, False),
+    ("softplus", {"beta": 2.0, "threshold": 5.0}, lambda x: F.softplus(x, 2.0, 5.0), False),
+    ("logsigmoid", {}, F.logsigmoid, False),
+    ("hardtanh", {}, F.hardtanh, False),
+    ("hardtanh", {"min_val": -2.0, "max_val": 0.5}, lambda x: F.hardtanh(x, -2.0, 0.5), False),
+    ("relu6", {}, F.relu6, True),
+    ("hardsigmoid", {}, F.hardsigmoid, False),
+    ("hardswish", {}, F.hardswish, False),
 ]
 IDS = [n + "".join(f"-{k}={v}" for k, v in kw.items()) for n, kw, _, _ in CASES]
 
@@ -79,7 +87,8 @@ def _torch_value_and_grad(tfn, x: np.ndarray, g: np.ndarray):
 def test_registry_lists_every_activation():
     expected = {
         "sigmoid", "tanh", "identity", "step", "relu", "leaky_relu", "elu", "selu", "swish",
-        "softmax", "softsign", "gelu", "mish", "penalized_tanh",
+        "softmax", "softsign", "gelu", "mish", "penalized_tanh", "softplus", "logsigmoid",
+        "hardtanh", "relu6", "hardsigmoid", "hardswish",
     }
     assert set(ACTIVATIONS) == expected
     assert {c[0] for c in CASES} == expected

@@ -70,6 +70,13 @@ ACT_CASES = [
     ("penalized_tanh", {}, lambda x: torch.where(x > 0, torch.tanh(x), 0.25 * torch.tanh(x))),
     ("penalized_tanh", {"a": 0.5}, lambda x: torch.where(x > 0, torch.tanh(x),
                                                           0.5 * torch.tanh(x))),
+    ("softplus", {}, F.softplus),
+    ("softplus", {"beta": 0.5, "threshold": 10.0}, lambda x: F.softplus(x, 0.5, 10.0)),
+    ("logsigmoid", {}, F.logsigmoid),
+    ("hardtanh", {}, F.hardtanh),
+    ("relu6", {}, F.relu6),
+    ("hardsigmoid", {}, F.hardsigmoid),
+    ("hardswish", {}, F.hardswish),
     ("step", {}, lambda x: (x > 0).to(x.dtype)),
 ]
 EDGE = np.array([-1000.0, -700.0, -50.0, -20.0, -3.0, -1.0, -1e-8, -1e-300, -0.0, 0.0, 1e-300,

@@ -65,6 +65,12 @@ ACT_CASES = [
     ("gelu", {"approximate": "tanh"}, lambda s: F.gelu(s, approximate="tanh"), False),
     ("mish", {}, F.mish, False),
     ("penalized_tanh", {"a": -1.0}, _pen_tanh(-1.0), True),
+    ("softplus", {"beta": -1.5}, lambda s: F.softplus(s, -1.5), False),
+    ("logsigmoid", {}, F.logsigmoid, False),
+    ("hardtanh", {"min_val": 0.0, "max_val": 4.0}, lambda s: F.hardtanh(s, 0.0, 4.0), True),
+    ("relu6", {}, F.relu6, True),
+    ("hardsigmoid", {}, F.hardsigmoid, False),
+    ("hardswish", {}, F.hardswish, False),
 ]
 ACT_IDS = [n + "".join(f"-{k}={v}" for k, v in kw.items()) for n, kw, _, _ in ACT_CASES]
 

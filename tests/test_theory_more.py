@@ -286,6 +286,8 @@ def test_derivatives_finite_and_match_differences_at_extreme_inputs(name):
             assert a.dtype == x.dtype and d.dtype == x.dtype
             assert np.all(np.isfinite(a)) and np.all(np.isfinite(d))
         small = s[np.abs(s) <= 50]
+        # no difference across a kink away from 0 (softplus's threshold: s = 20)
+        small = small[[all(abs(v - t) > 1e-4 * max(1.0, abs(t)) for t in f.kinks) for v in small]]
         h = 1e-6 * np.maximum(1.0, np.abs(small))
         fd = (f.forward(small + h) - f.forward(small - h)) / (2 * h)
         d = f.derivative(small.copy(), f.forward(small.copy()))

@@ -7,6 +7,9 @@ Every activation is an :class:`ActivationFn` with
 * ``backward(s, a, grad_a) -> dL/ds = grad_a * f'(s)``; it **may overwrite** ``grad_a`` in place
   and return it (the layer protocol allows this), which the hot-path activations do,
 * ``max_derivative``: ``sup_s |f'(s)|`` (the per-layer gain bound used by theory code),
+* ``kinks``: the points ``t != 0`` where ``f`` or ``f'`` jumps (hardtanh's ``min_val`` and
+  ``max_val``, hardswish's +-3, softplus's ``threshold / beta``), made panel edges by the
+  theory's Gaussian quadrature (``depthlab.theory.gaussian.activation_rule``; 0 is one always),
 * ``taylor``: Maclaurin coefficients ``(f(0), f'(0), f''(0)/2, f'''(0)/6)`` as far as they exist
   (``None`` when ``f`` is not differentiable at 0). The first two are the ``(beta, alpha)`` of the
   linear-regime argument of Xu et al. (2016): ``f(s) ~ beta + alpha s``.
@@ -88,6 +91,7 @@ class ActivationFn:
     max_derivative: float = math.nan
     taylor: tuple[float, ...] | None = None
     elementwise: bool = True
+    kinks: tuple[float, ...] = ()
 
     @property
     def params(self) -> dict[str, float]:
@@ -591,6 +595,9 @@ class Softplus(ActivationFn):
             raise ValueError("beta must be non-zero (f = log(1 + e^(beta s)) / beta), got 0")
         self.threshold = real("threshold", threshold)
         self.taylor = (math.log(2.0) / self.beta, 0.5, self.beta / 8.0, 0.0)
+        # where torch's linear region starts: f and f' jump there (by 2e-9 at the defaults)
+        edge = self.threshold / self.beta
+        self.kinks = (edge,) if edge != 0.0 and math.isfinite(edge) else ()
 
     @property
     def params(self) -> dict[str, float]:
@@ -653,6 +660,7 @@ class Hardtanh(ActivationFn):
         lo, hi = self.min_val, self.max_val
         self.taylor = ((0.0, 1.0, 0.0, 0.0) if lo < 0.0 < hi else (lo, 0.0, 0.0, 0.0)
                        if lo > 0.0 else (hi, 0.0, 0.0, 0.0) if hi < 0.0 else None)
+        self.kinks = tuple(t for t in (lo, hi) if t != 0.0)
 
     @property
     def params(self) -> dict[str, float]:
@@ -686,7 +694,8 @@ class Hardsigmoid(ActivationFn):
 
     name = "hardsigmoid"
     max_derivative = _ONE_SIXTH_F32  # the derivative's value (1/6 rounded to float32)
-    taylor = (0.5, 1.0 / 6.0, 0.0, 0.0)
+    kinks = (-3.0, 3.0)
+    taylor = (0.5, _ONE_SIXTH_F32, 0.0, 0.0)  # f'(0) as ``derivative`` gives it (5e-9 off 1/6)
 
     def forward(self, s: Array) -> Array:
         out = s + 3.0
@@ -707,6 +716,7 @@ class Hardswish(ActivationFn):
 
     name = "hardswish"
     max_derivative = 1.5
+    kinks = (-3.0, 3.0)
     taylor = (0.0, 0.5, 1.0 / 6.0, 0.0)
 
     def forward(self, s: Array) -> Array:
@@ -725,12 +735,12 @@ class Hardswish(ActivationFn):
 
 
 _LISTED = (Sigmoid, Tanh, Identity, Step, ReLU, LeakyReLU, ELU, SELU, Swish, Softmax, Softsign,
-           GELU, Mish, PenalizedTanh)
+           GELU, Mish, PenalizedTanh, Softplus, LogSigmoid, Hardtanh, ReLU6, Hardsigmoid,
+           Hardswish)
 
 REGISTRY: Registry[ActivationFn] = Registry(
     "activation",
-    {cls.name: cls for cls in (*_LISTED, Softplus, LogSigmoid, Hardtanh, ReLU6, Hardsigmoid,
-                               Hardswish)},
+    {cls.name: cls for cls in _LISTED},
     aliases={"logistic": "sigmoid", "linear": "identity", "heaviside": "step", "silu": "swish",
              "leakyrelu": "leaky_relu", "lrelu": "leaky_relu", "log_sigmoid": "logsigmoid",
              "hard_tanh": "hardtanh", "hard_sigmoid": "hardsigmoid",
@@ -740,10 +750,9 @@ REGISTRY: Registry[ActivationFn] = Registry(
 )
 
 ACTIVATIONS: tuple[str, ...] = REGISTRY.names
-"""The listed activation names (aliases accepted by ``get_activation`` are not listed, nor are
-torch's ``softplus``, ``logsigmoid``, ``hardtanh``, ``relu6``, ``hardsigmoid`` and
-``hardswish``, found by name for ports of torch code: the config choices and the torch bridge
-do not offer them yet)."""
+"""The registered activation names, torch's ``softplus``, ``logsigmoid``, ``hardtanh``,
+``relu6``, ``hardsigmoid`` and ``hardswish`` included (aliases accepted by ``get_activation``
+are not listed): the config choices, the playground's and the theory's."""
 
 
 def get_activation(name: str | ActivationFn, **kwargs: Any) -> ActivationFn:

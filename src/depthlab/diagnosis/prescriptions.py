@@ -20,10 +20,12 @@ TRAINING_KEYS = frozenset({"lr", "optimizer", "batch_size", "standardize",
 RECOMMENDED_INIT: dict[str, str] = {
     # Rectifier family: He et al. (2015), Var(W) = 2 / fan_in.
     "relu": "he_normal", "leaky_relu": "he_normal", "elu": "he_normal", "gelu": "he_normal",
-    "swish": "he_normal", "mish": "he_normal",
+    "swish": "he_normal", "mish": "he_normal", "softplus": "he_normal", "relu6": "he_normal",
+    "hardswish": "he_normal",
     # Symmetric saturating units: Glorot & Bengio (2010), Var(W) = 2 / (fan_in + fan_out).
     "tanh": "glorot_uniform", "sigmoid": "glorot_uniform", "softsign": "glorot_uniform",
     "penalized_tanh": "glorot_uniform", "identity": "glorot_uniform",
+    "hardtanh": "glorot_uniform", "hardsigmoid": "glorot_uniform", "logsigmoid": "glorot_uniform",
     # SELU's fixed point needs Var(W) = 1 / fan_in (Klambauer et al. 2017).
     "selu": "lecun_normal",
 }
@@ -42,8 +44,8 @@ ORDERED_CHI1 = 0.25
 (each layer passes back under half of the gradient's std) has that variance deep in the ordered
 phase: a larger variance, up to the critical one (``chi1 = 1``), is no init mismatch
 (:func:`ordered_init`). Of depthlab's activations only the sigmoid (Glorot's variance: chi1
-0.056); gelu and swish at He's (0.5), penalized_tanh at Glorot's (0.53), mish at He's (0.72)
-are above it."""
+0.056) and the hardsigmoid (Glorot's: 0.028, critical 107x); gelu and swish at He's (0.5),
+penalized_tanh at Glorot's (0.53), mish at He's (0.72) are above it."""
 
 
 def recommended_init(activation: str) -> str | None:
@@ -409,7 +411,7 @@ INIT_DERIVATION: dict[str, tuple[str, tuple[str, ...]]] = {
                   ("relu",)),
     "glorot_uniform": ("Glorot & Bengio (2010)'s Var(W) = 2 / (fan_in + fan_out), derived in "
                        "the linear regime of units with f(0) = 0 and f'(0) = 1",
-                       ("tanh", "softsign", "identity")),
+                       ("tanh", "softsign", "identity", "hardtanh")),
     "lecun_normal": ("Var(W) = 1 / fan_in, which keeps SELU units at their fixed point of "
                      "mean 0 and variance 1 (Klambauer et al. 2017)", ("selu",)),
 }

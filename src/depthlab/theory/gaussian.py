@@ -18,8 +18,8 @@ All theory modules reduce to integrals ``E[g(s)]`` with ``s ~ N(0, q)`` or
   5.5% low at ``q = 0.5``). The theory therefore integrates an activation with
   :func:`activation_rule` (and :func:`correlated_pair` with its kinks), which adds a panel
   edge at each of its :attr:`ScalarActivation.kinks` (found by :func:`find_kinks` for a
-  user's callable or object; the registered activations' kinks all sit at 0): exact to ~1e-11
-  again.
+  user's callable or object; a registered activation's ``kinks``: hardtanh's +-1, relu6's 6,
+  hardsigmoid's and hardswish's +-3): exact to ~1e-11 again.
 * :func:`hermite_rule`: the probabilists' Gauss-Hermite rule (exact for polynomials of degree
   ``2n - 1``), kept for smooth integrands at moderate variance.
 
@@ -545,8 +545,9 @@ class ScalarActivation:
 
 
 def _from_object(obj: Any, name: str) -> ScalarActivation:
-    """``obj.forward`` / ``obj.derivative`` in float64; a user's object (not one of
-    ``depthlab.activations``', whose kinks all sit at 0) is scanned for kinks
+    """``obj.forward`` / ``obj.derivative`` in float64; the kinks of one of
+    ``depthlab.activations``' are its ``kinks`` (hardtanh's ``min_val`` and ``max_val``,
+    hardswish's +-3; most have none but 0), a user's object is scanned for them
     (:func:`find_kinks`)."""
     def f(s: np.ndarray) -> np.ndarray:
         return np.asarray(obj.forward(xp.asarray(s, dtype=np.float64)), dtype=np.float64)
@@ -557,7 +558,8 @@ def _from_object(obj: Any, name: str) -> ScalarActivation:
         return np.asarray(obj.derivative(s, a), dtype=np.float64)
 
     ours = type(obj).__module__ == "depthlab.activations"
-    return ScalarActivation(name, f, df, () if ours else find_kinks(f, df))
+    kinks = tuple(float(t) for t in getattr(obj, "kinks", ())) if ours else find_kinks(f, df)
+    return ScalarActivation(name, f, df, kinks)
 
 
 def _from_callable(fn: Callable, name: str) -> ScalarActivation:
