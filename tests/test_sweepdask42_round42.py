@@ -31,7 +31,9 @@ def test_a_scheduler_file_names_its_scheduler(tmp_path):
         sched.write_text(json.dumps({"type": "Scheduler", "id": "x",
                                      "address": cluster.scheduler_address}))
         assert check_address(str(sched)) == cluster.scheduler_address
-        res = run_sweep(RAW, tmp_path / "out", executor=DaskExecutor(str(sched)), echo=None)
+        ex = DaskExecutor(str(sched))
+        assert ex.scheduler_file == str(sched) and str(sched) in ex.description
+        res = run_sweep(RAW, tmp_path / "out", executor=ex, echo=None)
     assert res.count("finished") == 2
     with sqlite3.connect(tmp_path / "out" / "depthlab.db") as con:
         assert con.execute("SELECT COUNT(DISTINCT id) FROM runs").fetchone()[0] == 2
@@ -54,3 +56,19 @@ def test_a_bad_scheduler_file_is_one_line_and_exit_2(tmp_path, capsys, content, 
     code, _out, err = run_cli(capsys, "sweep", cfg, "--out", tmp_path / "o", "--cluster", sched)
     assert code == 2 and words in err and err.count("\n") == 1, err
     assert not (tmp_path / "o").exists()  # refused before the store was created
+
+
+def test_a_stale_scheduler_file_is_named_in_the_unreachable_line(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as s:  # a loopback port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sched = tmp_path / "sched.json"
+    sched.write_text(json.dumps({"address": f"tcp://127.0.0.1:{port}"}))
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(RAW))
+    code, _out, err = run_cli(capsys, "sweep", cfg, "--out", tmp_path / "o", "--cluster", sched,
+                              "--quiet")
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"127.0.0.1:{port}" in err and str(sched) in err, err

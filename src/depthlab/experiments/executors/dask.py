@@ -502,8 +502,13 @@ class DaskExecutor(Executor):
         # as it is and left open (only a client made here for a cluster object is closed)
         given = _given(address)
         self._given_client, self._given_cluster = given or (None, None)
+        #: the scheduler file the address was read from (None: given as an address)
+        self.scheduler_file: str | None = None
         if given is None:
             self.address = check_address(address)
+            written = spelled(address)
+            if self.address not in (written, f"tcp://{written}"):
+                self.scheduler_file = written
         else:
             thing = self._given_client or self._given_cluster
             where = (getattr(getattr(thing, "scheduler", None), "address", None)
@@ -561,7 +566,8 @@ class DaskExecutor(Executor):
                             if self._given_client is not None
                             else f"the given Dask cluster {self.address}" if given
                             else f"Dask LocalCluster of {m.group(1)} worker process(es)" if m
-                            else f"Dask scheduler {self.address}")
+                            else f"Dask scheduler {self.address}" + (
+                                f" (from {self.scheduler_file})" if self.scheduler_file else ""))
         #: seconds without any worker before ClusterError (None: waited for without limit)
         #: seconds the scheduler may answer nothing before ClusterError (None: Dask's
         #: distributed.comm.timeouts.tcp, read at run time; inf: no limit)
@@ -583,8 +589,15 @@ class DaskExecutor(Executor):
         if importlib.util.find_spec("distributed") is None:  # (not imported: a sweep whose
             _import_distributed()  # points are all stored never starts it)
         if not _LOCAL.fullmatch(self.address):
-            _probe(self.address, self.connect_timeout)
-            reply = _handshake(self.address, self.connect_timeout)
+            try:
+                _probe(self.address, self.connect_timeout)
+                reply = _handshake(self.address, self.connect_timeout)
+            except ClusterError as e:  # a stopped scheduler leaves its file: the file named
+                if self.scheduler_file is None:
+                    raise
+                raise ClusterError(f"{e}; the address was read from the scheduler file "
+                                   f"{self.scheduler_file} (left by a scheduler that has "
+                                   "stopped?)") from None
             # its workers on this machine (`dask worker` started here too): their points'
             # memory is checked together before any is sent, as a caller's cluster's
             self.local_workers = local_threads(reply.get("workers") or {})
