@@ -53,7 +53,8 @@ def test_only_the_sigmoid_has_its_recommended_variance_deep_in_the_ordered_phase
     # at the critical multiple of Glorot's variance chi1 is 1 (by the same quadrature)
     assert _chi1_by_hermite(sig_prime, critical, _sigmoid) == pytest.approx(1.0, abs=1e-4)
     assert rx.init_upper_ratio("sigmoid") == pytest.approx(103.0, abs=0.1)
-    assert [a for a in rx.RECOMMENDED_INIT if rx.ordered_init(a)] == ["sigmoid"]
+    # hardsigmoid (slope 1/6 <= 1/4) too: chi1 = 0.028 at Glorot's, critical 107x (listacts42)
+    assert [a for a in rx.RECOMMENDED_INIT if rx.ordered_init(a)] == ["sigmoid", "hardsigmoid"]
     for act in ("tanh", "softsign", "relu", "selu", "gelu", "penalized_tanh", "identity"):
         assert rx.init_upper_ratio(act) == 1.0 and rx.mean_field_note(act) == ""
 
