@@ -72,3 +72,16 @@ def test_a_stale_scheduler_file_is_named_in_the_unreachable_line(tmp_path, capsy
                               "--quiet")
     assert code == 2 and err.count("\n") == 1, err
     assert f"127.0.0.1:{port}" in err and str(sched) in err, err
+
+
+def test_a_scheduler_file_under_home_is_read_as_the_shell_reads_it(tmp_path, monkeypatch):
+    # --cluster=~/sched.json: the shell leaves the ~ (after "="), as it leaves a quoted one
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "sched.json").write_text(json.dumps({"address": "tcp://127.0.0.1:8786"}))
+    assert check_address("~/sched.json") == "tcp://127.0.0.1:8786"
+
+
+@pytest.mark.parametrize("address", ["~nosuchuser42/sched.json", "~nosuchuser42"])
+def test_an_unknown_home_is_one_line(address):
+    with pytest.raises(ClusterError, match="no such scheduler file|not accepted"):
+        check_address(address)

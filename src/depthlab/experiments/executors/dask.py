@@ -183,9 +183,18 @@ def check_address(address: str) -> str:
         # tcp://127.0.0.1:99999 was tried ("Connection refused") once the store was created
         raise ClusterError(f"--cluster {address!r} is not accepted: port {port} is not in "
                            f"1..65535; accepted: {ACCEPTED}")
-    if address.endswith(".json") or Path(address).is_file():
+    if address.endswith(".json") or _home(address).is_file():
         return _scheduler_file(address)
     raise ClusterError(f"--cluster {address!r} is not accepted; accepted: {ACCEPTED}")
+
+
+def _home(name: str) -> Path:
+    """``name`` as a path, a leading ``~`` as the shell reads it (``--cluster=~/s.json`` keeps
+    it); as written when there is no such home (``~nobody``)."""
+    try:
+        return Path(name).expanduser()
+    except RuntimeError:
+        return Path(name)
 
 
 def _scheduler_file(name: str) -> str:
@@ -195,7 +204,7 @@ def _scheduler_file(name: str) -> str:
     for a missing or unreadable file, or one without such an address (it was refused as "not
     accepted", though it names a running scheduler)."""
     try:
-        text = Path(name).read_text(encoding="utf-8")
+        text = _home(name).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ClusterError(f"--cluster {name!r}: no such scheduler file (`dask scheduler "
                            f"--scheduler-file {name}` writes one); accepted: {ACCEPTED}") from None
