@@ -85,3 +85,12 @@ def test_a_scheduler_file_under_home_is_read_as_the_shell_reads_it(tmp_path, mon
 def test_an_unknown_home_is_one_line(address):
     with pytest.raises(ClusterError, match="no such scheduler file|not accepted"):
         check_address(address)
+
+
+def test_a_scheduler_file_may_be_given_as_a_path(tmp_path):
+    from depthlab.experiments.executors import make_executor
+
+    sched = tmp_path / "sched.json"
+    sched.write_text(json.dumps({"address": "tcp://127.0.0.1:8786"}))
+    ex = make_executor(1, sched)
+    assert ex.address == "tcp://127.0.0.1:8786" and ex.scheduler_file == str(sched)

@@ -5,6 +5,7 @@ the sweep client commits each returned record to the store (the single writer)."
 from __future__ import annotations
 
 import numbers
+import os
 from typing import Any
 
 from .base import ClusterError, Compute, Executor, InProcess, Task, compute_point, crash_record
@@ -26,10 +27,12 @@ def make_executor(jobs: int = 1, cluster: Any = None) -> Executor:
     if cluster is not None:
         from .dask import DaskExecutor, _given  # neither imports Dask
 
+        if isinstance(cluster, os.PathLike):  # a scheduler file given as a Path
+            cluster = os.fspath(cluster)
         if not isinstance(cluster, str) and _given(cluster) is None:
             raise TypeError(f"cluster = {cluster!r} has the wrong type; accepted: \"local:N\" "
-                            "or \"tcp://HOST:PORT\", a distributed.Client or a Dask cluster "
-                            "object (or None)")
+                            "or \"tcp://HOST:PORT\" or a scheduler file, a distributed.Client "
+                            "or a Dask cluster object (or None)")
         if jobs != 1:  # as the CLI's --jobs with --cluster: not silently ignored
             raise ValueError(f"jobs = {jobs!r} and cluster = {cluster!r} do not go together; "
                              "give one (with cluster=\"local:N\" the cluster has N worker "

@@ -166,6 +166,8 @@ def check_address(address: str) -> str:
     a bare ``HOST:PORT`` as ``tcp://HOST:PORT``, as Dask reads it; a scheduler file (a name
     ending in ``.json``, or an existing file) as the address in it (:func:`_scheduler_file`);
     else :class:`ClusterError`."""
+    if isinstance(address, os.PathLike):  # a scheduler file given as a Path
+        address = os.fspath(address)
     if not isinstance(address, str):
         raise TypeError(f"cluster address {address!r} has the wrong type; accepted: {ACCEPTED}, "
                         f"or {GIVEN}")
@@ -515,7 +517,8 @@ class DaskExecutor(Executor):
         self.scheduler_file: str | None = None
         if given is None:
             self.address = check_address(address)
-            written = spelled(address)
+            written = spelled(os.fspath(address) if isinstance(address, os.PathLike)
+                              else address)
             if self.address not in (written, f"tcp://{written}"):
                 self.scheduler_file = written
         else:
