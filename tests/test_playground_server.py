@@ -244,8 +244,13 @@ def test_panel_numbers_are_depthlabs_probe_and_theory():
     assert snap["grad_std"][0] / snap["grad_std"][-1] < 0.1  # sigmoid + N(0, 1) vanishes
     theory = theory_profile(prep.config)["relative_std"]
     assert len(theory) == 12 and theory[-1] == 1.0
+    # depthlab's prediction for the net (averaged over 2 inputs' lengths since sciencehunt42:
+    # 8% above the one-length recursion's closed form here)
+    from depthlab.theory import predict_gradients
+
+    assert theory[0] == pytest.approx(predict_gradients(prep.net).relative_std[0], rel=1e-3)
     expected = gradient_ratio([2] + [24] * 12, "sigmoid", "normal") ** 0.5
-    assert theory[0] == pytest.approx(expected, rel=1e-3)
+    assert theory[0] == pytest.approx(expected, rel=0.1)
     assert sum(sum(h["p"]) for h in snap["hist"]) == pytest.approx(len(snap["hist"]), rel=1e-3)
     b = mon.boundary()
     assert b["n"] ** 2 == len(b["cls"]) and set(b["cls"]) <= {0, 1}
