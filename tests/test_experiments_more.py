@@ -389,7 +389,7 @@ def test_an_optimizer_switch_given_as_a_number_is_named_as_written():
     with pytest.raises(ConfigError, match=r"^train\.amsgrad = 1 has the wrong type; accepted: "
                                           r"true or false$"):
         validate(raw)
-    with pytest.raises(TypeError, match=r"^nesterov = 0 has the wrong type"):
+    with pytest.raises(TypeError, match=r"^optimizer_kwargs\.nesterov = 0 has the wrong type"):
         TrainSpec(optimizer="sgd", optimizer_kwargs={"momentum": 0.9, "nesterov": 0})
     ok = validate({**raw, "train": {"optimizer": "adam", "amsgrad": True, "eps": 1}})
     assert ok["train"]["optimizer_kwargs"] == {"amsgrad": True, "eps": 1.0}
