@@ -58,6 +58,20 @@ class Layer:
                             "accepted: an array (or nested lists) of numbers")
         return arr
 
+    def _in_dtype(self, x: Array, dtype: Any) -> Array:
+        """``x`` in the layer's parameter ``dtype`` (no copy when it already is): a layer with
+        parameters computes in their dtype, as a ``Network`` casts its input to its own. A
+        float64 array (NumPy's default, nested lists) in a float32 ``BatchNorm`` failed in
+        backward ("could not be cast from dtype('float64') to dtype('float32') ... 'safe'");
+        a float32 ``Dense`` returned float64 outputs and gradients (a silent upcast). Only
+        real numbers are cast (a complex input would lose its imaginary part)."""
+        if x.dtype == dtype:
+            return x
+        if x.dtype.kind not in "fiub":
+            raise TypeError(f"{self.name}: input of dtype {x.dtype} is not accepted; "
+                            "accepted: an array (or nested lists) of real numbers")
+        return x.astype(dtype)
+
     def _check_backward(self, cached: Array | None, grad: Array, shape: tuple[int, ...]) -> None:
         """One clear line when :meth:`backward` cannot run: no forward pass cached (``cached``
         None: before any forward, or after an inference pass freed it) or ``grad`` not of the

@@ -142,8 +142,9 @@ class BatchNorm(Layer):
     def forward(self, x: Array, training: bool = True) -> Array:
         """``y = gamma * xhat + beta`` with ``xhat = (x - mu) / sqrt(var + eps)``: the batch's
         mean and biased variance in training (at least 2 rows; the moving averages updated),
-        the inference statistics otherwise."""
-        x = self._as_input(x)
+        the inference statistics otherwise; computed in the layer's dtype (another float
+        input is cast first)."""
+        x = self._in_dtype(self._as_input(x), self.gamma.value.dtype)
         if x.ndim != 2 or x.shape[1] != self.n:
             self._refuse_shape(x)
         self.x = x

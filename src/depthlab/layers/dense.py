@@ -71,7 +71,8 @@ class Dense(Layer):
     def forward(self, x: Array, training: bool = True) -> Array:
         """``y = x W + b``: ``(batch, fan_in) -> (batch, fan_out)``; ``x`` kept for backward.
         An input whose last axis is not ``fan_in`` wide is one ValueError naming both (it
-        was NumPy's matmul signature message)."""
+        was NumPy's matmul signature message). Computed in the layer's dtype: an input of
+        another dtype is cast first (a float32 layer returned float64 for float64 rows)."""
         shape = getattr(x, "shape", None)
         if shape is None:  # a list of rows
             x = np.asarray(x)
@@ -80,7 +81,7 @@ class Dense(Layer):
             raise ValueError(f"{self.name}: input of shape {tuple(shape)}; expected (batch, "
                              f"{self.fan_in}) (Dense({self.fan_in}, {self.fan_out}) takes "
                              f"{self.fan_in} features, the last axis)")
-        self.x = x
+        self.x = x = self._in_dtype(x, self.W.value.dtype)
         y = x @ self.W.value
         if self.b is not None:
             b = self.b.value
