@@ -62,3 +62,17 @@ def test_complex_input_is_one_clear_type_error(kind):
     layer = _make(kind, "float32")
     with pytest.raises(TypeError, match="complex128 is not accepted"):
         layer.forward(np.ones((3, 4)) * (1 + 1j))
+
+
+def test_standardize_built_from_statistics_returns_its_dtype():
+    """``Standardize(mean32, std32)`` (no float64 statistics from ``fit``) returned float64
+    for float64 rows; now float32, the float64 result rounded once."""
+    from depthlab.layers import Standardize
+
+    mean, std = np.array([1.0, -2.0], np.float32), np.array([0.5, 3.0], np.float32)
+    layer = Standardize(mean, std)
+    x = np.random.default_rng(4).normal(size=(5, 2))
+    y = layer.forward(x)
+    assert y.dtype == np.float32
+    np.testing.assert_array_equal(y, ((x - mean.astype(np.float64)) / std).astype(np.float32))
+    assert layer.backward(np.ones((5, 2), np.float32)).dtype == np.float32

@@ -54,7 +54,9 @@ class Standardize(Layer):
         self.x = x
         if getattr(self, "mean64", None) is None or (
                 xp.asarray(x).dtype == self.mean.dtype != np.float64):
-            return (x - self.mean) / self.std
+            # in the layer's dtype: a float32 layer built from its statistics returned float64
+            # for float64 rows (computed in the wider dtype, then cast)
+            return ((x - self.mean) / self.std).astype(self.mean.dtype, copy=False)
         return self.standardize64(x).astype(self.mean.dtype, copy=False)
 
     def standardize64(self, x: Array) -> Array:
