@@ -76,3 +76,19 @@ def test_standardize_built_from_statistics_returns_its_dtype():
     assert y.dtype == np.float32
     np.testing.assert_array_equal(y, ((x - mean.astype(np.float64)) / std).astype(np.float32))
     assert layer.backward(np.ones((5, 2), np.float32)).dtype == np.float32
+
+
+@pytest.mark.parametrize("kind", ["bn", "dense", "seq"])
+def test_float64_gradient_into_float32_layer(kind):
+    """A float64 dL/dy (a loss computed in float64) into a float32 layer: BatchNorm's
+    backward failed (NumPy's 'safe' cast), Dense returned a float64 dL/dx."""
+    x = np.random.default_rng(5).normal(size=(5, 4)).astype(np.float32)
+    g = np.random.default_rng(6).normal(size=(5, 4))
+    layer, ref = _make(kind, "float32"), _make(kind, "float32")
+    layer.forward(x)
+    ref.forward(x)
+    dx, dx_ref = layer.backward(g.copy()), ref.backward(g.astype(np.float32))
+    assert dx.dtype == np.float32
+    np.testing.assert_array_equal(dx, dx_ref)
+    for p, q in zip(layer.parameters(), ref.parameters()):
+        np.testing.assert_array_equal(p.grad, q.grad)

@@ -194,6 +194,8 @@ class BatchNorm(Layer):
         tiny ``eps`` (``0 * inf``: NaN gradients where torch has finite ones).
         """
         self._check_backward(self.xhat, grad, () if self.xhat is None else self.xhat.shape)
+        # the layer's dtype: a float64 dL/dy failed (NumPy's "cannot cast ... 'safe'")
+        grad = self._in_dtype(grad, self.gamma.value.dtype)
         if grad.dtype == np.float32 and grad.shape[0] >= F64_SUMS_FROM:
             # float32 sums down a column of 60000 rows: dL/dbeta 5.6e-6 relative off (torch
             # 2.4e-6), dL/dgamma 7e-6; in float64 as Dense's dL/db and the batch moments

@@ -102,6 +102,7 @@ class Dense(Layer):
         axes: a matmul error)."""
         x = self.x
         self._check_backward(x, grad, () if x is None else (*x.shape[:-1], self.fan_out))
+        grad = self._in_dtype(grad, self.W.value.dtype)  # a float64 dL/dy gave a float64 dL/dx
         if x.ndim != 2:
             x = x.reshape(-1, self.fan_in)
             grad_rows = grad.reshape(-1, self.fan_out)
