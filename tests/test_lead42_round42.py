@@ -117,3 +117,27 @@ def test_fit_takes_torchs_weight_and_bias_groups_in_any_order() -> None:
     assert all(np.any(p.value != b) for p, b in zip(net.parameters(), before))
     with pytest.raises(TypeError, match=r"param_groups\[i\]\['lr'\]"):
         dl.fit(net, x, y, optimizer=opt, lr=0.5, epochs=1)
+
+
+@pytest.mark.parametrize("paths", ["kernels", "numpy"])
+def test_relu6_units_on_the_flat_side_are_inactive_not_saturated(paths) -> None:
+    """listacts42: dl.probe counted ReLU6's flat side (s <= 0) as saturated (0.42-0.64 of the
+    entries at He init) and gave it no inactive_frac, where dlt.probe counts it inactive."""
+    from depthlab.probes import accel
+
+    net = dl.mlp([5, 40, 40, 3], activation="relu6", init="he_normal", seed=0,
+                 dtype="float64")
+    x = np.random.default_rng(0).normal(size=(64, 5)) * 3.0
+    y = np.arange(64) % 3
+    with accel.numpy_only() if paths == "numpy" else _nothing():
+        t = dl.probe(net, x, y)
+    s = x @ net.parameters()[0].value + net.parameters()[1].value
+    row = t[t.layer == 1].set_index("quantity")["value"]
+    assert row["inactive_frac"] == pytest.approx(np.mean(s <= 0))
+    assert row["saturated_frac"] == pytest.approx(np.mean(s >= 6))
+
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()

@@ -461,7 +461,7 @@ def test_from_torch_refuses_what_depthlab_cannot_express_naming_the_module():
         (nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2, affine=False)), "affine=True"),
         (nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2, track_running_stats=False)),
          "track_running_stats=True"),
-        (nn.Sequential(nn.Linear(2, 2), nn.Softplus()), "Softplus"),
+        (nn.Sequential(nn.Linear(2, 2), nn.PReLU()), "PReLU"),
         (nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.Linear(2, 2), nn.MaxPool1d(2))),
          r"module '1.1' \(MaxPool1d"),
         (nn.LSTM(2, 2), r"the model itself \(LSTM"),

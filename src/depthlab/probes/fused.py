@@ -32,7 +32,7 @@ from .quantiles import percentile_values, plan, select_ranks
 from .quantiles import percentiles as quantile_values
 from .stats import _TINY_STD, SATURATION_RATIO, activation_family, is_nondecreasing
 
-_FAMILY = {"other": 0, "bounded": 1, "relu": 2}  # kernels.FAMILY_*
+_FAMILY = {"other": 0, "bounded": 1, "relu": 2, "bounded_relu": 3}  # kernels.FAMILY_*
 
 
 def _derivative_code(fn: ActivationFn, kernels) -> int:
@@ -201,7 +201,7 @@ def _dead_by_grad(fn: ActivationFn, family: int, kernels) -> bool:
     computing ``f'(s)`` (GELU's ``erf``/``exp``: 9 GELU layers of 256, batch 128, recorded
     every step, 60% -> 20% of the training step); a unit whose ``dL/ds`` is 0 on every example
     is decided by ``f'(s)``."""
-    return (family != kernels.FAMILY_BOUNDED
+    return (family not in (kernels.FAMILY_BOUNDED, kernels.FAMILY_BOUNDED_RELU)
             and getattr(type(fn), "backward", None) is ActivationFn.backward)
 
 

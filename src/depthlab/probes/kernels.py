@@ -58,9 +58,10 @@ DERIVATIVE_GIVEN, DERIVATIVE_SIGMOID, DERIVATIVE_TANH, DERIVATIVE_STEP = 0, 1, 2
 the array's dtype, as the activation's own ``derivative`` computes it: sigmoid
 ``(1 - a) a``, tanh ``1 - a a``, ReLU ``1 if s > 0 else 0``."""
 
-FAMILY_OTHER, FAMILY_BOUNDED, FAMILY_RELU = 0, 1, 2
+FAMILY_OTHER, FAMILY_BOUNDED, FAMILY_RELU, FAMILY_BOUNDED_RELU = 0, 1, 2, 3
 """``stats.activation_family``: saturation is defined for bounded activations, inactivity for
-the ReLU family; the other entry is NaN."""
+the ReLU family, both for a bounded one of the ReLU family (ReLU6: saturation counted only
+where ``s > 0``); the other entry is NaN."""
 
 TERMS = 12
 """Non-percentile quantities of :func:`layer` (``stats._numpy_terms``)."""
@@ -982,6 +983,20 @@ def _row_counts(sr: np.ndarray, ar: np.ndarray, d: np.ndarray, b: int, how: int,
 
 
 @numba.njit(**_JIT)
+def _upper_saturation(s: np.ndarray, d: np.ndarray, th) -> float:
+    """``#{|D| < th and s > 0}`` (``D = d``, 2-d as ``s``): the saturated entries of a bounded
+    ReLU-family activation (ReLU6), whose flat side ``s <= 0`` is inactive, not saturated."""
+    zero = s.dtype.type(0)
+    total = 0.0
+    for b in range(s.shape[0]):
+        n = np.int32(0)
+        for j in range(s.shape[1]):
+            n += np.int32((abs(d[b, j]) < th) & (s[b, j] > zero))
+        total += n
+    return total
+
+
+@numba.njit(**_JIT)
 def _saturation_counts(a: np.ndarray, how: int, th, dead: np.ndarray) -> float:
     """``#{|D| < th}`` of a bounded activation whose ``D = f'(s)`` is computed from ``a``
     (:data:`DERIVATIVE_SIGMOID`: ``(1 - a) a``; :data:`DERIVATIVE_TANH`: ``1 - a a``), and
@@ -1070,10 +1085,12 @@ def layer(s: np.ndarray, a: np.ndarray, d: np.ndarray, how: int, thr: float, fam
     rest = act + 2 + p  # saturated_frac's position, after act_mean, act_std and the act_pK
     out[0], out[1], ok_s = mean_std(sf, cs, s1, s2)
     out[act], out[act + 1], ok_a = mean_std(a.reshape(n), ca, a1, a2)
-    if family == FAMILY_BOUNDED:
+    if family == FAMILY_BOUNDED_RELU:  # an inactive unit (s <= 0) is not saturated
+        sat = _upper_saturation(s, d, th) if how == DERIVATIVE_GIVEN else sat
+    if family == FAMILY_BOUNDED or family == FAMILY_BOUNDED_RELU:
         out[rest] = sat / n
     out[rest + 1] = (dead != zero).sum() / cols
-    if family == FAMILY_RELU:
+    if family == FAMILY_RELU or family == FAMILY_BOUNDED_RELU:
         out[rest + 2] = zs / n
     out[rest + 3], out[rest + 4], ok_g = _std_abs(g, g[:0])
     out[rest + 5], _, ok_w = _std_abs(w, w_copy)

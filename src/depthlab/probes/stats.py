@@ -65,18 +65,23 @@ def probe_held_out(n_val: int | None, n_train: int, least: int = BN_PROBE_ROWS) 
     return n_val is not None and n_val > 0 and (n_val >= least or n_train < least)
 
 
-RELU_FAMILY = frozenset({"relu", "leaky_relu", "elu", "selu", "gelu", "swish", "mish"})
-"""Activations whose units are *inactive* (not saturated) for ``s <= 0``."""
+RELU_FAMILY = frozenset({"relu", "leaky_relu", "elu", "selu", "gelu", "swish", "mish",
+                         "relu6", "hardswish"})
+"""Activations whose units are *inactive* (not saturated) for ``s <= 0`` (as
+``depthlab.torch``'s probes: ReLU6 and Hardswish too)."""
 
 
 def activation_family(fn: ActivationFn) -> str:
     """``"bounded"`` (finite range: saturation applies), ``"relu"`` (:data:`RELU_FAMILY`:
-    inactivity applies) or ``"other"`` (e.g. identity: neither). Cheap: the range is cached."""
+    inactivity applies), ``"bounded_relu"`` (both, ReLU6: inactive for ``s <= 0``, saturated
+    only on its upper side, ``s > 0``, as ``depthlab.torch``'s probes count it) or ``"other"``
+    (e.g. identity: neither). Cheap: the range is cached."""
     from .histograms import activation_range
 
+    relu = fn.name in RELU_FAMILY
     if activation_range(fn) is not None:
-        return "bounded"
-    return "relu" if fn.name in RELU_FAMILY else "other"
+        return "bounded_relu" if relu else "bounded"
+    return "relu" if relu else "other"
 
 
 def percentile_names(prefix: str, percentiles: Sequence[float]) -> list[str]:
@@ -278,11 +283,17 @@ def _numpy_terms(point: ProbePoint, fn: ActivationFn) -> list[float]:
     np.abs(d, out=d)
     thr = SATURATION_RATIO * float(fn.max_derivative)
     family = activation_family(fn)
-    out.append(np.count_nonzero(d < thr) / d.size if family == "bounded" else math.nan)
+    if family == "bounded":
+        out.append(np.count_nonzero(d < thr) / d.size)
+    elif family == "bounded_relu":  # an inactive unit (s <= 0) is not saturated
+        out.append(np.count_nonzero((d < thr) & (s > 0)) / d.size)
+    else:
+        out.append(math.nan)
     d2 = d.reshape(d.shape[0], -1)
     col = ones_vector(d2.shape[0], d2.dtype) @ d2  # per-unit sum of |f'| over the batch
     out.append(np.count_nonzero(col == 0) / col.size)
-    out.append(np.count_nonzero(s <= 0) / s.size if family == "relu" else math.nan)
+    out.append(np.count_nonzero(s <= 0) / s.size if family in ("relu", "bounded_relu")
+               else math.nan)
     if g is None:
         out += [float("nan")] * 2
     else:
