@@ -746,7 +746,6 @@ REGISTRY: Registry[ActivationFn] = Registry(
              "hard_tanh": "hardtanh", "hard_sigmoid": "hardsigmoid",
              "hard_swish": "hardswish"},
     passes=lambda obj: isinstance(obj, ActivationFn),
-    listed=tuple(cls.name for cls in _LISTED),
 )
 
 ACTIVATIONS: tuple[str, ...] = REGISTRY.names

@@ -333,15 +333,28 @@ class Loss:
         return f"{type(self).__name__}({args})"
 
 
-class MSE(Loss):
+class _RegressionLoss(Loss):
+    """A loss of the element-wise differences ``d = pred - target`` (:meth:`_diff`: the
+    target checked, matched to the prediction's shape and dtype), with the arg-max accuracy
+    of one-hot target rows (a classifier trained with the quadratic cost)."""
+
+    def _diff(self, pred: Any, target: Any) -> Array:
+        pred = _check_pred(pred)
+        target = _match_shapes(pred, _as_float_array(target, "target"), self.name)
+        return pred - _regression_target(target, pred.dtype, self.name)
+
+    def accuracy(self, pred: Array, target: Array) -> float | None:
+        """Arg-max accuracy for one-hot target rows; None for regression targets."""
+        return _one_hot_accuracy(pred, target)
+
+
+class MSE(_RegressionLoss):
     """Mean squared error mean((pred - target)^2) over all elements; grad 2 (pred - target) / N."""
 
     name = "mse"
 
     def forward(self, pred: Array, target: Array) -> Any:
-        pred = _check_pred(pred)
-        target = _match_shapes(pred, _as_float_array(target, "target"), self.name)
-        diff = pred - _regression_target(target, pred.dtype, self.name)
+        diff = self._diff(pred, target)
         self._cache = diff
         if self.reduction == "none":
             return diff * diff
@@ -354,13 +367,8 @@ class MSE(Loss):
         up = self._upstream(grad, diff.shape, diff.dtype)
         return g if up is None else g * up
 
-    def accuracy(self, pred: Array, target: Array) -> float | None:
-        """Arg-max accuracy for one-hot target rows (a classifier trained with the quadratic
-        cost); None for regression targets."""
-        return _one_hot_accuracy(pred, target)
 
-
-class Huber(Loss):
+class Huber(_RegressionLoss):
     """Huber loss (PyTorch HuberLoss, mean): 0.5 d^2 if |d| <= delta else delta (|d| - delta/2),
     d = pred - target; grad clip(d, -delta, delta) / N."""
 
@@ -377,9 +385,7 @@ class Huber(Loss):
         return {"delta": self.delta, **super().params}
 
     def forward(self, pred: Array, target: Array) -> Any:
-        pred = _check_pred(pred)
-        target = _match_shapes(pred, _as_float_array(target, "target"), self.name)
-        diff = pred - _regression_target(target, pred.dtype, self.name)
+        diff = self._diff(pred, target)
         self._cache = diff
         a = xp.abs(diff)
         q = xp.minimum(a, self.delta)
@@ -396,21 +402,12 @@ class Huber(Loss):
         g = xp.clip(diff, -self.delta, self.delta)
         return self._per_element(g, grad)
 
-    def accuracy(self, pred: Array, target: Array) -> float | None:
-        """Arg-max accuracy for one-hot target rows; None for regression targets."""
-        return _one_hot_accuracy(pred, target)
 
-
-class L1Loss(Loss):
+class L1Loss(_RegressionLoss):
     """Mean absolute error (torch's ``L1Loss``): mean(|d|), d = pred - target; grad sign(d) / N
     (0 at d = 0, as torch's)."""
 
     name = "l1_loss"
-
-    def _diff(self, pred: Any, target: Any) -> Array:
-        pred = _check_pred(pred)
-        target = _match_shapes(pred, _as_float_array(target, "target"), self.name)
-        return pred - _regression_target(target, pred.dtype, self.name)
 
     def _losses(self, diff: Array) -> Array:
         """Each element's loss |d| (a new array)."""
@@ -430,10 +427,6 @@ class L1Loss(Loss):
 
     def backward(self, grad: Any = None) -> Array:
         return self._per_element(self._slope(self._cached()), grad)
-
-    def accuracy(self, pred: Array, target: Array) -> float | None:
-        """Arg-max accuracy for one-hot target rows; None for regression targets."""
-        return _one_hot_accuracy(pred, target)
 
 
 class SmoothL1Loss(L1Loss):

@@ -487,6 +487,13 @@ class _MomentumCycle(LRScheduler):
         elif self._momentum == "momentum":
             opt.momentum = m
 
+    def _start_momentum(self) -> None:
+        """Each group's momentum at its ``max_momentum``, where a cycle starts (torch's)."""
+        for i, m in enumerate(self.max_momentums):
+            self._group = i
+            self._set_momentum(m)
+        self._group = 0
+
     def get_last_momentum(self) -> list[float]:
         """The momentum (``betas[0]`` for Adam's kind) the last step set, one per parameter
         group; ``[]`` without ``cycle_momentum``."""
@@ -563,13 +570,11 @@ class OneCycleLR(_MomentumCycle):
         if self.cycle_momentum:
             self._momentum = _momentum_key("OneCycleLR", optimizer)
         self.optimizer = optimizer
-        for i, group in enumerate(optimizer.groups):
+        for group, lr in zip(optimizer.groups, self.initial_lrs):
             if last_epoch == -1 or getattr(group, "initial_lr", None) is None:
-                group.initial_lr = self.initial_lrs[i]  # torch's group["initial_lr"]
-            if self.cycle_momentum and last_epoch == -1:
-                self._group = i
-                self._set_momentum(self.max_momentums[i])
-        self._group = 0
+                group.initial_lr = lr  # torch's group["initial_lr"]
+        if self.cycle_momentum and last_epoch == -1:
+            self._start_momentum()
         super().__init__(optimizer, last_epoch)
 
     def _anneal(self, start: float, end: float, pct: float) -> float:
@@ -653,12 +658,10 @@ class CyclicLR(_MomentumCycle):
             self._momentum = _momentum_key("CyclicLR", optimizer)
         if last_epoch == -1:
             self.optimizer = optimizer
-            for i, group in enumerate(optimizer.groups):
-                group.lr = self.base_lr_values[i]
-                if self.cycle_momentum:
-                    self._group = i
-                    self._set_momentum(self.max_momentums[i])
-            self._group = 0
+            for group, lr in zip(optimizer.groups, self.base_lr_values):
+                group.lr = lr
+            if self.cycle_momentum:
+                self._start_momentum()
         super().__init__(optimizer, last_epoch)
 
     def scale_fn(self, x: float) -> float:

@@ -767,7 +767,7 @@ def forward(model: nn.Module, x: Any) -> Any:
     except TypeError as exc:  # torch's own message names an argument of an inner function
         inputs = (x.values() if isinstance(x, dict) else x if isinstance(x, (tuple, list))
                   else (x,))
-        said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        said = _first_line(exc)
         odd = next((v for v in inputs if v is None or type(v).__module__ == "numpy"
                     or type(v) in (list, tuple, int, float, bool) or _refused(v, said)),
                    False)
@@ -801,14 +801,14 @@ def forward(model: nn.Module, x: Any) -> Any:
                          "examples, or model.eval() first") from exc
     except AssertionError as exc:  # MultiheadAttention: 'was expecting embedding dimension
         # of 16, but got 12'
-        said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        said = _first_line(exc)
         misfit = _misfit(model, x, exc, said)
         if misfit is None:
             raise
         raise ValueError(misfit) from exc
     except RuntimeError as exc:
         dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
-        said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        said = _first_line(exc)
         wrong = (_wrong_width(model, x, said) or _wrong_shape(model, x, exc, said)
                  or _wrong_ids(model, x, exc))  # an EmbeddingBag's 'Expected i < index_size'
         if wrong is None:
@@ -838,6 +838,12 @@ def forward(model: nn.Module, x: Any) -> Any:
         (w,) = dtypes
         raise TypeError(f"x has dtype {bad.dtype} but the model's weights are {w}; expected x "
                         f"of the model's dtype (x.to({w})) (torch: {said})") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _refused(v: Any, said: str) -> bool:
@@ -1093,7 +1099,7 @@ def unbatched_named(model: nn.Module, x: Any) -> Iterator[None]:
         said = unbatched_input(model, x)
         if said is None:
             raise
-        torch_said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        torch_said = _first_line(exc)
         raise ValueError(f"{said} (torch: {torch_said})") from exc
 
 
