@@ -284,7 +284,9 @@ def _selu_accepted_then_seed_refused(page, server) -> None:
     page.goto(server.url + "?model.depth=3&model.width=8&model.activation=relu")
     page.wait_for_function(MEASURED, timeout=90_000)
     page.select_option("#f-model-activation", "selu")
-    page.wait_for_function("_ => S.query['model.activation'] === 'selu'")
+    # its network built too: a refusal before that says "Still building the last accepted
+    # setup" (make test under load timed out waiting for "Still showing")
+    page.wait_for_function("_ => S.query['model.activation'] === 'selu' && S.ready !== null")
     page.fill("#f-train-seed", "")  # refused: the selu setup stays
     page.press("#f-train-seed", "Tab")
     page.locator(".field.invalid").wait_for()
