@@ -1,0 +1,61 @@
+"""Round 43 (reporthunt43): reports of stores nobody tried, and a report stopped midway."""
+
+from __future__ import annotations
+
+import _thread
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+
+LONG_READ = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+             "SELECT count(*) FROM c")
+"""A statement that never ends by itself (one SQLite call, as a read of a long table is)."""
+
+
+def _store_with_a_run(path, **record):
+    from depthlab.experiments.store import RunRecord, Store
+
+    steps = pd.DataFrame({"step": np.arange(6), "loss": np.linspace(2.0, 1.0, 6)})
+    probes = pd.DataFrame([{"step": s, "layer": k, "quantity": q, "value": 0.1 * k + 0.01 * s}
+                           for s in (0, 5) for k in (1, 2)
+                           for q in ("act_mean", "act_std", "grad_pre_std")])
+    with Store(path) as store:
+        store.add_run(RunRecord(**{"id": "r1", "name": "one", "steps": steps,
+                                   "probes": probes, **record}))
+
+
+def test_ctrl_c_stops_the_report_inside_a_long_store_read(tmp_path, monkeypatch):
+    """A Ctrl-C while one of the report's store reads ran (one SQLite statement, a single C
+    call) was acted on only once the statement ended: the report of a store with a long
+    table went on reading. With the fix the statement stops at once and the report raises
+    KeyboardInterrupt (the CLI's 130), writing nothing, and not as the store's reading
+    methods word SQLite's errors ("results store ... cannot be read: interrupted", a damaged
+    store, exit 2). Without the fix, the test's own ``conn.interrupt()`` after 30 s ends the
+    statement (and the test fails)."""
+    from depthlab.experiments.store import Store, _reading
+    from depthlab.report import write_report
+
+    _store_with_a_run(tmp_path)
+    real = Store.probes
+    rescued = threading.Event()
+
+    @_reading  # as the store's own reads are wrapped
+    def long_read(self, run_id):
+        conn = self._conn
+        safety = threading.Timer(30.0, lambda: (rescued.set(), conn.interrupt()))
+        safety.start()
+        threading.Timer(0.2, _thread.interrupt_main).start()  # Ctrl-C, inside the read
+        try:
+            conn.execute(LONG_READ).fetchone()
+        finally:
+            safety.cancel()
+        return real(self, run_id)
+
+    monkeypatch.setattr(Store, "probes", long_read)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(tmp_path)
+    assert not rescued.is_set(), "the read went on after Ctrl-C until the statement ended"
+    assert not (tmp_path / "report.html").exists()
+
