@@ -59,3 +59,36 @@ def test_ctrl_c_stops_the_report_inside_a_long_store_read(tmp_path, monkeypatch)
     assert not rescued.is_set(), "the read went on after Ctrl-C until the statement ended"
     assert not (tmp_path / "report.html").exists()
 
+
+
+def test_a_character_only_another_style_of_a_font_has_is_not_an_empty_box():
+    """A run named with ``𝛼`` (U+1D6FC, MATHEMATICAL ITALIC SMALL ALPHA): DejaVu Serif
+    *Italic* has it, so the family "DejaVu Serif" was added to the upright text's fonts,
+    where matplotlib draws from DejaVuSerif.ttf, which lacks it: an empty box and "Glyph
+    120572 missing from font(s) DejaVu Serif, DejaVu Sans" twice on the report's stderr. A
+    fallback family counts only when the file matplotlib picks for it at the text's style
+    has the character (else the character is written as its code point)."""
+    import warnings
+
+    from matplotlib import font_manager
+    from matplotlib.figure import Figure
+    from matplotlib.font_manager import FontProperties
+
+    from depthlab.report import figures, glyphs
+
+    fig = Figure(figsize=(3, 2))
+    ax = fig.add_subplot()
+    ax.set_title("run 𝛼=0.1")
+    ax.plot([0, 1], [0, 1], label="𝛼 run")
+    ax.legend()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Glyph ... missing from font(s)" is a UserWarning
+        assert figures.figure_png(fig)[:4] == b"\x89PNG"
+    prop = FontProperties()
+    for ch in "𝛼𝜷ℵ∑日":
+        family = glyphs._fallback_family(ord(ch), prop)
+        if family is not None:  # that family's upright file really draws it
+            chosen = prop.copy()
+            chosen.set_family([family])
+            path = font_manager.findfont(chosen, fallback_to_default=False)
+            assert ord(ch) in glyphs._charmap(str(path)), (ch, family, path)

@@ -59,14 +59,29 @@ def _covered(prop: FontProperties) -> frozenset[int]:
     return frozenset(codes)
 
 
-@cache
-def _fallback_family(code: int) -> str | None:
-    """The family of an installed font (not a placeholder) that has ``code``, else ``None``."""
+@lru_cache(maxsize=4096)
+def _fallback_family(code: int, prop: FontProperties | None = None) -> str | None:
+    """The family of an installed font (not a placeholder) that has ``code`` in the file
+    matplotlib picks for that family at ``prop``'s style, weight and stretch, else ``None``.
+    A family whose other style has it is not enough: ``𝛼`` (U+1D6FC) is in DejaVu Serif
+    *Italic* only, so upright text given "DejaVu Serif" was drawn from DejaVuSerif.ttf, as an
+    empty box, with a "Glyph missing" warning."""
+    prop = FontProperties() if prop is None else prop
+    tried: set[str] = set()
     for entry in font_manager.fontManager.ttflist:
-        if "last resort" in entry.name.lower():
+        if entry.name in tried or "last resort" in entry.name.lower():
             continue
         codes = _charmap(str(entry.fname))
-        if code in codes and len(codes) <= _PLACEHOLDER_CODES:
+        if code not in codes or len(codes) > _PLACEHOLDER_CODES:
+            continue
+        tried.add(entry.name)
+        chosen = prop.copy()
+        chosen.set_family([entry.name])
+        try:
+            path = font_manager.findfont(chosen, fallback_to_default=False)
+        except ValueError:
+            continue
+        if code in _charmap(str(path)):
             return entry.name
     return None
 
@@ -111,7 +126,7 @@ def _fit(text: str, prop: FontProperties | None = None,
     for ch in text:
         family = None
         if not (_silent(ch) or ord(ch) in covered):
-            family = _fallback_family(ord(ch)) if fallback else None
+            family = _fallback_family(ord(ch), prop) if fallback else None
             if family is None:
                 run += ch
                 continue
