@@ -456,6 +456,10 @@ class Watch:
         if out is not None and not os.fspath(out).strip():  # Path("") is the working folder
             raise ValueError(f"out={out!r} is an empty path; expected a folder (e.g. 'runs/') "
                              "or None")
+        if out is not None and "\x00" in os.fspath(out):  # no path holds one: the store's
+            # os calls raised a bare "embedded null byte", naming neither out nor its value
+            raise ValueError(f"out={out!r} holds a NUL character ('\\x00'), which no path "
+                             "can; expected a folder (e.g. 'runs/') or None")
         # a relative folder is the one under the working directory of now, where the store is
         # made: a loop that changes directory (os.chdir, a notebook's %cd) stored the run in
         # another folder at close; "~/runs" is the home folder's, as the store reads it
