@@ -6,7 +6,8 @@ of the TOML config that ``depthlab run`` reads, so one table, :data:`FIELDS`, dr
 
 Each control is a field of the run spec (:mod:`depthlab.spec`): its type, default, doc, choices
 and bounds come from :func:`depthlab.spec.fields_schema`; the playground only narrows ranges to
-what a browser session can train (depth 1-1000, width and batch size up to 4096, lr up to 10)
+what a browser session can train (depth 1-1000, width and batch size up to 4096, lr from
+:data:`MIN_LR` to 10)
 and picks its own starting values. Three controls are not spec fields: the data set options
 (``data.options.*``, from the built-in data set table) and ``train.momentum`` (an optimizer
 hyperparameter, for the optimizers whose signature has it).
@@ -36,6 +37,15 @@ from ..spec import to_toml as spec_to_toml
 MAX_DEPTH = 1000
 MAX_WIDTH = 4096
 MAX_BATCH = 4096
+MIN_LR = 1e-8
+"""The smallest learning rate the page accepts. An SGD step ``w - lr * g`` changes a weight only
+when ``|lr * g|`` is above half the spacing of the numbers near ``w`` (3.7e-9 near 0.1 in
+float32), and an Adam step is about ``lr`` whatever ``g``: below 1e-8 a float32 network's weights
+barely change, if at all (100,000 steps of 1e-8 move a weight by 1e-3), and the panels show
+nothing learning, as at ``lr = 1e-8`` itself. ``5e-324`` was accepted (the spec asks
+``lr > 0``) and trained with a learning rate of 0 in effect, which the page refuses: it is 0
+in float32, and in float64 ``lr * g`` is 0 for every ``|g| < 0.5`` and changes no weight
+larger than 1e-300."""
 
 
 class SetupError(ValueError):
@@ -74,7 +84,9 @@ class Field:
             return "one of " + ", ".join(self.choices)
         what = "an integer" if self.kind == "int" else "a number"
         parts = []
-        num = (lambda v: str(int(v))) if self.kind == "int" else (lambda v: f"{v:g}")
+        # 1e-8, not 1e-08 (Python's exponent of two digits)
+        num = (lambda v: str(int(v))) if self.kind == "int" else \
+            (lambda v: re.sub(r"e([+-])0(\d)", r"e\1\2", f"{v:g}").replace("e+", "e"))
         if self.lo is not None:
             parts.append(f"{'>' if self.lo_open else '>='} {num(self.lo)}")
         if self.hi is not None:
@@ -124,7 +136,8 @@ _CONTROLS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("model.residual", "main", {}),
     ("model.dropout", "main", {}),
     ("train.optimizer", "main", {}),
-    ("train.lr", "main", {"default": 0.05, "hi": 10.0, "hi_open": False}),
+    ("train.lr", "main", {"default": 0.05, "lo": MIN_LR, "lo_open": False, "hi": 10.0,
+                          "hi_open": False}),
     # the spec's doc says 'examples per step, or "full"', a value of the TOML file that the
     # page's integer control refuses (its tooltip offered it)
     ("train.batch_size", "main", {"kind": "int", "choices": (), "hi": MAX_BATCH,
