@@ -252,18 +252,23 @@ def _convert(layer: Layer, dtype) -> nn.Module:
         # an uncalibrated "population" layer too: a plain BatchNorm1d evaluated with the
         # running statistics depthlab refuses to use, and from_torch gave back inference="ema"
         # a calibrated "ema" layer too: its population statistics kept (inference="ema")
-        population = layer.inference == "population" or layer.population_mean is not None
+        # (track_running_stats=False: no statistics but the batch's, no population buffers)
+        population = layer.track_running_stats and (layer.inference == "population"
+                                                    or layer.population_mean is not None)
         kind = {(False, False): nn.BatchNorm1d, (True, False): FirstBatchBatchNorm1d,
                 (False, True): PopulationBatchNorm1d,
                 (True, True): FirstBatchPopulationBatchNorm1d}[first, population]
         bn = kind(layer.n, eps=layer.eps, momentum=layer.momentum, dtype=dtype,
+                  affine=layer.affine, track_running_stats=layer.track_running_stats,
                   **({"inference": layer.inference} if population else {}))
         with torch.no_grad():
-            bn.num_batches_tracked.fill_(layer.num_batches)
-            bn.weight.copy_(torch.from_numpy(layer.gamma.value.copy()))
-            bn.bias.copy_(torch.from_numpy(layer.beta.value.copy()))
-            bn.running_mean.copy_(torch.from_numpy(layer.running_mean.copy()))
-            bn.running_var.copy_(torch.from_numpy(layer.running_var.copy()))
+            if layer.affine:
+                bn.weight.copy_(torch.from_numpy(layer.gamma.value.copy()))
+                bn.bias.copy_(torch.from_numpy(layer.beta.value.copy()))
+            if layer.track_running_stats:
+                bn.num_batches_tracked.fill_(layer.num_batches)
+                bn.running_mean.copy_(torch.from_numpy(layer.running_mean.copy()))
+                bn.running_var.copy_(torch.from_numpy(layer.running_var.copy()))
             if population and layer.population_mean is not None:
                 bn.population_mean.copy_(torch.from_numpy(layer.population_mean.copy()))
                 bn.population_var.copy_(torch.from_numpy(layer.population_var.copy()))
@@ -405,10 +410,6 @@ def _from_torch_checked(m: nn.Module, path: str, np_dtype, counter: list[int],
         return [dense]
     if kind in (nn.BatchNorm1d, FirstBatchBatchNorm1d, PopulationBatchNorm1d,
                 FirstBatchPopulationBatchNorm1d):
-        if not (m.affine and m.track_running_stats):
-            raise TypeError(f"from_torch cannot express {_where(path)} "
-                            f"({m!r}): depthlab's BatchNorm has a trainable gamma and beta and "
-                            "running statistics (affine=True, track_running_stats=True)")
         _expect_width(m, path, width, m.num_features)
         width[0] = m.num_features
         bn = BatchNorm(m.num_features, eps=float(m.eps),
@@ -417,12 +418,15 @@ def _from_torch_checked(m: nn.Module, path: str, np_dtype, counter: list[int],
                        else "zero",
                        inference=getattr(m, "inference", "population")
                        if issubclass(kind, PopulationBatchNorm1d) else "ema",
-                       dtype=np_dtype, name=name)
-        bn.gamma.value[...] = arr(m.weight)
-        bn.beta.value[...] = arr(m.bias)
-        bn.running_mean[...] = arr(m.running_mean)
-        bn.running_var[...] = arr(m.running_var)
-        bn.num_batches = int(m.num_batches_tracked)
+                       dtype=np_dtype, name=name, affine=bool(m.affine),
+                       track_running_stats=bool(m.track_running_stats))
+        if m.affine:
+            bn.gamma.value[...] = arr(m.weight)
+            bn.beta.value[...] = arr(m.bias)
+        if m.track_running_stats:
+            bn.running_mean[...] = arr(m.running_mean)
+            bn.running_var[...] = arr(m.running_var)
+            bn.num_batches = int(m.num_batches_tracked)
         if isinstance(m, PopulationBatchNorm1d) and m.calibrated():
             bn.population_mean = arr(m.population_mean)
             bn.population_var = arr(m.population_var)

@@ -16,6 +16,11 @@ Inference uses one of two estimates of the population statistics:
   ``mu <- (1 - 1/k) mu + (1/k) mu_B``, the plain mean of the batch statistics so far.
 * ``"population"``: the whole training set treated as one big batch, computed by one pass
   (:func:`depthlab.layers.sequential.Sequential.calibrate`).
+
+torch's ``affine=False``: no trainable gamma and beta (``y = xhat``; the layer has no
+parameters, ``gamma`` stays 1 and ``beta`` 0). torch's ``track_running_stats=False``: no
+running statistics; training and inference both normalize with the batch's own mean and
+biased variance (at least 2 rows), and the backward pass is the training one in both.
 """
 
 from __future__ import annotations
@@ -63,6 +68,10 @@ class BatchNorm(Layer):
                    or the whole training set's statistics (``"population"``, :meth:`calibrate`)
 
     ``momentum=None`` is torch's cumulative average (factor 1/k at the k-th batch).
+    ``affine=False`` (torch's): ``y = xhat``, no parameters. ``track_running_stats=False``
+    (torch's): the batch statistics in inference too (``forward(x, training=False)`` is the
+    training formula and its backward the training derivative), running statistics never
+    updated.
     """
 
     overwrites_grad = False
@@ -77,8 +86,17 @@ class BatchNorm(Layer):
         ema_start: str = "first_batch",
         dtype: Any = "float32",
         name: str = "bn",
+        affine: bool = True,
+        track_running_stats: bool = True,
     ) -> None:
         n = positive_int("BatchNorm size", n)
+        for flag, value in (("affine", affine), ("track_running_stats", track_running_stats)):
+            if not isinstance(value, bool | np.bool_):
+                raise TypeError(f"BatchNorm {flag} must be True or False, got {value!r}")
+        if not track_running_stats and inference == "population":
+            raise ValueError("BatchNorm inference='population' needs track_running_stats=True; "
+                             "with track_running_stats=False inference uses each batch's own "
+                             "statistics (leave inference='ema')")
         eps = real("BatchNorm eps", eps, positive=True)  # finite: an infinite eps zeroes xhat
         if momentum is not None and not 0.0 < real("BatchNorm momentum", momentum) <= 1.0:
             raise ValueError(f"BatchNorm momentum must be in (0, 1], got {momentum!r} (or None: "
@@ -102,6 +120,8 @@ class BatchNorm(Layer):
         self.inference = inference
         self.ema_start = ema_start
         self.update_stats = True
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
         self.gamma = Parameter(f"{name}.gamma", xp.ones(n, dtype=dt), "gamma")
         self.beta = Parameter(f"{name}.beta", xp.zeros(n, dtype=dt), "beta")
         self.running_mean = xp.zeros(n, dtype=dt)
@@ -148,16 +168,19 @@ class BatchNorm(Layer):
         if x.ndim != 2 or x.shape[1] != self.n:
             self._refuse_shape(x)
         self.x = x
-        self._training = training
-        if training:
+        batch_stats = training or not self.track_running_stats
+        self._training = batch_stats  # the backward of batch statistics
+        if batch_stats:
             m = x.shape[0]
             if m < 2:
                 raise ValueError(
                     f"{self.name}: batch normalization needs a batch of at least 2 rows "
-                    f"in training, got {m}"
+                    f"in training, got {m}" + ("" if training else
+                                               " (track_running_stats=False: inference "
+                                               "normalizes with the batch's statistics too)")
                 )
             mu, xc, var = batch_moments(x)
-            if self.update_stats:
+            if self.update_stats and training and self.track_running_stats:
                 self._update_running(mu, var, m)
         else:
             mu, var = self.inference_stats()
@@ -165,6 +188,8 @@ class BatchNorm(Layer):
         inv_std = 1.0 / np.sqrt(var + self.eps)
         xhat = xc * inv_std
         self.xc, self.inv_std, self.xhat = xc, inv_std, xhat
+        if not self.affine:
+            return xhat
         return xhat * self.gamma.value + self.beta.value
 
     def _refuse_shape(self, x: Array) -> None:
@@ -192,11 +217,16 @@ class BatchNorm(Layer):
         eps)`` and ``dL/dvar * sum_i -2 (x_i - mu) / m = k sum_i xhat_i / sqrt(var + eps)``: the
         same values without ``(var + eps)^(-3/2)``, which overflows for a constant feature and a
         tiny ``eps`` (``0 * inf``: NaN gradients where torch has finite ones).
+
+        ``affine=False``: ``gamma = 1`` in ``dL/dxhat = g``, no dL/dgamma, dL/dbeta.
+        ``track_running_stats=False``: the batch-statistics derivative in inference too.
         """
         self._check_backward(self.xhat, grad, () if self.xhat is None else self.xhat.shape)
         # the layer's dtype: a float64 dL/dy failed (NumPy's "cannot cast ... 'safe'")
         grad = self._in_dtype(grad, self.gamma.value.dtype)
-        if grad.dtype == np.float32 and grad.shape[0] >= F64_SUMS_FROM:
+        if not self.affine:
+            pass  # no gamma, beta: no parameter gradient
+        elif grad.dtype == np.float32 and grad.shape[0] >= F64_SUMS_FROM:
             # float32 sums down a column of 60000 rows: dL/dbeta 5.6e-6 relative off (torch
             # 2.4e-6), dL/dgamma 7e-6; in float64 as Dense's dL/db and the batch moments
             self.gamma.grad_buffer()[...] = np.einsum("ij,ij->j", grad, self.xhat, dtype=np.float64)
@@ -206,7 +236,7 @@ class BatchNorm(Layer):
             np.sum(grad, axis=0, out=self.beta.grad_buffer())
         if not input_grad:
             return None
-        dxhat = grad * self.gamma.value
+        dxhat = grad * self.gamma.value if self.affine else grad.copy()
         inv_std = self.inv_std
         if not self._training:
             dxhat *= inv_std
@@ -238,11 +268,13 @@ class BatchNorm(Layer):
         self.x = self.xhat = self.xc = self.inv_std = None
 
     def parameters(self) -> list[Parameter]:
-        """``[gamma, beta]``."""
-        return [self.gamma, self.beta]
+        """``[gamma, beta]`` (none with ``affine=False``)."""
+        return [self.gamma, self.beta] if self.affine else []
 
     def __repr__(self) -> str:
+        extra = "".join(f", {k}=False" for k in ("affine", "track_running_stats")
+                        if not getattr(self, k))
         return (
             f"BatchNorm({self.n}, eps={self.eps}, momentum={self.momentum}, "
-            f"inference={self.inference!r})"
+            f"inference={self.inference!r}{extra})"
         )

@@ -14,9 +14,11 @@ from ..registry import Registry
 from .adadelta import Adadelta
 from .adagrad import Adagrad
 from .adam import Adam, AdamW
+from .adamax import Adamax
 from .base import Optimizer
 from .clip import clip_grad_norm_, clip_grad_value_
 from .nadam import NAdam
+from .radam import RAdam
 from .rmsprop import RMSprop
 from .schedulers import (
     ChainedScheduler,
@@ -38,9 +40,12 @@ from .schedulers import (
 )
 from .sgd import SGD
 
+# torch's RAdam and Adamax are found by name (``dl.optimizer("RAdam", ...)``, a port of torch
+# code) but not listed among the names a config or the playground offers
+_LISTED = (SGD, Adagrad, Adadelta, RMSprop, Adam, AdamW, NAdam)
 REGISTRY: Registry[Optimizer] = Registry(
-    "optimizer", {cls.name: cls for cls in (SGD, Adagrad, Adadelta, RMSprop, Adam, AdamW,
-                                            NAdam)})
+    "optimizer", {cls.name: cls for cls in (*_LISTED, RAdam, Adamax)},
+    listed=tuple(cls.name for cls in _LISTED))
 OPTIMIZERS: tuple[str, ...] = REGISTRY.names
 
 
@@ -108,8 +113,10 @@ __all__ = [
     "StepLR",
     "Adam",
     "AdamW",
+    "Adamax",
     "NAdam",
     "Optimizer",
+    "RAdam",
     "RMSprop",
     "clip_grad_norm_",
     "clip_grad_value_",
