@@ -497,8 +497,20 @@ def _departs(a: pd.DataFrame, b: pd.DataFrame, tol: float) -> bool:
                 or np.any(np.nan_to_num(grad, nan=0.0) > tol))
 
 
+def _spread(lengths: np.ndarray) -> float:
+    """The relative std of the examples' squared lengths ``std(r) / mean(r)`` (0 when all 0)."""
+    m = float(np.mean(lengths))
+    return float(np.std(lengths)) / m if m > 0 else 0.0
+
+
+def _is_number(value: Any, target: float) -> bool:
+    """Whether ``value`` is the real number ``target`` (a bool or a string is not)."""
+    return (isinstance(value, (int, float, np.integer, np.floating))
+            and not isinstance(value, bool) and float(value) == target)
+
+
 def predict_gradients(model: Any, *, input_var: float = 1.0,
-                      input_mean: float = 0.0) -> GradientPrediction:
+                      input_mean: float = 0.0, x: Any = None) -> GradientPrediction:
     """Predicted per-layer std of the back-propagated gradient ``dL/ds`` at initialization,
     relative to the last hidden layer, for the network ``model`` describes (plain, batch-
     normalized, residual or both; the module docstring gives each recursion).
@@ -527,6 +539,12 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
     64 inputs: last layer's variance 3x; exact, so skipped, for relu-like units without biases;
     kept only where it departs from the one-length value by more than
     :data:`LENGTH_SPREAD_TOL`).
+    ``x``: the inputs themselves, an array ``(n, n_in)`` (a probe batch, the validation rows):
+    their own squared lengths per feature ``|x_i|^2 / n_in`` replace the chi-square law
+    (:func:`depthlab.theory.lengths.empirical_length_rule`: digits, one-hot rows, a standardized
+    table have other spreads), and their mean replaces ``input_var + input_mean^2``, so
+    ``input_var``/``input_mean`` must then be left at their defaults (batch-normalized and
+    residual nets take only that mean).
     Raises ValueError for sizes that are not explicit integers (``"auto"``), OverflowError
     naming the layer where a variance passes float64's range (exploding gradients).
     """
@@ -536,6 +554,16 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
             isinstance(s, int) and not isinstance(s, bool) for s in sizes):
         raise ValueError(f"model sizes must be explicit integers [n_in, hidden..., n_out], got "
                          f"{sizes!r}")
+    lengths = None
+    if x is not None:
+        from .lengths import example_lengths
+
+        if not (_is_number(input_var, 1.0) and _is_number(input_mean, 0.0)):
+            raise ValueError(f"give the inputs x or their statistics input_var/input_mean, not "
+                             f"both (got input_var={input_var!r}, input_mean={input_mean!r} "
+                             "with x)")
+        lengths = example_lengths(x, int(sizes[0]))
+        input_var, input_mean = float(lengths.mean()), 0.0
     hidden = [int(h) for h in sizes[1:-1]]
     if not hidden:
         raise ValueError(f"sizes = {list(sizes)} has no hidden layer: nothing to predict")
@@ -570,7 +598,10 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
     wide = _wide_output_note(int(sizes[-1]), hidden[-1], sum(1.0 / h for h in hidden),
                              not bn and not residual and has_zero_biases(spec.bias_init)
                              and _positively_homogeneous(act, **kw))
-    few = _few_inputs_note(int(sizes[0]), act, bn, **kw) + wide
+    # with the inputs at hand a plain net is averaged over their own lengths: the few-inputs
+    # warning (a chi-square assumed for a data set's spread) no longer applies to it
+    few = ("" if lengths is not None and not bn and not residual
+           else _few_inputs_note(int(sizes[0]), act, bn, **kw)) + wide
     # a Network's weights may have left its recipe (dl.lsuv rescales them in place): the
     # recipe's glorot prediction for an LSUV'd ReLU net read 0.0014 at layer 1, measured 0.93.
     # Batch norm divides each layer's scale out (its recursion reads no weight variance).
@@ -631,15 +662,34 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
     from ..validators import real
 
     input_var, input_mean = real("input_var", input_var, low=0.0), real("input_mean", input_mean)
-    t, w = input_length_rule(int(sizes[0]), input_var, input_mean)
+    if lengths is None:
+        t, w = input_length_rule(int(sizes[0]), input_var, input_mean)
+    else:  # the data's own lengths (input_var is their mean, input_mean 0)
+        from .lengths import empirical_length_rule
+
+        t, w, _ = empirical_length_rule(lengths)
     frame = one = run(input_var, input_mean)
     if len(t) > 1 and not (bias_vars is None and _positively_homogeneous(act, **kw)):
+        from .gaussian import resolve_activation
+        from .lengths import average_nodes, interpolated_nodes, propagate_nodes
+
+        fn = resolve_activation(act, **kw)
+        wvar = one["weight_var"].to_numpy(float)
+        layer_bias = bias_vars if bias_vars is not None else [0.0] * len(hidden)
+        bdist = (bias_distribution(spec.bias_init) or "normal") if bias_vars is not None \
+            else "normal"
+        sq0 = input_var + input_mean ** 2
+
         def average(ts: np.ndarray, ws: np.ndarray) -> pd.DataFrame:
-            return average_over_lengths([run(input_var * ti, input_mean * math.sqrt(ti))
-                                         for ti in ts], ws, (input_var + input_mean ** 2) * ts)
+            # every node's recursion at once (the same quadrature as propagate, one activation
+            # evaluation per layer): 15 propagate tables cost 4x the prediction (gelu 50x256)
+            # (a data set's many distinct lengths: run at 48 of them, the rest interpolated)
+            nodes = interpolated_nodes(ts, lambda g: propagate_nodes(
+                [int(sizes[0]), *hidden], fn, wvar, sq0 * g, layer_bias, bdist))
+            return average_nodes(one, nodes, ws)
 
         # a cheap screen first: the two-point rule t = 1 +- sd (t's mean and variance) is the
-        # average to second order; the full rule (12-24 recursions) only where it departs
+        # average to second order; the full rule (12-48 recursions) only where it departs
         sd = math.sqrt(float(np.sum(w * (t - 1.0) ** 2)))
         if sd >= 0.5 or _departs(average(np.array([1.0 - sd, 1.0 + sd]), np.full(2, 0.5)),
                                  frame, 0.5 * LENGTH_SPREAD_TOL):
@@ -656,6 +706,10 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
         "pre-activation variance" if bias_vars is not None else "") + (
         f"; from the network's own weights (each hidden layer's E[W^2]; {own_note})"
         if own else "")
+    if lengths is not None:
+        note += (f"; input lengths from the {lengths.size} rows of x (mean |x|^2 / n_in = "
+                 f"{input_var:.4g}, its relative spread {_spread(lengths):.3g})"
+                 + ("" if frame is one else ", averaged over them"))
     narrow = min(hidden)
     if narrow < NARROW_WIDTH:
         note += (f"; hidden layers as narrow as {narrow} unit{'s' if narrow != 1 else ''}: this "

@@ -33,6 +33,7 @@ from .gaussian import (
     ScalarActivation,
     activation_keywords,
     activation_rule,
+    gaussian_rules,
     resolve_activation,
 )
 from .taylor import taylor
@@ -182,6 +183,18 @@ def _moments_uniform_bias(fn: ScalarActivation, qw: float, bvar: float
     x, w = _UNIFORM_NODES
     bs = np.concatenate([-a / 2 * (1 + x), a / 2 * (1 + x)])
     bw = np.concatenate([w, w]) / 4.0  # the uniform density 1/(2a) times the panels' a/2
+    if qw > 0 and all(k == 0 for k in fn.kinks) and (bs != 0).all():  # 0: an edge already
+        # every b's shifted rule built at once (gaussian_rules: the same rules to rounding),
+        # one activation evaluation: the loop below built 48 rules one by one, 16 s for a
+        # gelu net of 8 layers with uniform biases once averaged over the input lengths
+        s, ws, at = gaussian_rules(np.full(bs.size, qw), bs)
+        f, d = fn.f(s), fn.df(s)
+        _check_values(fn, "f(s)", s, f)
+        _check_values(fn, "f'(s)", s, d)
+        per_b = np.stack([np.add.reduceat(ws * f, at), np.add.reduceat(ws * f * f, at),
+                          np.add.reduceat(ws * d * d, at)])
+        m1, m2, m3 = per_b @ bw
+        return float(m1), float(m2), float(m3)
     out = np.zeros(3)
     for b, wb in zip(bs, bw):
         if qw > 0:
