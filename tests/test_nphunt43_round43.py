@@ -288,3 +288,24 @@ def test_network_with_batchnorm_options_trains_and_predicts() -> None:
     h = np.maximum((z - z.mean(axis=0)) / np.sqrt(z.var(axis=0) + 1e-5), 0)
     np.testing.assert_allclose(net.predict(x), h @ net.layers[3].W.value + net.layers[3].b.value,
                                atol=1e-12)
+
+
+@pytest.mark.parametrize("flag", ["foreach", "fused", "capturable", "differentiable"])
+def test_torch_implementation_flags_are_refused_saying_what_they_are(flag) -> None:
+    """torch.optim's ``foreach=``/``fused=``/``capturable=``/``differentiable=`` choose how
+    torch runs an update. Before: ``Adam(params, fused=True)`` was Python's "Adam.__init__() got
+    an unexpected keyword argument 'fused'"; now the class and ``dl.optimizer`` say what the
+    flag is and list the accepted hyperparameters, and a typo gets the closest name."""
+    from depthlab.optimizers import SGD, Adam
+
+    params = dl.mlp([3, 4, 2], seed=0).parameters()
+    want = (rf"^unknown argument '{flag}' for optimizer 'adam' \(torch's {flag}= chooses how "
+            r"torch runs the update, not what it computes; depthlab has one NumPy update: leave "
+            r"it out\); accepted: lr, betas, eps, weight_decay, amsgrad, maximize")
+    with pytest.raises(TypeError, match=want):
+        Adam(params, lr=1e-3, **{flag: False})
+    with pytest.raises(TypeError, match=want):
+        dl.optimizer("adam", params, lr=1e-3, **{flag: False})
+    with pytest.raises(TypeError, match=r"^unknown argument 'momentun' for optimizer 'sgd' "
+                                        r"\(did you mean 'momentum'\?\); accepted: lr, momentum"):
+        SGD(params, lr=0.1, momentun=0.9)

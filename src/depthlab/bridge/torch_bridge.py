@@ -304,8 +304,9 @@ _SIMPLE_FROM_TORCH = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.Identity: "iden
                       nn.Mish: "mish", nn.SiLU: "swish", nn.LogSigmoid: "logsigmoid",
                       nn.ReLU6: "relu6", nn.Hardsigmoid: "hardsigmoid",
                       nn.Hardswish: "hardswish", Step: "step"}
-ACCEPTED_FROM_TORCH = ("nn.Sequential, Linear, BatchNorm1d (affine, with running statistics; "
-                       "a momentum or None), Dropout, AlphaDropout, Sigmoid, Tanh, Identity, ReLU, "
+ACCEPTED_FROM_TORCH = ("nn.Sequential, Linear, BatchNorm1d (a momentum or None; affine and "
+                       "track_running_stats True or False), Dropout, AlphaDropout, Sigmoid, Tanh, "
+                       "Identity, ReLU, "
                        "LeakyReLU, ELU, SELU, SiLU, Softsign, Mish, GELU (erf or tanh), "
                        "Softplus, Hardtanh, LogSigmoid, ReLU6, Hardsigmoid, Hardswish, "
                        "Softmax(dim=-1, 1 or None), Flatten(start_dim=1, end_dim=-1) (no layer: "

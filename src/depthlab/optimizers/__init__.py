@@ -15,7 +15,7 @@ from .adadelta import Adadelta
 from .adagrad import Adagrad
 from .adam import Adam, AdamW
 from .adamax import Adamax
-from .base import Optimizer
+from .base import Optimizer, refuse_unknown_arguments
 from .clip import clip_grad_norm_, clip_grad_value_
 from .nadam import NAdam
 from .radam import RAdam
@@ -80,6 +80,7 @@ def get_optimizer(name: str | Optimizer, params: Iterable[Parameter] | None = No
     if params is None:
         REGISTRY.key(name)  # an unknown name is the first thing to report
         raise TypeError(f"get_optimizer({name!r}) needs the parameters to optimize")
+    refuse_unknown_arguments(optimizer_class(name), kwargs)  # torch's foreach=: what it is
     return REGISTRY.build(name, params, **kwargs)
 
 

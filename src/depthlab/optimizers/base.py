@@ -136,6 +136,35 @@ def lerp(x: Array, g: Array, sign: float, weight: float, tmp: Array) -> None:
             xp.negative(x, out=x)
 
 
+# torch.optim's keywords that choose how torch runs an update (for-each or fused kernels, CUDA
+# graphs, autograd through the step), not what the update computes
+TORCH_IMPLEMENTATION_FLAGS = ("foreach", "fused", "capturable", "differentiable")
+
+
+def refuse_unknown_arguments(cls: type[Optimizer], kwargs: Mapping[str, Any]) -> None:
+    """TypeError naming the first keyword argument that is no hyperparameter of ``cls``, with
+    the closest name, or for torch's implementation flags (``foreach``, ``fused``,
+    ``capturable``, ``differentiable``) what they are; the accepted names follow. A class
+    called directly said only Python's "got an unexpected keyword argument 'fused'"."""
+    accepted = cls.hyperparameter_names()
+    for k in kwargs:
+        if k == "params" or k in accepted:
+            continue
+        if any(q.kind is inspect.Parameter.VAR_KEYWORD
+               for q in inspect.signature(cls.__init__).parameters.values()):
+            return  # a subclass taking **kwargs checks them itself
+        if k in TORCH_IMPLEMENTATION_FLAGS:
+            hint = (f" (torch's {k}= chooses how torch runs the update, not what it computes; "
+                    "depthlab has one NumPy update: leave it out)")
+        else:
+            from ..validators import closest_name
+
+            close = closest_name(k, accepted) if isinstance(k, str) else None
+            hint = f" (did you mean {close!r}?)" if close else ""
+        raise TypeError(f"unknown argument {k!r} for optimizer {cls.name!r}{hint}; accepted: "
+                        f"{', '.join(accepted)}")
+
+
 def _group_specs(params: Any) -> tuple[list[dict[str, Any]] | None, Any]:
     """``(groups, params)``: torch's parameter groups when ``params`` is a list of dicts
     (``groups`` the dicts, each holding ``"params"``), else ``(None, params)`` with an iterator
@@ -158,6 +187,7 @@ class _OptimizerType(type):
     (``opt.defaults``), then adds each dict with :meth:`Optimizer.add_param_group`."""
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        refuse_unknown_arguments(cls, kwargs)
         if args:
             groups, params = _group_specs(args[0])
             args = (params, *args[1:])
