@@ -51,3 +51,32 @@ def test_typing_a_tiny_learning_rate_is_refused_beside_the_control(browser, serv
         note.wait_for(state="visible", timeout=30_000)
         assert "expected a number >= 1e-8 and <= 10" in note.text_content()
         assert pg.get_attribute("#f-train-lr", "aria-invalid") == "true"
+
+
+# -- the preset's explanation is in sight --------------------------------------------------------
+IN_VIEW = """() => { const r = document.getElementById('preset-why').getBoundingClientRect();
+  return [r.top, r.bottom, r.height, window.innerHeight]; }"""
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (800, 800)])
+def test_a_presets_explanation_is_shown_in_the_window(browser, server, shots, size):
+    # a learner at 1280 x 800 clicked "naive: sigmoid + N(0, 1)": its story ("the textbook net
+    # of the 1990s: weights N(0, 1) push many sigmoid units into saturation ...") was written at
+    # the foot of the controls, 782 px down a column cut at 800 px: one line showed, the rest
+    # was out of sight with nothing saying there was more
+    w, h = size
+    with checked_page(browser, w, h) as pg:
+        pg.goto(server.url + "?model.depth=2&model.width=8")
+        pg.wait_for_function(MEASURED, timeout=90_000)
+        for name in ("naive", "residual"):
+            pg.click(f"[data-preset={name}]")
+            pg.wait_for_function(f"document.getElementById('preset-why').textContent === "
+                                 f"S.schema.presets['{name}'].why", timeout=60_000)
+            top, bottom, height, inner = pg.evaluate(IN_VIEW)
+            assert height > 0 and 0 <= top and bottom <= inner, (name, top, bottom, inner)
+            pg.screenshot(path=str(shots / f"playhunt43_preset_{name}_{w}x{h}.png"))
+        # a change by hand clears it, and nothing of it stays on the page (no empty box)
+        pg.fill("#f-train-seed", "3")
+        pg.press("#f-train-seed", "Tab")
+        pg.wait_for_function("document.getElementById('preset-why').textContent === ''")
+        assert pg.evaluate(IN_VIEW)[2] == 0
