@@ -99,6 +99,7 @@ from .doctor_probe import (
     _probe_fn,
     functional_act_rows,
 )
+from .exploding_time import EXPLODING_TIME_DECADES, rule_exploding_through_time
 from .gradient_path import (
     POOLED_GRAD,
     LayerGraph,
@@ -165,6 +166,8 @@ __all__ = [
     "THROUGH_TIME_DECADES",
     "through_time",
     "rule_vanishing_through_time",
+    "EXPLODING_TIME_DECADES",
+    "rule_exploding_through_time",
 ]
 
 
@@ -251,6 +254,7 @@ class TorchRunContext(RunContext):
 
     points_override: list[_Point] = field(default_factory=list)
     through_time: dict[str, Any] | None = None  # :func:`through_time` of the trained model
+    through_time_init: dict[str, Any] | None = None  # ... and of the initial one
     residual_ends: frozenset[str] = frozenset()
     """Names of the layers that end a residual branch (:func:`rx.residual_ends`): a smaller
     initial variance than recommended, zeros included, is their design (a branch that starts
@@ -1047,6 +1051,8 @@ def _train_run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: Torc
     if tt is not None:
         tt["ratio_step0"] = before["ratio"]
         tt["index"] = index.get(tt["layer"])
+    if before is not None:
+        before["index"] = index.get(before["layer"])
     targets = target_scale(loss_fn, data.y if not isinstance(model, StandardizedTargets) else
                            (data.y - model.mean) / model.std)  # as the network learns them
     stats = {} if targets is None else {  # one column per target entry: (N,), (N, C) and
@@ -1056,7 +1062,8 @@ def _train_run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: Torc
                           probe_examples=int(px.shape[0]),  # dead units, BN drift: not on 2
                           points_override=_points(result.probes, layers, matrices),
                           chance_loss=chance,
-                          through_time=tt, target_stats=stats, residual_ends=ends,
+                          through_time=tt, through_time_init=before,
+                          target_stats=stats, residual_ends=ends,
                           early_update_ratios=early, graph=graph)
     findings, by_kind = evaluate(ctx)  # in the rules' priority order
     with np.errstate(all="ignore"):
@@ -1100,12 +1107,31 @@ def _apply_cure(changes: dict[str, Any], model: nn.Module, spec: TorchTrainSpec,
     return model, spec
 
 
+def _vanishing_through_time(ctx: RunContext) -> tuple[float, Finding | None]:
+    """:func:`rule_vanishing_through_time`, silent where the gradient grows going back in time
+    (its strongest step before its weakest, the first step's input gradient above the last
+    one's): that is no vanishing gradient but an exploding one, whose weak step is the last,
+    next to the loss (a tanh ``nn.RNN`` with orthogonal recurrent weights at gain 3 read
+    'vanishes through time ... learns from a few steps near step 0 only', and its cure, chrono
+    initialization, keeps the state longer: more growth). :func:`rule_exploding_through_time`
+    judges it."""
+    tt = getattr(ctx, "through_time", None)
+    metric, finding = rule_vanishing_through_time(ctx)
+    if finding is not None and tt and tt["strongest"] < tt["weakest"] \
+            and float(tt["first"]) > float(tt["last"]):
+        return metric, None
+    return metric, finding
+
+
 TORCH_RULES: dict[str, Rule] = {r.kind: r for r in (
+    Rule("exploding_through_time", "decades gained through time (log10 first/last step's "
+         "input gradient)", EXPLODING_TIME_DECADES, rule_exploding_through_time),
     Rule("vanishing_through_time", "decades lost through time (-log10 weakest/strongest "
-         "step's input gradient)", THROUGH_TIME_DECADES, rule_vanishing_through_time),
+         "step's input gradient)", THROUGH_TIME_DECADES, _vanishing_through_time),
 )}
 """The torch doctor's own rules (after :data:`depthlab.diagnosis.rules.RULES`): findings only
-a torch model can show (recurrence through time)."""
+a torch model can show (recurrence through time: the gradient growing going back in time,
+:mod:`depthlab.torch.exploding_time`, or vanishing)."""
 
 
 def _settings(spec: TorchTrainSpec, loss_fn: Callable, device: torch.device) -> dict[str, Any]:
@@ -1442,6 +1468,24 @@ def _standardize_first(findings: list[Finding]) -> list[tuple[dict[str, Any], st
              "on (y - mean) / std, predict mean + std * output).")]
 
 
+def _through_time_first(findings: list[Finding]) -> list[tuple[dict[str, Any], str]]:
+    """The orthogonal recurrent matrices (:func:`~depthlab.torch.prescriptions.
+    orthogonal_recurrent`), with why, for a divergence of a run whose exploding_through_time
+    finding (:func:`rule_exploding_through_time`) read the growth at initialization; else
+    ``[]``: the recurrent matrices multiply the gradient at every step back in time, so the
+    first updates are that many times too large at any learning rate (an ``nn.RNN(relu)`` at
+    orthogonal gain 2 diverged at SGD lr 0.1; lr/10 and warm-up diverged too, clipping ended at
+    a constant prediction's loss, the gain-1 matrices trained it)."""
+    grown = next((g.evidence.get("growth_init") for g in findings
+                  if g.kind == "exploding_through_time"), None)
+    if not (isinstance(grown, float) and grown >= 10.0 ** EXPLODING_TIME_DECADES):
+        return []
+    return [({"recurrent_init": "orthogonal"},
+             f"The gradient explodes through time at initialization ({grown:.3g}x from the "
+             "last time step to the first, see exploding_through_time): the first updates "
+             "are that large at any learning rate. " + rx.ORTHOGONAL_RECURRENT)]
+
+
 def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], nn.Module],
            seed: int, xs: torch.Tensor, d: TensorData, loss_fn: Callable,
            skipped: list[str] | None = None, passed_over: list[str] | None = None
@@ -1504,6 +1548,8 @@ def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], 
                   more[:1] + candidates + more[1:] if in_training else
                   [({"lr": spec.lr / 10.0}, _KILLED_TEXT)] + candidates + more if killed else
                   candidates + more)
+    if f.kind == "divergence":  # a recurrence whose gradient explodes through time
+        candidates = _through_time_first(base.findings) + candidates
     if f.kind in STEP_SIZE_KINDS and not at_init:
         candidates = _standardize_first(base.findings) + candidates
     out: list[tuple[dict[str, Any], str]] = []

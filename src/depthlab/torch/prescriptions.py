@@ -32,7 +32,12 @@ change                      what it does
                             that each unit keeps its state over ``U(1, T - 1)`` steps, ``T`` the
                             sequence length the layer sees (Tallec & Ollivier 2018): LSTM forget
                             bias ``log u``, input bias ``-log u``; GRU update-gate bias
-                            ``log u``; other gate biases 0
+                            ``log u``; other gate biases 0. ``orthogonal``: each gate's block
+                            of every recurrent matrix ``weight_hh`` of an ``nn.RNN``/``GRU``/
+                            ``LSTM`` drawn orthogonal, gain 1 (singular values 1: the state's
+                            Jacobian ``W_hh^T diag(f')`` has norm <= 1, so the gradient cannot
+                            grow through time; Saxe et al. 2014, Le et al. 2015), the input
+                            weights and biases kept
 ``lr``, ``warmup``,         training settings (:class:`depthlab.torch.train.TorchTrainSpec`): a
 ``clip_grad_norm``,         smaller learning rate, linear warm-up steps, gradient-norm clipping
 ``optimizer``,              (``torch.nn.utils.clip_grad_norm_``), another optimizer (``adam``),
@@ -1129,6 +1134,41 @@ def chrono_init(model: nn.Module, x: torch.Tensor) -> int:
     return changed
 
 
+RECURRENT_INITS: tuple[str, ...] = ("chrono", "orthogonal")
+"""The ``recurrent_init`` transforms: :func:`chrono_init`, :func:`orthogonal_recurrent`."""
+
+
+def orthogonal_recurrent(model: nn.Module) -> int:
+    """Draw every trainable recurrent matrix of ``model``'s ``nn.RNN``/``nn.GRU``/``nn.LSTM``
+    layers (``weight_hh_l{k}``, ``_reverse`` too) orthogonal with gain 1, gate block by gate
+    block (``G`` blocks of ``hidden_size`` rows: 1 for an RNN, 3 for a GRU, 4 for an LSTM), in
+    place; input weights and biases are kept. With singular values 1 the backward map of one
+    time step, ``dL/dh_{t-1} = W_hh^T (f'(s_t) * dL/dh_t)``, has norm at most
+    ``max |f'| <= 1`` for tanh and ReLU states, so the gradient cannot grow going back in time
+    (Saxe et al. 2014; Le et al. 2015 for ReLU RNNs), where a recurrent matrix with a
+    spectral radius above 1 multiplies it at every step. Returns the number of matrices
+    drawn; raises :class:`NotApplicable` when there is none (no recurrent layer, or every
+    recurrent matrix frozen)."""
+    rnns = [m for m in model.modules() if isinstance(m, nn.RNNBase)]
+    if not rnns:
+        raise NotApplicable("no nn.RNN, nn.GRU or nn.LSTM whose recurrent matrices to draw")
+    changed = 0
+    with torch.no_grad():
+        for m in rnns:
+            for pname, p in m.named_parameters():
+                if not pname.startswith("weight_hh") or not p.requires_grad or p.dim() != 2:
+                    continue
+                h = m.hidden_size
+                for k in range(max(1, p.shape[0] // h)):
+                    block = torch.empty((h, p.shape[1]), dtype=torch.float32, device=p.device)
+                    nn.init.orthogonal_(block)  # (float32: no QR in half precision)
+                    p[k * h:(k + 1) * h] = block.to(p.dtype)
+                changed += 1
+    if not changed:
+        raise NotApplicable("every recurrent matrix is frozen")
+    return changed
+
+
 def _frozen(module: nn.Module) -> bool:
     """A weight layer none of whose weights trains (``requires_grad`` False: a pretrained
     backbone), whose function the cures keep."""
@@ -1279,10 +1319,13 @@ def apply(changes: dict[str, Any], model: nn.Module, spec: TorchTrainSpec, x: to
     if "init" in changes:
         reinitialize(model, trace(model, x), str(changes["init"]), x)
     if changes.get("recurrent_init") is not None:
-        if changes["recurrent_init"] != "chrono":
+        if changes["recurrent_init"] not in RECURRENT_INITS:
             raise ValueError(f"unknown recurrent_init {changes['recurrent_init']!r}; expected "
-                             "'chrono'")
-        chrono_init(model, x)
+                             f"one of {', '.join(map(repr, RECURRENT_INITS))}")
+        if changes["recurrent_init"] == "chrono":
+            chrono_init(model, x)
+        else:
+            orthogonal_recurrent(model)
     if changes.get("bias_init") is not None:
         if changes["bias_init"] not in ("zeros", "zero"):
             raise ValueError(f"unknown bias_init {changes['bias_init']!r}; expected 'zeros'")
@@ -1353,6 +1396,12 @@ def translate(rule_changes: dict[str, Any], spec: TorchTrainSpec) -> dict[str, A
 CHRONO = ("Chrono initialization of the GRU/LSTM gate biases (Tallec & Ollivier 2018): each "
           "unit starts out keeping its state over 1 to T steps, so the gradient reaches the "
           "early steps.")
+
+
+ORTHOGONAL_RECURRENT = (
+    "Draw each recurrent matrix (W_hh, gate by gate) orthogonal with gain 1 (Saxe et al. 2014; "
+    "Le et al. 2015): its singular values are 1, so the gradient is not multiplied by more than "
+    "1 at each step back in time.")
 
 
 def _matched_caveat(activation: str | None) -> str:
@@ -1452,6 +1501,11 @@ def alternatives(kind: str, activation: str | None, spec: TorchTrainSpec, normal
              CHRONO + " With Adam (lr 0.01), whose per-parameter step does not shrink with "
              "the small gradients of the early steps."),
             ({"recurrent_init": "chrono"}, CHRONO), adam],
+        "exploding_through_time": [
+            ({"recurrent_init": "orthogonal"}, ORTHOGONAL_RECURRENT),
+            ({"clip_grad_norm": 1.0}, "Clip the gradient norm at 1 "
+             "(torch.nn.utils.clip_grad_norm_; Pascanu et al. 2013): a step whose gradient "
+             "grew through time keeps its direction and a bounded size."), lower],
         "unscaled_targets": [({"target_scale": "standardize"}, "Standardize the targets with "
                                "the training set's per-column mean and std (train on (y - mean) "
                                "/ std, predict mean + std * output): outputs and gradients of "

@@ -1,0 +1,123 @@
+"""Round 43 (tdochunt43): the torch doctor on recurrent models whose gradient explodes through
+time (large recurrent weights), and the dead-unit rules' agreement."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import depthlab.torch as dlt
+from depthlab.torch import prescriptions as rx
+from depthlab.torch.exploding_time import growth_decades
+from depthlab.torch.through_time import through_time
+from depthlab.torch.train import TorchTrainSpec
+
+T, F_IN, HIDDEN = 30, 4, 32
+
+
+def _data(n: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 30, 4) sequences labelled by the sign of their last 5 steps' first feature: a
+    recurrence that passes the gradient on learns it from the steps next to the loss."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, T, F_IN, generator=g)
+    return x, (x[:, -5:, 0].sum(1) > 0).long()
+
+
+class _LastStep(nn.Module):
+    """An ``nn.RNN`` (or GRU/LSTM) read at its last step, its recurrent matrix drawn orthogonal
+    at ``gain`` (spectral radius ``gain``), a Linear head."""
+
+    def __init__(self, gain: float, cell: type[nn.RNNBase] = nn.RNN, **kw: str) -> None:
+        super().__init__()
+        self.rnn = cell(F_IN, HIDDEN, batch_first=True, **kw)
+        self.head = nn.Linear(HIDDEN, 2)
+        nn.init.orthogonal_(self.rnn.weight_hh_l0, gain=gain)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.rnn(x)[0][:, -1])
+
+
+class _FirstStep(_LastStep):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.rnn(x)[0][:, 0])
+
+
+def test_a_gradient_growing_back_in_time_is_exploding_not_vanishing():
+    # tanh recurrence at orthogonal gain 3: the gradient at step 0's input is ~2e4x that at
+    # step 29, next to the loss; at lr 1e-4 the loss stays at chance. It was read as
+    # 'vanishes through time ... training learns from a few steps near step 0 only'
+    d = dlt.doctor(lambda: _LastStep(3.0), _data(), optimizer=("sgd", {"lr": 1e-4}),
+                   steps=30, verify=False)
+    assert "vanishing_through_time" not in d.kinds, str(d)
+    f = d.finding("exploding_through_time")
+    assert f is not None, str(d)
+    assert f.evidence["growth_init"] >= 1e3 and f.evidence["time_steps"] == T
+    assert f.evidence["growth_per_step"] == pytest.approx(
+        f.evidence["growth"] ** (1 / (T - 1)))
+    assert "at step 0 is" in f.message and "step 29, the last" in f.message
+    assert f.layers == [1]
+
+
+def test_a_relu_rnn_diverging_through_time_gets_a_verified_recurrent_cure():
+    # nn.RNN(relu) at orthogonal gain 2: 2.3e3x growth back over 30 steps, NaN at step 3 at
+    # SGD lr 0.1; lr/10 and warm-up diverged too, clipping ended at chance. Before, the
+    # divergence was the only finding and none of its cures helped
+    d = dlt.doctor(lambda: _LastStep(2.0, nonlinearity="relu"), _data(),
+                   optimizer=("sgd", {"lr": 0.1}), steps=60, verify=True, max_cures=1)
+    assert d.baseline["diverged"]
+    f = d.finding("exploding_through_time")
+    assert f is not None, str(d)
+    assert f.prescription == {"recurrent_init": "orthogonal"}
+    v = next(v for v in d.verifications if v.kind == "exploding_through_time")
+    assert v.helped and v.resolved, str(d)
+    assert math.isnan(v.before["train_loss"]) and v.after["train_loss"] < 0.9 * d.chance_loss
+    div = next(v for v in d.verifications if v.kind == "divergence")  # the same run, first
+    assert div.prescription == {"recurrent_init": "orthogonal"} and div.helped, str(d)
+    assert d.finding("divergence").prescription == {"recurrent_init": "orthogonal"}
+
+
+def test_growth_is_read_only_where_every_step_reaches_the_loss():
+    x, y = _data(64)
+    torch.manual_seed(0)
+    grown = through_time(_LastStep(3.0), x, y, nn.CrossEntropyLoss())
+    assert growth_decades(grown) > 3
+    torch.manual_seed(0)  # read at step 0: the later steps get no gradient, no growth
+    assert math.isnan(growth_decades(through_time(_FirstStep(3.0), x, y,
+                                                  nn.CrossEntropyLoss())))
+    for cell in (nn.RNN, nn.GRU, nn.LSTM):  # torch's default initializations: no growth
+        torch.manual_seed(0)
+        m = _LastStep(1.0, cell)
+        m.rnn.reset_parameters()
+        assert growth_decades(through_time(m, x, y, nn.CrossEntropyLoss())) < 1
+    assert math.isnan(growth_decades(None))
+    assert growth_decades({"first": math.inf, "last": 1.0}) == math.inf
+
+
+@pytest.mark.parametrize("cell,gates", [(nn.RNN, 1), (nn.GRU, 3), (nn.LSTM, 4)])
+def test_orthogonal_recurrent_draws_each_gate_block_and_keeps_the_rest(cell, gates):
+    torch.manual_seed(0)
+    m = nn.Sequential()
+    m.add_module("rnn", cell(3, 5, num_layers=2, bidirectional=True))
+    m.add_module("frozen", cell(10, 5))
+    for p in m.frozen.parameters():
+        p.requires_grad_(False)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(7.0)
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    assert rx.orthogonal_recurrent(m) == 4  # 2 layers x 2 directions, the frozen one kept
+    for n, p in m.named_parameters():
+        if n.startswith("rnn.weight_hh"):
+            for k in range(gates):
+                block = p[k * 5:(k + 1) * 5].double()
+                assert torch.allclose(block @ block.T, torch.eye(5, dtype=torch.float64),
+                                      atol=1e-5), n
+        else:
+            assert torch.equal(p, before[n]), n
+    with pytest.raises(rx.NotApplicable, match="no nn.RNN"):
+        rx.orthogonal_recurrent(nn.Linear(3, 3))
+    with pytest.raises(ValueError, match="unknown recurrent_init 'identity'"):
+        rx.apply({"recurrent_init": "identity"}, m, TorchTrainSpec(), torch.randn(2, 4, 3))
