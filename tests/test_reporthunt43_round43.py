@@ -92,3 +92,36 @@ def test_a_character_only_another_style_of_a_font_has_is_not_an_empty_box():
             chosen.set_family([family])
             path = font_manager.findfont(chosen, fallback_to_default=False)
             assert ord(ch) in glyphs._charmap(str(path)), (ch, family, path)
+
+
+def _rows(quantities: dict[str, dict[int, list[float]]], steps=(0, 5)) -> pd.DataFrame:
+    """A probe table: ``{quantity: {layer: [value per step]}}``."""
+    return pd.DataFrame([{"step": s, "layer": layer, "quantity": q, "value": v}
+                         for q, per in quantities.items() for layer, vals in per.items()
+                         for s, v in zip(steps, vals)])
+
+
+def _overlaps(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def test_a_three_line_panel_title_stays_clear_of_the_figure_title():
+    """Two runs of the same values named in another script (``日本語のラン — naïve``,
+    ``Ünïcödé/run:1``), gradients near 1e-3 (a ``×10^-3`` offset over the axis): each
+    panel's title is three lines ("...: same values as / ... (under it)") and the left one
+    is lifted by the offset text; the figure's title "Back-propagated gradient std per layer"
+    was drawn across them (the margin counted 0.22 in a line). The top margin is measured."""
+    from depthlab import plot
+
+    same = {"grad_pre_std": {1: [1.1e-3, 1.075e-3], 2: [1.128e-3, 1.107e-3]}}
+    fig = plot.gradient_per_layer({"日本語のラン — naïve ✓ 𝛼β": _rows(same),
+                                   "Ünïcödé/run:1": _rows(same)}, False)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    sup = fig._suptitle.get_window_extent(renderer)
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert any(ax.get_title().count("\n") >= 2 for ax in panels)  # the case drawn
+    for ax in panels:
+        title = ax.title.get_window_extent(renderer)
+        assert not _overlaps(sup, title), (ax.get_title(), sup, title)
+        assert title.y1 <= fig.bbox.y1, ax.get_title()  # inside the figure

@@ -765,17 +765,7 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
     if own:
         axes[1].set_ylabel("own scale (log)")
     fig.suptitle(title, fontsize=11)
-    # the 0.7 in top margin holds the figure's title and two lines of a panel's: a third (a
-    # diverged run's last finite step and another run's zero layers) ran into the title
-    lines = max(ax.get_title().count("\n") + 1 for ax in axes)
-    if axes[0].yaxis.get_major_formatter().get_offset():  # "×10^-3" over the axis lifts the
-        lines += 1  # left panel's title by about a line (into the figure's title)
-    if lines > 2:
-        extra = 0.22 * (lines - 2)  # a 10.5 pt title line is 0.2 in
-        below = fig.subplotpars.bottom * fig.get_figheight()
-        height = fig.get_figheight() + extra
-        fig.set_figheight(height)
-        fig.subplots_adjust(top=1 - (0.7 + extra) / height, bottom=below / height)
+    _room_for_titles(fig, axes, 0.7)
     handles, labels = [], []
     theory_shown, rings = False, True
     for h, lab in zip(*axes[0].get_legend_handles_labels()):
@@ -807,6 +797,44 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
                    bbox_to_anchor=(1 - (legend_w + 0.05) / fig.get_figwidth(),
                                    fig.subplotpars.top))
     return fig
+
+
+def _room_for_titles(fig: Figure, axes: Sequence[Any], least_in: float) -> None:
+    """Make the top margin (at least ``least_in`` inches) hold the figure's title above every
+    panel's title as drawn: its measured height, the panel title's pad and, over an axis
+    showing one, the y offset text (``×10^-3``) that lifts the panel's title by its height.
+    The figure grows by what is added, the panels keep their size. Counting the title's lines
+    (0.22 in each) missed the offset text's mathtext height: a three-line panel title (a run
+    named in non-Latin script "same values as" another) overlapped the figure's title."""
+    from matplotlib.ticker import ScalarFormatter
+
+    renderer = fig.canvas.get_renderer()
+    dpi = fig.dpi
+    sup = getattr(fig, "_suptitle", None)
+    sup_in = (sup.get_window_extent(renderer).height / dpi if sup is not None
+              and sup.get_text() else 0.0)
+    need = least_in
+    for ax in axes:
+        title_in = (ax.title.get_window_extent(renderer).height / dpi if ax.get_title()
+                    else 0.0)
+        offset_in = 0.0
+        fmt = ax.yaxis.get_major_formatter()
+        if isinstance(fmt, ScalarFormatter):  # its offset is set from the ticks' places
+            fmt.set_locs(ax.yaxis.get_majorticklocs())
+        if ax.yaxis.offsetText.get_visible() and fmt.get_offset():
+            text = ax.yaxis.offsetText
+            text.set_text(fmt.get_offset())
+            offset_in = text.get_window_extent(renderer).height / dpi + 0.03
+        # title pad 6 pt; figure title's own margin to the top, 0.02 of the height, and a gap
+        need = max(need, title_in + offset_in + 6 / 72 + sup_in + 0.12
+                   + 0.02 * fig.get_figheight())
+    height = fig.get_figheight()
+    top_in = (1 - fig.subplotpars.top) * height
+    if need > top_in + 1e-6:
+        below = fig.subplotpars.bottom * height
+        height += need - top_in
+        fig.set_figheight(height)
+        fig.subplots_adjust(top=1 - need / height, bottom=below / height)
 
 
 # -- one-run figures ---------------------------------------------------------------------------
