@@ -282,12 +282,19 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     # output storage -> (input storage, "the function F.max_pool2d"): producers after the
     # forward, where no module made that output (a module's own inner call is named by it)
     fproducers: dict[int, tuple[int, str]] = {}
+    # autograd node of a product or quotient of one computed tensor and a constant (a number, a
+    # parameter, a buffer: ``0.5 * F(x)``, ``self.gamma * F(x)``, ``F(x) / tau``) -> (the
+    # node of that tensor, the constant factor): a residual branch's scale (_check_add)
+    scales: dict[Any, tuple[Any, Any]] = {}
 
     def on_function(name: str, args: tuple, kwargs: dict, out: Any) -> None:
         """Bookkeeping for a torch function call ``name(*args, **kwargs) -> out``: a pooling
         function as its module (:func:`depthlab.torch.pooling.function_module`: the same
         :class:`~depthlab.torch.pooling.Between`), a reshape that copied as a copy of the
         values (as a Flatten module that copied)."""
+        if name in _SCALES:
+            _record_scale(name, args, kwargs, out, scales, reads)
+            return
         if name in _ADDS:  # a residual sum's operands: x + F.relu(self.l(x)), a branch
             # ending with an activation the forward applies itself (chain_acts reads them;
             # only layer inputs were read, so the add's operand was 'another operation')
@@ -715,8 +722,9 @@ def chain(model: nn.Module, x: Any, y: Any = None,
             spec = _functional_post(out_fn, block.name)
             if spec is not None:
                 hit = [(b_out, b_out, spec, done)]
-        _check_add(block.name, out_fn, bool(hit), ends[0], ends[1] if len(ends) > 1 else in_fn,
-                   {fn: labels[at] for at, fn in fns.items() if fn is not None})
+        scale = _check_add(block.name, out_fn, bool(hit), ends[0],
+                           ends[1] if len(ends) > 1 else in_fn,
+                           {fn: labels[at] for at, fn in fns.items() if fn is not None}, scales)
         readers = [a for a in acts if a[0] == b_out and a[1] != b_out and a[3] > done]
         if not hit and len(readers) == 1 and not any(b_out in c for c in inputs.values()):
             # Sequential(..., Block(), nn.ReLU(), ...): the activation module after the block,
@@ -735,7 +743,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
                 block.name)
         out.append({"kind": "block", "name": block.name, "layers": paths[0],
                     "shortcut": paths[1] if len(paths) > 1 else [],
-                    "post": hit[-1][2] if hit else None, "between": mids})
+                    "post": hit[-1][2] if hit else None, "between": mids, "scale": scale})
         prev_end = b_out
         prev_at = max(done, hit[-1][3] if hit else -1)
     stop, start, name = last
@@ -972,10 +980,16 @@ def _add_hint(node: Any) -> str:
 _ADDS = frozenset({"add", "add_", "__add__", "__radd__", "__iadd__"})
 """Torch functions and tensor methods of a sum (a residual block's add)."""
 
+_SCALES = frozenset({"mul", "__mul__", "__rmul__", "multiply", "div", "__truediv__", "divide",
+                     "true_divide"})
+"""Torch functions and tensor methods of a product or quotient (a residual branch's scale,
+``x + self.gamma * F(x)``; :func:`_record_scale`)."""
+
 _RESHAPES = frozenset({"flatten", "view", "reshape", "view_as", "reshape_as", "contiguous",
-                       "unflatten", "squeeze", "unsqueeze"})
+                       "unflatten", "squeeze", "unsqueeze", "clone"})
 """Functions (``torch.flatten``, tensor methods) whose output holds every value of their input in
-another shape (a reshape of a non-contiguous tensor copies them)."""
+another shape (a reshape of a non-contiguous tensor copies them; ``h.clone()`` copies them in
+the same shape: the identity, forward and backward)."""
 
 
 class _Functions(TorchFunctionMode):
@@ -994,7 +1008,7 @@ class _Functions(TorchFunctionMode):
         out = func(*args, **kwargs)
         name = getattr(func, "__name__", "")
         if name and ("pool" in name or "dropout" in name or name in _RESHAPES
-                     or name in ("mean", "amax") or name in _ADDS):
+                     or name in ("mean", "amax") or name in _ADDS or name in _SCALES):
             try:
                 self.on_call(name, args, kwargs, out)
             except (TypeError, ValueError, RuntimeError, IndexError):  # arguments no module
@@ -1428,16 +1442,97 @@ def _copies_below(node: Any) -> Any:
     return node
 
 
-def _check_add(name: str, out_fn: Any, post: bool, branch_fn: Any, skip_fn: Any,
-               made: dict | None = None) -> None:
-    """The block's output is ``post(a + b)`` (``post`` an activation module when ``post``) of
-    exactly the branch's output ``a`` and the shortcut's ``b`` (autograd nodes; the check is
-    skipped without gradients): a scale, another operation or a functional activation in
-    between would make the prediction wrong, so it is refused; so is an add with ``alpha``
-    (``x.add(F(x), alpha=0.5)``, ``torch.add(x, F(x), alpha=2)``), a scale inside the add."""
-    if out_fn is None or branch_fn is None or skip_fn is None:
+def _record_scale(name: str, args: tuple, kwargs: dict, out: Any,
+                  scales: dict[Any, tuple[Any, Any]], reads: list[tuple[Any, int]]) -> None:
+    """Note ``out = t * c`` (``c * t``, ``t / c``) of one tensor ``t`` with an autograd node and
+    a constant ``c`` (a number, or a tensor without a node: a parameter, a buffer) in
+    ``scales``: ``out``'s node -> (``t``'s node, the factor ``c`` or ``1 / c``, float64);
+    ``t`` is read (an activation the forward applied itself, ``gamma * torch.tanh(l(x))``, is
+    found by :func:`~depthlab.torch.functional_acts.chain_acts`). Anything else (two computed
+    operands, a rounding division, ``c / t``) is no scale and is left out."""
+    operands = [*args, *kwargs.values()]
+    if not isinstance(out, torch.Tensor) or out.grad_fn is None or len(operands) != 2:
         return
+    moving = [k for k, o in enumerate(operands)
+              if isinstance(o, torch.Tensor) and not _of_parameters(o)]
+    if len(moving) != 1:
+        return
+    k = moving[0]
+    t, c = operands[k], operands[1 - k]
+    divide = name in ("div", "__truediv__", "divide", "true_divide")
+    if divide and k != 0:  # c / t: not a scale of t
+        return
+    if isinstance(c, torch.Tensor):
+        if not (c.is_floating_point() or c.dtype in (torch.int32, torch.int64)):
+            return
+        c = c.detach().to(device="cpu", dtype=torch.float64)
+    elif isinstance(c, (int, float)) and not isinstance(c, bool):
+        c = torch.tensor(float(c), dtype=torch.float64)
+    else:
+        return
+    scales[out.grad_fn] = (t.grad_fn, 1.0 / c if divide else c)
+    reads.append((t.grad_fn, _storage(t)))
+
+
+def _of_parameters(t: torch.Tensor, limit: int = 64) -> bool:
+    """Whether ``t`` is a constant for the forward's activations: no autograd node, or one
+    computed from parameters alone (LayerScale's ``self.gamma[:, None, None]``,
+    ``self.gamma.view(1, -1, 1, 1)``, ``torch.exp(self.log_alpha)``), within ``limit`` nodes."""
+    if t.grad_fn is None:
+        return True
+    seen: set[int] = set()
+    todo = [t.grad_fn]
+    while todo:
+        fn = todo.pop()
+        if fn is None or id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        if len(seen) > limit:
+            return False
+        if fn.name() == "torch::autograd::AccumulateGrad" and not isinstance(
+                getattr(fn, "variable", None), nn.Parameter):
+            return False  # a leaf that is no parameter: the input (chain's copy of x)
+        todo.extend(f for f, _ in fn.next_functions)
+    return True
+
+
+def _scale_value(name: str, factor: torch.Tensor) -> float:
+    """The one number a residual branch is multiplied by: ``factor``'s value when its entries
+    are all equal (a scalar, or LayerScale's ``gamma`` as initialized); a ValueError for
+    unequal entries (a per-channel scale gives each unit its own variance, which one variance
+    per layer does not describe) or a non-finite one."""
+    flat = factor.reshape(-1)
+    if flat.numel() == 0 or not bool(torch.isfinite(flat).all()):
+        raise ValueError(f"predict() models a residual branch scaled by a finite number; in "
+                         f"{name!r} the branch is multiplied by a factor of "
+                         f"{flat.numel()} values that are not all finite")
+    lo, hi = float(flat.min()), float(flat.max())
+    if hi - lo > 1e-6 * max(abs(lo), abs(hi)):
+        raise ValueError(f"predict() models a residual branch scaled by one number (x + alpha "
+                         f"* F(x), LayerScale's gamma as initialized); in {name!r} the branch "
+                         f"is multiplied by {flat.numel()} unequal values (from {lo:.4g} to "
+                         f"{hi:.4g}, a per-channel scale), which give the units unequal "
+                         "variances that one variance per layer does not describe; expected "
+                         "a scalar or equal entries")
+    return float(flat[0])
+
+
+def _check_add(name: str, out_fn: Any, post: bool, branch_fn: Any, skip_fn: Any,
+               made: dict | None = None, scales: dict[Any, tuple[Any, Any]] | None = None
+               ) -> float:
+    """The block's output is ``post(a + c b)`` (``post`` an activation module when ``post``) of
+    exactly the shortcut's output ``a`` and the branch's ``b`` (autograd nodes; the check is
+    skipped without gradients), the branch times a constant ``c`` (1 for the plain sum): ``x +
+    alpha * F(x)``, ReZero's and LayerScale's ``x + self.gamma * F(x)`` with ``gamma`` of equal
+    entries, ``x + F(x) / tau``, ``x.add(F(x), alpha=0.5)`` (``scales``: the products noted by
+    :func:`_record_scale`). Returns ``c``: the branch's output enters the sum with variance
+    ``c^2 Var(F)`` and receives ``c^2 Var(dL/d sum)`` back. Another operation in between (a
+    scale of the shortcut, a functional activation on one path) would make the prediction
+    wrong, so it is refused."""
+    if out_fn is None or branch_fn is None or skip_fn is None:
+        return 1.0
     branch_fn, skip_fn = _copies_below(branch_fn), _copies_below(skip_fn)
+    scales = scales or {}
     add = out_fn
     if post and not out_fn.name().startswith("AddBackward"):  # (an in-place activation module
         # after the block, outside it, ran after the block's output was recorded)
@@ -1445,6 +1540,18 @@ def _check_add(name: str, out_fn: Any, post: bool, branch_fn: Any, skip_fn: Any,
         add = nxt[0] if len(nxt) == 1 else None
     operands = [] if add is None else [_copies_below(n) for n, _ in add.next_functions
                                        if n is not None]
+    factor: Any = 1.0
+    for k, node in enumerate(operands):  # gamma * F(x): the branch under its scales
+        found = node
+        f: Any = 1.0
+        for _ in range(8):
+            if found is branch_fn or found not in scales:
+                break
+            found, c = scales[found]
+            found, f = _copies_below(found), f * c
+        if found is branch_fn and node is not branch_fn and skip_fn is not branch_fn:
+            operands[k], factor = branch_fn, f
+            break
     if (add is None or not add.name().startswith("AddBackward") or len(operands) != 2
             or {id(n) for n in operands} != {id(branch_fn), id(skip_fn)}):
         other = [n for n in operands if n is not branch_fn] if branch_fn in operands else []
@@ -1456,16 +1563,23 @@ def _check_add(name: str, out_fn: Any, post: bool, branch_fn: Any, skip_fn: Any,
                              "nor a Linear/Conv layer, which is not modelled; expected an "
                              "identity or a projection-layer shortcut")
         raise ValueError(f"predict() models residual blocks y = f(x + F(x)) or f(P(x) + F(x)) "
-                         f"with an activation f (a module or a function, or none); in {name!r} "
-                         f"the output is not the plain sum of the branch and the shortcut (a "
-                         f"scale or another operation in between)")
+                         f"with an activation f (a module or a function, or none), the branch "
+                         f"F optionally times a constant (x + alpha * F(x)); in {name!r} the "
+                         f"output is not the plain sum of the branch and the shortcut (a scale "
+                         f"of the shortcut or another operation in between)")
     alpha = getattr(add, "_saved_alpha", 1)
-    if alpha != 1:  # x.add(F(x), alpha=0.5): one operand scaled, as 0.5 * F(x) would be (the
-        # sum was modelled as x + F(x): grad_pre_std of the layer below 2.0x the measurement)
-        raise ValueError(f"predict() models residual blocks y = f(x + F(x)) or f(P(x) + F(x)); "
-                         f"in {name!r} the sum is an add with alpha={alpha:g} (x.add(F(x), "
-                         f"alpha={alpha:g}) scales one path by {alpha:g}), which the theory does "
-                         "not model; expected the plain sum x + F(x)")
+    if alpha != 1:  # x.add(F(x), alpha=0.5): the second operand scaled (the sum was once
+        # modelled as x + F(x): grad_pre_std of the layer below 2.0x the measurement)
+        if operands[-1] is not branch_fn:
+            raise ValueError(f"predict() models residual blocks y = f(x + F(x)) or f(P(x) + "
+                             f"F(x)), the branch F optionally times a constant; in {name!r} "
+                             f"the sum is an add with alpha={alpha:g} that scales the "
+                             f"shortcut (F(x).add(x, alpha={alpha:g})), which the theory does "
+                             "not model; expected x.add(F(x), alpha=...) or x + alpha * F(x)")
+        factor = factor * alpha
+    if isinstance(factor, torch.Tensor):
+        return _scale_value(name, factor)
+    return float(factor)
 
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)

@@ -98,9 +98,10 @@ ACT_NODES: dict[str, Callable] = {
 """Autograd nodes of elementwise activations -> ``(module class, *settings)`` of the
 equivalent module (from the node's saved scalars), or None for settings no module has."""
 
-_VIEW = re.compile(r"(View|UnsafeView|ReshapeAlias|Permute|Transpose|T|Squeeze|Unsqueeze|Alias)"
-                   r"Backward\d+")
-"""Nodes of views that hold every entry of their input (same values, another shape or order)."""
+_VIEW = re.compile(r"(View|UnsafeView|ReshapeAlias|Permute|Transpose|T|Squeeze|Unsqueeze|Alias"
+                   r"|Clone)Backward\d+")
+"""Nodes of views that hold every entry of their input (same values, another shape or order;
+``h.clone()``: a copy of them)."""
 
 _HOOK_NODE = "BackwardHookFunctionBackward"  # a user's full backward hook: identity per slot
 

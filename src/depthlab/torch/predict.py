@@ -434,11 +434,21 @@ def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], tor
         measured = probe(model, x, y, loss_fn, percentiles=percentiles)
         top = measured[(measured.layer == rows[-1]["layer"])
                        & (measured.quantity == "grad_pre_std")]["value"]
-        if len(top) and grad[-1] > 0:
+        held = segments[-1].get("top_grad")  # (mean, mean square) of dL/ds there, from chain()
+        if len(top) and math.isfinite(float(top.iloc[0])) and grad[-1] > 0:
             # Var(dL/da) below the last layer is m v E[g^2], its mean included
-            g_mean = (segments[-1].get("top_grad") or (0.0, 0.0))[0]
+            g_mean = (held or (0.0, 0.0))[0]
             top_mean_sq = g_mean * g_mean
             scale = (float(top.iloc[0]) ** 2 + top_mean_sq) / grad[-1]
+        elif held is not None and grad[-1] > 0:
+            # no measured gradient there (a frozen model: nothing requires grad, so the probe
+            # has no grad_pre_* rows): chain()'s own dL/ds of the last layer, computed on its
+            # copy of x that requires grad (the predictions were the relative ones, 1 at the
+            # last layer, whatever the loss's scale: 850x the true gradient there)
+            top_mean_sq = held[0] * held[0]
+            scale = held[1] / grad[-1]
+        else:  # nothing to anchor the gradient's scale to: no number rather than a wrong one
+            scale = math.nan
     out = []
     for j, (r, g) in enumerate(zip(rows, grad)):
         g_sq = g * scale
@@ -603,6 +613,8 @@ def _run(segments: list[dict], state: tuple) -> tuple[list[dict], list[float]]:
         first = len(rows)
         entry = state[3]
         a_sq, a_mean, a_bvar, (av, aw) = _path_forward(seg["layers"], state, rows)[:4]
+        c = seg.get("scale", 1.0)  # x + c F(x): the branch's values times c
+        a_sq, a_mean, a_bvar, av = c * c * a_sq, c * a_mean, c * c * a_bvar, c * np.asarray(av)
         mid = len(rows)
         b_state = _path_forward(seg["shortcut"], state, rows)
         b_sq, b_mean, b_bvar, (bv, bw) = b_state[:4]
@@ -705,7 +717,8 @@ def _run(segments: list[dict], state: tuple) -> tuple[list[dict], list[float]]:
             else:
                 phi_s = _pooled_path(rows, mid, last, phi_u, pool_ratio, deriv, (fv, fw))
         # both paths: the branch and the shortcut (the identity when it has no layers)
-        g_branch = _path_backward(rows, grad, first, mid, g_pre)
+        # x + c F(x): dL/dF = c dL/d(sum), Var times c^2
+        g_branch = _path_backward(rows, grad, first, mid, seg.get("scale", 1.0) ** 2 * g_pre)
         g_short = _path_backward(rows, grad, mid, last, g_pre)
         g_out = g_branch + g_short
         if coh is None or seg["_between"]:
