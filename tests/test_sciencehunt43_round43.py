@@ -128,3 +128,16 @@ def test_inputs_x_are_checked():
         predict_gradients(net, x="digits")
     zero = predict_gradients(net, x=np.zeros((3, 8)))  # every length 0: the linear regime
     assert zero.covered and zero.frame["pre_var"].iloc[0] == 0.0
+
+
+def test_the_standard_rules_edges_are_linspaces_to_the_bit():
+    # _standard_breaks builds its evenly spaced edges without np.linspace's overhead (a rule
+    # per node and layer of the length average); the edges, so every rule, are unchanged
+    from depthlab.theory.gaussian import _standard_breaks
+
+    for scale in np.concatenate([np.geomspace(1e-6, 1e9, 301), [0.0, 1.0, 3.2, 32.0]]):
+        b = _standard_breaks(float(scale))
+        z_near = float(b[0] + min(10.0, 16.0 / scale) if scale > 0 else 10.0)
+        step = 0.5 / scale if scale > 1.0 else 0.5
+        n_near = max(1, int(np.ceil(z_near / step)))
+        np.testing.assert_array_equal(b[:n_near + 1], np.linspace(0.0, z_near, n_near + 1))

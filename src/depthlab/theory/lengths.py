@@ -100,6 +100,23 @@ def interpolated_nodes(t: np.ndarray, run: Any, nodes: int = EMPIRICAL_NODES
     return out
 
 
+def _rules(fn: Any, q: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``activation_rule(fn, q_k)`` for each ``q_k``: for an activation without listed kinks
+    (``fn.kinks`` empty) the cached standard rule scaled by ``sqrt(q_k)`` directly (what
+    ``activation_rule`` returns for a zero mean, without its argument checks, ``q`` being finite
+    and >= 0 here)."""
+    from .gaussian import _rule_key, _standard_rule, activation_rule
+
+    if fn.kinks or not (np.isfinite(q).all() and (q >= 0).all()):
+        return [activation_rule(fn, float(qk)) for qk in q]
+    out = []
+    for qk in q:
+        sd = math.sqrt(float(qk))
+        z, w = _standard_rule(_rule_key(sd))
+        out.append((sd * z + 0.0, w))
+    return out
+
+
 def propagate_nodes(widths: Sequence[int], fn: Any, wvar: Sequence[float],
                     input_sq: np.ndarray, bias_vars: Sequence[float],
                     bias_dist: str = "normal") -> dict[str, np.ndarray]:
@@ -111,7 +128,6 @@ def propagate_nodes(widths: Sequence[int], fn: Any, wvar: Sequence[float],
     ``grad_pre_var`` and ``grad_pre_log_var`` (``prod``/``sum`` of ``ln(n_{l+1} v_{l+1}
     E[f'(s_l)^2])`` from the top). ``fn``: a resolved activation; ``wvar``: each layer's weight
     variance. OverflowError naming the layer as in ``propagate``."""
-    from .gaussian import activation_rule
     from .meanfield import _check_values
     from .variance import _moments_uniform_bias, check_gradient
 
@@ -132,7 +148,7 @@ def propagate_nodes(widths: Sequence[int], fn: Any, wvar: Sequence[float],
                 for k in range(K):
                     mean[k], sq[k], dsq[k] = _moments_uniform_bias(fn, float(q[k]) - bv, bv)
             else:
-                rules = [activation_rule(fn, float(qk)) for qk in q]
+                rules = _rules(fn, q)
                 s = np.concatenate([r[0] for r in rules])
                 a, d = fn.f(s), fn.df(s)
                 _check_values(fn, "f(s)", s, a)
