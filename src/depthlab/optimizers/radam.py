@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -55,8 +54,8 @@ class RAdam(Optimizer):
         rho_inf = 2 / (1 - beta2) - 1
         rho_t = rho_inf - 2 * step * (beta2**step) / bc2
         rectified = rho_t > 5.0
-        rect = (math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf
-                          / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) if rectified else 1.0)
+        rect = (((rho_t - 4) * (rho_t - 2) * rho_inf
+                 / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5 if rectified else 1.0)
         bc2_sqrt = bc2**0.5
         shrink = 1.0 - lr * self.weight_decay
         decay_first = self.decoupled_weight_decay and self.weight_decay != 0.0
