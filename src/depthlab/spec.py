@@ -299,15 +299,49 @@ def _table_grid_hint(key: str, valid: list[str]) -> str:
             f"\"{setting}\" = [{{{inner} = ...}}, ...])")
 
 
+def _other_section_hint(section: str | None, key: Any) -> str:
+    """`` (lr is a key of [train]: write it under the [train] header)`` for a key given in
+    the wrong section, or above the first header (TOML reads such a key as top-level); also
+    for another library's name of it (``learning_rate``: ``did you mean lr, a key of
+    [train]?``) and for the top-level ``name`` given inside a section; ``""`` otherwise.
+    A key of another section was named as the closest spelling in its own (``activation``
+    in ``[train]``: did you mean "loss"?) or given no hint at all (``lr`` in ``[model]`` or
+    at the top level: "unknown key [lr]")."""
+    word = str(key).strip().lower().replace("-", "_")
+    if section is not None and word in TOP_LEVEL_KEYS:
+        return (f" ({word} is a top-level key: write it above the first [section] header, "
+                f"not in [{section}])")
+    owners = [(s, k) for s, spec_cls in SPECS.items() if s != section
+              for k in spec_cls.keys() if k in (word, KEY_SYNONYMS.get(s, {}).get(word))]
+    if not owners:
+        return ""
+    where = ("a key above the first [section] header is top-level: "
+             if section is None else "")
+    if len(owners) > 1:
+        sections = " and ".join(f"[{s}]" for s, _ in owners)
+        named, under = f"{word} is a key of {sections}", "one of those headers"
+    else:
+        s, k = owners[0]
+        named = f"{k} is a key of [{s}]" if k == word else f"did you mean {k}, a key of [{s}]?"
+        under = f"the [{s}] header"
+    sep = " " if named.endswith("?") else ("; " if where else ": ")
+    return f" ({named}{sep}{where}write it under {under})"
+
+
 def _unknown_key(section: str | None, key: str, valid: list[str]) -> ConfigError:
     close = _close_key(section, key, valid)
+    # a key of another section ("lr" in [model]): named there, unless a name of this
+    # section's own ("learning_rate" in [train]) or a grid key
+    own = KEY_SYNONYMS.get(section or "", {}).get(str(key).strip().lower().replace("-", "_"))
+    elsewhere = ("" if section == "sweep" or own in valid
+                 else _other_section_hint(section, key))
     # "seed" in a grid: data.seed or train.seed (the first spelled alike was named alone)
     holders = _sweep_holders(key, valid) if section == "sweep" and "." not in str(key) else []
     either = f" (did you mean {' or '.join(fmt(h) for h in holders)}?)" if len(holders) > 1 else ""
     # "delta": not "did you mean betas?"; "label_smoothing" in a grid: not "train.dampening";
     # "model.activation_kwargs.negative_slope" in a grid: not "model.activation"
     hint = ((_table_grid_hint(key, valid) if section == "sweep" else "")
-            or _argument_hint(section, key) or either
+            or _argument_hint(section, key) or either or elsewhere
             or (f" (did you mean {fmt(close)}?)" if close else ""))
     where = f"[{section}]" if section else "the top level"
     full = f"{section}.{key}" if section else key
@@ -943,12 +977,17 @@ class RunSpec:
         for key in raw:
             if key not in SECTIONS and key not in TOP_LEVEL_KEYS:
                 valid = [*SECTIONS, *TOP_LEVEL_KEYS]
-                close = SECTION_SYNONYMS.get(str(key).strip().lower()) or closest_name(key,
-                                                                                   valid)
-                hint = f" (did you mean [{close}]?)" if close else ""
-                kind = "section" if isinstance(raw[key], dict) else "key"
+                table = isinstance(raw[key], dict)
+                close = ((SECTION_SYNONYMS.get(str(key).strip().lower()) if table else None)
+                         or closest_name(key, valid))
+                hint = ((f" (did you mean [{close}]?)" if close in SECTIONS else
+                         f" (did you mean {fmt(close)}?)") if close else "")
+                # a value above the first header ("lr = 0.1"): the section it belongs to
+                # (it said "unknown key [lr]", as if it were a section, and nothing else)
+                what = f"section [{key}]" if table else f"top-level key {fmt(key)}"
+                hint = (_other_section_hint(None, key) if not table else "") or hint
                 raise ConfigError(
-                    f"unknown {kind} [{key}]{hint}; accepted sections: "
+                    f"unknown {what}{hint}; accepted sections: "
                     + ", ".join(f"[{s}]" for s in SECTIONS) + "; top-level keys: name", key)
         if "data" not in raw:
             raise ConfigError("missing [data] section (name = a built-in data set, or path = "

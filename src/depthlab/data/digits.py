@@ -22,8 +22,14 @@ def _bundled_csv() -> Path | None:
     return None
 
 
-def _load_digits() -> tuple[np.ndarray, np.ndarray]:
-    """``sklearn.datasets.load_digits(return_X_y=True)``: pixels (1797, 64) and labels.
+def available() -> bool:
+    """Whether scikit-learn, which bundles the data, is installed (nothing is downloaded)."""
+    return importlib.util.find_spec("sklearn") is not None
+
+
+def _load_digits() -> tuple[np.ndarray, np.ndarray, str]:
+    """``sklearn.datasets.load_digits(return_X_y=True)``: pixels (1797, 64), labels and
+    where they were read from (the file, or ``load_digits`` itself).
 
     Read from scikit-learn's bundled CSV as ``load_digits`` reads it (``np.loadtxt`` of the
     gzipped text, last column the label) without importing scikit-learn, whose import
@@ -33,22 +39,23 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray]:
     if path is None:
         from sklearn.datasets import load_digits
 
-        return load_digits(return_X_y=True)
+        x, y = load_digits(return_X_y=True)
+        return x, y, "scikit-learn's sklearn.datasets.load_digits"
     with gzip.open(path, mode="rt", encoding="utf-8") as f:
         data = np.loadtxt(f, delimiter=",")
-    return data[:, :-1], data[:, -1].astype(int, copy=False)
+    return data[:, :-1], data[:, -1].astype(int, copy=False), f"scikit-learn's bundled {path}"
 
 
 def load(*, n=None, seed=0, rng=None, dtype=None) -> RawData:
     """Raw pixel counts 0..16 (scale 1/16) and labels 0..9."""
-    x, y = _load_digits()
+    x, y, read_from = _load_digits()
     return RawData(
         x=x.astype(np.uint8),
         y=y.astype(np.int64),
         n_classes=10,
         scale=1.0 / 16.0,
         info={
-            "source": "sklearn.datasets.load_digits (UCI optical recognition of digits)",
+            "source": f"{read_from} (UCI optical recognition of digits)",
             "description": "1,797 handwritten digits, 8x8, pixels scaled to [0, 1]",
             "image_shape": (8, 8),
             "class_names": [str(i) for i in range(10)],

