@@ -80,3 +80,75 @@ def test_a_presets_explanation_is_shown_in_the_window(browser, server, shots, si
         pg.press("#f-train-seed", "Tab")
         pg.wait_for_function("document.getElementById('preset-why').textContent === ''")
         assert pg.evaluate(IN_VIEW)[2] == 0
+
+
+# -- two tabs, each a network of 60% of the free memory ------------------------------------------
+def _answer(ws, timeout: float = 60) -> dict:
+    """The first ``accepted`` or ``error`` the server sends on ``ws``."""
+    import json
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        m = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+        if m["type"] in ("accepted", "error"):
+            return m
+
+
+def test_a_second_tab_cannot_take_the_memory_a_first_tabs_network_was_accepted_with(
+        monkeypatch):
+    # a teacher's two tabs (or two students) each chose a network needing 60% of the free
+    # memory: the second was checked while the first was being built (or paused at step 0, its
+    # gradients and momentum not written yet, so the machine still reported them free), both
+    # were accepted, and together they asked for 120% of it
+    import json
+
+    from websockets.sync.client import connect
+
+    from depthlab.memory import format_bytes
+    from depthlab.playground.memory_check import setup_bytes
+    from depthlab.playground.server import Background
+
+    big = {"model.depth": "4", "model.width": "512"}
+    need = setup_bytes(parse_setup(big))[0]
+    budget = int(need / 0.6)
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", str(budget))  # the memory the machine has free
+    with Background() as server:
+        url = server.url.replace("http://", "ws://") + "ws"
+        with connect(url) as a, connect(url) as b:
+            a.send(json.dumps({"cmd": "setup", "query": big}))
+            assert _answer(a)["type"] == "accepted"
+            b.send(json.dumps({"cmd": "setup", "query": big}))
+            m = _answer(b)
+            assert m["type"] == "error" and m["key"] == "model.width", m
+            assert m["message"].endswith(
+                f"nothing was allocated ({format_bytes(need)} of the free memory is set aside "
+                "for another tab's network: close it, or choose a smaller network)"), m
+            # a network that fits in what is left is accepted, and the first tab changing its
+            # own network is not held back by the memory its network holds itself
+            b.send(json.dumps({"cmd": "setup", "query": {"model.depth": "2",
+                                                         "model.width": "8"}}))
+            assert _answer(b)["type"] == "accepted"
+            a.send(json.dumps({"cmd": "setup", "query": {**big, "train.lr": "0.01"}}))
+            assert _answer(a)["type"] == "accepted"
+        # both tabs closed: a new tab has all of it
+        with connect(url) as c:
+            c.send(json.dumps({"cmd": "setup", "query": big}))
+            assert _answer(c)["type"] == "accepted"
+
+
+def test_networks_that_have_taken_their_memory_are_not_counted_twice(monkeypatch):
+    import numpy as np
+
+    from depthlab.playground.memory_check import process_rss, unclaimed_bytes
+
+    monkeypatch.delenv("DEPTHLAB_MEMORY_LIMIT", raising=False)
+    nbytes = 64 << 20
+    base = process_rss()
+    assert unclaimed_bytes(nbytes, base) > nbytes // 2  # nothing allocated yet
+    taken = np.ones(nbytes // 8)  # written: resident
+    assert unclaimed_bytes(nbytes, base) < nbytes // 4  # the machine's free memory shows it
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "8G")  # a fixed budget: all of it, always
+    assert unclaimed_bytes(nbytes, base) == nbytes
+    assert unclaimed_bytes(0, base) == 0
+    del taken

@@ -60,8 +60,16 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..data.registry import BUILTINS
+from ..memory import available_memory, format_bytes
 from .doctor_task import doctor_steps, run_doctor
-from .memory_check import check_doctor_memory, check_setup_memory, data_shape
+from .memory_check import (
+    check_doctor_memory,
+    check_setup_memory,
+    data_shape,
+    process_rss,
+    setup_bytes,
+    unclaimed_bytes,
+)
 from .presets import PRESETS, apply_preset, kept
 from .session import DataCache, Session
 from .setup import FIELDS, SetupError, active, parse_setup, to_config, to_query, to_toml
@@ -105,18 +113,26 @@ class Registry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.sessions: dict[int, Session] = {}
+        # the bytes each tab's network was accepted with (memory_check.setup_bytes), and this
+        # process's resident memory before it served any network: a tab's check sets aside
+        # what the other tabs' networks have not taken yet (see unclaimed)
+        self.reserved: dict[int, int] = {}
+        self.baseline_rss = process_rss()
         self._started: weakref.WeakSet[Session] = weakref.WeakSet()
         self.max_sessions: int | None = None  # tabs with a network at once (None: any)
         # the last data set loaded, for the next session of any tab (a control change no
         # longer reloads fashion-mnist: 5-9 s)
         self.data = DataCache()
 
-    def put(self, tab: int, session: Session | None) -> None:
-        """Make ``session`` the tab's session (None: the tab closed); the previous one stops."""
+    def put(self, tab: int, session: Session | None, nbytes: int = 0) -> None:
+        """Make ``session`` the tab's session (None: the tab closed); the previous one stops.
+        ``nbytes``: the memory the session was accepted with."""
         with self._lock:
             old = self.sessions.pop(tab, None)
+            self.reserved.pop(tab, None)
             if session is not None:
                 self.sessions[tab] = session
+                self.reserved[tab] = int(nbytes)
                 self._started.add(session)
         if old is not None and old is not session:
             old.stop()
@@ -131,6 +147,17 @@ class Registry:
         with self._lock:
             return (self.max_sessions is not None and tab not in self.sessions
                     and len(self.sessions) >= self.max_sessions)
+
+    def unclaimed(self, tab: int) -> tuple[int, int]:
+        """``(bytes, tabs)``: what the networks of the other tabs (``tabs`` of them) will
+        still take of the memory the machine reports free (:func:`unclaimed_bytes`): two tabs
+        that each chose a network of 60% of the free memory were both accepted, the second
+        checked while the first was being built (or paused at step 0, its gradients not
+        written yet), and together they asked the machine for 120% of it."""
+        with self._lock:
+            others = [k for k, s in self.sessions.items() if k != tab and s.alive]
+            reserved = sum(self.reserved.get(k, 0) for k in others)
+        return unclaimed_bytes(reserved, self.baseline_rss), len(others)
 
     def threads_alive(self) -> int:
         """Training threads still running (current sessions and stopped ones winding down)."""
@@ -164,9 +191,10 @@ async def in_daemon_thread(fn: Any, *args: Any) -> Any:
     return await future
 
 
-def check(query: dict[str, Any], available: int | None = None
+def check(query: dict[str, Any], available: int | None = None, elsewhere: str = ""
           ) -> tuple[dict[str, Any], dict[str, Any], int]:
-    """``(setup, validated config, parameter count)`` of a query, or :class:`SetupError`."""
+    """``(setup, validated config, parameter count)`` of a query, or :class:`SetupError`
+    (``elsewhere``: what a refusal for memory adds about the memory other tabs hold)."""
     setup = parse_setup(query)
     config = to_config(setup)
     _, _, classes = data_shape(setup)
@@ -176,7 +204,10 @@ def check(query: dict[str, Any], available: int | None = None
         raise SetupError(f"train.loss = binary_cross_entropy needs 2 classes but data set "
                          f"{setup['data.name']!r} has {classes}; expected cross_entropy (or "
                          "a data set of 2 classes)", "train.loss")
-    params = check_setup_memory(setup, available)
+    try:
+        params = check_setup_memory(setup, available)
+    except SetupError as e:
+        raise SetupError(f"{e}{elsewhere}", e.key) from None
     return setup, config, params
 
 
@@ -461,7 +492,7 @@ class _Tab:
             if not isinstance(query, dict) or not isinstance(play, bool):
                 return False  # the handler says what is wrong with it
             try:
-                check(query, self.memory_limit)
+                self._check(query)
             except SetupError as e:
                 if not frame.get("told"):
                     frame["told"] = True
@@ -469,6 +500,21 @@ class _Tab:
                 continue
             return True
         return False
+
+    def _check(self, query: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], int]:
+        """:func:`check` in the memory this tab may take: the machine's free memory (or
+        ``memory_limit``) less what the other tabs' networks have not taken yet
+        (:meth:`Registry.unclaimed`)."""
+        pending, tabs = self.registry.unclaimed(self.key)
+        if not pending:
+            return check(query, self.memory_limit)
+        free = max(available_memory() - pending, 0)
+        available = free if self.memory_limit is None else min(self.memory_limit, free)
+        whose = "another tab's network" if tabs == 1 else f"the networks of {tabs} other tabs"
+        return check(query, available, f" ({format_bytes(pending)} of the free memory is set "
+                                       f"aside for {whose}: close "
+                                       f"{'it' if tabs == 1 else 'one'}, or choose a smaller "
+                                       "network)")
 
     def _error(self, message: str, key: str | None = None) -> None:
         self._enqueue({"type": "error", "message": message, "key": key})
@@ -547,7 +593,7 @@ class _Tab:
         """Start a session for ``query``; unless ``fresh`` (reset), a setup that changes only
         :data:`EXPORT_ONLY` settings keeps the running one."""
         try:
-            setup, config, params = check(query, self.memory_limit)
+            setup, config, params = self._check(query)
         except SetupError as e:
             self.refused = (str(e), e.key)
             self._error(str(e), e.key)
@@ -623,7 +669,7 @@ class _Tab:
         session.emit = self._emit_for(session)
         self.session = session
         self.refused = None
-        self.registry.put(self.key, session)
+        self.registry.put(self.key, session, setup_bytes(setup)[0])
         self._enqueue({"type": "accepted", "query": to_query(setup), "parameters": params})
         session.start()
         if autoplay:

@@ -12,11 +12,12 @@ the data.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
 from ..data.registry import BUILTINS
-from ..memory import check_fits, parameter_count, run_bytes
+from ..memory import MEMORY_ENV, check_fits, parameter_count, run_bytes
 from .setup import SetupError
 
 PROBE_ROWS = 300
@@ -94,3 +95,27 @@ def check_doctor_memory(setup: Mapping[str, Any], limit: int | None = None) -> N
                          "the one on the page,", available=available)
     except ValueError as e:
         raise SetupError(f"{e}; try the doctor on a smaller network", None) from None
+
+
+def process_rss() -> int:
+    """Bytes of physical memory this process uses now (``/proc/self/statm``'s resident pages;
+    0 where there is no such file)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0
+
+
+def unclaimed_bytes(reserved: int, baseline_rss: int) -> int:
+    """What the other tabs' accepted networks (``reserved`` bytes, as :func:`setup_bytes`
+    counted them) will still take from the memory the machine reports free: a network being
+    built, or built and not trained yet (its gradients and optimizer state are pages nobody
+    has written), holds less than its share, and a second tab's check saw that share as
+    free. With a fixed budget (``DEPTHLAB_MEMORY_LIMIT``, which does not shrink as networks
+    are allocated) all of ``reserved``; else ``reserved`` less what this process has grown
+    by since it served no network (``process_rss() - baseline_rss``)."""
+    if reserved <= 0:
+        return 0
+    held = 0 if os.environ.get(MEMORY_ENV) else max(0, process_rss() - baseline_rss)
+    return max(0, reserved - held)
