@@ -116,6 +116,11 @@ def test_batchnorm_options_refused_in_one_line() -> None:
     with pytest.raises(ValueError, match=r"at least 2 rows.*track_running_stats=False"):
         bn.forward(np.ones((1, 3), np.float32), training=False)
     assert "affine=False" in repr(BatchNorm(3, affine=False))
+    net = dl.Network([Dense(3, 4, rng=0), BatchNorm(4, track_running_stats=False)])
+    net.set_bn_inference("population")  # afterwards: refused at the next pass, not ignored
+    with pytest.raises(ValueError, match=r"^bn: inference='population' needs "
+                                         r"track_running_stats=True; .*\(set inference='ema'\)$"):
+        net.predict(np.ones((5, 3)))
 
 
 @pytest.mark.parametrize("affine, track", [(False, True), (True, False), (False, False)])

@@ -75,6 +75,9 @@ class BatchNorm(Layer):
     """
 
     overwrites_grad = False
+    # torch's options; class defaults for a layer pickled before they existed
+    affine = True
+    track_running_stats = True
 
     def __init__(
         self,
@@ -167,6 +170,12 @@ class BatchNorm(Layer):
         x = self._in_dtype(self._as_input(x), self.gamma.value.dtype)
         if x.ndim != 2 or x.shape[1] != self.n:
             self._refuse_shape(x)
+        if not self.track_running_stats and self.inference == "population":
+            # set after construction (net.set_bn_inference): the population statistics
+            # would be ignored, each batch normalized with its own
+            raise ValueError(f"{self.name}: inference='population' needs "
+                             "track_running_stats=True; this layer normalizes every batch with "
+                             "its own statistics (set inference='ema')")
         self.x = x
         batch_stats = training or not self.track_running_stats
         self._training = batch_stats  # the backward of batch statistics
