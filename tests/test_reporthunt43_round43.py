@@ -125,3 +125,25 @@ def test_a_three_line_panel_title_stays_clear_of_the_figure_title():
         title = ax.title.get_window_extent(renderer)
         assert not _overlaps(sup, title), (ax.get_title(), sup, title)
         assert title.y1 <= fig.bbox.y1, ax.get_title()  # inside the figure
+
+
+def test_long_module_names_that_differ_in_the_middle_keep_what_tells_them_apart():
+    """A Watch run's modules ``encoder_block_with_a_very_long_name.transformer_layer_number_
+    zero_feedforward_projection.0`` and ``..._number_one_feedforward_projection.0``: their
+    first letters (``e.t.0``) coincide and the middle cut kept only the shared start and end,
+    so the second read ``encoder_block_with_a_very_long_name.t…#1`` on the figures' axes and
+    legends, a tag that names neither. A cut keeping the end (or the start) that tells the
+    names apart is taken instead."""
+    from depthlab.report import figures
+
+    stem = "encoder_block_with_a_very_long_name.transformer_layer_number_"
+    mods = [stem + "zero_feedforward_projection.0", stem + "zero_feedforward_projection.2",
+            stem + "one_feedforward_projection.0", "head"]
+    table = pd.DataFrame({"layer": [1, 2, 3, 4], "module": mods})
+    names = figures.layer_names(table)
+    labels = [names[k] for k in (1, 2, 3, 4)]
+    assert len(set(labels)) == 4, labels
+    assert all(len(t) <= figures.MAX_MODULE_CHARS for t in labels), labels
+    assert not any("#" in t for t in labels), labels
+    assert "zero" in labels[0] and "one" in labels[2], labels
+    assert labels[3] == "head"

@@ -1691,6 +1691,13 @@ def cut_labels(labels: Sequence[str], limit: int,
         # four runs of "sweep:model.activation=tanh,train.lr=10.0" cut to 14 characters read
         # "…model.…r=10.0", "…model.acti…#1", "#2", "#3": without the shared key they differ
         texts, out = keyless, middle(keyless)
+    if len(set(out)) < len(set(texts)):
+        # names that differ in their middle only: the end (or the start) they keep may tell
+        # them apart where the middle cut does not (modules "enc.layer_zero_ffn_proj.0" and
+        # "enc.layer_one_ffn_proj.0" at 40 read "enc…proj.0" and "enc…#1")
+        for other in (_end_cut(texts, limit), _start_cut(texts, limit)):
+            if len(set(other)) > len(set(out)):
+                out = other
     taken, first = set(out), set()
     for i, t in enumerate(out):
         if t not in first:
@@ -1704,6 +1711,16 @@ def cut_labels(labels: Sequence[str], limit: int,
                       if len(texts[i]) + len(tag) > limit else texts[i] + tag)
         taken.add(out[i])
     return out
+
+
+def _end_cut(texts: Sequence[str], limit: int) -> list[str]:
+    """Each text longer than ``limit`` as ``…`` and its last ``limit - 1`` characters."""
+    return [t if len(t) <= limit else "…" + t[len(t) - (limit - 1):] for t in texts]
+
+
+def _start_cut(texts: Sequence[str], limit: int) -> list[str]:
+    """Each text longer than ``limit`` as its first ``limit - 1`` characters and ``…``."""
+    return [t if len(t) <= limit else t[:limit - 1] + "…" for t in texts]
 
 
 _PATH_PART = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+")
