@@ -80,7 +80,8 @@ def get_optimizer(name: str | Optimizer, params: Iterable[Parameter] | None = No
     if params is None:
         REGISTRY.key(name)  # an unknown name is the first thing to report
         raise TypeError(f"get_optimizer({name!r}) needs the parameters to optimize")
-    refuse_unknown_arguments(optimizer_class(name), kwargs)  # torch's foreach=: what it is
+    if isinstance(name, str) and kwargs:  # torch's foreach= and the like: say what they are
+        refuse_unknown_arguments(optimizer_class(name), kwargs)
     return REGISTRY.build(name, params, **kwargs)
 
 
