@@ -286,6 +286,9 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     # parameter, a buffer: ``0.5 * F(x)``, ``self.gamma * F(x)``, ``F(x) / tau``) -> (the
     # node of that tensor, the constant factor): a residual branch's scale (_check_add)
     scales: dict[Any, tuple[Any, Any]] = {}
+    # autograd node of the output of F.softsign / F.tanhshrink (Python compositions of torch
+    # operations) -> (the input's node and slot, the equivalent module)
+    composites: dict[Any, tuple[Any, int, nn.Module]] = {}
 
     def on_function(name: str, args: tuple, kwargs: dict, out: Any) -> None:
         """Bookkeeping for a torch function call ``name(*args, **kwargs) -> out``: a pooling
@@ -294,6 +297,13 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         values (as a Flatten module that copied)."""
         if name in _SCALES:
             _record_scale(name, args, kwargs, out, scales, reads)
+            return
+        if name in _COMPOSITE_ACTS:
+            t_in = kwargs.get("input", args[0] if args else None)
+            if isinstance(out, torch.Tensor) and out.grad_fn is not None \
+                    and isinstance(t_in, torch.Tensor) and t_in.grad_fn is not None:
+                composites[out.grad_fn] = (t_in.grad_fn, t_in.output_nr,
+                                           _COMPOSITE_ACTS[name]())
             return
         if name in _ADDS:  # a residual sum's operands: x + F.relu(self.l(x)), a branch
             # ending with an activation the forward applies itself (chain_acts reads them;
@@ -471,8 +481,21 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     output_tensors(output, outs)
     by_storage = {outputs[id(i.owner)][0]: i for i in order if id(i.owner) in outputs}
     module_acts = {(a[0], a[1]) for a in acts}  # an activation module's own call, named by it
-    for (s_store, s_at, producer), a_store, act, node in chain_acts(
-            reads + [(o.grad_fn, _storage(o)) for o in outs if o.grad_fn is not None], made):
+    found = chain_acts(reads + [(o.grad_fn, _storage(o)) for o in outs if o.grad_fn is not None],
+                       made)
+    # F.softsign, F.tanhshrink: Python compositions of torch operations (x / (1 + |x|)), whose
+    # last autograd node is no activation's; the call itself was seen (as the module)
+    seen_nodes = {f[3] for f in found}
+    for fn, a_store in reads + [(o.grad_fn, _storage(o)) for o in outs if o.grad_fn is not None]:
+        node = _below_views(fn)[0]
+        if node is None or node in seen_nodes or node not in composites:
+            continue
+        seen_nodes.add(node)
+        src_fn, src_nr, module = composites[node]
+        hit = made.get(_below_views(src_fn, made, src_nr))
+        if hit is not None:
+            found.append((hit, a_store, module, node))
+    for (s_store, s_at, producer), a_store, act, node in found:
         spec = activation_spec(act)
         if spec is None or not spec.scalar or (s_store, a_store) in module_acts:
             continue
@@ -483,7 +506,9 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         at = s_at + 0.5  # between the call that made s and the next one
         acts.append((s_store, a_store, spec, at))
         fns[at] = node
-        labels[at] = f"the function {re.sub(r'Backward[0-9]*$', '', node.name()).lower()}"
+        labels[at] = (f"the function F.{composites[node][2].__class__.__name__.lower()}"
+                      if node in composites else
+                      f"the function {re.sub(r'Backward[0-9]*$', '', node.name()).lower()}")
         layer = by_storage.get(s_store) if not is_norm(producer) else next(
             (by_storage.get(n[0]) for n in norms if n[2] is producer), None)
         if layer is not None and layer.activation is None:
@@ -985,6 +1010,11 @@ _SCALES = frozenset({"mul", "__mul__", "__rmul__", "multiply", "div", "__truediv
 """Torch functions and tensor methods of a product or quotient (a residual branch's scale,
 ``x + self.gamma * F(x)``; :func:`_record_scale`)."""
 
+_COMPOSITE_ACTS: dict[str, Callable[[], nn.Module]] = {"softsign": nn.Softsign,
+                                                       "tanhshrink": nn.Tanhshrink}
+"""Functional activations that torch computes as several operations (``F.softsign``: ``x /
+(1 + |x|)``), found by their call (:class:`_Functions`), as their module."""
+
 _RESHAPES = frozenset({"flatten", "view", "reshape", "view_as", "reshape_as", "contiguous",
                        "unflatten", "squeeze", "unsqueeze", "clone"})
 """Functions (``torch.flatten``, tensor methods) whose output holds every value of their input in
@@ -1008,7 +1038,8 @@ class _Functions(TorchFunctionMode):
         out = func(*args, **kwargs)
         name = getattr(func, "__name__", "")
         if name and ("pool" in name or "dropout" in name or name in _RESHAPES
-                     or name in ("mean", "amax") or name in _ADDS or name in _SCALES):
+                     or name in ("mean", "amax") or name in _ADDS or name in _SCALES
+                     or name in _COMPOSITE_ACTS):
             try:
                 self.on_call(name, args, kwargs, out)
             except (TypeError, ValueError, RuntimeError, IndexError):  # arguments no module
@@ -1511,9 +1542,11 @@ def _scale_value(name: str, factor: torch.Tensor) -> float:
         raise ValueError(f"predict() models a residual branch scaled by one number (x + alpha "
                          f"* F(x), LayerScale's gamma as initialized); in {name!r} the branch "
                          f"is multiplied by {flat.numel()} unequal values (from {lo:.4g} to "
-                         f"{hi:.4g}, a per-channel scale), which give the units unequal "
-                         "variances that one variance per layer does not describe; expected "
-                         "a scalar or equal entries")
+                         f"{hi:.4g}: a scale per channel or per example, a trained LayerScale, "
+                         "a stochastic-depth mask in training mode), which give the units or "
+                         "examples unequal variances that one variance per layer does not "
+                         "describe; expected a scalar or equal entries (stochastic depth: the "
+                         "model in eval() mode)")
     return float(flat[0])
 
 
