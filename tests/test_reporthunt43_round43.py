@@ -147,3 +147,25 @@ def test_long_module_names_that_differ_in_the_middle_keep_what_tells_them_apart(
     assert not any("#" in t for t in labels), labels
     assert "zero" in labels[0] and "one" in labels[2], labels
     assert labels[3] == "head"
+
+
+def test_a_cut_name_never_shows_part_of_a_code_point():
+    """A run named ``ウォッチ-long-names`` on a machine without a Japanese font is drawn as
+    ``‹U+30A6 U+30A9 U+30C3 U+30C1›-long-names``; its legend entry, cut to 24 characters,
+    read ``‹U+30A6 U+30…es (step 0)``: a code point U+30 the name does not hold. The cut
+    keeps whole code points only."""
+    import re
+
+    from depthlab.report import figures, glyphs
+
+    for name, limit in (("ウォッチ-long-names (step 0)", 24), ("ウォッチ-long-names", 24),
+                        ("abc 日本語のランabc 日本語のランabc 日本語のラン", 30),
+                        ("日本語のラン — naïve ✓ 𝛼β", 18)):
+        drawn = glyphs.drawable(name)
+        if drawn == name:  # a font here has these characters: nothing written as code points
+            continue
+        whole = set(re.findall(r"U\+[0-9A-F]{4,6}", drawn))
+        for cut in figures.cut_labels([name, "other"], limit)[:1]:
+            assert len(cut) <= limit, cut
+            shown = re.findall(r"U\+[0-9A-F]*", cut)
+            assert shown and all(c in whole for c in shown), (name, cut)

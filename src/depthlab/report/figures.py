@@ -1680,8 +1680,8 @@ def cut_labels(labels: Sequence[str], limit: int,
                 break
 
     def middle(ts: list[str]) -> list[str]:
-        return [t if len(t) <= limit else t[:(keep + 1) // 2] + "…" + t[len(t) - keep // 2:]
-                for t in ts]
+        return [t if len(t) <= limit else _code_point_whole(t[:(keep + 1) // 2], "start")
+                + "…" + _code_point_whole(t[len(t) - keep // 2:], "end") for t in ts]
 
     paths = [_abbreviated_path(t, limit) for t in texts]
     if paths != texts and len(set(paths)) == len(set(texts)):
@@ -1715,12 +1715,38 @@ def cut_labels(labels: Sequence[str], limit: int,
 
 def _end_cut(texts: Sequence[str], limit: int) -> list[str]:
     """Each text longer than ``limit`` as ``…`` and its last ``limit - 1`` characters."""
-    return [t if len(t) <= limit else "…" + t[len(t) - (limit - 1):] for t in texts]
+    return [t if len(t) <= limit else "…" + _code_point_whole(t[len(t) - (limit - 1):], "end")
+            for t in texts]
 
 
 def _start_cut(texts: Sequence[str], limit: int) -> list[str]:
     """Each text longer than ``limit`` as its first ``limit - 1`` characters and ``…``."""
-    return [t if len(t) <= limit else t[:limit - 1] + "…" for t in texts]
+    return [t if len(t) <= limit else _code_point_whole(t[:limit - 1], "start") + "…"
+            for t in texts]
+
+
+def _code_point_whole(piece: str, side: str) -> str:
+    """``piece``, the ``"start"`` or ``"end"`` of a cut label, without a partial code point
+    of a ``‹U+65E5 U+672C›`` run (:func:`glyphs.drawable`): a cut inside one read
+    ``‹U+30A6 U+30…es``, a code point U+30 that the name does not hold. The start keeps its
+    whole code points (``‹U+30A6``), the end starts after the partial one."""
+    if side == "start":
+        opened = piece.rfind("‹")
+        if opened < 0 or "›" in piece[opened:]:
+            return piece
+        inner = piece[opened + 1:]
+        whole = inner.split(" ")
+        if not re.fullmatch(r"U\+[0-9A-F]{4,6}", whole[-1]):  # the last one is cut
+            whole = whole[:-1]
+        return piece[:opened] + ("‹" + " ".join(whole) if whole else "")
+    closed = piece.find("›")
+    if closed < 0 or "‹" in piece[:closed]:
+        return piece
+    inner = piece[:closed]
+    parts = inner.split(" ")
+    if not re.fullmatch(r"U\+[0-9A-F]{4,6}", parts[0]):  # the first one is cut
+        parts = parts[1:]
+    return " ".join(parts) + piece[closed:]
 
 
 _PATH_PART = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+")
