@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -404,13 +404,25 @@ class Optimizer(metaclass=_OptimizerType):
         self._lr = check_number("lr", value)
 
     # -- public API ------------------------------------------------------------------
-    def step(self) -> None:
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Apply one update to every parameter from its current ``.grad``.
+
+        ``closure`` (torch's ``step(closure)``): a function that recomputes the loss and fills
+        the ``.grad`` arrays (``net.forward``, ``loss.forward``, ``net.backward``); it is called
+        first and its value is returned (None without one). Before, ``opt.step(closure)`` was
+        Python's "takes 1 positional argument but 2 were given".
 
         Hyperparameters may be changed between steps, as a ``param_group``'s in torch: a
         ``weight_decay`` set from 0 (or back) changes how many scratch slots the rule needs,
         which are reallocated then (one slot doubled as ``g + wd*w`` and the rule's temporary:
         Adam's steps came out 0.087 away from torch's, SGD with Nesterov 0.53)."""
+        loss = None
+        if closure is not None:
+            if not callable(closure):
+                raise TypeError(f"closure must be a function that recomputes the loss and fills "
+                                f"the .grad arrays (torch's step(closure)), got "
+                                f"{type(closure).__name__} {closure!r:.60}")
+            loss = closure()
         groups = self._groups
         if groups is not None:
             for g in groups:  # every group's .grad first: nothing changes when one is refused
@@ -418,9 +430,10 @@ class Optimizer(metaclass=_OptimizerType):
             for g in groups:
                 g._advance()
             self.step_count += 1
-            return
+            return loss
         self._check_grads()
         self._advance()
+        return loss
 
     def _check_grads(self) -> None:
         """Refuse (before any update) a ``.grad`` the rule cannot use: :meth:`_refuse_grad`."""
