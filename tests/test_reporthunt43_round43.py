@@ -169,3 +169,34 @@ def test_a_cut_name_never_shows_part_of_a_code_point():
             assert len(cut) <= limit, cut
             shown = re.findall(r"U\+[0-9A-F]*", cut)
             assert shown and all(c in whole for c in shown), (name, cut)
+
+
+@pytest.mark.parametrize(("kwargs", "error", "named"), [
+    ({"title": 5}, TypeError, "title"),
+    ({"percentile_layer": "x"}, TypeError, "percentile_layer"),
+    ({"percentile_layer": 2.5}, TypeError, "percentile_layer"),
+    ({"percentile_layer": True}, TypeError, "percentile_layer"),
+    ({"percentile_layer": 0}, ValueError, "percentile_layer"),
+    ({"echo": 5}, TypeError, "echo"),
+])
+def test_write_report_refuses_options_of_the_wrong_kind(tmp_path, kwargs, error, named):
+    """``write_report(dir, title=5)`` wrote a report titled "5", ``percentile_layer="x"`` (or
+    2.5, 0) was ignored without a word, and ``echo=5`` stopped the report after reading the
+    store with ``'int' object is not callable``: each is one line naming the argument and
+    the value, before anything is written."""
+    from depthlab.report import write_report
+
+    _store_with_a_run(tmp_path)
+    with pytest.raises(error) as e:
+        write_report(tmp_path, **kwargs)
+    msg = str(e.value)
+    assert named in msg and repr(next(iter(kwargs.values()))) in msg, msg
+    assert "\n" not in msg
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_write_report_takes_a_numpy_layer_number(tmp_path):
+    from depthlab.report import write_report
+
+    _store_with_a_run(tmp_path)
+    assert write_report(tmp_path, percentile_layer=np.int64(2), title="t").is_file()

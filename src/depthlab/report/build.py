@@ -1629,6 +1629,7 @@ def write_report(out_dir: str | os.PathLike, store: Any = None, title: str | Non
     for label, v in (("max_runs", max_runs), ("max_diverged", max_diverged)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise ValueError(f"{label} must be an integer >= 0, got {v!r}")
+    _check_options(out_dir, title, percentile_layer, echo)
     from ..experiments.store import DB_NAME, Store, resolve_db_path
 
     out = Path(out_dir)
@@ -1699,6 +1700,30 @@ def _interruptible_reads(store: Any) -> Iterator[None]:
             conn.set_progress_handler(None, 0)
         except sqlite3.ProgrammingError:  # closed meanwhile
             pass
+
+
+def _check_options(out_dir: Any, title: Any, percentile_layer: Any, echo: Any) -> None:
+    """Refuse, before the store is read, arguments of :func:`write_report` of the wrong kind
+    in one line naming the value: a ``title`` that is not text was drawn as its repr
+    (``title=5``), a ``percentile_layer`` of ``"x"``, ``2.5`` or ``0`` was silently ignored
+    (every run drew its default layer), and an ``echo`` that cannot be called stopped the
+    report at its first section with ``'int' object is not callable``."""
+    if isinstance(out_dir, bytes) or not isinstance(out_dir, str | os.PathLike):
+        raise TypeError(f"out_dir must be a folder path (str or os.PathLike), got "
+                        f"{out_dir!r:.60}")
+    if title is not None and not isinstance(title, str):
+        raise TypeError(f"title must be a string or None, got {title!r:.60}")
+    if percentile_layer is not None:
+        if isinstance(percentile_layer, bool) or not isinstance(percentile_layer,
+                                                                 int | np.integer):
+            raise TypeError(f"percentile_layer must be a hidden layer's number (an integer "
+                            f">= 1) or None, got {percentile_layer!r:.60}")
+        if percentile_layer < 1:
+            raise ValueError(f"percentile_layer must be a hidden layer's number (1 = the "
+                             f"first hidden layer) or None, got {percentile_layer!r}")
+    if echo is not None and not callable(echo):
+        raise TypeError(f"echo must be a function taking one line of text, or None, got "
+                        f"{echo!r:.60}")
 
 
 def _check_writable(out: Path) -> None:
