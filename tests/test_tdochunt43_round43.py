@@ -121,3 +121,20 @@ def test_orthogonal_recurrent_draws_each_gate_block_and_keeps_the_rest(cell, gat
         rx.orthogonal_recurrent(nn.Linear(3, 3))
     with pytest.raises(ValueError, match="unknown recurrent_init 'identity'"):
         rx.apply({"recurrent_init": "identity"}, m, TorchTrainSpec(), torch.randn(2, 4, 3))
+
+
+def test_a_recurrence_at_chance_under_adam_is_not_healthy():
+    # the same gain-2 ReLU RNN under Adam lr 0.01 does not diverge: its loss stays at a
+    # constant prediction's (0.686 against 0.693) and the doctor found nothing. The
+    # orthogonal recurrent matrices trained it to 0.033, val acc 0.51 -> 0.98
+    d = dlt.doctor(lambda: _LastStep(2.0, nonlinearity="relu"), _data(),
+                   optimizer=("adam", {"lr": 0.01}), steps=60, verify=True, max_cures=1)
+    assert not d.baseline["diverged"]
+    assert not d.healthy, str(d)  # (it was: no finding at all)
+    f = d.finding("exploding_through_time")
+    assert f is not None, str(d)
+    assert "not below a constant prediction's" in f.message
+    v, = (v for v in d.verifications if v.kind == "exploding_through_time")
+    assert v.prescription == {"recurrent_init": "orthogonal"}
+    assert v.helped and v.after["train_loss"] < 0.5 * v.before["train_loss"], str(d)
+    assert v.after["val_acc"] > v.before["val_acc"] + 0.2
