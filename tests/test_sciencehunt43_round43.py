@@ -141,3 +141,16 @@ def test_the_standard_rules_edges_are_linspaces_to_the_bit():
         step = 0.5 / scale if scale > 1.0 else 0.5
         n_near = max(1, int(np.ceil(z_near / step)))
         np.testing.assert_array_equal(b[:n_near + 1], np.linspace(0.0, z_near, n_near + 1))
+
+
+def test_a_mean_shift_prescription_names_the_networks_own_activation():
+    # a softplus net (mean activation 0.92, unbounded) was told "a sigmoid's mean output near
+    # 0.5 ... drives the top layer into saturation"
+    data = dl.data.load_dataset("digits", seed=0, standardize=True)
+    net = dl.mlp([64] + [64] * 10 + [10], activation="softplus", init="glorot_uniform", seed=0)
+    d = dl.doctor(net, data, steps=150, lr=0.05)
+    shift = [f for f in d.findings if f.kind == "mean_shift"]
+    assert shift, [f.kind for f in d.findings]
+    text = shift[0].prescription_text
+    assert "softplus layers' mean output (0.92)" in text, text
+    assert "sigmoid" not in text and "saturation" not in text, text

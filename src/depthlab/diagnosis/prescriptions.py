@@ -396,14 +396,19 @@ def for_dead_relu(init_ratio: float, dead_at_init: float, dead_threshold: float,
         "Use leaky_relu: its negative slope keeps a gradient flowing to inactive units.")
 
 
-def for_mean_shift(init_ratio_tanh: float) -> tuple[dict[str, Any], str]:
-    """Cure for non-zero-centred activations: tanh (with Glorot init if needed)."""
+def for_mean_shift(init_ratio_tanh: float, names: str = "sigmoid",
+                   mean: float = 0.5, bounded: bool = True) -> tuple[dict[str, Any], str]:
+    """Cure for non-zero-centred activations: tanh (with Glorot init if needed). ``names``:
+    the shifted layers' activations, ``mean`` the largest mean activation measured; the top
+    layer's saturation (Glorot & Bengio 2010) is named only for a ``bounded`` activation (a
+    softplus net's mean of 0.92 was told "a sigmoid's mean output near 0.5")."""
     changes: dict[str, Any] = {"activation": "tanh", "activation_kwargs": {}}
     if not 0.25 <= init_ratio_tanh <= 4.0:
         changes["init"] = "glorot_uniform"
-    return changes, ("Use a zero-centred activation (tanh): a sigmoid's mean output near 0.5 "
-                     "shifts every next layer's input and drives the top layer into saturation "
-                     "(Glorot & Bengio 2010).")
+    then = (" and drives the top layer into saturation (Glorot & Bengio 2010)" if bounded
+            else "")
+    return changes, (f"Use a zero-centred activation (tanh): the {names} layers' mean output "
+                     f"({mean:.2g}) shifts every next layer's input{then}.")
 
 
 INIT_DERIVATION: dict[str, tuple[str, tuple[str, ...]]] = {

@@ -1354,6 +1354,17 @@ def fitted(ctx: RunContext, factor: float) -> bool:
             and end <= factor * chance)
 
 
+def _bounded(fn: Any) -> bool:
+    """Whether the activation ``fn`` (an object with ``forward``) stays within +-1e3 on
+    ``|s| <= 1e6`` (sigmoid, hardsigmoid: a shifted top layer saturates), not softplus."""
+    try:
+        with np.errstate(all="ignore"):
+            v = np.asarray(fn.forward(np.array([-1e6, 1e6])), dtype=float)
+        return bool(np.all(np.isfinite(v)) and np.all(np.abs(v) < 1e3))
+    except Exception:  # an activation that cannot be evaluated here: say nothing of saturation
+        return False
+
+
 def rule_mean_shift(ctx: RunContext) -> RuleResult:
     """Activations with ``f(0) != 0`` (sigmoid) whose ``|mean activation|`` at the end exceeds
     ``MEAN_SHIFT`` in a network of ``MEAN_SHIFT_MIN_LAYERS`` or more hidden layers without batch
@@ -1378,12 +1389,15 @@ def rule_mean_shift(ctx: RunContext) -> RuleResult:
     layers = [int(i) for i, v in m.items() if v > MEAN_SHIFT]
     worst = int(m.idxmax())
     f0, shifted = f0s[worst], float(m.max())
-    changes, text = rx.for_mean_shift(ctx.mean_init_ratio("tanh"))
+    names = ", ".join(dict.fromkeys(ctx.layer_activation(i) for i in layers))
+    fn = next((getattr(getattr(p, "activation", None), "fn", None) for p in ctx.points
+               if p.index == worst), None)
+    changes, text = rx.for_mean_shift(ctx.mean_init_ratio("tanh"), names, shifted,
+                                      _bounded(fn or ctx.fn))
     end, chance = probe_loss_ends(ctx)[1], ctx.chance_loss
     ev = {"metric": metric, "threshold": MEAN_SHIFT, "worst_layer": worst, "f0": f0,
           "n_layers": len(layers), "loss_end": end, "chance_loss": chance,
           "fit_threshold": MEAN_SHIFT_FIT}
-    names = ", ".join(dict.fromkeys(ctx.layer_activation(i) for i in layers))
     fit = (f" The probe batch's loss ended at {end:.4g}, {end / chance:.3g}x a constant "
            f"prediction's {chance:.4g} (a net that fits ends below {MEAN_SHIFT_FIT:g}x)."
            if math.isfinite(end) and math.isfinite(chance) and chance > 0 else "")
