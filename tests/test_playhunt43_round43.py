@@ -152,3 +152,45 @@ def test_networks_that_have_taken_their_memory_are_not_counted_twice(monkeypatch
     assert unclaimed_bytes(nbytes, base) == nbytes
     assert unclaimed_bytes(0, base) == 0
     del taken
+
+
+def test_a_tab_whose_trained_network_holds_most_of_the_memory_can_still_change_it(monkeypatch):
+    # a network of 60% of the free memory, trained (its gradients and momentum written): the
+    # machine reported 40% free, and every change of the tab (a learning rate, reset itself)
+    # was refused for needing 60%, although the tab's network is freed before the next is built
+    import json
+
+    from websockets.sync.client import connect
+
+    from depthlab import memory
+    from depthlab.playground import app as app_module
+    from depthlab.playground import memory_check
+    from depthlab.playground.memory_check import setup_bytes
+    from depthlab.playground.server import Background
+
+    monkeypatch.delenv("DEPTHLAB_MEMORY_LIMIT", raising=False)
+    big = {"model.depth": "4", "model.width": "512"}
+    need = setup_bytes(parse_setup(big))[0]
+    # a machine with 1.8 networks of memory free, of which this process has taken ``taken``
+    taken = [0]
+    monkeypatch.setattr(memory, "available_memory", lambda: int(1.8 * need) - taken[0])
+    monkeypatch.setattr(app_module, "available_memory", memory.available_memory, raising=False)
+    for module in (memory_check, app_module):
+        monkeypatch.setattr(module, "process_rss", lambda: (1 << 30) + taken[0], raising=False)
+    with Background() as server:
+        url = server.url.replace("http://", "ws://") + "ws"
+        with connect(url) as a:
+            a.send(json.dumps({"cmd": "setup", "query": big}))
+            assert _answer(a)["type"] == "accepted"
+            taken[0] = need  # trained: its pages written, the machine shows them taken
+            a.send(json.dumps({"cmd": "setup", "query": {**big, "train.lr": "0.01"}}))
+            m = _answer(a)
+            assert m["type"] == "accepted", m
+            a.send(json.dumps({"cmd": "reset"}))
+            m = _answer(a)
+            assert m["type"] == "accepted", m
+            # a second tab still has only what the first one left
+            with connect(url) as b:
+                b.send(json.dumps({"cmd": "setup", "query": big}))
+                m = _answer(b)
+                assert m["type"] == "error" and "needs about" in m["message"], m

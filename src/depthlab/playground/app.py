@@ -66,6 +66,7 @@ from .memory_check import (
     check_doctor_memory,
     check_setup_memory,
     data_shape,
+    own_bytes_held,
     process_rss,
     setup_bytes,
     unclaimed_bytes,
@@ -148,16 +149,21 @@ class Registry:
             return (self.max_sessions is not None and tab not in self.sessions
                     and len(self.sessions) >= self.max_sessions)
 
-    def unclaimed(self, tab: int) -> tuple[int, int]:
-        """``(bytes, tabs)``: what the networks of the other tabs (``tabs`` of them) will
+    def unclaimed(self, tab: int) -> tuple[int, int, int]:
+        """``(bytes, tabs, own)``: what the networks of the other tabs (``tabs`` of them) will
         still take of the memory the machine reports free (:func:`unclaimed_bytes`): two tabs
         that each chose a network of 60% of the free memory were both accepted, the second
         checked while the first was being built (or paused at step 0, its gradients not
-        written yet), and together they asked the machine for 120% of it."""
+        written yet), and together they asked the machine for 120% of it; ``own``: what the
+        tab's own network holds and frees before its next one is built
+        (:func:`own_bytes_held`)."""
         with self._lock:
             others = [k for k, s in self.sessions.items() if k != tab and s.alive]
             reserved = sum(self.reserved.get(k, 0) for k in others)
-        return unclaimed_bytes(reserved, self.baseline_rss), len(others)
+            mine = self.sessions.get(tab)
+            own = self.reserved.get(tab, 0) if mine is not None and mine.alive else 0
+        return (unclaimed_bytes(reserved, self.baseline_rss), len(others),
+                own_bytes_held(own, reserved, self.baseline_rss))
 
     def threads_alive(self) -> int:
         """Training threads still running (current sessions and stopped ones winding down)."""
@@ -503,13 +509,15 @@ class _Tab:
 
     def _check(self, query: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], int]:
         """:func:`check` in the memory this tab may take: the machine's free memory (or
-        ``memory_limit``) less what the other tabs' networks have not taken yet
-        (:meth:`Registry.unclaimed`)."""
-        pending, tabs = self.registry.unclaimed(self.key)
-        if not pending:
+        ``memory_limit``) less what the other tabs' networks have not taken yet, plus what
+        its own network gives back before the next is built (:meth:`Registry.unclaimed`)."""
+        pending, tabs, own = self.registry.unclaimed(self.key)
+        if not pending and not own:
             return check(query, self.memory_limit)
-        free = max(available_memory() - pending, 0)
+        free = max(available_memory() + own - pending, 0)
         available = free if self.memory_limit is None else min(self.memory_limit, free)
+        if not pending:
+            return check(query, available)
         whose = "another tab's network" if tabs == 1 else f"the networks of {tabs} other tabs"
         return check(query, available, f" ({format_bytes(pending)} of the free memory is set "
                                        f"aside for {whose}: close "

@@ -119,3 +119,17 @@ def unclaimed_bytes(reserved: int, baseline_rss: int) -> int:
         return 0
     held = 0 if os.environ.get(MEMORY_ENV) else max(0, process_rss() - baseline_rss)
     return max(0, reserved - held)
+
+
+def own_bytes_held(reserved_own: int, reserved_others: int, baseline_rss: int) -> int:
+    """What the tab's own network (``reserved_own`` bytes when accepted) holds of the memory
+    the machine no longer reports free, and gives back before the tab's next network is built
+    (a tab builds one network at a time): a trained network of 60% of the free memory left
+    40%, and every change, reset included, was refused for needing 60%. Counted as what this
+    process has grown by beyond all of the other tabs' ``reserved_others`` (the least it can
+    be), at most ``reserved_own``; 0 with a fixed budget (``DEPTHLAB_MEMORY_LIMIT``, which no
+    network shrinks)."""
+    if reserved_own <= 0 or os.environ.get(MEMORY_ENV):
+        return 0
+    grown = max(0, process_rss() - baseline_rss)
+    return min(reserved_own, max(0, grown - reserved_others))
