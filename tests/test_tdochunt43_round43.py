@@ -138,3 +138,13 @@ def test_a_recurrence_at_chance_under_adam_is_not_healthy():
     assert v.prescription == {"recurrent_init": "orthogonal"}
     assert v.helped and v.after["train_loss"] < 0.5 * v.before["train_loss"], str(d)
     assert v.after["val_acc"] > v.before["val_acc"] + 0.2
+
+
+def test_a_model_with_every_parameter_frozen_is_refused_naming_requires_grad():
+    def make() -> nn.Module:
+        return nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3)).requires_grad_(False)
+
+    x, y = torch.randn(40, 5), torch.randint(0, 3, (40,))
+    with pytest.raises(ValueError, match=r"no trainable parameters \(every parameter has "
+                                         r"requires_grad=False\).*unfreeze"):
+        dlt.doctor(make, (x, y), steps=5, verify=False)

@@ -778,7 +778,9 @@ def train(
     random.seed(spec.seed)  # global generator: the same draws in every run
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
-        raise ValueError("the model has no trainable parameters")
+        raise ValueError("the model has no trainable parameters (every parameter has "
+                         "requires_grad=False); expected at least one to train: unfreeze a "
+                         "layer, e.g. model.head.requires_grad_(True)")
     opt = make_optimizer(spec, params)
     ratios = _UpdateRatios(weight_layers)
     rows: list[tuple] = []
