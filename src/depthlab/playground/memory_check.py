@@ -8,6 +8,10 @@ gradients, optimizer state and one more copy (the weights kept to measure the up
 the activations of the largest batch the session runs (training batch, the 300-example probe
 batch or an evaluation chunk of up to 4096 rows, times 2 with batch norm for its caches) and
 the data.
+
+Between tabs (:meth:`depthlab.playground.app.Registry.unclaimed`): a tab's check sets aside
+what the other tabs' accepted networks have not taken yet (:func:`unclaimed_bytes`) and counts
+its own network, which is freed before its next one is built, as free (:func:`own_bytes_held`).
 """
 
 from __future__ import annotations
