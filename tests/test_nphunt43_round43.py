@@ -354,3 +354,23 @@ def test_step_takes_torchs_closure(name, torch_name) -> None:
     assert opt.step() is None
     with pytest.raises(TypeError, match=r"^closure must be a function .*got float 0\.5$"):
         opt.step(0.5)
+
+
+@pytest.mark.parametrize("name", ["radam", "adamax"])
+def test_zero_eps_divergence_names_eps_without_a_numpy_warning(name) -> None:
+    """``eps = 0`` (accepted, as torch accepts it) and a weight whose gradient is 0: 0 / 0, NaN
+    weights; the run stops with a report naming ``eps`` (``zero_eps``), as for Adam, and
+    without NumPy's "divide by zero encountered in reciprocal" (RAdam printed it)."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 4))
+    x[:, 3] = 0.0  # the weights of this input get a zero gradient
+    y = (x[:, 0] > 0).astype(int)
+    net = dl.mlp([4, 8, 2], seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        hist = dl.fit(net, x, y, optimizer=name, lr=0.01, eps=0.0, epochs=10, batch_size=8,
+                      seed=0)
+    assert hist.divergence is not None
+    assert hist.divergence.zero_eps == {"radam": "RAdam", "adamax": "Adamax"}[name]

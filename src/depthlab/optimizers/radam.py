@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 from ..backend import xp
 from ..parameter import Parameter
 from .base import Optimizer, check_betas, check_flag, check_number, lerp
@@ -77,7 +79,8 @@ class RAdam(Optimizer):
             if rectified:
                 xp.sqrt(v, out=b)              # d is no longer needed
                 b += eps
-                xp.reciprocal(b, out=b)
+                with np.errstate(divide="ignore"):  # eps = 0, v = 0: inf as torch's
+                    xp.reciprocal(b, out=b)
                 b *= bc2_sqrt                  # sqrt(1 - beta2^t) / (sqrt(v) + eps)
                 a *= b
                 a *= rect
