@@ -200,3 +200,36 @@ def test_write_report_takes_a_numpy_layer_number(tmp_path):
 
     _store_with_a_run(tmp_path)
     assert write_report(tmp_path, percentile_layer=np.int64(2), title="t").is_file()
+
+
+def _hist_rows(layer_bins: dict[int, list[tuple[float, float, int]]], steps=(0, 5)):
+    return pd.DataFrame([{"step": s, "layer": layer, "kind": "act", "bin_left": lo,
+                          "bin_right": hi, "count": c, "n_neginf": 0, "n_posinf": 0,
+                          "n_nan": 0}
+                         for s in steps for layer, bins in layer_bins.items()
+                         for lo, hi, c in bins])
+
+
+def test_a_histogram_of_bins_without_width_is_drawn_as_the_entries_share():
+    """A histogram table whose layer holds every entry in a bin of no width (all 300 entries
+    0.5, ``bin_left == bin_right``, as a hand-made table or another tool writes a constant
+    layer) was drawn with a density of 4e+298 (the width taken as 1e-300). It is a stem of
+    height 1 (the entries' share) at 0.5, the panel titled ``all 300 entries = 0.5``."""
+    from depthlab import plot
+
+    edges = np.linspace(-1, 1, 11)
+    table = _hist_rows({1: [(a, b, 30) for a, b in zip(edges[:-1], edges[1:])],
+                        2: [(0.5, 0.5, 100)] * 3})  # the value's bins, one stem
+    fig = plot.activation_histograms(table, "act")
+    fig.canvas.draw()
+    flat = [ax for ax in fig.axes if ax.get_title().startswith("layer 2")]
+    assert flat, [ax.get_title() for ax in fig.axes]
+    for ax in flat:
+        assert "all 300 entries = 0.5" in ax.get_title(), ax.get_title()
+        lo, hi = ax.get_ylim()
+        assert hi <= 1.1, (lo, hi)  # a share, not an infinite density
+        x0, x1 = ax.get_xlim()
+        assert x0 < 0.5 < x1
+    for ax in fig.axes:  # the other layer keeps its density
+        if ax.get_title().startswith("layer 1"):
+            assert ax.get_ylabel() == "density"

@@ -1045,6 +1045,27 @@ def _nonfinite(hs: pd.DataFrame) -> tuple[int, int, int] | None:
     return neg, pos, nan
 
 
+def _point_masses(ax: Any, left: np.ndarray, right: np.ndarray, count: np.ndarray,
+                  full: np.ndarray, color: Any) -> str:
+    """Draw a histogram holding bins of no width (``bin_left == bin_right``) as stems: each
+    occupied bin's share of the finite entries, ``count / sum(count)``, at its value (a bin
+    with a width, beside them, at its centre). Returns the panel title's words: ``all 300
+    entries = 0.5`` for one value, else the values' range."""
+    total = count.sum()
+    at = np.where(right[full] > left[full], (left[full] + right[full]) / 2, left[full])
+    where, slot = np.unique(at, return_inverse=True)  # bins of one value: one stem
+    share = np.bincount(slot.ravel(), weights=count[full]) / total
+    ax.vlines(where, 0, share, color=color, linewidth=2.0)
+    ax.plot(where, share, "o", color=color, markersize=4)
+    lo, hi = float(where.min()), float(where.max())
+    pad = (hi - lo) * 0.1 if hi > lo else max(abs(lo) * 0.1, 1.0)
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_ylim(0, 1.05)
+    if len(where) == 1:
+        return f"all {int(total):,} entries = {lo:.4g}"
+    return f"{len(where)} values in [{lo:.3g}, {hi:.3g}] (bins of no width)"
+
+
 def _nonfinite_text(bad: tuple[int, int, int], finite: int) -> str:
     """``"3,716 of 9,600 entries +inf/-inf, 5,884 NaN"``: a histogram's entries that are in no
     bin (``finite`` entries are in its bins)."""
@@ -1128,14 +1149,24 @@ def activation_histograms(recorder: Any, kind: str = "act", steps: Sequence[int]
                           and sum(bad) else "no finite values")
                 ax.set_title(title, fontsize=8.5)
                 continue
-            dens = count / (total * np.maximum(right - left, 1e-300))
-            ax.stairs(dens, np.append(left, right[-1]), fill=True, alpha=0.45,
-                      color=colors[layer])
-            ax.stairs(dens, np.append(left, right[-1]), color=colors[layer], linewidth=1.0)
             full = np.flatnonzero(count > 0)
-            where = (f"range [{left[0]:.3g}, {right[-1]:.3g}]" if len(full) > 1 else
-                     # one occupied bin (a dead layer's zeros): the bins' range says nothing
-                     f"all in one bin [{left[full[0]]:.3g}, {right[full[0]]:.3g}]")
+            points = full[~(right[full] > left[full])]  # bins of no width: one value each
+            if len(points):
+                # a table whose bins have no width (every entry one value, as a hand-made or
+                # another tool's table gives it): its density is infinite, and was drawn as
+                # a spike of 4e+298 ("density" up to 1e300); one stem per value, its share
+                # of the entries, instead
+                where = _point_masses(ax, left, right, count, full, colors[layer])
+            else:
+                dens = count / (total * (right - left))
+                ax.stairs(dens, np.append(left, right[-1]), fill=True, alpha=0.45,
+                          color=colors[layer])
+                ax.stairs(dens, np.append(left, right[-1]), color=colors[layer],
+                          linewidth=1.0)
+                where = (f"range [{left[0]:.3g}, {right[-1]:.3g}]" if len(full) > 1 else
+                         # one occupied bin (a dead layer's zeros): the bins' range says
+                         # nothing
+                         f"all in one bin [{left[full[0]]:.3g}, {right[full[0]]:.3g}]")
             # NaN entries are in no bin: a diverging run's last gradients read "all in one bin
             # [0, 0.02]" (its zeros) where 486 of 11,520 were NaN
             if bad is not None:  # counted when recorded: -inf, +inf and NaN are in no bin
@@ -1153,7 +1184,7 @@ def activation_histograms(recorder: Any, kind: str = "act", steps: Sequence[int]
             # and the x one ("1e16") under the next row's title
             for axis in (ax.xaxis, ax.yaxis):
                 axis.set_major_formatter(_f.FuncFormatter(_short_number))
-            ax.set_ylabel("density", fontsize=8)
+            ax.set_ylabel("fraction of entries" if len(points) else "density", fontsize=8)
             ax.set_xlabel(what, fontsize=8)
     # wrapped to the figure's width (a 10 pt character ~0.085 in): a 300-layer run's heading
     # ran past both edges of its 8.4 in figure ("Histograms" and "bins" cut off)
