@@ -4,14 +4,20 @@ time (large recurrent weights), and the dead-unit rules' agreement."""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
 
 import depthlab.torch as dlt
 from depthlab.torch import prescriptions as rx
-from depthlab.torch.exploding_time import growth_decades
+from depthlab.torch.exploding_time import (
+    growth_decades,
+    rule_exploding_through_time,
+    threshold_decades,
+)
 from depthlab.torch.through_time import through_time
 from depthlab.torch.train import TorchTrainSpec
 
@@ -148,3 +154,24 @@ def test_a_model_with_every_parameter_frozen_is_refused_naming_requires_grad():
     with pytest.raises(ValueError, match=r"no trainable parameters \(every parameter has "
                                          r"requires_grad=False\).*unfreeze"):
         dlt.doctor(make, (x, y), steps=5, verify=False)
+
+
+def _ctx(first: float, last: float, steps: int, diverged: bool = True) -> SimpleNamespace:
+    reading = {"layer": "rnn", "module": "LSTM", "steps": steps, "first": first, "last": last,
+               "index": 1}
+    return SimpleNamespace(through_time_init=reading, through_time=None, end=100,
+                           history=SimpleNamespace(diverged=diverged), chance_loss=0.69,
+                           table=pd.DataFrame(), steps=[])
+
+
+def test_a_pooled_readout_over_many_steps_is_not_growth():
+    # a readout pooling T outputs gives step 0 the gradient of all T of them, the last step one:
+    # up to ~T without any growth through the recurrence. 1.5e3x over 2000 steps is that (no
+    # finding); over 30 steps it is a factor 1.29 per step (a finding)
+    assert threshold_decades(30) == 3.0 and threshold_decades(2000) == pytest.approx(4.301, 1e-3)
+    assert rule_exploding_through_time(_ctx(1.5e3, 1.0, 2000))[1] is None
+    f = rule_exploding_through_time(_ctx(1.5e3, 1.0, 30))[1]
+    assert f is not None and f.evidence["threshold"] == 3.0
+    assert rule_exploding_through_time(_ctx(1e5, 1.0, 2000))[1] is not None
+    # a run that did not diverge and whose probe loss is unknown: nothing says it failed
+    assert rule_exploding_through_time(_ctx(1e5, 1.0, 30, diverged=False))[1] is None

@@ -1476,9 +1476,9 @@ def _through_time_first(findings: list[Finding]) -> list[tuple[dict[str, Any], s
     first updates are that many times too large at any learning rate (an ``nn.RNN(relu)`` at
     orthogonal gain 2 diverged at SGD lr 0.1; lr/10 and warm-up diverged too, clipping ended at
     a constant prediction's loss, the gain-1 matrices trained it)."""
-    grown = next((g.evidence.get("growth_init") for g in findings
-                  if g.kind == "exploding_through_time"), None)
-    if not (isinstance(grown, float) and grown >= 10.0 ** EXPLODING_TIME_DECADES):
+    ev = next((g.evidence for g in findings if g.kind == "exploding_through_time"), {})
+    grown, needed = ev.get("growth_init"), ev.get("threshold", EXPLODING_TIME_DECADES)
+    if not (isinstance(grown, float) and grown >= 10.0 ** needed):
         return []
     return [({"recurrent_init": "orthogonal"},
              f"The gradient explodes through time at initialization ({grown:.3g}x from the "

@@ -15,7 +15,21 @@ from ..diagnosis.rules import LR_STEP_FALL, RunContext, _count, probe_loss_ends
 
 EXPLODING_TIME_DECADES = 3.0
 """``exploding_through_time``: the input gradient at the first time step at least 10^3 times
-that at the last one (see :func:`growth_decades`)."""
+that at the last one (see :func:`growth_decades`), and :data:`POOLED_GROWTH` times the number
+of steps (:func:`threshold_decades`)."""
+
+POOLED_GROWTH = 10.0
+"""A readout that pools the outputs of ``T`` steps (a mean or sum over time) gives step 0 the
+gradient of every later output and the last step that of one: a recurrence that keeps its state
+without growth (gain 1) has ``g_0 / g_{T-1}`` up to about ``T``. Growth is judged above
+``POOLED_GROWTH * T`` too, so that a long sequence (``T`` = 2000, a mean-pooled LSTM that
+remembers) is not read as exploding; an exponential growth passes it at any length."""
+
+
+def threshold_decades(steps: int) -> float:
+    """The decades of growth :func:`rule_exploding_through_time` needs over ``steps`` time
+    steps: ``max(EXPLODING_TIME_DECADES, log10(POOLED_GROWTH * steps))`` (3 up to 100 steps)."""
+    return max(EXPLODING_TIME_DECADES, math.log10(POOLED_GROWTH * max(int(steps), 1)))
 
 
 def growth_decades(tt: dict[str, Any] | None) -> float:
@@ -42,7 +56,8 @@ def rule_exploding_through_time(ctx: RunContext) -> tuple[float, Any]:
     """A recurrent model whose gradient explodes through time: at initialization
     (``ctx.through_time_init``) or after training (``ctx.through_time``), the loss gradient at
     the first recurrent layer's input at its first time step is ``10^EXPLODING_TIME_DECADES``
-    times or more that at its last step (metric: the larger of the two readings' decades,
+    times or more that at its last step, and more than ``POOLED_GROWTH`` times the number of
+    steps (:func:`threshold_decades`; metric: the larger of the two readings' decades,
     :func:`growth_decades`), and the run diverged or its probe batch's loss did not end more
     than ``LR_STEP_FALL`` below a constant prediction's (``ctx.chance_loss``; a diverged run
     or a loss that grew counts, as an exploded network's loss is far above that). A tanh
@@ -57,22 +72,22 @@ def rule_exploding_through_time(ctx: RunContext) -> tuple[float, Any]:
     if not known:
         return math.nan, None
     metric = max(known)
-    if metric < EXPLODING_TIME_DECADES:
+    steps = int((init or end_tt or {}).get("steps", 0))
+    if metric < threshold_decades(steps):
         return metric, None
     diverged = bool(ctx.history.diverged)
     chance = ctx.chance_loss
     start, end = probe_loss_ends(ctx)
-    learned = (not diverged and math.isfinite(chance) and math.isfinite(end)
-               and end < (1.0 - LR_STEP_FALL) * chance)
-    if learned or (not diverged and not math.isfinite(chance)):
-        return metric, None  # it learned anyway (or nothing to judge the loss against)
+    stuck = (math.isfinite(chance) and math.isfinite(end)
+             and end >= (1.0 - LR_STEP_FALL) * chance)
+    if not (diverged or stuck):
+        return metric, None  # it learned anyway (or no loss to judge it by)
     tt = init if not math.isnan(d0) and (math.isnan(d1) or d0 >= d1) else end_tt
     when = "at initialization" if tt is init else f"after {_count(ctx.end, 'step')}"
     factor = 10.0 ** metric if math.isfinite(metric) else math.inf
-    steps = int(tt["steps"])
     per_step = factor ** (1.0 / (steps - 1)) if steps > 1 and math.isfinite(factor) else math.inf
     layer = tt.get("index") if tt is end_tt else (end_tt or {}).get("index", tt.get("index"))
-    ev = {"metric": metric, "threshold": EXPLODING_TIME_DECADES,
+    ev = {"metric": metric, "threshold": threshold_decades(steps),
           "growth": factor, "growth_per_step": per_step, "time_steps": steps,
           "grad_first_step": float(tt["first"]), "grad_last_step": float(tt["last"]),
           "growth_init": 10.0 ** d0 if math.isfinite(d0) else d0,
