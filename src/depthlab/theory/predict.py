@@ -626,12 +626,24 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
     if residual:
         frame = propagate_residual(int(sizes[0]), hidden[0], len(hidden) - 1, act, init,
                                    input_var, input_mean, batchnorm=bn, eps=eps, **kw)
+        data_note = ""
+        if lengths is not None and not bn and not _positively_homogeneous(act, **kw):
+            from .lengths import average_residual
+
+            # each example runs its own stream recursion from its own length (a standardized
+            # log-normal table, 10 tanh blocks under He: the first layer's gradient 1.75x the
+            # recursion at the mean length, 1.0x the average)
+            frame = average_residual(frame, lengths, lambda v: propagate_residual(
+                int(sizes[0]), hidden[0], len(hidden) - 1, act, init, v, 0.0,
+                batchnorm=False, eps=eps, **kw))
+            data_note = (f"; averaged over the input lengths of the {lengths.size} rows of x "
+                         f"(mean |x|^2 / n_in = {input_var:.4g})")
         dead = _zero_gradients(arch, frame, act)
         if dead is not None:
             return dead
         return GradientPrediction(arch, frame, True, "wide-layer mean field at initialization"
-                                  + (RESIDUAL_BN_NOTE if bn else "")
-                                  + (wide if bn else few), formula)
+                                  + (RESIDUAL_BN_NOTE if bn else "") + data_note
+                                  + (wide if bn or data_note else few), formula)
     if bn:
         frame = propagate_batchnorm([int(sizes[0]), *hidden], act, init, input_var, eps=eps,
                                     **kw)
