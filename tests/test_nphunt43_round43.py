@@ -374,3 +374,31 @@ def test_zero_eps_divergence_names_eps_without_a_numpy_warning(name) -> None:
                       seed=0)
     assert hist.divergence is not None
     assert hist.divergence.zero_eps == {"radam": "RAdam", "adamax": "Adamax"}[name]
+
+
+def test_losses_take_torch_tensors_for_weights_and_inputs() -> None:
+    """A port passes torch's class weights as a tensor (``weight=torch.tensor(w)``, often one
+    that requires grad, or bfloat16): the values are taken, as the engine takes tensors for
+    data. Before: "Can't call numpy() on Tensor that requires grad" (a RuntimeError) and
+    "Got unsupported ScalarType BFloat16"."""
+    rng = np.random.default_rng(0)
+    z, y = rng.normal(size=(6, 3)), np.array([0, 1, 2, 1, 0, 2])
+    w = [1.0, 2.0, 0.5]
+    cases = [("cross_entropy", "weight", y), ("nll_loss", "weight", y),
+             ("binary_cross_entropy", "pos_weight", np.eye(3)[y]),
+             ("binary_cross_entropy", "weight", np.eye(3)[y])]
+    for name, key, target in cases:
+        want = dl.loss(name, **{key: w}).forward(z, target)
+        for tensor in (torch.tensor(w, requires_grad=True), torch.tensor(w).bfloat16()):
+            loss = dl.loss(name, **{key: tensor})
+            assert loss.forward(torch.tensor(z, requires_grad=True), torch.tensor(target)) == want
+            np.testing.assert_array_equal(loss.backward(), _fresh_grad(name, key, w, z, target))
+    per = dl.loss("mse", reduction="none")
+    per.forward(z, np.zeros_like(z))
+    np.testing.assert_array_equal(per.backward(torch.ones(6, 3, requires_grad=True)), 2 * z)
+
+
+def _fresh_grad(name: str, key: str, w: list, z: np.ndarray, target: np.ndarray) -> np.ndarray:
+    loss = dl.loss(name, **{key: w})
+    loss.forward(z, target)
+    return loss.backward()

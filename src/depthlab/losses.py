@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import Array, expit, xp
+from .backend import Array, _torch_values, expit, xp
 from .registry import Registry
 from .validators import real
 
@@ -64,7 +64,7 @@ __all__ = [
 
 
 def _as_float_array(x: Any, what: str) -> Array:
-    arr = xp.asarray(x)
+    arr = xp.asarray(_torch_values(x))  # a tensor: its values (detached, on the host)
     if arr.dtype.kind not in "fiub":
         first = arr.flat[0] if arr.size else None
         first = first.item() if isinstance(first, np.generic) else first  # 'a', not np.str_('a')
@@ -84,7 +84,7 @@ def _as_float_array(x: Any, what: str) -> Array:
 def _class_weights(weight: Any) -> Array:
     """torch's ``weight``: one finite number >= 0 per class (a 1-D array, float64), not all 0."""
     try:
-        w = np.asarray(weight)
+        w = np.asarray(_torch_values(weight))  # a tensor on a GPU or requiring grad too
     except (TypeError, ValueError):
         w = np.asarray(None)
     if isinstance(weight, str | bytes) or w.ndim != 1 or w.size == 0 \
@@ -102,7 +102,7 @@ def _nonnegative(name: str, value: Any, max_ndim: int) -> Array:
     """torch's ``pos_weight`` / BCE ``weight``: finite numbers >= 0 (float64), at most
     ``max_ndim`` dimensions."""
     try:
-        v = np.asarray(value)
+        v = np.asarray(_torch_values(value))
     except (TypeError, ValueError):
         v = np.asarray(None)
     if isinstance(value, str | bytes) or v.ndim > max_ndim or v.size == 0 \
@@ -118,7 +118,7 @@ def _nonnegative(name: str, value: Any, max_ndim: int) -> Array:
 
 
 def _check_pred(pred: Any) -> Array:
-    pred = xp.asarray(pred)
+    pred = xp.asarray(_torch_values(pred))
     if pred.dtype.kind != "f":
         raise TypeError(f"pred must be a float array, got dtype {pred.dtype}")
     if pred.size == 0:
@@ -295,7 +295,7 @@ class Loss:
         if self.reduction != "none":
             raise TypeError(f"{self.name}: backward(grad) takes a gradient only with "
                             f"reduction='none'; this loss's reduction is {self.reduction!r}")
-        g = np.asarray(grad)
+        g = np.asarray(_torch_values(grad))
         if g.dtype.kind not in "fiu" or g.shape != shape:
             raise ValueError(f"{self.name}: backward(grad) takes real numbers of the per-item "
                              f"losses' shape {shape}, got {g.dtype} of shape {g.shape}")
