@@ -319,3 +319,39 @@ def test_predict_stochastic_depth_in_training_refused_and_in_eval_predicted():
         dlt.predict(model.train(), x, y, CE)
     _, grad = _ratios(model.eval(), x, y)
     assert np.all(np.abs(grad - 1) < 0.05), grad
+
+
+class _DropoutEnd(nn.Module):
+    """A branch ending with a training-mode dropout, as in a transformer's feed-forward
+    block: ``x + drop(F(x))``, ``relu(x + drop(l(x)))``, ``x + drop(gamma * F(x))``."""
+
+    def __init__(self, how: str, p: float) -> None:
+        super().__init__()
+        self.ff = nn.Sequential(nn.Linear(W, W), nn.GELU(), nn.Linear(W, W))
+        self.l, self.drop, self.how = nn.Linear(W, W), nn.Dropout(p), how
+        self.gamma = nn.Parameter(torch.full((W,), 0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.how == "ff":
+            return x + self.drop(self.ff(x))
+        if self.how == "functional":
+            return x + torch.nn.functional.dropout(self.ff(x), self.drop.p, self.training)
+        if self.how == "post":
+            return torch.relu(x + self.drop(self.l(x)))
+        return x + self.drop(self.gamma * torch.tanh(self.l(x)))
+
+
+@pytest.mark.parametrize("how,p", [("ff", 0.2), ("functional", 0.2), ("post", 0.5),
+                                   ("scaled", 0.5)])
+def test_predict_models_a_dropout_ending_a_residual_branch(how, p):
+    """``x + self.dropout(self.ff(x))`` in training mode was refused ('not the plain sum of
+    the branch and the shortcut'); the kept entries enter the sum times 1 / (1 - p) (a
+    mixture with the dropped zeros, which a post activation sees) and pass the gradient back
+    times 1 / (1 - p). Measured / predicted within 6% (two seeds measured 0.98-1.03x)."""
+    torch.manual_seed(0)
+    model = _lecun(nn.Sequential(nn.Linear(W, W), _DropoutEnd(how, p), _DropoutEnd(how, p),
+                                 nn.Linear(W, 10))).to(D).train()
+    x, y = _data(0)
+    pre, grad = _ratios(model, x, y)
+    assert np.all(np.abs(grad - 1) < 0.06), grad
+    assert np.all(np.abs(pre[:-1] - 1) < 0.06), pre

@@ -747,9 +747,12 @@ def chain(model: nn.Module, x: Any, y: Any = None,
             spec = _functional_post(out_fn, block.name)
             if spec is not None:
                 hit = [(b_out, b_out, spec, done)]
-        scale = _check_add(block.name, out_fn, bool(hit), ends[0],
-                           ends[1] if len(ends) > 1 else in_fn,
-                           {fn: labels[at] for at, fn in fns.items() if fn is not None}, scales)
+        drops = {fn: b[2].p for (fn, _), b in pool_nodes.items()
+                 if b[2].kind == "dropout" and not b[2].channel and fn is not None}
+        scale, drop = _check_add(block.name, out_fn, bool(hit), ends[0],
+                                 ends[1] if len(ends) > 1 else in_fn,
+                                 {fn: labels[at] for at, fn in fns.items() if fn is not None},
+                                 scales, drops)
         readers = [a for a in acts if a[0] == b_out and a[1] != b_out and a[3] > done]
         if not hit and len(readers) == 1 and not any(b_out in c for c in inputs.values()):
             # Sequential(..., Block(), nn.ReLU(), ...): the activation module after the block,
@@ -768,7 +771,8 @@ def chain(model: nn.Module, x: Any, y: Any = None,
                 block.name)
         out.append({"kind": "block", "name": block.name, "layers": paths[0],
                     "shortcut": paths[1] if len(paths) > 1 else [],
-                    "post": hit[-1][2] if hit else None, "between": mids, "scale": scale})
+                    "post": hit[-1][2] if hit else None, "between": mids, "scale": scale,
+                    "drop": drop})
         prev_end = b_out
         prev_at = max(done, hit[-1][3] if hit else -1)
     stop, start, name = last
@@ -1551,19 +1555,23 @@ def _scale_value(name: str, factor: torch.Tensor) -> float:
 
 
 def _check_add(name: str, out_fn: Any, post: bool, branch_fn: Any, skip_fn: Any,
-               made: dict | None = None, scales: dict[Any, tuple[Any, Any]] | None = None
-               ) -> float:
+               made: dict | None = None, scales: dict[Any, tuple[Any, Any]] | None = None,
+               drops: dict[Any, float] | None = None) -> tuple[float, float]:
     """The block's output is ``post(a + c b)`` (``post`` an activation module when ``post``) of
     exactly the shortcut's output ``a`` and the branch's ``b`` (autograd nodes; the check is
     skipped without gradients), the branch times a constant ``c`` (1 for the plain sum): ``x +
     alpha * F(x)``, ReZero's and LayerScale's ``x + self.gamma * F(x)`` with ``gamma`` of equal
     entries, ``x + F(x) / tau``, ``x.add(F(x), alpha=0.5)`` (``scales``: the products noted by
-    :func:`_record_scale`). Returns ``c``: the branch's output enters the sum with variance
-    ``c^2 Var(F)`` and receives ``c^2 Var(dL/d sum)`` back. Another operation in between (a
-    scale of the shortcut, a functional activation on one path) would make the prediction
-    wrong, so it is refused."""
+    :func:`_record_scale`), and optionally through one training-mode dropout ``x +
+    drop(F(x))`` (a transformer's ``x + self.dropout(self.ff(x))``; ``drops``: the dropout
+    calls' output nodes -> ``p``). Returns ``(c, p)``: the branch's output enters the sum with
+    variance ``c^2 Var(F)`` (kept with probability ``1 - p``, times ``1 / (1 - p)``) and
+    receives ``c^2 Var(dL/d sum)`` back. Another operation in between (a scale of the
+    shortcut, a functional activation on one path) would make the prediction wrong, so it is
+    refused."""
     if out_fn is None or branch_fn is None or skip_fn is None:
-        return 1.0
+        return 1.0, 0.0
+    drops = drops or {}
     branch_fn, skip_fn = _copies_below(branch_fn), _copies_below(skip_fn)
     scales = scales or {}
     add = out_fn
@@ -1574,16 +1582,23 @@ def _check_add(name: str, out_fn: Any, post: bool, branch_fn: Any, skip_fn: Any,
     operands = [] if add is None else [_copies_below(n) for n, _ in add.next_functions
                                        if n is not None]
     factor: Any = 1.0
+    drop = 0.0
     for k, node in enumerate(operands):  # gamma * F(x): the branch under its scales
         found = node
         f: Any = 1.0
+        p = 0.0
         for _ in range(8):
-            if found is branch_fn or found not in scales:
+            if found is branch_fn:
                 break
-            found, c = scales[found]
-            found, f = _copies_below(found), f * c
+            if found in drops and p == 0.0 and found.next_functions:  # (one dropout)
+                p, found = drops[found], _copies_below(found.next_functions[0][0])
+            elif found in scales:
+                found, c = scales[found]
+                found, f = _copies_below(found), f * c
+            else:
+                break
         if found is branch_fn and node is not branch_fn and skip_fn is not branch_fn:
-            operands[k], factor = branch_fn, f
+            operands[k], factor, drop = branch_fn, f, p
             break
     if (add is None or not add.name().startswith("AddBackward") or len(operands) != 2
             or {id(n) for n in operands} != {id(branch_fn), id(skip_fn)}):
@@ -1611,8 +1626,8 @@ def _check_add(name: str, out_fn: Any, post: bool, branch_fn: Any, skip_fn: Any,
                              "not model; expected x.add(F(x), alpha=...) or x + alpha * F(x)")
         factor = factor * alpha
     if isinstance(factor, torch.Tensor):
-        return _scale_value(name, factor)
-    return float(factor)
+        return _scale_value(name, factor), drop
+    return float(factor), drop
 
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)

@@ -615,6 +615,12 @@ def _run(segments: list[dict], state: tuple) -> tuple[list[dict], list[float]]:
         a_sq, a_mean, a_bvar, (av, aw) = _path_forward(seg["layers"], state, rows)[:4]
         c = seg.get("scale", 1.0)  # x + c F(x): the branch's values times c
         a_sq, a_mean, a_bvar, av = c * c * a_sq, c * a_mean, c * c * a_bvar, c * np.asarray(av)
+        p = seg.get("drop", 0.0)
+        if p > 0:  # x + drop(F(x)): F's value / (1 - p) with probability 1 - p, else 0 (node 0)
+            a_bvar += a_sq * p / (1 - p) if p < 1 else 0.0
+            a_sq = a_sq / (1 - p) if p < 1 else 0.0
+            av = np.concatenate([[0.0], av / (1 - p) if p < 1 else np.zeros_like(av)])
+            aw = np.concatenate([[p], np.asarray(aw) * (1 - p)])
         mid = len(rows)
         b_state = _path_forward(seg["shortcut"], state, rows)
         b_sq, b_mean, b_bvar, (bv, bw) = b_state[:4]
@@ -699,6 +705,13 @@ def _run(segments: list[dict], state: tuple) -> tuple[list[dict], list[float]]:
         after = (g_out if v_of_x is None else np.interp(yv, v_of_x[0], v_of_x[1]))
         inner = (dv * dv * after * fw[None, :]).sum(1)  # E[f'(s)^2 Var(dL/dy | y) | x]
         g_pre = _dot(xw, inner)
+        p = seg.get("drop", 0.0)
+        g_in = g_pre
+        if p > 0:  # x + drop(F(x)): dL/dF = m / (1 - p) dL/d(sum) on the kept entries (fv's
+            # nodes 1...; node 0 is the dropped value), Var = E[. | kept] / (1 - p)
+            kept = (dv[:, 1:] ** 2 * after[:, 1:] * fw[None, 1:]).sum(1) if np.ndim(after) \
+                else (dv[:, 1:] ** 2 * after * fw[None, 1:]).sum(1)
+            g_in = _dot(xw, kept) / (1 - p) ** 2 if p < 1 else 0.0
         phi_b = phi_s = 0.0
         h_x = None
         if coh is not None and g_pre > 0:
@@ -718,7 +731,7 @@ def _run(segments: list[dict], state: tuple) -> tuple[list[dict], list[float]]:
                 phi_s = _pooled_path(rows, mid, last, phi_u, pool_ratio, deriv, (fv, fw))
         # both paths: the branch and the shortcut (the identity when it has no layers)
         # x + c F(x): dL/dF = c dL/d(sum), Var times c^2
-        g_branch = _path_backward(rows, grad, first, mid, seg.get("scale", 1.0) ** 2 * g_pre)
+        g_branch = _path_backward(rows, grad, first, mid, seg.get("scale", 1.0) ** 2 * g_in)
         g_short = _path_backward(rows, grad, mid, last, g_pre)
         g_out = g_branch + g_short
         if coh is None or seg["_between"]:
