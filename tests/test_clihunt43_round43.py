@@ -112,3 +112,17 @@ def test_a_sections_own_key_hints_are_kept(tmp_path, capsys, text, fragments):
     (tmp_path / "c.toml").write_text(text)
     code, _, err = run_cli(capsys, "run", tmp_path / "c.toml", "--out", tmp_path / "out")
     assert_one_line_error(code, err, *fragments)
+
+
+@pytest.mark.parametrize(("data", "where"), [
+    (b'name = "x"\n[data]\nname = "caf\xe9"\n', "byte 0xe9 at line 3, column 12"),
+    (b'\xef\xbb\xbfname = "caf\xe9"\n', "byte 0xe9 at line 1, column 12"),  # after a BOM
+])
+def test_a_config_that_is_not_utf8_names_the_byte_and_where(tmp_path, capsys, data, where):
+    # a Latin-1 config said only "not a UTF-8 text file (invalid continuation byte)": not
+    # which byte nor where, as a .csv's refusal says
+    (tmp_path / "c.toml").write_bytes(data)
+    code, _, err = run_cli(capsys, "run", tmp_path / "c.toml", "--out", tmp_path / "out")
+    assert_one_line_error(code, err, "c.toml: not a UTF-8 text file", where,
+                          "re-save the file as UTF-8")
+    assert not (tmp_path / "out").exists()

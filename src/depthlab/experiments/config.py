@@ -65,6 +65,15 @@ STDIN_NAME = "<stdin>"
 """How messages name a config read from standard input."""
 
 
+def _bad_byte(e: UnicodeDecodeError) -> str:
+    """Where UTF-8 decoding failed: ``byte 0xe9 at line 3, column 10`` (a Latin-1 "é"; the
+    message named only the codec's reason, "invalid continuation byte", not where)."""
+    before = bytes(e.object[:e.start])
+    line = before.count(b"\n") + 1
+    column = len(before) - (before.rfind(b"\n") + 1) + 1  # in bytes
+    return f"byte 0x{e.object[e.start]:02x} at line {line}, column {column}"
+
+
 def read_toml(path: str | os.PathLike) -> dict[str, Any]:
     """Parse a TOML config file, or a JSON one (a ``.json`` name: the same sections as a
     top-level object, e.g. ``{"model": {"sizes": [64, 32, 10]}}``); a missing file or a syntax
@@ -121,7 +130,8 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as e:
         raise _not_toml(p, text, e) from None
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{p}: not a UTF-8 text file ({e.reason})") from None
+        raise ConfigError(f"{p}: not a UTF-8 text file: {_bad_byte(e)} ({e.reason}); "
+                          "accepted: UTF-8 text (re-save the file as UTF-8)") from None
     except ValueError as e:  # int() of a literal past Python's int_max_str_digits (4300)
         if "integer string conversion" not in str(e):
             raise
