@@ -194,3 +194,49 @@ def test_a_tab_whose_trained_network_holds_most_of_the_memory_can_still_change_i
                 b.send(json.dumps({"cmd": "setup", "query": big}))
                 m = _answer(b)
                 assert m["type"] == "error" and "needs about" in m["message"], m
+
+
+def test_a_setup_refused_for_memory_starts_on_play_or_reset_once_the_memory_is_free(
+        monkeypatch):
+    # a page opened while another tab (or another program) held the memory: refused ("set
+    # aside for another tab's network: close it"); the learner closed it and pressed play or
+    # reset, and the server repeated the refusal word for word without looking again
+    import json
+
+    from websockets.sync.client import connect
+
+    from depthlab import memory
+    from depthlab.playground import app as app_module
+    from depthlab.playground.memory_check import setup_bytes
+    from depthlab.playground.server import Background
+
+    big = {"model.depth": "4", "model.width": "512"}
+    need = setup_bytes(parse_setup(big))[0]
+    free = [need // 2]
+    monkeypatch.delenv("DEPTHLAB_MEMORY_LIMIT", raising=False)
+    monkeypatch.setattr(memory, "available_memory", lambda: free[0])
+    monkeypatch.setattr(app_module, "available_memory", memory.available_memory, raising=False)
+    with Background() as server:
+        with connect(server.url.replace("http://", "ws://") + "ws") as ws:
+            ws.send(json.dumps({"cmd": "setup", "query": big}))
+            m = _answer(ws)
+            assert m["type"] == "error" and "needs about" in m["message"], m
+            ws.send(json.dumps({"cmd": "reset"}))  # still not free: refused again
+            m = _answer(ws)
+            assert m["type"] == "error" and m["message"].startswith("nothing to reset"), m
+            free[0] = 4 * need
+            ws.send(json.dumps({"cmd": "play", "press": 1}))
+            m = _answer(ws)
+            assert m["type"] == "accepted" and m["query"]["model.width"] == "512", m
+            while True:  # and it trains
+                m = json.loads(ws.recv(timeout=60))
+                assert m["type"] != "error", m
+                if m["type"] == "update" and m["step"] > 0:
+                    break
+        with connect(server.url.replace("http://", "ws://") + "ws") as ws:
+            free[0] = need // 2
+            ws.send(json.dumps({"cmd": "setup", "query": big}))
+            assert _answer(ws)["type"] == "error"
+            free[0] = 4 * need
+            ws.send(json.dumps({"cmd": "reset"}))
+            assert _answer(ws)["type"] == "accepted"

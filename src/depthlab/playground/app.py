@@ -395,6 +395,7 @@ class _Tab:
         # the last setup refused since a session last started (message, key): play, step or
         # doctor pressed with no network (a refused link) repeat it, naming the control
         self.refused: tuple[str, str | None] | None = None
+        self.refused_query: dict[str, Any] | None = None  # the query of that setup
         self.doctor_busy = False
         self.doctor_task: asyncio.Task | None = None
         # the last play/pause/step handled (the page's number for it): every ``state`` sent
@@ -507,6 +508,22 @@ class _Tab:
             return True
         return False
 
+    async def _retry_refused(self, autoplay: bool) -> bool:
+        """Start the refused setup when it is accepted now (True), else keep its current
+        reason in :attr:`refused` (False). A setup refused for memory that another tab held
+        (a page opened while another tab trained a big network) stayed refused after that tab
+        closed: play and reset repeated "set aside for another tab's network: close it"."""
+        query = self.refused_query
+        if query is None or self.winding is not None:
+            return False
+        try:
+            self._check(query)
+        except SetupError as e:
+            self.refused = (str(e), e.key)  # today's figures
+            return False
+        await self._start(query, autoplay=autoplay)
+        return True
+
     def _check(self, query: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], int]:
         """:func:`check` in the memory this tab may take: the machine's free memory (or
         ``memory_limit``) less what the other tabs' networks have not taken yet, plus what
@@ -547,11 +564,16 @@ class _Tab:
             if self.setup is not None:
                 await self._start(to_query(self.setup), autoplay=False, fresh=True)
             elif self.refused is not None:  # no setup accepted yet: reset answered nothing
+                if await self._retry_refused(autoplay=False):
+                    return
                 message, key = self.refused
                 self._error(f"nothing to reset: the setup was refused: {message}", key)
         elif cmd in ("play", "pause", "step"):
             press = msg.get("press")
             self.press = press if type(press) is int else self.press + 1
+            if (self.session is None and self.refused is not None and cmd != "pause"
+                    and await self._retry_refused(autoplay=cmd == "play")):
+                return
             if self.session is None and self.refused is not None:
                 # a refused link: "fix the setup or press reset" (with no key) took the red mark
                 # off the refused control and replaced the reason, and reset restarts nothing
@@ -604,6 +626,7 @@ class _Tab:
             setup, config, params = self._check(query)
         except SetupError as e:
             self.refused = (str(e), e.key)
+            self.refused_query = query
             self._error(str(e), e.key)
             return
         old = self.session
@@ -676,7 +699,7 @@ class _Tab:
         del previous, old  # the new session holds it only until it has prepared
         session.emit = self._emit_for(session)
         self.session = session
-        self.refused = None
+        self.refused = self.refused_query = None
         self.registry.put(self.key, session, setup_bytes(setup)[0])
         self._enqueue({"type": "accepted", "query": to_query(setup), "parameters": params})
         session.start()
