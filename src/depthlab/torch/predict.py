@@ -124,12 +124,31 @@ units). Measured on torchvision ``BasicBlock`` stacks and ReLU residual MLPs: gr
 within 7% of the prediction (13% at a 27-fan-in stem), where a Gaussian sum with independent
 masks was up to 1.4x off.
 
+A branch times a constant, ``y = post(x + c F(x))`` (``alpha * F(x)``, ReZero's and
+LayerScale's ``self.gamma * F(x)`` with equal entries, as initialized, also
+``gamma[:, None, None]``; ``F(x) / tau``; ``x.add(F(x), alpha=c)``): the branch's values are
+``c`` times its output's (forward ``E[(cF)^2] = c^2 E[F^2]``, its nodes times ``c``), and
+``Var(dL/dF) = c^2 Var(dL/d sum)``. A training-mode dropout ending the branch, ``x +
+drop(F(x))`` (a transformer's feed-forward block): the branch's value is ``F / (1 - p)`` with
+probability ``1 - p`` and 0 otherwise (a node of mass ``p`` at 0 in the distribution the
+post activation sees), and ``Var(dL/dF) = E[post'^2 V | kept] / (1 - p)``. Measured (4-6
+blocks of 256, 512 rows, 2 seeds): grad_pre_std 0.96-1.03x for c from 0.1 to 1.5 (tanh,
+GELU, ReLU, a ReLU after the sum), 0.91-1.06x for ReLU branches at c = 2 (6 blocks),
+dropout 0.2-0.5 0.98-1.03x; ``c = 0`` (ReZero as initialized) predicts no gradient in the
+branches, as measured. A scale of unequal entries
+(a trained LayerScale, a stochastic-depth mask in training mode) is refused by name.
+``h.clone()`` anywhere in the chain is the identity (its values, its gradient).
+
 The gradient scale is anchored at the last layer: with ``y`` and ``loss_fn`` the model is
 measured with :func:`depthlab.torch.probe` on ``(x, y)`` and ``predicted grad_pre_std[L]`` =
 measured ``grad_pre_std[L]``, the layers below from ``E[g_L^2] = std^2 + mean^2`` (``W^T g``
 carries the mean of ``g = dL/ds_L`` down as well: MSE towards targets of mean 5 had every
-lower layer predicted 0.045x with the std alone); without them the ``value`` column is NaN
-(nothing measured) and ``grad_pre_std`` is predicted relative to the last layer (= 1 there).
+lower layer predicted 0.045x with the std alone); where the probe has no gradient there (a
+model whose parameters are all frozen: nothing requires grad) the anchor is ``E[g_L^2]`` of
+the gradient :func:`~depthlab.torch.chain.chain` computes on its own copy of ``x`` (the
+prediction was the relative one, 850x the true gradient at the last layer); without ``y``
+and ``loss_fn`` the ``value`` column is NaN (nothing measured) and ``grad_pre_std`` is
+predicted relative to the last layer (= 1 there).
 
 Result: the tidy table ``step, layer, module, quantity, value, predicted`` for the quantities
 ``pre_std``, ``act_std`` (layers with an activation) and ``grad_pre_std``.
