@@ -240,3 +240,27 @@ def test_a_setup_refused_for_memory_starts_on_play_or_reset_once_the_memory_is_f
             free[0] = 4 * need
             ws.send(json.dumps({"cmd": "reset"}))
             assert _answer(ws)["type"] == "accepted"
+
+
+# -- where a divergence started, in the panels' numbering ---------------------------------------
+def test_the_layer_a_divergence_started_in_is_placed_in_the_panels(browser, server):
+    # "first non-finite values came out of layer 'dense11'" beside panels of layers 1-10: the
+    # trainer's name of the output layer, which the page shows nowhere
+    with checked_page(browser, 1280, 800) as pg:
+        pg.goto(server.url + "?model.depth=10&model.width=8")
+        pg.wait_for_function(MEASURED, timeout=90_000)
+        said = {}
+        for layer in ("dense11", "dense3", "act10", "bn2", "input", "dense12"):
+            pg.evaluate("""(layer) => onDiverged({type: "diverged", step: 4, epoch: 1, layer,
+              loss: null, losses: [], nonfinite_parameters: [],
+              message: `training diverged at step 4 (epoch 1): loss = nan; first non-finite ` +
+                `values came out of layer '${layer}'. Lower the learning rate.`})""", layer)
+            pg.wait_for_function("(l) => document.getElementById('diverged').dataset.layer === l",
+                                 arg=layer)
+            said[layer] = pg.text_content("#diverged")
+        assert "layer 'dense11' (the output layer, after the last hidden one)." in said["dense11"]
+        assert "layer 'dense3' (the weighted sum into layer 3 of the panels)" in said["dense3"]
+        assert "layer 'act10' (layer 10 of the panels)" in said["act10"]
+        assert "layer 'bn2' (the batch norm before layer 2 of the panels)" in said["bn2"]
+        for other in ("input", "dense12"):  # no such layer in the panels: as the trainer says
+            assert f"layer '{other}'. " in said[other], said[other]

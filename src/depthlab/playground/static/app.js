@@ -526,12 +526,29 @@ function probeRowsNote(m) {
       `all ${m.probe_of}${bn ? " in inference mode" : ""}` : "");
 }
 
+/* Where the trainer's layer name ("dense11", "act3", "bn4") is in the panels: its number is
+   that of the panels' layer (nonlinearity, in a residual net) it feeds, and the Dense layer
+   after the last one is the output layer. "came out of layer 'dense11'" beside panels of
+   layers 1-10 named a layer the page does not show. */
+function layerWhere(name) {
+  const m = /^(dense|bn|act)(\d+)$/.exec(name || ""), n = S.ready ? S.ready.n_layers : 0;
+  if (!m || !n) return "";
+  const k = +m[2];
+  if (m[1] === "dense" && k === n + 1) return "the output layer, after the last hidden one";
+  if (k > n) return "";
+  const of = `${unit()} ${k} of the panels`;
+  return m[1] === "act" ? of : m[1] === "bn" ? `the batch norm before ${of}` :
+    `the weighted sum into ${of}`;
+}
+
 function onDiverged(m) {
   setState("diverged");
   S.wantPlay = false;
   const d = $("diverged");
   // the trainer's message already says "training diverged at step N (epoch E): ..."
-  const said = m.message.replace(/\.+$/, "");
+  let said = m.message.replace(/\.+$/, "");
+  const where = layerWhere(m.layer);
+  if (where) said = said.replace(`layer '${m.layer}'`, `layer '${m.layer}' (${where})`);
   afterRelease(() => {
     d.hidden = false;
     d.textContent = (said.startsWith("training diverged") ? said :
