@@ -16,8 +16,11 @@ Routes:
   session: validated, memory-checked, then built and paused at step 0; a setup that differs
   from the session's only in settings it does not use (:func:`_inert`: the export's epochs,
   batch norm's settings without batch norm, ...) keeps the session and is answered
-  ``accepted`` with ``kept: true``), ``play``, ``pause``,
-  ``step``, ``reset`` (the same setup from scratch), ``doctor`` and ``cancel_doctor``; the
+  ``accepted`` with ``kept: true``; the memory check counts the other tabs' networks, see
+  :meth:`Registry.unclaimed`), ``play``, ``pause``,
+  ``step``, ``reset`` (the same setup from scratch; with no setup accepted yet, play, step and
+  reset check the refused one again and start it if it is accepted now), ``doctor`` and
+  ``cancel_doctor``; the
   server sends ``state`` (``press``: the number of the last play/pause/step it had handled when
   the state changed, the page's own ``"press": N`` of the command, else its count of them: the
   page ignores a running/paused that answers a press it has pressed over since), ``waiting``
