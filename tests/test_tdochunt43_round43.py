@@ -175,3 +175,13 @@ def test_a_pooled_readout_over_many_steps_is_not_growth():
     assert rule_exploding_through_time(_ctx(1e5, 1.0, 2000))[1] is not None
     # a run that did not diverge and whose probe loss is unknown: nothing says it failed
     assert rule_exploding_through_time(_ctx(1e5, 1.0, 30, diverged=False))[1] is None
+
+
+def test_a_frozen_recurrent_layer_is_not_judged_for_its_growth():
+    def make() -> nn.Module:
+        m = _LastStep(2.0, nonlinearity="relu")
+        m.rnn.requires_grad_(False)  # a pretrained encoder: the head alone trains
+        return m
+
+    d = dlt.doctor(make, _data(), optimizer=("sgd", {"lr": 0.1}), steps=20, verify=False)
+    assert "exploding_through_time" not in d.kinds, str(d)

@@ -1053,6 +1053,9 @@ def _train_run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: Torc
         tt["index"] = index.get(tt["layer"])
     if before is not None:
         before["index"] = index.get(before["layer"])
+        rnn = dict(model.named_modules()).get(before["layer"])  # frozen (a pretrained encoder):
+        before["frozen"] = rnn is not None and not any(  # its growth trains nothing of it
+            p.requires_grad for p in rnn.parameters())
     targets = target_scale(loss_fn, data.y if not isinstance(model, StandardizedTargets) else
                            (data.y - model.mean) / model.std)  # as the network learns them
     stats = {} if targets is None else {  # one column per target entry: (N,), (N, C) and

@@ -64,9 +64,13 @@ def rule_exploding_through_time(ctx: RunContext) -> tuple[float, Any]:
     ``nn.RNN`` whose recurrent matrix is orthogonal at gain 3 reads 4e4x over 30 steps; an
     ``nn.RNN(nonlinearity='relu')`` at gain 2, 1.9e3x, diverged at SGD lr 0.1 (a 10x smaller
     rate and warm-up diverged too; the orthogonal recurrent matrices of gain 1 trained it).
+    A frozen recurrent layer (every parameter ``requires_grad=False``: ``frozen`` in the
+    step-0 reading) is not judged: none of its weights trains, and the cures keep it.
     Returns ``(metric, Finding or None)``."""
     init = getattr(ctx, "through_time_init", None)
     end_tt = getattr(ctx, "through_time", None)
+    if (init or {}).get("frozen"):  # a frozen recurrent layer (requires_grad False): no
+        return math.nan, None  # weight of it trains, and no cure here changes it
     d0, d1 = growth_decades(init), growth_decades(end_tt)
     known = [d for d in (d0, d1) if not math.isnan(d)]
     if not known:
