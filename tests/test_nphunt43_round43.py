@@ -402,3 +402,29 @@ def _fresh_grad(name: str, key: str, w: list, z: np.ndarray, target: np.ndarray)
     loss = dl.loss(name, **{key: w})
     loss.forward(z, target)
     return loss.backward()
+
+
+def test_layers_and_network_backward_take_torch_tensors() -> None:
+    """Layers used on their own take a torch tensor's values (one that requires grad, bfloat16)
+    as ``Network.forward`` does, and ``net.backward`` takes a tensor gradient. Before: torch's
+    "Can't call numpy() on Tensor that requires grad" (Dense, Activation, Residual,
+    ``net.backward``) or "'torch.dtype' object has no attribute 'kind'" (Dense)."""
+    from depthlab.layers import Residual, Sequential
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 3))
+    layers = [Dense(3, 3, dtype="float64", rng=0), BatchNorm(3, dtype="float64"),
+              Activation("tanh"), Residual([Dense(3, 3, dtype="float64", rng=1),
+                                            Activation("relu")]),
+              Sequential([Dense(3, 3, dtype="float64", rng=2), Activation("relu")])]
+    for layer in layers:
+        want = layer.forward(x, training=False)
+        got = layer.forward(torch.tensor(x, requires_grad=True), training=False)
+        assert isinstance(got, np.ndarray)
+        np.testing.assert_array_equal(got, want)
+    net = dl.mlp([3, 4, 2], batchnorm=True, seed=0, dtype="float64")
+    g = rng.normal(size=(5, 2))
+    net.forward(x)
+    want = net.backward(g)
+    net.forward(torch.tensor(x, requires_grad=True))
+    np.testing.assert_array_equal(net.backward(torch.tensor(g, requires_grad=True)), want)

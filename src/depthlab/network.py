@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import Array, data_array, resolve_dtype, xp
+from .backend import Array, _torch_values, data_array, resolve_dtype, xp
 from .layers import Activation, BatchNorm, Dense, Dropout, Layer, Sequential
 from .memory import CHECK_FROM_BYTES, MEMORY_ENV, available_memory, batch_bytes, check_fits
 from .validators import keyword_hints, positive_int
@@ -233,7 +233,7 @@ class Network(Sequential):
             if grad is None or isinstance(grad, str | bytes | dict):  # attribute 'shape'"
                 raise TypeError(f"gradient={grad!r:.40} is not accepted; expected dL/dy, an "
                                 f"array of the output shape {out}")
-            grad = np.asarray(grad)  # a list of lists
+            grad = np.asarray(_torch_values(grad))  # a list of lists, a tensor's values
         if grad.dtype.kind in "cUSVmM":  # complex: the imaginary part dropped with a warning
             raise TypeError(f"gradient of dtype {grad.dtype} is not accepted; expected real "
                             f"numbers of the output shape {out}")

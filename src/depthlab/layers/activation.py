@@ -24,7 +24,7 @@ class Activation(Layer):
 
     def forward(self, x: Array, training: bool = True) -> Array:
         """``a = f(s)`` elementwise, with ``s = x``; both kept (``s``, ``a``) for the probes."""
-        self.s = x
+        self.s = x = self._as_input(x)  # nested lists, a torch tensor: as arrays
         self.a = self.fn.forward(x)
         return self.a
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ..backend import Array, xp
+from ..backend import Array, _torch_values, xp
 from ..parameter import Parameter
 
 
@@ -52,7 +52,7 @@ class Layer:
         "'list' object has no attribute 'ndim'")."""
         if isinstance(x, xp.ndarray):
             return x
-        arr = xp.asarray(x)
+        arr = xp.asarray(_torch_values(x))  # a tensor: its values (detached, on the host)
         if arr.dtype.kind not in "fiub":
             raise TypeError(f"{self.name}: input of dtype {arr.dtype} is not accepted; "
                             "accepted: an array (or nested lists) of numbers")

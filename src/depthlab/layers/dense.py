@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from .. import accel
-from ..backend import Array, resolve_dtype, xp
+from ..backend import Array, _torch_values, resolve_dtype, xp
 from ..backend import rng as make_rng
 from ..initializers import Initializer, get_initializer
 from ..memory import CHECK_FROM_BYTES, check_fits
@@ -73,10 +73,9 @@ class Dense(Layer):
         An input whose last axis is not ``fan_in`` wide is one ValueError naming both (it
         was NumPy's matmul signature message). Computed in the layer's dtype: an input of
         another dtype is cast first (a float32 layer returned float64 for float64 rows)."""
-        shape = getattr(x, "shape", None)
-        if shape is None:  # a list of rows
-            x = np.asarray(x)
-            shape = x.shape
+        if not isinstance(x, np.ndarray):  # a list of rows, a torch tensor (its values)
+            x = np.asarray(_torch_values(x))
+        shape = x.shape
         if not shape or shape[-1] != self.fan_in:
             raise ValueError(f"{self.name}: input of shape {tuple(shape)}; expected (batch, "
                              f"{self.fan_in}) (Dense({self.fan_in}, {self.fan_out}) takes "

@@ -55,7 +55,7 @@ class Residual(Layer):
 
     def forward(self, x: Array, training: bool = True) -> Array:
         """``y = x + F(x)``."""
-        self.x = x
+        self.x = x = self._as_input(x)  # nested lists, a torch tensor: as arrays
         return _add_skip(self.branch, self.branch.forward(x, training), x)
 
     def backward(self, grad: Array, input_grad: bool = True) -> Array:
