@@ -933,7 +933,10 @@ class Watch:
                 self._snap.update(self._pairs)
                 return
         self._check_snapshot_fits()
-        with torch.no_grad():
+        # buffers made outside inference mode: a Watch.step under torch.inference_mode() (a
+        # loop's logging block) made inference tensors, and the next record's in-place
+        # difference (W0 - W) outside it failed ('Inplace update to inference tensor')
+        with torch.no_grad(), torch.inference_mode(False):
             fresh = []
             for info in self._rec.layers:
                 pairs = []
@@ -963,7 +966,7 @@ class Watch:
         rows (``||W_n - W_{n-1}|| / ||W_{n-1}||``), into buffers kept between records."""
         old, self._map_snap = self._map_snap, {}
         loose = self._rec._loose
-        with torch.no_grad():
+        with torch.no_grad(), torch.inference_mode(False):  # (normal tensors: _snapshot)
             for key in self._rec._map_keys:
                 w = loose[key][1]
                 kept = old.get(key)
