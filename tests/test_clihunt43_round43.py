@@ -126,3 +126,19 @@ def test_a_config_that_is_not_utf8_names_the_byte_and_where(tmp_path, capsys, da
     assert_one_line_error(code, err, "c.toml: not a UTF-8 text file", where,
                           "re-save the file as UTF-8")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_rerun_sweep_says_its_failed_points_run_again(tmp_path, capsys, monkeypatch):
+    # stored failed points are not skipped: the line before the run says how many run again
+    one_blas_thread(monkeypatch)
+    (tmp_path / "g.toml").write_text(
+        'name = "e"\n' + _DATA + _MODEL + '[probes]\nevery = 0\n'
+        '[sweep]\n"train.epochs" = [1, 1000000000000]\n')  # the second: refused for memory
+    args = ("sweep", tmp_path / "g.toml", "--out", tmp_path / "out")
+    code, _, _ = run_cli(capsys, *args)
+    assert code == 1
+    code, out, _ = run_cli(capsys, *args)
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[1].endswith("1 of its 2 points are already stored (finished or diverged): "
+                             "skipped; 1 to run (of them 1 stored as failed, run again)"), out

@@ -358,15 +358,23 @@ def _say_resumed(say: Callable[[str], None], sweep: str, store: Store,
     """Tell, before any point runs, that a sweep run again skips its stored points (a rerun
     of an interrupted sweep said so only in its last line, after the rest had run):
     ``sweep sw-...: 2 of its 6 points are already stored (finished or diverged): skipped; 4
-    to run``. ``points``: the listed points (None for a grid streamed lazily, whose count
+    to run`` (and how many of those are stored as failed, which run again). ``points``: the
+    listed points (None for a grid streamed lazily, whose count
     is known only at the end: then the ``skipped_first`` stored points met before the first
     one to run are named); nothing is said when no point is stored."""
     if points is not None:
         ids = {p.id for p in points}
         stored = sum(1 for i in ids if store.has_run(i, DONE_STATUSES))
+        # (a refused combination, stored failed again without running, is not counted)
+        failed = len({p.id for p in points if getattr(p, "error", None) is None
+                      and store.has_run(p.id, ("failed",))})
+        again = (f" (of them {failed:,} stored as failed, run again)" if failed else "")
         if stored:
             say(f"sweep {sweep}: {stored:,} of its {len(ids):,} points are already stored "
-                f"(finished or diverged): skipped; {len(ids) - stored:,} to run")
+                f"(finished or diverged): skipped; {len(ids) - stored:,} to run{again}")
+        elif failed:
+            say(f"sweep {sweep}: {failed:,} of its {len(ids):,} points are stored as failed: "
+                "run again")
     elif skipped_first:
         say(f"sweep {sweep}: its first {skipped_first:,} points are already stored (finished "
             "or diverged): skipped, as every stored point met later is")
@@ -505,11 +513,14 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
         # the stored points are skipped (and refused combinations stored) before the executor
         # starts, and it starts only if a point is left: the same sweep again started a
         # LocalCluster (4-9 s here) or connected to a scheduler to compute nothing
+        listed_now = total <= WORK_POINTS
+        if listed_now:  # said before any point is stored (a refused one is, as it is met)
+            _say_resumed(say, sweep, store, points, 0)
         todo = tasks()
         first = next(todo, None)
         if first is not None:
-            _say_resumed(say, sweep, store, points if total <= WORK_POINTS else None,
-                         result.skipped - result.repeated)
+            if not listed_now:
+                _say_resumed(say, sweep, store, None, result.skipped - result.repeated)
             # told before it starts: a local:N cluster forks no more workers than points left
             executor.expect(expected[0])
             with executor:
