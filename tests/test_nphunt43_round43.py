@@ -428,3 +428,18 @@ def test_layers_and_network_backward_take_torch_tensors() -> None:
     want = net.backward(g)
     net.forward(torch.tensor(x, requires_grad=True))
     np.testing.assert_array_equal(net.backward(torch.tensor(g, requires_grad=True)), want)
+
+
+def test_parameters_and_optimizer_grads_take_torch_tensors() -> None:
+    """A ``Parameter`` made from a tensor that requires grad holds its values, and a ``.grad``
+    set to such a tensor (or a bfloat16 one) is taken by ``step()`` as a list is. Before:
+    torch's "Can't call numpy() on Tensor that requires grad"."""
+    p = Parameter("w", torch.ones(2, 3, dtype=torch.float64, requires_grad=True))
+    assert isinstance(p.value, np.ndarray) and p.value.dtype == np.float64
+    opt = dl.optimizer("sgd", [p], lr=0.1)
+    p.grad = torch.full((2, 3), 2.0, dtype=torch.float64, requires_grad=True)
+    opt.step()
+    np.testing.assert_array_equal(p.value, np.full((2, 3), 0.8))
+    p.grad = torch.full((2, 3), 2.0).bfloat16()
+    opt.step()
+    np.testing.assert_array_equal(p.value, np.full((2, 3), 0.8 - 0.1 * 2.0))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .backend import Array, xp
+from .backend import Array, _torch_values, xp
 
 KINDS = ("weight", "bias", "gamma", "beta")
 
@@ -20,7 +20,7 @@ class Parameter:
     def __init__(self, name: str, value: Array, kind: str = "weight") -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown parameter kind {kind!r}; expected one of {KINDS}")
-        value = xp.asarray(value)  # a list of numbers too
+        value = xp.asarray(_torch_values(value))  # a list of numbers, a tensor's values too
         if value.dtype.kind != "f":
             raise TypeError(f"Parameter {name!r}: value of dtype {value.dtype} is not "
                             "accepted; accepted: a float array")

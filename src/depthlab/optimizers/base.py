@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..backend import Array, xp
+from ..backend import Array, _torch_values, xp
 from ..parameter import Parameter
 from ..validators import to_float
 
@@ -464,7 +464,7 @@ class Optimizer(metaclass=_OptimizerType):
                 and g.dtype.kind in "biuf"):
             return  # an ndarray subclass (a memmap): NumPy takes it
         if g is not None and not isinstance(g, np.ndarray):  # a list, a NumPy scalar of a 0-d
-            arr = np.asarray(g)  # parameter: taken as before, as an array
+            arr = np.asarray(_torch_values(g))  # parameter, a tensor: as an array
             if arr.dtype.kind in "biuf" and arr.shape == p.value.shape:
                 p.grad = arr.astype(p.value.dtype)
                 return
