@@ -170,3 +170,49 @@ def test_a_residual_prediction_takes_the_data_sets_own_input_lengths():
     assert abs(np.log(measured / own.relative_std[0])) < 0.1, (measured, own.relative_std[0])
     assert abs(np.log(measured / one.relative_std[0])) > 0.4, (measured, one.relative_std[0])
     assert "averaged over the input lengths of the 600 rows of x" in own.note
+
+
+def test_the_exploding_through_time_kind_is_known_to_a_diagnosis_without_it():
+    # tdochunt43's request: d.finding("exploding_through_time") on a diagnosis without it was
+    # a ValueError (an unknown kind), where vanishing_through_time read None
+    torch = pytest.importorskip("torch")
+    import depthlab.torch as dlt
+
+    x, y = torch.randn(40, 5), torch.randint(0, 3, (40,))
+    d = dlt.doctor(lambda: torch.nn.Linear(5, 3), (x, y), steps=5, verify=False)
+    assert d.finding("exploding_through_time") is None
+
+
+def test_the_shared_dead_unit_rule_prescribes_what_the_torch_doctor_verifies(monkeypatch):
+    # tdochunt43's request (their measurement): an 8-wide ReLU MLP on digits at SGD lr 1, 60
+    # steps, layer 1 0% dead at initialization and 50% at the end, lr_too_high found. The
+    # shared rule judged it 'biases' (0 -> 4 of 8 units is 1.6 standard errors, not 'died')
+    # and prescribed He's init; lr / 10 helped (val acc 0.15 -> 0.27, dead 0.5 -> 0.25), He's
+    # init did not (dead 0.5 -> 0.875)
+    import sys
+
+    torch = pytest.importorskip("torch")
+    import depthlab.torch as dlt
+    from depthlab.data import load_dataset
+
+    doctor = sys.modules["depthlab.torch.doctor"]
+    seen = {}
+    orig = doctor._cures
+
+    def spy(f, base, *a, **k):
+        if f.kind == "dead_relu":
+            seen["rule"] = dict(f.prescription)
+        return orig(f, base, *a, **k)
+
+    monkeypatch.setattr(doctor, "_cures", spy)
+    nn = torch.nn
+
+    def make():
+        return nn.Sequential(nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(),
+                             nn.Linear(8, 10))
+
+    d = dlt.doctor(make, load_dataset("digits", seed=0), steps=60, verify=False,
+                   optimizer=("sgd", {"lr": 1.0}))
+    f = d.finding("dead_relu")
+    assert f.evidence["dead_frac_worst_init"] == 0.0 and "lr_too_high" in d.kinds
+    assert seen["rule"] == f.prescription == {"lr": 0.1}, (seen, f.prescription)

@@ -14,7 +14,7 @@ from ..jsonable import jsonable
 
 #: finding kinds only ``dlt.doctor`` gives (its recurrent-model rule,
 #: ``depthlab.torch.through_time``), beside the shared rules' ``KINDS``
-TORCH_ONLY_KINDS: tuple[str, ...] = ("vanishing_through_time",)
+TORCH_ONLY_KINDS: tuple[str, ...] = ("exploding_through_time", "vanishing_through_time")
 
 SEVERITIES = ("low", "medium", "high")
 

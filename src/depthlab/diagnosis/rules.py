@@ -1294,9 +1294,11 @@ def rule_dead_relu(ctx: RunContext) -> RuleResult:
                                      worst_layer=(worst_init, value),
                                      flat=own if flat else None,
                                      layers=ctx.several_activations(),
-                                     # a layer whose every unit died ("all") died too
-                                     large_updates=judged[worst] in ("died", "all")
-                                     and rule_lr_too_high(ctx)[1] is not None)
+                                     # for_dead_relu judges the die-off itself (end - start
+                                     # > end / 2 on the most-dead layer): a z-score over 8
+                                     # units read 0% -> 50% dead as 'biases', He's init
+                                     # (tdochunt43: lr / 10 helped, He's init did not)
+                                     large_updates=rule_lr_too_high(ctx)[1] is not None)
     n = _layer_units(ctx).get(worst)
     ev = {"metric": metric, "threshold": DEAD_FRAC, "worst_layer": worst,
           "dead_frac_init_max": dead_init, "n_layers": len(layers),
