@@ -7,7 +7,9 @@
 * :mod:`.gaussian`  Gaussian quadrature rules and activation resolution;
 * :mod:`.batchnorm` gradient growth of batch-normalized plain nets (Yang et al. 2019);
 * :mod:`.residual`  forward/gradient variances of pre-activation residual nets;
-* :mod:`.predict`   ``predict_gradients``: one entry for plain, BN and residual networks.
+* :mod:`.predict`   ``predict_gradients``: one entry for plain, BN and residual networks;
+* :mod:`.lengths`   the recursions averaged over the examples' input lengths (a data set's own
+                    with ``predict_gradients(x=)``), every length in one pass.
 """
 
 from .batchnorm import BNGradientFactor, bn_gradient_factor, propagate_batchnorm
