@@ -216,3 +216,21 @@ def test_the_shared_dead_unit_rule_prescribes_what_the_torch_doctor_verifies(mon
     f = d.finding("dead_relu")
     assert f.evidence["dead_frac_worst_init"] == 0.0 and "lr_too_high" in d.kinds
     assert seen["rule"] == f.prescription == {"lr": 0.1}, (seen, f.prescription)
+
+
+def test_a_large_data_sets_lengths_are_binned_beyond_max_distinct(monkeypatch):
+    # 60,000 rows kept 60,000 x layers arrays per column; beyond MAX_DISTINCT lengths the rule
+    # takes equal-count bins, the shortest and longest rows each their own
+    import depthlab.theory.lengths as lengths_mod
+
+    x = _lognormal_table(n=3000)
+    net = dl.mlp([20] + [128] * 10 + [10], "tanh", "he_normal")
+    full = predict_gradients(net, x=x)
+    monkeypatch.setattr(lengths_mod, "MAX_DISTINCT", 256)
+    t, w, m = lengths_mod.empirical_length_rule(np.sum(x * x, 1) / 20)
+    assert t.size == 256 and abs(w @ t - 1.0) < 1e-12
+    r = np.sum(x * x, 1) / 20
+    assert t[0] == r.min() / m and t[-1] == r.max() / m
+    binned = predict_gradients(net, x=x)
+    for col in ("pre_var", "grad_pre_var"):
+        np.testing.assert_allclose(binned.frame[col], full.frame[col], rtol=1e-3, err_msg=col)
