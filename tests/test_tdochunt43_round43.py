@@ -185,3 +185,23 @@ def test_a_frozen_recurrent_layer_is_not_judged_for_its_growth():
 
     d = dlt.doctor(make, _data(), optimizer=("sgd", {"lr": 0.1}), steps=20, verify=False)
     assert "exploding_through_time" not in d.kinds, str(d)
+
+
+def test_a_frozen_recurrent_encoder_is_not_told_its_gradient_vanishes_through_time():
+    # a frozen GRU under a trained head, labels set by the first 4 of 40 steps: it read 'training
+    # learns from a few steps near step 39 only'; no weight of the GRU trains
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 40, 2, generator=g)
+    y = (x[:, :4, 0].sum(1) > 0).long()
+
+    class Frozen(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.GRU(2, 8, batch_first=True).requires_grad_(False)
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.rnn(x)[0][:, -1])
+
+    d = dlt.doctor(Frozen, (x, y), steps=40, verify=False)
+    assert "vanishing_through_time" not in d.kinds, str(d)

@@ -1117,8 +1117,14 @@ def _vanishing_through_time(ctx: RunContext) -> tuple[float, Finding | None]:
     next to the loss (a tanh ``nn.RNN`` with orthogonal recurrent weights at gain 3 read
     'vanishes through time ... learns from a few steps near step 0 only', and its cure, chrono
     initialization, keeps the state longer: more growth). :func:`rule_exploding_through_time`
-    judges it."""
+    judges it. A frozen recurrent layer (every parameter ``requires_grad=False``, a pretrained
+    encoder under a trained head) is not judged either: no weight of it, nor any before it,
+    trains on that gradient (a frozen GRU read 'training learns from a few steps near step 39
+    only', its cures chrono initialization, which keeps frozen biases, and Adam, which does not
+    move frozen weights)."""
     tt = getattr(ctx, "through_time", None)
+    if (getattr(ctx, "through_time_init", None) or {}).get("frozen"):
+        return math.nan, None
     metric, finding = rule_vanishing_through_time(ctx)
     if finding is not None and tt and tt["strongest"] < tt["weakest"] \
             and float(tt["first"]) > float(tt["last"]):
