@@ -233,3 +233,29 @@ def test_a_histogram_of_bins_without_width_is_drawn_as_the_entries_share():
     for ax in fig.axes:  # the other layer keeps its density
         if ax.get_title().startswith("layer 1"):
             assert ax.get_ylabel() == "density"
+
+
+def test_a_report_of_values_near_float64s_largest_prints_no_numpy_warnings(tmp_path):
+    """A run whose layer-1 probes are 1e300 and layer-2 probes 1e-300 (a float64 run that
+    blew up beside one that vanished): matplotlib's autoscaling of the log axes overflowed,
+    and ``depthlab report`` printed "warning: overflow encountered in exp", "in scalar
+    divide" and "Attempt to set non-positive ylim on a log-scaled axis" 15 times, about
+    limits the figures then set themselves. The report is drawn without them."""
+    import warnings
+
+    from depthlab.experiments.store import RunRecord, Store
+    from depthlab.report import write_report
+
+    quantities = ("act_mean", "act_std", "grad_pre_std", "pre_std", "weight_std",
+                  "weight_grad_std", "update_ratio")
+    probes = pd.DataFrame([{"step": s, "layer": k, "quantity": q,
+                            "value": 1e300 if k == 1 else 1e-300}
+                           for s in (0, 5, 10) for k in (1, 2) for q in quantities])
+    steps = pd.DataFrame({"step": np.arange(1, 11), "loss": np.linspace(2.0, 1.0, 10)})
+    with Store(tmp_path) as store:
+        store.add_run(RunRecord(id="x1", name="extreme", steps=steps, probes=probes))
+        store.add_run(RunRecord(id="x2", name="calm", steps=steps, probes=probes.assign(
+            value=0.5)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert write_report(tmp_path).is_file()

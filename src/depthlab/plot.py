@@ -296,7 +296,8 @@ def _first_last_ratio(table: Any, step: int | None = None,
     row = at.groupby("layer")["value"].agg(lambda v: v.mean(skipna=False)).sort_index()
     if row.empty or not (0 < row.iloc[-1] < math.inf) or not math.isfinite(row.iloc[0]):
         return math.nan
-    return float(row.iloc[0] / row.iloc[-1])
+    with np.errstate(over="ignore"):  # 1e300 / 1e-300: past float64's largest, inf (and
+        return float(np.float64(row.iloc[0]) / np.float64(row.iloc[-1]))  # no warning)
 
 
 def _layer_span_text(layers: Sequence[int], names: dict[int, str], shown: int = 4) -> str:

@@ -334,10 +334,33 @@ class _Pngs:
         while name.casefold() in taken:
             name = f"{stem}_{k}.png"
             k += 1
-        fig = fig_fn(*args, **kw)
-        png = figures.figure_png(fig)
+        with _quiet_extremes():
+            fig = fig_fn(*args, **kw)
+            png = figures.figure_png(fig)
         self.files[name] = png
         return png
+
+
+@contextmanager
+def _quiet_extremes() -> Iterator[None]:
+    """NumPy's floating-point warnings and matplotlib's "non-positive ylim on a log-scaled
+    axis" off while a figure is drawn: values near float64's largest (1e300) make matplotlib's
+    own autoscaling of a log axis overflow, and the report printed "depthlab: warning:
+    overflow encountered in exp" / "in scalar divide" a dozen times, about limits the figures
+    then set themselves. Other warnings (a glyph no font has) still reach the user."""
+    import warnings
+
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"), \
+            warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Attempt to set non-positive",
+                                category=UserWarning)
+        warnings.filterwarnings("ignore", message="overflow encountered",
+                                category=RuntimeWarning)
+        warnings.filterwarnings("ignore", message="invalid value encountered",
+                                category=RuntimeWarning)
+        warnings.filterwarnings("ignore", message="divide by zero encountered",
+                                category=RuntimeWarning)
+        yield
 
 
 # -- groups: one section per sweep, per doctor diagnosis and per stand-alone run ---------------
