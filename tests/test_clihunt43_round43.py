@@ -142,3 +142,12 @@ def test_a_rerun_sweep_says_its_failed_points_run_again(tmp_path, capsys, monkey
     lines = out.splitlines()
     assert lines[1].endswith("1 of its 2 points are already stored (finished or diverged): "
                              "skipped; 1 to run (of them 1 stored as failed, run again)"), out
+
+
+def test_a_grid_key_given_twice_by_a_sweep_subtable_says_so(tmp_path, capsys):
+    # "train.lr" beside a [sweep.train] table's lr was said to be "train.lr without quotes"
+    (tmp_path / "g.toml").write_text(_DATA + _MODEL + '[sweep]\n"train.lr" = [0.1]\n'
+                                     "[sweep.train]\nlr = [0.3]\n")
+    code, _, err = run_cli(capsys, "sweep", tmp_path / "g.toml", "--out", tmp_path / "out")
+    assert_one_line_error(code, err, "sweep.train.lr is given twice", "[sweep.train] table")
+    assert not (tmp_path / "out").exists()

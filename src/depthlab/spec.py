@@ -1091,8 +1091,11 @@ def _check_sweep(raw: Any) -> dict[str, list]:
             for sub, vals in values.items():
                 for k, v in _check_sweep({f"{key}.{sub}": vals}).items():
                     if k in out:  # "model.depth" = [...] and model.depth = [...]
+                        # (or a [sweep.model] table: named too, it read "without quotes")
+                        table = k.rpartition(".")[0]
                         raise ConfigError(f"sweep.{k} is given twice (as \"{k}\" and as {k} "
-                                          "without quotes); accepted: one list per key", k)
+                                          f"without quotes or in a [sweep.{table}] table); "
+                                          "accepted: one list per key", k)
                     out[k] = v
             continue
         if key in out:
