@@ -355,3 +355,50 @@ def test_predict_models_a_dropout_ending_a_residual_branch(how, p):
     pre, grad = _ratios(model, x, y)
     assert np.all(np.abs(grad - 1) < 0.06), grad
     assert np.all(np.abs(pre[:-1] - 1) < 0.06), pre
+
+
+class _SumScaled(nn.Module):
+    """``(x + F(x)) * k`` (k = 1 / sqrt(2): a variance-preserving residual sum), optionally
+    with the branch scaled too."""
+
+    def __init__(self, k: float, c: float = 1.0) -> None:
+        super().__init__()
+        self.l1, self.l2, self.k, self.c = nn.Linear(W, W), nn.Linear(W, W), k, c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x + self.c * self.l2(torch.relu(self.l1(x)))) * self.k
+
+
+@pytest.mark.parametrize("k,c,post", [(2 ** -0.5, 1.0, False), (0.8, 0.5, False),
+                                      (0.7, 1.0, True)])
+def test_predict_models_a_scaled_residual_sum(k, c, post):
+    """``(x + F(x)) / sqrt(2)`` was refused ('not the plain sum'); now the sum's values times
+    k forward and its gradient times k back (an activation module after the block reads the
+    scaled sum): within 6% of autograd."""
+    torch.manual_seed(0)
+    mods: list[nn.Module] = [nn.Linear(W, W)]
+    for _ in range(3):
+        mods += [_SumScaled(k, c)] + ([nn.Tanh()] if post else [])
+    model = _lecun(nn.Sequential(*mods, nn.Linear(W, 10))).to(D)
+    x, y = _data(0)
+    pre, grad = _ratios(model, x, y)
+    assert np.all(np.abs(grad - 1) < 0.06), grad
+    assert np.all(np.abs(pre[:-1] - 1) < 0.06), pre
+
+
+def test_predict_refuses_a_scale_after_the_blocks_activation():
+    """``0.5 * relu(x + F(x))`` is not ``relu(0.5 (x + F(x)))`` for every activation: still
+    refused."""
+    class After(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.l = nn.Linear(W, W)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 0.5 * torch.tanh(x + self.l(x))
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(W, W), After(), nn.Linear(W, 10)).to(D)
+    x, y = _data(0, n=64)
+    with pytest.raises(ValueError, match="in '1'"):
+        dlt.predict(model, x, y, CE)

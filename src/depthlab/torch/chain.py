@@ -749,7 +749,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
                 hit = [(b_out, b_out, spec, done)]
         drops = {fn: b[2].p for (fn, _), b in pool_nodes.items()
                  if b[2].kind == "dropout" and not b[2].channel and fn is not None}
-        scale, drop = _check_add(block.name, out_fn, bool(hit), ends[0],
+        scale, drop, sum_scale = _check_add(block.name, out_fn, bool(hit), ends[0],
                                  ends[1] if len(ends) > 1 else in_fn,
                                  {fn: labels[at] for at, fn in fns.items() if fn is not None},
                                  scales, drops)
@@ -772,7 +772,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         out.append({"kind": "block", "name": block.name, "layers": paths[0],
                     "shortcut": paths[1] if len(paths) > 1 else [],
                     "post": hit[-1][2] if hit else None, "between": mids, "scale": scale,
-                    "drop": drop})
+                    "drop": drop, "sum_scale": sum_scale})
         prev_end = b_out
         prev_at = max(done, hit[-1][3] if hit else -1)
     stop, start, name = last
@@ -1531,20 +1531,20 @@ def _of_parameters(t: torch.Tensor, limit: int = 64) -> bool:
     return True
 
 
-def _scale_value(name: str, factor: torch.Tensor) -> float:
+def _scale_value(name: str, factor: torch.Tensor, what: str = "branch") -> float:
     """The one number a residual branch is multiplied by: ``factor``'s value when its entries
     are all equal (a scalar, or LayerScale's ``gamma`` as initialized); a ValueError for
     unequal entries (a per-channel scale gives each unit its own variance, which one variance
     per layer does not describe) or a non-finite one."""
     flat = factor.reshape(-1)
     if flat.numel() == 0 or not bool(torch.isfinite(flat).all()):
-        raise ValueError(f"predict() models a residual branch scaled by a finite number; in "
-                         f"{name!r} the branch is multiplied by a factor of "
+        raise ValueError(f"predict() models a residual {what} scaled by a finite number; in "
+                         f"{name!r} the {what} is multiplied by a factor of "
                          f"{flat.numel()} values that are not all finite")
     lo, hi = float(flat.min()), float(flat.max())
     if hi - lo > 1e-6 * max(abs(lo), abs(hi)):
-        raise ValueError(f"predict() models a residual branch scaled by one number (x + alpha "
-                         f"* F(x), LayerScale's gamma as initialized); in {name!r} the branch "
+        raise ValueError(f"predict() models a residual {what} scaled by one number (x + alpha "
+                         f"* F(x), LayerScale's gamma as initialized); in {name!r} the {what} "
                          f"is multiplied by {flat.numel()} unequal values (from {lo:.4g} to "
                          f"{hi:.4g}: a scale per channel or per example, a trained LayerScale, "
                          "a stochastic-depth mask in training mode), which give the units or "
@@ -1570,15 +1570,17 @@ def _check_add(name: str, out_fn: Any, post: bool, branch_fn: Any, skip_fn: Any,
     shortcut, a functional activation on one path) would make the prediction wrong, so it is
     refused."""
     if out_fn is None or branch_fn is None or skip_fn is None:
-        return 1.0, 0.0
+        return 1.0, 0.0, 1.0
     drops = drops or {}
     branch_fn, skip_fn = _copies_below(branch_fn), _copies_below(skip_fn)
     scales = scales or {}
-    add = out_fn
-    if post and not out_fn.name().startswith("AddBackward"):  # (an in-place activation module
+    add, outer = _unscaled_sum(out_fn, scales)
+    if post and not add.name().startswith("AddBackward"):  # (an in-place activation module
         # after the block, outside it, ran after the block's output was recorded)
-        nxt = [n for n, _ in out_fn.next_functions if n is not None]
+        nxt = [n for n, _ in add.next_functions if n is not None]
         add = nxt[0] if len(nxt) == 1 else None
+        if add is not None:  # post((x + F(x)) / sqrt(2))
+            add, outer = _unscaled_sum(add, scales)
     operands = [] if add is None else [_copies_below(n) for n, _ in add.next_functions
                                        if n is not None]
     factor: Any = 1.0
@@ -1625,9 +1627,26 @@ def _check_add(name: str, out_fn: Any, post: bool, branch_fn: Any, skip_fn: Any,
                              f"shortcut (F(x).add(x, alpha={alpha:g})), which the theory does "
                              "not model; expected x.add(F(x), alpha=...) or x + alpha * F(x)")
         factor = factor * alpha
+    if isinstance(outer, torch.Tensor):
+        outer = _scale_value(name, outer, "sum")
     if isinstance(factor, torch.Tensor):
-        return _scale_value(name, factor), drop
-    return float(factor), drop
+        return _scale_value(name, factor), drop, float(outer)
+    return float(factor), drop, float(outer)
+
+
+def _unscaled_sum(node: Any, scales: dict[Any, tuple[Any, Any]]) -> tuple[Any, Any]:
+    """``(the sum, c)`` for ``node`` = ``c (a + b)`` (``(x + F(x)) / sqrt(2)``: products with
+    constants noted by :func:`_record_scale` around an add); ``(node, 1.0)`` when no add lies
+    under the scales (``c * relu(x + F(x))`` is no scaled sum)."""
+    found, c = node, 1.0
+    for _ in range(8):
+        if found is None or found not in scales:
+            break
+        below, k = scales[found]
+        found, c = _copies_below(below), c * k
+    if found is not node and found is not None and found.name().startswith("AddBackward"):
+        return found, c
+    return node, 1.0
 
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)

@@ -647,12 +647,13 @@ def _run(segments: list[dict], state: tuple) -> tuple[list[dict], list[float]]:
         # weights), so a unit's value is the sum of two independent values: the
         # distribution of the sum (a convolution on the nodes; the skip keeps e.g. a ReLU
         # output's skewed, non-negative shape), batch variances add
-        ssum = (av[:, None] + bv[None, :]).ravel()
+        k = seg.get("sum_scale", 1.0)  # post(k (x + F(x))): (x + F(x)) / sqrt(2)
+        ssum = k * (av[:, None] + bv[None, :]).ravel()
         wsum = (aw[:, None] * bw[None, :]).ravel()
         pv, pd_ = _apply(seg["post"], ssum)
         p_mean, p_sq = _dot(wsum, pv), _dot(wsum, pv * pv)
         post_dsq = _dot(wsum, pd_ * pd_)
-        p_bvar = p_sq - p_mean ** 2 if seg["post"] is not None else a_bvar + b_bvar
+        p_bvar = p_sq - p_mean ** 2 if seg["post"] is not None else k * k * (a_bvar + b_bvar)
         p_dist = pooling.compress(pv, wsum)
         fixed = norms.fixed_share(b_state[3]) if seg["post"] is None else 0.0
         if fixed > 0:  # the skip carries a norm's output: its share of the sum's variance
@@ -715,13 +716,14 @@ def _run(segments: list[dict], state: tuple) -> tuple[list[dict], list[float]]:
         first, mid, last, _ = seg["_rows"]
         (xv, xw), (fv, fw), _ = seg["_dist"]
         identity = mid == last
+        k = seg.get("sum_scale", 1.0)  # post(k (x + F)): dL/d(x + F) = k post' dL/dy
         if identity:  # y = post(x + F), F independent of x: condition on the unit's x
-            sv = xv[:, None] + fv[None, :]
+            sv = k * (xv[:, None] + fv[None, :])
         else:  # y = post(P(x) + F): both independent of the unit's x
-            sv = (seg["_dist"][2][0][:, None] + fv[None, :])
+            sv = k * (seg["_dist"][2][0][:, None] + fv[None, :])
             xw = seg["_dist"][2][1]
         yv, dv = _apply(seg["post"], sv)
-        after = (g_out if v_of_x is None else np.interp(yv, v_of_x[0], v_of_x[1]))
+        after = k * k * (g_out if v_of_x is None else np.interp(yv, v_of_x[0], v_of_x[1]))
         inner = (dv * dv * after * fw[None, :]).sum(1)  # E[f'(s)^2 Var(dL/dy | y) | x]
         g_pre = _dot(xw, inner)
         p = seg.get("drop", 0.0)
@@ -733,7 +735,7 @@ def _run(segments: list[dict], state: tuple) -> tuple[list[dict], list[float]]:
             g_in = _dot(xw, kept) / (1 - p) ** 2 if p < 1 else 0.0
         phi_b = phi_s = 0.0
         h_x = None
-        if coh is not None and g_pre > 0:
+        if coh is not None and g_pre > 0 and k == 1.0:  # (not for a scaled sum: dropped)
             # under a global pool the sum's gradient holds g_c post'(s) h(post(s)), a share
             # Var(g_c) E[post'^2 h^2] / Var(dL/d sum) of it, which the norm ending each
             # path sees through post'(x + y) h (:func:`_pooled_path`)
@@ -753,7 +755,7 @@ def _run(segments: list[dict], state: tuple) -> tuple[list[dict], list[float]]:
         g_branch = _path_backward(rows, grad, first, mid, seg.get("scale", 1.0) ** 2 * g_in)
         g_short = _path_backward(rows, grad, mid, last, g_pre)
         g_out = g_branch + g_short
-        if coh is None or seg["_between"]:
+        if coh is None or seg["_between"] or k != 1.0:
             coh = None
         elif h_x is not None:  # the branch's own share alike (independent g_c') added
             order = np.argsort(xv, kind="stable")
