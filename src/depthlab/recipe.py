@@ -43,7 +43,8 @@ def signature(layers: list) -> tuple | None:
         if isinstance(la, Dense):
             out.append(("dense", la.fan_in, la.fan_out, la.b is not None))
         elif isinstance(la, BatchNorm):
-            out.append(("bn", la.n, la.eps, la.momentum, la.inference, la.ema_start))
+            out.append(("bn", la.n, la.eps, la.momentum, la.inference, la.ema_start,
+                        la.affine, la.track_running_stats))
         elif isinstance(la, Activation):
             out.append(("act", la.fn.name, tuple(sorted(_act_kwargs(la).items()))))
         elif isinstance(la, (Dropout, AlphaDropout)):
