@@ -151,3 +151,16 @@ def test_a_grid_key_given_twice_by_a_sweep_subtable_says_so(tmp_path, capsys):
     code, _, err = run_cli(capsys, "sweep", tmp_path / "g.toml", "--out", tmp_path / "out")
     assert_one_line_error(code, err, "sweep.train.lr is given twice", "[sweep.train] table")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_sweep_whose_points_are_all_stored_says_nothing_is_left(tmp_path, capsys,
+                                                                  monkeypatch):
+    one_blas_thread(monkeypatch)
+    (tmp_path / "g.toml").write_text(
+        'name = "g"\n' + _DATA + _MODEL + '[train]\nepochs = 1\n[probes]\nevery = 0\n'
+        '[sweep]\n"train.seed" = [0, 1]\n')
+    args = ("sweep", tmp_path / "g.toml", "--out", tmp_path / "out")
+    assert run_cli(capsys, *args)[0] == 0
+    code, out, _ = run_cli(capsys, *args)
+    assert code == 0
+    assert "all its 2 points are already stored (finished or diverged): nothing to run" in out

@@ -369,7 +369,10 @@ def _say_resumed(say: Callable[[str], None], sweep: str, store: Store,
         failed = len({p.id for p in points if getattr(p, "error", None) is None
                       and store.has_run(p.id, ("failed",))})
         again = (f" (of them {failed:,} stored as failed, run again)" if failed else "")
-        if stored:
+        if stored == len(ids):
+            say(f"sweep {sweep}: all its {stored:,} points are already stored (finished or "
+                "diverged): nothing to run")
+        elif stored:
             say(f"sweep {sweep}: {stored:,} of its {len(ids):,} points are already stored "
                 f"(finished or diverged): skipped; {len(ids) - stored:,} to run{again}")
         elif failed:
