@@ -26,3 +26,60 @@ def test_save_still_takes_a_default_batchnorm_network(tmp_path) -> None:
     import numpy as np
     x = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
     assert np.array_equal(net.predict(x), back.predict(x))
+
+
+def _spirals_tanh_he(seed: int):
+    from depthlab.experiments.runner import prepare
+    from depthlab.losses import get_loss
+    from depthlab.playground.measure import Monitor
+    from depthlab.playground.setup import parse_setup, to_config
+
+    setup = parse_setup({"model.depth": "10", "model.width": "256", "model.activation": "tanh",
+                         "model.init": "he_normal", "train.seed": str(seed)})
+    prep = prepare(to_config(setup))
+    ds = prep.data
+    mon = Monitor(prep.net, ds.x_val, prep.y_val, get_loss("cross_entropy"), ds.x_train,
+                  prep.y_train)
+    return prep, mon
+
+
+def test_playground_theory_line_uses_the_probe_rows_own_lengths() -> None:
+    """The 2-D spirals' input lengths are nothing like a chi-square with 2 degrees of freedom:
+    the theory line, from the Gaussian-feature law, was 1.6-1.9x off the measured at-init
+    gradient of a tanh net with He's variance; over the probe rows' own lengths within ~1.2x."""
+    import numpy as np
+
+    from depthlab.playground.prediction import theory_profile
+
+    prep, mon = _spirals_tanh_he(0)
+    g = np.asarray(mon.measure(0)["grad_std"])
+    measured = g / g[-1]
+    chi2 = np.asarray(theory_profile(prep.config)["relative_std"])
+    rows = theory_profile(prep.config, x=mon.x)
+    own = np.asarray(rows["relative_std"])
+    assert np.max(np.abs(np.log(measured / chi2))) > 0.4
+    assert np.max(np.abs(np.log(measured / own))) < 0.2
+    assert f"over the {len(mon.x)} probe rows' own input lengths" in rows["note"]
+
+
+def test_the_playground_session_sends_the_probe_rows_theory_line() -> None:
+    """The page's `ready` message carries the line over the probe rows, not the chi-square's."""
+    import json
+    import time
+
+    from websockets.sync.client import connect
+
+    from depthlab.playground.server import Background
+
+    query = {"model.depth": "6", "model.width": "32", "model.activation": "tanh",
+             "model.init": "he_normal"}
+    with Background(memory_limit=256 * 2**20) as bg:
+        with connect(bg.url.replace("http://", "ws://") + "ws") as ws:
+            ws.send(json.dumps({"cmd": "setup", "query": query}))
+            deadline = time.monotonic() + 60
+            while True:
+                m = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+                assert m["type"] != "error", m
+                if m["type"] == "ready":
+                    break
+    assert "probe rows' own input lengths" in m["theory"]["note"], m["theory"]["note"]

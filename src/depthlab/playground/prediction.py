@@ -19,14 +19,17 @@ from typing import Any
 from ..theory import predict_gradients
 
 
-def theory_profile(config: dict[str, Any]) -> dict[str, Any]:
+def theory_profile(config: dict[str, Any], x: Any = None) -> dict[str, Any]:
     """``{"relative_std": [...] (layer 1..L, top = 1), "note": str}``; ``relative_std`` is None
-    when the theory does not cover the network (``note`` says why)."""
+    when the theory does not cover the network (``note`` says why). ``x``: the rows the page
+    measures (its probe batch); the prediction is then averaged over their own input lengths
+    (``predict_gradients(x=)``) instead of a chi-square law for Gaussian features: the 2-D data
+    sets' lengths are nothing like it."""
     m = config["model"]
     if len(m["sizes"]) < 3:
         return {"relative_std": None, "note": "no hidden layer"}
     try:
-        pred = predict_gradients(m)
+        pred = predict_gradients(m) if x is None else predict_gradients(m, x=x)
     except (ValueError, TypeError, OverflowError) as e:
         return {"relative_std": None, "note": f"no theory line: {e}"}
     if not pred.covered:
@@ -40,7 +43,8 @@ def theory_profile(config: dict[str, Any]) -> dict[str, Any]:
     # one at layer 1 with nothing to say what the prediction assumes
     terms = pred.note.strip().rstrip(".")
     terms = f"; the prediction's terms: {terms}" if terms else ""
+    rows = "" if x is None else f", over the {len(x)} probe rows' own input lengths"
     return {"relative_std": rel,
             "note": f"theory at initialization (depthlab.theory.predict_gradients, "
-                    f"{m['activation']}, {m['init']}{what}), scaled to the last layer's value "
-                    f"at step 0 (the 'at init' line){terms}"}
+                    f"{m['activation']}, {m['init']}{what}{rows}), scaled to the last layer's "
+                    f"value at step 0 (the 'at init' line){terms}"}

@@ -353,7 +353,8 @@ class Session:
             # a regression loss (mse, huber) has no accuracy, unless its targets are one-hot
             # class rows: the page says so in its legend
             "has_accuracy": self.monitor.has_accuracy,
-            "hist_layers": self.monitor.hist_layers, "theory": theory_profile(cfg),
+            "hist_layers": self.monitor.hist_layers,
+            "theory": theory_profile(cfg, x=self.monitor.x),
             "points": self.monitor.sample,
             # the loss panel's "held-out" numbers are the probe batch's: the first 300 of the
             # 500 held-out rows of clusters or mnist1d (`depthlab run` reports all of them)
