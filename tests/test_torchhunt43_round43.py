@@ -402,3 +402,26 @@ def test_predict_refuses_a_scale_after_the_blocks_activation():
     x, y = _data(0, n=64)
     with pytest.raises(ValueError, match="in '1'"):
         dlt.predict(model, x, y, CE)
+
+
+def test_probe_finds_a_functional_activation_through_a_clone():
+    """``torch.tanh(self.a(x).clone())``: the tanh reads a copy of the layer's output (the
+    same values); the probe had no act_* rows for that layer, now they equal the direct
+    computation."""
+    torch.manual_seed(0)
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(16, 32), nn.Linear(32, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(torch.tanh(self.a(x).clone()))
+
+    model = Model().to(D)
+    x, y = torch.randn(64, 16, dtype=D), torch.randint(0, 3, (64,))
+    df = dlt.probe(model, x, y, CE)
+    rows = df[df.layer == 1].set_index("quantity").value
+    a = torch.tanh(model.a(x)).detach()
+    assert rows["act_std"] == pytest.approx(float(a.std(unbiased=False)), rel=1e-12)
+    assert rows["act_mean"] == pytest.approx(float(a.mean()), rel=1e-12)
