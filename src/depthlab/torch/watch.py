@@ -935,8 +935,10 @@ class Watch:
         self._check_snapshot_fits()
         # buffers made outside inference mode: a Watch.step under torch.inference_mode() (a
         # loop's logging block) made inference tensors, and the next record's in-place
-        # difference (W0 - W) outside it failed ('Inplace update to inference tensor')
-        with torch.no_grad(), torch.inference_mode(False):
+        # difference (W0 - W) outside it failed ('Inplace update to inference tensor');
+        # no_grad inside it: inference_mode(False) turns gradient mode on (the copies had
+        # a grad_fn)
+        with torch.inference_mode(False), torch.no_grad():
             fresh = []
             for info in self._rec.layers:
                 pairs = []
@@ -966,7 +968,7 @@ class Watch:
         rows (``||W_n - W_{n-1}|| / ||W_{n-1}||``), into buffers kept between records."""
         old, self._map_snap = self._map_snap, {}
         loose = self._rec._loose
-        with torch.no_grad(), torch.inference_mode(False):  # (normal tensors: _snapshot)
+        with torch.inference_mode(False), torch.no_grad():  # (normal tensors: _snapshot)
             for key in self._rec._map_keys:
                 w = loose[key][1]
                 kept = old.get(key)
