@@ -4,6 +4,7 @@ time (large recurrent weights), and the dead-unit rules' agreement."""
 from __future__ import annotations
 
 import math
+import sys
 from types import SimpleNamespace
 
 import pandas as pd
@@ -205,3 +206,34 @@ def test_a_frozen_recurrent_encoder_is_not_told_its_gradient_vanishes_through_ti
 
     d = dlt.doctor(Frozen, (x, y), steps=40, verify=False)
     assert "vanishing_through_time" not in d.kinds, str(d)
+
+
+def test_the_dead_unit_cure_is_the_shared_rules_own(monkeypatch):
+    # 8-wide ReLU MLP on digits at SGD lr 1: layer 1 0% -> 50% dead, lr_too_high found. The
+    # shared rule told He's init while the torch doctor's own 'killed by updates' test put
+    # lr/10 first (verified: lr/10 helped, val acc 0.15 -> 0.27; He's init did not, dead 0.5 ->
+    # 0.875). Now one judgement, the shared rule's, and the doctor's first cure is its own
+    from depthlab.data import load_dataset
+
+    doctor_mod = sys.modules["depthlab.torch.doctor"]
+    seen: dict[str, dict] = {}
+    cures = doctor_mod._cures
+
+    def spy(f, base, *a, **k):
+        if f.kind == "dead_relu":
+            seen["rule"] = dict(f.prescription)
+        return cures(f, base, *a, **k)
+
+    monkeypatch.setattr(doctor_mod, "_cures", spy)
+
+    def make() -> nn.Module:
+        return nn.Sequential(nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(),
+                             nn.Linear(8, 10))
+
+    d = dlt.doctor(make, load_dataset("digits", seed=0), steps=60, verify=False,
+                   optimizer=("sgd", {"lr": 1.0}))
+    f = d.finding("dead_relu")
+    assert f.evidence["dead_frac_worst_init"] == 0.0 and "lr_too_high" in d.kinds, str(d)
+    assert seen["rule"] == f.prescription == {"lr": 0.1}, (seen, f.prescription)
+    assert "Units died during training" in f.prescription_text
+    assert not hasattr(doctor_mod, "_killed_by_updates")  # one judgement, not two

@@ -1438,26 +1438,6 @@ def _zero_bias_cure(f: Finding, ctx: RunContext) -> list[tuple[dict[str, Any], s
              "start active.")]
 
 
-_KILLED_TEXT = ("Units died during training: large updates pushed their pre-activations "
-                "negative for every input; use a 10x smaller learning rate.")
-
-
-def _killed_by_updates(f: Finding, findings: list[Finding]) -> bool:
-    """A dead-unit finding ``f`` whose most-dead layer's units died in training, more than half
-    of its dead share at the end dying after initialization (``end - start > end / 2``, the
-    shared rule's test, :func:`depthlab.diagnosis.prescriptions.for_dead_relu`), in a run the
-    lr_too_high rule found updates too large in: those updates killed them, and a 10x smaller
-    learning rate is their cure (a default-init 64-64-64-10 ReLU MLP at SGD lr 3: 8% dead at
-    initialization, 100% after 60 steps; He's init 'did not help', 2.326 -> 2.326, lr 0.3
-    2.326 -> 0.721, val acc 0.08 -> 0.70)."""
-    start = f.evidence.get("dead_frac_worst_init", math.nan)
-    end = f.evidence.get("dead_frac_worst", math.nan)
-    if not (isinstance(start, (int, float)) and isinstance(end, (int, float))
-            and math.isfinite(start) and math.isfinite(end)):
-        return False
-    return end - start > end / 2 and any(g.kind == "lr_too_high" for g in findings)
-
-
 STEP_SIZE_KINDS = ("divergence", "lr_too_high")
 """Findings of steps too large that targets of a large scale cause (:func:`_standardize_first`)."""
 
@@ -1533,15 +1513,18 @@ def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], 
     more = _without_reinit_for_bn_growth(f, more)
     if f.kind == "dead_relu":
         more = _zero_bias_cure(f, base.ctx) + more
-    # units alive at initialization that large updates killed: the smaller learning rate
-    # first, before the rule's own cure (the rule's own branch for it does not fire for a
-    # torch model with non-zero biases)
-    killed = f.kind == "dead_relu" and _killed_by_updates(f, base.findings)
+    # (units alive at initialization that large updates killed: the shared rule's own cure is
+    # then the 10x smaller learning rate, :func:`depthlab.diagnosis.prescriptions.for_dead_relu`
+    # with ``large_updates``; a second judgement of it here, which disagreed with the rule's on
+    # the same run, is gone)
     if first:
         # the shared rule's text speaks of NumPy's settings (unscaled_targets:
         # "standardize_targets=True in dl.doctor, [data] standardize_targets = true"): a torch
         # alternative with the same changes says it for a torch model
-        same = {json.dumps(c, sort_keys=True, default=str): t for c, t in more}
+        # (a dead-unit rule's text says why from the run: "Units died during training ...",
+        # kept over the generic "A 10x smaller learning rate keeps each update small.")
+        same = {} if f.kind == "dead_relu" else {
+            json.dumps(c, sort_keys=True, default=str): t for c, t in more}
         candidates.append((first, same.get(json.dumps(first, sort_keys=True, default=str),
                                            f.prescription_text)))
     # the rule's batch norm for vanishing gradients: an alternative that adds to it (a sigmoid
@@ -1555,7 +1538,6 @@ def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], 
     # first two verified even at max_cures=2)
     candidates = (more[:2] + candidates + more[2:] if at_init or exploded is not None else
                   more[:1] + candidates + more[1:] if in_training else
-                  [({"lr": spec.lr / 10.0}, _KILLED_TEXT)] + candidates + more if killed else
                   candidates + more)
     if f.kind == "divergence":  # a recurrence whose gradient explodes through time
         candidates = _through_time_first(base.findings) + candidates
