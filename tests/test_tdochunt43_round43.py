@@ -237,3 +237,9 @@ def test_the_dead_unit_cure_is_the_shared_rules_own(monkeypatch):
     assert seen["rule"] == f.prescription == {"lr": 0.1}, (seen, f.prescription)
     assert "Units died during training" in f.prescription_text
     assert not hasattr(doctor_mod, "_killed_by_updates")  # one judgement, not two
+
+
+def test_the_exploding_kind_is_known_to_a_diagnosis_without_it():
+    x, y = torch.randn(40, 5), torch.randint(0, 3, (40,))
+    d = dlt.doctor(lambda: nn.Linear(5, 3), (x, y), steps=5, verify=False)
+    assert d.finding("exploding_through_time") is None
