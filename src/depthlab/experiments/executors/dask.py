@@ -60,7 +60,11 @@ from .base import (
 )
 
 _LOCAL = re.compile(r"local:(\d+)")
-_REMOTE = re.compile(r"(tcp|tls)://([^\s/:\[\]]+|\[[0-9A-Fa-f:.]+\]):\d+")  # IPv6 in [ ]
+SCHEMES = ("tcp", "tls", "ws", "wss")
+"""The protocols of a remote scheduler's address: Dask's TCP, TLS and websockets (``dask
+scheduler --protocol ws``, for a scheduler reached through an HTTP proxy; ``wss``: with TLS)."""
+_REMOTE = re.compile(r"(tcp|tls|ws|wss)://([^\s/:\[\]]+|\[[0-9A-Fa-f:.]+\]):\d+")  # IPv6 in [ ]
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _BARE = re.compile(r"([^\s/:\[\]]+|\[[0-9A-Fa-f:.]+\]):\d+")
 """A bare ``HOST:PORT`` (``10.0.0.1:8786``, ``[::1]:8786``), read as ``tcp://HOST:PORT`` as
 ``dask worker`` and ``distributed.Client`` read it."""
@@ -76,8 +80,8 @@ it lost its scheduler (a worker's closed connection leaves the client running)."
 """Statuses of a future yielded as done whose result could not be fetched that mean the
 scheduler recomputes it (its worker died after it finished), so it is waited for again."""
 ACCEPTED = ("local:N (N worker processes here) or tcp://HOST:PORT (a running Dask scheduler; "
-            "a bare HOST:PORT is read as tcp://HOST:PORT) or a scheduler file (the JSON file "
-            "`dask scheduler --scheduler-file FILE` writes)")
+            "tls://, ws:// and wss:// too; a bare HOST:PORT is read as tcp://HOST:PORT) or a "
+            "scheduler file (the JSON file `dask scheduler --scheduler-file FILE` writes)")
 GIVEN = "a distributed.Client or a Dask cluster object (left open)"
 """What the Python API takes besides an address (``run_sweep(..., cluster=client)``)."""
 START_POLL_S = 0.05
@@ -151,18 +155,20 @@ def _timeout(name: str, value: Any) -> float | None:
 def spelled(address: str) -> str:
     """``address`` as the accepted forms spell it: blanks around it dropped, ``local`` and a
     scheme in lower case (``LOCAL:2`` is ``local:2``, ``TCP://Host:8786`` is
-    ``tcp://Host:8786``), as the CLI reads every fixed choice in any case; the host as given
-    (a bare ``LOCAL:2`` was read as host ``LOCAL``, port 2, and failed on a name lookup)."""
+    ``tcp://Host:8786``; ``WS://`` is ``ws://``), as the CLI reads every fixed choice in any
+    case; the host as given (a bare ``LOCAL:2`` was read as host ``LOCAL``, port 2, and failed
+    on a name lookup)."""
     text = address.strip()
     head, sep, rest = text.partition("://")
-    if sep and head.lower() in ("tcp", "tls"):
+    if sep and head.lower() in SCHEMES:
         return f"{head.lower()}://{rest}"
     head, sep, rest = text.partition(":")
     return f"local:{rest}" if sep and head.lower() == "local" else text
 
 
 def check_address(address: str) -> str:
-    """``address`` if it is ``local:N`` (N >= 1) or ``tcp://HOST:PORT``/``tls://HOST:PORT``;
+    """``address`` if it is ``local:N`` (N >= 1) or ``SCHEME://HOST:PORT`` (a scheme of
+    :data:`SCHEMES`: ``tcp``, ``tls``, ``ws``, ``wss``; a port in 1..65535);
     a bare ``HOST:PORT`` as ``tcp://HOST:PORT``, as Dask reads it; a scheduler file (a name
     ending in ``.json``, or an existing file) as the address in it (:func:`_scheduler_file`);
     else :class:`ClusterError`."""
@@ -200,7 +206,8 @@ def _home(name: str) -> Path:
 
 
 def _scheduler_file(name: str) -> str:
-    """The ``tcp://HOST:PORT`` (or ``tls://``) address in the Dask scheduler file ``name``
+    """The ``tcp://HOST:PORT`` (or ``tls://``, ``ws://``, ``wss://``) address in the Dask
+    scheduler file ``name``
     (``{"address": ...}``, as ``dask scheduler --scheduler-file``, dask-mpi and a batch job's
     scheduler write it, for workers and clients to find the scheduler); :class:`ClusterError`
     for a missing or unreadable file, or one without such an address (it was refused as "not
@@ -218,6 +225,13 @@ def _scheduler_file(name: str) -> str:
     except ValueError:
         data = None
     inner = data.get("address") if isinstance(data, dict) else None
+    scheme = _SCHEME.match(inner.strip()) if isinstance(inner, str) else None
+    if scheme and scheme.group(1).lower() not in SCHEMES:
+        # a scheduler of a protocol depthlab does not connect to (``ucx://``, ``inproc://``):
+        # it was "not a Dask scheduler file", though it is one
+        raise ClusterError(f"--cluster {name!r}: the scheduler file names {inner.strip()!r}, "
+                           f"a {scheme.group(1)}:// scheduler; a sweep connects to "
+                           f"{', '.join(x + '://' for x in SCHEMES)} schedulers only")
     if not isinstance(inner, str) or not _REMOTE.fullmatch(spelled(inner)):
         raise ClusterError(f"--cluster {name!r} is not a Dask scheduler file (a JSON object "
                            "whose \"address\" is tcp://HOST:PORT, as `dask scheduler "
