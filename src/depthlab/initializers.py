@@ -55,6 +55,7 @@ __all__ = [
     "LecunUniform",
     "Normal",
     "Orthogonal",
+    "TruncNormal",
     "Uniform",
     "VarianceScaling",
     "Zeros",
@@ -71,6 +72,7 @@ __all__ = [
     "lecun_uniform",
     "normal",
     "orthogonal",
+    "trunc_normal",
     "uniform",
     "variance_scaling",
     "off_recipe_ratio",
@@ -80,6 +82,9 @@ __all__ = [
 
 _MODES = ("fan_in", "fan_out", "fan_avg")
 _DISTRIBUTIONS = ("normal", "uniform", "truncated_normal")
+# Keras' name of the untruncated normal (in Keras "normal" means the truncated one; here it
+# does not: "normal" is untruncated, as the docstring of VarianceScaling says)
+_DISTRIBUTION_SYNONYMS = {"untruncated_normal": "normal"}
 
 # std of N(0, 1) truncated to [-2, 2]: sqrt(1 - 4 phi(2) / (2 Phi(2) - 1)) (Keras' constant)
 _TRUNC_STD = 0.87962566103423978
@@ -205,10 +210,11 @@ class Initializer:
 class VarianceScaling(Initializer):
     """Var(W) = scale / fan with fan = fan_in, fan_out or (fan_in + fan_out) / 2 (``mode``).
 
-    ``normal``: N(0, scale / fan), untruncated; ``uniform``: U[-sqrt(3 scale / fan),
-    +sqrt(3 scale / fan)] (the same variance); ``truncated_normal``: N(0, s^2) redrawn outside
-    [-2 s, 2 s], s = sqrt(scale / fan) / 0.87962566 (the std of a unit normal cut at +-2: Keras'
-    and TensorFlow's ``truncated_normal``), the same variance again.
+    ``normal`` (Keras' ``untruncated_normal`` too): N(0, scale / fan), untruncated;
+    ``uniform``: U[-sqrt(3 scale / fan), +sqrt(3 scale / fan)] (the same variance);
+    ``truncated_normal``: N(0, s^2) redrawn outside [-2 s, 2 s], s = sqrt(scale / fan) /
+    0.87962566 (the std of a unit normal cut at +-2: Keras' and TensorFlow's
+    ``truncated_normal``), the same variance again.
     """
 
     name = "variance_scaling"
@@ -218,9 +224,12 @@ class VarianceScaling(Initializer):
         self.scale = real("scale", scale, positive=True)
         if mode not in _MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of: {', '.join(_MODES)}")
+        distribution = _DISTRIBUTION_SYNONYMS.get(distribution, distribution) \
+            if isinstance(distribution, str) else distribution
         if distribution not in _DISTRIBUTIONS:
             raise ValueError(f"unknown distribution {distribution!r}; expected one of: "
-                             f"{', '.join(_DISTRIBUTIONS)}")
+                             f"{', '.join(_DISTRIBUTIONS)} (untruncated_normal, Keras' name, "
+                             "is normal)")
         self.mode, self.distribution = mode, distribution
 
     @property
@@ -414,6 +423,64 @@ class Normal(Initializer):
         return self.std**2
 
 
+class TruncNormal(Initializer):
+    """torch's ``trunc_normal_(w, std=, a=, b=)``: N(0, std^2) restricted to [a, b] (the
+    bounds are values of W, not multiples of std; the default [-2, 2] leaves std=0.02 all but
+    untruncated). ``std`` is the normal's std *before* truncation, so with beta = b / std
+    (depthlab's weights are zero-mean: ``a = -b``)
+
+        Var(W) = std^2 (1 - 2 beta phi(beta) / (2 Phi(beta) - 1)),
+
+    phi and Phi the unit normal's density and CDF: 0.774 std^2 at beta = 2 (the std
+    shrinks to 0.880 std), b^2 / 3 as beta -> 0 (a uniform). Keras' ``variance_scaling(...,
+    "truncated_normal")`` corrects the std instead; this one does not, as torch does not."""
+
+    name = "trunc_normal"
+    sample_copies = 2  # the draw and a redraw mask (or the uniforms of the inverse CDF)
+
+    def __init__(self, std: float = 1.0, a: float = -2.0, b: float = 2.0) -> None:
+        self.std = real("std", std, positive=True)
+        self.a, self.b = real("a", a), real("b", b)
+        if not self.a < 0.0 < self.b or self.a != -self.b:
+            raise ValueError(f"trunc_normal needs bounds a = -b < 0 < b (zero-mean weights), "
+                             f"got a={a!r}, b={b!r}")
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"std": self.std, "a": self.a, "b": self.b}
+
+    def _beta(self) -> float:
+        return self.b / self.std
+
+    def limit(self, fan_in: int, fan_out: int) -> float | None:
+        return self.b
+
+    def variance(self, fan_in: int, fan_out: int) -> float:
+        beta = self._beta()
+        if beta < 1e-3:  # 1 - (1 - beta^2 / 3 ...) cancels: the series, error O(beta^6)
+            return self.b**2 / 3.0 * (1.0 - 2.0 * beta**2 / 15.0)
+        mass = math.erf(beta / math.sqrt(2.0))  # 2 Phi(beta) - 1
+        pdf = math.exp(-0.5 * beta * beta) / math.sqrt(2.0 * math.pi)
+        return self.std**2 * (1.0 - 2.0 * beta * pdf / mass)
+
+    def sample(self, shape: tuple[int, ...], gen: np.random.Generator) -> Array:
+        beta = self._beta()
+        if math.erf(beta / math.sqrt(2.0)) > 0.5:  # most draws land inside: redraw the others
+            z = gen.standard_normal(size=shape)
+            out = np.abs(z) > beta
+            while out.any():
+                z[out] = gen.standard_normal(size=int(out.sum()))
+                out = np.abs(z) > beta
+        else:  # a narrow window: the inverse CDF of uniforms over [Phi(-beta), Phi(beta)]
+            from scipy.special import ndtri
+
+            lo = 0.5 * math.erfc(beta / math.sqrt(2.0))
+            z = ndtri(gen.uniform(lo, 1.0 - lo, size=shape))
+            np.clip(z, -beta, beta, out=z)
+        z *= self.std
+        return z
+
+
 class Uniform(Initializer):
     """Uniform U[-limit, limit] (default 1): Var(W) = limit^2 / 3."""
 
@@ -548,13 +615,14 @@ glorot_normal, glorot_uniform = GlorotNormal, GlorotUniform
 he_normal, he_uniform = HeNormal, HeUniform
 lecun_normal, lecun_uniform = LecunNormal, LecunUniform
 normal, uniform, fan_in_uniform = Normal, Uniform, FanInUniform
+trunc_normal = TruncNormal
 zeros, constant, orthogonal = Zeros, Constant, Orthogonal
 
 REGISTRY: Registry[Initializer] = Registry(
     "initializer",
-    {cls.name: cls for cls in (Normal, Uniform, FanInUniform, GlorotNormal, GlorotUniform,
-                               HeNormal, HeUniform, LecunNormal, LecunUniform, Zeros, Constant,
-                               Orthogonal, VarianceScaling)},
+    {cls.name: cls for cls in (Normal, TruncNormal, Uniform, FanInUniform, GlorotNormal,
+                               GlorotUniform, HeNormal, HeUniform, LecunNormal, LecunUniform,
+                               Zeros, Constant, Orthogonal, VarianceScaling)},
     aliases={"xavier_normal": "glorot_normal", "xavier_uniform": "glorot_uniform",
              "kaiming_normal": "he_normal", "kaiming_uniform": "he_uniform",
              "standard": "fan_in_uniform", "zero": "zeros"},

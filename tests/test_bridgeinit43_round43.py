@@ -1,0 +1,117 @@
+"""Round 43 (bridgeinit43): torch's ``trunc_normal`` initializer by name, Keras'
+``untruncated_normal`` distribution name, and the variances of the initializers against
+torch.nn.init's draws."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from depthlab.initializers import get_initializer, variance_scaling, weight_variance
+
+SHAPE = (500, 800)  # 400,000 entries per draw
+
+
+def _z(w: np.ndarray, var: float) -> float:
+    """(E[W^2] - var) / its standard error (from the sample's fourth moment)."""
+    m2 = float(np.mean(w**2))
+    se = math.sqrt(max(float(np.mean(w**4)) - m2 * m2, 1e-300) / w.size)
+    return (m2 - var) / se
+
+
+def _trunc_var(std: float, b: float) -> float:
+    """Var of N(0, std^2) cut to [-b, b], by numerical integration (independent of the
+    closed form in the module)."""
+    z = np.linspace(-b / std, b / std, 200_001)
+    pdf = np.exp(-0.5 * z * z)
+    return std**2 * float(np.trapezoid(z * z * pdf, z) / np.trapezoid(pdf, z))
+
+
+@pytest.mark.parametrize("std,b", [(1.0, 2.0), (0.02, 0.04), (0.02, 2.0), (1.0, 0.3),
+                                   (0.5, 0.5e-3)])
+def test_trunc_normal_variance_is_the_truncated_normals(std, b):
+    init = get_initializer("trunc_normal", std=std, a=-b, b=b)
+    var = _trunc_var(std, b)
+    assert weight_variance("trunc_normal", 3, 4, std=std, a=-b, b=b) == pytest.approx(
+        var, rel=1e-6)
+    for seed in range(3):
+        w = init(SHAPE, seed, "float64")
+        assert np.abs(w).max() <= b
+        if b / std <= 3.0:  # the bound is reached (at 100 std it never is)
+            assert np.abs(w).max() > 0.99 * b
+        assert abs(_z(w, var)) < 5.0
+        assert abs(float(w.mean())) < 5.0 * math.sqrt(var / w.size)
+    # float32: rounding does not push a draw past the bound
+    w32 = init(SHAPE, 0, "float32")
+    assert w32.dtype == np.float32 and float(np.abs(w32).astype(np.float64).max()) <= b
+
+
+def test_trunc_normal_std_is_before_truncation_as_torchs():
+    """std=1 on [-2, 2]: Var 0.774, not 1 (a corrected std) nor 0.774^2; a z-test at 400,000
+    entries tells 0.774 from 0.80 by more than ten standard errors."""
+    w = get_initializer("trunc_normal")(SHAPE, 11, "float64")
+    assert abs(_z(w, 0.7737413035499232)) < 5.0
+    assert abs(_z(w, 0.80)) > 10.0
+    torch = pytest.importorskip("torch")
+    t = torch.empty(SHAPE, dtype=torch.float64)
+    torch.manual_seed(0)
+    torch.nn.init.trunc_normal_(t)
+    assert abs(_z(t.numpy(), 0.7737413035499232)) < 5.0
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"a": -3.0, "b": 2.0}, r"a = -b.*a=-3\.0, b=2\.0"),
+    ({"a": 0.5, "b": 1.0}, r"a = -b"),
+    ({"std": 0.0}, r"std must be a finite number > 0, got 0\.0"),
+    ({"b": math.inf, "a": -math.inf}, r"must be finite"),
+])
+def test_trunc_normal_bad_arguments_refused_in_one_line(kwargs, match):
+    with pytest.raises(ValueError, match=match) as info:
+        get_initializer("trunc_normal", **kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_trunc_normal_names_torch_and_keras_users_type():
+    assert repr(get_initializer("TruncNormal")) == "trunc_normal(std=1.0, a=-2.0, b=2.0)"
+    with pytest.raises(TypeError, match="'mean'"):
+        get_initializer("trunc_normal", mean=0.1)
+
+
+def test_untruncated_normal_is_keras_name_of_normal():
+    a = variance_scaling(2.0, "fan_out", "untruncated_normal")
+    b = variance_scaling(2.0, "fan_out", "normal")
+    assert a.distribution == "normal"
+    np.testing.assert_array_equal(a((30, 20), 3, "float64"), b((30, 20), 3, "float64"))
+    with pytest.raises(ValueError, match="unknown distribution 'gaussian'"):
+        variance_scaling(distribution="gaussian")
+
+
+# torch.nn.init's draws on a (fan_out, fan_in) nn.Linear weight against depthlab's variance
+# for the (fan_in, fan_out) engine layout
+TORCH_CASES = [
+    ("xavier_uniform_", {"gain": 1.7}, "xavier_uniform", {"gain": 1.7}),
+    ("xavier_normal_", {}, "xavier_normal", {}),
+    ("kaiming_normal_", {"a": 0.2, "mode": "fan_out"}, "kaiming_normal",
+     {"a": 0.2, "mode": "fan_out"}),
+    ("kaiming_uniform_", {"a": math.sqrt(5)}, "kaiming_uniform", {"a": math.sqrt(5)}),
+    ("kaiming_normal_", {"nonlinearity": "tanh", "mode": "fan_in"}, "kaiming_normal",
+     {"nonlinearity": "tanh"}),
+    ("kaiming_uniform_", {"nonlinearity": "selu", "mode": "fan_out"}, "kaiming_uniform",
+     {"nonlinearity": "selu", "mode": "fan_out"}),
+    ("orthogonal_", {"gain": 2.5}, "orthogonal", {"gain": 2.5}),
+]
+
+
+@pytest.mark.parametrize("tname,tkw,name,kw", TORCH_CASES, ids=[c[0] + c[2] for c in TORCH_CASES])
+def test_variance_matches_torch_nn_init(tname, tkw, name, kw):
+    torch = pytest.importorskip("torch")
+    fan_in, fan_out = 800, 500
+    t = torch.empty(fan_out, fan_in, dtype=torch.float64)
+    torch.manual_seed(1)
+    getattr(torch.nn.init, tname)(t, **tkw)
+    var = weight_variance(name, fan_in, fan_out, **kw)
+    assert abs(_z(t.numpy(), var)) < 5.0
+    w = get_initializer(name, **kw)((fan_in, fan_out), 1, "float64")
+    assert abs(_z(w, var)) < 5.0
