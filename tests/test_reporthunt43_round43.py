@@ -259,3 +259,20 @@ def test_a_report_of_values_near_float64s_largest_prints_no_numpy_warnings(tmp_p
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert write_report(tmp_path).is_file()
+
+
+def test_a_notebook_heatmap_of_gradients_near_float64s_largest_warns_nothing():
+    """``plot.gradient_heatmap`` of a float64 run's gradients reaching 1.7e308 (drawn in a
+    notebook, outside the report) raised NumPy's "overflow encountered in add" (the colour
+    bar's boundary midpoints) and "in scalar divide" (the colour bar's decade test, hi / lo)
+    beside a figure that draws them right."""
+    import warnings
+
+    from depthlab import plot
+
+    table = _rows({"grad_pre_std": {1: [1e-3, 1e100, 1e301], 2: [1e-2, 1e200, 1e305],
+                                    3: [1e-1, 1e300, 1.7e308]}}, steps=(0, 10, 20))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = plot.gradient_heatmap(table)
+        fig.canvas.draw()

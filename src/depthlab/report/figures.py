@@ -72,7 +72,11 @@ class NotebookFigure(Figure):
         matplotlib's search (:func:`_place_titles`), every text by the rules of
         :mod:`depthlab.report.glyphs` (a character no font has: its code point, not a box)."""
         _place_titles(self)
-        super().draw(glyphs.install(renderer))
+        # values near float64's largest (a run's 1e300 gradients): matplotlib's log and
+        # symlog transforms overflow to inf on the way, which it handles, with NumPy's
+        # "overflow encountered in exp" each time
+        with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+            super().draw(glyphs.install(renderer))
 
 
 class Canvas(FigureCanvasAgg):
@@ -189,7 +193,8 @@ def step_ticks(ax, steps: Sequence[float] | np.ndarray, limit: int = 1) -> None:
 def _tidy_log_axis(axis, lo: float, hi: float) -> None:
     """On a log axis spanning less than a decade matplotlib labels every minor tick; use a few
     plain ticks instead."""
-    if lo > 0 and np.isfinite(lo) and np.isfinite(hi) and hi / lo < 10:
+    # hi < 10 lo, not hi / lo < 10: 1e300 / 1e-300 overflowed with a NumPy warning
+    if lo > 0 and np.isfinite(lo) and np.isfinite(hi) and float(hi) < 10 * float(lo):
         axis.set_minor_formatter(NullFormatter())
         locator = _log_nice_locator(lo, hi)
         axis.set_major_locator(locator)
@@ -199,7 +204,7 @@ def _tidy_log_axis(axis, lo: float, hi: float) -> None:
             fmt = ScalarFormatter(useMathText=True)
             fmt.set_powerlimits((-2, 3))
             axis.set_major_formatter(fmt)
-    elif lo > 0 and np.isfinite(lo) and np.isfinite(hi) and hi / lo < 100:
+    elif lo > 0 and np.isfinite(lo) and np.isfinite(hi) and float(hi) < 100 * float(lo):
         # one to two decades: two labelled powers of ten only; label the 2s and 5s between
         axis.set_minor_formatter(_TwoFiveFormatter())
         axis.set_tick_params(which="minor", labelsize=axis.get_ticklabels()[0].get_fontsize()
@@ -1020,7 +1025,8 @@ def gradient_heatmap(probes: pd.DataFrame | None, quantity: str = "grad_pre_std"
         if len(ticks) < len(named):  # beyond HEATMAP_NAMED_ROWS rows: say the rows are thinned
             ax.set_ylabel(f"module (first at the bottom; {len(ticks)} of {len(named)} named)")
     ax.grid(False)
-    cb = fig.colorbar(mesh, cax=_side_axis(fig, ax))
+    with np.errstate(over="ignore"):  # its boundaries' midpoints of 1e308: inf, silently
+        cb = fig.colorbar(mesh, cax=_side_axis(fig, ax))
     _tidy_log_axis(cb.ax.yaxis, lo, hi)
     if hi > HUGE:  # a float64 run's gradients of 1e300: ticks within float64 (was OverflowError)
         _decade_ticks(cb.ax.yaxis, math.log10(lo), math.log10(hi))
