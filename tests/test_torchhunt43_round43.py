@@ -425,3 +425,26 @@ def test_probe_finds_a_functional_activation_through_a_clone():
     a = torch.tanh(model.a(x)).detach()
     assert rows["act_std"] == pytest.approx(float(a.std(unbiased=False)), rel=1e-12)
     assert rows["act_mean"] == pytest.approx(float(a.mean()), rel=1e-12)
+
+
+class _TanhOfScaledSum(nn.Module):
+    """``torch.tanh((x + l2(relu(l1(x)))) * k)``: the block's forward scales the sum, then
+    applies its activation itself."""
+
+    def __init__(self, k: float) -> None:
+        super().__init__()
+        self.l1, self.l2, self.k = nn.Linear(W, W), nn.Linear(W, W), k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh((x + self.l2(torch.relu(self.l1(x)))) * self.k)
+
+
+def test_predict_models_a_functional_activation_of_a_scaled_sum():
+    """Was refused ('not the plain sum'); within 6% of autograd."""
+    torch.manual_seed(0)
+    model = _lecun(nn.Sequential(nn.Linear(W, W), *[_TanhOfScaledSum(0.6) for _ in range(3)],
+                                 nn.Linear(W, 10))).to(D)
+    x, y = _data(0)
+    pre, grad = _ratios(model, x, y)
+    assert np.all(np.abs(grad - 1) < 0.06), grad
+    assert np.all(np.abs(pre[:-1] - 1) < 0.06), pre

@@ -744,7 +744,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
                                  f"of {late[-1][2].label} goes through another operation (an "
                                  "activation after the norm?), which is not modelled")
         if not hit:  # F.relu(x + F(x)) in the block's forward (kuangliu's BasicBlock)
-            spec = _functional_post(out_fn, block.name)
+            spec = _functional_post(out_fn, block.name, scales=scales)
             if spec is not None:
                 hit = [(b_out, b_out, spec, done)]
         drops = {fn: b[2].p for (fn, _), b in pool_nodes.items()
@@ -1421,18 +1421,21 @@ def _shape_only(module: nn.Module) -> bool:
         isinstance(module, _DROPOUT) and (not module.training or module.p == 0))
 
 
-def _functional_post(out_fn: Any, name: str, add: Any = None) -> ActivationSpec | None:
+def _functional_post(out_fn: Any, name: str, add: Any = None,
+                     scales: dict[Any, tuple[Any, Any]] | None = None) -> ActivationSpec | None:
     """The activation a block's forward applies itself to the residual sum as its last
     operation, ``F.relu(x + F(x))`` or ``F.relu(out, inplace=True)`` after ``out += x``
     (``out_fn``: the block output's autograd node, an activation node reading an add): the
     spec of the equivalent module (the settings read from the node, as
     :func:`~depthlab.torch.functional_acts.chain_acts` reads them after a layer), or None.
     Such a block was refused as 'not the plain sum of the branch and the shortcut'.
-    ``add``: the node the activation must read (the block's output) instead of an add."""
+    ``add``: the node the activation must read (the block's output) instead of an add;
+    ``scales``: the products with constants (:func:`_record_scale`), so that the sum may be
+    scaled first, ``F.relu((x + F(x)) * k)``."""
     if out_fn is None or out_fn.name() not in ACT_NODES or len(out_fn.next_functions) != 1:
         return None
     below = _below_views(out_fn.next_functions[0][0])[0] if add is not None \
-        else out_fn.next_functions[0][0]
+        else _unscaled_sum(out_fn.next_functions[0][0], scales or {})[0]
     if below is None or (below is not add if add is not None
                          else not below.name().startswith("AddBackward")):
         return None
