@@ -83,3 +83,22 @@ def test_the_playground_session_sends_the_probe_rows_theory_line() -> None:
                 if m["type"] == "ready":
                     break
     assert "probe rows' own input lengths" in m["theory"]["note"], m["theory"]["note"]
+
+
+
+def test_an_interrupted_store_read_is_an_interrupt_not_a_damaged_store(tmp_path) -> None:
+    """A statement stopped by a Ctrl-C handler (``Connection.interrupt()`` or a progress handler
+    asking to stop) ends with OperationalError('interrupted'): that is a KeyboardInterrupt (exit
+    130), not the one-line 'results store ... cannot be read: interrupted' of a damaged file."""
+    from depthlab.experiments.store import Store
+
+    store = Store(tmp_path / "results")
+    try:
+        assert store.runs().empty
+        store._conn.set_progress_handler(lambda: 1, 1)  # stop every statement at its first step
+        with pytest.raises(KeyboardInterrupt):
+            store.runs()
+        store._conn.set_progress_handler(None, 1)
+        assert store.runs().empty  # the store is intact
+    finally:
+        store.close()

@@ -269,6 +269,10 @@ def _reading(method: Callable) -> Callable:
         try:
             return method(self, *args, **kwargs)
         except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.OperationalError) and str(e) == "interrupted":
+                # sqlite3's Connection.interrupt() (a Ctrl-C handler) ends the statement so:
+                # an interrupt, not a damaged store (was exit 2, "cannot be read: interrupted")
+                raise KeyboardInterrupt("a store statement was interrupted") from e
             if not _storage_error(e):
                 raise
             raise StoreError(f"results store {str(self.path)!r} cannot be read: "
