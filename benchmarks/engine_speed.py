@@ -153,18 +153,21 @@ def jax_step(sizes, activation, init, batch, dtype="float32"):
 STEP_FNS = {"depthlab": depthlab_step, "torch": torch_step, "jax": jax_step}
 
 
-def interleaved(fns: dict, steps: int, rounds: int) -> dict[str, list[float]]:
+def interleaved(fns: dict, steps: int, rounds: int,
+                clock=time.perf_counter) -> dict[str, list[float]]:
     """Seconds per step of each function, one block of ``steps`` per round, the order of the
-    functions rotated every round (after one warm-up block each)."""
+    functions rotated every round (after one warm-up block each). ``clock``: wall time by
+    default; :func:`time.process_time` (CPU time) for a process pinned to one core, where the
+    wall time of a block also counts the other processes sharing that core."""
     names = list(fns)
     for n in names:
         fns[n](max(1, steps // 4))
     out: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
         for n in names[r % len(names):] + names[:r % len(names)]:
-            t = time.perf_counter()
+            t = clock()
             fns[n](steps)
-            out[n].append((time.perf_counter() - t) / steps)
+            out[n].append((clock() - t) / steps)
     return out
 
 
@@ -245,6 +248,71 @@ def breakdown(sizes, activation, batch, steps: int, rounds: int) -> dict[str, fl
                         steps, rounds)
     med = {k: statistics.median(v) for k, v in times.items()}
     return {**med, "overhead": max(0.0, med["step"] - med["products"] - med["elementwise"])}
+
+
+def products_by_kind(sizes, batch, dtype: str) -> dict:
+    """One step's matrix products of each kind (``x.W``, ``xT.g``, ``g.WT``) as the engine
+    calls them (NumPy's ``@``, ``np.matmul(x.T, g, out=W.grad)``), each layer on buffers of its
+    own as in the step (its weights are not in cache when their turn comes): a function of a
+    block of ``steps`` per kind."""
+    rng = np.random.default_rng(0)
+    ws = [rng.standard_normal((a, b)).astype(dtype) for a, b in zip(sizes[:-1], sizes[1:])]
+    hs = [rng.standard_normal((batch, a)).astype(dtype) for a in sizes]
+    gws = [np.empty_like(w) for w in ws]
+
+    def block(one):
+        def run(steps: int) -> None:
+            for _ in range(steps):
+                one()
+        return run
+
+    def xw():
+        for i, w in enumerate(ws):
+            hs[i] @ w
+
+    def xtg():
+        for i in range(len(ws)):
+            np.matmul(hs[i].T, hs[i + 1], out=gws[i])
+
+    def gwt():
+        for i in range(1, len(ws)):  # no input gradient for the first layer
+            hs[i + 1] @ ws[i].T
+
+    return {"x.W": block(xw), "xT.g": block(xtg), "g.WT": block(gwt)}
+
+
+def float64_cost(sizes, act, init, batch, steps: int, rounds: int, one_core: bool) -> dict:
+    """float64 against float32: the step's time ratio, and where the float64 step's time
+    beyond twice float32's goes: the ratio of each kind of product (:func:`products_by_kind`)
+    and of the rest of the step (elementwise work, loss, Python), all interleaved in one run.
+    Pinned to one core the blocks are timed in CPU time (the wall time of a block on a shared
+    core counts the other processes' time slices; the float64 blocks, twice as long, are the
+    likelier to be cut); on all cores in wall time (CPU time would count the BLAS threads'
+    spinning)."""
+    own = not one_core  # float64 against float32 as fit runs them
+    fns = {}
+    for dt in ("float32", "float64"):
+        fns[f"step {dt}"] = depthlab_step(sizes, act, init, batch, dt, own)
+        for kind, fn in products_by_kind(sizes, batch, dt).items():
+            fns[f"{kind} {dt}"] = fn
+    times = interleaved(fns, steps, rounds,
+                        time.process_time if one_core else time.perf_counter)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    steps32, steps64 = times["step float32"], times["step float64"]
+    out = {"ratio": med["step float64"] / med["step float32"],
+           "round_ratios": sorted(b / a for a, b in zip(steps32, steps64)),
+           "clock": "cpu" if one_core else "wall", "rounds": rounds, "ms": {}}
+    rest = {}
+    for dt in ("float32", "float64"):
+        prods = sum(med[f"{k} {dt}"] for k in ("x.W", "xT.g", "g.WT"))
+        rest[dt] = med[f"step {dt}"] - prods
+        out["ms"][dt] = {"step": med[f"step {dt}"] * 1e3, "products": prods * 1e3,
+                         **{k: med[f"{k} {dt}"] * 1e3 for k in ("x.W", "xT.g", "g.WT")}}
+    out["kinds"] = {k: med[f"{k} float64"] / med[f"{k} float32"]
+                    for k in ("x.W", "xT.g", "g.WT")}
+    out["products"] = out["ms"]["float64"]["products"] / out["ms"]["float32"]["products"]
+    out["rest"] = rest["float64"] / rest["float32"] if rest["float32"] > 0 else float("nan")
+    return out
 
 
 def step_products(sizes, batch) -> list[tuple[str, int, int, int]]:
@@ -357,13 +425,9 @@ def child(cores: str, rounds: int, use_jax: bool) -> dict:
                    "depthlab-auto": depthlab_step(sizes, act, init, batch, own_threads=True),
                    **fns}
         times = interleaved(fns, steps, rounds)
-        own = cores == "all"  # float64 against float32 as fit runs them
-        f64 = interleaved({"float32": depthlab_step(sizes, act, init, batch, own_threads=own),
-                           "float64": depthlab_step(sizes, act, init, batch, "float64", own)},
-                          steps, max(3, rounds // 2))
-        case = {"name": name, "times": times,
-                "float64_ratio": statistics.median(f64["float64"]) /
-                statistics.median(f64["float32"]),
+        # at least 9 rounds: the ratio of two medians of 3 wall-time rounds moved by +-0.3
+        f64 = float64_cost(sizes, act, init, batch, steps, max(9, rounds), cores == "one")
+        case = {"name": name, "times": times, "float64_ratio": f64["ratio"], "float64": f64,
                 "breakdown": breakdown(sizes, act, batch, steps, max(5, rounds))}
         if sizes[1] == 2048:
             case["shapes"] = shape_rates(sizes, batch, reps=3)
@@ -409,6 +473,17 @@ def report(res: dict) -> None:
         print(f"  {c['name']:38s} step {_ms(b['step'])} ms = products {_ms(b['products'])} + "
               f"elementwise {_ms(b['elementwise'])} + overhead {_ms(b['overhead'])}; "
               f"float64 {c['float64_ratio']:.2f}x")
+    print("\nfloat64 / float32 (medians of interleaved rounds, "
+          f"{res['cases'][0]['float64']['clock']} time): the step, each kind of product as the "
+          "step calls it, the rest of the step")
+    for c in res["cases"]:
+        f = c["float64"]
+        rr = f["round_ratios"]
+        print(f"  {c['name']:38s} step {f['ratio']:.2f}x (rounds {rr[0]:.2f}-{rr[-1]:.2f}) = "
+              f"products {f['products']:.2f}x ("
+              + ", ".join(f"{k} {v:.2f}x" for k, v in f["kinds"].items())
+              + f"; {f['ms']['float32']['products']:.3f} -> {f['ms']['float64']['products']:.3f}"
+              f" ms) + rest {f['rest']:.2f}x")
     for c in res["cases"]:
         if "shapes" not in c:
             continue
