@@ -137,8 +137,8 @@ GELU, ReLU, a ReLU after the sum), 0.91-1.06x for ReLU branches at c = 2 (6 bloc
 dropout 0.2-0.5 0.98-1.03x; ``c = 0`` (ReZero as initialized) predicts no gradient in the
 branches, as measured. A scale of unequal entries
 (a trained LayerScale, a stochastic-depth mask in training mode) is refused by name.
-A scaled sum, ``post(k (x + F(x)))`` (``(x + F(x)) / sqrt(2)``, also with an activation
-module after the block): the sum's values times ``k``, its gradient times ``k`` back (the
+A scaled sum, ``post(k (x + F(x)))`` (``(x + F(x)) / sqrt(2)``, ``torch.tanh((x + F(x)) *
+k)``, also with an activation module after the block): the sum's values times ``k``, its gradient times ``k`` back (the
 pooled-gradient refinement under a global average pool is left out at such a block; measured
 0.98-1.04x); ``k * post(x + F(x))`` is refused. ``h.clone()`` anywhere in the chain is the
 identity (its values, its gradient).
