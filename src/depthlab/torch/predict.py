@@ -138,10 +138,10 @@ dropout 0.2-0.5 0.98-1.03x; ``c = 0`` (ReZero as initialized) predicts no gradie
 branches, as measured. A scale of unequal entries
 (a trained LayerScale, a stochastic-depth mask in training mode) is refused by name.
 A scaled sum, ``post(k (x + F(x)))`` (``(x + F(x)) / sqrt(2)``, ``torch.tanh((x + F(x)) *
-k)``, also with an activation module after the block): the sum's values times ``k``, its gradient times ``k`` back (the
-pooled-gradient refinement under a global average pool is left out at such a block; measured
-0.98-1.04x); ``k * post(x + F(x))`` is refused. ``h.clone()`` anywhere in the chain is the
-identity (its values, its gradient).
+k)``, also with an activation module after the block): the sum's values times ``k``, its
+gradient times ``k`` back (the pooled-gradient refinement under a global average pool is
+left out at such a block; measured 0.98-1.04x); ``k * post(x + F(x))`` is refused.
+``h.clone()`` anywhere in the chain is the identity (its values, its gradient).
 
 The gradient scale is anchored at the last layer: with ``y`` and ``loss_fn`` the model is
 measured with :func:`depthlab.torch.probe` on ``(x, y)`` and ``predicted grad_pre_std[L]`` =
