@@ -178,6 +178,11 @@ INIT_VARIANCE = [
      lambda fi, fo: 6 / (fi + fo)),
     ("variance_scaling", {"scale": 0.5, "mode": "fan_out"}, lambda fi, fo: 0.5 / fo),
     ("orthogonal", {"gain": 1.7}, lambda fi, fo: 1.7**2 / max(fi, fo)),
+    # torch's trunc_normal_(std=0.1, a=-0.15, b=0.15): beta = 1.5, the truncated normal's
+    # variance std^2 (1 - 2 beta phi(beta) / (2 Phi(beta) - 1))
+    ("trunc_normal", {"std": 0.1, "a": -0.15, "b": 0.15},
+     lambda fi, fo: 0.01 * (1 - 2 * 1.5 * math.exp(-1.125) / math.sqrt(2 * math.pi)
+                            / math.erf(1.5 / math.sqrt(2)))),
 ]
 
 
