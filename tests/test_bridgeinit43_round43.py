@@ -115,3 +115,120 @@ def test_variance_matches_torch_nn_init(tname, tkw, name, kw):
     assert abs(_z(t.numpy(), var)) < 5.0
     w = get_initializer(name, **kw)((fan_in, fan_out), 1, "float64")
     assert abs(_z(w, var)) < 5.0
+
+
+# -- from_torch of a module of the user's own class whose forward is a chain -------------------
+
+
+def _chain_models():
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class Chain(nn.Module):  # the usual hand-written MLP
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.act, self.fc2 = nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 6)
+            self.blocks = nn.ModuleList([nn.Sequential(nn.BatchNorm1d(6), nn.ELU(0.5),
+                                                       nn.Linear(6, 6)) for _ in range(2)])
+            self.head = nn.Linear(6, 3)
+
+        def forward(self, x):
+            x = self.fc2(self.act(self.fc1(x)))
+            for block in self.blocks:
+                x = block(x)
+            return self.head(x)
+
+    class Wrapper(nn.Module):  # a model holding its layers in one attribute
+        def __init__(self, inner) -> None:
+            super().__init__()
+            self.net = inner
+
+        def forward(self, x):
+            return self.net(x)
+
+    return torch, nn, Chain, Wrapper
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_from_torch_reads_a_custom_module_whose_forward_is_a_chain(train):
+    # before: 'from_torch cannot express the model itself (Wrapper); accepted: ...'
+    from depthlab.bridge import from_torch, to_torch
+
+    torch, nn, Chain, Wrapper = _chain_models()
+    torch.manual_seed(0)
+    model = Wrapper(Chain()).double()
+    x = torch.randn(16, 4, dtype=torch.float64) * 2
+    with torch.no_grad():  # running statistics away from (0, 1)
+        model.train()(x + 1)
+    model.train(train)
+    net = from_torch(model)
+    # fc1, tanh, fc2, 2 x (norm, elu, linear), an identity slot (Linear feeds Linear), head
+    assert [type(la).__name__[0] for la in net.layers] == list("DADBADBADAD")
+    ref = model(x)
+    got = net.forward(x.numpy(), training=train)
+    np.testing.assert_allclose(got, ref.detach().numpy(), rtol=1e-12, atol=1e-13)
+    # gradients agree too (the chain is the computation, not an approximation of it)
+    g = torch.randn_like(ref)
+    ref.backward(g)
+    net.backward(g.numpy())
+    assert np.abs(net.layers[0].W.grad - model.net.fc1.weight.grad.numpy().T).max() < 1e-12
+    back = to_torch(net).train(train)
+    np.testing.assert_allclose(back(x).detach().numpy(), ref.detach().numpy(), rtol=1e-12,
+                               atol=1e-13)
+
+
+def test_from_torch_names_the_step_of_a_custom_forward_that_is_not_a_chain():
+    from depthlab.bridge import from_torch
+
+    torch, nn, Chain, Wrapper = _chain_models()
+
+    class Res(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return x + self.fc(x)
+
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.act = nn.Linear(4, 4), nn.Tanh()
+
+        def forward(self, x):
+            return self.fc(self.act(self.fc(x)))
+
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.fc(x) if x.sum() > 0 else x
+
+    class TrainOnly(nn.Module):  # dropout only in training mode: not one chain
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.drop = nn.Linear(4, 4), nn.Dropout(0.5)
+
+        def forward(self, x):
+            x = self.fc(x)
+            return self.drop(x) if self.training else x
+
+    train_only = TrainOnly().eval()
+    with pytest.raises(TypeError, match=r"\(TrainOnly: its forward calls other submodules in "
+                                        r"training mode \(fc, drop\) than in eval mode \(fc\)"):
+        from_torch(train_only)
+    assert not train_only.training and not train_only.drop.training  # its modes restored
+
+    for model, what in [
+        (Res(), r"the model itself \(Res: its forward is not a chain of its submodules \(it "
+                r"calls add\)\); accepted"),
+        (Wrapper(Twice()), r"module 'net' \(Twice: its forward calls 'fc' twice \(shared "
+                           r"weights"),
+        (Branchy(), r"the model itself \(Branchy: its forward could not be traced as a chain"),
+        (Wrapper(nn.Sequential(nn.Linear(4, 4), nn.PReLU())), r"module 'net\.1' \(PReLU"),
+    ]:
+        with pytest.raises(TypeError, match=rf"^from_torch cannot express {what}") as info:
+            from_torch(model)
+        assert "\n" not in str(info.value)

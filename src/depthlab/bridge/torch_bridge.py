@@ -1,5 +1,6 @@
 """Copy a depthlab network into an equivalent ``torch.nn.Module`` (``to_torch``) and an
-``nn.Sequential`` of the layers depthlab has back into a depthlab ``Network`` (``from_torch``):
+``nn.Sequential`` of the layers depthlab has (or a module whose forward calls its submodules
+in a chain) back into a depthlab ``Network`` (``from_torch``):
 weights, biases and batch-norm statistics copied, so outputs and gradients agree to rounding.
 A torch module depthlab cannot express is refused with a TypeError naming it. Only this module
 imports torch;
@@ -310,8 +311,10 @@ ACCEPTED_FROM_TORCH = ("nn.Sequential, Linear, BatchNorm1d (a momentum or None; 
                        "LeakyReLU, ELU, SELU, SiLU, Softsign, Mish, GELU (erf or tanh), "
                        "Softplus, Hardtanh, LogSigmoid, ReLU6, Hardsigmoid, Hardswish, "
                        "Softmax(dim=-1, 1 or None), Flatten(start_dim=1, end_dim=-1) (no layer: "
-                       "depthlab takes rows), and to_torch's Swish, PenalizedTanh, Step, "
-                       "TorchStandardize, batch norms and residual blocks")
+                       "depthlab takes rows), to_torch's Swish, PenalizedTanh, Step, "
+                       "TorchStandardize, batch norms and residual blocks, and a module of "
+                       "your own whose forward only calls its submodules one after another "
+                       "(read with torch.fx)")
 
 
 _PLAIN_KINDS = (nn.Sequential, nn.Linear, nn.BatchNorm1d, nn.Flatten, nn.Dropout, nn.AlphaDropout,
@@ -461,9 +464,92 @@ def _from_torch_checked(m: nn.Module, path: str, np_dtype, counter: list[int],
         if kind is nn.Identity:
             act._torch_identity = True  # kept or dropped by _idle_identities_dropped
         return [act]
+    chain, why = _chain_of_submodules(m)
+    if chain is not None:
+        counter[0] -= 1  # a container: its modules are the layers
+        return [la for target in chain
+                for la in _from_torch(m.get_submodule(target),
+                                      f"{path}.{target}" if path else target,
+                                      np_dtype, counter, width)]
     raise TypeError(f"from_torch cannot express {_where(path)} ({type(m).__name__}"
                     f"{'' if not m.extra_repr() else '(' + m.extra_repr() + ')'}"
-                    f"{_not_the_torch_class(m)}); accepted: {ACCEPTED_FROM_TORCH}")
+                    f"{_not_the_torch_class(m)}{why}); accepted: {ACCEPTED_FROM_TORCH}")
+
+
+def _chain_of_submodules(m: nn.Module) -> tuple[list[str] | None, str]:
+    """The paths of the submodules that ``m.forward`` calls one after the other, each on the
+    previous one's output (``def forward(self, x): return self.l2(self.act(self.l1(x)))``, a
+    wrapper ``return self.net(x)``), read from a ``torch.fx`` trace that treats every
+    submodule as a leaf; ``(None, why)`` when ``m`` is a torch or depthlab class, has no
+    submodules, or its forward does anything else (``why``: what, for the message; ''
+    when nothing was traced). A submodule with parameters called twice is not a chain
+    (torch sums the gradients of its shared weights; depthlab layers own theirs)."""
+    import torch.fx
+
+    kind = type(m)
+    if (kind.__module__.startswith("torch.") or kind.__module__ == __name__
+            or isinstance(m, torch.fx.GraphModule) or next(m.children(), None) is None):
+        return None, ""
+
+    class _Leaves(torch.fx.Tracer):
+        def is_leaf_module(self, sub: nn.Module, qualname: str) -> bool:
+            return True
+
+    modes = {sub: sub.training for sub in m.modules()}
+    graphs = []
+    try:  # in both modes: a forward may branch on self.training (dropout only when training)
+        for mode in (True, False):
+            m.train(mode)
+            graphs.append(_Leaves().trace(m))
+    except Exception as exc:  # data-dependent control flow, *args, asserts on shapes, ...
+        return None, (f": its forward could not be traced as a chain of its submodules "
+                      f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]})")
+    finally:
+        for sub, mode in modes.items():
+            sub.training = mode
+    chains = [_chain_of_graph(m, graph) for graph in graphs]
+    if chains[0][0] is not None and chains[1][0] != chains[0][0]:
+        return None, (": its forward calls other submodules in training mode "
+                      f"({', '.join(chains[0][0])}) than in eval mode "
+                      f"({', '.join(chains[1][0] or ['not a chain'])})")
+    return chains[0]
+
+
+def _chain_of_graph(m: nn.Module, graph) -> tuple[list[str] | None, str]:
+    """:func:`_chain_of_submodules` of one traced ``graph`` of ``m``."""
+    nodes = list(graph.nodes)
+    inputs = [n for n in nodes if n.op == "placeholder"]
+    # forward(self, x, mask=None) with mask unused: one batch still
+    if not inputs or any(n.users or not n.args for n in inputs[1:]):
+        return None, f": its forward takes {len(inputs)} inputs, not one batch"
+    nodes = [n for n in nodes if n.op != "placeholder" or n is inputs[0]]
+    chain: list[str] = []
+    prev = inputs[0]
+    for node in nodes[1:]:
+        if node.op == "output":
+            if node.args != (prev,) or not chain:
+                return None, ": its forward does not return its last submodule's output"
+            return chain, ""
+        if node.op != "call_module" or node.args != (prev,) or node.kwargs:
+            return None, f": its forward is not a chain of its submodules ({_step(node)})"
+        target = str(node.target)
+        sub = m.get_submodule(target)
+        if target in chain and next(sub.parameters(), None) is not None:
+            return None, (f": its forward calls {target!r} twice (shared weights; each "
+                          "depthlab layer owns its own)")
+        chain.append(target)
+        prev = node
+    return None, ": its forward returns nothing"
+
+
+def _step(node) -> str:
+    """What a traced step that breaks a chain does, for the message."""
+    if node.op == "call_module":
+        return f"it calls {node.target!r} on more than the previous module's output"
+    if node.op == "get_attr":
+        return f"it reads {node.target!r} directly"
+    name = getattr(node.target, "__name__", str(node.target))
+    return f"it calls {name}" if node.op == "call_function" else f"it calls .{name}()"
 
 
 def _not_the_torch_class(m: nn.Module) -> str:
@@ -642,9 +728,13 @@ def from_torch(module: nn.Module) -> Network:
     batch-norm statistics copied (torch -> depthlab; ``to_torch`` goes back): forward outputs
     and gradients agree to rounding (float64: to ~1e-15). ``module`` is an ``nn.Sequential``
     (nested allowed) of the modules in :data:`ACCEPTED_FROM_TORCH` with float32 or float64
-    parameters; anything else is a TypeError naming the module and its path. The network has
-    no recipe (``config`` is empty); :func:`depthlab.save` writes it when its layers are what
-    :func:`depthlab.mlp` builds (:func:`depthlab.recipe.infer_recipe`). A
+    parameters, or a module of the user's own class whose forward is still a chain: a
+    ``torch.fx`` trace with every submodule a leaf shows it calling submodules one after
+    another, each on the previous one's output (``return self.net(x)``, a loop over an
+    ``nn.ModuleList``); anything else is a TypeError naming the module and its path (and,
+    for such a class, the step that is not a chain: ``it calls add`` for ``x + self.f(x)``).
+    The network has no recipe (``config`` is empty); :func:`depthlab.save` writes it when
+    its layers are what :func:`depthlab.mlp` builds (:func:`depthlab.recipe.infer_recipe`). A
     ``torch.compile(model)`` or ``nn.DataParallel(model)`` is read as the ``model`` it holds
     (their own hooks refused as the model's are)."""
     if not isinstance(module, nn.Module):
