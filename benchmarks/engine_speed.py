@@ -20,7 +20,8 @@ Then, for depthlab: where the step's time goes (the matrix products replayed alo
 buffers, the elementwise work, and the rest: Python and call overhead), the float32 rate of every
 product shape of the wide network with each BLAS at hand (NumPy's OpenBLAS, SciPy's BLAS,
 PyTorch's ``mm`` on the same buffers) and the share of the best rate that depthlab's step reaches,
-and the cost of float64 against float32.
+and the cost of float64 against float32 (:func:`float64_cost`: CPU time on one core, at least 9
+rounds, split into each kind of product, ``x.W``, ``xT.g``, ``g.WT``, and the rest of the step).
 
 Usage: ``python benchmarks/engine_speed.py [--rounds 7] [--only one|all] [--no-jax]``.
 """
