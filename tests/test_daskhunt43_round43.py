@@ -89,3 +89,33 @@ def test_a_websocket_scheduler_file_on_the_command_line(tmp_path, capsys, ws_clu
     code, out, err = run_cli(capsys, "sweep", cfg, "--out", tmp_path / "o", "--cluster", sched)
     assert code == 0, err
     assert "2 finished" in out and ws_cluster.scheduler_address in out, out
+
+
+# --- how many points run at once, for the progress heartbeat --------------------------------
+# The sweep counted every point its executor had taken as running ("sweep: 6 points running")
+# unless the executor's workers were on this machine; a Dask executor takes whole chunks, a
+# window of 2 per worker thread, so a remote cluster of 2 threads was said to run 6 points.
+
+
+def test_each_executor_says_how_many_points_it_computes_at_once():
+    from depthlab.experiments.executors.base import InProcess
+    from depthlab.experiments.executors.local import LocalPool
+
+    assert InProcess().slots == 1
+    assert LocalPool(3).slots == 3
+
+
+def test_a_dask_executor_counts_its_workers_threads_wherever_they_run(monkeypatch):
+    import depthlab.experiments.executors.dask as dask_executor
+
+    # workers on other machines: none of their threads counts for this machine's memory
+    monkeypatch.setattr(dask_executor, "local_threads", lambda workers: 0)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=3, processes=False,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster, set_as_default=False) as client:
+        ex = DaskExecutor(client)
+        assert ex.local_workers == 0 and ex.slots is None  # not asked yet: not known
+        with ex:
+            ex.run(iter([]), lambda task, record: None)  # sizes its window: asks the threads
+            assert ex.slots == 6
+        assert ex.slots is None  # closed: asked again by the next sweep

@@ -137,6 +137,15 @@ class Executor(ABC):
     #: already run, a caller's Dask cluster, so the memory available already counts them)
     worker_bytes: int = WORKER_BYTES
 
+    @property
+    def slots(self) -> int | None:
+        """Points this executor computes at once now, for the sweep's progress: of the points
+        it has taken, at most this many count as running (the rest wait in its queue); None:
+        not known. By default its workers on this machine (``local_workers``); an executor
+        whose workers are elsewhere says how many threads they have (a Dask cluster's). Cheap
+        (no question to a scheduler): read by the progress heartbeat's thread."""
+        return self.local_workers or None
+
     def __enter__(self) -> Executor:
         self.start()
         return self
@@ -170,6 +179,7 @@ class InProcess(Executor):
     """Points one after another in the calling process (``--jobs 1``)."""
 
     description = "this process"
+    slots = 1  # type: ignore[assignment]  # one point at a time
 
     def __init__(self, compute: Compute = compute_point) -> None:
         self.compute = compute

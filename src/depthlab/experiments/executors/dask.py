@@ -568,6 +568,8 @@ class DaskExecutor(Executor):
         self._environment: dict[str, str] | None = None
         self._fetch_errors: dict[str, str] = {}  # key -> why its result could not be fetched
         self._point_s: float | None = None  # measured seconds per point (None: not yet)
+        #: the scheduler's worker threads when last asked (None: not asked since start)
+        self._threads: int | None = None
         self.retries = retries
         self.allowed_failures = allowed_failures
         self.connect_timeout = connect_timeout
@@ -983,7 +985,19 @@ class DaskExecutor(Executor):
         except Exception:  # noqa: BLE001 - silent or lost: judged by _check_answers / chunks
             return None
         self._heard()
-        return max(1, sum(w.get("nthreads", 1) for w in info.get("workers", {}).values()))
+        self._threads = sum(w.get("nthreads", 1) for w in info.get("workers", {}).values())
+        return max(1, self._threads)
+
+    @property
+    def slots(self) -> int | None:
+        """Points computed at once: the threads of the scheduler's workers when last asked
+        (every 5 s while the sweep runs, as the window is sized; 0 while it has none), on
+        this machine or not; before that, its workers' threads on this machine (None: none
+        known). The points sent are whole chunks, a window of them (2 per thread): counted
+        all as running, a remote cluster of 2 threads was said to run 6 points."""
+        if self.client is not None and self._threads is not None:
+            return self._threads
+        return self.local_workers or None
 
     def _heard(self) -> None:
         """The scheduler answered (a question, a finished chunk): its silence starts again."""
@@ -1080,6 +1094,7 @@ class DaskExecutor(Executor):
                 log.setLevel(level)
             self._log_levels = None
         self._expected = None  # told again by the next sweep (a start without it: N workers)
+        self._threads = None  # asked again by the next sweep
         if self._local_n is not None:  # used again: local:N, whatever this sweep started
             self._describe_local(self._local_n)
 
