@@ -232,3 +232,25 @@ def test_from_torch_names_the_step_of_a_custom_forward_that_is_not_a_chain():
         with pytest.raises(TypeError, match=rf"^from_torch cannot express {what}") as info:
             from_torch(model)
         assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["he_normal", "kaiming_uniform"])
+def test_he_with_a_leaky_relu_object_reads_its_slope_as_calculate_gain_does(name):
+    # before: Var 2 / fan_in (slope 0), while calculate_gain(the object)^2 = 2 / 1.09
+    from depthlab.activations import get_activation
+    from depthlab.initializers import calculate_gain
+
+    act = get_activation("leaky_relu", negative_slope=0.3)
+    init = get_initializer(name, nonlinearity=act)
+    fan_in, fan_out = 800, 500
+    var = 2.0 / (1.09 * fan_in)
+    assert calculate_gain(act) ** 2 / fan_in == pytest.approx(var, rel=1e-12)
+    assert init.variance(fan_in, fan_out) == pytest.approx(var, rel=1e-12)
+    assert init.negative_slope == 0.3
+    w = init((fan_in, fan_out), 2, "float64")
+    assert abs(_z(w, var)) < 5.0 and abs(_z(w, 2.0 / fan_in)) > 10.0
+    assert get_initializer(name, nonlinearity=act, a=0.3).variance(fan_in, fan_out) == \
+        pytest.approx(var, rel=1e-12)
+    with pytest.raises(ValueError, match=r"negative_slope=0\.1 and the slope of .* \(0\.3\) "
+                                         r"name one slope"):
+        get_initializer(name, nonlinearity=act, negative_slope=0.1)

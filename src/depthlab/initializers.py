@@ -319,6 +319,13 @@ class GlorotUniform(_Glorot):
     _distribution = "uniform"
 
 
+def _own_slope(nonlinearity: Any) -> float | None:
+    """The negative slope of a depthlab ``LeakyReLU`` object (None for anything else)."""
+    from .activations import LeakyReLU
+
+    return float(nonlinearity.negative_slope) if isinstance(nonlinearity, LeakyReLU) else None
+
+
 def _gain_squared(nonlinearity: Any, param: float | None) -> float:
     """``calculate_gain(nonlinearity, param)^2`` written without the square root (ReLU's 2 is
     2 exactly, not sqrt(2)^2 = 2.0000000000000004)."""
@@ -331,8 +338,9 @@ def _gain_squared(nonlinearity: Any, param: float | None) -> float:
 
 class _He(VarianceScaling):
     """He/Kaiming: Var(W) = calculate_gain(nonlinearity, a)^2 / fan (torch's ``kaiming_*_(a,
-    mode, nonlinearity)``, ``a`` read as ``negative_slope``; the subclass names the
-    distribution)."""
+    mode, nonlinearity)``, ``a`` read as ``negative_slope``; a depthlab ``LeakyReLU`` object as
+    ``nonlinearity`` gives its own slope, as :func:`calculate_gain` reads it; the subclass
+    names the distribution)."""
 
     _distribution = "normal"
 
@@ -344,8 +352,15 @@ class _He(VarianceScaling):
                 raise ValueError(f"a={a!r} and negative_slope={negative_slope!r} name one "
                                  "slope (a is torch's name); give one of them")
             negative_slope = a
-        self.negative_slope = real("negative_slope", negative_slope)
+        negative_slope = real("negative_slope", negative_slope)
         self.nonlinearity = _gain_name(nonlinearity)  # checked first: one clear line
+        own = _own_slope(nonlinearity)
+        if own is not None:  # a LeakyReLU object: its slope, as calculate_gain(obj) reads it
+            if negative_slope not in (0.0, own):
+                raise ValueError(f"negative_slope={negative_slope!r} and the slope of "
+                                 f"{nonlinearity!r} ({own!r}) name one slope; give one of them")
+            negative_slope = own
+        self.negative_slope = negative_slope
         super().__init__(_gain_squared(nonlinearity, self.negative_slope), _fan_in_or_out(mode),
                          self._distribution)
 
