@@ -119,3 +119,25 @@ def test_a_dask_executor_counts_its_workers_threads_wherever_they_run(monkeypatc
             ex.run(iter([]), lambda task, record: None)  # sizes its window: asks the threads
             assert ex.slots == 6
         assert ex.slots is None  # closed: asked again by the next sweep
+
+
+# --- a scheduler file read while its scheduler writes it -----------------------------------
+# `dask scheduler --scheduler-file F` opens F, then writes its JSON: a batch job that waits
+# for F to exist and starts the sweep at once read an empty (or half-written) file and was
+# refused "not a Dask scheduler file" (Dask's own client reads it again until it is JSON).
+
+
+@pytest.mark.parametrize("first", ["", '{\n  "type": "Scheduler",\n  "addr'])
+def test_a_scheduler_file_being_written_is_read_once_written(tmp_path, first):
+    import threading
+
+    sched = tmp_path / "sched.json"
+    sched.write_text(first)
+    address = "tcp://127.0.0.1:8786"
+    writer = threading.Timer(0.3, sched.write_text,
+                             [json.dumps({"type": "Scheduler", "address": address}, indent=2)])
+    writer.start()
+    try:
+        assert check_address(str(sched)) == address
+    finally:
+        writer.join()

@@ -205,25 +205,41 @@ def _home(name: str) -> Path:
         return Path(name)
 
 
+SCHEDULER_FILE_WAIT_S = 2.0
+"""How long a scheduler file that is not JSON is read again before it is refused: ``dask
+scheduler`` creates the file, then writes it (not atomically), so a job that waits for the file
+to exist (``until [ -f sched.json ]``) may find it empty or half-written; Dask's own client
+reads it again until it is JSON."""
+
+
 def _scheduler_file(name: str) -> str:
     """The ``tcp://HOST:PORT`` (or ``tls://``, ``ws://``, ``wss://``) address in the Dask
     scheduler file ``name``
     (``{"address": ...}``, as ``dask scheduler --scheduler-file``, dask-mpi and a batch job's
     scheduler write it, for workers and clients to find the scheduler); :class:`ClusterError`
     for a missing or unreadable file, or one without such an address (it was refused as "not
-    accepted", though it names a running scheduler)."""
-    try:
-        text = _home(name).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ClusterError(f"--cluster {name!r}: no such scheduler file (`dask scheduler "
-                           f"--scheduler-file {name}` writes one); accepted: {ACCEPTED}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        why = getattr(e, "strerror", None) or type(e).__name__
-        raise ClusterError(f"--cluster {name!r}: cannot read the scheduler file ({why})") from None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        data = None
+    accepted", though it names a running scheduler). A file that is not JSON is read again for
+    up to ``SCHEDULER_FILE_WAIT_S`` (its scheduler may still be writing it)."""
+    deadline = time.monotonic() + SCHEDULER_FILE_WAIT_S
+    while True:
+        try:
+            text = _home(name).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ClusterError(f"--cluster {name!r}: no such scheduler file (`dask scheduler "
+                               f"--scheduler-file {name}` writes one); accepted: {ACCEPTED}"
+                               ) from None
+        except (OSError, UnicodeDecodeError) as e:
+            why = getattr(e, "strerror", None) or type(e).__name__
+            raise ClusterError(f"--cluster {name!r}: cannot read the scheduler file ({why})"
+                               ) from None
+        try:
+            data = json.loads(text)
+            break
+        except ValueError:  # not JSON (yet: the scheduler may be writing it)
+            data = None
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
     inner = data.get("address") if isinstance(data, dict) else None
     scheme = _SCHEME.match(inner.strip()) if isinstance(inner, str) else None
     if scheme and scheme.group(1).lower() not in SCHEMES:
