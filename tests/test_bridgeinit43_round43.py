@@ -254,3 +254,42 @@ def test_he_with_a_leaky_relu_object_reads_its_slope_as_calculate_gain_does(name
     with pytest.raises(ValueError, match=r"negative_slope=0\.1 and the slope of .* \(0\.3\) "
                                          r"name one slope"):
         get_initializer(name, nonlinearity=act, negative_slope=0.1)
+
+
+def test_from_torch_reads_functional_activations_and_flatten_in_a_custom_chain():
+    # before: 'cannot express the model itself (Functional)'
+    from depthlab.bridge import from_torch, to_torch
+
+    torch, nn, _, _ = _chain_models()
+    F = nn.functional
+
+    class Functional(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2, self.out = nn.Linear(3, 6), nn.Linear(6, 6), nn.Linear(6, 2)
+
+        def forward(self, x):
+            x = F.relu(self.fc1(torch.flatten(x, 1)))
+            x = F.leaky_relu(self.fc2(x), 0.2).tanh()
+            x = F.softplus(F.elu(x, alpha=0.5), beta=2.0)
+            return F.softmax(self.out(x.flatten(1)), dim=1)
+
+    class AcrossBatch(Functional):
+        def forward(self, x):
+            return F.softmax(self.out(F.gelu(self.fc2(self.fc1(x)))), dim=0)
+
+    torch.manual_seed(3)
+    model = Functional().double().eval()
+    x = torch.randn(8, 3, dtype=torch.float64) * 2
+    net = from_torch(model)
+    assert [str(la.fn) for la in net.layers if hasattr(la, "fn")] == [
+        "ReLU()", "LeakyReLU(negative_slope=0.2)", "Tanh()", "ELU(alpha=0.5)",
+        "Softplus(beta=2.0, threshold=20.0)", "Softmax()"]
+    np.testing.assert_allclose(net.predict(x.numpy()), model(x).detach().numpy(), rtol=1e-12,
+                               atol=1e-14)
+    np.testing.assert_allclose(to_torch(net).eval()(x).detach().numpy(),
+                               model(x).detach().numpy(), rtol=1e-12, atol=1e-14)
+    with pytest.raises(TypeError, match=r"^from_torch cannot express the model itself "
+                                        r"\(AcrossBatch: its forward is not a chain of its "
+                                        r"submodules \(it calls softmax\)\)"):
+        from_torch(AcrossBatch())

@@ -314,7 +314,9 @@ ACCEPTED_FROM_TORCH = ("nn.Sequential, Linear, BatchNorm1d (a momentum or None; 
                        "depthlab takes rows), to_torch's Swish, PenalizedTanh, Step, "
                        "TorchStandardize, batch norms and residual blocks, and a module of "
                        "your own whose forward only calls its submodules one after another "
-                       "(read with torch.fx)")
+                       "(read with torch.fx; F.relu, torch.tanh, x.sigmoid(), F.softmax(dim=1), "
+                       "torch.flatten(x, 1) and the other functional forms of these activations "
+                       "between them)")
 
 
 _PLAIN_KINDS = (nn.Sequential, nn.Linear, nn.BatchNorm1d, nn.Flatten, nn.Dropout, nn.AlphaDropout,
@@ -467,10 +469,16 @@ def _from_torch_checked(m: nn.Module, path: str, np_dtype, counter: list[int],
     chain, why = _chain_of_submodules(m)
     if chain is not None:
         counter[0] -= 1  # a container: its modules are the layers
-        return [la for target in chain
-                for la in _from_torch(m.get_submodule(target),
-                                      f"{path}.{target}" if path else target,
-                                      np_dtype, counter, width)]
+        out: list[Layer] = []
+        for step in chain:
+            if isinstance(step, str):
+                out += _from_torch(m.get_submodule(step), f"{path}.{step}" if path else step,
+                                   np_dtype, counter, width)
+            elif step[0] == "act":  # a functional activation: F.relu(x), x.tanh()
+                counter[0] += 1
+                out.append(Activation(step[1], **dict(step[2]),
+                                      name=f"{step[1]}{counter[0]}"))
+        return out
     raise TypeError(f"from_torch cannot express {_where(path)} ({type(m).__name__}"
                     f"{'' if not m.extra_repr() else '(' + m.extra_repr() + ')'}"
                     f"{_not_the_torch_class(m)}{why}); accepted: {ACCEPTED_FROM_TORCH}")
@@ -509,27 +517,85 @@ def _chain_of_submodules(m: nn.Module) -> tuple[list[str] | None, str]:
             sub.training = mode
     chains = [_chain_of_graph(m, graph) for graph in graphs]
     if chains[0][0] is not None and chains[1][0] != chains[0][0]:
+        def shown(chain):
+            return ", ".join(st if isinstance(st, str) else f"F.{st[-1]}" if st[0] == "act"
+                             else "flatten" for st in chain or ["not a chain"])
         return None, (": its forward calls other submodules in training mode "
-                      f"({', '.join(chains[0][0])}) than in eval mode "
-                      f"({', '.join(chains[1][0] or ['not a chain'])})")
+                      f"({shown(chains[0][0])}) than in eval mode ({shown(chains[1][0])})")
     return chains[0]
 
 
-def _chain_of_graph(m: nn.Module, graph) -> tuple[list[str] | None, str]:
-    """:func:`_chain_of_submodules` of one traced ``graph`` of ``m``."""
+def _functional_activations() -> dict:
+    """torch functions (and ``Tensor`` methods, by name) computing a depthlab activation:
+    function -> (activation name, {torch keyword: depthlab keyword})."""
+    F = nn.functional
+    plain = {F.relu: "relu", torch.relu: "relu", torch.tanh: "tanh", F.tanh: "tanh",
+             torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", F.silu: "swish", F.selu: "selu",
+             torch.selu: "selu", F.mish: "mish", F.softsign: "softsign",
+             F.logsigmoid: "logsigmoid", F.relu6: "relu6", F.hardsigmoid: "hardsigmoid",
+             F.hardswish: "hardswish"}
+    out = {f: (name, {}) for f, name in plain.items()}
+    out.update({F.gelu: ("gelu", {"approximate": "approximate"}),
+                F.elu: ("elu", {"alpha": "alpha"}),
+                F.leaky_relu: ("leaky_relu", {"negative_slope": "negative_slope"}),
+                F.softplus: ("softplus", {"beta": "beta", "threshold": "threshold"}),
+                F.hardtanh: ("hardtanh", {"min_val": "min_val", "max_val": "max_val"}),
+                "relu": ("relu", {}), "tanh": ("tanh", {}), "sigmoid": ("sigmoid", {})})
+    return out
+
+
+def _functional_step(node, prev) -> tuple | None:
+    """The chain step of a traced function call on the previous output alone: ``("act",
+    name, kwargs)`` for a functional activation (its keyword arguments read; ``inplace``
+    changes nothing computed), ``("flatten",)`` for ``torch.flatten(x, 1)`` /
+    ``x.flatten(1)`` (depthlab takes rows: no layer); None for anything else."""
+    if not node.args or node.args[0] is not prev:
+        return None
+    rest, kwargs = node.args[1:], dict(node.kwargs)
+    if node.target in (torch.flatten, "flatten") and node.op in ("call_function",
+                                                                 "call_method"):
+        dims = (*rest, *[kwargs.pop(k) for k in ("start_dim", "end_dim") if k in kwargs])
+        return ("flatten",) if not kwargs and dims in ((1,), (1, -1)) else None
+    if node.op == "call_function" and node.target is nn.functional.softmax:
+        ok = (not rest and kwargs.get("dim") in (1, -1)
+              and kwargs.get("dtype") is None and set(kwargs) <= {"dim", "dtype", "_stacklevel"})
+        return ("act", "softmax", ()) if ok else None
+    key = node.target if node.op == "call_function" else (
+        node.target if node.op == "call_method" and isinstance(node.target, str) else None)
+    try:
+        found = _functional_activations().get(key) if key is not None else None
+    except TypeError:  # an unhashable target
+        found = None
+    if found is None or rest:
+        return None
+    name, names = found
+    kwargs.pop("inplace", None)
+    if set(kwargs) - set(names):
+        return None
+    return ("act", name, tuple(sorted((names[k], v) for k, v in kwargs.items())))
+
+
+def _chain_of_graph(m: nn.Module, graph) -> tuple[list | None, str]:
+    """:func:`_chain_of_submodules` of one traced ``graph`` of ``m``: module paths and
+    functional steps (:func:`_functional_step`)."""
     nodes = list(graph.nodes)
     inputs = [n for n in nodes if n.op == "placeholder"]
     # forward(self, x, mask=None) with mask unused: one batch still
     if not inputs or any(n.users or not n.args for n in inputs[1:]):
         return None, f": its forward takes {len(inputs)} inputs, not one batch"
     nodes = [n for n in nodes if n.op != "placeholder" or n is inputs[0]]
-    chain: list[str] = []
+    chain: list = []
     prev = inputs[0]
     for node in nodes[1:]:
         if node.op == "output":
-            if node.args != (prev,) or not chain:
+            if node.args != (prev,) or not any(isinstance(st, str) for st in chain):
                 return None, ": its forward does not return its last submodule's output"
             return chain, ""
+        step = _functional_step(node, prev) if node.op != "call_module" else None
+        if step is not None:
+            chain.append(step)
+            prev = node
+            continue
         if node.op != "call_module" or node.args != (prev,) or node.kwargs:
             return None, f": its forward is not a chain of its submodules ({_step(node)})"
         target = str(node.target)
@@ -731,8 +797,10 @@ def from_torch(module: nn.Module) -> Network:
     parameters, or a module of the user's own class whose forward is still a chain: a
     ``torch.fx`` trace with every submodule a leaf shows it calling submodules one after
     another, each on the previous one's output (``return self.net(x)``, a loop over an
-    ``nn.ModuleList``); anything else is a TypeError naming the module and its path (and,
-    for such a class, the step that is not a chain: ``it calls add`` for ``x + self.f(x)``).
+    ``nn.ModuleList``; ``F.relu(self.fc(x))`` and the other functional activations, and
+    ``torch.flatten(x, 1)``, are steps too); anything else is a TypeError naming the module
+    and its path (and, for such a class, the step that is not a chain: ``it calls add`` for
+    ``x + self.f(x)``).
     The network has no recipe (``config`` is empty); :func:`depthlab.save` writes it when
     its layers are what :func:`depthlab.mlp` builds (:func:`depthlab.recipe.infer_recipe`). A
     ``torch.compile(model)`` or ``nn.DataParallel(model)`` is read as the ``model`` it holds
