@@ -18,7 +18,14 @@ from torch.overrides import TorchFunctionMode
 
 from . import norms, pooling
 from .accumulators import _first_tensor
-from .functional_acts import ACT_NODES, _below_views, _settings, chain_acts, inplace_act_of
+from .functional_acts import (
+    ACT_NODES,
+    HAND_WRITTEN,
+    _below_views,
+    _settings,
+    chain_acts,
+    inplace_act_of,
+)
 from .functional_acts import _tensors as output_tensors
 from .hooks import Recording
 from .layers import (
@@ -508,6 +515,8 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         fns[at] = node
         labels[at] = (f"the function F.{composites[node][2].__class__.__name__.lower()}"
                       if node in composites else
+                      f"{HAND_WRITTEN[type(act)]} ({type(act).__name__})"
+                      if node.name() not in ACT_NODES and type(act) in HAND_WRITTEN else
                       f"the function {re.sub(r'Backward[0-9]*$', '', node.name()).lower()}")
         layer = by_storage.get(s_store) if not is_norm(producer) else next(
             (by_storage.get(n[0]) for n in norms if n[2] is producer), None)

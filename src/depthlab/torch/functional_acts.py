@@ -50,7 +50,8 @@ from ..probes.kernels import CANCELLATION_RATIO
 from .accumulators import Acc, ActAcc
 from .layers import ActivationSpec
 
-__all__ = ["ACT_NODES", "chain_acts", "inplace_act_of", "record_functional"]
+__all__ = ["ACT_NODES", "HAND_WRITTEN", "chain_acts", "hand_written", "inplace_act_of",
+           "record_functional"]
 
 _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
@@ -74,6 +75,27 @@ def _hardtanh(node) -> tuple:
     return (nn.ReLU6,) if (lo, hi) == (0.0, 6.0) else (nn.Hardtanh, lo, hi)
 
 
+def _clamp(node) -> tuple | None:
+    """``h.clamp(min=0)``, ``torch.clamp(h, 0)``, ``torch.clamp_min(h, 0)``: ReLU (the same
+    values, and the same slope but at exactly 0); ``h.clamp(lo, hi)``: Hardtanh (ReLU6 for 0,
+    6), read from the node's saved scalar bounds; any other clamp (``min=1e-6`` alone, a bound
+    given as a tensor) is no activation (None)."""
+    lo = getattr(node, "_saved_min", None)
+    hi = getattr(node, "_saved_max", None) if node.name() == "ClampBackward1" else None
+    if lo is None or isinstance(lo, torch.Tensor) or isinstance(hi, torch.Tensor):
+        return None
+    lo = _f(lo)
+    if hi is None:
+        return (nn.ReLU,) if lo == 0.0 else None
+    hi = _f(hi)
+    if not lo < hi:
+        return None
+    return (nn.ReLU6,) if (lo, hi) == (0.0, 6.0) else (nn.Hardtanh, lo, hi)
+
+
+_CLAMPS = frozenset({"ClampBackward1", "ClampMinBackward0"})
+"""Nodes of ``clamp`` calls: an activation only for the bounds :func:`_clamp` takes."""
+
 ACT_NODES: dict[str, Callable] = {
     "ReluBackward0": lambda n: (nn.ReLU,),
     "TanhBackward0": lambda n: (nn.Tanh,),
@@ -94,6 +116,8 @@ ACT_NODES: dict[str, Callable] = {
     "LogSigmoidBackward0": lambda n: (nn.LogSigmoid,),
     "SoftshrinkBackward0": lambda n: (nn.Softshrink, _f(n._saved_lambd)),
     "HardshrinkBackward0": lambda n: (nn.Hardshrink, _f(n._saved_lambd)),
+    "ClampBackward1": _clamp,
+    "ClampMinBackward0": _clamp,
 }
 """Autograd nodes of elementwise activations -> ``(module class, *settings)`` of the
 equivalent module (from the node's saved scalars), or None for settings no module has."""
@@ -293,7 +317,7 @@ def _follower(t: torch.Tensor, cons: dict) -> tuple | None:
             if out_nr != nr:
                 continue
             name = c.name()
-            if name in ACT_NODES:
+            if name in ACT_NODES and (name not in _CLAMPS or _settings(c) is not None):
                 found.append((c, node, nr))
             elif name == _HOOK_NODE:
                 frontier.append((c, j))
@@ -406,17 +430,72 @@ def chain_acts(reads: list[tuple], made: dict) -> list[tuple]:
     seen: set = set()
     for fn, storage in reads:
         node, _ = _below_views(fn)
-        if node is None or node in seen or node.name() not in ACT_NODES:
+        if node is None or node in seen:
             continue
-        src = _below_views(node.next_functions[0][0], made, node.next_functions[0][1]) \
-            if node.next_functions else None
-        hit = made.get(src) if src is not None else None
-        key = _settings(node) if hit is not None else None
+        written = hand_written(node)
+        if written is not None:
+            src = _below_views(written[0][0], made, written[0][1])
+            hit = made.get(src)
+            key = written[1] if hit is not None else None
+        elif node.name() not in ACT_NODES:
+            continue
+        else:
+            src = _below_views(node.next_functions[0][0], made, node.next_functions[0][1]) \
+                if node.next_functions else None
+            hit = made.get(src) if src is not None else None
+            key = _settings(node) if hit is not None else None
         if key is None:
             continue
         seen.add(node)
         out.append((hit, storage, key[0](*key[1:]), node))
     return out
+
+
+HAND_WRITTEN: dict[type, str] = {nn.SiLU: "x * torch.sigmoid(x)",
+                                 nn.Mish: "x * torch.tanh(F.softplus(x))",
+                                 nn.Tanhshrink: "x - torch.tanh(x)"}
+"""Activations a forward writes as several torch operations, recognised by
+:func:`hand_written` from the autograd graph, and how they read."""
+
+
+def _reads(node, src) -> bool:
+    """Whether ``node`` (an elementwise node of one input) reads the very tensor ``src``
+    (``(node, slot)`` of the graph)."""
+    return bool(node.next_functions) and node.next_functions[0] == src
+
+
+def hand_written(node) -> tuple | None:
+    """``((input node, slot), settings key)`` where the autograd ``node`` is the last step of
+    an activation written out by hand on one tensor ``x`` (the very tensor: the graph's same
+    node and slot in both places, never a copy of equal values):
+
+    - ``x * torch.sigmoid(x)`` or ``torch.sigmoid(x) * x``: SiLU, ``x sigma(x)``;
+    - ``x * torch.tanh(F.softplus(x))`` (softplus of beta 1, threshold 20, its saved
+      scalars): Mish, ``x tanh(ln(1 + e^x))``;
+    - ``x - torch.tanh(x)`` (``torch.sub`` of alpha 1): Tanhshrink.
+
+    None for anything else (another product, a gate ``x * torch.sigmoid(g)``)."""
+    name = node.name()
+    if name == "MulBackward0" and len(node.next_functions) == 2:
+        a, b = node.next_functions
+        for x, other in ((a, b), (b, a)):
+            g = other[0]
+            if x[0] is None or g is None or other[1] != 0:
+                continue
+            if g.name() == "SigmoidBackward0" and _reads(g, x):
+                return x, (nn.SiLU,)
+            if g.name() == "TanhBackward0" and g.next_functions:
+                sp = g.next_functions[0][0]
+                if sp is not None and sp.name() == "SoftplusBackward0" \
+                        and _settings(sp) == (nn.Softplus, 1.0, 20.0) and _reads(sp, x):
+                    return x, (nn.Mish,)
+        return None
+    if name == "SubBackward0" and len(node.next_functions) == 2 and _alpha(node) == 1.0:
+        x, (g, nr) = node.next_functions
+        if x[0] is not None and g is not None and nr == 0 and g.name() == "TanhBackward0" \
+                and _reads(g, x):
+            return x, (nn.Tanhshrink,)
+    return None
 
 
 def inplace_act_of(t: torch.Tensor, made: dict) -> bool:

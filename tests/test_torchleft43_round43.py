@@ -1,0 +1,162 @@
+"""round 43 (torchleft43): activations written by hand in a torch forward.
+
+- ``dlt.predict`` refused ``t * torch.sigmoid(t)`` (SiLU), ``t * torch.tanh(F.softplus(t))``
+  (Mish), ``t - torch.tanh(t)`` (Tanhshrink) as 'the torch operation Mul/Sub'; they are now
+  the activation they compute, recognised from the autograd graph (the product reads the very
+  tensor its sigmoid reads), never by name.
+- ``h.clamp(min=0)``, ``torch.clamp(h, 0)``, ``torch.clamp_min(h, 0)`` (ReLU) and
+  ``h.clamp(lo, hi)`` (Hardtanh / ReLU6) had neither ``act_*`` rows in ``dlt.probe`` nor a
+  prediction (refused as 'Clamp'); the bounds are the node's saved scalars.
+- ``torch.where(h > 0, h, 0.01 * h)`` is still refused, naming 'Where'; a clamp of other
+  bounds (``min=1e-3`` alone) is no activation.
+
+Every prediction is compared with a direct float64 autograd ``std(dL/ds)`` per layer, and
+every probe row with the values computed directly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import depthlab.torch as dlt
+
+D = torch.float64
+W = 128
+CE = nn.CrossEntropyLoss()
+
+HAND = {
+    "silu": (lambda t: t * torch.sigmoid(t), nn.SiLU),
+    "silu-reversed": (lambda t: torch.sigmoid(t) * t, nn.SiLU),
+    "mish": (lambda t: t * torch.tanh(F.softplus(t)), nn.Mish),
+    "tanhshrink": (lambda t: t - torch.tanh(t), nn.Tanhshrink),
+    "clamp-min": (lambda t: t.clamp(min=0), nn.ReLU),
+    "torch.clamp": (lambda t: torch.clamp(t, 0), nn.ReLU),
+    "clamp_min": (lambda t: torch.clamp_min(t, 0), nn.ReLU),
+    "clamp-hardtanh": (lambda t: t.clamp(-1.0, 1.0), nn.Hardtanh),
+    "clamp-relu6": (lambda t: t.clamp(0.0, 6.0), nn.ReLU6),
+}
+
+
+class _Hand(nn.Module):
+    def __init__(self, f, depth: int = 4) -> None:
+        super().__init__()
+        self.f = f
+        self.ls = nn.ModuleList([nn.Linear(W, W) for _ in range(depth)])
+        self.out = nn.Linear(W, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.ls:
+            x = self.f(layer(x))
+        return self.out(x)
+
+
+def _twin(model: _Hand, act: type) -> nn.Sequential:
+    """The same weights as a Sequential with the activation module."""
+    parts: list[nn.Module] = []
+    for layer in model.ls:
+        parts += [layer, act()]
+    return nn.Sequential(*parts, model.out)
+
+
+def _data(seed: int, n: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, W, generator=g, dtype=D), torch.randint(0, 10, (n,), generator=g)
+
+
+def _measured(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[float]:
+    """``std(dL/ds)`` (ddof 0) of every Linear output in forward order, by float64 autograd."""
+    outs: list[torch.Tensor] = []
+    handles = [m.register_forward_hook(lambda m, a, o: outs.append(o))
+               for m in model.modules() if isinstance(m, nn.Linear)]
+    try:
+        loss = CE(model(x), y)
+    finally:
+        for h in handles:
+            h.remove()
+    return [float(g.std(unbiased=False)) for g in torch.autograd.grad(loss, outs)]
+
+
+@pytest.mark.parametrize("name", list(HAND))
+def test_predict_takes_a_hand_written_activation_as_its_module(name):
+    f, act = HAND[name]
+    torch.manual_seed(0)
+    model = _Hand(f).to(D)
+    x, y = _data(1)
+    df = dlt.predict(model, x, y, CE)
+    twin = dlt.predict(_twin(model, act), x, y, CE)
+    g = df[df.quantity == "grad_pre_std"].sort_values("layer").predicted.to_numpy()
+    np.testing.assert_allclose(g, twin[twin.quantity == "grad_pre_std"].sort_values("layer")
+                               .predicted.to_numpy(), rtol=1e-9)
+    ratio = np.array(_measured(model, x, y)) / g
+    assert ((ratio > 0.85) & (ratio < 1.15)).all(), ratio
+
+
+@pytest.mark.parametrize("name", ["clamp-min", "torch.clamp", "clamp_min", "clamp-hardtanh",
+                                  "clamp-relu6", "silu"])
+def test_probe_gives_activation_rows_for_a_hand_written_activation(name):
+    f, act = HAND[name]
+    torch.manual_seed(0)
+    model = _Hand(f, depth=2).to(D)
+    x, y = _data(2, n=256)
+    df = dlt.probe(model, x, y, CE)
+    with torch.no_grad():
+        s = model.ls[0](x)
+        a = act()(s)
+    rows = df[df.layer == 1].set_index("quantity").value
+    assert rows["act_std"] == pytest.approx(float(a.std(unbiased=False)), rel=1e-10)
+    assert rows["act_mean"] == pytest.approx(float(a.mean()), rel=1e-10)
+    twin = dlt.probe(_twin(model, act), x, y, CE)
+    trow = twin[twin.layer == 1].set_index("quantity").value
+    for q in ("dead_frac", "saturated_frac", "inactive_frac"):
+        assert (q in rows.index) == (q in trow.index), q
+        if q in rows.index:
+            assert rows[q] == pytest.approx(trow[q], abs=1e-12), q
+
+
+def test_a_clamp_of_other_bounds_is_no_activation_and_keeps_the_follower():
+    """``h.clamp(min=1e-3)`` read beside ``torch.tanh(h)``: the tanh is the layer's
+    activation, the clamp (no module computes it) is not."""
+    torch.manual_seed(0)
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(W, W), nn.Linear(W, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.a(x)
+            floor = h.clamp(min=1e-3).mean()
+            return self.b(torch.tanh(h)) + 0 * floor
+
+    model = Model().to(D)
+    x, y = _data(3, n=128)
+    rows = dlt.probe(model, x, y, CE)
+    rows = rows[rows.layer == 1].set_index("quantity").value
+    with torch.no_grad():
+        a = torch.tanh(model.a(x))
+    assert rows["act_std"] == pytest.approx(float(a.std(unbiased=False)), rel=1e-10)
+
+
+def test_predict_refuses_a_hand_written_where_naming_it():
+    """The slope of ``torch.where(h > 0, h, 0.01 * h)`` sits in saved tensors (never
+    unpacked): refused in one line naming the operation."""
+    torch.manual_seed(0)
+    model = _Hand(lambda t: torch.where(t > 0, t, 0.01 * t), depth=2).to(D)
+    x, y = _data(4, n=64)
+    with pytest.raises(ValueError, match="'Where'") as info:
+        dlt.predict(model, x, y, CE)
+    assert "\n" not in str(info.value)
+
+
+def test_a_swish_of_another_beta_is_no_silu():
+    """``t * torch.sigmoid(2 * t)`` (swish, beta 2): the sigmoid reads another tensor than
+    the product's other factor, so it is no SiLU (nor a sigmoid activation): still refused."""
+    torch.manual_seed(0)
+    model = _Hand(lambda t: t * torch.sigmoid(2 * t), depth=2).to(D)
+    x, y = _data(5, n=64)
+    with pytest.raises(ValueError, match="'Mul'"):
+        dlt.predict(model, x, y, CE)
