@@ -102,3 +102,50 @@ def test_an_interrupted_store_read_is_an_interrupt_not_a_damaged_store(tmp_path)
         assert store.runs().empty  # the store is intact
     finally:
         store.close()
+
+
+def test_sweep_progress_asks_a_callable_slots_at_each_beat() -> None:
+    """A remote Dask cluster's workers come and go: the sweep's progress asks the executor's
+    ``slots`` at each beat (daskhunt43's ``Executor.slots``) instead of counting every point
+    sent as running ('6 points running' on 2 worker threads)."""
+    from depthlab.experiments.progress import SweepProgress
+
+    now = [100.0]
+    slots = [2]
+    prog = SweepProgress(6, None, clock=lambda: now[0], slots=lambda: slots[0])
+    prog.started()
+    for i in range(6):
+        prog.sent(f"run{i}")
+    assert prog.running()[0] == 2
+    slots[0] = 5  # a worker joined
+    assert prog.running()[0] == 5
+    slots[0] = None  # not known: every point sent
+    assert prog.running()[0] == 6
+
+
+def test_run_sweep_reads_the_executors_slots(tmp_path) -> None:
+    """run_sweep hands the progress the executor's own ``slots`` (a Dask executor's worker
+    threads elsewhere), not only ``local_workers``."""
+    from depthlab.experiments import run_sweep
+    from depthlab.experiments.executors.base import InProcess
+    from depthlab.experiments.progress import SweepProgress
+
+    seen: list = []
+    real = SweepProgress.watch
+
+    def spy(self, *a, **k):  # called right after run_sweep sets the progress's slots
+        seen.append(self.slots() if callable(self.slots) else self.slots)
+        return real(self, *a, **k)
+
+    class Three(InProcess):
+        slots = 3  # type: ignore[assignment]
+
+    raw = {"data": {"name": "digits", "n": 60}, "model": {"sizes": ["auto", 4, "auto"]},
+           "train": {"max_steps": 1, "batch_size": 8}, "probes": {"every": 0},
+           "sweep": {"train.seed": [0, 1]}}
+    SweepProgress.watch = spy
+    try:
+        run_sweep(raw, tmp_path / "o", executor=Three(), echo=lambda s: None)
+    finally:
+        SweepProgress.watch = real
+    assert seen and set(seen) == {3}, seen

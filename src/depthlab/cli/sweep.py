@@ -50,10 +50,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="parallel processes on this machine (default 1)")
     p.add_argument("--cluster", metavar="ADDRESS",
                    help="run on Dask: local:N (a LocalCluster of N worker processes) or "
-                   "tcp://HOST:PORT (a running `dask scheduler`; a bare HOST:PORT is read "
-                   "as tcp://HOST:PORT) or FILE.json (the scheduler file that `dask scheduler "
-                   "--scheduler-file FILE.json` writes); needs depthlab[cluster] "
-                   "(default: none, --jobs processes here)")
+                   "tcp://HOST:PORT (a running `dask scheduler`; tls://, ws://, wss:// too; a "
+                   "bare HOST:PORT is read as tcp://HOST:PORT) or FILE.json (the scheduler "
+                   "file that `dask scheduler --scheduler-file FILE.json` writes); needs "
+                   "depthlab[cluster] (default: none, --jobs processes here)")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="run only the first N points of the grid (default: all)")
     p.add_argument("--yes", "-y", action="store_true",

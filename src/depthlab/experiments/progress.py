@@ -101,13 +101,14 @@ def _metrics(m: dict[str, Any]) -> str:
 
 class SweepProgress:
     """Counts and prints; ``echo`` receives plain lines (None: silent), ``bar`` asks for a
-    tqdm bar (only sensible on a terminal). ``slots``: points computed at once (a pool's
-    workers; None: every point sent counts as running, a remote cluster's)."""
+    tqdm bar (only sensible on a terminal). ``slots``: points computed at once, or a
+    callable asked at each beat (the executor's ``slots``); None: every point sent counts as
+    running."""
 
     def __init__(self, total: int, echo: Callable[[str], None] | None, *, bar: bool = False,
                  clock: Callable[[], float] = time.monotonic,
                  work: list[tuple[str, float]] | None = None, workers: int = 1,
-                 slots: int | None = None) -> None:
+                 slots: int | Callable[[], int | None] | None = None) -> None:
         self.total = total
         self.slots = slots
         self._sent: dict[str, float] = {}  # run id -> when handed to the executor
@@ -186,7 +187,8 @@ class SweepProgress:
             times = list(self._sent.values())
         if not times:
             return 0, 0.0
-        n = len(times) if self.slots is None else min(len(times), self.slots)
+        slots = self.slots() if callable(self.slots) else self.slots
+        n = len(times) if slots is None else min(len(times), slots)
         return n, self.clock() - min(times)
 
     def beat(self, every_s: float = HEARTBEAT_S) -> str | None:

@@ -32,7 +32,7 @@ from typing import Any
 from ..progress import count as count_of
 from ..progress import waiting
 from .config import ConfigError, data_digest
-from .executors import Executor, InProcess, Task, make_executor
+from .executors import Executor, Task, make_executor
 from .grid import (
     SweepPoint,
     as_raw,
@@ -533,8 +533,7 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
                 prog.started()
                 # points computed at once: a pool's workers (a cluster's once started), one
                 # in this process, any number sent to a remote cluster
-                prog.slots = (1 if isinstance(executor, InProcess)
-                              else executor.local_workers or None)
+                prog.slots = lambda: executor.slots  # asked at each beat: workers come and go
                 prog.watch()  # a line every few seconds while points run and none is printed
                 executor.run(itertools.chain([first], todo), done)
         record_found()
