@@ -160,3 +160,36 @@ def test_a_swish_of_another_beta_is_no_silu():
     x, y = _data(5, n=64)
     with pytest.raises(ValueError, match="'Mul'"):
         dlt.predict(model, x, y, CE)
+
+
+def test_reentrant_checkpoint_warning_names_the_missing_activation_rows():
+    """Under ``checkpoint(..., use_reentrant=True)`` the wrapped forward builds no graph, so a
+    ``torch.relu`` there has no ``act_*`` rows (a module there has them); the warning said only
+    that ``grad_pre_*`` rows were missing."""
+    from torch.utils.checkpoint import checkpoint
+
+    class Model(nn.Module):
+        def __init__(self, act) -> None:
+            super().__init__()
+            self.act = act
+            self.a, self.b, self.c = nn.Linear(16, 32), nn.Linear(32, 32), nn.Linear(32, 3)
+
+        def block(self, h: torch.Tensor) -> torch.Tensor:
+            return self.act(self.b(h))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.c(checkpoint(self.block, torch.relu(self.a(x)), use_reentrant=True))
+
+    x, y = torch.randn(64, 16, dtype=D), torch.randint(0, 3, (64,))
+    for act, has_rows in ((torch.relu, False), (nn.ReLU(), True)):
+        torch.manual_seed(0)
+        model = Model(act).to(D)
+        with pytest.warns(RuntimeWarning, match=r"reentrant.*grad_pre_\*.*as a function.*act_\*"):
+            df = dlt.probe(model, x, y, CE)
+        rows = df[df.layer == 2].set_index("quantity").value
+        assert ("act_std" in rows.index) is has_rows
+        assert "grad_pre_std" not in rows.index
+        if has_rows:
+            with torch.no_grad():
+                a = torch.relu(model.b(torch.relu(model.a(x))))
+            assert rows["act_std"] == pytest.approx(float(a.std(unbiased=False)), rel=1e-10)

@@ -42,7 +42,9 @@ not matched to it (no ``act_*`` rows). Under autocast, statistics are computed i
 ``torch.utils.checkpoint(..., use_reentrant=True)`` refuses ``torch.autograd.grad``: then the
 gradients come from ``loss.backward()`` into emptied ``.grad`` slots (the user's put back
 after), with a warning: the layers it wraps ran their forward without gradients, so they have no
-``grad_pre_*`` rows (``use_reentrant=False`` has them, and so has a
+``grad_pre_*`` rows, and an activation applied there as a function (``torch.relu(h)``: found in
+the autograd graph, which that forward does not build) no ``act_*`` rows; an activation module
+there has them (``use_reentrant=False`` has them all, and so has a
 :class:`~depthlab.torch.watch.Watch`, armed while the backward recomputes them).
 """
 
@@ -1495,7 +1497,10 @@ def _weight_grads(loss: torch.Tensor, params: list[torch.Tensor]
             raise
         warnings.warn("reentrant activation checkpointing (use_reentrant=True): the layers it "
                       "wraps ran without gradients in the forward, so they have no grad_pre_* "
-                      "rows; use_reentrant=False measures them", RuntimeWarning, stacklevel=5)
+                      "rows, and an activation applied there as a function (torch.relu(h), "
+                      "F.gelu(h), h * torch.sigmoid(h)) has no act_* rows (an activation "
+                      "module there has them); use_reentrant=False measures them",
+                      RuntimeWarning, stacklevel=5)
         leaves = [p for p in params if p.is_leaf]  # (a non-leaf x keeps no .grad)
         kept = [(p, p.grad) for p in leaves]
         for p in leaves:
