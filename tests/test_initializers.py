@@ -48,7 +48,7 @@ def test_registry_names():
     assert set(INITIALIZERS) == {
         "normal", "uniform", "fan_in_uniform", "glorot_normal", "glorot_uniform", "he_normal",
         "he_uniform", "lecun_normal", "lecun_uniform", "zeros", "constant", "orthogonal",
-        "variance_scaling",
+        "variance_scaling", "trunc_normal",
     }
     assert "lsuv" not in INITIALIZERS
 
