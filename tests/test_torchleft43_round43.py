@@ -150,6 +150,22 @@ def test_predict_refuses_a_hand_written_where_naming_it():
     with pytest.raises(ValueError, match="'Where'") as info:
         dlt.predict(model, x, y, CE)
     assert "\n" not in str(info.value)
+    assert "written out by hand" in str(info.value) and "F.leaky_relu(x, 0.01)" in str(info.value)
+
+
+def test_predict_refuses_the_hand_written_tanh_gelu_pointing_to_f_gelu():
+    """``0.5 * t * (1 + torch.tanh(c * (t + 0.044715 * t ** 3)))``: its constants sit in saved
+    tensors; refused in one line naming 'Mul' and ``F.gelu(x, approximate='tanh')``."""
+    torch.manual_seed(0)
+
+    def f(t: torch.Tensor) -> torch.Tensor:
+        return 0.5 * t * (1 + torch.tanh(0.7978845608028654 * (t + 0.044715 * t ** 3)))
+
+    model = _Hand(f, depth=2).to(D)
+    x, y = _data(4, n=64)
+    with pytest.raises(ValueError, match=r"'Mul'.*approximate='tanh'") as info:
+        dlt.predict(model, x, y, CE)
+    assert "\n" not in str(info.value)
 
 
 def test_a_swish_of_another_beta_is_no_silu():

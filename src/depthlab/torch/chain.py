@@ -993,8 +993,43 @@ def _operation(fn: Any, made_by: dict[Any, str] | None = None,
                 f"torch operation {under!r} (autograd node {below.name()}), not to a layer's "
                 "(or normalization's) own output: an activation is modelled only on a layer's "
                 "or normalization's output")
+    joined = _joined(node, made_by)
     return (f"; it is computed by the torch operation {op!r} (autograd node {name})"
-            f"{_joined(node, made_by)}, not by a module{_add_hint(node)}")
+            f"{joined}, not by a module{_add_hint(node)}"
+            f"{'' if joined else _hand_written_hint(node, layers)}")
+
+
+_HAND_OPS = frozenset({"WhereBackward0", "MulBackward0", "MaximumBackward0", "ClampBackward1",
+                       "ClampMinBackward0", "AddBackward0", "DivBackward0", "SubBackward0"})
+"""The last autograd nodes of the usual activations written out by hand (``torch.where(h > 0,
+h, 0.01 * h)``, ``0.5 * h * (1 + torch.tanh(...))``, ``torch.maximum(h, 0 * h)``)."""
+
+
+def _hand_written_hint(node: Any, layers: frozenset, depth: int = 6) -> str:
+    """Words for an operation in :data:`_HAND_OPS` computed from a layer's output (a node of
+    ``layers`` within ``depth`` steps below ``node``): what predict() reads as an activation
+    written by hand (:func:`depthlab.torch.functional_acts.hand_written`, a ``clamp``), and the
+    torch function to write instead; ``""`` otherwise."""
+    if node.name() not in _HAND_OPS or not layers:
+        return ""
+    frontier, seen = [node], set()
+    for _ in range(depth):
+        nxt = []
+        for n in frontier:
+            for m, _nr in n.next_functions:
+                if m is None or m in seen:
+                    continue
+                if m in layers:
+                    return ("; an activation written out by hand is read from the graph only as "
+                            "x * torch.sigmoid(x), x * torch.tanh(F.softplus(x)), "
+                            "x - torch.tanh(x), x.clamp(min=0) or x.clamp(lo, hi): expected "
+                            "its torch function instead (F.leaky_relu(x, 0.01) for "
+                            "torch.where(x > 0, x, 0.01 * x), F.gelu(x, approximate='tanh'), "
+                            "F.silu(x))")
+                seen.add(m)
+                nxt.append(m)
+        frontier = nxt
+    return ""
 
 
 def _add_hint(node: Any) -> str:
