@@ -209,3 +209,56 @@ def test_reentrant_checkpoint_warning_names_the_missing_activation_rows():
             with torch.no_grad():
                 a = torch.relu(model.b(torch.relu(model.a(x))))
             assert rows["act_std"] == pytest.approx(float(a.std(unbiased=False)), rel=1e-10)
+
+
+def _hand_silu(t: torch.Tensor) -> torch.Tensor:
+    return t * torch.sigmoid(t)
+
+
+class _Block(nn.Module):
+    """``post(x + l2(tanh(l1(x))))``: the block applies its activation to the sum itself."""
+
+    def __init__(self, post) -> None:
+        super().__init__()
+        self.post = post
+        self.l1, self.l2 = nn.Linear(W, W), nn.Linear(W, W)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x + self.l2(torch.tanh(self.l1(x)))
+        return s if self.post is None else self.post(s)
+
+
+class _Outside(nn.Module):
+    """``post(block(h))``: the forward applies the activation to each block's output."""
+
+    def __init__(self, post, inside: bool) -> None:
+        super().__init__()
+        self.post, self.inside = post, inside
+        self.a = nn.Linear(W, W)
+        self.blocks = nn.ModuleList([_Block(post if inside else None) for _ in range(3)])
+        self.out = nn.Linear(W, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.a(x)
+        for b in self.blocks:
+            x = b(x) if self.inside else self.post(b(x))
+        return self.out(x)
+
+
+@pytest.mark.parametrize("inside", [True, False])
+def test_predict_takes_a_hand_written_silu_after_a_residual_sum(inside):
+    """``(x + F(x)) * torch.sigmoid(x + F(x))`` in the block, or ``h * torch.sigmoid(h)`` of
+    each block's output ``h``: refused before ('not the plain sum'); now the prediction of
+    ``F.silu`` there, checked against float64 autograd."""
+    torch.manual_seed(0)
+    model = _Outside(_hand_silu, inside).to(D)
+    x, y = _data(6)
+    df = dlt.predict(model, x, y, CE)
+    twin = _Outside(F.silu, inside).to(D)
+    twin.load_state_dict(model.state_dict())
+    want = dlt.predict(twin, x, y, CE)
+    g = df[df.quantity == "grad_pre_std"].sort_values("layer").predicted.to_numpy()
+    np.testing.assert_allclose(g, want[want.quantity == "grad_pre_std"].sort_values("layer")
+                               .predicted.to_numpy(), rtol=1e-9)
+    ratio = np.array(_measured(model, x, y)) / g
+    assert ((ratio > 0.85) & (ratio < 1.15)).all(), ratio

@@ -24,6 +24,7 @@ from .functional_acts import (
     _below_views,
     _settings,
     chain_acts,
+    hand_written,
     inplace_act_of,
 )
 from .functional_acts import _tensors as output_tensors
@@ -1476,14 +1477,16 @@ def _functional_post(out_fn: Any, name: str, add: Any = None,
     ``add``: the node the activation must read (the block's output) instead of an add;
     ``scales``: the products with constants (:func:`_record_scale`), so that the sum may be
     scaled first, ``F.relu((x + F(x)) * k)``."""
-    if out_fn is None or out_fn.name() not in ACT_NODES or len(out_fn.next_functions) != 1:
+    written = None if out_fn is None else hand_written(out_fn)
+    if written is None and (out_fn is None or out_fn.name() not in ACT_NODES
+                            or len(out_fn.next_functions) != 1):
         return None
-    below = _below_views(out_fn.next_functions[0][0])[0] if add is not None \
-        else _unscaled_sum(out_fn.next_functions[0][0], scales or {})[0]
+    src = written[0][0] if written is not None else out_fn.next_functions[0][0]
+    below = _below_views(src)[0] if add is not None else _unscaled_sum(src, scales or {})[0]
     if below is None or (below is not add if add is not None
                          else not below.name().startswith("AddBackward")):
         return None
-    key = _settings(out_fn)
+    key = written[1] if written is not None else _settings(out_fn)
     spec = None if key is None else activation_spec(key[0](*key[1:]))
     if spec is None or not spec.scalar:
         return None
@@ -1506,9 +1509,12 @@ def _functional_reader(out_fn: Any, reads: list[tuple[Any, int]], name: str
         return None
     for fn, storage in reads:
         node, _ = _below_views(fn)
-        if node is None or node.name() not in ACT_NODES or len(node.next_functions) != 1:
+        written = None if node is None else hand_written(node)
+        if written is None and (node is None or node.name() not in ACT_NODES
+                                or len(node.next_functions) != 1):
             continue
-        if _below_views(node.next_functions[0][0])[0] is not out_fn:
+        src = written[0][0] if written is not None else node.next_functions[0][0]
+        if _below_views(src)[0] is not out_fn:
             continue
         spec = _functional_post(node, name, out_fn)
         return None if spec is None else (spec, storage)
@@ -1624,7 +1630,9 @@ def _check_add(name: str, out_fn: Any, post: bool, branch_fn: Any, skip_fn: Any,
     add, outer = _unscaled_sum(out_fn, scales)
     if post and not add.name().startswith("AddBackward"):  # (an in-place activation module
         # after the block, outside it, ran after the block's output was recorded)
-        nxt = [n for n, _ in add.next_functions if n is not None]
+        written = hand_written(add)  # (x + F(x)) * torch.sigmoid(x + F(x)): what it reads
+        nxt = [written[0][0]] if written is not None else \
+            [n for n, _ in add.next_functions if n is not None]
         add = nxt[0] if len(nxt) == 1 else None
         if add is not None:  # post((x + F(x)) / sqrt(2))
             add, outer = _unscaled_sum(add, scales)
