@@ -9,7 +9,9 @@
 * :mod:`.residual`  forward/gradient variances of pre-activation residual nets;
 * :mod:`.predict`   ``predict_gradients``: one entry for plain, BN and residual networks;
 * :mod:`.lengths`   the recursions averaged over the examples' input lengths (a data set's own
-                    with ``predict_gradients(x=)``), every length in one pass.
+                    with ``predict_gradients(x=)``), every length in one pass;
+* :mod:`.labels`    the labels of a batch (``predict_gradients(y=)``): a batch-norm prediction's
+                    note warns of labels of (nearly) one class.
 """
 
 from .batchnorm import BNGradientFactor, bn_gradient_factor, propagate_batchnorm

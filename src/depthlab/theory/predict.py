@@ -510,7 +510,8 @@ def _is_number(value: Any, target: float) -> bool:
 
 
 def predict_gradients(model: Any, *, input_var: float = 1.0,
-                      input_mean: float = 0.0, x: Any = None) -> GradientPrediction:
+                      input_mean: float = 0.0, x: Any = None,
+                      y: Any = None) -> GradientPrediction:
     """Predicted per-layer std of the back-propagated gradient ``dL/ds`` at initialization,
     relative to the last hidden layer, for the network ``model`` describes (plain, batch-
     normalized, residual or both; the module docstring gives each recursion).
@@ -545,6 +546,12 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
     table have other spreads), and their mean replaces ``input_var + input_mean^2``, so
     ``input_var``/``input_mean`` must then be left at their defaults (batch-normalized and
     residual nets take only that mean).
+    ``y``: the batch's labels (class labels ``(n,)`` or one-hot rows ``(n, k)``, as many as the
+    rows of ``x`` when both are given): they change no number; a batch-normalized prediction's
+    note warns when their largest class holds at least
+    :data:`~depthlab.theory.labels.ONE_CLASS_SHARE` of them (batch norm's backward pass removes
+    the batch mean of a nearly constant output gradient: residual relu + BN, one class, the
+    first layer's gradient 0.54x the prediction; :mod:`depthlab.theory.labels`).
     Raises ValueError for sizes that are not explicit integers (``"auto"``), OverflowError
     naming the layer where a variance passes float64's range (exploding gradients).
     """
@@ -564,6 +571,12 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
                              "with x)")
         lengths = example_lengths(x, int(sizes[0]))
         input_var, input_mean = float(lengths.mean()), 0.0
+    labels_note = ""
+    if y is not None:
+        from .labels import largest_class_share, one_class_note
+
+        share = largest_class_share(y, None if lengths is None else int(lengths.size))
+        labels_note = one_class_note(share) if spec.batchnorm else ""
     hidden = [int(h) for h in sizes[1:-1]]
     if not hidden:
         raise ValueError(f"sizes = {list(sizes)} has no hidden layer: nothing to predict")
@@ -643,7 +656,7 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
             return dead
         return GradientPrediction(arch, frame, True, "wide-layer mean field at initialization"
                                   + (RESIDUAL_BN_NOTE if bn else "") + data_note
-                                  + (wide if bn or data_note else few), formula)
+                                  + (wide if bn or data_note else few) + labels_note, formula)
     if bn:
         frame = propagate_batchnorm([int(sizes[0]), *hidden], act, init, input_var, eps=eps,
                                     **kw)
@@ -652,7 +665,8 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
         if dead is not None:
             return dead
         return GradientPrediction(arch, frame, factor.covered,
-                                  factor.note + (few if factor.covered else ""), formula,
+                                  factor.note + (few + labels_note if factor.covered else ""),
+                                  formula,
                                   factor.growth)
 
     def run(var: float, mean: float) -> pd.DataFrame:
