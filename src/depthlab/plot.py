@@ -281,10 +281,23 @@ def _first_last_ratio(table: Any, step: int | None = None,
                       quantity: str = "grad_pre_std") -> float:
     """:func:`gradient_ratio` of the layers ``table`` holds, its last one included (a torch
     table whose output layer the caller has already left out)."""
+    pair = _first_last_values(table, step, quantity)
+    if pair is None or not (0 < pair[1] < math.inf) or not math.isfinite(pair[0]):
+        return math.nan
+    with np.errstate(over="ignore", under="ignore"):  # 1e300 / 1e-300: past float64's
+        return float(np.float64(pair[0]) / np.float64(pair[1]))  # largest, inf (no warning)
+
+
+def _first_last_values(table: Any, step: int | None = None,
+                       quantity: str = "grad_pre_std") -> tuple[float, float] | None:
+    """``(first, last)``: ``quantity`` in the first and in the last layer ``table`` holds at
+    ``step`` (default: the first probed step), each the mean of its rows there; None when
+    nothing is recorded. The two numbers whose quotient :func:`_first_last_ratio` is, for a
+    caller that must word a quotient float64 cannot hold (1e-320 / 1e30, 1 / 0)."""
     t = probe_table(table)
     sel = t[(t["quantity"] == quantity) & (t["layer"] >= 1)]
     if sel.empty:
-        return math.nan
+        return None
     steps = np.sort(sel["step"].unique())
     if step is not None and step not in steps:
         raise ValueError(f"step {step!r} has no '{quantity}' probes; recorded steps: "
@@ -294,10 +307,9 @@ def _first_last_ratio(table: Any, step: int | None = None,
     # itself: a ratio of exactly 1, "flows"; a step of NaNs only was "not recorded")
     at = sel[sel["step"] == (steps[0] if step is None else step)]
     row = at.groupby("layer")["value"].agg(lambda v: v.mean(skipna=False)).sort_index()
-    if row.empty or not (0 < row.iloc[-1] < math.inf) or not math.isfinite(row.iloc[0]):
-        return math.nan
-    with np.errstate(over="ignore"):  # 1e300 / 1e-300: past float64's largest, inf (and
-        return float(np.float64(row.iloc[0]) / np.float64(row.iloc[-1]))  # no warning)
+    if row.empty:
+        return None
+    return float(row.iloc[0]), float(row.iloc[-1])
 
 
 def _layer_span_text(layers: Sequence[int], names: dict[int, str], shown: int = 4) -> str:
@@ -334,6 +346,7 @@ def _steps_text(steps: Any, shown: int = 8) -> str:
 
 
 # -- the headline figures ----------------------------------------------------------------------
+@_f.quiet_extremes
 def gradient_per_layer(table_or_runs: Any, theory: Any = None, *,
                        quantity: str = "grad_pre_std", title: str | None = None) -> Figure:
     """Std of the back-propagated gradient ``dL/ds`` per layer, one line per run (log y), at
@@ -350,6 +363,7 @@ def gradient_per_layer(table_or_runs: Any, theory: Any = None, *,
                       title=title or "Back-propagated gradient std per layer")
 
 
+@_f.quiet_extremes
 def activation_per_layer(table_or_runs: Any, theory: Any = None, *,
                          quantity: str = "act_std", title: str | None = None) -> Figure:
     """Std of the activations per layer, one line per run (log y), at initialization and at
@@ -839,6 +853,7 @@ def _room_for_titles(fig: Figure, axes: Sequence[Any], least_in: float) -> None:
 
 
 # -- one-run figures ---------------------------------------------------------------------------
+@_f.quiet_extremes
 def training_curves(history: Any, epochs: pd.DataFrame | None = None,
                     evals: pd.DataFrame | None = None, title: str = "") -> Figure:
     """Loss per step (raw and smoothed) and accuracy per epoch. ``history``: a
@@ -872,6 +887,7 @@ def training_curves(history: Any, epochs: pd.DataFrame | None = None,
     return _f.training_curves(steps, epochs, evals, title=title)
 
 
+@_f.quiet_extremes
 def activation_bands(table: Any, prefix: str = "act", max_steps: int = 12) -> Figure:
     """Mean (line) ± one standard deviation (shaded band) of each shown layer's activations
     over training (Glorot & Bengio 2010, Fig. 2), at most ``max_steps`` evenly spaced probed
@@ -998,8 +1014,13 @@ def _band_scales(mean: pd.DataFrame, std: pd.DataFrame, shown: Sequence[int],
         m = np.abs(mean[layer].to_numpy(float)[keep])
         sd = (std[layer].reindex(mean.index).to_numpy(float)[keep]
               if not std.empty and layer in std else np.zeros_like(m))
+        sd = np.nan_to_num(sd, nan=0.0, posinf=np.nan, neginf=np.nan)
         with np.errstate(invalid="ignore", over="ignore"):
-            top = m + np.nan_to_num(sd, nan=0.0, posinf=np.nan, neginf=np.nan)
+            top = m + sd
+        # |mean| + std past float64's largest (1.7e308 + 1.7e308: inf) where both are finite:
+        # the larger of the two, within a factor 2 (dropping the step left s = 2e300 from an
+        # earlier one, and that layer's line at 8.5e7 s, far above the axis)
+        top = np.where(np.isinf(top) & np.isfinite(m) & np.isfinite(sd), np.fmax(m, sd), top)
         top = top[np.isfinite(top)]
         if len(top) and top.max() > 0:
             scales[int(layer)] = float(top.max())
@@ -1098,6 +1119,7 @@ def _hist_entries(h: pd.DataFrame, kind: str) -> dict[tuple[int, int], int]:
             for (s, la), v in same.groupby(level=["step", "layer"]).max().items()}
 
 
+@_f.quiet_extremes
 def activation_histograms(recorder: Any, kind: str = "act", steps: Sequence[int] | None = None,
                           max_layers: int = HIST_MAX_LAYERS) -> Figure:
     """Density histograms of one quantity (``act``, ``pre``, ``grad`` = dL/ds or ``weight``):
@@ -1340,6 +1362,7 @@ def _hist_table(obj: Any) -> pd.DataFrame:
                     f"{type(obj).__name__}")
 
 
+@_f.quiet_extremes
 def gradient_heatmap(table: Any, quantity: str = "grad_pre_std") -> Figure:
     """Std of ``dL/ds`` per layer (rows) and probed step (columns), log colour scale; another
     per-layer ``quantity`` (``act_std``, ``weight_grad_std``, ...) titled by its meaning. A
@@ -1370,12 +1393,14 @@ def _check_quantity(tables: Sequence[pd.DataFrame], quantity: Any,
                          f"table's: {', '.join(sorted(map(str, present))) or 'none'}")
 
 
+@_f.quiet_extremes
 def update_ratio(table: Any) -> Figure:
     """Per layer over training: ``||W_n - W_{n-1}|| / ||W_{n-1}||`` (``update_ratio``, log
     scale)."""
     return _f.update_ratio(probe_table(table))
 
 
+@_f.quiet_extremes
 def weight_std(table: Any, init_std: Mapping[int, float] | None = None,
                init_label: str = "initializer") -> Figure:
     """Per layer: the std of its weight entries (``weight_std``, log scale) at the first and
@@ -1386,6 +1411,7 @@ def weight_std(table: Any, init_std: Mapping[int, float] | None = None,
                                  init_label)
 
 
+@_f.quiet_extremes
 def saturation(table: Any) -> Figure:
     """Per layer over training: the fraction of saturated entries (``saturated_frac``, bounded
     activations), of inactive entries (``inactive_frac``, ReLU-family entries with ``s <= 0``)
@@ -1403,6 +1429,7 @@ def forms_grid(runs: pd.DataFrame, x_key: str, y_key: str) -> bool:
     return len(pairs) == nx * ny
 
 
+@_f.quiet_extremes
 def sweep_metric(runs: pd.DataFrame, keys: Sequence[str], metric: str = "val_acc",
                  higher_is_better: bool = True) -> Figure:
     """A sweep's ``metric`` against its varying ``keys``: a heatmap when the first two keys

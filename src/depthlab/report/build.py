@@ -11,9 +11,11 @@ import math
 import os
 import re
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -662,8 +664,15 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
             continue
         end = int(grads["step"].max()) if len(grads) else None  # a step of NaNs too
         init_ratio = plot._first_last_ratio(t)
-        at_end = _cellnum(plot._first_last_ratio(t, end)) if end is not None else None
+        at_end: float | str | None = (_cellnum(plot._first_last_ratio(t, end))
+                                      if end is not None else None)
         end_ratio, when = at_end, "at the end"
+        # measured, but past float64's range (1e-320 / 1e30, 1e300 / 1e-300, 1 / 0): it read
+        # "not measured", or "0" and "no gradient at all" for a first layer's 1e-320
+        init_x = _extreme_ratio(t)
+        end_x = _extreme_ratio(t, end) if end is not None else None
+        if end_x is not None:
+            at_end, end_ratio = end_x.cell, end_x.stand_in
         # every layer's gradient exactly 0 at the end: 0 / 0, measured, not "not finite" (a
         # ReLU sweep point at lr 3 whose units all died after step 5 read "0.07333 at step 5,
         # then not finite" beside a finished run and a figure saying "the last above 0")
@@ -683,16 +692,20 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
             at_end = "0 / 0: no gradient in any layer"
         if at_end is None and r["status"] != "finished":
             at_end = f"none ({r['status']})"  # not a blank that reads as "not measured"
-        elif isinstance(at_end, float) and r["status"] == "failed":
+        elif isinstance(at_end, float | str) and r["status"] == "failed" and (
+                end_x is not None or isinstance(at_end, float)):
             # its last recorded step before the error, not the end of a training
             at_end = f"{H.fmt(at_end)} at step {end}, then failed"
         # the meaning is of the ratio at init; when the end's ratio means something else
         # (a ResNet flowing at 0.5 at init, 41x less at the end) it says so too
-        meaning = _describe_ratio(init_ratio)
+        meaning = _describe_ratio(init_ratio) if init_x is None else init_x.words
+        if init_x is not None:
+            init_ratio = init_x.stand_in
         start = int(grads["step"].min()) if len(grads) else None
         dead_init = start is not None and bool(
             (grads.loc[grads["step"] == start, "value"] == 0).all())
-        shown_init: float | str | None = _cellnum(init_ratio)
+        shown_init: float | str | None = (_cellnum(init_ratio) if init_x is None
+                                          else init_x.cell)
         if dead_init:
             # every layer's gradient exactly 0 at step 0 (weights initialized to zeros, every
             # unit dead): measured, 0 / 0; the row read "not measured" beside a figure that
@@ -704,7 +717,7 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
         if dead and not dead_init:
             meaning += "; at the end no gradient at all (0 in every layer)"
         if isinstance(end_ratio, float):
-            end_meaning = _describe_ratio(end_ratio)
+            end_meaning = _describe_ratio(end_ratio) if end_x is None else end_x.words
             if end_meaning.split(":")[0] != kind:
                 meaning = f"{meaning}; {when} {end_meaning}"
             elif (when == "at the end" and init_ratio > 0 and end_ratio > 0
@@ -719,7 +732,8 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
             # factor 1.04 of 1" alone read as the run's state
             meaning += f"; no finite ratio after it ({r['status']})"
         if not (isinstance(end_ratio, float) and when == "at the end"
-                and _describe_ratio(end_ratio).split(":")[0] == kind
+                and (_describe_ratio(end_ratio) if end_x is None
+                     else end_x.words).split(":")[0] == kind
                 and r["status"] == "finished") and math.isfinite(init_ratio):
             meaning = f"at init, {meaning}"  # the first reading is the init's, not the run's
         rows.append([labels[rid], shown_init, at_end, meaning,
@@ -792,6 +806,65 @@ def _plot_value(v: Any) -> str:
     return H.fmt(list(v) if isinstance(v, tuple) else v)
 
 
+@dataclass(frozen=True)
+class _Extreme:
+    """A first/last gradient ratio that was measured but that float64 cannot hold (or holds
+    only as a subnormal, whose reciprocal overflows): ``cell`` for the table, ``words`` for
+    its meaning, ``stand_in`` a float of the same class (vanishing/exploding) for the
+    comparisons the table makes, NaN for 0 / 0."""
+
+    cell: str
+    words: str
+    stand_in: float
+
+
+def _pow10_text(log10: float) -> str:
+    """``1e-330`` / ``3.2e+400``: 10 ** ``log10`` written out, although float64 cannot hold
+    it (mantissa ``10 ** (log10 - floor(log10))`` to two digits)."""
+    exp = math.floor(log10)
+    mant = round(10 ** (log10 - exp), 1)
+    if mant >= 10:
+        mant, exp = 1.0, exp + 1
+    return f"{mant:.2g}e{exp:+d}"
+
+
+def _extreme_ratio(table: pd.DataFrame, step: int | None = None) -> _Extreme | None:
+    """The first/last-layer gradient ratio of ``table`` at ``step`` when its two measured
+    values are finite and >= 0 but their quotient is past float64's range (below its smallest
+    normal number 2.2e-308, 0 by underflow, or above 1.8e+308, inf) or divides by 0: taken
+    in logarithms, ``log10 r = log10 first - log10 last``. None for any ratio float64 holds
+    (and for a NaN/inf measurement: not measured)."""
+    from .. import plot
+
+    pair = plot._first_last_values(table, step)
+    if pair is None:
+        return None
+    first, last = pair
+    if not (math.isfinite(first) and math.isfinite(last) and first >= 0 and last >= 0):
+        return None
+    if first == 0 and last == 0:
+        # 0 / 0 with some gradient between them (every layer 0 is worded by the caller)
+        return _Extreme("0 / 0", "no gradient in the first or in the last layer (0 in both)",
+                        math.nan)
+    if first == 0:
+        return None  # exactly 0: the caller's "no gradient at all (0)", a float64 ratio
+    if last == 0:
+        return _Extreme(f"infinite ({H.fmt(first)} / 0)",
+                        f"exploding: the last layer gets no gradient (0), the first "
+                        f"layer {H.fmt(first)}", sys.float_info.max)
+    log10 = math.log10(first) - math.log10(last)
+    if math.log10(sys.float_info.min) <= log10 <= math.log10(sys.float_info.max):
+        return None  # float64 holds it (and its reciprocal) as a normal number
+    value = _pow10_text(log10)
+    past = "below float64's normal range" if log10 < 0 else "past float64's largest"
+    shown = f"{value} ({H.fmt(first)} / {H.fmt(last)}, {past})"
+    if log10 < 0:
+        return _Extreme(shown, f"vanishing: the first layer gets {_pow10_text(-log10)}x less "
+                        "gradient", sys.float_info.min)
+    return _Extreme(shown, f"exploding: the first layer gets {value}x more gradient",
+                    sys.float_info.max)
+
+
 def _describe_ratio(ratio: float) -> str:
     from ..demo import describe_ratio
 
@@ -809,11 +882,19 @@ def _sweep_overview(group: _Group, keys: list[str], pngs: _Pngs, shown: set[str]
     planned = group.planned if group.planned is not None and group.planned > len(runs) else None
     stored = (f"{len(runs)} of the sweep's {planned} points stored ({planned - len(runs)} not "
               "run yet: the sweep is still running or was stopped). " if planned else "")
+    # swept keys of one value (``"train.lr" = [0.05]``, or a grid of which one value was
+    # stored): the sweep varies them over that value (was: "No configuration key varies
+    # between runs" and neither the key nor its value anywhere in the section)
+    single = _single_value_keys(group, keys)
+    one = "".join(f" Swept over one value: {H.esc(k)} = {H.esc(_plot_value(v))}." if v is not
+                  _NO_VALUE else f" Swept: {H.esc(k)} (one value)." for k, v in single.items())
     parts.append(f"<p class=\"note\">{stored}{len(runs)} run{'s' * (len(runs) != 1)} "
                  f"({H.esc(status_txt)}). "
                  + (f"Varying: {H.esc(', '.join(keys))}." if keys else
-                    "No configuration key varies between runs.")
-                 + " Click a column header to sort.</p>")
+                    "" if single else "No configuration key varies between runs.")
+                 + one + " Click a column header to sort.</p>")
+    drawn = [k for k, v in single.items() if v is not _NO_VALUE]
+    shown_keys = keys if keys else drawn  # the single point's value in its own column
     ranked = _rank(runs)
     # a sweep of regressions (mse/huber on real targets) measures no accuracy: its validation
     # and test losses (the accuracy columns were empty)
@@ -822,14 +903,14 @@ def _sweep_overview(group: _Group, keys: list[str], pngs: _Pngs, shown: set[str]
         np.isfinite(pd.to_numeric(runs.get(k), errors="coerce")).any()
         for k in ("val_loss", "test_loss"))
     second = REGRESSION_COLUMNS if regression else ("val_acc", "test_acc")
-    cols = ["id", "name", "status", *keys, "train loss", *(k.replace("_", " ") for k in second),
-            "steps", "seconds"]
+    cols = ["id", "name", "status", *shown_keys, "train loss",
+            *(k.replace("_", " ") for k in second), "steps", "seconds"]
     rows, classes = [], []
     for _, r in ranked.iterrows():
         rid = str(r["id"])
         link = (f"<a href=\"#run-{H.esc(_safe_name(rid))}\"><code>{H.esc(rid)}</code></a>"
                 if rid in shown else f"<code>{H.esc(rid)}</code>")
-        vals = [_cell(r["cfg:" + k]) for k in keys]
+        vals = [_cell(r["cfg:" + k]) for k in shown_keys]
         rows.append([link, r.get("name") or "", H.badge(r["status"]), *vals,
                      _cellnum(r["train_loss"]), _cellnum(r[second[0]]),
                      _cellnum(r[second[1]]), _cellnum(r["steps"]), _cellnum(r["seconds"])])
@@ -914,9 +995,39 @@ def _sweep_overview(group: _Group, keys: list[str], pngs: _Pngs, shown: set[str]
                        f"a full grid, so bars instead of a heatmap). Hatched ✗ bars: {_MISSING}")
             return cap
         blocks += _metric_figures(pngs, prefix, metrics, _plain(runs, tuple(use)), use, caption)
+    elif drawn and metrics and not group.by_run:
+        blocks += _metric_figures(pngs, prefix, metrics, _plain(runs, tuple(drawn)), drawn,
+                                  lambda m: (f"{m} at the one value swept of "
+                                             f"{', '.join(drawn)} (the best run of it). Hatched "
+                                             f"✗ bars: {_MISSING}"))
     if blocks:
         parts.append("<div class=\"grid\">" + "".join(blocks) + "</div>")
     return "".join(parts)
+
+
+_NO_VALUE = object()
+"""A swept key the runs' configs do not hold under its own name (:func:`_single_value_keys`)."""
+
+
+def _single_value_keys(group: _Group, keys: list[str]) -> dict[str, Any]:
+    """``{swept key: its one value}`` of a sweep's grid keys (:attr:`_Group.grid_keys`) that
+    take one value among its runs, so do not appear in ``keys`` (:func:`varying_keys`); the
+    value is :data:`_NO_VALUE` where the configs do not hold the key under that name
+    (``model.depth``, held as ``model.sizes``). Keys ``keys`` explains (``depth``/``width`` of a
+    varying ``model.sizes``) are left out."""
+    runs = group.runs
+    out: dict[str, Any] = {}
+    for k in group.grid_keys:
+        if k in keys or k.rsplit(".", 1)[-1] in keys or _descriptive(k) or k in NEVER_VARYING:
+            continue
+        col = "cfg:" + k
+        if col not in runs:
+            out[k] = _NO_VALUE
+            continue
+        held = [v for v in runs[col] if not _missing(v)]
+        if len({figures.value_key(v) for v in held}) == 1:
+            out[k] = held[0]
+    return out
 
 
 _MISSING = ("no value: every run there diverged or failed (as marked), or finished without a "

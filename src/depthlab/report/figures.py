@@ -16,12 +16,14 @@ layer number: :func:`layer_names`, :func:`layer_label`, :func:`layer_ticks`.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
 import re
 import textwrap
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,6 +52,28 @@ LAYER_CMAP = "viridis"  # ordered layers: perceptually uniform, colour-blind saf
 HEAT_CMAP = "magma"
 MAX_LAYER_LINES = 8
 DPI = 100
+
+
+def quiet_extremes(build: Callable[..., Any]) -> Callable[..., Any]:
+    """``build`` (a function that makes a figure) run under ``np.errstate`` that ignores
+    overflow, underflow, invalid and divide, and without matplotlib's "Attempt to set
+    non-positive ylim on a log-scaled axis": with values near float64's largest (1e300), a log
+    or symlog axis's own autoscaling computes ``exp(log(1e300) + margin)``, past 1.8e308 (inf,
+    which matplotlib handles), and NumPy said "overflow encountered in exp" in a notebook,
+    about limits the figure then sets itself. The values stay on the axes (the figures fit
+    their limits to them, :func:`huge_log_limits`) and non-finite ones are named in the
+    titles, as before; the draw is quiet too (:meth:`NotebookFigure.draw`). Other warnings
+    (a character no font draws) still reach the user."""
+
+    @functools.wraps(build)
+    def quiet(*args: Any, **kwargs: Any) -> Any:
+        with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"), \
+                warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Attempt to set non-positive",
+                                    category=UserWarning)
+            return build(*args, **kwargs)
+
+    return quiet
 
 
 
@@ -493,6 +517,7 @@ def _ema(values: np.ndarray, span: float) -> np.ndarray:
 
 
 # -- per-run figures ---------------------------------------------------------------------------
+@quiet_extremes
 def training_curves(steps: pd.DataFrame | None, epochs: pd.DataFrame | None = None,
                     evals: pd.DataFrame | None = None, title: str = "") -> Figure:
     """Left: per-step training loss, raw (faint) and smoothed by an EMA of span ``n/50``
@@ -701,6 +726,7 @@ ACC_MIN_SPAN = 0.1
 """The least range of an accuracy axis (a flat accuracy is drawn flat, not magnified)."""
 
 
+@quiet_extremes
 def activation_mean_std(probes: pd.DataFrame | None, prefix: str = "act",
                         max_points: int = 14) -> Figure:
     """Glorot & Bengio (2010) Fig. 2 style: per layer, the mean of the activations (line) with
@@ -776,6 +802,7 @@ def _pct(k: float) -> str:
     return f"p{k:g}"
 
 
+@quiet_extremes
 def percentile_bands(probes: pd.DataFrame | None, layer: int | None = None,
                      prefix: str = "pre") -> Figure:
     """Ioffe & Szegedy (2015) Fig. 1b/c style: the 15th, 50th and 85th percentiles (and a
@@ -939,13 +966,45 @@ def symlog_if_runaway(ax, label: str) -> None:
         lin = 10.0 ** math.ceil(math.log10(start))  # a power of ten: ticks 0, ±1, ±10^k
         ax.set_yscale("symlog", linthresh=lin, linscale=0.5)
         # 0 and at most four powers of ten each side (±lin and the default ticks crowded 0)
-        k_top = math.floor(math.log10(top / lin))  # the highest power within the data
+        # the highest power within the data (in logs: top / lin of 1.7e308 / 1e-3 is past
+        # float64's largest, inf, and floor(inf) raised OverflowError: no figure)
+        k_top = math.floor(math.log10(top) - math.log10(lin))
         ks = range(k_top, 0, -max(1, math.ceil(k_top / 4)))
-        ticks = [0.0] + [sign * lin * 10.0 ** k for k in ks for sign in (1, -1)]
+        e = round(math.log10(lin))  # lin = 10^e: each tick 10^(e + k) <= top, finite (lin
+        # * 10.0 ** k raised OverflowError for k = 311 under 1.7e308 with lin 1e-3)
+        ticks = [0.0] + [sign * 10.0 ** (e + k) for k in ks for sign in (1, -1)]
         ax.yaxis.set_major_locator(FixedLocator(sorted(ticks)))
         ax.yaxis.set_minor_locator(NullLocator())
-        ax.set_ylabel(f"{label} (symlog: linear within ±{lin:g})")
+        # two lines where one outgrows the axes' height (3.8 in: "activation / s (each
+        # layer's own scale) (symlog: linear within ±1e-305)" ran off both ends)
+        sep = "\n" if len(label) + len(f"{lin:g}") > 40 else " "
+        ax.set_ylabel(f"{label}{sep}(symlog: linear within ±{lin:g})")
+        fit_huge_y(ax)
+        _symlog_around_data(ax, lin)
+        return
     fit_huge_y(ax)
+
+
+def _symlog_around_data(ax, lin: float) -> None:
+    """Y limits around what ``ax`` (symlog, linear within ``±lin``) draws, where matplotlib's
+    own fell short of it: with ``lin`` far below the data (1e-305 under values of 1: each
+    layer's bands divided by its scale after a 300-decade blow-up) its margins overflowed and
+    the axis fell back to -0.001 .. 0.001, not one line in view. The top is 1.5x the largest
+    value (0.5x a negative one), the bottom likewise, or ``-lin`` under values >= 0."""
+    parts = [np.ravel(ln.get_ydata()) for ln in ax.lines]
+    parts += [p.vertices[:, 1] for c in ax.collections for p in c.get_paths()]
+    vals = np.asarray(pd.to_numeric(np.concatenate(parts) if parts else np.array([]),
+                                    errors="coerce"), float)
+    vals = vals[np.isfinite(vals)]
+    if not vals.size:
+        return
+    lo, hi = float(vals.min()), float(vals.max())
+    bottom, top = ax.get_ylim()
+    if bottom <= lo and hi <= top:
+        return
+    big = np.finfo(np.float64).max
+    ax.set_ylim(max(lo * 1.5, -big) if lo < 0 else -lin, min(hi * 1.5, big) if hi > 0
+                else hi * 0.5)
 
 
 HEATMAP_TEXTS = {
@@ -967,6 +1026,7 @@ one label's pitch a row up to this many (a 20-block transformer); beyond, names 
 the axis label says how many of them are shown."""
 
 
+@quiet_extremes
 def gradient_heatmap(probes: pd.DataFrame | None, quantity: str = "grad_pre_std") -> Figure:
     """Back-propagated gradient standard deviation per layer (rows) and step (columns), on a
     logarithmic colour scale; zero or non-finite cells are left blank. Another ``quantity``
@@ -1082,6 +1142,7 @@ def _edges(centres: np.ndarray) -> np.ndarray:
     return np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
 
 
+@quiet_extremes
 def gradient_profile(probes: pd.DataFrame | None, theory: pd.DataFrame | None = None,
                      quantity: str = "grad_pre_std") -> Figure:
     """Gradient std per layer at initialisation (first probed step, log y) and at the last
@@ -1135,6 +1196,7 @@ def gradient_profile(probes: pd.DataFrame | None, theory: pd.DataFrame | None = 
     return fig
 
 
+@quiet_extremes
 def weight_std_profile(probes: pd.DataFrame | None,
                        init_std: dict[int, float] | None = None,
                        init_label: str = "initializer") -> Figure:
@@ -1199,6 +1261,8 @@ def weight_std_profile(probes: pd.DataFrame | None,
     pos = vals[np.isfinite(vals) & (vals > 0)]
     ax.set_yscale("log")
     _tidy_log_axis(ax.yaxis, pos.min(), pos.max())
+    fit_huge_y(ax)  # weights of 1e300..1.7e308 (a float64 run blowing up): the axis fell
+    # back to 1 .. 10, not one point in view
     ax.set_xlabel("module (nearest the input on the left)" if names else
                   "layer (1 = first hidden)")
     ax.set_ylabel("std of the weights W")
@@ -1217,6 +1281,7 @@ def weight_std_profile(probes: pd.DataFrame | None,
     return fig
 
 
+@quiet_extremes
 def layer_histograms(histograms: pd.DataFrame | None, kind: str = "act") -> Figure:
     """Glorot & Bengio (2010) Figs. 6-7 style: normalized histograms (density), one curve per
     layer, at initialisation (left) and at the last recorded step (right)."""
@@ -1272,6 +1337,7 @@ SATURATION_QUANTITIES = (
 )
 
 
+@quiet_extremes
 def saturation_dead(probes: pd.DataFrame | None) -> Figure:
     """Per layer over training, one panel per recorded quantity: ``saturated_frac`` (bounded
     activations: |f'(s)| near 0), ``inactive_frac`` (ReLU-family entries with ``s <= 0``) and
@@ -1430,6 +1496,7 @@ def jacobian_summary(jac: pd.DataFrame) -> list[tuple[int, int, float, float, fl
     return out
 
 
+@quiet_extremes
 def jacobian_spectrum(jac: pd.DataFrame | None) -> Figure:
     """The input-output Jacobian's singular values σ of each shown recorded step, pooled over
     the probe examples, as a cumulative distribution (fraction of σ ≤ x) on a log σ axis,
@@ -1490,6 +1557,7 @@ def plt_colors(n: int) -> list:
     return [colormaps["viridis"](x) for x in np.linspace(0.0, 0.85, max(n, 1))][:n]
 
 
+@quiet_extremes
 def update_ratio(probes: pd.DataFrame | None) -> Figure:
     """Per layer over training: ``update_ratio = ||W_n - W_{n-1}|| / ||W_{n-1}||`` (the
     relative size of one optimizer step, log scale; ~1e-3 is the usual healthy order). The
@@ -1803,6 +1871,7 @@ def _set_category_ticks(ax, axis: str, values: Sequence, width_in: float,
         ax.set_xticks(pos, labels)
 
 
+@quiet_extremes
 def sweep_heatmap(runs: pd.DataFrame, x_key: str, y_key: str, metric: str = "val_acc",
                   higher_is_better: bool = True) -> Figure:
     """Heatmap of ``metric`` over two configuration keys. Each cell shows the best run with that
@@ -1967,6 +2036,7 @@ def _upright_labels(n: int, width_in: float) -> bool:
     return n > MAX_CATEGORY_TICKS and (width_in - 1.5) / n >= UPRIGHT_PITCH_IN
 
 
+@quiet_extremes
 def sweep_bars(runs: pd.DataFrame, key: str, metric: str = "val_acc",
                higher_is_better: bool = True) -> Figure:
     """Bar chart of ``metric`` against one configuration key (best run per value); values whose

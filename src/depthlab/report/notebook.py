@@ -220,7 +220,6 @@ def _watch_ratio_text(table: Any) -> str:
     against the head (0.1062 on the card, 0.3556 in the report for the same run)."""
     import pandas as pd
 
-    from .. import plot
     from .build import _without_output_layer, output_layers
 
     layers = pd.to_numeric(table["layer"], errors="coerce")
@@ -240,4 +239,15 @@ def _watch_ratio_text(table: Any) -> str:
     if grads["layer"].nunique() == 1:
         return f"Gradient ratio: one hidden layer ({out}): no first/last ratio to take."
     return (f"Gradient ratio (first / last hidden layer, at the first recorded step; {out}): "
-            f"<b>{_num(plot._first_last_ratio(hidden))}</b>.")
+            f"<b>{_ratio_text(hidden)}</b>.")
+
+
+def _ratio_text(hidden: Any) -> str:
+    """The first/last ratio of ``hidden``'s gradients, written out in logarithms where float64
+    cannot hold it (``1e+600 (1e+300 / 1e-300, past float64's largest)``, not ``inf``)."""
+    from .. import plot
+    from .build import _extreme_ratio
+
+    extreme = _extreme_ratio(hidden)
+    return H.esc(extreme.cell) if extreme is not None else _num(
+        plot._first_last_ratio(hidden))
