@@ -25,7 +25,10 @@ follower; an output changed in place before the end of the forward (``h += skip`
 but that activation has no follower; ``x * torch.sigmoid(x)`` is SiLU,
 ``x * torch.tanh(F.softplus(x))`` Mish and ``x - torch.tanh(x)`` (``F.tanhshrink``) Tanhshrink
 (a sigmoid gating its own input is no sigmoid activation, nor is that tanh a tanh
-activation); calls of one layer with activations of different kinds get no rows (the module
+activation); ``h.clamp(min=0)`` (``torch.clamp(h, 0)``, ``torch.clamp_min(h, 0)``) is ReLU and
+``h.clamp(lo, hi)`` Hardtanh (ReLU6 for 0, 6), their bounds the node's saved scalars; a clamp
+of other bounds is no activation (nor hides a later one); calls of one layer with activations
+of different kinds get no rows (the module
 case's ``mixed``). Parts without a graph (``torch.no_grad``, frozen layers fed data without
 gradients, a reentrant checkpoint's inside) have no nodes to read: no functional rows there.
 Unrecorded steps cost nothing (the hooks are not armed); a recorded pass without candidate
@@ -33,7 +36,8 @@ outputs (every layer followed by a module, or the model's output itself) returns
 
 ``dlt.predict`` (:func:`depthlab.torch.predict.chain`) takes such an activation as the layer's
 activation too (:func:`chain_acts`): a chain ``fc2(F.relu(fc1(x)))`` has the theory of
-``nn.Sequential(fc1, nn.ReLU(), fc2)``.
+``nn.Sequential(fc1, nn.ReLU(), fc2)``, and so is an activation written out by hand that
+:func:`hand_written` reads from the graph (``h * torch.sigmoid(h)``: ``nn.SiLU``).
 """
 
 from __future__ import annotations
