@@ -262,3 +262,31 @@ def test_predict_takes_a_hand_written_silu_after_a_residual_sum(inside):
                                .predicted.to_numpy(), rtol=1e-9)
     ratio = np.array(_measured(model, x, y)) / g
     assert ((ratio > 0.85) & (ratio < 1.15)).all(), ratio
+
+
+@pytest.mark.parametrize("act", ["function", "module"])
+def test_predict_refuses_reentrant_checkpointing_naming_it(act):
+    """``checkpoint(block, h, use_reentrant=True)``: its forward builds no graph. predict
+    refused it as 'the torch operation CheckpointFunction ... not by a module' (with
+    ``torch.relu`` inside) or as 'a custom autograd Function' (with ``nn.ReLU``); now one line
+    naming the reentrant checkpoint and ``use_reentrant=False``."""
+    from torch.utils.checkpoint import checkpoint
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.act = torch.relu if act == "function" else nn.ReLU()
+            self.a, self.b, self.c = nn.Linear(W, W), nn.Linear(W, W), nn.Linear(W, 10)
+
+        def block(self, h: torch.Tensor) -> torch.Tensor:
+            return self.act(self.b(h))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.c(checkpoint(self.block, self.act(self.a(x)), use_reentrant=True))
+
+    torch.manual_seed(0)
+    x, y = _data(7, n=64)
+    with pytest.raises(ValueError, match=r"reentrant activation checkpointing.*"
+                                         r"use_reentrant=False") as info:
+        dlt.predict(Model().to(D), x, y, CE)
+    assert "\n" not in str(info.value) and "'c'" in str(info.value)

@@ -599,6 +599,9 @@ def chain(model: nn.Module, x: Any, y: Any = None,
                              f"operation in between){made}")
         act = [named[info.activation]] if info.activation in named else []
         odd = [(label(m), custom[id(m)]) for m in (info.owner, *act) if id(m) in custom]
+        if odd and odd[0][1].startswith(_REENTRANT):
+            raise ValueError(f"predict() needs a chain of layers and elementwise activations; "
+                             f"the input of {odd[0][0]}{_REENTRANT_WORDS}")
         if odd:
             raise ValueError(f"predict() needs a chain of layers and elementwise activations; "
                              f"the input of {odd[0][0]} passes through the custom autograd "
@@ -995,10 +998,18 @@ def _operation(fn: Any, made_by: dict[Any, str] | None = None,
                 "(or normalization's) own output: an activation is modelled only on a layer's "
                 "or normalization's output")
     joined = _joined(node, made_by)
+    if name.startswith(_REENTRANT):
+        return _REENTRANT_WORDS.replace(" is the output", "; it is the output", 1)
     return (f"; it is computed by the torch operation {op!r} (autograd node {name})"
             f"{joined}, not by a module{_add_hint(node)}"
             f"{'' if joined else _hand_written_hint(node, layers)}")
 
+
+_REENTRANT = "CheckpointFunction"  # autograd node of checkpoint(..., use_reentrant=True)
+_REENTRANT_WORDS = (" is the output of reentrant activation checkpointing "
+                    "(torch.utils.checkpoint(..., use_reentrant=True)), whose forward builds no "
+                    "autograd graph, so the layers and activations inside it cannot be read; "
+                    "expected use_reentrant=False (the same values and gradients)")
 
 _HAND_OPS = frozenset({"WhereBackward0", "MulBackward0", "MaximumBackward0", "ClampBackward1",
                        "ClampMinBackward0", "AddBackward0", "DivBackward0", "SubBackward0"})
