@@ -35,17 +35,18 @@ def test_a_gradient_ratio_past_float64s_range_is_worded_as_measured(tmp_path):
     """A first-layer gradient of 1e-320 under a last of 1e30 (quotient 1e-350: 0 by
     underflow), 1e300 over 1e-300 (1e600: inf) and 1 over 0 were measured. The table read
     "0" and "no gradient at all (0)" for the first, "not measured" for the others, and
-    "infx less gradient" for a subnormal 1e-310. Each is now written out in logarithms."""
+    "infx less gradient" for a subnormal 1e-310; 0 / 0 (a gradient only between the two) "not
+    measured". Each is now written out in logarithms."""
     from depthlab.experiments.store import RunRecord, Store
     from depthlab.report import write_report
 
     cases = {"under": (1e-320, 1e30), "over": (1e300, 1e-300), "by0": (1.0, 0.0),
-             "subnormal": (1e-300, 1e10), "dead": (0.0, 1.0)}
+             "subnormal": (1e-300, 1e10), "dead": (0.0, 1.0), "ends0": (0.0, 0.0)}
     with Store(tmp_path) as store:
         for name, (first, last) in cases.items():
             store.add_run(RunRecord(id=name, name=name, steps=STEPS, probes=_grads(first, last)))
     rows = _flow_rows(write_report(tmp_path).read_text())
-    for name in ("under", "over", "by0", "subnormal"):
+    for name in ("under", "over", "by0", "subnormal", "ends0"):
         assert "not measured" not in " ".join(rows[name]), rows[name]
         assert "inf" not in rows[name][3] and "no gradient at all" not in rows[name][3], \
             rows[name]
@@ -56,6 +57,9 @@ def test_a_gradient_ratio_past_float64s_range_is_worded_as_measured(tmp_path):
     assert rows["by0"][1].startswith("infinite (1 / 0)"), rows["by0"]
     assert rows["by0"][3].startswith("exploding: the last layer gets no gradient (0)")
     assert "1e+310x less gradient" in rows["subnormal"][3], rows["subnormal"]
+    # 0 in the first and the last layer, 0.5 between them: 0 / 0, measured
+    assert rows["ends0"][1] == "0 / 0", rows["ends0"]
+    assert "no gradient in the first or in the last layer" in rows["ends0"][3], rows["ends0"]
     # a first layer's gradient of exactly 0 is still "no gradient at all" (a float64 ratio)
     assert rows["dead"][1] == "0" and "no gradient at all (0)" in rows["dead"][3], rows["dead"]
 
@@ -164,3 +168,19 @@ def test_a_watch_cards_ratio_past_float64s_range_is_written_out():
     head = table[table["layer"] == 3].assign(layer=4, module="6", value=0.5)
     text = notebook._watch_ratio_text(pd.concat([table, head], ignore_index=True))
     assert "<b>1e+600 (1e+300 / 1e-300, past float64&#x27;s largest)</b>" in text, text
+
+
+def test_the_update_ratio_names_which_layer_is_not_finite_where():
+    """Layer 2's update ratio inf at step 10, layer 1's NaN at step 20, layer 3 finite: the
+    title said "not drawn: not finite (NaN/inf) from step 10" beside layer 3's line at step 20
+    and layer 1's point at step 10. Each layer's steps are named now."""
+    from depthlab import plot
+
+    table = _table({0: [1e-3, 1e-2, 1e-1], 10: [1e-3, np.inf, 1e-2], 20: [np.nan, 1e-3, 1e-2]},
+                   "update_ratio")
+    title = plot.update_ratio(table).axes[0].get_title().replace("\n", " ")
+    assert title.endswith("not drawn: not finite (NaN/inf) in layer 2 at step 10; layer 1 at "
+                          "step 20"), title
+    every = _table({0: [1e-3, 1e-2], 10: [np.inf, np.nan], 20: [np.nan, np.inf]}, "update_ratio")
+    title = plot.update_ratio(every).axes[0].get_title().replace("\n", " ")
+    assert title.endswith("not drawn: not finite (NaN/inf) from step 10"), title  # as before

@@ -843,7 +843,11 @@ def _extreme_ratio(table: pd.DataFrame, step: int | None = None) -> _Extreme | N
     if not (math.isfinite(first) and math.isfinite(last) and first >= 0 and last >= 0):
         return None
     if first == 0 and last == 0:
-        # 0 / 0 with some gradient between them (every layer 0 is worded by the caller)
+        grads = table[(table["quantity"] == "grad_pre_std") & (table["layer"] >= 1)]
+        at = grads[grads["step"] == (grads["step"].min() if step is None else step)]
+        if not (pd.to_numeric(at["value"], errors="coerce") != 0).any():
+            return None  # every layer 0: the caller's "0 / 0: no gradient in any layer"
+        # 0 / 0 with some gradient between them
         return _Extreme("0 / 0", "no gradient in the first or in the last layer (0 in both)",
                         math.nan)
     if first == 0:

@@ -1593,7 +1593,7 @@ def update_ratio(probes: pd.DataFrame | None) -> Figure:
     sel = probes[(probes["quantity"] == "update_ratio") & (probes["layer"].isin(wide.columns))]
     values = pd.to_numeric(sel["value"], errors="coerce")
     bad = ~np.isfinite(values) & (sel["step"] > sel.loc[np.isfinite(values), "step"].min())
-    note = (f"\nnot drawn: not finite (NaN/inf) {steps_phrase(sel.loc[bad, 'step'], sel['step'])}"
+    note = (f"\nnot drawn: not finite (NaN/inf) {_bad_layers_text(sel[bad], sel, names)}"
             if bad.any() else "")
     # an update below the float resolution of the weights leaves them unchanged: ratio 0, no
     # place on a log axis (a 12-sigmoid-layer model's first layers were legend entries with
@@ -1615,6 +1615,24 @@ def update_ratio(probes: pd.DataFrame | None) -> Figure:
                             bottom=_MARGIN_IN["bottom"] / height)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7.5, frameon=False)
     return fig
+
+
+def _bad_layers_text(bad: pd.DataFrame, rows: pd.DataFrame,
+                     names: dict[int, str] | None) -> str:
+    """Where the ``bad`` rows (of ``rows``: ``step``, ``layer``) lie: ``from step 4`` where
+    every layer of ``rows`` is bad at the same steps, else each layer's own steps, layers of
+    one phrase together: ``in layer 2 at step 10; layer 1 at step 20`` (one pooled ``from step
+    10`` said nothing was drawn after step 10 beside layer 3's line at step 20). Layers whose
+    first bad step comes first are named first."""
+    phrases: dict[str, list[int]] = {}
+    # the earliest first: "in layer 2 from step 4; layers 1, 3 from step 5"
+    for layer, g in sorted(bad.groupby("layer"), key=lambda lg: (lg[1]["step"].min(), lg[0])):
+        phrases.setdefault(steps_phrase(g["step"], rows["step"]), []).append(int(layer))
+    every = {int(v) for v in rows["layer"]}
+    if len(phrases) == 1 and set(next(iter(phrases.values()))) == every:
+        return next(iter(phrases))
+    return "in " + "; ".join(f"{_span_text(layers, names)} {phrase}"
+                             for phrase, layers in phrases.items())
 
 
 CHAR_EM = 0.62
