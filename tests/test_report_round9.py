@@ -137,12 +137,13 @@ def test_update_ratio_says_where_it_stopped_drawing():
     table = pd.DataFrame(rows, columns=["step", "layer", "value"]).assign(
         quantity="update_ratio")
     title = plot.update_ratio(table).axes[0].get_title()
-    assert title.endswith("not drawn: not finite (NaN/inf) from step 4")
+    assert title.replace("\n", " ").endswith(
+        "not drawn: not finite (NaN/inf) in layer 2 from step 4; layers 1, 3 from step 5")
     finite = table[table["step"] <= 3]  # step 0's NaN alone is no note
     assert "not drawn" not in plot.update_ratio(finite).axes[0].get_title()
     gap = table.assign(value=table["value"].where(table["step"] != 5, 1.0))  # 5 finite
-    assert plot.update_ratio(gap).axes[0].get_title().endswith(
-        "not finite (NaN/inf) at steps 4, 6, 7")
+    assert plot.update_ratio(gap).axes[0].get_title().replace("\n", " ").endswith(
+        "not finite (NaN/inf) in layer 2 at steps 4, 6, 7; layers 1, 3 from step 6")
 
 
 def test_end_panel_names_the_step_a_diverged_run_is_drawn_at():
