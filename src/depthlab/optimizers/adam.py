@@ -7,7 +7,7 @@ from typing import Any
 
 from ..backend import xp
 from ..parameter import Parameter
-from .base import Optimizer, check_betas, check_flag, check_number, lerp
+from .base import Optimizer, check_betas, check_flag, check_number
 
 
 class Adam(Optimizer):
@@ -51,18 +51,9 @@ class Adam(Optimizer):
         shrink = 1.0 - lr * self.weight_decay
         decay_first = self.decoupled_weight_decay and self.weight_decay != 0.0
         for p in self.params:
-            w, work = p.value, self._scratch[p]
+            work = self._scratch[p]
             tmp = work[0]
-            if decay_first:
-                w *= shrink
-            d, sign = self._direction(p, work[-1])
-            st = self.state[p]
-            m, v = st["exp_avg"], st["exp_avg_sq"]
-            lerp(m, d, sign, 1.0 - beta1, tmp)
-            v *= beta2
-            xp.multiply(d, 1.0 - beta2, out=tmp)
-            tmp *= d
-            v += tmp
+            w, m, v, _, _ = self._adam_moments(p, beta1, beta2, shrink, decay_first, tmp, work[-1])
             if self.amsgrad:
                 vmax = self._buffer(p, "max_exp_avg_sq")
                 xp.maximum(vmax, v, out=vmax)

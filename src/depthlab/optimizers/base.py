@@ -730,3 +730,24 @@ class Optimizer(metaclass=_OptimizerType):
         else:
             slot += g
         return slot, 1.0
+
+    def _adam_moments(self, p: Parameter, beta1: float, beta2: float, shrink: float,
+                      decay_first: bool, tmp: Array,
+                      slot: Array) -> tuple[Array, Array, Array, Array, float]:
+        """The Adam family's first step for one parameter (Adam, NAdam, RAdam): decoupled decay
+        first (``w *= 1 - lr*wd`` when ``decay_first``), then for the direction ``d``
+        (:meth:`_direction`, into ``slot``) ``m = lerp(m, d, 1 - beta1)`` and
+        ``v = beta2 v + (1 - beta2) d^2`` in place (``tmp`` scratch). Returns ``(w, m, v, d, sign)``
+        (``d`` and ``sign`` as :meth:`_direction` gives them)."""
+        w = p.value
+        if decay_first:
+            w *= shrink
+        d, sign = self._direction(p, slot)
+        st = self.state[p]
+        m, v = st["exp_avg"], st["exp_avg_sq"]
+        lerp(m, d, sign, 1.0 - beta1, tmp)
+        v *= beta2
+        xp.multiply(d, 1.0 - beta2, out=tmp)
+        tmp *= d
+        v += tmp
+        return w, m, v, d, sign

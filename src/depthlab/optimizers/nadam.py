@@ -7,7 +7,7 @@ from typing import Any
 
 from ..backend import xp
 from ..parameter import Parameter
-from .base import Optimizer, check_betas, check_flag, check_number, lerp
+from .base import Optimizer, check_betas, check_flag, check_number
 
 
 class NAdam(Optimizer):
@@ -64,18 +64,8 @@ class NAdam(Optimizer):
         shrink = 1.0 - lr * self.weight_decay
         decay_first = self.decoupled_weight_decay and self.weight_decay != 0.0
         for p in self.params:
-            w, work = p.value, self._scratch[p]
-            a, b = work
-            if decay_first:
-                w *= shrink
-            d, sign = self._direction(p, b)
-            st = self.state[p]
-            m, v = st["exp_avg"], st["exp_avg_sq"]
-            lerp(m, d, sign, 1.0 - beta1, a)
-            v *= beta2
-            xp.multiply(d, 1.0 - beta2, out=a)
-            a *= d
-            v += a
+            a, b = self._scratch[p]
+            w, m, v, d, sign = self._adam_moments(p, beta1, beta2, shrink, decay_first, a, b)
             xp.divide(v, bc2, out=a)
             xp.sqrt(a, out=a)
             a += eps

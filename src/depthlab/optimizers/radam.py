@@ -9,7 +9,7 @@ import numpy as np
 
 from ..backend import xp
 from ..parameter import Parameter
-from .base import Optimizer, check_betas, check_flag, check_number, lerp
+from .base import Optimizer, check_betas, check_flag, check_number
 
 
 class RAdam(Optimizer):
@@ -62,18 +62,8 @@ class RAdam(Optimizer):
         shrink = 1.0 - lr * self.weight_decay
         decay_first = self.decoupled_weight_decay and self.weight_decay != 0.0
         for p in self.params:
-            w, work = p.value, self._scratch[p]
-            a, b = work
-            if decay_first:
-                w *= shrink
-            d, sign = self._direction(p, b)
-            st = self.state[p]
-            m, v = st["exp_avg"], st["exp_avg_sq"]
-            lerp(m, d, sign, 1.0 - beta1, a)
-            v *= beta2
-            xp.multiply(d, 1.0 - beta2, out=a)
-            a *= d
-            v += a
+            a, b = self._scratch[p]
+            w, m, v, _, _ = self._adam_moments(p, beta1, beta2, shrink, decay_first, a, b)
             xp.divide(m, bc1, out=a)           # m / (1 - beta1^t)
             a *= lr
             if rectified:
