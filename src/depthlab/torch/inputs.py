@@ -32,6 +32,32 @@ def _has_lazy(model: nn.Module) -> bool:
                for m in model.modules())
 
 
+def _rows(v: Any) -> int | None:
+    """The number of rows of an array or tensor ``v`` (``v.shape[0]``), None for anything else
+    or a scalar."""
+    shape = getattr(v, "shape", None) if isinstance(v, (torch.Tensor, np.ndarray)) else None
+    return int(shape[0]) if shape else None
+
+
+def _check_one_input(x: Any, y: Any, label: str) -> None:
+    """Refuse an ``x`` that holds several inputs of one batch each: a tuple or list of k >= 2
+    arrays/tensors with n rows each, n the rows of ``y`` and k != n (a list of n examples is
+    data). Equal shapes stacked into one (k, n, ...) array were caught later; unequal ones
+    (``(src, tgt_in)`` of a seq2seq model, ``(image, mask)``) reached ``np.asarray``, whose
+    'inhomogeneous shape' error named neither the inputs nor what the doctor takes."""
+    if not isinstance(x, (tuple, list)) or len(x) < 2:
+        return
+    n = _rows(y) if not isinstance(y, (tuple, list)) else len(y)
+    rows = [_rows(v) for v in x]
+    if n is None or len(x) == n or any(r != n for r in rows):
+        return
+    shapes = ", ".join(str(tuple(v.shape)) for v in x)
+    raise ValueError(f"x{label} is a {type(x).__name__} of {len(x)} arrays of {n} rows each; "
+                     "expected one array or tensor x, as the doctor calls model(x) (a model of "
+                     f"several inputs, here of shapes {shapes}: give one tensor and split it "
+                     "in a wrapper's forward, e.g. torch.cat of the inputs)")
+
+
 def _as_tensor(v: Any, label: str) -> torch.Tensor:
     if isinstance(v, torch.Tensor):  # an inference-mode tensor cannot be saved for backward
         return v.clone() if v.is_inference() else v.detach()
@@ -131,6 +157,9 @@ def tensor_data(data: Any, device: torch.device, dtype: torch.dtype, seed: int,
                         "(x, y) or (x, y, x_val, y_val), a dict {'x': x, 'y': y}, a list of "
                         "(x, y) examples or batches, or a torch Dataset/DataLoader of (x, y) "
                         f"pairs, got {type(data).__name__}{hint}")
+    for k, label in ((0, ""), (2, "_val")):
+        if k < len(parts):
+            _check_one_input(parts[k], parts[k + 1], label)
     ts = [_as_tensor(v, label) for v, label in zip(parts, ("x", "y", "x_val", "y_val"))]
     for xs, ys, label in ((ts[0], ts[1], ""), *(((ts[2], ts[3], "_val"),) if len(ts) == 4
                                                  else ())):
