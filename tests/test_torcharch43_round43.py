@@ -206,3 +206,28 @@ def test_doctor_refuses_two_inputs_of_unequal_shapes_in_one_line(val: bool) -> N
     with pytest.raises(ValueError, match=rf"^{label} is a tuple of 2 arrays of {N} rows each; "
                        rf"expected one array or tensor x.*shapes \({N}, 5\), \({N}, 4\)"):
         dlt.doctor(tm.GruSeq2Seq, data, loss_fn=tm.seq_cross_entropy, steps=2, verify=False)
+
+
+class _PositionAdded(nn.Module):
+    """Linear(8, 32) on (N, 6, 8) tokens plus a learned position embedding ``self.pos``
+    (an nn.Parameter added in the forward), Linear + ReLU, mean over tokens, Linear(32, 3)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp, self.mid, self.head = nn.Linear(8, 32), nn.Linear(32, 32), nn.Linear(32, 3)
+        self.pos = nn.Parameter(torch.randn(1, 6, 32) * 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.mid(self.inp(x) + self.pos)).mean(1))
+
+
+def test_predict_names_a_learned_position_embedding_it_does_not_model() -> None:
+    """``h + self.pos`` before a layer: was refused with 'an activation written out by hand is
+    read from the graph only as x * torch.sigmoid(x), ...', beside the point; now the refusal
+    says a parameter of shape (1, 6, 32) is added, and not the hand-written hint."""
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match=r"'mid'.*'Add'.*adds a parameter of shape "
+                                         r"\(1, 6, 32\) \(a learned position embedding") as info:
+        dlt.predict(_PositionAdded(), torch.randn(32, 6, 8), torch.randint(0, 3, (32,)),
+                    "cross_entropy")
+    assert "written out by hand" not in str(info.value) and "\n" not in str(info.value)

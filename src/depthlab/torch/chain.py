@@ -297,6 +297,10 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     # autograd node of the output of F.softsign / F.tanhshrink (Python compositions of torch
     # operations) -> (the input's node and slot, the equivalent module)
     composites: dict[Any, tuple[Any, int, nn.Module]] = {}
+    # activation modules running now: a product inside one (the bridge's PenalizedTanh,
+    # ``torch.where(x > 0, tanh(x), self.a * tanh(x))``) is the activation's own arithmetic,
+    # no residual branch's scale (its read made the module's inner tanh a second activation)
+    in_act = [0]
 
     def on_function(name: str, args: tuple, kwargs: dict, out: Any) -> None:
         """Bookkeeping for a torch function call ``name(*args, **kwargs) -> out``: a pooling
@@ -304,7 +308,8 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         :class:`~depthlab.torch.pooling.Between`), a reshape that copied as a copy of the
         values (as a Flatten module that copied)."""
         if name in _SCALES:
-            _record_scale(name, args, kwargs, out, scales, reads)
+            if not in_act[0]:
+                _record_scale(name, args, kwargs, out, scales, reads)
             return
         if name in _COMPOSITE_ACTS:
             t_in = kwargs.get("input", args[0] if args else None)
@@ -454,6 +459,8 @@ def chain(model: nn.Module, x: Any, y: Any = None,
                 if spec is not None:
                     reg_pre(m, act_pre)
                     reg_post(m, act_post)
+                    handles.append(m.register_forward_pre_hook(_count(in_act, 1)))
+                    handles.append(m.register_forward_hook(_count(in_act, -1)))
                 elif is_norm(m):
                     reg_pre(m, norm_pre)
                     reg_post(m, norm_post)
@@ -1002,7 +1009,31 @@ def _operation(fn: Any, made_by: dict[Any, str] | None = None,
         return _REENTRANT_WORDS.replace(" is the output", "; it is the output", 1)
     return (f"; it is computed by the torch operation {op!r} (autograd node {name})"
             f"{joined}, not by a module{_add_hint(node)}"
-            f"{'' if joined else _hand_written_hint(node, layers)}")
+            f"{'' if joined else _param_hint(node) or _hand_written_hint(node, layers)}")
+
+
+_PARAM_OPS = {"AddBackward0": "adds", "SubBackward0": "subtracts", "MulBackward0": "multiplies by",
+              "DivBackward0": "divides by"}
+
+
+def _param_hint(node: Any) -> str:
+    """Words for an elementwise operation (autograd ``node``) of a computed tensor and a
+    parameter (one operand an ``AccumulateGrad`` leaf): ``h + self.pos``, a learned position
+    embedding, or ``h * self.scale`` outside a residual block, which no variance propagation
+    here models (``""`` otherwise). It was told an activation written out by hand is read from
+    the graph only as ``x * torch.sigmoid(x)``, ..., which is beside the point."""
+    verb = _PARAM_OPS.get(node.name())
+    if verb is None:
+        return ""
+    ops = [fn for fn, _ in node.next_functions]
+    leaves = [fn for fn in ops if fn is not None and fn.name() == "torch::autograd::AccumulateGrad"]
+    if len(leaves) != 1 or len(ops) != 2:
+        return ""
+    shape = tuple(getattr(leaves[0], "variable", torch.empty(0)).shape)
+    return (f"; it {verb} a parameter of shape {shape} (a learned position embedding, "
+            "h + self.pos, or a scale or bias of its own applied in the forward), which "
+            "predict() does not model: only a layer's own bias, a normalization's affine "
+            "parameters and a residual branch's scale (x + self.gamma * F(x)) are")
 
 
 _REENTRANT = "CheckpointFunction"  # autograd node of checkpoint(..., use_reentrant=True)
@@ -1539,6 +1570,14 @@ def _copies_below(node: Any) -> Any:
             break
         node = node.next_functions[0][0]
     return node
+
+
+def _count(counter: list[int], step: int) -> Callable[..., None]:
+    """A forward (pre-)hook adding ``step`` to ``counter[0]``: how many activation modules are
+    running (their own torch calls are no part of the chain's structure)."""
+    def hook(*_: Any) -> None:
+        counter[0] += step
+    return hook
 
 
 def _record_scale(name: str, args: tuple, kwargs: dict, out: Any,
