@@ -215,6 +215,7 @@ def _predict(args: argparse.Namespace):
         except (ValueError, OSError) as exc:
             raise ValueError(f"DATA {args.data!r}: {exc}") from None
     else:  # the run's training CSV: its label column is dropped and scores the predictions
+        _check_npy_start(Path(args.data))  # before numpy's "EOF: reading magic string"
         names = meta.get("feature_names")
         unnamed = ((meta["label_index"], int(meta["csv_columns"]))
                    if meta.get("label_index") is not None and meta.get("csv_columns") else None)
@@ -234,6 +235,47 @@ def _predict(args: argparse.Namespace):
             labels, labelled = _npz_classes(Path(args.data), len(x))
     out, classes = predict_saved(model, x, f"DATA {args.data!r}", where)
     return model, x, labels, labelled, out, classes, targets
+
+
+NPY_MAGIC = b"\x93NUMPY"
+"""The first six bytes of every ``.npy`` file (``numpy.lib.format.MAGIC_PREFIX``)."""
+
+
+def _check_npy_start(path: Path) -> None:
+    """Refuse a DATA file named ``*.npy`` that is not the start of a ``.npy`` array, in one line
+    naming what it is: empty (0 bytes), not a ``.npy`` at all (its first bytes are not
+    :data:`NPY_MAGIC` followed by the format version 1.0, 2.0 or 3.0), or cut short inside its
+    header. numpy's own words were "EOF: reading magic string, expected 8 bytes got 0" or
+    "EOF: reading array header length, expected 4 bytes got 2", which name neither the file
+    nor what was expected. A complete header with too few data bytes is numpy's "file seems
+    not fully written" (kept). Other suffixes and missing files are left to the reader."""
+    if path.suffix.lower() != ".npy" or not path.is_file():
+        return
+    expected = "expected a .npy array written by numpy.save"
+    size = path.stat().st_size
+    if size == 0:
+        raise ValueError(f"DATA {str(path)!r} is an empty file (0 bytes); {expected}")
+    with open(path, "rb") as fh:
+        start = fh.read(8)
+        if not NPY_MAGIC.startswith(start[:6]) or (len(start) >= 6 and start[:6] != NPY_MAGIC):
+            raise ValueError(f"DATA {str(path)!r} is not a .npy file: it begins with "
+                             f"{start[:6]!r}, where a .npy begins with {NPY_MAGIC!r}; {expected}"
+                             " (a table of numbers in text: save it as .csv)")
+        if len(start) == 8 and (start[6], start[7]) not in ((1, 0), (2, 0), (3, 0)):
+            raise ValueError(f"DATA {str(path)!r}: its .npy format version "
+                             f"{start[6]}.{start[7]} is not one numpy writes (1.0, 2.0 or 3.0); "
+                             f"{expected}")
+        fh.seek(0)
+        from ..data.files import npy_header
+
+        try:
+            npy_header(fh)
+        except (ValueError, EOFError) as exc:  # "EOF: reading array header, expected ..."
+            if not isinstance(exc, EOFError) and not str(exc).startswith("EOF"):
+                return  # a damaged header, not a short one: the reader's words
+            raise ValueError(f"DATA {str(path)!r} is cut short: its {size} bytes end inside the "
+                             f".npy header (a copy or download not finished?); {expected}"
+                             ) from None
 
 
 def _npz_classes(path: Path, n: int) -> tuple[object, object]:
