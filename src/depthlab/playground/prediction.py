@@ -10,6 +10,16 @@ so the two curves meet at the top and their slopes can be compared; the note end
 prediction's own terms (``GradientPrediction.note``: wide layers, large batches, ...). Where
 the argument does not hold (e.g. batch norm with an affine activation, non-zero random biases)
 the line is omitted and the note says why.
+
+The prediction is the mean over random weights of infinitely wide layers. A network of narrow
+layers (below :data:`WIDE` units) is one draw around it: each layer scales the gradient's std by
+a random factor, and the factors multiply over the layers, so one seed's measured first / last
+ratio can sit several times from the line and another seed's elsewhere. ``narrow`` says so; the
+page adds it where the two ratios are 2x apart or more. Measured (``Monitor.measure`` at step 0,
+seeds 0 to 2, the spirals), measured / predicted first / last: sigmoid + N(0, 1), 30 layers:
+0.05 to 0.48 at width 32, 0.49 to 0.75 at 128, 0.81 to 0.93 at 512; relu + He + batch norm, 20
+layers: 2.2 to 3.7 at 32, 2.0 to 2.3 at 512; residual + batch norm, 200 blocks: 6.9 to 8.9 at 16,
+3.7 to 4.8 at 128, 4.1 to 5.4 at 512 (the rest is the prediction's own terms, e.g. 2-D inputs).
 """
 
 from __future__ import annotations
@@ -18,23 +28,44 @@ from typing import Any
 
 from ..theory import predict_gradients
 
+WIDE = 256
+"""Hidden widths from which the theory note says nothing of one draw's departure (``narrow``):
+at 512 the sigmoid net above is within 20% of the line for each seed."""
+
+
+def narrow_note(widths: list[int]) -> str | None:
+    """What the page says where the measured first / last ratio departs 2x or more from the
+    predicted one and the narrowest hidden layer has fewer than :data:`WIDE` units (None
+    otherwise): the line is the wide-layer mean, the network one random draw around it."""
+    w, n = min(widths), len(widths)
+    if w >= WIDE:
+        return None
+    return (f"the line is the mean over random weights of wide layers and this network, "
+            f"{w} units wide, is one draw: its layers' random factors multiply over {n} "
+            f"layers, so another seed gives another gap, and it narrows with the width "
+            f"(measured / predicted first / last at step 0 over seeds 0 to 2 on the spirals: "
+            f"sigmoid + N(0, 1), 30 layers: 0.05 to 0.48 at width 32, 0.81 to 0.93 at 512; "
+            f"relu + He + batch norm, 20 layers: 2.2 to 3.7 at 32, 2.0 to 2.3 at 512; "
+            f"residual + batch norm, 200 blocks: 6.9 to 8.9 at 16, 4.1 to 5.4 at 512)")
+
 
 def theory_profile(config: dict[str, Any], x: Any = None) -> dict[str, Any]:
-    """``{"relative_std": [...] (layer 1..L, top = 1), "note": str}``; ``relative_std`` is None
-    when the theory does not cover the network (``note`` says why). ``x``: the rows the page
-    measures (its probe batch); the prediction is then averaged over their own input lengths
-    (``predict_gradients(x=)``) instead of a chi-square law for Gaussian features: the 2-D data
-    sets' lengths are nothing like it."""
+    """``{"relative_std": [...] (layer 1..L, top = 1), "note": str, "narrow": str | None}``;
+    ``relative_std`` is None when the theory does not cover the network (``note`` says why);
+    ``narrow``: :func:`narrow_note` of the hidden widths, for the page to add to a gap. ``x``:
+    the rows the page measures (its probe batch); the prediction is then averaged over their
+    own input lengths (``predict_gradients(x=)``) instead of a chi-square law for Gaussian
+    features: the 2-D data sets' lengths are nothing like it."""
     m = config["model"]
     if len(m["sizes"]) < 3:
-        return {"relative_std": None, "note": "no hidden layer"}
+        return {"relative_std": None, "note": "no hidden layer", "narrow": None}
     try:
         pred = predict_gradients(m) if x is None else predict_gradients(m, x=x)
     except (ValueError, TypeError, OverflowError) as e:
-        return {"relative_std": None, "note": f"no theory line: {e}"}
+        return {"relative_std": None, "note": f"no theory line: {e}", "narrow": None}
     if not pred.covered:
         why = pred.note.removeprefix("no prediction: ")
-        return {"relative_std": None, "note": f"no theory line: {why}"}
+        return {"relative_std": None, "note": f"no theory line: {why}", "narrow": None}
     rel = [None if v is None else float(f"{v:.5g}") for v in pred.relative_std]
     what = {"plain": "", "batchnorm": ", batch norm", "residual": ", residual blocks",
             "residual+batchnorm": ", residual blocks with batch norm"}[pred.architecture]
@@ -44,7 +75,7 @@ def theory_profile(config: dict[str, Any], x: Any = None) -> dict[str, Any]:
     terms = pred.note.strip().rstrip(".")
     terms = f"; the prediction's terms: {terms}" if terms else ""
     rows = "" if x is None else f", over the {len(x)} probe rows' own input lengths"
-    return {"relative_std": rel,
+    return {"relative_std": rel, "narrow": narrow_note([int(w) for w in m["sizes"][1:-1]]),
             "note": f"theory at initialization (depthlab.theory.predict_gradients, "
                     f"{m['activation']}, {m['init']}{what}{rows}), scaled to the last layer's "
                     f"value at step 0 (the 'at init' line){terms}"}
