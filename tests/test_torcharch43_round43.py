@@ -231,3 +231,21 @@ def test_predict_names_a_learned_position_embedding_it_does_not_model() -> None:
         dlt.predict(_PositionAdded(), torch.randn(32, 6, 8), torch.randint(0, 3, (32,)),
                     "cross_entropy")
     assert "written out by hand" not in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("arch", ["unet", "dict", "tuple"])
+def test_probe_accuracy_reads_the_tensor_that_holds_the_classes(arch: str) -> None:
+    """Per-pixel accuracy of the U-Net, the logits' accuracy of a dict / (logits, aux)
+    output; and no ``acc`` row for the seq2seq's (N, T, V) logits read by a reshaping loss
+    (classes on the last axis: no number rather than a wrong one)."""
+    make, x, y, loss_fn = _case(arch)
+    torch.manual_seed(0)
+    model = make()
+    df = dlt.probe(model, x, y, loss_fn)
+    out = _call(model, x)
+    logits = out["logits"] if arch == "dict" else out[0] if arch == "tuple" else out
+    acc = float((logits.argmax(1) == y).double().mean())
+    assert df[df.quantity == "acc"].value.item() == pytest.approx(acc, abs=1e-12)
+    make, x, y, loss_fn = _case("seq2seq")
+    df = dlt.probe(make(), x, y, loss_fn)
+    assert "acc" not in set(df.quantity)
