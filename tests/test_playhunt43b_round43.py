@@ -50,6 +50,10 @@ def test_a_narrow_networks_theory_profile_says_it_is_one_draw_around_the_line():
     assert theory_profile(wide)["narrow"] is None
     assert narrow_note([512, 16, 512]) is not None  # the narrowest layer decides
     assert narrow_note([WIDE - 1]) is not None and narrow_note([WIDE]) is None
+    # the example quoted is of the network's own architecture
+    assert "sigmoid + N(0, 1), 30 layers: 0.05 to 0.48 at width 32" in note
+    bn = narrow_note([32] * 20, "batchnorm")
+    assert "batch norm, 20 layers: 2.2 to 3.7 at width 32" in bn and "sigmoid" not in bn
 
 
 def test_the_narrow_nets_departure_is_what_the_note_says():

@@ -33,20 +33,31 @@ WIDE = 256
 at 512 the sigmoid net above is within 20% of the line for each seed."""
 
 
-def narrow_note(widths: list[int]) -> str | None:
+EXAMPLES = {
+    "plain": "sigmoid + N(0, 1), 30 layers: 0.05 to 0.48 at width 32, 0.81 to 0.93 at 512",
+    "batchnorm": "relu + He + batch norm, 20 layers: 2.2 to 3.7 at width 32, 2.0 to 2.3 at "
+                 "512",
+    "residual+batchnorm": "relu + He, residual blocks with batch norm, 200 blocks: 6.9 to 8.9 "
+                          "at width 16, 4.1 to 5.4 at 512",
+}
+"""The measured examples :func:`narrow_note` quotes, by architecture (measured / predicted first
+/ last at step 0, seeds 0 to 2, the spirals; see the module's docstring); residual blocks
+without batch norm quote the plain one."""
+
+
+def narrow_note(widths: list[int], architecture: str = "plain") -> str | None:
     """What the page says where the measured first / last ratio departs 2x or more from the
     predicted one and the narrowest hidden layer has fewer than :data:`WIDE` units (None
-    otherwise): the line is the wide-layer mean, the network one random draw around it."""
+    otherwise): the line is the wide-layer mean, the network one random draw around it, with
+    the measured example of :data:`EXAMPLES` for ``architecture``."""
     w, n = min(widths), len(widths)
     if w >= WIDE:
         return None
+    example = EXAMPLES.get(architecture, EXAMPLES["plain"])
     return (f"the line is the mean over random weights of wide layers and this network, "
             f"{w} units wide, is one draw: its layers' random factors multiply over {n} "
-            f"layers, so another seed gives another gap, and it narrows with the width "
-            f"(measured / predicted first / last at step 0 over seeds 0 to 2 on the spirals: "
-            f"sigmoid + N(0, 1), 30 layers: 0.05 to 0.48 at width 32, 0.81 to 0.93 at 512; "
-            f"relu + He + batch norm, 20 layers: 2.2 to 3.7 at 32, 2.0 to 2.3 at 512; "
-            f"residual + batch norm, 200 blocks: 6.9 to 8.9 at 16, 4.1 to 5.4 at 512)")
+            f"layers, so another seed gives another gap, narrower at larger widths "
+            f"(measured / predicted first / last over seeds 0 to 2 on the spirals: {example})")
 
 
 def theory_profile(config: dict[str, Any], x: Any = None) -> dict[str, Any]:
@@ -75,7 +86,8 @@ def theory_profile(config: dict[str, Any], x: Any = None) -> dict[str, Any]:
     terms = pred.note.strip().rstrip(".")
     terms = f"; the prediction's terms: {terms}" if terms else ""
     rows = "" if x is None else f", over the {len(x)} probe rows' own input lengths"
-    return {"relative_std": rel, "narrow": narrow_note([int(w) for w in m["sizes"][1:-1]]),
+    return {"relative_std": rel, "narrow": narrow_note([int(w) for w in m["sizes"][1:-1]],
+                                                      pred.architecture),
             "note": f"theory at initialization (depthlab.theory.predict_gradients, "
                     f"{m['activation']}, {m['init']}{what}{rows}), scaled to the last layer's "
                     f"value at step 0 (the 'at init' line){terms}"}
