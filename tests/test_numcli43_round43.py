@@ -59,3 +59,55 @@ def test_predict_keeps_numpys_words_for_a_npy_with_too_few_data_bytes(tmp_path, 
     data.write_bytes(_npy_bytes()[:200])  # a complete header, 18 of 80 numbers
     code, _, err = run_cli(capsys, "predict", net_file, str(data))
     assert_one_line_error(code, err, "new.npy", "not fully written")
+
+
+def _interrupting_run(after: int, ran: list):
+    """A ``run_experiment`` that writes a claims file for its first ``after`` experiments, then
+    is interrupted (Ctrl-C) in the next."""
+    from depthlab.reproduce.base import Result
+
+    def fake(name, *, quick=False, out=None, data=None, progress=False, echo=print):
+        if len(ran) >= after:
+            raise KeyboardInterrupt
+        ran.append(name)
+        (out / "claims.json").write_text("[]")
+        return Result(name, name)
+
+    return fake
+
+
+def test_an_interrupted_reproduce_leaves_no_empty_folder_it_created(tmp_path, capsys,
+                                                                    monkeypatch):
+    # was: Ctrl-C during the first experiment left an empty --out folder (and, by default,
+    # reproduce-out/NAME); with 'all', every experiment's empty folder
+    import depthlab.reproduce as reproduce_pkg
+
+    monkeypatch.setattr(reproduce_pkg, "run_experiment", _interrupting_run(0, []))
+    code, _, _ = run_cli(capsys, "reproduce", "saxe2013", "--quick", "--quiet",
+                         "--out", str(tmp_path / "new" / "deeper"))
+    assert code == 130 and not (tmp_path / "new").exists()
+    monkeypatch.chdir(tmp_path)  # the default folder, reproduce-out/NAME
+    code, _, _ = run_cli(capsys, "reproduce", "he2015", "--quick", "--quiet")
+    assert code == 130 and not (tmp_path / "reproduce-out").exists()
+
+
+def test_an_interrupted_reproduce_all_keeps_the_experiments_done_and_folders_given(
+        tmp_path, capsys, monkeypatch):
+    import depthlab.reproduce as reproduce_pkg
+
+    ran: list[str] = []
+    monkeypatch.setattr(reproduce_pkg, "run_experiment", _interrupting_run(2, ran))
+    given = tmp_path / "given"
+    given.mkdir()  # an empty folder the user made: not removed
+    (given / "saxe2013").mkdir()
+    code, _, _ = run_cli(capsys, "reproduce", "all", "--quick", "--quiet", "--out", str(given))
+    assert code == 130 and len(ran) == 2
+    left = sorted(p.name for p in given.iterdir())
+    assert left == sorted({*ran, "saxe2013"})  # the done ones, and the one that existed
+    assert all((given / name / "claims.json").is_file() for name in ran)
+    given.rename(tmp_path / "kept")
+    (tmp_path / "kept2").mkdir()
+    monkeypatch.setattr(reproduce_pkg, "run_experiment", _interrupting_run(0, []))
+    code, _, _ = run_cli(capsys, "reproduce", "xu2016", "--quiet", "--out",
+                         str(tmp_path / "kept2"))
+    assert code == 130 and (tmp_path / "kept2").is_dir()

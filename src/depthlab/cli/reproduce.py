@@ -29,8 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..reproduce import list_experiments, run_experiment
-    from ..reproduce.base import ExperimentDataError, takes_data
+    from ..reproduce import list_experiments
 
     _refuse_conflicts(args)
     exps = list_experiments()
@@ -57,8 +56,6 @@ def run(args: argparse.Namespace) -> int:
     if args.data is not None:
         _check_data(args.data, [e for e in exps if e.name in chosen])
     echo = say(args)
-    results = []
-    failed = 0
     titles = {e.name: e.title for e in exps}
     by_name = {e.name: e for e in exps}
     stages = None
@@ -69,7 +66,33 @@ def run(args: argparse.Namespace) -> int:
         # "stage k/N: ..." lines beneath
         stages = Stages(len(chosen), noun="experiment",
                         work=[experiment_seconds(n, args.quick) for n in chosen])
-    outs = {name: _out_folder(args.out, name, len(chosen) > 1) for name in chosen}
+    made: list[Path] = []  # the folders this command created: removed again when left empty
+    try:
+        outs = {name: _out_folder(args.out, name, len(chosen) > 1, made) for name in chosen}
+        return _run_all(args, chosen, outs, stages, titles, by_name, echo)
+    except BaseException:  # a Ctrl-C or a refusal before an experiment wrote its files left
+        _remove_empty(made)  # an empty reproduce-out/NAME (every NAME, with 'all') behind
+        raise
+
+
+def _remove_empty(made: list) -> None:
+    """Remove the folders of ``made`` (created by this command, parents first) that are still
+    empty, deepest first; a folder holding anything, or one that cannot be removed, stays."""
+    for folder in reversed(made):
+        try:
+            folder.rmdir()  # only an empty folder
+        except OSError:
+            pass
+
+
+def _run_all(args: argparse.Namespace, chosen: list, outs: dict, stages, titles: dict,
+             by_name: dict, echo) -> int:
+    """Run the ``chosen`` experiments into their folders ``outs``; the exit status."""
+    from ..reproduce import run_experiment
+    from ..reproduce.base import ExperimentDataError, takes_data
+
+    results = []
+    failed = 0
     for name in chosen:
         if stages is not None:
             stages.start(f"{name} — {titles[name]}" + (" (quick)" if args.quick else ""))
@@ -174,11 +197,13 @@ def _check_data(data: str, experiments: list) -> None:
         raise UserError(unknown)
 
 
-def _out_folder(out: str | None, name: str, several: bool) -> Path:
+def _out_folder(out: str | None, name: str, several: bool, made: list | None = None) -> Path:
     """Experiment ``name``'s output folder, created now: a bad ``--out`` (a file, no
-    permission) fails before any experiment runs, not after its training."""
+    permission) fails before any experiment runs, not after its training. The folders it
+    creates (the missing ones of the path, outermost first) are appended to ``made``."""
     folder = Path("reproduce-out") / name if out is None else (
         Path(out) / name if several else Path(out))
+    missing = [p for p in (folder, *folder.parents) if not p.exists() and not p.is_symlink()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -188,6 +213,8 @@ def _out_folder(out: str | None, name: str, several: bool) -> Path:
         why = (f"{str(blocker)!r} is a file, not a folder" if blocker is not None
                else e.strerror or e)
         raise UserError(f"--out {str(folder)!r} cannot be used as a folder: {why}") from None
+    if made is not None:
+        made.extend(reversed(missing))
     return folder
 
 
