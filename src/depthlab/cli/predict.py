@@ -252,17 +252,18 @@ def _check_npy_start(path: Path) -> None:
     if path.suffix.lower() != ".npy" or not path.is_file():
         return
     expected = "expected a .npy array written by numpy.save"
+    bad = f"DATA {str(path)!r} could not be read:"
     size = path.stat().st_size
     if size == 0:
-        raise ValueError(f"DATA {str(path)!r} is an empty file (0 bytes); {expected}")
+        raise ValueError(f"{bad} it is an empty file (0 bytes); {expected}")
     with open(path, "rb") as fh:
         start = fh.read(8)
         if not NPY_MAGIC.startswith(start[:6]) or (len(start) >= 6 and start[:6] != NPY_MAGIC):
-            raise ValueError(f"DATA {str(path)!r} is not a .npy file: it begins with "
+            raise ValueError(f"{bad} it is not a .npy file: it begins with "
                              f"{start[:6]!r}, where a .npy begins with {NPY_MAGIC!r}; {expected}"
                              " (a table of numbers in text: save it as .csv)")
         if len(start) == 8 and (start[6], start[7]) not in ((1, 0), (2, 0), (3, 0)):
-            raise ValueError(f"DATA {str(path)!r}: its .npy format version "
+            raise ValueError(f"{bad} its .npy format version "
                              f"{start[6]}.{start[7]} is not one numpy writes (1.0, 2.0 or 3.0); "
                              f"{expected}")
         fh.seek(0)
@@ -273,7 +274,7 @@ def _check_npy_start(path: Path) -> None:
         except (ValueError, EOFError) as exc:  # "EOF: reading array header, expected ..."
             if not isinstance(exc, EOFError) and not str(exc).startswith("EOF"):
                 return  # a damaged header, not a short one: the reader's words
-            raise ValueError(f"DATA {str(path)!r} is cut short: its {size} bytes end inside the "
+            raise ValueError(f"{bad} it is cut short: its {size} bytes end inside the "
                              f".npy header (a copy or download not finished?); {expected}"
                              ) from None
 
