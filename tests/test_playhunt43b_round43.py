@@ -82,3 +82,22 @@ def test_the_naive_presets_theory_note_says_why_the_line_is_apart(browser, serve
         assert why in note, note
         assert note.index(why) < note.index(". At step 0 the measured layer 1 / layer 30"), note
         assert note.endswith(" apart"), note
+
+
+# -- the batch-norm preset's story names what its gradient panel shows ----------------------------
+def test_the_batch_norm_presets_story_names_the_gradient_growth_its_panel_shows():
+    from depthlab.experiments.runner import prepare
+    from depthlab.playground.presets import PRESETS, apply_preset
+    from depthlab.playground.setup import DEFAULTS, to_config
+    from depthlab.theory import predict_gradients
+
+    # was: "normalizing every layer's inputs ... keeps each layer's statistics fixed" beside a
+    # gradient panel rising 140x (10^2.1) towards the input, right after He's flat 0.75
+    why = PRESETS["batchnorm"]["why"]
+    assert "grow about 1.2x per ReLU layer towards the input (Yang et al. 2019)" in why, why
+    assert "residual preset" in why and "residual" in PRESETS
+    # the 1.2x is the theory's per-layer growth for the preset's own network
+    cfg = prepare(to_config(apply_preset(dict(DEFAULTS), "batchnorm"))).config
+    rel = predict_gradients(cfg["model"]).relative_std
+    per_layer = (rel[0] / rel[-1]) ** (1 / (len(rel) - 1))
+    assert round(per_layer, 1) == 1.2, per_layer
