@@ -1359,14 +1359,11 @@ def _check_instance_forward(m: nn.Module, label: str, what: str) -> None:
                          f"{type(m).__name__}'s own {n}()")
 
 
-def _leaves(t: torch.Tensor, limit: int = 4096) -> set[int] | None:
-    """``id`` of every leaf tensor requiring grad that ``t`` is computed from (its autograd
-    graph's ``AccumulateGrad`` nodes; ``t`` itself when it is one), None beyond ``limit``
-    nodes."""
-    if t.grad_fn is None:
-        return {id(t)} if t.requires_grad else set()
-    found: set[int] = set()
+def _graph(t: torch.Tensor, limit: int) -> list[Any] | None:
+    """Every autograd node ``t`` is computed from (``t.grad_fn`` and all it reaches through
+    ``next_functions``, each once), None beyond ``limit`` nodes."""
     seen: set[int] = set()
+    nodes: list[Any] = []
     todo = [t.grad_fn]
     while todo:
         fn = todo.pop()
@@ -1375,11 +1372,22 @@ def _leaves(t: torch.Tensor, limit: int = 4096) -> set[int] | None:
         seen.add(id(fn))
         if len(seen) > limit:
             return None
-        var = getattr(fn, "variable", None)
-        if isinstance(var, torch.Tensor):
-            found.add(id(var))
+        nodes.append(fn)
         todo.extend(f for f, _ in fn.next_functions)
-    return found
+    return nodes
+
+
+def _leaves(t: torch.Tensor, limit: int = 4096) -> set[int] | None:
+    """``id`` of every leaf tensor requiring grad that ``t`` is computed from (its autograd
+    graph's ``AccumulateGrad`` nodes; ``t`` itself when it is one), None beyond ``limit``
+    nodes."""
+    if t.grad_fn is None:
+        return {id(t)} if t.requires_grad else set()
+    nodes = _graph(t, limit)
+    if nodes is None:
+        return None
+    return {id(var) for fn in nodes
+            if isinstance(var := getattr(fn, "variable", None), torch.Tensor)}
 
 
 def _from_input_alone(t: torch.Tensor, x: Any) -> bool:
@@ -1618,20 +1626,11 @@ def _of_parameters(t: torch.Tensor, limit: int = 64) -> bool:
     ``self.gamma.view(1, -1, 1, 1)``, ``torch.exp(self.log_alpha)``), within ``limit`` nodes."""
     if t.grad_fn is None:
         return True
-    seen: set[int] = set()
-    todo = [t.grad_fn]
-    while todo:
-        fn = todo.pop()
-        if fn is None or id(fn) in seen:
-            continue
-        seen.add(id(fn))
-        if len(seen) > limit:
-            return False
-        if fn.name() == "torch::autograd::AccumulateGrad" and not isinstance(
-                getattr(fn, "variable", None), nn.Parameter):
-            return False  # a leaf that is no parameter: the input (chain's copy of x)
-        todo.extend(f for f, _ in fn.next_functions)
-    return True
+    nodes = _graph(t, limit)
+    # a leaf that is no parameter: the input (chain's copy of x)
+    return nodes is not None and not any(
+        fn.name() == "torch::autograd::AccumulateGrad"
+        and not isinstance(getattr(fn, "variable", None), nn.Parameter) for fn in nodes)
 
 
 def _scale_value(name: str, factor: torch.Tensor, what: str = "branch") -> float:
