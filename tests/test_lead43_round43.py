@@ -149,3 +149,17 @@ def test_run_sweep_reads_the_executors_slots(tmp_path) -> None:
     finally:
         SweepProgress.watch = real
     assert seen and set(seen) == {3}, seen
+
+
+def test_load_of_a_data_npz_names_its_arrays_not_numpys_words(tmp_path) -> None:
+    """A data .npz (x and y) given where a saved network is expected read "('recipe is not a
+    file in the archive')": numpy's KeyError text. It names the arrays it holds."""
+    import numpy as np
+
+    path = tmp_path / "data.npz"
+    np.savez(path, x=np.zeros((3, 2)), y=np.zeros(3))
+    with pytest.raises(ValueError) as info:
+        dl.load(path)
+    msg = str(info.value)
+    assert "not a file in the archive" not in msg and "\n" not in msg
+    assert "it holds the arrays 'x', 'y' and no 'recipe'" in msg and "not a network" in msg

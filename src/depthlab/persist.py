@@ -235,6 +235,11 @@ def _open(path: str | os.PathLike) -> Iterator[tuple[dict, Any]]:
         raise refuse("it holds a single .npy array, not a .npz archive" if head == b"\x93NUMPY"
                      else "its bytes are not a .npz (zip) archive")
     with contextlib.closing(data) if hasattr(data, "close") else contextlib.nullcontext():
+        if "recipe" not in data.files:  # another program's .npz, e.g. a data file of x and y
+            shown = ", ".join(repr(f) for f in data.files[:8]) or "none"
+            more = f" and {len(data.files) - 8} more" if len(data.files) > 8 else ""
+            raise refuse(f"it holds the arrays {shown}{more} and no 'recipe': a data file or "
+                         "another program's .npz, not a network")
         if "recipe" in data.files:
             try:
                 _declared(data, "recipe", path)
