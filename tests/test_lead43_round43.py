@@ -163,3 +163,26 @@ def test_load_of_a_data_npz_names_its_arrays_not_numpys_words(tmp_path) -> None:
     msg = str(info.value)
     assert "not a file in the archive" not in msg and "\n" not in msg
     assert "it holds the arrays 'x', 'y' and no 'recipe'" in msg and "not a network" in msg
+
+
+@pytest.mark.parametrize("lr, optimizer, usual", [(1e300, "sgd", 1e-3), (1e38, "adam", 1e-3)])
+def test_an_absurd_learning_rate_is_prescribed_the_usual_one(lr, optimizer, usual) -> None:
+    """lr 1e300 diverging was prescribed '10x smaller' (1e299), which diverged too (numcli43):
+    a rate 1e7 times the optimizer's default or more is prescribed the default."""
+    from depthlab.data import load_dataset
+
+    data = load_dataset("spirals", seed=0, standardize=True)
+    d = dl.doctor(dict(sizes=[2, 16, 16, 2], activation="tanh", init="glorot_uniform", seed=0),
+                  data, steps=30, optimizer=optimizer, lr=lr, verify=False)
+    f = d.finding("divergence")
+    assert f is not None, d
+    assert f.prescription.get("lr") == pytest.approx(usual), f.prescription
+    assert "usual learning rate" in f.prescription_text
+
+
+def test_a_divergence_at_a_plausible_rate_still_gets_a_tenth() -> None:
+    from depthlab.diagnosis.prescriptions import for_divergence
+
+    assert for_divergence(3.0, 1e-3)[0] == {"lr": 0.3}
+    assert for_divergence(1e3, 1e-3)[0] == {"lr": 100.0}  # the torch doctor's known cases
+    assert for_divergence(1e300, None)[0] == {"lr": 1e299}

@@ -483,8 +483,20 @@ def for_init_mismatch(activation: str, layers: dict[int, str] | None = None
     return {"init": rec}, f"Use {rec}, {why}" + (f"; {caveat}" if caveat else "") + "."
 
 
-def for_divergence(lr: float) -> tuple[dict[str, Any], str]:
-    """Cure for divergence: a 10x smaller learning rate."""
+ABSURD_LR = 1e7
+"""A learning rate at least this many times the optimizer's usual one (torch's default: SGD
+0.001, so 1e4 and above; Adadelta 1.0, 1e7) is past any that trains: a divergence there is prescribed the usual rate,
+not a 10x smaller one (lr 1e300 was told 1e299, lr 1e38 1e37; neither helped)."""
+
+
+def for_divergence(lr: float, usual: float | None = None) -> tuple[dict[str, Any], str]:
+    """Cure for divergence: a 10x smaller learning rate; the optimizer's ``usual`` one (its
+    default) where ``lr`` is :data:`ABSURD_LR` times that or more."""
+    if usual is not None and usual > 0 and lr >= ABSURD_LR * usual:
+        decades = math.log10(lr / usual)
+        return {"lr": usual}, (f"Use the optimizer's usual learning rate ({usual:g}): {lr:g} "
+                               f"is {decades:.0f} decades above it, so a 10x smaller one "
+                               f"({lr / 10.0:g}) diverges too.")
     return {"lr": lr / 10.0}, f"Use a 10x smaller learning rate ({lr / 10.0:g})."
 
 

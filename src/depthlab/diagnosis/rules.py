@@ -1852,12 +1852,23 @@ def _probe_loss_rise(ctx: RunContext) -> float:
     return float(v[-1] / ref) if ref > 0 else math.nan
 
 
+def _usual_lr(optimizer: Any) -> float | None:
+    """The default learning rate of a depthlab optimizer named ``optimizer`` (torch's), None for
+    another (a torch optimizer class the torch doctor was given)."""
+    from ..optimizers import REGISTRY as OPTIMIZERS
+
+    try:
+        return float(OPTIMIZERS.defaults(str(optimizer))["lr"])
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
 def rule_divergence(ctx: RunContext) -> RuleResult:
     """Non-finite loss, or the loss ended well above its start or its best (finite)."""
     lr = float(ctx.settings.get("lr", 0.01))
     hist = ctx.history
     losses = np.asarray(hist.step_loss, dtype=np.float64)
-    changes, text = rx.for_divergence(lr)
+    changes, text = rx.for_divergence(lr, _usual_lr(ctx.settings.get("optimizer")))
     if hist.diverged or not np.all(np.isfinite(losses)):
         div = hist.divergence
         step = div.step if div is not None else int(losses.size)
