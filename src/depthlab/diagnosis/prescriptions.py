@@ -485,8 +485,9 @@ def for_init_mismatch(activation: str, layers: dict[int, str] | None = None
 
 ABSURD_LR = 1e7
 """A learning rate at least this many times the optimizer's usual one (torch's default: SGD
-0.001, so 1e4 and above; Adadelta 1.0, 1e7) is past any that trains: a divergence there is prescribed the usual rate,
-not a 10x smaller one (lr 1e300 was told 1e299, lr 1e38 1e37; neither helped)."""
+0.001, so 1e4 and above; Adadelta 1.0, 1e7) is past any that trains: a divergence there is
+prescribed the usual rate, not a 10x smaller one (lr 1e300 was told 1e299, lr 1e38 1e37;
+neither helped)."""
 
 
 def for_divergence(lr: float, usual: float | None = None) -> tuple[dict[str, Any], str]:
