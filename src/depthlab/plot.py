@@ -191,7 +191,9 @@ def theory_for_config(config: Mapping[str, Any]) -> tuple[pd.DataFrame | None, s
     otherwise. Plain MLPs: ``depthlab.theory.propagate``; batch-normalized or residual ones:
     ``depthlab.theory.predict_gradients`` (batch-norm mean field, residual recursion); a
     depthlab.torch run: the rows ``model.theory`` it stored (``depthlab.torch.predict``), or
-    without them the reason it stored (``model.theory_note``). An ``mlp()`` config
+    without them the reason it stored (``model.theory_note``). The note's output-gradient terms
+    are those of the config's ``train.loss`` where it names one (``predict_gradients(loss=)``).
+    An ``mlp()`` config
     (``Network.config``, ``Diagnosis.config``: ``sizes`` at the top level) is its own model
     section, so a diagnosis plots with its theory too."""
     section = config.get("model") if isinstance(config, Mapping) else None
@@ -228,10 +230,16 @@ def theory_for_config(config: Mapping[str, Any]) -> tuple[pd.DataFrame | None, s
     # variance): predict_gradients; a constant non-zero bias gets its reason
     if model.get("batchnorm") or model.get("residual") or \
             not has_zero_biases(model.get("bias_init", "zeros")):
+        from .losses import REGISTRY as LOSSES
         from .theory import predict_gradients
 
+        # the run's loss sets the note's output-gradient terms (a regression loss's correction
+        # is not told to a cross-entropy run); none, or a name edited by hand: not known
+        train = config.get("train") if isinstance(config, Mapping) else None
+        loss = train.get("loss") if isinstance(train, Mapping) else None
         try:
-            pred = predict_gradients(model)
+            pred = predict_gradients(model, loss=loss if isinstance(loss, str)
+                                     and loss in LOSSES else None)
         except (ValueError, TypeError, OverflowError) as exc:
             return None, f"no theory curve: {exc}"
         if not pred.covered:

@@ -24,6 +24,7 @@ layers: 2.2 to 3.7 at 32, 2.0 to 2.3 at 512; residual + batch norm, 200 blocks: 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ..theory import predict_gradients
@@ -66,12 +67,16 @@ def theory_profile(config: dict[str, Any], x: Any = None) -> dict[str, Any]:
     ``narrow``: :func:`narrow_note` of the hidden widths, for the page to add to a gap. ``x``:
     the rows the page measures (its probe batch); the prediction is then averaged over their
     own input lengths (``predict_gradients(x=)``) instead of a chi-square law for Gaussian
-    features: the 2-D data sets' lengths are nothing like it."""
+    features: the 2-D data sets' lengths are nothing like it. The loss is the config's
+    ``train.loss`` (the page trains with cross_entropy by default): the note's output-gradient
+    terms are that loss's (a regression loss's correction is not told to a cross-entropy run)."""
     m = config["model"]
     if len(m["sizes"]) < 3:
         return {"relative_std": None, "note": "no hidden layer", "narrow": None}
+    train = config.get("train")
+    loss = train.get("loss") if isinstance(train, Mapping) else None
     try:
-        pred = predict_gradients(m) if x is None else predict_gradients(m, x=x)
+        pred = predict_gradients(m, x=x, loss=loss)
     except (ValueError, TypeError, OverflowError) as e:
         return {"relative_std": None, "note": f"no theory line: {e}", "narrow": None}
     if not pred.covered:

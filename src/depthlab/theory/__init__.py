@@ -7,7 +7,8 @@
 * :mod:`.gaussian`  Gaussian quadrature rules and activation resolution;
 * :mod:`.batchnorm` gradient growth of batch-normalized plain nets (Yang et al. 2019);
 * :mod:`.residual`  forward/gradient variances of pre-activation residual nets;
-* :mod:`.predict`   ``predict_gradients``: one entry for plain, BN and residual networks;
+* :mod:`.predict`   ``predict_gradients``: one entry for plain, BN and residual networks
+                    (``loss=``: the note's output-gradient terms are that loss's);
 * :mod:`.lengths`   the recursions averaged over the examples' input lengths (a data set's own
                     with ``predict_gradients(x=)``), every length in one pass;
 * :mod:`.labels`    the labels of a batch (``predict_gradients(y=)``): a batch-norm prediction's

@@ -274,22 +274,97 @@ of 128: 1.13; leaky_relu(0.5) 20 of 256: 1.36; tanh (Glorot) 20 of 128: 0.89 for
 cross-entropy alike."""
 
 
+LOSS_KINDS = ("regression", "cross_entropy", "binary_cross_entropy")
+"""What :func:`loss_kind` tells of a loss, for the output-gradient notes of
+:func:`predict_gradients`: ``regression`` (mse, huber, l1_loss, smooth_l1_loss: every loss of the
+element-wise difference ``f - y``), ``cross_entropy`` (softmax over the outputs: cross_entropy,
+nll_loss), ``binary_cross_entropy`` (a sigmoid per output: binary_cross_entropy, bce_loss)."""
+
+
+def loss_kind(loss: Any) -> tuple[str, str] | None:
+    """``(kind, name)`` for the loss ``loss`` (a name as a config's ``train.loss`` takes it,
+    aliases included, or a :class:`~depthlab.losses.Loss`): ``kind`` one of
+    :data:`LOSS_KINDS` (``""`` for a registered loss of none of them), ``name`` the canonical
+    name; None for None (the loss is not known: the notes then speak of "a regression loss").
+    ValueError for an unknown name, TypeError for anything else."""
+    from ..losses import (
+        REGISTRY,
+        BCELoss,
+        BinaryCrossEntropy,
+        CrossEntropy,
+        Loss,
+        _RegressionLoss,
+    )
+
+    if loss is None:
+        return None
+    if isinstance(loss, Loss):
+        cls, name = type(loss), str(loss.name)
+    elif isinstance(loss, str):
+        name = REGISTRY.key(loss)  # ValueError: unknown loss 'msee' (did you mean 'mse'?) ...
+        cls = REGISTRY.factories[name]
+    else:
+        raise TypeError(f"loss must be a loss name as a config's train.loss takes it (one of "
+                        f"{', '.join(REGISTRY.names)}), a Loss or None, got "
+                        f"{type(loss).__name__} {loss!r:.60}")
+    kind = ("regression" if isinstance(cls, type) and issubclass(cls, _RegressionLoss) else
+            "cross_entropy" if isinstance(cls, type) and issubclass(cls, CrossEntropy) else
+            "binary_cross_entropy" if isinstance(cls, type)
+            and issubclass(cls, (BinaryCrossEntropy, BCELoss)) else "")
+    return kind, name
+
+
 def _wide_output_note(n_out: int, n_last: int, depth_width: float = 0.0,
-                      homogeneous: bool = False) -> str:
+                      homogeneous: bool = False,
+                      loss: tuple[str, str] | None = None) -> str:
     """The note for an output layer with ``n_out / n_last >= WIDE_OUTPUT``, or positively
-    homogeneous units with ``depth_width >= DEEP_REGRESSION``; "" otherwise."""
+    homogeneous units with ``depth_width >= DEEP_REGRESSION``; "" otherwise. ``loss``: the
+    :func:`loss_kind` of the loss the network trains with (None: not known, the note then
+    speaks of "a regression loss"): a regression loss gets the correction, with its name;
+    cross-entropy the figure measured with it; binary cross-entropy its own (relu/He, 128
+    features, 512 Gaussian rows, 10 outputs, 20 layers of 128, 12 seeds, Var(g_1) / Var(g_L)
+    measured / predicted, median: mse 2.64, binary cross-entropy 1.42, cross-entropy 1.17;
+    5 layers of 300, 300 outputs, 6 seeds, std measured / predicted: mse 1.92, l1_loss 1.74,
+    binary cross-entropy 1.49, cross-entropy 1.02); a loss of none of :data:`LOSS_KINDS`: as
+    not known."""
+    kind, name = loss if loss is not None and loss[0] in LOSS_KINDS else ("regression", "")
+    # the losses' own words: today's for an unknown loss, the loss named where known
+    regression = f"the regression loss {name}" if name else "a regression loss (mse, huber)"
     if n_out < WIDE_OUTPUT * n_last:
-        if homogeneous and depth_width >= DEEP_REGRESSION:
-            return (f"; sum(1 / width) = {depth_width:.3g} over the hidden layers: with a "
-                    "regression loss (mse, huber) the output gradient f - y carries the output "
+        if not (homogeneous and depth_width >= DEEP_REGRESSION):
+            return ""
+        head = f"; sum(1 / width) = {depth_width:.3g} over the hidden layers: "
+        if kind == "cross_entropy":
+            return (head + f"with {name} the output gradient softmax(f) - y depends little on "
+                    "the output f at initialization, so the gradients near the input stay "
+                    "close to this recursion (relu/He, 10 outputs: the first layer's 1.1x the "
+                    "prediction at 20 layers of 128)")
+        if kind == "binary_cross_entropy":
+            return (head + f"with {name} the output gradient sigmoid(f) - y carries the output "
                     "f = J s back through the same weights, which this recursion ignores, so "
                     "the gradients near the input come out larger than predicted by a factor "
                     "growing with the number of layers over their width (relu/He, 10 outputs, "
-                    "mse on unit-variance targets: the first layer's 1.4x at 10 layers of 256, "
-                    "1.75x at 20, 2.3x at 40, 2.8x at 20 of 128; cross-entropy 1.1x)")
-        return ""
-    return (f"; the output layer is wide ({n_out} outputs for {n_last} last hidden units): with "
-            "a regression loss (mse, huber) the output gradient f - y is correlated with the "
+                    "20 layers of 128: the first layer's 1.4x; cross-entropy 1.2x, mse 2.6x "
+                    "in the same 12 seeds)")
+        return (head + f"with {regression} the output gradient f - y carries the output "
+                "f = J s back through the same weights, which this recursion ignores, so "
+                "the gradients near the input come out larger than predicted by a factor "
+                "growing with the number of layers over their width (relu/He, 10 outputs, "
+                "mse on unit-variance targets: the first layer's 1.4x at 10 layers of 256, "
+                "1.75x at 20, 2.3x at 40, 2.8x at 20 of 128; cross-entropy 1.1x)")
+    head = f"; the output layer is wide ({n_out} outputs for {n_last} last hidden units): "
+    if kind == "cross_entropy":
+        return (head + f"with {name} the output gradient softmax(f) - y is nearly independent "
+                "of the output weights at initialization, and the gradients near the input "
+                "stay close to this recursion (relu/He, 5 hidden layers of 300: the first "
+                "layer's 1.01-1.02x at 10, 100 and 300 outputs)")
+    if kind == "binary_cross_entropy":
+        return (head + f"with {name} the output gradient sigmoid(f) - y is correlated with "
+                "the output weights, which this recursion ignores, and the gradients near the "
+                "input come out larger than predicted (relu/He, 5 hidden layers of 300, 300 "
+                "outputs: the first layer's 1.5x; mse 1.9x, cross-entropy 1.02x in the same "
+                "6 seeds)")
+    return (head + f"with {regression} the output gradient f - y is correlated with the "
             "output weights, which this recursion ignores, and the gradients near the input "
             "come out larger than predicted when the outputs outweigh the targets (relu/He, 5 "
             "hidden layers of 300, mse on unit-variance targets: the first layer's 1.5x at 100 "
@@ -511,7 +586,7 @@ def _is_number(value: Any, target: float) -> bool:
 
 def predict_gradients(model: Any, *, input_var: float = 1.0,
                       input_mean: float = 0.0, x: Any = None,
-                      y: Any = None) -> GradientPrediction:
+                      y: Any = None, loss: Any = None) -> GradientPrediction:
     """Predicted per-layer std of the back-propagated gradient ``dL/ds`` at initialization,
     relative to the last hidden layer, for the network ``model`` describes (plain, batch-
     normalized, residual or both; the module docstring gives each recursion).
@@ -552,10 +627,19 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
     :data:`~depthlab.theory.labels.ONE_CLASS_SHARE` of them (batch norm's backward pass removes
     the batch mean of a nearly constant output gradient: residual relu + BN, one class, the
     first layer's gradient 0.54x the prediction; :mod:`depthlab.theory.labels`).
+    ``loss``: the loss the network trains with, a name as a config's ``train.loss`` takes it
+    (aliases too) or a :class:`~depthlab.losses.Loss`; None: not known. It changes no number,
+    only the note's output-gradient terms (:func:`loss_kind`): the recursion takes the output
+    gradient independent of the outputs, which a regression loss's ``f - y`` is not (deep
+    relu-like nets, :data:`DEEP_REGRESSION`; wide output layers, :data:`WIDE_OUTPUT`): the
+    note gives that correction for a regression loss (mse, huber, l1_loss, smooth_l1_loss) or
+    an unknown one, binary cross-entropy's own figure, and for cross-entropy the figure
+    measured with it instead. ValueError for an unknown loss name, TypeError for another type.
     Raises ValueError for sizes that are not explicit integers (``"auto"``), OverflowError
     naming the layer where a variance passes float64's range (exploding gradients).
     """
     spec = _model_spec(model)
+    kind = loss_kind(loss)  # ValueError/TypeError for a bad loss before any work
     sizes = spec.sizes
     if not isinstance(sizes, (list, tuple)) or not all(
             isinstance(s, int) and not isinstance(s, bool) for s in sizes):
@@ -610,7 +694,7 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
                                         "exactly 0 at initialization: no scale to compare")
     wide = _wide_output_note(int(sizes[-1]), hidden[-1], sum(1.0 / h for h in hidden),
                              not bn and not residual and has_zero_biases(spec.bias_init)
-                             and _positively_homogeneous(act, **kw))
+                             and _positively_homogeneous(act, **kw), kind)
     # with the inputs at hand a plain net is averaged over their own lengths: the few-inputs
     # warning (a chi-square assumed for a data set's spread) no longer applies to it
     few = ("" if lengths is not None and not bn and not residual
