@@ -113,3 +113,13 @@ def test_the_reports_theory_curve_note_speaks_of_the_runs_loss():
     for config in (dict(model), {"model": model, "train": {"loss": "msee"}}):
         frame, note = dl.plot.theory_for_config(config)
         assert frame is not None and "a regression loss (mse, huber)" in note, note
+
+
+def test_a_run_config_tells_its_own_loss():
+    # a run config carries train.loss: the loss is known there without loss=
+    run = {"model": DEEP_RELU, "train": {"loss": "cross_entropy"}}
+    note = predict_gradients(run).note
+    assert REGRESSION not in note and "with cross_entropy the output gradient" in note, note
+    assert "the regression loss mse" in predict_gradients(run, loss="mse").note  # loss= wins
+    pd.testing.assert_frame_equal(predict_gradients(run).frame,
+                                  predict_gradients(DEEP_RELU).frame)

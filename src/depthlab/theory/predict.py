@@ -628,17 +628,20 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
     the batch mean of a nearly constant output gradient: residual relu + BN, one class, the
     first layer's gradient 0.54x the prediction; :mod:`depthlab.theory.labels`).
     ``loss``: the loss the network trains with, a name as a config's ``train.loss`` takes it
-    (aliases too) or a :class:`~depthlab.losses.Loss`; None: not known. It changes no number,
-    only the note's output-gradient terms (:func:`loss_kind`): the recursion takes the output
-    gradient independent of the outputs, which a regression loss's ``f - y`` is not (deep
-    relu-like nets, :data:`DEEP_REGRESSION`; wide output layers, :data:`WIDE_OUTPUT`): the
-    note gives that correction for a regression loss (mse, huber, l1_loss, smooth_l1_loss) or
-    an unknown one, binary cross-entropy's own figure, and for cross-entropy the figure
-    measured with it instead. ValueError for an unknown loss name, TypeError for another type.
+    (aliases too) or a :class:`~depthlab.losses.Loss`; None: a run config's ``train.loss``,
+    else not known. It changes no number, only the note's output-gradient terms
+    (:func:`loss_kind`): the recursion takes the output gradient independent of the outputs,
+    which a regression loss's ``f - y`` is not (deep relu-like nets, :data:`DEEP_REGRESSION`;
+    wide output layers, :data:`WIDE_OUTPUT`): the note gives that correction for a regression
+    loss (mse, huber, l1_loss, smooth_l1_loss) or an unknown one, binary cross-entropy's own
+    figure, and for cross-entropy the figure measured with it instead. ValueError for an
+    unknown loss name, TypeError for another type.
     Raises ValueError for sizes that are not explicit integers (``"auto"``), OverflowError
     naming the layer where a variance passes float64's range (exploding gradients).
     """
     spec = _model_spec(model)
+    if loss is None and isinstance(model, Mapping) and isinstance(model.get("train"), Mapping):
+        loss = model["train"].get("loss")  # a run config knows its loss (train.loss)
     kind = loss_kind(loss)  # ValueError/TypeError for a bad loss before any work
     sizes = spec.sizes
     if not isinstance(sizes, (list, tuple)) or not all(
