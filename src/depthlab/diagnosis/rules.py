@@ -1864,7 +1864,9 @@ def _usual_lr(optimizer: Any) -> float | None:
 
 
 def rule_divergence(ctx: RunContext) -> RuleResult:
-    """Non-finite loss, or the loss ended well above its start or its best (finite)."""
+    """Non-finite loss, or the loss ended well above its start or its best (finite). A finite
+    run's cure is scaled to its largest update ratio (:func:`largest_update_ratio`, see
+    :func:`~depthlab.diagnosis.prescriptions.for_divergence`)."""
     lr = float(ctx.settings.get("lr", 0.01))
     hist = ctx.history
     losses = np.asarray(hist.step_loss, dtype=np.float64)
@@ -1892,6 +1894,12 @@ def rule_divergence(ctx: RunContext) -> RuleResult:
     metric = min(tr["rise"], probe_rise) if math.isfinite(probe_rise) else tr["rise"]
     if not metric > DIVERGENCE_RISE:
         return metric, None
+    # a finite run's steps say how much smaller the rate must be: a tanh net at sgd lr 1e6
+    # saturated and stayed finite (rise 3.6e5x, updates 1.8e5x the weights' norm); lr/10 and
+    # the usual 1e-3 did not help, lr_step_down's 1 did (64-32-32-10 on
+    # digits: train loss 9.8e5 -> 0.0099, val acc 0.44 -> 0.97)
+    changes, text = rx.for_divergence(lr, _usual_lr(ctx.settings.get("optimizer")),
+                                      update_ratio=largest_update_ratio(ctx))
     ev = {"metric": metric, "threshold": DIVERGENCE_RISE, **tr, "probe_rise": probe_rise,
           "lr": lr}
     # each rise beside its own losses: the metric alone (the smaller, often the probe
@@ -2018,13 +2026,27 @@ def _penalty_step_ratio(ctx: RunContext) -> float:
     return ratio
 
 
+def largest_update_ratio(ctx: RunContext) -> float | None:
+    """lr_too_high's metric: the largest over the probed steps and the first updates of the
+    median over hidden layers of ``||dW|| / ||W||``; None when not measured."""
+    ur, er = _update_ratios(ctx), _early_ratios(ctx)
+    if ur is None and er is None:
+        return None
+    parts = [r.groupby(level="step").median() for r in (ur, er) if r is not None]
+    value = float(pd.concat(parts).max())
+    return value if math.isfinite(value) else None
+
+
 def rule_lr_too_high(ctx: RunContext) -> RuleResult:
     """Steps that rewrite >= 10% of the weights: ``||dW|| / ||W||`` per layer (median over the
     layers at each probed step, and at each of the first unprobed updates when measured,
     largest over the steps) at or above ``UPDATE_RATIO_HIGH``, unless the loss fell over them
     (a probed step: the probe batch's loss since the probe before; the first updates: the
     mean training loss over them and the next one below the loss at step 0); or first updates
-    at or above ``UPDATE_RATIO_ROSE`` that made the loss worse for good (:func:`_overshot`)."""
+    at or above ``UPDATE_RATIO_ROSE`` that made the loss worse for good (:func:`_overshot`).
+    The cure divides the rate by :func:`~depthlab.diagnosis.prescriptions.lr_step_down` of the
+    metric: 10, or the power of 10 that brings a largest ratio above 10 to 1 or below (sgd lr
+    1e6 on a saturated tanh net: 1.6e5, lr 1; lr/10 left it at 1.6e4)."""
     ur, er = _update_ratios(ctx), _early_ratios(ctx)
     if ur is None and er is None:
         return math.nan, None
