@@ -490,20 +490,33 @@ prescribed the usual rate, not a 10x smaller one (lr 1e300 was told 1e299, lr 1e
 neither helped)."""
 
 
-def for_divergence(lr: float, usual: float | None = None,
-                   update_ratio: float | None = None) -> tuple[dict[str, Any], str]:
+STEP_RATIO_LIMIT = 0.1
+"""The first update's ``||dW|| / ||W||`` (median over layers) that a too-high learning rate's
+cure brings it to or below: lr_too_high's threshold (``rules.UPDATE_RATIO_HIGH``). An SGD
+step's size follows the gradient, which grows after an overshooting first step (a sigmoid net
+at sgd lr 1e4: 276 at step 1, 4200 at step 2; brought to 1 at step 1, lr 10, it did not learn,
+to 0.1, lr 1, it did)."""
+
+ADAPTIVE_STEP_RATIO_LIMIT = 1.0
+""":data:`STEP_RATIO_LIMIT` for an adaptive optimizer (Adam, RMSprop, ...): its first step is
+its largest, about ``lr / rms(W)`` per weight (3.5 lr at step 1, 7e-4 lr at step 2 for a tanh
+net at Adam lr 1e3), so a first step up to the weights' norm is no overshoot: a gelu He net's
+1.2 at Adam lr 0.3 is cured by 0.03 (0.12), which trains it (0.1 prescribed 0.003)."""
+
+
+def for_divergence(lr: float, usual: float | None = None, update_ratio: float | None = None,
+                   limit: float = STEP_RATIO_LIMIT) -> tuple[dict[str, Any], str]:
     """Cure for divergence: a 10x smaller learning rate; the optimizer's ``usual`` one (its
     default) where ``lr`` is :data:`ABSURD_LR` times that or more. ``update_ratio``: the
-    largest update ``||dW|| / ||W||`` of a run that stayed finite (median over layers, as
-    lr_too_high's metric), when known: a 10x smaller rate cannot bring one above
-    ``10 x STEP_RATIO_LIMIT`` down to the limit, so the cure is :func:`lr_step_down`'s, as
-    :func:`for_lr_too_high`'s (a tanh net at sgd lr 1e6 stayed finite, 3.6e5x its start; 1e5
-    and the usual 1e-3 did not help, 1 did)."""
-    factor = lr_step_down(update_ratio) if update_ratio is not None else 10.0
+    first update's ``||dW|| / ||W||`` of a run that stayed finite (median over layers), when
+    known: a 10x smaller rate cannot bring one above ``10 limit`` down to ``limit``, so the
+    cure is :func:`lr_step_down`'s, as :func:`for_lr_too_high`'s (a tanh net at sgd lr 1e6
+    stayed finite, 3.6e5x its start; 1e5 and the usual 1e-3 did not help, 0.1 did)."""
+    factor = lr_step_down(update_ratio, limit) if update_ratio is not None else 10.0
     if factor > 10.0:
         return {"lr": lr / factor}, (
             f"Use a {_decades(factor)}x smaller learning rate ({lr / factor:g}): "
-            + _scaled_reason(update_ratio, factor))
+            + _scaled_reason(update_ratio, factor, limit))
     if usual is not None and usual > 0 and lr >= ABSURD_LR * usual:
         decades = math.log10(lr / usual)
         return {"lr": usual}, (f"Use the optimizer's usual learning rate ({usual:g}): {lr:g} "
@@ -575,24 +588,18 @@ def _equal_widths(config: dict[str, Any]) -> bool:
     return len(hidden) >= 2 and all(h == hidden[0] for h in hidden)
 
 
-STEP_RATIO_LIMIT = 1.0
-"""The update ``||dW|| / ||W||`` (median over layers) that a too-high learning rate's cure
-brings the largest one to or below: a step that rewrites the whole norm of the weights. Not
-lr_too_high's threshold 0.1: Adam's first step is about ``lr / rms(W)``, 1.2 for a gelu He net
-at lr 0.3, and lr 0.03 (0.12) trains it; bringing it below 0.1 prescribed 0.003."""
-
-
-def lr_step_down(update_ratio: float | None) -> float:
+def lr_step_down(update_ratio: float | None, limit: float = STEP_RATIO_LIMIT) -> float:
     """The factor to divide a too-high learning rate by: ``10^k``, ``k = max(1,
-    ceil(log10(r / STEP_RATIO_LIMIT)))`` for the largest update ratio ``r``, the smallest power
-    of 10 that brings ``r`` to ``STEP_RATIO_LIMIT`` or below if the steps scale with the
-    learning rate (a first SGD step is ``lr x`` the initial gradient, an Adam step about ``lr``
-    per weight): 10 for ``r`` up to 10 (or unknown), 1e6 for a tanh net's 1.6e5 at sgd lr 1e6
-    on digits, 64-32-32-10 (10x smaller: 1.6e4, train loss 9.8e5 -> 9.0e4, 'did not help';
-    lr 1: 0.16, train loss 0.0099, val acc 0.44 -> 0.97)."""
+    ceil(log10(r / limit)))`` for the first update's ratio ``r``, the smallest power of 10 that
+    brings ``r`` to ``limit`` (:data:`STEP_RATIO_LIMIT`, or :data:`ADAPTIVE_STEP_RATIO_LIMIT`)
+    or below, as the first step scales with the learning rate (a first SGD step is ``lr x`` the
+    initial gradient, an Adam step about ``lr`` per weight): 10 for ``r`` up to ``10 limit``
+    (or unknown), 1e7 for a tanh net's 1.6e5 at sgd lr 1e6 on digits, 64-32-32-10 (10x
+    smaller: 1.6e4, train loss 9.8e5 -> 9.0e4, 'did not help'; lr 0.1: 0.016, train loss
+    0.15, val acc 0.44 -> 0.94)."""
     if update_ratio is None or not math.isfinite(update_ratio) or update_ratio <= 0:
         return 10.0
-    k = math.ceil(math.log10(update_ratio / STEP_RATIO_LIMIT) - 1e-9)
+    k = math.ceil(math.log10(update_ratio / limit) - 1e-9)
     return 10.0 ** max(1, k)
 
 
@@ -601,23 +608,25 @@ def _decades(factor: float) -> str:
     return f"1e{round(math.log10(factor))}"
 
 
-def _scaled_reason(update_ratio: float | None, factor: float) -> str:
-    """Why a learning rate ``factor`` (> 10) times smaller: the measured update ratio."""
-    return (f"its updates changed the weights by up to {update_ratio:.2g}x their norm per step, "
-            f"and a step grows with the learning rate, so a 10x smaller one still rewrites "
-            f"them; {_decades(factor)}x smaller brings the largest to about "
-            f"{update_ratio / factor:.2g} of their norm (at most {STEP_RATIO_LIMIT:g}; about "
-            f"1e-3 per step is healthy).")
+def _scaled_reason(update_ratio: float | None, factor: float, limit: float) -> str:
+    """Why a learning rate ``factor`` (> 10) times smaller: the first update's ratio."""
+    return (f"its first update changed the weights by {update_ratio:.2g}x their norm, and a "
+            f"step grows with the learning rate, so a 10x smaller one still rewrites them; "
+            f"{_decades(factor)}x smaller brings it to about {update_ratio / factor:.2g} of "
+            f"their norm (at most {limit:g}; about 1e-3 per step is healthy).")
 
 
-def for_lr_too_high(lr: float, update_ratio: float) -> tuple[dict[str, Any], str]:
-    """Cure for too-large steps: a learning rate :func:`lr_step_down` times smaller (10x for a
-    largest update ratio up to 10, or unknown)."""
-    factor = lr_step_down(update_ratio)
+def for_lr_too_high(lr: float, update_ratio: float, first_ratio: float | None = None,
+                    limit: float = STEP_RATIO_LIMIT) -> tuple[dict[str, Any], str]:
+    """Cure for too-large steps: a learning rate :func:`lr_step_down` of ``first_ratio`` (the
+    first update's ``||dW|| / ||W||``, which scales with the rate) and ``limit`` times smaller:
+    10x for one up to ``10 limit``, or unknown. ``update_ratio``: the largest ratio
+    (lr_too_high's metric)."""
+    factor = lr_step_down(first_ratio, limit)
     if factor > 10.0:
         return {"lr": lr / factor}, (
             f"Use a {_decades(factor)}x smaller learning rate ({lr / factor:g}): "
-            + _scaled_reason(update_ratio, factor))
+            + _scaled_reason(first_ratio, factor, limit))
     return {"lr": lr / 10.0}, (
         f"Use a 10x smaller learning rate ({lr / 10.0:g}): updates of {update_ratio:.2g} of the "
         "weights' norm per step overshoot; about 1e-3 per step is a healthy size.")

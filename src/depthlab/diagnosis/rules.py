@@ -1865,7 +1865,7 @@ def _usual_lr(optimizer: Any) -> float | None:
 
 def rule_divergence(ctx: RunContext) -> RuleResult:
     """Non-finite loss, or the loss ended well above its start or its best (finite). A finite
-    run's cure is scaled to its largest update ratio (:func:`largest_update_ratio`, see
+    run's cure is scaled to its first update's ratio (:func:`first_update_ratio`, see
     :func:`~depthlab.diagnosis.prescriptions.for_divergence`)."""
     lr = float(ctx.settings.get("lr", 0.01))
     hist = ctx.history
@@ -1894,14 +1894,15 @@ def rule_divergence(ctx: RunContext) -> RuleResult:
     metric = min(tr["rise"], probe_rise) if math.isfinite(probe_rise) else tr["rise"]
     if not metric > DIVERGENCE_RISE:
         return metric, None
-    # a finite run's steps say how much smaller the rate must be: a tanh net at sgd lr 1e6
-    # saturated and stayed finite (rise 3.6e5x, updates 1.8e5x the weights' norm); lr/10 and
-    # the usual 1e-3 did not help, lr_step_down's 1 did (64-32-32-10 on
-    # digits: train loss 9.8e5 -> 0.0099, val acc 0.44 -> 0.97)
+    # a finite run's first step says how much smaller the rate must be: a tanh net at sgd lr
+    # 1e6 saturated and stayed finite (rise 3.6e5x, updates 1.6e5x the weights' norm); lr/10 and
+    # the usual 1e-3 did not help, lr_step_down's 0.1 did (64-32-32-10 on
+    # digits: train loss 9.8e5 -> 0.15, val acc 0.44 -> 0.94)
+    first = first_update_ratio(ctx)
     changes, text = rx.for_divergence(lr, _usual_lr(ctx.settings.get("optimizer")),
-                                      update_ratio=largest_update_ratio(ctx))
+                                      update_ratio=first, limit=_step_limit(ctx))
     ev = {"metric": metric, "threshold": DIVERGENCE_RISE, **tr, "probe_rise": probe_rise,
-          "lr": lr}
+          "lr": lr, "first_update_ratio": first}
     # each rise beside its own losses: the metric alone (the smaller, often the probe
     # batch's) read as the quotient of the training losses printed before it (0.3274 from a
     # best of 0.1175 "1.98x", where they rose 2.69x and the probe batch's loss 1.98x)
@@ -2026,15 +2027,29 @@ def _penalty_step_ratio(ctx: RunContext) -> float:
     return ratio
 
 
-def largest_update_ratio(ctx: RunContext) -> float | None:
-    """lr_too_high's metric: the largest over the probed steps and the first updates of the
-    median over hidden layers of ``||dW|| / ||W||``; None when not measured."""
-    ur, er = _update_ratios(ctx), _early_ratios(ctx)
-    if ur is None and er is None:
-        return None
-    parts = [r.groupby(level="step").median() for r in (ur, er) if r is not None]
-    value = float(pd.concat(parts).max())
-    return value if math.isfinite(value) else None
+def _step_limit(ctx: RunContext) -> float:
+    """The first update ratio a too-high rate's cure brings the first step to: an adaptive
+    optimizer's (:data:`~depthlab.diagnosis.prescriptions.ADAPTIVE_STEP_RATIO_LIMIT`, its first
+    step is its largest) or another's (``STEP_RATIO_LIMIT``)."""
+    name = str(ctx.settings.get("optimizer", "sgd")).lower().replace("_", "")
+    return rx.ADAPTIVE_STEP_RATIO_LIMIT if name in _ADAPTIVE else rx.STEP_RATIO_LIMIT
+
+
+def first_update_ratio(ctx: RunContext) -> float | None:
+    """The first update's ``||dW|| / ||W||``, median over the hidden layers (step 1 of the first
+    updates, or the first probed step after 0 when they were not measured); None when not
+    measured. It alone scales with the learning rate: ``dW = -lr g_0`` on the initial weights
+    for SGD (with momentum too), about ``lr`` per weight for Adam; later ratios are not (a relu
+    net at sgd lr 30 whose weights collapsed read 1e7 at a probed step, 300 at step 1)."""
+    for r in (_early_ratios(ctx), _update_ratios(ctx)):
+        if r is None:
+            continue
+        per_step = r.groupby(level="step").median()
+        per_step = per_step[per_step.index >= 1].sort_index()
+        if len(per_step):
+            value = float(per_step.iloc[0])
+            return value if math.isfinite(value) and value > 0 else None
+    return None
 
 
 def rule_lr_too_high(ctx: RunContext) -> RuleResult:
@@ -2045,8 +2060,9 @@ def rule_lr_too_high(ctx: RunContext) -> RuleResult:
     mean training loss over them and the next one below the loss at step 0); or first updates
     at or above ``UPDATE_RATIO_ROSE`` that made the loss worse for good (:func:`_overshot`).
     The cure divides the rate by :func:`~depthlab.diagnosis.prescriptions.lr_step_down` of the
-    metric: 10, or the power of 10 that brings a largest ratio above 10 to 1 or below (sgd lr
-    1e6 on a saturated tanh net: 1.6e5, lr 1; lr/10 left it at 1.6e4)."""
+    first update's ratio (:func:`first_update_ratio`, which scales with the rate): 10, or the
+    power of 10 that brings one above 10x ``_step_limit`` (0.1; adaptive optimizers 1) to it or
+    below (sgd lr 1e6 on a saturated tanh net: 1.6e5, lr 0.1; lr/10 left it at 1.6e4)."""
     ur, er = _update_ratios(ctx), _early_ratios(ctx)
     if ur is None and er is None:
         return math.nan, None
@@ -2086,7 +2102,7 @@ def rule_lr_too_high(ctx: RunContext) -> RuleResult:
                                             0.5 * float(early[big].median())):
         return metric, None
     lr = float(ctx.settings.get("lr", 0.01))
-    changes, text = rx.for_lr_too_high(lr, metric)
+    changes, text = rx.for_lr_too_high(lr, metric, first_update_ratio(ctx), _step_limit(ctx))
     # the message describes the larger of the two: first updates of 4.8x the weights' norm
     # (Adam lr 1, the loss at 3.8e7) were quoted as a later probed step's 0.29
     use_probed = fire_probed and not (
@@ -2108,6 +2124,7 @@ def rule_lr_too_high(ctx: RunContext) -> RuleResult:
     if layers and all(zero.get(k) == 0 for k in layers):
         return metric, None
     ev = {"metric": metric, "threshold": UPDATE_RATIO_HIGH, "step": step, "lr": lr,
+          "first_update_ratio": first_update_ratio(ctx),
           "median_update_ratio": float(per_step.median()) if len(per_step) else math.nan,
           "n_steps_above": len(probed), "n_steps": int(per_step.size)}
     if big:
