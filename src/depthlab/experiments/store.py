@@ -24,7 +24,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
@@ -668,6 +668,11 @@ class Store:
         finally:
             if self._conn.in_transaction:
                 self._conn.execute("COMMIT")
+
+    def interruptible(self) -> AbstractContextManager[None]:
+        """Reads inside stop at once on a Ctrl-C or SIGTERM, even within one long SQLite
+        statement, raised as KeyboardInterrupt (a report's, an export's reads)."""
+        return _interruptible(self._conn)
 
     def close(self) -> None:
         """Close; a writer first copies its committed runs from the WAL into the database file
@@ -1403,22 +1408,40 @@ def _no_abort() -> int:
     return 0
 
 
+def _stopped_by_interrupt(e: BaseException) -> bool:
+    """Whether ``e`` is, or was raised because of, a statement aborted by the progress
+    callback (SQLite's ``OperationalError('interrupted')``, also as the cause or context of
+    another error a caller raised while handling it)."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, sqlite3.OperationalError) and str(cur) == "interrupted":
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
 @contextmanager
 def _interruptible(conn: sqlite3.Connection) -> Iterator[None]:
     """Statements of ``conn`` that a Ctrl-C or SIGTERM can stop while they run: one SQLite call
     is uninterruptible from Python (an export's scan of a 490,000-row histogram table took
-    10 s to answer a Ctrl-C). A signal's exception raised in the progress callback is dropped
-    by ``sqlite3`` and the statement fails as "interrupted": raised here as KeyboardInterrupt
-    (the CLI words it after the signal it saw: SIGTERM's 143)."""
+    10 s to answer a Ctrl-C; a report went on reading a long table). A signal's exception
+    raised in the progress callback is dropped by ``sqlite3`` and the statement fails as
+    "interrupted": raised here as KeyboardInterrupt (the CLI words it after the signal it saw:
+    SIGTERM's 143), not as a store that "cannot be read"."""
     conn.set_progress_handler(_no_abort, INTERRUPT_CHECK_OPS)
     try:
         yield
-    except sqlite3.OperationalError as e:
-        if str(e) != "interrupted":
+    except Exception as e:
+        if not _stopped_by_interrupt(e):
             raise
         raise KeyboardInterrupt("a store statement was interrupted") from e
     finally:
-        conn.set_progress_handler(None, 0)
+        try:
+            conn.set_progress_handler(None, 0)
+        except sqlite3.ProgrammingError:  # closed meanwhile
+            pass
 
 
 @contextmanager

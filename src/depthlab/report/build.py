@@ -10,11 +10,10 @@ import json
 import math
 import os
 import re
-import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -1780,7 +1779,11 @@ def write_report(out_dir: str | os.PathLike, store: Any = None, title: str | Non
     out.mkdir(parents=True, exist_ok=True)
     try:
         _check_writable(out)
-        with _interruptible_reads(store):
+        # a Ctrl-C stops the report inside a long store read (Store.interruptible; a store
+        # of another kind is read as it is)
+        reads = (store.interruptible() if hasattr(store, "interruptible")
+                 else nullcontext())
+        with reads:
             return _write(out, store, title, max_runs, max_diverged, percentile_layer,
                           echo or (lambda _line: None))
     finally:
@@ -1788,56 +1791,6 @@ def write_report(out_dir: str | os.PathLike, store: Any = None, title: str | Non
             store.close()
 
 
-INTERRUPT_CHECK_OPS = 20_000
-"""SQLite virtual-machine steps between two looks for a Ctrl-C while one of the report's
-store reads runs (a few milliseconds)."""
-
-
-def _no_abort() -> int:
-    """SQLite's progress callback: Python code, so the handler of a signal that arrived
-    during the statement runs here, and the exception it raises aborts the statement."""
-    return 0
-
-
-def _stopped_by_interrupt(e: BaseException) -> bool:
-    """Whether ``e`` is, or was raised because of, a statement aborted by the progress
-    callback (SQLite's ``OperationalError('interrupted')``; a store's reading method words it
-    as a :class:`~depthlab.experiments.store.StoreError` raised while handling it)."""
-    seen: set[int] = set()
-    cur: BaseException | None = e
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(cur, sqlite3.OperationalError) and str(cur) == "interrupted":
-            return True
-        cur = cur.__cause__ or cur.__context__
-    return False
-
-
-@contextmanager
-def _interruptible_reads(store: Any) -> Iterator[None]:
-    """The report's reads of ``store`` stop at a Ctrl-C or SIGTERM: one SQLite statement
-    is a single C call that Python cannot interrupt (the report of a store whose run held a
-    long table went on reading after Ctrl-C). A progress callback every
-    :data:`INTERRUPT_CHECK_OPS` steps lets the signal's handler run; the statement it aborts
-    is raised as KeyboardInterrupt (the CLI words it after the signal it saw, 130 or 143),
-    not as a store that "cannot be read". A store without an SQLite connection is read as
-    it is."""
-    conn = getattr(store, "_conn", None)
-    if not isinstance(conn, sqlite3.Connection):
-        yield
-        return
-    conn.set_progress_handler(_no_abort, INTERRUPT_CHECK_OPS)
-    try:
-        yield
-    except Exception as e:
-        if not _stopped_by_interrupt(e):
-            raise
-        raise KeyboardInterrupt("the report's reading of the store was interrupted") from e
-    finally:
-        try:
-            conn.set_progress_handler(None, 0)
-        except sqlite3.ProgrammingError:  # closed meanwhile
-            pass
 
 
 def _check_options(out_dir: Any, title: Any, percentile_layer: Any, echo: Any) -> None:
