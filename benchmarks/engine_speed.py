@@ -19,7 +19,9 @@ Two settings, each in a child process of its own:
 Then, for depthlab: where the step's time goes (the matrix products replayed alone on the same
 buffers, the elementwise work, and the rest: Python and call overhead), the float32 rate of every
 product shape of the wide network with each BLAS at hand (NumPy's OpenBLAS, SciPy's BLAS,
-PyTorch's ``mm`` on the same buffers) and the share of the best rate that depthlab's step reaches,
+PyTorch's ``mm`` on the same buffers, and where installed Intel's MKL, ``pip install mkl``, called
+through ctypes, and BLIS, ``pip install blis``, with the code path each takes on this CPU) and
+the share of the best rate that depthlab's step reaches,
 and the cost of float64 against float32 (:func:`float64_cost`: CPU time on one core, at least 9
 rounds, split into each kind of product, ``x.W``, ``xT.g``, ``g.WT``, and the rest of the step).
 
@@ -327,37 +329,135 @@ def step_products(sizes, batch) -> list[tuple[str, int, int, int]]:
     return out
 
 
+CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 101, 111, 112
+_MKL: list = []
+
+
+def mkl_library():
+    """Intel oneMKL's single dynamic library (``libmkl_rt``, the ``mkl`` wheel puts it in
+    ``sys.prefix/lib``) through ctypes, or None where it is not installed; loaded once."""
+    if not _MKL:
+        import ctypes
+        import ctypes.util
+        import glob
+
+        found = sorted(glob.glob(os.path.join(sys.prefix, "lib", "libmkl_rt.so*")))
+        name = found[0] if found else ctypes.util.find_library("mkl_rt")
+        lib = None
+        if name:
+            try:
+                lib = ctypes.CDLL(name)
+            except OSError:
+                lib = None
+        if lib is not None:
+            ptr, i = ctypes.c_void_p, ctypes.c_int
+            for fn, real in ((lib.cblas_sgemm, ctypes.c_float), (lib.cblas_dgemm, ctypes.c_double)):
+                fn.argtypes = [i] * 6 + [real, ptr, i, ptr, i, real, ptr, i]
+                fn.restype = None
+        _MKL.append(lib)
+    return _MKL[0]
+
+
+def mkl_gemm(a, b, out, trans_a: bool = False, trans_b: bool = False):
+    """``out = op(a) op(b)`` with ``op(m) = m.T`` where its flag is set, through MKL's row-major
+    ``cblas_?gemm`` on the arrays' own (C-contiguous, float32 or float64) buffers: the
+    transposes are flags, not copies. Returns ``out``."""
+    lib = mkl_library()
+    for m in (a, b, out):
+        if not m.flags.c_contiguous or m.dtype != out.dtype or m.dtype not in (np.float32,
+                                                                                np.float64):
+            raise ValueError(f"mkl_gemm takes C-contiguous arrays of one dtype, got {m.dtype} "
+                             f"(C-contiguous: {m.flags.c_contiguous})")
+    m_, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    n = b.shape[0] if trans_b else b.shape[1]
+    if out.shape != (m_, n) or (b.shape[1] if trans_b else b.shape[0]) != k:
+        raise ValueError(f"mkl_gemm: shapes {a.shape}, {b.shape} -> {out.shape} do not match")
+    gemm = lib.cblas_sgemm if out.dtype == np.float32 else lib.cblas_dgemm
+    gemm(CBLAS_ROW_MAJOR, CBLAS_TRANS if trans_a else CBLAS_NO_TRANS,
+         CBLAS_TRANS if trans_b else CBLAS_NO_TRANS, m_, n, k, 1.0, a.ctypes.data, a.shape[1],
+         b.ctypes.data, b.shape[1], 0.0, out.ctypes.data, n)
+    return out
+
+
+def blas_paths() -> dict[str, str]:
+    """Which code path the optional libraries take on this CPU: MKL's kernel library
+    (``libmkl_def``: its generic path, ``libmkl_avx2``: AVX2; it picks the generic one on AMD
+    processors) and BLIS's configuration (``generic``: its reference kernels)."""
+    out = {}
+    lib = mkl_library()
+    if lib is not None:
+        with open("/proc/self/maps") as fh:  # the kernel library loads at the first product
+            kernels = sorted({line.rsplit("/", 1)[-1].strip() for line in fh
+                              if "libmkl_" in line and "libmkl_vml" not in line
+                              and any(t in line for t in ("_def.", "_avx", "_mc"))})
+        out["mkl"] = ", ".join(kernels) or "not loaded yet"
+    try:
+        import ctypes
+
+        import blis.cy
+    except ImportError:
+        return out
+    cy = ctypes.CDLL(blis.cy.__file__)
+    cy.bli_arch_string.restype = ctypes.c_char_p
+    out["blis"] = cy.bli_arch_string(cy.bli_arch_query_id()).decode()
+    return out
+
+
+def product_calls(kind: str, m: int, k: int, n: int, dtype="float32", seed: int = 0) -> dict:
+    """One product of the step, ``kind`` ``x.W``, ``xT.g`` or ``g.WT`` of an (m x k)(k x n)
+    shape, on buffers in the layouts the step holds them in (``x``: (batch, fan_in), ``g``:
+    (batch, fan_out), ``W``: (fan_in, fan_out)), as each BLAS at hand computes it: NumPy's
+    ``matmul`` (into a preallocated ``out``), SciPy's ``?gemm`` (on the transposed views, its
+    Fortran order), ``torch.mm`` (into the same ``out``), MKL's ``cblas_?gemm`` and BLIS's
+    ``blis.py.gemm`` (float32) with transpose flags, where installed. Each call returns the
+    (m x n) product (for SciPy a transposed view of its result)."""
+    from scipy.linalg import blas
+
+    rng = np.random.default_rng(seed)
+    sgemm = blas.sgemm if np.dtype(dtype) == np.float32 else blas.dgemm
+    shapes = {"x.W": ((m, k), (k, n)), "xT.g": ((k, m), (k, n)), "g.WT": ((m, k), (n, k))}
+    sa, sb = shapes[kind]
+    a, b = rng.standard_normal(sa).astype(dtype), rng.standard_normal(sb).astype(dtype)
+    out = np.empty((m, n), dtype)
+    ta, tb = kind == "xT.g", kind == "g.WT"
+    opa, opb = (a.T if ta else a), (b.T if tb else b)
+    calls = {"numpy": lambda: np.matmul(opa, opb, out=out),
+             # (op(a) op(b))^T = op(b)^T op(a)^T: SciPy's Fortran-order result, transposed back
+             "scipy": lambda: sgemm(1.0, b.T, a.T, trans_a=int(tb), trans_b=int(ta)).T}
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        torch = None
+    if torch is not None:
+        t_a, t_b, t_out = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(out)
+        t_opa, t_opb = (t_a.T if ta else t_a), (t_b.T if tb else t_b)
+        calls["torch"] = lambda: torch.mm(t_opa, t_opb, out=t_out).numpy()
+    if mkl_library() is not None:
+        calls["mkl"] = lambda: mkl_gemm(a, b, out, ta, tb)
+    if np.dtype(dtype) == np.float32:  # blis.py's float64 gemm sizes its output ignoring trans
+        try:
+            import blis.py
+        except ImportError:
+            pass
+        else:
+            # beta=0: blis.py.gemm's default beta=1 adds the product to what out holds
+            calls["blis"] = lambda: blis.py.gemm(a, b, out=out, trans1=ta, trans2=tb, beta=0.0)
+    return calls
+
+
+LIBRARIES = ("numpy", "scipy", "torch", "mkl", "blis")
+
+
 def best_products(sizes, batch, rows: list[dict]):
     """One step's matrix products, each with the library that was fastest on its shape in
     ``rows`` (:func:`shape_rates`), on buffers of the step's shapes and layouts: the floor a
     step doing nothing but its products at the machine's best rate would reach."""
-    import torch
-    from scipy.linalg import blas
-
-    best = {(r["kind"], r["shape"]): max(("numpy", "scipy", "torch"), key=lambda k: r.get(k, 0))
-            for r in rows}
-    rng = np.random.default_rng(0)
+    best = {(r["kind"], r["shape"]): max((lib for lib in LIBRARIES if lib in r),
+                                         key=lambda lib: r[lib]) for r in rows}
     calls = []
-    for kind, m, k, n in step_products(sizes, batch):
+    for i, (kind, m, k, n) in enumerate(step_products(sizes, batch)):
         lib = best[(kind, f"({m}x{k})({k}x{n})")]
-        if kind == "x.W":
-            a, b = rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32)
-            ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-            calls.append({"numpy": lambda a=a, b=b: a @ b,
-                          "scipy": lambda a=a, b=b: blas.sgemm(1.0, b.T, a.T).T,
-                          "torch": lambda a=ta, b=tb: a @ b}[lib])
-        elif kind == "xT.g":
-            x, g = rng.standard_normal((k, m), np.float32), rng.standard_normal((k, n), np.float32)
-            tx, tg = torch.from_numpy(x), torch.from_numpy(g)
-            calls.append({"numpy": lambda x=x, g=g: x.T @ g,
-                          "scipy": lambda x=x, g=g: blas.sgemm(1.0, g.T, x.T, trans_b=1).T,
-                          "torch": lambda x=tx, g=tg: x.T @ g}[lib])
-        else:
-            g, w = rng.standard_normal((m, k), np.float32), rng.standard_normal((n, k), np.float32)
-            tg, tw = torch.from_numpy(g), torch.from_numpy(w)
-            calls.append({"numpy": lambda g=g, w=w: g @ w.T,
-                          "scipy": lambda g=g, w=w: blas.sgemm(1.0, w.T, g.T, trans_a=1).T,
-                          "torch": lambda g=tg, w=tw: g @ w.T}[lib])
+        calls.append(product_calls(kind, m, k, n, seed=i)[lib])
 
     def run(steps: int) -> None:
         for _ in range(steps):
@@ -368,39 +468,14 @@ def best_products(sizes, batch, rows: list[dict]):
 
 
 def shape_rates(sizes, batch, reps: int) -> list[dict]:
-    """GFLOP/s of each distinct product shape with NumPy, SciPy's BLAS and torch.mm, on the
-    same float32 buffers in the layouts the step holds them in."""
-    from scipy.linalg import blas
-
-    try:
-        import torch
-    except ImportError:  # pragma: no cover
-        torch = None
-    rng = np.random.default_rng(0)
+    """GFLOP/s of each distinct product shape with every BLAS at hand (:func:`product_calls`:
+    NumPy, SciPy's BLAS, torch.mm, MKL and BLIS where installed), on the same float32 buffers
+    in the layouts the step holds them in."""
     rows = []
     for kind, m, k, n in dict.fromkeys(step_products(sizes, batch)):
         flops = 2.0 * m * k * n
-        if kind == "x.W":
-            a, b = rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32)
-            fns = {"numpy": lambda a=a, b=b: a @ b,
-                   "scipy": lambda a=a, b=b: blas.sgemm(1.0, b.T, a.T).T}
-            def tfn(a=a, b=b):
-                return (torch.from_numpy(a) @ torch.from_numpy(b))
-        elif kind == "xT.g":
-            x, g = rng.standard_normal((k, m), np.float32), rng.standard_normal((k, n), np.float32)
-            fns = {"numpy": lambda x=x, g=g: x.T @ g,
-                   "scipy": lambda x=x, g=g: blas.sgemm(1.0, g.T, x.T, trans_b=1).T}
-            def tfn(x=x, g=g):
-                return (torch.from_numpy(x).T @ torch.from_numpy(g))
-        else:
-            g, w = rng.standard_normal((m, k), np.float32), rng.standard_normal((n, k), np.float32)
-            fns = {"numpy": lambda g=g, w=w: g @ w.T,
-                   "scipy": lambda g=g, w=w: blas.sgemm(1.0, w.T, g.T, trans_a=1).T}
-            def tfn(g=g, w=w):
-                return (torch.from_numpy(g) @ torch.from_numpy(w).T)
-        if torch is not None:
-            fns["torch"] = tfn
-        rates = {lib: flops / _best(f, reps) / 1e9 for lib, f in fns.items()}
+        rates = {lib: flops / _best(f, reps) / 1e9
+                 for lib, f in product_calls(kind, m, k, n).items()}
         rows.append({"kind": kind, "shape": f"({m}x{k})({k}x{n})", "flops": flops,
                      "count": step_products(sizes, batch).count((kind, m, k, n)), **rates})
     return rows
@@ -432,6 +507,7 @@ def child(cores: str, rounds: int, use_jax: bool) -> dict:
                 "breakdown": breakdown(sizes, act, batch, steps, max(5, rounds))}
         if sizes[1] == 2048:
             case["shapes"] = shape_rates(sizes, batch, reps=3)
+            case["blas_paths"] = blas_paths()
             # the step against its products at the best rate per shape, interleaved
             floor = interleaved({"depthlab": depthlab_step(sizes, act, init, batch),
                                  "products": best_products(sizes, batch, case["shapes"])},
@@ -488,8 +564,9 @@ def report(res: dict) -> None:
     for c in res["cases"]:
         if "shapes" not in c:
             continue
-        libs = [k for k in ("numpy", "scipy", "torch") if k in c["shapes"][0]]
-        print(f"\n  {c['name']}: GFLOP/s per product shape ({', '.join(libs)})")
+        libs = [k for k in LIBRARIES if k in c["shapes"][0]]
+        paths = "".join(f"; {k}: {v}" for k, v in c.get("blas_paths", {}).items())
+        print(f"\n  {c['name']}: GFLOP/s per product shape ({', '.join(libs)}{paths})")
         for r in c["shapes"]:
             print(f"    {r['kind']:5s} {r['shape']:28s} x{r['count']}: "
                   + "  ".join(f"{k} {r[k]:6.1f}" for k in libs))
