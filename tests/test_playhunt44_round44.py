@@ -1,0 +1,101 @@
+"""Round 44 (playhunt44): the live playground and the reports as a learner and a teacher see
+them. Each test failed before its fix. Screenshots go to a temporary folder
+(``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR)."""
+
+from __future__ import annotations
+
+import pytest
+from helpers.browser import checked_page, screenshot_dir
+
+MEASURED = "document.getElementById('grad-summary').dataset.step !== ''"
+RESIDUAL = {"model.activation": "relu", "model.init": "he_normal", "model.batchnorm": "true",
+            "model.residual": "true", "train.lr": "0.01"}
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    return screenshot_dir(tmp_path_factory.mktemp("playhunt44"))
+
+
+def _measured(query: dict[str, str]):
+    """(grad_std at step 0, the theory profile) as the page takes them, on its probe rows."""
+    from depthlab.experiments.runner import make_trainer, prepare
+    from depthlab.playground.measure import Monitor
+    from depthlab.playground.prediction import theory_profile
+    from depthlab.playground.setup import parse_setup, to_config
+
+    prep = prepare(to_config(parse_setup(query)))
+    trainer = make_trainer(prep, callbacks=[], epochs=None, max_steps=1, eval_every=None)
+    ds = prep.data
+    px, py = (ds.x_val, prep.y_val) if prep.y_val is not None else (ds.x_train, prep.y_train)
+    mon = Monitor(prep.net, px, py, trainer.loss, ds.x_train, prep.y_train)
+    return mon.measure(0)["grad_std"], theory_profile(prep.config, x=mon.x)
+
+
+# -- the residual preset's theory line: 10.6x apart, and why ------------------------------------
+def test_a_residual_batch_norm_net_on_2d_inputs_says_the_gap_is_the_inputs_rank():
+    # was: the residual preset (1000 blocks of 16 on the spirals) read "a factor 10.62 apart"
+    # and the only reason given was the narrow layers' one draw, whose own example said the gap
+    # narrows at larger widths: at 512 units it is still 4.7x, made in the first blocks by the
+    # 2-D inputs that the skip path carries into every block
+    g, prof = _measured({**RESIDUAL, "model.depth": "20", "model.width": "16"})
+    note = prof["inputs"]
+    assert note is not None and "the probe rows span 2 dimensions, fewer than the 16 units" in note
+    assert "10.6x of 16 (the residual preset)" in note and "4.7x at 200 blocks of 512" in note
+    # not said where the inputs span as many dimensions as a layer has units, nor of other nets
+    _, digits = _measured({**RESIDUAL, "model.depth": "2", "model.width": "16",
+                           "data.name": "digits"})
+    assert digits["inputs"] is None
+    _, plain = _measured({"model.depth": "3", "model.width": "16"})
+    assert plain["inputs"] is None
+    # no theory line: the key is there, empty
+    _, none = _measured({**RESIDUAL, "model.depth": "2", "model.activation": "identity"})
+    assert none["relative_std"] is None and none["inputs"] is None
+
+
+def test_input_rank_is_the_rank_about_the_mean():
+    import numpy as np
+
+    from depthlab.playground.prediction import input_rank, input_rank_note
+
+    rng = np.random.default_rng(0)
+    flat = rng.normal(size=(200, 2)) @ rng.normal(size=(2, 10)) + 5.0  # rank 2, offset
+    assert input_rank(flat) == 2
+    assert input_rank(rng.normal(size=(50, 8))) == 8
+    assert input_rank(None) is None and input_rank(np.ones((1, 3))) is None
+    assert input_rank(np.array([[np.nan, 1.0], [2.0, 3.0]])) is None
+    assert input_rank_note(2, [16, 16], "residual+batchnorm") is not None
+    assert input_rank_note(16, [16, 16], "residual+batchnorm") is None
+    assert input_rank_note(2, [16, 16], "batchnorm") is None  # the theory's own note says it
+
+
+def test_the_gap_the_note_blames_on_the_inputs_is_the_inputs():
+    # what the note claims, measured: the same residual batch-norm net is 2x or more apart on
+    # the 2-feature spirals at 128 units (not a narrow draw), within 2x on 64-feature digits
+    q = {**RESIDUAL, "model.depth": "50", "model.width": "128", "train.seed": "0"}
+    g, prof = _measured(q)
+    spirals = g[0] / g[-1] / prof["relative_std"][0]
+    g, prof = _measured({**q, "data.name": "digits"})
+    digits = g[0] / g[-1] / prof["relative_std"][0]
+    assert spirals > 2.5 and digits < 2, (spirals, digits)
+
+
+def test_the_residual_theory_note_says_why_and_where_the_line_is_apart(browser, server, shots):
+    q = "&".join(f"{k}={v}" for k, v in {**RESIDUAL, "model.depth": "50",
+                                          "model.width": "16"}.items())
+    with checked_page(browser, 1280, 800) as pg:
+        pg.goto(server.url + "?" + q)
+        pg.wait_for_function("S.ready && S.ready.n_layers === 99 && document.getElementById("
+                             "'theory-note').textContent.includes(' apart')", timeout=120_000)
+        pg.locator("#panel-grad").screenshot(path=str(shots / "playhunt44_residual_note.png"))
+        note = pg.locator("#theory-note").text_content()
+        why = "; part of the gap, at any width, is the inputs': the probe rows span 2 dimensions"
+        assert why in note, note
+        at = note.index(". At step 0 the measured nonlinearity 1 / nonlinearity 99 ratio is ")
+        assert note.index(why) < at and note.index("; the line is the mean over random") < at
+        # where along the depth the two curves part, relative to the last layer
+        along = note[note.index("(measured / theory along the nonlinearities: "):]
+        assert ", 1 at 99): a factor " in along and note.endswith(" apart"), note
+        for layer in (1, 10, 50):
+            assert f" at {layer}," in along, along
+        assert "NaN" not in note and "undefined" not in note
