@@ -497,12 +497,20 @@ class TruncNormal(Initializer):
 
 
 class Uniform(Initializer):
-    """Uniform U[-limit, limit] (default 1): Var(W) = limit^2 / 3."""
+    """Uniform U[-limit, limit] (default 1): Var(W) = limit^2 / 3.
+
+    Zero-mean, unlike torch's ``nn.init.uniform_(w, a=0.0, b=1.0)``, whose default U[0, 1)
+    has mean 1/2: torch's bounds ``a``, ``b`` are taken when symmetric (``a = -b``, then
+    ``limit = b``: ``uniform_(w, -0.05, 0.05)`` is ``uniform(a=-0.05, b=0.05)``), as
+    ``trunc_normal``'s are; other bounds are a ValueError naming them."""
 
     name = "uniform"
 
-    def __init__(self, limit: float = 1.0) -> None:
+    def __init__(self, limit: float = 1.0, *, a: float | None = None,
+                 b: float | None = None) -> None:
         self.fixed_limit = real("limit", limit, positive=True)
+        if a is not None or b is not None:
+            self.fixed_limit = _symmetric_bounds(a, b, limit)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -521,6 +529,24 @@ class Uniform(Initializer):
                     fans: tuple[int, int]) -> Array:
         lim = self.limit(*fans)
         return gen.uniform(-lim, lim, size=shape)
+
+
+def _symmetric_bounds(a: float | None, b: float | None, limit: float) -> float:
+    """``b`` for torch's bounds ``a = -b < 0 < b`` of :class:`Uniform`; ValueError naming
+    them otherwise (one of them missing, not symmetric, or a ``limit`` that says another
+    bound)."""
+    if a is None or b is None:
+        raise ValueError(f"uniform takes torch's bounds a and b together (a = -b), got a={a!r}, "
+                         f"b={b!r}; or give limit (U(-limit, limit))")
+    lo, hi = real("a", a), real("b", b)
+    if not lo < 0.0 < hi or lo != -hi:
+        raise ValueError(f"uniform draws zero-mean weights U(-b, b): bounds a = -b < 0 < b, got "
+                         f"a={a!r}, b={b!r} (torch's uniform_ default U(0, 1) has mean 0.5; "
+                         "depthlab's theory takes zero-mean weights)")
+    if limit != 1.0 and limit != hi:
+        raise ValueError(f"uniform got limit={limit!r} and bounds a={a!r}, b={b!r}; give one "
+                         "of them")
+    return hi
 
 
 class FanInUniform(Uniform):

@@ -165,6 +165,48 @@ def refuse_unknown_arguments(cls: type[Optimizer], kwargs: Mapping[str, Any]) ->
                         f"{', '.join(accepted)}")
 
 
+# the keys of a group in state_dict()["param_groups"] besides its hyperparameters
+_GROUP_LAYOUT = ("params", "step", "scalars", "initial_lr")
+
+
+def _all_hyperparameter_names() -> set[str]:
+    """Every hyperparameter name of every registered optimizer (``betas``, ``momentum``, ...)."""
+    from . import REGISTRY  # the package imports this module first
+
+    return {k for cls in REGISTRY.factories.values()
+            for k in cls.hyperparameter_names()}  # type: ignore[attr-defined]
+
+
+def check_user_key(cls: type[Optimizer], key: Any) -> str | None:
+    """Why ``key`` cannot be one of torch's own keys of a parameter group (``{"params": ...,
+    "name": "encoder"}``: torch keeps any other key in the group, unread by the update), or
+    None when it can. Refused: a key that is not a string, torch's implementation flags
+    (``foreach``, ...), a hyperparameter of another optimizer (``betas`` in an SGD group: it
+    would be silently ignored), depthlab's ``step``/``scalars`` and a likely typo of one
+    of any optimizer's hyperparameters (difflib's similarity ratio ``2 M / T >= 0.8`` and a
+    length within 2: ``momentun``, ``betas2``; ``weight_decay_mult`` is a key of its own)."""
+    import difflib
+
+    accepted = cls.hyperparameter_names()
+    if not isinstance(key, str):
+        return f"a parameter group's keys are names, got {type(key).__name__} {key!r}"
+    if key in TORCH_IMPLEMENTATION_FLAGS:
+        return (f"{key!r} chooses how torch runs the update, not what it computes; depthlab "
+                "has one NumPy update: leave it out")
+    if key in _GROUP_LAYOUT:
+        return f"{key!r} is a key of depthlab's state_dict group layout"
+    if key in _all_hyperparameter_names():
+        return f"{key!r} is no hyperparameter of {cls.name!r}"
+    for names in (accepted, sorted(_all_hyperparameter_names())):
+        close = [n for n in difflib.get_close_matches(key.lower(), names, n=3, cutoff=0.8)
+                 if abs(len(n) - len(key)) <= 2]
+        if close:
+            theirs = "" if close[0] in accepted else ", a hyperparameter of other optimizers"
+            return (f"{key!r} is no hyperparameter of {cls.name!r} (did you mean "
+                    f"{close[0]!r}{theirs}?)")
+    return None
+
+
 def _group_specs(params: Any) -> tuple[list[dict[str, Any]] | None, Any]:
     """``(groups, params)``: torch's parameter groups when ``params`` is a list of dicts
     (``groups`` the dicts, each holding ``"params"``), else ``(None, params)`` with an iterator
@@ -236,8 +278,10 @@ class ParamGroup(MutableMapping):
     """torch's ``optimizer.param_groups[i]`` for one group's optimizer: a live view
     whose ``"params"`` is the parameter list and whose other keys are the hyperparameters,
     read and set as the optimizer's attributes (``g["lr"] *= 0.5`` is ``opt.lr *= 0.5``, with
-    its checks); a key the optimizer does not have is a KeyError naming the ones it has.
-    ``"initial_lr"`` (torch's schedulers' key) is ``optimizer.initial_lr``: present once set."""
+    its checks), then the group's own keys (torch keeps any other key: ``g["name"] =
+    "encoder"``; :func:`check_user_key` refuses another optimizer's hyperparameter or a
+    likely typo, a KeyError naming the keys the group has). ``"initial_lr"`` (torch's
+    schedulers' key) is ``optimizer.initial_lr``: present once set."""
 
     def __init__(self, optimizer: Optimizer) -> None:
         self._optimizer = optimizer
@@ -248,13 +292,21 @@ class ParamGroup(MutableMapping):
             names = [*names, "initial_lr"]
         return names
 
+    def _user(self) -> dict[str, Any]:
+        return self._optimizer.user_keys
+
+    def _missing(self, key: Any, why: str = "") -> KeyError:
+        return KeyError(f"{key!r}: a {self._optimizer.name} group holds params, "
+                        f"{', '.join([*self._names(), *self._user()])}{why}")
+
     def __getitem__(self, key: str) -> Any:
         if key == "params":
             return list(self._optimizer.params)
-        if key not in self._names():
-            raise KeyError(f"{key!r}: a {self._optimizer.name} group holds params, "
-                           f"{', '.join(self._names())}")
-        return getattr(self._optimizer, key)
+        if key in self._names():
+            return getattr(self._optimizer, key)
+        if key in self._user():
+            return self._user()[key]
+        raise self._missing(key)
 
     def __setitem__(self, key: str, value: Any) -> None:
         if key == "params":
@@ -263,19 +315,25 @@ class ParamGroup(MutableMapping):
         if key == "initial_lr":  # torch's schedulers' key (g.setdefault("initial_lr", lr))
             self._optimizer.initial_lr = check_number("initial_lr", value)
             return
-        if key not in self._names():
-            raise KeyError(f"{key!r}: a {self._optimizer.name} group holds params, "
-                           f"{', '.join(self._names())}")
-        setattr(self._optimizer, key, value)
+        if key in self._names():
+            setattr(self._optimizer, key, value)
+            return
+        why = check_user_key(type(self._optimizer), key)
+        if why is not None:
+            raise self._missing(key, f" ({why})")
+        self._optimizer.set_user_key(key, value)
 
     def __delitem__(self, key: str) -> None:
+        if key in self._user():
+            del self._user()[key]
+            return
         raise TypeError(f"param_groups[0][{key!r}] cannot be removed")
 
     def __iter__(self) -> Iterator[str]:
-        return iter(["params", *self._names()])
+        return iter(["params", *self._names(), *self._user()])
 
     def __len__(self) -> int:
-        return 1 + len(self._names())
+        return 1 + len(self._names()) + len(self._user())
 
     def __repr__(self) -> str:
         return repr(dict(self))
@@ -349,8 +407,11 @@ class Optimizer(metaclass=_OptimizerType):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """torch's ``add_param_group``: a dict with ``"params"`` (a Parameter or a list of them)
-        and hyperparameters overriding ``opt.defaults`` (plus torch's ``"initial_lr"``). The
-        group starts with fresh state (step 0); a parameter already in a group is refused."""
+        and hyperparameters overriding ``opt.defaults`` (plus torch's ``"initial_lr"``); any
+        other key is the group's own, kept as torch keeps it (``"name": "encoder"``,
+        :attr:`user_keys`) unless :func:`check_user_key` refuses it (another optimizer's
+        hyperparameter, a likely typo). The group starts with fresh state (step 0); a
+        parameter already in a group is refused."""
         cls = type(self)
         if not isinstance(param_group, dict):
             raise TypeError(f"a parameter group must be a dict with 'params', got "
@@ -366,12 +427,23 @@ class Optimizer(metaclass=_OptimizerType):
         held = {id(p) for p in self.params}
         if any(id(p) in held for p in plist):
             raise ValueError("some parameters appear in more than one parameter group")
-        extra = {k: v for k, v in param_group.items() if k not in ("params", "initial_lr")}
+        names = cls.hyperparameter_names()
+        extra = {k: v for k, v in param_group.items() if k in names}
+        user = {k: v for k, v in param_group.items()
+                if k not in names and k not in ("params", "initial_lr")}
+        for k in user:
+            why = check_user_key(cls, k)
+            if why is not None:
+                raise TypeError(f"unknown hyperparameter(s) [{k!r}] for optimizer "
+                                f"{cls.name!r}: {why}; accepted: {names} and keys of your own, "
+                                "which torch keeps in the group ('name')")
         defaults = getattr(self, "defaults", None) or self.hyperparameters()
         hyper = cls.check_hyperparameters(**{**defaults, **extra})
         group = cls.__new__(cls)
         cls.__init__(group, plist, **hyper)
         object.__setattr__(group, "defaults", defaults)
+        for k, v in user.items():
+            group.set_user_key(k, v)
         if param_group.get("initial_lr") is not None:
             group.initial_lr = check_number("initial_lr", param_group["initial_lr"])
         if self._groups is None:
@@ -388,10 +460,23 @@ class Optimizer(metaclass=_OptimizerType):
         for name, value in defaults.items():
             object.__setattr__(self, name, value)
         self.__dict__.pop("initial_lr", None)
+        self.__dict__.pop("_user_keys", None)  # the first group's now
         object.__setattr__(self, "_groups", [first])
         self.params = list(first.params)
         self.state = _GroupState(self._groups)
         self._scratch = {}
+
+    @property
+    def user_keys(self) -> dict[str, Any]:
+        """This group's own keys beside its hyperparameters (torch keeps any other key of a
+        parameter group, ``{"params": ..., "name": "encoder"}``, which the update never
+        reads), as given; in :meth:`state_dict`'s ``param_groups`` and restored by
+        :meth:`load_state_dict`."""
+        return self.__dict__.get("_user_keys", {})
+
+    def set_user_key(self, key: str, value: Any) -> None:
+        """Set one of this group's own keys (:attr:`user_keys`)."""
+        self.__dict__.setdefault("_user_keys", {})[key] = value
 
     # -- learning rate ---------------------------------------------------------------
     @property
@@ -547,6 +632,7 @@ class Optimizer(metaclass=_OptimizerType):
                          "step": sub["step"], "scalars": sub["scalars"]}
                 if "initial_lr" in sub:
                     group["initial_lr"] = sub["initial_lr"]
+                group.update(g.user_keys)
                 out["param_groups"].append(group)
             return out
         out = {"name": self.name, "hyperparameters": self.hyperparameters(),
@@ -560,6 +646,7 @@ class Optimizer(metaclass=_OptimizerType):
                  "step": out["step"], "scalars": dict(out["scalars"])}
         if "initial_lr" in out:
             group["initial_lr"] = out["initial_lr"]
+        group.update(self.user_keys)
         out["param_groups"] = [group]
         return out
 
@@ -604,9 +691,17 @@ class Optimizer(metaclass=_OptimizerType):
                    "scalars": sg.get("scalars", state_dict.get("scalars")), "state": bufs}
             if sg.get("initial_lr") is not None:
                 sub["initial_lr"] = sg["initial_lr"]
-            loaded.append(g._check_loaded(sub))
-        for g, checked in zip(groups, loaded):
+            user = {k: v for k, v in sg.items() if k not in names and k not in _GROUP_LAYOUT}
+            for k in user:
+                why = check_user_key(type(self), k)
+                if why is not None:
+                    raise ValueError(f"state_dict param_groups[{i}] holds {k!r}: {why}")
+            loaded.append((g._check_loaded(sub), user))
+        for g, (checked, user) in zip(groups, loaded):
             g._apply_loaded(checked)
+            g.__dict__.pop("_user_keys", None)  # torch: the saved group's keys replace them
+            for k, v in user.items():
+                g.set_user_key(k, v)
         if self._groups is None:
             return
         defaults = type(self).check_hyperparameters(**state_dict["hyperparameters"])

@@ -1,0 +1,115 @@
+"""Round 44 (nphunt44): torch's own keys of a parameter group, torch's symmetric bounds of
+``uniform``, and the engine's agreement with torch where earlier tests did not look."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+import depthlab as dl
+from depthlab import optimizers as O
+from depthlab.parameter import Parameter
+
+torch = pytest.importorskip("torch")
+
+
+def _params(n: int = 3, shape: tuple[int, ...] = (2, 2)) -> list[Parameter]:
+    return [Parameter(f"p{i}", np.full(shape, float(i + 1))) for i in range(n)]
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "radam", "rmsprop"])
+def test_group_keys_of_your_own_are_kept_as_torch_keeps_them(name: str) -> None:
+    """torch keeps any other key of a parameter group (``{"params": ..., "name": "enc"}``,
+    read by user code, never by the update); it was "TypeError: unknown hyperparameter(s)
+    ['name']". The key is read and set through ``param_groups``, listed in ``state_dict`` and
+    restored by ``load_state_dict``; the update is torch's."""
+    ps = _params()
+    opt = dl.optimizer(name, [{"params": ps[:1], "name": "enc", "lr_scale": 0.5},
+                              {"params": ps[1:], "lr": 0.1}], lr=0.01)
+    tps = [torch.nn.Parameter(torch.from_numpy(p.value.copy())) for p in ps]
+    tcls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "radam": torch.optim.RAdam,
+            "rmsprop": torch.optim.RMSprop}[name]
+    topt = tcls([{"params": tps[:1], "name": "enc", "lr_scale": 0.5},
+                 {"params": tps[1:], "lr": 0.1}], lr=0.01)
+    assert opt.param_groups[0]["name"] == topt.param_groups[0]["name"] == "enc"
+    assert opt.param_groups[0]["lr_scale"] == 0.5 and "name" not in opt.param_groups[1]
+    opt.param_groups[1]["name"] = "dec"
+    topt.param_groups[1]["name"] = "dec"
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        for p, tp in zip(ps, tps):
+            p.grad = rng.normal(size=p.value.shape)
+            tp.grad = torch.from_numpy(p.grad.copy())
+        opt.step()
+        topt.step()
+    for p, tp in zip(ps, tps):
+        np.testing.assert_allclose(p.value, tp.detach().numpy(), rtol=1e-13, atol=1e-15)
+    saved = pickle.loads(pickle.dumps(opt.state_dict()))
+    assert [g.get("name") for g in saved["param_groups"]] == ["enc", "dec"]
+    assert saved["param_groups"][0]["lr_scale"] == 0.5
+    fresh = dl.optimizer(name, [{"params": ps[:1]}, {"params": ps[1:], "lr": 0.1}], lr=0.01)
+    fresh.load_state_dict(saved)
+    assert [g.get("name") for g in fresh.param_groups] == ["enc", "dec"]
+    assert fresh.param_groups[0]["lr_scale"] == 0.5
+    del fresh.param_groups[0]["lr_scale"]
+    assert "lr_scale" not in fresh.param_groups[0] and "lr_scale" not in dict(
+        fresh.param_groups[0])
+
+
+def test_group_key_of_a_one_group_optimizer_and_add_param_group() -> None:
+    """A plain parameter list is one group; torch lets ``param_groups[0]["name"] = ...`` be
+    set there too, and it stays with that group when a second group is added."""
+    ps = _params()
+    opt = O.SGD(ps[:2], lr=0.1, momentum=0.9)
+    opt.param_groups[0]["name"] = "body"
+    assert opt.state_dict()["param_groups"][0]["name"] == "body"
+    opt.add_param_group({"params": ps[2:], "name": "head", "lr": 0.5})
+    assert [g["name"] for g in opt.param_groups] == ["body", "head"]
+    assert opt.param_groups[1]["lr"] == 0.5
+
+
+@pytest.mark.parametrize("key, words", [
+    ("betas", "no hyperparameter of 'sgd'"),             # another optimizer's: ignored by SGD
+    ("momentun", "did you mean 'momentum'"),             # a typo
+    ("nesterof", "did you mean 'nesterov'"),
+    ("foreach", "how torch runs the update"),            # torch's implementation flag
+    ("step", "state_dict group layout"),                 # depthlab's own group key
+])
+def test_group_keys_that_are_mistakes_stay_refused(key: str, words: str) -> None:
+    """A key that is a hyperparameter of another optimizer, a likely typo of one, torch's
+    implementation flags and depthlab's ``step`` are refused in one line, as before, in a
+    group dict (TypeError) and set on ``param_groups`` (KeyError); nothing is added."""
+    ps = _params()
+    opt = O.SGD([{"params": ps[:1]}], lr=0.1)
+    with pytest.raises(TypeError, match=rf"unknown hyperparameter.*{key!r}.*{words}"):
+        opt.add_param_group({"params": ps[1:], key: 0.9})
+    assert len(opt.param_groups) == 1
+    with pytest.raises(KeyError, match=words):
+        opt.param_groups[0][key] = 0.9
+    assert key not in opt.param_groups[0]
+
+
+def test_uniform_takes_torchs_symmetric_bounds() -> None:
+    """``dl.initializer("uniform", a=-b, b=b)`` is torch's ``uniform_(w, -b, b)``
+    (U(-b, b), Var b^2/3); it was "TypeError: unknown argument 'a'". torch's default U(0, 1)
+    (mean 1/2) is refused naming it: depthlab's ``uniform`` is the zero-mean U(-limit,
+    limit), U(-1, 1) by default, as the README says."""
+    init = dl.initializer("uniform", a=-0.05, b=0.05)
+    w = init((400, 300), 0, "float64")
+    assert np.abs(w).max() <= 0.05 and w.max() > 0.0499 and w.min() < -0.0499
+    assert init.variance(400, 300) == pytest.approx(0.05**2 / 3)
+    assert w.var() == pytest.approx(0.05**2 / 3, rel=0.02)
+    tw = torch.nn.init.uniform_(torch.empty(300, 400, dtype=torch.float64), -0.05, 0.05)
+    assert w.var() == pytest.approx(float(tw.var()), rel=0.03)
+    np.testing.assert_array_equal(w, dl.initializer("uniform", limit=0.05)((400, 300), 0,
+                                                                           "float64"))
+    d = dl.initializer("uniform")((300, 300), 0, "float64")
+    assert d.min() < -0.99 and d.max() > 0.99  # U(-1, 1), not torch's U(0, 1)
+    with pytest.raises(ValueError, match=r"a=0, b=1 \(torch's uniform_ default U\(0, 1\)"):
+        dl.initializer("uniform", a=0, b=1)
+    with pytest.raises(ValueError, match="a and b together"):
+        dl.initializer("uniform", b=0.1)
+    with pytest.raises(ValueError, match="give one of them"):
+        dl.initializer("uniform", limit=2.0, a=-0.1, b=0.1)
