@@ -48,7 +48,7 @@ import math
 import random
 import sys
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -583,25 +583,25 @@ def check_materialized(model: nn.Module) -> nn.Module:
                          "without values), so nothing can be measured; expected a model with "
                          "values (model.to_empty(device='cpu') and initialize it, or "
                          "load_state_dict(..., assign=True))")
-    check_nonempty_weights(model)
     return model
 
 
-def check_nonempty_weights(model: nn.Module) -> None:
-    """Raise a one-line ValueError naming a module whose weights (:func:`own_weights`) all have
-    no entries (``nn.Linear(5, 0)``, ``nn.Linear(0, 8)``, ``nn.Conv2d(3, 0, 3)``): its
-    ``weight_std`` = sqrt(sum(w^2) / n - (sum(w) / n)^2) has ``n = 0`` (``dlt.probe`` failed
-    with 'ZeroDivisionError: float division by zero', ``dlt.predict`` with 'cannot reshape
-    tensor of 0 elements', and a conv with zero output channels was reported as an ``x`` of
-    the wrong shape)."""
-    for name, module in model.named_modules():
+def check_nonempty_weights(ran: Iterable[tuple[str, nn.Module]]) -> None:
+    """Raise a one-line ValueError naming the first ``(name, module)`` of the layers a forward
+    ran whose weights (:func:`own_weights`) all have no entries (``nn.Linear(5, 0)``,
+    ``nn.Linear(0, 8)``, ``nn.Conv2d(3, 0, 3)``): its ``weight_std`` =
+    sqrt(sum(w^2) / n - (sum(w) / n)^2) has ``n = 0`` (``dlt.probe`` failed with
+    'ZeroDivisionError: float division by zero', ``dlt.predict`` with 'cannot reshape tensor of
+    0 elements'). Such a module that the forward never calls is left alone, as before."""
+    for name, module in ran:
         weights = own_weights(module)
         if weights and all(p.numel() == 0 for _, p in weights):
             pname, p = weights[0]
             raise ValueError(f"layer {name or type(module).__name__!r} "
                              f"({type(module).__name__}) has {pname} of shape "
                              f"{tuple(p.shape)}, no entries, so it has no statistics; expected "
-                             "every layer to have at least one input and one output unit")
+                             "every layer the forward runs to have at least one input and one "
+                             "output unit")
 
 
 def own_weights(module: nn.Module) -> list[tuple[str, nn.Parameter]]:

@@ -296,6 +296,7 @@ from .layers import (
     check_initialized,
     check_materialized,
     check_model,
+    check_nonempty_weights,
     discover,
     inputs_kept,
     untouched,
@@ -428,6 +429,7 @@ def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], tor
                                     for m in model.modules())):  # (token ids: chain's)
                 _check_no_maps(model, x)
             segments = chain(model, x, y, loss_fn)
+        check_nonempty_weights((seg["name"], seg["module"]) for seg in segments)
     except (TypeError, ValueError) as e:  # (a layer that read the integers themselves)
         if integer and (str(e).startswith("x has dtype") or any(
                 isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in model.modules())):

@@ -75,6 +75,7 @@ from .layers import (
     _broadcast_vector,
     check_materialized,
     check_model,
+    check_nonempty_weights,
     inputs_kept,
     is_norm,
     none_ran,
@@ -809,6 +810,9 @@ def forward(model: nn.Module, x: Any) -> Any:
             raise
         raise ValueError(misfit) from exc
     except RuntimeError as exc:
+        failed = _failed_layer(exc)  # a conv of no channels: torch refused its weight, not x
+        if failed is not None:
+            check_nonempty_weights((n, m) for n, m in model.named_modules() if m is failed[0])
         dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
         said = _first_line(exc)
         wrong = (_wrong_width(model, x, said) or _wrong_shape(model, x, exc, said)
@@ -1153,6 +1157,7 @@ def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch
             output = forward(model, x)
         rec.disarm()
         rec.drop_kept()
+        check_nonempty_weights((info.name, info.owner) for info in rec.order)
         _warn_new_layers(model, rec.layers)
         with unbatched_named(model, x):  # (CrossEntropyLoss of (3,) and (1,) fails backward)
             check_targets(output, y, loss_fn)
