@@ -105,6 +105,8 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
         else:
             with open(p, "rb") as f:  # bounded: /dev/zero or an endless pipe is not read forever
                 data = f.read(MAX_CONFIG_BYTES + 1)
+        if not stdin:  # a data file given where the config goes (`depthlab run my.csv`)
+            _refuse_data_file(p, data)
         if len(data) > MAX_CONFIG_BYTES:
             raise ConfigError(f"config file {str(p)!r} is larger than "
                               f"{MAX_CONFIG_BYTES // 2**20} MiB; accepted: a TOML config file")
@@ -143,6 +145,41 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
                           f"{sys.get_int_max_str_digits()} digits") from None
     except OSError as e:
         raise ConfigError(f"cannot read config file {str(p)!r}: {e.strerror}") from None
+
+
+DATA_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".npz", ".npy", ".gz", "-ubyte", ".idx",
+                 ".parquet", ".pkl", ".pickle", ".h5", ".hdf5")
+"""Names of data (or binary) files, not configs: ``depthlab run my.csv`` is a mix-up of the
+config with its ``[data] path``."""
+DATA_MAGIC = ((b"PK\x03\x04", "a zip archive (.npz)"), (b"\x93NUMPY", "a NumPy .npy array"),
+              (b"\x1f\x8b", "a gzip file"), (b"PAR1", "a Parquet file"),
+              (b"\x00\x00\x08", "an IDX file"), (b"\x89HDF", "an HDF5 file"))
+"""First bytes of data files that are never a config (no TOML or JSON text starts so)."""
+
+
+def _refuse_data_file(p: Path, head: bytes) -> None:
+    """:class:`ConfigError` when the config path ``p`` (whose first bytes are ``head``) is a
+    data file: a name ending in one of :data:`DATA_SUFFIXES`, or a ``.toml``/``.json``-less
+    file whose bytes start with one of :data:`DATA_MAGIC` (a ``.py`` file is named as Python,
+    with ``doctor --torch``). Its message names the file as data and says where it goes
+    (``[data] path``); it was "not a UTF-8 text file ... (re-save the file as UTF-8)" for a
+    .npz, a TOML syntax error at line 1 for a .csv and "missing [data] section" for an empty
+    .csv."""
+    lower = p.name.lower()
+    if lower.endswith((".toml", ".json")):
+        return
+    if lower.endswith(".py"):  # a model's script: was a TOML syntax error at line 1
+        raise ConfigError(f"{str(p)!r} is a Python file, not a config; accepted: "
+                          f"{READ_FORMATS} (a PyTorch model in a .py file: `depthlab doctor "
+                          f"--torch {p}:FUNCTION`)")
+    kind = next((what for magic, what in DATA_MAGIC if head.startswith(magic)), None)
+    suffix = next((s for s in DATA_SUFFIXES if lower.endswith(s)), None)
+    if kind is None and suffix is None:
+        return
+    what = kind or f"a {suffix} data file"
+    raise ConfigError(f"{str(p)!r} is {what}, not a config; accepted: {READ_FORMATS} whose "
+                      f"[data] section names the file (path = {json.dumps(str(p))}; "
+                      "`depthlab init NAME` writes a starter config)")
 
 
 READ_FORMATS = "a TOML (.toml) or JSON (.json) config"

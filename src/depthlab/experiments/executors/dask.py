@@ -316,8 +316,23 @@ def _probe(address: str, timeout: float) -> None:
         why = e.strerror or str(e) or type(e).__name__
         if isinstance(e, TimeoutError | socket.timeout):
             why = f"no answer within {timeout:g} s"
-        raise ClusterError(f"cannot reach the Dask scheduler at {address}: {why} (start one "
-                           "with `dask scheduler`, or check the address)") from None
+        hint = _local_meant(host, port) if isinstance(e, socket.gaierror) else None
+        raise ClusterError(f"cannot reach the Dask scheduler at {address}: {why} ("
+                           + (f"did you mean {hint}?" if hint else "start one with `dask "
+                              "scheduler`, or check the address") + ")") from None
+
+
+def _local_meant(host: str, port: str) -> str | None:
+    """``local:N`` when a host name that did not resolve is a misspelling of ``local``
+    (``locl:2``, ``lokal:4``, ``loacl:2``: difflib ratio >= 0.6, the form ``local:N`` being
+    what was meant) with N the port given when it reads as a worker count (1..1024), else
+    ``local:N``; None for any other name."""
+    import difflib
+
+    name = host.strip("[]").lower()
+    if name == "local" or not difflib.get_close_matches(name, ["local"], n=1, cutoff=0.6):
+        return None
+    return f"local:{port}" if port.isdigit() and 1 <= int(port) <= 1024 else "local:N"
 
 
 def _handshake(address: str, timeout: float) -> dict[str, Any]:
