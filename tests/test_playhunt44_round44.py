@@ -99,3 +99,52 @@ def test_the_residual_theory_note_says_why_and_where_the_line_is_apart(browser, 
         for layer in (1, 10, 50):
             assert f" at {layer}," in along, along
         assert "NaN" not in note and "undefined" not in note
+
+
+# -- a server restarted: the page reconnects by itself ------------------------------------------
+def test_the_page_reconnects_when_the_server_comes_back_and_trains_again(browser, shots):
+    from urllib.parse import urlsplit
+
+    from depthlab.playground.server import Background
+
+    # was: "lost the connection to the server; reload the page to reconnect" for ever beside a
+    # server that was back on the same port, every button disabled
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        first = Background()
+        port = urlsplit(first.url).port
+        try:
+            pg.goto(first.url + "?model.depth=3&model.width=8&train.lr=0.02")
+            pg.wait_for_function(MEASURED, timeout=90_000)
+            pg.fill("#f-train-seed", "7")  # a setting of the learner's, kept through
+            pg.press("#f-train-seed", "Enter")
+            pg.wait_for_function("new URLSearchParams(location.search).get('train.seed') === "
+                                 "'7'", timeout=60_000)
+            pg.click("#play")
+            pg.wait_for_selector("body[data-state=running]", timeout=30_000)
+        finally:
+            first.stop()
+        pg.wait_for_selector("body[data-state=disconnected]", timeout=15_000)
+        msg = pg.locator("#message").text_content()
+        assert "trying again every few seconds" in msg and "reload the page" in msg, msg
+        with Background(port=port) as again:
+            pg.wait_for_selector("body[data-state=running]", timeout=90_000)
+            pg.wait_for_function("S.ready !== null && S.last !== null", timeout=90_000)
+            pg.screenshot(path=str(shots / "playhunt44_reconnected.png"))
+            msg = pg.locator("#message").text_content()
+            assert msg.startswith("reconnected to the server: the network was built afresh"), msg
+            assert msg.endswith("and trains again"), msg
+            assert pg.locator("#message").is_visible()
+            for name in ("play", "pause", "step", "reset", "doctor"):
+                assert not pg.locator(f"#{name}").is_disabled(), name
+            assert pg.input_value("#f-train-seed") == "7"
+            assert again.app.state.registry.sessions, "no session on the new server"
+            # the new session answers presses (its press count starts at 0 again)
+            pg.click("#pause")
+            pg.wait_for_selector("body[data-state=paused]", timeout=30_000)
+        assert not errors, errors
+    finally:
+        context.close()

@@ -8,6 +8,7 @@ const MAX_HISTORY = 1500;
 
 const S = {
   schema: null, ws: null, query: null, state: "connecting", wantPlay: false, press: 0,
+  lost: null, rejoined: null,
   ready: null, theory: null, init: null, last: null, plots: {}, updates: [], edits: 0,
   hist: { step: [], train: [], probe: [], acc: [] }, evo: { step: [], mean: [], std: [] },
 };
@@ -253,28 +254,65 @@ function send(msg) {
   return true;
 }
 
+/* After the connection is lost (the server stopped or restarted, a laptop slept) the page
+   tries again after these waits (ms; the last one repeats): it said "reload the page" and stayed
+   disconnected beside a server that was back, the learner's settings kept only by a reload.
+   Not sooner: every try at a server that is down logs an error to the browser's console, and
+   the server takes seconds to start again. */
+const RECONNECT_MS = [5000, 5000, 10000];
+
 function connect() {
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
   const ws = new WebSocket(`${proto}//${location.host}/ws`);
   S.ws = ws;
-  ws.onopen = () => sendSetup({ ...readControls(), ...(S.extra || {}) }, false);
-  ws.onmessage = (ev) => handle(JSON.parse(ev.data));
-  ws.onclose = () => {
-    setState("disconnected");
-    showMessage("lost the connection to the server; reload the page to reconnect");
-    // buttons that can do nothing any more look it (they took clicks without a word)
-    for (const id of ["play", "pause", "step", "reset", "doctor"]) $(id).disabled = true;
-    // a preset asks the server too (its click threw 'Failed to fetch'), and so does cancel
-    document.querySelectorAll("#preset-buttons button, #doctor-cancel")
-      .forEach((b) => { b.disabled = true; });
-    // a doctor that was running never answers now: its panel kept saying "the doctor is
-    // training copies ..." (far below the message at the top of a long page)
-    if ($("doctor-cancel")) {
-      $("doctor-out").replaceChildren(el("p", "note doctor-lost", "the doctor's answer is " +
-        "lost: the connection to the server closed while it ran; reload the page and press " +
-        "doctor again"));
+  ws.onopen = () => {
+    if (S.lost === null) {
+      sendSetup({ ...readControls(), ...(S.extra || {}) }, false);
+      return;
     }
+    // back: a new server session, its press count from 0 (a "paused" numbered 0 read as an
+    // answer to an earlier press than the page's last and was not shown), the page's settings
+    // built afresh and training again if it was
+    const lost = S.lost;
+    S.lost = null;
+    S.press = 0;
+    for (const id of ["play", "pause", "step", "reset", "doctor"]) $(id).disabled = false;
+    document.querySelectorAll("#preset-buttons button").forEach((b) => { b.disabled = false; });
+    S.rejoined = "reconnected to the server: the network was built afresh from the settings " +
+      "on the page (step 0)" + (lost.running ? " and trains again" : "");
+    showMessage(S.rejoined);
+    sendSetup({ ...readControls() }, lost.running);
   };
+  ws.onmessage = (ev) => handle(JSON.parse(ev.data));
+  ws.onclose = (ev) => {
+    if (S.ws !== ws) return;
+    // 1008: the server refused this page (another site's origin): trying again changes nothing
+    const retry = ev.code !== 1008;
+    if (S.lost === null) {
+      S.lost = { running: S.state === "running", tries: 0 };
+      lostConnection(retry);
+    }
+    if (retry) setTimeout(connect, RECONNECT_MS[Math.min(S.lost.tries++, RECONNECT_MS.length - 1)]);
+  };
+}
+
+function lostConnection(retry) {
+  setState("disconnected");
+  showMessage("lost the connection to the server; " + (retry ? "trying again every few " +
+    "seconds (the network restarts from step 0), or reload the page to reconnect" :
+    "reload the page to reconnect"));
+  // buttons that can do nothing any more look it (they took clicks without a word)
+  for (const id of ["play", "pause", "step", "reset", "doctor"]) $(id).disabled = true;
+  // a preset asks the server too (its click threw 'Failed to fetch'), and so does cancel
+  document.querySelectorAll("#preset-buttons button, #doctor-cancel")
+    .forEach((b) => { b.disabled = true; });
+  // a doctor that was running never answers now: its panel kept saying "the doctor is
+  // training copies ..." (far below the message at the top of a long page)
+  if ($("doctor-cancel")) {
+    $("doctor-out").replaceChildren(el("p", "note doctor-lost", "the doctor's answer is " +
+      "lost: the connection to the server closed while it ran; press doctor again once the " +
+      "page is reconnected"));
+  }
 }
 
 function setState(state) {
@@ -447,7 +485,9 @@ function onAccepted(m) {
   // another activation) beside the new one's parameter count until it is built: dimmed
   $("panels").classList.add("previous");
   $("panels").setAttribute("aria-busy", "true");
-  showMessage(""); markInvalid(null);
+  // the setup sent on reconnecting says so once it is accepted (cleared by the next one)
+  showMessage(S.rejoined || ""); markInvalid(null);
+  S.rejoined = null;
   afterRelease(() => { $("diverged").hidden = true; });
   const qs = new URLSearchParams(m.query).toString();
   history.replaceState(null, "", "?" + qs);
