@@ -133,3 +133,59 @@ def test_float32_sum_of_squares_is_float64_accurate(n: int) -> None:
     w = Parameter("w", (z[:, 0] - y).reshape(-1, 100))
     exact_l2 = 0.5 * float(np.dot(d, d))
     assert abs(penalty([w], l2=0.5) - exact_l2) / exact_l2 < 1e-9
+
+
+@pytest.mark.parametrize("layer", ["Dropout", "AlphaDropout", "sigmoid", "gelu", "softmax",
+                                   "tanh", "relu", "Residual"])
+@pytest.mark.parametrize("dtype", [np.int64, np.bool_])
+def test_standalone_layers_take_integers_as_float64(layer: str, dtype) -> None:
+    """A layer used on its own takes integers and booleans as float64 (torch's float ops
+    promote them): ``Dropout``/``AlphaDropout``/``Activation("sigmoid")`` of integers was
+    NumPy's "Cannot cast ufunc ... output from dtype('float64') to dtype('int64')",
+    ``Activation("tanh")`` of booleans float16 and ``Activation("relu")`` of ints int64.
+    Values and gradients are those of the float64 input."""
+    from depthlab import layers as L
+
+    def build():
+        if layer in ("Dropout", "AlphaDropout"):
+            return getattr(L, layer)(0.5, rng=3)
+        if layer == "Residual":
+            return L.Residual([L.Activation("tanh")])
+        return L.Activation(layer)
+
+    x = (np.arange(12).reshape(3, 4) % 3 - 1).astype(dtype)
+    grad = np.linspace(-1.0, 1.0, 12).reshape(3, 4)
+    got, ref = build(), build()
+    y, y_ref = got.forward(x), ref.forward(x.astype(np.float64))
+    assert y.dtype == np.float64
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(got.backward(grad.copy()), ref.backward(grad.copy()))
+    if layer not in ("Dropout", "AlphaDropout", "Residual"):
+        fn = dl.activation(layer)
+        np.testing.assert_array_equal(fn(x), y_ref)
+        np.testing.assert_array_equal(fn(x.tolist()), y_ref)
+        t = torch.from_numpy(x.astype(np.float64))
+        want = (torch.softmax(t, dim=1) if layer == "softmax"
+                else getattr(torch.nn.functional, layer)(t))
+        np.testing.assert_allclose(y, want.numpy(), rtol=1e-15, atol=1e-16)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_softsign_derivative_at_infinity_is_torchs(dtype) -> None:
+    """softsign(+-inf) is inf / inf = NaN in depthlab and torch; its derivative was 0 there
+    (1 / (1 + |s|)^2), torch's NaN. Now NaN, and unchanged (to the bit) at every finite
+    input, 0 and the largest floats included."""
+    fn = dl.activation("softsign")
+    finite = np.array([0.0, -0.0, 1e-300, -2.5, 3.0, 1e8, -1e30, 1e38], dtype=dtype)
+    s = np.concatenate([finite, np.array([np.inf, -np.inf, np.nan], dtype=dtype)])
+    with np.errstate(all="ignore"):
+        a = fn.forward(s)
+        d = fn.derivative(s, a)
+        g = fn.backward(s, a, np.ones_like(s))
+        old = 1.0 / (1.0 + np.abs(finite)) ** 2
+    st = torch.from_numpy(s.copy()).requires_grad_(True)
+    torch.nn.functional.softsign(st).backward(torch.ones_like(st))
+    assert np.isnan(d[-3:]).all() and np.isnan(st.grad.numpy()[-3:]).all()
+    assert np.isnan(g[-3:]).all()
+    np.testing.assert_array_equal(d[:-3], old.astype(dtype))
+    np.testing.assert_array_equal(g[:-3], old.astype(dtype))

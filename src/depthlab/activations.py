@@ -112,6 +112,14 @@ class ActivationFn:
         return grad_a
 
     def __call__(self, s: Array) -> Array:
+        """``a = f(s)`` (:meth:`forward`) of an array or nested lists; integers and booleans
+        as float64, as torch's float functions promote them (``dl.activation("sigmoid")`` of
+        integers was NumPy's "Cannot cast ufunc 'exp' output from dtype('float64') to
+        dtype('int64')")."""
+        if isinstance(s, list | tuple):
+            s = xp.asarray(s)
+        if isinstance(s, xp.ndarray) and s.dtype.kind in "iub":
+            s = s.astype(xp.float64)
         return self.forward(s)
 
     def __repr__(self) -> str:
@@ -421,7 +429,8 @@ class Softmax(ActivationFn):
 
 
 class Softsign(ActivationFn):
-    """Softsign f(s) = s / (1 + |s|); f' = 1 / (1 + |s|)^2."""
+    """Softsign f(s) = s / (1 + |s|); f' = 1 / (1 + |s|)^2 (torch's NaN at s = +-inf, where
+    f is NaN too)."""
 
     name = "softsign"
     max_derivative = 1.0
@@ -434,7 +443,13 @@ class Softsign(ActivationFn):
         return t
 
     def _denominator(self, s: Array) -> Array:
+        """``(1 + |s|)^2``, NaN at ``s = +-inf`` as torch's autograd gives it (``f(+-inf)`` is
+        inf / inf = NaN in both; ``f'`` was 0 there): ``|s| + s - s`` is ``|s|`` exactly for
+        every finite ``s`` (``2s - s``, ``0 - s``) and NaN at +-inf."""
         t = xp.abs(s)
+        with xp.errstate(over="ignore", invalid="ignore"):  # 2s past the range: inf - s = inf
+            t += s
+            t -= s
         t += 1
         t *= t
         return t

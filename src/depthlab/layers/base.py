@@ -49,13 +49,19 @@ class Layer:
     def _as_input(self, x: Any) -> Array:
         """``x`` as an array (nested lists too, as ``Dense`` and torch's tensors take them);
         anything but numbers is one TypeError naming the layer and the dtype (a list was
-        "'list' object has no attribute 'ndim'")."""
-        if isinstance(x, xp.ndarray):
+        "'list' object has no attribute 'ndim'"). Integers and booleans come as float64
+        (NumPy's float of an integer: ``np.tanh`` of ints; torch's float ops promote them
+        too): a standalone ``Dropout``, ``AlphaDropout`` or ``Activation("sigmoid")`` given
+        integers was NumPy's "Cannot cast ufunc 'divide' output from dtype('float64') to
+        dtype('int64')", ``Activation("tanh")`` of booleans float16."""
+        if isinstance(x, xp.ndarray) and x.dtype.kind not in "iub":
             return x
         arr = xp.asarray(_torch_values(x))  # a tensor: its values (detached, on the host)
         if arr.dtype.kind not in "fiub":
             raise TypeError(f"{self.name}: input of dtype {arr.dtype} is not accepted; "
                             "accepted: an array (or nested lists) of numbers")
+        if arr.dtype.kind in "iub":
+            arr = arr.astype(xp.float64)
         return arr
 
     def _in_dtype(self, x: Array, dtype: Any) -> Array:
