@@ -148,3 +148,43 @@ def test_the_page_reconnects_when_the_server_comes_back_and_trains_again(browser
         assert not errors, errors
     finally:
         context.close()
+
+
+# -- the report's list of runs: where a diverged run diverged -----------------------------------
+def _diverged_store(path):
+    import numpy as np
+    import pandas as pd
+
+    from depthlab.experiments.store import RunRecord, Store
+
+    probes = pd.DataFrame([{"step": s, "layer": k, "quantity": q, "value": 0.1 * k + 0.01 * s}
+                           for s in (0, 2) for k in (1, 2)
+                           for q in ("act_mean", "act_std", "grad_pre_std")])
+    numpy_steps = pd.DataFrame({"step": np.arange(3), "loss": [2.3, 40.0, 9e6]})
+    watch_steps = pd.DataFrame({"step": np.arange(6),
+                                "loss": [2.3, 50.0, 7e9, np.nan, np.nan, np.inf]})
+    with Store(path) as store:
+        store.add_run(RunRecord(id="np1", name="numpy-lr10", status="diverged",
+                                steps=numpy_steps, probes=probes,
+                                divergence={"step": 3, "epoch": 1, "loss": None,
+                                            "layer": "dense6", "message": "diverged"}))
+        store.add_run(RunRecord(id="tw1", name="torch-nan", status="diverged",
+                                steps=watch_steps, probes=probes))
+        store.add_run(RunRecord(id="ok1", name="fine", steps=numpy_steps.assign(loss=[2, 1, .5]),
+                                probes=probes, metrics={"train_loss": 0.5}))
+
+
+def test_a_diverged_runs_line_in_the_report_says_where_it_diverged(tmp_path):
+    import re
+
+    from depthlab.report import write_report
+
+    # was: "np1 numpy-lr10 diverged" and nothing else in the folded line (a finished run's
+    # says its train loss): a sweep's many diverged points had to be opened one by one
+    _diverged_store(tmp_path)
+    html = write_report(tmp_path).read_text()
+    subs = dict(re.findall(r"<summary><code>(\w+)</code>.*?<span class=\"sub\">(.*?)</span>",
+                           html))
+    assert subs["np1"] == "diverged at step 3 (loss not finite, layer dense6)", subs
+    assert subs["tw1"] == "loss not finite from step 3", subs
+    assert subs["ok1"] == "train loss 0.5", subs

@@ -1339,6 +1339,35 @@ def _divergence_html(div: dict) -> str:
             + (f" {H.esc(msg)}" if msg else "") + H.key_values(rest) + "</div>")
 
 
+def _first_nonfinite_step(store: Any, rid: str) -> int | None:
+    """The first recorded step whose loss is NaN or inf (None: none, or no loss rows)."""
+    steps = _get(store.steps(rid)) if hasattr(store, "steps") else pd.DataFrame()
+    if steps.empty or not {"step", "loss"} <= set(steps.columns):
+        return None
+    loss = pd.to_numeric(steps["loss"], errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(loss)
+    return int(steps["step"].to_numpy()[bad.argmax()]) if bad.any() else None
+
+
+def _diverged_where(store: Any, rid: str, detail: dict) -> str:
+    """A diverged run's line in the collapsed list: ``diverged at step 3 (loss not finite,
+    layer dense6)`` from its divergence report, or ``loss not finite from step 4`` from its loss
+    rows (a depthlab.torch Watch stores no report); empty when neither says. The runs' list of
+    a sweep read only "diverged" and the values of its keys: which step, and how, was inside
+    each run's folded section."""
+    div = _as_dict(detail.get("divergence"))
+    at = div.get("step") if isinstance(div, dict) else None
+    if isinstance(at, (int, np.integer)) and not isinstance(at, bool):
+        loss = div.get("loss")
+        what = ("loss not finite" if not isinstance(loss, (int, float)) or isinstance(loss, bool)
+                or not math.isfinite(loss) else f"loss {H.fmt(loss)}")
+        layer = div.get("layer")
+        return f"diverged at step {int(at)} ({what}" + (
+            f", layer {layer}" if isinstance(layer, str) and layer else "") + ")"
+    first = _first_nonfinite_step(store, rid)
+    return "" if first is None else f"loss not finite from step {first}"
+
+
 def _unreported_divergence(store: Any, rid: str) -> str:
     """What a diverged run without a divergence report (a depthlab.torch Watch stores none)
     says: the first step whose loss was not finite, from its loss rows (was: "status is
@@ -1673,6 +1702,9 @@ def _run_section(store, row: pd.Series, rank_label: str, is_open: bool, pngs: _P
     stop = _early_stop_note(row.get("metrics"), row.get("config"))
     if stop and sub:  # the metrics are the best epoch's, not those the curves end on
         sub += f" ({stop})"
+    if status == "diverged":  # where, in the line a store of many runs is read by
+        where = _diverged_where(store, rid, detail if isinstance(detail, dict) else {})
+        sub = f"{sub}, {where}" if sub and where else sub or where
     if keys:
         sub = "; ".join(f"{k}={H.fmt(_cell(row['cfg:' + k]))}" for k in keys[:4]) + (
             f" — {sub}" if sub else "")

@@ -289,7 +289,7 @@ function connect() {
     // 1008: the server refused this page (another site's origin): trying again changes nothing
     const retry = ev.code !== 1008;
     if (S.lost === null) {
-      S.lost = { running: S.state === "running", tries: 0 };
+      S.lost = { running: S.state === "running" || S.wantPlay, tries: 0 };
       lostConnection(retry);
     }
     if (retry) setTimeout(connect, RECONNECT_MS[Math.min(S.lost.tries++, RECONNECT_MS.length - 1)]);
