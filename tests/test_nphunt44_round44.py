@@ -189,3 +189,46 @@ def test_softsign_derivative_at_infinity_is_torchs(dtype) -> None:
     assert np.isnan(g[-3:]).all()
     np.testing.assert_array_equal(d[:-3], old.astype(dtype))
     np.testing.assert_array_equal(g[:-3], old.astype(dtype))
+
+
+@pytest.mark.parametrize("optname, cycle", [("SGD", True), ("Adam", True), ("SGD", False)])
+def test_one_cycle_group_keys_are_torchs_and_read_each_step(optname: str, cycle: bool) -> None:
+    """torch's OneCycleLR writes ``max_lr``, ``min_lr`` (and with ``cycle_momentum``
+    ``max_momentum``, ``base_momentum``) into each parameter group and reads them at each
+    step; CyclicLR writes its momentum bounds. They were missing (``KeyError: 'max_lr'``).
+    A ``max_lr`` set mid-run steers the rest of the schedule as in torch, and the keys
+    travel with ``opt.state_dict()``."""
+    ps = _params(2, (2,))
+    tps = [torch.nn.Parameter(torch.ones(2, dtype=torch.float64)) for _ in ps]
+    kw = {"lr": 0.1, "momentum": 0.9} if optname == "SGD" else {"lr": 0.01}
+    opt = getattr(O, optname)([{"params": ps[:1]}, {"params": ps[1:]}], **kw)
+    topt = getattr(torch.optim, optname)([{"params": tps[:1]}, {"params": tps[1:]}], **kw)
+    skw = {"max_lr": [1.0, 0.5], "total_steps": 40, "cycle_momentum": cycle}
+    sched = O.OneCycleLR(opt, **skw)
+    tsched = torch.optim.lr_scheduler.OneCycleLR(topt, **skw)
+    ignore = {"foreach", "fused", "differentiable", "capturable", "params"}
+    for g, tg in zip(opt.param_groups, topt.param_groups):
+        assert set(g) - {"params"} == set(tg) - ignore - ({"decoupled_weight_decay"} - set(g))
+        for key in ("max_lr", "min_lr", "initial_lr", "max_momentum", "base_momentum"):
+            assert (key in g) == (key in tg) and g.get(key) == tg.get(key), key
+    for step in range(39):
+        if step == 10:
+            opt.param_groups[0]["max_lr"] = topt.param_groups[0]["max_lr"] = 2.0
+            opt.param_groups[1]["min_lr"] = topt.param_groups[1]["min_lr"] = 1e-3
+        for p, tp in zip(ps, tps):
+            p.grad = np.ones(2)
+            tp.grad = torch.ones(2, dtype=torch.float64)
+        opt.step()
+        topt.step()
+        sched.step()
+        tsched.step()
+        assert sched.get_last_lr() == tsched.get_last_lr(), step
+    saved = pickle.loads(pickle.dumps(opt.state_dict()))
+    assert saved["param_groups"][0]["max_lr"] == 2.0
+    if cycle:
+        c_opt = getattr(O, optname)(_params(1, (2,)), **kw)
+        t_opt = getattr(torch.optim, optname)([torch.nn.Parameter(torch.ones(2))], **kw)
+        O.CyclicLR(c_opt, 0.01, 0.1)
+        torch.optim.lr_scheduler.CyclicLR(t_opt, 0.01, 0.1)
+        for key in ("max_momentum", "base_momentum"):
+            assert c_opt.param_groups[0][key] == t_opt.param_groups[0][key]

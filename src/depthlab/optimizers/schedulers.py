@@ -557,25 +557,47 @@ class OneCycleLR(_MomentumCycle):
         self.three_phase = check_flag("three_phase", three_phase)
         self.base_momentums = _numbers("base_momentum", base_momentum, optimizer)
         self.max_momentums = _numbers("max_momentum", max_momentum, optimizer)
-        t = self.total_steps
-        first = float(self.pct_start * t) - 1
-        # (end step, start lr, end lr, start momentum, end momentum) of each phase (torch's),
-        # for each parameter group
-        self._phases_of: list[list[tuple[float, float, float, float, float]]] = [
-            [(first, lo, hi, mm, mb), (float(2 * self.pct_start * t) - 2, hi, lo, mb, mm),
-             (t - 1, lo, low, mm, mm)] if self.three_phase else
-            [(first, lo, hi, mm, mb), (t - 1, hi, low, mb, mm)]
-            for lo, hi, low, mb, mm in zip(self.initial_lrs, self.max_lrs, self.min_lrs,
-                                           self.base_momentums, self.max_momentums)]
         if self.cycle_momentum:
             self._momentum = _momentum_key("OneCycleLR", optimizer)
         self.optimizer = optimizer
-        for group, lr in zip(optimizer.groups, self.initial_lrs):
+        for i, group in enumerate(optimizer.groups):
             if last_epoch == -1 or getattr(group, "initial_lr", None) is None:
-                group.initial_lr = lr  # torch's group["initial_lr"]
+                group.initial_lr = self.initial_lrs[i]  # torch's group["initial_lr"]
+            for key in self._group_keys():  # torch's group["max_lr"], ... (read each step)
+                if last_epoch == -1 or key not in group.user_keys:
+                    group.set_user_key(key, getattr(self, key + "s")[i])
         if self.cycle_momentum and last_epoch == -1:
             self._start_momentum()
         super().__init__(optimizer, last_epoch)
+
+    def _group_keys(self) -> tuple[str, ...]:
+        """The keys torch's OneCycleLR writes into each parameter group and reads at each
+        step: ``max_lr``, ``min_lr`` and, with ``cycle_momentum``, ``max_momentum`` and
+        ``base_momentum`` (``opt.param_groups[0]["max_lr"]`` reads and sets them)."""
+        return (("max_lr", "min_lr", "max_momentum", "base_momentum") if self.cycle_momentum
+                else ("max_lr", "min_lr"))
+
+    def _phases(self) -> list[tuple[float, float, float, float, float]]:
+        """``(end step, start lr, end lr, start momentum, end momentum)`` of each phase
+        (torch's) for the group the rule is working on, from its ``initial_lr`` and its
+        ``max_lr``, ``min_lr``, ``base_momentum``, ``max_momentum`` keys, read at each step as
+        torch reads them (a value set on ``param_groups`` between steps is taken)."""
+        i = self._group
+        own = self.optimizer.groups[i].user_keys
+
+        def read(key: str) -> float:
+            value = own.get(key, getattr(self, key + "s")[i])
+            return check_number(f"param_groups[{i}][{key!r}]", value)
+
+        lo, hi, low = self.initial_lrs[i], read("max_lr"), read("min_lr")
+        mb, mm = ((read("base_momentum"), read("max_momentum")) if self.cycle_momentum
+                  else (self.base_momentums[i], self.max_momentums[i]))
+        t = self.total_steps
+        first = float(self.pct_start * t) - 1
+        if self.three_phase:
+            return [(first, lo, hi, mm, mb), (float(2 * self.pct_start * t) - 2, hi, lo, mb, mm),
+                    (t - 1, lo, low, mm, mm)]
+        return [(first, lo, hi, mm, mb), (t - 1, hi, low, mb, mm)]
 
     def _anneal(self, start: float, end: float, pct: float) -> float:
         if self.anneal_strategy == "cos":
@@ -588,7 +610,7 @@ class OneCycleLR(_MomentumCycle):
             raise ValueError(f"OneCycleLR: tried to step {step} times; the specified number of "
                              f"total steps is {self.total_steps}")
         start = 0.0
-        phases = self._phases_of[self._group]
+        phases = self._phases()
         for i, (end, lr0, lr1, m0, m1) in enumerate(phases):
             if step <= end or i == len(phases) - 1:
                 if end == start:
@@ -662,6 +684,10 @@ class CyclicLR(_MomentumCycle):
                 group.lr = lr
             if self.cycle_momentum:
                 self._start_momentum()
+                for group, mb, mm in zip(optimizer.groups, self.base_momentums,
+                                         self.max_momentums):  # torch's group keys
+                    group.set_user_key("base_momentum", mb)
+                    group.set_user_key("max_momentum", mm)
         super().__init__(optimizer, last_epoch)
 
     def scale_fn(self, x: float) -> float:
