@@ -429,7 +429,8 @@ def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], tor
                                     for m in model.modules())):  # (token ids: chain's)
                 _check_no_maps(model, x)
             segments = chain(model, x, y, loss_fn)
-        check_nonempty_weights((seg["name"], seg["module"]) for seg in segments)
+        check_nonempty_weights((seg.get("name", ""), seg["module"]) for seg in segments
+                               if isinstance(seg.get("module"), nn.Module))
     except (TypeError, ValueError) as e:  # (a layer that read the integers themselves)
         if integer and (str(e).startswith("x has dtype") or any(
                 isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in model.modules())):
