@@ -836,7 +836,9 @@ class Acc:
                 self.b.append(r if NORM_LOW <= r <= NORM_HIGH or c != 0.0
                               else host_norm(x, s2, s1))
             return
-        f = x.detach()
+        # a tensor outside autograd (a gradient in a backward hook) is read as it is: its
+        # detached alias holds the same values (no dispatched op per call)
+        f = x if type(x) is torch.Tensor and not x.requires_grad else x.detach()
         owned = type(total) is _Relu  # a copy of the values made for the follower's counts
         if f.dtype not in _KERNEL_DTYPES:
             f = f.to(stat_dtype(f))  # bf16/fp16: statistics in float32
