@@ -103,8 +103,9 @@ def test_acc_reads_a_plain_tensor_as_its_detached_alias(kernels, shape):
     if kernels and k is None:
         pytest.skip("the CPU kernels are off")
     torch.manual_seed(1)
-    for x in (torch.randn(shape), torch.randn(shape) * 1e-3 + 5.0,
-              torch.randn(shape).double(), torch.randn(*shape[::-1]).permute(*range(len(shape) - 1, -1, -1))):
+    reversed_dims = range(len(shape) - 1, -1, -1)  # (a non-contiguous layout)
+    for x in (torch.randn(shape), torch.randn(shape) * 1e-3 + 5.0, torch.randn(shape).double(),
+              torch.randn(*shape[::-1]).permute(*reversed_dims)):
         a, b = Acc(want_abs=True), Acc(want_abs=True)
         a.add(x, None, k)
         b.add(x.detach().requires_grad_(True).detach(), None, k)  # (another alias)
