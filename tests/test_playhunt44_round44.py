@@ -188,3 +188,53 @@ def test_a_diverged_runs_line_in_the_report_says_where_it_diverged(tmp_path):
     assert subs["np1"] == "diverged at step 3 (loss not finite, layer dense6)", subs
     assert subs["tw1"] == "loss not finite from step 3", subs
     assert subs["ok1"] == "train loss 0.5", subs
+
+
+# -- the doctor's findings on a narrow page: one card per finding -------------------------------
+LONG = ("sigmoid activations are not zero-centred: the mean activation reaches 0.63 (layer 6) "
+        "in a 20-hidden-layer network, shifting every next layer's input; the probe batch's loss "
+        "ended at 2.393, 1.05x a constant prediction's 2.287")
+STACKED = """() => { const t = [...document.querySelectorAll('table')].find(
+    (t) => t.querySelector('th') && t.querySelector('th').textContent === 'severity');
+  const box = t.parentElement.getBoundingClientRect(), r = t.getBoundingClientRect();
+  const td = t.querySelector('tbody td:nth-child(4)');
+  return { table: r.width, box: box.width, cell: td.getBoundingClientRect().width,
+           display: getComputedStyle(td).display,
+           head: getComputedStyle(t.querySelector('thead')).display,
+           label: getComputedStyle(td, '::before').content, height: r.height }; }"""
+
+
+@pytest.mark.parametrize("width", [375, 800, 1280])
+def test_the_doctors_findings_table_is_one_card_per_finding_on_a_narrow_page(
+        browser, tmp_path, shots, width):
+    from test_report import synthetic_record
+
+    from depthlab.experiments.store import Store
+    from depthlab.report import write_report
+
+    # was: 7 columns 740 px wide in a 281 px sideways-scrolling box at 375 px (706 px at 800),
+    # each text column 122 px, the table 1988 px tall for three findings
+    payload = {"findings": [
+        {"kind": k, "severity": "high", "layers": [1, 20], "message": LONG,
+         "evidence": {"chance_loss": 2.287, "metric": 0.6282, "worst_layer": 6},
+         "prescription": {"activation": "tanh"}, "prescription_text": LONG}
+        for k in ("mean_shift", "saturation", "vanishing_gradients")]}
+    with Store(tmp_path) as store:
+        store.add_run(synthetic_record("doc000000001", depth=2, sweep=None, findings=payload,
+                                       histograms=False))
+    html = write_report(tmp_path)
+    with checked_page(browser, width, 800) as pg:
+        pg.goto(html.as_uri())
+        pg.evaluate("document.querySelectorAll('details').forEach((d) => { d.open = true; })")
+        got = pg.evaluate(STACKED)
+        pg.evaluate("[...document.querySelectorAll('table')].find((t) => t.querySelector('th')"
+                    " && t.querySelector('th').textContent === 'severity').scrollIntoView()")
+        pg.screenshot(path=str(shots / f"playhunt44_findings_{width}.png"))
+    if width <= 900:
+        assert got["display"] == "block" and got["head"] == "none", got
+        assert got["label"] == '"finding: "', got
+        assert got["table"] <= got["box"] + 1, got  # nothing to scroll sideways
+        assert got["cell"] >= 0.8 * got["box"], got  # the finding reads across the card
+    else:
+        assert got["display"] == "table-cell" and got["head"] != "none", got
+        assert got["table"] <= got["box"] + 1, got

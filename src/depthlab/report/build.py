@@ -1279,7 +1279,7 @@ def _findings_html(payload: dict) -> str:
     cols = ["severity", "kind", "layers", "finding", "evidence", "prescription", "verification"]
     keep = [i for i, c in enumerate(cols) if c == "kind" or any(r[i] for r in rows)]
     parts.append(H.table([cols[i] for i in keep], [[r[i] for i in keep] for r in rows],
-                         raw_html_columns=("verification",)))
+                         raw_html_columns=("verification",), stacked=True))
     return "".join(parts)
 
 

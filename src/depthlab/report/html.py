@@ -80,6 +80,19 @@ table thead th.long { white-space:normal; }
 tr.diverged td { background:#fdecea; } tr.failed td { background:#f9d6d3; }
 td p.cure { margin: 0 0 .45em; } td p.cure:last-child { margin-bottom: 0; }
 .scroll { overflow-x:auto; max-width:100%; }
+/* a table of paragraphs (the doctor's findings: a finding, its evidence, its prescription and
+   its verification, 7 columns) is one card per row where the page is narrow: at 375 px and at
+   800 px it was 740 px wide in a sideways-scrolling box, each text column at 9em, 1988 px tall;
+   each cell is then named by its column (data-label) */
+@media (max-width: 900px) {
+  table.stacked, table.stacked tbody, table.stacked tr, table.stacked td { display:block; }
+  table.stacked thead { display:none; }
+  table.stacked tr { border-bottom:2px solid var(--line); padding:6px 0; }
+  table.stacked td, table.stacked td.long { border-bottom:none; padding:2px 10px; min-width:0;
+    overflow-wrap:anywhere; text-align:left; white-space:normal; }
+  table.stacked td::before { content:attr(data-label) ": "; font-weight:600;
+    color:var(--muted); }
+}
 .alert { border-left:4px solid var(--bad); background:#fdecea; padding:10px 14px;
   border-radius:4px;
   margin: 10px 0; }
@@ -211,13 +224,16 @@ def figure_block(png: bytes, title: str, caption: str = "", wide: bool = False,
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, sortable: bool = False,
           row_classes: Sequence[str] | None = None, table_id: str | None = None,
-          raw_html_columns: Sequence[str] = ()) -> str:
+          raw_html_columns: Sequence[str] = (), stacked: bool = False) -> str:
     """An HTML table. Numeric cells are right-aligned and carry ``data-v`` (the full value) so
-    sorting is numeric; ``raw_html_columns`` are inserted unescaped (already-built markup)."""
+    sorting is numeric; ``raw_html_columns`` are inserted unescaped (already-built markup).
+    ``stacked``: a table of long texts, drawn one card per row on a narrow page (class
+    ``stacked``, each cell's column in its ``data-label``)."""
     rows = list(rows)
     numeric = [all(_is_number(r[i]) or r[i] is None for r in rows) and
                any(_is_number(r[i]) for r in rows) for i in range(len(columns))]
-    attrs = ' class="sortable"' if sortable else ""
+    classes = " ".join(c for c, on in (("sortable", sortable), ("stacked", stacked)) if on)
+    attrs = f' class="{classes}"' if classes else ""
     if table_id:
         attrs += f' id="{esc(table_id)}"'
     out = [f"<div class=\"scroll\"><table{attrs}><thead><tr>"]
@@ -229,13 +245,14 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, sortable: bo
         cls = row_classes[k] if row_classes else ""
         out.append(f"<tr class=\"{esc(cls)}\">" if cls else "<tr>")
         for c, v, num in zip(columns, r, numeric):
+            label = f' data-label="{esc(c)}"' if stacked else ""
             if c in raw_html_columns:
-                out.append(f"<td>{v}</td>")
+                out.append(f"<td{label}>{v}</td>")
             elif num:
                 dv = "" if v is None or (isinstance(v, float) and math.isnan(v)) else repr(v)
-                out.append(f"<td class=\"num\" data-v=\"{esc(dv)}\">{esc(fmt(v))}</td>")
+                out.append(f"<td class=\"num\"{label} data-v=\"{esc(dv)}\">{esc(fmt(v))}</td>")
             else:
-                out.append(f"<td>{esc(fmt(v))}</td>")
+                out.append(f"<td{label}>{esc(fmt(v))}</td>")
         out.append("</tr>")
     out.append("</tbody></table></div>")
     return "".join(out)
