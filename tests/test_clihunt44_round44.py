@@ -118,3 +118,34 @@ def test_an_unknown_host_far_from_local_keeps_the_scheduler_hint(monkeypatch):
     with pytest.raises(ClusterError, match="Connection refused.*start one with") as info:
         _probe("tcp://locl:2", 1.0)  # the name resolved: no spelling hint
     assert "did you mean" not in str(info.value)
+
+
+def test_a_scheduler_lost_while_the_sweep_connects_is_said_without_dask_internals(
+        tmp_path, capsys, monkeypatch):
+    # a scheduler killed while `sweep --cluster tcp://...` checked its workers said "cannot
+    # reach the Dask scheduler at tcp://127.0.0.1:8799: in <TCP (closed)
+    # ConnectionPool.broadcast local=tcp://127.0.0.1:35036 remote=tcp://127.0.0.1:8799>:
+    # Stream is closed": Dask's comm internals in the user's one line
+    distributed = pytest.importorskip("distributed")
+    from distributed.comm.core import CommClosedError
+
+    from depthlab.cli import main
+    from depthlab.experiments.executors import dask as dask_executor
+
+    def closed(*args, **kwargs):
+        raise CommClosedError("in <TCP (closed) ConnectionPool.broadcast local=tcp://127.0.0"
+                              ".1:35036 remote=tcp://127.0.0.1:8799>: Stream is closed")
+
+    monkeypatch.setattr(dask_executor, "_probe", lambda address, timeout: None)
+    monkeypatch.setattr(dask_executor, "_handshake", lambda address, timeout: {})
+    monkeypatch.setattr(distributed, "Client", closed)
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(_TINY + '[sweep]\n"train.lr" = [0.1, 0.2]\n')
+    code = main(["sweep", str(cfg), "--out", str(tmp_path / "r"), "--cluster",
+                 "tcp://127.0.0.1:8799", "-q"])
+    err = capsys.readouterr().err
+    line = assert_one_line_error(code, err, "tcp://127.0.0.1:8799: the scheduler closed the "
+                                 "connection (Stream is closed)")
+    assert "ConnectionPool" not in line and "<TCP" not in line, line
+    assert dask_executor._comm_reason(OSError("Timed out trying to connect")) == \
+        "Timed out trying to connect"

@@ -322,6 +322,22 @@ def _probe(address: str, timeout: float) -> None:
                               "scheduler`, or check the address") + ")") from None
 
 
+_COMM_WHERE = re.compile(r"^in <[^>]*>:\s*")
+"""Where Dask's comm errors happened, ``in <TCP (closed) ConnectionPool.broadcast local=tcp://
+127.0.0.1:35036 remote=tcp://127.0.0.1:8799>: `` (its internals, not the user's)."""
+
+
+def _comm_reason(e: BaseException) -> str:
+    """One line on why talking to the scheduler failed: the text of ``e`` without Dask's
+    ``in <comm ...>:`` prefix; a ``CommClosedError`` (the scheduler stopped or dropped the
+    connection while the sweep started) as ``the scheduler closed the connection (Stream is
+    closed)``."""
+    text = _COMM_WHERE.sub("", " ".join(str(e).split()))
+    if type(e).__name__ == "CommClosedError":
+        return f"the scheduler closed the connection ({text or 'no reason given'})"
+    return text or type(e).__name__
+
+
 def _local_meant(host: str, port: str) -> str | None:
     """``local:N`` when a host name that did not resolve is a misspelling of ``local``
     (``locl:2``, ``lokal:4``, ``loacl:2``: difflib ratio >= 0.6, the form ``local:N`` being
@@ -729,9 +745,8 @@ class DaskExecutor(Executor):
                 self._check_workers()
         except (OSError, TimeoutError) as e:
             self.close()
-            why = " ".join(str(e).split()) or type(e).__name__
-            raise ClusterError(f"cannot reach the Dask scheduler at {self.address}: {why}"
-                               ) from None
+            raise ClusterError(f"cannot reach the Dask scheduler at {self.address}: "
+                               f"{_comm_reason(e)}") from None
         except BaseException as e:
             if isinstance(e, KeyboardInterrupt) and self.cluster is not None:
                 self._abandon_start()  # its processes killed, no graceful close to wait for
