@@ -852,7 +852,7 @@ function theoryGap(rel, top) {
 
 /* Where along the layers the measured and predicted curves part, both taken relative to the
    last layer at step 0: measured / theory = (g_l / g_L) / rel_l at layer 1, at 1%, 10% and 50%
-   of the depth (the residual preset: 10.62 at 1, 4.42 at 20, 2.67 at 200, 1.74 at 1000), so
+   of the depth (the residual preset: 10.62 at 1, 4.42 at 20, 2.67 at 200, 1.58 at 1000), so
    a learner sees whether the gap is made in a few layers at the input or over all of them. */
 function gapAlong(rel, top) {
   const L = rel.length, g = S.init.grad_std;
