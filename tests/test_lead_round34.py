@@ -39,6 +39,7 @@ def test_units_killed_by_large_updates_get_the_smaller_learning_rate() -> None:
     dg = dl.doctor(dict(sizes=[64, 16, 16, 10], activation="relu", init="glorot_uniform"),
                    data, steps=200, lr=2.0)
     dead = [f for f in dg.findings if f.kind == "dead_relu"]
-    assert dead and dead[0].evidence["reason"] == "died"
+    # every unit of the layer dead ("all") on some CPUs' BLAS, most of them ("died") on others
+    assert dead and dead[0].evidence["reason"] in ("died", "all")
     assert dead[0].prescription == {"lr": 0.2}
     assert "smaller learning rate" in dead[0].prescription_text

@@ -1884,6 +1884,13 @@ def rule_divergence(ctx: RunContext) -> RuleResult:
                    f"before any update, so the initial weights overflow (the learning rate, "
                    f"{lr:g}, plays no part).")
         else:
+            # the first update, measured before the loss overflowed, says how much smaller
+            # the rate must be, as for a finite run (a relu net at sgd lr 100 went NaN at
+            # step 5: lr/10 went NaN at step 7; its first step rewrote the weights 1e2x)
+            first = first_update_ratio(ctx)
+            ev["first_update_ratio"] = first
+            changes, text = rx.for_divergence(lr, _usual_lr(ctx.settings.get("optimizer")),
+                                              update_ratio=first, limit=_step_limit(ctx))
             msg = (f"Training diverged: the loss became non-finite at step {step} with "
                    f"learning rate {lr:g}.")
         return math.inf, Finding("divergence", [], ev, msg, changes, text, "high")
