@@ -1264,7 +1264,7 @@ def doctor(
         _check_token_ids(model, d)  # first: else torch's 'index out of range in self'
         with kept_state(loss_fn):  # the checks leave a stateful loss module as given
             _check_runs(model, d, loss_fn)
-            _check_step(_scratch_copy(model, fresh, seed), spec, d, loss_fn)
+            _check_first_step(_scratch_copy(model, fresh, seed), spec, d, loss_fn)
             _check_finite_loss(model, d, loss_fn, min(spec.batch_size, len(d.x)))
         settings = _settings(spec, loss_fn, device)
         theory, theory_note = (theory_rows(model, d.probe_source[0][:PROBE_EXAMPLES].clone())
@@ -1381,6 +1381,34 @@ def _check_finite_loss(model: nn.Module, d: TensorData, loss_fn: Callable, rows:
                      f"1]: the loss function is non-finite, not the training (a log or square "
                      f"root of a negative number, a mean over no example?); nothing to "
                      f"diagnose")
+
+
+OVERFLOW = "without overflow"
+"""The words of torch's error for a number that its target type cannot hold ("value cannot be
+converted to type float without overflow"): an optimizer's ``lr`` (or ``lr / (1 - beta1)``,
+Adam's first step) cast to the parameters' floating type."""
+
+
+def _check_first_step(model: nn.Module, spec: TorchTrainSpec, d: TensorData,
+                      loss_fn: Callable) -> None:
+    """:func:`_check_step`, its failure on optimizer settings the parameters' floating type
+    cannot hold (:data:`OVERFLOW`: sgd lr 1e39 on float32, whose largest value is
+    ``torch.finfo(float32).max`` = 3.4e38; Adam's ``lr / (1 - beta1)`` above it; sgd lr 1e5 on
+    float16, largest 65504) refused in one ValueError naming the optimizer, its lr and other
+    arguments, and that largest value, not as a bare 'value cannot be converted'."""
+    try:
+        _check_step(model, spec, d, loss_fn)
+    except ValueError as e:
+        if OVERFLOW not in str(e):
+            raise
+        dtype = model_device_dtype(model)[1]
+        kind = str(dtype).removeprefix("torch.")
+        most = f" (largest {kind} value {torch.finfo(dtype).max:.3g})" \
+            if dtype.is_floating_point else ""
+        extra = "".join(f", {k}={v!r}" for k, v in spec.optimizer_kwargs.items())
+        raise ValueError(f"optimizer {spec.optimizer!r} with lr {spec.lr:g}{extra} overflows "
+                         f"the model's {kind} parameters{most} at the first training step; "
+                         f"expected settings that {kind} holds: a far smaller lr") from None
 
 
 @contextlib.contextmanager
