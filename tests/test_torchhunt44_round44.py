@@ -107,3 +107,19 @@ def test_watch_names_a_layer_without_entries():
             loss = CE(model(torch.randn(8, 4)), torch.randint(0, 3, (8,)))
             loss.backward()
             watch.step(loss)
+
+
+@pytest.mark.parametrize("act", [nn.PReLU(), nn.CELU(0.5), nn.Hardswish(), nn.Threshold(0.0, 0.0)],
+                         ids=lambda a: type(a).__name__)
+def test_inactive_frac_is_the_share_of_entries_at_or_below_zero(act):
+    """probe's docstring said 'entries on the flat side'; PReLU, CELU and Hardswish have none,
+    and their inactive_frac is the share of s <= 0, as in depthlab.probes.stats."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 64), act, nn.Linear(64, 3))
+    x = torch.randn(100, 5)
+    df = dlt.probe(model, x, torch.randint(0, 3, (100,)), CE)
+    got = df[(df.module == "0") & (df.quantity == "inactive_frac")].value
+    with torch.no_grad():
+        want = (model[0](x) <= 0).double().mean().item()
+    assert len(got) == 1 and got.iloc[0] == pytest.approx(want, abs=1e-12)
+    assert 0.3 < want < 0.7

@@ -24,7 +24,9 @@ quantity                  definition (population statistics over all entries)
 ``saturated_frac``        fraction of entries with ``|f'(s)| < SATURATION_RATIO * sup|f'|``
                           (bounded activations; ReLU6: only ``s > 0``, its ``s <= 0`` side
                           is inactive, not saturated)
-``inactive_frac``         ReLU-family activations: the same count (entries on the flat side)
+``inactive_frac``         ReLU-family activations: fraction of entries with ``s <= 0`` (the
+                          flat or negative side, as ``depthlab.probes.stats``; PReLU, CELU,
+                          Hardswish included)
 ``dead_frac``             fraction of units (features; channels for convolutions) with
                           ``f'(s) == 0`` on every entry of the batch
 ``grad_pre_std``          std of ``g``; ``grad_pre_absmean``: mean of ``|g|``
