@@ -149,3 +149,19 @@ def test_a_scheduler_lost_while_the_sweep_connects_is_said_without_dask_internal
     assert "ConnectionPool" not in line and "<TCP" not in line, line
     assert dask_executor._comm_reason(OSError("Timed out trying to connect")) == \
         "Timed out trying to connect"
+
+
+def test_a_store_on_a_virtual_file_system_is_not_called_a_full_disk(tmp_path, capsys,
+                                                                      monkeypatch):
+    # `depthlab run c.toml --out /proc` said "cannot open results store '/proc/depthlab.db': no
+    # space left on device (0 bytes free)": /proc (or /sys) holds 0 bytes in all, no disk
+    import os
+
+    if not os.path.isdir("/proc") or __import__("shutil").disk_usage("/proc").total != 0:
+        pytest.skip("no /proc of 0 bytes here")
+    one_blas_thread(monkeypatch)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(_TINY)
+    code, _, err = run_cli(capsys, "run", cfg, "--out", "/proc", "-q")
+    line = assert_one_line_error(code, err, "'/proc' is on a virtual file system")
+    assert "no space left" not in line, line

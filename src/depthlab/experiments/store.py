@@ -192,9 +192,13 @@ def _reason(e: BaseException, path: Path | None = None) -> str:
         return f"the file system is read-only: {text}"
     if path is not None and "database or disk is full" not in text:
         try:
-            free = shutil.disk_usage(path.parent).free
+            usage = shutil.disk_usage(path.parent)
         except OSError:
-            free = None
+            usage = None
+        free = None if usage is None else usage.free
+        if usage is not None and usage.total == 0:  # /proc, /sys: was "no space left (0 free)"
+            return (f"{str(path.parent)!r} is on a virtual file system (0 bytes in all, such as "
+                    f"/proc or /sys), where no store can be created: {text}")
         if free is not None and free < 65536:
             return f"no space left on device ({free} bytes free): {text}"
     hints = {"database disk image is malformed": "the file is damaged (restore it from a "
