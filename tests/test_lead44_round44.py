@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 import depthlab as dl
 from depthlab.data import load_dataset
 
@@ -19,3 +21,26 @@ def test_a_relu_net_whose_loss_overflowed_is_cured_by_a_rate_scaled_to_its_first
     assert f.prescription["lr"] <= 1.0, f.prescription
     v = next(v for v in d.verifications if v.kind == "divergence")
     assert v.prescription == f.prescription and v.helped and v.resolved, d
+
+
+def test_a_near_miss_of_a_listed_optimizer_is_told_the_listed_one():
+    """'adma' was told "did you mean 'adamax'?" (registered, but not in the same line's list
+    of choices) instead of the listed 'adam' (clihunt44)."""
+    import pytest
+
+    net = dl.mlp([4, 8, 3], seed=0)
+    x, y = np.zeros((8, 4), np.float32), np.zeros(8, np.int64)
+    with pytest.raises(ValueError, match=r"did you mean 'adam'\?"):
+        dl.fit(net, x, y, optimizer="adma", epochs=1)
+
+
+def test_a_half_precision_dtype_is_named_unsupported_not_told_float64():
+    """model.dtype = "float16" was told 'did you mean "float64"?' (clihunt44)."""
+    import pytest
+
+    from depthlab.fieldcheck import Dtype
+
+    for name in ("float16", "bfloat16", "float128", "half"):
+        with pytest.raises(ValueError, match="is not supported") as err:
+            Dtype()("model.dtype", name)
+        assert "did you mean" not in str(err.value) and "single or double" in str(err.value)

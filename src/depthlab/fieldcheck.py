@@ -205,6 +205,10 @@ class Choice(Check):
         return {**super().schema(), "choices": list(self.choices)}
 
 
+UNSUPPORTED_FLOATS = frozenset({"float16", "half", "bfloat16", "float128", "longdouble"})
+"""Floating-point types a network cannot be computed in (named as such, without a hint)."""
+
+
 class Dtype(Choice):
     """``"float32"`` or ``"float64"``; NumPy dtypes (``np.float64``) are accepted too."""
 
@@ -219,6 +223,10 @@ class Dtype(Choice):
                 v = np.dtype(v).name
             except TypeError:
                 raise bad(key, v, self.accepted, "has the wrong type") from None
+        if isinstance(v, str) and v.strip().lower() in UNSUPPORTED_FLOATS:
+            # no near miss to suggest: "float16" was told 'did you mean "float64"?'
+            raise bad(key, v, self.accepted + " (depthlab computes in single or double "
+                      "precision)", "is not supported")
         return super().__call__(key, v)
 
 

@@ -82,11 +82,17 @@ class Registry(Generic[T]):
         return key
 
     def _hint(self, name: str) -> str:
-        """`` (did you mean 'adam'?)`` for a mistyped name: the closest registered name or
-        alias (an alias shown as the name it stands for), else ``""``."""
+        """`` (did you mean 'adam'?)`` for a mistyped name: the closest listed name or alias of
+        one (an alias shown as the name it stands for), else the closest registered one, else
+        ``""`` (``adma`` was told 'adamax', registered but not in the line's list, for the
+        listed 'adam')."""
         from .validators import closest_name  # imports NumPy: only on an error
 
-        close = closest_name(name, (*self.factories, *self.aliases))
+        listed = set(self.names)
+        close = closest_name(name, (*listed, *(a for a, k in self.aliases.items()
+                                               if k in listed)))
+        if not close:
+            close = closest_name(name, (*self.factories, *self.aliases))
         return f" (did you mean {self.aliases.get(close, close)!r}?)" if close else ""
 
     def __getitem__(self, name: str) -> Callable[..., T]:
