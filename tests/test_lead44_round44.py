@@ -44,3 +44,21 @@ def test_a_half_precision_dtype_is_named_unsupported_not_told_float64():
         with pytest.raises(ValueError, match="is not supported") as err:
             Dtype()("model.dtype", name)
         assert "did you mean" not in str(err.value) and "single or double" in str(err.value)
+
+
+def test_the_torch_doctor_takes_radam_and_adamax_as_configs_and_fit_do():
+    """fit and configs take optimizer='radam'/'adamax'; the torch doctor refused them as
+    unknown optimizers (nphunt44)."""
+    import torch
+    from torch import nn
+
+    import depthlab.torch as dlt
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 6)
+    y = (x[:, 0] > 0).long()
+    for name in ("radam", "adamax"):
+        d = dlt.doctor(lambda: nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 2)),
+                       (x, y), loss_fn=nn.CrossEntropyLoss(), optimizer=(name, {"lr": 1e-2}),
+                       steps=20, batch_size=16, verify=False)
+        assert d.settings["optimizer"] == name, d.settings

@@ -95,9 +95,6 @@ def test_used_layer_without_entries_is_named():
         dlt.probe(_Head(True), torch.randn(16, 4), torch.randint(0, 3, (16,)), CE)
 
 
-@pytest.mark.xfail(strict=True, reason="watch.py/hooks.py (watchspeed44's): Watch's record "
-                   "divides by a weight count of 0 (ZeroDivisionError in accumulators._std); "
-                   "fix: check_nonempty_weights over the layers its first record ran")
 def test_watch_names_a_layer_without_entries():
     """Watch on the same model: one ValueError naming 'extra', as probe now gives."""
     torch.manual_seed(0)

@@ -64,12 +64,16 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "rmsprop": torch.optim.RMSprop,
     "adagrad": torch.optim.Adagrad,
     "adadelta": torch.optim.Adadelta,
+    "radam": torch.optim.RAdam,
+    "adamax": torch.optim.Adamax,
 }
 """Optimizer names accepted by :class:`TorchTrainSpec` (``torch.optim`` classes)."""
 
-L2_WEIGHT_DECAY = frozenset({"sgd", "adam", "nadam", "rmsprop", "adagrad", "adadelta"})
+L2_WEIGHT_DECAY = frozenset({"sgd", "adam", "nadam", "radam", "adamax", "rmsprop", "adagrad",
+                             "adadelta"})
 """Optimizers whose ``weight_decay`` adds ``wd * w`` to the gradient (an L2 penalty on the
-loss; NAdam unless ``decoupled_weight_decay=True``), unlike AdamW's decoupled decay."""
+loss; NAdam and RAdam unless ``decoupled_weight_decay=True``), unlike AdamW's decoupled
+decay."""
 
 EVAL_BATCH = 1024
 """Rows per forward pass when evaluating the final metrics."""

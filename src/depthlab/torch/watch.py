@@ -67,7 +67,7 @@ from ..validators import keyword_hints, positive_int, run_name
 from .accumulators import NORM_HIGH, NORM_LOW, norm_dtype, scaled_norm, stat_dtype, update_ratio
 from .chain import unsupported_layer
 from .hooks import Recording
-from .layers import _attributes, _put_back, check_materialized, none_ran
+from .layers import _attributes, _put_back, check_materialized, check_nonempty_weights, none_ran
 from .predict import theory_rows
 from .probe import COLUMNS, check_loss
 
@@ -1057,16 +1057,11 @@ class Watch:
                                   if self._rec._loose.get(k, (None, None))[1] is w} \
             if self._map_snap else {}
         self._map_snap = {}
-        fused = bool(self._snap) and self._rec.host_weights()
-        if fused:  # update ratios in the weight pass of collect
-            self._rec.collect(extra=extra, also=self._pending, previous=self._previous,
-                              refresh=refresh, rows=False, settled=True)  # ratios after loss
-            self._snap.clear()
-            fused = self._rec.refreshed
-        else:
-            extra += self._update_ratios()
-            self._rec.collect(extra=extra, also=self._pending, rows=False,
-                              settled=True)  # one transfer
+        try:
+            fused = self._collect(extra, refresh)
+        except ZeroDivisionError:  # a layer whose weight has no entries: named in one line
+            check_nonempty_weights((info.name, info.owner) for info in self._rec.order)
+            raise
         ran = self._rec.forwards  # the model's forward ran while armed, no layer in it
         transformed = self._rec.transformed  # ... or only inside vmap/grad (torch.func)
         self._rec.new_pass()  # the next record measures its own calls only
@@ -1121,6 +1116,21 @@ class Watch:
                 self._scaled_records.append(n)
             self._scaled_last = (n, sizes[2])
         return fused and refresh
+
+    def _collect(self, extra: list, refresh: bool) -> bool:
+        """The record's one transfer (:meth:`Recording.collect`), with the update ratios in
+        its weight pass where the snapshot is on the host; True when that pass also refreshed
+        the snapshot."""
+        fused = bool(self._snap) and self._rec.host_weights()
+        if fused:  # update ratios in the weight pass of collect
+            self._rec.collect(extra=extra, also=self._pending, previous=self._previous,
+                              refresh=refresh, rows=False, settled=True)  # ratios after loss
+            self._snap.clear()
+            return self._rec.refreshed
+        extra += self._update_ratios()
+        self._rec.collect(extra=extra, also=self._pending, rows=False,
+                          settled=True)  # one transfer
+        return False
 
     def _adopt_scaler(self) -> None:
         """Without ``scaler=``, at the first step of an optimizer of the watched weights after
