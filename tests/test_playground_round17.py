@@ -131,8 +131,10 @@ def test_the_theory_note_says_how_far_the_line_is_from_the_measurement(page, ser
     assert "At step 0 the measured layer 1 / layer 20 ratio is " in note, note
     fmt = "n => fmt(n)"
     expected = (f"ratio is {page.evaluate(fmt, measured)}, the theory's "
-                f"{page.evaluate(fmt, predicted)}: a factor {page.evaluate(fmt, apart)} apart")
-    assert note.endswith(expected), (note, expected)
+                f"{page.evaluate(fmt, predicted)}")
+    # (since round 44 the note gives measured / theory along the layers between the two)
+    assert expected in note and note.endswith(f": a factor {page.evaluate(fmt, apart)} apart"), \
+        (note, expected)
 
 
 def test_the_theory_note_says_nothing_of_a_gap_where_the_lines_agree(page, server):

@@ -4,6 +4,7 @@ Each test failed before its fix. Figures are saved as PNGs in the test's folder
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import matplotlib
@@ -373,7 +374,9 @@ def test_saxe_numbers_meant_to_be_one_are_readable_when_they_are_not(saxe_exchan
     # the condition-number claim 'orthogonal at 32: 1017064102436335616.000000'
     texts = {c.claim[:10]: c.measured for c in saxe_exchanged.claims}
     tail, cond = texts["heavy tail"], texts["Gaussian: "]
-    assert "(orthogonal 5.8e+09)" in tail, tail
-    assert "orthogonal at 32: 1e+18" in cond, cond
+    # the numbers themselves are rounding noise of the exchanged run (1e+18 on one CPU's BLAS,
+    # 4.4e+18 on another's): their format is what is pinned
+    assert re.search(r"\(orthogonal \d(\.\d)?e\+\d\d\)", tail), tail
+    assert re.search(r"orthogonal at 32: \d(\.\d)?e\+\d\d\b", cond), cond
     assert not any(len(w) > 12 for w in (tail + " " + cond).replace(",", " ").split()), \
         (tail, cond)
