@@ -103,6 +103,11 @@ def input_rank_note(rank: int | None, widths: list[int], architecture: str) -> s
             f"step 0: {RANK_EXAMPLES}")
 
 
+def _no_line(note: str) -> dict[str, Any]:
+    """:func:`theory_profile` of a network the theory does not cover: ``note`` says why."""
+    return {"relative_std": None, "note": note, "narrow": None, "inputs": None}
+
+
 def theory_profile(config: dict[str, Any], x: Any = None) -> dict[str, Any]:
     """``{"relative_std": [...] (layer 1..L, top = 1), "note": str, "narrow": str | None,
     "inputs": str | None}``; ``relative_std`` is None when the theory does not cover the network
@@ -116,18 +121,16 @@ def theory_profile(config: dict[str, Any], x: Any = None) -> dict[str, Any]:
     terms are that loss's (a regression loss's correction is not told to a cross-entropy run)."""
     m = config["model"]
     if len(m["sizes"]) < 3:
-        return {"relative_std": None, "note": "no hidden layer", "narrow": None, "inputs": None}
+        return _no_line("no hidden layer")
     train = config.get("train")
     loss = train.get("loss") if isinstance(train, Mapping) else None
     try:
         pred = predict_gradients(m, x=x, loss=loss)
     except (ValueError, TypeError, OverflowError) as e:
-        return {"relative_std": None, "note": f"no theory line: {e}", "narrow": None,
-                "inputs": None}
+        return _no_line(f"no theory line: {e}")
     if not pred.covered:
         why = pred.note.removeprefix("no prediction: ")
-        return {"relative_std": None, "note": f"no theory line: {why}", "narrow": None,
-                "inputs": None}
+        return _no_line(f"no theory line: {why}")
     rel = [None if v is None else float(f"{v:.5g}") for v in pred.relative_std]
     what = {"plain": "", "batchnorm": ", batch norm", "residual": ", residual blocks",
             "residual+batchnorm": ", residual blocks with batch norm"}[pred.architecture]

@@ -695,7 +695,6 @@ def _column_key_extremes(x: np.ndarray, ints: np.ndarray, mask, shift, cols: int
     return cmin.view(x.dtype), cmax.view(x.dtype)
 
 
-
 @numba.njit(**_JIT)
 def _column_extremes(x: np.ndarray, cols: int) -> tuple[np.ndarray, np.ndarray]:
     """Minimum and maximum of each column ``j`` of the flat, C-ordered ``x`` (no NaN) viewed

@@ -1339,14 +1339,21 @@ def _divergence_html(div: dict) -> str:
             + (f" {H.esc(msg)}" if msg else "") + H.key_values(rest) + "</div>")
 
 
-def _first_nonfinite_step(store: Any, rid: str) -> int | None:
-    """The first recorded step whose loss is NaN or inf (None: none, or no loss rows)."""
+def _nonfinite_losses(store: Any, rid: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The run's recorded steps and whether each one's loss is NaN or inf; None without loss
+    rows or when every loss is finite."""
     steps = _get(store.steps(rid)) if hasattr(store, "steps") else pd.DataFrame()
     if steps.empty or not {"step", "loss"} <= set(steps.columns):
         return None
     loss = pd.to_numeric(steps["loss"], errors="coerce").to_numpy(dtype=float)
     bad = ~np.isfinite(loss)
-    return int(steps["step"].to_numpy()[bad.argmax()]) if bad.any() else None
+    return (steps["step"].to_numpy(), bad) if bad.any() else None
+
+
+def _first_nonfinite_step(store: Any, rid: str) -> int | None:
+    """The first recorded step whose loss is NaN or inf (None: none, or no loss rows)."""
+    found = _nonfinite_losses(store, rid)
+    return None if found is None else int(found[0][found[1].argmax()])
 
 
 def _diverged_where(store: Any, rid: str, detail: dict) -> str:
@@ -1372,19 +1379,16 @@ def _unreported_divergence(store: Any, rid: str) -> str:
     """What a diverged run without a divergence report (a depthlab.torch Watch stores none)
     says: the first step whose loss was not finite, from its loss rows (was: "status is
     'diverged' (no report)")."""
-    steps = _get(store.steps(rid)) if hasattr(store, "steps") else pd.DataFrame()
-    if not steps.empty and {"step", "loss"} <= set(steps.columns):
-        loss = pd.to_numeric(steps["loss"], errors="coerce").to_numpy(dtype=float)
-        bad = ~np.isfinite(loss)
-        if bad.any():
-            step = steps["step"].to_numpy()
-            first, last = int(step[bad.argmax()]), int(step.max())
-            after = (f"; it stayed so to the last recorded step, {last}" if bad[bad.argmax():]
-                     .all() and last > first else "")
-            return (f"The loss was first not finite (NaN or inf) at step {first}{after}. No "
-                    "divergence report was stored (a depthlab.torch Watch keeps none); the "
-                    "figures below mark the steps whose values were not finite.")
-    return "status is 'diverged' (no report)"
+    found = _nonfinite_losses(store, rid)
+    if found is None:
+        return "status is 'diverged' (no report)"
+    step, bad = found
+    first, last = int(step[bad.argmax()]), int(step.max())
+    after = (f"; it stayed so to the last recorded step, {last}" if bad[bad.argmax():].all()
+             and last > first else "")
+    return (f"The loss was first not finite (NaN or inf) at step {first}{after}. No "
+            "divergence report was stored (a depthlab.torch Watch keeps none); the "
+            "figures below mark the steps whose values were not finite.")
 
 
 FIG_TRAINING_CAP = ("Left: loss per step (over 50 steps faint, beside its exponential moving "
