@@ -1864,13 +1864,22 @@ def _usual_lr(optimizer: Any) -> float | None:
 
 
 def rule_divergence(ctx: RunContext) -> RuleResult:
-    """Non-finite loss, or the loss ended well above its start or its best (finite). A finite
-    run's cure is scaled to its first update's ratio (:func:`first_update_ratio`, see
-    :func:`~depthlab.diagnosis.prescriptions.for_divergence`)."""
+    """Non-finite loss, or the loss ended well above its start or its best (finite). The cure
+    is scaled to the first update's ratio (:func:`first_update_ratio`, see
+    :func:`~depthlab.diagnosis.prescriptions.for_divergence`), measured before a loss that
+    went non-finite overflowed (a relu net at sgd lr 100 went NaN at step 5: lr/10 went NaN
+    at step 7; its first step rewrote the weights 13x, so 1e3x smaller), unless the loss was
+    non-finite before any update (the initial weights' cure)."""
     lr = float(ctx.settings.get("lr", 0.01))
     hist = ctx.history
     losses = np.asarray(hist.step_loss, dtype=np.float64)
-    changes, text = rx.for_divergence(lr, _usual_lr(ctx.settings.get("optimizer")))
+    # a finite run's first step says how much smaller the rate must be: a tanh net at sgd lr
+    # 1e6 saturated and stayed finite (rise 3.6e5x, updates 1.6e5x the weights' norm); lr/10 and
+    # the usual 1e-3 did not help, lr_step_down's 0.1 did (64-32-32-10 on
+    # digits: train loss 9.8e5 -> 0.15, val acc 0.44 -> 0.94)
+    first = first_update_ratio(ctx)
+    changes, text = rx.for_divergence(lr, _usual_lr(ctx.settings.get("optimizer")),
+                                      update_ratio=first, limit=_step_limit(ctx))
     if hist.diverged or not np.all(np.isfinite(losses)):
         div = hist.divergence
         step = div.step if div is not None else int(losses.size)
@@ -1884,13 +1893,7 @@ def rule_divergence(ctx: RunContext) -> RuleResult:
                    f"before any update, so the initial weights overflow (the learning rate, "
                    f"{lr:g}, plays no part).")
         else:
-            # the first update, measured before the loss overflowed, says how much smaller
-            # the rate must be, as for a finite run (a relu net at sgd lr 100 went NaN at
-            # step 5: lr/10 went NaN at step 7; its first step rewrote the weights 1e2x)
-            first = first_update_ratio(ctx)
             ev["first_update_ratio"] = first
-            changes, text = rx.for_divergence(lr, _usual_lr(ctx.settings.get("optimizer")),
-                                              update_ratio=first, limit=_step_limit(ctx))
             msg = (f"Training diverged: the loss became non-finite at step {step} with "
                    f"learning rate {lr:g}.")
         return math.inf, Finding("divergence", [], ev, msg, changes, text, "high")
@@ -1901,13 +1904,6 @@ def rule_divergence(ctx: RunContext) -> RuleResult:
     metric = min(tr["rise"], probe_rise) if math.isfinite(probe_rise) else tr["rise"]
     if not metric > DIVERGENCE_RISE:
         return metric, None
-    # a finite run's first step says how much smaller the rate must be: a tanh net at sgd lr
-    # 1e6 saturated and stayed finite (rise 3.6e5x, updates 1.6e5x the weights' norm); lr/10 and
-    # the usual 1e-3 did not help, lr_step_down's 0.1 did (64-32-32-10 on
-    # digits: train loss 9.8e5 -> 0.15, val acc 0.44 -> 0.94)
-    first = first_update_ratio(ctx)
-    changes, text = rx.for_divergence(lr, _usual_lr(ctx.settings.get("optimizer")),
-                                      update_ratio=first, limit=_step_limit(ctx))
     ev = {"metric": metric, "threshold": DIVERGENCE_RISE, **tr, "probe_rise": probe_rise,
           "lr": lr, "first_update_ratio": first}
     # each rise beside its own losses: the metric alone (the smaller, often the probe
