@@ -22,7 +22,11 @@ alternating):
 For each step position of the cycle the table gives the median over cycles of the step's
 time minus the baseline's at that position (position 0 is the recorded step, 9 the one before
 it), and the whole cycle's difference as a share of the baseline cycle. Only ratios measured in
-one run mean anything on a shared machine.
+one run mean anything on a shared machine. ``net`` is that share minus the control's (what the
+recorder costs beyond the difference between two identical loops), and ``per cycle`` the
+median and interquartile range over cycles of ``cycle_k / baseline_k - 1`` (each cycle against
+the baseline cycle run next to it): its spread, and the control's, are the resolution of the
+table on this host.
 
 With ``--clock cpu`` each step is timed by the thread's CPU time (``time.thread_time_ns``)
 instead of the wall clock: on a host loaded by other processes the wall clock adds the time the
@@ -133,6 +137,26 @@ def _loop(kind: str, kernels):
     return model, opt, rec
 
 
+def _share(times: list[list[int]], base: list[float]) -> float:
+    """The cycle's cost as a share of the baseline cycle: ``sum_i median(t_i) / sum_i b_i - 1``
+    over the step positions ``i`` (``times[i]``: ns per cycle; ``base[i]``: the baseline's
+    median, us)."""
+    return sum(statistics.median(t) / 1e3 for t in times) / sum(base) - 1
+
+
+def _cycle_shares(times: list[list[int]], baseline: list[list[int]]
+                  ) -> tuple[float, float, float]:
+    """``(median, first quartile, third quartile)`` over cycles ``k`` of
+    ``sum_i times[i][k] / sum_i baseline[i][k] - 1``: each cycle against the baseline's cycle
+    of the same round (run next to it)."""
+    cycles = len(times[0])
+    ratios = [sum(t[k] for t in times) / sum(b[k] for b in baseline) - 1 for k in range(cycles)]
+    if cycles < 2:
+        return ratios[0], ratios[0], ratios[0]
+    low, _, high = statistics.quantiles(ratios, n=4)
+    return statistics.median(ratios), low, high
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cycles", type=int, default=300)
@@ -182,12 +206,17 @@ def main() -> None:
           f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}")
     print(f"per step position: median {args.clock} time minus the baseline's (us); position 0 "
           "is the recorded step")
-    print(f"{'':9s}" + "".join(f"{i:>8d}" for i in range(EVERY)) + f"{'cycle':>10s}{'share':>8s}")
+    print(f"{'':9s}" + "".join(f"{i:>8d}" for i in range(EVERY)) + f"{'cycle':>10s}{'share':>8s}"
+          f"{'net':>8s}   per cycle: median [IQR]")
     print(f"{'baseline':9s}" + "".join(f"{b:8.0f}" for b in base) + f"{sum(base):10.0f}")
+    control = _share(times["control"], base)
     for k in kinds[1:]:
         d = [statistics.median(t) / 1e3 - b for t, b in zip(times[k], base)]
+        mid, low, high = _cycle_shares(times[k], times["baseline"])
         print(f"{k:9s}" + "".join(f"{v:+8.0f}" for v in d)
-              + f"{sum(d):+10.0f}{100 * sum(d) / sum(base):+7.1f}%")
+              + f"{sum(d):+10.0f}{100 * sum(d) / sum(base):+7.1f}%"
+              + f"{100 * (_share(times[k], base) - control):+7.1f}%"
+              + f"   {100 * mid:+5.1f}% [{100 * low:+.1f}..{100 * high:+.1f}]")
     if args.hooks > 0:
         spent: dict[str, int] = collections.defaultdict(int)
         _timed_hooks(spent)  # (a new Watch: the armed hooks are the methods bound at arming)
