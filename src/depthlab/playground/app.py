@@ -586,7 +586,10 @@ class _Tab:
                 self._enqueue({"type": "state", "state": "invalid", "press": self.press})
                 return
             if self.session is None or self.session.state in ("diverged", "failed"):
-                self._error("nothing to train: fix the setup or press reset")
+                if cmd != "pause" or self.session is None:
+                    # (pause on a diverged run was told "nothing to train" in a red alert: a
+                    # stopped run is already paused, so it is only answered with its state)
+                    self._error("nothing to train: fix the setup or press reset")
                 # the page shows "running" as soon as play is pressed: correct it
                 self._enqueue({"type": "state", "state": "invalid" if self.session is None
                                else self.session.state, "press": self.press})

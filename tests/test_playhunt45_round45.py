@@ -1,0 +1,80 @@
+"""Round 45 (playhunt45): the live playground as a learner meets it. Each test failed before its
+fix. Screenshots go to a temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR)."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+from helpers.browser import checked_page, chromium, screenshot_dir
+from websockets.sync.client import connect
+
+from depthlab.playground.server import Background
+
+DIVERGES = {"model.activation": "relu", "model.init": "he_normal", "train.lr": "10",
+            "model.depth": "6", "model.width": "32"}
+"""A setup whose loss is not finite within a few steps (relu + He at lr 10)."""
+
+
+@pytest.fixture(scope="module")
+def server():
+    with Background(memory_limit=256 * 2**20) as bg:
+        yield bg
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    return screenshot_dir(tmp_path_factory.mktemp("playhunt45"))
+
+
+def _receive_until(ws, predicate, timeout: float = 60.0) -> list[dict]:
+    """The messages received up to and including the first that ``predicate`` accepts."""
+    deadline = time.monotonic() + timeout
+    got: list[dict] = []
+    while True:
+        m = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+        got.append(m)
+        if predicate(m):
+            return got
+
+
+def _ws(server):
+    return connect(server.url.replace("http://", "ws://") + "ws")
+
+
+# -- pause on a run that diverged --------------------------------------------------------------
+def test_pause_on_a_diverged_run_is_answered_with_its_state_not_an_error(server):
+    # was: a learner who pressed pause once the run had diverged (the natural "stop it") got a
+    # red alert "nothing to train: fix the setup or press reset" above the divergence's own
+    # explanation; play and step on it still say so (there is nothing to train)
+    with _ws(server) as ws:
+        ws.send(json.dumps({"cmd": "setup", "query": DIVERGES, "play": True}))
+        _receive_until(ws, lambda m: m["type"] == "diverged")
+        ws.send(json.dumps({"cmd": "pause", "press": 7}))
+        said = _receive_until(ws, lambda m: m["type"] == "state" and m.get("press") == 7)
+        assert [m for m in said if m["type"] == "error"] == [], said
+        assert said[-1]["state"] == "diverged"
+        ws.send(json.dumps({"cmd": "play", "press": 8}))
+        said = _receive_until(ws, lambda m: m["type"] == "state" and m.get("press") == 8)
+        assert any(m["type"] == "error" and "nothing to train" in m["message"] for m in said)
+        assert said[-1]["state"] == "diverged"
+
+
+def test_the_page_keeps_the_divergence_and_no_alert_when_pause_is_pressed_after_it(server, shots):
+    query = urllib.parse.urlencode(DIVERGES)
+    with chromium() as browser, checked_page(browser, 1280, 800) as pg:
+        pg.goto(server.url + "?" + query)
+        pg.wait_for_function("document.getElementById('grad-summary').dataset.step !== ''")
+        pg.click("#play")
+        pg.wait_for_function("!document.getElementById('diverged').hidden")
+        pg.click("#pause")
+        pg.wait_for_function("document.getElementById('state').textContent === 'diverged'")
+        time.sleep(1.0)  # the server's answer to the press
+        pg.screenshot(path=str(shots / "playhunt45_pause_after_divergence.png"))
+        assert pg.evaluate("document.getElementById('message').hidden"), \
+            pg.inner_text("#message")
+        assert pg.inner_text("#state").lower() == "diverged"
+        assert "training diverged at step" in pg.inner_text("#diverged")
