@@ -395,6 +395,8 @@ EARLY_UPDATE_STEPS = 10
 LR_STEP_FALL = 0.01
 UPDATE_RATIO_ROSE = 0.03
 LOSS_ROSE = 1.1
+LR_FIT = 0.05
+LR_FIT_TAIL = 0.25
 LR_SHORTFALL = 1.0
 CHANCE_ABOVE = 10.0
 LR_LOW_FIT = 0.5
@@ -2062,10 +2064,12 @@ def rule_lr_too_high(ctx: RunContext) -> RuleResult:
     (a probed step: the probe batch's loss since the probe before; the first updates: the
     mean training loss over them and the next one below the loss at step 0); or first updates
     at or above ``UPDATE_RATIO_ROSE`` that made the loss worse for good (:func:`_overshot`).
-    The cure divides the rate by :func:`~depthlab.diagnosis.prescriptions.lr_step_down` of the
-    first update's ratio (:func:`first_update_ratio`, which scales with the rate): 10, or the
-    power of 10 that brings one above 10x ``_step_limit`` (0.1; adaptive optimizers 1) to it or
-    below (sgd lr 1e6 on a saturated tanh net: 1.6e5, lr 0.1; lr/10 left it at 1.6e4)."""
+    Not for a run whose probe loss ended below ``LR_FIT`` x a constant prediction's and stayed
+    there over its last probes (:func:`_fitted_stably`). The cure divides the rate by
+    :func:`~depthlab.diagnosis.prescriptions.lr_step_down` of the first update's ratio
+    (:func:`first_update_ratio`, which scales with the rate): 10, or the power of 10 that
+    brings one above 10x ``_step_limit`` (0.1; adaptive optimizers 1) to it or below (sgd lr
+    1e6 on a saturated tanh net: 1.6e5, lr 0.1; lr/10 left it at 1.6e4)."""
     ur, er = _update_ratios(ctx), _early_ratios(ctx)
     if ur is None and er is None:
         return math.nan, None
@@ -2077,6 +2081,12 @@ def rule_lr_too_high(ctx: RunContext) -> RuleResult:
                                        & (per_step.index <= EARLY_UPDATE_STEPS)]])
     rose = _overshot(ctx, first) if metric >= UPDATE_RATIO_ROSE else None
     if not metric >= UPDATE_RATIO_HIGH:
+        return (metric, None) if rose is None else (metric, _lr_overshot_finding(
+            ctx, rose, first, ur, er, early, per_step, metric))
+    # a run that ended fitted, and stayed so over its last probes, was not held back by its
+    # rate: a 3-16-1 ReLU regression at sgd lr 0.1 fell from 44 to 0.41 (chance 32.6) in 20
+    # steps through a bump at steps 10-14, and both cures (lr 0.01, adam) ended 25-100x worse
+    if _fitted_stably(ctx):
         return (metric, None) if rose is None else (metric, _lr_overshot_finding(
             ctx, rose, first, ur, er, early, per_step, metric))
     probed = [int(t) for t in per_step.index if per_step[t] >= UPDATE_RATIO_HIGH]
@@ -2151,6 +2161,29 @@ def rule_lr_too_high(ctx: RunContext) -> RuleResult:
                     f"{UPDATE_RATIO_HIGH:g} too.")
     return metric, Finding("lr_too_high", layers, ev, msg, changes, text,
                            _severity(metric, UPDATE_RATIO_HIGH, log=False))
+
+
+def _fitted_stably(ctx: RunContext) -> bool:
+    """Whether the fixed probe batch's loss ``L_t`` (layer 0 of the probe table) is finite and
+    ``L_t < LR_FIT L_c`` (a constant prediction's, ``ctx.chance_loss``) at each of the last
+    ``max(2, ceil(LR_FIT_TAIL n))`` of the ``n`` probed steps: the rate let the network fit,
+    and an oscillation still under way would have lifted one of them. False when the loss or
+    ``L_c`` is unknown, or fewer than 2 steps were probed."""
+    t = ctx.table
+    try:
+        chance = float(ctx.chance_loss)
+    except (TypeError, ValueError):
+        return False
+    if t.empty or "loss" not in t.columns or not (math.isfinite(chance) and chance > 0):
+        return False
+    try:
+        loss = t["loss"].xs(0, level="layer").sort_index()
+    except KeyError:
+        return False
+    if len(loss) < 2:
+        return False
+    tail = loss.to_numpy(dtype=np.float64)[-max(2, math.ceil(LR_FIT_TAIL * len(loss))):]
+    return bool(np.isfinite(tail).all() and (tail < LR_FIT * chance).all())
 
 
 def _overshot(ctx: RunContext, first: pd.Series) -> dict[str, float] | None:
