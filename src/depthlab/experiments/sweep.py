@@ -32,7 +32,7 @@ from typing import Any
 from ..progress import count as count_of
 from ..progress import waiting
 from .config import ConfigError, data_digest
-from .executors import Executor, Task, make_executor
+from .executors import Executor, InProcess, Task, make_executor
 from .grid import (
     SweepPoint,
     as_raw,
@@ -279,8 +279,8 @@ def check_workers_memory(executor: Executor, points: list[SweepPoint], store: St
     :class:`ExperimentError` naming the largest point and how many workers fit (each point
     alone passed the runner's check, so ``--jobs 4`` of 3 GiB points on 8 GiB started them
     all and ran out of memory)."""
-    workers = getattr(executor, "local_workers", 0) or 0
-    if workers < 2:
+    workers = _workers_here(executor)
+    if workers < 1:
         return
     from .runner import memory_need
 
@@ -305,8 +305,8 @@ def check_grid_memory(executor: Executor, raw: dict[str, Any], grid: dict[str, l
     (:func:`~depthlab.experiments.grid.memory_groups`), each group's need counted once per
     point up to the number of workers; stored points are counted too (they are not looked
     up one by one). A grid of 2,001 points of 258 MiB ran two at once on 600 MiB."""
-    workers = getattr(executor, "local_workers", 0) or 0
-    if workers < 2:
+    workers = _workers_here(executor)
+    if workers < 1:
         return
     from .grid import memory_groups
     from .runner import memory_need
@@ -330,11 +330,15 @@ def _check_needs(executor: Executor, workers: int, needs: list[tuple[int, str]])
 
     needs = sorted(needs, key=lambda n: -n[0])
     k = min(workers, len(needs))
-    if k < 2:  # one point at a time: the runner checks it
+    if k < 1:
         return
     # workers started for the sweep cost their own memory; a caller's running cluster's
-    # are already counted by the memory available
-    per_worker = getattr(executor, "worker_bytes", WORKER_BYTES)
+    # are already counted by the memory available, as this process is
+    per_worker = (0 if isinstance(executor, InProcess)
+                  else getattr(executor, "worker_bytes", WORKER_BYTES))
+    _check_largest_alone(needs[0], per_worker)
+    if k < 2:
+        return
 
     def total(n: int) -> int:
         return n * per_worker + sum(b for b, _ in needs[:n])
@@ -351,6 +355,69 @@ def _check_needs(executor: Executor, workers: int, needs: list[tuple[int, str]])
                f"give its workers on this machine {fit} thread{'s' * (fit > 1)} in all")
         raise ExperimentError(f"{e}; at most {fit} of these points fit at once: "
                               f"{use}") from None
+
+
+def check_histories(executor: Executor, points: list[SweepPoint], store: Store) -> None:
+    """The points left to compute on this machine whose training history cannot fit in
+    memory (:func:`~depthlab.experiments.runner.check_history`) are refused before any point
+    runs: ``train.epochs = 10**12`` in a grid was stored as failed after the points before it
+    trained (one process) or beside them (``--jobs 2``). Screened without the data by a lower
+    bound, ``min(epochs, max_steps) x HISTORY_STEP_BYTES`` (an epoch has at least one step);
+    only a point past it has its data loaded (once per data set), for the exact count and
+    line. Not for workers elsewhere (their memory is their own) nor ``train.patience``."""
+    if _workers_here(executor) < 1:
+        return
+    from ..memory import available_memory
+    from .runner import HISTORY_STEP_BYTES, check_history, load_data
+
+    avail = available_memory()
+    rows: dict[str, int | None] = {}
+    for p in points:
+        if getattr(p, "error", None) is not None or store.has_run(p.id, DONE_STATUSES):
+            continue
+        t = p.config["train"]
+        bounds = [int(v) for v in (t.get("epochs"), t.get("max_steps")) if v is not None]
+        if t.get("patience") is not None or not bounds:
+            continue
+        if min(bounds) * HISTORY_STEP_BYTES <= avail:
+            continue
+        key = json.dumps([p.config["data"], p.config["model"].get("dtype"), t.get("loss")],
+                         sort_keys=True, default=str)
+        if key not in rows:
+            try:
+                rows[key] = int(load_data(p.config).sizes["train"])
+            except Exception:  # noqa: BLE001 - a data set it cannot load: its point says so
+                rows[key] = None
+        if rows[key] is not None:
+            try:
+                check_history(p.config, rows[key])
+            except ExperimentError as e:
+                raise ExperimentError(f"a point of the grid, {e}; no point ran") from None
+
+
+def _workers_here(executor: Executor) -> int:
+    """Points ``executor`` computes at once on this machine: its ``local_workers``, or 1 for
+    :class:`InProcess` (``--jobs 1``: this process); 0 where its workers are elsewhere (a
+    remote scheduler's), whose memory this machine cannot tell."""
+    workers = getattr(executor, "local_workers", 0) or 0
+    return max(workers, 1) if isinstance(executor, InProcess) else workers
+
+
+def _check_largest_alone(largest: tuple[int, str], per_worker: int) -> None:
+    """:class:`ExperimentError` unless the largest point (bytes, what) fits in memory by
+    itself, beside the one worker process (``per_worker`` bytes) that would compute it:
+    ``bytes + per_worker <= available``. Checked before any point runs: a point that cannot
+    fit even alone was stored as failed after the points before it trained (one process), or
+    was told "at most 1 of these points fit at once: use 1 worker process", a cure that
+    could not work (``--jobs 2``)."""
+    from ..memory import MemoryRefusal, check_fits, format_bytes
+
+    beside = f" (beside its worker process of {format_bytes(per_worker)})" if per_worker else ""
+    try:
+        check_fits(largest[0] + per_worker, f"a point of the grid, {largest[1]}{beside},")
+    except MemoryRefusal as e:
+        raise ExperimentError(f"{e}; no point ran: leave that point out of the grid "
+                              "(a smaller network, batch or data set)") from None
 
 
 def _say_resumed(say: Callable[[str], None], sweep: str, store: Store,
@@ -510,6 +577,7 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
             points = list(points)  # time left weighs each point by its work
             prog.set_work([(p.id, point_work(p.config)) for p in points])
             check_workers_memory(executor, points, store)
+            check_histories(executor, points, store)
             distinct = len({p.id for p in points})  # a grid listing a point twice ([7, 7, 8])
             if distinct != total:  # stores it once: "2 of 3 points stored" read as unfinished
                 set_size(distinct)
