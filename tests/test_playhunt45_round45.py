@@ -78,3 +78,67 @@ def test_the_page_keeps_the_divergence_and_no_alert_when_pause_is_pressed_after_
             pg.inner_text("#message")
         assert pg.inner_text("#state").lower() == "diverged"
         assert "training diverged at step" in pg.inner_text("#diverged")
+
+
+# -- a setting given twice in a link or a request -------------------------------------------
+def _get(server, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(server.url + path, timeout=60) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_a_setting_given_twice_with_different_values_is_refused_naming_them(server):
+    # was: /api/check?train.lr=0.1&train.lr=5 said ok and the export wrote lr = 5.0 (the last
+    # value taken silently, the first one read by whoever looked at the link)
+    status, body = _get(server, "api/check?train.lr=0.1&train.lr=5")
+    answer = json.loads(body)
+    assert status == 200 and answer["ok"] is False and answer["key"] == "train.lr"
+    assert answer["message"] == ("train.lr is given 2 different values ('0.1', '5'); "
+                                 "expected one")
+    status, body = _get(server, "api/export?model.depth=3&model.depth=4")
+    assert status == 400 and "model.depth is given 2 different values ('3', '4')" in body
+    # the same value twice is one value
+    status, body = _get(server, "api/check?model.depth=3&model.depth=3")
+    assert json.loads(body)["ok"] is True
+    status, body = _get(server, "api/export?model.depth=3&model.depth=3")
+    assert status == 200 and "depth = 3\n" in body
+    # a preset sets the depth anyway: the doubled value does not stop it
+    status, body = _get(server, "api/preset?name=he&model.depth=3&model.depth=4")
+    assert json.loads(body)["ok"] is True
+    # and over the WebSocket, as the page sends a doubled link's values
+    with _ws(server) as ws:
+        ws.send(json.dumps({"cmd": "setup", "query": {"train.seed": ["1", "2"]}}))
+        m = _receive_until(ws, lambda m: m["type"] in ("error", "accepted"))[-1]
+        assert m["type"] == "error" and m["key"] == "train.seed", m
+        assert "train.seed is given 2 different values ('1', '2')" in m["message"]
+
+
+def test_one_value_of_a_setting():
+    from depthlab.playground.setup import SetupError, one_value, parse_setup
+
+    assert one_value("train.lr", "0.1") == "0.1" and one_value("train.lr", ["0.1"]) == "0.1"
+    assert one_value("train.lr", ["0.1", " 0.1"]) == "0.1"
+    with pytest.raises(SetupError, match=r"^model.width is given 5 different values "
+                                         r"\('1', '2', '3', '4', \.\.\.\); expected one$"):
+        one_value("model.width", [str(i) for i in range(1, 6)])
+    assert parse_setup({"model.depth": ["3", "3"]})["model.depth"] == 3
+
+
+def test_a_link_with_a_setting_given_twice_marks_it_and_a_change_starts(server, shots):
+    # was: ?train.lr=0.1&train.lr=5 trained at lr 5 with nothing said
+    with chromium() as browser, checked_page(browser, 1280, 800) as pg:
+        pg.goto(server.url + "?model.depth=3&train.lr=0.1&train.lr=5")
+        pg.wait_for_function("['invalid', 'paused'].includes("
+                             "document.getElementById('state').textContent)")
+        pg.screenshot(path=str(shots / "playhunt45_link_with_a_doubled_setting.png"))
+        assert pg.inner_text("#state").lower() == "invalid"
+        assert "train.lr is given 2 different values ('0.1', '5'); expected one" in \
+            pg.inner_text("#message")
+        assert pg.get_attribute("#f-train-lr", "aria-invalid") == "true"
+        pg.fill("#f-train-lr", "0.2")
+        pg.press("#f-train-lr", "Tab")
+        pg.wait_for_function("document.getElementById('grad-summary').dataset.step !== ''")
+        assert pg.evaluate("new URLSearchParams(location.search).getAll('train.lr')") == ["0.2"]
+        assert pg.evaluate("document.getElementById('message').hidden")

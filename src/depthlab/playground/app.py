@@ -220,8 +220,17 @@ def check(query: dict[str, Any], available: int | None = None, elsewhere: str = 
     return setup, config, params
 
 
-def _query(request: Request) -> dict[str, str]:
-    return {k: v for k, v in request.query_params.items() if k != "name"}
+def _query(request: Request) -> dict[str, str | list[str]]:
+    """The request's settings (its ``name``, the preset's, left out): a key given more than
+    once keeps all its values, a list that :func:`parse_setup` refuses when they differ (the
+    last one was taken silently)."""
+    out: dict[str, str | list[str]] = {}
+    for k, v in request.query_params.multi_items():
+        if k == "name":
+            continue
+        old = out.get(k)
+        out[k] = v if old is None else [*old, v] if isinstance(old, list) else [old, v]
+    return out
 
 
 def create_app(*, memory_limit: int | None = None,

@@ -306,8 +306,23 @@ def parse_setup(query: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         raise SetupError(f"unknown setting {_short(unknown[0])}; accepted: "
                          + ", ".join(BY_KEY), unknown[0])
-    return {f.key: _parse_value(f, query[f.key]) if f.key in query else f.default
-            for f in FIELDS}
+    return {f.key: _parse_value(f, one_value(f.key, query[f.key])) if f.key in query
+            else f.default for f in FIELDS}
+
+
+def one_value(key: str, raw: Any) -> Any:
+    """The one value a setting was given: ``raw`` itself, or the single distinct value of a
+    list of them (a link with ``train.lr=0.1&train.lr=5``, read as ``['0.1', '5']``); raises
+    :class:`SetupError` naming the values when they differ (the last one was taken
+    silently: the link read lr 0.1 and trained at 5)."""
+    if not isinstance(raw, (list, tuple)):
+        return raw
+    distinct = list(dict.fromkeys(str(v).strip() for v in raw))
+    if len(distinct) == 1:
+        return raw[0]
+    shown = ", ".join(_short(v) for v in distinct[:4]) + (", ..." if len(distinct) > 4 else "")
+    raise SetupError(f"{key} is given {len(distinct)} different values ({shown}); expected "
+                     "one", key)
 
 
 def active(setup: Mapping[str, Any], f: Field) -> bool:

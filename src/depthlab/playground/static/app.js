@@ -1462,6 +1462,13 @@ function rangeText(layers) {
 }
 
 /* ---------------- start ---------------- */
+/* Every value of each key of a URL query: { key: [value, ...] }. */
+function linkValues(search) {
+  const out = {};
+  for (const [k, v] of new URLSearchParams(search)) (out[k] = out[k] || []).push(v);
+  return out;
+}
+
 async function main() {
   S.schema = await (await fetch("/api/schema")).json();
   buildControls();
@@ -1470,6 +1477,12 @@ async function main() {
   writeControls(q);
   // keys the page has no control for still go to the server, which names them
   for (const k of Object.keys(q)) if (!field(k)) S.extra = { ...(S.extra || {}), [k]: q[k] };
+  // a key the link gives twice with different values (lr=0.1&lr=5): every value goes to the
+  // server, which names them beside the control (the last was taken silently: the link read
+  // lr 0.1 and trained at 5); changing any control starts without them, as for an unknown key
+  for (const [k, vs] of Object.entries(linkValues(location.search))) {
+    if (new Set(vs.map((v) => v.trim())).size > 1) S.extra = { ...(S.extra || {}), [k]: vs };
+  }
   // the label follows a press at once, but only when the server got it (not once disconnected)
   // (a setup waiting, for the previous network's build or for a place on a full server, stays
   // "waiting": the page read RUNNING with no network; the server answers once it has started)
