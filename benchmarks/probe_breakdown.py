@@ -13,7 +13,13 @@ Parts (wall time per call, medians, one BLAS thread):
 * ``W snapshot copy``: ``before_update`` on a step that only copies the weights (``every > 1``);
 * ``update_norms``: the update ratio's kernel, per weight shape;
 * ``hooks, rest``: every ``before_update``/``after_update`` call minus the parts above (Python,
-  dispatch, bookkeeping; on unrecorded steps only the schedule checks).
+  dispatch, bookkeeping; on unrecorded steps only the schedule checks);
+* ``whole before_update calls, by what they do``: each ``before_update`` that works, whole, by
+  kind: a record with histograms, a record without, a weights' snapshot alone (``every > 1``:
+  the step after a record), a record and a snapshot together (``every=1``). A record at
+  ``every=10`` costs more than one at ``every=1`` on average: a fifth of them carry histograms
+  (steps 0, 10, 20, 40, 80, 160 of 300; at ``every=1`` 10 of 300), the snapshot is a copy
+  pass of its own (at ``every=1`` the layer kernel makes it), and its code and data are cold.
 
 The table gives the median per call, the calls per step and the share of the bare training step
 (median CPU time per step of interleaved runs without probes): the shares of the parts add up
@@ -61,6 +67,7 @@ class Timers:
     def __init__(self) -> None:
         self.calls: dict[str, list[int]] = collections.defaultdict(list)
         self.inner = 0  # ns spent in timed parts inside the current hook call
+        self.kinds: dict[str, list[int]] = collections.defaultdict(list)
 
     def part(self, fn, label):
         def timed(*args):
@@ -72,14 +79,35 @@ class Timers:
             return out
         return timed
 
-    def hook(self, fn, label):
+    def hook(self, fn, label, kind=None):
+        """``fn`` timed as ``label`` minus the parts inside it; with ``kind`` (a function of
+        the call's arguments naming what the call did, or None), also its whole time under
+        ``call kinds[kind]``."""
         def timed(*args):
             self.inner = 0
             t = clock()
             out = fn(*args)
-            self.calls[label].append(clock() - t - self.inner)
+            dt = clock() - t
+            self.calls[label].append(dt - self.inner)
+            what = kind(args) if kind is not None else None
+            if what is not None:
+                self.kinds[what].append(dt)
             return out
         return timed
+
+
+def before_update_kind(args) -> str | None:
+    """What ``ProbeRecorder.before_update(recorder, trainer, step)`` does in training-batch
+    mode: a record of step ``step - 1`` (with or without histograms) and/or the weights'
+    snapshot of step ``step`` (None: nothing)."""
+    rec, _, step = args
+    record = (step - 1) % rec.every == 0
+    snap = step % rec.every == 0
+    if not (record or snap):
+        return None
+    what = ("record with histograms" if rec._wants_hist(step - 1) else "record") if record \
+        else ""
+    return f"{what} + W snapshot" if what and snap else what or "W snapshot only"
 
 
 def replay_positions(kernels, timers: Timers):
@@ -146,7 +174,8 @@ def main() -> None:
             try:
                 ProbeRecorder._histograms = timers.part(saved["_histograms"], "histograms")
                 ProbeRecorder.before_update = timers.hook(saved["before_update"],
-                                                          "before_update, rest")
+                                                          "before_update, rest",
+                                                          before_update_kind)
                 ProbeRecorder.after_update = timers.hook(saved["after_update"],
                                                          "after_update, rest")
                 kernels.layer = replay_positions(kernels, timers)
@@ -171,6 +200,12 @@ def main() -> None:
                 print(f"    {part:32s} {med:8.1f} us/call (mean {mean:8.1f})  {rate:5.2f} "
                       f"calls/step  {100 * med * rate / (1e6 * base):5.1f}% of the step "
                       f"(by the mean {100 * mean * rate / (1e6 * base):5.1f}%)")
+            print("    whole before_update calls, by what they do:")
+            for what, times in sorted(timers.kinds.items()):
+                med = statistics.median(times) / 1e3
+                rate = len(times) / total_steps
+                print(f"      {what:34s} {med:8.1f} us/call  {rate:5.3f} calls/step  "
+                      f"{100 * med * rate / (1e6 * base):5.1f}% of the step")
 
 
 class _NumpyWithTimedCopy:
