@@ -19,7 +19,10 @@ All theory modules reduce to integrals ``E[g(s)]`` with ``s ~ N(0, q)`` or
   :func:`activation_rule` (and :func:`correlated_pair` with its kinks), which adds a panel
   edge at each of its :attr:`ScalarActivation.kinks` (found by :func:`find_kinks` for a
   user's callable or object; a registered activation's ``kinks``: hardtanh's +-1, relu6's 6,
-  hardsigmoid's and hardswish's +-3): exact to ~1e-11 again.
+  hardsigmoid's and hardswish's +-3): exact to ~1e-11 again. :func:`gauss_expect` does the
+  same for its integrand (its kinks and jumps found by :func:`find_kinks`, a jump located by
+  bisection to the last bit): hard-tanh's ``E[f^2]`` and ``E[f'^2]`` over ``q`` in
+  [0.05, 50] to 2e-15 (8e-4 and 1.9e-2 on the plain rule).
 * :func:`hermite_rule`: the probabilists' Gauss-Hermite rule (exact for polynomials of degree
   ``2n - 1``), kept for smooth integrands at moderate variance.
 
@@ -348,7 +351,47 @@ def find_kinks(f: Callable[[np.ndarray], np.ndarray],
         kept.append(t)
     kept = sorted(kept, key=abs)[:_MAX_KINKS]  # an oscillating f (sin at |s| ~ 1e12): nearest
     with np.errstate(all="ignore"):
-        return tuple(sorted(_corner(value, t, 8.0 * float(step(np.array(t)))) for t in kept))
+        return tuple(sorted(_located(value, df, t, 8.0 * float(step(np.array(t))))
+                            for t in kept))
+
+
+_BISECTIONS = 64  # halvings of [t - d, t + d]: below one ulp of t for any d <= 1e9 |t|
+
+
+def _located(f: Callable[[np.ndarray], np.ndarray],
+             df: Callable[[np.ndarray], np.ndarray] | None, t: float, d: float) -> float:
+    """The point near ``t`` (within ``d``) where ``f`` has its kink or jump, to the last bit
+    where it can be told: :func:`_jump_point` of ``f`` (a jump), else of ``df`` when given (a
+    kink, its sides straight or curved), else :func:`_corner` (a kink between straight sides);
+    else ``t``. A jump placed ``e`` away from its point leaves ``p(t) e x jump`` in the
+    expectation (a step at ``s = 0.3`` located to ``1.2e-5`` by the scan: ``4e-4`` relative
+    at ``var = 0.01``)."""
+    moved = _jump_point(f, t, d)
+    if moved == t and df is not None:
+        moved = _jump_point(lambda s: np.asarray(df(s), dtype=np.float64) + np.zeros_like(s),
+                            t, d)
+    return _corner(f, t, d) if moved == t else moved
+
+
+def _jump_point(f: Callable[[np.ndarray], np.ndarray], t: float, d: float) -> float:
+    """The midpoint of the last interval of a bisection of ``[t - d, t + d]`` that keeps the
+    half over which ``f`` changes more, when ``f`` still changes there by at least half its
+    change over ``[t - d, t + d]`` (a jump: a continuous ``f`` changes ever less); else ``t``."""
+    a, b = t - d, t + d
+    fa, fb = (float(v) for v in np.asarray(f(np.array([a, b])), dtype=np.float64))
+    total = abs(fb - fa)
+    if not (math.isfinite(total) and total > 0.0):
+        return t
+    for _ in range(_BISECTIONS):
+        m = 0.5 * (a + b)
+        if not a < m < b:
+            break
+        fm = float(np.asarray(f(np.array([m])), dtype=np.float64)[0])
+        if abs(fm - fa) >= abs(fb - fm):
+            b, fb = m, fm
+        else:
+            a, fa = m, fm
+    return 0.5 * (a + b) if abs(fb - fa) >= 0.5 * total else t
 
 
 _MAX_KINKS = 64
@@ -402,9 +445,13 @@ def gauss_expect(
     var: float = 1.0,
     mean: float = 0.0,
 ) -> float:
-    """``E[g(s)]`` for ``s ~ N(mean, var)`` by :func:`gaussian_rule`."""
+    """``E[g(s)] = integral g(s) N(s; mean, var) ds`` by :func:`kinked_rule`: the panels of
+    :func:`gaussian_rule` plus an edge at each point where ``g`` jumps or has a kink
+    (:func:`find_kinks`), so a piecewise-smooth ``g`` is integrated to near machine precision
+    (``E[1{s > 0.3}]`` was 4% low on the plain rule, ``E[|s - 0.3|]`` 5e-4)."""
     _check_integrand(g, "gauss_expect")
-    s, w = gaussian_rule(var, mean)
+    var, mean = _number("variance", var, low=0.0), _number("mean", mean)
+    s, w = kinked_rule(var, mean, find_kinks(g))
     return float(w @ _integrand_values(g, "gauss_expect", s.shape, s))
 
 
