@@ -187,24 +187,100 @@ def _best(fn, repeat: int) -> float:
     return best
 
 
-def breakdown(sizes, activation, batch, steps: int, rounds: int) -> dict[str, float]:
-    """Split of one depthlab step: the matrix products alone on buffers of the step's shapes,
-    the elementwise work alone (bias adds, activation forward and backward, softmax
-    cross-entropy, bias sums, the SGD update; through the engine's compiled kernels where its
-    step runs them, :mod:`depthlab.accel`), and the step itself, interleaved in blocks of
-    ``steps`` over ``rounds`` rounds (medians); the overhead (Python and call costs) is the
-    remainder."""
-    import depthlab as dl
+ELEMENTWISE_OPS = ("bias add", "activation forward", "activation backward", "loss",
+                  "bias gradient", "SGD update")
+"""The kinds of elementwise work of a step, as :func:`breakdown` times them one by one."""
 
+
+def elementwise_ops(sizes, activation, batch, state: dict | None = None) -> dict:
+    """One function per kind of elementwise work of a step (:data:`ELEMENTWISE_OPS`), each
+    doing that work for every layer of the network on buffers of the step's shapes, through
+    the engine's compiled kernels where its step runs them (:mod:`depthlab.accel`). The values
+    stay those of a training step whatever the number of repeats: the bias added is negated
+    after each add (``h`` moves by ``+b``, ``-b``, ...), the SGD step's sign alternates, and
+    each activation backward first copies its gradient from a fixed array into a reused buffer
+    (``np.copyto``, about 5 us for 128 x 256 float32: the step's backward takes the gradient
+    fresh from a product instead; repeated in place, sigmoid's ``g a (1 - a)`` would shrink
+    ``g`` into subnormals, which are slow). ``state``: a dict that receives the buffers
+    (``h``: the layers' activations, ``w``, ``b``: the parameters)."""
+    import depthlab as dl
+    from depthlab import accel
+    from depthlab.activations import get_activation
+
+    rng = np.random.default_rng(0)
+    ws = [rng.standard_normal((a, b)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:])]
+    gws = [(rng.standard_normal(w.shape) * 0.1).astype(np.float32) for w in ws]
+    hs = [rng.standard_normal((batch, a)).astype(np.float32) for a in sizes]
+    gs = [rng.standard_normal(h.shape).astype(np.float32) for h in hs]
+    gbuf = [np.empty_like(h) for h in hs]
+    bs = [(rng.standard_normal(b) * 0.1).astype(np.float32) for b in sizes[1:]]
+    gbs = [np.empty_like(b) for b in bs]
+    fn = get_activation(activation)
+    loss = dl.loss("cross_entropy")
+    y = rng.integers(0, sizes[-1], batch)
+    k = accel.kernels()
+    lr = [np.float32(1e-3)]
+    hidden = range(1, len(sizes) - 1)
+    if state is not None:
+        state.update(h=hs, w=ws, b=bs)
+
+    added = [b.copy() for b in bs]  # the SGD update below moves bs
+
+    def bias_add():
+        for h, b in zip(hs[1:], added):
+            if k is None:
+                h += b
+            else:
+                k.add_rows(h, b)
+            np.negative(b, out=b)
+
+    def act_forward():
+        for i in hidden:
+            fn.forward(hs[i])
+
+    acts = [fn.forward(hs[i]) if i in hidden else None for i in range(len(sizes))]
+
+    def act_backward():
+        for i in hidden:
+            np.copyto(gbuf[i], gs[i])
+            fn.backward(hs[i], acts[i], gbuf[i])
+
+    def loss_():
+        loss.forward(hs[-1], y)
+        loss.backward()
+
+    def bias_grad():
+        for g, gb in zip(gs[1:], gbs):
+            if k is None:
+                np.sum(g, axis=0, out=gb)
+            else:
+                k.column_sum(g, gb)
+
+    def sgd_update():
+        c = lr[0] = -lr[0]
+        for p, d in zip(ws + bs, gws + gbs):
+            if k is None:
+                p -= c * d
+            else:
+                k.sub_scaled(p, d, c)
+
+    return dict(zip(ELEMENTWISE_OPS, (bias_add, act_forward, act_backward, loss_, bias_grad,
+                                      sgd_update)))
+
+
+def breakdown(sizes, activation, batch, steps: int, rounds: int,
+              one_core: bool = True) -> dict:
+    """Split of one depthlab step: the matrix products alone on buffers of the step's shapes,
+    each kind of elementwise work alone (:func:`elementwise_ops`: bias adds, activation
+    forward and backward, softmax cross-entropy, bias sums, the SGD update), and the step
+    itself, interleaved in blocks of ``steps`` over ``rounds`` rounds (medians; CPU time of the
+    process when ``one_core``, else wall time); ``elementwise`` is the sum of the kinds
+    (``ops``: each kind's median, seconds per step), the overhead (Python and call costs) is
+    the remainder ``step - products - elementwise``."""
     rng = np.random.default_rng(0)
     ws = [rng.standard_normal((a, b)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:])]
     hs = [rng.standard_normal((batch, a)).astype(np.float32) for a in sizes]
     gws = [np.empty_like(w) for w in ws]
-    from depthlab.activations import get_activation
-
-    fn = get_activation(activation)
-    loss = dl.loss("cross_entropy")
-    y = rng.integers(0, sizes[-1], batch)
 
     def products():
         for i, w in enumerate(ws):
@@ -213,44 +289,22 @@ def breakdown(sizes, activation, batch, steps: int, rounds: int) -> dict[str, fl
             if i:
                 hs[i + 1] @ w.T
 
-    bs = [np.zeros(b, np.float32) for b in sizes[1:]]
-    from depthlab import accel
-
-    k = accel.kernels()  # the engine's compiled kernels where its step uses them (else None)
-    lr = np.float32(1e-3)
-
-    def elementwise():
-        for i in range(1, len(sizes)):
-            if k is None:
-                hs[i] += bs[i - 1]
-            else:
-                k.add_rows(hs[i], bs[i - 1])
-        for i in range(1, len(sizes) - 1):
-            a = fn.forward(hs[i])
-            fn.backward(hs[i], a, hs[i].copy())
-        loss.forward(hs[-1], y)
-        loss.backward()
-        for i, w in enumerate(ws):
-            if k is None:
-                np.sum(hs[i + 1], axis=0, out=bs[i])
-                w -= lr * gws[i]
-                bs[i] -= lr * bs[i]
-            else:
-                k.column_sum(hs[i + 1], bs[i])
-                k.sub_scaled(w, gws[i], lr)
-                k.sub_scaled(bs[i], bs[i], lr)
-
     def repeat(fn):
         def run(k: int) -> None:
             for _ in range(k):
                 fn()
         return run
 
-    times = interleaved({"step": depthlab_step(sizes, activation, "he_normal", batch),
-                         "products": repeat(products), "elementwise": repeat(elementwise)},
-                        steps, rounds)
+    ops = elementwise_ops(sizes, activation, batch)
+    fns = {"step": depthlab_step(sizes, activation, "he_normal", batch),
+           "products": repeat(products), **{n: repeat(f) for n, f in ops.items()}}
+    times = interleaved(fns, steps, rounds,
+                        clock=time.process_time if one_core else time.perf_counter)
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {**med, "overhead": max(0.0, med["step"] - med["products"] - med["elementwise"])}
+    elementwise = sum(med[n] for n in ops)
+    return {"step": med["step"], "products": med["products"], "elementwise": elementwise,
+            "ops": {n: med[n] for n in ops},
+            "overhead": max(0.0, med["step"] - med["products"] - elementwise)}
 
 
 def products_by_kind(sizes, batch, dtype: str) -> dict:
@@ -504,7 +558,8 @@ def child(cores: str, rounds: int, use_jax: bool) -> dict:
         # at least 9 rounds: the ratio of two medians of 3 wall-time rounds moved by +-0.3
         f64 = float64_cost(sizes, act, init, batch, steps, max(9, rounds), cores == "one")
         case = {"name": name, "times": times, "float64_ratio": f64["ratio"], "float64": f64,
-                "breakdown": breakdown(sizes, act, batch, steps, max(5, rounds))}
+                "breakdown": breakdown(sizes, act, batch, steps, max(5, rounds),
+                                       cores == "one")}
         if sizes[1] == 2048:
             case["shapes"] = shape_rates(sizes, batch, reps=3)
             case["blas_paths"] = blas_paths()
@@ -550,6 +605,9 @@ def report(res: dict) -> None:
         print(f"  {c['name']:38s} step {_ms(b['step'])} ms = products {_ms(b['products'])} + "
               f"elementwise {_ms(b['elementwise'])} + overhead {_ms(b['overhead'])}; "
               f"float64 {c['float64_ratio']:.2f}x")
+        if "ops" in b:
+            print("    elementwise, ms per step: " + ", ".join(
+                f"{n} {_ms(t)}" for n, t in b["ops"].items()))
     print("\nfloat64 / float32 (medians of interleaved rounds, "
           f"{res['cases'][0]['float64']['clock']} time): the step, each kind of product as the "
           "step calls it, the rest of the step")

@@ -125,6 +125,7 @@ def warm_up(dtypes: Sequence[Any] = KERNEL_DTYPES) -> dict[str, float]:
             k.column_sum(y, b)
             k.sigmoid_backward(y, y)
             k.tanh_backward(y, y)
+            k.relu_forward(y, y)
             k.relu_backward(y, y)
             k.sub_scaled(y, y, dt.type(0))
             k.sub_scaled(b, b, dt.type(0))

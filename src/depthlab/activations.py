@@ -250,7 +250,13 @@ class ReLU(ActivationFn):
     taylor = None
 
     def forward(self, s: Array) -> Array:
-        return xp.maximum(s, 0)
+        """``a = max(s, 0)`` (a new array; ``+0`` at ``s <= 0``, NaN kept)."""
+        a = xp.empty_like(s) if s.__class__ is xp.ndarray else None
+        k = None if a is None else accel.fits(a, s)
+        if k is None:
+            return xp.maximum(s, 0)
+        k.relu_forward(s, a)  # the same, one SIMD pass (depthlab.kernels)
+        return a
 
     def derivative(self, s: Array, a: Array) -> Array:
         return xp.logical_not(s <= 0).astype(s.dtype)
