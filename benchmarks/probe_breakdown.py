@@ -45,6 +45,7 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from depthlab import accel as engine_accel
 from depthlab.backend import rng as make_rng
 from depthlab.models import mlp
 from depthlab.probes import ProbeRecorder, accel
@@ -152,6 +153,7 @@ def main() -> None:
     args = ap.parse_args()
     threadpool_limits(1)
     accel.warm_up()
+    engine_accel.warm_up()  # (else loaded 3 s into the training, inside a timed run)
     kernels = accel.kernels()
     if kernels is None:
         sys.exit("probe_breakdown: the compiled kernels (depthlab[fast]) are not installed")

@@ -41,6 +41,7 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from probe_overhead import NETWORKS, training_data  # noqa: E402
 
+from depthlab import accel as engine_accel  # noqa: E402
 from depthlab.backend import rng as make_rng  # noqa: E402
 from depthlab.models import mlp  # noqa: E402
 from depthlab.probes import ProbeRecorder, accel  # noqa: E402
@@ -168,6 +169,7 @@ def ab_arguments(doc: str, what: str, more=None) -> argparse.Namespace:
     args = ap.parse_args()
     threadpool_limits(1)
     accel.warm_up()
+    engine_accel.warm_up()  # (else loaded 3 s into the training, inside a timed run)
     return args
 
 

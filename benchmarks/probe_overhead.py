@@ -12,9 +12,12 @@ training step and the ratios are the strictest. The modes of one network are run
 their order alternating every round, so that a change of the shared machine's load hits every
 mode alike; each run is timed in CPU seconds of this process (``time.process_time``: with one
 BLAS thread it counts only this process's own work, not the time other processes hold the core).
-Before each run a full garbage collection (``gc.collect()``) clears what earlier runs left: a
-gen-2 collection of this process's ~150000 objects costs ~100 ms, a third of a millisecond per step
-of a 300-step run, and otherwise landed in whichever run's allocations happened to trigger it.
+The engine's compiled kernels are loaded before the first run (``depthlab.accel.warm_up``: by
+default a process loads them 3 s into its training, so the first runs took the engine's NumPy
+path and one run paid the ~0.5 s load). Before each run a full garbage collection
+(``gc.collect()``) clears what earlier runs left: a gen-2 collection of this process's ~150000
+objects costs ~100 ms, a third of a millisecond per step of a 300-step run, and otherwise landed
+in whichever run's allocations happened to trigger it.
 The table gives the median per step over the rounds with the range, and three overheads:
 
 * ``whole run``: the ratio of medians minus one (runs of one mode against those without probes);
@@ -69,6 +72,7 @@ import numpy as np
 # one BLAS thread (set before NumPy's OpenBLAS starts its pool)
 from threadpoolctl import threadpool_limits
 
+from depthlab import accel as engine_accel
 from depthlab.activations import get_activation
 from depthlab.backend import rng as make_rng
 from depthlab.models import mlp
@@ -223,6 +227,10 @@ def main() -> None:
           f"interleaved rounds, one BLAS thread, {os.cpu_count()} cores")
     startup = {} if args.no_startup else kernel_startup()
     accel.warm_up()  # Numba's import and the kernels' cache load, outside the timings
+    # the engine's own kernels too: by default they load 3 s into a process's training
+    # (depthlab.accel.LOAD_AFTER_S), so the first runs took the engine's NumPy path and one
+    # run paid their load (~0.5 s: 1.7 ms a step of a 300-step run)
+    engine_accel.warm_up()
     if startup:
         print(startup["line"])
     gen = make_rng(0)
