@@ -818,7 +818,8 @@ def forward(model: nn.Module, x: Any) -> Any:
         dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
         said = _first_line(exc)
         wrong = (_wrong_width(model, x, said) or _wrong_shape(model, x, exc, said)
-                 or _wrong_ids(model, x, exc))  # an EmbeddingBag's 'Expected i < index_size'
+                 or _wrong_ids(model, x, exc)  # an EmbeddingBag's 'Expected i < index_size'
+                 or _too_few_positions(model, x, exc, said))
         if wrong is None:
             wrong = _elsewhere(model, x, said)
         if wrong is None and isinstance(x, torch.Tensor) and x.dim() == 0:
@@ -1068,6 +1069,49 @@ def _wrong_shape(model: nn.Module, x: Any, exc: BaseException, said: str) -> str
                 f"dimension, but {where} expects input_size={want}; expected x of shape "
                 f"{(*shape[:-1], want)}")
     return None
+
+
+_RAN_OUT = re.compile(r"Kernel size can't be greater than actual input size"
+                      r"|Output size is too small|Invalid computed output size")
+
+
+def _too_few_positions(model: nn.Module, x: Any, exc: BaseException, said: str) -> str | None:
+    """One line when a convolution or pooling module of the model ran out of positions (torch:
+    'Calculated padded input size per channel: (1 x 1). Kernel size: (3 x 3). Kernel size
+    can't be greater than actual input size', 'Given input size: (8x1x1). Calculated output
+    size: (8x0x0). Output size is too small', 'max_pool1d() Invalid computed output size: 0';
+    none named x or the module): the spatial size of ``x`` (one tensor of >= 3 dimensions,
+    ``(N, C, *spatial)``) is too small for the model, whose layers reduce it (``out =
+    floor((in + 2 pad - dil (k - 1) - 1) / stride) + 1`` per conv or pool) to fewer positions
+    than that module's window. It names ``x``'s shape, the module (the innermost
+    ``torch.nn`` module in the traceback) and the shape it was given, with torch's line; None
+    for any other failure. (A first conv given ``x`` itself is :func:`_wrong_shape`'s.)"""
+    tensors = _tensors_in(x)
+    if _RAN_OUT.search(said) is None or len(tensors) != 1 or tensors[0].dim() < 3:
+        return None
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        m = frame.f_locals.get("self")
+        if isinstance(m, nn.Module) and type(m).__module__.startswith("torch.nn.modules") \
+                and frame.f_code.co_name == "forward":
+            given = frame.f_locals.get("input")
+            found = (m, given if isinstance(given, torch.Tensor) else None)
+        tb = tb.tb_next
+    if found is None:
+        return None
+    m, given = found
+    name = next((n for n, mod in model.named_modules() if mod is m), None)
+    if name is None:
+        return None
+    t = tensors[0]
+    where = f"{name!r} ({type(m).__name__})" if name else f"the model (a {type(m).__name__})"
+    got = f"a tensor of shape {tuple(given.shape)}" if given is not None else "an input"
+    spatial = "x".join(str(v) for v in t.shape[2:])
+    return (f"x has shape {tuple(t.shape)}, {spatial} positions per channel, too few for the "
+            f"model: {where} is given {got}, fewer positions than its window (torch: {said}); "
+            "expected x with more positions (the input size the model was built for)")
 
 
 def unbatched_input(model: nn.Module, x: Any) -> str | None:
