@@ -124,6 +124,11 @@ def test_one_value_of_a_setting():
                                          r"\('1', '2', '3', '4', \.\.\.\); expected one$"):
         one_value("model.width", [str(i) for i in range(1, 6)])
     assert parse_setup({"model.depth": ["3", "3"]})["model.depth"] == 3
+    with pytest.raises(SetupError, match=r"^model.depth is given no value \(an empty list\); "
+                                         r"expected one$"):
+        parse_setup({"model.depth": []})
+    with pytest.raises(SetupError, match=r"^model.depth = \{'a': 1\} is not accepted"):
+        parse_setup({"model.depth": [{"a": 1}]})
 
 
 def test_a_link_with_a_setting_given_twice_marks_it_and_a_change_starts(server, shots):

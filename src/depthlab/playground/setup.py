@@ -318,6 +318,8 @@ def one_value(key: str, raw: Any) -> Any:
     if not isinstance(raw, (list, tuple)):
         return raw
     distinct = list(dict.fromkeys(str(v).strip() for v in raw))
+    if not distinct:
+        raise SetupError(f"{key} is given no value (an empty list); expected one", key)
     if len(distinct) == 1:
         return raw[0]
     shown = ", ".join(_short(v) for v in distinct[:4]) + (", ..." if len(distinct) > 4 else "")
