@@ -62,3 +62,51 @@ def test_lr_too_high_still_fires_at_chance() -> None:
                                          nn.ReLU(), nn.Linear(32, 4)),
                    (x, y), optimizer=("adam", {"lr": 1.0}), steps=60, verify=False)
     assert "lr_too_high" in d.kinds, d
+
+
+class _Half(nn.Module):
+    """``x / 2``: the hook's computation as a module of the forward."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 0.5
+
+
+def _small_tanh(half_module: bool) -> nn.Module:
+    """A 5-layer tanh MLP at weight std 0.05 (vanishing gradients); the output of its 3rd
+    Linear halved by a ``_Half`` module when ``half_module``."""
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for i in range(5):
+        lin = nn.Linear(8 if i == 0 else 24, 24)
+        nn.init.normal_(lin.weight, 0.0, 0.05)
+        layers += [lin, *([_Half()] if half_module and i == 2 else []), nn.Tanh()]
+    return nn.Sequential(*layers, nn.Linear(24, 3))
+
+
+def test_a_users_forward_hook_runs_in_the_doctors_runs_and_stays_on_the_model() -> None:
+    # decided, not changed: the hook is part of the model's computation, so the doctor's
+    # copies keep it; its runs equal those of a model computing the same in its forward
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.normal(size=(240, 8)), dtype=torch.float32)
+    y = torch.tensor((x.numpy() @ rng.normal(size=(8, 3))).argmax(1))
+    calls = []
+
+    def halve(_m: nn.Module, _inp: tuple, out: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return out * 0.5
+
+    hooked = _small_tanh(False)
+    hooked[4].register_forward_hook(halve)
+    before = {k: v.clone() for k, v in hooked.state_dict().items()}
+    kw = dict(steps=20, verify=True, max_cures=1)
+    a = dlt.doctor(hooked, (x, y), **kw)
+    assert calls and len(hooked[4]._forward_hooks) == 1
+    assert all(torch.equal(before[k], v) for k, v in hooked.state_dict().items())
+    b = dlt.doctor(_small_tanh(True), (x, y), **kw)
+    assert a.baseline["train_loss"] == b.baseline["train_loss"]
+    assert "vanishing_gradients" in a.kinds and "vanishing_gradients" in b.kinds
+    va = {str(v.prescription): v.after["train_loss"] for v in a.verifications
+          if v.prescription.get("init") == "matched"}
+    vb = {str(v.prescription): v.after["train_loss"] for v in b.verifications
+          if v.prescription.get("init") == "matched"}
+    assert va and va == vb

@@ -1186,7 +1186,11 @@ def doctor(
     """Diagnose a torch model and (``verify=True``) verify cures; see the module doc.
 
     ``make_model_or_model``: a function returning a fresh ``nn.Module`` (called after
-    ``torch.manual_seed(seed)``) or a module instance (deep-copied, never modified).
+    ``torch.manual_seed(seed)``) or a module instance (deep-copied, never modified). Forward
+    hooks and pre-hooks on the model or its modules are part of what it computes: the copies
+    keep them, so they run in every training run (the baseline, each cure and the probes'
+    forward passes: a hook that counts or records its calls sees those too), and the caller's
+    model keeps them as registered.
     ``data``: ``(x, y)``, ``(x, y, x_val, y_val)``, a Dataset, or a ``torch.utils.data``
     Dataset/DataLoader of ``(x, y)`` pairs, or a pair ``(train, val)`` of them, a list of
     examples ``[(x_i, y_i), ...]`` or of mini-batches, or a dict ``{'x': x, 'y': y}`` (with
