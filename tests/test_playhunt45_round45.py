@@ -104,6 +104,8 @@ def test_a_setting_given_twice_with_different_values_is_refused_naming_them(serv
     assert json.loads(body)["ok"] is True
     status, body = _get(server, "api/export?model.depth=3&model.depth=3")
     assert status == 200 and "depth = 3\n" in body
+    status, body = _get(server, "api/export?train.lr=0.1&train.lr=0.10")
+    assert status == 200 and "lr = 0.1\n" in body
     # a preset sets the depth anyway: the doubled value does not stop it
     status, body = _get(server, "api/preset?name=he&model.depth=3&model.depth=4")
     assert json.loads(body)["ok"] is True
@@ -124,6 +126,11 @@ def test_one_value_of_a_setting():
                                          r"\('1', '2', '3', '4', \.\.\.\); expected one$"):
         one_value("model.width", [str(i) for i in range(1, 6)])
     assert parse_setup({"model.depth": ["3", "3"]})["model.depth"] == 3
+    # one value written two ways is one value; a bad one among them is named as it is alone
+    assert parse_setup({"train.lr": ["0.1", "0.10", "1e-1"]})["train.lr"] == 0.1
+    assert parse_setup({"model.activation": ["ReLU", "relu"]})["model.activation"] == "relu"
+    with pytest.raises(SetupError, match=r"^model.depth = 'abc' is not accepted"):
+        parse_setup({"model.depth": ["3", "abc"]})
     with pytest.raises(SetupError, match=r"^model.depth is given no value \(an empty list\); "
                                          r"expected one$"):
         parse_setup({"model.depth": []})

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from ..data.registry import BUILTINS, DATASETS
@@ -306,24 +307,34 @@ def parse_setup(query: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         raise SetupError(f"unknown setting {_short(unknown[0])}; accepted: "
                          + ", ".join(BY_KEY), unknown[0])
-    return {f.key: _parse_value(f, one_value(f.key, query[f.key])) if f.key in query
+    return {f.key: one_value(f.key, query[f.key], partial(_parse_value, f)) if f.key in query
             else f.default for f in FIELDS}
 
 
-def one_value(key: str, raw: Any) -> Any:
-    """The one value a setting was given: ``raw`` itself, or the single distinct value of a
-    list of them (a link with ``train.lr=0.1&train.lr=5``, read as ``['0.1', '5']``); raises
-    :class:`SetupError` naming the values when they differ (the last one was taken
-    silently: the link read lr 0.1 and trained at 5)."""
+def _stripped(raw: Any) -> str:
+    return str(raw).strip()
+
+
+def one_value(key: str, raw: Any, parse: Callable[[Any], Any] | None = None) -> Any:
+    """The one value a setting was given, parsed by ``parse``: ``parse(raw)``, or the single
+    distinct ``parse(v)`` of a list of values ``v`` (a link with ``train.lr=0.1&train.lr=5``,
+    read as ``['0.1', '5']``; ``0.1`` and ``0.10`` are one value). Raises :class:`SetupError`
+    naming the values when they differ (the last one was taken silently: the link read lr 0.1
+    and trained at 5), or when the list is empty. Without ``parse``: the text, stripped."""
+    if parse is None:
+        parse = _stripped
     if not isinstance(raw, (list, tuple)):
-        return raw
-    distinct = list(dict.fromkeys(str(v).strip() for v in raw))
-    if not distinct:
+        return parse(raw)
+    if not raw:
         raise SetupError(f"{key} is given no value (an empty list); expected one", key)
-    if len(distinct) == 1:
-        return raw[0]
-    shown = ", ".join(_short(v) for v in distinct[:4]) + (", ..." if len(distinct) > 4 else "")
-    raise SetupError(f"{key} is given {len(distinct)} different values ({shown}); expected "
+    parsed = {}
+    for v in raw:
+        parsed.setdefault(parse(v), v)
+    if len(parsed) == 1:
+        return next(iter(parsed))
+    shown = [_short(v) for v in parsed.values()]
+    listed = ", ".join(shown[:4]) + (", ..." if len(shown) > 4 else "")
+    raise SetupError(f"{key} is given {len(parsed)} different values ({listed}); expected "
                      "one", key)
 
 
