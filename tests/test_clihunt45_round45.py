@@ -11,12 +11,16 @@ _GRID = ('[data]\nname = "spirals"\nn = 60\n[model]\nsizes = ["auto", 4, "auto"]
 
 
 def _stored(out):
+    """Runs stored in ``out``; a store holding none must record no sweep either (a refused
+    sweep was listed by `depthlab runs --sweep` as one of the folder's sweeps)."""
     from depthlab.experiments import Store
 
     if not (out / "depthlab.db").exists():
         return 0
     with Store(out, readonly=True) as s:
-        return len(s.runs())
+        n = len(s.runs())
+        assert n or not s.sweep_sizes(), s.sweep_sizes()
+        return n
 
 
 @pytest.mark.parametrize("jobs", ["1", "2"])

@@ -479,6 +479,10 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
         # a limited run of a sweep run further before keeps the larger size ("6 of 16", not
         # "6 of 4" read as finished)
         prior = store.sweep_sizes().get(sweep, 0) if limited else 0
+        if total <= WORK_POINTS:  # points that cannot fit: refused before the sweep is
+            points = list(points)  # recorded in the store (it was listed, with no point)
+            check_workers_memory(executor, points, store)
+            check_histories(executor, points, store)
 
         def set_size(n: int) -> None:
             store.set_sweep_size(sweep, max(n, prior))
@@ -576,8 +580,6 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
         if total <= WORK_POINTS:  # listed now (a Ctrl-C here is an interrupted sweep), so the
             points = list(points)  # time left weighs each point by its work
             prog.set_work([(p.id, point_work(p.config)) for p in points])
-            check_workers_memory(executor, points, store)
-            check_histories(executor, points, store)
             distinct = len({p.id for p in points})  # a grid listing a point twice ([7, 7, 8])
             if distinct != total:  # stores it once: "2 of 3 points stored" read as unfinished
                 set_size(distinct)
