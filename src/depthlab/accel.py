@@ -1,8 +1,8 @@
 """Which code runs the engine's elementwise hot path: compiled kernels or NumPy.
 
 With Numba installed (``pip install depthlab[fast]``) the bias add and bias gradient of
-``Dense``, the backward of the sigmoid, tanh and ReLU activations and the SGD update run as the
-one-pass kernels of :mod:`depthlab.kernels`; without it (or with
+``Dense``, the backward of the sigmoid, tanh and ReLU activations, the ReLU forward and the SGD
+update run as the one-pass kernels of :mod:`depthlab.kernels`; without it (or with
 ``DEPTHLAB_ENGINE_KERNELS=numpy``) as the NumPy expression beside each call, which defines the
 result. The two paths give the same bits (see :mod:`depthlab.kernels`), so the choice changes
 the time of a step, never its numbers, and a run may switch paths between two steps.
