@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -216,3 +217,26 @@ def test_every_layer_quantity_matches_autograd(case):
     for key, want in ref.items():
         assert key in got, key
         assert got[key] == pytest.approx(want, rel=1e-9, abs=1e-15), key
+
+
+@pytest.mark.parametrize("drop", [nn.Dropout(0.3), nn.Dropout2d(0.3)],
+                         ids=lambda d: type(d).__name__)
+def test_predict_says_where_it_models_a_training_dropout(drop):
+    """A training-mode dropout between a layer and its activation (Conv -> Dropout -> ReLU):
+    predict() refused naming only the modules ('it is made by '1' (Dropout) -> '2' (ReLU)'),
+    though it models that dropout after the activation. Now the line says so; the order it
+    models still runs."""
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 10, (16,))
+    inside = nn.Sequential(nn.Conv2d(3, 8, 3), drop, nn.ReLU(), nn.Flatten(), nn.Linear(288, 10))
+    with pytest.raises(ValueError, match=re.escape(
+            f"'1' ({type(drop).__name__}) in training mode is modelled only between segments "
+            "(after a layer's activation")) as info:
+        dlt.predict(inside, x, y, CE)
+    assert "\n" not in str(info.value)
+    after = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), drop, nn.Flatten(), nn.Linear(288, 10))
+    assert set(dlt.predict(after, x, y, CE).module) == {"0", "4"}
+    alpha = nn.Sequential(nn.Linear(8, 16), nn.AlphaDropout(0.3), nn.SELU(), nn.Linear(16, 4))
+    with pytest.raises(ValueError) as info:  # (alpha dropout is modelled nowhere: no such note)
+        dlt.predict(alpha, torch.randn(16, 8), torch.randint(0, 4, (16,)), CE)
+    assert "'1' (AlphaDropout)" in str(info.value) and "between segments" not in str(info.value)

@@ -409,7 +409,8 @@ def chain(model: nn.Module, x: Any, y: Any = None,
                   f"{re.sub(r'Backward[0-9]*$', '', node)!r} (autograd node {node}), not the "
                   f"previous layer's output{_add_hint(fn)}")
         if len(path) > 1:
-            return "; it is made by " + " -> ".join(reversed(path)) + op + note
+            return ("; it is made by " + " -> ".join(reversed(path)) + op + note
+                    + _dropout_inside(path[::-1]))
         return f"; it is the output of {who}{op}{note}" if who else ""
 
     def reg_pre(m, hook):
@@ -1501,6 +1502,23 @@ def _tensors(obj: Any) -> list[torch.Tensor]:
 
 _SHAPE_ONLY = (nn.Flatten, nn.Unflatten, nn.Identity, nn.PixelShuffle, nn.PixelUnshuffle,
                nn.ChannelShuffle)
+
+
+_DROPOUT_LABEL = re.compile(r"\(Dropout[123]?d?\)$|^the function F\.dropout[123]?d?$")
+
+
+def _dropout_inside(forward_path: list[str]) -> str:
+    """A note when a training-mode dropout on the path from a layer (``forward_path``: the
+    modules' and functions' labels, in forward order) is read by another module there
+    (``Linear -> Dropout -> ReLU``: the activation reads ``m * s / (1 - p)``, not the layer's
+    output): predict() models dropout between segments, ``E[a^2] / (1 - p)`` after the
+    activation, not inside one; '' otherwise."""
+    inside = [p for p in forward_path[:-1] if _DROPOUT_LABEL.search(p)]
+    if not inside:
+        return ""
+    return (f"; {inside[0]} in training mode is modelled only between segments (after a "
+            "layer's activation, Linear -> ReLU -> Dropout), not between a layer and its "
+            "activation")
 
 
 _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
