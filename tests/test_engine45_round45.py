@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.kernels import load_engine_kernels
 
 import depthlab as dl
 from depthlab import accel
@@ -22,10 +23,7 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 @pytest.fixture()
 def compiled(monkeypatch):
     """The kernels loaded (as a long run has them)."""
-    monkeypatch.setitem(accel._state, "kernels", accel._UNSET)
-    k = accel.kernels()
-    assert k is not None
-    return k
+    return load_engine_kernels(monkeypatch)
 
 
 def _bits(a: np.ndarray) -> np.ndarray:

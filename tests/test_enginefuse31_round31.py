@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers.kernels import load_engine_kernels
 
 import depthlab as dl
 from depthlab import accel
@@ -24,10 +25,7 @@ DTYPES = ("float32", "float64")
 @pytest.fixture()
 def compiled(monkeypatch):
     """The kernels loaded (as a long run has them)."""
-    monkeypatch.setitem(accel._state, "kernels", accel._UNSET)
-    k = accel.kernels()
-    assert k is not None
-    return k
+    return load_engine_kernels(monkeypatch)
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> None:
