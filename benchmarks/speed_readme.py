@@ -132,7 +132,7 @@ def probe_block(data: dict) -> list[str]:
             "each round's paired ratio and the recorder's own share, its hooks' time over the "
             "rest of the same runs. A goal is met when the paired and the in-hook figures both "
             "meet it.")
-    return lines + ([note] if note else []) + [""] + [f"- {g}" for g in goals]
+    return lines + (["", note] if note else []) + [""] + [f"- {g}" for g in goals]
 
 
 def _probe_cell(over: dict, paired: dict, hooks: dict, mode: str) -> str:
