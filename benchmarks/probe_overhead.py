@@ -191,14 +191,17 @@ def overheads(times: dict[str, list[float]], hooks: dict[str, list[float]], mode
               ) -> dict[str, float]:
     """A mode's overheads in percent (see the module docstring): ``whole run`` (ratio of the
     medians - 1), ``paired`` (median over rounds of the round's ratio - 1) and ``hooks``
-    (median over rounds of ``f / (1 - f)``)."""
+    (median over rounds of ``f / (1 - f)``; left out where ``hooks`` has no times for
+    ``mode``, as in results written before round 45)."""
     base = times["no probes"]
     t = times[mode]
-    return {
+    out = {
         "whole run": 100 * (statistics.median(t) / statistics.median(base) - 1),
         "paired": 100 * (statistics.median(a / b for a, b in zip(t, base)) - 1),
-        "hooks": 100 * statistics.median(f / (1 - f) for f in hooks[mode]),
     }
+    if hooks.get(mode):
+        out["hooks"] = 100 * statistics.median(f / (1 - f) for f in hooks[mode])
+    return out
 
 
 def main() -> None:

@@ -212,10 +212,10 @@ def main() -> None:
     control = _share(times["control"], base)
     for k in kinds[1:]:
         d = [statistics.median(t) / 1e3 - b for t, b in zip(times[k], base)]
+        share = _share(times[k], base)  # = sum(d) / sum(base)
         mid, low, high = _cycle_shares(times[k], times["baseline"])
         print(f"{k:9s}" + "".join(f"{v:+8.0f}" for v in d)
-              + f"{sum(d):+10.0f}{100 * sum(d) / sum(base):+7.1f}%"
-              + f"{100 * (_share(times[k], base) - control):+7.1f}%"
+              + f"{sum(d):+10.0f}{100 * share:+7.1f}%{100 * (share - control):+7.1f}%"
               + f"   {100 * mid:+5.1f}% [{100 * low:+.1f}..{100 * high:+.1f}]")
     if args.hooks > 0:
         spent: dict[str, int] = collections.defaultdict(int)

@@ -251,10 +251,11 @@ class ReLU(ActivationFn):
 
     def forward(self, s: Array) -> Array:
         """``a = max(s, 0)`` (a new array; ``+0`` at ``s <= 0``, NaN kept)."""
-        a = xp.empty_like(s) if s.__class__ is xp.ndarray else None
-        k = None if a is None else accel.fits(a, s)
+        # the kernel writes a fresh C-contiguous array of s's dtype: s alone decides the path
+        k = accel.fits(s, s) if s.__class__ is xp.ndarray else None
         if k is None:
             return xp.maximum(s, 0)
+        a = xp.empty_like(s)
         k.relu_forward(s, a)  # the same, one SIMD pass (depthlab.kernels)
         return a
 

@@ -2080,13 +2080,10 @@ def rule_lr_too_high(ctx: RunContext) -> RuleResult:
     first = pd.concat([early, per_step[(per_step.index >= 1)
                                        & (per_step.index <= EARLY_UPDATE_STEPS)]])
     rose = _overshot(ctx, first) if metric >= UPDATE_RATIO_ROSE else None
-    if not metric >= UPDATE_RATIO_HIGH:
-        return (metric, None) if rose is None else (metric, _lr_overshot_finding(
-            ctx, rose, first, ur, er, early, per_step, metric))
     # a run that ended fitted, and stayed so over its last probes, was not held back by its
     # rate: a 3-16-1 ReLU regression at sgd lr 0.1 fell from 44 to 0.41 (chance 32.6) in 20
     # steps through a bump at steps 10-14, and both cures (lr 0.01, adam) ended 25-100x worse
-    if _fitted_stably(ctx):
+    if not metric >= UPDATE_RATIO_HIGH or _fitted_stably(ctx):
         return (metric, None) if rose is None else (metric, _lr_overshot_finding(
             ctx, rose, first, ur, er, early, per_step, metric))
     probed = [int(t) for t in per_step.index if per_step[t] >= UPDATE_RATIO_HIGH]

@@ -577,8 +577,7 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
         prog.point(rec.id, rec.name or rec.id, rec.status, rec.metrics or {}, rec.error)
 
     try:
-        if total <= WORK_POINTS:  # listed now (a Ctrl-C here is an interrupted sweep), so the
-            points = list(points)  # time left weighs each point by its work
+        if total <= WORK_POINTS:  # (listed above) the time left weighs each point by its work
             prog.set_work([(p.id, point_work(p.config)) for p in points])
             distinct = len({p.id for p in points})  # a grid listing a point twice ([7, 7, 8])
             if distinct != total:  # stores it once: "2 of 3 points stored" read as unfinished
