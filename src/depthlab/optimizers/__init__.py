@@ -40,11 +40,12 @@ from .schedulers import (
 )
 from .sgd import SGD
 
-# torch's RAdam and Adamax are found by name (``dl.optimizer("RAdam", ...)``, a port of torch
-# code) but not listed among the names a config or the playground offers
-_LISTED = (SGD, Adagrad, Adadelta, RMSprop, Adam, AdamW, NAdam)
+# every optimizer is listed (a config, the CLI and the playground offer each): RAdam and
+# Adamax, ports of torch's, match torch.optim step for step as the others do (with weight
+# decay, decoupled or not, several parameter groups, float32 and float64)
+_LISTED = (SGD, Adagrad, Adadelta, RMSprop, Adam, AdamW, NAdam, RAdam, Adamax)
 REGISTRY: Registry[Optimizer] = Registry(
-    "optimizer", {cls.name: cls for cls in (*_LISTED, RAdam, Adamax)},
+    "optimizer", {cls.name: cls for cls in _LISTED},
     listed=tuple(cls.name for cls in _LISTED))
 OPTIMIZERS: tuple[str, ...] = REGISTRY.names
 
