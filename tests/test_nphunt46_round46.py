@@ -91,3 +91,116 @@ def test_fit_trains_with_radam_and_adamax(name):
     losses = history.epochs_frame()["train_loss"].to_numpy()
     assert losses[-1] < 0.7 * losses[0]
     assert history.final()["train_acc"] > 0.85
+
+
+# -- guards: schedulers, BatchNorm's cumulative average, clipping + L2 in fit, extreme logits --
+
+_WARM_UP = {
+    "linear warm-up then cosine": lambda m, o: m.SequentialLR(
+        o, [m.LinearLR(o, start_factor=0.01, total_iters=10),
+            m.CosineAnnealingLR(o, T_max=90, eta_min=1e-4)], milestones=[10]),
+    "constant, exponential, step": lambda m, o: m.SequentialLR(
+        o, [m.ConstantLR(o, factor=0.1, total_iters=5), m.ExponentialLR(o, 0.97),
+            m.StepLR(o, 7, 0.5)], milestones=[5, 40]),
+    "chained warm-up and decay": lambda m, o: m.ChainedScheduler(
+        [m.LinearLR(o, 0.1, 1.0, 10), m.ExponentialLR(o, 0.98)]),
+    "one cycle, three phases": lambda m, o: m.OneCycleLR(o, max_lr=1.0, total_steps=101,
+                                                         three_phase=True),
+}
+
+
+@pytest.mark.parametrize("build", list(_WARM_UP.values()), ids=list(_WARM_UP))
+def test_warm_up_and_chained_schedules_are_torchs_lr_for_100_steps(build):
+    from depthlab import optimizers as ours
+
+    p = Parameter("w", np.zeros(3))
+    t = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    opt, topt = ours.SGD([p], lr=0.1, momentum=0.9), torch.optim.SGD([t], lr=0.1, momentum=0.9)
+    sched, tsched = build(ours, opt), build(torch.optim.lr_scheduler, topt)
+    for _ in range(100):
+        p.grad, t.grad = np.ones(3), torch.ones(3, dtype=torch.float64)
+        opt.step()
+        topt.step()
+        sched.step()
+        tsched.step()
+        assert opt.lr == topt.param_groups[0]["lr"]
+        assert opt.momentum == topt.param_groups[0]["momentum"]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("momentum", [None, 0.1])
+def test_batchnorm_cumulative_average_and_eval_are_torchs(momentum, dtype):
+    """``momentum=None`` (torch's cumulative average 1/k) and 0.1, ``ema_start="zero"``
+    (torch's running statistics from 0 and 1): 20 training batches, then eval."""
+    from depthlab.layers import BatchNorm
+
+    bn = BatchNorm(5, momentum=momentum, ema_start="zero", dtype=dtype)
+    tbn = torch.nn.BatchNorm1d(5, momentum=momentum, dtype=getattr(torch, np.dtype(dtype).name))
+    rng = np.random.default_rng(7)
+    tol = 1e-14 if dtype == np.float64 else 5e-6
+    for _ in range(20):
+        x = (rng.normal(size=(7, 5)) * 3 + 1).astype(dtype)
+        np.testing.assert_allclose(bn.forward(x, training=True),
+                                   tbn(torch.tensor(x)).detach().numpy(), atol=tol)
+    np.testing.assert_allclose(bn.running_mean, tbn.running_mean.numpy(), atol=tol)
+    np.testing.assert_allclose(bn.running_var, tbn.running_var.numpy(), rtol=tol)
+    tbn.eval()
+    x = rng.normal(size=(4, 5)).astype(dtype)
+    np.testing.assert_allclose(bn.forward(x, training=False),
+                               tbn(torch.tensor(x)).detach().numpy(), atol=tol)
+
+
+@pytest.mark.parametrize("optimizer, kwargs, l2, clip", [
+    ("sgd", {"momentum": 0.9}, 0.01, {"clip_grad_norm": 0.1}),
+    ("sgd", {}, 0.0, {"clip_grad_value": 0.01}),
+    ("radam", {"weight_decay": 0.01}, 0.005, {"clip_grad_norm": 0.5}),
+    ("adamax", {"weight_decay": 0.01}, 0.0, {"clip_grad_value": 0.05}),
+])
+def test_fit_with_l2_and_clipping_is_a_torch_loop(optimizer, kwargs, l2, clip):
+    """Full-batch ``fit`` (``l2 sum W^2`` on the weights, clipping after the penalty's
+    gradient) against the torch loop ``loss + l2 sum W^2; backward; clip; step``."""
+    from depthlab.bridge import from_torch, to_torch
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 6)), rng.integers(0, 3, 40)
+    net = dl.mlp([6, 16, 16, 3], "tanh", dtype="float64", seed=0)
+    model = to_torch(net)
+    dl.fit(net, x, y, optimizer=optimizer, lr=0.05, batch_size=None, max_steps=50,
+           epochs=None, seed=0, l2=l2, **clip, **kwargs)
+    names = {"sgd": "SGD", "radam": "RAdam", "adamax": "Adamax"}
+    topt = getattr(torch.optim, names[optimizer])(model.parameters(), lr=0.05, **kwargs)
+    weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    tx, ty = torch.tensor(x), torch.tensor(y)
+    for _ in range(50):
+        topt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(tx), ty)
+        (loss + l2 * sum((w ** 2).sum() for w in weights)).backward()
+        if "clip_grad_norm" in clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip["clip_grad_norm"])
+        else:
+            torch.nn.utils.clip_grad_value_(model.parameters(), clip["clip_grad_value"])
+        topt.step()
+    ours = np.concatenate([p.value.ravel() for p in net.parameters()])
+    theirs = np.concatenate([p.value.ravel() for p in from_torch(model).parameters()])
+    assert np.max(np.abs(ours - theirs)) < 1e-12 * np.max(np.abs(theirs))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("big", [1e4, 1e30])
+def test_cross_entropy_of_extreme_logits_is_torchs(big, dtype):
+    from depthlab.losses import CrossEntropy
+
+    x = np.array([[big, -big, 0.0], [-big, 0.0, big], [1.0, 2.0, -big]], dtype=dtype)
+    labels = np.array([0, 1, 2])
+    w = [1.0, 2.0, 0.5]
+    for smoothing in (0.0, 0.2):
+        loss = CrossEntropy(label_smoothing=smoothing, weight=w)
+        value, grad = loss.forward(x.copy(), labels), loss.backward()
+        tx = torch.tensor(x, requires_grad=True)
+        tv = torch.nn.functional.cross_entropy(tx, torch.tensor(labels),
+                                               weight=torch.tensor(w, dtype=tx.dtype),
+                                               label_smoothing=smoothing)
+        tv.backward()
+        assert value == pytest.approx(tv.item(), rel=1e-6 if dtype == np.float32 else 1e-14)
+        assert grad.dtype == dtype
+        np.testing.assert_allclose(grad, tx.grad.numpy(), rtol=1e-6, atol=1e-7)
