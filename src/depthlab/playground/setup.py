@@ -302,13 +302,36 @@ def _to_int(raw: Any) -> int:
 
 def parse_setup(query: Mapping[str, Any]) -> dict[str, Any]:
     """A complete, typed setup from query parameters (strings) or values; missing keys take
-    their defaults. Raises :class:`SetupError` naming the first bad or unknown key."""
+    their defaults. Raises :class:`SetupError` naming the first unknown key, else every bad
+    value in one line (its ``key``: the first of them in the controls' order; a link with
+    ``model.width=0&model.activation=nope`` named only the width, and the learner met the
+    activation's refusal only after fixing it)."""
     unknown = [k for k in query if k not in BY_KEY]
     if unknown:
         raise SetupError(f"unknown setting {_short(unknown[0])}; accepted: "
                          + ", ".join(BY_KEY), unknown[0])
-    return {f.key: one_value(f.key, query[f.key], partial(_parse_value, f)) if f.key in query
-            else f.default for f in FIELDS}
+    setup: dict[str, Any] = {}
+    refused: list[SetupError] = []
+    for f in FIELDS:
+        if f.key not in query:
+            setup[f.key] = f.default
+            continue
+        try:
+            setup[f.key] = one_value(f.key, query[f.key], partial(_parse_value, f))
+        except SetupError as e:
+            refused.append(e)
+    if refused:
+        raise _all_refused(refused)
+    return setup
+
+
+def _all_refused(refused: list[SetupError]) -> SetupError:
+    """One :class:`SetupError` for the refusals of several settings: the single one as it is,
+    else ``N settings are not accepted: <first>; <second>; ...`` keyed by the first."""
+    if len(refused) == 1:
+        return refused[0]
+    return SetupError(f"{len(refused)} settings are not accepted: "
+                      + "; ".join(str(e) for e in refused), refused[0].key)
 
 
 def _stripped(raw: Any) -> str:

@@ -187,7 +187,27 @@ function markInvalidNow(key, message) {
       }
       if (box.parentElement.id === "fields-more") $("more").open = true;
     }
+    // a link of several bad settings (width 0 and activation "nope") is refused naming them
+    // all: each named control is outlined, the reason is read with each
+    for (const other of alsoRefused(key, message)) {
+      other.classList.add("invalid");
+      const input = other.querySelector("input, select");
+      input.setAttribute("aria-invalid", "true");
+      if (message) input.setAttribute("aria-describedby", "field-error");
+      if (other.parentElement.id === "fields-more") $("more").open = true;
+    }
   }
+}
+
+/* The controls besides ``key`` that a refusal of several settings names ("2 settings are not
+   accepted: model.width = '0' ...; model.activation = 'nope' ..."); none for other refusals
+   (a refusal of two settings together names the other one only as the reason). */
+function alsoRefused(key, message) {
+  if (!message || !/^\d+ settings are not accepted: /.test(message)) return [];
+  return S.schema.fields.filter((f) => f.key !== key &&
+    (message.includes(`${f.key} = `) || message.includes(`${f.key} is given `)))
+    .map((f) => document.querySelector(`.field[data-key="${CSS.escape(f.key)}"]`))
+    .filter((box) => box);
 }
 
 /* The control a refusal is shown at: a refusal of two settings together (depth 1000 "with
@@ -204,6 +224,7 @@ function onControlChange(ev) {
   S.changed = ev && ev.target ? ev.target.name : null;  // the control a refusal is shown at
   refreshVisibility();
   $("preset-why").textContent = "";  // the preset's explanation no longer describes the setup
+  $("link-note").textContent = "";  // nor the link's note its unused settings
   // keeps training if the user pressed play (S.state reads "loading" while a setup sent a
   // moment ago is built: a second quick change used to stop the training)
   sendSetup(readControls(), S.wantPlay);
@@ -227,6 +248,7 @@ async function choosePreset(name) {
   if (!body.ok) { showMessage(body.message); return; }
   writeControls(body.query);
   $("preset-why").textContent = S.schema.presets[name].why;
+  $("link-note").textContent = "";
   sendSetup(body.query, false);
 }
 
@@ -1462,6 +1484,41 @@ function rangeText(layers) {
 }
 
 /* ---------------- start ---------------- */
+/* The settings of a link that the setup does not use, each ``{key, value, why}``: a value
+   other than the default for a control hidden by the link's own choices (``noise=0.5`` with
+   data set digits, ``momentum=0.5`` with adam). They were dropped without a word (the page's
+   URL then read the default). */
+function unusedLinkSettings(q) {
+  const data = inputOf("data.name").value, opt = inputOf("train.optimizer").value;
+  const same = (a, b) => String(a).trim() === String(b) ||
+    (String(a).trim() !== "" && Number(a) === Number(b));
+  const out = [];
+  for (const f of S.schema.fields) {
+    if (q[f.key] === undefined || same(q[f.key], f.default)) continue;
+    if (f.datasets.length && !f.datasets.includes(data)) {
+      out.push({ key: f.key, value: q[f.key], why: `data set ${data} does not take it, only ` +
+        `${orList(f.datasets)}` });
+    } else if (f.optimizers.length && !f.optimizers.includes(opt)) {
+      out.push({ key: f.key, value: q[f.key], why: `optimizer ${opt} has none, only ` +
+        `${orList(f.optimizers)}` });
+    }
+  }
+  return out;
+}
+
+/* One line for the unused settings of a link ("" when none). */
+function unusedLinkText(unused) {
+  if (!unused.length) return "";
+  return "Not used from the link: " + unused.map((u) =>
+    `${u.key} = ${JSON.stringify(String(u.value).trim())}: ${u.why}`).join("; ") + ".";
+}
+
+/* ``a``, ``a or b``, ``a, b or c``. */
+function orList(names) {
+  return names.length < 2 ? names.join("") :
+    names.slice(0, -1).join(", ") + " or " + names[names.length - 1];
+}
+
 /* Every value of each key of a URL query: { key: [value, ...] }. */
 function linkValues(search) {
   const out = {};
@@ -1475,6 +1532,7 @@ async function main() {
   const q = {};
   for (const [k, v] of new URLSearchParams(location.search)) q[k] = v;
   writeControls(q);
+  $("link-note").textContent = unusedLinkText(unusedLinkSettings(q));
   // keys the page has no control for still go to the server, which names them
   for (const k of Object.keys(q)) if (!field(k)) S.extra = { ...(S.extra || {}), [k]: q[k] };
   // a key the link gives twice with different values (lr=0.1&lr=5): every value goes to the

@@ -1,0 +1,104 @@
+"""Round 46 (playhunt46): what learners meet in the playground. Each test failed before its fix.
+Screenshots go to a temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR)."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+import urllib.request
+
+import pytest
+from helpers.browser import checked_page, chromium, screenshot_dir
+
+from depthlab.playground.server import Background
+from depthlab.playground.setup import SetupError, parse_setup
+
+MEASURED = "document.getElementById('grad-summary').dataset.step !== ''"
+INVALID = "[...document.querySelectorAll('.field.invalid')].map((e) => e.dataset.key)"
+
+
+@pytest.fixture(scope="module")
+def server():
+    with Background(memory_limit=256 * 2**20) as bg:
+        yield bg
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    return screenshot_dir(tmp_path_factory.mktemp("playhunt46"))
+
+
+# -- a link with several bad settings names them all --------------------------------------------
+def test_parse_setup_names_every_bad_setting_in_one_line():
+    # was: only the first (model.width); the learner met the activation's refusal after fixing it
+    with pytest.raises(SetupError) as e:
+        parse_setup({"model.activation": "nope", "model.width": "0", "train.lr": ["0.1", "5"]})
+    text = str(e.value)
+    assert "\n" not in text
+    assert text.startswith("3 settings are not accepted: model.width = '0' is not accepted")
+    assert "model.activation = 'nope' is not accepted; expected one of sigmoid, tanh" in text
+    assert "train.lr is given 2 different values ('0.1', '5'); expected one" in text
+    assert e.value.key == "model.width"  # the first in the controls' order is marked first
+
+
+def test_one_bad_setting_keeps_its_own_message():
+    with pytest.raises(SetupError) as e:
+        parse_setup({"model.width": "0", "model.depth": "5"})
+    assert str(e.value) == "model.width = '0' is not accepted; expected an integer >= 1 and " \
+        "<= 4096"
+    assert e.value.key == "model.width"
+
+
+def test_the_check_route_names_every_bad_setting(server):
+    query = urllib.parse.urlencode({"model.depth": "0", "train.seed": "x"})
+    with urllib.request.urlopen(server.url + "api/check?" + query) as r:
+        body = json.loads(r.read())
+    assert body["ok"] is False and body["key"] == "model.depth"
+    assert "model.depth = '0'" in body["message"] and "train.seed = 'x'" in body["message"]
+
+
+def test_a_link_with_two_bad_settings_outlines_both_controls(server, shots):
+    with chromium() as browser, checked_page(browser, 1280, 800) as pg:
+        pg.goto(server.url + "?model.width=0&model.activation=nope")
+        pg.wait_for_function("document.getElementById('state').textContent === 'invalid'")
+        pg.wait_for_function("document.querySelectorAll('.field.invalid').length > 0")
+        pg.screenshot(path=str(shots / "playhunt46_two_bad_settings.png"))
+        assert sorted(pg.evaluate(INVALID)) == ["model.activation", "model.width"]
+        message = pg.inner_text("#message")
+        assert "model.width = '0'" in message and "model.activation = 'nope'" in message
+        assert pg.get_attribute("#f-model-activation", "aria-invalid") == "true"
+        # fixing one leaves the other refused, outlined alone
+        pg.fill("#f-model-width", "16")
+        pg.press("#f-model-width", "Enter")
+        pg.wait_for_function(f"JSON.stringify({INVALID}) === '[\"model.activation\"]'")
+        assert "model.width" not in pg.inner_text("#message")
+
+
+# -- a link's setting that its own choices leave unused is said ---------------------------------
+def test_a_links_data_option_of_another_data_set_is_said_not_dropped_silently(server, shots):
+    query = urllib.parse.urlencode({"data.name": "digits", "data.options.noise": "0.5",
+                                    "train.optimizer": "adam", "train.momentum": "0.5",
+                                    "data.options.n_classes": "2"})  # the default: not said
+    with chromium() as browser, checked_page(browser, 1280, 800) as pg:
+        pg.goto(server.url + "?" + query)
+        pg.wait_for_function(MEASURED)
+        pg.screenshot(path=str(shots / "playhunt46_unused_link_settings.png"))
+        note = pg.evaluate("(document.getElementById('link-note') || {}).textContent")
+        assert note == ('Not used from the link: data.options.noise = "0.5": data set digits '
+                        'does not take it, only spirals; train.momentum = "0.5": optimizer adam '
+                        'has none, only sgd or rmsprop.'), note
+        assert pg.is_visible("#link-note")
+        # the page's own link (its URL) has the default: the note is the only trace of 0.5
+        assert pg.evaluate("new URLSearchParams(location.search).get('train.optimizer')") == \
+            "adam"
+        pg.select_option("#f-model-activation", "relu")  # a change: the note no longer applies
+        pg.wait_for_function("document.getElementById('link-note').textContent === ''")
+        assert not pg.is_visible("#link-note")
+
+
+def test_a_link_without_unused_settings_shows_no_note(server):
+    with chromium() as browser, checked_page(browser, 1280, 800) as pg:
+        pg.goto(server.url + "?data.name=spirals&data.options.noise=0.5")
+        pg.wait_for_function(MEASURED)
+        assert pg.inner_text("#link-note") == ""
+        assert not pg.is_visible("#link-note")
