@@ -2341,17 +2341,25 @@ def far_from_fitted(ctx: RunContext, end: float) -> bool:
 def chained_dropout_rates(net: Network) -> list[float]:
     """The rates of the dropout layers (inverted and alpha) among ``net``'s own layers, in
     order: those the signal passes one after another (a residual branch's dropout is
-    passed by on the skip path and is not listed)."""
+    passed by on the skip path and is not listed). Another network (the torch doctor's view
+    of a model) lists its own by a ``dropout_chain()`` method, ``[(p, alpha), ...]``."""
     if not isinstance(net, Network):
-        return []
+        return [float(p) for p, _ in _dropout_chain(net)]
     return [float(layer.p) for layer in net.layers
             if isinstance(layer, Dropout) and float(layer.p) > 0.0]
+
+
+def _dropout_chain(net: Any) -> list[tuple[float, bool]]:
+    """``net.dropout_chain()`` where ``net`` has it (rate and alpha flag of each dropout the
+    signal passes in turn), else ``[]``."""
+    chain = getattr(net, "dropout_chain", None)
+    return list(chain()) if callable(chain) else []
 
 
 def chained_alpha_dropout(net: Network) -> list[bool]:
     """Which of :func:`chained_dropout_rates`' layers are alpha dropout (in the same order)."""
     if not isinstance(net, Network):
-        return []
+        return [bool(a) for _, a in _dropout_chain(net)]
     return [isinstance(layer, AlphaDropout) for layer in net.layers
             if isinstance(layer, Dropout) and float(layer.p) > 0.0]
 
@@ -2377,7 +2385,7 @@ def rule_dropout_too_strong(ctx: RunContext) -> RuleResult:
     the steps were not tiny (``1e-3 / largest update ratio`` at most
     ``DROPOUT_TINY_STEPS``): the top layers see mostly noise and the network settles on the
     constant prediction. NaN without dropout (or without the network's layers: the torch
-    doctor)."""
+    doctor's view of a model that is not a plain ``nn.Sequential``)."""
     rates = chained_dropout_rates(ctx.net)
     if not rates:
         return math.nan, None

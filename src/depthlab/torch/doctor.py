@@ -228,11 +228,18 @@ class _Point:
 class _ModelView:
     """Duck-typed network for :class:`RunContext`: ``probe_points()`` and ``batchnorms()``."""
 
-    def __init__(self, points: list[_Point]) -> None:
+    def __init__(self, points: list[_Point],
+                 dropouts: list[tuple[float, bool]] | None = None) -> None:
         self._points = points
+        self._dropouts = list(dropouts or [])
 
     def probe_points(self) -> list[_Point]:
         return list(self._points)
+
+    def dropout_chain(self) -> list[tuple[float, bool]]:
+        """Rate and alpha flag of each dropout the signal passes in turn
+        (:func:`depthlab.torch.prescriptions.chained_dropouts`)."""
+        return list(self._dropouts)
 
     def batchnorms(self) -> list:
         return []
@@ -265,8 +272,12 @@ class TorchRunContext(RunContext):
     """The hidden layers that read one input tensor, each layer's output entries per example
     and the layers whose output does not follow the examples (:func:`parallel_layers`)."""
 
+    dropouts: list[tuple[float, bool]] = field(default_factory=list)
+    """Rate and alpha flag of each dropout the signal passes in turn (:func:`dropout_chain`),
+    read by the shared ``dropout_too_strong`` rule."""
+
     def __post_init__(self) -> None:
-        self.net = _ModelView(self.points_override)
+        self.net = _ModelView(self.points_override, self.dropouts)
         frame = self.frame
         if "module" in frame.columns:
             self.frame = frame.drop(columns=["module"])
@@ -612,6 +623,14 @@ def hidden_biases(layers: list[rx.TracedLayer]) -> str:
         isinstance(getattr(t.module, "bias", None), torch.Tensor)
         and bool(torch.any(t.module.bias.detach() != 0)) for t in layers
         if t.activation_name) else "zeros"
+
+
+def dropout_chain(model: nn.Module) -> list[tuple[float, bool]]:
+    """``(p, alpha)`` of each dropout module the signal of ``model`` passes in turn
+    (:func:`depthlab.torch.prescriptions.chained_dropouts`: a plain ``nn.Sequential``'s),
+    ``alpha`` for ``nn.AlphaDropout`` / ``nn.FeatureAlphaDropout`` (listed in either mode:
+    the doctor trains in training mode, where they drop)."""
+    return [(float(m.p), isinstance(m, rx.ALPHA_DROPOUTS)) for m in rx.chained_dropouts(model)]
 
 
 def describe(model: nn.Module, layers: list[rx.TracedLayer]) -> dict[str, Any]:
@@ -1067,7 +1086,8 @@ def _train_run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: Torc
                           chance_loss=chance,
                           through_time=tt, through_time_init=before,
                           target_stats=stats, residual_ends=ends,
-                          early_update_ratios=early, graph=graph)
+                          early_update_ratios=early, graph=graph,
+                          dropouts=dropout_chain(model))
     findings, by_kind = evaluate(ctx)  # in the rules' priority order
     with np.errstate(all="ignore"):
         for kind, rule in TORCH_RULES.items():

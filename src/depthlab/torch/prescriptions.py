@@ -96,7 +96,7 @@ INITS: tuple[str, ...] = ("matched", "he_normal", "he_uniform", "glorot_normal",
 TRAINING_KEYS = frozenset({"lr", "warmup", "clip_grad_norm", "optimizer", "batch_size",
                            "bn_population", "optimizer_kwargs"})
 MODEL_KEYS = frozenset({"init", "activation", "normalization", "bias_init", "recurrent_init",
-                        "target_scale"})
+                        "target_scale", "dropout"})
 """(``target_scale``: applied by the doctor, which knows the training targets:
 :class:`depthlab.torch.doctor.StandardizedTargets`.)"""
 
@@ -106,6 +106,51 @@ LSUV_ITERS = 10
 
 class NotApplicable(ValueError):
     """The prescription finds nothing to change in this model."""
+
+
+ALPHA_DROPOUTS = (nn.AlphaDropout, nn.FeatureAlphaDropout)
+"""Dropout modules that set dropped units to SELU's saturation value (alpha dropout)."""
+
+
+def _plain_sequential(module: nn.Module) -> bool:
+    """Whether ``module`` runs as an ``nn.Sequential``: its children in order, one after
+    another (a subclass that overrides ``forward`` may route around one of them)."""
+    return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
+
+
+def chained_dropouts(model: nn.Module) -> list[nn.modules.dropout._DropoutNd]:
+    """The dropout modules (``nn.Dropout``, ``Dropout1d/2d/3d``, ``AlphaDropout``,
+    ``FeatureAlphaDropout``) with ``p > 0`` that the signal of a plain ``nn.Sequential``
+    (:func:`_plain_sequential`) passes one after another: its children in order, nested plain
+    ``nn.Sequential`` children entered. Any other module's forward may route around a dropout
+    (a residual branch's), so its dropouts, and every dropout of a model that is not a plain
+    ``nn.Sequential``, are not listed."""
+    if not _plain_sequential(model):
+        return []
+    out: list[nn.modules.dropout._DropoutNd] = []
+    for child in model.children():
+        if isinstance(child, nn.modules.dropout._DropoutNd):
+            if float(child.p) > 0.0:
+                out.append(child)
+        elif _plain_sequential(child):
+            out.extend(chained_dropouts(child))
+    return out
+
+
+def lower_dropout(model: nn.Module, rate: float) -> int:
+    """Set ``p = min(p, rate)`` on every dropout of :func:`chained_dropouts` (the cure of
+    dropout whose compounded noise ``prod_i g(p_i) - 1`` buries the signal); the number of
+    modules changed. Raises :class:`NotApplicable` when none has ``p > rate``, ValueError
+    for a rate outside [0, 1)."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+        raise ValueError(f"dropout must be a rate in [0, 1), got {rate!r}")
+    changed = [m for m in chained_dropouts(model) if float(m.p) > rate]
+    if not changed:
+        raise NotApplicable(f"no dropout the signal passes in turn (in a plain nn.Sequential) "
+                            f"has a rate above {rate:g}")
+    for m in changed:
+        m.p = float(rate)
+    return len(changed)
 
 
 INIT_KIN: dict[str, str] = {"relu6": "relu", "celu": "elu", "hardswish": "swish",
@@ -1301,7 +1346,8 @@ def _wrap_with_norms(model: nn.Module, x: torch.Tensor, last: nn.Module | None,
 def apply(changes: dict[str, Any], model: nn.Module, spec: TorchTrainSpec, x: torch.Tensor
           ) -> tuple[nn.Module, TorchTrainSpec]:
     """Apply ``changes`` to ``model`` (in place; pass a fresh copy) and ``spec``: activation
-    swap first, then normalization, then re-initialization, then biases. ``x``: a data batch
+    swap first, then normalization, then re-initialization, then the dropout rates
+    (:func:`lower_dropout`), then biases. ``x``: a data batch
     (tracing, LSUV, checking that the transformed model still runs). Raises
     :class:`NotApplicable` when a change finds nothing to change, ValueError for a bad one."""
     unknown = set(changes) - TRAINING_KEYS - MODEL_KEYS
@@ -1318,6 +1364,8 @@ def apply(changes: dict[str, Any], model: nn.Module, spec: TorchTrainSpec, x: to
         _refuse_unnormalized_repeats(model, x)
     if "init" in changes:
         reinitialize(model, trace(model, x), str(changes["init"]), x)
+    if "dropout" in changes:
+        lower_dropout(model, changes["dropout"])
     if changes.get("recurrent_init") is not None:
         if changes["recurrent_init"] not in RECURRENT_INITS:
             raise ValueError(f"unknown recurrent_init {changes['recurrent_init']!r}; expected "
@@ -1384,6 +1432,8 @@ def translate(rule_changes: dict[str, Any], spec: TorchTrainSpec) -> dict[str, A
             out["bn_population"] = True
         elif k == "standardize_targets" and v:  # the doctor wraps the model: trained as on
             out["target_scale"] = "standardize"  # (y - mean) / std, outputs in y's units
+        elif k in ("dropout", "input_dropout"):  # one rate for the dropouts passed in turn
+            out["dropout"] = min(float(v), out.get("dropout", 1.0))
         elif k == "activation_kwargs":
             continue
         else:  # residual, bn_inference, bn_momentum: no generic module transform
