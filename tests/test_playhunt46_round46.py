@@ -102,3 +102,51 @@ def test_a_link_without_unused_settings_shows_no_note(server):
         pg.wait_for_function(MEASURED)
         assert pg.inner_text("#link-note") == ""
         assert not pg.is_visible("#link-note")
+
+
+# -- a torch doctor's diverged cure says the step, as the command line does ---------------------
+def _torch_verification(after: dict) -> dict:
+    """A torch doctor's stored verification (as ``Store.findings`` reads it back): a diverged
+    run keeps ``steps`` (the count including the step whose loss was not finite) and no
+    ``diverged_step``."""
+    before = {"budget": 60, "diverged": False, "steps": 60, "train_acc": 0.104,
+              "train_loss": 2.3154, "val_acc": 0.0944, "val_loss": 2.3239}
+    return {"kind": "dead_relu", "prescription": {"activation": "leaky_relu", "init": "matched"},
+            "before": before, "after": after, "metric": "max dead fraction",
+            "metric_before": 1.0, "metric_after": 0.0, "resolved": True, "helped": False,
+            "new_findings": [], "chance_loss": 2.301}
+
+
+def test_a_torch_doctors_diverged_cure_names_its_step_in_the_report():
+    from depthlab.diagnosis.findings import Verification
+    from depthlab.report.build import _verification_text
+
+    v = _torch_verification({"budget": 60, "diverged": True, "steps": 8, "train_acc": None,
+                             "train_loss": None, "val_acc": None, "val_loss": None})
+    text = _verification_text(v)
+    # was: "train loss 2.315 → diverged, val acc 0.0944 → diverged, ..." beside the command
+    # line's "train loss 2.315 -> nan (diverged at step 8)"
+    assert text.startswith("train loss 2.315 → diverged at step 8, val acc 0.0944 → diverged "
+                           "at step 8, max dead fraction 1 → 0: did not help"), text
+    assert "(diverged at step 8)" in Verification.from_dict(v).summary()
+
+
+def test_a_numpy_doctors_diverged_step_is_preferred_and_a_missing_one_is_not_invented():
+    from depthlab.report.build import _verification_text
+
+    v = _torch_verification({"diverged": True, "diverged_step": 3, "steps": 4,
+                             "train_loss": None, "val_acc": None})
+    assert "train loss 2.315 → diverged at step 3," in _verification_text(v)
+    v = _torch_verification({"diverged": True, "train_loss": None, "val_acc": None})
+    assert "train loss 2.315 → diverged, val acc" in _verification_text(v)
+
+
+def test_a_torch_doctors_diverged_baseline_names_its_step_in_the_report():
+    from depthlab.report.build import _findings_html
+
+    html = _findings_html({"findings": [], "baseline": {"diverged": True, "steps": 5,
+                                                        "train_loss": None, "val_acc": None},
+                           "settings": {"steps": 60, "optimizer": "sgd", "lr": 30.0}})
+    # was: "Baseline run: 60 steps of sgd lr 30, diverged: no finite train loss or val acc."
+    assert "Baseline run: 60 steps of sgd lr 30, diverged at step 5: no finite train loss" in \
+        html, html

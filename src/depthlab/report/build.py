@@ -1155,6 +1155,20 @@ def _cellnum(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+def _diverged_step(m: dict) -> int | None:
+    """The step at which a doctor's run diverged, as the command line names it: the NumPy
+    doctor's ``diverged_step``, else the torch doctor's ``steps`` (its count includes the step
+    whose loss was not finite); None when neither is a whole number. The torch doctor's
+    diverged cures read "train loss 2.315 → diverged" here beside the command line's "nan
+    (diverged at step 8)"."""
+    for key in ("diverged_step", "steps"):
+        at = m.get(key)
+        if isinstance(at, (int, float)) and not isinstance(at, bool) and math.isfinite(at) \
+                and at == int(at):
+            return int(at)
+    return None
+
+
 def _verification_text(v: dict) -> str:
     """``train loss a -> b, val acc a -> b, <metric> a -> b: helped`` from a Verification."""
     b, a = _as_dict(v.get("before")), _as_dict(v.get("after"))
@@ -1168,8 +1182,8 @@ def _verification_text(v: dict) -> str:
         if finite(m.get(key)):
             return H.fmt(m[key])
         if m.get("diverged"):
-            at = m.get("diverged_step")
-            return "diverged" + (f" at step {at}" if isinstance(at, int) else "")
+            at = _diverged_step(m)
+            return "diverged" + (f" at step {at}" if at is not None else "")
         return "not finite"
 
     def metric_text(name: str) -> str:  # an infinity is stored as None beside its sign
@@ -1239,8 +1253,8 @@ def _findings_html(payload: dict) -> str:
         run += "".join(f"{k} {H.fmt(settings[k])}, " for k in ("l1", "l2") if settings.get(k))
         if base.get("diverged"):
             # was "train loss , val acc ." (both NaN, written as None)
-            at = base.get("diverged_step")
-            outcome = ("diverged" + (f" at step {at}" if isinstance(at, int) else "")
+            at = _diverged_step(base)
+            outcome = ("diverged" + (f" at step {at}" if at is not None else "")
                        + ": no finite train loss or val acc")
         else:  # a regression loss (mse) measures no accuracy: none named (was "val acc .")
             acc = H.fmt(base.get("val_acc"))
