@@ -150,3 +150,24 @@ def test_a_torch_doctors_diverged_baseline_names_its_step_in_the_report():
     # was: "Baseline run: 60 steps of sgd lr 30, diverged: no finite train loss or val acc."
     assert "Baseline run: 60 steps of sgd lr 30, diverged at step 5: no finite train loss" in \
         html, html
+
+
+# -- a Watch run of one recorded step: the gradient figure's caption says so --------------------
+def test_the_gradient_profile_caption_of_a_one_step_watch_run_names_its_one_step(tmp_path):
+    torch = pytest.importorskip("torch")
+    import depthlab.torch as dlt
+    from depthlab.report import write_report
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 8),
+                                torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    x, y = torch.randn(32, 6), torch.randint(0, 3, (32,))
+    with dlt.Watch(model, every=1, out=tmp_path) as watch:
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        watch.step(loss)
+    html = write_report(tmp_path).read_text()
+    # was: "at initialization and at the end" over the figure's one panel ("at initialization")
+    assert "Std of dL/ds per hidden layer (log scale) at step 0, the only step recorded (no " \
+        "later one to compare with)" in html
+    assert "at initialization and at the end" not in html

@@ -1540,7 +1540,7 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
         blocks.append(H.figure_block(
             png, FIG_GRAD_PROFILE if th is not None else FIG_GRAD_PROFILE.removesuffix(
                 " vs theory"), "Std of dL/ds per hidden layer (log scale) at "
-            f"initialization and at the end{drawn}. A line "
+            f"{_profile_when(probes)}{drawn}. A line "
             "falling towards the input (the left end) means vanishing gradients. "
             f"{note}.", wide=True))
     if not (steps.empty and epochs.empty and evals.empty):
@@ -1668,6 +1668,18 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
             + (f"{per_step}." if per_step else "No finite singular value."),
             wide=True))
     return blocks, probes
+
+
+def _profile_when(probes: pd.DataFrame) -> str:
+    """When the gradient profile figure draws a run: ``initialization and at the end``, or,
+    for a run that recorded one step (a Watch closed after its first ``watch.step``), that
+    step alone (the caption said "and at the end" over one panel)."""
+    grads = probes[(probes["layer"] >= 1) & (probes["quantity"] == "grad_pre_std")]
+    recorded = grads["step"].nunique()
+    if recorded == 1:
+        return f"step {int(grads['step'].iloc[0])}, the only step recorded (no later one to " \
+            "compare with)"
+    return "initialization and at the end"
 
 
 def _percentiles_text(probes: pd.DataFrame) -> str:
