@@ -204,3 +204,57 @@ def test_cross_entropy_of_extreme_logits_is_torchs(big, dtype):
         assert value == pytest.approx(tv.item(), rel=1e-6 if dtype == np.float32 else 1e-14)
         assert grad.dtype == dtype
         np.testing.assert_allclose(grad, tx.grad.numpy(), rtol=1e-6, atol=1e-7)
+
+
+# -- gauss_expect_2d: exact for a jump or kink along any line ------------------------------
+
+def _e_abs(mu: float, sd: float) -> float:
+    """``E|X|`` for ``X ~ N(mu, sd^2)``: ``sd sqrt(2/pi) exp(-mu^2 / 2 sd^2) + mu (1 - 2
+    Phi(-mu / sd))``."""
+    import math
+
+    phi = 0.5 * math.erfc(mu / sd / math.sqrt(2.0))
+    return sd * math.sqrt(2.0 / math.pi) * math.exp(-mu * mu / (2 * sd * sd)) + mu * (1 - 2 * phi)
+
+
+def _sf(x: float) -> float:
+    import math
+
+    return 0.5 * math.erfc(x / math.sqrt(2.0))
+
+
+_EXACT_2D = [
+    ("1{z1 + z2 > 1}", lambda a, b: (a + b > 1).astype(float), _sf(1 / np.sqrt(2))),
+    ("1{z1 > 0.3} z2^2", lambda a, b: (a > 0.3) * b ** 2, _sf(0.3)),
+    ("1{z2 > -1.3}", lambda a, b: (b > -1.3) + 0.0 * a, _sf(-1.3)),
+    ("1{z1 > 0.3} 1{z2 > 0.7}", lambda a, b: ((a > 0.3) & (b > 0.7)).astype(float),
+     _sf(0.3) * _sf(0.7)),
+    ("sign(z1 - 3 z2 - 0.2)", lambda a, b: np.sign(a - 3 * b - 0.2),
+     1 - 2 * (1 - _sf(0.2 / np.sqrt(10)))),
+    ("|z1 - 2 z2 + 0.5|", lambda a, b: np.abs(a - 2 * b + 0.5), _e_abs(0.5, np.sqrt(5))),
+    ("max(z1, z2)", lambda a, b: np.maximum(a, b), 1 / np.sqrt(np.pi)),
+    ("relu(z1 - 0.7) z2^2", lambda a, b: np.maximum(a - 0.7, 0) * b * b,
+     np.exp(-0.245) / np.sqrt(2 * np.pi) - 0.7 * _sf(0.7)),
+]
+
+
+@pytest.mark.parametrize("g, exact", [c[1:] for c in _EXACT_2D], ids=[c[0] for c in _EXACT_2D])
+def test_gauss_expect_2d_of_a_jump_or_kink_along_a_line_is_exact(g, exact):
+    """The plain product rule (panel edges every 0.5 in each variable) was 3.3% low on
+    ``E[1{z1 + z2 > 1}]``, 1.6e-2 on ``1{z1 > 0.3} z2^2``, 1.3e-4 on ``max(z1, z2)``."""
+    from depthlab.theory import gauss_expect_2d
+
+    assert gauss_expect_2d(g) == pytest.approx(exact, rel=1e-13, abs=1e-15)
+
+
+def test_gauss_expect_2d_of_smooth_integrands_and_a_disc():
+    from depthlab.theory import gauss_expect_2d
+
+    assert gauss_expect_2d(lambda a, b: np.exp(a) * np.cos(b)) == pytest.approx(1.0, rel=1e-13)
+    assert gauss_expect_2d(lambda a, b: a * a * b * b) == pytest.approx(1.0, rel=1e-13)
+    assert gauss_expect_2d(lambda a, b: 2.0) == pytest.approx(2.0, rel=1e-14)
+    # a curve with vertical tangents (z1 = +-1) leaves kinks in E_z2[g]: 3.3e-5 (was 1.1e-3)
+    disc = gauss_expect_2d(lambda a, b: (a * a + b * b < 1).astype(float))
+    assert disc == pytest.approx(1 - np.exp(-0.5), abs=1e-4)
+    with pytest.raises(ValueError, match="g returned an array of shape"):
+        gauss_expect_2d(lambda a, b: np.ones(3))

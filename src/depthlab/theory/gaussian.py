@@ -26,8 +26,9 @@ All theory modules reduce to integrals ``E[g(s)]`` with ``s ~ N(0, q)`` or
 * :func:`hermite_rule`: the probabilists' Gauss-Hermite rule (exact for polynomials of degree
   ``2n - 1``), kept for smooth integrands at moderate variance.
 
-2-D expectations: :func:`gauss_expect_2d` uses the product rule
-``E[g(z1, z2)] ~= sum_ij w_i w_j g(z_i, z_j)``; :func:`correlated_pair` (the correlation map)
+2-D expectations: :func:`gauss_expect_2d` integrates ``z2`` for each ``z1`` node with the
+edges of that section's jumps and kinks, then ``z1`` (exact to rounding for a jump along any
+line); :func:`correlated_pair` (the correlation map)
 adds, for each ``z1`` node, a ``z2`` break where the correlated variable ``u2`` is 0.
 """
 
@@ -456,12 +457,28 @@ def gauss_expect(
 
 
 def gauss_expect_2d(g: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> float:
-    """``E[g(z1, z2)]`` for independent standard normals, by the product rule."""
+    """``E[g(z1, z2)] = E_z1[h(z1)]``, ``h(z1) = E_z2[g(z1, z2)]``, for independent standard
+    normals, by iterated rules: ``h`` at each node of the outer rule by the standard rule in
+    ``z2`` plus a panel edge at each point where that section ``g(z1, .)`` jumps or has a kink
+    (:func:`_section_breaks`, located as :func:`find_kinks` locates them), so ``h`` is exact
+    to rounding; the outer rule has an edge where sections ``g(., z2)`` share one (a jump or
+    kink along a line ``z1 = c``, where ``h`` itself jumps). A jump along a slanted curve
+    leaves ``h`` smooth: ``E[1{z1 + z2 > 1}]`` is exact to 1e-16 (3.3% low on the plain
+    product rule), ``E[max(z1, z2)]`` 1e-16 (was 1.3e-4 off); a curve with a vertical tangent
+    leaves a kink in ``h`` (the disc ``z1^2 + z2^2 < 1``: 3.3e-5, was 1.1e-3). Two jumps
+    closer than the scan's 0.05 count as one, as in :func:`find_kinks`. 15-50 ms."""
     _check_integrand(g, "gauss_expect_2d")
     z, w = standard_rule(1.0)
-    vals = _integrand_values(g, "gauss_expect_2d", (z.shape[0], z.shape[0]), z[:, None],
+    _, across = _breaks_or_none(g, z[::4], along_first=True)
+    outer = _shared_points(across)
+    z1, w1 = _rule_with_edges(1.0, outer) if outer else (z, w)
+    vals = _integrand_values(g, "gauss_expect_2d", (z1.shape[0], z.shape[0]), z1[:, None],
                              z[None, :])
-    return float(w @ vals @ w)
+    inner = vals @ w
+    rows, cuts = _breaks_or_none(g, z1, along_first=False)
+    if rows.size:
+        _rows_with_cuts(g, z1, rows, cuts, inner)
+    return float(w1 / w1.sum() @ inner)
 
 
 def _check_integrand(g: Any, fn: str) -> None:
@@ -517,6 +534,194 @@ def _rule_with_edges(scale: float, cuts: list[float]) -> tuple[np.ndarray, np.nd
     half = _standard_breaks(_rule_key(scale))
     z, w = _panel_nodes(np.unique(np.concatenate([-half[::-1], half[1:], cuts])))
     return z, w / w.sum()
+
+
+_SCAN_2D = np.linspace(-_Z_MAX - 0.5, _Z_MAX + 0.5, 421)
+""":func:`gauss_expect_2d`'s scan of a section: every 0.05 a little past the rule's reach."""
+
+
+def _fd_step(s: np.ndarray) -> np.ndarray:
+    """:func:`find_kinks`' finite-difference step ``h = 1e-5 max(1, |s|)``."""
+    return _FD_STEP * np.maximum(1.0, np.abs(s))
+
+
+def _section(g: Callable, other: np.ndarray, along_first: bool) -> Callable:
+    """``s -> g(s, other)`` (``along_first``) or ``g(other, s)``, elementwise with ``other``."""
+    def f(s: np.ndarray) -> np.ndarray:
+        with np.errstate(all="ignore"):
+            v = g(s, other) if along_first else g(other, s)
+        return np.asarray(v, dtype=np.float64) + np.zeros_like(s)
+    return f
+
+
+def _section_slope(f: Callable) -> Callable:
+    """The central difference ``(f(s + h) - f(s - h)) / 2h`` of a section, ``h``:
+    :func:`_fd_step`."""
+    def slope(s: np.ndarray) -> np.ndarray:
+        h = _fd_step(s)
+        return (f(s + h) - f(s - h)) / (2.0 * h)
+    return slope
+
+
+def _interval_jumps(fn: Callable, a: np.ndarray, b: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_jumps` on the intervals ``[a, b]`` (one per element): the mask of those over
+    which ``fn`` jumps and their bisected midpoints."""
+    a, b = a.copy(), b.copy()
+    ga, gb = fn(a), fn(b)
+    wide = np.full(a.shape, np.nan)
+    with np.errstate(all="ignore"):
+        for _ in range(80):
+            width, mid = b - a, 0.5 * (a + b)
+            live = width > 4.0 * _fd_step(mid)
+            first = live & np.isnan(wide) & (width <= 32.0 * _fd_step(mid))
+            wide[first] = np.abs(gb - ga)[first]
+            if not live.any():
+                break
+            gm = fn(mid)
+            left = np.abs(gm - ga) >= np.abs(gb - gm)
+            b, gb = np.where(live & left, mid, b), np.where(live & left, gm, gb)
+            a, ga = np.where(live & ~left, mid, a), np.where(live & ~left, gm, ga)
+        change = np.abs(gb - ga)
+        scale = 1e-9 * (1.0 + np.abs(ga) + np.abs(gb))
+        return (change > _KINK_RATIO * wide) & (change > scale), 0.5 * (a + b)
+
+
+def _jump_points(f: Callable, t: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """:func:`_jump_point` for many points at once: each ``t`` moved to its jump of ``f``
+    within ``d`` (bisected to the last bit), else kept."""
+    a, b = t - d, t + d
+    fa, fb = f(a), f(b)
+    total = np.abs(fb - fa)
+    with np.errstate(all="ignore"):
+        for _ in range(_BISECTIONS):
+            m = 0.5 * (a + b)
+            live = (a < m) & (m < b)
+            if not live.any():
+                break
+            fm = f(m)
+            left = np.abs(fm - fa) >= np.abs(fb - fm)
+            b, fb = np.where(live & left, m, b), np.where(live & left, fm, fb)
+            a, fa = np.where(live & ~left, m, a), np.where(live & ~left, fm, fa)
+        ok = np.isfinite(total) & (total > 0) & (np.abs(fb - fa) >= 0.5 * total)
+    return np.where(ok, 0.5 * (a + b), t)
+
+
+def _corners(f: Callable, t: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """:func:`_corner` for many points: ``t`` moved to where the secants of ``f`` on
+    ``[t - 2d, t - d]`` and ``[t + d, t + 2d]`` cross, when within ``d / 2``; else kept."""
+    y0, y1, y2, y3 = (f(t + k * d) for k in (-2.0, -1.0, 1.0, 2.0))
+    with np.errstate(all="ignore"):
+        left, right = (y1 - y0) / d, (y3 - y2) / d
+        cross = (y2 - y1 + left * (t - d) - right * (t + d)) / (left - right)
+        ok = np.isfinite(cross) & (np.abs(cross - t) <= 0.5 * d)
+    return np.where(ok, cross, t)
+
+
+def _candidates(f: Callable, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The scan intervals (flat indices into ``n`` rows of :data:`_SCAN_2D` intervals) where
+    ``f`` may jump (its change over the interval over twice the smaller of its neighbours')
+    and those around a grid point where its slope may jump (the second difference there over
+    4 times the smaller of those two points away): a jump or kink stands out of its
+    surroundings, a smooth ``f`` changes alike from one interval to the next."""
+    m = _SCAN_2D.size
+    grid = np.tile(_SCAN_2D, n)
+    v = f(grid).reshape(n, m)
+    with np.errstate(all="ignore"):
+        d = np.abs(np.diff(v, axis=1))
+        inf1 = np.full((n, 1), np.inf)
+        pad = np.concatenate([inf1, d, inf1], axis=1)
+        tiny = 1e-12 * (1.0 + np.abs(v[:, :-1]) + np.abs(v[:, 1:]))
+        jump = (d > 2.0 * np.minimum(pad[:, :-2], pad[:, 2:])) & (d > tiny)
+        jump |= ~np.isfinite(d)
+        d2 = np.abs(np.diff(v, 2, axis=1))  # at grid points 1 .. m-2
+        inf2 = np.full((n, 2), np.inf)
+        pad2 = np.concatenate([inf2, d2, inf2], axis=1)
+        kink_pt = (d2 > 4.0 * np.minimum(pad2[:, :-4], pad2[:, 4:])) & (d2 > tiny[:, 1:])
+    kink = np.zeros_like(jump)
+    kink[:, :-1] |= kink_pt  # the interval left of the point (point j+1 is interval j's right)
+    kink[:, 1:] |= kink_pt   # and the one right of it
+    return np.nonzero(jump.ravel())[0], np.nonzero(kink.ravel())[0]
+
+
+def _section_breaks(g: Callable, fixed: np.ndarray, along_first: bool
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """For each value of ``fixed`` (the other variable held there), the points of the scanned
+    variable in ``|z| <= 10`` where ``g`` jumps or has a kink: ``(index into fixed, point)``
+    pairs, each located as :func:`find_kinks` locates them."""
+    m = _SCAN_2D.size - 1
+    rows_all = np.repeat(np.arange(fixed.size), _SCAN_2D.size)
+    jump_i, kink_i = _candidates(_section(g, fixed[rows_all], along_first), fixed.size)
+    idx, pts = [], []
+    if jump_i.size:
+        r = jump_i // m
+        a, b = _SCAN_2D[jump_i % m], _SCAN_2D[jump_i % m + 1]
+        f = _section(g, fixed[r], along_first)
+        hit, at = _interval_jumps(f, a, b)
+        if hit.any():
+            r, t = r[hit], at[hit]
+            idx.append(r)
+            pts.append(_jump_points(_section(g, fixed[r], along_first), t, 8.0 * _fd_step(t)))
+    if kink_i.size:
+        r = kink_i // m
+        a, b = _SCAN_2D[kink_i % m], _SCAN_2D[kink_i % m + 1]
+        f = _section(g, fixed[r], along_first)
+        hit, at = _interval_jumps(_section_slope(f), a, b)
+        if hit.any():
+            r, t = r[hit], at[hit]
+            fr = _section(g, fixed[r], along_first)
+            d = 8.0 * _fd_step(t)
+            moved = _jump_points(_section_slope(fr), t, d)
+            moved = np.where(moved == t, _corners(fr, t, d), moved)
+            idx.append(r)
+            pts.append(moved)
+    if not idx:
+        return np.zeros(0, dtype=np.intp), np.zeros(0)
+    r, p = np.concatenate(idx), np.concatenate(pts)
+    keep = (np.abs(p) < _Z_MAX) & (np.abs(p) > 8.0 * _FD_STEP)
+    return r[keep], p[keep]
+
+
+def _breaks_or_none(g: Callable, fixed: np.ndarray, along_first: bool
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_section_breaks`, or none when ``g`` fails on the scan (as :func:`find_kinks`:
+    the quadrature itself then names what ``g`` returned)."""
+    try:
+        return _section_breaks(g, fixed, along_first)
+    except Exception:  # noqa: BLE001 - reported by _integrand_values on the rule's nodes
+        return np.zeros(0, dtype=np.intp), np.zeros(0)
+
+
+def _shared_points(points: np.ndarray, least: int = 3) -> list[float]:
+    """The points (sorted) that at least ``least`` sections share, to rounding: a jump or kink
+    along a line ``z1 = c`` is found at ``c`` in every section across it."""
+    if points.size < least:
+        return []
+    p = np.sort(points)
+    gap = np.diff(p) > 1e-9 * np.maximum(1.0, np.abs(p[1:]))
+    starts = np.concatenate([[0], np.nonzero(gap)[0] + 1])
+    ends = np.concatenate([starts[1:], [p.size]])
+    return [float(np.median(p[s:e])) for s, e in zip(starts, ends) if e - s >= least]
+
+
+def _rows_with_cuts(g: Callable, z1: np.ndarray, rows: np.ndarray, cuts: np.ndarray,
+                    inner: np.ndarray) -> None:
+    """``inner[r] = E_z2[g(z1[r], z2)]`` again for each row ``r`` in ``rows``, on the standard
+    panels plus an edge at each of that row's ``cuts`` (rows with as many cuts together)."""
+    half = _standard_breaks(1.0)
+    base = np.concatenate([-half[::-1], half[1:]])
+    order = np.argsort(rows, kind="stable")
+    rows, cuts = rows[order], cuts[order]
+    ids, starts = np.unique(rows, return_index=True)
+    groups: dict[int, list] = {}
+    for r, lo, hi in zip(ids, starts, np.append(starts[1:], rows.size)):
+        edges = np.unique(np.concatenate([base, cuts[lo:hi]]))
+        groups.setdefault(edges.size, []).append((r, edges))
+    for members in groups.values():
+        rs = np.array([r for r, _ in members])
+        zz, ww = _panel_nodes(np.stack([e for _, e in members]))
+        vals = _integrand_values(g, "gauss_expect_2d", zz.shape, z1[rs][:, None], zz)
+        inner[rs] = np.einsum("ij,ij->i", ww, vals) / ww.sum(axis=1)
 
 
 def correlated_pair(q1: float, q2: float, c: float, kinks: tuple[float, ...] = ()
