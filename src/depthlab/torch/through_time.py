@@ -5,6 +5,7 @@ reads its weakest/strongest ratio (Bengio et al. 1994; Pascanu et al. 2013).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -29,39 +30,44 @@ below the largest one's (see :func:`rule_vanishing_through_time`)."""
 def through_time(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable
                  ) -> dict[str, Any] | None:
     """The gradient of the loss on ``(x, y)`` with respect to the input of the model's first
-    recurrent layer (``nn.RNN``/``nn.GRU``/``nn.LSTM``), as the norm over examples and features
-    at each time step: ``{"layer", "steps", "ratio" (smallest / largest step norm), "weakest",
+    recurrent layer (``nn.RNN``/``nn.GRU``/``nn.LSTM``): the first one the forward runs on a
+    floating ``(N, T, F)`` tensor (``(T, N, F)`` without ``batch_first``), whatever the order
+    the model registers them in (a recurrent module registered first but run later, or never,
+    gave None), as the norm ``||dL/dx_t||`` over examples and features at each time step:
+    ``{"layer", "steps", "ratio" (smallest / largest step norm), "weakest",
     "strongest" (their steps), "strongest_norm", "first", "last" (norms at the first and last
-    step)}``; None
-    when the model has no recurrent layer, it does not run on a floating ``(N, T, F)`` tensor,
-    has fewer than 2 steps, or no gradient reaches it. The model's weights, gradients, buffers,
-    modes and random streams are left as they were (one forward and backward pass in training
-    mode, as the doctor trains)."""
-    rnn = next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.RNNBase)), None)
-    if rnn is None:
+    step)}``; None when the model has no recurrent layer, none runs on such a tensor, it has
+    fewer than 2 steps, or no gradient reaches it. The loss is the doctor's: a tensor of one
+    element (shape ``()`` or ``(1,)``, as :func:`~depthlab.torch.train.scalar_loss` takes;
+    a ``(1,)`` loss gave None). The model's weights, gradients, buffers, modes and random
+    streams are left as they were (one forward and backward pass in training mode, as the
+    doctor trains)."""
+    rnns = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.RNNBase)]
+    if not rnns:
         return None
-    name, layer = rnn
-    seen: dict[str, torch.Tensor] = {}
+    seen: dict[str, Any] = {}
 
-    def leaf(m: nn.Module, args: tuple) -> tuple | None:
+    def leaf(name: str, m: nn.Module, args: tuple) -> tuple | None:
         t = args[0] if args else None
         if seen or not isinstance(t, torch.Tensor) or t.dim() != 3 or not t.is_floating_point():
             return None
-        seen["x"] = t.detach().requires_grad_(True)
+        seen.update(x=t.detach().requires_grad_(True), name=name, layer=m)
         return (seen["x"], *args[1:])
 
-    hook = layer.register_forward_pre_hook(leaf)
+    hooks = [m.register_forward_pre_hook(functools.partial(leaf, n)) for n, m in rnns]
     try:  # in training mode, as the doctor trains (a cuDNN RNN has no backward in eval mode)
         with untouched(model), torch.enable_grad():
             model.train()
             loss = loss_fn(model(x), y)
-            if "x" not in seen or not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+            if "x" not in seen or not isinstance(loss, torch.Tensor) or loss.numel() != 1:
                 return None
-            g, = torch.autograd.grad(loss, seen["x"], allow_unused=True)
+            g, = torch.autograd.grad(loss.reshape(()), seen["x"], allow_unused=True)
     except (RuntimeError, ValueError, TypeError):
         return None
     finally:
-        hook.remove()
+        for hook in hooks:
+            hook.remove()
+    name, layer = seen["name"], seen["layer"]
     if g is None:
         return None
     dim = 1 if layer.batch_first else 0
