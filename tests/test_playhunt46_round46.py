@@ -98,7 +98,8 @@ def test_a_links_data_option_of_another_data_set_is_said_not_dropped_silently(se
 
 def test_a_link_without_unused_settings_shows_no_note(server):
     with chromium() as browser, checked_page(browser, 1280, 800) as pg:
-        pg.goto(server.url + "?data.name=spirals&data.options.noise=0.5")
+        pg.goto(server.url + "?data.name=spirals&data.options.noise=0.5&data.options.d=&"
+                "train.momentum=0.9")
         pg.wait_for_function(MEASURED)
         assert pg.inner_text("#link-note") == ""
         assert not pg.is_visible("#link-note")

@@ -1494,7 +1494,9 @@ function unusedLinkSettings(q) {
     (String(a).trim() !== "" && Number(a) === Number(b));
   const out = [];
   for (const f of S.schema.fields) {
-    if (q[f.key] === undefined || same(q[f.key], f.default)) continue;
+    // (an empty value, "noise=", gives nothing to leave out)
+    if (q[f.key] === undefined || String(q[f.key]).trim() === "" || same(q[f.key], f.default))
+      continue;
     if (f.datasets.length && !f.datasets.includes(data)) {
       out.push({ key: f.key, value: q[f.key], why: `data set ${data} does not take it, only ` +
         `${orList(f.datasets)}` });
