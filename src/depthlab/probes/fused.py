@@ -244,16 +244,17 @@ class LayerStats:
                 or s.dtype is not dtype or a.dtype is not dtype or g.dtype is not dtype
                 or s.strides != strides or a.strides != strides or g.strides != strides):
             return self._prepare(w_copy)
-        how, thr, family, monotone, ranks, t, wf, dwf, wcf, by_grad, f64 = self._args
-        out = kernels.layer(s, a, g if by_grad else d2, how, thr, family, g.reshape(-1), wf,
-                            dwf, ranks, t, monotone, wcf)
+        how, thr, family, monotone, ranks, t, wf, dwf, wcf, by_grad, f64, p = self._args
+        # (g.ravel(): a view, g being C-ordered as when prepared)
+        out = kernels.layer(s, a, g if by_grad else d2, how, thr, family, g.ravel(), wf, dwf,
+                            ranks, t, monotone, wcf)
         values = out[:-1]
-        if out[-1] != kernels.OK or f64 and _squares_underflowed(values, t.size, wf) \
-                or by_grad and values[_dead_at(t.size)] != 0.0:
+        if out[-1] != kernels.OK or f64 and _squares_underflowed(values, p, wf) \
+                or by_grad and values[_dead_at(p)] != 0.0:
             # not finite, percentiles to select otherwise, squares that may have underflowed,
             # or units whose dL/ds is 0 throughout: the general path decides
             return kernel_layer_stats(point, self.percentiles, w_copy)
-        if not monotone and ranks.size:
+        if not monotone and p:
             _act_percentiles(values, a, self.percentiles)
         return values
 
@@ -287,7 +288,7 @@ class LayerStats:
         if w_copy is not None:
             wc = w_copy.reshape(-1)
         self._args = (how, thr, family, monotone, ranks, t, wf, dwf, wc, by_grad,
-                      s.dtype == np.float64)
+                      s.dtype == np.float64, t.size)
         self._key = (kernels, w, dw, w_copy, fn, s.shape, s.dtype, s.strides, empty2)
         return values
 

@@ -280,14 +280,6 @@ class ProbeRecorder(Callback):
         self._col_q.append(self._code(name))
         self._col_value.append(float(value))
 
-    def _add_layers(self, step: int, layers: list[int], name: str, values: list[float]) -> None:
-        """One row ``(step, layer, name, value)`` per layer."""
-        code = self._code(name)
-        self._col_step.extend([step] * len(layers))
-        self._col_layer.extend(layers)
-        self._col_q.extend([code] * len(layers))
-        self._col_value.extend(values)
-
     def _add_layer(self, step: int, layer: int, values: list[float] | np.ndarray) -> None:
         self._block_step.append(step)
         self._block_layer.append(layer)
@@ -320,12 +312,12 @@ class ProbeRecorder(Callback):
 
     # -- measurement -------------------------------------------------------------------
     def _layer_records(self, step: int, hist: bool, stats: bool = True,
-                       snapshots: dict[int, tuple] | None = None) -> set[int]:
+                       snapshots: dict[int, tuple] | None = None) -> int:
         """Statistics and/or histograms of every probe point at ``step``. ``snapshots``: layer
         index -> (its weights, the buffer that is to receive a copy of them); with the compiled
-        kernels the copy is made in the statistics' pass over the weights. Returns the indices
-        copied."""
-        copied = self._statistics(step, snapshots) if stats else set()
+        kernels the copy is made in the statistics' pass over the weights. Returns how many
+        buffers received their copy."""
+        copied = self._statistics(step, snapshots) if stats else 0
         if hist:
             with np.errstate(all="ignore"):
                 for p in self._points:
@@ -333,11 +325,14 @@ class ProbeRecorder(Callback):
             self._hist_done.add(step)
         return copied
 
-    def _statistics(self, step: int, snapshots: dict[int, tuple] | None) -> set[int]:
+    def _statistics(self, step: int, snapshots: dict[int, tuple] | None) -> int:
         """Every probe point's statistics at ``step``, one block row each: the compiled
         kernel's (which also copies the feeding weights into the point's snapshot buffer, when
-        given), or the NumPy path's where the kernel declines. Returns the indices copied."""
-        copied: set[int] = set()
+        given), or the NumPy path's where the kernel declines. Returns how many snapshot
+        buffers the kernels filled."""
+        copied = 0
+        add_step = self._block_step.append
+        add_layer = self._block_layer.append
         add_values = self._block_values.frombytes
         bufs = self._snapshot_list(snapshots)
         for p, kernel_stats, buf in zip(self._points, self._kernel_stats, bufs):
@@ -346,10 +341,9 @@ class ProbeRecorder(Callback):
                 with np.errstate(all="ignore"):  # (the kernels raise no warnings)
                     self._add_layer(step, p.index, layer_stats(p, self.percentiles))
                 continue
-            if buf is not None:
-                copied.add(p.index)
-            self._block_step.append(step)
-            self._block_layer.append(p.index)
+            copied += buf is not None
+            add_step(step)
+            add_layer(p.index)
             add_values(values.tobytes())  # float64 from the kernels
         self._stat_steps.add(step)
         return copied
@@ -508,15 +502,15 @@ class ProbeRecorder(Callback):
         if not (snap or record):
             return
         snapshots = self._snapshot_buffers() if snap else None
-        copied: set[int] = set()
+        copied = 0
         if record:
             copied = self._layer_records(label, self._wants_hist(label), snapshots=snapshots)
             self._pending_loss = label
         if snapshots is not None:  # W before this update, for its update_ratio
-            if len(copied) < len(snapshots):  # (not all copied in the statistics' pass)
-                for layer, (weight, buf, *_) in snapshots.items():
-                    if layer not in copied:
-                        np.copyto(buf, weight.value)
+            if copied < len(snapshots):  # not all copied in the statistics' pass: copied here
+                # (a buffer the pass filled receives the same values again: W is unchanged)
+                for weight, buf, *_ in snapshots.values():
+                    np.copyto(buf, weight.value)
             self._w_before = snapshots
 
     def _snapshot_buffers(self) -> dict[int, tuple]:
@@ -566,7 +560,9 @@ class ProbeRecorder(Callback):
             kernels = accel.kernels()
             norms = None if kernels is None else kernels.update_norms
             sqrt, inf = math.sqrt, math.inf
-            layers, ratios = [], []
+            code = self._code("update_ratio")
+            add_step, add_layer = self._col_step.append, self._col_layer.append
+            add_code, add_value = self._col_q.append, self._col_value.append
             for layer, (weight, w0, w, wf, w0f) in before.items():
                 if norms is not None and wf is not None and weight.value is w:
                     # update_norms' kernel on the flat views made with the snapshot layout
@@ -578,9 +574,10 @@ class ProbeRecorder(Callback):
                 else:
                     ratio = _update_ratio(weight, w0)
                 if ratio is not None:  # (None: weights of another shape since the copy)
-                    layers.append(layer)
-                    ratios.append(ratio)
-            self._add_layers(step, layers, "update_ratio", ratios)
+                    add_step(step)
+                    add_layer(layer)
+                    add_code(code)
+                    add_value(ratio)
         if self.probe_x is not None and self._wants_any(step):
             self._probe_record(step)
 
