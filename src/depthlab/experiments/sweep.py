@@ -119,6 +119,8 @@ def run_sweep(raw: dict[str, Any], out_dir: str | os.PathLike, *, jobs: int = 1,
     """
     check_limit(limit)
     check_echo(echo)
+    check_progress(progress)
+    check_kind(kind)  # before the grid's values and data are read
     raw = as_raw(raw)  # a RunSpec: its config dict
     executor = _executor(executor, jobs, cluster)  # a bad one before the grid is said
     base = validate_base(raw, base_dir=base_dir)
@@ -180,6 +182,23 @@ def check_echo(echo: Any) -> None:
     if echo is not None and not callable(echo):
         raise TypeError(f"echo = {echo!r} has the wrong type; accepted: a function taking one "
                         "line of text, e.g. print (or None: silent)")
+
+
+def check_progress(progress: Any) -> None:
+    """``progress`` is True (a bar) or False (lines through ``echo``): a bool or a NumPy bool
+    (TypeError naming it otherwise: ``progress="lines"``, fit's spelling, or ``progress=None``
+    was taken for its truth value, a bar or none, without a word)."""
+    import numpy as np
+
+    if not isinstance(progress, bool | np.bool_):
+        raise TypeError(f"progress = {progress!r:.60} has the wrong type; accepted: True (a "
+                        "progress bar) or False (a line per event through echo)")
+
+
+def check_kind(kind: Any) -> None:
+    """``kind`` is one of the stored run kinds :data:`KINDS` (ValueError naming it)."""
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise ValueError(f"kind = {kind!r:.60} is not a run kind; accepted: {', '.join(KINDS)}")
 
 
 GRID_ORDER_CHECKS = 100
@@ -462,9 +481,9 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
     ``limited``: the points are the first of a larger grid (``--limit``); the sweep's recorded
     size (:meth:`Store.set_sweep_size`) is then ``max(recorded, points here)``, so a
     ``--limit 4`` run after a longer one leaves its report saying how many are left."""
-    if kind not in KINDS:  # refused before the store is opened or a point computed
-        raise ValueError(f"kind = {kind!r} is not a run kind; accepted: {', '.join(KINDS)}")
+    check_kind(kind)  # refused before the store is opened or a point computed
     check_echo(echo)
+    check_progress(progress)
     executor = _executor(executor, jobs, cluster)
     if total is None:
         points = list(points)
