@@ -88,3 +88,12 @@ def test_lower_dropout_refuses_cleanly():
         rx.lower_dropout(model, 1.5)
     assert rx.lower_dropout(model, 0.01) == 3
     assert {float(m.p) for m in rx.chained_dropouts(model)} == {0.01}
+
+
+def test_translate_takes_the_dropout_cures_as_one_rate():
+    from depthlab.torch.train import TorchTrainSpec
+
+    spec = TorchTrainSpec()
+    assert rx.translate({"dropout": 0.1}, spec) == {"dropout": 0.1}
+    assert rx.translate({"dropout": 0.1, "input_dropout": 0.05}, spec) == {"dropout": 0.05}
+    assert "dropout" in rx.MODEL_KEYS
