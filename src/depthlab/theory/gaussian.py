@@ -618,15 +618,14 @@ def _corners(f: Callable, t: np.ndarray, d: np.ndarray) -> np.ndarray:
     return np.where(ok, cross, t)
 
 
-def _candidates(f: Callable, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The scan intervals (flat indices into ``n`` rows of :data:`_SCAN_2D` intervals) where
-    ``f`` may jump (its change over the interval over twice the smaller of its neighbours')
-    and those around a grid point where its slope may jump (the second difference there over
-    4 times the smaller of those two points away): a jump or kink stands out of its
-    surroundings, a smooth ``f`` changes alike from one interval to the next."""
-    m = _SCAN_2D.size
-    grid = np.tile(_SCAN_2D, n)
-    v = f(grid).reshape(n, m)
+def _candidates(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The scan intervals (flat indices into the rows of :data:`_SCAN_2D` intervals) where
+    the sections ``v`` (one per row, on the scan) may jump (the change over the interval over
+    twice the smaller of its neighbours') and those around a grid point where the slope may
+    jump (the second difference there over 4 times the smaller of those two points away): a
+    jump or kink stands out of its surroundings, a smooth section changes alike from one
+    interval to the next."""
+    n = v.shape[0]
     with np.errstate(all="ignore"):
         d = np.abs(np.diff(v, axis=1))
         inf1 = np.full((n, 1), np.inf)
@@ -650,8 +649,11 @@ def _section_breaks(g: Callable, fixed: np.ndarray, along_first: bool
     variable in ``|z| <= 10`` where ``g`` jumps or has a kink: ``(index into fixed, point)``
     pairs, each located as :func:`find_kinks` locates them."""
     m = _SCAN_2D.size - 1
-    rows_all = np.repeat(np.arange(fixed.size), _SCAN_2D.size)
-    jump_i, kink_i = _candidates(_section(g, fixed[rows_all], along_first), fixed.size)
+    with np.errstate(all="ignore"):  # g broadcasts, as on the product rule's nodes
+        v = (g(_SCAN_2D[None, :], fixed[:, None]) if along_first
+             else g(fixed[:, None], _SCAN_2D[None, :]))
+    v = np.broadcast_to(np.asarray(v, dtype=np.float64), (fixed.size, m + 1))
+    jump_i, kink_i = _candidates(v)
     idx, pts = [], []
     if jump_i.size:
         r = jump_i // m
