@@ -466,7 +466,7 @@ def gauss_expect_2d(g: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> float:
     leaves ``h`` smooth: ``E[1{z1 + z2 > 1}]`` is exact to 1e-16 (3.3% low on the plain
     product rule), ``E[max(z1, z2)]`` 1e-16 (was 1.3e-4 off); a curve with a vertical tangent
     leaves a kink in ``h`` (the disc ``z1^2 + z2^2 < 1``: 3.3e-5, was 1.1e-3). Two jumps
-    closer than the scan's 0.05 count as one, as in :func:`find_kinks`. 15-50 ms."""
+    closer than the scan's 0.05 count as one, as in :func:`find_kinks`. 10-30 ms."""
     _check_integrand(g, "gauss_expect_2d")
     z, w = standard_rule(1.0)
     _, across = _breaks_or_none(g, z[::4], along_first=True)
