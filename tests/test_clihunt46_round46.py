@@ -40,3 +40,19 @@ def test_a_bad_kind_is_refused_before_the_grids_values_are_checked(tmp_path, mon
     with pytest.raises(ValueError, match=r"kind = \['run'\] is not a run kind"):
         run_sweep(RAW, tmp_path / "out", kind=["run"], echo=None)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_init_over_a_folder_of_the_files_name_says_it_is_a_folder(tmp_path, monkeypatch,
+                                                                   capsys, force):
+    # it said "'mine.toml' already exists; pass --force to replace it", and --force then
+    # failed as "cannot write ... it is a folder"
+    from depthlab.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.toml" / "inner").mkdir(parents=True)
+    assert main(["init", "mine", *force]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("depthlab: error: 'mine.toml' is a folder; expected a file name for the "
+                   "config (choose another NAME)")
+    assert (tmp_path / "mine.toml" / "inner").is_dir()

@@ -116,6 +116,9 @@ def run(args: argparse.Namespace) -> int:
                         f"{suffix}, such as {accepted}{note}")
     if other != suffix:  # "x.TOML" stays x.TOML; "run.v2" is run.v2.toml
         target = target.with_name(target.name + suffix)
+    if target.is_dir():  # --force cannot replace a folder: "pass --force" then failed too
+        raise UserError(f"{str(target)!r} is a folder; expected a file name for the "
+                        f"{'notebook' if suffix == '.ipynb' else 'config'} (choose another NAME)")
     if target.exists() and not args.force:
         raise UserError(f"{str(target)!r} already exists; pass --force to replace it")
     check_file_folder(target, f"NAME {name!r}")
