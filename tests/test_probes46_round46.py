@@ -84,3 +84,44 @@ def test_recorded_histograms_equal_the_numpy_paths():
         out.append(rec.histograms())
     assert len(out[0]) > 0
     assert out[0].equals(out[1])
+
+
+def _update_ratio_rows(rec: ProbeRecorder):
+    df = rec.frame()
+    return df[df["quantity"].isin(["update_ratio", "loss"])].reset_index(drop=True)
+
+
+@needs_kernels
+def test_a_layer_the_kernel_declines_still_gets_its_weight_snapshot(monkeypatch):
+    """``before_update`` counts the snapshot buffers the statistics' pass filled; where a layer
+    took the NumPy path (its buffer not filled), the weights are copied before the update, so
+    every update ratio is the one of a run where the kernels filled every buffer."""
+    g = np.random.default_rng(4)
+    x = g.standard_normal((120, 12)).astype(np.float32)
+    y = g.integers(0, 3, 120)
+
+    def run():
+        net = mlp([12, 16, 16, 16, 3], activation="tanh", seed=7)
+        rec = ProbeRecorder(every=1, histogram_steps=())  # record and snapshot together
+        fit(net, x, y, loss="cross_entropy", optimizer="adam", lr=0.01, batch_size=20,
+            epochs=None, max_steps=10, eval_train=False, callbacks=[rec])
+        return rec
+
+    want = run()
+    from depthlab.probes import fused
+
+    call = fused.LayerStats.__call__
+    declined = []
+
+    def decline_layer_2(self, w_copy=None):
+        if self.point.index == 2:
+            declined.append(w_copy is not None)
+            return None  # the NumPy path decides (and fills no buffer)
+        return call(self, w_copy)
+
+    monkeypatch.setattr(fused.LayerStats, "__call__", decline_layer_2)
+    got = run()
+    assert any(declined)  # a record with a snapshot buffer took the NumPy path
+    a, b = _update_ratio_rows(want), _update_ratio_rows(got)
+    assert (a["quantity"] == "update_ratio").sum() > 0
+    assert a.equals(b)
