@@ -172,3 +172,55 @@ def test_the_gradient_profile_caption_of_a_one_step_watch_run_names_its_one_step
     assert "Std of dL/ds per hidden layer (log scale) at step 0, the only step recorded (no " \
         "later one to compare with)" in html
     assert "at initialization and at the end" not in html
+
+
+# -- the gradient-flow table of Watch runs shows what they measured ----------------------------
+def _watch_runs(out, names_steps_lrs):
+    torch = pytest.importorskip("torch")
+    import depthlab.torch as dlt
+
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 6), torch.randint(0, 3, (32,))
+    for name, steps, lr in names_steps_lrs:
+        model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(),
+                                    torch.nn.Linear(8, 8), torch.nn.Tanh(),
+                                    torch.nn.Linear(8, 3))
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        with dlt.Watch(model, every=1, out=out, name=name) as watch:
+            for _ in range(steps):
+                opt.zero_grad()
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                watch.step(loss)
+                opt.step()
+
+
+def _flow_table_header(html: str) -> list[str]:
+    import re
+
+    flow = html[html.index("<h3>Gradient flow</h3>"):]
+    head = flow[flow.index("<thead>"):flow.index("</thead>")]
+    return [re.sub(r"<[^>]+>", "", h).strip() for h in re.findall(r"<th[^>]*>.*?</th>", head)]
+
+
+def test_the_gradient_flow_table_of_watch_runs_shows_their_train_loss_not_a_blank_val_acc(
+        tmp_path):
+    from depthlab.report import write_report
+
+    _watch_runs(tmp_path, [("slow", 3, 0.01), ("fast", 3, 0.5)])
+    html = write_report(tmp_path).read_text()
+    # was: a "val acc" column blank in every row (a Watch measures no validation set)
+    header = _flow_table_header(html)
+    assert header[-1] == "train loss", header
+    assert "val acc" not in header
+
+
+def test_the_gradient_flow_table_without_any_metric_has_no_blank_column():
+    import pandas as pd
+
+    from depthlab.report.build import _flow_score
+
+    runs = pd.DataFrame({"val_acc": [None, float("nan")], "train_loss": [float("nan"), None]})
+    assert _flow_score(runs) is None
+    assert _flow_score(runs.assign(val_loss=[0.5, None])) == "val_loss"
+    assert _flow_score(runs.assign(val_acc=[0.9, None], val_loss=[0.5, 1.0])) == "val_acc"

@@ -524,6 +524,15 @@ def _finite_any(runs: pd.DataFrame, column: str) -> bool:
     return bool(np.isfinite(pd.to_numeric(runs[column], errors="coerce")).any())
 
 
+def _flow_score(runs: pd.DataFrame) -> str | None:
+    """The metric the gradient-flow table shows beside each run: the first of ``val_acc``,
+    ``val_loss`` (a sweep of regressions, as its runs table) and ``train_loss`` (depthlab.torch
+    Watch runs measure nothing else) that some run has a finite value of; None when none has.
+    The "val acc" column was blank in every row of a report of Watch runs."""
+    return next((c for c in ("val_acc", "val_loss", "train_loss") if _finite_any(runs, c)),
+                None)
+
+
 def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
     """The overlaid per-layer gradient and activation figures and the first/last-layer gradient
     ratio of each run (at initialization and at the end)."""
@@ -626,10 +635,7 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
         + capped, wide=True, alt="activation std per layer for every run"))
     rows = []
     outputs_left_out = []
-    # a sweep of regressions (no accuracy) shows its validation loss, as its runs table does
-    # (the "val acc" column was blank in every row)
-    score = "val_acc" if _finite_any(group.runs, "val_acc") or not _finite_any(
-        group.runs, "val_loss") else "val_loss"
+    score = _flow_score(group.runs)
     for rid, t in tables.items():
         r = group.runs[group.runs["id"].astype(str) == rid].iloc[0]
         names = _module_names(r["config"])
@@ -747,8 +753,10 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
     note = ("<p class=\"note\">Gradient ratio = std(dL/ds) in the first hidden layer / in the "
             "last: 1 means the gradient reaches the first layer intact, far below 1 that it "
             f"vanishes on the way, far above 1 that it explodes.{torch_note}{capped}</p>")
-    table = H.table(["run", "ratio at init", "ratio at end", "meaning",
-                     score.replace("_", " ")], rows)
+    if score is None:  # no run measured any: no column of blanks
+        rows = [row[:-1] for row in rows]
+    table = H.table(["run", "ratio at init", "ratio at end", "meaning"]
+                    + ([score.replace("_", " ")] if score else []), rows)
     return (f"<h3>{H.esc(SECTION_FLOW)}</h3>{note}<div class=\"card\">{table}</div>"
             f"<div class=\"grid\">{''.join(blocks)}</div>")
 
