@@ -576,3 +576,30 @@ def test_through_time_reads_the_recurrent_layer_the_forward_runs_first(spare_run
     assert got["last"] == pytest.approx(float(norms[-1]), rel=1e-12)
     assert (got["weakest"], got["strongest"]) == (int(norms.argmin()), int(norms.argmax()))
     assert all(p.grad is None for p in model.parameters())
+
+
+class _PackedThenPlain(nn.Module):
+    """A GRU run on a PackedSequence, then an RNN on its padded output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first, self.second, self.o = nn.GRU(4, 8, batch_first=True), \
+            nn.RNN(8, 8, batch_first=True), nn.Linear(8, 3)
+
+    def forward(self, x):
+        lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.int64)
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True)
+        h, _ = nn.utils.rnn.pad_packed_sequence(self.first(packed)[0], batch_first=True)
+        return self.o(self.second(h)[0][:, -1])
+
+
+def test_through_time_does_not_take_a_later_layer_for_a_packed_first_one():
+    """The first recurrent layer runs on a PackedSequence (no per-step tensor to read): no
+    reading, rather than the second layer's input reported as the first's (guard: passes on
+    the original code, which hooked the first registered module only)."""
+    from depthlab.torch.through_time import through_time
+
+    torch.manual_seed(0)
+    model = _PackedThenPlain().to(D)
+    x, y = torch.randn(5, 6, 4, dtype=D), torch.randint(0, 3, (5,))
+    assert through_time(model, x, y, CE) is None

@@ -30,14 +30,15 @@ below the largest one's (see :func:`rule_vanishing_through_time`)."""
 def through_time(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable
                  ) -> dict[str, Any] | None:
     """The gradient of the loss on ``(x, y)`` with respect to the input of the model's first
-    recurrent layer (``nn.RNN``/``nn.GRU``/``nn.LSTM``): the first one the forward runs on a
+    recurrent layer (``nn.RNN``/``nn.GRU``/``nn.LSTM``): the first one the forward runs, on a
     floating ``(N, T, F)`` tensor (``(T, N, F)`` without ``batch_first``), whatever the order
     the model registers them in (a recurrent module registered first but run later, or never,
     gave None), as the norm ``||dL/dx_t||`` over examples and features at each time step:
     ``{"layer", "steps", "ratio" (smallest / largest step norm), "weakest",
     "strongest" (their steps), "strongest_norm", "first", "last" (norms at the first and last
-    step)}``; None when the model has no recurrent layer, none runs on such a tensor, it has
-    fewer than 2 steps, or no gradient reaches it. The loss is the doctor's: a tensor of one
+    step)}``; None when the model has no recurrent layer, the first one that runs is given
+    anything else (a ``PackedSequence``: a later layer given a tensor is not the first), it
+    has fewer than 2 steps, or no gradient reaches it. The loss is the doctor's: a tensor of one
     element (shape ``()`` or ``(1,)``, as :func:`~depthlab.torch.train.scalar_loss` takes;
     a ``(1,)`` loss gave None). The model's weights, gradients, buffers, modes and random
     streams are left as they were (one forward and backward pass in training mode, as the
@@ -49,9 +50,12 @@ def through_time(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Ca
 
     def leaf(name: str, m: nn.Module, args: tuple) -> tuple | None:
         t = args[0] if args else None
-        if seen or not isinstance(t, torch.Tensor) or t.dim() != 3 or not t.is_floating_point():
+        if seen:  # a later recurrent call (the second layer of a stack)
             return None
-        seen.update(x=t.detach().requires_grad_(True), name=name, layer=m)
+        seen.update(name=name, layer=m)  # the first call, whatever it is given
+        if not isinstance(t, torch.Tensor) or t.dim() != 3 or not t.is_floating_point():
+            return None  # (a PackedSequence: no reading, not the next layer's instead)
+        seen["x"] = t.detach().requires_grad_(True)
         return (seen["x"], *args[1:])
 
     hooks = [m.register_forward_pre_hook(functools.partial(leaf, n)) for n, m in rnns]
