@@ -70,7 +70,6 @@ from .accumulators import (
     watch_kernels,
     weight_reductions,
 )
-from .fastpath import Chain, chains, reads_values
 from .functional_acts import record_functional
 from .layers import (
     MAPPED,
@@ -305,12 +304,6 @@ class _Hook(functools.partial):
 
     def __deepcopy__(self, memo) -> object:
         return _inert
-
-
-def _hook_name(fn) -> str:
-    """The name of a :class:`Recording` method given to :meth:`Recording.arm` as a hook, bound
-    or in a ``functools.partial`` (a :class:`~depthlab.torch.fastpath.Chain`'s)."""
-    return getattr(fn, "func", fn).__name__
 
 
 @dataclass
@@ -647,13 +640,13 @@ class Recording:
                 # the hooks that read the module's input take its keyword arguments too
                 # (blk(hidden=h), act(input=s): no block_grad_std, no act_* rows)
                 if pre is not None:
-                    kw = _hook_name(pre) in _READS_INPUT
+                    kw = pre.__name__ in _READS_INPUT
                     pre = _Hook(pre)
                     self._handles.append((m.register_forward_pre_hook(pre, with_kwargs=kw),
                                           pre))
                 if post is not None:
-                    kw = _hook_name(post) in _READS_INPUT
-                    always = _hook_name(post) in ("_holder_post", "_maps_post", "_chains_end")
+                    kw = post.__name__ in _READS_INPUT
+                    always = post.__name__ in ("_holder_post", "_maps_post")
                     post = _Hook(post)
                     self._handles.append((m.register_forward_hook(
                         post, with_kwargs=kw, always_call=always), post))
@@ -664,7 +657,6 @@ class Recording:
                                   if d is not None and h.id in d))
                            for h, fn in self._handles]
             self._slots_plan = plan
-            self._chain_slots()
         _ARMS[0] += 1
         self._armed = True
         # every hook just put in went to the end of its dict, in plan order: what _last does
@@ -677,14 +669,12 @@ class Recording:
         model = self.model
         plan: list[tuple[nn.Module, object, object]] = [(model, self._model_pre, None)]
         self._inner_of.clear()
-        found = chains(model, self._owners)
-        self._chains: dict[int, Chain] = {}
         for m in model.modules():
             key = id(m)
             if key in self._owners:
                 # the pre-hook only numbers layers that produce no output of their own
                 needs_pre = any(not info.has_output for info in self._owners[key])
-                inner = []
+                plan.append((m, self._layer_pre if needs_pre else None, self._layer_post))
                 if not type(m).__module__.startswith("torch.") and any(
                         info.has_output for info in self._owners[key]):
                     returned = _returned_children(type(m))
@@ -692,14 +682,9 @@ class Recording:
                              if n in returned and (self._spec(c) is not None or is_norm(c))]
                     if inner:  # a norm before the returned activation: where the map ends
                         inner += [c for c in m.children() if is_norm(c) and c not in inner]
-                post = self._layer_post
-                if key in found and not inner:  # layer -> ReLU in a Sequential: one hook
-                    self._chains[key] = found[key]
-                    post = functools.partial(self._chain_post, found[key])
-                plan.append((m, self._layer_pre if needs_pre else None, post))
-                if inner:
-                    plan.append((m, self._inner_parent_pre, None))
-                    self._inner_of.update((id(c), m) for c in inner)
+                    if inner:
+                        plan.append((m, self._inner_parent_pre, None))
+                        self._inner_of.update((id(c), m) for c in inner)
             elif key in self._holders:  # (its hook runs even when its forward raises)
                 plan.append((m, self._holder_pre, self._holder_post))
             if key in self._inner_of:
@@ -719,8 +704,6 @@ class Recording:
             if (not self._blocks_found and has_children) or key in self.blocks:
                 plan.append((m, self._block_pre, self._block_post))
         plan.append((model, None, self._model_post))
-        if self._chains:  # (its hook runs even when the forward raises)
-            plan.append((model, None, self._chains_end))
         if self._map_keys:  # (last: it ends the capture, also when the forward raised)
             plan.append((model, None, self._maps_post))
         if self._blocks_found:
@@ -731,14 +714,6 @@ class Recording:
         """Look up the compiled kernels for the coming pass: ``_wk`` is
         :mod:`depthlab.torch.kernels`, None on the torch operations' path."""
         self._wk = watch_kernels()
-
-    def _chain_slots(self) -> None:
-        """Give each :class:`~depthlab.torch.fastpath.Chain` of the plan the slot of its
-        ReLU's hook (:meth:`_relu_post`) among the slots just registered."""
-        relu = {id(slot[0]): slot for slot in self._slots
-                if getattr(slot[2], "func", None) == self._relu_post}
-        for chain in self._chains.values():
-            chain.slot = relu.get(id(chain.R._forward_hooks))
 
     def disarm(self) -> None:
         """Remove every hook (as ``handle.remove()`` does); the last pass's statistics stay
@@ -931,13 +906,6 @@ class Recording:
             self._maps_exit()  # (a forward that raised where no hook could)
             self._cap = MapCapture(self._map_keys, lambda: self.numbered, self._tables)
             self._cap.__enter__()
-        if self._chains and self._wk is not None and not self.percentiles:
-            # the ReLUs whose layer's hook books them (the pair fused in the last pass):
-            # without a hook for this forward (_chain_post puts one back where it must)
-            relu_of = self._relu_of
-            for chain in self._chains.values():
-                if relu_of.get(id(chain.info)) == chain.rkey:
-                    chain.park()
 
     def _roll(self) -> None:
         """Keep the pass so far among the earlier ones (see :meth:`settle`) and begin another."""
@@ -1258,77 +1226,6 @@ class Recording:
                     self._layer_output(module, args, _plain(_first_tensor(output)))
             return
         self._layer_output(module, args, output)
-
-    def _chains_end(self, module, args, output) -> None:
-        """The end of the model's forward (or its exception): every parked ReLU hook put back
-        (a ReLU called outside the model's forward is measured by its own hook)."""
-        for chain in self._chains.values():
-            chain.unpark()
-
-    def _chain_post(self, chain: Chain, module, args, output) -> None:
-        """The forward hook of the layer of a :class:`~depthlab.torch.fastpath.Chain`
-        (``layer -> nn.ReLU(inplace=True)`` in an ``nn.Sequential``): what
-        :meth:`_layer_post` (with :meth:`_fuse` and :meth:`_watch_grad`) and then the ReLU's
-        :meth:`_relu_post` do for the pair, in one call. One compiled pass over the output
-        ``s`` gives ``sum s``, ``sum s^2`` (``pre_*``), ``sum relu(s)``, ``sum relu(s)^2``
-        (``act_*``), ``#{s <= 0}`` and the live units; the ReLU's rows are booked here, its
-        link is ``(s, version + 1, layer, "act")`` (the version the in-place ReLU leaves).
-        Where the chain does not hold for this call (:meth:`Chain.holds`), the pair was not
-        fused in the last pass, the kernels do not apply, or the ReLU output's sums need its
-        values (:func:`~depthlab.torch.fastpath.reads_values`), the ReLU's hook is put back
-        before the ReLU runs and the general hooks take the call."""
-        out = output
-        info = chain.info
-        wk = self._wk
-        if (not self._in_model or self._model_idle or self._inner_taken or wk is None
-                or self.percentiles or type(out) is not torch.Tensor
-                or self._relu_of.get(id(info)) != chain.rkey or id(info) not in self._axes
-                or not chain.parked() or not out.is_floating_point() or out.is_nested
-                or not _host_float(out) or out.dim() == 0 or out.is_neg()
-                or info.feature_axis % out.dim() != out.dim() - 1 or not out.is_contiguous()
-                or out.numel() == 0 or _in_transform() or not chain.holds(out)):
-            chain.unpark()
-            self._layer_post(module, args, output)
-            return
-        v = _ver(out)
-        if v == -1:  # (an inference tensor: no version counter to link by)
-            chain.unpark()
-            self._layer_post(module, args, output)
-            return
-        p = self.p
-        index = info.index or self._number(info)
-        self._last_run = index
-        info.calls += 1
-        if p.device is None:
-            p.device = out.device
-        acc = p.pre.get(index)
-        if acc is None:
-            acc = p.pre[index] = Acc()
-        units = out.shape[-1]
-        n = out.numel()
-        alive = np.zeros(units, dtype=bool)
-        p1, p2, r1, r2, z = wk.layer_relu_at(out.data_ptr(), n // units, units,
-                                             _LIKE[out.dtype], alive)
-        acc.add(out, (p1, p2), wk)
-        fused = reads_values(n, r1, r2)
-        if fused:  # the ReLU's output read by its own hook (_relu_post), as before
-            p.fused[chain.rkey] = (out, v, info, (n, r1, r2, z, alive))
-            chain.unpark()
-            p.links[id(out)] = (out, v, info, "layer")
-        else:
-            p.links[id(out)] = (out, v + 1, info, "act")  # (after the in-place ReLU)
-        if out.requires_grad and not (self._copied and self._from_copy(module, args, out)):
-            self._watch_grad(out, p.grad, index)
-        if fused:
-            return
-        R = chain.R
-        act = p.act.get(index)
-        if act is None:
-            act = p.act[index] = ActAcc(Acc())
-        info.activation = self._names.get(chain.rkey)
-        act.follower(R)
-        act.add_relu_counts(n, z, alive, self._spec(R))
-        act.out.add(out, (r1, r2), wk)
 
     def _layer_output(self, module, args, output) -> None:
         if self._inner_taken:
