@@ -750,6 +750,12 @@ ALL_OPTIONS = [
     ("sgd", "SGD", dict(lr=0.05, momentum=0.9, dampening=1.0)),
     ("nadam", "NAdam", dict(lr=0.01, momentum_decay=0.0)),
     ("adagrad", "Adagrad", dict(lr=0.1, eps=0.0, initial_accumulator_value=0.1)),
+    ("radam", "RAdam", dict(lr=0.01, betas=(0.75, 0.99), eps=1e-5, weight_decay=0.05,
+                            maximize=True)),
+    ("radam", "RAdam", dict(lr=0.01, betas=(0.6, 0.9), weight_decay=0.1,
+                            decoupled_weight_decay=True, maximize=True)),
+    ("adamax", "Adamax", dict(lr=0.02, betas=(0.7, 0.9), eps=1e-6, weight_decay=0.05,
+                              maximize=True)),
 ]
 
 

@@ -15,9 +15,11 @@ from depthlab.optimizers import (
     Adadelta,
     Adagrad,
     Adam,
+    Adamax,
     AdamW,
     NAdam,
     Optimizer,
+    RAdam,
     RMSprop,
     get_optimizer,
 )
@@ -30,6 +32,7 @@ LR_CHANGE_AT = 60  # lr is halved here, in both libraries
 TORCH_CLASSES = {
     "sgd": "SGD", "adagrad": "Adagrad", "adadelta": "Adadelta",
     "rmsprop": "RMSprop", "adam": "Adam", "adamw": "AdamW", "nadam": "NAdam",
+    "radam": "RAdam", "adamax": "Adamax",
 }
 
 # (name, kwargs): every documented hyperparameter takes a non-default value somewhere.
@@ -321,8 +324,10 @@ def test_defaults_match_torch():
 
 def test_hyperparameters_rebuild_and_registry():
     ps = [Parameter("w", np.zeros(2))]
-    assert OPTIMIZERS == ("sgd", "adagrad", "adadelta", "rmsprop", "adam", "adamw", "nadam")
-    classes = dict(zip(OPTIMIZERS, (SGD, Adagrad, Adadelta, RMSprop, Adam, AdamW, NAdam)))
+    assert OPTIMIZERS == ("sgd", "adagrad", "adadelta", "rmsprop", "adam", "adamw", "nadam",
+                          "radam", "adamax")
+    classes = dict(zip(OPTIMIZERS, (SGD, Adagrad, Adadelta, RMSprop, Adam, AdamW, NAdam, RAdam,
+                                    Adamax)))
     for name, kwargs in GRID:
         opt = get_optimizer(name, ps, **kwargs)
         assert type(opt) is classes[name]

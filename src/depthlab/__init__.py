@@ -126,9 +126,9 @@ def loss(name: str, **kwargs: Any) -> Loss:
 
 def optimizer(name: str, params: Iterable[Parameter], **kwargs: Any) -> Optimizer:
     """An optimizer by name (``sgd``, ``adagrad``, ``adadelta``, ``rmsprop``, ``adam``,
-    ``adamw``, ``nadam``) over ``params`` (e.g. ``net.parameters()``), with ``torch.optim``
-    hyperparameter names, defaults and update rules; ``step()`` updates every ``.value`` in
-    place from its ``.grad`` (sgd: ``v = mu v + g``, ``w -= lr v``)."""
+    ``adamw``, ``nadam``, ``radam``, ``adamax``) over ``params`` (e.g. ``net.parameters()``),
+    with ``torch.optim`` hyperparameter names, defaults and update rules; ``step()`` updates
+    every ``.value`` in place from its ``.grad`` (sgd: ``v = mu v + g``, ``w -= lr v``)."""
     from .optimizers import get_optimizer
 
     return get_optimizer(name, params, **kwargs)
