@@ -224,3 +224,20 @@ def test_the_gradient_flow_table_without_any_metric_has_no_blank_column():
     assert _flow_score(runs) is None
     assert _flow_score(runs.assign(val_loss=[0.5, None])) == "val_loss"
     assert _flow_score(runs.assign(val_acc=[0.9, None], val_loss=[0.5, 1.0])) == "val_acc"
+
+
+def test_the_gradient_flow_table_says_a_one_step_watch_run_has_no_end_reading(tmp_path):
+    import re
+
+    from depthlab.report import write_report
+
+    _watch_runs(tmp_path, [("once", 1, 0.1), ("thrice", 3, 0.1)])
+    html = write_report(tmp_path).read_text()
+    flow = html[html.index("<h3>Gradient flow</h3>"):]
+    rows = [re.sub(r"<[^>]+>", "|", r) for r in re.findall(r"<tr>.*?</tr>", flow[
+        :flow.index("</table>")], flags=re.S)]
+    once = next(r for r in rows if "|once|" in r)
+    # was: its step-0 ratio in "ratio at end" too, as if a later step had measured the same
+    assert "step 0 is the only one recorded" in once, once
+    thrice = next(r for r in rows if "|thrice|" in r)
+    assert "only one recorded" not in thrice, thrice

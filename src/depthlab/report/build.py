@@ -741,6 +741,10 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
                      else end_x.words).split(":")[0] == kind
                 and r["status"] == "finished") and math.isfinite(init_ratio):
             meaning = f"at init, {meaning}"  # the first reading is the init's, not the run's
+        if start is not None and start == end and isinstance(at_end, float):
+            # one recorded step (a Watch closed after its first watch.step): its one reading
+            # in both columns read as a second measurement that had not moved
+            at_end = f"step {start} is the only one recorded"
         rows.append([labels[rid], shown_init, at_end, meaning,
                      _cellnum(r.get(score))])
     if outputs_left_out:
