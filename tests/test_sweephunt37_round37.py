@@ -35,7 +35,8 @@ def test_mistyped_optimizer_hyperparameter_gets_a_hint():
         RunSpec.from_dict({**base, "train": {"optimizer_kwargs": {"momentom": 0.9}}})
     # another optimizer's hyperparameter names the optimizers that take it
     with pytest.raises(ConfigError, match=r"betas is not a hyperparameter of optimizer 'sgd' "
-                       r"\(a hyperparameter of adam, adamw, nadam\); accepted: momentum"):
+                       r"\(a hyperparameter of adam, adamw, nadam, radam, adamax\); "
+                       r"accepted: momentum"):
         RunSpec.from_dict({**base, "train": {"betas": [0.9, 0.99]}})
 
 

@@ -139,9 +139,10 @@ def closest_name(word: str, names: Iterable[str]) -> str | None:
     """The accepted name a mistyped ``word`` most likely meant, for "did you mean" hints: a
     name that has ``word`` as one of its ``_``-separated parts (``steps`` -> ``max_steps``,
     ``batch`` -> ``batch_size``; the shortest such), else a name that is one of ``word``'s
-    parts (``weight_init`` -> ``init``; the longest such), else the closest by difflib's similarity
-    ratio ``2 M / T`` (at least 0.6), else None. Case, ``-`` and surrounding spaces do not
-    count."""
+    parts (``weight_init`` -> ``init``; the longest such), else a name one edit away (a letter
+    changed, added or dropped, two neighbours swapped; the most similar such: ``adma`` ->
+    ``adam``, not ``adamax``), else the closest by difflib's similarity ratio ``2 M / T`` (at
+    least 0.6), else None. Case, ``-`` and surrounding spaces do not count."""
     names = [str(n) for n in names]
     w = str(word).strip().lower().replace("-", "_")
     parts = [n for n in names if w and w in n.lower().replace("-", "_").split("_")]
@@ -159,8 +160,24 @@ def closest_name(word: str, names: Iterable[str]) -> str | None:
     if within:
         return max(within, key=len)
     lowered = {n.lower(): n for n in names}
+    near = [n for n in lowered if _one_edit_apart(w, n)]  # adma -> adam (difflib: adamax)
+    if near:
+        return lowered[min(near, key=lambda n: (-difflib.SequenceMatcher(None, w, n).ratio(), n))]
     close = difflib.get_close_matches(w, list(lowered), n=1, cutoff=0.6)
     return lowered[close[0]] if close else None
+
+
+def _one_edit_apart(a: str, b: str) -> bool:
+    """Whether ``b`` is ``a`` with one letter changed, added or dropped, or two neighbouring
+    letters swapped (optimal string alignment distance 1)."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1
+                                  and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
 
 
 BN_PROBE_ROWS = 3
