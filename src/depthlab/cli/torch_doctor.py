@@ -61,8 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n", type=int, default=None, metavar="N",
                    help="use N examples of the data set (default: all)")
     g.add_argument("--optimizer", default=None, metavar="NAME",
-                   help="optimizer for --torch (sgd, adam, adamw, nadam, rmsprop, adagrad, "
-                        "adadelta; default sgd)")
+                   help="optimizer for --torch (sgd, adam, adamw, nadam, radam, adamax, "
+                        "rmsprop, adagrad, adadelta; default sgd)")
     g.add_argument("--lr", type=float, default=None,
                    help="learning rate for --torch (default 0.1 for sgd, 1e-3 for the others)")
     g.add_argument("--batch-size", type=int, default=None, metavar="B",

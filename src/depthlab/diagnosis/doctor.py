@@ -346,7 +346,7 @@ class _Recorder(ProbeRecorder):
                 del bn.backward
 
     def _layer_records(self, step: int, hist: bool, stats: bool = True,
-                       snapshots: dict | None = None) -> set[int]:
+                       snapshots: dict | None = None) -> int:
         copied = super()._layer_records(step, hist, stats, snapshots)
         before, after = getattr(self, "_norms", ({}, {}))
         if stats and self._points and (before or after):
@@ -1115,10 +1115,11 @@ def _as_built(net: Network) -> dict[str, Any]:
     return {**out, "init": "as built"}
 
 
-L2_WEIGHT_DECAY = frozenset({"sgd", "adam", "nadam", "rmsprop", "adagrad", "adadelta"})
+L2_WEIGHT_DECAY = frozenset({"sgd", "adam", "nadam", "radam", "adamax", "rmsprop", "adagrad",
+                             "adadelta"})
 """Optimizers whose ``weight_decay`` adds ``wd * w`` to the gradient (an L2 penalty on the
-loss; Adam and NAdam unless ``decoupled_weight_decay=True``), unlike AdamW's decoupled decay
-(as ``depthlab.torch.train.L2_WEIGHT_DECAY``)."""
+loss; Adam, NAdam and RAdam unless ``decoupled_weight_decay=True``), unlike AdamW's decoupled
+decay (as ``depthlab.torch.train.L2_WEIGHT_DECAY``)."""
 
 
 def _optimizer_settings(opt: Optimizer) -> tuple[str, float, dict[str, Any]]:

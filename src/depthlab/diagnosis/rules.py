@@ -1993,7 +1993,7 @@ def early_loss_fall(ctx: RunContext) -> tuple[float, float]:
     return mean, start
 
 
-_ADAPTIVE = ("adam", "adamw", "nadam", "rmsprop", "adagrad", "adadelta")
+_ADAPTIVE = ("adam", "adamw", "nadam", "radam", "adamax", "rmsprop", "adagrad", "adadelta")
 
 
 def _penalty_step_ratio(ctx: RunContext) -> float:

@@ -1403,7 +1403,7 @@ def apply(changes: dict[str, Any], model: nn.Module, spec: TorchTrainSpec, x: to
 
 SATURATING = ("sigmoid", "tanh", "softsign", "hardtanh", "hardsigmoid")
 
-ADAM_FAMILY = frozenset({"adam", "adamw", "nadam"})
+ADAM_FAMILY = frozenset({"adam", "adamw", "nadam", "radam", "adamax"})
 """Optimizers for which no switch to Adam is offered (Adam itself and its variants)."""
 
 
