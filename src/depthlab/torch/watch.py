@@ -552,11 +552,11 @@ class Watch:
         n = self._calls
         if type(loss) is torch.Tensor and loss.ndim == 0 and loss.dtype.is_floating_point \
                 and not loss.is_meta:
-            # the usual case, checked in place. On the CPU kernels' path every step reads
-            # its CPU loss now (no transfer: the record reads it anyway): a host float, the
-            # value a tensor kept and checked (_kept) would give at the record, without
-            # keeping one per step nor converting each at the record
-            value = loss.item() if loss.is_cpu and self._rec._wk is not None else _kept(loss)
+            # the usual case, checked in place. A step that records on the CPU kernels' path
+            # reads its CPU loss now (no transfer: the record reads it anyway, twice before):
+            # a host float, not a tensor kept and checked (_kept)
+            value = (float(loss.detach()) if n % self.every == 0 and loss.is_cpu
+                     and self._rec._wk is not None else _kept(loss))
         elif isinstance(loss, torch.Tensor):
             if loss.is_meta:  # no value: its .item() failed at the record, a torch message
                 raise ValueError("Watch.step(loss) got a loss on the 'meta' device, which "
