@@ -702,10 +702,7 @@ class Watch:
                     return True
             except Exception:  # a replaced child whose class defines an unusual __eq__
                 return True
-            if params is None:  # (_same_params of a module without parameters, inline)
-                if m._parameters:
-                    return True
-            elif not _same_params(m._parameters, params):
+            if not _same_params(m._parameters, params):
                 return True
         return False
 
