@@ -787,7 +787,10 @@ class Recording:
 
     def _settle(self, root: torch.autograd.graph.Node | None = None) -> None:
         earlier, self._earlier = self._earlier, []
-        if not earlier:
+        if not any(q.graded() for q in earlier):
+            # (the usual record: the one earlier pass is the empty one begun after the last
+            # record, which no backward graded) no earlier pass can be read or pooled: the
+            # pass read is self.p, as the search below would conclude
             return
         chosen = len(earlier)
         if not self.p.graded():

@@ -319,10 +319,15 @@ def _untouched(marks: list | None) -> bool:
     backward")."""
     if not marks:
         return False
-    live = [m for m in marks if m[0].requires_grad]
-    return bool(live) and all((g := p.grad) is not None and g._version == v
-                              and (s := ref()) is not None and s is _storage_of(g)
-                              for p, ref, v in live)
+    live = False
+    for p, ref, v in marks:  # stops at the first gradient changed (a backward ran: usual)
+        if not p.requires_grad:
+            continue
+        g = p.grad
+        if g is None or g._version != v or (s := ref()) is None or s is not _storage_of(g):
+            return False
+        live = True
+    return live
 
 
 def _storage_of(g: torch.Tensor) -> Any:
