@@ -578,13 +578,21 @@ def _interval_jumps(fn: Callable, a: np.ndarray, b: np.ndarray
             wide[first] = np.abs(gb - ga)[first]
             if not live.any():
                 break
-            gm = fn(mid)
-            left = np.abs(gm - ga) >= np.abs(gb - gm)
-            b, gb = np.where(live & left, mid, b), np.where(live & left, gm, gb)
-            a, ga = np.where(live & ~left, mid, a), np.where(live & ~left, gm, ga)
+            a, b, ga, gb = _halve_towards_change(a, b, ga, gb, mid, fn(mid), live)
         change = np.abs(gb - ga)
         scale = 1e-9 * (1.0 + np.abs(ga) + np.abs(gb))
         return (change > _KINK_RATIO * wide) & (change > scale), 0.5 * (a + b)
+
+
+def _halve_towards_change(a: np.ndarray, b: np.ndarray, fa: np.ndarray, fb: np.ndarray,
+                          m: np.ndarray, fm: np.ndarray, live: np.ndarray) -> tuple:
+    """One bisection step of many intervals at once: where ``live``, keep the half of [a, b]
+    over which f changes more, [a, m] when |f(m) - f(a)| >= |f(b) - f(m)|, else [m, b].
+    Returns (a, b, f(a), f(b))."""
+    left = np.abs(fm - fa) >= np.abs(fb - fm)
+    to_a, to_b = live & left, live & ~left
+    return (np.where(to_b, m, a), np.where(to_a, m, b), np.where(to_b, fm, fa),
+            np.where(to_a, fm, fb))
 
 
 def _jump_points(f: Callable, t: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -599,10 +607,7 @@ def _jump_points(f: Callable, t: np.ndarray, d: np.ndarray) -> np.ndarray:
             live = (a < m) & (m < b)
             if not live.any():
                 break
-            fm = f(m)
-            left = np.abs(fm - fa) >= np.abs(fb - fm)
-            b, fb = np.where(live & left, m, b), np.where(live & left, fm, fb)
-            a, fa = np.where(live & ~left, m, a), np.where(live & ~left, fm, fa)
+            a, b, fa, fb = _halve_towards_change(a, b, fa, fb, m, f(m), live)
         ok = np.isfinite(total) & (total > 0) & (np.abs(fb - fa) >= 0.5 * total)
     return np.where(ok, 0.5 * (a + b), t)
 
