@@ -174,29 +174,28 @@ function markInvalidNow(key, message) {
     // escaped: a key from a tampered URL such as a"b made the selector throw (the page then
     // stayed "connecting")
     const box = document.querySelector(`.field[data-key="${CSS.escape(key)}"]`);
-    if (box) {
-      box.classList.add("invalid");
-      if (message) {
-        const note = el("div", "field-error", message);
-        note.id = "field-error";
-        box.appendChild(note);
-        // a screen reader reads the reason with the control
-        const input = box.querySelector("input, select");
-        input.setAttribute("aria-invalid", "true");
-        input.setAttribute("aria-describedby", note.id);
-      }
-      if (box.parentElement.id === "fields-more") $("more").open = true;
+    if (box && message) {
+      const note = el("div", "field-error", message);
+      note.id = "field-error";
+      box.appendChild(note);
     }
+    if (box) outlineControl(box, message ? "field-error" : null);
     // a link of several bad settings (width 0 and activation "nope") is refused naming them
     // all: each named control is outlined, the reason is read with each
-    for (const other of alsoRefused(key, message)) {
-      other.classList.add("invalid");
-      const input = other.querySelector("input, select");
-      input.setAttribute("aria-invalid", "true");
-      if (message) input.setAttribute("aria-describedby", "field-error");
-      if (other.parentElement.id === "fields-more") $("more").open = true;
-    }
+    for (const other of alsoRefused(key, message)) outlineControl(other, "field-error");
   }
+}
+
+/* A refused control outlined (its folded section opened); with ``describedBy`` a screen
+   reader reads that element's reason with the control. */
+function outlineControl(box, describedBy) {
+  box.classList.add("invalid");
+  if (describedBy) {
+    const input = box.querySelector("input, select");
+    input.setAttribute("aria-invalid", "true");
+    input.setAttribute("aria-describedby", describedBy);
+  }
+  if (box.parentElement.id === "fields-more") $("more").open = true;
 }
 
 /* The controls besides ``key`` that a refusal of several settings names ("2 settings are not
