@@ -1286,9 +1286,11 @@ def doctor(
             fresh = _calibrating(fresh, d.x)  # mode needs the training set's statistics, at
             calibrate_population(model, d.x)  # the start too (train() sets them at the end)
         _check_token_ids(model, d)  # first: else torch's 'index out of range in self'
+        _check_finite_parameters(model)  # NaN weights: not 'the initial weights overflow'
         with kept_state(loss_fn):  # the checks leave a stateful loss module as given
             _check_runs(model, d, loss_fn)
             _check_first_step(_scratch_copy(model, fresh, seed), spec, d, loss_fn)
+            _check_finite_forward(model, d, min(spec.batch_size, len(d.x)))
             _check_finite_loss(model, d, loss_fn, min(spec.batch_size, len(d.x)))
         settings = _settings(spec, loss_fn, device)
         theory, theory_note = (theory_rows(model, d.probe_source[0][:PROBE_EXAMPLES].clone())
@@ -1362,6 +1364,107 @@ def doctor(
         _store(diagnosis, base, out, name, time.perf_counter() - t0, verify, theory,
                theory_note, data_key=data_fingerprint(d), max_cures=max_cures)
     return diagnosis
+
+
+def _check_finite_parameters(model: nn.Module) -> None:
+    """A ValueError before any training when a trainable parameter ``p`` of the model holds a
+    value with ``not isfinite(p)`` (NaN or +-inf: an uninitialized ``torch.empty`` tensor, a
+    NaN written into it), naming the parameter, how many of its values and the first one's
+    index. Such a model's loss is NaN from the first step; it read as 'divergence ... the
+    initial weights overflow', with a re-initialization prescribed that discards the user's
+    weights. Buffers are not checked (an attention mask buffer holds -inf by design)."""
+    for name, p in model.named_parameters():
+        if not p.requires_grad or not (p.is_floating_point() or p.is_complex()):
+            continue
+        bad = ~torch.isfinite(p.detach())
+        if bool(bad.any()):
+            where = tuple(int(i) for i in bad.nonzero()[0].tolist())
+            first = p.detach()[where].item() if where else p.detach().item()
+            raise ValueError(f"parameter {name!r} of the model holds {int(bad.sum())} "
+                             f"non-finite value(s) of {p.numel()} before any training (first "
+                             f"{first} at index {where}); expected finite initial weights (an "
+                             f"uninitialized torch.empty tensor?)")
+
+
+OVERFLOW_SCALE = 1e30
+""":func:`_check_finite_forward`: a module output above this in float64 is read as the
+weights' overflow (a float32 net whose activations pass 3.4e38 passes it well before), so the
+non-finite output is the initialization's business, not the forward's own."""
+
+
+def _check_finite_forward(model: nn.Module, d: TensorData, rows: int) -> None:
+    """A ValueError before any training when the model's output on the first ``rows`` (finite)
+    training examples is non-finite at the initial (finite) weights, in eval mode, and stays
+    non-finite in a float64 copy whose every module output ``o`` keeps ``max |o|`` (finite
+    values) below :data:`OVERFLOW_SCALE`: the forward computes NaN or infinity itself (a square
+    root or log of a negative number, 0/0), which no initialization or learning rate cures. It
+    names the innermost module whose output is non-finite on finite inputs. Outputs that are
+    finite in float64, or large values on the way, are the weights' overflow: the divergence
+    finding's business (its re-initializations)."""
+    found: list[torch.Tensor] = []
+
+    def floats(t: torch.Tensor) -> torch.Tensor:
+        if t.is_floating_point():
+            found.append(t)
+        return t
+
+    try:
+        with torch.no_grad(), rx.untouched(model):
+            model.eval()
+            _map_leaves(model(d.x[:rows].clone()), torch.Tensor, floats)
+            if all(bool(torch.isfinite(t).all()) for t in found):
+                return
+            wide = copy.deepcopy(model).double().eval()
+            peak, culprit = _float64_forward(wide, d.x[:rows].clone())
+    except Exception:  # noqa: BLE001 - a model that takes no float64: cannot tell
+        return
+    if peak is None or peak >= OVERFLOW_SCALE:
+        return
+    where = f"module {culprit!r}" if culprit else "the model's forward"
+    raise ValueError(f"the model's output is non-finite on the first {rows} training examples "
+                     f"before any update, on finite inputs and finite weights, also in float64 "
+                     f"with no module output above {OVERFLOW_SCALE:.0e} in magnitude (largest "
+                     f"{peak:.3g}): {where} computes NaN or infinity itself (a square root or "
+                     f"log of a negative number, 0/0?), not weights that overflow; expected a "
+                     f"forward that is finite on finite inputs; nothing to diagnose")
+
+
+def _float64_forward(wide: nn.Module, x: torch.Tensor) -> tuple[float | None, str]:
+    """Run the float64 copy ``wide`` on ``x`` (its floating values as float64) with a hook on
+    every module: ``(peak, culprit)``, ``peak`` the largest finite ``|v|`` of every module's
+    floating outputs (None when the model's output is finite in float64: the float32 run
+    overflowed) and ``culprit`` the qualified name of the first module, in call order, whose
+    output holds a non-finite value while its floating inputs are all finite ('' for none or
+    the root: an operation written in the forward itself)."""
+    names = {id(m): n for n, m in wide.named_modules()}
+    peak = [0.0]
+    culprit: list[str] = []
+
+    def leaves(obj: Any) -> list[torch.Tensor]:
+        got: list[torch.Tensor] = []
+        _map_leaves(obj, torch.Tensor, lambda t: got.append(t) or t)
+        return [t for t in got if t.is_floating_point()]
+
+    def hook(m: nn.Module, inp: tuple, out: Any) -> None:
+        outs = leaves(out)
+        for t in outs:
+            ok = t[torch.isfinite(t)]
+            if ok.numel():
+                peak[0] = max(peak[0], float(ok.abs().max()))
+        if not culprit and any(not bool(torch.isfinite(t).all()) for t in outs) \
+                and all(bool(torch.isfinite(t).all()) for t in leaves(inp)):
+            culprit.append(names.get(id(m), ""))
+
+    handles = [m.register_forward_hook(hook) for m in wide.modules()]
+    try:
+        out = wide(_map_leaves(x, torch.Tensor,
+                               lambda t: t.double() if t.is_floating_point() else t))
+    finally:
+        for h in handles:
+            h.remove()
+    if all(bool(torch.isfinite(t).all()) for t in leaves(out)):
+        return None, ""
+    return peak[0], culprit[0] if culprit else ""
 
 
 def _check_finite_loss(model: nn.Module, d: TensorData, loss_fn: Callable, rows: int) -> None:

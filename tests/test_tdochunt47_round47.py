@@ -1,0 +1,115 @@
+"""Round 47 (tdochunt47): the torch doctor on models whose loss is NaN from the first step for a
+reason no cure touches (a forward that computes NaN itself, a NaN weight), said in one line
+before any training instead of 'divergence ... the initial weights overflow'."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import depthlab.torch as dlt
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((256, 8)).astype(np.float32)
+    return x, (x[:, 0] > 0).astype(np.int64)
+
+
+class SqrtInForward(nn.Module):
+    """``head(sqrt(lin(x)))``: the square root of the negative pre-activations is NaN."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin, self.head = nn.Linear(8, 16), nn.Linear(16, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.sqrt(self.lin(x)))
+
+
+class Log(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log(x)
+
+
+def log_module():
+    return nn.Sequential(nn.Linear(8, 16), Log(), nn.Linear(16, 2))
+
+
+def nan_weight():
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    with torch.no_grad():
+        model[2].weight[1, 3] = float("nan")
+    return model
+
+
+@pytest.mark.parametrize("verify", [False, True])
+def test_a_forward_that_computes_nan_is_refused_in_one_line(blobs, verify):
+    # old code: a "divergence" finding, "the initial weights overflow", {"init": "matched"}
+    with pytest.raises(ValueError, match=r"the model's forward computes NaN or infinity "
+                                         r"itself .*not weights that overflow") as e:
+        dlt.doctor(SqrtInForward, blobs, steps=10, batch_size=32, verify=verify)
+    assert "\n" not in str(e.value) and "largest 1.7" in str(e.value)
+
+
+def test_the_module_that_computes_nan_is_named(blobs):
+    with pytest.raises(ValueError, match=r"module '1' computes NaN or infinity itself"):
+        dlt.doctor(log_module, blobs, steps=10, batch_size=32, verify=False)
+
+
+def test_a_nan_weight_is_named_before_training(blobs):
+    with pytest.raises(ValueError, match=r"parameter '2\.weight' of the model holds 1 "
+                                         r"non-finite value\(s\) of 32 .*first nan at index "
+                                         r"\(1, 3\)"):
+        dlt.doctor(nan_weight, blobs, steps=10, batch_size=32, verify=False)
+
+
+def test_weights_that_overflow_float32_at_init_still_get_the_divergence_finding(blobs):
+    # float64 holds the activations (about 1e44 at the output): the weights' overflow, whose
+    # cure is a re-initialization, not a refusal
+    def make():
+        mods: list[nn.Module] = []
+        for i in range(20):
+            mods += [nn.Linear(8 if i == 0 else 64, 64), nn.ReLU()]
+        model = nn.Sequential(*mods, nn.Linear(64, 2))
+        for m in model:
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 30.0)
+        return model
+
+    diag = dlt.doctor(make, blobs, steps=10, batch_size=32, verify=False)
+    f = diag.finding("divergence")
+    assert f is not None and f.evidence["step"] == 1, str(diag)
+    assert f.prescription.get("init") in ("matched", "lsuv")
+
+
+def test_the_cli_refuses_a_nan_forward_with_exit_2(tmp_path):
+    (tmp_path / "m.py").write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+
+        class M(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lin, self.head = nn.Linear(64, 16), nn.Linear(16, 10)
+
+            def forward(self, x):
+                return self.head(torch.sqrt(self.lin(x)))
+
+        def make():
+            return M()
+    """))
+    r = subprocess.run([sys.executable, "-m", "depthlab", "doctor", "--torch",
+                        str(tmp_path / "m.py") + ":make", "--data", "digits", "--steps", "5",
+                        "--out", str(tmp_path / "res")],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "computes NaN or infinity itself" in lines[0], r.stderr
