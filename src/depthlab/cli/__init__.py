@@ -551,25 +551,43 @@ def _sigterm_from_the_start(entry: bool) -> Iterator[None]:
     is installed only once the command's modules are imported (a second or more on a loaded
     machine), and a SIGTERM before that killed the process silently with status -15 (Ctrl-C
     already raised KeyboardInterrupt there: Python's own handler). Only a SIGTERM left at its
-    default action is taken over (an ignored one stays ignored, a program's handler stays)."""
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+    default action is taken over (an ignored one stays ignored, a program's handler stays).
+    The process's own command (``entry``) started with SIGINT ignored (a background job of a
+    script: POSIX's rule for ``cmd &``) raises KeyboardInterrupt for it from its first line
+    too: :func:`_interrupts` and ``sweep`` take SIGINT over once they start, so a ``kill -INT``
+    in the first seconds was ignored (the sweep ran to its end, exit 0) and the same signal a
+    few seconds later stopped it (exit 130)."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    taken = _signals_to_take_over(entry)
     seen: list[bool] = []
 
-    def handler(_signum: int, _frame: object) -> None:
+    def handler(signum: int, _frame: object) -> None:
         seen.append(True)
-        raise Terminated()
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
-    signal.signal(signal.SIGTERM, handler)
+    for s in taken:
+        signal.signal(s, handler)
     try:
         yield
     finally:
-        if signal.getsignal(signal.SIGTERM) is handler:
-            # after an interrupt the process's own command ignores the signals while the
-            # interpreter shuts down, as _interrupts does (a late one changed the status)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN if seen and entry else signal.SIG_DFL)
+        for s, before in taken.items():
+            if signal.getsignal(s) is handler:
+                # after an interrupt the process's own command ignores the signals while the
+                # interpreter shuts down, as _interrupts does (a late one changed the status)
+                signal.signal(s, signal.SIG_IGN if seen and entry else before)
+
+
+def _signals_to_take_over(entry: bool) -> dict[int, Any]:
+    """The signals :func:`_sigterm_from_the_start` handles, each with its handler before:
+    SIGTERM at its default action; SIGINT when ignored, for the process's own command."""
+    taken: dict[int, Any] = {}
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        taken[signal.SIGTERM] = signal.SIG_DFL
+    if entry and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        taken[signal.SIGINT] = signal.SIG_IGN
+    return taken
 
 
 def _interrupted(e: BaseException) -> int:

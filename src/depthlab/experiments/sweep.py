@@ -121,6 +121,7 @@ def run_sweep(raw: dict[str, Any], out_dir: str | os.PathLike, *, jobs: int = 1,
     check_echo(echo)
     check_progress(progress)
     check_kind(kind)  # before the grid's values and data are read
+    check_base_dir(base_dir)
     raw = as_raw(raw)  # a RunSpec: its config dict
     executor = _executor(executor, jobs, cluster)  # a bad one before the grid is said
     base = validate_base(raw, base_dir=base_dir)
@@ -201,6 +202,71 @@ def check_kind(kind: Any) -> None:
         raise ValueError(f"kind = {kind!r:.60} is not a run kind; accepted: {', '.join(KINDS)}")
 
 
+def check_base_dir(base_dir: Any) -> None:
+    """``base_dir`` (the folder a relative ``data.path`` is read from) is None or an existing
+    folder given as str or os.PathLike (TypeError or ValueError naming it otherwise:
+    ``base_dir=3`` failed deep inside with "expected str, bytes or os.PathLike object, not
+    int", and a folder that does not exist was taken without a word)."""
+    if base_dir is None:
+        return
+    if not isinstance(base_dir, str | os.PathLike):
+        raise TypeError(f"base_dir = {base_dir!r:.60} has the wrong type; accepted: a folder "
+                        "path (str or os.PathLike) or None")
+    if not os.path.isdir(base_dir):
+        what = "is not a folder" if os.path.exists(base_dir) else "does not exist"
+        raise ValueError(f"base_dir = {os.fspath(base_dir)!r} {what}; accepted: an existing "
+                         "folder (relative data paths are read from it) or None")
+
+
+def check_sweep_label(sweep: Any) -> None:
+    """``sweep`` (the id the points are stored under) is a non-empty str (TypeError or
+    ValueError naming it otherwise: ``sweep=3`` was stored as the sweep "3")."""
+    if not isinstance(sweep, str):
+        raise TypeError(f"sweep = {sweep!r:.60} has the wrong type; accepted: a non-empty "
+                        "string, the sweep's id (e.g. sweep_id(config))")
+    if not sweep.strip():
+        raise ValueError(f"sweep = {sweep!r} is empty; accepted: a non-empty string, the "
+                         "sweep's id (e.g. sweep_id(config))")
+
+
+def check_total(total: Any) -> None:
+    """``total`` (the number of points of a generator) is None or an integer >= 0."""
+    import numbers
+
+    if total is None:
+        return
+    if isinstance(total, bool) or not isinstance(total, numbers.Integral):
+        raise TypeError(f"total = {total!r:.60} has the wrong type; accepted: an integer >= 0 "
+                        "(the number of points) or None")
+    if total < 0:
+        raise ValueError(f"total = {total!r} is negative; accepted: an integer >= 0 (the "
+                         "number of points) or None")
+
+
+POINT_FIELDS = ("id", "name", "config")
+"""What :func:`run_points` reads of each point (a :class:`SweepPoint` has them all)."""
+
+
+def checked_points(points: Any) -> Iterator[SweepPoint]:
+    """``points``, each checked as it is taken: an iterable (TypeError naming it otherwise)
+    whose items have a str ``id``, a ``name`` and a dict ``config`` (TypeError naming the
+    item and its index: ``run_points([1, 2], ...)`` failed with "'int' object has no
+    attribute 'id'")."""
+    if isinstance(points, str | bytes | dict) or not isinstance(points, Iterable):
+        raise TypeError(f"points = {points!r:.60} has the wrong type; accepted: an iterable "
+                        "of SweepPoint (from expand or iter_points)")
+
+    def each() -> Iterator[SweepPoint]:
+        for i, p in enumerate(points):
+            if not (all(hasattr(p, f) for f in POINT_FIELDS) and isinstance(p.id, str)
+                    and p.id and isinstance(p.config, dict)):
+                raise TypeError(f"points[{i}] = {p!r:.60} has the wrong type; accepted: a "
+                                "SweepPoint (from expand or iter_points)")
+            yield p
+
+    return each()
+
+
 GRID_ORDER_CHECKS = 100
 """Values of one swept key :func:`grid_order` validates to learn how the configs hold them
 (1.7 ms each here); further values are recorded as given."""
@@ -250,6 +316,10 @@ def _executor(executor: Executor | None, jobs: int, cluster: Any) -> Executor:
     a ``cluster`` or ``jobs`` other than 1 is refused (one of them was silently ignored)."""
     if executor is None:
         return make_executor(jobs, cluster)
+    if not isinstance(executor, Executor):
+        raise TypeError(f"executor = {executor!r:.60} has the wrong type; accepted: an "
+                        "Executor (e.g. InProcess(), LocalPool(2), DaskExecutor(address)) or "
+                        "None (then jobs or cluster choose)")
     if cluster is not None or jobs != 1:
         given = f"cluster = {cluster!r}" if cluster is not None else f"jobs = {jobs!r}"
         raise ValueError(f"executor = {executor!r} and {given} do not go together; give one")
@@ -484,10 +554,15 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
     check_kind(kind)  # refused before the store is opened or a point computed
     check_echo(echo)
     check_progress(progress)
+    check_sweep_label(sweep)
+    check_total(total)
+    points = checked_points(points)
     executor = _executor(executor, jobs, cluster)
     if total is None:
         points = list(points)
         total = len(points)
+    elif total <= WORK_POINTS:  # a bad point refused before the store is created
+        points = list(points)
     say = echo or (lambda _line: None)
     t0 = time.perf_counter()
     result = SweepResult(sweep, total)

@@ -1,0 +1,98 @@
+"""Round 47 CLI/sweep hunt: the sweep API's wrong types and values, each refused with one
+line naming the value (TypeError/ValueError), before a store is created."""
+
+from __future__ import annotations
+
+import pytest
+
+from depthlab.experiments import run_points, run_sweep
+
+RAW = {"name": "t", "data": {"name": "clusters", "n": 60},
+       "model": {"sizes": ["auto", 4, "auto"]},
+       "train": {"epochs": 1, "batch_size": 20},
+       "sweep": {"train.lr": [0.01, 0.1]}}
+
+
+@pytest.mark.parametrize("executor", ["process", 3, object()])
+def test_run_sweep_refuses_an_executor_that_is_not_one(tmp_path, executor):
+    with pytest.raises(TypeError, match=r"executor = .* has the wrong type; accepted: an "
+                                        r"Executor"):
+        run_sweep(RAW, tmp_path / "o", executor=executor, echo=None)
+    assert not (tmp_path / "o").exists()
+
+
+def test_run_sweep_refuses_a_base_dir_of_the_wrong_type(tmp_path):
+    with pytest.raises(TypeError, match=r"base_dir = 3 has the wrong type"):
+        run_sweep(RAW, tmp_path / "o", base_dir=3, echo=None)
+    assert not (tmp_path / "o").exists()
+
+
+def test_run_sweep_refuses_a_base_dir_that_is_missing_or_a_file(tmp_path):
+    with pytest.raises(ValueError, match=r"base_dir = '.*nope' does not exist"):
+        run_sweep(RAW, tmp_path / "o", base_dir=tmp_path / "nope", echo=None)
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValueError, match=r"base_dir = '.*f' is not a folder"):
+        run_sweep(RAW, tmp_path / "o", base_dir=tmp_path / "f", echo=None)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("points", [5, "abc", None, {"a": 1}])
+def test_run_points_refuses_points_that_are_not_an_iterable_of_points(tmp_path, points):
+    with pytest.raises(TypeError, match=r"points = .* has the wrong type; accepted: an "
+                                        r"iterable of SweepPoint"):
+        run_points(points, tmp_path / "o", sweep="s", echo=None)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("total", [None, 2])
+def test_run_points_refuses_an_item_that_is_not_a_point(tmp_path, total):
+    with pytest.raises(TypeError, match=r"points\[0\] = 1 has the wrong type; accepted: a "
+                                        r"SweepPoint"):
+        run_points([1, 2], tmp_path / "o", sweep="s", echo=None, total=total)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(("sweep", "error"), [(3, TypeError), (None, TypeError),
+                                              ("", ValueError), ("  ", ValueError)])
+def test_run_points_refuses_a_bad_sweep_label(tmp_path, sweep, error):
+    with pytest.raises(error, match=r"sweep = .* (has the wrong type|is empty)"):
+        run_points([], tmp_path / "o", sweep=sweep, echo=None)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(("total", "error"), [(-1, ValueError), (1.5, TypeError),
+                                              ("2", TypeError), (True, TypeError)])
+def test_run_points_refuses_a_bad_total(tmp_path, total, error):
+    with pytest.raises(error, match=r"total = .* (has the wrong type|is negative)"):
+        run_points([], tmp_path / "o", sweep="s", echo=None, total=total)
+    assert not (tmp_path / "o").exists()
+
+
+SIGINT_IGNORED_AT_START = """
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a script's `depthlab ... &` starts
+import depthlab.cli as cli
+build = cli.build_parser
+
+def interrupted_while_starting():
+    os.kill(os.getpid(), signal.SIGINT)  # before the command's own handlers are installed
+    return build()
+
+cli.build_parser = interrupted_while_starting
+sys.argv = ["depthlab", "datasets"]
+raise SystemExit(cli.main())
+"""
+
+
+def test_a_command_started_with_sigint_ignored_stops_at_an_early_sigint():
+    """A background job inherits SIGINT ignored; the command takes SIGINT over once its
+    modules are imported, so one sent in its first seconds was ignored (exit 0, the work ran
+    to its end) and one sent later stopped it (130). Now it stops from the first line."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", SIGINT_IGNORED_AT_START], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 130, (res.returncode, res.stdout[-300:], res.stderr[-300:])
+    assert res.stderr.strip().splitlines() == ["depthlab: interrupted"]
+    assert "digits" not in res.stdout  # the listing was not printed
