@@ -832,14 +832,18 @@ def forward(model: nn.Module, x: Any) -> Any:
                    None)
         emb = next((n for n, m in model.named_modules()
                     if isinstance(m, (nn.Embedding, nn.EmbeddingBag))), None)
-        if "'indices'" in said and emb is not None:  # an Embedding given float ids
-            floats = next((t for t in _tensors_in(x) if t.is_floating_point()), None)
-            if floats is not None:
-                raise TypeError(f"x has dtype {floats.dtype} but the model's "
+        given = _embedding_input(exc)
+        if emb is not None and ("'indices'" in said or given is not None):  # an Embedding
+            # given float ids, or ids of a dtype it refuses (uint8, int8, int16, bool: torch
+            # takes int64, int32; EmbeddingBag: '"arange_cpu" not implemented for 'Bool'')
+            odd = _not_ids(x, given)
+            if odd is not None:
+                raise TypeError(f"x has dtype {odd.dtype} but the model's "
                                 f"{type(model.get_submodule(emb)).__name__} {emb!r} takes "
-                                "integer token ids; expected x of dtype torch.int64 "
-                                f"(x.long()) (torch: {said})") from exc
-        if bad is None or "type" not in said.lower() or "indices" in said:
+                                "integer token ids of dtype torch.int64 or torch.int32; "
+                                f"expected x of dtype torch.int64 (x.long()) (torch: {said})"
+                                ) from exc
+        if bad is None or not _said_dtype(said) or "indices" in said:
             misfit = _misfit(model, x, exc, said)
             if misfit is None:
                 raise
@@ -847,6 +851,44 @@ def forward(model: nn.Module, x: Any) -> Any:
         (w,) = dtypes
         raise TypeError(f"x has dtype {bad.dtype} but the model's weights are {w}; expected x "
                         f"of the model's dtype (x.to({w})) (torch: {said})") from exc
+
+
+def _embedding_input(exc: BaseException) -> torch.Tensor | None:
+    """The ids tensor given to the innermost ``nn.Embedding`` or ``nn.EmbeddingBag`` whose
+    ``forward`` is in ``exc``'s traceback (the module that raised), or None."""
+    given = None
+    tb = exc.__traceback__
+    while tb is not None:
+        local = tb.tb_frame.f_locals
+        if isinstance(local.get("self"), (nn.Embedding, nn.EmbeddingBag)) \
+                and isinstance(local.get("input"), torch.Tensor):
+            given = local["input"]
+        tb = tb.tb_next
+    return given
+
+
+def _not_ids(x: Any, given: torch.Tensor | None) -> torch.Tensor | None:
+    """The tensor of ``x`` that an ``nn.Embedding`` (or ``EmbeddingBag``) refused as ids (a
+    dtype other than int64 or int32: float, uint8, int8, int16, bool): ``given``, the one its
+    forward was given (:func:`_embedding_input`), when that is a tensor of ``x`` (the same
+    storage); without it the first tensor of ``x`` of no id dtype, a floating one first.
+    None when the refused ids are the model's own (made inside the forward) or every
+    tensor of ``x`` has an id dtype."""
+    ids = (torch.int64, torch.int32)
+    tensors = _tensors_in(x)
+    if given is not None:
+        return next((t for t in tensors if t.dtype not in ids and t.dtype == given.dtype
+                     and t.numel() == given.numel()
+                     and (t.numel() == 0 or t.data_ptr() == given.data_ptr())), None)
+    odd = [t for t in tensors if t.dtype not in ids]
+    return next((t for t in odd if t.is_floating_point()), odd[0] if odd else None)
+
+
+def _said_dtype(said: str) -> bool:
+    """Whether torch's message is about a dtype: it names a type ('Input type (long int) and
+    bias type (float) should be the same', 'mixed dtype') or an operation missing for one
+    ('"batch_norm" not implemented for 'Long'')."""
+    return "type" in said.lower() or "not implemented for '" in said
 
 
 def _first_line(exc: BaseException) -> str:
