@@ -1725,6 +1725,35 @@ def _early_stop_note(metrics: Any, config: Any) -> str:
     return f"early stop after epoch {int(stopped)}; metrics and network of epoch {int(best)}"
 
 
+def _data_text(data: dict) -> str | None:
+    """The data a run trained on: its built-in set's ``name``, else its file's ``path``."""
+    for key in ("name", "path"):
+        if isinstance(data.get(key), str) and data[key]:
+            return data[key]
+    return None
+
+
+def _setup_pairs(config: Any) -> list[tuple[str, Any]]:
+    """The run card's settings: the hidden-layer count (len(sizes) - 2), the data, the model's
+    shape, activation, init, normalization, dropout and floating-point precision (``dtype``),
+    and the training's loss, optimizer, lr, batch and length, each as the config has it (a
+    key the config lacks is left out). The data, the loss and the dtype were left out: a
+    float64 run read as a float32 one, and an mse run's "train loss 0.43" as a cross-entropy."""
+    data, model, train = (_section(config, k) for k in ("data", "model", "train"))
+    pairs: list[tuple[str, Any]] = []
+    sizes = model.get("sizes")
+    if isinstance(sizes, (list, tuple)) and len(sizes) >= 2:
+        pairs.append(("depth (hidden layers)", len(sizes) - 2))
+    source = _data_text(data)
+    if source is not None:
+        pairs.append(("data", source))
+    pairs += [(f"model.{k}", model[k]) for k in ("sizes", "activation", "init", "batchnorm",
+                                                  "residual", "dropout", "dtype") if k in model]
+    pairs += [(f"train.{k}", train[k]) for k in ("loss", "optimizer", "lr", "batch_size",
+                                                  "epochs", "max_steps") if k in train]
+    return pairs
+
+
 def _run_section(store, row: pd.Series, rank_label: str, is_open: bool, pngs: _Pngs,
                  keys: list[str], percentile_layer: int | None, label: str = "") -> str:
     rid = str(row["id"])
@@ -1758,16 +1787,7 @@ def _run_section(store, row: pd.Series, rank_label: str, is_open: bool, pngs: _P
         body.append(f"<h3>{H.esc(SECTION_FINDINGS)}</h3>")
         body.append(_findings_html(_as_dict(findings)))
     # a section that is no table (a store edited by hand: "model": 5) is shown as absent
-    model, train = (_section(config, k) for k in ("model", "train"))
-    summary_pairs: list[tuple[str, Any]] = []
-    sizes = model.get("sizes")
-    if isinstance(sizes, (list, tuple)) and len(sizes) >= 2:
-        summary_pairs.append(("depth (hidden layers)", len(sizes) - 2))
-    summary_pairs += [(f"model.{k}", model[k]) for k in ("sizes", "activation", "init",
-                                                          "batchnorm", "residual", "dropout")
-                      if k in model]
-    summary_pairs += [(f"train.{k}", train[k]) for k in ("optimizer", "lr", "batch_size",
-                                                         "epochs", "max_steps") if k in train]
+    summary_pairs = _setup_pairs(config)
     metrics = row["metrics"]
     # a failed run's unmeasured metrics (None) are left out: "seconds none, test_acc none,
     # ..., val_loss none" stood above its error

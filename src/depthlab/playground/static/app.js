@@ -8,7 +8,7 @@ const MAX_HISTORY = 1500;
 
 const S = {
   schema: null, ws: null, query: null, state: "connecting", wantPlay: false, press: 0,
-  lost: null, rejoined: null,
+  lost: null, rejoined: null, refusal: null,
   ready: null, theory: null, init: null, last: null, plots: {}, updates: [], edits: 0,
   hist: { step: [], train: [], probe: [], acc: [] }, evo: { step: [], mean: [], std: [] },
 };
@@ -160,7 +160,44 @@ function afterRelease(f) {
   clearTimeout(press.timer); press.timer = setTimeout(flushPress, 1000);
 }
 
-function markInvalid(key, message) { afterRelease(() => markInvalidNow(key, message)); }
+/* A refusal's outline comes with its message: answered while a pointer is pressed, the
+   (hidden) message took the refusal's text at once and the outline waited for the release, so
+   the page said "model.width = '0' is not accepted" beside no outlined control. The outline
+   (a border and a background: nothing moves) is drawn at once; the note under the control,
+   which moves what is below it, waits for the release with the message's showing. */
+function markInvalid(key, message) {
+  if (key && press.down) outlineOnly(key);
+  afterRelease(() => markInvalidNow(key, message));
+}
+
+/* Only ``key``'s control outlined, at once, without its note (see markInvalid). */
+function outlineOnly(key) {
+  document.querySelectorAll(".field.invalid").forEach((e) => {
+    if (e.dataset.key !== key) e.classList.remove("invalid");
+  });
+  const box = document.querySelector(`.field[data-key="${CSS.escape(key)}"]`);
+  if (box) box.classList.add("invalid");
+}
+
+/* Whether the refusal on the page still applies once ``accepted`` (an answer's query) was
+   accepted: the refused control still holds the value refused, the accepted setup has another
+   value there, and the controls differ from it. Then ``accepted`` answers a setup sent before
+   the refused one (lr 0.02 waiting for a network being built, then width 0 typed): its
+   "accepted" took the message and the outline away beside the 0 still in the control, until
+   the server said the refusal again. */
+function refusalStands(accepted) {
+  const r = S.refusal;
+  if (!r || !field(r.key) || !accepted) return false;
+  const controls = readControls();
+  return controls[r.key] === r.value && String(accepted[r.key]) !== r.value &&
+    !Object.entries(controls).every(([k, v]) => String(accepted[k]) === v);
+}
+
+/* The page's message and outline cleared (a setup was accepted, or waits to be built). */
+function clearRefusal(message) {
+  S.refusal = null;
+  showMessage(message || ""); markInvalid(null);
+}
 
 /* The refused control is outlined and says what it accepts right below it: on a phone the
    page's message sits under all the controls, out of sight of the control being typed in. */
@@ -383,7 +420,7 @@ function handle(m) {
       setState("waiting");
       // the setup that waits passed the server's checks: a refusal shown before it (a value
       // since corrected) no longer applies, and stayed up until the old network was built
-      showMessage(""); markInvalid(null);
+      clearRefusal();
       $("grad-summary").textContent = m.message;
       // a full server (its --max-sessions): said at the top too, where a student looks first;
       // the network's "accepted" clears it once a place is free
@@ -417,6 +454,8 @@ function handle(m) {
           // refused while the accepted setup's network is being built: that one goes on
           ". Still building") + " the last accepted setup (" + shownInstead(key) + ")." : ""));
       markInvalid(key, m.message);
+      // the refused value, while it stays in its control the refusal stands (refusalStands)
+      S.refusal = key && !linkOnly && field(key) ? { key, value: inputOf(key).value.trim() } : null;
       if (m.doctor) {  // the doctor's run ended without a diagnosis: say so, allow a retry
         const refocus = doctorFocusBack();
         $("doctor").disabled = false;
@@ -487,9 +526,10 @@ function onAccepted(m) {
     if (sameControls(readControls(), S.afterReset)) showAnswered(m.query);
     else S.afterReset = null;  // typed into since (not committed yet): kept
   }
+  const stands = refusalStands(m.query);  // (after reset the controls show m.query: none)
   if (m.kept) {  // only a setting the session does not use changed (epochs, bn momentum
     // without batch norm, ...): the session goes on
-    showMessage(""); markInvalid(null);
+    if (!stands) clearRefusal();
     const qs = new URLSearchParams(m.query).toString();
     history.replaceState(null, "", "?" + qs);
     $("export").href = "/api/export?" + qs;
@@ -507,7 +547,7 @@ function onAccepted(m) {
   $("panels").classList.add("previous");
   $("panels").setAttribute("aria-busy", "true");
   // the setup sent on reconnecting says so once it is accepted (cleared by the next one)
-  showMessage(S.rejoined || ""); markInvalid(null);
+  if (!stands || S.rejoined) clearRefusal(S.rejoined);
   S.rejoined = null;
   afterRelease(() => { $("diverged").hidden = true; });
   const qs = new URLSearchParams(m.query).toString();
