@@ -540,3 +540,60 @@ def test_float_ids_keep_their_message():
     torch.manual_seed(0)
     with pytest.raises(TypeError, match=r"Embedding '0' takes integer token ids.*x.long\(\)"):
         dlt.probe(_embedder(False), torch.rand(6, 5) * 20, torch.randint(0, 4, (6,)), CE)
+
+
+# ---------------------------------------------------------------------------------------------
+# bug: a torch Dataset whose __getitem__ raises passed the user's bare exception (KeyError:
+# 'no item 3') through the doctor, naming neither the data nor the item it read
+
+
+class _Broken(torch.utils.data.Dataset):
+    def __init__(self, bad: int) -> None:
+        self.bad = bad
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i):
+        if i == self.bad:
+            raise KeyError(f"no item {i}")
+        return torch.full((4,), float(i)), i % 2
+
+
+def _collate(items):
+    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
+
+
+@pytest.mark.parametrize("bad", [0, 3])
+@pytest.mark.parametrize("wrap", ["dataset", "loader", "loader with collate_fn",
+                                  "sampled loader"])
+def test_a_dataset_item_that_raises_is_named(bad, wrap):
+    from depthlab.torch.inputs import pairs_from_torch
+
+    ds = _Broken(bad)
+    data = {"dataset": ds,
+            "loader": torch.utils.data.DataLoader(ds, batch_size=2),
+            "loader with collate_fn": torch.utils.data.DataLoader(ds, batch_size=2,
+                                                                  collate_fn=_collate),
+            "sampled loader": torch.utils.data.DataLoader(
+                ds, batch_size=2, sampler=torch.utils.data.SubsetRandomSampler([5, bad, 1]))
+            }[wrap]
+    with pytest.raises(ValueError, match=rf"^data: reading _Broken\[{bad}\] raised KeyError: "
+                                         rf"'no item {bad}'; expected its __getitem__ to "
+                                         r"return an \(x, y\) pair"):
+        pairs_from_torch(data, torch.device("cpu"))
+
+
+def test_the_doctor_names_a_dataset_item_that_raises():
+    def make():
+        return nn.Sequential(nn.Linear(4, 2))
+
+    with pytest.raises(ValueError, match=r"data: reading _Broken\[3\] raised KeyError"):
+        dlt.doctor(make, _Broken(3), loss_fn=CE, steps=2, batch_size=4, verify=False)
+
+
+def test_a_dataset_that_reads_fine_is_taken_in_index_order():
+    from depthlab.torch.inputs import pairs_from_torch
+
+    x, y = pairs_from_torch(_Broken(-1), torch.device("cpu"))
+    assert x[:, 0].tolist() == list(range(8)) and y.tolist() == [i % 2 for i in range(8)]

@@ -565,7 +565,7 @@ def pairs_from_torch(data: Any, device: torch.device, part: str = "training", se
     n = len(ds)
     if n == 0:
         raise ValueError(f"the {part} data are empty")
-    first = _xy_of(ds[0])
+    first = _xy_of(_item(ds, 0, what))
     if not isinstance(first, (tuple, list)) or len(first) != 2:
         hint = (f" (keys {sorted(map(str, first))[:6]}): give a DataLoader whose collate_fn "
                 "returns (x, y) batches" if isinstance(first, dict) else "")
@@ -576,13 +576,32 @@ def pairs_from_torch(data: Any, device: torch.device, part: str = "training", se
     # and their stacked copy
     xs, ys = [pair[0]], [pair[1]]
     for i in range(1, n):
-        x, y = _xy_of(ds[i])
+        x, y = _xy_of(_item(ds, i, what))
         xs.append(_as_tensor(x, "x"))
         ys.append(_as_tensor(y, "y"))
     try:
         return torch.stack(xs), torch.stack(ys)
     except RuntimeError as e:
         raise ValueError(f"data: the items of {what} differ in shape: {e}") from None
+
+
+def _item(ds: Any, i: int, what: str) -> Any:
+    """``ds[i]``; an exception the Dataset's ``__getitem__`` raises (a ``KeyError``, a missing
+    file, a failing transform) becomes one ValueError naming the Dataset's class, the index
+    it was asked for (a sampler's ``Subset``: the index into the user's Dataset) and what it
+    raised (the user's exception kept as ``__cause__``); running out of memory is raised as
+    it is."""
+    try:
+        return ds[i]
+    except (MemoryError, torch.OutOfMemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 - any error of the user's __getitem__, named
+        index = ds.indices[i] if isinstance(ds, torch.utils.data.Subset) else i
+        said = " ".join(str(e).split())
+        raised = f"{type(e).__name__}: {said}" if said else type(e).__name__
+        raise ValueError(f"data: reading {what}[{index}] raised {raised}; expected its "
+                         "__getitem__ to return an (x, y) pair for every index below its "
+                         "len()") from e
 
 
 def _xy_of(item: Any) -> Any:
@@ -608,7 +627,7 @@ def _collated(loader: torch.utils.data.DataLoader, ds: Any, what: str, device: t
     xs: list[torch.Tensor] = []
     ys: list[torch.Tensor] = []
     for start in range(0, n, size):
-        items = [ds[i] for i in range(start, min(n, start + size))]
+        items = [_item(ds, i, what) for i in range(start, min(n, start + size))]
         out = _xy_of(loader.collate_fn(items if batched else items[0]))
         if not isinstance(out, (tuple, list)) or len(out) != 2:
             keys = f" with keys {sorted(map(str, out))[:6]}" if isinstance(out, dict) else ""
