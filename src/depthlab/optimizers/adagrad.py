@@ -38,6 +38,17 @@ class Adagrad(Optimizer):
                                                   self.initial_accumulator_value)
         return {"sum": xp.full_like(p.value, start)}
 
+    def state_dict(self) -> dict[str, Any]:
+        """:meth:`Optimizer.state_dict`; before the first step each parameter's ``sum`` is its
+        starting value ``s_0 = initial_accumulator_value`` (torch's Adagrad creates its sums in
+        its constructor, so its state_dict holds them from the start): an Adagrad built with
+        other settings that loads it goes on from ``s_0``, as torch's does (it started from
+        its own ``initial_accumulator_value``: 20 steps ended 5e-3 away from torch's)."""
+        out = super().state_dict()
+        if self._groups is None and not self.state:
+            out["state"] = [{"sum": self._init_state(p)["sum"]} for p in self.params]
+        return out
+
     def _update(self, t: int) -> None:
         clr = self.lr / (1 + (t - 1) * self.lr_decay)
         eps = self.eps
