@@ -96,3 +96,57 @@ def test_a_command_started_with_sigint_ignored_stops_at_an_early_sigint():
     assert res.returncode == 130, (res.returncode, res.stdout[-300:], res.stderr[-300:])
     assert res.stderr.strip().splitlines() == ["depthlab: interrupted"]
     assert "digits" not in res.stdout  # the listing was not printed
+
+
+def _probed_config(every: int, max_steps: int) -> dict:
+    from depthlab.experiments import validate
+
+    return validate({"name": "p", "data": {"name": "clusters", "n": 60},
+                     "model": {"sizes": ["auto", 8, 8, "auto"]},
+                     "train": {"epochs": 10 ** 9, "max_steps": max_steps, "batch_size": 20},
+                     "probes": {"every": every, "jacobian": False}})
+
+
+def test_the_history_check_counts_the_probes(monkeypatch):
+    """10⁷ steps probed at every step record at least 26 rows x 64 bytes per step, 15.5 GiB:
+    the check counted the steps and epochs alone (1.7 GiB) and let the run start, to fail
+    when the memory ran out. With 4 GiB available it is refused naming the probes; probed
+    every 1000 steps, or without probes, it fits."""
+    import depthlab.memory as memory
+    from depthlab.experiments import ExperimentError
+    from depthlab.experiments.runner import check_history
+
+    monkeypatch.setattr(memory, "available_memory", lambda: 4 * 2 ** 30)
+    config = _probed_config(every=1, max_steps=10 ** 7)
+    with pytest.raises(ExperimentError, match=r"10,000,000 steps with its probes every 1 "
+                                              r"step\(s\) needs about 17\.\d GiB.*a larger "
+                                              r"probes\.every"):
+        check_history(config, 40)
+    check_history(_probed_config(every=1000, max_steps=10 ** 7), 40)
+    check_history(_probed_config(every=0, max_steps=10 ** 7), 40)
+
+
+def test_probe_history_bytes_is_the_documented_lower_bound():
+    from depthlab.experiments.runner import probe_history_bytes
+
+    config = _probed_config(every=1, max_steps=10)
+    assert probe_history_bytes(config, 10 ** 7) == (10 ** 7 + 1) * (2 * 3 + 10 * 2) * 64
+    assert probe_history_bytes(_probed_config(every=7, max_steps=10), 70) == 11 * 26 * 64
+    assert probe_history_bytes(_probed_config(every=0, max_steps=10), 70) == 0
+
+
+def test_a_sweep_whose_probes_cannot_fit_is_refused_before_any_point_trains(tmp_path,
+                                                                            monkeypatch):
+    """Through run_sweep: 2000 steps probed at every step need at least 3.3 MB of probe rows;
+    with 2 MB available the sweep is refused before it trains (it trained the point)."""
+    import depthlab.memory as memory
+    from depthlab.experiments import ExperimentError
+
+    monkeypatch.setattr(memory, "available_memory", lambda: 2 * 10 ** 6)
+    raw = {"name": "p", "data": {"name": "clusters", "n": 60},
+           "model": {"sizes": ["auto", 8, 8, "auto"]},
+           "train": {"epochs": 10 ** 9, "max_steps": 2000, "batch_size": 20},
+           "probes": {"every": 1, "jacobian": False}}
+    with pytest.raises(ExperimentError, match=r"with its probes every 1 step\(s\).*no "
+                                              r"point ran"):
+        run_sweep(raw, tmp_path / "o", echo=None)

@@ -299,11 +299,41 @@ def planned_steps(config: dict[str, Any], n_train: int) -> tuple[int, int]:
     return int(steps), per_epoch
 
 
+PROBE_ROW_BYTES = 64
+"""Memory of one row of the probe history, at least (its step, layer, quantity and value in
+the final table, 32 bytes, plus the recorder's own copy while training: 89-97 measured)."""
+PROBE_ROWS_PER_LAYER = 2
+PROBE_ROWS_PER_HIDDEN = 10
+"""Rows one probe step records, at least: ``2`` per Dense layer and ``10`` more per hidden
+layer (measured: 2 for ``sizes = [in, out]``, 48 for two hidden layers, 186 for eight)."""
+
+
+def probe_history_bytes(config: dict[str, Any], steps: int) -> int:
+    """A lower bound of the probe history's memory for ``steps`` training steps: ``(steps //
+    every + 1) x (2 L + 10 H) x`` :data:`PROBE_ROW_BYTES` for ``L = len(sizes) - 1`` Dense
+    layers and ``H = L - 1`` hidden ones; 0 with ``probes.every = 0`` (no probes)."""
+    every = (config.get("probes") or {}).get("every")
+    sizes = (config.get("model") or {}).get("sizes")
+    if not isinstance(every, int) or isinstance(every, bool) or every < 1 or not sizes:
+        return 0
+    layers = max(len(sizes) - 1, 1)
+    rows = PROBE_ROWS_PER_LAYER * layers + PROBE_ROWS_PER_HIDDEN * (layers - 1)
+    return (int(steps) // every + 1) * rows * PROBE_ROW_BYTES
+
+
+def history_bytes(config: dict[str, Any], steps: int, epochs: int) -> int:
+    """A lower bound of a run's history memory: ``steps x`` :data:`HISTORY_STEP_BYTES` ``+
+    epochs x`` :data:`HISTORY_EPOCH_BYTES` ``+`` :func:`probe_history_bytes`."""
+    return (int(steps) * HISTORY_STEP_BYTES + int(epochs) * HISTORY_EPOCH_BYTES
+            + probe_history_bytes(config, steps))
+
+
 def check_history(config: dict[str, Any], n_train: int) -> None:
     """Refuse a run whose training history cannot fit in memory: ``steps x``
-    :data:`HISTORY_STEP_BYTES` ``+ epochs x`` :data:`HISTORY_EPOCH_BYTES` (a lower bound;
-    probes add to it) against the memory available. ``train.epochs = 10**12`` trained until
-    the history grew past the machine's memory, everything then lost. Not with
+    :data:`HISTORY_STEP_BYTES` ``+ epochs x`` :data:`HISTORY_EPOCH_BYTES` ``+`` the probes'
+    (:func:`history_bytes`, a lower bound) against the memory available. ``train.epochs =
+    10**12`` trained until the history grew past the machine's memory, everything then lost
+    (and ``probes.every = 1`` over 10⁸ steps, its probes uncounted, likewise). Not with
     ``train.patience``: early stopping ends the run when it stops improving. Called after
     :func:`prepare` by ``depthlab run`` and :func:`execute` (sweep points), not by
     :func:`prepare` itself: the doctor keeps its own step budget."""
@@ -314,15 +344,18 @@ def check_history(config: dict[str, Any], n_train: int) -> None:
         return
     steps, per_epoch = planned_steps(config, n_train)
     epochs = -(-steps // max(per_epoch, 1))
-    need = steps * HISTORY_STEP_BYTES + epochs * HISTORY_EPOCH_BYTES
+    need = history_bytes(config, steps, epochs)
+    probes = probe_history_bytes(config, steps)
     plan = (f"train.epochs = {t['epochs']} ({per_epoch} step{'s' * (per_epoch != 1)} each on "
             f"{n_train} training rows)" if t.get("epochs") is not None and steps != t.get(
                 "max_steps") else f"train.max_steps = {t.get('max_steps')}")
     try:
-        check_fits(need, f"{plan}: the training history of {steps:,} steps")
+        check_fits(need, f"{plan}: the training history of {steps:,} steps" + (
+            f" with its probes every {config['probes']['every']} step(s)" if probes else ""))
     except MemoryRefusal as e:
         raise ExperimentError(f"{e}; accepted: fewer epochs, train.max_steps, or "
-                              "train.patience to stop early") from None
+                              "train.patience to stop early" + (
+                                  ", or a larger probes.every" if probes else "")) from None
 
 
 def check_data_file(config: dict[str, Any]) -> None:

@@ -451,13 +451,14 @@ def check_histories(executor: Executor, points: list[SweepPoint], store: Store) 
     memory (:func:`~depthlab.experiments.runner.check_history`) are refused before any point
     runs: ``train.epochs = 10**12`` in a grid was stored as failed after the points before it
     trained (one process) or beside them (``--jobs 2``). Screened without the data by a lower
-    bound, ``min(epochs, max_steps) x HISTORY_STEP_BYTES`` (an epoch has at least one step);
+    bound, ``runner.history_bytes`` of ``min(epochs, max_steps)`` steps (an epoch has at least
+    one step; its probes counted);
     only a point past it has its data loaded (once per data set), for the exact count and
     line. Not for workers elsewhere (their memory is their own) nor ``train.patience``."""
     if _workers_here(executor) < 1:
         return
     from ..memory import available_memory
-    from .runner import HISTORY_STEP_BYTES, check_history, load_data
+    from .runner import check_history, history_bytes, load_data
 
     avail = available_memory()
     rows: dict[str, int | None] = {}
@@ -468,7 +469,7 @@ def check_histories(executor: Executor, points: list[SweepPoint], store: Store) 
         bounds = [int(v) for v in (t.get("epochs"), t.get("max_steps")) if v is not None]
         if t.get("patience") is not None or not bounds:
             continue
-        if min(bounds) * HISTORY_STEP_BYTES <= avail:
+        if history_bytes(p.config, min(bounds), 0) <= avail:
             continue
         key = json.dumps([p.config["data"], p.config["model"].get("dtype"), t.get("loss")],
                          sort_keys=True, default=str)
