@@ -150,3 +150,54 @@ def test_a_sweep_whose_probes_cannot_fit_is_refused_before_any_point_trains(tmp_
     with pytest.raises(ExperimentError, match=r"with its probes every 1 step\(s\).*no "
                                               r"point ran"):
         run_sweep(raw, tmp_path / "o", echo=None)
+
+
+SLOW_SWEEP = """name = "slow"
+[data]
+name = "clusters"
+n = 400
+[model]
+sizes = ["auto", 16, 16, "auto"]
+[train]
+epochs = 100000
+batch_size = 4
+[probes]
+every = 0
+jacobian = false
+[sweep]
+"train.seed" = [0, 1]
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_an_interrupted_sweep_with_json_prints_its_summary(tmp_path, sig):
+    """`sweep --json` stopped by a signal printed nothing on stdout (a script reading the
+    summary failed on empty input); now the summary of what was stored, marked
+    "interrupted"."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = tmp_path / "slow.toml"
+    cfg.write_text(SLOW_SWEEP)
+    proc = subprocess.Popen([sys.executable, "-m", "depthlab", "sweep", str(cfg), "--out",
+                             str(tmp_path / "o"), "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        for line in proc.stderr:  # messages go to stderr with --json
+            if "running on this process" in line or time.monotonic() > deadline:
+                break
+        time.sleep(1.0)
+        proc.send_signal(getattr(signal, sig))
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == (130 if sig == "SIGINT" else 143), err[-500:]
+    summary = json.loads(out)
+    assert summary["interrupted"] == sig
+    assert summary["points"] == 2 and summary["counts"] == {}
+    assert summary["store"].endswith("depthlab.db")

@@ -215,18 +215,14 @@ def run(args: argparse.Namespace) -> int:
             sys.stderr.write(f"depthlab: interrupted ({name}): {done}run the same command "
                              "again to finish the grid\n")
             code = _EXIT.get(seen[0], 130) if seen else 130
+            if args.json and isinstance(e, SweepInterrupted):  # what was stored, as --json
+                # promises: stdout held nothing, a script reading it failed on empty input
+                _print_json(e.result, resolve_db_path(args.out), interrupted=name)
             arm_shutdown_timer(code)  # the process's own command only
             return code
     store = resolve_db_path(args.out)  # DIR/depthlab.db, or the .db file given as --out
     if args.json:
-        import json
-
-        print(json.dumps({"sweep": res.sweep, "points": res.total, "skipped": res.skipped,
-                          "repeated": res.repeated,
-                          "counts": res.counts, "seconds": res.seconds,
-                          "failures": [{"id": i, "name": n, "error": err}
-                                       for i, n, err in res.failures],
-                          "store": str(store)}, indent=1))
+        _print_json(res, store)
     from ..experiments.progress import without_point
 
     failed = "".join(f"\n  failed {i} {n}: {without_point(err)}" for i, n, err in res.failures)
@@ -254,6 +250,20 @@ def run(args: argparse.Namespace) -> int:
         if more:
             sys.stderr.write(f"depthlab: {more}\n")
     return 1 if res.count("failed") else 0
+
+
+def _print_json(res: Any, store: Path, interrupted: str | None = None) -> None:
+    """The ``--json`` summary of sweep result ``res`` on stdout; an interrupted sweep's (the
+    points stored before the signal) adds ``"interrupted": "SIGINT"`` (or ``"SIGTERM"``)."""
+    import json
+
+    summary = {"sweep": res.sweep, "points": res.total, "skipped": res.skipped,
+               "repeated": res.repeated, "counts": res.counts, "seconds": res.seconds,
+               "failures": [{"id": i, "name": n, "error": err} for i, n, err in res.failures],
+               "store": str(store)}
+    if interrupted is not None:
+        summary["interrupted"] = interrupted
+    print(json.dumps(summary, indent=1), flush=True)
 
 
 COMMAND = Command("sweep", "run a [sweep] grid in parallel, here or on Dask (resumable)",
