@@ -686,7 +686,9 @@ class _Tab:
                     # layers of 512): the page kept saying "building the network" of the
                     # old setup, as if the change had been ignored
                     told = True
-                    self._enqueue({"type": "waiting", "message": (
+                    # (its query: a refusal of a later setup said before this notice stays
+                    # on the page while the refused value stays in its control)
+                    self._enqueue({"type": "waiting", "query": to_query(setup), "message": (
                         "building the previous network first (it cannot be stopped halfway); "
                         "this setup starts once it is built" if old.state == "loading" else
                         "waiting for the previous session to stop; this setup starts then")})
@@ -697,7 +699,8 @@ class _Tab:
             # --host 0.0.0.0 for a class: every student's tab trained a network on the
             # teacher's CPU (thirty networks on four cores), and nothing capped them
             n = self.registry.max_sessions
-            self._enqueue({"type": "waiting", "full": True, "message": (
+            self._enqueue({"type": "waiting", "full": True, "query": to_query(setup),
+                           "message": (
                 f"the playground is full: {n} {'tab has' if n == 1 else 'tabs have'} a network "
                 "on this server, as many as it allows (its --max-sessions); this setup starts "
                 f"as soon as {'it closes' if n == 1 else 'one of them closes'}")})

@@ -419,8 +419,9 @@ function handle(m) {
     case "waiting":  // the previous setup's network is still being built
       setState("waiting");
       // the setup that waits passed the server's checks: a refusal shown before it (a value
-      // since corrected) no longer applies, and stayed up until the old network was built
-      clearRefusal();
+      // since corrected) no longer applies, and stayed up until the old network was built;
+      // one of a later setup, said before this notice, does while its value stays
+      if (!refusalStands(m.query)) clearRefusal();
       $("grad-summary").textContent = m.message;
       // a full server (its --max-sessions): said at the top too, where a student looks first;
       // the network's "accepted" clears it once a place is free
