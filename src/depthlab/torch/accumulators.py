@@ -915,6 +915,52 @@ class Acc:
                                else f.reshape(-1).clone())
             self.pct = None
 
+    def add_sums(self, x: torch.Tensor, n: int, s1: float, s2: float) -> None:
+        """:meth:`add` of one call's CPU tensor ``x`` of ``n = x.numel()`` entries whose
+        ``s1 = sum x`` and ``s2 = sum x^2`` (host floats) the caller's kernel pass gave (a layer
+        output and its ReLU's, :func:`~depthlab.torch.kernels.layer_relu`): ``(c, S1, S2)`` of
+        :func:`_centered`, ``R = sqrt(S2)`` (taken again from the values by :func:`host_norm`
+        where it leaves ``[NORM_LOW, NORM_HIGH]`` and ``c = 0``), the same arithmetic as
+        :meth:`add` given ``total = (s1, s2)``, without its dispatch on the argument types."""
+        if self.want_abs or self.want_sorted:
+            self.add(x, (s1, s2))
+            return
+        if n == 0:
+            return
+        c, s1, s2 = _centered(x, n, s1, s2)
+        self.ns.append(n)
+        self.cs.append(c)
+        self.a.append(s1)
+        r = math.sqrt(s2)
+        self.b.append(r if NORM_LOW <= r <= NORM_HIGH or c != 0.0 else host_norm(x, s2, s1))
+
+    def add_plain(self, x: torch.Tensor, k) -> None:
+        """:meth:`add` of a call's tensor ``x`` (no ``total``) with the kernels ``k``: a plain
+        C-contiguous CPU float32/float64 tensor outside autograd (a gradient in a backward
+        hook) is summed by its address, ``(S1, S2, A) = (sum x, sum x^2, sum |x|)`` by
+        :func:`~depthlab.torch.kernels.sums_at`, then ``(c, S1, S2)`` of :func:`_centered` and
+        ``R = sqrt(S2)`` as in :meth:`add` (the same compiled pass and arithmetic, with the
+        argument checks made once); every other tensor, or no kernels, or percentiles, takes
+        :meth:`add`."""
+        like = KERNEL_LIKE.get(x.dtype) if type(x) is torch.Tensor else None
+        if like is None or k is None or self.want_sorted or x.requires_grad or not x.is_cpu \
+                or x.layout != torch.strided or x.is_neg() or not x.is_contiguous():
+            self.add(x, None, k)
+            return
+        n = x.numel()
+        if n == 0:
+            return
+        s1, s2, sabs = k.sums_at(x.data_ptr(), n, like)
+        c, s1, s2 = _centered(x, n, s1, s2)
+        self.cs.append(c)
+        self.a.append(s1)
+        r = math.sqrt(s2)
+        self.b.append(r if NORM_LOW <= r <= NORM_HIGH or c != 0.0
+                      else host_norm(x.numpy().ravel("K"), s2, sabs))
+        if self.want_abs:
+            self.abs.append(sabs)
+        self.ns.append(n)
+
     def freeze(self, percentiles: Sequence[float], keep: bool = False) -> None:
         """Compute the percentiles of the pooled values and drop the copies (memory; with
         ``keep`` their concatenation stays in :attr:`kept` for a :meth:`merge`, together with
@@ -1131,7 +1177,10 @@ class ActAcc:
         self.n += n
         self.n_active += n
         self.active.append(float(n - off))
-        self._pool_alive(alive)
+        if self.alive is None and self.units is None:  # the first mask: _pool_alive's
+            self.alive = alive  # answer without its frames
+        else:
+            self._pool_alive(alive)
 
     def add_relu_output(self, a: torch.Tensor, spec: ActivationSpec, axis: int, wk=None
                         ) -> torch.Tensor | tuple[float, float] | None:

@@ -1077,7 +1077,7 @@ class Recording:
             acc = t.get(index)
             if acc is None:
                 acc = t[index] = Acc(want_abs=True)
-            acc.add(g, None, k)
+            acc.add_plain(g, k)
         return hook
 
     def _watch_grad(self, out: torch.Tensor, table: dict, index: int) -> None:
@@ -1090,13 +1090,16 @@ class Recording:
         gradient holds the same entries: a tensor hook on the view never fired once the view
         was changed in place (``nn.ReLU(inplace=True)``, ``h.mul_(2)``), which left such a
         layer without ``grad_pre_*`` rows."""
-        base = out._base if out._is_view() else None
+        view = out._is_view()
+        base = out._base if view else None
         if base is not None and base.grad_fn is not None and base.numel() == out.numel():
-            out = base
+            out, view = base, False  # (a view's _base is never a view itself)
         fn = out.grad_fn
-        aside = self.p.aside(table)  # a create_graph backward's (grad mode on in its hooks)
-        fresh = self._stamp == _hook_stamp()  # no hook added since ours were put last
-        if fn is None or out._is_view():
+        p = self.p  # a create_graph backward's table (grad mode on in its hooks): p.aside
+        aside = p.grad_cg if table is p.grad else p.block_grad_cg
+        # no hook added since ours were put last (_hook_stamp() inline)
+        fresh = self._stamp == (RemovableHandle.next_id, _ARMS[0])
+        if fn is None or view:
             hook = self._grad_hook(table, index, aside)
             out.register_hook(hook)
             self._tap(hook, fresh)
@@ -1122,7 +1125,7 @@ class Recording:
                 acc = t.get(index)
                 if acc is None:
                     acc = t[index] = Acc(want_abs=True)
-                acc.add(g, None, k)
+                acc.add_plain(g, k)
         fn.register_prehook(prehook)
         self._tap(prehook, fresh)
         if not self._in_model:  # a submodule called outside the model's forward: its pass is
@@ -1215,7 +1218,10 @@ class Recording:
             self._layer_post(module, args, output)
 
     def _layer_pre(self, module, args) -> None:
-        if self._idle and not self._transformed_in_model():
+        # (``self._idle`` with its first tests inline: in the model's forward, the usual case,
+        # its answer without the property's and _in_transform's frames; see _layer_post)
+        if (self._model_idle or _PEEK is not None and _PEEK() is not None
+                or not self._in_model and self._idle) and not self._transformed_in_model():
             return
         for info in self._owners[id(module)]:
             if not info.has_output:
@@ -1223,7 +1229,10 @@ class Recording:
                 info.calls += 1
 
     def _layer_post(self, module, args, output) -> None:
-        if self._idle:
+        # ``self._idle`` (the same tests in its order, the same side effects): it answers
+        # True for _model_idle or a torch.func transform, False in the model's forward
+        if self._model_idle or _PEEK is not None and _PEEK() is not None \
+                or not self._in_model and self._idle:
             if self._transformed_in_model() and _NO_FUNCTORCH is not None:
                 with _NO_FUNCTORCH():  # ordinary operations on the ordinary tensor
                     self._layer_output(module, args, _plain(_first_tensor(output)))
@@ -1332,7 +1341,7 @@ class Recording:
         else:  # by address: no NumPy view to build and unbox (the same compiled pass)
             p1, p2, r1, r2, z = wk.layer_relu_at(out.data_ptr(), n // units, units,
                                                  _LIKE[out.dtype], alive)
-        acc.add(out, (p1, p2), wk)
+        acc.add_sums(out, n, p1, p2)
         self.p.fused[relu] = (out, _ver(out), info, (n, r1, r2, z, alive))
         return True
 
@@ -1543,7 +1552,8 @@ class Recording:
     def _relu_post(self, module, args, kwargs, output) -> None:
         """A ReLU needs no pre-hook: its input is linked to a layer here, where an in-place
         ReLU has returned that very tensor with its version counter one higher."""
-        if self._idle:
+        if self._model_idle or _PEEK is not None and _PEEK() is not None \
+                or not self._in_model and self._idle:  # self._idle (see _layer_post)
             return
         out = output if type(output) is torch.Tensor else _first_tensor(output)
         x = args[0] if args and type(args[0]) is torch.Tensor else \
@@ -1566,7 +1576,7 @@ class Recording:
                 acc.follower(module)
                 n, r1, r2, z, alive = fused[3]
                 acc.add_relu_counts(n, z, alive, self._spec(module))
-                acc.out.add(out, (r1, r2), self._wk)
+                acc.out.add_sums(out, out.numel(), r1, r2)
                 if x is not out:  # (in place: its link is the ReLU's now)
                     p.links[id(x)] = (x, fused[1], info, "taken")
                 p.links[id(out)] = (out, _ver(out), info, "act")
