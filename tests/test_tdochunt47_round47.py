@@ -113,3 +113,18 @@ def test_the_cli_refuses_a_nan_forward_with_exit_2(tmp_path):
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "computes NaN or infinity itself" in lines[0], r.stderr
+
+
+def test_the_numpy_doctor_names_a_nan_weight_before_training():
+    import depthlab as dl
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((128, 8))
+    net = dl.mlp([8, 16, 16, 2], "relu", "he_normal", seed=0)
+    weight = next(p for p in net.parameters() if p.name == "dense2.W")
+    weight.value[2, 5] = np.inf
+    # old code: "divergence ... before any update, so the initial weights overflow", he_normal
+    with pytest.raises(ValueError, match=r"parameter 'dense2\.W' of the network holds 1 "
+                                         r"non-finite value\(s\) of 256 .*first inf at index "
+                                         r"\(2, 5\)"):
+        dl.doctor(net, (x, (x[:, 0] > 0).astype(np.int64)), steps=10, lr=0.1, verify=False)

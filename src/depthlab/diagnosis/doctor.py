@@ -135,6 +135,23 @@ def _check_finite_rows(x: np.ndarray, y: np.ndarray) -> None:
                              "finite numbers")
 
 
+def _check_finite_parameters(net: Network) -> None:
+    """A ValueError before any training when a parameter ``p`` of ``net`` holds a value with
+    ``not isfinite(p)`` (NaN or +-inf, written into it by hand or loaded so), naming the
+    parameter, how many of its values and the first one's index: such a network's loss is NaN
+    from the first step, which read as 'divergence ... the initial weights overflow' with a
+    re-initialization prescribed that discards the given weights."""
+    for p in net.parameters():
+        value = np.asarray(p.value)
+        bad = ~np.isfinite(value)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"parameter {p.name!r} of the network holds {int(bad.sum())} "
+                             f"non-finite value(s) of {value.size} before any training (first "
+                             f"{value[where]} at index {where}); expected finite initial "
+                             f"weights")
+
+
 def _check_mean_loss(loss: Any) -> None:
     """A ValueError for a loss object whose ``reduction`` is not "mean": the rules compare its
     values with mean losses (the best constant prediction's, a cure's), so a summed loss (B
@@ -1032,6 +1049,7 @@ def doctor(
     # fit's check, before any training: a hyperparameter the optimizer does not take (momentum
     # for adam) or a bad value is refused with the optimizer's own message (a throwaway one)
     get_optimizer(optimizer, net.parameters(), lr=lr, **optimizer_kwargs)
+    _check_finite_parameters(net)  # a NaN weight: not 'the initial weights overflow'
     _check_mean_loss(loss)
     if verify and "sizes" not in config:  # refused before training, not after it
         raise ValueError("verify=True needs a network built by mlp() (its config is empty), "
