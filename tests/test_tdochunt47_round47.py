@@ -64,11 +64,16 @@ def test_the_module_that_computes_nan_is_named(blobs):
         dlt.doctor(log_module, blobs, steps=10, batch_size=32, verify=False)
 
 
-def test_a_nan_weight_is_named_before_training(blobs):
-    with pytest.raises(ValueError, match=r"parameter '2\.weight' of the model holds 1 "
-                                         r"non-finite value\(s\) of 32 .*first nan at index "
-                                         r"\(1, 3\)"):
-        dlt.doctor(nan_weight, blobs, steps=10, batch_size=32, verify=False)
+def test_a_nan_weight_is_named_in_the_divergence_finding_not_called_an_overflow(blobs):
+    # old code: "... before any update: the initial weights overflow" (nothing overflowed)
+    diag = dlt.doctor(nan_weight, blobs, steps=10, batch_size=32, max_cures=1)
+    f = diag.finding("divergence")
+    assert f is not None and f.evidence["step"] == 1, str(diag)
+    assert f.evidence["nonfinite_parameter"] == "2.weight"
+    assert "parameter '2.weight' holds 1 non-finite value(s) of 32 before any update" in f.message
+    assert "overflow" not in f.prescription_text and "not finite" in f.prescription_text
+    (v,) = diag.verifications  # a re-initialization replaces the NaN: verified, it helps
+    assert "init" in v.prescription and v.helped, str(diag)
 
 
 def test_weights_that_overflow_float32_at_init_still_get_the_divergence_finding(blobs):

@@ -1286,11 +1286,12 @@ def doctor(
             fresh = _calibrating(fresh, d.x)  # mode needs the training set's statistics, at
             calibrate_population(model, d.x)  # the start too (train() sets them at the end)
         _check_token_ids(model, d)  # first: else torch's 'index out of range in self'
-        _check_finite_parameters(model)  # NaN weights: not 'the initial weights overflow'
+        bad_weights = nonfinite_parameters(model)  # named in a divergence finding
         with kept_state(loss_fn):  # the checks leave a stateful loss module as given
             _check_runs(model, d, loss_fn)
             _check_first_step(_scratch_copy(model, fresh, seed), spec, d, loss_fn)
-            _check_finite_forward(model, d, min(spec.batch_size, len(d.x)))
+            if not bad_weights:  # NaN weights: the divergence finding names them
+                _check_finite_forward(model, d, min(spec.batch_size, len(d.x)))
             _check_finite_loss(model, d, loss_fn, min(spec.batch_size, len(d.x)))
         settings = _settings(spec, loss_fn, device)
         theory, theory_note = (theory_rows(model, d.probe_source[0][:PROBE_EXAMPLES].clone())
@@ -1360,30 +1361,46 @@ def doctor(
             diagnosis.findings = rank_findings(diagnosis.findings, list(best.values()))
             order = {f.kind: i for i, f in enumerate(diagnosis.findings)}
             diagnosis.verifications.sort(key=lambda v: order.get(v.kind, len(order)))
+    name_nonfinite_weights(diagnosis.findings, bad_weights)
     if out is not None:
         _store(diagnosis, base, out, name, time.perf_counter() - t0, verify, theory,
                theory_note, data_key=data_fingerprint(d), max_cures=max_cures)
     return diagnosis
 
 
-def _check_finite_parameters(model: nn.Module) -> None:
-    """A ValueError before any training when a trainable parameter ``p`` of the model holds a
-    value with ``not isfinite(p)`` (NaN or +-inf: an uninitialized ``torch.empty`` tensor, a
-    NaN written into it), naming the parameter, how many of its values and the first one's
-    index. Such a model's loss is NaN from the first step; it read as 'divergence ... the
-    initial weights overflow', with a re-initialization prescribed that discards the user's
-    weights. Buffers are not checked (an attention mask buffer holds -inf by design)."""
+def nonfinite_parameters(model: nn.Module) -> list[tuple[str, int, int]]:
+    """``(name, count, size)`` of each trainable parameter ``p`` of ``model`` holding values
+    with ``not isfinite(p)`` (NaN or +-inf: an uninitialized ``torch.empty`` tensor, a NaN
+    written into it), in the order of ``named_parameters``. Buffers are not read (an attention
+    mask buffer holds -inf by design)."""
+    bad: list[tuple[str, int, int]] = []
     for name, p in model.named_parameters():
-        if not p.requires_grad or not (p.is_floating_point() or p.is_complex()):
+        if p.requires_grad and (p.is_floating_point() or p.is_complex()):
+            n = int((~torch.isfinite(p.detach())).sum())
+            if n:
+                bad.append((name, n, p.numel()))
+    return bad
+
+
+def name_nonfinite_weights(findings: list[Finding], bad: list[tuple[str, int, int]]) -> None:
+    """A divergence at the first step of a model whose initial parameters ``bad``
+    (:func:`nonfinite_parameters`) hold NaN or infinity says so: its message gains ``The
+    initial weights are not finite: parameter 'NAME' holds N non-finite value(s) of SIZE ...``
+    and its prescription's 'the initial weights overflow' reads 'the initial weights are not
+    finite' (a re-initialization replaces them; nothing overflowed)."""
+    if not bad:
+        return
+    name, n, size = bad[0]
+    more = f" ({len(bad) - 1} more parameter(s) too)" if len(bad) > 1 else ""
+    for f in findings:
+        if f.kind != "divergence" or f.evidence.get("step") != 1:
             continue
-        bad = ~torch.isfinite(p.detach())
-        if bool(bad.any()):
-            where = tuple(int(i) for i in bad.nonzero()[0].tolist())
-            first = p.detach()[where].item() if where else p.detach().item()
-            raise ValueError(f"parameter {name!r} of the model holds {int(bad.sum())} "
-                             f"non-finite value(s) of {p.numel()} before any training (first "
-                             f"{first} at index {where}); expected finite initial weights (an "
-                             f"uninitialized torch.empty tensor?)")
+        f.evidence["nonfinite_parameter"] = name
+        f.message += (f" The initial weights are not finite: parameter {name!r} holds {n} "
+                      f"non-finite value(s) of {size} before any update{more}, so the first "
+                      f"loss is NaN at any learning rate.")
+        f.prescription_text = f.prescription_text.replace(
+            "the initial weights overflow", "the initial weights are not finite")
 
 
 OVERFLOW_SCALE = 1e30
