@@ -376,17 +376,37 @@ class _Pass:
 
     def gradeable(self) -> bool:
         """Whether a backward has graded this pass or still can: some of its gradient hooks
-        are alive (its autograd graph, or a part of it, is still held)."""
-        return self.graded() or any(r() is not None for r in self.taps)
+        are alive (its autograd graph, or a part of it, is still held): ``graded() or
+        any(r() is not None for r in taps)``."""
+        return self.graded() or self.tapped()
+
+    def tapped(self) -> bool:
+        """Whether one of its gradient hooks is alive: ``any(r() is not None for r in taps)``
+        (a loop: these predicates run at every forward, where a generator cost more than the
+        test)."""
+        for r in self.taps:
+            if r() is not None:
+                return True
+        return False
 
     def graded(self) -> bool:
-        """Whether a backward has run through this pass (a layer output got its gradient)."""
-        return self.plainly_graded() or any(acc.ns for acc in self.grad_cg.values())
+        """Whether a backward has run through this pass (a layer output got its gradient):
+        ``any(acc.ns for acc in (*grad.values(), *grad_cg.values()))``."""
+        for acc in self.grad.values():
+            if acc.ns:
+                return True
+        for acc in self.grad_cg.values():
+            if acc.ns:
+                return True
+        return False
 
     def plainly_graded(self) -> bool:
         """Whether an ordinary backward (not one with ``create_graph=True``) has run through
-        this pass."""
-        return any(acc.ns for acc in self.grad.values())
+        this pass: ``any(acc.ns for acc in grad.values())``."""
+        for acc in self.grad.values():
+            if acc.ns:
+                return True
+        return False
 
     def aside(self, table: dict) -> dict:
         """Where a create_graph backward's gradients for ``table`` go (see ``grad_cg``)."""
@@ -399,7 +419,7 @@ class _Pass:
         ``torch.autograd.grad(out.sum(), x, create_graph=True)`` before ``loss.backward()`` was
         pooled with the loss's gradient (a layer's ``grad_pre_std`` 0.041 where ``dL/ds``'s
         is 0.0041)."""
-        if any(acc.ns for acc in self.grad.values()):
+        if self.plainly_graded():
             self.grad_cg, self.block_grad_cg = {}, {}
         elif self.grad_cg:
             self.grad, self.block_grad = self.grad_cg, self.block_grad_cg
@@ -434,6 +454,32 @@ class _Pass:
         self.tasks |= other.tasks
         if other.maps is not None:  # (other is the earlier forward: its maps first)
             self.maps = other.maps + (self.maps or [])
+
+
+def _any_graded(passes: list[_Pass]) -> bool:
+    """``any(q.graded() for q in passes)``, without a generator."""
+    for q in passes:
+        if q.graded():
+            return True
+    return False
+
+
+def _swapped(slots: list) -> bool:
+    """Whether a forward found another tensor than its weight in a layer's slot:
+    ``any(m._parameters.get(n) is not w for m, n, w in slots)`` (``_Pass.swapped``)."""
+    for m, n, w in slots:
+        if m._parameters.get(n) is not w:
+            return True
+    return False
+
+
+def _links_need_grad(links: dict) -> bool:
+    """``any(link[0].requires_grad for link in links.values())``: a layer output of the pass
+    requires grad."""
+    for link in links.values():
+        if link[0].requires_grad:
+            return True
+    return False
 
 
 class Recording:
@@ -787,7 +833,7 @@ class Recording:
 
     def _settle(self, root: torch.autograd.graph.Node | None = None) -> None:
         earlier, self._earlier = self._earlier, []
-        if not any(q.graded() for q in earlier):
+        if not _any_graded(earlier):
             # (the usual record: the one earlier pass is the empty one begun after the last
             # record, which no backward graded) no earlier pass can be read or pooled: the
             # pass read is self.p, as the search below would conclude
@@ -933,7 +979,8 @@ class Recording:
                     q.open = False
         if self.percentiles and not p.open and not (earlier and earlier[-1].open):
             p.release()  # pooled with no other pass (see settle): its copies dropped
-        if p.gradeable() or not p.whole:  # (no gradient hook at all: no backward reaches it)
+        if graded or not p.whole or p.tapped():  # (p.gradeable() or not p.whole: no gradient
+            # hook at all, no backward reaches it)
             earlier.append(p)
         if len(earlier) > EARLIER_PASSES:  # gradient accumulation over many micro-batches
             # (while none is closed, the open passes are kept: a cell called in a loop, each
@@ -950,7 +997,7 @@ class Recording:
             return
         p = self.p
         p.whole = True
-        p.swapped = any(m._parameters.get(n) is not w for m, n, w in self._weight_slots)
+        p.swapped = _swapped(self._weight_slots)
         _mark_outputs(output, _serial(p))
         if p.links:  # activations the forward applies itself: F.relu(self.fc(x))
             record_functional(self, output)
@@ -960,7 +1007,7 @@ class Recording:
         # (a model returning a dataclass, whose fields _needs_grad does not see, never
         # concluded: from the second record on, the container of its blocks was taken for a
         # block, a block_grad_std row of its own)
-        graph = any(link[0].requires_grad for link in p.links.values())
+        graph = _links_need_grad(p.links)
         if self._outside:  # the sums of the model's own forward (h = h + blk(h) in a loop)
             self._caller_sums(_graph_nodes(output))
             self._outside.clear()
