@@ -456,6 +456,21 @@ class _Pass:
             self.maps = other.maps + (self.maps or [])
 
 
+def _puts_pops(slots: list) -> tuple[list, list]:
+    """The slots of :meth:`Recording.arm` (``(hooks dict, handle id, hook, mark dicts)``) as
+    two flat lists, in slot order: ``(dict, id, value)`` that arming stores (the hook into its
+    dict, then ``True`` into each mark dict) and ``(dict, id)`` that disarming pops (the hooks
+    dicts that are alive, then the mark dicts)."""
+    puts, pops = [], []
+    for hooks, key, fn, marks in slots:
+        puts.append((hooks, key, fn))
+        puts.extend((d, key, True) for d in marks)
+        if hooks is not None:
+            pops.append((hooks, key))
+        pops.extend((d, key) for d in marks)
+    return puts, pops
+
+
 def _any_graded(passes: list[_Pass]) -> bool:
     """``any(q.graded() for q in passes)``, without a generator."""
     for q in passes:
@@ -670,16 +685,15 @@ class Recording:
         registering does, without building new handles), in plan order."""
         if self._armed:
             return
+        if self._in_model:  # (in _FORWARDS only while _in_model: see _model_pre)
+            _FORWARDS.discard(self)
         self._in_model = self._model_idle = False  # a forward that raised left them set
         self._inner_calls.clear()  # (a forward that raised left its layer's call open)
         self._inner_taken.clear()
-        _FORWARDS.discard(self)
         plan = self._plan if self._plan is not None else self._hook_plan()
         if plan is self._slots_plan:
-            for hooks, key, fn, marks in self._slots:
-                hooks[key] = fn
-                for d in marks:
-                    d[key] = True
+            for d, key, value in self._puts:  # hooks[key] = fn, then its marks, per slot
+                d[key] = value
         else:
             self._handles = []
             for m, pre, post in plan:  # _Hook: copies of the model do not carry them
@@ -702,6 +716,7 @@ class Recording:
                             tuple(d for d in (r() for r in h.extra_dict_ref)
                                   if d is not None and h.id in d))
                            for h, fn in self._handles]
+            self._puts, self._pops = _puts_pops(self._slots)
             self._slots_plan = plan
         _ARMS[0] += 1
         self._armed = True
@@ -764,16 +779,15 @@ class Recording:
     def disarm(self) -> None:
         """Remove every hook (as ``handle.remove()`` does); the last pass's statistics stay
         readable."""
-        _FORWARDS.discard(self)  # closed inside a forward that raised: not in one any more
+        if self._in_model:  # closed inside a forward that raised: not in one any more (in
+            # _FORWARDS only while _in_model: see _model_pre)
+            _FORWARDS.discard(self)
         self._holder_exit()
         self._maps_exit()
         if not self._armed:
             return
-        for hooks, key, _, marks in self._slots:
-            if hooks is not None:
-                hooks.pop(key, None)
-            for d in marks:
-                d.pop(key, None)
+        for d, key in self._pops:  # its hook and marks per slot, as handle.remove() does
+            d.pop(key, None)
         self._armed = False
 
     def _spec(self, m: nn.Module) -> ActivationSpec | None:
@@ -927,7 +941,7 @@ class Recording:
         # while armed) is not a training pass: its hooks return at once and the pass being
         # recorded stays the last training forward's (a validation between backward and
         # Watch.step replaced it, gradient rows lost)
-        self._in_model = True
+        self._in_model = True  # (and in _FORWARDS: every place that sets it False takes it out)
         _FORWARDS.add(self)
         self._model_idle = not torch.is_grad_enabled() or _in_transform()
         if self._model_idle:
@@ -990,8 +1004,9 @@ class Recording:
         self._begin()
 
     def _model_post(self, module, args, output) -> None:
+        if self._in_model:  # (in _FORWARDS only while _in_model: see _model_pre)
+            _FORWARDS.discard(self)
         self._in_model = False
-        _FORWARDS.discard(self)
         if self._model_idle:
             self._model_idle = False
             return
