@@ -376,17 +376,37 @@ class _Pass:
 
     def gradeable(self) -> bool:
         """Whether a backward has graded this pass or still can: some of its gradient hooks
-        are alive (its autograd graph, or a part of it, is still held)."""
-        return self.graded() or any(r() is not None for r in self.taps)
+        are alive (its autograd graph, or a part of it, is still held): ``graded() or
+        any(r() is not None for r in taps)``."""
+        return self.graded() or self.tapped()
+
+    def tapped(self) -> bool:
+        """Whether one of its gradient hooks is alive: ``any(r() is not None for r in taps)``
+        (a loop: these predicates run at every forward, where a generator cost more than the
+        test)."""
+        for r in self.taps:
+            if r() is not None:
+                return True
+        return False
 
     def graded(self) -> bool:
-        """Whether a backward has run through this pass (a layer output got its gradient)."""
-        return self.plainly_graded() or any(acc.ns for acc in self.grad_cg.values())
+        """Whether a backward has run through this pass (a layer output got its gradient):
+        ``any(acc.ns for acc in (*grad.values(), *grad_cg.values()))``."""
+        for acc in self.grad.values():
+            if acc.ns:
+                return True
+        for acc in self.grad_cg.values():
+            if acc.ns:
+                return True
+        return False
 
     def plainly_graded(self) -> bool:
         """Whether an ordinary backward (not one with ``create_graph=True``) has run through
-        this pass."""
-        return any(acc.ns for acc in self.grad.values())
+        this pass: ``any(acc.ns for acc in grad.values())``."""
+        for acc in self.grad.values():
+            if acc.ns:
+                return True
+        return False
 
     def aside(self, table: dict) -> dict:
         """Where a create_graph backward's gradients for ``table`` go (see ``grad_cg``)."""
@@ -399,7 +419,7 @@ class _Pass:
         ``torch.autograd.grad(out.sum(), x, create_graph=True)`` before ``loss.backward()`` was
         pooled with the loss's gradient (a layer's ``grad_pre_std`` 0.041 where ``dL/ds``'s
         is 0.0041)."""
-        if any(acc.ns for acc in self.grad.values()):
+        if self.plainly_graded():
             self.grad_cg, self.block_grad_cg = {}, {}
         elif self.grad_cg:
             self.grad, self.block_grad = self.grad_cg, self.block_grad_cg
@@ -434,6 +454,47 @@ class _Pass:
         self.tasks |= other.tasks
         if other.maps is not None:  # (other is the earlier forward: its maps first)
             self.maps = other.maps + (self.maps or [])
+
+
+def _puts_pops(slots: list) -> tuple[list, list]:
+    """The slots of :meth:`Recording.arm` (``(hooks dict, handle id, hook, mark dicts)``) as
+    two flat lists, in slot order: ``(dict, id, value)`` that arming stores (the hook into its
+    dict, then ``True`` into each mark dict) and ``(dict, id)`` that disarming pops (the hooks
+    dicts that are alive, then the mark dicts)."""
+    puts, pops = [], []
+    for hooks, key, fn, marks in slots:
+        puts.append((hooks, key, fn))
+        puts.extend((d, key, True) for d in marks)
+        if hooks is not None:
+            pops.append((hooks, key))
+        pops.extend((d, key) for d in marks)
+    return puts, pops
+
+
+def _any_graded(passes: list[_Pass]) -> bool:
+    """``any(q.graded() for q in passes)``, without a generator."""
+    for q in passes:
+        if q.graded():
+            return True
+    return False
+
+
+def _swapped(slots: list) -> bool:
+    """Whether a forward found another tensor than its weight in a layer's slot:
+    ``any(m._parameters.get(n) is not w for m, n, w in slots)`` (``_Pass.swapped``)."""
+    for m, n, w in slots:
+        if m._parameters.get(n) is not w:
+            return True
+    return False
+
+
+def _links_need_grad(links: dict) -> bool:
+    """``any(link[0].requires_grad for link in links.values())``: a layer output of the pass
+    requires grad."""
+    for link in links.values():
+        if link[0].requires_grad:
+            return True
+    return False
 
 
 class Recording:
@@ -624,16 +685,15 @@ class Recording:
         registering does, without building new handles), in plan order."""
         if self._armed:
             return
+        if self._in_model:  # (in _FORWARDS only while _in_model: see _model_pre)
+            _FORWARDS.discard(self)
         self._in_model = self._model_idle = False  # a forward that raised left them set
         self._inner_calls.clear()  # (a forward that raised left its layer's call open)
         self._inner_taken.clear()
-        _FORWARDS.discard(self)
         plan = self._plan if self._plan is not None else self._hook_plan()
         if plan is self._slots_plan:
-            for hooks, key, fn, marks in self._slots:
-                hooks[key] = fn
-                for d in marks:
-                    d[key] = True
+            for d, key, value in self._puts:  # hooks[key] = fn, then its marks, per slot
+                d[key] = value
         else:
             self._handles = []
             for m, pre, post in plan:  # _Hook: copies of the model do not carry them
@@ -656,6 +716,7 @@ class Recording:
                             tuple(d for d in (r() for r in h.extra_dict_ref)
                                   if d is not None and h.id in d))
                            for h, fn in self._handles]
+            self._puts, self._pops = _puts_pops(self._slots)
             self._slots_plan = plan
         _ARMS[0] += 1
         self._armed = True
@@ -718,16 +779,15 @@ class Recording:
     def disarm(self) -> None:
         """Remove every hook (as ``handle.remove()`` does); the last pass's statistics stay
         readable."""
-        _FORWARDS.discard(self)  # closed inside a forward that raised: not in one any more
+        if self._in_model:  # closed inside a forward that raised: not in one any more (in
+            # _FORWARDS only while _in_model: see _model_pre)
+            _FORWARDS.discard(self)
         self._holder_exit()
         self._maps_exit()
         if not self._armed:
             return
-        for hooks, key, _, marks in self._slots:
-            if hooks is not None:
-                hooks.pop(key, None)
-            for d in marks:
-                d.pop(key, None)
+        for d, key in self._pops:  # its hook and marks per slot, as handle.remove() does
+            d.pop(key, None)
         self._armed = False
 
     def _spec(self, m: nn.Module) -> ActivationSpec | None:
@@ -787,7 +847,7 @@ class Recording:
 
     def _settle(self, root: torch.autograd.graph.Node | None = None) -> None:
         earlier, self._earlier = self._earlier, []
-        if not any(q.graded() for q in earlier):
+        if not _any_graded(earlier):
             # (the usual record: the one earlier pass is the empty one begun after the last
             # record, which no backward graded) no earlier pass can be read or pooled: the
             # pass read is self.p, as the search below would conclude
@@ -881,7 +941,7 @@ class Recording:
         # while armed) is not a training pass: its hooks return at once and the pass being
         # recorded stays the last training forward's (a validation between backward and
         # Watch.step replaced it, gradient rows lost)
-        self._in_model = True
+        self._in_model = True  # (and in _FORWARDS: every place that sets it False takes it out)
         _FORWARDS.add(self)
         self._model_idle = not torch.is_grad_enabled() or _in_transform()
         if self._model_idle:
@@ -933,7 +993,8 @@ class Recording:
                     q.open = False
         if self.percentiles and not p.open and not (earlier and earlier[-1].open):
             p.release()  # pooled with no other pass (see settle): its copies dropped
-        if p.gradeable() or not p.whole:  # (no gradient hook at all: no backward reaches it)
+        if graded or not p.whole or p.tapped():  # (p.gradeable() or not p.whole: no gradient
+            # hook at all, no backward reaches it)
             earlier.append(p)
         if len(earlier) > EARLIER_PASSES:  # gradient accumulation over many micro-batches
             # (while none is closed, the open passes are kept: a cell called in a loop, each
@@ -943,14 +1004,15 @@ class Recording:
         self._begin()
 
     def _model_post(self, module, args, output) -> None:
+        if self._in_model:  # (in _FORWARDS only while _in_model: see _model_pre)
+            _FORWARDS.discard(self)
         self._in_model = False
-        _FORWARDS.discard(self)
         if self._model_idle:
             self._model_idle = False
             return
         p = self.p
         p.whole = True
-        p.swapped = any(m._parameters.get(n) is not w for m, n, w in self._weight_slots)
+        p.swapped = _swapped(self._weight_slots)
         _mark_outputs(output, _serial(p))
         if p.links:  # activations the forward applies itself: F.relu(self.fc(x))
             record_functional(self, output)
@@ -960,7 +1022,7 @@ class Recording:
         # (a model returning a dataclass, whose fields _needs_grad does not see, never
         # concluded: from the second record on, the container of its blocks was taken for a
         # block, a block_grad_std row of its own)
-        graph = any(link[0].requires_grad for link in p.links.values())
+        graph = _links_need_grad(p.links)
         if self._outside:  # the sums of the model's own forward (h = h + blk(h) in a loop)
             self._caller_sums(_graph_nodes(output))
             self._outside.clear()

@@ -552,9 +552,25 @@ class Watch:
         ``dL/d(layer output)`` as the backward delivered it (before any clipping), and
         ``update_ratio = ||W_n - W_{n-1}|| / ||W_{n-1}||`` with ``W_{n-1}`` the weights at the
         previous call."""
+        n = self._calls
+        every = self.every
+        if 0 < n % every < every - 1 and type(loss) is torch.Tensor and loss.ndim == 0 \
+                and loss.dtype.is_floating_point and not loss.is_meta and not self._closed \
+                and not self._rec._armed:
+            # the usual unrecorded call (neither records nor arms, every >= 3; a 0-d floating
+            # loss; the hooks off): the loss's value kept (_kept, inlined), nothing else. The
+            # general path below does the same for it, after checks that cannot fire here
+            value = loss.detach()
+            if loss.is_leaf or loss._version != 0 or loss._is_view():
+                value = value.clone()
+            pending = self._pending
+            pending.append(value)
+            self._calls = n + 1
+            if len(pending) >= PENDING_LOSSES:
+                self._flush_losses()
+            return
         if self._closed:
             raise RuntimeError(_CLOSED.format(what="Watch.step()"))
-        n = self._calls
         if type(loss) is torch.Tensor and loss.ndim == 0 and loss.dtype.is_floating_point \
                 and not loss.is_meta:
             # the usual case, checked in place. A step that records on the CPU kernels' path
@@ -575,7 +591,6 @@ class Watch:
             raise TypeError(f"loss must be a scalar tensor or a number, got "
                             f"{type(loss).__name__}")
         self._pending.append(value)
-        every = self.every
         if 0 < n % every < every - 1:  # neither records nor arms (every >= 3): nothing else
             if self._rec._armed:  # (the recorded step's hooks, still on after a refused call)
                 self._rec.disarm()
