@@ -135,21 +135,41 @@ def _check_finite_rows(x: np.ndarray, y: np.ndarray) -> None:
                              "finite numbers")
 
 
-def _check_finite_parameters(net: Network) -> None:
-    """A ValueError before any training when a parameter ``p`` of ``net`` holds a value with
-    ``not isfinite(p)`` (NaN or +-inf, written into it by hand or loaded so), naming the
-    parameter, how many of its values and the first one's index: such a network's loss is NaN
-    from the first step, which read as 'divergence ... the initial weights overflow' with a
-    re-initialization prescribed that discards the given weights."""
+def nonfinite_parameters(net: Network) -> list[tuple[str, int, int]]:
+    """``(name, count, size)`` of each parameter ``p`` of ``net`` holding values with
+    ``not isfinite(p)`` (NaN or +-inf, written into it by hand or loaded so)."""
+    bad: list[tuple[str, int, int]] = []
     for p in net.parameters():
         value = np.asarray(p.value)
-        bad = ~np.isfinite(value)
-        if bad.any():
-            where = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(f"parameter {p.name!r} of the network holds {int(bad.sum())} "
-                             f"non-finite value(s) of {value.size} before any training (first "
-                             f"{value[where]} at index {where}); expected finite initial "
-                             f"weights")
+        n = int((~np.isfinite(value)).sum())
+        if n:
+            bad.append((p.name, n, int(value.size)))
+    return bad
+
+
+def name_nonfinite_weights(findings: list[Finding], bad: list[tuple[str, int, int]]) -> None:
+    """A divergence at the first step of a model whose initial parameters ``bad`` (``(name,
+    count, size)`` each, :func:`nonfinite_parameters` or the torch doctor's) hold NaN or
+    infinity says so: its message gains ``Parameter 'NAME' holds N non-finite value(s) of SIZE
+    before any update: nothing overflowed ...``, and 'the initial weights overflow' in its
+    message and prescription reads 'the initial weights are not finite' (a re-initialization
+    replaces them)."""
+    if not bad:
+        return
+    name, n, size = bad[0]
+    more = f" ({len(bad) - 1} more parameter(s) too)" if len(bad) > 1 else ""
+    for f in findings:
+        if f.kind != "divergence" or not (f.evidence.get("step") == 1
+                                           or f.evidence.get("before_update")):
+            continue
+        f.evidence["nonfinite_parameter"] = name
+        f.message += (f" Parameter {name!r} holds {n} non-finite value(s) of {size} before "
+                      f"any update{more}: nothing overflowed, and the first loss is NaN at any "
+                      f"learning rate.")
+        f.message = f.message.replace("the initial weights overflow",
+                                      "the initial weights are not finite")
+        f.prescription_text = f.prescription_text.replace(
+            "the initial weights overflow", "the initial weights are not finite")
 
 
 def _check_mean_loss(loss: Any) -> None:
@@ -1049,7 +1069,7 @@ def doctor(
     # fit's check, before any training: a hyperparameter the optimizer does not take (momentum
     # for adam) or a bad value is refused with the optimizer's own message (a throwaway one)
     get_optimizer(optimizer, net.parameters(), lr=lr, **optimizer_kwargs)
-    _check_finite_parameters(net)  # a NaN weight: not 'the initial weights overflow'
+    bad_weights = nonfinite_parameters(net)  # named in a divergence finding
     _check_mean_loss(loss)
     if verify and "sizes" not in config:  # refused before training, not after it
         raise ValueError("verify=True needs a network built by mlp() (its config is empty), "
@@ -1082,6 +1102,7 @@ def doctor(
     base = _train(net, config, d, settings, callbacks)
     # the constant prediction's loss kept: a diagnosis with no findings whose run did not learn
     # says so (findings.unlearned_text)
+    name_nonfinite_weights(base.findings, bad_weights)  # not 'the initial weights overflow'
     diagnosis = Diagnosis(findings=base.findings, baseline=base.final,
                           chance_loss=base.ctx.chance_loss,
                           probes=base.probes, config=config, settings=settings,

@@ -57,7 +57,13 @@ import torch
 from torch import nn
 
 from ..activations import get_activation
-from ..diagnosis.doctor import _improved, judged_metric, rank_findings, resolved_by
+from ..diagnosis.doctor import (
+    _improved,
+    judged_metric,
+    name_nonfinite_weights,
+    rank_findings,
+    resolved_by,
+)
 from ..diagnosis.findings import Diagnosis, Finding, Verification
 from ..diagnosis.prescriptions import recommended_init
 from ..diagnosis.rules import (
@@ -1380,27 +1386,6 @@ def nonfinite_parameters(model: nn.Module) -> list[tuple[str, int, int]]:
             if n:
                 bad.append((name, n, p.numel()))
     return bad
-
-
-def name_nonfinite_weights(findings: list[Finding], bad: list[tuple[str, int, int]]) -> None:
-    """A divergence at the first step of a model whose initial parameters ``bad``
-    (:func:`nonfinite_parameters`) hold NaN or infinity says so: its message gains ``The
-    initial weights are not finite: parameter 'NAME' holds N non-finite value(s) of SIZE ...``
-    and its prescription's 'the initial weights overflow' reads 'the initial weights are not
-    finite' (a re-initialization replaces them; nothing overflowed)."""
-    if not bad:
-        return
-    name, n, size = bad[0]
-    more = f" ({len(bad) - 1} more parameter(s) too)" if len(bad) > 1 else ""
-    for f in findings:
-        if f.kind != "divergence" or f.evidence.get("step") != 1:
-            continue
-        f.evidence["nonfinite_parameter"] = name
-        f.message += (f" The initial weights are not finite: parameter {name!r} holds {n} "
-                      f"non-finite value(s) of {size} before any update{more}, so the first "
-                      f"loss is NaN at any learning rate.")
-        f.prescription_text = f.prescription_text.replace(
-            "the initial weights overflow", "the initial weights are not finite")
 
 
 OVERFLOW_SCALE = 1e30
