@@ -1403,17 +1403,10 @@ def _check_finite_forward(model: nn.Module, d: TensorData, rows: int) -> None:
     names the innermost module whose output is non-finite on finite inputs. Outputs that are
     finite in float64, or large values on the way, are the weights' overflow: the divergence
     finding's business (its re-initializations)."""
-    found: list[torch.Tensor] = []
-
-    def floats(t: torch.Tensor) -> torch.Tensor:
-        if t.is_floating_point():
-            found.append(t)
-        return t
-
     try:
         with torch.no_grad(), rx.untouched(model):
             model.eval()
-            _map_leaves(model(d.x[:rows].clone()), torch.Tensor, floats)
+            found = _floating_leaves(model(d.x[:rows].clone()))
             if all(bool(torch.isfinite(t).all()) for t in found):
                 return
             wide = copy.deepcopy(model).double().eval()
@@ -1441,11 +1434,7 @@ def _float64_forward(wide: nn.Module, x: torch.Tensor) -> tuple[float | None, st
     names = {id(m): n for n, m in wide.named_modules()}
     peak = [0.0]
     culprit: list[str] = []
-
-    def leaves(obj: Any) -> list[torch.Tensor]:
-        got: list[torch.Tensor] = []
-        _map_leaves(obj, torch.Tensor, lambda t: got.append(t) or t)
-        return [t for t in got if t.is_floating_point()]
+    leaves = _floating_leaves
 
     def hook(m: nn.Module, inp: tuple, out: Any) -> None:
         outs = leaves(out)
@@ -1469,6 +1458,14 @@ def _float64_forward(wide: nn.Module, x: torch.Tensor) -> tuple[float | None, st
     return peak[0], culprit[0] if culprit else ""
 
 
+def _floating_leaves(obj: Any) -> list[torch.Tensor]:
+    """The floating-point tensors among the leaves of ``obj`` (a tensor, or tuples (named ones
+    too), lists and dicts of them: ``_map_leaves``), in leaf order."""
+    got: list[torch.Tensor] = []
+    _map_leaves(obj, torch.Tensor, lambda t: got.append(t) or t)
+    return [t for t in got if t.is_floating_point()]
+
+
 def _check_finite_loss(model: nn.Module, d: TensorData, loss_fn: Callable, rows: int) -> None:
     """A ValueError before any training when ``loss_fn`` is non-finite on the model's finite
     outputs ``o`` of the first ``rows`` training examples (eval mode, the initial weights;
@@ -1477,18 +1474,11 @@ def _check_finite_loss(model: nn.Module, d: TensorData, loss_fn: Callable, rows:
     weights (outputs large enough to overflow the loss give a finite loss once scaled into
     [-1, 1]: the divergence finding's, a re-initialization's, business). Such a loss read as
     'divergence ... the initial weights overflow', and every cure re-trained to NaN."""
-    found: list[torch.Tensor] = []
-
-    def floats(t: torch.Tensor) -> torch.Tensor:
-        if t.is_floating_point():
-            found.append(t)
-        return t
-
     try:
         with torch.no_grad(), rx.untouched(model):
             model.eval()
             out = model(d.x[:rows].clone())
-            _map_leaves(out, torch.Tensor, floats)
+            found = _floating_leaves(out)
             if not found or not all(bool(torch.isfinite(t).all()) for t in found):
                 return  # non-finite outputs: the weights' (or the inputs') overflow
             value = scalar_loss(loss_fn, out, d.y[:rows])
