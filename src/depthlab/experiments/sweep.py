@@ -311,14 +311,21 @@ def grid_order(base: dict[str, Any], grid: dict[str, list], *,
     return out
 
 
+EXECUTOR_METHODS = ("check", "expect", "run", "__enter__", "__exit__")
+"""The methods a sweep calls on its executor: an object that is not an :class:`Executor` but
+has them all (a test's or a user's own, duck-typed) is one."""
+
+
 def _executor(executor: Executor | None, jobs: int, cluster: Any) -> Executor:
     """``executor``, or :func:`make_executor` of ``jobs`` and ``cluster``; ``executor`` beside
     a ``cluster`` or ``jobs`` other than 1 is refused (one of them was silently ignored)."""
     if executor is None:
         return make_executor(jobs, cluster)
-    if not isinstance(executor, Executor):
+    if not isinstance(executor, Executor) and not all(
+            callable(getattr(executor, name, None)) for name in EXECUTOR_METHODS):
         raise TypeError(f"executor = {executor!r:.60} has the wrong type; accepted: an "
-                        "Executor (e.g. InProcess(), LocalPool(2), DaskExecutor(address)) or "
+                        "Executor (e.g. InProcess(), LocalPool(2), DaskExecutor(address)), an "
+                        "object with its methods (check, expect, run, and with-statement's) or "
                         "None (then jobs or cluster choose)")
     if cluster is not None or jobs != 1:
         given = f"cluster = {cluster!r}" if cluster is not None else f"jobs = {jobs!r}"
