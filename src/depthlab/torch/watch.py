@@ -558,13 +558,10 @@ class Watch:
                 and loss.dtype.is_floating_point and not loss.is_meta and not self._closed \
                 and not self._rec._armed:
             # the usual unrecorded call (neither records nor arms, every >= 3; a 0-d floating
-            # loss; the hooks off): the loss's value kept (_kept, inlined), nothing else. The
-            # general path below does the same for it, after checks that cannot fire here
-            value = loss.detach()
-            if loss.is_leaf or loss._version != 0 or loss._is_view():
-                value = value.clone()
+            # loss; the hooks off): the loss's value kept, nothing else. The general path
+            # below does the same for it, after checks that cannot fire here
             pending = self._pending
-            pending.append(value)
+            pending.append(_kept(loss))
             self._calls = n + 1
             if len(pending) >= PENDING_LOSSES:
                 self._flush_losses()
