@@ -727,7 +727,29 @@ function makePlot(id, opts, data) {
   // a name for screen readers: the panel's title (the numbers are in the text beside it)
   u.ctx.canvas.setAttribute("role", "img");
   u.ctx.canvas.setAttribute("aria-label", $(id).closest(".panel").querySelector("h3").textContent);
+  keyLegend(u);
   return u;
+}
+
+/* A legend entry hides or shows its line when clicked (uPlot's own toggle), but Tab never
+   reached it, Enter and Space did nothing on it, and a screen reader heard a table cell, not a
+   switch. Each entry is now a toggle button: focusable, pressed by Enter or Space (a click on
+   its label cell, where uPlot's toggle listens), aria-pressed = whether its line is drawn (uPlot's class u-off: not). */
+function keyLegend(u) {
+  const rows = [...u.root.querySelectorAll(".u-legend .u-series")];
+  const say = () => rows.forEach((r) => r.setAttribute("aria-pressed", String(!r.classList.contains("u-off"))));
+  for (const row of rows) {
+    row.tabIndex = 0;
+    row.setAttribute("role", "button");
+    row.title = "show or hide this line (Enter or Space)";
+    row.addEventListener("keydown", (ev) => {
+      if (ev.key !== "Enter" && ev.key !== " ") return;
+      ev.preventDefault();
+      if (!ev.repeat) (row.querySelector("th") || row).click();  // uPlot listens on the label cell
+    });
+  }
+  (u.hooks.setSeries ||= []).push(say);
+  say();
 }
 
 /* Log-scale panels plot log10(value) on a linear axis labelled 1e<k> at whole decades:
@@ -874,7 +896,17 @@ function buildPlots(m) {
   }, evoSeries.map(() => []));
   // which colour is which layer: the means' entries only (the dashed ±std share them)
   evo.root.querySelectorAll(".u-legend .u-series").forEach((row) => {
-    if (/^[+-]std /.test(row.textContent.trim())) row.style.display = "none";
+    if (/^[+-]std /.test(row.textContent.trim())) {
+      row.style.display = "none"; row.removeAttribute("tabindex");
+    }
+  });
+  // a layer's mean hidden or shown from the legend takes its dashed ±std lines with it (they
+  // have no entries of their own: hiding layer 1 left its two dashed lines drawn)
+  evo.hooks.setSeries.push((u, i) => {
+    const n = hl.length;
+    if (!(i >= 1 && i <= n)) return;
+    const show = u.series[i].show;
+    for (const k of [n + 2 * i - 1, n + 2 * i]) if (u.series[k].show !== show) u.setSeries(k, { show });
   });
   makePlot("plot-sat", {
     scales: { x: layerScale, y: { range: [0, 1] } },
@@ -1638,7 +1670,7 @@ async function main() {
     if (ev.key !== " " || ev.ctrlKey || ev.metaKey || ev.altKey) return false;
     const t = ev.target;
     return !t || t === document.body || t === pointed ||
-      !t.closest("input, select, textarea, button, a, summary");
+      !t.closest("input, select, textarea, button, a, summary, [role=button]");
   };
   document.addEventListener("keydown", (ev) => {
     if (!spaceIsOurs(ev)) return;

@@ -1,0 +1,86 @@
+"""Round 48 (playhunt48): the playground and the reports as a person sees them: keyboard-only
+use, screen readers' names, narrow and wide windows, reports of many layers and long names.
+Each test failed before its fix. Screenshots go to a temporary folder
+(``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR)."""
+
+from __future__ import annotations
+
+import pytest
+from helpers.browser import checked_page, screenshot_dir
+
+from depthlab.playground.server import Background
+
+MEASURED = "document.getElementById('grad-summary').dataset.step !== ''"
+
+
+@pytest.fixture(scope="module")
+def server():
+    with Background(memory_limit=256 * 2**20) as bg:
+        yield bg
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    return screenshot_dir(tmp_path_factory.mktemp("playhunt48"))
+
+
+@pytest.fixture()
+def page(browser, server):
+    with checked_page(browser) as pg:
+        yield pg
+
+
+def _legend_state(pg, plot: str) -> list[list]:
+    """[label, aria-pressed, drawn (no u-off)] of each legend entry of ``plot`` shown."""
+    return pg.evaluate("""(plot) => [...document.querySelectorAll(`#${plot} .u-legend .u-series`)]
+      .filter((r) => r.style.display !== 'none')
+      .map((r) => [r.textContent.trim(), r.getAttribute('aria-pressed'),
+                   !r.classList.contains('u-off')])""", plot)
+
+
+EVO_SERIES = """() => [...document.querySelectorAll('#plot-evo .u-legend .u-series')]
+  .map((r) => [r.textContent.trim(), !r.classList.contains('u-off')])"""
+
+
+# -- the plots' legends by keyboard --------------------------------------------------------------
+
+def test_a_plots_legend_entries_are_toggle_buttons_the_keyboard_reaches_and_presses(page, server):
+    """A click on a legend entry hides its line (uPlot); Tab never reached the entries and a
+    screen reader did not hear a button. Each is a named toggle button now: Enter hides the
+    line, Space shows it again (and does not play the network)."""
+    page.goto(server.url)
+    page.wait_for_function(MEASURED)
+    now = page.locator("#plot-grad").get_by_role("button", name="now")
+    assert now.count() == 1
+    assert now.get_attribute("aria-pressed") == "true"
+    page.focus("#share")  # the last control: Tab goes on into the panels
+    for _ in range(8):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.closest('#plot-grad') !== null"):
+            break
+    assert page.evaluate("document.activeElement.textContent.trim()") == "now"
+    page.keyboard.press("Enter")
+    assert _legend_state(page, "plot-grad")[0] == ["now", "false", False]
+    page.keyboard.press(" ")
+    assert _legend_state(page, "plot-grad")[0] == ["now", "true", True]
+    assert page.evaluate("document.body.dataset.state") == "paused"
+    page.keyboard.press(" ")  # the entry again, not play
+    page.keyboard.press(" ")
+    assert page.evaluate("document.body.dataset.state") == "paused"
+
+
+def test_hiding_a_layer_in_the_activations_over_training_legend_hides_its_std_lines(page, server):
+    """The evolution plot's dashed mean ± std lines have no legend entries of their own: hiding a
+    layer's mean from the legend left its two dashed lines drawn."""
+    page.goto(server.url)
+    page.wait_for_function(MEASURED)
+    first = page.locator("#plot-evo .u-legend .u-series th").first
+    label = first.text_content().strip()
+    first.click()
+    series = dict(page.evaluate(EVO_SERIES))
+    layer = label.split()[-1]
+    assert series[label] is False
+    assert (series[f"+std {layer}"], series[f"-std {layer}"]) == (False, False), series
+    first.click()
+    series = dict(page.evaluate(EVO_SERIES))
+    assert series[label] and series[f"+std {layer}"] and series[f"-std {layer}"]
