@@ -84,3 +84,21 @@ def test_hiding_a_layer_in_the_activations_over_training_legend_hides_its_std_li
     first.click()
     series = dict(page.evaluate(EVO_SERIES))
     assert series[label] and series[f"+std {layer}"] and series[f"-std {layer}"]
+
+
+# -- Escape ----------------------------------------------------------------------------------------
+
+def test_escape_cancels_a_running_doctor_wherever_the_focus_is(page, server):
+    """Escape did nothing: a keyboard user had to Tab to the doctor's cancel button (below every
+    panel on a phone). Escape now cancels a running doctor, the focus in a control."""
+    page.goto(server.url + "?model.depth=40")
+    page.wait_for_function(MEASURED)
+    page.focus("#doctor")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#doctor-cancel")
+    page.focus("#f-model-width")
+    page.keyboard.press("Escape")
+    page.wait_for_function("document.getElementById('doctor-out').textContent"
+                           ".includes('the doctor was cancelled')", timeout=20_000)
+    assert not page.is_disabled("#doctor")
+    assert page.input_value("#f-model-width") == "32"  # Escape typed nothing into the control

@@ -486,6 +486,7 @@ function handle(m) {
          // disabled ("already running") even after the setup on the page was changed
         const cancel = el("button", "cancel-doctor", "cancel the doctor");
         cancel.id = "doctor-cancel";
+        cancel.title = "stop the doctor's training (Escape)";
         cancel.addEventListener("click", () => {
           if (send({ cmd: "cancel_doctor" })) { cancel.disabled = true; cancel.textContent = "cancelling\u2026"; }
         });
@@ -1677,6 +1678,15 @@ async function main() {
     ev.preventDefault();
     // (while waiting the state stays "waiting": Space pauses a play pressed then)
     if (!ev.repeat) $(S.state === "running" || (S.state === "waiting" && S.wantPlay) ? "pause" : "play").click();
+  });
+  // Escape cancels a running doctor, wherever the focus is (before, Escape did nothing: the
+  // keyboard had to Tab to the cancel button, below every panel on a phone)
+  document.addEventListener("keydown", (ev) => {
+    if (ev.key !== "Escape" || ev.defaultPrevented) return;
+    const cancel = $("doctor-cancel");
+    if (!cancel || cancel.disabled || !cancel.isConnected) return;
+    ev.preventDefault();
+    cancel.click();
   });
   // a button presses itself when Space is released: not the one the pointer pressed
   document.addEventListener("keyup", (ev) => { if (spaceIsOurs(ev)) ev.preventDefault(); });
