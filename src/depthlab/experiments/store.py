@@ -416,14 +416,17 @@ class Store:
                              f"{_reason(e, self.path)}") from None
 
     def _open_schema(self) -> None:
-        """WAL mode and depthlab's tables (one attempt; :meth:`_while_locked` repeats it)."""
+        """WAL mode and depthlab's tables (one attempt; :meth:`_while_locked` repeats it).
+        The file is checked first (:meth:`_check_schema`): another program's database, a
+        newer store or a damaged one is refused untouched (WAL mode was set first, which
+        rewrites the file's header: such a file was changed by the refused command)."""
+        self._check_schema()
         self._conn.execute("PRAGMA journal_mode=WAL")
         # NORMAL under WAL: a commit is appended to the WAL without an fsync (the WAL
         # is synced at checkpoints), ~10x cheaper per run. A killed process still
         # leaves each run whole or absent; only a power loss or OS crash can drop the
         # last commits (never corrupt the file) -- a rerun of the sweep redoes them.
         self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._check_schema()
         with self._transaction(wait=False):
             for stmt in _SCHEMA.strip().split(";"):
                 if stmt.strip():
