@@ -179,6 +179,10 @@ class Verification:
     # validation examples the accuracies were measured on (None: not known): an accuracy
     # counts as above chance_acc only beyond its noise there (doctor._chance_noise)
     n_val: int | None = None
+    # why the prescription's re-training failed ('' where it ran): the error it raised, in one
+    # line (a cured model whose forward raised at step 8 stopped the whole doctor); such a
+    # cure never helped, and ``after`` holds no measurement
+    error: str = ""
 
     def __post_init__(self) -> None:
         """A gradient-flow metric below 0 says which way the gradients now go: the depth in
@@ -200,7 +204,7 @@ class Verification:
             "metric_after": self.metric_after, "resolved": self.resolved,
             "helped": self.helped, "new_findings": self.new_findings,
             "chance_loss": self.chance_loss, "chance_acc": self.chance_acc,
-            "n_val": self.n_val,
+            "n_val": self.n_val, **({"error": self.error} if self.error else {}),
         }), _infinities(before=self.before, after=self.after,
                         metric_before=self.metric_before, metric_after=self.metric_after))
 
@@ -217,7 +221,8 @@ class Verification:
                    new_findings=list(d.get("new_findings") or []),
                    chance_loss=_number(d.get("chance_loss")),
                    chance_acc=_number(d.get("chance_acc")),
-                   n_val=d["n_val"] if isinstance(d.get("n_val"), int) else None)
+                   n_val=d["n_val"] if isinstance(d.get("n_val"), int) else None,
+                   error=str(d.get("error") or ""))
 
     @property
     def gain(self) -> tuple[float, float]:
@@ -279,8 +284,11 @@ class Verification:
         prediction's 2.292: the run did not learn)"``); an accuracy that rose while the train
         loss rose by a larger factor than the validation error fell
         (:func:`~.doctor.accuracy_outweighs`: ``" (the validation accuracy rose 5 points, but
-        its error fell only 1.14x, 0.4 -> 0.35, while the train loss rose 2x)"``), else
+        its error fell only 1.14x, 0.4 -> 0.35, while the train loss rose 2x)"``); a
+        re-training that raised (:attr:`error`): ``" (its re-training failed: ...)"``; else
         ``""``."""
+        if self.error:  # no run to weigh: the re-training raised
+            return f" (its re-training failed: {self.error})"
         from .doctor import (
             ACC_TOLERANCE,
             CHANCE_ACC_Z,
@@ -331,8 +339,12 @@ class Verification:
 
     def summary(self) -> str:
         """One line: train loss, val accuracy and the finding's metric before -> after, and
-        whether the prescription helped (the rule in the class docstring)."""
+        whether the prescription helped (the rule in the class docstring); a re-training that
+        failed (:attr:`error`) has no after: ``train loss 1.366 -> none: did not help (its
+        re-training failed: ...)``."""
         b, a = self.before, self.after
+        if self.error:
+            return f"train loss {_loss(b)} -> none: {self.verdict()}"
         val = (f"val acc {_fmt(b.get('val_acc'))} -> {_fmt(a.get('val_acc'))}, "
                if _measured(b.get("val_acc")) or _measured(a.get("val_acc")) else "")
         return (f"train loss {_loss(b)} -> {_loss(a)}, "

@@ -251,13 +251,17 @@ class _ModelView:
         return []
 
 
-UNGRADED_UNJUDGED = ("saturated_frac", "dead_frac")
+UNGRADED_UNJUDGED = ("saturated_frac", "dead_frac", "act_mean")
 """Quantities that :meth:`TorchRunContext.at` leaves out for layers with no gradient at any
 probed step (frozen layers on the input's side of every trainable one): their saturated or
 dead units hold back no training, and no cure changes them (the re-initializations, the
 activation swap and the inserted norms keep frozen layers; two frozen N(0, 1) tanh layers
 under a trainable head read 'saturation ... the flat units pass little gradient back', both
-cures 'did not help', the saturated fraction 0.68 -> 0.68)."""
+cures 'did not help', the saturated fraction 0.68 -> 0.68). The mean activation too: six
+frozen N(0, 1) sigmoid layers under four trainable ones read 'mean_shift (layers 1-10) ...
+reaches 0.54 (layer 1)', and each verified swap, which keeps the frozen layers' sigmoids,
+'did not help' with the metric 0.5374 -> 0.5374, the frozen layer 1's mean, whatever the
+trainable layers' became."""
 
 
 @dataclass
@@ -1346,10 +1350,12 @@ def doctor(
             for changes, text in cures[:max_cures]:
                 key = json.dumps(changes, sort_keys=True, default=str)
                 if key not in runs:
-                    runs[key] = _verify_run(changes, fresh, seed, spec, d, loss_fn, settings, xs,
-                                            chance)
+                    runs[key] = _verify_run_or_error(changes, fresh, seed, spec, d, loss_fn,
+                                                     settings, xs, chance)
                 run = runs[key]
-                tried.append((_verification(f, changes, base, run, n_val, chance, chance_acc),
+                tried.append((_failed_verification(f, changes, base, run, n_val, chance,
+                                                   chance_acc) if isinstance(run, str) else
+                              _verification(f, changes, base, run, n_val, chance, chance_acc),
                               text))
             tried.sort(key=lambda vt: (not vt[0].helped, tuple(-g for g in vt[0].gain)))
             diagnosis.verifications.extend(v for v, _ in tried)
@@ -1734,6 +1740,45 @@ def _verify_run(changes: dict[str, Any], fresh: Callable[[int], nn.Module], seed
     torch.manual_seed(seed)  # re-initializations draw from the same stream every time
     model, new_spec = _apply_cure(changes, model, spec, xs, d, loss_fn)
     return _run(model, d, loss_fn, new_spec, {**settings, **new_spec.as_dict()}, chance=chance)
+
+
+def _verify_run_or_error(changes: dict[str, Any], fresh: Callable[[int], nn.Module], seed: int,
+                         spec: TorchTrainSpec, d: TensorData, loss_fn: Callable,
+                         settings: dict[str, Any], xs: torch.Tensor,
+                         chance: float = math.nan) -> _Run | str:
+    """:func:`_verify_run`, or the error its re-training raised in one line (``'ValueError: the
+    model or loss_fn failed in the probe at step 8 ...'``): a cured model that fails later
+    than the one step :func:`_cures` checks (its forward raising on the swapped activation,
+    running out of memory) is that cure's verification, 'did not help', not the end of the
+    whole diagnosis. A factory that builds another model (:class:`DifferentModel`) and
+    interrupts still end it."""
+    try:
+        return _verify_run(changes, fresh, seed, spec, d, loss_fn, settings, xs, chance)
+    except DifferentModel:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's model failed under the cure
+        said = " ".join(str(e).split()) or "(no message)"
+        if len(said) > VERIFY_ERROR_CHARS:
+            said = said[:VERIFY_ERROR_CHARS - 3] + "..."
+        return f"{type(e).__name__}: {said}"
+
+
+VERIFY_ERROR_CHARS = 300
+"""Characters of a failed re-training's error message kept in its verification."""
+
+
+def _failed_verification(f: Finding, changes: dict[str, Any], base: _Run, error: str,
+                         n_val: int | None = None, chance: float = math.nan,
+                         chance_acc: float = math.nan) -> Verification:
+    """The verification of a cure whose re-training raised ``error``: nothing measured after
+    (``after`` empty, the metric NaN), not resolved, never helped."""
+    rule = RULES.get(f.kind) or TORCH_RULES.get(f.kind)
+    before = base.metrics_by_kind.get(f.kind, math.nan)
+    return Verification(
+        kind=f.kind, prescription=dict(changes), before=dict(base.result.metrics), after={},
+        metric=str(getattr(rule, "metric", "metric")), metric_before=before,
+        metric_after=math.nan, resolved=False, helped=False, chance_loss=chance,
+        chance_acc=chance_acc, n_val=n_val, error=error)
 
 
 def _verification(f: Finding, changes: dict[str, Any], base: _Run, run: _Run,
