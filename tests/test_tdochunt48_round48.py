@@ -101,3 +101,62 @@ def test_a_verification_that_ran_writes_no_error_key():
                      metric_before=0.6, metric_after=0.1, resolved=True, helped=True)
     assert "error" not in v.to_dict()
     assert Verification.from_dict(v.to_dict()).error == ""
+
+
+@pytest.fixture()
+def factory_file(tmp_path, blobs):
+    x, y = blobs
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    (tmp_path / "m.py").write_text(
+        "from torch import nn\n\n\ndef make():\n"
+        "    return nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("device, said", [
+    ("tpu", "--device 'tpu' is not accepted; accepted: cpu, cuda"),
+    ("meta", "a 'meta' device cannot train here"),
+    ("", "--device '' is not accepted"),
+])
+def test_cli_device_refused_in_one_line(factory_file, capsys, monkeypatch, device, said):
+    """``--device`` did not exist ('unrecognized arguments: --device'); an unusable one is now
+    refused in one line, exit 2, before the factory runs."""
+    from helpers.cli import one_blas_thread, run_cli
+
+    one_blas_thread(monkeypatch)
+    monkeypatch.chdir(factory_file)
+    code, _, err = run_cli(capsys, "doctor", "--torch", str(factory_file / "m.py") + ":make",
+                           "--data", str(factory_file / "d.npz"), "--steps", "2",
+                           "--device", device, "--out", factory_file / "res")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and said in lines[0], err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is there")
+def test_cli_device_cuda_without_a_gpu_is_one_line(factory_file, capsys, monkeypatch):
+    from helpers.cli import one_blas_thread, run_cli
+
+    one_blas_thread(monkeypatch)
+    monkeypatch.chdir(factory_file)
+    for device in ("cuda", "cuda:1"):
+        code, _, err = run_cli(capsys, "doctor", "--torch", str(factory_file / "m.py") + ":make",
+                               "--data", str(factory_file / "d.npz"), "--device", device,
+                               "--out", factory_file / "res")
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and "no CUDA GPU is available" in lines[0], err
+    assert not (factory_file / "res").exists()
+
+
+def test_cli_device_cpu_diagnoses_and_is_torch_only(factory_file, capsys, monkeypatch):
+    from helpers.cli import one_blas_thread, run_cli
+
+    one_blas_thread(monkeypatch)
+    monkeypatch.chdir(factory_file)
+    code, out, err = run_cli(capsys, "doctor", "--torch", str(factory_file / "m.py") + ":make",
+                             "--data", str(factory_file / "d.npz"), "--steps", "3",
+                             "--device", "cpu", "--out", factory_file / "res", "--json")
+    assert code == 0, err
+    assert json.loads(out)["settings"]["device"] == "cpu"
+    (factory_file / "c.toml").write_text("")
+    code, _, err = run_cli(capsys, "doctor", str(factory_file / "c.toml"), "--device", "cpu")
+    assert code == 2 and "--device applies only with --torch" in err, err

@@ -74,9 +74,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="loss for --torch: cross_entropy (default), nll, mse, l1, smooth_l1, "
                         "huber, bce_with_logits, bce; mse, l1, smooth_l1 and huber also take "
                         "a file's real-valued targets (regression)")
+    g.add_argument("--device", default=None, metavar="DEVICE",
+                   help="torch device to diagnose on with --torch: cpu, cuda, cuda:N, mps "
+                        "(default: where FUNCTION puts the model)")
 
 
-TORCH_ONLY = ("data", "label", "n", "optimizer", "lr", "batch_size", "seed", "max_cures", "loss")
+TORCH_ONLY = ("data", "label", "n", "optimizer", "lr", "batch_size", "seed", "max_cures", "loss",
+              "device")
 DEFAULTS = {"optimizer": "sgd", "batch_size": 64, "seed": 0, "max_cures": 3,
             "loss": "cross_entropy"}
 """Defaults of the torch options; ``--lr`` is the doctor's per optimizer (0.1 for SGD, 1e-3)."""
@@ -114,6 +118,60 @@ def label_column(text: str | None, data: str | None) -> str | int | None:
     except (OSError, EOFError, UnicodeDecodeError, csv.Error):
         return text  # the reader names the problem
     return text if text in header else int(text)
+
+
+DEVICE_KINDS = ("cpu", "cuda", "mps")
+"""The device types ``--device`` takes (``cuda`` and ``cuda:N`` where a CUDA GPU is there)."""
+
+
+def parse_device(text: str, torch: Any) -> Any:
+    """``--device TEXT`` as a ``torch.device`` this machine has, or a UserError in one line: an
+    unknown name (``tpu``), a type not in :data:`DEVICE_KINDS` (``meta``: no values to
+    train), ``cuda`` without a CUDA GPU (torch's 'Torch not compiled with CUDA enabled' came
+    only after the data were read), ``cuda:N`` past the GPUs there, ``mps`` where it is not
+    available."""
+    accepted = "accepted: cpu, cuda, cuda:N (a GPU's index), mps"
+    try:
+        device = torch.device(text.strip())
+    except (RuntimeError, ValueError, TypeError):
+        raise UserError(f"--device {text!r} is not accepted; {accepted}") from None
+    if device.type not in DEVICE_KINDS:
+        raise UserError(f"--device {text!r} is not accepted (a {device.type!r} device cannot "
+                        f"train here); {accepted}")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"--device {text!r}: no CUDA GPU is available on this machine "
+                            "(torch.cuda.is_available() is False); use --device cpu or leave "
+                            "it out")
+        if device.index is not None and device.index >= count:
+            raise UserError(f"--device {text!r}: this machine has {count} CUDA GPU"
+                            f"{'' if count == 1 else 's'} (cuda:0"
+                            f"{'' if count == 1 else f' to cuda:{count - 1}'})")
+    if device.type == "mps":
+        mps = getattr(getattr(torch, "backends", None), "mps", None)
+        if mps is None or not mps.is_available():
+            raise UserError(f"--device {text!r}: MPS (Apple's GPU) is not available on this "
+                            "machine; use --device cpu or leave it out")
+    return device
+
+
+def on_device(make_model: Any, device: Any) -> Any:
+    """``make_model`` (a factory or a module instance) whose model is on ``device``: the
+    factory's each call moved there (``make_model().to(device)``), an instance moved in place
+    (the doctor diagnoses a deep copy of it)."""
+    if device is None:
+        return make_model
+    import torch
+
+    if isinstance(make_model, torch.nn.Module):
+        return make_model.to(device)
+
+    def moved() -> Any:
+        model = make_model()
+        return model.to(device) if isinstance(model, torch.nn.Module) else model
+
+    return moved
 
 
 def refuse_without_torch(args: argparse.Namespace) -> None:
@@ -328,6 +386,7 @@ def run(args: argparse.Namespace) -> int:
                         f"{did_you_mean(args.optimizer, OPTIMIZERS)}; accepted: "
                         f"{', '.join(OPTIMIZERS)}")
     args.label = label_column(args.label, args.data)
+    args.device = None if args.device is None else parse_device(args.device, torch)
     threads = getattr(args, "threads", None)
     if threads is not None and threads >= 1:
         torch.set_num_threads(threads)  # torch's intra-op pool (threadpoolctl sets BLAS's)
@@ -422,6 +481,7 @@ def _diagnose(args: argparse.Namespace, torch: Any, load_dataset: Callable, doct
         out = _output_shape(probe_model, x[:2], torch)
         y, y_val = (float_targets(t, out, ds.y_train) for t in (y, y_val))
     data = (x, y, x_val, y_val)
+    make_model = on_device(make_model, args.device)  # after the shapes, read on the host
     opt = args.optimizer if args.lr is None else (args.optimizer, {"lr": args.lr})
     kwargs: dict[str, Any] = {"optimizer": opt, "loss_fn": args.loss,
                               "batch_size": args.batch_size, "seed": args.seed,
