@@ -258,16 +258,27 @@ class ExponentialLR(LRScheduler):
         return self.base_lr * self.gamma ** self.last_epoch
 
 
+def _start_factor(value: Any) -> float:
+    """``float(value)`` of LinearLR's ``start_factor``, a finite number with ``0 < value <= 1``
+    (torch's rule; every refusal names that range: NaN, -0.1 and 1.5 were told
+    "in [0.0, 1.0]", which 0 is not)."""
+    try:
+        v = check_number("start_factor", value, high=1.0)
+    except ValueError:
+        v = 0.0
+    if v == 0.0:
+        raise ValueError(f"invalid start_factor value: {value!r}; expected a finite number in "
+                         "(0, 1]")
+    return v
+
+
 class LinearLR(LRScheduler):
     """``lr_0 * start_factor`` at epoch 0, rising (or falling) linearly to ``lr_0 *
     end_factor`` at ``total_iters``, then constant (torch's ``LinearLR``)."""
 
     def __init__(self, optimizer: Optimizer, start_factor: float = 1.0 / 3,
                  end_factor: float = 1.0, total_iters: int = 5, last_epoch: int = -1) -> None:
-        self.start_factor = check_number("start_factor", start_factor, high=1.0)
-        if self.start_factor == 0.0:  # torch: "expected ... > 0 and <= 1"
-            raise ValueError(f"invalid start_factor value: {start_factor!r}; expected a finite "
-                             "number in (0, 1]")
+        self.start_factor = _start_factor(start_factor)
         self.end_factor = check_number("end_factor", end_factor, high=1.0)
         self.total_iters = _count("total_iters", total_iters)
         super().__init__(optimizer, last_epoch)
