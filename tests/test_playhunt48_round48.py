@@ -102,3 +102,20 @@ def test_escape_cancels_a_running_doctor_wherever_the_focus_is(page, server):
                            ".includes('the doctor was cancelled')", timeout=20_000)
     assert not page.is_disabled("#doctor")
     assert page.input_value("#f-model-width") == "32"  # Escape typed nothing into the control
+
+
+# -- what a screen reader hears ------------------------------------------------------------------
+
+def test_the_training_state_is_a_live_status_a_screen_reader_hears_change(page, server):
+    """Play pressed from the keyboard changed the state shown (paused -> running) in a plain
+    span: a screen reader said nothing. The state is a status (a polite live region) now."""
+    page.goto(server.url)
+    page.wait_for_function(MEASURED)
+    assert page.get_by_role("status").filter(has_text="paused").count() == 1
+    page.focus("#play")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.body.dataset.state === 'running'")
+    assert page.get_by_role("status").filter(has_text="running").count() == 1
+    page.keyboard.press("Tab")  # pause
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.body.dataset.state === 'paused'")
