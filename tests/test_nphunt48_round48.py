@@ -20,20 +20,43 @@ def _sgd():
     return get_optimizer("sgd", [Parameter("p", np.zeros(2))], lr=0.1)
 
 
+_SCHEDULERS = {
+    "LinearLR.start_factor": (lambda o, v: S.LinearLR(o, start_factor=v), "(0.0, 1.0]"),
+    "ConstantLR.factor": (lambda o, v: S.ConstantLR(o, factor=v), "(0.0, 1.0]"),
+    "OneCycleLR.div_factor": (lambda o, v: S.OneCycleLR(o, max_lr=0.1, total_steps=10,
+                                                        div_factor=v), "> 0.0"),
+    "OneCycleLR.final_div_factor": (lambda o, v: S.OneCycleLR(
+        o, max_lr=0.1, total_steps=10, final_div_factor=v), "> 0.0"),
+    "CyclicLR.step_size_up": (lambda o, v: S.CyclicLR(o, base_lr=0.01, max_lr=0.1,
+                                                      step_size_up=v), "> 0.0"),
+}
+
+
 @pytest.mark.parametrize("bad", [float("nan"), -0.1, 1.5, 0.0, float("inf")])
-def test_linear_lr_start_factor_refusal_names_the_range_it_accepts(bad):
-    """LinearLR's ``start_factor`` must be in (0, 1] (torch's rule). NaN, -0.1 and 1.5 were
-    refused with "expected a finite number in [0.0, 1.0]", a range that holds 0, which is
-    itself refused."""
+@pytest.mark.parametrize("which", list(_SCHEDULERS))
+def test_scheduler_refusals_name_the_range_they_accept(which, bad):
+    """Settings that must be > 0 were refused with a range that holds the refused 0: LinearLR's
+    ``start_factor`` and ConstantLR's ``factor`` (NaN, -0.1, 1.5, inf: "expected a finite
+    number in [0.0, 1.0]"), OneCycleLR's ``div_factor``/``final_div_factor`` and CyclicLR's
+    ``step_size_up`` (-0.1, NaN: ">= 0.0"; 0 got a line that did not name the value)."""
+    build, accepted = _SCHEDULERS[which]
+    if accepted == "> 0.0" and bad == 1.5:
+        build(_sgd(), bad)  # within range
+        return
     with pytest.raises(ValueError) as info:
-        S.LinearLR(_sgd(), start_factor=bad)
+        build(_sgd(), bad)
     msg = str(info.value)
-    assert repr(bad) in msg and "(0, 1]" in msg and "[0.0" not in msg
+    name = which.split(".")[1]
+    assert f"{name} value: {bad!r};" in msg and accepted in msg and "[0.0" not in msg \
+        and ">= 0" not in msg
 
 
-def test_linear_lr_start_factor_still_accepts_its_range_and_refuses_text():
-    s = S.LinearLR(_sgd(), start_factor=1.0)
-    assert s.start_factor == 1.0
+def test_scheduler_settings_keep_their_accepted_values_and_refuse_text():
+    assert S.LinearLR(_sgd(), start_factor=1.0).start_factor == 1.0
+    assert S.ConstantLR(_sgd(), factor=1e-9).factor == 1e-9
+    s = S.OneCycleLR(_sgd(), max_lr=0.1, total_steps=10, div_factor=1e-3, final_div_factor=2)
+    assert s.initial_lrs == [0.1 / 1e-3]
+    assert S.CyclicLR(_sgd(), base_lr=0.01, max_lr=0.1, step_size_up=0.5).total_size == 1.0
     with pytest.raises(TypeError, match="start_factor"):
         S.LinearLR(_sgd(), start_factor="0.5")
 

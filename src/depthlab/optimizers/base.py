@@ -25,23 +25,26 @@ from ..validators import to_float
 
 
 def check_number(name: str, value: Any, *, low: float = 0.0, high: float | None = None,
-                 high_inclusive: bool = True) -> float:
-    """Return ``float(value)`` after checking ``low <= value <= high`` (or ``< high``).
+                 high_inclusive: bool = True, low_inclusive: bool = True) -> float:
+    """Return ``float(value)`` after checking ``low <= value <= high`` (``low < value`` with
+    ``low_inclusive=False``, ``value < high`` with ``high_inclusive=False``).
 
     Raises TypeError for non-numbers (bools included) and ValueError naming the value when
-    it is out of range, infinite or NaN (an infinite lr, momentum or eps is no setting).
+    it is out of range, infinite or NaN (an infinite lr, momentum or eps is no setting); the
+    message states the accepted range with its open and closed ends.
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
     v = to_float(value)  # an int beyond the float range is inf (refused below), no OverflowError
-    ok = math.isfinite(v) and v >= low
+    ok = math.isfinite(v) and (v >= low if low_inclusive else v > low)
     if high is not None:
         ok = ok and (v <= high if high_inclusive else v < high)
     if not ok:
         if high is None:
-            accepted = f" >= {low}" if math.isfinite(low) else ""
+            accepted = f" {'>=' if low_inclusive else '>'} {low}" if math.isfinite(low) else ""
         else:
-            accepted = f" in [{low}, {high}{']' if high_inclusive else ')'}"
+            accepted = (f" in {'[' if low_inclusive else '('}{low}, "
+                        f"{high}{']' if high_inclusive else ')'}")
         raise ValueError(f"invalid {name} value: {value!r}; expected a finite number{accepted}")
     return v
 

@@ -258,27 +258,15 @@ class ExponentialLR(LRScheduler):
         return self.base_lr * self.gamma ** self.last_epoch
 
 
-def _start_factor(value: Any) -> float:
-    """``float(value)`` of LinearLR's ``start_factor``, a finite number with ``0 < value <= 1``
-    (torch's rule; every refusal names that range: NaN, -0.1 and 1.5 were told
-    "in [0.0, 1.0]", which 0 is not)."""
-    try:
-        v = check_number("start_factor", value, high=1.0)
-    except ValueError:
-        v = 0.0
-    if v == 0.0:
-        raise ValueError(f"invalid start_factor value: {value!r}; expected a finite number in "
-                         "(0, 1]")
-    return v
-
-
 class LinearLR(LRScheduler):
     """``lr_0 * start_factor`` at epoch 0, rising (or falling) linearly to ``lr_0 *
     end_factor`` at ``total_iters``, then constant (torch's ``LinearLR``)."""
 
     def __init__(self, optimizer: Optimizer, start_factor: float = 1.0 / 3,
                  end_factor: float = 1.0, total_iters: int = 5, last_epoch: int = -1) -> None:
-        self.start_factor = _start_factor(start_factor)
+        # torch: "expected ... > 0 and <= 1"
+        self.start_factor = check_number("start_factor", start_factor, high=1.0,
+                                         low_inclusive=False)
         self.end_factor = check_number("end_factor", end_factor, high=1.0)
         self.total_iters = _count("total_iters", total_iters)
         super().__init__(optimizer, last_epoch)
@@ -364,10 +352,8 @@ class ConstantLR(LRScheduler):
 
     def __init__(self, optimizer: Optimizer, factor: float = 1.0 / 3,
                  total_iters: int = 5, last_epoch: int = -1) -> None:
-        self.factor = check_number("factor", factor, high=1.0)
-        if self.factor == 0.0:  # torch divides by it at total_iters (ZeroDivisionError)
-            raise ValueError(f"invalid factor value: {factor!r}; expected a finite number in "
-                             "(0, 1]")
+        # > 0: torch divides by it at total_iters (ZeroDivisionError)
+        self.factor = check_number("factor", factor, high=1.0, low_inclusive=False)
         self.total_iters = _count("total_iters", total_iters, low=0)
         super().__init__(optimizer, last_epoch)
 
@@ -557,11 +543,10 @@ class OneCycleLR(_MomentumCycle):
                              "'cos', 'linear'")
         self.anneal_strategy = anneal_strategy
         self.max_lrs = _numbers("max_lr", max_lr, optimizer)
-        self.div_factor = check_number("div_factor", div_factor)
-        self.final_div_factor = check_number("final_div_factor", final_div_factor)
-        if self.div_factor == 0.0 or self.final_div_factor == 0.0:
-            raise ValueError("div_factor and final_div_factor must be > 0 (the lr is divided by "
-                             "them)")
+        # > 0: the lr is divided by them
+        self.div_factor = check_number("div_factor", div_factor, low_inclusive=False)
+        self.final_div_factor = check_number("final_div_factor", final_div_factor,
+                                             low_inclusive=False)
         self.initial_lrs = [hi / self.div_factor for hi in self.max_lrs]
         self.min_lrs = [lo / self.final_div_factor for lo in self.initial_lrs]
         self.cycle_momentum = check_flag("cycle_momentum", cycle_momentum)
@@ -665,9 +650,8 @@ class CyclicLR(_MomentumCycle):
                             f"{type(optimizer).__name__}")
         self.base_lr_values = _numbers("base_lr", base_lr, optimizer)
         self.max_lrs = _numbers("max_lr", max_lr, optimizer)
-        up = check_number("step_size_up", step_size_up)  # torch takes float(...) of them
-        if up == 0.0:
-            raise ValueError("invalid step_size_up value: 0; expected a number > 0")
+        # torch takes float(...) of them; a cycle of 0 steps up divides by 0
+        up = check_number("step_size_up", step_size_up, low_inclusive=False)
         down = up if step_size_down is None else check_number("step_size_down", step_size_down)
         self.total_size = up + down
         self.step_ratio = up / self.total_size
