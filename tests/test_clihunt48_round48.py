@@ -3,7 +3,9 @@ version's), two writers, unicode names, partly failing sweeps, progress without 
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import sys
 
 import pytest
 
@@ -38,3 +40,67 @@ def test_a_writable_open_leaves_a_newer_store_untouched(tmp_path):
                                          rf"{STORE_VERSION + 5}"):
         Store(tmp_path)
     assert db.read_bytes() == before
+
+
+RAW = {"name": "t", "data": {"name": "clusters", "n": 60},
+       "model": {"sizes": ["auto", 4, "auto"]},
+       "train": {"epochs": 1, "batch_size": 20},
+       "sweep": {"train.lr": [0.01, 0.1]}}
+
+
+class _SpyBar:
+    """A stand-in for the sweep's tqdm bar that records which lines were written while it
+    was cleared (``external_write_mode``)."""
+
+    cleared = False
+    lines_cleared: list[tuple[str, bool]] = []
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    @classmethod
+    @contextlib.contextmanager
+    def external_write_mode(cls, file=None):
+        cls.cleared = True
+        try:
+            yield
+        finally:
+            cls.cleared = False
+
+    def set_postfix_str(self, *args, **kwargs) -> None:
+        pass
+
+    def update(self, n=1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_sweeps_own_lines_are_written_above_its_bar(tmp_path, monkeypatch):
+    import depthlab.progress
+    from depthlab.experiments import run_sweep
+
+    monkeypatch.setattr(depthlab.progress, "tqdm_bar", lambda *a, **k: _SpyBar())
+    said: list[tuple[str, bool]] = []
+    run_sweep(RAW, tmp_path / "o", echo=lambda line: said.append((line, _SpyBar.cleared)),
+              progress=True)
+    running = [cleared for line, cleared in said if ": running on " in line]
+    # was written over the bar: "0/2 [00:00<?, ?pt/s]sweep ...: running on this process"
+    assert running == [True]
+    assert all(cleared for line, cleared in said if line.startswith("["))
+
+
+@pytest.mark.parametrize(("term", "bar"), [("dumb", False), ("DUMB", False),
+                                           ("xterm-256color", True), ("", True)])
+def test_progress_on_a_dumb_terminal_is_lines_not_a_bar(monkeypatch, term, bar):
+    import argparse
+
+    from depthlab.cli import common
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    monkeypatch.setenv("TERM", term)
+    args = argparse.Namespace(quiet=False)
+    # TERM=dumb drew a bar whose every redraw stayed on the screen (Emacs' shell)
+    assert common.progress_enabled(args) is bar
+    assert common.progress_mode(args) == ("bar" if bar else "lines")

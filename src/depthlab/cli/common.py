@@ -38,17 +38,26 @@ class Command:
     run: Callable[[argparse.Namespace], int | None]
 
 
+def draws_bars() -> bool:
+    """Whether stderr is a terminal that can redraw a bar: a terminal (``isatty``) whose
+    ``TERM`` is not ``dumb`` (Emacs' shell, some CI consoles: a bar's carriage returns
+    left each redraw on the screen)."""
+    return sys.stderr.isatty() and os.environ.get("TERM", "").strip().lower() != "dumb"
+
+
 def progress_enabled(args: argparse.Namespace) -> bool:
-    """Progress bars only for a person at a terminal (never into a log or a pipe)."""
-    return not getattr(args, "quiet", False) and sys.stderr.isatty()
+    """Progress bars only for a person at a terminal that redraws them (:func:`draws_bars`;
+    never into a log or a pipe)."""
+    return not getattr(args, "quiet", False) and draws_bars()
 
 
 def progress_mode(args: argparse.Namespace) -> bool | str:
-    """The trainer's ``progress`` setting: a bar on a terminal, plain status lines every few
-    seconds into a log or pipe (:mod:`depthlab.progress`), nothing with ``--quiet``."""
+    """The trainer's ``progress`` setting: a bar on a terminal (:func:`draws_bars`), plain
+    status lines every few seconds into a log, a pipe or a ``TERM=dumb`` terminal
+    (:mod:`depthlab.progress`), nothing with ``--quiet``."""
     if getattr(args, "quiet", False):
         return False
-    return "bar" if sys.stderr.isatty() else "lines"
+    return "bar" if draws_bars() else "lines"
 
 
 def say(args: argparse.Namespace) -> Callable[[str], None]:

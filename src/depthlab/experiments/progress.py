@@ -212,6 +212,18 @@ class SweepProgress:
             self.echo(line)
         return line
 
+    def say(self, line: str) -> None:
+        """``echo(line)`` for a line of the sweep's own (not a point's): with a bar drawn, the
+        bar is cleared, the line written and the bar drawn again below it (was written after
+        the bar on its own line: ``0/6 [00:00<?, ?pt/s]sweep ...: running on 2 processes``)."""
+        if self.echo is None:
+            return
+        if self.bar is not None:
+            with type(self.bar).external_write_mode(file=sys.stderr):
+                self._say(line)
+            return
+        self._say(line)
+
     def _say(self, line: str) -> None:
         """``echo(line)``, not beside a heartbeat line."""
         with self._lock:

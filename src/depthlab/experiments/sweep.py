@@ -596,6 +596,7 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
         store.close()
         raise
     prog = SweepProgress(total, echo, bar=progress, workers=executor.local_workers or 1)
+    say = prog.say  # above the bar, once one is drawn
     in_flight: set[str] = set()
     failed_here: set[str] = set()  # points this sweep stored as failed (a repeat: skipped)
     found: list[str] = []  # points found stored (another sweep ran them): recorded as ours
