@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from helpers.browser import chromium, screenshot_dir
-from helpers.cli import cli
+from helpers.browser import screenshot_dir
+from helpers.cli import run_cli
 from torch import nn
 
 import depthlab.torch as dlt
@@ -151,15 +151,18 @@ def test_deep_model_names_stay_readable():
     assert ticks[0] == "blocks.1.conv" and ticks[-1] == "blocks.60.conv"
 
 
-def test_cli_report_and_browser_screenshot(folder, tmp_path):
-    r = cli("report", folder)
-    assert r.returncode == 0, r.stderr
+def test_cli_report_and_browser_screenshot(folder, tmp_path, capsys, browser):
+    # `depthlab report` in this process and the session's Chromium (conftest.py): the report
+    # and the page are the subject, not a fresh interpreter's or browser's start-up
+    code, _, err = run_cli(capsys, "report", folder)
+    assert code == 0, err
     page = Path(folder) / "report.html"
     html = page.read_text()
     assert "watched cnn" in html and "doc mlp" in html
     shots = screenshot_dir(tmp_path)
-    with chromium() as b:
-        pg = b.new_page(viewport={"width": 1280, "height": 900})
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        pg = context.new_page()
         pg.goto(page.resolve().as_uri())
         pg.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
         broken = pg.evaluate("[...document.images].filter(i => !i.complete || "
@@ -167,4 +170,6 @@ def test_cli_report_and_browser_screenshot(folder, tmp_path):
         assert broken == 0
         assert pg.evaluate("document.images.length") >= 8
         pg.screenshot(path=str(shots / "report_torch.png"), full_page=True)
+    finally:
+        context.close()
     assert (shots / "report_torch.png").stat().st_size > 10_000
