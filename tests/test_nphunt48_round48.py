@@ -159,3 +159,32 @@ def test_batchnorm_running_statistics_and_eval_output_follow_torch(momentum):
     xe = rng.normal(size=(6, 4))
     np.testing.assert_allclose(bn.forward(xe, training=False),
                                tbn(torch.tensor(xe)).detach().numpy(), rtol=1e-12, atol=1e-13)
+
+
+# -- mean-field depth scales ---------------------------------------------------------------------
+@pytest.mark.parametrize("name, sigma_w2, sigma_b2", [
+    ("identity", 1.0, 0.1),   # q_l = q_0 + l sigma_b^2: diverges, chi_q = 1 - 3e-16 by rounding
+    ("identity", 1.0, 0.0),   # every q is a fixed point
+    ("relu", 2.0, 0.1),
+    ("leaky_relu", 2.0 / (1 + 0.01 ** 2), 0.1),
+])
+def test_length_depth_scale_is_infinite_where_no_finite_q_star_attracts(name, sigma_w2,
+                                                                        sigma_b2):
+    """``xi_q`` is documented ``inf`` where no attracting finite ``q*`` exists. A linear
+    network at sigma_w^2 = 1 with biases (``q* = inf``, ``phase='critical'``, ``xi_c = inf``)
+    had ``xi_q = 3.0e15``: ``-1 / ln chi_q`` of a slope rounded to 1 - 3e-16."""
+    from depthlab.theory import meanfield
+
+    mf = meanfield(name, sigma_w2, sigma_b2)
+    assert mf.phase == "critical" and mf.xi_c == float("inf")
+    assert mf.xi_q == float("inf")
+
+
+def test_length_depth_scale_is_still_finite_at_an_attracting_fixed_point():
+    import math
+
+    from depthlab.theory import meanfield
+
+    for name, sw2, sb2 in (("identity", 0.9, 0.1), ("relu", 1.9, 0.1), ("tanh", 1.5, 0.05)):
+        mf = meanfield(name, sw2, sb2)
+        assert 0 < mf.chi_q < 1 and mf.xi_q == pytest.approx(-1 / math.log(mf.chi_q), rel=1e-14)

@@ -51,8 +51,8 @@ class MeanField:
     ``phase`` in {ordered, critical, chaotic}; ``trainable_depth = 6 xi_c``;
     ``converged``: whether the length map reached a finite fixed point;
     ``chi_q``: the length map's slope at ``q*`` (:func:`length_map_slope`) and
-    ``xi_q = -1 / ln |chi_q|`` its depth scale (``inf`` where ``|chi_q| >= 1``: no attracting
-    finite ``q*``).
+    ``xi_q = -1 / ln |chi_q|`` its depth scale (``inf`` where no finite ``q*`` attracts:
+    ``q* = inf``, ``|chi_q| >= 1`` or ``chi_q`` within ``critical_tol`` of 1).
     """
 
     name: str
@@ -307,8 +307,17 @@ def meanfield(
     return MeanField(
         name=fn.name, sigma_w2=sigma_w2, sigma_b2=sigma_b2, q_star=q_star, chi1=chi1,
         c_star=c_star, chi_c=chi_c, xi_c=xi_c, phase=phase, trainable_depth=6.0 * xi_c,
-        converged=converged, chi_q=chi_q, xi_q=_depth_scale(chi_q),
+        converged=converged, chi_q=chi_q, xi_q=_length_depth_scale(chi_q, q_star, critical_tol),
     )
+
+
+def _length_depth_scale(chi_q: float, q_star: float, critical_tol: float) -> float:
+    """``xi_q = -1 / ln |chi_q|``, and ``inf`` where no finite ``q*`` attracts: a diverging
+    length map (``q* = inf``) or a slope within ``critical_tol`` of 1, as ``xi_c``'s rule (the
+    identity at sigma_w^2 = 1 has ``chi_q = 1 - 3e-16`` by rounding: ``xi_q`` was 3e15)."""
+    if math.isinf(q_star) or abs(chi_q - 1.0) <= critical_tol:
+        return math.inf
+    return _depth_scale(chi_q)
 
 
 def _depth_scale(chi: float) -> float:
