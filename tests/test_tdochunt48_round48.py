@@ -160,3 +160,28 @@ def test_cli_device_cpu_diagnoses_and_is_torch_only(factory_file, capsys, monkey
     (factory_file / "c.toml").write_text("")
     code, _, err = run_cli(capsys, "doctor", str(factory_file / "c.toml"), "--device", "cpu")
     assert code == 2 and "--device applies only with --torch" in err, err
+
+
+class StrictSigmoid(nn.Module):
+    """A sigmoid stack whose forward asserts its second module is the sigmoid it was built
+    with: a cure that swaps it or inserts a norm fails on the first forward the transform
+    runs, with an AssertionError (not torch's ValueError or RuntimeError)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = sigmoid_stack(10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert isinstance(self.net[1], nn.Sigmoid), "sigmoid expected"
+        return self.net(x)
+
+
+def test_a_cure_the_models_forward_refuses_with_an_assert_does_not_apply(blobs):
+    """The AssertionError out of the activation swap's traced forward ended the diagnosis;
+    now that cure 'does not apply: AssertionError: sigmoid expected' and the others run."""
+    dg = dlt.doctor(StrictSigmoid, blobs, steps=4, max_cures=1)
+    text = str(dg)
+    assert "does not apply: AssertionError: sigmoid expected" in text, text
+    assert dg.verifications, text
+    assert all("activation" not in v.prescription and "normalization" not in v.prescription
+               for v in dg.verifications)

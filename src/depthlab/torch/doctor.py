@@ -1720,10 +1720,15 @@ def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], 
                     _check_step(model, new, d, loss_fn)  # mini-batches)
             except DifferentModel:
                 raise
-            except (ValueError, RuntimeError, NotImplementedError) as e:  # NotApplicable, or
-                said = " ".join(str(e).split()) or type(e).__name__  # a change this model
-                reason = (f"{json.dumps(changes, sort_keys=True, default=str)} does "  # cannot
-                          f"not apply: {said[:300]}")  # take (an operation its dtype lacks)
+            except Exception as e:  # noqa: BLE001 - NotApplicable, a change this model cannot
+                # take (an operation its dtype lacks), or the user's forward refusing the
+                # changed model (an assert on its own modules: an AssertionError out of the
+                # transform's traced forward ended the whole diagnosis)
+                said = " ".join(str(e).split()) or type(e).__name__
+                if not isinstance(e, (ValueError, RuntimeError, NotImplementedError)):
+                    said = f"{type(e).__name__}: {said}"
+                reason = (f"{json.dumps(changes, sort_keys=True, default=str)} does "
+                          f"not apply: {said[:300]}")
                 if skipped is not None:
                     skipped.append(reason)
                 if passed_over is not None and not out:
