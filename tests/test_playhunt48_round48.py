@@ -119,3 +119,35 @@ def test_the_training_state_is_a_live_status_a_screen_reader_hears_change(page, 
     page.keyboard.press("Tab")  # pause
     page.keyboard.press("Enter")
     page.wait_for_function("document.body.dataset.state === 'paused'")
+
+
+# -- reports -------------------------------------------------------------------------------------
+
+def _overlay_captions(html: str) -> list[str]:
+    import re
+
+    return re.findall(r'<img alt="(?:gradient|activation) std per layer for every run"[^>]*>'
+                      r"<figcaption>(.*?)</figcaption>", html)
+
+
+def test_a_sweeps_overlay_captions_say_the_legends_order(tmp_path):
+    """A 3-axis sweep's overlay legend listed its runs best first (the gradient-flow table's
+    order) without saying so: to a reader, combinations in no order. Both overlay captions say
+    the order now; a one-run section's do not."""
+    from test_report import synthetic_record
+
+    from depthlab.experiments.store import Store
+    from depthlab.report import write_report
+
+    with Store(tmp_path / "sweep") as store:
+        for k, (depth, lr, acc) in enumerate([(2, 0.01, 0.6), (2, 0.1, 0.9), (4, 0.01, 0.7)]):
+            store.add_run(synthetic_record(f"r{k}", depth=depth, lr=lr, val_acc=acc,
+                                           histograms=False))
+    caps = _overlay_captions(write_report(tmp_path / "sweep").read_text())
+    assert len(caps) == 2, caps
+    for cap in caps:
+        assert "The legend lists the runs best first" in cap, cap
+    with Store(tmp_path / "one") as store:
+        store.add_run(synthetic_record("solo", sweep="s1", histograms=False))
+    for cap in _overlay_captions(write_report(tmp_path / "one").read_text()):
+        assert "legend lists" not in cap, cap

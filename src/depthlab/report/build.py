@@ -261,6 +261,17 @@ def varying_keys(runs: pd.DataFrame) -> list[str]:
     return keys
 
 
+def _legend_order(n_runs: int) -> str:
+    """The overlay captions' sentence on their legends' order, :func:`_rank`'s (empty for one
+    run): a sweep's legend read in no order a reader could tell (a 2 x 2 x 2 grid listed
+    ``tanh, depth=2, lr=0.1`` first and ``tanh, depth=2, lr=0.01`` last)."""
+    if n_runs < 2:
+        return ""
+    return (" The legend lists the runs best first (finished runs first, then by validation "
+            "accuracy, else validation loss, else training loss), as the gradient-flow table "
+            "does.")
+
+
 def _rank(runs: pd.DataFrame) -> pd.DataFrame:
     """Runs ordered best first: finished before others, then val_acc (desc), then train_loss;
     runs without any accuracy (regressions: mse/huber on real targets) by val_loss (asc) before
@@ -624,14 +635,15 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
         "Std of dL/ds per hidden layer (log scale), one colour per run; left at "
         f"initialization, right at the end of training.{dashed} A line falling towards the "
         "input (the left end) means vanishing gradients; a flat line means the gradient reaches "
-        "the first layer intact." + capped, wide=True, alt="gradient std per layer for every run")]
+        "the first layer intact." + _legend_order(len(tables)) + capped, wide=True,
+        alt="gradient std per layer for every run")]
     png = pngs.add(f"{prefix}_activation_per_layer.png", plot.activation_per_layer, series,
                    theories or False)
     blocks.append(H.figure_block(
         png, FIG_ACT_OVERLAY,
         "Std of each hidden layer's activations (log scale), one colour per run, at "
         f"initialization (left) and at the end (right){act_dashed}. Shrinking std with depth "
-        "means the signal dies out going forward."
+        "means the signal dies out going forward." + _legend_order(len(tables))
         + capped, wide=True, alt="activation std per layer for every run"))
     rows = []
     outputs_left_out = []
