@@ -47,7 +47,7 @@ def _mean_ratios(make, x_of, seeds=range(4)) -> dict[tuple[int, str], float]:
 C = 32
 
 
-def _images():
+def _wide_images():
     return torch.randn(64, C, 12, 12), torch.randint(0, 10, (64,))
 
 
@@ -67,7 +67,7 @@ UNEVEN = {
 
 @pytest.mark.parametrize("name", list(UNEVEN))
 def test_a_conv_without_padding_reads_the_variance_map_of_its_input(name):
-    ratios = _mean_ratios(UNEVEN[name], _images)
+    ratios = _mean_ratios(UNEVEN[name], _wide_images)
     last = max(layer for layer, _ in ratios)
     for (layer, q), r in ratios.items():
         if layer < last:  # the Linear head's pre_std: 10 outputs, noise
