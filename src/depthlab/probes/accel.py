@@ -109,6 +109,8 @@ def warm_up(dtypes: Sequence[Any] = KERNEL_DTYPES) -> dict[str, float]:
             t2.flags.writeable = False
             k.histogram(x, x, -1.0, 1.0, -1.0, 1.0, ranks4, t2, 4, True, -0.5, 0.5, 1e-30,
                         1e30)
+            w = np.linspace(-1.0, 1.0, k.EXTREME_FROM, dtype=dtype)
+            k.histogram_whole(w, ranks4, t2, 4, True, -0.5, 0.5, 1e-30, 1e30)
             k.update_norms(x, x)
             k.finite_range(x)
     return {"import": t1 - t0, "kernels": time.perf_counter() - t1}

@@ -27,6 +27,7 @@ from .histograms import (
     activation_range,
     bin_counts,
     robust_sample,
+    sample_stride,
 )
 from .quantiles import percentile_values, plan, select_ranks
 from .quantiles import percentiles as quantile_values
@@ -314,17 +315,26 @@ def kernel_histogram(kind: str, x: np.ndarray, n_bins: int, fn: ActivationFn | N
     if kernels is None or x.size == 0 or n_bins >= 2**24 or kind not in HISTOGRAM_KINDS:
         return None
     f = np.ascontiguousarray(x).reshape(-1)
-    low, high = kernels.finite_range(f)  # one pass; NaN when some entry is not finite
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return None
-    sample = robust_sample(f, x.shape)  # (the robust range of a large array from a sample)
-    slo, shi = (low, high) if sample is f else kernels.finite_range(sample)
-    ranks, t = _ranks_fractions(sample.size, _ROBUST)
     clip = activation_range(fn) if kind == "act" and fn is not None else None
     c0, c1 = clip if clip is not None else (0.0, 0.0)
     tiny, big = _normal_range(f.dtype)
-    lo, hi, status, counts = kernels.histogram(f, sample, slo, shi, low, high, ranks, t,
-                                               n_bins, clip is not None, c0, c1, tiny, big)
+    if kernels.EXTREME_FROM <= f.size < kernels.TAIL_FROM \
+            and sample_stride(f.size, tuple(x.shape)) == 1:
+        # its own robust sample: the range from the selection's pass (no pass of its own)
+        ranks, t = _ranks_fractions(f.size, _ROBUST)
+        lo, hi, status, counts = kernels.histogram_whole(f, ranks, t, n_bins, clip is not None,
+                                                         c0, c1, tiny, big)
+        if status == kernels.NOT_FINITE:
+            return None
+    else:
+        low, high = kernels.finite_range(f)  # one pass; NaN when some entry is not finite
+        if not (math.isfinite(low) and math.isfinite(high)):
+            return None
+        sample = robust_sample(f, x.shape)  # (the robust range of a large array from a sample)
+        slo, shi = (low, high) if sample is f else kernels.finite_range(sample)
+        ranks, t = _ranks_fractions(sample.size, _ROBUST)
+        lo, hi, status, counts = kernels.histogram(f, sample, slo, shi, low, high, ranks, t,
+                                                   n_bins, clip is not None, c0, c1, tiny, big)
     if status == kernels.NOT_SELECTED:
         return None
     if status == kernels.NOT_BINNED:

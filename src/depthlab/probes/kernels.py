@@ -711,7 +711,24 @@ def _column_key_extremes(x: np.ndarray, ints: np.ndarray, mask, shift, cols: int
         u = ints[j]
         cmin[j] = u ^ ((u >> shift) & mask)
     cmax = cmin.copy()
-    for b in range(1, rows):
+    last = 1 + (rows - 1) // 4 * 4  # rows 1..last-1 four at a time, then one at a time
+    for b in range(1, last, 4):  # four rows a pass: a quarter of the loads and stores of cmin,
+        r0 = ints[b * cols:(b + 1) * cols]  # cmax
+        r1 = ints[(b + 1) * cols:(b + 2) * cols]
+        r2 = ints[(b + 2) * cols:(b + 3) * cols]
+        r3 = ints[(b + 3) * cols:(b + 4) * cols]
+        for j in range(cols):
+            u0 = r0[j]
+            k0 = u0 ^ ((u0 >> shift) & mask)
+            u1 = r1[j]
+            k1 = u1 ^ ((u1 >> shift) & mask)
+            u2 = r2[j]
+            k2 = u2 ^ ((u2 >> shift) & mask)
+            u3 = r3[j]
+            k3 = u3 ^ ((u3 >> shift) & mask)
+            cmin[j] = min(cmin[j], min(min(k0, k1), min(k2, k3)))
+            cmax[j] = max(cmax[j], max(max(k0, k1), max(k2, k3)))
+    for b in range(last, rows):
         xr = ints[b * cols:(b + 1) * cols]
         for j in range(cols):
             u = xr[j]
@@ -768,16 +785,35 @@ def extreme_select(x: np.ndarray, ranks: np.ndarray) -> tuple[np.ndarray, bool]:
     whose minimum is ``<= t`` and are gathered from those alone (likewise above the ``k``-th
     largest group maximum). ``False`` when a rank is not in a thin tail (``8 k > C``) or the
     groups to read hold more than a quarter of the entries (many ties at ``t``)."""
+    cols = extreme_columns(x.size)
+    rlo, rhi, _ = _tail_ranks(ranks, x.size)
+    if cols == 0 or 8 * max(rlo + 1, x.size - rhi) > cols:
+        return np.empty(ranks.size, dtype=x.dtype), False
+    cmin, cmax = _column_extremes(x, cols)
+    return _extreme_select_columns(x, ranks, cmin, cmax)
+
+
+@numba.njit(**_JIT)
+def extreme_columns(n: int) -> int:
+    """``C``, the groups of :func:`extreme_select` for ``n`` entries: ``n / EXTREME_ROWS``
+    rounded down to a multiple of 16 (0: too few entries)."""
+    return (n // EXTREME_ROWS) // 16 * 16
+
+
+@numba.njit(**_JIT)
+def _extreme_select_columns(x: np.ndarray, ranks: np.ndarray, cmin: np.ndarray,
+                            cmax: np.ndarray) -> tuple[np.ndarray, bool]:
+    """:func:`extreme_select` given the minimum ``cmin`` and maximum ``cmax`` of each of its
+    ``C = cmin.size`` groups (:func:`_column_extremes` of ``x`` with ``C`` columns)."""
     n = x.size
     out = np.empty(ranks.size, dtype=x.dtype)
     rlo, rhi, nbelow = _tail_ranks(ranks, n)
     kl = rlo + 1  # entries wanted from the low end, from the high end
     kh = n - rhi
-    cols = (n // EXTREME_ROWS) // 16 * 16
+    cols = cmin.size
     if cols == 0 or 8 * max(kl, kh) > cols:
         return out, False
     rows = n // cols  # full rows; a column j below n - rows cols has one entry more
-    cmin, cmax = _column_extremes(x, cols)
     cap = n // 4
     vlo = x[:0]
     vhi = x[:0]
@@ -897,13 +933,22 @@ def finite_range(x: np.ndarray) -> tuple[float, float]:
 @numba.njit(nogil=True, cache=True)  # no fast-math flag: the edges rounded as in Python
 def _robust_edges(x: np.ndarray, slo: float, shi: float, low: float, high: float,
                   ranks: np.ndarray, t: np.ndarray) -> tuple[float, float, int]:
+    """:func:`_robust_edges_columns` without the group extremes (computed where needed)."""
+    return _robust_edges_columns(x, slo, shi, low, high, ranks, t, x[:0], x[:0])
+
+
+@numba.njit(nogil=True, cache=True)  # no fast-math flag: the edges rounded as in Python
+def _robust_edges_columns(x: np.ndarray, slo: float, shi: float, low: float, high: float,
+                          ranks: np.ndarray, t: np.ndarray, cmin: np.ndarray,
+                          cmax: np.ndarray) -> tuple[float, float, int]:
     """``(lo, hi, status)``: the edges of ``histograms.choose_edges`` before any activation
     clip, from the order statistics of ``x`` (the array, or its robust sample; minimum ``slo``,
     maximum ``shi``) at the interleaved ``ranks`` (floor and ceil of the low and the high
     robust percentile, with fractions ``t``) and the whole array's minimum ``low`` and maximum
     ``high``: ``[0, p_hi]`` when ``low >= 0`` (only the high ones are selected), else
     ``[-m, m]``, ``m = max(|p_lo|, |p_hi|)``; status :data:`NOT_SELECTED` for a range the
-    buckets cannot divide."""
+    buckets cannot divide. ``cmin``/``cmax``: empty, or the group extremes of
+    :func:`extreme_select` for ``x`` (:func:`histogram_whole`: not computed again)."""
     if low >= 0.0:
         r = ranks[2:]
     else:
@@ -915,7 +960,10 @@ def _robust_edges(x: np.ndarray, slo: float, shi: float, low: float, high: float
         if x.size >= TAIL_FROM:
             v, ok = tail_select(x, r, slo, shi)
         elif x.size >= EXTREME_FROM:
-            v, ok = extreme_select(x, r)
+            if cmin.size:  # the groups' extremes known (histogram_whole)
+                v, ok = _extreme_select_columns(x, r, cmin, cmax)
+            else:
+                v, ok = extreme_select(x, r)
         if not ok:
             v = select(x, r, slo, shi)
     else:
@@ -944,8 +992,41 @@ def histogram(x: np.ndarray, sample: np.ndarray, slo: float, shi: float, low: fl
     (:func:`bin_counts` with ``scale = nb / (hi - lo)``). Status :data:`NOT_SELECTED` (nothing
     done) or :data:`NOT_BINNED` (edges only: the scale is not in ``[tiny, big)``, the dtype's
     normal numbers) hands the rest to the NumPy path."""
-    empty = np.zeros(0, dtype=np.int64)
     lo, hi, status = _robust_edges(sample, slo, shi, low, high, ranks, t)
+    return _clipped_counts(x, lo, hi, status, nb, clip, clip_lo, clip_hi, tiny, big)
+
+
+@numba.njit(nogil=True, cache=True)
+def histogram_whole(x: np.ndarray, ranks: np.ndarray, t: np.ndarray, nb: int, clip: bool,
+                    clip_lo: float, clip_hi: float, tiny: float, big: float
+                    ) -> tuple[float, float, int, np.ndarray]:
+    """:func:`histogram` of a flat array ``x`` that is its own robust sample, of
+    ``EXTREME_FROM <= n < TAIL_FROM`` entries, without a separate pass for its range: the
+    group extremes of :func:`extreme_select` (one pass, :func:`_column_extremes`) give the
+    minimum and maximum too, ``min_j cmin_j`` and ``max_j cmax_j`` by order key (the same
+    floats as :func:`finite_range`'s, the same finiteness test), and are then used for the
+    selection. Status :data:`NOT_FINITE` (nothing else done) where an entry is NaN or infinite;
+    otherwise as :func:`histogram` ``(x, x, low, high, low, high, ...)``."""
+    empty = np.zeros(0, dtype=np.int64)
+    cmin, cmax = _column_extremes(x, extreme_columns(x.size))
+    klo = _key_extremes(cmin)[0]
+    khi = _key_extremes(cmax)[1]
+    kneg, kpos = _infinity_keys(x)
+    if not (kneg < klo and khi < kpos):
+        return math.nan, math.nan, NOT_FINITE, empty
+    low = _key_to_float(cmin, klo)
+    high = _key_to_float(cmax, khi)
+    lo, hi, status = _robust_edges_columns(x, low, high, low, high, ranks, t, cmin, cmax)
+    return _clipped_counts(x, lo, hi, status, nb, clip, clip_lo, clip_hi, tiny, big)
+
+
+@numba.njit(nogil=True, cache=True)
+def _clipped_counts(x: np.ndarray, lo: float, hi: float, status: int, nb: int, clip: bool,
+                    clip_lo: float, clip_hi: float, tiny: float, big: float
+                    ) -> tuple[float, float, int, np.ndarray]:
+    """The end of :func:`histogram` from the robust edges ``lo``, ``hi`` (and their
+    ``status``): the activation clip, then the counts."""
+    empty = np.zeros(0, dtype=np.int64)
     if status != OK:
         return lo, hi, status, empty
     if clip:
