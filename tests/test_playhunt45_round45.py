@@ -9,7 +9,7 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from helpers.browser import checked_page, chromium, screenshot_dir
+from helpers.browser import checked_page, screenshot_dir
 from websockets.sync.client import connect
 
 from depthlab.playground.server import Background
@@ -63,9 +63,10 @@ def test_pause_on_a_diverged_run_is_answered_with_its_state_not_an_error(server)
         assert said[-1]["state"] == "diverged"
 
 
-def test_the_page_keeps_the_divergence_and_no_alert_when_pause_is_pressed_after_it(server, shots):
+def test_the_page_keeps_the_divergence_and_no_alert_when_pause_is_pressed_after_it(server, shots,
+                                                                                   browser):
     query = urllib.parse.urlencode(DIVERGES)
-    with chromium() as browser, checked_page(browser, 1280, 800) as pg:
+    with checked_page(browser, 1280, 800) as pg:
         pg.goto(server.url + "?" + query)
         pg.wait_for_function("document.getElementById('grad-summary').dataset.step !== ''")
         pg.click("#play")
@@ -138,9 +139,9 @@ def test_one_value_of_a_setting():
         parse_setup({"model.depth": [{"a": 1}]})
 
 
-def test_a_link_with_a_setting_given_twice_marks_it_and_a_change_starts(server, shots):
+def test_a_link_with_a_setting_given_twice_marks_it_and_a_change_starts(server, shots, browser):
     # was: ?train.lr=0.1&train.lr=5 trained at lr 5 with nothing said
-    with chromium() as browser, checked_page(browser, 1280, 800) as pg:
+    with checked_page(browser, 1280, 800) as pg:
         pg.goto(server.url + "?model.depth=3&train.lr=0.1&train.lr=5")
         pg.wait_for_function("['invalid', 'paused'].includes("
                              "document.getElementById('state').textContent)")

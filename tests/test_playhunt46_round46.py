@@ -8,7 +8,7 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from helpers.browser import checked_page, chromium, screenshot_dir
+from helpers.browser import checked_page, screenshot_dir
 
 from depthlab.playground.server import Background
 from depthlab.playground.setup import SetupError, parse_setup
@@ -57,8 +57,8 @@ def test_the_check_route_names_every_bad_setting(server):
     assert "model.depth = '0'" in body["message"] and "train.seed = 'x'" in body["message"]
 
 
-def test_a_link_with_two_bad_settings_outlines_both_controls(server, shots):
-    with chromium() as browser, checked_page(browser, 1280, 800) as pg:
+def test_a_link_with_two_bad_settings_outlines_both_controls(server, shots, browser):
+    with checked_page(browser, 1280, 800) as pg:
         pg.goto(server.url + "?model.width=0&model.activation=nope")
         pg.wait_for_function("document.getElementById('state').textContent === 'invalid'")
         pg.wait_for_function("document.querySelectorAll('.field.invalid').length > 0")
@@ -75,11 +75,12 @@ def test_a_link_with_two_bad_settings_outlines_both_controls(server, shots):
 
 
 # -- a link's setting that its own choices leave unused is said ---------------------------------
-def test_a_links_data_option_of_another_data_set_is_said_not_dropped_silently(server, shots):
+def test_a_links_data_option_of_another_data_set_is_said_not_dropped_silently(server, shots,
+                                                                              browser):
     query = urllib.parse.urlencode({"data.name": "digits", "data.options.noise": "0.5",
                                     "train.optimizer": "adam", "train.momentum": "0.5",
                                     "data.options.n_classes": "2"})  # the default: not said
-    with chromium() as browser, checked_page(browser, 1280, 800) as pg:
+    with checked_page(browser, 1280, 800) as pg:
         pg.goto(server.url + "?" + query)
         pg.wait_for_function(MEASURED)
         pg.screenshot(path=str(shots / "playhunt46_unused_link_settings.png"))
@@ -96,8 +97,8 @@ def test_a_links_data_option_of_another_data_set_is_said_not_dropped_silently(se
         assert not pg.is_visible("#link-note")
 
 
-def test_a_link_without_unused_settings_shows_no_note(server):
-    with chromium() as browser, checked_page(browser, 1280, 800) as pg:
+def test_a_link_without_unused_settings_shows_no_note(server, browser):
+    with checked_page(browser, 1280, 800) as pg:
         pg.goto(server.url + "?data.name=spirals&data.options.noise=0.5&data.options.d=&"
                 "train.momentum=0.9")
         pg.wait_for_function(MEASURED)
