@@ -290,6 +290,15 @@ def _array_loss(loss: np.ndarray) -> float:
     return float(loss.reshape(()))
 
 
+_NO_CHILDREN: dict[str, nn.Module] = {}
+"""The saved children (:meth:`Watch._modules`) of every module that had none: one empty dict,
+never written, shared by all leaves (a layer, an activation). :meth:`Watch._changed` compares
+each module's ``_modules`` with its saved copy at the calls that record or arm, after a
+backward and an optimizer step have left the copies out of the cache: an empty copy per leaf
+was a cold read each (the 7 leaves of a 784-100-100-100-10 MLP: about 6 of the check's 43 us
+per call on a loaded host), the shared one is read warm after the first."""
+
+
 def _own_params(m: nn.Module) -> dict[str, Any] | None:
     """A copy of the parameters ``m`` registers itself (None when it has none): what
     :meth:`Watch._changed` compares (:func:`_same_params`) to find a re-assigned or
@@ -697,10 +706,11 @@ class Watch:
 
     def _modules(self) -> list[tuple[nn.Module, dict, dict | None]]:
         """What the layers were found from: per module of the model, the module, a copy of its
-        ``_modules`` dict (children by name) and of its own parameters
-        (:func:`_own_params`). Compared by :meth:`_changed` before the calls that record or arm
-        (not on other steps)."""
-        return [(m, dict(m._modules), _own_params(m)) for m in self.model.modules()]
+        ``_modules`` dict (children by name; :data:`_NO_CHILDREN` for a module without any) and
+        of its own parameters (:func:`_own_params`). Compared by :meth:`_changed` before the
+        calls that record or arm (not on other steps)."""
+        return [(m, dict(m._modules) or _NO_CHILDREN, _own_params(m))
+                for m in self.model.modules()]
 
     def _changed(self) -> bool:
         """A module added, removed or replaced anywhere (every new module hangs in the
