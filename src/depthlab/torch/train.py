@@ -308,10 +308,10 @@ def _dense_classes(out: Any, y: Any) -> bool:
 def class_axis(out: Any, y: Any, loss_fn: Callable) -> int | None:
     """The axis of ``out`` whose arg-max is compared with the integer labels ``y``: 1 for
     ``(N, C)`` scores and ``(N, C, d1, ...)`` maps (:func:`is_classification`,
-    :func:`_dense_classes`), else None. Scores whose shape also reads as ``(N, d1, ..., C)``
-    (a sequence model's ``(N, T, C)`` with ``T == C``), given to a loss other than a
-    class-index loss called on them (:func:`class_index_loss`, which reads dim 1), are read on
-    the axis the loss reads: a softmax cross-entropy is unchanged, ``L(s + r) = L(s)``, by a
+    :func:`_dense_classes`), else None. Scores whose shape reads as ``(N, d1, ..., C)`` for
+    labels ``(N, d1, ...)`` (a sequence model's ``(N, T, C)``, whether or not ``T == C``),
+    given to a loss other than a class-index loss called on them (:func:`class_index_loss`,
+    which reads dim 1), are read on the axis the loss reads: a softmax cross-entropy is unchanged, ``L(s + r) = L(s)``, by a
     shift ``r`` constant along its class axis, so the axis (1 or -1) whose random shift (of
     std ``1 + std(out)``, on float32 copies of half-precision scores) leaves
     ``loss_fn(out, y)`` unchanged (to ``1e-4 (1 + |L|)``) while the other's changes it; None
@@ -319,10 +319,15 @@ def class_axis(out: Any, y: Any, loss_fn: Callable) -> int | None:
     axis gave 0.05 where the per-token accuracy was 0.0625."""
     if is_classification(out, y):
         return 1
-    if not _dense_classes(out, y):
+    dense = _dense_classes(out, y)
+    last = (isinstance(out, torch.Tensor) and isinstance(y, torch.Tensor)
+            and out.is_floating_point() and not y.is_floating_point()
+            and y.dtype != torch.bool and y.dim() >= 2 and out.dim() == y.dim() + 1
+            and out.shape[:-1] == y.shape and out.shape[-1] > 1)
+    if not dense and not last:
         return None
-    if out.shape[:-1] != y.shape or out.shape[-1] < 2 or class_index_loss(loss_fn) is not None:
-        return 1
+    if not last or class_index_loss(loss_fn) is not None:
+        return 1 if dense else None
     gen = torch.Generator().manual_seed(0)  # the global generators untouched
     with torch.no_grad():
         scores = out.detach()
@@ -346,7 +351,7 @@ def class_axis(out: Any, y: Any, loss_fn: Callable) -> int | None:
     tol = 1e-4 * (1.0 + abs(base))
     if not math.isfinite(base) or (changes[0] <= tol) == (changes[1] <= tol):
         return None
-    return 1 if changes[0] <= tol else -1
+    return (1 if dense else None) if changes[0] <= tol else -1
 
 
 def one_hot_labels(loss_fn: Callable, y: Any) -> torch.Tensor | None:
