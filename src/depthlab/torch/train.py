@@ -306,17 +306,17 @@ def _dense_classes(out: Any, y: Any) -> bool:
 
 
 def class_axis(out: Any, y: Any, loss_fn: Callable) -> int | None:
-    """The axis of ``out`` whose arg-max is compared with the integer labels ``y``: 1 for
-    ``(N, C)`` scores and ``(N, C, d1, ...)`` maps (:func:`is_classification`,
-    :func:`_dense_classes`), else None. Scores whose shape reads as ``(N, d1, ..., C)`` for
-    labels ``(N, d1, ...)`` (a sequence model's ``(N, T, C)``, whether or not ``T == C``),
-    given to a loss other than a class-index loss called on them (:func:`class_index_loss`,
-    which reads dim 1), are read on the axis the loss reads: a softmax cross-entropy is
-    unchanged, ``L(s + r) = L(s)``, by a shift ``r`` constant along its class axis, so the axis (1 or -1) whose random shift (of
-    std ``1 + std(out)``, on float32 copies of half-precision scores) leaves
-    ``loss_fn(out, y)`` unchanged (to ``1e-4 (1 + |L|)``) while the other's changes it; None
-    when neither or both do (no accuracy). The arg-max over dim 1 of a loss reading the last
-    axis gave 0.05 where the per-token accuracy was 0.0625."""
+    """The axis of ``out`` whose arg-max is compared with the integer labels ``y``: 1 for ``(N, C)``
+    scores and ``(N, C, d1, ...)`` maps (:func:`is_classification`, :func:`_dense_classes`),
+    else None. Scores whose shape reads as ``(N, d1, ..., C)`` for labels ``(N, d1, ...)`` (a
+    sequence model's ``(N, T, C)``, whether or not ``T == C``), given to a loss other than a
+    class-index loss called on them (:func:`class_index_loss`, which reads dim 1), are read on
+    the axis the loss reads: a softmax cross-entropy is unchanged, ``L(s + r) = L(s)``, by a
+    shift ``r`` constant along its class axis, so the axis (1 or -1) whose random shift (of std
+    ``1 + std(out)``, on float32 copies of half-precision scores) leaves ``loss_fn(out, y)``
+    unchanged (to ``1e-4 (1 + |L|)``) while the other's changes it; None when neither or both do
+    (no accuracy). The arg-max over dim 1 of a loss reading the last axis gave 0.05 where the
+    per-token accuracy was 0.0625."""
     if is_classification(out, y):
         return 1
     dense = _dense_classes(out, y)
