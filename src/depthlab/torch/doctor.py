@@ -45,6 +45,7 @@ import json
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from numbers import Integral
@@ -1299,6 +1300,7 @@ def doctor(
         bad_weights = nonfinite_parameters(model)  # named in a divergence finding
         with kept_state(loss_fn):  # the checks leave a stateful loss module as given
             _check_runs(model, d, loss_fn)
+            _check_pairing_loss(model, d, loss_fn)
             _check_first_step(_scratch_copy(model, fresh, seed), spec, d, loss_fn)
             if not bad_weights:  # NaN weights: the divergence finding names them
                 _check_finite_forward(model, d, min(spec.batch_size, len(d.x)))
@@ -1506,6 +1508,63 @@ def _check_finite_loss(model: nn.Module, d: TensorData, loss_fn: Callable, rows:
                      f"1]: the loss function is non-finite, not the training (a log or square "
                      f"root of a negative number, a mean over no example?); nothing to "
                      f"diagnose")
+
+
+BROADCAST_ROWS = 8
+"""Training rows :func:`_check_pairing_loss` evaluates the loss on."""
+
+
+def _check_pairing_loss(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
+    """A ValueError before any training when ``loss_fn`` (a plain function torch does not warn
+    for, e.g. ``lambda o, y: ((o - y) ** 2).mean()``) silently broadcasts outputs ``o`` of
+    shape ``(n, 1)`` against float targets ``y`` of shape ``(n,)`` (or any two shapes of one
+    count per example) into an ``(n, n)`` grid, pairing every output with every target.
+
+    On the first ``n`` (<= :data:`BROADCAST_ROWS`) rows, with ``o`` the model's outputs (eval
+    mode, initial weights) plus a ramp ``linspace(-1, 1)`` (so that equal outputs still
+    differ), it is refused when ``L(o, y)`` equals ``L(O, Y)`` (``O, Y =
+    broadcast_tensors(o, y)``: the function is elementwise over the grid) within 1e-6
+    relatively and differs from ``L(o, y.reshape(o.shape))`` (the matched pairs) by more than
+    1e-4 relatively. A loss that pairs examples on purpose (a ranking loss ``s - s.T``) gives
+    another value on the grid and is left alone; so is one that raises on either form."""
+    if not d.y.is_floating_point() or len(d.x) < 2:
+        return
+    n = min(BROADCAST_ROWS, len(d.x))
+    y = d.y[:n]
+    try:
+        with torch.no_grad(), rx.untouched(model), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.eval()
+            out = model(d.x[:n].clone())
+            if not isinstance(out, torch.Tensor) or not out.is_floating_point() or \
+                    out.dim() < 1 or out.shape[0] != n or out.shape == y.shape or \
+                    out[0].numel() != y[0].numel():
+                return
+            grid = torch.broadcast_shapes(out.shape, y.shape)
+            if math.prod(grid) <= out.numel():
+                return
+            o = out + torch.linspace(-1.0, 1.0, out.numel(), dtype=out.dtype,
+                                     device=out.device).reshape(out.shape)
+            big_o, big_y = (t.contiguous() for t in torch.broadcast_tensors(o, y))
+            paired = float(scalar_loss(loss_fn, o, y))
+            on_grid = float(scalar_loss(loss_fn, big_o, big_y))
+            matched = float(scalar_loss(loss_fn, o, y.reshape(o.shape)))
+    except Exception:  # noqa: BLE001 - a loss that takes only one form: cannot tell
+        return
+    if not all(math.isfinite(v) for v in (paired, on_grid, matched)):
+        return
+    if abs(paired - on_grid) > 1e-6 * max(abs(paired), abs(on_grid), 1e-12) or \
+            abs(paired - matched) <= 1e-4 * max(abs(paired), abs(matched), 1e-12):
+        return
+    shape, target = tuple(out.shape[1:]), tuple(y.shape[1:])
+    fix = ("give y as a column, y.reshape(-1, 1)" if shape == (1,) and target == () else
+           f"give y of the outputs' shape, y.reshape(-1, {', '.join(map(str, shape))})"
+           if shape else "give y as y.reshape(-1)")
+    raise ValueError(f"loss_fn broadcasts the model's outputs (shape {shape} per example) "
+                     f"against the targets (shape {target} per example) into a "
+                     f"{tuple(grid)} grid on the first {n} rows, pairing every output with "
+                     f"every target (not the value of each output against its own target); "
+                     f"expected the same shape: {fix}")
 
 
 OVERFLOW = "without overflow"
