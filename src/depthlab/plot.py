@@ -655,6 +655,7 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
     if not all_vals:
         for ax in axes:
             _f._empty(ax, _nothing_positive([t for t, _ in runs.values()], quantity))
+        fig.suptitle(title, fontsize=11)
         return fig
     # a run with rows of the quantity and nothing a log axis can show at any step, not named
     # by the zero notes (a torch run whose weights were NaN from step 0): no line, no legend
@@ -908,7 +909,8 @@ def activation_bands(table: Any, prefix: str = "act", max_steps: int = 12) -> Fi
     mean, std = _f._quantity(probes, f"{prefix}_mean"), _f._quantity(probes, f"{prefix}_std")
     fig, (ax,) = _f._new_figure(7.6, 3.8, right=1.75, top=0.6)
     if mean.empty:
-        _f._empty(ax, _f.nothing_recorded(probes, f"{prefix}_mean"))
+        _f._empty(ax, _f.nothing_recorded(probes, f"{prefix}_mean"), "Mean ± std of the "
+                  + ("activations" if prefix == "act" else "pre-activations"))
         return fig
     steps = mean.index.to_numpy()
     keep = np.unique(np.round(np.linspace(0, len(steps) - 1,
@@ -1145,9 +1147,11 @@ def activation_histograms(recorder: Any, kind: str = "act", steps: Sequence[int]
     h = _hist_table(recorder)
     entries = _hist_entries(h, kind)
     h = h[h["kind"] == kind] if not h.empty else h
+    what = {"act": "activation", "pre": "pre-activation s",
+            "grad": "back-propagated gradient dL/ds", "weight": "weight"}.get(kind, kind)
     if h.empty:
         fig, (ax,) = _f._new_figure()
-        _f._empty(ax, f"no '{kind}' histograms recorded")
+        _f._empty(ax, f"no '{kind}' histograms recorded", f"Histograms of the {what}")
         return fig
     all_steps = sorted(int(s) for s in h["step"].unique())
     if steps is None:
@@ -1158,8 +1162,6 @@ def activation_histograms(recorder: Any, kind: str = "act", steps: Sequence[int]
     layers = sorted(int(v) for v in h["layer"].unique())
     shown = _f._pick_layers(layers, max_layers)
     names = _f.layer_names(h)
-    what = {"act": "activation", "pre": "pre-activation s",
-            "grad": "back-propagated gradient dL/ds", "weight": "weight"}.get(kind, kind)
     w, row_h = 3.9 * len(steps) + 0.6, 1.55
     fig = _f.NotebookFigure(figsize=(w, 0.9 + row_h * len(shown)), dpi=_f.DPI)
     _f.Canvas(fig)

@@ -193,9 +193,23 @@ def _legend(ax, **kw) -> None:
         ax.legend(**kw)
 
 
-def _empty(ax, message: str) -> None:
+PERCENTILES_TITLE = "Percentiles of a layer's pre-activation over training"
+GRADIENT_PROFILE_TITLE = "Gradient std per layer: initialization vs theory"
+WEIGHT_STD_TITLE = "Weight std per layer: initialization and end"
+JACOBIAN_TITLE = "Input–output Jacobian singular values"
+UPDATE_RATIO_TITLE = "Relative weight update per step"
+"""Figure titles, also given to the figure when it has nothing to draw (:func:`_empty`)."""
+
+
+def _empty(ax, message: str, title: str | None = None) -> None:
+    """An empty panel: ``message`` (why nothing is drawn) in its middle, no ticks, and
+    ``title``, the title the panel has when it has data. A figure of a run whose probes were
+    all NaN (or not recorded) was a bare pair of axes and a grey line: its PNG in
+    ``figures/`` did not say what it was a figure of."""
     ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes,
             color="#666666", fontsize=9.5, wrap=True)
+    if title:
+        ax.set_title(title, fontsize=10.5)
     ax.set_xticks([])
     ax.set_yticks([])
     ax.grid(False)
@@ -593,7 +607,7 @@ def training_curves(steps: pd.DataFrame | None, epochs: pd.DataFrame | None = No
         ax_l.clear()
         _style(ax_l)
         _empty(ax_l, "no loss recorded" if steps is None or steps.empty else
-               "no finite loss: every step's loss is NaN or inf")
+               "no finite loss: every step's loss is NaN or inf", "Training loss")
     else:
         step_ticks(ax_l, np.concatenate([ln.get_xdata() for ln in ax_l.lines]))
         fit_huge_y(ax_l)
@@ -657,7 +671,7 @@ def training_curves(steps: pd.DataFrame | None, epochs: pd.DataFrame | None = No
             ax_a.set_ylim(lo - pad, lo + ACC_MIN_SPAN + pad)
         _legend(ax_a)
     else:
-        _empty(ax_a, "no accuracy recorded")
+        _empty(ax_a, "no accuracy recorded", "Accuracy")
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
@@ -734,7 +748,8 @@ def activation_mean_std(probes: pd.DataFrame | None, prefix: str = "act",
     fig, (ax,) = _new_figure()
     mean, std = _quantity(probes, f"{prefix}_mean"), _quantity(probes, f"{prefix}_std")
     if mean.empty:
-        _empty(ax, nothing_recorded(probes, f"{prefix}_mean"))
+        _empty(ax, nothing_recorded(probes, f"{prefix}_mean"), "Mean ± std of each layer's "
+               + ("activation" if prefix == "act" else "pre-activation"))
         return fig
     layers = list(mean.columns)
     shown = _pick_layers(layers)
@@ -814,7 +829,7 @@ def percentile_bands(probes: pd.DataFrame | None, layer: int | None = None,
     fig, (ax,) = _new_figure()
     layers = hidden_layers(probes)
     if not layers:
-        _empty(ax, "no probes recorded")
+        _empty(ax, "no probes recorded", PERCENTILES_TITLE)
         return fig
     if layer is None:
         layer = layers[-1]
@@ -842,7 +857,7 @@ def percentile_bands(probes: pd.DataFrame | None, layer: int | None = None,
 
     p50 = q("p50")
     if p50 is None:
-        _empty(ax, f"no '{prefix}_p50' probes recorded")
+        _empty(ax, f"no '{prefix}_p50' probes recorded", PERCENTILES_TITLE)
         return fig
     x = p50.index.to_numpy()
     what = "pre-activation" if prefix == "pre" else "activation"
@@ -850,7 +865,8 @@ def percentile_bands(probes: pd.DataFrame | None, layer: int | None = None,
     # axis ran from step -0.045 to 0.045 and the title said nothing of the steps not drawn
     finite = np.isfinite(p50.to_numpy(float))
     if not finite.any():
-        _empty(ax, f"not finite (NaN/inf) at every recorded step: no {what} percentiles")
+        _empty(ax, f"not finite (NaN/inf) at every recorded step: no {what} percentiles",
+               PERCENTILES_TITLE)
         return fig
     color = OKABE_ITO[0]
     few = len(x) < 3
@@ -1047,7 +1063,7 @@ def gradient_heatmap(probes: pd.DataFrame | None, quantity: str = "grad_pre_std"
               else 3.8)
     fig, (ax,) = _new_figure(6.4 + (left or 0.85) - 0.85, height, right=1.3, left=left)
     if wide.empty:
-        _empty(ax, nothing_recorded(probes, quantity))
+        _empty(ax, nothing_recorded(probes, quantity), heading)
         return fig
     # every recorded step a column: one whose values are all NaN (an fp16 run's overflowed
     # gradients) is blank, not left out (the axis started at the first finite step)
@@ -1063,7 +1079,7 @@ def gradient_heatmap(probes: pd.DataFrame | None, quantity: str = "grad_pre_std"
     valid = np.isfinite(z) & (z > 0)
     if not valid.any():
         _empty(ax, "gradients are all zero or non-finite" if quantity == "grad_pre_std" else
-               f"'{quantity}' is zero or non-finite everywhere")
+               f"'{quantity}' is zero or non-finite everywhere", heading)
         return fig
     steps = wide.index.to_numpy(dtype=float)
     layers = np.asarray(wide.columns, dtype=float)
@@ -1152,7 +1168,7 @@ def gradient_profile(probes: pd.DataFrame | None, theory: pd.DataFrame | None = 
     fig, (ax,) = _new_figure()
     wide = _quantity(probes, quantity)
     if wide.empty:
-        _empty(ax, nothing_recorded(probes, quantity))
+        _empty(ax, nothing_recorded(probes, quantity), GRADIENT_PROFILE_TITLE)
         return fig
     names = layer_names(probes)
     size = tick_font_size(len(wide.columns))
@@ -1191,7 +1207,7 @@ def gradient_profile(probes: pd.DataFrame | None, theory: pd.DataFrame | None = 
                   "layer (1 = first hidden)")
     ax.set_ylabel("std of dL/ds")
     layer_ticks(ax, "x", [int(v) for v in layers], names, size=size)
-    ax.set_title("Gradient std per layer: initialization vs theory")
+    ax.set_title(GRADIENT_PROFILE_TITLE)
     _legend(ax, loc="best")
     return fig
 
@@ -1209,7 +1225,7 @@ def weight_std_profile(probes: pd.DataFrame | None,
     fig, (ax,) = _new_figure()
     wide = _quantity(probes, "weight_std")
     if wide.empty:
-        _empty(ax, nothing_recorded(probes, "weight_std"))
+        _empty(ax, nothing_recorded(probes, "weight_std"), WEIGHT_STD_TITLE)
         return fig
     names = layer_names(probes)
     layers = [int(v) for v in wide.columns]
@@ -1255,7 +1271,8 @@ def weight_std_profile(probes: pd.DataFrame | None,
     if not np.isfinite(vals).any():  # every weight std 0 or not finite: no point to draw
         ax.clear()
         _style(ax)
-        _empty(ax, "no weight std to draw on a log axis:\n" + "\n".join(notes))
+        _empty(ax, "no weight std to draw on a log axis:\n" + "\n".join(notes),
+               WEIGHT_STD_TITLE)
         return fig
     vals = np.concatenate([np.asarray(ln.get_ydata(), float) for ln in ax.lines])
     pos = vals[np.isfinite(vals) & (vals > 0)]
@@ -1275,7 +1292,7 @@ def weight_std_profile(probes: pd.DataFrame | None,
         fig.set_figheight(height + extra)
         fig.subplots_adjust(top=1 - top_in / (height + extra),
                             bottom=bottom_in / (height + extra))
-    ax.set_title("\n".join(["Weight std per layer: initialization and end", *notes]),
+    ax.set_title("\n".join([WEIGHT_STD_TITLE, *notes]),
                  fontsize=10 if notes else 10.5)
     _legend(ax, loc="best")
     return fig
@@ -1293,6 +1310,7 @@ def layer_histograms(histograms: pd.DataFrame | None, kind: str = "act") -> Figu
     if h.empty:
         for ax in axes:
             _empty(ax, f"no '{kind}' histograms recorded")
+        fig.suptitle(f"Per-layer histograms: {what}", fontsize=11)
         return fig
     steps = sorted(h["step"].unique())
     chosen = [steps[0], steps[-1]] if len(steps) > 1 else [steps[0]]
@@ -1381,7 +1399,8 @@ def saturation_dead(probes: pd.DataFrame | None) -> Figure:
         _empty(axes[0], "pre-activations NaN/inf wherever these fractions were recorded:"
                "\nnothing to draw" if bad and recorded else
                "every saturation and dead-unit probe is NaN or inf: nothing to draw"
-               if recorded else "no saturation or dead-unit probes recorded")
+               if recorded else "no saturation or dead-unit probes recorded",
+               "Saturated, inactive and dead units")
         return fig
     all_steps = np.array(sorted(set(probes["step"])), dtype=float)
     edges = _edges(all_steps) if bad else np.empty(0)
@@ -1504,7 +1523,7 @@ def jacobian_spectrum(jac: pd.DataFrame | None) -> Figure:
     near 1; a spectrum far below 1 is a vanishing, far above an exploding input-output map."""
     fig, (ax,) = _new_figure(6.4, 3.6, right=2.6)
     if jac is None or jac.empty:
-        _empty(ax, "no Jacobian singular values recorded")
+        _empty(ax, "no Jacobian singular values recorded", JACOBIAN_TITLE)
         return fig
     stats = {s[0]: s for s in jacobian_summary(jac)}
     steps = sorted(stats)
@@ -1531,7 +1550,8 @@ def jacobian_spectrum(jac: pd.DataFrame | None) -> Figure:
     if not drawn:
         ax.clear()
         _style(ax)
-        _empty(ax, "no finite, nonzero singular value: nothing to draw on a log axis")
+        _empty(ax, "no finite, nonzero singular value: nothing to draw on a log axis",
+               JACOBIAN_TITLE)
         return fig
     ax.set_xscale("log")
     ax.axvline(1.0, color="#555555", linestyle=":", linewidth=1.0, label="σ = 1 (isometry)")
@@ -1544,7 +1564,7 @@ def jacobian_spectrum(jac: pd.DataFrame | None) -> Figure:
     if bad:
         note.append("not finite at " + "; ".join(bad[:3]) + ("; ..." if len(bad) > 3 else ""))
     n_ex = int(jac["example"].nunique()) if "example" in jac else 0
-    ax.set_title("Input–output Jacobian singular values" + (f" ({n_ex} examples)" if n_ex else "")
+    ax.set_title(JACOBIAN_TITLE + (f" ({n_ex} examples)" if n_ex else "")
                  + (f"\nnot drawn: {', '.join(note)}" if note else ""), fontsize=10)
     _legend(ax, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     return fig
@@ -1570,7 +1590,7 @@ def update_ratio(probes: pd.DataFrame | None) -> Figure:
     pos = vals[np.isfinite(vals) & (vals > 0)]
     if not pos.size:
         _empty(ax, _no_update_ratio_drawn(wide) if not wide.empty else
-               nothing_recorded(probes, "update_ratio"))
+               nothing_recorded(probes, "update_ratio"), UPDATE_RATIO_TITLE)
         return fig
     # the lines shown are picked among the layers with a value to draw: 8 evenly spaced of
     # 122 layers, 100 of them unchanged (ratio 0), were 8 legend entries and 2 lines
@@ -1603,7 +1623,7 @@ def update_ratio(probes: pd.DataFrame | None) -> Figure:
                                             "layer"].unique())
     if zero:
         note += f"\nnot drawn: zero (weights unchanged) in {_span_text(zero, names)}"
-    title = wrap_lines(f"Relative weight update per step{_layers_note(shown, layers)}{note}",
+    title = wrap_lines(f"{UPDATE_RATIO_TITLE}{_layers_note(shown, layers)}{note}",
                        ax.get_position().width * fig.get_figwidth(), 9.5)
     ax.set_title(title, fontsize=9.5)
     lines = title.count("\n") + 1
