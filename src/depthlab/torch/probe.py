@@ -1210,19 +1210,73 @@ def trackable(v: Any) -> Any:
 
 
 @keyword_hints
-def probe(model: nn.Module, x: Any, y: Any,
-          loss_fn: Callable[[Any, Any], torch.Tensor] | str,
+def probe(model: nn.Module, x: Any, y: Any = None,
+          loss_fn: Callable[[Any, Any], torch.Tensor] | str | None = None,
           percentiles: Sequence[float] = PERCENTILES) -> pd.DataFrame:
     """Measure every weight layer of ``model`` on the batch ``(x, y)``; see the module
     docstring for the table. ``x``: a tensor (or a tuple/list of positional inputs, or a dict
     of keyword inputs); ``loss_fn(model(x), y)`` must return a scalar tensor (or give a
-    :data:`LOSSES` name: ``"cross_entropy"``, ``"mse"``, ...);
+    :data:`LOSSES` name: ``"cross_entropy"``, ``"mse"``, ...); ``loss_fn=None`` (with
+    ``y=None``): the model computes its loss itself (:func:`output_loss`: a Hugging Face style
+    model given its labels inside ``x``);
     ``percentiles=()`` skips the sorts behind ``pre_pK``/``act_pK``. Called inside
     ``torch.no_grad()`` or ``torch.inference_mode()`` it still back-propagates (the gradient
     rows were NaN); ``torch.no_grad()`` *inside* the model's forward keeps its meaning."""
+    if loss_fn is None:
+        _check_no_targets(y)
     with torch.inference_mode(False), torch.enable_grad(), inputs_kept(x, y), \
             out_of_memory("dlt.probe", x):
-        return _probe(model, trackable(x), trackable(y), resolve_loss(loss_fn), percentiles)
+        fn = output_loss if loss_fn is None else resolve_loss(loss_fn)
+        return _probe(model, trackable(x), trackable(y), fn, percentiles)
+
+
+def _check_no_targets(y: Any) -> None:
+    """A ValueError for targets given without a ``loss_fn`` to read them: ``loss_fn=None``
+    takes the loss the model returns (:func:`output_loss`), so ``y`` would be left unread."""
+    if y is not None:
+        what = (f"a tensor of shape {tuple(y.shape)}" if isinstance(y, torch.Tensor)
+                else type(y).__name__)
+        raise ValueError(f"y is given ({what}) but loss_fn is None, which takes the loss the "
+                         "model itself returns (a one-element tensor, out['loss'] or "
+                         "out.loss), leaving y unread; expected a loss_fn(output, y) to read "
+                         "y, or y=None with the targets inside x (x={..., 'labels': y})")
+
+
+def _output_kind(output: Any) -> str:
+    """A few words naming what a model returned (for :func:`output_loss`'s errors)."""
+    if isinstance(output, torch.Tensor):
+        return f"a tensor of shape {tuple(output.shape)}"
+    kind = type(output).__name__
+    if isinstance(output, dict):
+        held = "its 'loss' None" if "loss" in output else "no 'loss'"
+        return f"an output of type {kind} with keys {list(output)} ({held})"
+    if hasattr(output, "loss"):
+        return f"an output of type {kind} whose .loss is {type(output.loss).__name__}"
+    if isinstance(output, (tuple, list)):
+        return f"a {kind} of {len(output)} items"
+    return f"an output of type {kind}"
+
+
+def output_loss(output: Any, y: Any = None) -> torch.Tensor:
+    """``loss_fn=None``: the loss ``L`` that the model's forward computed and returned, read
+    from ``output``: ``L = output`` for a one-element tensor; ``L = output["loss"]`` for a
+    dict (a ``transformers`` ``ModelOutput`` is one); ``L = output.loss`` for another object
+    with that attribute (a dataclass, a namedtuple). A ValueError naming what the output holds
+    for anything else (logits without a loss: a model given no labels). ``y`` is unused."""
+    if isinstance(output, torch.Tensor):
+        if output.numel() == 1:
+            return output
+        loss = None
+    elif isinstance(output, dict):
+        loss = output.get("loss")
+    else:
+        loss = getattr(output, "loss", None)
+    if isinstance(loss, torch.Tensor):
+        return loss
+    raise ValueError(f"loss_fn is None, so the model must return its loss, but it returned "
+                     f"{_output_kind(output)}; expected a one-element "
+                     "tensor, a dict with 'loss' or an object with .loss (a Hugging Face "
+                     "model computes it when x holds its labels), or give loss_fn(output, y)")
 
 
 def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch.Tensor],
