@@ -11,7 +11,11 @@ compiles (two processes, one dtype each) instead of each compiling them.
 
 A pytest-xdist worker runs torch on one intra-op thread (:func:`_one_torch_thread`): two
 workers on two cores each with torch's default pool (a thread per core) oversubscribed the
-machine. NumPy's BLAS pool is left as it is (depthlab.threads chooses it, and tests check it)."""
+machine. NumPy's BLAS pool is left as it is (depthlab.threads chooses it, and tests check it).
+
+Before collection each process caches pytest's rewrite of its share of the test modules
+(helpers.assertcache: rewriting the asserts was two thirds of the collection's CPU, done by
+every worker at every run under ``PYTHONDONTWRITEBYTECODE``)."""
 
 from __future__ import annotations
 
@@ -96,6 +100,16 @@ def pytest_sessionstart(session):
         background.attach()  # the controller's background processes
     else:
         background.start(workers=session.config.pluginmanager.hasplugin("dsession"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection(session):
+    """This process's share of the test modules' rewritten asserts cached before it collects
+    them (not in pytest-xdist's controller, which collects nothing)."""
+    from helpers import assertcache
+
+    if not session.config.pluginmanager.hasplugin("dsession"):
+        assertcache.warm(session.config)
 
 
 def pytest_collection_finish(session):
