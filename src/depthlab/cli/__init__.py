@@ -321,6 +321,41 @@ def _check_environment() -> None:
                             f"{', '.join(PROBE_KERNELS_VALUES)} (or unset it)")
 
 
+def _encodes_all(stream: Any) -> bool:
+    """Whether ``stream`` can write any text: its encoding is a UTF one (or it has none)."""
+    encoding = str(getattr(stream, "encoding", None) or "utf-8").lower().replace("_", "-")
+    return encoding.startswith("utf")
+
+
+@contextlib.contextmanager
+def _unencodable_escaped() -> Iterator[None]:
+    """While the command runs, stdout and stderr opened in an encoding that lacks some
+    characters (``PYTHONIOENCODING=ascii``, a latin-1 terminal) write those characters as
+    backslash escapes (``\\xe9``) instead of failing: ``depthlab runs`` of a run named ``é``
+    was "UnicodeEncodeError ... (internal error)" and exit 1, and ``depthlab run`` stored its
+    run, then failed on the line saying where (exit 1). Each stream's error handler is set
+    back afterwards."""
+    restore: list[tuple[Any, str]] = []
+    for stream in (sys.stdout, sys.stderr):
+        if stream is None or _encodes_all(stream) or not hasattr(stream, "reconfigure"):
+            continue
+        errors = getattr(stream, "errors", None) or "strict"
+        if errors in ("strict", "surrogateescape"):
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (OSError, ValueError, TypeError, AttributeError):
+                continue
+            restore.append((stream, errors))
+    try:
+        yield
+    finally:
+        for stream, errors in restore:
+            try:
+                stream.reconfigure(errors=errors)
+            except (OSError, ValueError, TypeError, AttributeError):
+                pass
+
+
 def _stdout_broken() -> bool:
     """Whether stdout refuses the command's output (a full disk, a closed pipe); if so it is
     pointed at ``os.devnull``, so the interpreter's exit does not fail on it again."""
@@ -602,7 +637,7 @@ def _interrupted(e: BaseException) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``depthlab`` command; returns the exit status."""
     try:
-        with _sigterm_from_the_start(entry=argv is None):
+        with _sigterm_from_the_start(entry=argv is None), _unencodable_escaped():
             return _main(argv)
     except KeyboardInterrupt as e:  # landed outside _main's own handlers (its first lines)
         return _interrupted(e)
