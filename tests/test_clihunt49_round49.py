@@ -86,3 +86,13 @@ def test_a_utf8_stdout_is_left_as_it_is(tmp_path, monkeypatch, capsys):
     assert main(["runs", str(tmp_path / "r")]) == 0
     out.flush()
     assert "nämé☃" in out.buffer.getvalue().decode("utf-8")
+
+
+def test_init_example_starter_writes_starter_toml(tmp_path, monkeypatch, capsys):
+    """``--list`` names starter.toml, and ``--example EX`` without NAME writes the example's
+    own file name; for the starter it was "give NAME" (exit 2)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["init", "--example", "starter"]) == 0, capsys.readouterr().err
+    text = (tmp_path / "starter.toml").read_text(encoding="utf-8")
+    assert 'name = "starter"' in text and "THIS_FILE" not in text
+    assert main(["run", "starter.toml", "--out", "r", "-q"]) == 0

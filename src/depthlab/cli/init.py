@@ -89,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
                             f"{', '.join(Path(e).stem for e in shipped_examples())}")
         source = matches[0]
     name = args.name
-    if name is None and source != STARTER:  # `init --example digits_run`: digits_run.toml
+    if name is None and args.example is not None:  # `init --example digits_run`:
+        # digits_run.toml; `--example starter` (listed by --list) too: it was "give NAME"
         name = Path(source).stem
     if not (name or "").strip():  # "" or "  " (not a file named "  .toml")
         raise UserError("give NAME: `depthlab init NAME` writes NAME.toml (or see --list)")
