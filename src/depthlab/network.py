@@ -224,8 +224,9 @@ class Network(Sequential):
     def backward(self, grad: Array, input_grad: bool = True, copy: bool = True) -> Array | None:
         """``dL/dx`` for ``grad = dL/dy`` of the last :meth:`forward` (shape ``(batch,
         n_outputs)``), by the chain rule through every layer in reverse (the generalized delta
-        rule); fills every parameter's ``.grad``. ``grad`` is left unchanged (copied first)
-        unless ``copy=False``."""
+        rule); fills every parameter's ``.grad``. ``grad`` is left unchanged (copied first, into
+        C order, so that any layout of the same values gives the same bits) unless
+        ``copy=False`` and it is already a C-contiguous array of the network's dtype."""
         if self.layers[0].cached_input() is None:
             raise RuntimeError(NO_FORWARD)
         out = getattr(self, "_out_shape", None) or self.output_cache_shape
@@ -239,7 +240,12 @@ class Network(Sequential):
                             f"numbers of the output shape {out}")
         if grad.shape != out:
             raise ValueError(f"gradient has shape {grad.shape}; expected the output shape {out}")
-        g = grad.astype(self.dtype, copy=True) if copy or grad.dtype != self.dtype else grad
+        if copy or grad.dtype != self.dtype or not grad.flags.c_contiguous:
+            # C order: the layers' sums run in one order whatever the caller's layout (a
+            # Fortran-order gradient summed its columns pairwise: dL/db 1 ulp off)
+            g = grad.astype(self.dtype, order="C", copy=True)
+        else:
+            g = grad
         return super().backward(g, input_grad)
 
     @property
