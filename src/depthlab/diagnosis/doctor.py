@@ -899,6 +899,15 @@ def resolved_by(kind: str, changes: dict[str, Any], after_kinds: list[str], metr
     return kind not in after_kinds
 
 
+def rows_per_step(batch_size: Any, train_rows: int) -> dict[str, int]:
+    """``{"rows_per_step": n}`` when an integer ``batch_size`` exceeds the ``n`` training rows
+    (each step then trains on all ``n``: ``min(batch_size, n)``, as both trainers take it), else
+    ``{}`` (the settings of a run whose batches are as asked stay as they were)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+        return {}  # "full": all rows, as asked
+    return {"rows_per_step": int(train_rows)} if int(batch_size) > train_rows else {}
+
+
 def doctor_train_kwargs(train: dict[str, Any]) -> dict[str, Any]:
     """The config's ``[train]`` settings as :func:`depthlab.doctor` keyword arguments: its
     ``loss_kwargs`` (a Loss object built with them) and ``l1``/``l2`` too (both were left out:
@@ -1087,6 +1096,7 @@ def doctor(
     # only when set: the settings of a run without penalties stay as they were (a config's
     # [train] l1/l2 were not passed, so `depthlab doctor` diagnosed another training)
     settings.update({k: float(v) for k, v in (("l1", l1), ("l2", l2)) if v})
+    settings.update(rows_per_step(batch_size, d.x.shape[0]))
     if standardize:  # only then: the settings of a run on the data as given stay as they were
         settings["standardize"] = True
     if standardize_targets:

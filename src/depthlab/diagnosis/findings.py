@@ -534,7 +534,10 @@ class Diagnosis:
             f"{s.get('optimizer')} lr {s.get('lr')}"
             + "".join(f" {k} {v}" for k, v in (s.get("optimizer_kwargs") or {}).items())
             + "".join(f", {k} {s[k]}" for k in ("l1", "l2") if s.get(k))
-            + f", batch {s.get('batch_size')}, seed {s.get('seed')}"
+            + f", batch {s.get('batch_size')}"
+            + (f" (all {s['rows_per_step']} training rows each step)"
+               if s.get("rows_per_step") else "")
+            + f", seed {s.get('seed')}"
             + (", inputs standardized" if s.get("standardize") else "")
             + (", targets standardized (losses in their units)"
                if s.get("standardize_targets") else ""),
