@@ -63,8 +63,15 @@ __all__ = [
 ]
 
 
+def _c_order(arr: Array) -> Array:
+    """``arr`` in C order (copied only when it is not): the row-wise sums (softmax's
+    ``sum_c e^z``, ``sum_c y``) then run in one order whatever the caller's layout (a
+    Fortran-order pred gave a cross-entropy and its gradient 1 ulp off the C-order one)."""
+    return arr if arr.flags.c_contiguous else xp.ascontiguousarray(arr)
+
+
 def _as_float_array(x: Any, what: str) -> Array:
-    arr = xp.asarray(_torch_values(x))  # a tensor: its values (detached, on the host)
+    arr = _c_order(xp.asarray(_torch_values(x)))  # a tensor: its values (on the host)
     if arr.dtype.kind not in "fiub":
         first = arr.flat[0] if arr.size else None
         first = first.item() if isinstance(first, np.generic) else first  # 'a', not np.str_('a')
@@ -118,7 +125,7 @@ def _nonnegative(name: str, value: Any, max_ndim: int) -> Array:
 
 
 def _check_pred(pred: Any) -> Array:
-    pred = xp.asarray(_torch_values(pred))
+    pred = _c_order(xp.asarray(_torch_values(pred)))
     if pred.dtype.kind != "f":
         raise TypeError(f"pred must be a float array, got dtype {pred.dtype}")
     if pred.size == 0:
