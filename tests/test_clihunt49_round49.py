@@ -96,3 +96,18 @@ def test_init_example_starter_writes_starter_toml(tmp_path, monkeypatch, capsys)
     text = (tmp_path / "starter.toml").read_text(encoding="utf-8")
     assert 'name = "starter"' in text and "THIS_FILE" not in text
     assert main(["run", "starter.toml", "--out", "r", "-q"]) == 0
+
+
+def test_export_to_a_file_name_is_refused(tmp_path, capsys):
+    """``--to runs.csv`` made a folder named runs.csv holding runs.csv, steps.csv, ..."""
+    _unicode_store(tmp_path / "r")
+    for name in ("tables.csv", "out.PARQUET", "x.json"):
+        code = main(["export", str(tmp_path / "r"), "--to", str(tmp_path / name)])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1, err
+        assert name in err and "expected a folder" in err
+        assert not (tmp_path / name).exists()
+    (tmp_path / "old.csv").mkdir()  # an existing folder of such a name: written into
+    assert main(["export", str(tmp_path / "r"), "--to", str(tmp_path / "old.csv")]) == 0
+    assert (tmp_path / "old.csv" / "runs.csv").is_file()
+    assert main(["export", str(tmp_path / "r"), "--to", str(tmp_path / "v1.2")]) == 0

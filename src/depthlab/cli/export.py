@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     target = Path(args.to) if args.to else default
     if target.exists() and not target.is_dir():
         raise UserError(f"--to {str(target)!r} is a file; expected a folder")
+    _check_not_a_file_name(target, args.format)
     # the default folder is the export's own (also when named, and one an older depthlab
     # wrote without the marker)
     # (realpath, not Path.resolve: a loop of links raised RuntimeError, an internal error,
@@ -48,6 +49,25 @@ def run(args: argparse.Namespace) -> int:
     for p in paths:
         print(p)
     return 0
+
+
+FILE_SUFFIXES = frozenset((".csv", ".tsv", ".parquet", ".pq", ".json", ".jsonl", ".xlsx",
+                           ".xls", ".feather", ".arrow", ".txt", ".zip", ".gz", ".db"))
+"""Suffixes of a table file: a new ``--to`` folder ending in one was meant as a file."""
+
+
+def _check_not_a_file_name(target: Path, fmt: str) -> None:
+    """A :class:`UserError` when ``target`` does not exist yet and its suffix is that of a
+    table file (``--to runs.csv``, ``--to tables.parquet``): it was created as a folder named
+    ``runs.csv`` holding ``runs.csv``, ``steps.csv``, ... An existing folder of such a name
+    (an earlier export's) is accepted."""
+    suffix = target.suffix.lower()
+    if target.is_dir() or suffix not in FILE_SUFFIXES:
+        return
+    bare = str(target.with_suffix(""))
+    raise UserError(f"--to {str(target)!r} ends in {target.suffix}, a file name; expected a "
+                    f"folder (each table is one file in it: runs.{fmt}, steps.{fmt}, ...), "
+                    f"such as --to {bare!r}")
 
 
 @contextlib.contextmanager
