@@ -69,3 +69,94 @@ def test_a_figure_with_nothing_to_draw_still_says_what_it_is_a_figure_of(name):
     has with data (the weight std figure: "Weight std per layer: initialization and end")."""
     fig = _empty_figures()[name]()
     assert _titles(fig), f"{name}: a figure with no title"
+
+
+def _texts_above_axes(fig) -> list[tuple[str, float]]:
+    """(text, pixels its top is above the axes' top) of each bar text that sticks out."""
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    top = ax.get_window_extent(renderer).y1
+    return [(t.get_text(), round(t.get_window_extent(renderer).y1 - top, 1))
+            for t in ax.texts if t.get_window_extent(renderer).y1 > top + 0.5]
+
+
+@pytest.mark.parametrize("values", [[0.675, 0.673, 0.681, 0.684, 0.67, 0.668, 0.668, 0.675],
+                                    [0.1, 0.5, 0.9, 0.95, 0.99, 0.2, 0.3, 0.99]])
+def test_a_three_key_sweeps_bar_values_stay_inside_the_axes_under_the_title(values):
+    """A sweep over three keys is drawn as one bar per run, its long names turned under the
+    bars, which leaves short axes: the tallest bar's value ("0.684") stuck 3 px out of the
+    axes, written over the title "train_loss by run" in the report's PNG. Every value now
+    ends inside the axes."""
+    import itertools
+
+    from depthlab import plot
+
+    rows = [{"name": f"three:lr={lr},depth={d},activation={a}", "train.lr": lr,
+             "model.depth": d, "model.activation": a, "train_loss": v, "status": "finished"}
+            for (lr, d, a), v in zip(itertools.product([0.05, 0.2], [2, 4], ["tanh", "relu"]),
+                                     values)]
+    fig = plot.sweep_metric(pd.DataFrame(rows), ["train.lr", "model.depth", "model.activation"],
+                            "train_loss", higher_is_better=False)
+    assert len(fig.axes[0].texts) == 8
+    assert _texts_above_axes(fig) == []
+
+
+# -- the playground in a browser ------------------------------------------------------------------
+MEASURED = "document.getElementById('grad-summary').dataset.step !== ''"
+INJECTION = "<script>window.__pwn=1</script><img src=x id=INJ onerror=\"window.__pwn=2\">\"'&</div>"
+
+
+@pytest.fixture(scope="module")
+def server():
+    from depthlab.playground.server import Background
+
+    with Background(memory_limit=256 * 2**20) as bg:
+        yield bg
+
+
+@pytest.fixture()
+def page(browser, server):
+    from helpers.browser import checked_page
+
+    with checked_page(browser) as pg:
+        yield pg
+
+
+def test_a_links_script_value_is_shown_as_text_and_never_run(page, server):
+    """A shared link whose values (and a key) carry ``<script>`` and an ``onerror`` image:
+    the refusal names them as text, no element is made of them, nothing runs, no dialog."""
+    import urllib.parse
+
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    query = urllib.parse.urlencode({"model.activation": INJECTION, "train.lr": INJECTION})
+    page.goto(f"{server.url}?{query}")
+    page.wait_for_function("document.getElementById('message').textContent.includes('lr')")
+    state = page.evaluate("""() => [window.__pwn === undefined, !document.getElementById('INJ'),
+        document.getElementById('message').textContent]""")
+    assert state[:2] == [True, True], state
+    assert "<script>window.__pwn=1</script><img" in state[2]
+    assert page.input_value("[name='model.activation']") == INJECTION
+    assert dialogs == []
+
+
+def test_the_theory_line_the_page_draws_is_depthlab_theorys_for_that_setting(page, server):
+    """The gradient panel's theory line, read from the page, is
+    ``predict_gradients(model, x=the session's probe rows, loss=...).relative_std`` times the
+    last layer's value at step 0, layer by layer (5 significant digits), for a setting other
+    than the default (elu, lecun_normal, 7 layers of 24, mse)."""
+    from depthlab.theory import predict_gradients
+
+    page.goto(f"{server.url}?model.activation=elu&model.init=lecun_normal&model.depth=7"
+              "&model.width=24&train.loss=mse")
+    page.wait_for_function(MEASURED)
+    drawn = page.evaluate("""() => ({rel: S.theory.relative_std,
+        line: S.plots['plot-grad'].data[3], top: S.init.grad_std[S.init.grad_std.length - 1]})""")
+    (session,) = server.app.state.registry.sessions.values()
+    pred = predict_gradients({"sizes": [2] + [24] * 7 + [2], "activation": "elu",
+                              "init": "lecun_normal"}, x=session.monitor.x, loss="mse")
+    assert len(drawn["rel"]) == 7
+    np.testing.assert_allclose(drawn["rel"], pred.relative_std, rtol=1e-4)
+    np.testing.assert_allclose(10.0 ** np.array(drawn["line"]),
+                               np.array(pred.relative_std) * drawn["top"], rtol=1e-4)
