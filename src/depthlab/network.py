@@ -173,8 +173,10 @@ class Network(Sequential):
 
             return finite_features(x, self.dtype, "x")
         self._check_memory(x, through)
-        if x.dtype != self.dtype:
-            x = x.astype(self.dtype)
+        if x.dtype != self.dtype or not x.flags.c_contiguous:
+            # C order: a first BatchNorm's batch sums then run in one order whatever the
+            # caller's layout (a Fortran-order batch gave outputs 1 ulp off)
+            x = x.astype(self.dtype, order="C")
         return x
 
     def _check_memory(self, x: Array, through: bool) -> None:

@@ -70,13 +70,16 @@ class Layer:
         float64 array (NumPy's default, nested lists) in a float32 ``BatchNorm`` failed in
         backward ("could not be cast from dtype('float64') to dtype('float32') ... 'safe'");
         a float32 ``Dense`` returned float64 outputs and gradients (a silent upcast). Only
-        real numbers are cast (a complex input would lose its imaginary part)."""
+        real numbers are cast (a complex input would lose its imaginary part). The result is
+        C-contiguous (copied only when ``x`` is not), so the sums over the batch run in one
+        order whatever the caller's layout (a Fortran-order input of a ``BatchNorm`` gave its
+        output 1 ulp off the C-order one)."""
         if x.dtype == dtype:
-            return x
+            return x if x.flags.c_contiguous else xp.ascontiguousarray(x)
         if x.dtype.kind not in "fiub":
             raise TypeError(f"{self.name}: input of dtype {x.dtype} is not accepted; "
                             "accepted: an array (or nested lists) of real numbers")
-        return x.astype(dtype)
+        return x.astype(dtype, order="C")
 
     def _check_backward(self, cached: Array | None, grad: Array, shape: tuple[int, ...]) -> None:
         """One clear line when :meth:`backward` cannot run: no forward pass cached (``cached``
