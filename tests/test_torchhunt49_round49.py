@@ -8,6 +8,7 @@ tests/test_torchhunt48_round48.py) or a one-line refusal."""
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import math
 
@@ -159,3 +160,128 @@ def test_loss_fn_none_refuses_an_output_without_a_loss_and_unread_targets():
     with pytest.raises(ValueError, match=r"^y is given \(a tensor of shape \(12,\)\) but "
                                          r"loss_fn is None"):
         dlt.probe(model, {"x": x, "labels": y}, y)
+
+
+# ---------------------------------------------------------------------------------------------
+# a layer whose output is upsampled before its activation: act_* of the activation it reaches
+
+
+class Upsampled(nn.Module):
+    """``conv -> [norm] -> upsample -> act`` by an ``nn.Upsample`` module or by
+    ``F.interpolate`` in the forward; records the activation's input and output."""
+
+    def __init__(self, act: nn.Module, mode: str = "nearest", functional: bool = False,
+                 norm: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.norm = nn.BatchNorm2d(4) if norm else nn.Identity()
+        self.up = nn.Upsample(scale_factor=2, mode=mode)
+        self.act, self.functional, self.mode = act, functional, mode
+        self.head = nn.Linear(4 * 100, 4)
+        self.seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, x):
+        h = self.norm(self.conv(x))
+        u = F.interpolate(h, scale_factor=2, mode=self.mode) if self.functional else self.up(h)
+        a = self.act(u)
+        self.seen.append((u.detach().clone(), a.detach().clone()))
+        return self.head(a.flatten(1))
+
+
+def _linear_percentile(v: torch.Tensor, q: float) -> float:
+    return float(torch.quantile(v.reshape(-1), q / 100, interpolation="linear"))
+
+
+def _act_reference(model: Upsampled, x, derivative, bounded: bool) -> dict:
+    model.seen.clear()
+    with torch.no_grad():
+        model(x)
+    (u, a), = model.seen
+    d = derivative(u).abs()
+    row = {"act_mean": float(a.mean()), "act_std": float(a.std(correction=0)),
+           "dead_frac": float((d.amax(dim=(0, 2, 3)) == 0).double().mean())}
+    row.update({f"act_p{q:g}": _linear_percentile(a, q) for q in (2, 15, 50, 85, 98)})
+    if bounded:
+        row["saturated_frac"] = float((d < 0.05 * 1.0).double().mean())
+    else:
+        row["inactive_frac"] = float((u <= 0).double().mean())
+    return row
+
+
+def _relu_grad(u):
+    return (u > 0).to(u.dtype)
+
+
+def _tanh_grad(u):
+    return 1 - torch.tanh(u) ** 2
+
+
+UPSAMPLED = {
+    # name: (model factory, derivative, bounded)
+    "Upsample nearest, ReLU": (lambda: Upsampled(nn.ReLU()), _relu_grad, False),
+    "Upsample bilinear, Tanh": (lambda: Upsampled(nn.Tanh(), "bilinear"), _tanh_grad, True),
+    "BatchNorm, Upsample, ReLU": (lambda: Upsampled(nn.ReLU(), norm=True), _relu_grad, False),
+    "F.interpolate nearest, ReLU": (lambda: Upsampled(nn.ReLU(), functional=True), _relu_grad,
+                                    False),
+    "F.interpolate bicubic, Tanh": (lambda: Upsampled(nn.Tanh(), "bicubic", functional=True),
+                                    _tanh_grad, True),
+}
+
+
+@pytest.mark.parametrize("name", list(UPSAMPLED))
+def test_a_layer_upsampled_before_its_activation_has_the_activations_rows(name):
+    # Conv -> nn.Upsample / F.interpolate -> activation: the conv had no act_*, dead_frac,
+    # inactive_frac or saturated_frac rows (the activation reads a new tensor)
+    make, derivative, bounded = UPSAMPLED[name]
+    torch.manual_seed(0)
+    model = make().double()
+    with torch.no_grad():  # one dead channel, and tanh units driven into saturation
+        model.conv.bias[0] = -50.0
+        model.conv.weight[1] *= 8.0
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(6, 3, 5, 5, generator=g, dtype=D), torch.randint(0, 4, (6,), generator=g)
+    got = _table(dlt.probe(model, x, y, CE))
+    want = _act_reference(model, x, derivative, bounded)
+    if name.startswith("BatchNorm"):  # (train mode: its dead channel is no longer dead)
+        want.pop("dead_frac")
+        assert got[("conv", "dead_frac")] == 0.0
+    else:
+        assert want["dead_frac"] == 0.25  # (tanh(-50) is -1.0: f' is 0 there too)
+    for q, v in want.items():
+        assert math.isclose(got[("conv", q)], v, rel_tol=1e-9, abs_tol=1e-12), q
+    weights = {"conv": [model.conv.weight], "head": [model.head.weight]}
+    ref = reference(model, x, y, weights)
+    for n, row in ref.items():
+        for q, v in row.items():
+            assert math.isclose(got[(n, q) if n else ("", q)], v, rel_tol=1e-9), (n, q)
+
+
+@pytest.mark.parametrize("name", ["Upsample nearest, ReLU", "F.interpolate bicubic, Tanh"])
+def test_watch_frame_of_an_upsampled_layer_equals_probe(name):
+    make = UPSAMPLED[name][0]
+    g = torch.Generator().manual_seed(2)
+    batches = [(torch.randn(6, 3, 5, 5, generator=g, dtype=D),
+                torch.randint(0, 4, (6,), generator=g)) for _ in range(3)]
+    torch.manual_seed(0)
+    model = make().double()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    states = []
+    with dlt.Watch(model, every=2, theory=False) as watch:
+        for x, y in batches:
+            states.append(copy.deepcopy(model.state_dict()))
+            opt.zero_grad()
+            loss = CE(model(x), y)
+            loss.backward()
+            watch.step(loss)
+            opt.step()
+    frame = watch.frame()
+    model.load_state_dict(states[2])
+    want = _table(dlt.probe(model, *batches[2], CE, percentiles=()))
+    want.pop(("", "acc"))
+    rows = frame[frame.step == 2]
+    got = {(m, q): v for m, q, v in zip(rows.module, rows.quantity, rows.value)
+           if q != "update_ratio"}
+    assert ("conv", "act_std") in got and ("conv", "dead_frac") in got
+    assert got.keys() == want.keys()
+    for key, v in want.items():
+        assert math.isclose(got[key], v, rel_tol=1e-9, abs_tol=1e-13), key

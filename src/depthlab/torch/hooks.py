@@ -39,6 +39,7 @@ import contextlib
 import functools
 import inspect
 import math
+import re
 import sys
 import textwrap
 import weakref
@@ -96,7 +97,13 @@ _DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropo
 _SHUFFLES = (nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle)
 """Modules that rearrange a layer output into a new tensor, entry for entry: their output is
 linked to that layer output, with the map back into its layout (``_shuffle_post``)."""
+_RESAMPLES = (nn.Upsample,)
+"""Modules that resample a layer output over its spatial axes (``nn.Upsample`` and its
+subclasses ``UpsamplingNearest2d``/``UpsamplingBilinear2d``): their output, whose channels are
+the layer's, is linked to that layer output (``_resample_post``)."""
 _ADD_NODES = frozenset({"AddBackward0", "AddBackward1"})
+_UPSAMPLE_NODE = re.compile(r"Upsample\w+Backward\d+")
+"""The autograd nodes of ``F.interpolate`` (``UpsampleNearest2DBackward0``, ...)."""
 _FORWARDS: weakref.WeakSet = weakref.WeakSet()
 """The recordings whose model's forward is in progress: a module shared by two watched models
 (a common trunk) runs inside the other model's forward, which is not a call of this one's pass
@@ -176,7 +183,7 @@ def _hook_stamp() -> tuple[int, int]:
 
 _READS_INPUT = frozenset({"_model_pre", "_norm_pre", "_act_pre", "_relu_post", "_block_pre",
                           "_inner_parent_pre", "_inner_pre", "_dropout_post",
-                          "_shuffle_post"})
+                          "_shuffle_post", "_resample_post"})
 """The :class:`Recording` hooks that read their module's input: registered ``with_kwargs``, so a
 call by keyword (``act(input=s)``, ``blk(hidden=h)``) is measured as a positional one."""
 
@@ -761,6 +768,8 @@ class Recording:
                 plan.append((m, None, self._dropout_post))
             elif isinstance(m, _SHUFFLES):
                 plan.append((m, None, self._shuffle_post))
+            elif isinstance(m, _RESAMPLES):
+                plan.append((m, None, self._resample_post))
             has_children = next(iter(m.children()), None) is not None
             if (not self._blocks_found and has_children) or key in self.blocks:
                 plan.append((m, self._block_pre, self._block_post))
@@ -1411,7 +1420,8 @@ class Recording:
     def _source(self, x: torch.Tensor | None) -> tuple[LayerInfo, str] | None:
         if x is None:
             return None
-        hit = self.p.links.get(id(x)) or self._hooked_link(x) or self._view_link(x)
+        hit = self.p.links.get(id(x)) or self._hooked_link(x) or self._view_link(x) \
+            or self._resampled_link(x)
         if hit is None or hit[0] is not x or hit[1] != _ver(x):
             return None
         return hit[2], hit[3]
@@ -1463,6 +1473,35 @@ class Recording:
         for hit in self.p.links.values():
             if hit[0].grad_fn is src and hit[0].output_nr == nr:
                 return (x, *hit[1:])
+        return None
+
+    def _resampled_link(self, x: torch.Tensor) -> tuple | None:
+        """The link of ``u = F.interpolate(s)`` (an ``Upsample*Backward`` node reading a layer
+        or norm output ``s``, unchanged since its layer) taken by an activation or norm
+        module: ``u`` is linked to that layer (and ``s`` taken), as an ``nn.Upsample``
+        module's output is (:meth:`_resample_post`, whose conditions apply: the channel axis
+        kept, ``s`` no reshaped view). Found in the autograd graph: None without one
+        (``torch.no_grad``) and for a ``u`` changed in place since (its node not the
+        upsampling's)."""
+        fn = x.grad_fn
+        if fn is None or not _UPSAMPLE_NODE.fullmatch(fn.name()) or not fn.next_functions:
+            return None
+        src, nr = fn.next_functions[0]
+        if src is None or x.dim() < 3:
+            return None
+        p = self.p
+        for hit in list(p.links.values()):
+            t = hit[0]
+            if t.grad_fn is not src or t.output_nr != nr:
+                continue
+            if hit[3] not in ("layer", "norm") or hit[1] != -1 and _ver(t) != hit[1] \
+                    or t.dim() != x.dim() or t.shape[:2] != x.shape[:2] \
+                    or hit[2].feature_axis % x.dim() > 1 or (p.layouts and id(t) in p.layouts):
+                return None
+            p.links[id(t)] = (t, hit[1], hit[2], "taken")
+            link = p.links[id(x)] = (x, _ver(x), hit[2], hit[3])
+            self._carried[id(x)] = x
+            return link
         return None
 
     def _norm_pre(self, module, args, kwargs) -> None:
@@ -1520,6 +1559,8 @@ class Recording:
         hit = p.links.get(id(x)) or self._hooked_link(x)
         if hit is None and x._is_view():
             hit = self._view_link(x, ahead)
+        if hit is None and not ahead:
+            hit = self._resampled_link(x)
         if hit is None or hit[0] is not x or hit[3] not in ("layer", "norm") \
                 or hit[1] != -1 and _ver(x) != hit[1] + ahead:
             return  # (also eval mode: the same tensor, unchanged, still linked)
@@ -1572,6 +1613,38 @@ class Recording:
         self._carried[id(out)] = out
         p.layouts[id(out)] = back if inner is None else functools.partial(_compose, inner,
                                                                            back)
+
+    def _resample_post(self, module, args, kwargs, output) -> None:
+        """An ``nn.Upsample`` (nearest, linear, bilinear, bicubic, trilinear; ``size`` or
+        ``scale_factor``) of a convolution's (or its norm's) output ``s`` before the
+        activation (``Conv -> Upsample -> ReLU``, a decoder's upsampling stage): the activation
+        reads ``u = interpolate(s)``, a new tensor of other spatial size whose channels are the
+        layer's, so ``u`` is linked to the layer and the activation after it gives the layer
+        its ``act_*`` (of ``f(u)``, that module's output), ``saturated_frac`` and
+        ``inactive_frac`` (of ``u``, its input) and ``dead_frac`` (channels with
+        ``f'(u) == 0`` everywhere) rows; they were missing. Only where the layer's units are a
+        channel axis the interpolation keeps (axis 0 or 1 of ``s``: not a Linear's last axis,
+        which it would resample) and ``s`` is no reshaped view of the layer output. ``pre_*``
+        stay the layer's own output; no fused ReLU pass through it (``_carried``)."""
+        if self._idle:
+            return
+        x = args[0] if args and type(args[0]) is torch.Tensor else \
+            self._input(module, args, kwargs)[0]
+        out = output if type(output) is torch.Tensor else None
+        if type(x) is not torch.Tensor or out is None or out is x or x.is_nested \
+                or out.is_nested or x.dim() < 3 or out.dim() != x.dim() \
+                or out.shape[:2] != x.shape[:2]:
+            return
+        p = self.p
+        if p.layouts and id(x) in p.layouts:
+            return
+        hit = p.links.get(id(x)) or self._hooked_link(x)
+        if hit is None or hit[0] is not x or hit[3] not in ("layer", "norm") \
+                or hit[1] != -1 and _ver(x) != hit[1] or hit[2].feature_axis % x.dim() > 1:
+            return
+        p.links[id(x)] = (x, hit[1], hit[2], "taken")
+        p.links[id(out)] = (out, _ver(out), hit[2], hit[3])
+        self._carried[id(out)] = out
 
     def _act_pre(self, module, args, kwargs) -> None:
         if self._idle:
@@ -1650,6 +1723,8 @@ class Recording:
         hit = p.links.get(id(x)) or self._hooked_link(x)
         if hit is None and x._is_view():
             hit = self._view_link(x, ahead)
+        if hit is None and not ahead:  # (in place: x's node is the ReLU's now)
+            hit = self._resampled_link(x)
         if hit is None or hit[0] is not x or hit[3] not in ("layer", "norm") \
                 or hit[1] != -1 and x._version != hit[1] + ahead:
             return
