@@ -117,3 +117,59 @@ def test_a_network_starting_with_batchnorm_gives_the_same_bits_for_a_fortran_bat
         net = from_torch(module)
         outs.append(net.forward(batch))
     np.testing.assert_array_equal(outs[0], outs[1])
+
+
+_EPOCH_SCHEDULES = {
+    "StepLR": lambda m, o: m.StepLR(o, 3, 0.5),
+    "MultiStepLR": lambda m, o: m.MultiStepLR(o, [2, 5, 5, 9], 0.5),
+    "ExponentialLR": lambda m, o: m.ExponentialLR(o, 0.9),
+    "LinearLR": lambda m, o: m.LinearLR(o, 0.2, 0.9, 7),
+    "CosineAnnealingLR": lambda m, o: m.CosineAnnealingLR(o, 6, 1e-3),
+    "LambdaLR": lambda m, o: m.LambdaLR(o, lambda e: 1 / (1 + e)),
+    "MultiplicativeLR": lambda m, o: m.MultiplicativeLR(o, lambda e: 0.9),
+    "ConstantLR": lambda m, o: m.ConstantLR(o, 0.5, 4),
+    "PolynomialLR": lambda m, o: m.PolynomialLR(o, 8, 2.0),
+    "OneCycleLR": lambda m, o: m.OneCycleLR(o, 0.5, total_steps=20),
+    "CyclicLR": lambda m, o: m.CyclicLR(o, 0.01, 0.1, step_size_up=3),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_EPOCH_SCHEDULES))
+def test_scheduler_step_with_an_epoch_follows_torch(name):
+    """``sched.step(epoch)`` (torch's deprecated form, still accepted by torch) was a
+    TypeError ("step() takes 1 positional argument but 2 were given"); it now sets torch's lr
+    of that epoch (the closed form), bit for bit, mixed with plain steps."""
+    torch = pytest.importorskip("torch")
+    import warnings
+
+    from depthlab.optimizers import get_optimizer, schedulers
+
+    make = _EPOCH_SCHEDULES[name]
+    rng = np.random.default_rng(0)
+    net = dl.mlp([3, 4, 2], seed=0)
+    for _ in range(4):
+        opt = get_optimizer("sgd", net.parameters(), lr=0.1, momentum=0.9)
+        sched = make(schedulers, opt)
+        topt = torch.optim.SGD([torch.zeros(2, requires_grad=True)], lr=0.1, momentum=0.9)
+        tsched = make(torch.optim.lr_scheduler, topt)
+        for _ in range(12):
+            epoch = int(rng.integers(0, 19)) if rng.random() < 0.5 else None
+            sched.step(epoch)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tsched.step(epoch)
+            assert sched.get_last_lr() == tsched.get_last_lr()
+            assert sched.last_epoch == tsched.last_epoch
+            assert opt.param_groups[0]["momentum"] == topt.param_groups[0]["momentum"]
+
+
+@pytest.mark.parametrize("epoch", [-1, 2.5, True, "3"])
+def test_scheduler_step_refuses_a_bad_epoch_in_one_line(epoch):
+    from depthlab.optimizers import get_optimizer, schedulers
+
+    opt = get_optimizer("sgd", dl.mlp([3, 4, 2], seed=0).parameters(), lr=0.1)
+    sched = schedulers.StepLR(opt, 3)
+    with pytest.raises((TypeError, ValueError), match=r"epoch.*integer >= 0") as info:
+        sched.step(epoch)
+    assert "\n" not in str(info.value)
+    assert sched.last_epoch == 0 and opt.lr == 0.1

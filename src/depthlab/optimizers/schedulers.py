@@ -157,11 +157,17 @@ class LRScheduler:
         :class:`SequentialLR` reads at a milestone); the chained rule where torch has none."""
         return self._next_lr(lr)
 
-    def step(self) -> None:
+    def step(self, epoch: int | None = None) -> None:
         """Advance one epoch (``last_epoch += 1``) and set the optimizer's ``lr`` (call it after
-        ``opt.step()``)."""
-        self.last_epoch += 1
-        self._each(self._next_lr)
+        ``opt.step()``). ``step(epoch)`` (torch's deprecated form, an integer >= 0) goes to
+        ``last_epoch = epoch`` and sets the lr of that epoch from ``base_lr`` by the closed
+        form (torch's ``_get_closed_form_lr``; its ``get_lr`` where it has none)."""
+        if epoch is None:
+            self.last_epoch += 1
+            self._each(self._next_lr)
+            return
+        self.last_epoch = _count("epoch", epoch, low=0)
+        self._each(self._closed_form)
 
     def get_last_lr(self) -> list[float]:
         """The learning rate the last step set, one per parameter group (torch's)."""
