@@ -111,3 +111,27 @@ def test_export_to_a_file_name_is_refused(tmp_path, capsys):
     assert main(["export", str(tmp_path / "r"), "--to", str(tmp_path / "old.csv")]) == 0
     assert (tmp_path / "old.csv" / "runs.csv").is_file()
     assert main(["export", str(tmp_path / "r"), "--to", str(tmp_path / "v1.2")]) == 0
+
+
+def test_a_long_export_says_which_table_it_writes(tmp_path, monkeypatch, capsys):
+    """An export of a 5000-run store (12M histogram rows) was silent for over ten minutes."""
+    import time
+
+    from depthlab.cli import export as export_cli
+
+    _unicode_store(tmp_path / "r")
+    slow = Store._write_table
+
+    def write_slowly(self, name, fh, fmt):
+        time.sleep(0.3)
+        return slow(self, name, fh, fmt)
+
+    monkeypatch.setattr(Store, "_write_table", write_slowly)
+    monkeypatch.setattr(export_cli, "LINE_EVERY_S", 0.1, raising=False)
+    assert main(["export", str(tmp_path / "r"), "--to", str(tmp_path / "e")]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("export: ")]
+    assert lines, err
+    assert "\r" not in err
+    assert any("; writing histograms.csv, file 6 of 9" in line for line in lines), lines
+    assert (tmp_path / "e" / "histograms.csv").is_file()

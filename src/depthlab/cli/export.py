@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .common import Command, UserError, add_dir, choice_arg, folder_arg, open_store
@@ -44,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
                 raise UserError(f"--to {str(target)!r} holds {foreign.name!r}, which no "
                                 "`depthlab export` wrote there; pass --force to replace it, "
                                 "or choose another folder")
-        paths = store.export(target, args.format)
+        with _tables_progress() as on_table:
+            paths = store.export(target, args.format, on_table=on_table)
     store.close()
     for p in paths:
         print(p)
@@ -68,6 +70,33 @@ def _check_not_a_file_name(target: Path, fmt: str) -> None:
     raise UserError(f"--to {str(target)!r} ends in {target.suffix}, a file name; expected a "
                     f"folder (each table is one file in it: runs.{fmt}, steps.{fmt}, ...), "
                     f"such as --to {bare!r}")
+
+
+LINE_EVERY_S = 5.0
+"""Seconds between the status lines of a long export."""
+
+
+@contextlib.contextmanager
+def _tables_progress() -> Iterator[Callable[[str], None]]:
+    """A status line on stderr every few seconds while a long export runs (``export: 10 s
+    elapsed; writing histograms.csv, file 6 of 9``); nothing for one that ends sooner. An
+    export of a 5000-run store (12M histogram rows) wrote nothing for over ten minutes.
+    Yields the ``on_table`` function of :meth:`~depthlab.experiments.store.Store.export`."""
+    from ..experiments.store import EXPORTED
+    from ..progress import waiting
+
+    current = {"name": "", "k": 0}
+
+    def on_table(name: str) -> None:
+        current["name"], current["k"] = name, current["k"] + 1
+
+    def write(line: str) -> None:
+        where = (f"; writing {current['name']}, file {current['k']} of {len(EXPORTED)}"
+                 if current["name"] else "")
+        print(line + where, file=sys.stderr, flush=True)
+
+    with waiting("export", "lines", every_s=LINE_EVERY_S, write=write):
+        yield on_table
 
 
 @contextlib.contextmanager

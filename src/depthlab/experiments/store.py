@@ -1238,12 +1238,17 @@ class Store:
 
     # -- export -------------------------------------------------------------------------------
     @_reading
-    def export(self, out_path: str | os.PathLike, fmt: str = "csv") -> list[Path]:
+    def export(self, out_path: str | os.PathLike, fmt: str = "csv", *,
+               on_table: Callable[[str], object] | None = None) -> list[Path]:
         """Write every table to ``out_path/<table>.csv`` (or ``.parquet``); the runs table also
         gets its final metrics as columns. Every file is written to a temporary name and only
         then are they all renamed, so an interrupted export never leaves a half-written file,
         nor new tables beside an earlier export's (:func:`depthlab.atomic.atomic_write_all`).
-        :data:`EXPORT_MARKER` is written with them, naming the files exports wrote there."""
+        :data:`EXPORT_MARKER` is written with them, naming the files exports wrote there.
+        ``on_table(file_name)`` is called as each table's file starts (progress)."""
+        if on_table is not None and not callable(on_table):
+            raise TypeError(f"on_table = {on_table!r:.60} has the wrong type; accepted: a "
+                            "function of the file name, or None")
         if fmt not in ("csv", "parquet"):
             raise ValueError(f"unknown export format {fmt!r}; expected 'csv' or 'parquet'")
         if not isinstance(out_path, str | os.PathLike):  # (was Path()'s raw TypeError)
@@ -1267,7 +1272,7 @@ class Store:
         out.mkdir(parents=True, exist_ok=True)
         try:
             with self.snapshot(), _interruptible(self._conn):  # every table as of one moment,
-                return self._export(out, fmt)  # while a sweep goes on writing
+                return self._export(out, fmt, on_table)  # while a sweep goes on writing
         except BaseException:
             for folder in created:  # deepest first
                 try:
@@ -1276,7 +1281,8 @@ class Store:
                     break
             raise
 
-    def _export(self, out: Path, fmt: str) -> list[Path]:
+    def _export(self, out: Path, fmt: str,
+                on_table: Callable[[str], object] | None = None) -> list[Path]:
         def tables() -> Iterator[tuple[Path, Callable[[Any], object]]]:
             for name in EXPORTED:
                 if name != "runs":  # ROW_CHUNK rows in memory at a time (a long probe table)
@@ -1301,6 +1307,8 @@ class Store:
             names = exported_files(out)
             for path, write in tables():
                 names.add(path.name)
+                if on_table is not None:
+                    on_table(path.name)
                 yield path, write
             text = "\n".join([_MARKER_HEAD, *sorted(names)]) + "\n"
             yield out / EXPORT_MARKER, lambda fh: fh.write(text.encode("utf-8"))
