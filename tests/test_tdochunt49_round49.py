@@ -148,3 +148,26 @@ def test_a_resnet18_layout_at_a_moderate_rate_gets_no_findings():
     d = dlt.doctor(_ResNet18Layout, (x, y), optimizer=("sgd", {"lr": 0.01, "momentum": 0.9}),
                    steps=40, batch_size=32, seed=1, verify=False)
     assert d.findings == [], str(d)
+
+
+@pytest.mark.parametrize("loss", [nn.NLLLoss(), nn.KLDivLoss(reduction="batchmean"), "nll"])
+def test_a_log_probability_loss_on_raw_scores_is_refused_in_one_line(loss):
+    # NLLLoss / KLDivLoss are linear in the outputs: on raw scores (no LogSoftmax) the loss
+    # falls without bound. The old doctor trained KLDivLoss to -5e8 and found nothing (NLLLoss
+    # was refused already: kept here as the same one-line refusal).
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(96, 6, generator=g)
+    kl = isinstance(loss, nn.KLDivLoss)
+    y = torch.softmax(torch.randn(96, 3, generator=g), 1) if kl else (x[:, 0] > 0).long() * 2
+
+    def raw():
+        return nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 3))
+
+    def logp():
+        return nn.Sequential(raw(), nn.LogSoftmax(dim=1))
+
+    with pytest.raises(ValueError, match=r"takes log-probabilities .* outputs are not") as e:
+        dlt.doctor(raw, (x, y), loss_fn=loss, steps=3, verify=False)
+    assert "\n" not in str(e.value) and "LogSoftmax" in str(e.value)
+    d = dlt.doctor(logp, (x, y), loss_fn=loss, steps=3, verify=False)
+    assert d.baseline["train_loss"] >= 0

@@ -1342,6 +1342,7 @@ def doctor(
         with kept_state(loss_fn):  # the checks leave a stateful loss module as given
             _check_runs(model, d, loss_fn)
             _check_pairing_loss(model, d, loss_fn)
+            _check_log_probabilities(model, d, loss_fn)
             _check_first_step(_scratch_copy(model, fresh, seed), spec, d, loss_fn)
             if not bad_weights:  # NaN weights: the divergence finding names them
                 _check_finite_forward(model, d, min(spec.batch_size, len(d.x)))
@@ -1550,6 +1551,48 @@ def _check_finite_loss(model: nn.Module, d: TensorData, loss_fn: Callable, rows:
                      f"1]: the loss function is non-finite, not the training (a log or square "
                      f"root of a negative number, a mean over no example?); nothing to "
                      f"diagnose")
+
+
+def _log_probability_loss(loss_fn: Callable) -> str | None:
+    """The name of a KL-divergence loss (``nn.KLDivLoss``, ``F.kl_div``, also in a
+    ``functools.partial``), which takes log-probabilities as its input, else None
+    (``NLLLoss``'s input is checked by :func:`~depthlab.torch.checks._check_runs`)."""
+    while isinstance(loss_fn, functools.partial):
+        loss_fn = loss_fn.func
+    if isinstance(loss_fn, nn.KLDivLoss):
+        return type(loss_fn).__name__
+    if loss_fn is nn.functional.kl_div:
+        return "kl_div"
+    return None
+
+
+def _check_log_probabilities(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
+    """A ValueError before any training when a KL-divergence loss
+    (:func:`_log_probability_loss`: ``L = sum(p (log p - o))``, linear in the outputs ``o``
+    and so unbounded below on raw scores) gets outputs that are no
+    log-probabilities: some ``o > 1e-6`` on the first :data:`BROADCAST_ROWS` training rows
+    (eval mode, initial weights), where ``log p <= 0``. Such a run drives the loss to minus
+    infinity (KLDivLoss on raw outputs: -5e8 in 30 steps) while the doctor found nothing."""
+    name = _log_probability_loss(loss_fn)
+    if name is None:
+        return
+    try:
+        with torch.no_grad(), rx.untouched(model):
+            model.eval()
+            out = model(d.x[:BROADCAST_ROWS].clone())
+    except Exception:  # noqa: BLE001 - the other checks name a failing forward
+        return
+    if not isinstance(out, torch.Tensor) or not out.is_floating_point() or not out.numel():
+        return
+    top = float(out.detach().max())
+    if not (math.isfinite(top) and top > 1e-6):
+        return
+    raise ValueError(f"{name} takes log-probabilities (every entry <= 0), but the model's "
+                     f"outputs are not: they reach {top:.4g} on the first "
+                     f"{min(BROADCAST_ROWS, len(d.x))} training rows, and the loss of raw scores "
+                     f"falls without bound in training; end the model with "
+                     f"nn.LogSoftmax(dim=1), or give these scores with probability targets to "
+                     f"nn.CrossEntropyLoss ('cross_entropy')")
 
 
 BROADCAST_ROWS = 8
