@@ -160,3 +160,32 @@ def test_the_theory_line_the_page_draws_is_depthlab_theorys_for_that_setting(pag
     np.testing.assert_allclose(drawn["rel"], pred.relative_std, rtol=1e-4)
     np.testing.assert_allclose(10.0 ** np.array(drawn["line"]),
                                np.array(pred.relative_std) * drawn["top"], rtol=1e-4)
+
+
+def test_back_and_forward_between_two_links_restore_each_links_settings(page, server):
+    """Two links opened one after the other in a tab, a control changed on the first: Back
+    shows the first link's setup with that change (the page keeps its URL up to date),
+    Forward the second's, and the panels measure the network the controls show."""
+    def shown() -> list:
+        page.wait_for_function(MEASURED)
+        return page.evaluate("""() => [document.querySelector("[name='model.depth']").value,
+            document.querySelector("[name='model.activation']").value,
+            document.querySelector("[name='train.lr']").value,
+            document.getElementById('grad-summary').dataset.step,
+            (/, \\w+ (\\d+) /.exec(document.getElementById('grad-summary').textContent)
+             || [])[1]]""")
+
+    from depthlab.playground.setup import FIELDS
+
+    lr = next(str(f.default) for f in FIELDS if f.key == "train.lr")  # the second link's
+    page.goto(f"{server.url}?model.depth=4&model.activation=gelu")
+    page.wait_for_function(MEASURED)
+    page.fill("[name='train.lr']", "0.07")
+    page.dispatch_event("[name='train.lr']", "change")
+    page.wait_for_function("new URLSearchParams(location.search).get('train.lr') === '0.07'")
+    page.goto(f"{server.url}?model.depth=7&model.activation=elu")
+    assert shown() == ["7", "elu", lr, "0", "7"]
+    page.go_back()
+    assert shown() == ["4", "gelu", "0.07", "0", "4"]
+    page.go_forward()
+    assert shown() == ["7", "elu", lr, "0", "7"]
