@@ -326,8 +326,8 @@ def _read(data: Any, key: str, path: str | os.PathLike,
     if dtype is not None and dtype.hasobject:  # Python objects: allow_pickle=False refuses them
         raise ValueError(f"{str(path)!r}: {key} cannot be read (it holds Python objects, "
                          f"dtype {dtype}); expected a numeric array")
-    if expect is not None and dtype is not None and (shape, dtype) != (
-            tuple(expect[0]), np.dtype(expect[1])):
+    if expect is not None and dtype is not None and (
+            shape != tuple(expect[0]) or not np.can_cast(dtype, np.dtype(expect[1]), "equiv")):
         raise ValueError(f"{str(path)!r}: {key} has shape {shape} {dtype}; the recipe "
                          f"expects {tuple(expect[0])} {np.dtype(expect[1])}")
     try:
@@ -389,7 +389,7 @@ def _restore(net: Any, data: Any, path: Path) -> None:
                          f"0 to {len(saved) - 1}, each once")
     for key, p in zip(saved, params):
         value = _read(data, key, path, (p.value.shape, p.value.dtype))
-        if value.shape != p.value.shape or value.dtype != p.value.dtype:
+        if value.shape != p.value.shape or not np.can_cast(value.dtype, p.value.dtype, "equiv"):
             raise ValueError(f"{str(path)!r}: {key} has shape {value.shape} {value.dtype}; the "
                              f"recipe expects {p.value.shape} {p.value.dtype}")
         p.value[...] = value
@@ -400,11 +400,11 @@ def _restore(net: Any, data: Any, path: Path) -> None:
             key = f"bn:{k}:{field}"
             if key in data.files:
                 value = _read(data, key, path, (want.shape, want.dtype))
-                if value.shape != want.shape or value.dtype != want.dtype:
+                if value.shape != want.shape or not np.can_cast(value.dtype, want.dtype, "equiv"):
                     raise ValueError(f"{str(path)!r}: {key} has shape {value.shape} "
                                      f"{value.dtype}; the recipe expects {want.shape} "
                                      f"{want.dtype}")
-                state[field] = value.copy()
+                state[field] = value.astype(want.dtype)  # a copy, byte order made native
         if ("population_mean" in state) != ("population_var" in state):
             raise ValueError(f"{str(path)!r}: bn:{k} holds one of population_mean and "
                              "population_var; expected both or neither")
