@@ -138,6 +138,52 @@ def _panel_nodes(breaks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=256)
+def _full_breaks(key: float) -> np.ndarray:
+    """The panel edges of :func:`standard_rule` (``key`` from :func:`_rule_key`) on both
+    sides, ``[-10, ..., 0, ..., 10]`` (read-only)."""
+    half = _standard_breaks(key)
+    b = np.concatenate([-half[::-1], half[1:]])
+    b.setflags(write=False)
+    return b
+
+
+@lru_cache(maxsize=256)
+def _full_panels(key: float) -> tuple[np.ndarray, np.ndarray]:
+    """``_panel_nodes(_full_breaks(key))``: unnormalised nodes and weights of every panel,
+    computed once per rule (read-only)."""
+    z, w = _panel_nodes(_full_breaks(key))
+    z.setflags(write=False)
+    w.setflags(write=False)
+    return z, w
+
+
+def _panel_nodes_with_cut(key: float, cut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``_panel_nodes(np.sort(B_i))`` for every row ``i``, ``B_i`` the edges
+    ``_full_breaks(key)`` plus one more, ``cut[i]`` (within ``[-10, 10]``): the same values,
+    bit for bit. A cut with ``base[j-1] <= cut < base[j]`` splits panel ``j - 1`` into
+    ``[base[j-1], cut]`` and ``[cut, base[j]]``; every other panel keeps its edges, so its
+    nodes ``lo + (hi - lo) / 2 (1 + x_k)`` and weights ``(hi - lo) / 2 w_k exp(-z^2 / 2)`` are
+    :func:`_full_panels`' (computed once), and only the two halves are computed per row.
+    Rows with the same ``j`` (runs of them: ``cut`` is monotone along a rule's nodes) are
+    filled by slices."""
+    base = _full_breaks(key)
+    bz, bw = _full_panels(key)
+    k, nb, n = _GL_POINTS, base.size, cut.size
+    j = np.clip(np.searchsorted(base, cut, side="right"), 1, nb - 1)
+    sz, sw = _panel_nodes(np.stack([base[j - 1], cut, base[j]], axis=1))  # (n, 2k)
+    z = np.empty((n, k * nb))
+    w = np.empty((n, k * nb))
+    bounds = np.concatenate([[0], np.flatnonzero(j[1:] != j[:-1]) + 1, [n]])
+    for r0, r1 in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        a = k * (int(j[r0]) - 1)  # first node of the split panel
+        for out, full, part in ((z, bz, sz), (w, bw, sw)):
+            out[r0:r1, :a] = full[:a]
+            out[r0:r1, a:a + 2 * k] = part[r0:r1]
+            out[r0:r1, a + 2 * k:] = full[a + k:]
+    return z, w
+
+
+@lru_cache(maxsize=256)
 def _standard_rule(scale: float) -> tuple[np.ndarray, np.ndarray]:
     nodes, weights = _panel_nodes(_standard_breaks(scale))
     nodes = np.concatenate([-nodes[::-1], nodes])
@@ -767,16 +813,22 @@ def correlated_pair(q1: float, q2: float, c: float, kinks: tuple[float, ...] = (
         z1c, z2r = z1[:, None], z2[None, :]
         u1 = np.broadcast_to(r1 * z1c, (z1.shape[0], z2.shape[0]))
         return u1, r2 * (c * z1c + 0.0 * z2r), np.outer(w1, w2)
-    half = _standard_breaks(_rule_key(r2))
-    base = np.concatenate([-half[::-1], half[1:]])  # panel edges on [-10, 10]
+    key = _rule_key(r2)
+    base = _full_breaks(key)  # panel edges on [-10, 10]
     kink = np.clip(-c * z1 / sc, -_Z_MAX, _Z_MAX)[:, None]
     near = [t for t in kinks if abs(t) < 2 * _Z_MAX * r2]  # |u2| < 10 r2 (|c| + sc)
     if near:  # where u2 = t: z2 = (t / r2 - c z1) / sc
         kink = np.concatenate([kink] + [np.clip((t / r2 - c * z1) / sc, -_Z_MAX, _Z_MAX)[:, None]
                                         for t in near], axis=1)
-    breaks = np.sort(np.concatenate([np.broadcast_to(base, (z1.shape[0], base.size)), kink],
-                                    axis=1), axis=1)
-    z2, w2 = _panel_nodes(breaks)
+    if near or not kink.all():
+        # several cuts per row, or a cut of +-0 (c = 0) beside the edge -0.0: there the
+        # order np.sort gives the tied zeros decides their signs, which _panel_nodes_with_cut
+        # would not reproduce bit for bit
+        breaks = np.sort(np.concatenate([np.broadcast_to(base, (z1.shape[0], base.size)), kink],
+                                        axis=1), axis=1)
+        z2, w2 = _panel_nodes(breaks)
+    else:
+        z2, w2 = _panel_nodes_with_cut(key, kink[:, 0])
     w2 = w2 / w2.sum(axis=1, keepdims=True)
     z1c = z1[:, None]
     u1 = np.broadcast_to(r1 * z1c, z2.shape)

@@ -130,17 +130,37 @@ def _on_rows(g, u1: np.ndarray) -> np.ndarray:
     return g(u1)
 
 
-def _c_map(fn: ScalarActivation, c: float, q: float, sigma_w2: float, sigma_b2: float) -> float:
+PAIRS_KEPT = 3  # grids of correlated_pair a fixed-point search keeps (3 x 3 arrays of ~1 MB)
+
+
+def _pair(fn: ScalarActivation, c: float, q: float, pairs: dict | None
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``correlated_pair(q, q, c, fn.kinks)``, taken from ``pairs`` (the last
+    :data:`PAIRS_KEPT` grids of one fixed-point search at this ``q``, keyed by ``c``) when it
+    was built there already: the correlation map and ``chi_c`` at ``c*`` read the same grid."""
+    if pairs is None:
+        return correlated_pair(q, q, c, fn.kinks)
+    key = float(c)
+    if key not in pairs:
+        if len(pairs) >= PAIRS_KEPT:
+            del pairs[next(iter(pairs))]  # the oldest
+        pairs[key] = correlated_pair(q, q, c, fn.kinks)
+    return pairs[key]
+
+
+def _c_map(fn: ScalarActivation, c: float, q: float, sigma_w2: float, sigma_b2: float,
+           pairs: dict | None = None) -> float:
     """c_{l+1} = (sigma_w^2 E[f(u1) f(u2)] + sigma_b^2) / q for the Gaussian pair of
-    variances q and correlation c."""
-    u1, u2, W = correlated_pair(q, q, c, fn.kinks)
+    variances q and correlation c (``pairs``: :func:`_pair`'s grids)."""
+    u1, u2, W = _pair(fn, c, q, pairs)
     return float(sigma_w2 / q * np.sum(W * _on_rows(fn.f, u1) * fn.f(u2)) + sigma_b2 / q)
 
 
-def _chi_c(fn: ScalarActivation, c: float, q: float, sigma_w2: float) -> float:
+def _chi_c(fn: ScalarActivation, c: float, q: float, sigma_w2: float,
+           pairs: dict | None = None) -> float:
     """chi_c = sigma_w^2 E[f'(u1) f'(u2)] for the Gaussian pair of variances q and
-    correlation c."""
-    u1, u2, W = correlated_pair(q, q, c, fn.kinks)
+    correlation c (``pairs``: :func:`_pair`'s grids)."""
+    u1, u2, W = _pair(fn, c, q, pairs)
     return float(sigma_w2 * np.sum(W * _on_rows(fn.df, u1) * fn.df(u2)))
 
 
@@ -243,12 +263,29 @@ def _q_fixed_point(fn: ScalarActivation, sigma_w2: float, sigma_b2: float,
     return q, True, q
 
 
+def _memoized(h: Callable[[float], float]) -> Callable[[float], float]:
+    """``h`` with its values remembered by argument: the fixed-point search asks for some
+    points twice (Brent's method starts from the bracket's two ends, already evaluated while
+    bracketing, and the upper end is checked once more), and each value of the correlation
+    map is a 2-D quadrature. The same numbers, fewer grids."""
+    seen: dict[float, float] = {}
+
+    def cached(c: float) -> float:
+        key = float(c)
+        if key not in seen:
+            seen[key] = h(key)
+        return seen[key]
+
+    return cached
+
+
 def _c_fixed_point(fn: ScalarActivation, q: float, sigma_w2: float, sigma_b2: float,
-                   chi1: float, critical_tol: float) -> float:
-    """Stable fixed point of the correlation map: 1 unless chi1 > 1, else the root in [-1, 1)."""
+                   chi1: float, critical_tol: float, pairs: dict | None = None) -> float:
+    """Stable fixed point of the correlation map: 1 unless chi1 > 1, else the root in [-1, 1)
+    (``pairs``: :func:`_pair`'s grids, left there for ``chi_c`` at the root)."""
     if chi1 <= 1.0 + critical_tol:
         return 1.0
-    h = lambda c: _c_map(fn, c, q, sigma_w2, sigma_b2) - c  # noqa: E731
+    h = _memoized(lambda c: _c_map(fn, c, q, sigma_w2, sigma_b2, pairs) - c)
     # h(1) = 0 with slope chi1 - 1 > 0, so h < 0 just below 1; find such a point.
     hi = None
     for k in range(1, 13):
@@ -310,8 +347,10 @@ def meanfield(
         phase = "critical"
     else:
         phase = "ordered" if chi1 < 1.0 else "chaotic"
-    c_star = _c_fixed_point(fn, q, sigma_w2, sigma_b2, chi1, critical_tol)
-    chi_c = chi1 if c_star == 1.0 else _chi_c(fn, c_star, q, sigma_w2)
+    pairs: dict = {}  # the search's last grids: chi_c at c* reads the one built for c*
+    c_star = _c_fixed_point(fn, q, sigma_w2, sigma_b2, chi1, critical_tol, pairs)
+    chi_c = chi1 if c_star == 1.0 else _chi_c(fn, c_star, q, sigma_w2, pairs)
+    pairs.clear()
     if phase == "critical" or not 0.0 < chi_c < 1.0:
         xi_c = math.inf if phase == "critical" or chi_c >= 1.0 else 0.0
     else:
