@@ -11,12 +11,14 @@ import collections
 import copy
 import dataclasses
 import math
+import warnings
 
 import pytest
 
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
+from torch.nn.utils import prune  # noqa: E402
 
 import depthlab.torch as dlt  # noqa: E402
 
@@ -285,3 +287,241 @@ def test_watch_frame_of_an_upsampled_layer_equals_probe(name):
     assert got.keys() == want.keys()
     for key, v in want.items():
         assert math.isclose(got[key], v, rel_tol=1e-9, abs_tol=1e-13), key
+
+
+# ---------------------------------------------------------------------------------------------
+# coverage: new model kinds against float64 autograd, and a Watch's frame against dlt.probe
+
+
+class _Clip(torch.autograd.Function):
+    """A custom Function with its own backward (not the derivative of its forward)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(-1, 1) * 2
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * 2 * (x.abs() < 1) + 0.1 * g
+
+
+class Three(nn.Module):
+    def __init__(self, custom: bool = False) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(6, 8), nn.Linear(8, 8), nn.Linear(8, 4)
+        self.custom = custom
+
+    def forward(self, x):
+        h = self.a(x)
+        h = _Clip.apply(h) if self.custom else torch.relu(h)
+        return self.c(torch.tanh(self.b(h)))
+
+
+def _user_hooked() -> nn.Module:
+    m = Three().double()
+    m.b.register_forward_hook(lambda mod, i, o: o * 3 + 1)  # changes the output
+    m.c.register_forward_pre_hook(lambda mod, i: (i[0] * 0.5,))  # changes the input
+    m.a.register_full_backward_hook(lambda mod, gi, go: None)
+    return m
+
+
+def _pruned() -> nn.Module:
+    m = Three().double()
+    prune.l1_unstructured(m.b, "weight", amount=0.5)
+    return m
+
+
+class Bag(nn.Module):
+    def __init__(self, **kw) -> None:
+        super().__init__()
+        self.e, self.o = nn.EmbeddingBag(20, 8, padding_idx=0, **kw), nn.Linear(8, 4)
+
+    def forward(self, t):
+        return self.o(torch.relu(self.e(t)))
+
+
+class Tokens(nn.Module):
+    def __init__(self, **kw) -> None:
+        super().__init__()
+        self.e, self.l, self.o = nn.Embedding(20, 8, **kw), nn.Linear(8, 8), nn.Linear(8, 4)
+
+    def forward(self, t):
+        return self.o(torch.tanh(self.l(self.e(t))).mean(1))
+
+
+class CellLoop(nn.Module):
+    """An LSTMCell driven by hand over the time steps (the cell pooled over its calls)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp, self.cell, self.o = nn.Linear(6, 8), nn.LSTMCell(8, 8), nn.Linear(8, 4)
+
+    def forward(self, x):
+        h = c = torch.zeros(x.shape[0], 8, dtype=x.dtype)
+        for t in range(x.shape[1]):
+            h, c = self.cell(torch.relu(self.inp(x[:, t])), (h, c))
+        return self.o(h)
+
+
+def _ids(seed: int):
+    g = torch.Generator().manual_seed(400 + seed)
+    t = torch.randint(0, 20, (6, 5), generator=g)
+    t[:, -1] = 0  # padding
+    return t, torch.randint(0, 4, (6,), generator=g)
+
+
+def _seqs(seed: int):
+    g = torch.Generator().manual_seed(500 + seed)
+    return torch.randn(6, 5, 6, generator=g, dtype=D), torch.randint(0, 4, (6,), generator=g)
+
+
+def _signal(seed: int):
+    g = torch.Generator().manual_seed(600 + seed)
+    return torch.randn(6, 3, 10, generator=g, dtype=D), torch.randint(0, 4, (6,), generator=g)
+
+
+def _plain(m):
+    return [m.weight]
+
+
+def _cell(m):
+    return [m.weight_ih, m.weight_hh]
+
+
+KINDS = {
+    # name: (factory, data, {layer: its weights})
+    "custom autograd Function": (lambda: Three(custom=True).double(), _batch,
+                                 {"a": _plain, "b": _plain, "c": _plain}),
+    "user hooks": (_user_hooked, _batch, {"a": _plain, "b": _plain, "c": _plain}),
+    "pruned (weight_orig)": (_pruned, _batch,
+                             {"a": _plain, "b": lambda m: [m.weight_orig], "c": _plain}),
+    "Embedding padding_idx": (lambda: Tokens(padding_idx=0).double(), _ids,
+                              {"e": _plain, "l": _plain, "o": _plain}),
+    "Embedding sparse": (lambda: Tokens(sparse=True).double(), _ids,
+                         {"e": _plain, "l": _plain, "o": _plain}),
+    "EmbeddingBag max": (lambda: Bag(mode="max").double(), _ids, {"e": _plain, "o": _plain}),
+    "Conv1d same reflect/circular": (
+        lambda: nn.Sequential(nn.Conv1d(3, 5, 4, padding="same", padding_mode="reflect"),
+                              nn.GELU(), nn.Conv1d(5, 5, 3, padding="same", dilation=2,
+                                                   padding_mode="circular"),
+                              nn.Tanh(), nn.Flatten(), nn.Linear(50, 4)).double(),
+        _signal, {"0": _plain, "2": _plain, "5": _plain}),
+    "hand-looped LSTMCell": (lambda: CellLoop().double(), _seqs,
+                             {"inp": _plain, "cell": _cell, "o": _plain}),
+}
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_probe_equals_float64_autograd(kind):
+    make, data, weights = KINDS[kind]
+    torch.manual_seed(0)
+    model = make()
+    x, y = data(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (a full backward hook on inputs without grad)
+        got = _table(dlt.probe(model, x, y, CE))
+        ref = reference(model, x, y, {n: w(model.get_submodule(n)) for n, w in weights.items()})
+    _assert_matches(got, ref)
+
+
+def test_the_users_hooks_stay_in_place_and_working():
+    torch.manual_seed(0)
+    model = _user_hooked()
+    calls = []
+    model.a.register_full_backward_hook(lambda mod, gi, go: calls.append(1))
+    before = {n: (dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks))
+              for n, m in model.named_modules()}
+    x, y = _batch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dlt.probe(model, x, y, CE)
+        assert calls == [1]  # the probe's backward ran the user's backward hook once
+        with dlt.Watch(model, every=1, theory=False) as watch:
+            loss = CE(model(x), y)
+            loss.backward()
+            watch.step(loss)
+        after = {n: (dict(m._forward_hooks), dict(m._forward_pre_hooks),
+                     dict(m._backward_hooks)) for n, m in model.named_modules()}
+        assert after == before
+        calls.clear()
+        out = model(x)
+        CE(out, y).backward()
+    assert calls == [1]
+    with torch.no_grad():  # the forward hook and pre-hook still change what the model computes
+        h = model.b(torch.relu(model.a(x)))
+        assert torch.equal(out, model.c(torch.tanh(h)))
+        raw = torch.tanh(nn.functional.linear(torch.relu(model.a(x)), model.b.weight,
+                                              model.b.bias) * 3 + 1) * 0.5
+        assert torch.allclose(out, nn.functional.linear(raw, model.c.weight, model.c.bias))
+
+
+def _watched(make, batches, every: int = 2):
+    torch.manual_seed(0)
+    model = make()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=0.1, momentum=0.5)
+    states = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with dlt.Watch(model, every=every, theory=False) as watch:
+            for x, y in batches:
+                states.append(copy.deepcopy(model.state_dict()))
+                opt.zero_grad()
+                loss = CE(model(x), y)
+                loss.backward()
+                watch.step(loss)
+                opt.step()
+    return watch.frame(), states
+
+
+@pytest.mark.parametrize("kind", ["custom autograd Function", "user hooks",
+                                  "pruned (weight_orig)", "Embedding sparse",
+                                  "hand-looped LSTMCell"])
+def test_watch_frame_at_step_k_equals_probe_on_that_steps_weights(kind):
+    make, data, _ = KINDS[kind]
+    batches = [data(s) for s in range(3)]
+    frame, states = _watched(make, batches)
+    torch.manual_seed(0)
+    model = make()
+    model.load_state_dict(states[2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = _table(dlt.probe(model, *batches[2], CE, percentiles=()))
+    want.pop(("", "acc"), None)
+    rows = frame[frame.step == 2]
+    got = {(m, q): v for m, q, v in zip(rows.module, rows.quantity, rows.value)
+           if q != "update_ratio"}
+    assert got.keys() == want.keys()
+    for key, v in want.items():
+        assert math.isclose(got[key], v, rel_tol=1e-7, abs_tol=1e-13), key
+
+
+def test_gradient_accumulation_rows_are_the_last_micro_batch_and_the_summed_grad():
+    # README: with a backward per micro-batch the layer rows are the last micro-batch's and
+    # weight_grad_* the accumulated .grad
+    torch.manual_seed(0)
+    model = Three().double()
+    micro = [_batch(s) for s in range(4)]
+    state = copy.deepcopy(model.state_dict())
+    with dlt.Watch(model, every=1, theory=False) as watch:
+        total = 0.0
+        for x, y in micro:
+            loss = CE(model(x), y) / 4
+            loss.backward()
+            total += float(loss.detach())
+        watch.step(total)
+    frame = watch.frame()
+    got = {(m, q): v for m, q, v in zip(frame.module, frame.quantity, frame.value)}
+    twin = Three().double()
+    twin.load_state_dict(state)
+    weights = {n: [twin.get_submodule(n).weight] for n in ("a", "b", "c")}
+    last = reference(twin, *micro[-1], weights, loss_fn=lambda o, y: CE(o, y) / 4)
+    summed = reference(twin, torch.cat([b[0] for b in micro]),
+                       torch.cat([b[1] for b in micro]), weights)
+    for n in weights:
+        for q in ("pre_mean", "pre_std", "grad_pre_std", "grad_pre_absmean"):
+            assert math.isclose(got[(n, q)], last[n][q], rel_tol=1e-9), (n, q)
+        for q in ("weight_grad_std", "weight_grad_absmean"):
+            assert math.isclose(got[(n, q)], summed[n][q], rel_tol=1e-9), (n, q)
