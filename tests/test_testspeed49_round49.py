@@ -34,6 +34,17 @@ def test_a_worker_outside_the_count_is_refused_in_one_line():
         assertcache.share([], 2, 2)
 
 
+def test_a_worker_slot_that_does_not_read_as_gw_k_of_n_warms_every_file():
+    from types import SimpleNamespace as NS
+
+    assert assertcache.worker_slot(NS()) == (0, 1)
+    assert assertcache.worker_slot(NS(workerinput={"workerid": "gw1", "workercount": 3})) \
+        == (1, 3)
+    for info in ({}, {"workerid": "mine", "workercount": 2}, {"workerid": "gw0"},
+                 {"workerid": "gw5", "workercount": 2}):
+        assert assertcache.worker_slot(NS(workerinput=info)) == (0, 1)
+
+
 def test_collected_files_are_the_test_modules_of_the_arguments(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / ".hidden").mkdir()

@@ -86,11 +86,15 @@ def warm_file(fn: Path, config: Any) -> bool:
 
 def worker_slot(config: Any) -> tuple[int, int]:
     """(this worker's index, the number of workers): pytest-xdist's ``gwK`` of
-    ``workercount``; (0, 1) in a process without workers."""
-    info = getattr(config, "workerinput", None)
-    if not info:
+    ``workercount``; (0, 1), i.e. every file, in a process without workers or with a worker
+    id or count that does not read so (``--tx ...//id=NAME``)."""
+    info = getattr(config, "workerinput", None) or {}
+    try:
+        worker = int(str(info["workerid"]).removeprefix("gw"))
+        workers = int(info["workercount"])
+    except (KeyError, TypeError, ValueError):
         return 0, 1
-    return int(str(info["workerid"]).removeprefix("gw")), int(info["workercount"])
+    return (worker, workers) if 0 <= worker < workers else (0, 1)
 
 
 def warm(config: Any) -> int:
