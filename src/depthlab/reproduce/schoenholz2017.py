@@ -34,7 +34,7 @@ import depthlab as dl
 from depthlab.backend import rng as make_rng
 from depthlab.initializers import normal, variance_scaling
 from depthlab.theory import critical_sigma_w2, meanfield
-from depthlab.theory.meanfield import slope_chi1
+from depthlab.theory.meanfield import MeanField, slope_chi1
 from depthlab.training import Callback, fit
 
 from ..progress import ExperimentProgress
@@ -48,6 +48,22 @@ AGREEMENT_MIN = 0.8       # fraction of grid points agreeing with depth < 6 xi_c
 PHASE_DEPTH = 48          # the depth where only the near-critical nets train
 GRAD_DEPTH = 50
 GRAD_FACTOR = 3.0         # measured vs chi1^(L-1): within a factor 3
+
+
+@lru_cache(maxsize=512)
+def tanh_meanfield(sigma_w2: float, sigma_b2: float) -> MeanField:
+    """``meanfield("tanh", sigma_w2, sigma_b2)``, computed once per ``(sigma_w2, sigma_b2)``:
+    a run asks for the same points several times (the grid's rows, the claims' ends, the
+    gradient nets, the figure's curve from 1.0 to 4.0), each a correlation-map fixed point.
+    The frozen result is shared."""
+    return meanfield("tanh", float(sigma_w2), float(sigma_b2))
+
+
+@lru_cache(maxsize=16)
+def tanh_critical(sigma_b2: float) -> float:
+    """``critical_sigma_w2("tanh", sigma_b2)``, the root of ``chi1 = 1``, computed once per
+    ``sigma_b2`` (the transition claim, the gradient grid and its stage read it)."""
+    return critical_sigma_w2("tanh", float(sigma_b2))
 
 
 def tanh_net(sizes: list[int], sigma_w2: float, sigma_b2: float, seed: int,
@@ -64,7 +80,7 @@ def gradient_growth_measured(sigma_w2: float, width: int, depth: int, seeds: lis
     Inputs are Gaussian, scaled so that the first pre-activations have the fixed-point
     variance ``q*``; a standard-normal gradient is injected at a 10-way output.
     """
-    mf = meanfield("tanh", sigma_w2, SIGMA_B2)
+    mf = tanh_meanfield(sigma_w2, SIGMA_B2)
     x_var = max(mf.q_star - SIGMA_B2, 1e-6) / sigma_w2
     first = last = 0.0
     for seed in seeds:
@@ -166,7 +182,7 @@ TRANSITION_LABEL = "critical σ_w² where χ₁ = 1 (computed)"
 
 def gradient_grid(quick: bool) -> list[float]:
     """The σ_w² values of the gradient-growth measurement."""
-    sw_c = critical_sigma_w2("tanh", SIGMA_B2)
+    sw_c = tanh_critical(SIGMA_B2)
     return [1.0, 1.25, 1.5, sw_c, 2.0, 2.5, 3.0] if not quick else [1.0, sw_c, 3.0]
 
 
@@ -190,7 +206,7 @@ def stage_labels(d: Inputs) -> list[str]:
 def stage_transition(d: Inputs, res: Result) -> None:
     """The order-to-chaos transition: critical sigma_w^2 where chi1 = 1."""
     with d.progress.stage(TRANSITION_LABEL):
-        sw_c = critical_sigma_w2("tanh", SIGMA_B2)
+        sw_c = tanh_critical(SIGMA_B2)
     C = res.claims
     C.append(Claim("tanh, σ_b² = 0.05: order-to-chaos transition at σ_w² ≈ 1.76 (χ₁ = 1)",
                    "critical σ_w² ≈ 1.76",
@@ -205,7 +221,7 @@ def stage_trainability(d: Inputs, res: Result) -> None:
     C = res.claims
     rows = []
     for sw2 in sw2_grid:
-        mf = meanfield("tanh", sw2, SIGMA_B2)
+        mf = tanh_meanfield(sw2, SIGMA_B2)
         for depth in depths:
             with d.progress.stage(train_label(sw2, depth)):
                 r = train_point(ds, sw2, depth, width, steps, seed=depth,
@@ -237,8 +253,8 @@ def stage_trainability(d: Inputs, res: Result) -> None:
     edges = (float(at.loc[1.0]), float(at.loc[4.0]))
     C.append(Claim(f"depth {PHASE_DEPTH}: the near-critical net (σ_w² = 1.76) trains while the "
                    "ordered (1.0) and chaotic (4.0) ones do not",
-                   f"6 ξ_c = {6 * meanfield('tanh', 1.0, SIGMA_B2).xi_c:.0f} and "
-                   f"{6 * meanfield('tanh', 4.0, SIGMA_B2).xi_c:.0f} < {PHASE_DEPTH} ≪ 6 ξ_c(1.76)",
+                   f"6 ξ_c = {6 * tanh_meanfield(1.0, SIGMA_B2).xi_c:.0f} and "
+                   f"{6 * tanh_meanfield(4.0, SIGMA_B2).xi_c:.0f} < {PHASE_DEPTH} ≪ 6 ξ_c(1.76)",
                    f"train acc {crit:.2f} at 1.76; {edges[0]:.2f} at 1.0, {edges[1]:.2f} at 4.0",
                    crit >= TRAIN_THRESHOLD and max(edges) < TRAIN_THRESHOLD, value=crit))
     res.figures["trainability"] = _fig_grid(grid, sw2_grid, depths, steps)
@@ -285,10 +301,10 @@ def stage_gradient_growth(d: Inputs, res: Result) -> None:
     """First/last gradient ratios of 50-layer nets at init against chi1^49."""
     quick, gwidth, gseeds = d.quick, d.gwidth, d.gseeds
     C = res.claims
-    sw_c = critical_sigma_w2("tanh", SIGMA_B2)
+    sw_c = tanh_critical(SIGMA_B2)
     grows = []
     for sw2 in gradient_grid(quick):
-        mf = meanfield("tanh", sw2, SIGMA_B2)
+        mf = tanh_meanfield(sw2, SIGMA_B2)
         with d.progress.stage(gradient_label(sw2)):
             meas = gradient_growth_measured(sw2, gwidth, GRAD_DEPTH, gseeds)
         pred = mf.chi1 ** (GRAD_DEPTH - 1)
@@ -431,7 +447,7 @@ def _six_xi_c(lo: float, hi: float, sigma_b2: float) -> tuple[np.ndarray, np.nda
     from ``lo`` to ``hi`` (1e6 where ``xi_c`` is infinite). 200 correlation-map fixed points
     (~5 s): computed once per range, not for every figure drawn on it; read-only arrays."""
     sw = np.linspace(lo, hi, 200)
-    six_xi = np.array([6 * meanfield("tanh", v, sigma_b2).xi_c for v in sw])
+    six_xi = np.array([6 * tanh_meanfield(v, sigma_b2).xi_c for v in sw])
     six_xi = np.where(np.isfinite(six_xi), six_xi, 1e6)
     sw.setflags(write=False)
     six_xi.setflags(write=False)
