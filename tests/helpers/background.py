@@ -55,7 +55,8 @@ USERS: dict[str, tuple[str, ...] | None] = {
         "schoenholz2017", "yang2019", "xu2016", "depth-ladder"),
     "test_glorot_table1_chooses_each_rate_on_validation": ("glorot2010",),
 }
-MODULE = "test_reproduce.py"
+# the files whose tests USERS names: test_reproduce_quick_b.py holds some of the quick claims
+MODULES = ("test_reproduce.py", "test_reproduce_quick_b.py")
 # saxe2013 with its inits exchanged (saxe_inits_exchanged) and the tests that read it
 EXCHANGED = "saxe2013-inits-exchanged"
 EXCHANGED_USERS = {("test_reproduce_more.py",
@@ -82,7 +83,7 @@ def planned(items) -> list[str]:
         if (module, func) in EXCHANGED_USERS or EXCHANGED_FIXTURE in getattr(
                 item, "fixturenames", ()):
             used: tuple[str, ...] = (EXCHANGED,)
-        elif module == MODULE and func in USERS:
+        elif module in MODULES and func in USERS:
             used = USERS[func] or (item.callspec.params["name"],)
         else:
             continue
