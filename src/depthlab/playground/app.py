@@ -33,6 +33,10 @@ Routes:
   detected by the WebSocket ping (:data:`PING_INTERVAL`).
   A WebSocket opened by a page of another origin (another web site) is refused.
 
+An unknown path is answered 404 and a method a route does not take 405, each in one line
+naming what there is (:func:`not_found`, :func:`not_allowed`): ``{"ok": false, "message"}``
+under ``/api/``, text elsewhere.
+
 With ``hosts`` (the server passes them when it listens on a loopback address) a request whose
 ``Host`` header names another host is answered 400: a web site that points its own name at
 127.0.0.1 (DNS rebinding) is then of the page's origin, and could otherwise start sessions.
@@ -314,9 +318,50 @@ def create_app(*, memory_limit: int | None = None,
         Mount("/static", _RevalidatedFiles(directory=STATIC), name="static"),
     ]
     guard = [] if hosts is None else [Middleware(HostGuard, hosts=hosts)]
-    app = Starlette(routes=routes, middleware=guard)
+    app = Starlette(routes=routes, middleware=guard,
+                    exception_handlers={404: not_found, 405: not_allowed})
     app.state.registry = registry
     return app
+
+
+API_ROUTES = ("/api/schema", "/api/check", "/api/preset", "/api/export", "/api/sessions")
+"""The JSON API's paths (named by a 404's message)."""
+
+
+def _refusal(request: Request, status: int, message: str,
+             headers: dict[str, str] | None = None) -> Response:
+    """A 4xx answer of one line: ``{"ok": false, "message"}`` under ``/api/`` (the API answers
+    JSON), ``depthlab playground: MESSAGE`` as text elsewhere."""
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"ok": False, "message": message}, status_code=status,
+                            headers=headers)
+    return PlainTextResponse(f"depthlab playground: {message}\n", status_code=status,
+                             headers=headers)
+
+
+def not_found_message(path: str) -> str:
+    """What a 404 says about ``path``: the paths there are (it said "Not Found" alone)."""
+    if path.rstrip("/") == "/ws":
+        return (f"{path!r} is the playground's WebSocket, opened by its page (a plain HTTP "
+                "request gets nothing there); open / in a browser")
+    return (f"no page at {path!r}; the playground is at / (its JSON API: "
+            f"{', '.join(API_ROUTES)})")
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    """404 (an unknown path, a missing static file) in one line naming the paths there are."""
+    return _refusal(request, 404, not_found_message(request.url.path))
+
+
+async def not_allowed(request: Request, exc: Exception) -> Response:
+    """405 in one line naming the method refused and the ones accepted (it said "Method Not
+    Allowed" alone); the ``Allow`` header is kept."""
+    allow = dict(getattr(exc, "headers", None) or {}).get("Allow", "GET, HEAD")
+    methods = sorted((m.strip() for m in allow.split(",") if m.strip()),
+                     key=lambda m: (m != "GET", m))  # GET first: the one a person means
+    return _refusal(request, 405, f"{request.method} is not accepted at "
+                                  f"{request.url.path!r}; expected {' or '.join(methods)}",
+                    headers={"Allow": allow})
 
 
 EXPORT_ONLY = ("train.epochs",)
