@@ -129,6 +129,10 @@ def warm_up(dtypes: Sequence[Any] = KERNEL_DTYPES) -> dict[str, float]:
             k.relu_backward(y, y)
             k.sub_scaled(y, y, dt.type(0))
             k.sub_scaled(b, b, dt.type(0))
+            coef = np.zeros(3, dtype=dt)
+            coef.flags.writeable = False  # (SGD passes read-only coefficients)
+            k.momentum_step(y, y, y, coef, False)
+            k.momentum_step(b, b, b, coef, False)
     return {"import": t1 - t0, "kernels": time.perf_counter() - t1}
 
 

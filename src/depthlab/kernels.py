@@ -24,7 +24,9 @@ Formulas (``y``, ``g`` of shape ``(batch, n)``, ``b`` of shape ``(n,)``):
   ``g * 0`` where ``s <= 0``, and ``+0`` at every such unit when the result holds a NaN (an ``inf``
   or NaN gradient at an inactive unit gives 0, as torch's ``threshold_backward``);
 * :func:`sub_scaled`: ``w -= c v`` with the product rounded before the subtraction (the SGD
-  step ``w -= lr d``).
+  step ``w -= lr d``);
+* :func:`momentum_step`: ``b = b mu + c d`` then ``w -= lr b`` (or Nesterov's
+  ``w -= (b mu + c d) lr``) in one pass over ``w``, ``b``, ``d`` (the SGD momentum step).
 """
 
 from __future__ import annotations
@@ -121,3 +123,46 @@ def sub_scaled(w: np.ndarray, v: np.ndarray, c: float) -> None:
     vf = v.reshape(-1)
     for i in range(wf.size):
         wf[i] -= c * vf[i]
+
+
+
+@numba.njit(**_JIT)
+def momentum_step(w: np.ndarray, buf: np.ndarray, d: np.ndarray, coef: np.ndarray,
+                  nesterov: bool) -> None:
+    """One SGD momentum step in place, one pass, with ``(mu, c, lr) = coef`` (an array of the
+    dtype of ``w``, ``buf``, ``d``: C-contiguous, one shape): ``b = b mu + c d`` (for ``c = 1``
+    and ``c = -1`` the sum ``b mu + d`` and the difference ``b mu - d``, as ``axpy``), then
+    ``w -= lr b``, or with ``nesterov`` ``w -= (b mu + c d) lr`` (``c = +-1`` there), each
+    product and sum rounded to the dtype in the order of the NumPy definition
+    (``SGD._update``)."""
+    wf = w.reshape(-1)
+    bf = buf.reshape(-1)
+    df = d.reshape(-1)
+    mu, c, lr = coef[0], coef[1], coef[2]
+    n = wf.size
+    if nesterov:
+        if c == 1:
+            for i in range(n):
+                b = bf[i] * mu + df[i]
+                bf[i] = b
+                wf[i] -= (b * mu + df[i]) * lr
+        else:
+            for i in range(n):
+                b = bf[i] * mu - df[i]
+                bf[i] = b
+                wf[i] -= (b * mu - df[i]) * lr
+    elif c == 1:
+        for i in range(n):
+            b = bf[i] * mu + df[i]
+            bf[i] = b
+            wf[i] -= lr * b
+    elif c == -1:
+        for i in range(n):
+            b = bf[i] * mu - df[i]
+            bf[i] = b
+            wf[i] -= lr * b
+    else:
+        for i in range(n):
+            b = bf[i] * mu + df[i] * c
+            bf[i] = b
+            wf[i] -= lr * b

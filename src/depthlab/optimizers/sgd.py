@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
+from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 from .. import accel
-from ..backend import xp
+from ..backend import Array, xp
 from ..parameter import Parameter
 from .base import Optimizer, axpy, check_flag, check_number
 
@@ -59,6 +63,10 @@ class SGD(Optimizer):
             if buf is None:  # b = d (torch clones the gradient), also for a momentum set later
                 buf = st["momentum_buffer"] = xp.empty_like(p.value)  # 0-d: an array too
                 xp.multiply(d, sign, out=buf)
+            elif (k := _fused(w, buf, d)) is not None:  # the steps below, one pass (kernels)
+                k.momentum_step(w, buf, d, _coefficients(w.dtype, mu, keep * sign, lr),
+                                self.nesterov)
+                continue
             else:
                 buf *= mu
                 axpy(buf, keep * sign, d, tmp)
@@ -73,3 +81,32 @@ class SGD(Optimizer):
                     continue
                 xp.multiply(buf, lr, out=tmp)
             w -= tmp
+
+
+def _coefficients(dtype: np.dtype, mu: float, c: float, lr: float) -> Array:
+    """``[mu, c, lr]`` rounded to ``dtype`` (as NumPy rounds a Python float operand of an array
+    of that dtype), read-only: the compiled momentum step's coefficients, made once per
+    setting (a NumPy scalar argument costs the kernel call several microseconds). A zero is
+    not looked up (``0.0 == -0.0`` for the cache, not for the bits of ``w - 0 b``)."""
+    if mu and c and lr:
+        return _cached_coefficients(dtype, mu, c, lr)
+    return _coefficient_array(dtype, mu, c, lr)
+
+
+def _coefficient_array(dtype: np.dtype, mu: float, c: float, lr: float) -> Array:
+    out = np.array([mu, c, lr], dtype=dtype)
+    out.flags.writeable = False
+    return out
+
+
+_cached_coefficients = lru_cache(maxsize=64)(_coefficient_array)
+
+
+def _fused(w: Array, buf: Array, d: Array) -> ModuleType | None:
+    """The kernels module when the compiled momentum step may run (``w``, ``buf`` and ``d``
+    writable C-contiguous ndarrays of one kernel dtype and of one shape,
+    :func:`depthlab.accel.fits`), else None (the NumPy steps)."""
+    k = accel.fits(w, buf)
+    if k is None or d.shape != w.shape or buf.shape != w.shape:
+        return None
+    return accel.fits(buf, d)
