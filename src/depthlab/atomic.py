@@ -30,6 +30,15 @@ _TMP_RE = re.compile(r"^\..+\." + _TMP_TAG + r"-([A-Za-z0-9_]+)-(\d+)-[^.]+\.tmp
 _FOREIGN_AGE = 86400.0  # seconds after which another host's temporary counts as stale
 
 
+def expand_home(path: str | os.PathLike) -> Path:
+    """``path`` as a :class:`~pathlib.Path` with a leading ``~`` or ``~user`` read as the shell
+    reads it (``os.path.expanduser``): the home folder where one is known, else the name as
+    written (``~nobody/runs`` is a folder named ``~nobody``, as bash leaves it).
+    ``Path.expanduser`` raised ``RuntimeError: Could not determine home directory`` there,
+    which the CLI reported as an internal error."""
+    return Path(os.path.expanduser(os.fspath(path)))
+
+
 def _host() -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:40] or "host"
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import Staged, atomic_write_bytes, stage_bytes
+from .atomic import Staged, atomic_write_bytes, expand_home, stage_bytes
 from .backend import BIT_GENERATORS, rng_from_state
 from .memory import MemoryRefusal
 
@@ -104,7 +104,7 @@ def _encoded(net: Any, path: str | os.PathLike,
                                                    f"not build{why}" if hasattr(
                                                        net, "parameters") else ""))
     path = _path_arg(path, "save")
-    path = path.expanduser()  # "~/net.npz": the home folder, not "./~" (as the store)
+    path = expand_home(path)  # "~/net.npz": the home folder, not "./~" (as the store)
     if path.is_dir():  # not silently FOLDER.npz beside it
         raise ValueError(f"save() path {str(path)!r} is a folder; expected a file name, e.g. "
                          f"{str(path / 'net.npz')!r}")
@@ -171,7 +171,7 @@ def _path_arg(path: Any, caller: str) -> Path:
 def _name_limits(path: Path) -> tuple[int, int]:
     """The longest file name and path (bytes) the file system under ``path`` accepts (its
     nearest existing folder's ``pathconf``; 255 and 4096, Linux's, where it cannot say)."""
-    folder = path.expanduser().absolute().parent
+    folder = expand_home(path).absolute().parent
     while True:
         try:
             if folder.is_dir():
@@ -199,7 +199,7 @@ def _check_name_lengths(path: Path, caller: str) -> Path:
         raise ValueError(f"{caller}() path has a name of {size} bytes ({longest[:24]!r}...); "
                          f"expected names of at most {name_max} bytes (this file system's "
                          "limit)")
-    size = len(os.fsencode(str(path.expanduser().absolute())))
+    size = len(os.fsencode(str(expand_home(path).absolute())))
     if size >= path_max:
         raise ValueError(f"{caller}() path {text[:24]!r}... is {size} bytes long; expected "
                          f"at most {path_max - 1} bytes (this file system's limit)")
@@ -211,7 +211,7 @@ def _open(path: str | os.PathLike) -> Iterator[tuple[dict, Any]]:
     """The recipe and the open archive of the network saved at ``path`` (closed on exit); a
     file that is not one (empty, truncated, another program's ``.npz``) is a ValueError naming
     it."""
-    path = _path_arg(path, "load").expanduser()
+    path = expand_home(_path_arg(path, "load"))
     if not path.is_file() and path.suffix.lower() != ".npz" and path.name:
         # ('.' and '/' have no name to add .npz to: named below as the folders they are)
         # save() appends .npz to a name without it: load(NAME) reads the NAME.npz it wrote

@@ -30,6 +30,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..atomic import expand_home
 from ..progress import count as count_of
 from .common import DEFAULT_OUT, Command, UserError, check_file_folder, one_line, path_arg
 
@@ -158,7 +159,7 @@ def _why_no_network(target: str, folder: str) -> str | None:
     from ..experiments import Store
     from ..experiments.store import resolve_db_path
 
-    if Path(target).suffix.lower() != ".npz" and not Path(folder).expanduser().exists():
+    if Path(target).suffix.lower() != ".npz" and not expand_home(folder).exists():
         return (f"{target!r} is neither a .npz file nor a run: --dir {str(folder)!r} does not "
                 "exist; expected the results folder of `depthlab run --out` as --dir (default "
                 f"{DEFAULT_OUT}), or a saved network's .npz file")

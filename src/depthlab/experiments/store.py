@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..atomic import atomic_write_all, in_the_way
+from ..atomic import atomic_write_all, expand_home, in_the_way
 from ..equality import value_eq
 from ..jsonable import jsonable
 from ..validators import as_number
@@ -352,7 +352,7 @@ def resolve_db_path(path_or_dir: str | os.PathLike) -> Path:
     if not str(os.fspath(path_or_dir)).strip():
         raise ValueError(f"results store {path_or_dir!r} is an empty path; accepted: a folder "
                          "or a .db file path")
-    p = Path(path_or_dir).expanduser()  # "~/runs" from Python: the home folder, not "./~"
+    p = expand_home(path_or_dir)  # "~/runs" from Python: the home folder, not "./~"
     slash = str(os.fspath(path_or_dir)).endswith(("/", os.sep))  # "runs.db/": a folder (Path
     if slash or p.is_dir() or p.suffix not in (".db", ".sqlite", ".sqlite3"):  # drops it)
         return p / DB_NAME
@@ -1262,7 +1262,7 @@ class Store:
                 import pyarrow  # noqa: F401
             except ImportError:
                 raise StoreError("parquet export needs pyarrow (pip install pyarrow)") from None
-        out = Path(out_path).expanduser()  # "~/exports": the home folder, as Store("~/runs")
+        out = expand_home(out_path)  # "~/exports": the home folder, as Store("~/runs")
         # the folders this export creates: removed again (when still empty) if it fails, so a
         # full disk or a Ctrl-C leaves no empty export folder behind
         created = [p for p in (out, *out.parents) if not p.exists()]

@@ -1,0 +1,41 @@
+"""Round 50 CLI/store hunt: paths with an unknown ``~user``, ..."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import depthlab as dl
+from depthlab.cli import main
+from depthlab.experiments.store import RunRecord, Store
+
+NO_SUCH_USER = "~nosuchuser-depthlab50"
+
+
+def test_expand_home_keeps_an_unknown_user_as_written():
+    from depthlab.atomic import expand_home
+
+    assert expand_home(NO_SUCH_USER + "/runs") == Path(NO_SUCH_USER, "runs")
+    assert expand_home("~") == Path.home()
+
+
+def test_store_and_cli_paths_with_an_unknown_home(tmp_path, monkeypatch, capsys):
+    """``--out ~nobody`` was "RuntimeError: Could not determine home directory. (internal
+    error)", exit 1, in runs/export/report/run/sweep/predict --dir: ``Path.expanduser``
+    raises where bash leaves the word as written."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["runs", NO_SUCH_USER]) == 2  # was 1 (internal error)
+    err = capsys.readouterr().err
+    assert "no results store" in err and "internal error" not in err
+    with Store(NO_SUCH_USER) as store:  # was RuntimeError
+        store.add_run(RunRecord(id="a1b2c3d4e5f6", name="r", status="finished"))
+    assert (tmp_path / NO_SUCH_USER / "depthlab.db").is_file()
+    assert main(["runs", NO_SUCH_USER, "--json"]) == 0
+    capsys.readouterr()
+    assert main(["export", NO_SUCH_USER, "--to", NO_SUCH_USER + "/tables"]) == 0
+    assert (tmp_path / NO_SUCH_USER / "tables" / "runs.csv").is_file()
+    assert main(["predict", "abc", "digits", "--dir", NO_SUCH_USER + "x"]) == 2
+    assert "internal error" not in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="no saved network"):  # was RuntimeError
+        dl.load(NO_SUCH_USER + "/net.npz")
