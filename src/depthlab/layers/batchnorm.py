@@ -46,16 +46,47 @@ EMA_STARTS = ("first_batch", "zero")
 F64_SUMS_FROM = 1024
 
 
+try:  # np.einsum without its Python wrapper (optimize=False calls this same kernel)
+    from numpy._core.multiarray import c_einsum as _einsum
+except ImportError:  # pragma: no cover - an older NumPy
+    _einsum = np.einsum
+_add_reduce = np.add.reduce
+# dtypes whose batch sums run in their own dtype (ndarray.mean's: no promotion)
+_SUMMED = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _divide_by_count(total: Array, m: int) -> Array:
+    """``total / m`` in place, exactly as ``ndarray.mean`` divides its sum (by ``intp(m)``,
+    ``casting="unsafe"``): the same bits as ``x.mean(axis=0)`` without its Python layer."""
+    return np.true_divide(total, np.intp(m), out=total, casting="unsafe")
+
+
 def batch_moments(x: Array) -> tuple[Array, Array, Array]:
-    """``(mu, x - mu, var)`` of a batch (rows), ``var = (1/m) sum_i (x_i - mu)^2`` (biased), in
-    the dtype of ``x``; float32 batches of at least :data:`F64_SUMS_FROM` rows are summed in
-    float64."""
+    """``(mu, x - mu, var)`` of a batch (rows), ``mu = (1/m) sum_i x_i`` and ``var = (1/m)
+    sum_i (x_i - mu)^2`` (biased), in the dtype of ``x``; float32 batches of at least
+    :data:`F64_SUMS_FROM` rows are summed in float64. The sums and divisions are those of
+    ``x.mean(axis=0)`` and ``einsum("ij,ij->j", xc, xc) / m`` (the same bits), in 5 NumPy
+    calls."""
     m = x.shape[0]
-    acc = np.float64 if x.dtype == np.float32 and m >= F64_SUMS_FROM else None
-    mu = x.mean(axis=0, dtype=acc).astype(x.dtype, copy=False)
+    if x.dtype not in _SUMMED or (x.dtype == np.float32 and m >= F64_SUMS_FROM):
+        # float64 sums of a float32 batch (or another dtype, as ndarray.mean treats it)
+        acc = np.float64 if x.dtype == np.float32 and m >= F64_SUMS_FROM else None
+        mu = x.mean(axis=0, dtype=acc).astype(x.dtype, copy=False)
+        xc = x - mu
+        var = (_einsum("ij,ij->j", xc, xc, dtype=acc) / m).astype(x.dtype, copy=False)
+        return mu, xc, var
+    mu = _divide_by_count(_add_reduce(x, 0), m)
     xc = x - mu
-    var = (np.einsum("ij,ij->j", xc, xc, dtype=acc) / m).astype(x.dtype, copy=False)
+    var = _einsum("ij,ij->j", xc, xc)
+    var /= m
     return mu, xc, var
+
+
+def _inv_std(var: Array, eps: float) -> Array:
+    """``1 / sqrt(var + eps)``, in one new array (the same bits as the expression)."""
+    out = var + eps
+    np.sqrt(out, out=out)
+    return np.divide(1.0, out, out=out)
 
 
 class BatchNorm(Layer):
@@ -167,17 +198,20 @@ class BatchNorm(Layer):
         mean and biased variance in training (at least 2 rows; the moving averages updated),
         the inference statistics otherwise; computed in the layer's dtype (another float
         input is cast first)."""
-        x = self._in_dtype(self._as_input(x), self.gamma.value.dtype)
+        gamma = self.gamma.value
+        if not (type(x) is np.ndarray and x.dtype == gamma.dtype and x.flags.c_contiguous):
+            x = self._in_dtype(self._as_input(x), gamma.dtype)  # cast / checked / copied
         if x.ndim != 2 or x.shape[1] != self.n:
             self._refuse_shape(x)
-        if not self.track_running_stats and self.inference == "population":
+        track = self.track_running_stats
+        if not track and self.inference == "population":
             # set after construction (net.set_bn_inference): the population statistics
             # would be ignored, each batch normalized with its own
             raise ValueError(f"{self.name}: inference='population' needs "
                              "track_running_stats=True; this layer normalizes every batch with "
                              "its own statistics (set inference='ema')")
         self.x = x
-        batch_stats = training or not self.track_running_stats
+        batch_stats = training or not track
         self._training = batch_stats  # the backward of batch statistics
         if batch_stats:
             m = x.shape[0]
@@ -189,17 +223,19 @@ class BatchNorm(Layer):
                                                "normalizes with the batch's statistics too)")
                 )
             mu, xc, var = batch_moments(x)
-            if self.update_stats and training and self.track_running_stats:
+            if training and track and self.update_stats:
                 self._update_running(mu, var, m)
         else:
             mu, var = self.inference_stats()
             xc = x - mu
-        inv_std = 1.0 / np.sqrt(var + self.eps)
+        inv_std = _inv_std(var, self.eps)
         xhat = xc * inv_std
         self.xc, self.inv_std, self.xhat = xc, inv_std, xhat
         if not self.affine:
             return xhat
-        return xhat * self.gamma.value + self.beta.value
+        y = xhat * gamma
+        y += self.beta.value
+        return y
 
     def _refuse_shape(self, x: Array) -> None:
         """A ValueError naming an input that is not ``(batch, n)`` rows: a ``(B, 1)`` input in
@@ -230,35 +266,52 @@ class BatchNorm(Layer):
         ``affine=False``: ``gamma = 1`` in ``dL/dxhat = g``, no dL/dgamma, dL/dbeta.
         ``track_running_stats=False``: the batch-statistics derivative in inference too.
         """
-        self._check_backward(self.xhat, grad, () if self.xhat is None else self.xhat.shape)
-        # the layer's dtype: a float64 dL/dy failed (NumPy's "cannot cast ... 'safe'")
-        grad = self._in_dtype(grad, self.gamma.value.dtype)
+        xhat = self.xhat
+        if xhat is None or getattr(grad, "shape", None) != xhat.shape:
+            self._check_backward(xhat, grad, () if xhat is None else xhat.shape)
+        gamma = self.gamma.value
+        if not (type(grad) is np.ndarray and grad.dtype == gamma.dtype
+                and grad.flags.c_contiguous):
+            # the layer's dtype: a float64 dL/dy failed (NumPy's "cannot cast ... 'safe'")
+            grad = self._in_dtype(grad, gamma.dtype)
+        m = grad.shape[0]
         if not self.affine:
             pass  # no gamma, beta: no parameter gradient
-        elif grad.dtype == np.float32 and grad.shape[0] >= F64_SUMS_FROM:
+        elif grad.dtype == np.float32 and m >= F64_SUMS_FROM:
             # float32 sums down a column of 60000 rows: dL/dbeta 5.6e-6 relative off (torch
             # 2.4e-6), dL/dgamma 7e-6; in float64 as Dense's dL/db and the batch moments
-            self.gamma.grad_buffer()[...] = np.einsum("ij,ij->j", grad, self.xhat, dtype=np.float64)
-            self.beta.grad_buffer()[...] = grad.sum(axis=0, dtype=np.float64)
+            self.gamma.grad_buffer()[...] = _einsum("ij,ij->j", grad, xhat, dtype=np.float64)
+            self.beta.grad_buffer()[...] = _add_reduce(grad, 0, np.float64)
         else:
-            np.einsum("ij,ij->j", grad, self.xhat, out=self.gamma.grad_buffer())
-            np.sum(grad, axis=0, out=self.beta.grad_buffer())
+            _einsum("ij,ij->j", grad, xhat, out=self.gamma.grad_buffer())
+            _add_reduce(grad, 0, out=self.beta.grad_buffer())
         if not input_grad:
             return None
-        dxhat = grad * self.gamma.value if self.affine else grad.copy()
+        dxhat = grad * gamma if self.affine else grad.copy()
         inv_std = self.inv_std
         if not self._training:
             dxhat *= inv_std
             return dxhat
-        m = grad.shape[0]
-        xhat = self.xhat
-        k_inv_std = np.einsum("ij,ij->j", dxhat, xhat) * (1.0 / m) * inv_std
-        dmu = dxhat.sum(axis=0) * -inv_std + k_inv_std * xhat.sum(axis=0)
+        k_inv_std = _einsum("ij,ij->j", dxhat, xhat)
+        k_inv_std *= 1.0 / m
+        k_inv_std *= inv_std
+        dmu = _add_reduce(dxhat, 0)
+        dmu *= -inv_std
+        dmu += k_inv_std * _add_reduce(xhat, 0)
         dx = dxhat
         dx *= inv_std
-        dx -= xhat * k_inv_std
-        dx += dmu * (1.0 / m)
+        dx -= np.multiply(xhat, k_inv_std, out=self._scratch(xhat))
+        dmu *= 1.0 / m
+        dx += dmu
         return dx
+
+    def _scratch(self, like: Array) -> Array:
+        """A buffer of ``like``'s shape and dtype kept by the layer for the backward's
+        temporary ``xhat * k`` (reused while the batch shape repeats; never handed out)."""
+        buf = getattr(self, "_buf", None)
+        if buf is None or buf.shape != like.shape or buf.dtype != like.dtype:
+            buf = self._buf = np.empty_like(like)
+        return buf
 
     def calibrate(self, x: Array) -> Array:
         """Set the population statistics from ``x`` (the whole training set, one big batch):
@@ -274,7 +327,7 @@ class BatchNorm(Layer):
         return (xc * inv_std) * self.gamma.value + self.beta.value
 
     def clear_cache(self) -> None:
-        self.x = self.xhat = self.xc = self.inv_std = None
+        self.x = self.xhat = self.xc = self.inv_std = self._buf = None
 
     def parameters(self) -> list[Parameter]:
         """``[gamma, beta]`` (none with ``affine=False``)."""
