@@ -796,14 +796,10 @@ def forward(model: nn.Module, x: Any) -> Any:
         raise ValueError(wrong) from exc
     except ValueError as exc:  # torch: 'Expected more than 1 value per channel when
         # training, got input size torch.Size([1, 8])', naming neither the norm nor a remedy
-        norm = next(((n, m) for n, m in model.named_modules()
-                     if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training), None)
-        if norm is None or "more than 1 value per channel" not in str(exc):
+        single = _single_value_norm(model, exc)
+        if single is None:
             raise
-        raise ValueError(f"{type(norm[1]).__name__} {norm[0]!r} is in training mode, where it "
-                         "needs more than one value per channel (batch statistics), and x "
-                         f"gives it one ({str(exc).strip()}); expected a batch of 2 or more "
-                         "examples, or model.eval() first") from exc
+        raise ValueError(single) from exc
     except AssertionError as exc:  # MultiheadAttention: 'was expecting embedding dimension
         # of 16, but got 12'
         said = _first_line(exc)
@@ -851,6 +847,39 @@ def forward(model: nn.Module, x: Any) -> Any:
         (w,) = dtypes
         raise TypeError(f"x has dtype {bad.dtype} but the model's weights are {w}; expected x "
                         f"of the model's dtype (x.to({w})) (torch: {said})") from exc
+
+
+def _single_value_norm(model: nn.Module, exc: BaseException) -> str | None:
+    """The one-line message for torch's ValueError of a norm given one value per channel, or
+    None for another error: a BatchNorm in training mode (batch statistics over ``N x
+    positions``: 'Expected more than 1 value per channel when training') or an InstanceNorm
+    that normalizes with each example's own statistics (training mode, or no running
+    statistics), given one position per channel ('Expected more than 1 spatial element
+    when training', which named neither the module nor ``x``). The module named is the first
+    such one whose ``num_features`` is the failing input's channel count (``size[1]``)."""
+    said = str(exc).strip()
+    if "more than 1 value per channel" in said:
+        kind, why = nn.modules.batchnorm._BatchNorm, "one value per channel"
+        uses_batch = (lambda m: m.training)  # noqa: E731
+    elif "more than 1 spatial element" in said:
+        kind, why = nn.modules.instancenorm._InstanceNorm, "one position per channel"
+        uses_batch = (lambda m: m.training or not m.track_running_stats)  # noqa: E731
+    else:
+        return None
+    size = _ints(said[said.rfind("[") + 1:said.rfind("]")]) if "[" in said else ()
+    norms = [(n, m) for n, m in model.named_modules() if isinstance(m, kind) and uses_batch(m)]
+    fits = [nm for nm in norms if len(size) > 1 and nm[1].num_features == size[1]]
+    if not (fits or norms):
+        return None
+    name, norm = (fits or norms)[0]
+    if kind is nn.modules.batchnorm._BatchNorm:
+        return (f"{type(norm).__name__} {name!r} is in training mode, where it needs more than "
+                f"one value per channel (batch statistics), and x gives it {why} ({said}); "
+                "expected a batch of 2 or more examples, or model.eval() first")
+    return (f"{type(norm).__name__} {name!r} normalizes each example's channels over their "
+            f"positions (its own statistics), and x gives it {why} ({said}); expected an x "
+            "whose input reaches it with 2 or more positions (a larger x, or fewer "
+            "downsampling steps before it)")
 
 
 def _embedding_input(exc: BaseException) -> torch.Tensor | None:
