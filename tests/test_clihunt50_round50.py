@@ -39,3 +39,19 @@ def test_store_and_cli_paths_with_an_unknown_home(tmp_path, monkeypatch, capsys)
     assert "internal error" not in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="no saved network"):  # was RuntimeError
         dl.load(NO_SUCH_USER + "/net.npz")
+
+
+def test_run_points_refuses_a_bad_grid_or_limited_before_the_store(tmp_path):
+    """``run_points(..., grid=5)`` was "AttributeError: 'int' object has no attribute
+    'items'" after the store was created and the sweep's size recorded in it;
+    ``limited="no"`` was taken as True."""
+    from depthlab.experiments import run_points
+
+    out = tmp_path / "store"
+    for bad, kw in ((TypeError, {"grid": 5}), (TypeError, {"grid": {"train.lr": 0.1}}),
+                    (TypeError, {"limited": "no"})):
+        with pytest.raises(bad, match=f"{next(iter(kw))}.* has the wrong type"):
+            run_points([], out, sweep="sw-x", echo=None, **kw)
+        assert not out.exists()
+    res = run_points([], out, sweep="sw-x", echo=None, grid={"train.lr": [0.1]}, limited=False)
+    assert res.total == 0

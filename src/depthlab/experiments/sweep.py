@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ..progress import count as count_of
 from ..progress import waiting
 from .config import ConfigError, data_digest
@@ -241,6 +243,28 @@ def check_total(total: Any) -> None:
     if total < 0:
         raise ValueError(f"total = {total!r} is negative; accepted: an integer >= 0 (the "
                          "number of points) or None")
+
+
+def check_grid(grid: Any) -> None:
+    """``grid`` (the order of a sweep's values, :func:`grid_order`) is None or a dict of
+    ``{dotted key (str): list or tuple of values}`` (TypeError naming it otherwise: ``grid=5``
+    was an AttributeError after the sweep's size was recorded in the store)."""
+    if grid is None:
+        return
+    if not isinstance(grid, dict):
+        raise TypeError(f"grid = {grid!r:.60} has the wrong type; accepted: a dict of "
+                        "{\"section.key\": [values]} (from grid_order) or None")
+    for key, values in grid.items():
+        if not isinstance(key, str) or not isinstance(values, list | tuple):
+            raise TypeError(f"grid[{key!r:.40}] = {values!r:.60} has the wrong type; accepted: "
+                            "a list of the values of a \"section.key\" (from grid_order)")
+
+
+def check_limited(limited: Any) -> None:
+    """``limited`` is True or False (TypeError naming it otherwise: ``limited="no"`` was
+    truthy)."""
+    if not isinstance(limited, bool | np.bool_):
+        raise TypeError(f"limited = {limited!r:.60} has the wrong type; accepted: True or False")
 
 
 POINT_FIELDS = ("id", "name", "config")
@@ -564,6 +588,8 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
     check_progress(progress)
     check_sweep_label(sweep)
     check_total(total)
+    check_grid(grid)
+    check_limited(limited)
     points = checked_points(points)
     executor = _executor(executor, jobs, cluster)
     if total is None:
