@@ -8,10 +8,12 @@ population statistics and ``num_batches``, every step loss, the epoch metrics); 
 must agree bit for bit (``--check`` exits 1 when not).
 
 Cases (``--cases``): ``yang`` (yang2019's cures: depth 100, width 32, batch 64),
-``wide`` (depth 20, width 100, batch 64), ``narrow`` (depth 50, width 8, batch 64) and
-``grid`` (an identity check over dtypes, batch sizes, momentum, affine, inference modes,
-train/eval, residual nets; its timing is not meaningful). Reported: the median CPU seconds
-of each code over ``--pairs`` interleaved pairs and their range, and the new/old ratio.
+``yang-population`` (the same in ``population`` mode: the trainer's epoch-end calibration,
+19 epochs that compute no metric), ``wide`` (depth 20, width 100, batch 64), ``narrow``
+(depth 50, width 8, batch 64) and ``grid`` (an identity check over dtypes, batch sizes,
+momentum, affine, inference modes, train/eval, residual nets; its timing is not
+meaningful). Reported: the median CPU seconds of each code over ``--pairs`` interleaved pairs
+and their range, and the new/old ratio.
 
     python benchmarks/bn_step.py --old /tmp/orig/src --pairs 5 --cases yang wide narrow
 """
@@ -29,9 +31,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 NEW_SRC = HERE.parent / "src"
 
-# name: (depth, width, batch, rows, steps)
-TIMED = {"yang": (100, 32, 64, 1000, 300), "wide": (20, 100, 64, 2000, 300),
-         "narrow": (50, 8, 64, 1000, 300)}
+# name: (depth, width, batch, rows, steps, BN inference mode)
+TIMED = {"yang": (100, 32, 64, 1000, 300, "ema"), "wide": (20, 100, 64, 2000, 300, "ema"),
+         "narrow": (50, 8, 64, 1000, 300, "ema"),
+         "yang-population": (100, 32, 64, 1000, 300, "population")}
 
 CHILD = r"""
 import hashlib, json, sys, time, warnings
@@ -149,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         if name == "grid":
             cases.update(grid_cases())
         else:
-            d, w, b, r, s = TIMED[name]
-            cases[name] = dict(depth=d, width=w, batch=b, rows=r, steps=s)
+            d, w, b, r, s, mode = TIMED[name]
+            cases[name] = dict(depth=d, width=w, batch=b, rows=r, steps=s, inference=mode)
     times: dict[str, dict[str, list[float]]] = {k: {"old": [], "new": []} for k in cases}
     bad = []
     for i in range(args.pairs):

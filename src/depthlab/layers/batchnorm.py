@@ -109,6 +109,9 @@ class BatchNorm(Layer):
     # torch's options; class defaults for a layer pickled before they existed
     affine = True
     track_running_stats = True
+    # a deferred calibration (depthlab.training.calibration.PendingCalibration) that sets
+    # population_mean and population_var when either is first read
+    _pending: Any = None
 
     def __init__(
         self,
@@ -167,6 +170,28 @@ class BatchNorm(Layer):
         self._training = True
 
     # -- statistics ---------------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        """``population_mean``/``population_var`` while a deferred calibration is pending:
+        computed now (the values the eager pass would have set), then read normally."""
+        if name in ("population_mean", "population_var"):
+            pending = self.__dict__.get("_pending")
+            if pending is not None:
+                pending.settle()
+                if name in self.__dict__:
+                    return self.__dict__[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The layer's state for pickle/copy, a pending calibration settled first (and not
+        carried: it holds the trainer's data)."""
+        pending = self.__dict__.get("_pending")
+        if pending is not None and not pending.cloning:
+            pending.settle()
+        state = dict(self.__dict__)
+        state.pop("_pending", None)
+        state.pop("_buf", None)  # the backward's scratch buffer
+        return state
+
     def _update_running(self, mu: Array, var: Array, m: int) -> None:
         unbiased = var * (m / (m - 1)) if m > 1 else var
         if self.num_batches == 0 and self.ema_start == "first_batch":

@@ -23,6 +23,7 @@ from ..regularizers import add_penalty_gradient, penalty
 from ..spec import TrainSpec, check_field
 from ..threads import blas_threads, check_threads
 from ..validators import closest_name, torch_module_hint
+from .calibration import PendingCalibration, deferrable
 from .data_checks import check_xy, finite_features
 from .history import DivergenceReport, History
 from .interrupts import DeferredInterrupts
@@ -213,9 +214,39 @@ class Trainer:
         statistics of the whole training set under the current weights (one pass)."""
         if any(bn.inference == "population" for bn in self.net.batchnorms()):
             self.net.calibrate(self._x)
+            self._drop_pending()  # replaced: every batch norm has new statistics
+
+    def _prepare_metrics(self) -> None:
+        """:meth:`prepare_inference` for the epoch's end: when the epoch computes no metric
+        (``eval_train=False``, no validation set) the pass is deferred until a population
+        statistic is read (:mod:`depthlab.training.calibration`; the same values), so a run
+        that never reads them, or whose next epoch replaces them, skips it."""
+        if self.eval_train or self._xv is not None or not any(
+                bn.inference == "population" for bn in self.net.batchnorms()):
+            self.prepare_inference()
+        elif deferrable(self.net):
+            reuse = self._drop_pending()
+            self._pending = PendingCalibration(self.net, self._x, reuse)
+        else:
+            self.prepare_inference()
+
+    def _drop_pending(self) -> PendingCalibration | None:
+        """Forget a deferred calibration that a new one replaces (returned: its weight
+        buffers are reused)."""
+        pending, self._pending = getattr(self, "_pending", None), None
+        if pending is not None:
+            pending.release()
+        return pending
+
+    def _settle_pending(self) -> None:
+        """Compute a deferred calibration now (the end of a ``fit`` call: the trainer lets
+        go of the data)."""
+        pending, self._pending = getattr(self, "_pending", None), None
+        if pending is not None:
+            pending.settle()
 
     def _metrics(self) -> dict[str, float]:
-        self.prepare_inference()
+        self._prepare_metrics()
         m: dict[str, float] = {"epoch": self.epoch, "step": self.step}
         if self.eval_train:
             tr = self._evaluate(self._x, self._y)
@@ -310,7 +341,10 @@ class Trainer:
             with np.errstate(over="ignore", invalid="ignore"), blas_threads(  # depthlab.threads
                     self.threads, batch_rows=bs, weight_shapes=shapes), \
                     DeferredInterrupts() as self._interrupts:  # Ctrl-C: at a step's end
-                self._loop(x, y, n, bs, has_bn, params, bar)
+                try:
+                    self._loop(x, y, n, bs, has_bn, params, bar)
+                finally:  # under the loop's BLAS threads, as the eager pass ran
+                    self._settle_pending()
         except KeyboardInterrupt:  # the history says so (a notebook's History(..., finished)
             hist.interrupted = True  # after Ctrl-C was a claim the run never made)
             raise
