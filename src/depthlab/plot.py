@@ -52,19 +52,25 @@ __all__ = [
 # one colour per run: Okabe-Ito without its yellow (#F0E442: contrast 1.3:1 on the white
 # figure, a thin run line in it could not be seen)
 RUN_COLORS = tuple(c for c in _f.OKABE_ITO if c.upper() != "#F0E442")
-RUN_MARKERS = ("o", "s", "^", "D")
+RUN_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+"""One marker per colour of :data:`RUN_COLORS`: printed in grayscale, the orange, the reddish
+purple and the sky blue are one gray (162, 151, 158 of 255), and so are the green and the
+vermillion (106, 119): with one circle for every colour, three runs of a sweep were one line
+on paper."""
 RUN_LINESTYLES = ("-", "-.", ":")
 """After every ``len(RUN_COLORS)`` runs the line style and the marker change together (see
 :func:`run_style`); dashes (``--``) are the theory's."""
 
 
 def run_style(i: int) -> tuple[str, str, str]:
-    """(colour, marker, line style) of the ``i``-th run of an overlay: the colours first, then
-    the same colours dash-dotted with squares, dotted with triangles, ...: distinct for
-    ``len(RUN_COLORS) * 12`` runs (7 colours alone made run 8 look like run 1: the same
-    colour and solid line, a square marker instead of a circle, and the same dashed theory)."""
+    """(colour, marker, line style) of the ``i``-th run of an overlay, with ``k, c =
+    divmod(i, len(RUN_COLORS))``: colour ``RUN_COLORS[c]``, marker ``RUN_MARKERS[(c + k) %
+    len(RUN_MARKERS)]``, line style ``RUN_LINESTYLES[k % 3]``. The colours first, each with
+    its own marker (told apart in grayscale too), then the same colours dash-dotted with the
+    next markers, dotted, ...: distinct for ``len(RUN_COLORS) * 21`` runs (7 colours alone
+    made run 8 look like run 1: the same colour and solid line, and the same dashed theory)."""
     k, c = divmod(int(i), len(RUN_COLORS))
-    return RUN_COLORS[c], RUN_MARKERS[k % len(RUN_MARKERS)], \
+    return RUN_COLORS[c], RUN_MARKERS[(c + k) % len(RUN_MARKERS)], \
         RUN_LINESTYLES[k % len(RUN_LINESTYLES)]
 
 

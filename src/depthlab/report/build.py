@@ -1193,6 +1193,19 @@ def _diverged_step(m: dict) -> int | None:
     return None
 
 
+def _failed_verification_text(v: dict, loss_before: str) -> str:
+    """``train loss a → none: did not help (its re-training failed: ERROR)``: a verification
+    whose re-training raised, as the command line says it (``Verification.summary``). Each
+    "after" read "not finite", as if the cured run had diverged, where none was measured."""
+    try:
+        from ..diagnosis.findings import Verification
+
+        verdict = Verification.from_dict({**v, "kind": v.get("kind") or ""}).verdict()
+    except (KeyError, TypeError, ValueError, AttributeError):  # an older or partial record
+        verdict = f"did not help (its re-training failed: {v['error']})"
+    return f"train loss {loss_before} → none: {verdict}"
+
+
 def _verification_text(v: dict) -> str:
     """``train loss a -> b, val acc a -> b, <metric> a -> b: helped`` from a Verification."""
     b, a = _as_dict(v.get("before")), _as_dict(v.get("after"))
@@ -1215,6 +1228,8 @@ def _verification_text(v: dict) -> str:
         return H.fmt(x) if finite(x) else (inf.get(name) if inf.get(name) in ("inf", "-inf")
                                            else "not finite")
 
+    if v.get("error"):  # the cure's re-training raised: nothing was measured after it
+        return _failed_verification_text(v, run_text(b, "train_loss"))
     bits = []
     if "train_loss" in b or "train_loss" in a:
         bits.append(f"train loss {run_text(b, 'train_loss')} → {run_text(a, 'train_loss')}")

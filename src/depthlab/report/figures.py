@@ -48,6 +48,11 @@ from . import glyphs
 # Okabe & Ito (2008) colour-blind-safe qualitative palette.
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
              "#000000")
+SPLIT_STYLES = {"train": (OKABE_ITO[1], "o"), "validation": ("#000000", "s"),
+                "test": (OKABE_ITO[2], "^")}
+"""(colour, marker) of each split's loss and accuracy lines: orange, black and green, 162, 0
+and 106 gray levels of 255 when printed in grayscale (the vermillion validation, 119, and the
+green test accuracy were one solid line with circles on paper)."""
 LAYER_CMAP = "viridis"  # ordered layers: perceptually uniform, colour-blind safe
 HEAT_CMAP = "magma"
 MAX_LAYER_LINES = 8
@@ -593,16 +598,17 @@ def training_curves(steps: pd.DataFrame | None, epochs: pd.DataFrame | None = No
         # a run that trained on past a NaN (a depthlab.torch Watch): the line just stopped
         if has_loss and not finite.all():
             loss_note = f"\nnot drawn: not finite (NaN/inf) {steps_phrase(x[~finite], x)}"
-    for col, color, lab in (("train_loss", OKABE_ITO[1], "train (epoch)"),
-                            ("val_loss", OKABE_ITO[3], "val (epoch)")):
+    for col, (color, marker), lab in (("train_loss", SPLIT_STYLES["train"], "train (epoch)"),
+                                      ("val_loss", SPLIT_STYLES["validation"], "val (epoch)")):
         if col in epochs and "step" in epochs and epochs[col].notna().any():
-            ax_l.plot(epochs["step"], epochs[col], _marked("o-", len(epochs)), color=color,
-                      markersize=3.5, linewidth=1.0, label=lab)
+            ax_l.plot(epochs["step"], epochs[col], _marked(f"{marker}-", len(epochs)),
+                      color=color, markersize=3.5, linewidth=1.0, label=lab)
     every = _eval_period(evals)
     if "val_loss" in evals and "step" in evals and evals["val_loss"].notna().any():
         # `train.eval_every`'s validations: beside the epochs' they were drawn nowhere
-        ax_l.plot(evals["step"], evals["val_loss"], _marked("s--", len(evals)),
-                  color=OKABE_ITO[3], markersize=2.5, linewidth=0.9, label=f"val ({every})")
+        color, marker = SPLIT_STYLES["validation"]
+        ax_l.plot(evals["step"], evals["val_loss"], _marked(f"{marker}--", len(evals)),
+                  color=color, markersize=2.5, linewidth=0.9, label=f"val ({every})")
     if not has_loss and not any(len(line.get_xdata()) for line in ax_l.lines):
         ax_l.clear()
         _style(ax_l)
@@ -623,9 +629,9 @@ def training_curves(steps: pd.DataFrame | None, epochs: pd.DataFrame | None = No
         return fig
 
     plotted = False
-    acc_cols = [(c, col, lab) for c, col, lab in (("train_acc", OKABE_ITO[1], "train"),
-                                                  ("val_acc", OKABE_ITO[3], "validation"),
-                                                  ("test_acc", OKABE_ITO[2], "test"))]
+    acc_cols = [(c, SPLIT_STYLES[lab], lab) for c, lab in (("train_acc", "train"),
+                                                            ("val_acc", "validation"),
+                                                            ("test_acc", "test"))]
     ev_cols = [a for a in acc_cols if "step" in evals and a[0] in evals
                and evals[a[0]].notna().any()]
     ep_cols = [a for a in acc_cols if "epoch" in epochs and a[0] in epochs
@@ -634,26 +640,26 @@ def training_curves(steps: pd.DataFrame | None, epochs: pd.DataFrame | None = No
         # epochs and `train.eval_every`'s validations (every 25 steps: 12 points beside 7
         # epochs, which were all the panel drew): both over training steps, each epoch's
         # values at the step it ended, as in the loss panel beside
-        for c, color, lab in ep_cols:
-            ax_a.plot(epochs["step"], epochs[c], _marked("o-", len(epochs)), color=color,
-                      markersize=4, linewidth=1.4, label=f"{lab} (epoch)")
-        for c, color, lab in ev_cols:
-            ax_a.plot(evals["step"], evals[c], _marked("s--", len(evals)), color=color,
-                      markersize=2.5, linewidth=0.9, label=f"{lab} ({every})")
+        for c, (color, marker), lab in ep_cols:
+            ax_a.plot(epochs["step"], epochs[c], _marked(f"{marker}-", len(epochs)),
+                      color=color, markersize=4, linewidth=1.4, label=f"{lab} (epoch)")
+        for c, (color, marker), lab in ev_cols:
+            ax_a.plot(evals["step"], evals[c], _marked(f"{marker}--", len(evals)),
+                      color=color, markersize=2.5, linewidth=0.9, label=f"{lab} ({every})")
         plotted = True
         ax_a.set_xlabel("training step")
     elif ep_cols:
-        for c, color, lab in ep_cols:
-            ax_a.plot(epochs["epoch"], epochs[c], _marked("o-", len(epochs)), color=color,
-                      markersize=4, linewidth=1.4, label=lab)
+        for c, (color, marker), lab in ep_cols:
+            ax_a.plot(epochs["epoch"], epochs[c], _marked(f"{marker}-", len(epochs)),
+                      color=color, markersize=4, linewidth=1.4, label=lab)
         plotted = True
         ax_a.set_xlabel("epoch")
         if epochs["epoch"].nunique() <= 12:
             ax_a.set_xticks(sorted(epochs["epoch"].unique()))
     elif ev_cols:
-        for c, color, lab in ev_cols:
-            ax_a.plot(evals["step"], evals[c], _marked("o-", len(evals)), color=color,
-                      markersize=3, linewidth=1.2, label=lab)
+        for c, (color, marker), lab in ev_cols:
+            ax_a.plot(evals["step"], evals[c], _marked(f"{marker}-", len(evals)),
+                      color=color, markersize=3, linewidth=1.2, label=lab)
             step_ticks(ax_a, evals["step"])
         plotted = True
         ax_a.set_xlabel("training step")
@@ -719,7 +725,7 @@ drew its accuracy as a band 0.2 wide, hiding the line; beyond, the line alone.""
 def _marked(fmt: str, n: int) -> str:
     """``fmt`` (``"o-"``: dots on a line) for ``n`` points, its line alone (``"-"``) beyond
     :data:`MAX_MARKED_POINTS`."""
-    return fmt if n <= MAX_MARKED_POINTS else fmt.lstrip("os")
+    return fmt if n <= MAX_MARKED_POINTS else fmt.lstrip("os^")
 
 
 def _eval_period(evals: pd.DataFrame) -> str:
