@@ -55,3 +55,22 @@ def test_run_points_refuses_a_bad_grid_or_limited_before_the_store(tmp_path):
         assert not out.exists()
     res = run_points([], out, sweep="sw-x", echo=None, grid={"train.lr": [0.1]}, limited=False)
     assert res.total == 0
+
+
+def test_runs_table_columns_line_up_in_an_ascii_stdout(tmp_path, monkeypatch, capsys):
+    """In an ASCII-only stdout a unicode name is written escaped (``\\xe4``) but its column was
+    measured unescaped: the columns after it were shifted right of the header's."""
+    import io
+    import sys
+
+    with Store(tmp_path / "r") as store:
+        for rid, name in (("a1b2c3d4e5f6", "nämé☃"), ("b1b2c3d4e5f6", "plain")):
+            store.add_run(RunRecord(id=rid, name=name, status="finished",
+                                    metrics={"train_loss": 0.5}))
+    out = io.TextIOWrapper(io.BytesIO(), encoding="ascii", errors="strict")
+    monkeypatch.setattr(sys, "stdout", out)
+    assert main(["runs", str(tmp_path / "r")]) == 0, capsys.readouterr().err
+    out.flush()
+    header, _rule, *rows = out.buffer.getvalue().decode("ascii").splitlines()
+    assert any("n\\xe4m\\xe9\\u2603" in row for row in rows)
+    assert [row.index("0.5") for row in rows] == [header.index("train_loss")] * 2

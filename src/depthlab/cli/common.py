@@ -79,13 +79,35 @@ def num(v: Any, digits: int = 4) -> str:
 
 
 def format_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
-    """Plain left-aligned text table (numbers to 4 significant digits, missing as '-')."""
-    cells = [[num(c) if not isinstance(c, str) else _printable(c) for c in r] for r in rows]
+    """Plain left-aligned text table (numbers to 4 significant digits, missing as '-'); a
+    character stdout cannot encode is escaped (:func:`_encodable`) before the columns are
+    measured."""
+    encoding = getattr(sys.stdout, "encoding", None)
+    cells = [[num(c) if not isinstance(c, str) else _encodable(_printable(c), encoding)
+              for c in r] for r in rows]
     widths = [max([_width(h)] + [_width(r[i]) for r in cells]) for i, h in enumerate(header)]
     line = "  ".join(_pad(h, w) for h, w in zip(header, widths))
     out = [line.rstrip(), "  ".join("-" * w for w in widths)]
     out += ["  ".join(_pad(c, w) for c, w in zip(r, widths)).rstrip() for r in cells]
     return "\n".join(out)
+
+
+def _encodable(text: str, encoding: str | None) -> str:
+    """``text`` with each character that ``encoding`` (stdout's) cannot encode written as its
+    backslash escape (``é`` -> ``\\xe9``), as stdout then writes it: in an ASCII stdout
+    (``PYTHONIOENCODING=ascii``) a run named ``nämé`` was measured as 4 columns and printed
+    as 10, so its row was wider than the header."""
+    if text.isascii() or not encoding:
+        return text
+    try:
+        text.encode(encoding)
+        return text
+    except (UnicodeEncodeError, LookupError):
+        pass
+    try:
+        return text.encode(encoding, "backslashreplace").decode(encoding)
+    except (UnicodeError, LookupError):
+        return text
 
 
 def _width(text: str) -> int:
