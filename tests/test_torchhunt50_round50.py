@@ -197,3 +197,94 @@ def test_batchnorm_given_one_example_still_names_it() -> None:
     with pytest.raises(ValueError, match=r"^BatchNorm1d '1' is in training mode, .*one value "
                        r"per channel .*expected a batch of 2 or more examples"):
         dlt.probe(m, torch.randn(1, 6), torch.tensor([0]), CE)
+
+
+# ---------------------------------------------------------------------------------------------
+# F.rrelu in a forward; an operation with an activation's node but no module's settings
+
+class _FunctionalRReLU(nn.Module):
+    """``F.rrelu`` (eval: ``training=False``) or the ``nn.RReLU`` module after each layer."""
+
+    def __init__(self, training: bool = False, module: bool = False) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(16, 32), nn.Linear(32, 32), nn.Linear(32, 5)
+        self.training_slopes = training
+        self.act = nn.RReLU(0.1, 0.3) if module else None
+
+    def forward(self, x):
+        def f(h):
+            if self.act is not None:
+                return self.act(h)
+            return nn.functional.rrelu(h, 0.1, 0.3, training=self.training_slopes)
+        return self.c(f(self.b(f(self.a(x)))))
+
+
+def _rrelu_pair():
+    torch.manual_seed(0)
+    functional = _FunctionalRReLU().double()
+    torch.manual_seed(0)
+    twin = _FunctionalRReLU(module=True).double().eval()  # RReLU's eval: the mean slope
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(24, 16, generator=g, dtype=D)
+    return functional, twin, x, torch.randint(0, 5, (24,), generator=g)
+
+
+def test_functional_rrelu_in_eval_has_the_modules_rows() -> None:
+    """``F.rrelu(h, 0.1, 0.3, training=False)`` had no act_*/inactive/dead rows; now the
+    table of the twin with ``nn.RReLU(0.1, 0.3).eval()`` (identical in float64), and
+    ``dlt.predict`` gives the twin's prediction."""
+    functional, twin, x, y = _rrelu_pair()
+    got, want = _table(dlt.probe(functional, x, y, CE)), _table(dlt.probe(twin, x, y, CE))
+    assert ("a", "act_std") in got and ("b", "inactive_frac") in got
+    assert got == want
+    p, q = dlt.predict(functional, x, y, CE), dlt.predict(twin, x, y, CE)
+    assert np.allclose(p.predicted.to_numpy(), q.predicted.to_numpy(), rtol=1e-12,
+                       equal_nan=True)
+
+
+def test_functional_rrelu_in_eval_watch_frame_equals_probe() -> None:
+    functional, _, x, y = _rrelu_pair()
+    want = _table(dlt.probe(functional, x, y, CE))
+    with dlt.Watch(functional, every=1, theory=False) as w:
+        loss = CE(functional(x), y)
+        loss.backward()
+        w.step(loss)
+    frame = w.frame()
+    got = _table(frame[frame.step == 0])
+    for key in [("a", "act_std"), ("a", "act_mean"), ("b", "inactive_frac"), ("b", "dead_frac")]:
+        assert math.isclose(got[key], want[key], rel_tol=1e-9), key
+
+
+def test_functional_rrelu_in_training_mode_is_said_not_measured() -> None:
+    """Training-mode draws cannot be computed again from the layer output: no act rows (the
+    other rows exact), and ``dlt.predict`` refuses in one line naming F.rrelu and the remedy
+    (it said the layer's own previous layer was 'a layer that is not the previous one')."""
+    torch.manual_seed(0)
+    m = _FunctionalRReLU(training=True).double()
+    x, y = torch.randn(24, 16, dtype=D), torch.randint(0, 5, (24,))
+    got = _table(dlt.probe(m, x, y, CE))
+    assert ("a", "pre_std") in got and ("a", "act_std") not in got
+    with pytest.raises(ValueError) as info:
+        dlt.predict(m, x, y, CE)
+    msg = str(info.value)
+    assert "F.rrelu in training mode" in msg and "nn.RReLU" in msg and "\n" not in msg
+    assert "not the previous one" not in msg
+
+
+class _Floor(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 16), nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.b(self.a(x).clamp(min=1e-3))
+
+
+def test_predict_names_a_clamp_that_is_no_activation_as_an_operation() -> None:
+    """``h.clamp(min=1e-3)`` between two layers (no activation's bounds): the refusal said it
+    was applied to 'a layer that is not the previous one'; now it names the operation."""
+    torch.manual_seed(0)
+    with pytest.raises(ValueError) as info:
+        dlt.predict(_Floor(), torch.randn(32, 8))
+    msg = str(info.value)
+    assert "'Clamp'" in msg and "not the previous one" not in msg and "\n" not in msg

@@ -977,6 +977,12 @@ def _operation(fn: Any, made_by: dict[Any, str] | None = None,
     name = node.name()
     op = re.sub(r"Backward[0-9]*$", "", name)
     below = _below_views(node.next_functions[0][0])[0] if node.next_functions else None
+    if name == "RreluWithNoiseBackward0" and _settings(node) is None:
+        return ("; it is the output of F.rrelu in training mode, whose slopes are random draws "
+                "a function of the layer's output cannot repeat; expected nn.RReLU (modelled "
+                "in training mode), or F.rrelu(..., training=False)")
+    if name in ACT_NODES and _settings(node) is None:
+        below = None  # settings no activation module has (h.clamp(min=1e-3)): an operation
     if name in ACT_NODES and below is not None and "Pool" in below.name():
         pool = re.sub(r"Backward[0-9]*$", "", below.name())
         return (f"; it is the output of the function {op.lower()} applied after the pooling "

@@ -97,6 +97,15 @@ def _clamp(node) -> tuple | None:
     return (nn.ReLU6,) if (lo, hi) == (0.0, 6.0) else (nn.Hardtanh, lo, hi)
 
 
+def _rrelu(node) -> tuple | None:
+    """``F.rrelu(h, lower, upper, training=False)``: torch's eval function, the leaky ReLU of
+    the mean slope ``(lower + upper) / 2`` (as ``nn.RReLU`` in eval mode); in training mode
+    its slopes are random draws that ``f(s)`` computed again would not repeat: None."""
+    if bool(node._saved_training):
+        return None
+    return (nn.LeakyReLU, (_f(node._saved_lower) + _f(node._saved_upper)) / 2)
+
+
 _CLAMPS = frozenset({"ClampBackward1", "ClampMinBackward0"})
 """Nodes of ``clamp`` calls: an activation only for the bounds :func:`_clamp` takes."""
 
@@ -120,6 +129,7 @@ ACT_NODES: dict[str, Callable] = {
     "LogSigmoidBackward0": lambda n: (nn.LogSigmoid,),
     "SoftshrinkBackward0": lambda n: (nn.Softshrink, _f(n._saved_lambd)),
     "HardshrinkBackward0": lambda n: (nn.Hardshrink, _f(n._saved_lambd)),
+    "RreluWithNoiseBackward0": _rrelu,
     "ClampBackward1": _clamp,
     "ClampMinBackward0": _clamp,
 }
