@@ -174,3 +174,25 @@ def test_warm_up_compiles_the_momentum_step(compiled):
         for shape in ((2, 3), (3,)):
             arr = numba.typeof(np.zeros(shape, dtype=dt))
             assert (arr, arr, arr, numba.typeof(coef), numba.boolean) in sigs, sigs
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_a_gradient_that_is_the_momentum_buffer_keeps_the_numpy_reading(compiled, nesterov):
+    """``p.grad`` set to the momentum buffer itself: the NumPy steps (``b *= mu`` scales the
+    gradient too, then ``b += d`` doubles it: ``2 mu b``), not the one-pass kernel's
+    ``b mu + b`` (which read each entry of ``d`` before writing it)."""
+    def run(numpy_path: bool) -> list[np.ndarray]:
+        ps = _params("float64", False)
+        opt = get_optimizer("sgd", ps, lr=0.1, momentum=0.9, nesterov=nesterov)
+        for p in ps:
+            p.grad[...] = np.linspace(-1.0, 2.0, p.value.size).reshape(p.value.shape)
+        with accel.numpy_only() if numpy_path else _Nothing():
+            opt.step()
+            for _ in range(3):
+                for p in ps:
+                    p.grad = opt.state[p]["momentum_buffer"]
+                opt.step()
+        return [p.value for p in ps] + [opt.state[p]["momentum_buffer"] for p in ps]
+
+    for a, b in zip(run(True), run(False)):
+        _same_bits(a, b)

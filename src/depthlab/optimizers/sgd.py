@@ -105,8 +105,9 @@ _cached_coefficients = lru_cache(maxsize=64)(_coefficient_array)
 def _fused(w: Array, buf: Array, d: Array) -> ModuleType | None:
     """The kernels module when the compiled momentum step may run (``w``, ``buf`` and ``d``
     writable C-contiguous ndarrays of one kernel dtype and of one shape,
-    :func:`depthlab.accel.fits`), else None (the NumPy steps)."""
+    :func:`depthlab.accel.fits`, the gradient not the buffer or the value itself), else None
+    (the NumPy steps)."""
     k = accel.fits(w, buf)
-    if k is None or d.shape != w.shape or buf.shape != w.shape:
-        return None
+    if k is None or d.shape != w.shape or buf.shape != w.shape or d is buf or d is w:
+        return None  # (a gradient that is the buffer itself: the NumPy steps' reading)
     return accel.fits(buf, d)
