@@ -1466,6 +1466,21 @@ def _matched_caveat(activation: str | None) -> str:
     return f" The {recommended_init(activation)} variance is {caveat}." if caveat else ""
 
 
+def warmup_steps(steps: int) -> int:
+    """Length ``W = max(2, steps // 10)`` of the warm-up cure for a run of ``steps`` updates
+    (update ``k`` at ``lr * min(1, k / W)``: 10% of the run, and at least 2 updates, since 1
+    step of warm-up changes nothing)."""
+    return max(2, steps // 10)
+
+
+def warmup_fits(steps: int) -> bool:
+    """Whether the warm-up cure ends within a run of ``steps`` updates,
+    ``warmup_steps(steps) <= steps``: in a shorter run (``steps = 1``: its one update at
+    ``lr / 2``) no update reaches the learning rate, so the "warm-up" is a smaller learning
+    rate throughout, which the ``lr`` cures already verify; it is not offered there."""
+    return warmup_steps(steps) <= steps
+
+
 def alternatives(kind: str, activation: str | None, spec: TorchTrainSpec, normalized: bool,
                  at_init: bool = False, in_training: tuple[float, float] | None = None,
                  exploded: float | None = None) -> list[tuple[dict[str, Any], str]]:
@@ -1490,12 +1505,14 @@ def alternatives(kind: str, activation: str | None, spec: TorchTrainSpec, normal
         why = (f"The gradient path was trainable at initialization ({r0:.3g}x between its "
                f"ends at step 0) and vanished in training ({r:.3g}x, the median over its "
                "probes): the updates, not the initial weights, did it. ")
-        return [({"lr": spec.lr / 10.0}, why + "A 10x smaller learning rate keeps each "
-                 "update small."),
-                ({"warmup": max(2, spec.steps // 10)}, why + "Linear learning-rate warm-up "
-                 "over the first 10% of the steps keeps the first updates small.")] + [
-            c for c in alternatives(kind, activation, spec, normalized, at_init)
-            if "lr" not in c[0] and "warmup" not in c[0]]
+        first = [({"lr": spec.lr / 10.0}, why + "A 10x smaller learning rate keeps each "
+                  "update small.")]
+        if warmup_fits(spec.steps):
+            first.append(({"warmup": warmup_steps(spec.steps)}, why + "Linear learning-rate "
+                          "warm-up over the first 10% of the steps keeps the first updates "
+                          "small."))
+        return first + [c for c in alternatives(kind, activation, spec, normalized, at_init)
+                        if "lr" not in c[0] and "warmup" not in c[0]]
     adam = ({"optimizer": "adam", "lr": 1e-3},
             "Adam (lr 1e-3) scales each parameter's step by its gradient's running RMS, so a "
             "layer with tiny gradients still moves.")
@@ -1509,7 +1526,7 @@ def alternatives(kind: str, activation: str | None, spec: TorchTrainSpec, normal
                               "has unit variance on a data batch (Mishkin & Matas 2016).")
     matched = ({"init": "matched"}, "Re-initialize each layer for the activation that follows "
                                     "it (He / Glorot / LeCun)." + _matched_caveat(activation))
-    warmup = ({"warmup": max(2, spec.steps // 10)},  # 1 step of warm-up changes nothing
+    warmup = ({"warmup": warmup_steps(spec.steps)},
               "Linear learning-rate warm-up over the first 10% of the steps.")
     clip = ({"clip_grad_norm": 1.0}, "Clip the gradient norm at 1 "
                                      "(torch.nn.utils.clip_grad_norm_).")
@@ -1562,6 +1579,8 @@ def alternatives(kind: str, activation: str | None, spec: TorchTrainSpec, normal
                                "scale 1, as the initialization expects."), adam],
     }
     cures = table.get(kind, [lower, adam])
+    if not warmup_fits(spec.steps):  # a 1-step run: "warm-up" would be lr / 2 throughout
+        cures = [c for c in cures if c is not warmup]
     if kind == "vanishing_through_time" and spec.optimizer in ADAM_FAMILY:
         return [c for c in cures if "recurrent_init" in c[0] and "optimizer" not in c[0]]
     # Adam's variants already scale each step by the gradient's RMS: "switch to Adam" would
