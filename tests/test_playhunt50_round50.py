@@ -180,3 +180,40 @@ def test_an_overlay_of_runs_tells_every_run_apart_in_grayscale(n):
             assert _alike_in_gray(ax) == [], ax.get_title()
     finally:
         plt.close(fig)
+
+
+# -- the playground in a browser ------------------------------------------------------------------
+MEASURED = "document.getElementById('grad-summary').dataset.step !== ''"
+NAMED_SERIES_PLOTS = ("plot-grad", "plot-loss", "plot-sat", "plot-update")
+"""The playground's plots whose lines are named quantities (the others colour layers along
+viridis, whose gray levels rise with the layer)."""
+
+
+@pytest.fixture()
+def page(browser, server):
+    from helpers.browser import checked_page
+
+    with checked_page(browser) as pg:
+        yield pg
+
+
+def test_the_playgrounds_named_lines_differ_in_grayscale(page, server):
+    """Printed in grayscale, the saturation panel's 'saturated' (#d62728, gray 91) and
+    'inactive' (#1f77b4, gray 100) were two solid lines with the same dots, and their legend
+    squares the same gray: each now has its own line style, and its square follows it."""
+    page.goto(server.url + "?model.activation=relu&model.init=he_normal")
+    page.wait_for_function(MEASURED, timeout=60_000)
+    series = page.evaluate("""(ids) => ids.flatMap(id => S.plots[id].series.slice(1).map(s =>
+        [id, s.label, s.stroke(S.plots[id], 1) || s._stroke, (s.dash || []).join(",")]))""",
+                           list(NAMED_SERIES_PLOTS))
+    alike = []
+    for i, (plot, label, stroke, dash) in enumerate(series):
+        for plot_b, label_b, stroke_b, dash_b in series[i + 1:]:
+            if plot == plot_b and dash == dash_b and abs(_gray(stroke) - _gray(stroke_b)) < \
+                    GRAY_APART:
+                alike.append((plot, label, label_b))
+    assert alike == [], alike
+    # the legend's squares are drawn as the lines are: solid, dashed, dotted
+    styles = page.evaluate("""() => [...document.querySelectorAll('#plot-sat .u-legend .u-marker')]
+        .map(m => getComputedStyle(m).borderTopStyle)""")
+    assert len(set(styles)) == len(styles) == 3, styles

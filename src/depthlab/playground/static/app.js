@@ -912,10 +912,12 @@ function buildPlots(m) {
   makePlot("plot-sat", {
     scales: { x: layerScale, y: { range: [0, 1] } },
     axes: [layerAxis, { label: "fraction", size: 50 }],
+    // a line style each (the legend squares follow it, markerDash): printed in grayscale the
+    // red and the blue are one gray (91 and 100 of 255), three solid lines with the same dots
     series: [{ label: "layer" },
       { label: "saturated", stroke: "#d62728", width: 1.5, points: { show: L <= 60 } },
-      { label: "inactive", stroke: "#1f77b4", width: 1.5, points: { show: L <= 60 } },
-      { label: "dead", stroke: "#7f7f7f", width: 1.5, points: { show: L <= 60 } }],
+      { label: "inactive", stroke: "#1f77b4", width: 1.5, dash: [6, 3], points: { show: L <= 60 } },
+      { label: "dead", stroke: "#7f7f7f", width: 1.5, dash: [2, 3], points: { show: L <= 60 } }],
   }, [layers, layers.map(() => null), layers.map(() => null), layers.map(() => null)]);
   makePlot("plot-update", {
     scales: { x: layerScale, y: logScale },
