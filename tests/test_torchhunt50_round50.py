@@ -288,3 +288,75 @@ def test_predict_names_a_clamp_that_is_no_activation_as_an_operation() -> None:
         dlt.predict(_Floor(), torch.randn(32, 8))
     msg = str(info.value)
     assert "'Clamp'" in msg and "not the previous one" not in msg and "\n" not in msg
+
+
+# ---------------------------------------------------------------------------------------------
+# F.prelu(h, self.slope) in a forward
+
+class _PReLUNet(nn.Module):
+    """Two layers, each followed by a per-channel PReLU: the module, or ``F.prelu`` of the
+    same module's slope (its parameter, not the module, called)."""
+
+    def __init__(self, conv: bool, module: bool) -> None:
+        super().__init__()
+        c = 12
+        self.a = nn.Conv2d(3, c, 3) if conv else nn.Linear(16, c)
+        self.b = nn.Conv2d(c, c, 3) if conv else nn.Linear(c, c)
+        self.c = nn.Linear(c * 16 if conv else c, 5)
+        self.pa, self.pb, self.module = nn.PReLU(c), nn.PReLU(c), module
+        with torch.no_grad():  # unequal slopes of both signs
+            self.pa.weight.uniform_(-0.5, 0.9)
+            self.pb.weight.uniform_(-0.5, 0.9)
+
+    def forward(self, x):
+        if self.module:
+            h = self.pb(self.b(self.pa(self.a(x))))
+        else:
+            h = nn.functional.prelu(self.b(nn.functional.prelu(self.a(x), self.pa.weight)),
+                                    self.pb.weight)
+        return self.c(h.flatten(1))
+
+
+def _prelu_pair(conv: bool):
+    torch.manual_seed(0)
+    functional = _PReLUNet(conv, module=False).double()
+    torch.manual_seed(0)
+    twin = _PReLUNet(conv, module=True).double()
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(*((12, 3, 8, 8) if conv else (12, 16)), generator=g, dtype=D)
+    return functional, twin, x, torch.randint(0, 5, (12,), generator=g)
+
+
+@pytest.mark.parametrize("conv", [False, True], ids=["linear", "conv"])
+def test_functional_prelu_of_a_parameter_has_the_modules_rows(conv: bool) -> None:
+    """``F.prelu(h, self.pa.weight)`` had no act_*/inactive/dead rows; now the table of the
+    twin calling the PReLU modules (identical in float64; dead_frac per channel with each
+    channel's own slope)."""
+    functional, twin, x, y = _prelu_pair(conv)
+    got = _table(dlt.probe(functional, x, y, CE))
+    assert ("a", "act_std") in got and ("b", "dead_frac") in got
+    assert got == _table(dlt.probe(twin, x, y, CE))
+
+
+def test_functional_prelu_watch_follows_the_trained_slope() -> None:
+    """A Watch over 3 SGD steps (the slopes trained, lr 0.5): each frame equals dlt.probe on
+    that step's weights (the stand-in reads the live slope, not the first record's)."""
+    functional, _, x, y = _prelu_pair(False)
+    opt = torch.optim.SGD(functional.parameters(), lr=0.5)
+    states = []
+    with dlt.Watch(functional, every=1, theory=False) as w:
+        for _ in range(3):
+            states.append(copy.deepcopy(functional))
+            opt.zero_grad()
+            loss = CE(functional(x), y)
+            loss.backward()
+            w.step(loss)
+            opt.step()
+    frame = w.frame()
+    assert not torch.equal(states[0].pa.weight, states[2].pa.weight)
+    for k, state in enumerate(states):
+        want = _table(dlt.probe(state, x, y, CE))
+        got = _table(frame[frame.step == k])
+        for key in [("a", "act_mean"), ("a", "act_std"), ("b", "act_std"),
+                    ("a", "inactive_frac"), ("b", "dead_frac")]:
+            assert math.isclose(got[key], want[key], rel_tol=1e-9, abs_tol=1e-15), (k, key)

@@ -106,6 +106,30 @@ def _rrelu(node) -> tuple | None:
     return (nn.LeakyReLU, (_f(node._saved_lower) + _f(node._saved_upper)) / 2)
 
 
+def _prelu_of(weight: torch.Tensor) -> nn.Module:
+    """An ``nn.PReLU`` whose slope is the very tensor ``weight`` (not a copy: the stand-in,
+    kept across a Watch's records, reads the trained slope as it is when called)."""
+    m = nn.PReLU(max(weight.numel(), 1))
+    del m.weight
+    m.weight = weight
+    return m
+
+
+def _prelu(node) -> tuple | None:
+    """``F.prelu(h, a)`` with ``a`` a leaf tensor that requires grad (a parameter: the node's
+    input, read from its ``AccumulateGrad``, never from the saved tensors); None for a slope
+    computed in the forward or one without gradient (no tensor to read). Below the node
+    torch's own reshape of the slope (views only) is passed."""
+    fns = node.next_functions
+    acc = fns[1][0] if len(fns) > 1 else None
+    while acc is not None and _VIEW.fullmatch(acc.name()) and acc.next_functions:
+        acc = acc.next_functions[0][0]  # torch views the slope to broadcast it
+    weight = getattr(acc, "variable", None)
+    if not isinstance(weight, torch.Tensor) or weight.dim() > 1:
+        return None
+    return (_prelu_of, weight)
+
+
 _CLAMPS = frozenset({"ClampBackward1", "ClampMinBackward0"})
 """Nodes of ``clamp`` calls: an activation only for the bounds :func:`_clamp` takes."""
 
@@ -130,6 +154,7 @@ ACT_NODES: dict[str, Callable] = {
     "SoftshrinkBackward0": lambda n: (nn.Softshrink, _f(n._saved_lambd)),
     "HardshrinkBackward0": lambda n: (nn.Hardshrink, _f(n._saved_lambd)),
     "RreluWithNoiseBackward0": _rrelu,
+    "PreluKernelBackward0": _prelu,
     "ClampBackward1": _clamp,
     "ClampMinBackward0": _clamp,
 }
