@@ -74,3 +74,40 @@ def test_runs_table_columns_line_up_in_an_ascii_stdout(tmp_path, monkeypatch, ca
     header, _rule, *rows = out.buffer.getvalue().decode("ascii").splitlines()
     assert any("n\\xe4m\\xe9\\u2603" in row for row in rows)
     assert [row.index("0.5") for row in rows] == [header.index("train_loss")] * 2
+
+
+def _limited(limit: int):
+    """A ``preexec_fn`` setting this address-space limit (``ulimit -v``) in the child."""
+    import resource
+
+    def set_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return set_limit
+
+
+def test_available_memory_and_run_respect_ulimit_v(tmp_path):
+    """A ``ulimit -v`` below the machine's free memory was not read: ``available_memory()``
+    said the machine's ``MemAvailable``, and a config that fits the machine but not the limit
+    was accepted and ended in "MemoryError ... (internal error)", exit 1."""
+    import os
+    import subprocess
+    import sys
+
+    limit = 3 << 30
+    env = {k: v for k, v in os.environ.items() if k != "DEPTHLAB_MEMORY_LIMIT"}
+    env["OMP_NUM_THREADS"] = "1"
+    probe = subprocess.run(
+        [sys.executable, "-c", "from depthlab.memory import available_memory as a; print(a())"],
+        capture_output=True, text=True, env=env, preexec_fn=_limited(limit), timeout=120)
+    assert probe.returncode == 0, probe.stderr
+    assert 0 <= int(probe.stdout) < limit
+    config = tmp_path / "wide.toml"  # ~7.7 GB of float32 parameters and gradients
+    config.write_text('name = "wide"\n[data]\nname = "digits"\n[model]\ndepth = 60\n'
+                      'width = 4000\n[train]\nepochs = 1\n[probes]\nevery = 0\n')
+    run = subprocess.run([sys.executable, "-m", "depthlab", "run", str(config), "--out",
+                          str(tmp_path / "out"), "--quiet"], capture_output=True, text=True,
+                         env=env, preexec_fn=_limited(limit), timeout=300)
+    assert run.returncode == 2, run.stderr
+    assert "needs about" in run.stderr and "nothing was allocated" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1

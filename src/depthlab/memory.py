@@ -15,7 +15,9 @@ set's header or generator arguments) and compared with the memory available to t
   targets (mean-squared-error losses).
 
 Available memory: ``MemAvailable`` of ``/proc/meminfo`` (else the free physical pages), capped by
-a cgroup memory limit minus its usage, or the ``DEPTHLAB_MEMORY_LIMIT`` environment variable
+a cgroup memory limit minus its usage and by this process's address-space and data limits
+(``ulimit -v``, ``ulimit -d``: ``RLIMIT_AS - VmSize``, ``RLIMIT_DATA - VmData``), or the
+``DEPTHLAB_MEMORY_LIMIT`` environment variable
 (bytes, or a number with a ``K``/``M``/``G``/``T`` suffix, also ``KiB`` or Kubernetes'
 ``Ki``: powers of 1024) when set.
 """
@@ -114,12 +116,51 @@ def _cgroup_available() -> int | None:
         return None
 
 
+def _vm_status() -> dict[str, int]:
+    """This process's ``VmSize`` and ``VmData`` (bytes) from ``/proc/self/status``; empty where
+    there is none."""
+    out: dict[str, int] = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmSize", "VmData"):
+                out[key] = int(value.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
+def _rlimit_available() -> int | None:
+    """``min(RLIMIT_AS - VmSize, RLIMIT_DATA - VmData)`` over the limits that are set (``ulimit
+    -v`` / ``-d``), at least 0; None when neither is set or they cannot be read. Without it a
+    config that fits the machine but not an 8 GB ``ulimit -v`` was accepted and ended, minutes
+    later, in "MemoryError ... (internal error)"."""
+    try:
+        import resource
+    except ImportError:  # not a POSIX system
+        return None
+    limits = []
+    for res, field in (("RLIMIT_AS", "VmSize"), ("RLIMIT_DATA", "VmData")):
+        try:
+            soft = resource.getrlimit(getattr(resource, res))[0]
+        except (AttributeError, OSError, ValueError):
+            continue
+        if soft != resource.RLIM_INFINITY and soft >= 0:
+            limits.append((soft, field))
+    if not limits:
+        return None
+    used = _vm_status()
+    found = [max(0, soft - used[field]) for soft, field in limits if field in used]
+    return min(found) if found else None
+
+
 def available_memory() -> int:
     """Bytes this process can still allocate (see the module docstring)."""
     env = os.environ.get(MEMORY_ENV)
     if env:
         return _parse_bytes(env)
-    found = [v for v in (_meminfo_available(), _cgroup_available()) if v is not None]
+    found = [v for v in (_meminfo_available(), _cgroup_available(), _rlimit_available())
+             if v is not None]
     return min(found) if found else 2**62
 
 
