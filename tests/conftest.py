@@ -15,11 +15,19 @@ machine. NumPy's BLAS pool is left as it is (depthlab.threads chooses it, and te
 
 Before collection each process caches pytest's rewrite of its share of the test modules
 (helpers.assertcache: rewriting the asserts was two thirds of the collection's CPU, done by
-every worker at every run under ``PYTHONDONTWRITEBYTECODE``)."""
+every worker at every run under ``PYTHONDONTWRITEBYTECODE``).
+
+Once collected, the objects every test shares (the imported modules, torch, matplotlib, Dask,
+pytest's items) are set aside from Python's cyclic garbage collector (:func:`_set_aside`:
+``gc.freeze()``): a full collection traverses every tracked object, and a worker's heap after
+collecting all of the suite's modules made each one cost most of a second, tens of times per
+worker. Garbage the tests make is collected as before.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sys
 import warnings
@@ -117,6 +125,17 @@ def pytest_collection(session):
                           stacklevel=1)
 
 
+def _set_aside() -> None:
+    """The objects alive now moved out of the cyclic collector's reach (``gc.collect()``, then
+    ``gc.freeze()``): the cost of a full collection is proportional to the tracked objects
+    it traverses, and after collection those are mostly the session's (modules, their
+    constants, pytest's items), which live until the session ends. Only what is alive is
+    frozen (the garbage is collected first), and objects created later are collected as
+    always; a frozen object whose last reference goes is still freed by its reference count."""
+    gc.collect()
+    gc.freeze()
+
+
 def pytest_collection_finish(session):
     from helpers import background
 
@@ -124,10 +143,16 @@ def pytest_collection_finish(session):
     if _xdist_worker(session.config):
         background.wait_warm()  # the kernels compiled once, not by every worker
     _one_torch_thread()
+    _set_aside()
 
 
 def pytest_runtest_setup(item):
     _one_torch_thread()  # a torch imported, or its count changed, by an earlier test
+
+
+def pytest_runtest_teardown(item, nextitem):
+    if not gc.get_freeze_count():  # a test called gc.unfreeze() (test_sweep.py): again
+        _set_aside()
 
 
 def pytest_sessionfinish(session, exitstatus):
