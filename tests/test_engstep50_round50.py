@@ -196,3 +196,47 @@ def test_a_gradient_that_is_the_momentum_buffer_keeps_the_numpy_reading(compiled
 
     for a, b in zip(run(True), run(False)):
         _same_bits(a, b)
+
+
+def _ce_reference(z: np.ndarray, y: np.ndarray, ignore: int) -> float:
+    """Mean over the rows not labelled ``ignore`` of -log softmax(z)[y] (float64)."""
+    z = z.astype(np.float64)
+    logp = z - z.max(axis=1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+    keep = y != ignore
+    return float(-logp[np.arange(len(y))[keep], y[keep]].mean())
+
+
+@pytest.mark.parametrize("labels", [np.array([0, 2, 1, 2, 3]), np.array([0, 2, 1, 2, 3],
+                                                                       dtype=np.uint8)])
+def test_cross_entropy_skips_the_ignored_pass_only_when_no_label_can_be_ignored(labels,
+                                                                                monkeypatch):
+    """Labels all in 0..C-1 with the default ignore_index (-100): no ``_ignored`` pass (it
+    read ``y == ignore_index`` again after the bounds check proved no row matches; the code
+    before made it at every step). An ignore_index inside 0..C-1 that labels use, and a
+    float label array, still leave their rows out / are still read."""
+    from depthlab.losses import CrossEntropy
+
+    z = np.random.default_rng(4).standard_normal((5, 4))
+    calls = []
+    real = CrossEntropy._ignored
+    monkeypatch.setattr(CrossEntropy, "_ignored",
+                        lambda self, y: calls.append(1) or real(self, y))
+    loss = CrossEntropy()
+    assert loss.forward(z, labels) == pytest.approx(_ce_reference(z, labels, -100), rel=1e-12)
+    assert calls == []
+    grad = loss.backward()
+    expect = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    expect[np.arange(5), labels] -= 1
+    np.testing.assert_allclose(grad, expect / 5, rtol=1e-12)
+
+    two = CrossEntropy(ignore_index=2)  # rows 1 and 3 left out
+    assert two.forward(z, labels) == pytest.approx(_ce_reference(z, labels, 2), rel=1e-12)
+    assert calls  # read, and found
+    g = two.backward()
+    assert not g[[1, 3]].any()
+
+    calls.clear()
+    floats = labels.astype(np.float64)
+    assert loss.forward(z, floats) == pytest.approx(_ce_reference(z, labels, -100), rel=1e-12)
+    assert calls  # float labels: bounds read by min/max, the pass is kept

@@ -559,6 +559,9 @@ class CrossEntropy(Loss):
                 # one pass: read as unsigned, a negative label is larger than any class index
                 unsigned = target.view(target.dtype.str.replace("i", "u"))
                 ok = unsigned.max().item() < c
+                # every label in 0..C-1 and ignore_index outside: no row is left out (forward
+                # then skips _ignored's pass)
+                self._all_counted = ok and not 0 <= self.ignore_index < c
             else:
                 ok = False  # float labels: the bounds are read below
             counted = target
@@ -597,6 +600,7 @@ class CrossEntropy(Loss):
         return pred, target.astype(pred.dtype, copy=False)
 
     def forward(self, pred: Array, target: Array) -> Any:
+        self._all_counted = False  # set by _check when no label can be ignore_index
         z, y = self._check(pred, target)
         b, c = z.shape
         with np.errstate(over="ignore"):  # logits 1e308 apart: -inf, an infinite loss as torch's
@@ -606,7 +610,7 @@ class CrossEntropy(Loss):
         p /= sums
         logp -= xp.log(sums)
         eps = self.label_smoothing
-        if self.weight is not None or self._ignored(y) is not None:
+        if self.weight is not None or (not self._all_counted and self._ignored(y) is not None):
             return self._weighted_forward(p, logp, y)
         if self.reduction == "none":
             self._cache = (p, y)
