@@ -202,7 +202,7 @@ def test_the_playgrounds_named_lines_differ_in_grayscale(page, server):
     'inactive' (#1f77b4, gray 100) were two solid lines with the same dots, and their legend
     squares the same gray: each now has its own line style, and its square follows it."""
     page.goto(server.url + "?model.activation=relu&model.init=he_normal")
-    page.wait_for_function(MEASURED, timeout=60_000)
+    page.wait_for_function(MEASURED, timeout=180_000)  # a loaded host: minutes
     series = page.evaluate("""(ids) => ids.flatMap(id => S.plots[id].series.slice(1).map(s =>
         [id, s.label, s.stroke(S.plots[id], 1) || s._stroke, (s.dash || []).join(",")]))""",
                            list(NAMED_SERIES_PLOTS))
