@@ -111,3 +111,40 @@ def test_available_memory_and_run_respect_ulimit_v(tmp_path):
     assert run.returncode == 2, run.stderr
     assert "needs about" in run.stderr and "nothing was allocated" in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
+
+
+def _store_damaged_in_its_middle(folder: Path) -> Path:
+    """A store of ~1 MB whose middle 40 KB are overwritten (its first pages intact)."""
+    import numpy as np
+    import pandas as pd
+
+    with Store(folder) as store:
+        for i in range(3):
+            steps = pd.DataFrame({"step": np.arange(5000), "loss": np.linspace(1, 0, 5000)})
+            store.add_run(RunRecord(id=f"{i:012x}", name=f"r{i}", status="finished",
+                                    steps=steps))
+    path = folder / "depthlab.db"
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.seek(size // 2)
+        f.write(bytes(range(256)) * 160)
+    return path
+
+
+def test_run_and_sweep_refuse_a_store_damaged_in_its_middle(tmp_path, capsys):
+    """A store overwritten in its middle was written to: `run` and `sweep` exited 0 and
+    changed it, while `export` and `report` refused it as malformed (clihunt48's left-alone
+    item)."""
+    path = _store_damaged_in_its_middle(tmp_path / "s")
+    before = path.read_bytes()
+    config = tmp_path / "c.toml"
+    config.write_text('name = "c"\n[data]\nname = "clusters"\nn = 60\n[model]\n'
+                      'sizes = ["auto", 4, "auto"]\n[train]\nepochs = 1\n[probes]\nevery = 0\n'
+                      '[sweep]\n"train.lr" = [0.1]\n')
+    assert main(["sweep", str(config), "--out", str(tmp_path / "s"), "--quiet"]) == 2
+    assert main(["run", str(config), "--out", str(tmp_path / "s"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("is damaged" in line for line in err), err
+    assert path.read_bytes() == before
+    with Store(tmp_path / "s") as store, pytest.raises(Exception, match="is damaged"):
+        store.check_writable()
