@@ -102,7 +102,7 @@ def warm_up(dtypes: Sequence[Any] = KERNEL_DTYPES) -> dict[str, float]:
             k.select(x, ranks, -1.0, 1.0)
             k.layer(m, m, m, k.DERIVATIVE_GIVEN, 0.5, k.FAMILY_OTHER, x, x, x, ranks, t, True,
                     x[:0])
-            k.bin_counts(x, -1.0, 2.0, 4)
+            k.bin_counts(x, -1.0, 2.0, 4, 1.0)
             ranks4 = np.array([0, 1, 62, 63], dtype=np.intp)
             ranks4.flags.writeable = False
             t2 = np.array([0.5, 0.5])

@@ -184,13 +184,16 @@ def _edges(kind: str, x: Array, fn: ActivationFn | None) -> tuple[tuple[float, f
 
 def bin_counts(x: Array, lo: float, hi: float, n_bins: int, *, _finite: bool = False
                ) -> np.ndarray:
-    """Counts of the entries of ``x`` in ``n_bins`` equal bins over ``[lo, hi]``
-    (bin ``i`` = ``[lo + i w, lo + (i + 1) w)``, the last bin closed); finite values beyond the
-    range go to the end bins, ``-inf``, ``+inf`` and NaN entries are dropped (so the counts sum
-    to the number of finite entries). Returns int64 counts of length ``n_bins``. (The bin of
-    ``v`` is ``trunc(clip((v - lo) * n_bins / (hi - lo), 0, n_bins - 1))``, rounded in ``x``'s
-    dtype; the compiled kernel rounds the same way.) ``_finite``: the caller knows every entry
-    is finite."""
+    """Counts of the entries of ``x`` in ``n_bins`` equal bins over ``[lo, hi]``: bin ``i`` holds
+    the ``v`` with ``e_i <= v < e_(i+1)`` (the last bin closed), ``e`` = :func:`bin_edges` (the
+    edges ``np.linspace(lo, hi, n_bins + 1)`` that ``np.histogram(x, n_bins, (lo, hi))`` uses,
+    so a value exactly on an edge is counted in the bin it starts, as NumPy counts it); finite
+    values beyond the range go to the end bins, ``-inf``, ``+inf`` and NaN entries are dropped
+    (so the counts sum to the number of finite entries). Returns int64 counts of length
+    ``n_bins``. (The bin of ``v`` is first ``trunc(clip((v - lo) * n_bins / (hi - lo), 0,
+    n_bins - 1))``, rounded in ``x``'s dtype, then moved to the bin whose edges hold ``v``
+    (:func:`fix_bins`); the compiled kernel does the same.) ``_finite``: the caller knows every
+    entry is finite."""
     if not hi > lo:
         raise ValueError(f"histogram range must have hi > lo, got ({lo}, {hi})")
     flat = x.reshape(-1)
@@ -199,17 +202,39 @@ def bin_counts(x: Array, lo: float, hi: float, n_bins: int, *, _finite: bool = F
     if not _finite and flat.size and flat.dtype.kind == "f" and not _all_finite(flat, kernels):
         flat = flat[np.isfinite(flat)]  # then no bin position is NaN or an infinity's
     if (kernels is not None and flat.size and n_bins < 2**24
-            and _representable(scale, flat.dtype)):
-        return kernels.bin_counts(np.ascontiguousarray(flat), lo, scale, n_bins)
+            and _representable(scale, flat.dtype)
+            and kernels.one_bin_off(lo, hi, scale, n_bins, float(np.finfo(flat.dtype).eps))):
+        return kernels.bin_counts(np.ascontiguousarray(flat), lo, scale, n_bins, hi)
     with np.errstate(all="ignore"):
         pos = flat - x.dtype.type(lo) if x.dtype.kind == "f" else flat - lo
         pos *= scale
         np.clip(pos, 0, n_bins - 1, out=pos)  # infinities go to the end bins, NaN stays
         if not np.isfinite(pos.sum()):  # finite bounded entries cannot overflow the sum
-            pos = pos[np.isfinite(pos)]
+            kept = np.isfinite(pos)
+            pos, flat = pos[kept], flat[kept]
     # float -> int32 converts several times faster than float -> int64
     idx = pos.astype(np.int32 if n_bins < 2**31 else np.intp)
+    idx = fix_bins(flat, idx, lo, hi, n_bins)
     return np.bincount(idx, minlength=n_bins)[:n_bins].astype(np.int64)
+
+
+def fix_bins(flat: np.ndarray, idx: np.ndarray, lo: float, hi: float, n_bins: int
+             ) -> np.ndarray:
+    """The bins ``k`` with ``e_k <= v < e_(k+1)`` (``e`` = :func:`bin_edges`, ``e_0 = -inf``
+    and ``e_n = +inf`` for the end bins) of the finite entries ``flat``, from ``idx``, their bins
+    by the rounded position (a value on an edge, e.g. a ReLU layer's exact zeros at the middle
+    edge of ``[-m, m]``, may have rounded into the bin below): moved one bin at a time until
+    every entry lies within its bin's edges."""
+    if not (flat.size and math.isfinite(hi - lo)):  # (no edges where linspace overflows)
+        return idx
+    e = bin_edges(lo, hi, n_bins)
+    e[0], e[-1] = -np.inf, np.inf
+    while True:
+        move = (flat >= e[idx + 1]).astype(idx.dtype)
+        move -= flat < e[idx]
+        if not move.any():
+            return idx
+        idx += move
 
 
 def _all_finite(flat: np.ndarray, kernels) -> bool:

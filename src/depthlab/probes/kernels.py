@@ -33,7 +33,9 @@ Formulas (``n`` entries ``x_i``, a shift ``c`` near the mean, ``d_i = x_i - c``)
   (library sigmoid/tanh: saturation and dead units from ``a`` alone), :func:`_step_counts`
   (library ReLU: inactivity and dead units from ``s`` alone), else :func:`_row_counts`.
 * :func:`bin_counts`: bin ``trunc(clip((x - lo) * scale, 0, nb - 1))`` with the subtraction and
-  product rounded in the array's dtype exactly as the NumPy path rounds them (no NaN entries).
+  product rounded in the array's dtype exactly as the NumPy path rounds them, then moved to the
+  bin whose edges (``np.linspace(lo, hi, nb + 1)``) hold the entry, as ``np.histogram`` counts
+  (finite entries only).
 * :func:`update_norms`: ``sum w0_i^2`` and ``sum (w_i - w0_i)^2`` (the update ratio
   ``||W - W0|| / ||W0||`` without writing the difference).
 """
@@ -891,22 +893,71 @@ def _bin_index(x: np.ndarray, start: int, m: int, lo_t, sc_t, top, idx: np.ndarr
 
 
 @numba.njit(**_JIT)
-def bin_counts(x: np.ndarray, lo: float, scale: float, nb: int) -> np.ndarray:
-    """Counts of the flat array ``x`` in ``nb`` bins: ``trunc(clip((x - lo) * scale, 0,
-    nb - 1))`` computed in ``x``'s dtype (``lo``, ``scale`` rounded to it first). Precondition
-    (checked by the caller): no NaN entry. The bins of each :data:`CHUNK` entries are computed
-    first (vectorized), then counted (:func:`_add_counts`)."""
+def _fix_bins(x: np.ndarray, start: int, m: int, e: np.ndarray, idx: np.ndarray) -> None:
+    """Move each ``idx[i]`` by one bin to the bin ``k`` with ``e[k] <= x[start + i] < e[k + 1]``
+    (:func:`search_edges`): the bin NumPy's ``histogram`` gives a value, also where the rounded
+    position ``(x - lo) * scale`` of a value on an edge (a ReLU layer's exact zeros at the middle
+    edge of ``[-m, m]``) fell just below its integer. Finite entries whose rounded bin is at
+    most one bin off (``histograms.one_bin_off``); branch-free."""
+    xs = x[start:start + m]
+    for i in range(m):
+        v = np.float64(xs[i])
+        k = np.int64(idx[i])
+        k = k + np.int64(v >= e[k + 1]) - np.int64(v < e[k])
+        idx[i] = np.uint32(k)
+
+
+@numba.njit(nogil=True, cache=True)  # no fast-math flag: NumPy's rounding, operation by operation
+def search_edges(lo: float, hi: float, nb: int) -> np.ndarray:
+    """The ``nb + 1`` edges of ``histograms.bin_edges`` as :func:`bin_counts` searches them:
+    ``e[i] = i step + lo``, ``step = (hi - lo) / nb``, rounded as ``np.linspace(lo, hi, nb + 1)``
+    rounds them (``fl(fl(i step) + lo)``), with ``e[0] = -inf`` and ``e[nb] = +inf`` (finite
+    values beyond the range belong to the end bins)."""
+    e = np.empty(nb + 1, dtype=np.float64)
+    step = (hi - lo) / nb
+    for i in range(1, nb):
+        e[i] = np.float64(i) * step + lo
+    e[0] = -np.inf
+    e[nb] = np.inf
+    return e
+
+
+@numba.njit(nogil=True, cache=True)
+def one_bin_off(lo: float, hi: float, scale: float, nb: int, eps: float) -> bool:
+    """Whether the bin ``trunc(clip((x - lo) * scale, 0, nb - 1))`` rounded in a dtype of
+    machine epsilon ``eps`` is at most one bin from the bin whose edges hold ``x``, so that
+    :func:`_fix_bins`'s one step finds it: the roundings of ``lo``, ``scale``, ``x - lo`` and
+    the product, and the edges' own, move the position by less than
+    ``eps (2 nb + (|lo| + |hi|) scale) < 1/2`` bin (``histograms.one_bin_off``)."""
+    return eps * (2.0 * nb + (abs(lo) + abs(hi)) * scale) < 0.5
+
+
+# no fast-math flag: Numba compiles search_edges with its caller's flags, and `reassoc` turned
+# i * step into a running sum (edges an ulp off linspace's, values on them in the wrong bin)
+@numba.njit(nogil=True, cache=True)
+def bin_counts(x: np.ndarray, lo: float, scale: float, nb: int, hi: float = math.nan
+               ) -> np.ndarray:
+    """Counts of the flat array ``x`` in ``nb`` bins over ``[lo, hi]``: first
+    ``trunc(clip((x - lo) * scale, 0, nb - 1))`` computed in ``x``'s dtype (``lo``, ``scale``
+    rounded to it first), then each bin moved to the one whose edges hold the entry
+    (:func:`_fix_bins`: ``e[k] <= x < e[k + 1]`` on the edges of :func:`search_edges`, as
+    ``np.histogram`` counts). Precondition (checked by the caller): every entry finite. The
+    bins of each :data:`CHUNK` entries are computed first (vectorized), then counted
+    (:func:`_add_counts`). ``hi``: the range's top (NaN: ``lo + nb / scale``)."""
     lo_t = x.dtype.type(lo)
     sc_t = x.dtype.type(scale)
     top = x.dtype.type(nb - 1)
+    e = search_edges(lo, lo + nb / scale if math.isnan(hi) else hi, nb)
     idx = np.empty(CHUNK, dtype=np.uint32)
     lanes = np.zeros(LANES * nb, dtype=np.uint32)
     full = x.size // CHUNK
     for c in range(full):
         _bin_index(x, c * CHUNK, CHUNK, lo_t, sc_t, top, idx)
+        _fix_bins(x, c * CHUNK, CHUNK, e, idx)
         _add_counts(idx, CHUNK, lanes, nb)
     rest = x.size - full * CHUNK
     _bin_index(x, full * CHUNK, rest, lo_t, sc_t, top, idx)
+    _fix_bins(x, full * CHUNK, rest, e, idx)
     _add_counts(idx, rest, lanes, nb)
     return _lane_totals(lanes, nb)
 
@@ -1034,9 +1085,9 @@ def _clipped_counts(x: np.ndarray, lo: float, hi: float, status: int, nb: int, c
         c1 = min(hi, clip_hi)
         lo, hi = (c0, c1) if c1 > c0 else (clip_lo, clip_hi)
     scale = nb / (hi - lo)
-    if not (tiny <= scale < big):
+    if not (tiny <= scale < big and one_bin_off(lo, hi, scale, nb, np.finfo(x.dtype).eps)):
         return lo, hi, NOT_BINNED, empty
-    return lo, hi, OK, bin_counts(x, lo, scale, nb)
+    return lo, hi, OK, bin_counts(x, lo, scale, nb, hi)
 
 
 @numba.njit(**_JIT)
