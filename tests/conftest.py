@@ -150,6 +150,7 @@ def pytest_runtest_setup(item):
     _one_torch_thread()  # a torch imported, or its count changed, by an earlier test
 
 
+@pytest.hookimpl(trylast=True)  # after the test's fixtures are torn down
 def pytest_runtest_teardown(item, nextitem):
     if not gc.get_freeze_count():  # a test called gc.unfreeze() (test_sweep.py): again
         _set_aside()
