@@ -54,7 +54,6 @@ import warnings
 import weakref
 from array import array
 from collections.abc import Collection, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -62,6 +61,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ..atomic import expand_home
 from ..probes.stats import check_percentiles
 from ..validators import keyword_hints, positive_int, run_name
 from .accumulators import NORM_HIGH, NORM_LOW, norm_dtype, scaled_norm, stat_dtype, update_ratio
@@ -479,7 +479,7 @@ class Watch:
         # a relative folder is the one under the working directory of now, where the store is
         # made: a loop that changes directory (os.chdir, a notebook's %cd) stored the run in
         # another folder at close; "~/runs" is the home folder's, as the store reads it
-        self.out = None if out is None else Path(out).expanduser().absolute()
+        self.out = None if out is None else expand_home(out).absolute()
         if self.out is not None:  # an unusable folder fails now, not after the training
             from ..experiments.store import Store, StoreError
 
