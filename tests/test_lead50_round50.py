@@ -33,3 +33,35 @@ def test_expand_home_keeps_the_known_home(monkeypatch):
     assert str(expand_home("~/x")) == "/tmp/some_home_50/x"
     assert str(expand_home("~nobody_depthlab_50/x")) == "~nobody_depthlab_50/x"
     assert os.fspath(expand_home("plain")) == "plain"
+
+
+
+
+def test_ctrl_c_stops_without_the_deferred_pass_and_its_reader_sees_the_eager_values(
+        monkeypatch):
+    """engbn50's deferred epoch-end calibration: a Ctrl-C mid-epoch stops without an inference
+    pass over the training set (it was in a ``finally``: one pass more than the eager code), and
+    a later read of the statistics gives the values the eager pass set at the last epoch's end."""
+    from test_engbn50_round50 import assert_same_states, net_, state, train
+
+    from depthlab.network import Network
+    from depthlab.training.trainer import Callback
+
+    class CtrlC(Callback):
+        def after_update(self, trainer, step, loss):
+            if step == 9:  # 6 steps an epoch: one epoch's end behind, the second under way
+                raise KeyboardInterrupt
+
+    passes = []
+    real = Network.calibrate
+    monkeypatch.setattr(Network, "calibrate", lambda self, x: passes.append(1) or real(self, x))
+    counts, states = [], []
+    for eager in (True, False):
+        net = net_()
+        del passes[:]
+        with pytest.raises(KeyboardInterrupt):
+            train(eager, monkeypatch, callbacks=[CtrlC()], net=net)
+        counts.append(len(passes))
+        states.append(state(net))  # reading settles a pending pass now
+    assert counts == [1, 0]  # eager: epoch 1's end; deferred: none at the interrupt
+    assert_same_states(*states)

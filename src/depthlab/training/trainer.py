@@ -341,10 +341,10 @@ class Trainer:
             with np.errstate(over="ignore", invalid="ignore"), blas_threads(  # depthlab.threads
                     self.threads, batch_rows=bs, weight_shapes=shapes), \
                     DeferredInterrupts() as self._interrupts:  # Ctrl-C: at a step's end
-                try:
-                    self._loop(x, y, n, bs, has_bn, params, bar)
-                finally:  # under the loop's BLAS threads, as the eager pass ran
-                    self._settle_pending()
+                self._loop(x, y, n, bs, has_bn, params, bar)
+                # under the loop's BLAS threads, as the eager pass ran; after Ctrl-C or an
+                # error it stays pending (computed when first read), so stopping is prompt
+                self._settle_pending()
         except KeyboardInterrupt:  # the history says so (a notebook's History(..., finished)
             hist.interrupted = True  # after Ctrl-C was a claim the run never made)
             raise
