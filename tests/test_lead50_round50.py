@@ -65,3 +65,26 @@ def test_ctrl_c_stops_without_the_deferred_pass_and_its_reader_sees_the_eager_va
         states.append(state(net))  # reading settles a pending pass now
     assert counts == [1, 0]  # eager: epoch 1's end; deferred: none at the interrupt
     assert_same_states(*states)
+
+
+def test_data_paths_of_an_unknown_user_are_the_names_as_written(tmp_path, monkeypatch):
+    """clihunt50's ~user fix in the data loaders (data/files.py, cache.py, fashion_mnist.py):
+    before, each raised RuntimeError 'Could not determine home directory'."""
+    from depthlab.data import files
+    from depthlab.data.cache import cache_dir
+
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "~nobody_depthlab_50"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    np.savetxt(folder / "d.csv", np.c_[rng.normal(size=(12, 3)), np.arange(12) % 2],
+               delimiter=",", header="a,b,c,label", comments="")
+    path = "~nobody_depthlab_50/d.csv"
+    assert files.loadable(path)
+    assert files.file_bytes(path) is not None
+    raw = files.load_file(path)
+    assert len(raw.x) == 12
+    with pytest.raises((FileNotFoundError, ValueError), match="nobody_depthlab_50"):
+        files.load_file("~nobody_depthlab_50/missing.csv")
+    monkeypatch.setenv("DEPTHLAB_CACHE", "~nobody_depthlab_50/cache")
+    assert "~nobody_depthlab_50" in str(cache_dir())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write, expand_home
 
 CACHE_ENV = "DEPTHLAB_CACHE"
 
@@ -18,7 +18,7 @@ CACHE_ENV = "DEPTHLAB_CACHE"
 def cache_dir() -> Path:
     """The cache folder: ``$DEPTHLAB_CACHE`` if set, else ``~/.cache/depthlab`` (not created)."""
     env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "depthlab"
+    return expand_home(env) if env else Path.home() / ".cache" / "depthlab"
 
 
 def load_npz(name: str) -> dict[str, np.ndarray] | None:

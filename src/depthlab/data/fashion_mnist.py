@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from depthlab.atomic import expand_home
 from depthlab.data.dataset import RawData
 from depthlab.data.idx import read_idx
 
@@ -44,9 +45,9 @@ def candidate_dirs(path: str | os.PathLike | None = None) -> list[Path]:
         if not isinstance(path, str | os.PathLike) or not str(path).strip():
             raise ValueError(f"path={path!r} is not accepted; accepted: a folder holding the "
                              "Fashion-MNIST IDX files")
-        return [Path(path).expanduser()]
+        return [expand_home(path)]
     if os.environ.get(ENV, "").strip():  # the user's choice: no silent fallback
-        return [Path(os.environ[ENV]).expanduser()]
+        return [expand_home(os.environ[ENV])]
     return [SYSTEM_DIR]
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from depthlab.atomic import expand_home
 from depthlab.data.dataset import RawData
 from depthlab.data.idx import idx_header, looks_like_idx, read_idx
 from depthlab.memory import MemoryRefusal, check_array, check_fits
@@ -758,7 +759,7 @@ def companion_files(path: str | os.PathLike) -> list[Path]:
     (nor when no labels file is found: the loader names the problem). The run id's content
     fingerprint covers them (it hashed the images file alone: relabelled data kept the old
     run's id)."""
-    p = Path(path).expanduser()
+    p = expand_home(path)
     lower = p.name.lower()
     if not p.is_file() or lower.endswith((".npz", ".csv", ".csv.gz", ".npy")):
         return []
@@ -881,7 +882,7 @@ def file_bytes(path: str | os.PathLike) -> tuple[int, str] | None:
     beyond them is read, so data too large for memory can be refused before their content is
     read at all (for the run id's fingerprint or the load). None when ``path`` cannot be sized
     this way (the loader names the problem)."""
-    p = Path(path).expanduser()
+    p = expand_home(path)
     lower = p.name.lower()
     try:
         if p.is_dir():
@@ -917,7 +918,7 @@ def loadable(path: str | os.PathLike) -> bool:
     False for what it refuses unread (a ``.npy``, ``.parquet``, a folder without IDX files):
     the run id's fingerprint (:func:`depthlab.data.fingerprint.digest`) reads none of those
     (it read a 100 GB ``.npy`` whole, minutes, before the loader refused it)."""
-    p = Path(path).expanduser()
+    p = expand_home(path)
     try:
         if p.is_dir():
             return _idx_files(p)[0] is not None
@@ -952,7 +953,7 @@ def load_file(
     """Read a user data file or IDX folder (see module docstring) into :class:`RawData`.
     ``label`` (default ``"label"``) applies to ``.csv`` files, ``scale`` to IDX files; given
     for another kind of file, either is an error (it would be ignored)."""
-    p = Path(path).expanduser()
+    p = expand_home(path)
     if not p.exists():
         raise FileNotFoundError(f"data file not found: {str(p)!r}")
     if not (p.is_file() or p.is_dir()):  # a pipe blocked the open until a writer came
