@@ -85,7 +85,9 @@ def test_a_long_runs_epoch_lines_are_lines_not_bands_of_dots():
         [(ln.get_label(), ln.get_marker()) for ln in long]
     short = [ln for ax in figure(12).axes for ln in ax.get_lines() if "epoch" in ln.get_label()
              or ln.get_label() in ("train", "validation")]
-    assert short and all(ln.get_marker() == "o" for ln in short)
+    # (each split has its own marker since round 50, for grayscale prints: circles, squares)
+    assert short and all(ln.get_marker() not in ("None", "", None) for ln in short), \
+        [(ln.get_label(), ln.get_marker()) for ln in short]
 
 
 def test_a_per_layer_line_breaks_at_layers_a_log_axis_cannot_show():
