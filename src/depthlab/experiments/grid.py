@@ -558,17 +558,26 @@ MEMORY_TRIES = 3
 """Points of one memory group validated at most, looking for one that is not refused."""
 
 
+HISTORY_KEYS = frozenset({"train.epochs", "train.max_steps", "probes.every"})
+"""Keys of :data:`MEMORY_FREE_KEYS` that a run's history memory depends on (its steps and probe
+rows: :func:`~depthlab.experiments.runner.history_bytes`); with every memory key they group a
+streamed grid's points for the history screen (``history_groups``)."""
+
+
 def memory_groups(raw: dict[str, Any], grid: dict[str, list], *,
                   base_dir: str | os.PathLike | None = None, limit: int | None = None,
-                  most: int = 2000) -> list[tuple[dict[str, Any], int]]:
+                  most: int = 2000,
+                  free_keys: frozenset[str] = MEMORY_FREE_KEYS,
+                  ) -> list[tuple[dict[str, Any], int]]:
     """The points of the first ``limit`` of ``grid`` grouped by their values of the keys a
-    point's memory depends on (every key but :data:`MEMORY_FREE_KEYS`): ``(validated config of
-    one point of the group, points in the group)`` for each group with a point the config
-    checks accept, at most ``most`` groups. Walks the grid as value indices, validating only
-    a few points per group, so a grid of 10⁵ points of a few networks costs a fraction of a
-    second (expanding every point costs ~0.5 ms each)."""
+    point's memory depends on (every key but ``free_keys``, :data:`MEMORY_FREE_KEYS` by
+    default; ``MEMORY_FREE_KEYS - HISTORY_KEYS`` groups by history memory too): ``(validated
+    config of one point of the group, points in the group)`` for each group with a point the
+    config checks accept, at most ``most`` groups. Walks the grid as value indices, validating
+    only a few points per group, so a grid of 10⁵ points of a few networks costs a fraction of
+    a second (expanding every point costs ~0.5 ms each)."""
     keys = list(grid)
-    free = [k in MEMORY_FREE_KEYS for k in keys]
+    free = [k in free_keys for k in keys]
     sizes = [len(grid[k]) for k in keys]
     if limit is None or limit >= math.prod(sizes):
         # the whole grid: each group (one value index per memory key) holds the same number

@@ -146,6 +146,7 @@ def run_sweep(raw: dict[str, Any], out_dir: str | os.PathLike, *, jobs: int = 1,
     if total > WORK_POINTS:  # streamed, not listed: its workers' memory checked by group
         executor.check()  # (a scheduler's workers on this machine are counted here)
         check_grid_memory(executor, raw, grid, base_dir=base_dir, limit=limit)
+        check_grid_histories(executor, raw, grid, base_dir=base_dir, limit=limit)
     points = iter_points(raw, base_dir=base_dir, grid=grid, limit=limit, check=False,
                          invalid="fail")
     return run_points(points, out_dir, sweep=sid, executor=executor, echo=echo,
@@ -488,30 +489,57 @@ def check_histories(executor: Executor, points: list[SweepPoint], store: Store) 
     line. Not for workers elsewhere (their memory is their own) nor ``train.patience``."""
     if _workers_here(executor) < 1:
         return
+    _screen_histories(p.config for p in points
+                      if getattr(p, "error", None) is None
+                      and not store.has_run(p.id, DONE_STATUSES))
+
+
+def check_grid_histories(executor: Executor, raw: dict[str, Any], grid: dict[str, list], *,
+                         base_dir: str | os.PathLike | None = None,
+                         limit: int | None = None) -> None:
+    """:func:`check_histories` for a grid too large to list (above ``WORK_POINTS`` points,
+    streamed): one point of each group of points sharing the values their memory and history
+    depend on (:func:`~depthlab.experiments.grid.memory_groups` with
+    ``MEMORY_FREE_KEYS - HISTORY_KEYS`` free) is screened; stored points are not looked up. A
+    grid of 2,001 points of ``train.epochs = 10**12`` stored 2,001 failed points (77 s, exit 1)
+    where 2,000 were refused at once (exit 2)."""
+    if _workers_here(executor) < 1:
+        return
+    from .grid import HISTORY_KEYS, MEMORY_FREE_KEYS, memory_groups
+
+    _screen_histories(config for config, _count in memory_groups(
+        raw, grid, base_dir=base_dir, limit=limit,
+        free_keys=MEMORY_FREE_KEYS - HISTORY_KEYS))
+
+
+def _screen_histories(configs: Iterable[dict[str, Any]]) -> None:
+    """:class:`ExperimentError` for the first of ``configs`` (points to compute here) whose
+    history cannot fit in memory: screened without the data by the lower bound
+    ``runner.history_bytes`` of ``min(epochs, max_steps)`` steps, then, past it, the exact
+    :func:`~depthlab.experiments.runner.check_history` on its data's training rows (loaded
+    once per data set)."""
     from ..memory import available_memory
     from .runner import check_history, history_bytes, load_data
 
     avail = available_memory()
     rows: dict[str, int | None] = {}
-    for p in points:
-        if getattr(p, "error", None) is not None or store.has_run(p.id, DONE_STATUSES):
-            continue
-        t = p.config["train"]
+    for config in configs:
+        t = config["train"]
         bounds = [int(v) for v in (t.get("epochs"), t.get("max_steps")) if v is not None]
         if t.get("patience") is not None or not bounds:
             continue
-        if history_bytes(p.config, min(bounds), 0) <= avail:
+        if history_bytes(config, min(bounds), 0) <= avail:
             continue
-        key = json.dumps([p.config["data"], p.config["model"].get("dtype"), t.get("loss")],
+        key = json.dumps([config["data"], config["model"].get("dtype"), t.get("loss")],
                          sort_keys=True, default=str)
         if key not in rows:
             try:
-                rows[key] = int(load_data(p.config).sizes["train"])
+                rows[key] = int(load_data(config).sizes["train"])
             except Exception:  # noqa: BLE001 - a data set it cannot load: its point says so
                 rows[key] = None
         if rows[key] is not None:
             try:
-                check_history(p.config, rows[key])
+                check_history(config, rows[key])
             except ExperimentError as e:
                 raise ExperimentError(f"a point of the grid, {e}; no point ran") from None
 
