@@ -311,7 +311,7 @@ def test_batch_norm_on_one_row_batches_is_refused_before_training():
     def make():
         return nn.Sequential(nn.Linear(10, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2))
 
-    with pytest.raises(ValueError, match="fails on mini-batches of 1 rows \\(batch_size 1"):
+    with pytest.raises(ValueError, match="fails on mini-batches of 1 row \\(batch_size 1"):
         dlt.doctor(make, (x, y), steps=3, batch_size=1, verify=False)
     d = dlt.doctor(make, (x, y), steps=3, batch_size=8, verify=False)
     assert d.baseline["steps"] == 3

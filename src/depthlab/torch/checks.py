@@ -551,7 +551,8 @@ def _check_step(model: nn.Module, spec: TorchTrainSpec, d: TensorData, loss_fn: 
 
     def failed(e: Exception) -> ValueError:  # (BCELoss on logits: the hint _check_runs gives)
         return ValueError(f"a training step with optimizer {spec.optimizer!r} fails on "
-                          f"mini-batches of {rows} rows (batch_size {spec.batch_size}, "
+                          f"mini-batches of {rows} row{'s' if rows != 1 else ''} "
+                          f"(batch_size {spec.batch_size}, "
                           f"{len(d.x)} training rows): {type(e).__name__}: {e}"
                           f"{loss_hint(loss_fn, e)}")
 

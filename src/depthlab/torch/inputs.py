@@ -52,7 +52,8 @@ def _check_one_input(x: Any, y: Any, label: str) -> None:
     if n is None or len(x) == n or any(r != n for r in rows):
         return
     shapes = ", ".join(str(tuple(v.shape)) for v in x)
-    raise ValueError(f"x{label} is a {type(x).__name__} of {len(x)} arrays of {n} rows each; "
+    raise ValueError(f"x{label} is a {type(x).__name__} of {len(x)} arrays of {n} "
+                     f"row{'s' if n != 1 else ''} each; "
                      "expected one array or tensor x, as the doctor calls model(x) (a model of "
                      f"several inputs, here of shapes {shapes}: give one tensor and split it "
                      "in a wrapper's forward, e.g. torch.cat of the inputs)")
@@ -176,7 +177,8 @@ def tensor_data(data: Any, device: torch.device, dtype: torch.dtype, seed: int,
         if xs.dim() < 1 or ys.dim() < 1 or xs.shape[0] != ys.shape[0]:
             n_x = xs.shape[0] if xs.dim() else 0
             n_y = ys.shape[0] if ys.dim() else 0
-            raise ValueError(f"x{label} has {n_x} rows (shape {tuple(xs.shape)}) but y{label} "
+            raise ValueError(f"x{label} has {n_x} row{'s' if n_x != 1 else ''} (shape "
+                             f"{tuple(xs.shape)}) but y{label} "
                              f"has {n_y} (shape {tuple(ys.shape)}); expected the same number "
                              "of rows")
     if ts[0].shape[0] == 0:
