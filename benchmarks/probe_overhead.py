@@ -48,6 +48,18 @@ of CPU: skip it for quick A/B comparisons on a shared machine).
 Goals (issue 14): training-batch mode (``ProbeRecorder()``, every statistic, default percentiles
 and histograms) at ``every=10`` <= 5% and at ``every=1`` <= 25%.
 
+Old against new in one run: ``--old SRC`` (a source tree holding ``depthlab/``, e.g. the
+round's starting copy ``/tmp/base51/src``) runs every mode with that tree's depthlab and with
+this checkout's, each side in a worker process of its own (``PYTHONPATH`` set to its tree;
+same interpreter, one BLAS thread, kernels loaded before the first run, the same data sent to
+both), one run at a time, the sides' order alternating run after run, so both see the same
+load. First both sides record a short run (every=1, 12 steps, every statistic) and the
+table says whether their frames and histograms are identical. Per mode it gives each side's
+median and range, each side's overhead over its own bare step (whole run / paired / hooks) and
+the new/old ratio of the time per step (paired by round, median and range):
+
+    python benchmarks/probe_overhead.py --old /tmp/base51/src --no-startup --goals-only
+
 Arithmetic floor of the probe-batch mode: a probe pass over 300 examples costs about 300/batch
 training steps of compute, so at ``every=10`` it cannot cost less than roughly 35-50% (batch 60)
 or 20-25% (batch 128) of training time; the training-batch mode has no extra pass and only pays
@@ -219,7 +231,19 @@ def main() -> None:
     ap.add_argument("--json", help="also write the per-run times to this file")
     ap.add_argument("--no-startup", action="store_true",
                     help="skip the kernel start-up line (compiling into an empty cache: ~1 min)")
+    ap.add_argument("--old", metavar="SRC",
+                    help="also run a source tree holding depthlab/ (e.g. /tmp/base51/src), "
+                         "interleaved with this checkout's, and compare (module docstring)")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        worker_main()
+        return
+    if args.old is not None:
+        try:
+            args.old = old_source(args.old)
+        except ValueError as err:
+            ap.error(str(err))
     if args.activation:
         try:
             get_activation(args.activation)
@@ -244,6 +268,9 @@ def main() -> None:
         act = args.activation
         networks = {label.replace(spec["activation"], act, 1): {**spec, "activation": act}
                     for label, spec in NETWORKS.items()}
+    if args.old is not None:
+        compare_trees(args, networks, gen)
+        return
     for label, spec in networks.items():
         if args.quick and spec["sizes"][1] == 2048 or args.only and args.only not in label:
             continue
@@ -280,6 +307,159 @@ def main() -> None:
             json.dump({"rounds": args.rounds, "load_before": load_before,
                        "load_after": os.getloadavg(), "goals": GOALS, "kernels": startup,
                        "results": results}, fh)
+
+
+def old_source(path: str) -> str:
+    """The absolute source directory ``path`` for ``--old``: it must hold the ``depthlab``
+    package (``depthlab/__init__.py``, ``depthlab/probes/recorder.py``); ValueError naming
+    the path otherwise."""
+    src = os.path.abspath(os.path.expanduser(path))
+    if not os.path.isfile(os.path.join(src, "depthlab", "probes", "recorder.py")):
+        raise ValueError(f"--old {path!r}: no depthlab package there (expected a source "
+                         "directory holding depthlab/probes/recorder.py, e.g. /tmp/base51/src)")
+    return src
+
+
+def record_digest(spec: dict, x, y, steps: int) -> str:
+    """SHA-256 of the frame and histograms a ``ProbeRecorder(every=1)`` records over ``steps``
+    steps of ``spec``'s network (every statistic): equal digests, equal records bit for
+    bit."""
+    import hashlib
+
+    rec = ProbeRecorder(every=1)
+    net = mlp(spec["sizes"], activation=spec["activation"], init=spec["init"], seed=0)
+    fit(net, x, y, loss="cross_entropy", optimizer="sgd", lr=0.01, batch_size=spec["batch"],
+        epochs=None, max_steps=steps, eval_train=False, callbacks=[rec])
+    h = hashlib.sha256()
+    for df in (rec.frame(), rec.histograms()):
+        h.update(repr(list(df.columns)).encode())
+        for col in df.columns:
+            if df[col].dtype.kind not in "iufb":  # names: their text, not their addresses
+                h.update("\0".join(map(str, df[col])).encode())
+            else:
+                h.update(np.ascontiguousarray(df[col].to_numpy()).tobytes())
+    return h.hexdigest()
+
+
+def worker_main() -> None:
+    """``--worker``: run the requests read from stdin, one JSON object a line (``{"data":
+    npz path, "spec": network, "mode": name or null, "steps": n}``, or ``"check": true`` for
+    :func:`record_digest`), answering each with one JSON line on stdout; the first line
+    answered names the depthlab imported."""
+    import depthlab
+
+    threadpool_limits(1)
+    accel.warm_up()
+    engine_accel.warm_up()
+    print(json.dumps({"depthlab": os.path.dirname(depthlab.__file__)}), flush=True)
+    cache: dict[str, tuple] = {}
+    for line in sys.stdin:
+        req = json.loads(line)
+        if req["data"] not in cache:
+            with np.load(req["data"]) as d:
+                cache[req["data"]] = (d["x"], d["y"], d["xp"], d["yp"])
+        x, y, xp, yp = cache[req["data"]]
+        if req.get("check"):
+            out = {"digest": record_digest(req["spec"], x, y, req["steps"])}
+        else:
+            mode = None if req["mode"] is None else MODES[req["mode"]]
+            cpu, f = run(req["spec"], mode, x, y, xp, yp, req["steps"])
+            out = {"cpu": cpu, "f": f}
+        print(json.dumps(out), flush=True)
+
+
+class Worker:
+    """A ``--worker`` process on the source tree ``src`` (its ``PYTHONPATH``)."""
+
+    def __init__(self, src: str) -> None:
+        env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker"],
+                                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
+        self.package = self._answer()["depthlab"]
+
+    def _answer(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"probe_overhead worker exited (status {self.proc.wait()})")
+        return json.loads(line)
+
+    def ask(self, **req) -> dict:
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        return self._answer()
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def compare_trees(args, networks: dict, gen) -> None:
+    """``--old``: every mode of every network with the old tree and this checkout's, in
+    worker processes, interleaved (module docstring)."""
+    import depthlab
+
+    new_src = os.path.dirname(os.path.dirname(os.path.abspath(depthlab.__file__)))
+    sides = {"old": Worker(args.old), "new": Worker(new_src)}
+    print(f"old: {sides['old'].package}\nnew: {sides['new'].package}")
+    tmp = tempfile.TemporaryDirectory()
+    try:
+        for label, spec in networks.items():
+            if args.quick and spec["sizes"][1] == 2048 or args.only and args.only not in label:
+                continue
+            steps = max(10, int(args.steps * spec["steps"]))
+            x, y = training_data(spec, gen)
+            xp = gen.standard_normal((300, spec["sizes"][0])).astype(np.float32)
+            yp = gen.integers(0, spec["sizes"][-1], 300)
+            data = os.path.join(tmp.name, f"{len(os.listdir(tmp.name))}.npz")
+            np.savez(data, x=x, y=y, xp=xp, yp=yp)
+            wire = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.items()}
+            digests = {s: w.ask(data=data, spec=wire, mode=None, steps=12, check=True)["digest"]
+                       for s, w in sides.items()}
+            same = digests["old"] == digests["new"]
+            names = ["no probes", *GOALS] if args.goals_only else list(spec.get("modes", MODES))
+            times = {s: {m: [] for m in names} for s in sides}
+            hooks = {s: {m: [] for m in names} for s in sides}
+            for w in sides.values():  # warm-up
+                w.ask(data=data, spec=wire, mode=None, steps=max(2, steps // 10))
+                w.ask(data=data, spec=wire, mode=names[1], steps=max(2, steps // 10))
+            k = 0
+            for r in range(args.rounds):
+                for m in names if r % 2 == 0 else names[::-1]:
+                    for s in (("old", "new") if k % 2 == 0 else ("new", "old")):
+                        got = sides[s].ask(data=data, spec=wire, mode=m, steps=steps)
+                        times[s][m].append(got["cpu"])
+                        hooks[s][m].append(got["f"])
+                    k += 1
+            print(f"\n{label}: {steps} steps per run, {args.rounds} rounds; records identical "
+                  f"(every=1, 12 steps, frame and histograms): {'yes' if same else 'NO'}")
+            print(f"  {'mode':52s} {'old ms':>22s} {'new ms':>22s}  overhead old -> new "
+                  "(whole run / paired / hooks)  new/old median (range)")
+            for m in names:
+                cells = []
+                for s in sides:
+                    t = times[s][m]
+                    cells.append(f"{1e3 * statistics.median(t):7.3f} ({1e3 * min(t):.3f}-"
+                                 f"{1e3 * max(t):.3f})")
+                line = f"  {m:52s} {cells[0]:>22s} {cells[1]:>22s}"
+                if m != "no probes":
+                    over = [overheads(times[s], hooks[s], m) for s in sides]
+                    line += "  " + " -> ".join(
+                        "/".join(f"{v:.1f}" for v in o.values()) + "%" for o in over)
+                ratio = [a / b for a, b in zip(times["new"][m], times["old"][m])]
+                line += (f"  {statistics.median(ratio):.3f} ({min(ratio):.3f}-"
+                         f"{max(ratio):.3f})")
+                if m in GOALS:
+                    o = overheads(times["new"], hooks["new"], m)
+                    line += f"  (goal <= {GOALS[m]:g}%, new: " + ", ".join(
+                        f"{key} {'met' if v <= GOALS[m] else 'NOT met'}"
+                        for key, v in o.items()) + ")"
+                print(line)
+    finally:
+        for w in sides.values():
+            w.close()
+        tmp.cleanup()
+    print(f"\nload average {os.getloadavg()[0]:.1f} after")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,55 @@
+"""probespeed51 (round 51): ``benchmarks/probe_overhead.py --old SRC`` (old against new in one
+run) refuses a tree without depthlab in one line naming it, and its record digest (the check
+that both sides record the same values) depends on the values, not on object addresses."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+
+pytest.importorskip("threadpoolctl")
+
+
+def _bench():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import probe_overhead
+    finally:
+        sys.path.remove(str(BENCH))
+    return probe_overhead
+
+
+def test_old_without_depthlab_is_one_clear_line_exit_2(tmp_path):
+    res = subprocess.run([sys.executable, str(BENCH / "probe_overhead.py"), "--old",
+                          str(tmp_path), "--no-startup"], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 2
+    last = res.stderr.strip().splitlines()[-1]
+    assert str(tmp_path) in last and "no depthlab package" in last
+
+
+def test_old_source_accepts_a_tree_with_depthlab():
+    po = _bench()
+    assert po.old_source(str(ROOT / "src")) == str(ROOT / "src")
+    with pytest.raises(ValueError, match="no depthlab package"):
+        po.old_source(str(ROOT / "benchmarks"))
+
+
+def test_record_digest_is_the_values_not_the_objects():
+    po = _bench()
+    gen = np.random.default_rng(0)
+    spec = dict(sizes=[8, 6, 6, 3], activation="tanh", init="glorot_uniform", batch=10)
+    x = gen.standard_normal((40, 8)).astype(np.float32)
+    y = gen.integers(0, 3, 40)
+    a = po.record_digest(spec, x, y, 3)
+    b = po.record_digest(spec, x, y, 3)  # same values: same digest (names hashed as text)
+    assert a == b
+    c = po.record_digest(spec, x * 2, y, 3)  # other values: another digest
+    assert c != a
