@@ -2,18 +2,19 @@
 
 A step of the networks of the quick reproductions' trainings, ``he2015`` (64 -> 30 ReLU layers
 of 128 -> 10, batch 128, SGD momentum 0.9) and ``glorot2010`` (1024 -> 5 tanh layers of 100 ->
-6, batch 10, plain SGD), each in a fresh process with the compiled kernels loaded
-(``DEPTHLAB_ENGINE_KERNELS=numba``) and one BLAS thread: the thread CPU time of the network's
-forward, the loss's forward and backward, the network's backward and the optimizer's step, per
-step (medians over blocks of steps, with ranges), and a SHA-1 of every parameter, gradient,
-optimizer state and loss after the steps.
+6, batch 10, plain SGD), and of ``benchmarks/engine_speed.py``'s small network,
+``sigmoid784`` (784 -> 3 sigmoid layers of 100 -> 10, batch 60, plain SGD), each in a fresh
+process with the compiled kernels loaded (``DEPTHLAB_ENGINE_KERNELS=numba``) and one BLAS
+thread: the thread CPU time of the network's forward, the loss's forward and backward, the
+network's backward and the optimizer's step, per step (medians over blocks of steps, with
+ranges), and a SHA-1 of every parameter, gradient, optimizer state and loss after the steps.
 
 With ``--old SRC`` the same runs of the code under ``SRC`` (a ``src`` folder, e.g. a ``git
 archive`` of an earlier commit) are interleaved with the new ones, process by process; the
 table gives both and their ratio, and the digests must agree (exit status 1 if not).
 
 Usage: ``python benchmarks/step_profile.py [--old /tmp/orig/src] [--pairs 3] [--steps N]
-[he2015] [glorot2010]``.
+[he2015] [glorot2010] [sigmoid784]``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ NETS = {
                    batch=128, optimizer=dict(momentum=0.9), lr=0.01, steps=60),
     "glorot2010": dict(sizes=[1024] + [100] * 5 + [6], activation="tanh",
                        init="glorot_uniform", batch=10, optimizer={}, lr=0.1, steps=600),
+    "sigmoid784": dict(sizes=[784, 100, 100, 100, 10], activation="sigmoid",
+                       init="glorot_uniform", batch=60, optimizer={}, lr=0.1, steps=1000),
 }
 PARTS = ("forward", "loss_forward", "loss_backward", "backward", "optimizer")
 

@@ -80,6 +80,11 @@ _MISH_MAX_DERIV = 1.088498161251728
 _ONE_SIXTH_F32 = 0.1666666716337204
 
 
+EXP_SAFE = {4: 88.0, 8: 709.0}
+"""By the itemsize of a float32 or float64 array: a bound below which ``e^x`` cannot overflow
+(``log`` of the largest finite value is 88.72 and 709.78)."""
+
+
 class ActivationFn:
     """Base class: an elementwise (or row-wise, for softmax) nonlinearity ``a = f(s)``.
 
@@ -143,14 +148,29 @@ class Sigmoid(ActivationFn):
     taylor = (0.5, 0.25, 0.0, -1.0 / 48.0)
 
     def forward(self, s: Array) -> Array:
-        # 1 / (1 + e^-s) in place on one buffer. For s below about -88 (float32) or -709
-        # (float64) e^-s overflows to inf and the result is 0, the correctly rounded value;
-        # the overflow flag is silenced. 3x faster than scipy's expit on small batches.
-        a = xp.negative(s)
-        with xp.errstate(over="ignore"):
+        """``a = 1 / (1 + e^-s)`` in place on one buffer: ``a = -s``, ``a = e^a`` (NumPy's
+        ``exp``), ``a += 1``, ``a = 1 / a``. For s below about -88 (float32) or -709
+        (float64) e^-s overflows to inf and the result is 0, the correctly rounded value;
+        the overflow flag is silenced. 3x faster than scipy's expit on small batches. With
+        the compiled kernels the passes around the ``exp`` are one each
+        (:func:`depthlab.kernels.negate_over`, :func:`depthlab.kernels.sigmoid_tail`: the
+        same bits), and the overflow flag is silenced only when some ``-s`` is above
+        :data:`EXP_SAFE` (no ``errstate`` per call)."""
+        k = accel.fits(s, s) if s.__class__ is xp.ndarray else None
+        if k is None:
+            a = xp.negative(s)
+            with xp.errstate(over="ignore"):
+                xp.exp(a, out=a)
+            a += 1
+            xp.reciprocal(a, out=a)
+            return a
+        a = xp.empty_like(s)
+        if k.negate_over(s, a, EXP_SAFE[s.dtype.itemsize]):
+            with xp.errstate(over="ignore"):
+                xp.exp(a, out=a)
+        else:
             xp.exp(a, out=a)
-        a += 1
-        xp.reciprocal(a, out=a)
+        k.sigmoid_tail(a)
         return a
 
     def derivative(self, s: Array, a: Array) -> Array:

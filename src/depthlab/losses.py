@@ -37,11 +37,13 @@ of rows whose largest output is at the row's 1 (:func:`one_hot_labels`); other t
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
 import numpy as np
 
+from . import accel
 from .backend import Array, _torch_values, expit, xp
 from .registry import Registry
 from .validators import real
@@ -492,6 +494,16 @@ _ONE_COLUMN = ("; one output column: binary_cross_entropy takes its 0/1 labels (
                "example), or give the network one output per class")
 
 
+@functools.lru_cache(maxsize=64)
+def _scale_array(dtype: np.dtype, scale: float) -> Array:
+    """``[scale]`` rounded to ``dtype`` as NumPy rounds a Python float operand of an array of
+    that dtype (``g *= scale``), read-only, one per setting: a compiled kernel's argument (a
+    NumPy scalar costs the call more)."""
+    out = np.array([scale], dtype=dtype)
+    out.flags.writeable = False
+    return out
+
+
 class CrossEntropy(Loss):
     """Softmax cross-entropy on logits (B, C) with integer labels (B,) or probability rows
     (B, C): -(1/B) sum y log softmax(z); grad (softmax(z) sum_c y - y) / B (PyTorch
@@ -603,6 +615,10 @@ class CrossEntropy(Loss):
         self._all_counted = False  # set by _check when no label can be ignore_index
         z, y = self._check(pred, target)
         b, c = z.shape
+        if self._all_counted and self.weight is None and self.reduction != "none":
+            nll = self._labels_nll(z, y)
+            if nll is not None:
+                return self._reduced(nll, b) + 0.0
         with np.errstate(over="ignore"):  # logits 1e308 apart: -inf, an infinite loss as torch's
             logp = z - z.max(axis=1, keepdims=True)
         p = xp.exp(logp)
@@ -626,6 +642,34 @@ class CrossEntropy(Loss):
             nll = -float(xp.einsum("ij,ij->", yy, logp, dtype=np.float64))
         self._cache = (p, y)
         return self._reduced(nll, b) + 0.0  # a perfect fit is 0, not -0.0 ("train loss -0")
+
+    def _labels_nll(self, z: Array, y: Array) -> float | None:
+        """``-sum_i log softmax(z_i)[y_i]`` (smoothed: ``(1 - eps)`` of it plus ``eps`` times
+        ``-sum_ij log softmax(z_i)_j / C``) for labels all in ``0..C-1``, through the compiled
+        kernels (:func:`depthlab.kernels.shift_rows`, ``normalize_rows``, ``subtract_pick``:
+        the passes of :meth:`forward`'s NumPy path around its ``exp`` and ``log``, the same
+        bits), with ``(p, y)`` cached; None where they do not run (no kernels, logits not
+        finite or a row's largest 0, more than 128 classes, another layout
+        or dtype): the NumPy path then."""
+        k = accel.fits(z, z)
+        if k is None or y.dtype != np.intp or z.shape[1] > k.PAIRWISE_BLOCK:
+            return None
+        logp = xp.empty_like(z)
+        if not k.shift_rows(z, logp):
+            return None
+        b, c = z.shape
+        p = xp.exp(logp)
+        sums = xp.empty((b, 1), dtype=z.dtype)
+        k.normalize_rows(p, sums)
+        picked = xp.empty(b, dtype=z.dtype)
+        k.subtract_pick(logp, xp.log(sums), y, picked)
+        nll = -float(picked.sum(dtype=np.float64))
+        eps = self.label_smoothing
+        if eps:
+            smooth = -float(logp.sum(dtype=np.float64)) / c
+            nll = (1.0 - eps) * nll + eps * smooth
+        self._cache = (p, y)
+        return nll
 
     def _per_example(self, logp: Array, y: Array) -> Array:
         """Each row's loss -sum_c y_c log softmax(z)_c (labels smoothed), shape (B,)."""
@@ -709,6 +753,13 @@ class CrossEntropy(Loss):
         p, y = cache
         b, c = p.shape
         eps = self.label_smoothing
+        if y.ndim == 1 and not eps and y.dtype == np.intp \
+                and (k := accel.fits(p, p)) is not None:
+            # the same in one pass (depthlab.kernels; labels in range: forward checked them)
+            g = xp.empty_like(p)
+            k.softmax_grad(p, y, _scale_array(p.dtype, self._scale(b)), g)
+            up = self._upstream(grad, (b,), p.dtype)
+            return g if up is None else g * up[:, None]
         if y.ndim == 1:
             g = p - eps / c if eps else p.copy()
             g[xp.arange(b), y] -= 1.0 - eps

@@ -46,18 +46,13 @@ class SGD(Optimizer):
     def _update(self, t: int) -> None:
         lr, mu = self.lr, self.momentum
         keep = 1.0 - self.dampening
+        if mu == 0:
+            self._plain_update(lr)
+            return
         for p in self.params:
             w, work = p.value, self._scratch[p]
             tmp = work[0]
             d, sign = self._direction(p, work[-1])
-            if mu == 0:
-                k = accel.fits(w, d)
-                if k is None:
-                    xp.multiply(d, lr * sign, out=tmp)
-                    w -= tmp
-                else:  # the same, one pass (depthlab.kernels)
-                    k.sub_scaled(w, d, w.dtype.type(lr * sign))
-                continue
             st = self.state[p]
             buf = st.get("momentum_buffer")
             if buf is None:  # b = d (torch clones the gradient), also for a momentum set later
@@ -81,6 +76,33 @@ class SGD(Optimizer):
                     continue
                 xp.multiply(buf, lr, out=tmp)
             w -= tmp
+
+    def _plain_update(self, lr: float) -> None:
+        """``w -= (lr sign) G`` for every parameter (no momentum), with ``(G, sign)`` of
+        :meth:`~depthlab.optimizers.base.Optimizer._direction`: one compiled pass per parameter
+        where the kernels fit (``lr sign`` rounded to the parameter's dtype once per step and
+        dtype), else ``tmp = G (lr sign)``, ``w -= tmp`` (the NumPy definition, same bits)."""
+        scaled: dict[Any, Any] = {}
+        coupled = self._coupled_wd
+        plain_sign = -1.0 if self.maximize else 1.0
+        scratch = self._scratch
+        for p in self.params:
+            w = p.value
+            if coupled:
+                d, sign = self._direction(p, scratch[p][-1])
+            else:  # _direction's reading without coupled decay: .grad itself (read only)
+                d, sign = p.grad, plain_sign
+            k = accel.fits(w, d)
+            if k is None:
+                tmp = scratch[p][0]
+                xp.multiply(d, lr * sign, out=tmp)
+                w -= tmp
+                continue
+            dt = w.dtype  # the same, one pass (depthlab.kernels)
+            c = scaled.get(dt)
+            if c is None:  # (one sign per step: coupled decay's is 1, the plain one fixed)
+                c = scaled[dt] = dt.type(lr * sign)
+            k.sub_scaled(w, d, c)
 
 
 def _coefficients(dtype: np.dtype, mu: float, c: float, lr: float) -> Array:
