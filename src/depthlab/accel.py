@@ -123,6 +123,8 @@ def warm_up(dtypes: Sequence[Any] = KERNEL_DTYPES) -> dict[str, float]:
             b = np.zeros(3, dtype=dt)
             k.add_rows(y, b)
             k.column_sum(y, b)
+            k.negate_over(y, y, 0.0)
+            k.sigmoid_tail(y)
             k.sigmoid_backward(y, y)
             k.tanh_backward(y, y)
             k.relu_forward(y, y)
@@ -133,6 +135,12 @@ def warm_up(dtypes: Sequence[Any] = KERNEL_DTYPES) -> dict[str, float]:
             coef.flags.writeable = False  # (SGD passes read-only coefficients)
             k.momentum_step(y, y, y, coef, False)
             k.momentum_step(b, b, b, coef, False)
+            z = np.ones((2, 3), dtype=dt)  # (the softmax cross-entropy's passes)
+            sums = np.ones((2, 1), dtype=dt)
+            k.shift_rows(z, y)
+            k.normalize_rows(z, sums)
+            k.subtract_pick(y, sums, np.zeros(2, dtype=np.intp), b[:2])
+            k.softmax_grad(z, np.zeros(2, dtype=np.intp), coef[:1], y)
     return {"import": t1 - t0, "kernels": time.perf_counter() - t1}
 
 
