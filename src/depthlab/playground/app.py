@@ -643,7 +643,11 @@ class _Tab:
                 if cmd != "pause" or self.session is None:
                     # (pause on a diverged run was told "nothing to train" in a red alert: a
                     # stopped run is already paused, so it is only answered with its state)
-                    self._error("nothing to train: fix the setup or press reset")
+                    # (a failed session's reason stays said: "fix the setup" alone replaced
+                    # "Fashion-MNIST files not found ..." and left nothing to fix by)
+                    failure = getattr(self.session, "failure", None)
+                    why = f"this setup failed: {failure.rstrip('.')}. Fix" if failure else "fix"
+                    self._error(f"nothing to train: {why} the setup or press reset")
                 # the page shows "running" as soon as play is pressed: correct it
                 self._enqueue({"type": "state", "state": "invalid" if self.session is None
                                else self.session.state, "press": self.press})

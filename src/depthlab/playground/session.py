@@ -153,6 +153,7 @@ class Session:
         self._previous = previous
         self.emit = emit
         self.state = "loading"
+        self.failure: str | None = None  # why the session failed (state "failed")
         self.prep: Any = None
         self._cond = threading.Condition()
         self._running = False
@@ -305,12 +306,20 @@ class Session:
         except Stopped:
             self.state = "stopped"
         except ExperimentError as e:
-            self.state = "failed"
-            self.emit({"type": "error", "key": None, "message": str(e)})
+            self._fail(str(e))
         except Exception as e:  # noqa: BLE001 - reported to the page, the server keeps running
-            self.state = "failed"
             first = "".join(traceback.format_exception_only(type(e), e)).strip()
-            self.emit({"type": "error", "key": None, "message": f"training failed: {first}"})
+            self._fail(f"training failed: {first}")
+
+    def _fail(self, message: str) -> None:
+        """The session ends as ``failed``: the reason (kept in :attr:`failure` for later presses
+        of play) and then the state. The page was told the reason only: a data set that could
+        not load left it on "loading" and "loading the data and building the network…"
+        for good, and a running session that failed still read "running"."""
+        self.state = "failed"
+        self.failure = message
+        self.emit({"type": "error", "key": None, "message": message})
+        self.emit({"type": "state", "state": "failed"})
 
     def _reuse(self) -> Any:
         """The data set to prepare with: the previous session's when it is the one this config

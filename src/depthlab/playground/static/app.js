@@ -415,6 +415,16 @@ function handle(m) {
           m.press < S.press) break;
       setState(m.state);
       if (m.state === "diverged" || m.state === "failed") S.wantPlay = false;
+      // a setup whose data set could not load (or whose network failed to build) is measured
+      // never: the summary said "loading the data and building the network…" for good
+      if (m.state === "failed" && !S.last) {
+        afterRelease(() => {
+          if (S.last || S.state !== "failed") return;
+          $("grad-summary").textContent = "nothing measured: this setup failed (the message " +
+            "above says why); change the setup or press reset to try again";
+          $("panels").removeAttribute("aria-busy");
+        });
+      }
       break;
     case "waiting":  // the previous setup's network is still being built
       setState("waiting");

@@ -1,0 +1,53 @@
+"""Round 51 (playhunt51): what learners and teachers see in the playground and the reports,
+hunted with a real browser (Playwright + Debian's Chromium) and by looking at the figures.
+Each fix's test failed before it."""
+
+from __future__ import annotations
+
+import time
+
+
+def _set_field(pg, key: str, value: str) -> None:
+    el = pg.locator(f'[name="{key}"]')
+    el.evaluate("e => { const d = e.closest('details'); if (d) d.open = true; }")
+    if el.evaluate("e => e.tagName") == "SELECT":
+        el.select_option(value)
+    else:
+        el.fill(value)
+        el.press("Tab")
+
+
+def test_a_data_set_that_cannot_load_says_failed_and_keeps_saying_why(browser, server,
+                                                                       monkeypatch, tmp_path):
+    """Fashion-MNIST with no files: the page said "LOADING" and "loading the data and building
+    the network…" for good beside the reason (the session told the reason, never its state),
+    and pressing play replaced the reason with "nothing to train: fix the setup or press
+    reset", which left nothing to fix by."""
+    from helpers.browser import checked_page, screenshot_dir
+
+    monkeypatch.setenv("DEPTHLAB_FASHION_MNIST", str(tmp_path))  # an empty folder: no files
+    shots = screenshot_dir(tmp_path / "shots")
+    with checked_page(browser) as pg:
+        pg.goto(server.url)
+        pg.wait_for_function("document.getElementById('grad-summary').dataset.step !== ''")
+        _set_field(pg, "data.name", "fashion-mnist")
+        pg.wait_for_function("document.body.dataset.state === 'failed'", timeout=30_000)
+        pg.screenshot(path=str(shots / "playhunt51-data-failed.png"), full_page=False)
+        assert pg.locator("#state").text_content() == "failed"
+        message = pg.locator("#message")
+        assert "Fashion-MNIST files not found" in message.text_content()
+        summary = pg.locator("#grad-summary")
+        pg.wait_for_function("!document.getElementById('grad-summary').textContent"
+                             ".includes('loading')", timeout=5_000)
+        assert "failed" in summary.text_content(), summary.text_content()
+        pg.click("#play")
+        pg.wait_for_function("document.getElementById('message').textContent"
+                             ".startsWith('nothing to train')", timeout=10_000)
+        text = message.text_content()
+        assert "Fashion-MNIST files not found" in text and ".." not in text, text
+        assert pg.locator("#state").text_content() == "failed"
+        # the tab still trains a setup that loads
+        _set_field(pg, "data.name", "spirals")
+        pg.wait_for_function("document.body.dataset.state === 'paused'", timeout=60_000)
+        time.sleep(0.2)
+        assert message.is_hidden()
