@@ -51,3 +51,31 @@ def test_a_data_set_that_cannot_load_says_failed_and_keeps_saying_why(browser, s
         pg.wait_for_function("document.body.dataset.state === 'paused'", timeout=60_000)
         time.sleep(0.2)
         assert message.is_hidden()
+
+
+def test_the_update_ratio_title_says_when_a_drawn_layer_was_unchanged():
+    """A 200-sigmoid-layer run's update-ratio figure was titled "not drawn: zero (weights
+    unchanged) in layers 1-178" over the line of layer 174, whose update was 0 only at its
+    last step: each layer is named with the steps its weights did not change at."""
+    import numpy as np
+    import pandas as pd
+
+    from depthlab.report.figures import figure_png, update_ratio
+
+    def value(step: int, layer: int) -> float:
+        if step == 0:
+            return np.nan  # no previous weights
+        if layer <= 3 or (layer == 4 and step == 20):
+            return 0.0
+        return 1e-4 * layer / step
+
+    rows = [{"step": step, "layer": layer, "quantity": "update_ratio",
+             "value": value(step, layer)} for step in (0, 10, 20) for layer in range(1, 9)]
+    fig = update_ratio(pd.DataFrame(rows))
+    title = " ".join(fig.axes[0].get_title().split())
+    assert "layers 1-3 from step 10" in title, title
+    assert "layer 4 at step 20" in title, title
+    assert "layers 1-4" not in title, title
+    _, labels = fig.axes[0].get_legend_handles_labels()
+    assert "layer 4" in labels  # drawn at step 10
+    figure_png(fig)

@@ -1624,11 +1624,13 @@ def update_ratio(probes: pd.DataFrame | None) -> Figure:
     # an update below the float resolution of the weights leaves them unchanged: ratio 0, no
     # place on a log axis (a 12-sigmoid-layer model's first layers were legend entries with
     # no line and no word)
+    # (each layer with the steps it is 0 at: a 200-sigmoid-layer run's "zero in layers 1-178"
+    # sat over layer 174's line, 0 only at its last step)
     every = probes[(probes["quantity"] == "update_ratio") & (probes["layer"] >= 1)]
-    zero = sorted(int(v) for v in every.loc[pd.to_numeric(every["value"], errors="coerce") == 0,
-                                            "layer"].unique())
-    if zero:
-        note += f"\nnot drawn: zero (weights unchanged) in {_span_text(zero, names)}"
+    zero = pd.to_numeric(every["value"], errors="coerce") == 0
+    if zero.any():
+        where = _bad_layers_text(every[zero], every, names)
+        note += f"\nnot drawn: zero (weights unchanged) {where}"
     title = wrap_lines(f"{UPDATE_RATIO_TITLE}{_layers_note(shown, layers)}{note}",
                        ax.get_position().width * fig.get_figwidth(), 9.5)
     ax.set_title(title, fontsize=9.5)
