@@ -14,12 +14,20 @@ Parts (wall time per call, medians, one BLAS thread):
 * ``update_norms``: the update ratio's kernel, per weight shape;
 * ``hooks, rest``: every ``before_update``/``after_update`` call minus the parts above (Python,
   dispatch, bookkeeping; on unrecorded steps only the schedule checks);
-* ``whole before_update calls, by what they do``: each ``before_update`` that works, whole, by
-  kind: a record with histograms, a record without, a weights' snapshot alone (``every > 1``:
+* ``whole hook calls, by what they do``: each ``before_update`` (and ``after_update``), whole,
+  by kind: a record with histograms, a record without, a weights' snapshot alone (``every > 1``:
   the step after a record), a record and a snapshot together (``every=1``). A record at
   ``every=10`` costs more than one at ``every=1`` on average: a fifth of them carry histograms
   (steps 0, 10, 20, 40, 80, 160 of 300; at ``every=1`` 10 of 300), the snapshot is a copy
-  pass of its own (at ``every=1`` the layer kernel makes it), and its code and data are cold.
+  pass of its own (at ``every=1`` the layer kernel makes it), and its code and data are cold;
+* ``statistics, in the run`` (inside the hooks' parts above, not added to them) against
+  ``statistics, replayed warm``: one record's statistics (``ProbeRecorder._statistics``: every
+  probe point's kernel and its Python) as the run pays them, then the same calls again right
+  after (same arrays, same snapshot buffers: the copy is made again with the same values; not
+  counted in the hook): the difference is what the record pays for finding its code and data
+  cold after the training steps between records;
+* ``whole ... calls`` of a step that does nothing (neither records nor copies weights): the
+  cost of the hooks on unrecorded steps.
 
 The table gives the median per call, the calls per step and the share of the bare training step
 (median CPU time per step of interleaved runs without probes): the shares of the parts add up
@@ -68,6 +76,7 @@ class Timers:
     def __init__(self) -> None:
         self.calls: dict[str, list[int]] = collections.defaultdict(list)
         self.inner = 0  # ns spent in timed parts inside the current hook call
+        self.extra = 0  # ns spent in replays inside the current hook call (not the hook's)
         self.kinds: dict[str, list[int]] = collections.defaultdict(list)
 
     def part(self, fn, label):
@@ -86,13 +95,38 @@ class Timers:
         ``call kinds[kind]``."""
         def timed(*args):
             self.inner = 0
+            self.extra = 0
             t = clock()
             out = fn(*args)
-            dt = clock() - t
+            dt = clock() - t - self.extra
             self.calls[label].append(dt - self.inner)
             what = kind(args) if kind is not None else None
             if what is not None:
                 self.kinds[what].append(dt)
+            return out
+        return timed
+
+    def statistics(self, fn, kernels, layer):
+        """``ProbeRecorder._statistics`` timed as ``statistics, in the run``, then replayed
+        (every probe point's kernel again, ``layer`` the unwrapped kernel) as ``statistics,
+        replayed warm``; the replay's time is left out of the hook's."""
+        def timed(rec, step, snapshots):
+            t = clock()
+            out = fn(rec, step, snapshots)
+            self.calls["statistics, in the run"].append(clock() - t)
+            t0 = clock()
+            if kernels is not None:
+                wrapped, kernels.layer = kernels.layer, layer
+            try:
+                bufs = rec._snapshot_list(snapshots)
+                t1 = clock()
+                for stats, buf in zip(rec._kernel_stats, bufs):
+                    stats(buf)
+                self.calls["statistics, replayed warm"].append(clock() - t1)
+            finally:
+                if kernels is not None:
+                    kernels.layer = wrapped
+            self.extra += clock() - t0
             return out
         return timed
 
@@ -105,10 +139,19 @@ def before_update_kind(args) -> str | None:
     record = (step - 1) % rec.every == 0
     snap = step % rec.every == 0
     if not (record or snap):
-        return None
+        return "nothing (unrecorded step)"
     what = ("record with histograms" if rec._wants_hist(step - 1) else "record") if record \
         else ""
     return f"{what} + W snapshot" if what and snap else what or "W snapshot only"
+
+
+def after_update_kind(args) -> str:
+    """What ``ProbeRecorder.after_update(recorder, trainer, step, loss)`` does in
+    training-batch mode: the update ratio of step ``step`` (weights copied before it) or
+    nothing."""
+    rec, _, step, _ = args
+    return ("after_update: update ratio" if step % rec.every == 0
+            else "after_update: nothing (unrecorded step)")
 
 
 def replay_positions(kernels, timers: Timers):
@@ -171,7 +214,7 @@ def main() -> None:
         for every in (10, 1):
             timers = Timers()
             saved = {name: getattr(ProbeRecorder, name) for name in
-                     ("before_update", "after_update", "_histograms")}
+                     ("before_update", "after_update", "_histograms", "_statistics")}
             saved_layer, saved_norms = kernels.layer, kernels.update_norms
             try:
                 ProbeRecorder._histograms = timers.part(saved["_histograms"], "histograms")
@@ -179,7 +222,10 @@ def main() -> None:
                                                           "before_update, rest",
                                                           before_update_kind)
                 ProbeRecorder.after_update = timers.hook(saved["after_update"],
-                                                         "after_update, rest")
+                                                         "after_update, rest",
+                                                         after_update_kind)
+                ProbeRecorder._statistics = timers.statistics(saved["_statistics"], kernels,
+                                                              saved_layer)
                 kernels.layer = replay_positions(kernels, timers)
                 kernels.update_norms = timers.part(
                     saved_norms, lambda a: f"update_norms, W {a[0].size}")
@@ -202,7 +248,7 @@ def main() -> None:
                 print(f"    {part:32s} {med:8.1f} us/call (mean {mean:8.1f})  {rate:5.2f} "
                       f"calls/step  {100 * med * rate / (1e6 * base):5.1f}% of the step "
                       f"(by the mean {100 * mean * rate / (1e6 * base):5.1f}%)")
-            print("    whole before_update calls, by what they do:")
+            print("    whole hook calls, by what they do:")
             for what, times in sorted(timers.kinds.items()):
                 med = statistics.median(times) / 1e3
                 rate = len(times) / total_steps

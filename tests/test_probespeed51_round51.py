@@ -53,3 +53,43 @@ def test_record_digest_is_the_values_not_the_objects():
     assert a == b
     c = po.record_digest(spec, x * 2, y, 3)  # other values: another digest
     assert c != a
+
+
+def test_breakdown_replay_leaves_the_records_unchanged():
+    """probe_breakdown's cold/warm replay of a record's statistics (same arrays, same snapshot
+    buffers) neither adds records nor changes a value, and times both sides."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import probe_breakdown as pb
+    finally:
+        sys.path.remove(str(BENCH))
+    from depthlab.models import mlp
+    from depthlab.probes import ProbeRecorder, accel
+    from depthlab.training import fit
+
+    gen = np.random.default_rng(1)
+    x = gen.standard_normal((40, 8)).astype(np.float32)
+    y = gen.integers(0, 3, 40)
+
+    def record(wrap: bool):
+        rec = ProbeRecorder(every=1)
+        net = mlp([8, 6, 6, 3], activation="sigmoid", init="glorot_uniform", seed=0)
+        timers = pb.Timers()
+        saved = ProbeRecorder._statistics
+        kernels = accel.kernels()
+        if wrap:
+            ProbeRecorder._statistics = timers.statistics(
+                saved, kernels, kernels.layer if kernels is not None else None)
+        try:
+            fit(net, x, y, loss="cross_entropy", optimizer="sgd", lr=0.1, batch_size=10,
+                epochs=None, max_steps=5, eval_train=False, callbacks=[rec])
+        finally:
+            ProbeRecorder._statistics = saved
+        return rec, timers
+
+    plain, _ = record(False)
+    replayed, timers = record(True)
+    assert plain.frame().equals(replayed.frame())
+    assert plain.histograms().equals(replayed.histograms())
+    assert len(timers.calls["statistics, in the run"]) == 5
+    assert len(timers.calls["statistics, replayed warm"]) == 5
