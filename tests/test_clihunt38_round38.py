@@ -124,7 +124,7 @@ def test_store_runs_selects_a_status_and_hints_a_mistyped_kind_or_status(tmp_pat
     assert list(store.runs(status="finished")["id"]) == ["a1", "c3"]
     assert list(store.runs(status="failed", kind="run")["id"]) == ["b2"]
     with pytest.raises(ValueError, match=r"status = 'finsihed' is not a run status; accepted: "
-                       r"finished, diverged, failed .*\(did you mean 'finished'\?\)$"):
+                       r"finished, diverged, failed, interrupted .*\(did you mean 'finished'\?\)$"):
         store.runs(status="finsihed")
     with pytest.raises(ValueError, match=r"kind = 'sweep' is not a run kind; .*\(did you mean "
                        r"'sweep-point'\?\)$"):

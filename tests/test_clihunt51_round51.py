@@ -33,3 +33,93 @@ def test_a_streamed_grid_whose_history_cannot_fit_is_refused_before_any_point(tm
     # a grid that fits runs
     raw = {**SMALL, "sweep": {"train.seed": [0, 1, 2]}}
     assert run_sweep(raw, out, echo=None).count("finished") == 3
+
+
+RUN_TOML = """\
+name = "stopped"
+[data]
+name = "clusters"
+n = 120
+options = {d = 4, n_classes = 3}
+[model]
+sizes = ["auto", 6, "auto"]
+activation = "tanh"
+[train]
+lr = 0.1
+batch_size = 16
+epochs = 6
+[probes]
+every = 4
+"""
+
+
+def _interrupt_at(monkeypatch, hook: str, when: int) -> None:
+    """Ctrl-C (a real SIGINT to this process) from a training callback's ``hook`` at epoch
+    (``on_epoch_end``) or step (``after_update``) ``when``."""
+    import os
+    import signal
+
+    import depthlab.experiments.runner as runner_mod
+    from depthlab.training import Callback
+
+    class CtrlC(Callback):
+        def on_epoch_end(self, trainer, epoch, metrics):
+            if hook == "on_epoch_end" and epoch == when:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        def after_update(self, trainer, step, loss):
+            if hook == "after_update" and step == when:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    make = runner_mod.make_trainer
+
+    def with_ctrl_c(prep, callbacks=(), **kw):
+        return make(prep, callbacks=[*callbacks, CtrlC()], **kw)
+
+    monkeypatch.setattr(runner_mod, "make_trainer", with_ctrl_c)
+
+
+def test_an_interrupted_run_keeps_its_finished_epochs(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during `depthlab run` stored nothing: the epochs that had finished (hours of
+    training, their probes) were lost with the rest. Now a run with whole epochs is stored as
+    ``interrupted`` (its epochs, steps and probes so far, no network), exit 130 still, one
+    line saying so; the same command trains it again without --overwrite. Before its first
+    epoch ends, nothing is stored, as before."""
+    from depthlab.cli import main
+    from depthlab.experiments import Store
+
+    cfg = tmp_path / "stopped.toml"
+    cfg.write_text(RUN_TOML)
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        _interrupt_at(m, "after_update", 2)  # in the first epoch: nothing kept
+        assert main(["run", str(cfg), "--out", str(out), "-q"]) == 130
+    assert "not stored" not in capsys.readouterr().err
+    with Store(out, create=False, readonly=True) as store:
+        assert store.runs().empty
+    with monkeypatch.context() as m:
+        _interrupt_at(m, "on_epoch_end", 2)
+        assert main(["run", str(cfg), "--out", str(out), "-q"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted after" in err and "stored as interrupted" in err, err
+    assert err.strip().splitlines()[-1] == "depthlab: interrupted"
+    with Store(out, create=False, readonly=True) as store:
+        runs = store.runs()
+        assert list(runs["status"]) == ["interrupted"]
+        rid = runs["id"][0]
+        run = store.run(rid)
+        epochs = store.epochs(rid)
+        assert 2 <= len(epochs) < 6 and run["metrics"]["epochs"] == len(epochs)
+        assert run["metrics"]["steps"] == len(store.steps(rid)) >= epochs["step"].iloc[-1]
+        assert run["metrics"]["train_loss"] == pytest.approx(epochs["train_loss"].iloc[-1])
+        assert not store.probes(rid).empty and run["error"] is None
+        assert list(store.runs(status="interrupted")["id"]) == [rid]
+    assert not (out / "models" / f"{rid}.npz").exists()
+    assert main(["runs", str(out), "--status", "interrupted"]) == 0
+    assert rid in capsys.readouterr().out
+    # the same command again: trained to its end, replacing the interrupted record
+    assert main(["run", str(cfg), "--out", str(out), "-q"]) == 0
+    with Store(out, create=False, readonly=True) as store:
+        assert list(store.runs()["status"]) == ["finished"]
+        assert len(store.epochs(rid)) == 6
+    assert (out / "models" / f"{rid}.npz").is_file()

@@ -34,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = ("exit status: 0 finished; 1 failed (stored as failed); 2 bad input (nothing "
                 f"trained) or a store that cannot be written; {DIVERGED_STATUS} diverged "
                 "(stored as diverged, no network saved); "
-                "130 Ctrl-C, 143 SIGTERM (nothing stored)")
+                "130 Ctrl-C, 143 SIGTERM (a run with whole epochs is stored as interrupted, "
+                "without its network; before its first epoch ends, nothing is stored)")
 
 
 def _name(text: str) -> str:
@@ -98,16 +99,29 @@ def run(args: argparse.Namespace) -> int:
         store.close()
         raise UserError(f"{str(network_file)!r} is a folder; the trained network is saved as "
                         "a file of that name (move the folder, or use another --out)")
-    if existing is not None and not args.overwrite:
+    # a run interrupted before (its finished epochs kept) is replaced by this one: the same
+    # command again trains the config to its end, as it did when nothing was kept
+    resumes = existing is not None and _interrupted_only(store, rid)
+    if existing is not None and not args.overwrite and not resumes:
         store.close()
         raise UserError(f"{existing} has this config and is stored in {str(store.path)!r}; "
                         "pass --overwrite to replace it, or change the config or --out")
     if ignored_sweep:  # once the checks passed: a refused run is one line, its error
         print("depthlab: note: the [sweep] table is ignored by `depthlab run` "
               "(use `depthlab sweep`)", file=sys.stderr)
-    rec = train(prep, run_id=rid, name=args.name or cfg.get("name"), kind="run",
-                progress=progress_mode(args))
-    network, unsaved = _store_with_network(store, rec, prep, args)
+    from ..experiments.runner import RunInterrupted
+
+    try:
+        rec = train(prep, run_id=rid, name=args.name or cfg.get("name"), kind="run",
+                    progress=progress_mode(args), keep_interrupted=True)
+    except RunInterrupted as stop:
+        _store_interrupted(store, stop.record, args, replace=args.overwrite or resumes)
+        raise
+    except BaseException:
+        store.close()
+        raise
+    network, unsaved = _store_with_network(store, rec, prep, args,
+                                           replace=args.overwrite or resumes)
     echo = say(args)
     echo(f"run {rec.id}: {rec.status} "
          f"{metrics_line(rec.metrics, rec.config['train'].get('monitor'))}")
@@ -137,7 +151,62 @@ def run(args: argparse.Namespace) -> int:
     return run_status(rec.status)
 
 
-def _store_with_network(store, rec, prep, args: argparse.Namespace):
+INTERRUPT_LOCK_WAIT_S = 1.0
+"""After an interrupt, ``depthlab run`` waits at most this long for another process's lock on
+the store to keep the interrupted run (then it stops without)."""
+
+
+def _interrupted_only(store, rid: str) -> bool:
+    """Whether the run stored as ``rid`` is an interrupted one (replaced without
+    ``--overwrite``)."""
+    try:
+        return store.run(rid)["status"] == "interrupted"
+    except Exception:  # noqa: BLE001 - none, or unreadable: not known to be interrupted
+        return False
+
+
+def _store_interrupted(store, rec, args: argparse.Namespace, *, replace: bool) -> None:
+    """Keep the record of a run interrupted after whole epochs (status ``interrupted``: its
+    epochs, steps and probes so far; no network saved) and say so in one line; the interrupt
+    then ends the command (130, 143). A store another process holds locked is waited for
+    :data:`INTERRUPT_LOCK_WAIT_S` at most; a run stored meanwhile by another process is not
+    replaced (without ``--overwrite``); a failed write or a second interrupt stores nothing
+    (one transaction) and says so. Closes the store. An interrupted run stored nothing, its
+    finished epochs lost with the rest."""
+    import contextlib
+    import dataclasses
+    import time
+
+    from ..experiments.store import RunExistsError, StoreError
+
+    done, total = rec.metrics.get("epochs"), rec.config["train"].get("epochs")
+    what = (f"run {rec.id} interrupted after {count_of(done, 'whole epoch', thousands=True)}"
+            + (f" of {total:,}" if isinstance(total, int) else "")
+            + f" ({count_of(rec.metrics.get('steps'), 'step', thousands=True)})")
+    if rec.created is None:
+        rec = dataclasses.replace(rec, created=time.time())
+    reason = None
+    try:
+        with contextlib.suppress(Exception), store.lock_wait(INTERRUPT_LOCK_WAIT_S):
+            try:
+                store.add_run(rec, replace=replace or _interrupted_only(store, rec.id))
+            except RunExistsError:
+                reason = "another process stored a run of this config meanwhile"
+            except (StoreError, OSError) as e:
+                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        stored = reason is None and _stored(store, rec)
+    finally:
+        store.close()
+    if stored:
+        print(f"depthlab: {what}: stored as interrupted in {str(store.path)!r} (no network "
+              "saved; the same command trains it again from the start)", file=sys.stderr)
+    else:
+        print(f"depthlab: {what}: not stored"
+              + (f" ({reason})" if reason else ""), file=sys.stderr)
+
+
+def _store_with_network(store, rec, prep, args: argparse.Namespace, *,
+                        replace: bool = False):
     """Store ``rec`` and save a finished run's network (for `depthlab predict RUN DATA`) as
     one: the network is written to its temporary first (seconds for a large one), the run
     stored, then the file renamed into place. A Ctrl-C while the network was written left the
@@ -168,7 +237,7 @@ def _store_with_network(store, rec, prep, args: argparse.Namespace):
             except Exception as exc:  # noqa: BLE001 - an unforeseen error: raised once the
                 internal = exc  # run is stored, as it was when the network came after it
         try:
-            store.add_run(rec, replace=args.overwrite)
+            store.add_run(rec, replace=replace)
         except RunExistsError:  # stored by another process while this one trained: it said
             # only "run ID ... is already stored in ...", not that this run was not stored
             raise UserError(
@@ -183,7 +252,7 @@ def _store_with_network(store, rec, prep, args: argparse.Namespace):
                     network = staged.commit()
                 else:
                     staged.discard()
-            elif args.overwrite and _stored(store, rec):  # a run replaced by one that did not
+            elif replace and _stored(store, rec):  # a run replaced by one that did not
                 # finish: the old network was predict's answer for the new record
                 from ..inference import model_path
 

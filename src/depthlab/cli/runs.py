@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sweep", metavar="ID",
                    help="only the points of this sweep (sw-..., or the start of its id: "
                    "those it ran and those it found stored; default: all runs)")
-    p.add_argument("--status", choices=("finished", "diverged", "failed"), type=choice_arg,
+    p.add_argument("--status", choices=("finished", "diverged", "failed", "interrupted"),
+                   type=choice_arg,
                    help="only runs with this status (default: any status)")
 
 

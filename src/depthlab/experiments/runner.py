@@ -601,11 +601,25 @@ def make_trainer(prep: Prepared, *, callbacks: list | None = None, progress: boo
                    progress=progress)
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C (or SIGTERM, raised as an interrupt) after at least one whole
+    epoch, from :func:`train` with ``keep_interrupted``: ``record`` is its record, status
+    ``interrupted`` (its finished epochs, steps and probes; no test metrics). Raised from the
+    interrupt, so that it ends the program as that interrupt would."""
+
+    def __init__(self, record: RunRecord) -> None:
+        super().__init__(f"run {record.id} interrupted")
+        self.record = record
+
+
 def train(prep: Prepared, *, run_id: str, name: str | None = None, kind: str = "run",
-          sweep: str | None = None, progress: bool = False, catch: bool = True) -> RunRecord:
+          sweep: str | None = None, progress: bool = False, catch: bool = True,
+          keep_interrupted: bool = False) -> RunRecord:
     """Train ``prep.net`` as the config says and return its record. A non-finite loss gives
     status ``diverged``; with ``catch`` any exception gives status ``failed`` with the error
-    text (and the partial history) instead of propagating."""
+    text (and the partial history) instead of propagating. An interrupt (Ctrl-C) propagates;
+    with ``keep_interrupted``, one after at least one whole epoch is raised as
+    :class:`RunInterrupted` carrying the record of what trained (:func:`interrupted_record`)."""
     cfg, ds = prep.config, prep.data
     if cfg["probes"]["every"]:
         # the probes' compiled kernels loaded (or compiled) before the clock starts: the first
@@ -622,6 +636,12 @@ def train(prep: Prepared, *, run_id: str, name: str | None = None, kind: str = "
                                progress=progress)
         hist = trainer.fit(ds.x_train, prep.y_train,
                            ds.x_val if prep.y_val is not None else None, prep.y_val)
+    except KeyboardInterrupt as e:
+        if not keep_interrupted or trainer is None or not trainer.history.epochs:
+            raise
+        raise RunInterrupted(interrupted_record(
+            prep, trainer, recorder, time.perf_counter() - t0, run_id=run_id, name=name,
+            kind=kind, sweep=sweep)) from e
     except Exception as e:  # noqa: BLE001 - recorded as a failed run
         if not catch:
             raise
@@ -653,6 +673,33 @@ def train(prep: Prepared, *, run_id: str, name: str | None = None, kind: str = "
         steps=h.steps_frame() if h is not None else _frame(None, ("step", "loss")),
         epochs=h.epochs_frame() if h is not None else pd.DataFrame(),
         evals=pd.DataFrame(trainer.evals) if trainer is not None else pd.DataFrame(), **tables)
+
+
+def interrupted_record(prep: Prepared, trainer: Any, recorder: Any, seconds: float, *,
+                       run_id: str, name: str | None = None, kind: str = "run",
+                       sweep: str | None = None) -> RunRecord:
+    """The record of a run interrupted after ``len(trainer.history.epochs)`` whole epochs:
+    status ``interrupted``; its metrics are the last finished epoch's training/validation
+    ones (None for a run with ``data.standardize_targets``, whose final losses are stored in
+    the targets' units, and for the test split: nothing more is computed, the stop stays
+    prompt), ``steps`` every update taken (the unfinished epoch's too), ``epochs`` the
+    finished ones; its steps, epochs, evaluations and probes so far. No divergence, no
+    error."""
+    hist = trainer.history
+    metrics: dict[str, Any] = dict.fromkeys(("train_loss", "train_acc", "val_loss", "val_acc",
+                                             "test_loss", "test_acc"))
+    if prep.target_scale is None:
+        final = hist.final()
+        metrics.update({k: final[k] for k in ("train_loss", "train_acc", "val_loss",
+                                              "val_acc") if k in final})
+    metrics.update(steps=len(hist.step_loss), seconds=seconds, epochs=len(hist.epochs),
+                   n_parameters=prep.net.num_parameters())
+    tables, _error = _probe_tables(recorder, True)  # probes that cannot be collected: none
+    return RunRecord(
+        id=run_id, name=name or prep.config.get("name"), kind=kind, sweep=sweep,
+        status="interrupted", config=prep.config, metrics=jsonable(metrics), seconds=seconds,
+        steps=hist.steps_frame(), epochs=hist.epochs_frame(),
+        evals=pd.DataFrame(trainer.evals), **tables)
 
 
 def _final_metrics(prep: Prepared, trainer: Any, hist: Any, seconds: float) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from ..jsonable import jsonable
 from ..validators import as_number
 
 DB_NAME = "depthlab.db"
-STATUSES: tuple[str, ...] = ("finished", "diverged", "failed")
+STATUSES: tuple[str, ...] = ("finished", "diverged", "failed", "interrupted")
 KINDS: tuple[str, ...] = ("run", "sweep-point", "doctor", "reproduce")
 METRIC_KEYS: tuple[str, ...] = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss",
                                 "test_acc", "steps", "seconds", "epochs", "n_parameters")
