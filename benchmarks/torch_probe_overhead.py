@@ -30,6 +30,15 @@ Usage: ``python benchmarks/torch_probe_overhead.py [--rounds 15] [--steps N]
 [--only cpu1|cpu|cuda] [--cases mlp,resnet18] [--json FILE]``; ``benchmarks/watch_readme.py``
 renders the README block from the JSON file.
 
+``--ab OLD_SRC [--ab-runs 6]`` instead: an A/B of two trees of depthlab in one run. The
+benchmark (with the other options given, e.g. ``--only cpu1 --cases mlp --rounds 8``) runs
+``2 x --ab-runs`` times in fresh processes, alternately with ``PYTHONPATH=OLD_SRC`` and with
+this checkout's ``src``, the order alternating per pair (so a change of the shared machine's
+load hits both alike); each process's overheads are its own ratios to its own baseline. Per
+setting the table gives the median and range over all rounds of all runs of each tree, in the
+process's CPU time and wall time, and ``new - old`` of the medians (percentage points): e.g.
+``python benchmarks/torch_probe_overhead.py --ab /tmp/base51/src --only cpu1 --cases mlp``.
+
 ``--breakdown [CYCLES]`` instead: where a Watch's time goes on the CPU at one thread. For
 ``every=10`` and ``every=1``, beside a baseline, cycles of ``every`` steps interleaved (order
 alternating); per step position (0: the recorded step; ``every - 1``: the step whose
@@ -46,7 +55,11 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -200,6 +213,42 @@ def breakdown(case: str, cycles: int) -> None:
               f"baseline's {whole:.0f} us)")
 
 
+def ab(old: str, runs: int, argv: list[str]) -> None:
+    """The A/B of ``--ab`` (module docstring): ``argv`` are the benchmark's other options."""
+    trees = {"old": str(Path(old).resolve()), "new": str(Path(__file__).resolve().parents[1]
+                                                          / "src")}
+    got: dict[tuple, dict[str, list[tuple[float, float]]]] = {}
+    for k in range(runs):
+        for label in (("old", "new") if k % 2 == 0 else ("new", "old")):
+            with tempfile.TemporaryDirectory() as tmp:
+                out = os.path.join(tmp, "ab.json")
+                env = {**os.environ, "PYTHONPATH": trees[label]}
+                subprocess.run([sys.executable, __file__, *argv, "--json", out], env=env,
+                               check=True, stdout=subprocess.DEVNULL)
+                with open(out) as fh:
+                    data = json.load(fh)
+            for r in data["results"]:
+                for setting, over in r["overhead_pct"].items():
+                    rows = got.setdefault((r["case"], r["where"], setting), {"old": [], "new": []})
+                    rows[label] += list(zip(over["cpu"], over["wall"]))
+            print(f"  run {k + 1}/{runs} {label} done; load average {os.getloadavg()[0]:.1f}",
+                  flush=True)
+    print(f"A/B: old {trees['old']} vs new {trees['new']}; {runs} runs each, alternating; "
+          "overhead per round over its own process's baseline: median (range) over all rounds")
+    for (case, where, setting), rows in got.items():
+        line = f"{case:9s} {where:14s} {setting:22s}"
+        meds = {}
+        for label in ("old", "new"):
+            cpu = [v[0] for v in rows[label]]
+            wall = [v[1] for v in rows[label]]
+            meds[label] = (statistics.median(cpu), statistics.median(wall))
+            line += (f"  {label} CPU {meds[label][0]:+6.1f}% ({min(cpu):+.1f}..{max(cpu):+.1f}) "
+                     f"wall {meds[label][1]:+6.1f}%")
+        line += (f"  new-old CPU {meds['new'][0] - meds['old'][0]:+.1f} pt, wall "
+                 f"{meds['new'][1] - meds['old'][1]:+.1f} pt")
+        print(line)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=15)
@@ -213,7 +262,25 @@ def main() -> None:
     ap.add_argument("--breakdown", type=int, nargs="?", const=200, default=None,
                     metavar="CYCLES", help="instead: per-phase CPU cost of every 10 and every "
                     "step at 1 thread, per step position (default 200 cycles)")
+    ap.add_argument("--ab", default=None, metavar="OLD_SRC",
+                    help="instead: A/B of the src tree OLD_SRC against this checkout's, each run "
+                    "--ab-runs times in alternating fresh processes with the other options")
+    ap.add_argument("--ab-runs", type=int, default=6)
     args = ap.parse_args()
+    if args.ab is not None:
+        if not os.path.isdir(os.path.join(args.ab, "depthlab")):
+            ap.error(f"--ab must be a src folder holding the depthlab package, got {args.ab!r}")
+        if args.ab_runs < 1:
+            ap.error(f"--ab-runs must be a positive number of runs, got {args.ab_runs}")
+        argv, rest = [], list(sys.argv[1:])  # the other options, passed on
+        while rest:
+            a = rest.pop(0)
+            if a in ("--ab", "--ab-runs", "--json"):
+                rest.pop(0)
+            elif not a.startswith(("--ab=", "--ab-runs=", "--json=")):
+                argv.append(a)
+        ab(args.ab, args.ab_runs, argv)
+        return
     if args.breakdown is not None:
         if args.breakdown < 1:
             ap.error(f"--breakdown must be a positive number of cycles, got {args.breakdown}")
