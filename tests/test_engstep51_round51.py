@@ -231,3 +231,43 @@ def test_sigmoid_net_steps_same_bits_with_and_without_kernels(compiled) -> None:
     with accel.numpy_only():
         slow = _train_digest()
     assert fast == slow
+
+
+def test_dense_backward_fast_path_keeps_checks_and_values() -> None:
+    """Dense.backward's checked-once path (a C-contiguous gradient of the layer's dtype and the
+    forward output's shape) gives what the general path gives, and any other gradient still
+    meets the checks: another shape or a backward before forward is one clear error, a float64
+    or Fortran-order gradient is cast (float32 out)."""
+    from depthlab.layers import Dense
+
+    rng = np.random.default_rng(6)
+    d = Dense(5, 3, rng=0)
+    with pytest.raises(RuntimeError, match="backward\\(\\) called before forward"):
+        d.backward(np.zeros((4, 3), np.float32))
+    x = rng.standard_normal((4, 5)).astype(np.float32)
+    d.forward(x)
+    g = rng.standard_normal((4, 3)).astype(np.float32)
+    dx = d.backward(g)
+    wg, bg = d.W.grad.copy(), d.b.grad.copy()
+    for other in (g.astype(np.float64), np.asfortranarray(g)):
+        dx2 = d.backward(other)
+        assert dx2.dtype == np.float32 and _bits(dx2) == _bits(dx)
+        assert _bits(d.W.grad) == _bits(wg) and _bits(d.b.grad) == _bits(bg)
+    assert d.backward(g, input_grad=False) is None
+    with pytest.raises(ValueError, match="got a gradient of shape \\(4, 2\\); expected the "
+                                         "forward output's shape \\(4, 3\\)"):
+        d.backward(np.zeros((4, 2), np.float32))
+    with pytest.raises(ValueError, match="got a gradient of shape \\(3, 3\\)"):
+        d.backward(np.zeros((3, 3), np.float32))
+    d.forward(x[:2])  # a new batch size: its own shape is expected
+    with pytest.raises(ValueError, match="expected the forward output's shape \\(2, 3\\)"):
+        d.backward(g)
+
+
+def test_cross_entropy_labels_of_every_integer_dtype() -> None:
+    z = np.array([[0.0, 1.0, 2.0], [2.0, 0.0, 1.0], [1.0, 2.0, 0.0]], np.float32)
+    ref = CrossEntropy().forward(z, np.array([0, 2, 1]))
+    for dt in ("int8", "uint8", ">i4", "<i2", "int64", "uint64"):
+        assert CrossEntropy().forward(z, np.array([0, 2, 1], dtype=dt)) == ref
+    with pytest.raises(ValueError, match="label -1 out of range; expected labels in 0..2"):
+        CrossEntropy().forward(z, np.array([0, -1, 1], dtype=">i4"))

@@ -495,6 +495,13 @@ _ONE_COLUMN = ("; one output column: binary_cross_entropy takes its 0/1 labels (
 
 
 @functools.lru_cache(maxsize=64)
+def _unsigned(dtype: np.dtype) -> np.dtype:
+    """The unsigned integer dtype of ``dtype``'s width and byte order (itself when unsigned),
+    made once per dtype (parsing its name cost a third of the label check)."""
+    return np.dtype(dtype.str.replace("i", "u"))
+
+
+@functools.lru_cache(maxsize=64)
 def _scale_array(dtype: np.dtype, scale: float) -> Array:
     """``[scale]`` rounded to ``dtype`` as NumPy rounds a Python float operand of an array of
     that dtype (``g *= scale``), read-only, one per setting: a compiled kernel's argument (a
@@ -569,7 +576,7 @@ class CrossEntropy(Loss):
                                 "y.astype(int) gives the labels 0 (False) and 1 (True)")
             if target.dtype.kind in "iu":
                 # one pass: read as unsigned, a negative label is larger than any class index
-                unsigned = target.view(target.dtype.str.replace("i", "u"))
+                unsigned = target.view(_unsigned(target.dtype))
                 ok = unsigned.max().item() < c
                 # every label in 0..C-1 and ignore_index outside: no row is left out (forward
                 # then skips _ignored's pass)

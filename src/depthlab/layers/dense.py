@@ -100,8 +100,15 @@ class Dense(Layer):
         for the sums over every leading dimension (``x.T`` of a 3-D ``x`` reversed all its
         axes: a matmul error)."""
         x = self.x
+        w = self.W.value
+        if (x is not None and grad.__class__ is np.ndarray and x.ndim == 2
+                and grad.shape == (x.shape[0], self.fan_out) and grad.dtype == w.dtype
+                and grad.flags.c_contiguous):
+            # the training step's case, which the checks below pass unchanged: checked once
+            self._weight_grads(x, grad)
+            return grad @ w.T if input_grad else None
         self._check_backward(x, grad, () if x is None else (*x.shape[:-1], self.fan_out))
-        grad = self._in_dtype(grad, self.W.value.dtype)  # a float64 dL/dy gave a float64 dL/dx
+        grad = self._in_dtype(grad, w.dtype)  # a float64 dL/dy gave a float64 dL/dx
         if x.ndim != 2:
             x = x.reshape(-1, self.fan_in)
             grad_rows = grad.reshape(-1, self.fan_out)
@@ -116,11 +123,11 @@ class Dense(Layer):
         """``W.grad = x^T g`` and ``b.grad = sum_rows g`` for 2-D ``x`` and ``g``."""
         np.matmul(x.T, grad, out=self.W.grad_buffer())
         if self.b is not None:
+            out = self.b.grad_buffer()
             if grad.dtype == np.float32 and grad.shape[0] >= F64_SUMS_FROM:
                 # float32 sums down a column of 60000 rows erred by 1e-5 relative (torch 8e-8)
-                self.b.grad_buffer()[...] = grad.sum(axis=0, dtype=np.float64)
+                out[...] = grad.sum(axis=0, dtype=np.float64)
             else:
-                out = self.b.grad_buffer()
                 k = accel.fits(out, grad)
                 if k is None or grad.ndim != 2 or grad.shape[1] == 1:
                     np.sum(grad, axis=0, out=out)  # one column: summed pairwise (contiguous)
