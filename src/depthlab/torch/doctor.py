@@ -126,7 +126,7 @@ from .inputs import (
 )
 from .layers import activation_spec, check_materialized, check_model, kept_state
 from .predict import theory_rows
-from .probe import LOSSES, loss_by_name
+from .probe import LOSSES, _single_value_norm, loss_by_name
 from .through_time import (
     THROUGH_TIME_DECADES,
     rule_vanishing_through_time,
@@ -1340,7 +1340,8 @@ def doctor(
         _check_token_ids(model, d)  # first: else torch's 'index out of range in self'
         bad_weights = nonfinite_parameters(model)  # named in a divergence finding
         with kept_state(loss_fn):  # the checks leave a stateful loss module as given
-            _check_runs(model, d, loss_fn)
+            with _named_norm(model):  # InstanceNorm on one position: named, not torch's line
+                _check_runs(model, d, loss_fn)
             _check_pairing_loss(model, d, loss_fn)
             _check_log_probabilities(model, d, loss_fn)
             _check_first_step(_scratch_copy(model, fresh, seed), spec, d, loss_fn)
@@ -1658,6 +1659,28 @@ converted to type float without overflow"): an optimizer's ``lr`` (or ``lr / (1 
 Adam's first step) cast to the parameters' floating type."""
 
 
+@contextlib.contextmanager
+def _named_norm(model: nn.Module, batch_size: int | None = None) -> Iterator[None]:
+    """A check's ValueError caused by torch's refusal of a norm given one value per channel
+    (a training-mode BatchNorm on a one-row batch: 'Expected more than 1 value per channel
+    when training'; an InstanceNorm without running statistics given one position per channel:
+    'Expected more than 1 spatial element when training') re-raised as the probe's one line
+    naming the norm module and what it needs (:func:`depthlab.torch.probe._single_value_norm`);
+    any other error as raised. With ``batch_size`` (the training step's check) the remedy
+    named is a ``batch_size`` of 2 or more: the doctor trains the model in training mode."""
+    try:
+        yield
+    except ValueError as e:
+        cause = e.__cause__ or e.__context__
+        single = _single_value_norm(model, cause) if cause is not None else None
+        if single is None:
+            raise
+        if batch_size is not None and "model.eval() first" in single:
+            single = (single[:single.rfind("; expected")] + f"; expected batch_size 2 or "
+                      f"more (got {batch_size}): the doctor trains the model in training mode")
+        raise ValueError(single) from None
+
+
 def _check_first_step(model: nn.Module, spec: TorchTrainSpec, d: TensorData,
                       loss_fn: Callable) -> None:
     """:func:`_check_step`, its failure on optimizer settings the parameters' floating type
@@ -1666,7 +1689,8 @@ def _check_first_step(model: nn.Module, spec: TorchTrainSpec, d: TensorData,
     float16, largest 65504) refused in one ValueError naming the optimizer, its lr and other
     arguments, and that largest value, not as a bare 'value cannot be converted'."""
     try:
-        _check_step(model, spec, d, loss_fn)
+        with _named_norm(model, spec.batch_size):  # BN on one-row batches: named
+            _check_step(model, spec, d, loss_fn)
     except ValueError as e:
         if OVERFLOW not in str(e):
             raise
