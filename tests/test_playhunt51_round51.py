@@ -79,3 +79,28 @@ def test_the_update_ratio_title_says_when_a_drawn_layer_was_unchanged():
     _, labels = fig.axes[0].get_legend_handles_labels()
     assert "layer 4" in labels  # drawn at step 10
     figure_png(fig)
+
+
+def test_the_activation_bands_of_a_diverged_torch_run_name_the_modules_not_drawn():
+    """A diverged ``dlt.Watch`` run's bands were titled "not drawn: not finite (NaN/inf) at
+    step 5" under the lines of modules [0] and [2], drawn at step 5: the title named no module
+    (the NumPy run's named its layers). It names the modules with their steps."""
+    import numpy as np
+    import pandas as pd
+
+    from depthlab import plot
+
+    modules = {1: "[0]", 2: "[2]", 3: "[4]", 4: "[6]"}
+    rows = []
+    for step in range(6):
+        for layer, module in modules.items():
+            bad = step == 5 and layer >= 3
+            rows += [{"step": step, "layer": layer, "module": module, "quantity": q,
+                      "value": np.nan if bad else v}
+                     for q, v in (("act_mean", 0.1 * layer), ("act_std", 0.5))]
+    title = " ".join(plot.activation_bands(pd.DataFrame(rows)).axes[0].get_title().split())
+    assert "not drawn: not finite (NaN/inf) in [4], [6] at step 5" in title, title
+    # a NumPy table says it as before
+    numpy_rows = pd.DataFrame(rows).drop(columns="module")
+    title = " ".join(plot.activation_bands(numpy_rows).axes[0].get_title().split())
+    assert "not drawn: not finite (NaN/inf) in layers 3-4 at step 5" in title, title

@@ -971,11 +971,9 @@ def activation_bands(table: Any, prefix: str = "act", max_steps: int = 12) -> Fi
     bad = ~np.isfinite(pd.to_numeric(sel["value"], errors="coerce"))
     note = ""
     if bad.any():
-        which = sorted({int(v) for v in sel.loc[bad, "layer"]})
-        where = "" if names else \
-            f" in layer{'s' * (len(which) > 1)} {_f.number_runs(which)}"
-        note = (f"\nnot drawn: not finite (NaN/inf){where} "
-                f"{_f.steps_phrase(sel.loc[bad, 'step'], x)}")
+        # each layer with its own steps, module names included (a torch run's title said "not
+        # finite at step 5" alone, under two modules' lines drawn at step 5)
+        note = f"\nnot drawn: not finite (NaN/inf) {_f._bad_layers_text(sel[bad], sel, names)}"
     if scales:
         spread = max(scales.values()) / min(scales.values())
         note += (f"\nscales {spread:.2g} times apart: each layer divided by its s = "
