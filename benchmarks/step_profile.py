@@ -5,16 +5,17 @@ of 128 -> 10, batch 128, SGD momentum 0.9) and ``glorot2010`` (1024 -> 5 tanh la
 6, batch 10, plain SGD), and of ``benchmarks/engine_speed.py``'s small network,
 ``sigmoid784`` (784 -> 3 sigmoid layers of 100 -> 10, batch 60, plain SGD), each in a fresh
 process with the compiled kernels loaded (``DEPTHLAB_ENGINE_KERNELS=numba``) and one BLAS
-thread: the thread CPU time of the network's forward, the loss's forward and backward, the
-network's backward and the optimizer's step, per step (medians over blocks of steps, with
-ranges), and a SHA-1 of every parameter, gradient, optimizer state and loss after the steps.
+thread (``--threads N``: N): the thread CPU time of the network's forward, the loss's
+forward and backward, the network's backward and the optimizer's step, per step (medians over
+blocks of steps, with ranges), and a SHA-1 of every parameter, gradient, optimizer state and
+loss after the steps.
 
 With ``--old SRC`` the same runs of the code under ``SRC`` (a ``src`` folder, e.g. a ``git
 archive`` of an earlier commit) are interleaved with the new ones, process by process; the
 table gives both and their ratio, and the digests must agree (exit status 1 if not).
 
 Usage: ``python benchmarks/step_profile.py [--old /tmp/orig/src] [--pairs 3] [--steps N]
-[he2015] [glorot2010] [sigmoid784]``.
+[--threads 1] [he2015] [glorot2010] [sigmoid784]``.
 """
 
 from __future__ import annotations
@@ -85,11 +86,12 @@ print(json.dumps({"parts": parts, "sha1": h.hexdigest()}))
 """
 
 
-def run_child(src: Path, cfg: dict) -> dict:
-    """One fresh process of the code under ``src``: per-part microseconds per step (one value
-    per block) and the digest."""
+def run_child(src: Path, cfg: dict, threads: int = 1) -> dict:
+    """One fresh process of the code under ``src`` with ``threads`` BLAS threads: per-part
+    microseconds per step (one value per block) and the digest."""
+    n = str(threads)
     env = dict(os.environ, PYTHONPATH=str(src), DEPTHLAB_ENGINE_KERNELS="numba",
-               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+               OMP_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, MKL_NUM_THREADS=n)
     out = subprocess.run([sys.executable, "-c", CHILD, json.dumps({**cfg, "parts": PARTS})],
                          env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -106,9 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--old", type=Path, help="the src folder of the code to compare with")
     ap.add_argument("--pairs", type=int, default=3, help="processes per side (default 3)")
     ap.add_argument("--steps", type=int, help="steps per process (default: per network)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="BLAS threads (default 1; the thread CPU time is the main thread's)")
     args = ap.parse_args(argv)
-    if args.pairs < 1 or (args.steps is not None and args.steps < 5):
-        ap.error("--pairs must be >= 1 and --steps >= 5")
+    if args.pairs < 1 or (args.steps is not None and args.steps < 5) or args.threads < 1:
+        ap.error("--pairs and --threads must be >= 1 and --steps >= 5")
     unknown = [n for n in args.nets if n not in NETS]
     if unknown:
         ap.error(f"unknown network {unknown[0]!r}; accepted: {', '.join(NETS)}")
@@ -124,11 +128,12 @@ def main(argv: list[str] | None = None) -> int:
         digests: dict[str, set[str]] = {s: set() for s in sides}
         for _ in range(args.pairs):
             for side, src in sides.items():
-                res = run_child(src, cfg)
+                res = run_child(src, cfg, args.threads)
                 digests[side].add(res["sha1"])
                 for k in PARTS:
                     got[side][k].extend(res["parts"][k])
-        print(f"\n{name}: {cfg['sizes'][0]} -> {len(cfg['sizes']) - 2} x {cfg['sizes'][1]} "
+        print(f"\n{name} ({args.threads} BLAS thread{'s' if args.threads > 1 else ''}): "
+              f"{cfg['sizes'][0]} -> {len(cfg['sizes']) - 2} x {cfg['sizes'][1]} "
               f"{cfg['activation']} -> {cfg['sizes'][-1]}, batch {cfg['batch']}, SGD "
               f"{cfg['optimizer'] or 'plain'}; us per step (thread CPU), median [range]")
         print(f"{'part':<14}" + "".join(f"{s:>26}" for s in sides)
