@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -102,3 +103,83 @@ def test_predict_no_spread_note_for_a_contracting_or_small_map():
     note = dlt.predict(nn.Sequential(*layers, nn.Linear(64, 10)), x, y, CE).attrs[
         "approximation"]
     assert _noted_spread(note) is None, note
+
+
+# ---------------------------------------------------------------------------------------------
+# F.softsign in a forward (torch computes it in Python, x / (x.abs() + 1): no activation node)
+# gave no act_* / saturated rows, while nn.Softsign there did; now the module twin's rows,
+# each checked against float64 autograd
+
+
+D = torch.float64
+
+
+def _table(df) -> dict:
+    """``{(layer number, quantity): value}`` (the twin's modules have other names)."""
+    return {(int(n), q): v for n, q, v in zip(df.layer, df.quantity, df.value)}
+
+
+class _Fn(nn.Module):
+    def __init__(self, f, width: int = 24) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(12, width), nn.Linear(width, width), \
+            nn.Linear(width, 5)
+        self.f = f
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c(self.f(self.b(self.f(self.a(x)))))
+
+
+def _pair(f, module: nn.Module):
+    torch.manual_seed(0)
+    functional = _Fn(f).to(D)
+    twin = nn.Sequential(functional.a, module, functional.b, module, functional.c)
+    g = torch.Generator().manual_seed(1)
+    x = 3.0 * torch.randn(32, 12, generator=g, dtype=D)
+    return functional, twin, x, torch.randint(0, 5, (32,), generator=g)
+
+
+@pytest.mark.parametrize("f", [nn.functional.softsign, lambda h: h / (h.abs() + 1),
+                               lambda h: h / (1 + h.abs())],
+                         ids=["F.softsign", "x/(|x|+1)", "x/(1+|x|)"])
+def test_functional_softsign_has_the_modules_rows(f) -> None:
+    functional, twin, x, y = _pair(f, nn.Softsign())
+    got, want = _table(dlt.probe(functional, x, y, CE)), _table(dlt.probe(twin, x, y, CE))
+    assert (1, "act_std") in got and (2, "saturated_frac") in got, sorted(got)
+    assert got.keys() == want.keys()
+    for k, v in want.items():
+        assert math.isclose(got[k], v, rel_tol=1e-12, abs_tol=1e-15) or (
+            math.isnan(v) and math.isnan(got[k])), k
+    # against autograd in float64: the activation's values of layer a
+    with torch.no_grad():
+        s = functional.a(x)
+        act = s / (s.abs() + 1)
+    assert math.isclose(got[(1, "act_std")], float(act.std(correction=0)), rel_tol=1e-12)
+    assert math.isclose(got[(1, "act_mean")], float(act.mean()), rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("f", [lambda h: h / (h.abs() + 1e-6), lambda h: h / (h.abs() + 2)],
+                         ids=["smooth sign", "x/(|x|+2)"])
+def test_other_quotients_are_no_softsign(f) -> None:
+    functional, _, x, y = _pair(f, nn.Softsign())
+    got = _table(dlt.probe(functional, x, y, CE))
+    assert (1, "act_std") not in got, sorted(got)
+
+
+def test_functional_softsign_watch_frame_equals_probe() -> None:
+    functional, _, x, y = _pair(nn.functional.softsign, nn.Softsign())
+    want = _table(dlt.probe(functional, x, y, CE))
+    with dlt.Watch(functional, every=1, theory=False) as w:
+        loss = CE(functional(x), y)
+        loss.backward()
+        w.step(loss)
+    frame = w.frame()
+    got = _table(frame[frame.step == 0])
+    for key in [(1, "act_std"), (1, "act_mean"), (2, "saturated_frac"), (2, "act_std")]:
+        assert math.isclose(got[key], want[key], rel_tol=1e-9), key
+
+
+def test_predict_takes_a_hand_written_softsign_as_the_module() -> None:
+    functional, twin, x, y = _pair(lambda h: h / (h.abs() + 1), nn.Softsign())
+    got, want = dlt.predict(functional, x, y, CE), dlt.predict(twin, x, y, CE)
+    np.testing.assert_allclose(got.predicted.to_numpy(), want.predicted.to_numpy(), rtol=1e-9)

@@ -1072,7 +1072,8 @@ def _hand_written_hint(node: Any, layers: frozenset, depth: int = 6) -> str:
                 if m in layers:
                     return ("; an activation written out by hand is read from the graph only as "
                             "x * torch.sigmoid(x), x * torch.tanh(F.softplus(x)), "
-                            "x - torch.tanh(x), x.clamp(min=0) or x.clamp(lo, hi): expected "
+                            "x - torch.tanh(x), x / (x.abs() + 1), x.clamp(min=0) or "
+                            "x.clamp(lo, hi): expected "
                             "its torch function instead (F.leaky_relu(x, 0.01) for "
                             "torch.where(x > 0, x, 0.01 * x), F.gelu(x, approximate='tanh'), "
                             "F.silu(x))")

@@ -23,9 +23,11 @@ rows).
 Rules, as for modules: the first activation (in execution order) that reads an output is its
 follower; an output changed in place before the end of the forward (``h += skip``) by anything
 but that activation has no follower; ``x * torch.sigmoid(x)`` is SiLU,
-``x * torch.tanh(F.softplus(x))`` Mish and ``x - torch.tanh(x)`` (``F.tanhshrink``) Tanhshrink
-(a sigmoid gating its own input is no sigmoid activation, nor is that tanh a tanh
-activation); ``h.clamp(min=0)`` (``torch.clamp(h, 0)``, ``torch.clamp_min(h, 0)``) is ReLU and
+``x * torch.tanh(F.softplus(x))`` Mish, ``x - torch.tanh(x)`` (``F.tanhshrink``) Tanhshrink
+and ``x / (x.abs() + 1)`` (``F.softsign``) Softsign, its constant checked on the division's
+saved tensors (:func:`_softsign_of`) (a sigmoid gating its own input is no sigmoid
+activation, nor is that tanh a tanh activation); ``h.clamp(min=0)`` (``torch.clamp(h, 0)``,
+``torch.clamp_min(h, 0)``) is ReLU and
 ``h.clamp(lo, hi)`` Hardtanh (ReLU6 for 0, 6), their bounds the node's saved scalars; a clamp
 of other bounds is no activation (nor hides a later one); calls of one layer with activations
 of different kinds get no rows (the module
@@ -358,6 +360,8 @@ def _follower(t: torch.Tensor, cons: dict) -> tuple | None:
             name = c.name()
             if name in ACT_NODES and (name not in _CLAMPS or _settings(c) is not None):
                 found.append((c, node, nr))
+            elif name == "DivBackward0" and j == 0 and _softsign_of(c) == (node, nr):
+                found.append((c, node, nr))  # F.softsign: x / (x.abs() + 1) in Python
             elif name == _HOOK_NODE:
                 frontier.append((c, j))
             elif j == 0 and _VIEW.fullmatch(name):
@@ -365,7 +369,7 @@ def _follower(t: torch.Tensor, cons: dict) -> tuple | None:
     if not found:
         return None
     act, src, nr = min(found, key=lambda f: _seq(f[0]))
-    key = _settings(act)
+    key = _settings(act) if act.name() in ACT_NODES else (nn.Softsign,)
     if key is None:
         return None
     # combined with the very tensor it reads: x * sigmoid(x) (SiLU), x - tanh(x) (Tanhshrink:
@@ -492,7 +496,8 @@ def chain_acts(reads: list[tuple], made: dict) -> list[tuple]:
 
 HAND_WRITTEN: dict[type, str] = {nn.SiLU: "x * torch.sigmoid(x)",
                                  nn.Mish: "x * torch.tanh(F.softplus(x))",
-                                 nn.Tanhshrink: "x - torch.tanh(x)"}
+                                 nn.Tanhshrink: "x - torch.tanh(x)",
+                                 nn.Softsign: "x / (x.abs() + 1)"}
 """Activations a forward writes as several torch operations, recognised by
 :func:`hand_written` from the autograd graph, and how they read."""
 
@@ -503,6 +508,40 @@ def _reads(node, src) -> bool:
     return bool(node.next_functions) and node.next_functions[0] == src
 
 
+def _softsign_of(node) -> tuple | None:
+    """``(input node, slot)`` of ``x`` where the autograd ``node`` is the division of
+    ``x / (x.abs() + 1)`` (``F.softsign``, written so in Python; also ``x / (1 + x.abs())``),
+    else None. The graph does not keep the added constant, so it is read from the division's
+    saved denominator, compared with ``|x| + 1`` computed again from its saved numerator (the
+    same torch operation: the same bits) on up to 256 entries; only where neither saved tensor
+    has a user's saved-tensor hooks (their ``unpack`` would run: a checkpoint's recomputation,
+    offloading), else None (a smooth sign ``x / (x.abs() + 1e-6)`` is no Softsign)."""
+    if node is None or node.name() != "DivBackward0" or len(node.next_functions) != 2:
+        return None
+    x, (add, nr) = node.next_functions
+    if x[0] is None or add is None or nr != 0 or add.name() not in ("AddBackward0",
+                                                                    "AddBackward1"):
+        return None
+    fns = add.next_functions
+    if not fns or fns[0][1] != 0 or fns[0][0] is None or fns[0][0].name() != "AbsBackward0" \
+            or not _reads(fns[0][0], x) or any(f[0] is not None for f in fns[1:]) \
+            or _alpha(add) != 1.0:
+        return None
+    try:
+        num, den = node._raw_saved_self, node._raw_saved_other
+        if num.unpack_hook is not None or den.unpack_hook is not None:
+            return None
+        a, b = num.data, den.data
+    except (AttributeError, RuntimeError, TypeError):
+        return None
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) \
+            or a.shape != b.shape or a.dtype != b.dtype:
+        return None
+    with torch.no_grad():
+        a, b = a.detach().flatten()[:256], b.detach().flatten()[:256]
+        return x if torch.equal(b, a.abs() + 1) else None
+
+
 def hand_written(node) -> tuple | None:
     """``((input node, slot), settings key)`` where the autograd ``node`` is the last step of
     an activation written out by hand on one tensor ``x`` (the very tensor: the graph's same
@@ -511,10 +550,14 @@ def hand_written(node) -> tuple | None:
     - ``x * torch.sigmoid(x)`` or ``torch.sigmoid(x) * x``: SiLU, ``x sigma(x)``;
     - ``x * torch.tanh(F.softplus(x))`` (softplus of beta 1, threshold 20, its saved
       scalars): Mish, ``x tanh(ln(1 + e^x))``;
-    - ``x - torch.tanh(x)`` (``torch.sub`` of alpha 1): Tanhshrink.
+    - ``x - torch.tanh(x)`` (``torch.sub`` of alpha 1): Tanhshrink;
+    - ``x / (x.abs() + 1)`` (``F.softsign``'s own Python, :func:`_softsign_of`): Softsign.
 
     None for anything else (another product, a gate ``x * torch.sigmoid(g)``)."""
     name = node.name()
+    if name == "DivBackward0":
+        x = _softsign_of(node)
+        return (x, (nn.Softsign,)) if x is not None else None
     if name == "MulBackward0" and len(node.next_functions) == 2:
         a, b = node.next_functions
         for x, other in ((a, b), (b, a)):
