@@ -37,6 +37,12 @@ With ``--hooks N`` a new Watch's loop then runs ``N`` more cycles alone, each me
 median time per recorded step of each is printed: where the recorded step's time goes, inside
 the real loop (caches as the training leaves them; a method run alone, warm, costs a fraction).
 The wrappers add about 1 us per call (two clock reads) and are not there in the table above.
+Beside it, the same methods of a ``Watch(every=1)`` (its loop run as many steps, per record):
+its hooks and host pass run step after step, their code and objects still in the caches. The
+ratio of the two columns is what the nine unrecorded steps between two records add to the
+record's Python by evicting its code and objects from the caches (on the MLP, a loaded 2-core
+host: the forward's hooks 1.5 to 2.7 times their every-step time, the host pass about 1.3
+times); ``-`` for a method every=1 does not call (``disarm``).
 
     python benchmarks/watch_floor.py [--cycles 300] [--clock wall|cpu] [--hooks 100]
 """
@@ -128,11 +134,11 @@ def _timed_hooks(spent: dict[str, int]) -> None:
         setattr(cls, name, timed)
 
 
-def _loop(kind: str, kernels):
+def _loop(kind: str, kernels, every: int = EVERY):
     torch.manual_seed(0)
     model = zoo.mlp([784, 100, 100, 100, 10])
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    rec = Watch(model, every=EVERY) if kind == "Watch" else \
+    rec = Watch(model, every=every) if kind == "Watch" else \
         Floor(model, kernels) if kind == "floor" else None
     return model, opt, rec
 
@@ -220,21 +226,27 @@ def main() -> None:
     if args.hooks > 0:
         spent: dict[str, int] = collections.defaultdict(int)
         _timed_hooks(spent)  # (a new Watch: the armed hooks are the methods bound at arming)
-        timed = _loop("Watch", kernels)
-        for _ in range(30):
-            cycle(*timed)
-        per: dict[str, list[int]] = {name: [] for name in HOOKS}
-        for _ in range(args.hooks):
-            spent.clear()
-            cycle(*timed)
-            for name in HOOKS:
-                per[name].append(spent[name])
+        per: dict[int, dict[str, list[float]]] = {}
+        for every in (EVERY, 1):
+            timed = _loop("Watch", kernels, every)
+            for _ in range(30):
+                cycle(*timed)
+            per[every] = {name: [] for name in HOOKS}
+            for _ in range(args.hooks):
+                spent.clear()
+                cycle(*timed)  # EVERY steps: one record at every=EVERY, EVERY at every=1
+                for name in HOOKS:
+                    per[every][name].append(spent[name] / 1e3 / (EVERY // every))
         print(f"Watch's methods, thread CPU time per cycle of {EVERY} steps, inclusive (step: "
               "all 10 calls; _changed: the arming call's too; the rest: the recorded step's); "
-              f"median [min..max] of {args.hooks} cycles (us)")
+              f"median [min..max] of {args.hooks} cycles (us); beside it every=1's per record "
+              "(step: one call, recording and arming) and the ratio")
         for name in HOOKS:
-            v = [t / 1e3 for t in per[name]]
-            print(f"  {name:15s}{statistics.median(v):8.1f}  [{min(v):.1f}..{max(v):.1f}]")
+            v, w = per[EVERY][name], per[1][name]
+            warm = statistics.median(w)
+            ratio = f"x{statistics.median(v) / warm:.1f}" if warm else "-"
+            print(f"  {name:15s}{statistics.median(v):8.1f}  [{min(v):.1f}..{max(v):.1f}]"
+                  f"   every=1 {warm:8.1f}  {ratio}")
 
 
 if __name__ == "__main__":
