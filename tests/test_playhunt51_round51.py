@@ -104,3 +104,25 @@ def test_the_activation_bands_of_a_diverged_torch_run_name_the_modules_not_drawn
     numpy_rows = pd.DataFrame(rows).drop(columns="module")
     title = " ".join(plot.activation_bands(numpy_rows).axes[0].get_title().split())
     assert "not drawn: not finite (NaN/inf) in layers 3-4 at step 5" in title, title
+
+
+def test_the_end_panel_names_the_modules_that_overflowed_as_its_axis_does():
+    """A diverged torch run's "at the end of training" panel said "layers 3-6: not finite
+    (NaN/inf)" under an axis whose ticks are the modules [0], [2], ..., [12]: no layer 3 or 6
+    to find. It names the modules, neighbours joined (``modules [4] to [10]``)."""
+    import numpy as np
+    import pandas as pd
+
+    from depthlab import plot
+
+    modules = {k: f"[{2 * (k - 1)}]" for k in range(1, 8)}
+    rows = []
+    for step in (0, 5):
+        for layer, module in modules.items():
+            bad = step == 5 and 3 <= layer <= 6
+            rows.append({"step": step, "layer": layer, "module": module,
+                         "quantity": "act_std", "value": np.nan if bad else 0.5 + layer})
+    fig = plot.activation_per_layer(pd.DataFrame(rows))
+    end = " ".join(fig.axes[1].get_title().split())
+    assert "modules [4] to [10]: not finite (NaN/inf)" in end, end
+    assert "layers 3-6" not in end, end

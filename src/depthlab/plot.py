@@ -328,9 +328,28 @@ def _first_last_values(table: Any, step: int | None = None,
 
 def _layer_span_text(layers: Sequence[int], names: dict[int, str], shown: int = 4) -> str:
     """``layers 1-298`` / ``layers 2, 5-7`` (the first ``shown`` runs, then ``...``), or the
-    module name of a single named layer."""
+    module name of a single named layer; named layers as their modules, neighbours joined
+    (``modules [4] to [10]``, the first two runs, then ``... (N in all)``)."""
     if len(layers) == 1:
         return _f.cut_labels([_f.layer_label(layers[0], names)], 28)[0]
+    if names:
+        # the axis is labelled by module name: a diverged torch run's end panel said "layers
+        # 3-6: not finite" beside ticks [0], [2], ..., [12], none of them a 3 or a 6
+        runs: list[list[int]] = []
+        for v in layers:
+            if runs and v == runs[-1][-1] + 1:
+                runs[-1].append(v)
+            else:
+                runs.append([v])
+        kept = min(len(runs), 2)
+        ends = _f.cut_labels([_f.layer_label(r[i], names) for r in runs[:kept]
+                              for i in ((0, -1) if len(r) > 1 else (0,))], 16)
+        parts, k = [], 0
+        for r in runs[:kept]:
+            parts.append(f"{ends[k]} to {ends[k + 1]}" if len(r) > 1 else ends[k])
+            k += 2 if len(r) > 1 else 1
+        return "modules " + ", ".join(parts) + (
+            f", ... ({len(layers)} in all)" if len(runs) > kept else "")
     return "layers " + _f.number_runs(layers, shown)
 
 
