@@ -123,3 +123,12 @@ def test_an_interrupted_run_keeps_its_finished_epochs(tmp_path, monkeypatch, cap
         assert list(store.runs()["status"]) == ["finished"]
         assert len(store.epochs(rid)) == 6
     assert (out / "models" / f"{rid}.npz").is_file()
+    # --overwrite of that finished run, interrupted: the finished run and its network stay
+    with monkeypatch.context() as m:
+        _interrupt_at(m, "on_epoch_end", 2)
+        assert main(["run", str(cfg), "--out", str(out), "-q", "--overwrite"]) == 130
+    err = capsys.readouterr().err
+    assert "not stored" in err and "(finished) is kept" in err, err
+    with Store(out, create=False, readonly=True) as store:
+        assert list(store.runs()["status"]) == ["finished"]
+    assert (out / "models" / f"{rid}.npz").is_file()

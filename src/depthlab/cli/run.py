@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         rec = train(prep, run_id=rid, name=args.name or cfg.get("name"), kind="run",
                     progress=progress_mode(args), keep_interrupted=True)
     except RunInterrupted as stop:
-        _store_interrupted(store, stop.record, args, replace=args.overwrite or resumes)
+        _store_interrupted(store, stop.record, replace=args.overwrite or resumes)
         raise
     except BaseException:
         store.close()
@@ -156,21 +156,28 @@ INTERRUPT_LOCK_WAIT_S = 1.0
 the store to keep the interrupted run (then it stops without)."""
 
 
+def _stored_status(store, rid: str) -> str | None:
+    """The status of the run stored as ``rid``; None when there is none (or it is
+    unreadable)."""
+    try:
+        return store.run(rid)["status"]
+    except Exception:  # noqa: BLE001 - none, or unreadable: not known
+        return None
+
+
 def _interrupted_only(store, rid: str) -> bool:
     """Whether the run stored as ``rid`` is an interrupted one (replaced without
     ``--overwrite``)."""
-    try:
-        return store.run(rid)["status"] == "interrupted"
-    except Exception:  # noqa: BLE001 - none, or unreadable: not known to be interrupted
-        return False
+    return _stored_status(store, rid) == "interrupted"
 
 
-def _store_interrupted(store, rec, args: argparse.Namespace, *, replace: bool) -> None:
+def _store_interrupted(store, rec, *, replace: bool) -> None:
     """Keep the record of a run interrupted after whole epochs (status ``interrupted``: its
     epochs, steps and probes so far; no network saved) and say so in one line; the interrupt
     then ends the command (130, 143). A store another process holds locked is waited for
-    :data:`INTERRUPT_LOCK_WAIT_S` at most; a run stored meanwhile by another process is not
-    replaced (without ``--overwrite``); a failed write or a second interrupt stores nothing
+    :data:`INTERRUPT_LOCK_WAIT_S` at most; a finished or diverged run of its id is never
+    replaced by it (``--overwrite`` included), a failed one only with ``--overwrite``, an
+    interrupted one always; a failed write or a second interrupt stores nothing
     (one transaction) and says so. Closes the store. An interrupted run stored nothing, its
     finished epochs lost with the rest."""
     import contextlib
@@ -189,7 +196,15 @@ def _store_interrupted(store, rec, args: argparse.Namespace, *, replace: bool) -
     try:
         with contextlib.suppress(Exception), store.lock_wait(INTERRUPT_LOCK_WAIT_S):
             try:
-                store.add_run(rec, replace=replace or _interrupted_only(store, rec.id))
+                kept = store.describe(rec.id)
+                if kept is not None and _stored_status(store, rec.id) in ("finished",
+                                                                          "diverged"):
+                    # --overwrite of a finished run: the interrupted one does not replace it
+                    # (nor is that run's network left as predict's answer for it)
+                    reason = f"{kept} is kept"
+                else:
+                    store.add_run(rec, replace=kept is not None and (
+                        replace or _interrupted_only(store, rec.id)))
             except RunExistsError:
                 reason = "another process stored a run of this config meanwhile"
             except (StoreError, OSError) as e:
