@@ -126,3 +126,16 @@ def test_the_end_panel_names_the_modules_that_overflowed_as_its_axis_does():
     end = " ".join(fig.axes[1].get_title().split())
     assert "modules [4] to [10]: not finite (NaN/inf)" in end, end
     assert "layers 3-6" not in end, end
+
+
+def test_a_zero_gradient_summary_names_saturated_bounded_units(browser, server):
+    """tanh trained by Adam at lr 10 saturates every unit at ±1 (tanh' = 1 - 1 = 0 in float32):
+    the summary "The gradient is exactly 0 in layers 1-6" listed dead units, a step function,
+    zero weights and underflow, never the saturation its histograms showed."""
+    from helpers.browser import checked_page
+
+    with checked_page(browser, 1000, 800) as pg:
+        pg.goto(server.url + "?model.depth=3&model.width=4&model.init=zeros")
+        pg.wait_for_function("() => document.getElementById('grad-summary').dataset.zero === '3'")
+        text = " ".join(pg.locator("#grad-summary .zero").text_content().split())
+        assert "saturated at their bounds (tanh, sigmoid" in text, text

@@ -1034,7 +1034,10 @@ function onUpdate(m) {
     // (a long list shortened as the update note's: a 1000-block net's scattered zeros listed
     // every run of nonlinearities)
     gs.append(".", el("span", "note zero", ` The gradient is exactly 0 in ` +
-      `${fewLayers(zero, layers.length)} (a zero derivative: dead units, a step function; ` +
+      `${fewLayers(zero, layers.length)} (a zero derivative: dead units, a step function, ` +
+      // (tanh trained at lr 10 sat at ±1 in every unit, tanh' = 1 - 1 = 0: the list named
+      // neither a bound nor saturation, the reason Glorot & Bengio's figures are about)
+      "bounded units saturated at their bounds (tanh, sigmoid: f'(s) rounds to 0); " +
       // (init zeros: tanh'(0) = 1, no unit dead, the gradient 0 for the weights above)
       "weights of 0 above the layer (init zeros or constant 0); or values below the smallest " +
       `${(S.ready.config.model.dtype || "float32")} number): not drawn on the log scale.`));
