@@ -183,3 +183,59 @@ def test_predict_takes_a_hand_written_softsign_as_the_module() -> None:
     functional, twin, x, y = _pair(lambda h: h / (h.abs() + 1), nn.Softsign())
     got, want = dlt.predict(functional, x, y, CE), dlt.predict(twin, x, y, CE)
     np.testing.assert_allclose(got.predicted.to_numpy(), want.predicted.to_numpy(), rtol=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------
+# F.threshold in a forward: its autograd node keeps the threshold but not the value; it gave no
+# rows in dlt.probe / dlt.Watch and dlt.predict refused ('the torch operation Threshold');
+# now the value is read from the output a later operation saved (probe) or from the call
+# (predict): nn.Threshold's rows and prediction
+
+
+class _ConvThreshold(nn.Module):
+    def __init__(self, th: float, value: float) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(2, 4, 3, padding=1), nn.Linear(4 * 6 * 6, 5)
+        self.th, self.value = th, value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(nn.functional.threshold(self.conv(x), self.th, self.value).flatten(1))
+
+
+@pytest.mark.parametrize("th,value", [(0.1, 20.0), (0.0, -0.5), (-0.2, 0.0)])
+def test_functional_threshold_has_the_modules_rows(th: float, value: float) -> None:
+    functional, twin, x, y = _pair(lambda h: nn.functional.threshold(h, th, value),
+                                   nn.Threshold(th, value))
+    got, want = _table(dlt.probe(functional, x, y, CE)), _table(dlt.probe(twin, x, y, CE))
+    assert (1, "act_std") in got and (2, "dead_frac") in got, sorted(got)
+    assert got.keys() == want.keys()
+    for k, v in want.items():
+        assert math.isclose(got[k], v, rel_tol=1e-12, abs_tol=1e-15) or (
+            math.isnan(v) and math.isnan(got[k])), k
+    with torch.no_grad():  # float64 reference of layer b's activation
+        s = functional.b(nn.functional.threshold(functional.a(x), th, value))
+        act = torch.where(s > th, s, torch.full_like(s, value))
+    assert math.isclose(got[(2, "act_std")], float(act.std(correction=0)), rel_tol=1e-12)
+    assert math.isclose(got[(2, "act_mean")], float(act.mean()), rel_tol=1e-12)
+    assert math.isclose(got[(2, "dead_frac")], float((s <= th).all(dim=0).double().mean()),
+                        abs_tol=1e-15)
+    p, q = dlt.predict(functional, x, y, CE), dlt.predict(twin, x, y, CE)
+    np.testing.assert_allclose(p.predicted.to_numpy(), q.predicted.to_numpy(), rtol=1e-12)
+
+
+def test_functional_threshold_before_a_flatten_and_in_watch() -> None:
+    torch.manual_seed(0)
+    model = _ConvThreshold(0.05, 3.0).to(D)
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(8, 2, 6, 6, generator=g, dtype=D), torch.randint(0, 5, (8,), generator=g)
+    got = _table(dlt.probe(model, x, y, CE))
+    with torch.no_grad():
+        act = nn.functional.threshold(model.conv(x), 0.05, 3.0)
+    assert math.isclose(got[(1, "act_std")], float(act.std(correction=0)), rel_tol=1e-12)
+    with dlt.Watch(model, every=1, theory=False) as w:
+        loss = CE(model(x), y)
+        loss.backward()
+        w.step(loss)
+    frame = w.frame()
+    row = _table(frame[frame.step == 0])
+    assert math.isclose(row[(1, "act_std")], got[(1, "act_std")], rel_tol=1e-9)

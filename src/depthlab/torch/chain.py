@@ -311,6 +311,17 @@ def chain(model: nn.Module, x: Any, y: Any = None,
             if not in_act[0]:
                 _record_scale(name, args, kwargs, out, scales, reads)
             return
+        if name in _THRESHOLDS:  # F.threshold(s, th, value): its node keeps no value
+            t_in = kwargs.get("input", args[0] if args else None)
+            th = kwargs.get("threshold", args[1] if len(args) > 1 else None)
+            value = kwargs.get("value", args[2] if len(args) > 2 else None)
+            if isinstance(out, torch.Tensor) and out.grad_fn is not None \
+                    and isinstance(t_in, torch.Tensor) and t_in.grad_fn is not None \
+                    and out is not t_in and isinstance(th, (int, float)) \
+                    and isinstance(value, (int, float)) and not kwargs.get("inplace"):
+                composites[out.grad_fn] = (t_in.grad_fn, t_in.output_nr,
+                                           nn.Threshold(float(th), float(value)))
+            return
         if name in _COMPOSITE_ACTS:
             t_in = kwargs.get("input", args[0] if args else None)
             if isinstance(out, torch.Tensor) and out.grad_fn is not None \
@@ -1114,6 +1125,11 @@ _COMPOSITE_ACTS: dict[str, Callable[[], nn.Module]] = {"softsign": nn.Softsign,
 """Functional activations that torch computes as several operations (``F.softsign``: ``x /
 (1 + |x|)``), found by their call (:class:`_Functions`), as their module."""
 
+_THRESHOLDS = frozenset({"_threshold", "threshold"})
+"""``F.threshold`` (its Python function is ``_threshold``), ``torch.threshold``: an activation
+whose autograd node keeps no ``value``, read from the call as ``nn.Threshold(threshold,
+value)``."""
+
 _RESHAPES = frozenset({"flatten", "view", "reshape", "view_as", "reshape_as", "contiguous",
                        "unflatten", "squeeze", "unsqueeze", "clone"})
 """Functions (``torch.flatten``, tensor methods) whose output holds every value of their input in
@@ -1138,7 +1154,7 @@ class _Functions(TorchFunctionMode):
         name = getattr(func, "__name__", "")
         if name and ("pool" in name or "dropout" in name or name in _RESHAPES
                      or name in ("mean", "amax") or name in _ADDS or name in _SCALES
-                     or name in _COMPOSITE_ACTS):
+                     or name in _COMPOSITE_ACTS or name in _THRESHOLDS):
             try:
                 self.on_call(name, args, kwargs, out)
             except (TypeError, ValueError, RuntimeError, IndexError):  # arguments no module

@@ -25,7 +25,10 @@ follower; an output changed in place before the end of the forward (``h += skip`
 but that activation has no follower; ``x * torch.sigmoid(x)`` is SiLU,
 ``x * torch.tanh(F.softplus(x))`` Mish, ``x - torch.tanh(x)`` (``F.tanhshrink``) Tanhshrink
 and ``x / (x.abs() + 1)`` (``F.softsign``) Softsign, its constant checked on the division's
-saved tensors (:func:`_softsign_of`) (a sigmoid gating its own input is no sigmoid
+saved tensors (:func:`_softsign_of`); ``F.threshold(h, th, value)``, whose node keeps no
+``value``, is ``nn.Threshold`` where a later operation saved its output (the next layer's
+input), from which ``value`` is read (:func:`_threshold_key`; else no rows) (a sigmoid gating
+its own input is no sigmoid
 activation, nor is that tanh a tanh activation); ``h.clamp(min=0)`` (``torch.clamp(h, 0)``,
 ``torch.clamp_min(h, 0)``) is ReLU and
 ``h.clamp(lo, hi)`` Hardtanh (ReLU6 for 0, 6), their bounds the node's saved scalars; a clamp
@@ -362,6 +365,8 @@ def _follower(t: torch.Tensor, cons: dict) -> tuple | None:
                 found.append((c, node, nr))
             elif name == "DivBackward0" and j == 0 and _softsign_of(c) == (node, nr):
                 found.append((c, node, nr))  # F.softsign: x / (x.abs() + 1) in Python
+            elif name == "ThresholdBackward0" and j == 0:
+                found.append((c, node, nr))  # F.threshold: its value read below
             elif name == _HOOK_NODE:
                 frontier.append((c, j))
             elif j == 0 and _VIEW.fullmatch(name):
@@ -369,7 +374,9 @@ def _follower(t: torch.Tensor, cons: dict) -> tuple | None:
     if not found:
         return None
     act, src, nr = min(found, key=lambda f: _seq(f[0]))
-    key = _settings(act) if act.name() in ACT_NODES else (nn.Softsign,)
+    name = act.name()
+    key = _settings(act) if name in ACT_NODES else (nn.Softsign,) \
+        if name == "DivBackward0" else _threshold_key(act, cons)
     if key is None:
         return None
     # combined with the very tensor it reads: x * sigmoid(x) (SiLU), x - tanh(x) (Tanhshrink:
@@ -540,6 +547,66 @@ def _softsign_of(node) -> tuple | None:
     with torch.no_grad():
         a, b = a.detach().flatten()[:256], b.detach().flatten()[:256]
         return x if torch.equal(b, a.abs() + 1) else None
+
+
+def _raw(node, name: str) -> torch.Tensor | None:
+    """The tensor ``node`` saved as ``name`` without unpacking it, None where a user's
+    saved-tensor hooks were set on it (their ``unpack`` would run) or it is unreadable."""
+    try:
+        r = getattr(node, f"_raw_saved_{name}")
+        if r.unpack_hook is not None:
+            return None
+        t = r.data
+    except (AttributeError, RuntimeError, TypeError):
+        return None
+    return t if isinstance(t, torch.Tensor) else None
+
+
+def _threshold_key(node, cons: dict) -> tuple | None:
+    """``(nn.Threshold, threshold, value)`` of an ``F.threshold(s, threshold, value)`` node:
+    ``f(s) = s`` for ``s > threshold``, else ``value``. The node keeps ``threshold`` and ``s``
+    but not ``value``, which is read from the output itself where a later operation saved it
+    (the next layer's input: ``addmm``'s ``mat1``, a conv's ``input``; through views of all
+    of it in the same order): a saved tensor of ``s``'s size equal to ``s`` wherever ``s >
+    threshold`` and to one number elsewhere (that number is ``value``). None where no such
+    tensor is found (no rows rather than a guessed value) or ``s`` cannot be read."""
+    try:
+        th = float(node._saved_threshold)
+    except (AttributeError, RuntimeError, TypeError, ValueError):
+        return None
+    s = _raw(node, "self")
+    if s is None:
+        return None
+    with torch.no_grad():
+        s = s.detach()
+        keep = s > th
+        flat_keep, flat_s = keep.reshape(-1), s.reshape(-1)
+        if bool(flat_keep.all()):
+            return (nn.Threshold, th, th)  # no entry at its value: any value gives these rows
+        frontier, guard = [node], 0
+        while frontier and guard < 16:
+            guard += 1
+            n = frontier.pop()
+            for c, j, out_nr in cons.get(n, ()):
+                if out_nr != 0:
+                    continue
+                if j == 0 and _VIEW.fullmatch(c.name()) and not c.name().startswith(
+                        ("Permute", "Transpose", "T")):
+                    frontier.append(c)
+                    continue
+                for attr in dir(c):
+                    if not attr.startswith("_raw_saved_"):
+                        continue
+                    t = _raw(c, attr[len("_raw_saved_"):])
+                    if t is None or t.numel() != s.numel() or t.dtype != s.dtype \
+                            or t.device != s.device:
+                        continue
+                    f = t.detach().reshape(-1)
+                    rest = f[~flat_keep]
+                    if torch.equal(f[flat_keep], flat_s[flat_keep]) \
+                            and bool((rest == rest[0]).all()):
+                        return (nn.Threshold, th, float(rest[0]))
+    return None
 
 
 def hand_written(node) -> tuple | None:
