@@ -132,3 +132,20 @@ def test_an_interrupted_run_keeps_its_finished_epochs(tmp_path, monkeypatch, cap
     with Store(out, create=False, readonly=True) as store:
         assert list(store.runs()["status"]) == ["finished"]
     assert (out / "models" / f"{rid}.npz").is_file()
+
+
+def test_an_interrupted_run_with_json_prints_its_stored_record(tmp_path, monkeypatch, capsys):
+    """`run --json` stopped by Ctrl-C printed nothing on stdout (a script reading the record
+    failed on empty input, as `sweep --json` did before round 47); now the record stored as
+    interrupted, exit 130."""
+    import json
+
+    from depthlab.cli import main
+
+    cfg = tmp_path / "stopped.toml"
+    cfg.write_text(RUN_TOML)
+    _interrupt_at(monkeypatch, "on_epoch_end", 3)
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o"), "--json"]) == 130
+    out = json.loads(capsys.readouterr().out)
+    assert out["status"] == "interrupted" and out["network"] is None
+    assert 3 <= out["metrics"]["epochs"] < 6 and out["store"].endswith("depthlab.db")

@@ -30,7 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "it such a run is refused before training")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     p.add_argument("--json", action="store_true",
-                   help="print the run's record as JSON on stdout (messages go to stderr)")
+                   help="print the run's record as JSON on stdout (messages go to stderr; "
+                   "also for a run stored as interrupted)")
     p.epilog = ("exit status: 0 finished; 1 failed (stored as failed); 2 bad input (nothing "
                 f"trained) or a store that cannot be written; {DIVERGED_STATUS} diverged "
                 "(stored as diverged, no network saved); "
@@ -115,7 +116,9 @@ def run(args: argparse.Namespace) -> int:
         rec = train(prep, run_id=rid, name=args.name or cfg.get("name"), kind="run",
                     progress=progress_mode(args), keep_interrupted=True)
     except RunInterrupted as stop:
-        _store_interrupted(store, stop.record, replace=args.overwrite or resumes)
+        if _store_interrupted(store, stop.record, replace=args.overwrite or resumes) \
+                and args.json:  # a script reading the record got empty input
+            _print_json(stop.record, store, None)
         raise
     except BaseException:
         store.close()
@@ -133,15 +136,7 @@ def run(args: argparse.Namespace) -> int:
     if network is not None:
         echo(f"network: {network}")
     if args.json:
-        import json
-
-        from ..experiments.store import jsonable
-
-        print(json.dumps(jsonable({
-            "id": rec.id, "name": rec.name, "kind": rec.kind, "status": rec.status,
-            "config": rec.config, "metrics": rec.metrics, "divergence": rec.divergence,
-            "error": rec.error, "seconds": rec.seconds, "store": str(store.path),
-            "network": None if network is None else str(network)}), indent=1))
+        _print_json(rec, store, network)
     if rec.divergence:
         print(f"depthlab: {rec.divergence.get('message', 'training diverged')}", file=sys.stderr)
     if rec.status == "failed":
@@ -149,6 +144,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"depthlab: run {rec.id} failed: {first}", file=sys.stderr)
     echo(f"results: {store.path}")
     return run_status(rec.status)
+
+
+def _print_json(rec, store, network) -> None:
+    """``--json``: the run's record (id, name, kind, status, config, metrics, divergence,
+    error, seconds, store, network) as one JSON object on stdout."""
+    import json
+
+    from ..experiments.store import jsonable
+
+    print(json.dumps(jsonable({
+        "id": rec.id, "name": rec.name, "kind": rec.kind, "status": rec.status,
+        "config": rec.config, "metrics": rec.metrics, "divergence": rec.divergence,
+        "error": rec.error, "seconds": rec.seconds, "store": str(store.path),
+        "network": None if network is None else str(network)}), indent=1))
 
 
 INTERRUPT_LOCK_WAIT_S = 1.0
@@ -171,15 +180,15 @@ def _interrupted_only(store, rid: str) -> bool:
     return _stored_status(store, rid) == "interrupted"
 
 
-def _store_interrupted(store, rec, *, replace: bool) -> None:
+def _store_interrupted(store, rec, *, replace: bool) -> bool:
     """Keep the record of a run interrupted after whole epochs (status ``interrupted``: its
     epochs, steps and probes so far; no network saved) and say so in one line; the interrupt
     then ends the command (130, 143). A store another process holds locked is waited for
     :data:`INTERRUPT_LOCK_WAIT_S` at most; a finished or diverged run of its id is never
     replaced by it (``--overwrite`` included), a failed one only with ``--overwrite``, an
     interrupted one always; a failed write or a second interrupt stores nothing
-    (one transaction) and says so. Closes the store. An interrupted run stored nothing, its
-    finished epochs lost with the rest."""
+    (one transaction) and says so. Closes the store; returns whether the record is stored.
+    An interrupted run stored nothing, its finished epochs lost with the rest."""
     import contextlib
     import dataclasses
     import time
@@ -218,6 +227,7 @@ def _store_interrupted(store, rec, *, replace: bool) -> None:
     else:
         print(f"depthlab: {what}: not stored"
               + (f" ({reason})" if reason else ""), file=sys.stderr)
+    return stored
 
 
 def _store_with_network(store, rec, prep, args: argparse.Namespace, *,
