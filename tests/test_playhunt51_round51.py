@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 
 def _set_field(pg, key: str, value: str) -> None:
     el = pg.locator(f'[name="{key}"]')
@@ -139,3 +141,32 @@ def test_a_zero_gradient_summary_names_saturated_bounded_units(browser, server):
         pg.wait_for_function("() => document.getElementById('grad-summary').dataset.zero === '3'")
         text = " ".join(pg.locator("#grad-summary .zero").text_content().split())
         assert "saturated at their bounds (tanh, sigmoid" in text, text
+
+
+@pytest.mark.parametrize("steps", [(0, 1), (0, 5)])
+def test_the_percentile_legend_of_a_short_run_covers_no_error_bar(steps):
+    """A one-step run (``batch_size = "full"``, one epoch) draws its layer's percentiles as an
+    error bar per step: the legend ("median", "15–85th pct (few steps)"), placed by
+    matplotlib's "best", which does not see an error bar's lines, sat across the last bar."""
+    import numpy as np
+    import pandas as pd
+
+    from depthlab.report.figures import percentile_bands
+
+    # (a 3 x 16 ReLU net's last layer: its median drifts a little, its bars span the axes)
+    values = {"pre_p2": (-0.538, -0.538), "pre_p15": (-0.177, -0.174),
+              "pre_p50": (0.0196, 0.0177), "pre_p85": (0.297, 0.281),
+              "pre_p98": (0.864, 0.821), "pre_std": (0.295, 0.287), "act_std": (0.221, 0.212)}
+    rows = [{"step": step, "layer": 3, "quantity": q, "value": v[i]}
+            for i, step in enumerate(steps) for q, v in values.items()]
+    fig = percentile_bands(pd.DataFrame(rows))
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    box = ax.get_legend().get_window_extent(fig.canvas.get_renderer())
+    bars = [c for c in ax.collections if len(c.get_segments())]
+    assert bars, "no error bars drawn"
+    for c in bars:
+        for seg in c.get_segments():
+            (x0, y0), (x1, y1) = ax.transData.transform(np.asarray(seg, float))
+            crosses = box.x0 <= x0 <= box.x1 and min(y0, y1) <= box.y1 and max(y0, y1) >= box.y0
+            assert not crosses, (box, seg)

@@ -895,6 +895,9 @@ def percentile_bands(probes: pd.DataFrame | None, layer: int | None = None,
                     label=f"{k:g}th pct")
     ax.plot(x, p50.to_numpy(float), "o-" if len(x) < 3 else "-", color=OKABE_ITO[3],
             linewidth=1.8, markersize=4, label="median")
+    from matplotlib.lines import Line2D
+
+    bar_lines: list[Line2D] = []
     if few and pairs:
         lo, hi = pairs[-1]
         with np.errstate(invalid="ignore"):  # inf - inf at a step not drawn
@@ -903,6 +906,11 @@ def percentile_bands(probes: pd.DataFrame | None, layer: int | None = None,
                                     q(_pct(hi)).to_numpy(float) - m],
                         fmt="none", ecolor=color, capsize=4,
                         label=f"{lo:g}–{hi:g}th pct (few steps)")
+        # the legend's "best" place reads lines, not an error bar's LineCollection: a one-step
+        # run's legend sat across its last bar; each bar is shown to it as a line (not drawn)
+        bar_lines = [Line2D([xi, xi], [a, b], visible=False) for xi, a, b in
+                     zip(x, q(_pct(lo)).to_numpy(float), q(_pct(hi)).to_numpy(float))
+                     if np.isfinite(a) and np.isfinite(b)]
     ax.set_xlabel("training step")
     ax.set_ylabel(f"{what} value")
     # a diverged run's band at its last finite step (±1e29) drew every earlier step's (±2)
@@ -914,6 +922,8 @@ def percentile_bands(probes: pd.DataFrame | None, layer: int | None = None,
         if not finite.all() else ""
     ax.set_title(f"Percentiles of {layer_label(layer, layer_names(probes))}'s {what} over "
                  f"training{note}", fontsize=10 if note else None)
+    for bar in bar_lines:  # what "best" sees of the error bars (see above), not drawn
+        ax.add_line(bar)
     _legend(ax, loc="best")
     return fig
 
