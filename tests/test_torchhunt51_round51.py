@@ -239,3 +239,13 @@ def test_functional_threshold_before_a_flatten_and_in_watch() -> None:
     frame = w.frame()
     row = _table(frame[frame.step == 0])
     assert math.isclose(row[(1, "act_std")], got[(1, "act_std")], rel_tol=1e-9)
+
+
+def test_grayscale_into_a_three_channel_conv_says_one_channel():
+    """Regression: 'x has shape (4, 1, 8, 8), 1 channels in dimension 1'."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    x, y = torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 0, 1])
+    with pytest.raises(ValueError, match=r"^x has shape \(4, 1, 8, 8\), 1 channel in dimension "
+                       r"1, but .*in_channels=3") as e:
+        dlt.probe(model, x, y, CE)
+    assert "1 channels" not in str(e.value)

@@ -1113,10 +1113,12 @@ def _wrong_shape(model: nn.Module, x: Any, exc: BaseException, said: str) -> str
                 # its batch dimension, as torch reads it: its channels on axis 0 (the line
                 # said 'dimension 1' and a shape of too few dimensions, (8, 3, 6))
                 return (f"x has shape {shape}, read as one example without a batch dimension "
-                        f"(C, {spatial}), {got} channels in dimension 0, but "
+                        f"(C, {spatial}), {got} channel{'s' if got != 1 else ''} in "
+                        "dimension 0, but "
                         f"{where} expects in_channels={want}; expected a batch "
                         f"(N, {want}, {spatial}) or one example {(want, *shape[1:])}")
-            return (f"x has shape {shape}, {got} channels in dimension 1, but {where} "
+            return (f"x has shape {shape}, {got} channel{'s' if got != 1 else ''} in "
+                    f"dimension 1, but {where} "
                     f"expects in_channels={want}; expected x of shape "
                     f"{(shape[0], want, *shape[2:])}")
         if (hit := _DIMS.search(said)) is not None:
