@@ -403,6 +403,8 @@ def compare_trees(args, networks: dict, gen) -> None:
     sides = {"old": Worker(args.old), "new": Worker(new_src)}
     print(f"old: {sides['old'].package}\nnew: {sides['new'].package}")
     tmp = tempfile.TemporaryDirectory()
+    load_before = os.getloadavg()
+    results: dict[str, dict] = {}
     try:
         for label, spec in networks.items():
             if args.quick and spec["sizes"][1] == 2048 or args.only and args.only not in label:
@@ -431,6 +433,8 @@ def compare_trees(args, networks: dict, gen) -> None:
                         times[s][m].append(got["cpu"])
                         hooks[s][m].append(got["f"])
                     k += 1
+            results[label] = {"steps": steps, "records_identical": same, "times": times,
+                              "hooks": hooks}
             print(f"\n{label}: {steps} steps per run, {args.rounds} rounds; records identical "
                   f"(every=1, 12 steps, frame and histograms): {'yes' if same else 'NO'}")
             print(f"  {'mode':52s} {'old ms':>22s} {'new ms':>22s}  overhead old -> new "
@@ -460,6 +464,12 @@ def compare_trees(args, networks: dict, gen) -> None:
             w.close()
         tmp.cleanup()
     print(f"\nload average {os.getloadavg()[0]:.1f} after")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"rounds": args.rounds, "load_before": load_before,
+                       "load_after": os.getloadavg(), "goals": GOALS,
+                       "sides": {s: w.package for s, w in sides.items()},
+                       "results": results}, fh)
 
 
 if __name__ == "__main__":

@@ -93,3 +93,24 @@ def test_breakdown_replay_leaves_the_records_unchanged():
     assert plain.histograms().equals(replayed.histograms())
     assert len(timers.calls["statistics, in the run"]) == 5
     assert len(timers.calls["statistics, replayed warm"]) == 5
+
+
+def test_old_against_itself_records_identical_and_writes_json(tmp_path):
+    """``--old`` end to end with this checkout on both sides (one round, the smallest run):
+    both sides record the same values, the JSON holds each side's times of every mode."""
+    import json
+
+    out = tmp_path / "ab.json"
+    res = subprocess.run([sys.executable, str(BENCH / "probe_overhead.py"), "--old",
+                          str(ROOT / "src"), "--no-startup", "--goals-only", "--only",
+                          "sigmoid", "--rounds", "1", "--steps", "10", "--json", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "records identical (every=1, 12 steps, frame and histograms): yes" in res.stdout
+    got = json.loads(out.read_text())
+    (label, result), = got["results"].items()
+    assert "sigmoid" in label and result["records_identical"] is True
+    for side in ("old", "new"):
+        assert set(result["times"][side]) == {"no probes", "every=10, training batch",
+                                              "every=1, training batch"}
+        assert all(len(t) == 1 and t[0] > 0 for t in result["times"][side].values())
