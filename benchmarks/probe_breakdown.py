@@ -49,6 +49,8 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from types import ModuleType
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -107,7 +109,8 @@ class Timers:
             return out
         return timed
 
-    def statistics(self, fn, kernels, layer):
+    def statistics(self, fn: Callable, kernels: ModuleType | None, layer: Callable | None
+                   ) -> Callable:
         """``ProbeRecorder._statistics`` timed as ``statistics, in the run``, then replayed
         (every probe point's kernel again, ``layer`` the unwrapped kernel) as ``statistics,
         replayed warm``; the replay's time is left out of the hook's."""

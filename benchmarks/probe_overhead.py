@@ -394,7 +394,8 @@ class Worker:
         self.proc.wait()
 
 
-def compare_trees(args, networks: dict, gen) -> None:
+def compare_trees(args: argparse.Namespace, networks: dict, gen: np.random.Generator
+                  ) -> None:
     """``--old``: every mode of every network with the old tree and this checkout's, in
     worker processes, interleaved (module docstring)."""
     import depthlab
