@@ -149,3 +149,38 @@ def test_an_interrupted_run_with_json_prints_its_stored_record(tmp_path, monkeyp
     out = json.loads(capsys.readouterr().out)
     assert out["status"] == "interrupted" and out["network"] is None
     assert 3 <= out["metrics"]["epochs"] < 6 and out["store"].endswith("depthlab.db")
+
+
+def test_a_second_ctrl_c_while_the_interrupted_run_is_stored_stores_nothing(tmp_path,
+                                                                           monkeypatch,
+                                                                           capsys):
+    """The interrupted run's write can take seconds (906,000 probe rows: 3.5 s); a second
+    Ctrl-C during it stops the write: nothing of the run is stored, the store stays whole,
+    exit 130."""
+    import os
+    import signal
+
+    import depthlab.experiments.store as store_mod
+    from depthlab.cli import main
+    from depthlab.experiments import Store
+
+    cfg = tmp_path / "stopped.toml"
+    cfg.write_text(RUN_TOML)
+    out = tmp_path / "o"
+    _interrupt_at(monkeypatch, "on_epoch_end", 2)
+    monkeypatch.setattr(store_mod, "INTERRUPT_CHECK_OPS", 1)
+    add = store_mod.Store._add_run
+
+    def ctrl_c_in_the_write(self, record, replace):
+        with self._transaction() as c:  # the lock taken, as the write's own
+            c.execute("SELECT 1 FROM runs")
+        os.kill(os.getpid(), signal.SIGINT)
+        return add(self, record, replace)
+
+    monkeypatch.setattr(store_mod.Store, "_add_run", ctrl_c_in_the_write)
+    assert main(["run", str(cfg), "--out", str(out), "-q"]) == 130
+    err = capsys.readouterr().err
+    assert "storing it" in err and "stored as interrupted" not in err, err
+    with Store(out, create=False, readonly=True) as store:
+        assert store.runs().empty
+        assert store._conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
