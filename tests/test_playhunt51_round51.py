@@ -170,3 +170,28 @@ def test_the_percentile_legend_of_a_short_run_covers_no_error_bar(steps):
             (x0, y0), (x1, y1) = ax.transData.transform(np.asarray(seg, float))
             crosses = box.x0 <= x0 <= box.x1 and min(y0, y1) <= box.y1 and max(y0, y1) >= box.y0
             assert not crosses, (box, seg)
+
+
+def test_the_doctor_on_a_setup_that_failed_to_load_says_why(server, monkeypatch, tmp_path):
+    """The doctor pressed on a setup whose data set could not load answered "the doctor needs a
+    network: wait until the setup has loaded" (a wait for nothing), over the failure's reason."""
+    import json
+
+    from websockets.sync.client import connect
+
+    monkeypatch.setenv("DEPTHLAB_FASHION_MNIST", str(tmp_path))  # an empty folder: no files
+    with connect(server.url.replace("http://", "ws://") + "ws") as ws:
+        ws.send(json.dumps({"cmd": "setup", "query": {"data.name": "fashion-mnist"}}))
+        deadline = time.monotonic() + 60
+        while True:
+            m = json.loads(ws.recv(timeout=max(deadline - time.monotonic(), 0.1)))
+            if m["type"] == "error" and "Fashion-MNIST" in m["message"]:
+                break  # the session's failure (its "failed" state follows)
+        ws.send(json.dumps({"cmd": "doctor"}))
+        while True:
+            m = json.loads(ws.recv(timeout=max(deadline - time.monotonic(), 0.1)))
+            if m["type"] == "error" and m.get("doctor"):
+                break
+    assert "wait until" not in m["message"], m
+    assert m["message"].startswith("the doctor needs a network: this setup failed: "), m
+    assert "Fashion-MNIST files not found" in m["message"], m

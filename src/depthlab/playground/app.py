@@ -800,6 +800,14 @@ class _Tab:
                            "message": f"the doctor needs a network: the setup was refused: "
                                       f"{message}"})
             return
+        failure = getattr(session, "failure", None) if session is not None else None
+        if failure and session is not None and session.prep is None:
+            # a setup that failed to load (no Fashion-MNIST files) has no network to wait for:
+            # "wait until the setup has loaded" replaced its reason with a wait for nothing
+            self._enqueue({"type": "error", "key": None, "doctor": True,
+                           "message": "the doctor needs a network: this setup failed: "
+                                      f"{failure.rstrip('.')}. Fix the setup or press reset"})
+            return
         if session is None or session.prep is None or self.setup is None:
             # ``doctor``: the page enables its button again (disabled when pressed)
             self._enqueue({"type": "error", "key": None, "doctor": True,
