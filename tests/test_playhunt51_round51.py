@@ -195,3 +195,20 @@ def test_the_doctor_on_a_setup_that_failed_to_load_says_why(server, monkeypatch,
     assert "wait until" not in m["message"], m
     assert m["message"].startswith("the doctor needs a network: this setup failed: "), m
     assert "Fashion-MNIST files not found" in m["message"], m
+
+
+def test_the_loss_panel_says_the_train_loss_includes_the_weight_penalty(browser, server):
+    """With l2 = 1 the train loss read 300 beside a held-out loss of 0.69 (the trainer's loss
+    is the data loss plus l2 · Σw², the held-out loss the data loss alone): the loss panel said
+    nothing of the penalty."""
+    from helpers.browser import checked_page
+
+    with checked_page(browser, 1000, 800) as pg:
+        pg.goto(server.url + "?model.depth=2&model.width=4&train.l2=0.5")
+        pg.wait_for_function("() => document.getElementById('loss-rows').textContent !== ''")
+        text = " ".join(pg.locator("#loss-rows").text_content().split())
+        assert "the train loss includes the weight penalty 0.5 · Σw²" in text, text
+        assert "the held-out loss does not" in text, text
+        pg.goto(server.url + "?model.depth=2&model.width=4&train.l2=0")
+        pg.wait_for_function("() => document.getElementById('loss-rows').textContent !== ''")
+        assert "penalty" not in pg.locator("#loss-rows").text_content()
