@@ -40,3 +40,45 @@ def test_a_batch_norm_at_batch_size_one_is_named_with_the_batch_size():
     with pytest.raises(ValueError, match=r"^BatchNorm1d '2' is in training mode.*expected "
                                          r"batch_size 2 or more \(got 1\)"):
         dlt.doctor(make, _images(), steps=2, batch_size=1, verify=False)
+
+
+def _he_relu_cnn() -> nn.Module:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                          nn.ReLU(), nn.Flatten(), nn.Linear(8 * 32 * 32, 10))
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+    return model
+
+
+def test_a_he_relu_cnn_on_cifar_like_images_has_no_dead_units_by_its_kernel_size():
+    """Regression: the dead-unit statistics counted a convolution's units as its fan_out
+    (out_channels x kernel size: 72 for 8 channels of 3x3) while ``dead_frac`` is a fraction
+    of its 8 channels, so 5 of 8 channels off after 20 steps read as 'died in training, 8.09
+    standard errors' and a healthy He-initialized ReLU CNN on CIFAR-like 3x32x32 images (train
+    loss 0.002) got a dead_relu finding; with 8 units it is 2.7 standard errors, within
+    chance."""
+    import numpy as np
+
+    g = np.random.default_rng(0)
+    templates = g.normal(size=(10, 3, 32, 32)).astype(np.float32)
+    y = g.integers(0, 10, 400)
+    x = (templates[y] + 2 * g.normal(size=(400, 3, 32, 32))).astype(np.float32)
+    diag = dlt.doctor(_he_relu_cnn, (x, y), steps=20, verify=False)
+    assert diag.finding("dead_relu") is None, str(diag)
+    assert diag.healthy, str(diag)
+
+
+def test_the_dead_unit_count_of_a_layer_is_its_units_not_its_fan_out():
+    """The rules read a layer's units from ``dense.units`` where given (a convolution's
+    channels), else ``dense.fan_out`` (a Dense layer's units, the NumPy engine's)."""
+    from types import SimpleNamespace
+
+    from depthlab.diagnosis.rules import _layer_units
+    from depthlab.torch.doctor import _Fans
+
+    ctx = SimpleNamespace(points=[SimpleNamespace(index=1, dense=_Fans(27, 72, units=8)),
+                                  SimpleNamespace(index=2, dense=_Fans(64, 32)),
+                                  SimpleNamespace(index=3, dense=None)])
+    assert _layer_units(ctx) == {1: 8, 2: 32}

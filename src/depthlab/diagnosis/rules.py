@@ -1215,9 +1215,17 @@ def _flat_everywhere(ctx: RunContext, index: int | None = None) -> bool:
 
 
 def _layer_units(ctx: RunContext) -> dict[int, int]:
-    """Units (``fan_out`` of the Dense layer before it) of each hidden layer that has one."""
-    return {p.index: int(p.dense.fan_out) for p in ctx.points
-            if getattr(p, "dense", None) is not None and getattr(p.dense, "fan_out", 0) >= 1}
+    """Units of each hidden layer whose weight layer is known: ``dense.units`` where the layer
+    gives it (a torch convolution's ``out_channels``, the channels ``dead_frac`` counts; its
+    ``fan_out`` is ``out_channels x kernel size``), else ``fan_out`` of the Dense layer before
+    it."""
+    out = {}
+    for p in ctx.points:
+        dense = getattr(p, "dense", None)
+        n = getattr(dense, "units", None) or getattr(dense, "fan_out", 0)
+        if dense is not None and n >= 1:
+            out[p.index] = int(n)
+    return out
 
 
 def dead_chance_limit(units: int) -> float:

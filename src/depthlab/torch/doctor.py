@@ -201,6 +201,10 @@ LSUV_EXAMPLES = 256
 class _Fans:
     fan_in: int
     fan_out: int
+    units: int | None = None
+    """Units on the layer's feature axis where they are not ``fan_out``: a convolution's
+    ``out_channels`` (its ``fan_out`` is ``out_channels x kernel size``, torch.nn.init's
+    convention), the count ``dead_frac`` is a fraction of and the dead-unit statistics use."""
 
 
 @dataclass
@@ -544,7 +548,9 @@ def _points(table: pd.DataFrame, layers: list[rx.TracedLayer],
         # weights whose scale the parametrization sets (spectral norm, orthogonal)
         judged = ws and ws[0].requires_grad and not isinstance(t.module, nn.Embedding) \
             and not scale_free(t.module)
-        fan = _Fans(*rx.fans(ws[0])) if judged else None
+        channels = getattr(t.module, "out_channels", None) \
+            if isinstance(t.module, nn.modules.conv._ConvNd) else None
+        fan = _Fans(*rx.fans(ws[0]), units=channels) if judged else None
         own = None
         if isinstance(t.module, nn.RNNBase) and t.activation_name is None:
             own = "relu" if getattr(t.module, "nonlinearity", "tanh") == "relu" else "tanh"
