@@ -212,3 +212,22 @@ def test_the_loss_panel_says_the_train_loss_includes_the_weight_penalty(browser,
         pg.goto(server.url + "?model.depth=2&model.width=4&train.l2=0")
         pg.wait_for_function("() => document.getElementById('loss-rows').textContent !== ''")
         assert "penalty" not in pg.locator("#loss-rows").text_content()
+
+
+def test_the_reports_training_caption_says_the_step_loss_includes_the_penalty(tmp_path):
+    """A run with ``l2 = 0.5``: its per-step loss (the trainer's, the penalty included) fell from
+    20 to 0.7 beside epoch losses of 0.7 (the data loss alone), and the caption said neither."""
+    import subprocess
+    import sys
+
+    from depthlab.report import write_report
+
+    cfg = tmp_path / "l2.toml"
+    cfg.write_text('[data]\nname = "spirals"\n[model]\ndepth = 2\nwidth = 4\n'
+                   "[train]\nepochs = 1\nlr = 0.05\nl2 = 0.5\n", encoding="utf-8")
+    out = tmp_path / "out"
+    subprocess.run([sys.executable, "-m", "depthlab", "run", str(cfg), "--out", str(out), "-q"],
+                   check=True, timeout=120)
+    html = write_report(out).read_text(encoding="utf-8")
+    assert "the data loss plus the weight penalty 0.5 · Σw²" in html
+    assert "the epoch losses are the data loss alone" in html

@@ -1465,6 +1465,25 @@ def _training_caption(steps: pd.DataFrame, has_acc: bool, final: bool) -> str:
         "curve is drawn." if final else "; this run recorded no accuracy, so none is drawn."))
 
 
+def _penalty_note(config: Any) -> str:
+    """The training caption's word on a weight penalty (``train.l1``/``train.l2`` > 0): the
+    per-step loss is the trainer's, ``loss + l1 Σ|w| + l2 Σw²`` over the weights, and the
+    epoch rows are the data loss alone (an l2 = 0.5 run's per-step loss fell from 20 to 0.7
+    beside epoch losses of 0.7, without a word). Empty without a penalty."""
+    cfg = _as_dict(config)
+    train = cfg.get("train") if isinstance(cfg, dict) else None
+    if not isinstance(train, dict):
+        return ""
+    terms = [f"{train[k]:g} · {t}" for k, t in (("l1", "Σ|w|"), ("l2", "Σw²"))
+             if isinstance(train.get(k), (int, float)) and not isinstance(train.get(k), bool)
+             and train[k] > 0]
+    if not terms:
+        return ""
+    return (" The per-step loss is the one the optimizer minimized: the data loss plus the "
+            f"weight penalty {' + '.join(terms)} (over the weights); the epoch losses are the "
+            "data loss alone.")
+
+
 def _residual_note(config: Any, probes: pd.DataFrame) -> str:
     """For a NumPy run of residual blocks, what its figures' layer numbers count: its probes
     number the nonlinearities (the stem's Dense feeds the first block; two per block, then the
@@ -1596,6 +1615,7 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
         final = any(isinstance(metrics.get(c), (int, float)) and not isinstance(
             metrics.get(c), bool) for c in ("train_acc", "val_acc", "test_acc"))
         cap = _training_caption(steps, has_acc, final)
+        cap += _penalty_note(config)
         stop = _early_stop_note(((store.run(rid) or {}).get("metrics") if hasattr(
             store, "run") else None), config)
         if stop:  # the curves run to the stopping epoch, the stated metrics are the best's
