@@ -22,6 +22,11 @@ pytest's items) are set aside from Python's cyclic garbage collector (:func:`_se
 ``gc.freeze()``): a full collection traverses every tracked object, and a worker's heap after
 collecting all of the suite's modules made each one cost most of a second, tens of times per
 worker. Garbage the tests make is collected as before.
+
+Under ``--dist loadfile`` the controller hands out the costliest test file first
+(helpers.schedule: the seconds each file took in the last run, else the committed
+``filecosts.json``), not the file with the most tests first: a few slow files left for the end
+ran alone on one worker while the others idled.
 """
 
 from __future__ import annotations
@@ -156,7 +161,29 @@ def pytest_runtest_teardown(item, nextitem):
         _set_aside()
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile``: the costliest file first (helpers.schedule); other modes as
+    pytest-xdist has them."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from helpers.schedule import CostFirstScheduling
+
+    return CostFirstScheduling(config, log)
+
+
+_file_seconds: list[tuple[str, float]] = []  # (node id, seconds) of each report, controller
+
+
+def pytest_runtest_logreport(report):
+    _file_seconds.append((report.nodeid, report.duration))
+
+
 def pytest_sessionfinish(session, exitstatus):
-    from helpers import background
+    from helpers import background, schedule
 
     background.stop()
+    config = session.config
+    if (config.pluginmanager.hasplugin("dsession") and not config.option.keyword
+            and not config.option.markexpr):  # a whole file's seconds, for the next order
+        schedule.record(config, schedule.totals(_file_seconds))
