@@ -184,3 +184,38 @@ def test_a_second_ctrl_c_while_the_interrupted_run_is_stored_stores_nothing(tmp_
     with Store(out, create=False, readonly=True) as store:
         assert store.runs().empty
         assert store._conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+
+
+def test_ctrl_c_in_the_test_pass_after_training_keeps_the_epochs(tmp_path, monkeypatch,
+                                                                 capsys):
+    """Every epoch trained, then Ctrl-C during the test split's pass (seconds on a large
+    split): nothing was stored. Now the run is kept as interrupted, all its epochs in."""
+    import os
+    import signal
+
+    from depthlab.cli import main
+    from depthlab.experiments import Store
+    from depthlab.training.trainer import Trainer
+
+    cfg = tmp_path / "stopped.toml"
+    cfg.write_text(RUN_TOML)
+    evaluate = Trainer.evaluate
+
+    def ctrl_c_on_the_test_split(self, x, y, *a, **kw):
+        if getattr(self, "_test_pass", False):
+            os.kill(os.getpid(), signal.SIGINT)
+        return evaluate(self, x, y, *a, **kw)
+
+    prepare_inference = Trainer.prepare_inference
+
+    def marked(self, *a, **kw):  # _final_metrics calls it right before the test pass
+        self._test_pass = True
+        return prepare_inference(self, *a, **kw)
+
+    monkeypatch.setattr(Trainer, "evaluate", ctrl_c_on_the_test_split)
+    monkeypatch.setattr(Trainer, "prepare_inference", marked)
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o"), "-q"]) == 130
+    assert "stored as interrupted" in capsys.readouterr().err
+    with Store(tmp_path / "o", create=False, readonly=True) as store:
+        (rid,) = store.runs()["id"]
+        assert store.run(rid)["status"] == "interrupted" and len(store.epochs(rid)) == 6

@@ -648,6 +648,24 @@ def train(prep: Prepared, *, run_id: str, name: str | None = None, kind: str = "
         error = "".join(traceback.format_exception_only(type(e), e)).strip()
         error += "\n" + "".join(traceback.format_tb(e.__traceback__)[-3:])
     seconds = time.perf_counter() - t0
+    try:
+        return _record(prep, trainer, recorder, hist, error, seconds, run_id=run_id, name=name,
+                       kind=kind, sweep=sweep, catch=catch)
+    except KeyboardInterrupt as e:  # in the test split's pass after training (a large one:
+        # seconds), every epoch done: kept as interrupted too (it stored nothing)
+        if not keep_interrupted or hist is None or hist.diverged or not hist.epochs:
+            raise
+        raise RunInterrupted(interrupted_record(
+            prep, trainer, recorder, seconds, run_id=run_id, name=name, kind=kind,
+            sweep=sweep)) from e
+
+
+def _record(prep: Prepared, trainer: Any, recorder: Any, hist: Any, error: str | None,
+            seconds: float, *, run_id: str, name: str | None, kind: str, sweep: str | None,
+            catch: bool) -> RunRecord:
+    """:func:`train`'s record once ``trainer.fit`` returned ``hist`` (None: it raised
+    ``error``): final metrics (the test split's pass), target units, probe tables."""
+    cfg = prep.config
     status = hist.status if hist is not None else "failed"
     metrics = _final_metrics(prep, trainer, hist, seconds)
     if prep.target_scale is not None and hist is not None and not hist.diverged:
