@@ -180,10 +180,12 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    from helpers import background, schedule
+    from helpers import background
 
     background.stop()
     config = session.config
     if (config.pluginmanager.hasplugin("dsession") and not config.option.keyword
             and not config.option.markexpr):  # a whole file's seconds, for the next order
+        from helpers import schedule  # (imports pytest-xdist, here running)
+
         schedule.record(config, schedule.totals(_file_seconds))
