@@ -249,3 +249,15 @@ def test_grayscale_into_a_three_channel_conv_says_one_channel():
                        r"1, but .*in_channels=3") as e:
         dlt.probe(model, x, y, CE)
     assert "1 channels" not in str(e.value)
+
+
+def test_predict_models_an_in_place_functional_threshold() -> None:
+    """``F.threshold(h, th, value, inplace=True)`` was refused ('changed in place'); now the
+    prediction of the twin with ``nn.Threshold(th, value)``."""
+    functional, twin, x, y = _pair(
+        lambda h: nn.functional.threshold(h, 0.1, 2.0, inplace=True), nn.Threshold(0.1, 2.0))
+    p, q = dlt.predict(functional, x, y, CE), dlt.predict(twin, x, y, CE)
+    np.testing.assert_allclose(p.predicted.to_numpy(), q.predicted.to_numpy(), rtol=1e-12)
+    # (measured: the in-place threshold's act rows are not followed, its input overwritten)
+    keep = (p.quantity != "act_std").to_numpy()
+    np.testing.assert_allclose(p.value.to_numpy()[keep], q.value.to_numpy()[keep], rtol=1e-12)

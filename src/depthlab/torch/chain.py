@@ -315,12 +315,17 @@ def chain(model: nn.Module, x: Any, y: Any = None,
             t_in = kwargs.get("input", args[0] if args else None)
             th = kwargs.get("threshold", args[1] if len(args) > 1 else None)
             value = kwargs.get("value", args[2] if len(args) > 2 else None)
-            if isinstance(out, torch.Tensor) and out.grad_fn is not None \
-                    and isinstance(t_in, torch.Tensor) and t_in.grad_fn is not None \
-                    and out is not t_in and isinstance(th, (int, float)) \
-                    and isinstance(value, (int, float)) and not kwargs.get("inplace"):
-                composites[out.grad_fn] = (t_in.grad_fn, t_in.output_nr,
-                                           nn.Threshold(float(th), float(value)))
+            if not isinstance(out, torch.Tensor) or out.grad_fn is None \
+                    or not isinstance(t_in, torch.Tensor) or t_in.grad_fn is None \
+                    or not isinstance(th, (int, float)) or not isinstance(value, (int, float)):
+                return
+            if out is t_in or kwargs.get("inplace"):  # in place: the node reads the old s
+                if out.grad_fn.name() == "ThresholdBackward1" and out.grad_fn.next_functions:
+                    src, nr = out.grad_fn.next_functions[0]
+                    composites[out.grad_fn] = (src, nr, nn.Threshold(float(th), float(value)))
+                return
+            composites[out.grad_fn] = (t_in.grad_fn, t_in.output_nr,
+                                       nn.Threshold(float(th), float(value)))
             return
         if name in _COMPOSITE_ACTS:
             t_in = kwargs.get("input", args[0] if args else None)

@@ -649,8 +649,11 @@ def hand_written(node) -> tuple | None:
 
 def inplace_act_of(t: torch.Tensor, made: dict) -> bool:
     """Whether ``t`` is a layer (or norm) output an activation changed in place
-    (``F.relu(h, inplace=True)``): its node is that activation's, reading the output."""
+    (``F.relu(h, inplace=True)``, ``F.threshold(h, th, v, inplace=True)``, whose value
+    :func:`depthlab.torch.chain.chain` reads from the call): its node is that activation's,
+    reading the output."""
     fn = t.grad_fn
-    if fn is None or fn.name() not in ACT_NODES or not fn.next_functions:
+    if fn is None or fn.name() not in ACT_NODES and fn.name() != "ThresholdBackward1" \
+            or not fn.next_functions:
         return False
     return fn.next_functions[0] in made
