@@ -37,8 +37,9 @@ def test_a_batch_norm_at_batch_size_one_is_named_with_the_batch_size():
         return nn.Sequential(nn.Flatten(), nn.Linear(192, 16), nn.BatchNorm1d(16), nn.ReLU(),
                              nn.Linear(16, 10))
 
-    with pytest.raises(ValueError, match=r"^BatchNorm1d '2' is in training mode.*expected "
-                                         r"batch_size 2 or more \(got 1\)"):
+    with pytest.raises(ValueError, match=r"^a training step .* fails on mini-batches of 1 row "
+                                         r"\(batch_size 1, .*BatchNorm1d '2' is in training "
+                                         r"mode.*expected batch_size 2 or more \(got 1\)"):
         dlt.doctor(make, _images(), steps=2, batch_size=1, verify=False)
 
 

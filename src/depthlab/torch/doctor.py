@@ -1684,6 +1684,9 @@ def _named_norm(model: nn.Module, batch_size: int | None = None) -> Iterator[Non
         if batch_size is not None and "model.eval() first" in single:
             single = (single[:single.rfind("; expected")] + f"; expected batch_size 2 or "
                       f"more (got {batch_size}): the doctor trains the model in training mode")
+        if batch_size is not None and str(e).startswith("a training step "):
+            # the step's own words first (optimizer, rows, batch_size), then the norm named
+            single = f"{str(e).split('): ', 1)[0]}): {single}"
         raise ValueError(single) from None
 
 
