@@ -22,6 +22,11 @@ def lsuv(
     are training-mode passes without side effects (batch norm on the batch's statistics, its
     running statistics unchanged; dropout off).
 
+    Random biases that differ across units add their spread to that variance whatever W's
+    scale, so for such a layer the factor is instead the positive root ``s`` of
+    ``s^2 Var(xW) + 2 s Cov(xW, b) + Var(b) = 1``; a ValueError (the network left unchanged)
+    when no scale reaches 1 (the biases' spread alone is >= 1).
+
     Returns the final output variance of each Dense layer. Works in place on ``net``.
     """
     # a finite number > 0: "0.1" was a bare comparison TypeError, inf stopped before rescaling
@@ -50,6 +55,34 @@ def lsuv(
             out += d.b.value
         return float(np.var(out))
 
+    def bias_scale(d) -> float | None:
+        """The factor s with Var(s xW + b) = 1 over the batch's entries (the positive root of
+        s^2 Var(xW) + 2 s Cov(xW, b) + Var(b) = 1), None for a layer without biases or with
+        biases equal across units (then 1 / sqrt(Var) is exact). Random biases add their
+        spread to the variance whatever W's scale: 1 / sqrt(Var) then overshoots each pass
+        and shrank W towards 0 without reaching 1 (biases of variance 4: W x 1e-3)."""
+        if d.b is None:
+            return None
+        b = np.asarray(d.b.value, dtype=np.float64)
+        if not np.any(b != b.flat[0]):
+            return None
+        with measurement_mode(net), np.errstate(all="ignore"):
+            net.forward(x, training=True)
+        u = np.asarray(d.x @ d.W.value, dtype=np.float64)
+        bb = np.broadcast_to(b, u.shape)
+        a = float(np.var(u))
+        c = float(np.mean((u - u.mean()) * (bb - bb.mean())))
+        v = float(np.var(bb))
+        if not (np.isfinite(a) and a > 0.0):
+            return None
+        disc = c * c - a * (v - 1.0)
+        if disc < 0.0 or (-c + np.sqrt(disc)) <= 0.0:
+            floor = v - c * c / a  # the least variance any scale of W reaches
+            raise ValueError(f"LSUV: {d.name}'s output variance cannot reach 1 by scaling its "
+                             f"weights: its biases alone give it {floor:.4g} (expected < 1; "
+                             "zero or smaller biases); the network is left unchanged")
+        return float((-c + np.sqrt(disc)) / a)
+
     variances: list[float] = []
     # the training loop's BLAS threads for this work (depthlab.threads): a 50-layer net of
     # width 64 on 256 rows took 2.4-18 s on a loaded 2-core machine with the default pool
@@ -67,7 +100,10 @@ def lsuv(
                                          "batch; cannot rescale (the network is left unchanged)")
                     if abs(var - 1.0) < tol:
                         break
-                    d.W.value *= d.W.value.dtype.type(1.0 / np.sqrt(var))
+                    scale = bias_scale(d)
+                    if scale is None:
+                        scale = 1.0 / np.sqrt(var)
+                    d.W.value *= d.W.value.dtype.type(scale)
                 else:  # the last pass rescaled: the variance the layer ends with, not the one
                     # before
                     var = output_variance(d)
