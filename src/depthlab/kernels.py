@@ -297,4 +297,6 @@ def softmax_grad(p: np.ndarray, y: np.ndarray, scale: np.ndarray, g: np.ndarray)
         for j in range(c):
             g[i, j] = p[i, j] * s
         k = y[i]
-        g[i, k] = (p[i, k] - one) * s
+        if k < 0 or k >= c:  # forward checked them, but the caller's label array may have
+            raise IndexError("softmax_grad: a label outside 0..C-1")  # changed since: no
+        g[i, k] = (p[i, k] - one) * s  # write outside g (NumPy's indexing raised IndexError)
