@@ -60,14 +60,14 @@ def lsuv(
         s^2 Var(xW) + 2 s Cov(xW, b) + Var(b) = 1), None for a layer without biases or with
         biases equal across units (then 1 / sqrt(Var) is exact). Random biases add their
         spread to the variance whatever W's scale: 1 / sqrt(Var) then overshoots each pass
-        and shrank W towards 0 without reaching 1 (biases of variance 4: W x 1e-3)."""
+        and shrank W towards 0 without reaching 1 (biases of variance 4: W x 1e-3). Reads
+        the layer's input ``d.x`` of :func:`output_variance`'s pass just before (W unchanged
+        since)."""
         if d.b is None:
             return None
         b = np.asarray(d.b.value, dtype=np.float64)
         if not np.any(b != b.flat[0]):
             return None
-        with measurement_mode(net), np.errstate(all="ignore"):
-            net.forward(x, training=True)
         u = np.asarray(d.x @ d.W.value, dtype=np.float64)
         bb = np.broadcast_to(b, u.shape)
         a = float(np.var(u))

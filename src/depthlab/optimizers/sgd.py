@@ -83,15 +83,10 @@ class SGD(Optimizer):
         where the kernels fit (``lr sign`` rounded to the parameter's dtype once per step and
         dtype), else ``tmp = G (lr sign)``, ``w -= tmp`` (the NumPy definition, same bits)."""
         scaled: dict[Any, Any] = {}
-        coupled = self._coupled_wd
-        plain_sign = -1.0 if self.maximize else 1.0
         scratch = self._scratch
         for p in self.params:
             w = p.value
-            if coupled:
-                d, sign = self._direction(p, scratch[p][-1])
-            else:  # _direction's reading without coupled decay: .grad itself (read only)
-                d, sign = p.grad, plain_sign
+            d, sign = self._direction(p, scratch[p][-1])
             k = accel.fits(w, d)
             if k is None:
                 tmp = scratch[p][0]

@@ -534,15 +534,8 @@ def _softsign_of(node) -> tuple | None:
             or not _reads(fns[0][0], x) or any(f[0] is not None for f in fns[1:]) \
             or _alpha(add) != 1.0:
         return None
-    try:
-        num, den = node._raw_saved_self, node._raw_saved_other
-        if num.unpack_hook is not None or den.unpack_hook is not None:
-            return None
-        a, b = num.data, den.data
-    except (AttributeError, RuntimeError, TypeError):
-        return None
-    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) \
-            or a.shape != b.shape or a.dtype != b.dtype:
+    a, b = _raw(node, "self"), _raw(node, "other")  # the saved numerator and denominator
+    if a is None or b is None or a.shape != b.shape or a.dtype != b.dtype:
         return None
     with torch.no_grad():
         a, b = a.detach().flatten()[:256], b.detach().flatten()[:256]
