@@ -9,7 +9,7 @@ Routes:
 * ``GET /api/check?QUERY``: ``{"ok": bool, "message", "key", "parameters"}`` for a setup;
 * ``GET /api/preset?name=NAME&QUERY``: the query with a preset applied (a setup it keeps that
   is refused, a bad seed: ``{"ok": false, "message", "key"}`` as ``/api/check``; 400 for an
-  unknown preset);
+  unknown preset or two different ``name`` values);
 * ``GET /api/export?QUERY``: the setup as a TOML file for ``depthlab run`` (400 with the message
   for a bad setup);
 * ``WS /ws``: the session protocol. The tab sends ``{"cmd": "setup", "query": {...}}`` (a new
@@ -276,8 +276,16 @@ def create_app(*, memory_limit: int | None = None,
 
     async def preset(request: Request) -> Response:
         try:
+            # ?name=he&name=glorot: the last one was applied silently, where a setting given
+            # twice is refused naming both (a bad request: the page asks for one preset)
+            names = request.query_params.getlist("name")
+            if len(set(names)) > 1:
+                listed = ", ".join(repr(n) for n in dict.fromkeys(names))
+                return JSONResponse({"ok": False, "message": f"name is given {len(set(names))} "
+                                     f"different presets ({listed}); expected one of "
+                                     f"{', '.join(PRESETS)}"}, status_code=400)
             setup = parse_setup(kept(_query(request)))
-            out = apply_preset(setup, request.query_params.get("name", ""))
+            out = apply_preset(setup, names[0] if names else "")
         except SetupError as e:
             # the page's own setup (a bad seed it keeps): an answer like /api/check's, 200 (was
             # 400, which the browser logged as a console error beside the page's message)
