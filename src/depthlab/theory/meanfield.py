@@ -74,8 +74,10 @@ def _check_sigmas(sigma_w2: float, sigma_b2: float) -> None:
     for label, v in (("sigma_w2", sigma_w2), ("sigma_b2", sigma_b2)):
         if isinstance(v, bool) or not isinstance(v, numbers.Real):  # "1.5", None, True
             raise TypeError(f"{label} must be a real number, got {v!r}")
-    if not (np.isfinite(sigma_w2) and sigma_w2 > 0):
-        raise ValueError(f"sigma_w2 must be finite and > 0, got {sigma_w2!r}")
+    # sigma_w2 = 0 (zero weights, as propagate's weight variance 0): every unit outputs its
+    # bias, so q* = sigma_b2, chi1 = chi_q = 0, c* = 1 and xi_c = 0 (the maps below give that)
+    if not (np.isfinite(sigma_w2) and sigma_w2 >= 0):
+        raise ValueError(f"sigma_w2 must be finite and >= 0, got {sigma_w2!r}")
     if not (np.isfinite(sigma_b2) and sigma_b2 >= 0):
         raise ValueError(f"sigma_b2 must be finite and >= 0, got {sigma_b2!r}")
 
@@ -333,8 +335,11 @@ def meanfield(
     ``trainable_depth = 6 xi_c``. ``kw`` go to the activation. When the length map diverges
     (``q* = inf``) chi1 is its large-q limit (``sigma_w^2 (a_+^2 + a_-^2) / 2`` for asymptotic
     slopes ``a_+``, ``a_-``); when it collapses (``q* = 0``), its small-q limit.
-    ValueError for an activation that gives NaN on the Gaussian (no expectation exists) and
-    for a ``critical_tol`` that is not a finite number ``>= 0``.
+    ``sigma_w2 = 0`` (zero weights, accepted as :func:`~depthlab.theory.variance.propagate`
+    accepts a weight variance 0): ``q* = sigma_b2``, ``chi1 = chi_c = chi_q = 0``, ``c* = 1``,
+    ``xi_c = xi_q = 0``, phase ordered. ValueError for an activation that gives NaN on the
+    Gaussian (no expectation exists) and for a ``critical_tol`` that is not a finite number
+    ``>= 0``.
     """
     _check_sigmas(sigma_w2, sigma_b2)
     sigma_w2, sigma_b2 = float(sigma_w2), float(sigma_b2)
