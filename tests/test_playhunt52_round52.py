@@ -8,6 +8,8 @@ import json
 import urllib.error
 import urllib.request
 
+import pytest
+
 
 def _get(url: str) -> tuple[int, dict]:
     """The status and JSON body of a GET (an HTTP error's too)."""
@@ -29,3 +31,50 @@ def test_a_preset_link_naming_two_presets_is_refused_naming_both(server):
     status, body = _get(server.url + "api/preset?name=he&name=he")
     assert status == 200 and body["ok"], body
     assert body["query"]["model.activation"] == "relu"
+
+
+# -- the playground in a browser ------------------------------------------------------------------
+MEASURED = "document.getElementById('grad-summary').dataset.step !== ''"
+
+
+def _contrast_on_white(rgb: str) -> float:
+    """WCAG's contrast ratio of the colour ``rgb(r,g,b)`` on white: 1.05 / (L + 0.05), L the
+    relative luminance (sRGB channels linearized, weighted 0.2126, 0.7152, 0.0722)."""
+    r, g, b = (int(v) / 255 for v in rgb[rgb.index("(") + 1:rgb.index(")")].split(","))
+
+    def lin(c: float) -> float:
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    lum = 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b)
+    return 1.05 / (lum + 0.05)
+
+
+@pytest.fixture()
+def page(browser, server):
+    from helpers.browser import checked_page
+
+    with checked_page(browser) as pg:
+        yield pg
+
+
+def test_the_last_layers_line_is_not_pale_yellow_on_the_white_plots(page, server, tmp_path):
+    """The histogram and activations-over-training panels coloured layers along all of
+    viridis: the last layer (the one nearest the output, and its dotted ±std lines) was pale
+    yellow rgb(253,231,37), contrast 1.26:1 on the white plot, where the report's layer figures
+    stop at viridis 0.82 (never pale yellow). Each layer line now is at least 1.8:1."""
+    from helpers.browser import screenshot_dir
+
+    page.goto(server.url)
+    page.wait_for_function(MEASURED, timeout=180_000)
+    shots = screenshot_dir(tmp_path / "shots")
+    page.locator("#panel-hist").screenshot(path=str(shots / "playhunt52-hist-colours.png"))
+    strokes = page.evaluate("""() => ['plot-hist', 'plot-evo'].flatMap(id =>
+        S.plots[id].series.slice(1).map(s => [id, s.label, s._stroke || s.stroke]))""")
+    assert len(strokes) > 6, strokes
+    pale = [(plot, label, c) for plot, label, c in strokes if _contrast_on_white(c) < 1.8]
+    assert pale == [], pale
+    # still one colour per layer shown, and the order kept: darker towards the output
+    means = [c for plot, label, c in strokes if plot == "plot-hist"]
+    assert len(set(means)) == len(means), means
+    contrasts = [_contrast_on_white(c) for c in means]
+    assert contrasts == sorted(contrasts, reverse=True), contrasts

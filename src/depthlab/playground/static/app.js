@@ -20,7 +20,11 @@ function viridis(t) {
   const c = stops[i].map((v, k) => Math.round(v + f * (stops[i + 1][k] - v)));
   return `rgb(${c[0]},${c[1]},${c[2]})`;
 }
-const layerColor = (layer, n) => viridis(n <= 1 ? 0 : (layer - 1) / (n - 1));
+/* The last layer at viridis's 0.82, as the report's layer figures (figures._layer_colors):
+   its end, pale yellow rgb(253,231,37), drew the output layer's line (and its dotted ±std
+   lines) at a contrast of 1.2:1 on the white plots, barely there. */
+const LAYER_COLOR_END = 0.82;
+const layerColor = (layer, n) => viridis(n <= 1 ? 0 : LAYER_COLOR_END * (layer - 1) / (n - 1));
 const fmt = (v) => (v === null || v === undefined || !isFinite(v)) ? "-" :
   (Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-3 && v !== 0)) ? v.toExponential(2) : (+v.toPrecision(4)).toString();
 const pos = (v) => (v === null || !(v > 0)) ? null : v;
