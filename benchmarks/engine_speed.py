@@ -39,6 +39,7 @@ import sys
 import time
 
 import numpy as np
+from host_blas import numpy_blas  # (benchmarks/host_blas.py)
 
 CASES = [
     # name, sizes, activation, init, batch, steps per block
@@ -655,6 +656,8 @@ def main() -> None:
     load_before = os.getloadavg()
     print(f"depthlab engine speed: {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, NumPy {np.__version__}")
+    blas = numpy_blas()
+    print(blas)
     results = {}
     for cores in ("one", "all") if args.only is None else (args.only,):
         n = "1" if cores == "one" else str(os.cpu_count() or 1)
@@ -670,7 +673,7 @@ def main() -> None:
         report(results[cores])
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"cores": os.cpu_count(), "numpy": np.__version__,
+            json.dump({"cores": os.cpu_count(), "numpy": np.__version__, "blas": blas,
                        "load_before": load_before, "load_after": os.getloadavg(),
                        "results": results}, fh)
 

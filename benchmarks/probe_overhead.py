@@ -82,6 +82,7 @@ import time
 import numpy as np
 
 # one BLAS thread (set before NumPy's OpenBLAS starts its pool)
+from host_blas import numpy_blas  # (benchmarks/host_blas.py)
 from threadpoolctl import threadpool_limits
 
 from depthlab import accel as engine_accel
@@ -252,6 +253,8 @@ def main() -> None:
     threadpool_limits(1)
     print(f"ProbeRecorder overhead: CPU ms per step, median (min-max) over {args.rounds} "
           f"interleaved rounds, one BLAS thread, {os.cpu_count()} cores")
+    blas = numpy_blas()
+    print(blas)
     startup = {} if args.no_startup else kernel_startup()
     accel.warm_up()  # Numba's import and the kernels' cache load, outside the timings
     # the engine's own kernels too: by default they load 3 s into a process's training
@@ -304,7 +307,7 @@ def main() -> None:
             print(line)
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"rounds": args.rounds, "load_before": load_before,
+            json.dump({"rounds": args.rounds, "load_before": load_before, "blas": blas,
                        "load_after": os.getloadavg(), "goals": GOALS, "kernels": startup,
                        "results": results}, fh)
 

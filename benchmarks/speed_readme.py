@@ -52,7 +52,8 @@ def engine_block(data: dict) -> list[str]:
     lines = [
         f"Load average (1, 5, 15 min) before the run: "
         f"{', '.join(f'{v:.1f}' for v in data['load_before'])}; after: "
-        f"{', '.join(f'{v:.1f}' for v in data['load_after'])} ({data['cores']} cores).",
+        f"{', '.join(f'{v:.1f}' for v in data['load_after'])} ({data['cores']} cores)."
+        + (f" {data['blas']}." if data.get("blas") else ""),
         "",
         "| network | setting | depthlab ms | depthlab, own thread choice ms | PyTorch ms | "
         "JAX ms | PyTorch / depthlab | JAX / depthlab |",
