@@ -43,3 +43,29 @@ def test_meanfield_zero_weights_correlation_and_refusals() -> None:
     for bad in (-1e-12, math.inf, math.nan):
         with pytest.raises(ValueError, match=r"sigma_w2 must be finite and >= 0"):
             meanfield("tanh", bad)
+
+
+@pytest.mark.parametrize("norm_type", [-1.0, -2.0, -math.inf, 0.0, 0.5])
+def test_clip_grad_norm_negative_order_matches_torch_without_warning(norm_type: float) -> None:
+    # a zero gradient entry with a negative norm_type: NumPy's |x| ** p divided by zero and
+    # clip_grad_norm_ leaked a RuntimeWarning (an error under -W error); torch warns nothing
+    import warnings
+
+    torch = pytest.importorskip("torch")
+    from depthlab.optimizers import clip_grad_norm_
+    from depthlab.parameter import Parameter
+
+    rng = np.random.default_rng(3)
+    grads = [rng.standard_normal((3, 4)), rng.standard_normal(5), np.zeros(2)]
+    grads[0][0, 0] = 0.0
+    ours = [Parameter("w", np.zeros_like(g)) for g in grads]
+    theirs = [torch.nn.Parameter(torch.zeros(g.shape, dtype=torch.float64)) for g in grads]
+    for p, t, g in zip(ours, theirs, grads):
+        p.grad, t.grad = g.copy(), torch.tensor(g)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        total = clip_grad_norm_(ours, 1.5, norm_type=norm_type)
+    expected = torch.nn.utils.clip_grad_norm_(theirs, 1.5, norm_type=norm_type).item()
+    assert total == pytest.approx(expected, rel=1e-12, abs=0.0)
+    for p, t in zip(ours, theirs):
+        np.testing.assert_allclose(p.grad, t.grad.numpy(), rtol=1e-12, atol=0.0)

@@ -95,7 +95,8 @@ def clip_grad_norm_(parameters: Parameter | Iterable[Parameter], max_norm: float
     p = _norm_type(norm_type)
     if not grads:
         return 0.0
-    with np.errstate(over="ignore", invalid="ignore"):
+    # divide: a negative norm_type raises a zero entry to a negative power (torch: no warning)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         norms = xp.array([xp.linalg.norm(xp.asarray(g, dtype=np.float64).ravel(), ord=p)
                           for g in grads])
         total = float(xp.linalg.norm(norms, ord=p))
