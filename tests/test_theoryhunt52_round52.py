@@ -69,3 +69,32 @@ def test_clip_grad_norm_negative_order_matches_torch_without_warning(norm_type: 
     assert total == pytest.approx(expected, rel=1e-12, abs=0.0)
     for p, t in zip(ours, theirs):
         np.testing.assert_allclose(p.grad, t.grad.numpy(), rtol=1e-12, atol=0.0)
+
+
+@pytest.mark.parametrize("name", ["softsign", "gelu"])
+@pytest.mark.parametrize(("dtype", "big"), [(np.float32, 1e20), (np.float64, 1e160)])
+def test_activation_derivative_at_huge_inputs_matches_torch_without_warning(
+        name: str, dtype: type, big: float) -> None:
+    # an exploding network's pre-activations past sqrt(max float) (1.9e19 in float32):
+    # softsign's (1 + |s|)^2 and gelu's s^2 overflowed to inf (the right f' = 0 or Phi(s))
+    # with a RuntimeWarning per forward/backward, an error under -W error
+    import warnings
+
+    torch = pytest.importorskip("torch")
+    from depthlab.activations import get_activation
+
+    fn = get_activation(name)
+    s = np.array([[big, -big, 3.0 * big], [0.5, -2.0, 3.0]], dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        a = fn.forward(s.copy())
+        d = fn.derivative(s.copy(), a.copy())
+        g = fn.backward(s.copy(), a.copy(), np.ones_like(s))
+    ts = torch.tensor(s, requires_grad=True)
+    ta = getattr(torch.nn.functional, name)(ts)
+    ta.backward(torch.ones_like(ta))
+    tol = 1e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(a, ta.detach().numpy(), rtol=tol, atol=0.0)
+    np.testing.assert_allclose(d, ts.grad.numpy(), rtol=tol, atol=0.0)
+    np.testing.assert_allclose(g, ts.grad.numpy(), rtol=tol, atol=0.0)
+    assert a.dtype == d.dtype == g.dtype == np.dtype(dtype)

@@ -474,11 +474,13 @@ class Softsign(ActivationFn):
         inf / inf = NaN in both; ``f'`` was 0 there): ``|s| + s - s`` is ``|s|`` exactly for
         every finite ``s`` (``2s - s``, ``0 - s``) and NaN at +-inf."""
         t = xp.abs(s)
-        with xp.errstate(over="ignore", invalid="ignore"):  # 2s past the range: inf - s = inf
+        # 2s past the range: inf - s = inf; (1 + |s|)^2 past it (|s| >= 1.9e19 in float32,
+        # 1.3e154 in float64): inf, so f' = 1 / inf = 0 as torch's, without a warning
+        with xp.errstate(over="ignore", invalid="ignore"):
             t += s
             t -= s
-        t += 1
-        t *= t
+            t += 1
+            t *= t
         return t
 
     def derivative(self, s: Array, a: Array) -> Array:
@@ -553,7 +555,8 @@ class GELU(ActivationFn):
                 t *= 0.5
                 t += inner
             return t
-        d = s * s
+        with xp.errstate(over="ignore"):  # s^2 past the range (|s| >= 1.9e19 in float32):
+            d = s * s                      # inf, e^-inf = 0, f' = Phi(s) as torch's
         d *= -0.5
         xp.exp(d, out=d)
         d *= s
