@@ -625,6 +625,18 @@ def _signals_to_take_over(entry: bool) -> dict[int, Any]:
     return taken
 
 
+def _missing_example(e: BaseException, args: argparse.Namespace) -> str:
+    """The hint of :func:`~depthlab.cli.common.shipped_example_hint` when the error ``e`` is
+    about the command's config file (``config``, demo's ``--config``) that does not exist and
+    is named like a shipped example; else ``""``."""
+    from .common import shipped_example_hint
+
+    given = getattr(args, "config", None)
+    if not isinstance(given, str) or given not in str(e):
+        return ""
+    return shipped_example_hint(given)
+
+
 def _interrupted(e: BaseException) -> int:
     """The line and exit status of a command stopped by Ctrl-C (130) or SIGTERM (143)."""
     if _by_sigterm(e):
@@ -711,7 +723,7 @@ def _main(argv: Sequence[str] | None) -> int:
                              f"{e.strerror or one_line(e)}\n")
             return 2
         if isinstance(e, user_errors):
-            _tell(f"depthlab: error: {one_line(e)}\n")
+            _tell(f"depthlab: error: {one_line(e)}{_missing_example(e, args)}\n")
             return 2
         if not debug:
             _tell(f"depthlab: error: {type(e).__name__}: {one_line(e)} "

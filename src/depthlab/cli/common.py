@@ -174,6 +174,33 @@ def metrics_line(metrics: dict[str, Any], monitor: str | None = None) -> str:
     return line
 
 
+def shipped_example_hint(given: Any) -> str:
+    """`` (a shipped example: `depthlab init --example digits_run` writes digits_run.toml
+    here)`` for a config path that does not exist and names one of the examples shipped with
+    depthlab (``examples/digits_run.toml``, as README's commands write it, run outside a
+    checkout of the repository; `` (did you mean digits_run.toml, in this folder?)`` when
+    the current folder has it), else ``""``."""
+    if not isinstance(given, str) or given in ("", "-"):
+        return ""
+    try:
+        if os.path.exists(given):
+            return ""
+        from .init import shipped_examples
+
+        wanted = Path(given).name.lower()
+        found = next((e for e in shipped_examples() if e.lower() == wanted
+                      and e.endswith(".toml")), None)
+    except (OSError, ValueError):
+        return ""
+    if found is None:
+        return ""
+    if os.path.exists(found) and Path(found).resolve() != Path(given).resolve():
+        return f" (did you mean {found}, in this folder?)"
+    stem = found[:-len(".toml")]
+    return (f" (a shipped example: `depthlab init --example {stem}` writes {found} here; "
+            f"then give {found})")
+
+
 def path_arg(text: str) -> str:
     """A path option's value: not empty (``--out "$UNSET"`` would write into the current
     folder). A leading ``~`` is the home folder, as from Python (``Store("~/runs")``): the
