@@ -38,3 +38,32 @@ def test_a_readme_example_path_outside_a_checkout_names_depthlab_init_example(
     code, _, err = _main(["run", "examples/mine.toml"], capsys)
     assert code == 2 and "not found" in err and "did you mean" not in err
     assert "init --example" not in err
+
+
+@pytest.mark.parametrize(("arrays", "hint"), [
+    ({"X": 0, "labels": 1}, "(rename 'labels' to 'y'"),
+    ({"x": 0, "target": 1}, "(rename 'target' to 'y'"),
+    ({"features": 0, "y": 1}, "(rename 'features' to 'x'"),
+])
+def test_a_npz_with_one_array_named_as_read_names_the_others_rename(arrays, hint, tmp_path,
+                                                                    capsys):
+    """``np.savez(f, X=X, labels=y)`` (scikit-learn's ``X`` beside another library's
+    ``labels``) was refused with the accepted layouts but no hint, where ``features``/
+    ``labels`` got "rename 'features' to 'x' and 'labels' to 'y'": now the one array not
+    named as read is named, from ``load_dataset`` and from ``depthlab run``."""
+    import numpy as np
+
+    from depthlab.data import load_dataset
+
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    y = (x[:, 0] > 0).astype(int)
+    path = tmp_path / "d.npz"
+    np.savez(path, **{k: (x, y)[v] for k, v in arrays.items()})
+    with pytest.raises(ValueError, match="unrecognised .npz keys") as info:
+        load_dataset(str(path))
+    assert hint in str(info.value)
+    config = tmp_path / "c.toml"
+    config.write_text(f'name = "n"\n[data]\npath = "{path.name}"\n[model]\n'
+                      'sizes = ["auto", 4, "auto"]\n[train]\nepochs = 1\n')
+    code, _, err = _main(["run", str(config), "--out", str(tmp_path / "r"), "-q"], capsys)
+    assert code == 2 and hint in err and len(err.strip().splitlines()) == 1

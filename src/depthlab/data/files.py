@@ -88,7 +88,8 @@ def _npz_hint(names: list[str]) -> str:
     """What to do about a ``.npz`` of two arrays under other names: ``np.savez(path, x, y)``
     without names writes ``arr_0``/``arr_1``; other libraries' names (``features``/``labels``,
     ``inputs``/``targets``, ``data``/``target``) are said to be renamed ``x``/``y``, and so is an
-    accepted name in other case (``Y``: ``y``); else ``""``."""
+    accepted name in other case (``Y``: ``y``), and the one of two arrays not named as read
+    (``X`` and ``labels``: ``labels`` to ``y``); else ``""``."""
     lower = {n.lower(): n for n in names}
     # np.savez(path, X=X, Y=Y): only the capital Y (Y_train, ...) is not read (X is)
     cased = sorted(n for n in names if n not in NPZ_KEYS and n.lower() in NPZ_KEYS)
@@ -101,6 +102,12 @@ def _npz_hint(names: list[str]) -> str:
     y = next((lower[n] for n in NPZ_LABEL_NAMES if n in lower), None)
     if x and y:
         return f" (rename {x!r} to 'x' and {y!r} to 'y': np.savez(path, x=..., y=...))"
+    # one array already named as read (``X`` beside ``labels``, ``x`` beside ``target``):
+    # the other's rename (this got no hint, where ``features``/``labels`` got one)
+    if y and ({"x", "X"} & set(names)):
+        return f" (rename {y!r} to 'y': np.savez(path, x=..., y=...))"
+    if x and "y" in names:
+        return f" (rename {x!r} to 'x': np.savez(path, x=..., y=...))"
     return ""
 
 
