@@ -78,3 +78,31 @@ def test_the_last_layers_line_is_not_pale_yellow_on_the_white_plots(page, server
     assert len(set(means)) == len(means), means
     contrasts = [_contrast_on_white(c) for c in means]
     assert contrasts == sorted(contrasts, reverse=True), contrasts
+
+
+@pytest.mark.parametrize(("activation", "labels"), [
+    ("relu", ["saturated: none for relu (unbounded)", "inactive", "dead"]),
+    ("tanh", ["saturated", "inactive: none for tanh (not ReLU-family)", "dead"]),
+    ("identity", ["saturated: none for identity (unbounded)",
+                  "inactive: none for identity (not ReLU-family)", "dead"]),
+    ("relu6", ["saturated", "inactive", "dead"]),
+])
+def test_the_saturation_legend_says_which_fractions_the_activation_has_none_of(
+        page, server, activation, labels, tmp_path):
+    """A ReLU net's saturation panel listed "saturated" in its legend beside no line (the
+    fraction is not defined for an unbounded activation: the server sends none), a tanh net's
+    "inactive" the same, as a drawing fault would look: the entry says there is none and why,
+    as the loss panel's "held-out acc: none for mse" does."""
+    from helpers.browser import screenshot_dir
+
+    page.goto(server.url + f"?model.activation={activation}&model.depth=3&model.width=8")
+    page.wait_for_function(MEASURED, timeout=180_000)
+    shown = page.evaluate("""() => [...document.querySelectorAll('#plot-sat .u-legend .u-series')]
+        .map(r => r.textContent.trim())""")
+    assert shown[-3:] == labels
+    shown = shown[-3:]
+    drawn = page.evaluate("S.plots['plot-sat'].data.slice(1).map(a => a.some(v => v !== null))")
+    for label, has_line in zip(shown, drawn):
+        assert ("none for" not in label) == has_line, (label, drawn)
+    shots = screenshot_dir(tmp_path / "shots")
+    page.locator("#panel-sat").screenshot(path=str(shots / f"playhunt52-sat-{activation}.png"))

@@ -45,7 +45,12 @@ from ..losses import Loss, one_hot_labels
 from ..network import Network
 from ..probes.histograms import activation_range, bin_counts, choose_edges
 from ..probes.recorder import update_norms
-from ..probes.stats import layer_quantities, measurement_pass, network_stats
+from ..probes.stats import (
+    activation_family,
+    layer_quantities,
+    measurement_pass,
+    network_stats,
+)
 
 PROBE_ROWS = 300
 HIST_LAYERS = 6
@@ -112,6 +117,11 @@ class Monitor:
             one_hot_labels(self.y) is not None
         self.points = net.probe_points()
         self.hist_layers = pick_layers(len(self.points))
+        # which of the saturation panel's fractions the hidden activation has (bounded:
+        # saturated; ReLU family: inactive; both for relu6; neither for identity): the page's
+        # legend named "saturated" for a ReLU net beside no line, as a drawing fault would
+        self.family = activation_family(self.points[0].activation.fn) if self.points \
+            else "other"
         self.edges: dict[int, tuple[float, float]] = {}
         self._w_prev: list[np.ndarray] | None = None
         self._w_step = 0

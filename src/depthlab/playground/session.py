@@ -363,6 +363,8 @@ class Session:
             # class rows: the page says so in its legend
             "has_accuracy": self.monitor.has_accuracy,
             "hist_layers": self.monitor.hist_layers,
+            # "bounded", "relu", "bounded_relu" or "other": the fractions that apply
+            "activation_family": self.monitor.family,
             "theory": theory_profile(cfg, x=self.monitor.x),
             "points": self.monitor.sample,
             # the loss panel's "held-out" numbers are the probe batch's: the first 300 of the

@@ -941,8 +941,8 @@ function buildPlots(m) {
     // a line style each (the legend squares follow it, markerDash): printed in grayscale the
     // red and the blue are one gray (91 and 100 of 255), three solid lines with the same dots
     series: [{ label: "layer" },
-      { label: "saturated", stroke: "#d62728", width: 1.5, points: { show: L <= 60 } },
-      { label: "inactive", stroke: "#1f77b4", width: 1.5, dash: [6, 3], points: { show: L <= 60 } },
+      { label: fractionLabel("saturated", m), stroke: "#d62728", width: 1.5, points: { show: L <= 60 } },
+      { label: fractionLabel("inactive", m), stroke: "#1f77b4", width: 1.5, dash: [6, 3], points: { show: L <= 60 } },
       { label: "dead", stroke: "#7f7f7f", width: 1.5, dash: [2, 3], points: { show: L <= 60 } }],
   }, [layers, layers.map(() => null), layers.map(() => null), layers.map(() => null)]);
   makePlot("plot-update", {
@@ -951,6 +951,19 @@ function buildPlots(m) {
     series: [{ label: "layer" }, { label: "||dW|| / ||W||", stroke: "#9467bd", width: 1.5, points: { show: L <= 60 } }],
   }, [layers, layers.map(() => null)]);
   drawBoundary(null);
+}
+
+/* The saturation panel's legend entry of a fraction the hidden activation does not have
+   ("saturated" of a ReLU net, "inactive" of a tanh net, both of identity) says so, as the loss
+   panel's "held-out acc: none for mse": the entry beside no line looked like a drawing fault.
+   ``m.activation_family``: the server's probes.stats.activation_family. */
+function fractionLabel(name, m) {
+  const fam = m.activation_family;
+  const has = name === "saturated" ? ["bounded", "bounded_relu"] : ["relu", "bounded_relu"];
+  if (!fam || has.includes(fam)) return name;
+  const act = m.config && m.config.model ? m.config.model.activation : "this activation";
+  return name === "saturated" ? `saturated: none for ${act} (unbounded)` :
+    `inactive: none for ${act} (not ReLU-family)`;
 }
 
 /* Where the theory line and the 'at init' line part by more than a factor 2 at the input end,
