@@ -98,3 +98,40 @@ def test_activation_derivative_at_huge_inputs_matches_torch_without_warning(
     np.testing.assert_allclose(d, ts.grad.numpy(), rtol=tol, atol=0.0)
     np.testing.assert_allclose(g, ts.grad.numpy(), rtol=tol, atol=0.0)
     assert a.dtype == d.dtype == g.dtype == np.dtype(dtype)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_regression_losses_at_huge_float32_differences_without_warning(reduction: str) -> None:
+    # |pred - target| >= 1.9e19 in float32 (a diverging regression net): smooth_l1_loss
+    # squared every difference before choosing the linear branch and mse(reduction="none")
+    # squared into inf, each with an 'overflow' RuntimeWarning (an error under -W error)
+    import warnings
+
+    torch = pytest.importorskip("torch")
+    from depthlab.losses import MSE, SmoothL1Loss
+
+    rng = np.random.default_rng(5)
+    pred = (rng.standard_normal((4, 3)) * 1e20).astype(np.float32)
+    pred[0, 0] = 0.25  # one element on the quadratic side
+    target = np.zeros((4, 3), np.float32)
+    up = rng.standard_normal((4, 3)).astype(np.float32) if reduction == "none" else None
+    tp = torch.tensor(pred.astype(np.float64), requires_grad=True)
+    for loss, tfn in ((SmoothL1Loss(reduction=reduction, beta=0.5),
+                       lambda a, b: torch.nn.functional.smooth_l1_loss(
+                           a, b, reduction=reduction, beta=0.5)),
+                      (MSE(reduction=reduction), None)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            value = loss.forward(pred.copy(), target)
+            grad = loss.backward(up) if up is not None else loss.backward()
+        if tfn is None:  # mse: float32 squares past the range are inf (torch's too)
+            if reduction == "none":
+                too_big = pred.astype(np.float64) ** 2 > np.finfo(np.float32).max
+                assert value.dtype == np.float32 and too_big.any()
+                np.testing.assert_array_equal(np.isinf(value), too_big)
+            continue
+        tv = tfn(tp, torch.zeros(4, 3, dtype=torch.float64))
+        tv.backward(torch.tensor(up, dtype=torch.float64) if up is not None else None)
+        np.testing.assert_allclose(value, tv.detach().numpy(), rtol=1e-6)
+        np.testing.assert_allclose(grad, tp.grad.numpy(), rtol=1e-6)
+        tp.grad = None

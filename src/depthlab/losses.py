@@ -384,7 +384,8 @@ class MSE(_RegressionLoss):
         diff = self._diff(pred, target)
         self._cache = diff
         if self.reduction == "none":
-            return diff * diff
+            with np.errstate(over="ignore"):  # inf past the dtype's range, as torch's
+                return diff * diff
         flat = diff.ravel()
         return self._reduced(_sum_squares(flat), diff.size)
 
@@ -479,7 +480,9 @@ class SmoothL1Loss(L1Loss):
         if self.beta == 0.0:
             return z
         beta = self.beta
-        return xp.where(z < beta, 0.5 * z * z / beta, z - 0.5 * beta)
+        q = xp.minimum(z, beta)  # z where z < beta (the quadratic part's only inputs): the
+        # same values, without squaring the rest (float32 |d| >= 1.9e19 overflowed, warning)
+        return xp.where(z < beta, 0.5 * q * q / beta, z - 0.5 * beta)
 
     def _slope(self, diff: Array) -> Array:
         if self.beta == 0.0:
