@@ -656,13 +656,13 @@ class RunContext:
 
     def judged_init_ratios(self, activation: str | None = None) -> dict[int, float]:
         """:meth:`init_variance_ratios` of the layers whose weights can tell: a finite ratio
-        from at least ``INIT_MIN_WEIGHTS`` weights (``fan_in x fan_out``; a sample variance of
+        from at least ``INIT_MIN_WEIGHTS`` weights (:func:`weight_count`; a sample variance of
         fewer scatters by factors), a ratio 0 (all weights equal) in a layer of >= 2 units."""
-        fans = {p.index: (p.dense.fan_in, p.dense.fan_out) for p in self.points
+        fans = {p.index: (weight_count(p.dense), p.dense.fan_out) for p in self.points
                 if p.dense is not None}
         return {k: v for k, v in self.init_variance_ratios(activation).items()
                 if v >= 0 and math.isfinite(v) and k in fans
-                and (fans[k][0] * fans[k][1] >= INIT_MIN_WEIGHTS or (v == 0 and fans[k][1] >= 2))}
+                and (fans[k][0] >= INIT_MIN_WEIGHTS or (v == 0 and fans[k][1] >= 2))}
 
     def mean_init_ratio(self, activation: str | None = None) -> float:
         """Geometric mean of :meth:`init_variance_ratios` (NaN when unknown), ``(prod r)^(1/n)``:
@@ -672,6 +672,15 @@ class RunContext:
         if any(v == 0 for v in r):
             return 0.0
         return float(np.exp(np.mean(np.log(r)))) if r else math.nan
+
+
+def weight_count(dense: Any) -> int:
+    """The number of weights whose sample variance a layer's init ratio is read from: the
+    layer's own count where it gives one (``n_weights``: a torch convolution's ``cin x cout x
+    k^2``), else ``fan_in x fan_out`` (a Dense's matrix; a convolution's fans, ``cin k^2`` and
+    ``cout k^2``, would count its weights k^2 times)."""
+    n = getattr(dense, "n_weights", None)
+    return int(n) if n else int(dense.fan_in) * int(dense.fan_out)
 
 
 def init_ratio(rec: str, variance: float, fan_in: int, fan_out: int) -> float:
@@ -1464,7 +1473,8 @@ def rule_init_mismatch(ctx: RunContext) -> RuleResult:
     critical variance's multiple where the recommended one is deep in the ordered phase of the
     activation's mean field, sigmoid 103; else 1) above ``INIT_MISMATCH`` by more than the
     measurement's noise: a layer is flagged when ``ln factor > ln INIT_MISMATCH +
-    INIT_MISMATCH_SD sqrt(2 / N)``, ``N = fan_in x fan_out`` its weights. The factor is a
+    INIT_MISMATCH_SD sqrt(2 / N)``, ``N`` its weights (:func:`weight_count`; a convolution's
+    ``cin x cout x k^2``, not its ``fan_in x fan_out``, k^2 times as many). The factor is a
     sample variance's, whose relative sd is ``sqrt((kurtosis - 1) / N)``: ``sqrt(2 / N)`` for
     Gaussian weights, ``sqrt(0.8 / N)`` for uniform ones (the larger taken: the kurtosis is not
     recorded). PyTorch's default nn.Linear init U(+-1/sqrt(fan_in)), Var 1/(3 fan_in), is
@@ -1488,8 +1498,8 @@ def rule_init_mismatch(ctx: RunContext) -> RuleResult:
     worst = max(logs, key=logs.get)
     metric = math.exp(logs[worst])  # the worst factor, >= 1 either way
     # beyond the threshold by more than the sample variance's noise: INIT_MISMATCH_SD of its
-    # relative sd sqrt(2 / N), N = fan_in x fan_out weights (Gaussian's; a uniform's is smaller)
-    n_w = {p.index: p.dense.fan_in * p.dense.fan_out for p in ctx.points if p.dense is not None}
+    # relative sd sqrt(2 / N), N the weights (weight_count) (Gaussian's; a uniform's is smaller)
+    n_w = {p.index: weight_count(p.dense) for p in ctx.points if p.dense is not None}
     layers = [k for k, v in logs.items() if v > math.log(INIT_MISMATCH)
               + INIT_MISMATCH_SD * math.sqrt(2.0 / max(n_w.get(k, 0), 1))]
     if not layers:

@@ -205,6 +205,11 @@ class _Fans:
     """Units on the layer's feature axis where they are not ``fan_out``: a convolution's
     ``out_channels`` (its ``fan_out`` is ``out_channels x kernel size``, torch.nn.init's
     convention), the count ``dead_frac`` is a fraction of and the dead-unit statistics use."""
+    n_weights: int | None = None
+    """The layer's weights whose sample variance the init rules judge (the numel of the
+    fans' weight tensor): a convolution's ``cin x cout x k^2``, not ``fan_in x fan_out``
+    (``cin k^2 x cout k^2``, k^2 times as many), which :func:`depthlab.diagnosis.rules.
+    weight_count` falls back to for a NumPy Dense."""
 
 
 @dataclass
@@ -550,7 +555,8 @@ def _points(table: pd.DataFrame, layers: list[rx.TracedLayer],
             and not scale_free(t.module)
         channels = getattr(t.module, "out_channels", None) \
             if isinstance(t.module, nn.modules.conv._ConvNd) else None
-        fan = _Fans(*rx.fans(ws[0]), units=channels) if judged else None
+        fan = _Fans(*rx.fans(ws[0]), units=channels, n_weights=ws[0].numel()) \
+            if judged else None
         own = None
         if isinstance(t.module, nn.RNNBase) and t.activation_name is None:
             own = "relu" if getattr(t.module, "nonlinearity", "tanh") == "relu" else "tanh"

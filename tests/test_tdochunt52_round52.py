@@ -1,0 +1,75 @@
+"""tdochunt52 (round 52): dlt.doctor and ``depthlab doctor --torch`` on known-answer cases
+written differently from the earlier tests, unusual data and factories."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+import depthlab.torch as dlt
+
+
+def _random_label_images(n: int = 64, c: int = 3, seed: int = 0
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images whose labels are drawn independently of them: no net fits them in a few steps,
+    so the init_mismatch rule's 'the net fitted' exemption never applies."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, c, 8, 8, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def _set_variance(w: torch.Tensor, variance: float) -> None:
+    """Fill ``w`` with +-sqrt(variance), half of each sign: population variance exactly
+    ``variance`` (mean 0), so the measured init ratio has no sampling noise."""
+    n = w.numel()
+    signs = torch.tensor([1.0, -1.0]).repeat(n // 2 + 1)[:n]
+    with torch.no_grad():
+        w.copy_((signs * math.sqrt(variance)).reshape(w.shape))
+
+
+def _conv_net(first: nn.Conv2d, factor: float) -> nn.Module:
+    """``first`` -> ReLU -> Conv2d(c, 4, 3) -> ReLU -> Flatten -> Linear: the first layer's
+    initial variance ``factor`` x the upper end of He's band (fan_in mode), the second
+    exactly He's."""
+    c = first.out_channels
+    model = nn.Sequential(first, nn.ReLU(), nn.Conv2d(c, 4, 3, padding=1), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(4 * 64, 10))
+    fi, fo = nn.init._calculate_fan_in_and_fan_out(first.weight)
+    _set_variance(first.weight, factor * 2.0 / min(fi, fo))
+    _set_variance(model[2].weight, 2.0 / (c * 9))
+    for m in (first, model[2]):
+        nn.init.zeros_(m.bias)
+    return model
+
+
+def test_a_conv_init_mismatch_is_judged_on_its_own_weight_count():
+    """Regression: the init-mismatch noise bound counted a convolution's weights as
+    fan_in x fan_out (cin k^2 x cout k^2 = 972 for Conv2d(3, 4, 3)), k^2 = 9 times its 108
+    weights: a 4.8x variance, within the 2-sd scatter of a 108-weight sample variance
+    (bound 5.25x), was flagged as init_mismatch (bound read 4.38x)."""
+    def make() -> nn.Module:
+        return _conv_net(nn.Conv2d(3, 4, 3, padding=1), 4.8)
+
+    diag = dlt.doctor(make, _random_label_images(), steps=4, batch_size=16, verify=False,
+                        optimizer=("sgd", {"lr": 0.01}))
+    assert diag.finding("init_mismatch") is None, str(diag)
+
+    def clear() -> nn.Module:  # well beyond the noise: still flagged, layer 1
+        return _conv_net(nn.Conv2d(3, 4, 3, padding=1), 9.0)
+
+    f = dlt.doctor(clear, _random_label_images(), steps=4, batch_size=16,
+                   optimizer=("sgd", {"lr": 0.01}), verify=False).finding("init_mismatch")
+    assert f is not None and f.layers == [1] and f.evidence["variance_ratio"] > 8.9
+
+
+def test_a_conv_of_fewer_weights_than_the_minimum_is_not_judged():
+    """Regression: Conv2d(1, 2, 3) has 18 weights, fewer than INIT_MIN_WEIGHTS (20), whose
+    sample variance scatters by factors; counted as fan_in x fan_out = 9 x 18 = 162 it was
+    judged and its 10x variance named an init mismatch."""
+    def make() -> nn.Module:
+        return _conv_net(nn.Conv2d(1, 2, 3, padding=1), 10.0)
+
+    diag = dlt.doctor(make, _random_label_images(c=1), steps=4, batch_size=16, verify=False,
+                        optimizer=("sgd", {"lr": 0.01}))
+    assert diag.finding("init_mismatch") is None, str(diag)
