@@ -106,3 +106,53 @@ def test_the_saturation_legend_says_which_fractions_the_activation_has_none_of(
         assert ("none for" not in label) == has_line, (label, drawn)
     shots = screenshot_dir(tmp_path / "shots")
     page.locator("#panel-sat").screenshot(path=str(shots / f"playhunt52-sat-{activation}.png"))
+
+
+# -- report figures -------------------------------------------------------------------------------
+def _mean_std_table(steps, names: list[str] | None, n_layers: int, std: float):
+    import pandas as pd
+
+    rows = []
+    for step in steps:
+        for layer in range(1, n_layers + 1):
+            extra = {"module": names[layer - 1]} if names else {}
+            rows += [{"step": step, "layer": layer, "quantity": "act_mean", "value": 0.1 * layer,
+                      **extra},
+                     {"step": step, "layer": layer, "quantity": "act_std", "value": std,
+                      **extra}]
+    return pd.DataFrame(rows)
+
+
+LONG_NAMES = ["embed"] + [f"encoder.layers.{i}.self_attn.out_proj" for i in range(11)] + ["head"]
+
+
+@pytest.mark.parametrize(("names", "n_layers"), [(None, 3), (LONG_NAMES, 13)])
+def test_the_mean_std_legend_covers_no_error_bar_and_fits_the_figure(names, n_layers, tmp_path):
+    """``figures.activation_mean_std`` (Glorot & Bengio's Fig. 2: per layer a mean line and
+    ±std error bars at every probed step) placed its legend by matplotlib's "best", which does
+    not see error bars: over 10 steps of 3 layers whose bars span the axes it sat across the
+    last 6 bars. Its legend now sits outside the axes, the figure widened to hold it (long
+    module names included), and a two-line title is not cut at the top."""
+    import numpy as np
+
+    from depthlab.report.figures import activation_mean_std, figure_png
+
+    fig = activation_mean_std(_mean_std_table(range(0, 100, 10), names, n_layers, 0.6))
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = ax.get_legend().get_window_extent(renderer)
+    bars = [c for c in ax.collections if len(c.get_segments())]
+    assert bars, "no error bars drawn"
+    for c in bars:
+        for seg in c.get_segments():
+            (x0, y0), (x1, y1) = ax.transData.transform(np.asarray(seg, float))
+            crosses = box.x0 <= x0 <= box.x1 and min(y0, y1) <= box.y1 and max(y0, y1) >= box.y0
+            assert not crosses, (box, seg)
+    page = fig.bbox
+    for text in ax.get_legend().get_texts():
+        t = text.get_window_extent(renderer)
+        assert t.x1 <= page.x1 and t.x0 >= page.x0, (text.get_text(), t, page)
+    title = ax.title.get_window_extent(renderer)
+    assert title.y1 <= page.y1, (ax.title.get_text(), title, page)
+    (tmp_path / "mean_std.png").write_bytes(figure_png(fig))

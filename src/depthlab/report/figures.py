@@ -750,10 +750,12 @@ ACC_MIN_SPAN = 0.1
 def activation_mean_std(probes: pd.DataFrame | None, prefix: str = "act",
                         max_points: int = 14) -> Figure:
     """Glorot & Bengio (2010) Fig. 2 style: per layer, the mean of the activations (line) with
-    error bars of one standard deviation, over training."""
-    fig, (ax,) = _new_figure()
+    error bars of one standard deviation, over training. The legend sits outside the axes, on
+    the right: the bars of every step span the axes' height, so no place inside is free (the
+    legend, placed by "best", sat across the last steps' bars), and module names are long."""
     mean, std = _quantity(probes, f"{prefix}_mean"), _quantity(probes, f"{prefix}_std")
     if mean.empty:
+        fig, (ax,) = _new_figure()
         _empty(ax, nothing_recorded(probes, f"{prefix}_mean"), "Mean ± std of each layer's "
                + ("activation" if prefix == "act" else "pre-activation"))
         return fig
@@ -761,6 +763,9 @@ def activation_mean_std(probes: pd.DataFrame | None, prefix: str = "act",
     shown = _pick_layers(layers)
     colors = _layer_colors(shown)
     names = layer_names(probes)
+    note = _layers_note(shown, layers)
+    # a second title line (the layers note) did not fit the 0.38 in top margin: cut at the top
+    fig, (ax,) = _new_figure(6.4, 3.8, top=0.55 if note else None)  # widened for the legend
     steps = mean.index.to_numpy()
     stride = max(1, int(np.ceil(len(steps) / max_points)))
     span = (steps.max() - steps.min()) or 1
@@ -777,9 +782,29 @@ def activation_mean_std(probes: pd.DataFrame | None, prefix: str = "act",
     what = "activation" if prefix == "act" else "pre-activation"
     ax.set_xlabel("training step")
     ax.set_ylabel(f"{what} value")
-    ax.set_title(f"Mean ± std of each layer's {what}{_layers_note(shown, layers)}")
-    _legend(ax, ncols=2 if len(shown) > 4 else 1, loc="best")
+    ax.set_title(f"Mean ± std of each layer's {what}{note}")
+    _legend(ax, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _fit_legend_right(fig, ax)
     return fig
+
+
+def _fit_legend_right(fig: Figure, ax) -> None:
+    """Widen ``fig`` so that ``ax``'s legend, placed outside the axes on the right, fits: the
+    axes keep their size in inches, the figure grows by the legend's measured width (rendered
+    text, not an estimate: 36-character module names ran past the figure's edge) plus 0.15 in."""
+    legend = ax.get_legend()
+    if legend is None:
+        return
+    width, dpi = fig.get_figwidth(), fig.dpi
+    box = legend.get_window_extent(fig.canvas.get_renderer())
+    axes_right = ax.get_position().x1 * width
+    need = (box.x1 - box.x0) / dpi + 0.01 * ax.get_position().width * width + 0.15
+    new_width = axes_right + need
+    if new_width <= width:
+        return
+    left = ax.get_position().x0 * width
+    fig.set_figwidth(new_width)
+    fig.subplots_adjust(left=left / new_width, right=axes_right / new_width)
 
 
 def _percentile_of(quantity: str, prefix: str) -> float | None:
