@@ -135,3 +135,30 @@ def test_regression_losses_at_huge_float32_differences_without_warning(reduction
         np.testing.assert_allclose(value, tv.detach().numpy(), rtol=1e-6)
         np.testing.assert_allclose(grad, tp.grad.numpy(), rtol=1e-6)
         tp.grad = None
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.5])
+@pytest.mark.parametrize(("dtype", "big"), [(np.float32, 1e30), (np.float64, 1e160)])
+def test_centered_rmsprop_overflowing_gradient_matches_torch(momentum: float, dtype: type,
+                                                             big: float) -> None:
+    # an exploding gradient whose running mean's square overflows: v = inf and m^2 = inf, and
+    # NumPy's v - m^2 = inf - inf made the weights NaN where torch's fused v - m*m is inf (a
+    # step of 0: the weights stay finite)
+    torch = pytest.importorskip("torch")
+    from depthlab.optimizers import RMSprop
+    from depthlab.parameter import Parameter
+
+    w0 = np.array([1.0, -2.0, 0.5, 3.0], dtype)
+    grads = [np.array([big, -big, 1.0, 0.0], dtype), np.array([0.3, 2.0, -1.0, 0.5], dtype)]
+    p = Parameter("w", w0.copy())
+    opt = RMSprop([p], lr=0.01, centered=True, momentum=momentum)
+    tp = torch.nn.Parameter(torch.tensor(w0))
+    topt = torch.optim.RMSprop([tp], lr=0.01, centered=True, momentum=momentum)
+    for g in grads * 3:
+        p.grad = g.copy()
+        with np.errstate(over="ignore"):  # d^2 overflows (as in fit's loop, silenced there)
+            opt.step()
+        tp.grad = torch.tensor(g)
+        topt.step()
+        np.testing.assert_allclose(p.value, tp.detach().numpy(), rtol=1e-6, atol=0.0)
+    assert np.isfinite(p.value).all()
