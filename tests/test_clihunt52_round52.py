@@ -67,3 +67,47 @@ def test_a_npz_with_one_array_named_as_read_names_the_others_rename(arrays, hint
                       'sizes = ["auto", 4, "auto"]\n[train]\nepochs = 1\n')
     code, _, err = _main(["run", str(config), "--out", str(tmp_path / "r"), "-q"], capsys)
     assert code == 2 and hint in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("line", "hint"), [
+    ('seed = "0"', 'train.seed = "0" has the wrong type; accepted: an integer >= 0 (did you '
+                   'mean 0, without quotes?)'),
+    ('batch_size = 8.0', "(did you mean 8?)"),
+    ('batch_size = "8"', "(did you mean 8, without quotes?)"),
+    ('epochs = 2.0', "(did you mean 2?)"),
+    ('lr = "1e-3"', "(did you mean 1e-3, without quotes?)"),
+])
+def test_a_number_written_as_text_or_a_whole_float_says_how_to_write_it(line, hint, tmp_path,
+                                                                        capsys):
+    """``seed = "0"`` (a number in quotes, as JSON-minded users write it) and ``batch_size =
+    8.0`` were refused with "has the wrong type; accepted: an integer ..." and no word on what
+    to write, where the CLI's own options say ``--limit 1e3``: '... (did you mean 1000?)'.
+    Now the config's line names the number meant; the Python API's error too."""
+    config = tmp_path / "c.toml"
+    config.write_text('name = "n"\n[data]\nname = "clusters"\nn = 60\n[model]\n'
+                      f'sizes = ["auto", 4, "auto"]\n[train]\n{line}\n')
+    code, _, err = _main(["run", str(config), "--out", str(tmp_path / "r"), "-q"], capsys)
+    assert code == 2 and hint in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("line", ['seed = "x"', 'seed = "nan"', "batch_size = 8.5",
+                                  'lr = "inf"', 'batch_size = "ful"'])
+def test_no_number_hint_where_no_number_is_meant(line, tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text('name = "n"\n[data]\nname = "clusters"\nn = 60\n[model]\n'
+                      f'sizes = ["auto", 4, "auto"]\n[train]\n{line}\n')
+    code, _, err = _main(["run", str(config), "--out", str(tmp_path / "r"), "-q"], capsys)
+    assert code == 2 and "without quotes" not in err
+    assert ("did you mean" in err) == ("ful" in line)
+
+
+def test_the_python_api_names_the_number_meant_too():
+    import numpy as np
+
+    import depthlab as dl
+
+    x = np.random.default_rng(0).normal(size=(20, 3))
+    y = (x[:, 0] > 0).astype(int)
+    with pytest.raises(TypeError, match=r"batch_size = 8\.0 .*\(did you mean 8\?\)"):
+        dl.fit(dl.mlp([3, 4, 2], seed=0), x, y, batch_size=8.0, epochs=1)

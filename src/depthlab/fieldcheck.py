@@ -85,6 +85,40 @@ def bad(key: str, value: Any, accepted: str, problem: str = "is not accepted",
     return cls(f"{key} = {fmt(value)} {problem}{hint}; accepted: {accepted}", key)
 
 
+def number_hint(v: Any, whole: bool) -> str:
+    """What to write for a number given in another form: a number in quotes (``seed = "0"``,
+    ``lr = "0.1"``: TOML and JSON read text) is `` (did you mean 0, without quotes?)``, and a
+    whole number written with a decimal point where an integer is expected (``batch_size =
+    8.0``) `` (did you mean 8?)``, as the CLI's options say of ``--limit 1e3``; ``""`` for any
+    other value (a fraction where an integer is expected, text that is no number)."""
+    if isinstance(v, str):
+        text = v.strip()
+        if not re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", text):
+            return ""  # "nan", "inf", "1_000" and words are no number to suggest
+        value = float(text)
+        if not math.isfinite(value):
+            return ""
+        if whole:
+            if value != int(value):
+                return ""
+            text = str(int(value))
+        return f" (did you mean {text}, without quotes?)"
+    if whole and isinstance(v, float) and math.isfinite(v) and v == int(v):
+        return f" (did you mean {int(v)}?)"
+    return ""
+
+
+def wrong_type(key: str, value: Any, accepted: str, whole: bool,
+               names: Any = None) -> ConfigError:
+    """:func:`bad`'s "has the wrong type" with :func:`number_hint` at its end (``whole``: an
+    integer is expected)."""
+    e = bad(key, value, accepted, "has the wrong type", names=names)
+    hint = number_hint(value, whole)
+    if hint and "(did you mean" not in str(e):
+        e = type(e)(f"{e}{hint}", key)
+    return e
+
+
 def is_int(v: Any) -> bool:
     """An integer (NumPy integers too) that is not a bool."""
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
@@ -135,7 +169,7 @@ class Int(Check):
         if v is None and self.optional:
             return None
         if not is_int(v):
-            raise bad(key, v, self.accepted, "has the wrong type")
+            raise wrong_type(key, v, self.accepted, whole=True)
         if self.lo is not None and v < self.lo:
             raise bad(key, v, self.accepted, "is out of range")
         return int(v)
@@ -162,7 +196,7 @@ class Float(Check):
 
     def __call__(self, key: str, v: Any) -> Any:
         if not is_num(v):
-            raise bad(key, v, self.accepted, "has the wrong type")
+            raise wrong_type(key, v, self.accepted, whole=False)
         f = to_float(v)  # 10**400: inf, refused as not finite
         lo, hi = self.lo, self.hi
         if (not math.isfinite(f) or (lo is not None and (f < lo or (self.lo_open and f == lo)))
@@ -393,8 +427,8 @@ class BatchSize(Check):
     def __call__(self, key: str, v: Any) -> Any:
         if isinstance(v, str) and v.strip().lower() == "full":
             return "full"
-        if not is_int(v):  # "ful": did you mean "full"?
-            raise bad(key, v, self.accepted, "has the wrong type", names=("full",))
+        if not is_int(v):  # "ful": did you mean "full"? "8", 8.0: did you mean 8?
+            raise wrong_type(key, v, self.accepted, whole=True, names=("full",))
         if v < 1:
             raise bad(key, v, self.accepted, "is out of range")
         return int(v)
