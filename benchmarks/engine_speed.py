@@ -39,7 +39,9 @@ import sys
 import time
 
 import numpy as np
-from host_blas import numpy_blas  # (benchmarks/host_blas.py)
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # host_blas, beside this file
+from host_blas import numpy_blas  # noqa: E402
 
 CASES = [
     # name, sizes, activation, init, batch, steps per block

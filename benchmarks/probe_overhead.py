@@ -82,7 +82,6 @@ import time
 import numpy as np
 
 # one BLAS thread (set before NumPy's OpenBLAS starts its pool)
-from host_blas import numpy_blas  # (benchmarks/host_blas.py)
 from threadpoolctl import threadpool_limits
 
 from depthlab import accel as engine_accel
@@ -91,6 +90,9 @@ from depthlab.backend import rng as make_rng
 from depthlab.models import mlp
 from depthlab.probes import ProbeRecorder, accel
 from depthlab.training import fit
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # host_blas, beside this file
+from host_blas import numpy_blas  # noqa: E402
 
 NETWORKS = {
     "sigmoid 784-100x3-10, batch 60": dict(
