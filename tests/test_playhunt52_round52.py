@@ -156,3 +156,36 @@ def test_the_mean_std_legend_covers_no_error_bar_and_fits_the_figure(names, n_la
     title = ax.title.get_window_extent(renderer)
     assert title.y1 <= page.y1, (ax.title.get_text(), title, page)
     (tmp_path / "mean_std.png").write_bytes(figure_png(fig))
+
+
+def test_a_heatmap_title_of_several_blank_notes_is_not_cut_at_the_top(tmp_path):
+    """A torch run's gradient heatmap with a layer that records no gradient (an attention
+    block), a zero and a non-finite value was titled in four lines ("Back-propagated gradient
+    std per layer", "blank: 1 layer with no grad_pre_std recorded", "blank: not finite ...",
+    "blank: zero at step 8") in a fixed 0.38 in top margin: its first two lines were above the
+    figure's edge, cut off. The figure now grows at the top, the axes keeping their size."""
+    import numpy as np
+    import pandas as pd
+
+    from depthlab.report.figures import figure_png, gradient_heatmap
+
+    names = ["embed", "encoder.layers.0.self_attn", "encoder.layers.0.self_attn.out_proj",
+             "encoder.layers.0.linear1", "encoder.layers.0.linear2", "head"]
+    rows = []
+    for step in range(0, 10, 2):
+        for layer, name in enumerate(names, 1):
+            rows.append({"step": step, "layer": layer, "module": name, "quantity": "weight_std",
+                         "value": 0.1})
+            if layer == 2:  # the attention block: no output of its own, no gradient
+                continue
+            value = {(3, 8): 0.0, (4, 8): np.inf}.get((layer, step), 1e-3 * layer)
+            rows.append({"step": step, "layer": layer, "module": name,
+                         "quantity": "grad_pre_std", "value": value})
+    fig = gradient_heatmap(pd.DataFrame(rows))
+    ax = fig.axes[0]
+    assert ax.get_title().count("\n") == 3, ax.get_title()
+    fig.canvas.draw()
+    title = ax.title.get_window_extent(fig.canvas.get_renderer())
+    assert title.y1 <= fig.bbox.y1, (title, fig.bbox)
+    assert ax.get_position().height * fig.get_figheight() > 2.5  # the rows kept their height
+    (tmp_path / "heatmap.png").write_bytes(figure_png(fig))

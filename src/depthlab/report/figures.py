@@ -179,6 +179,26 @@ def _new_figure(width: float = 6.4, height: float = 3.8, ncols: int = 1,
     return fig, list(axes)
 
 
+def fit_title_top(fig: Figure, pad_in: float = 0.05) -> None:
+    """Grow ``fig`` at the top until its axes' titles fit, every axes keeping its size and its
+    place from the bottom in inches: the fixed 0.38 in top margin holds one title line and a
+    little, and a heatmap's title of four lines (the heading and three "blank: ..." notes)
+    lost its first two above the figure's edge. Measured on the rendered titles."""
+    renderer = fig.canvas.get_renderer()
+    tops = [ax.title.get_window_extent(renderer).y1 for ax in fig.axes if ax.get_title()]
+    if not tops:
+        return
+    height = fig.get_figheight()
+    over = max(tops) / fig.dpi + pad_in - height
+    if over <= 0:
+        return
+    new = height + over
+    for ax in fig.axes:
+        pos = ax.get_position()
+        ax.set_position((pos.x0, pos.y0 * height / new, pos.width, pos.height * height / new))
+    fig.set_figheight(new)
+
+
 def _style(ax) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(nbins="auto", integer=True))
     for side in ("top", "right"):
@@ -1168,6 +1188,7 @@ def gradient_heatmap(probes: pd.DataFrame | None, quantity: str = "grad_pre_std"
         notes.append(f"blank: {len(gaps)} layers not recorded at some steps")
     ax.set_title("\n".join([heading, *notes]),
                  fontsize=11 if notes else None)
+    fit_title_top(fig)
     return fig
 
 
