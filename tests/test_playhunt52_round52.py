@@ -81,18 +81,18 @@ def test_the_last_layers_line_is_not_pale_yellow_on_the_white_plots(page, server
 
 
 @pytest.mark.parametrize(("activation", "labels"), [
-    ("relu", ["saturated: none for relu (unbounded)", "inactive", "dead"]),
-    ("tanh", ["saturated", "inactive: none for tanh (not ReLU-family)", "dead"]),
-    ("identity", ["saturated: none for identity (unbounded)",
-                  "inactive: none for identity (not ReLU-family)", "dead"]),
+    ("relu", ["saturated: none for relu", "inactive", "dead"]),
+    ("tanh", ["saturated", "inactive: none for tanh", "dead"]),
+    ("identity", ["saturated: none for identity", "inactive: none for identity", "dead"]),
     ("relu6", ["saturated", "inactive", "dead"]),
 ])
 def test_the_saturation_legend_says_which_fractions_the_activation_has_none_of(
         page, server, activation, labels, tmp_path):
     """A ReLU net's saturation panel listed "saturated" in its legend beside no line (the
     fraction is not defined for an unbounded activation: the server sends none), a tanh net's
-    "inactive" the same, as a drawing fault would look: the entry says there is none and why,
-    as the loss panel's "held-out acc: none for mse" does."""
+    "inactive" the same, as a drawing fault would look: the entry says there is none, as the
+    loss panel's "held-out acc: none for mse" does (the panel's title says which activations
+    have which fraction)."""
     from helpers.browser import screenshot_dir
 
     page.goto(server.url + f"?model.activation={activation}&model.depth=3&model.width=8")

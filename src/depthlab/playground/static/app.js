@@ -962,8 +962,9 @@ function fractionLabel(name, m) {
   const has = name === "saturated" ? ["bounded", "bounded_relu"] : ["relu", "bounded_relu"];
   if (!fam || has.includes(fam)) return name;
   const act = m.config && m.config.model ? m.config.model.activation : "this activation";
-  return name === "saturated" ? `saturated: none for ${act} (unbounded)` :
-    `inactive: none for ${act} (not ReLU-family)`;
+  // short: a longer reason ("(unbounded)") wrapped on a phone, its square on a line of its
+  // own; the panel's title says which activations have which fraction
+  return `${name}: none for ${act}`;
 }
 
 /* Where the theory line and the 'at init' line part by more than a factor 2 at the input end,
