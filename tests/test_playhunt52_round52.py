@@ -189,3 +189,22 @@ def test_a_heatmap_title_of_several_blank_notes_is_not_cut_at_the_top(tmp_path):
     assert title.y1 <= fig.bbox.y1, (title, fig.bbox)
     assert ax.get_position().height * fig.get_figheight() > 2.5  # the rows kept their height
     (tmp_path / "heatmap.png").write_bytes(figure_png(fig))
+
+
+@pytest.mark.parametrize(("query", "ends"), [("", (-1, 1)),
+                                             ("?model.activation=step&model.init=normal", (0, 1))])
+def test_the_histograms_x_axis_spans_the_bins_and_labels_the_activations_bounds(
+        page, server, query, ends, tmp_path):
+    """The histogram panel's x axis spanned its bins' centres (-0.983 to 0.983 for tanh), so
+    the saturation spikes at -1 and 1 stood at the axis' ends with no label nearer than 0.5,
+    and a step function's 0 and 1 were not labelled at all: the axis spans the bins' edges."""
+    from helpers.browser import screenshot_dir
+
+    page.goto(server.url + query)
+    page.wait_for_function(MEASURED, timeout=180_000)
+    scale = page.evaluate("[S.plots['plot-hist'].scales.x.min, S.plots['plot-hist'].scales.x.max]")
+    assert scale == pytest.approx(list(ends)), scale
+    labels = page.evaluate("S.plots['plot-hist'].axes[0]._values")
+    assert labels[0] == str(ends[0]) and labels[-1] == str(ends[1]), labels
+    shots = screenshot_dir(tmp_path / "shots")
+    page.locator("#panel-hist").screenshot(path=str(shots / "playhunt52-hist-ends.png"))

@@ -902,8 +902,12 @@ function buildPlots(m) {
         points: firstPoints }],  // dashed: another axis, and a colour close to the loss's
   }, [[], [], [], []]);
   const hl = m.hist_layers;
+  S.histRange = null;
   makePlot("plot-hist", {
-    scales: { x: { time: false } },
+    // the x axis spans the bins' edges (S.histRange), not their centres: over the centres
+    // (-0.983 to 0.983 for tanh) the saturation spikes stood at the axis' ends with no label
+    // nearer than 0.5, and a step function's 0 and 1 were not labelled at all
+    scales: { x: { time: false, range: (u, lo, hi) => S.histRange || [lo, hi] } },
     axes: [{ label: "activation value", values: linTicks, incrs: wideIncrs }, { label: "fraction", size: 50 }],
     series: [{ label: "value" }, ...hl.map((l) => ({ label: `${unit()} ${l}`, stroke: layerColor(l, L), width: 1.5, points: { show: false } }))],
   }, [[], ...hl.map(() => [])]);
@@ -1128,6 +1132,7 @@ function onUpdate(m) {
     // every layer on the first layer's bins when they share a range (bounded activations)
     const same = ref.every((hh) => hh.lo === h0.lo && hh.hi === h0.hi && hh.p.length === n);
     if (same) {
+      S.histRange = h0.hi > h0.lo ? [h0.lo, h0.hi] : null;
       S.plots["plot-hist"].setData([x, ...m.hist.map((hh) => empty(hh) ? x.map(() => null) : hh.p)]);
     } else {
       // layers whose ranges differ by more than HIST_SPREAD times (an exploding or vanishing
@@ -1139,6 +1144,7 @@ function onUpdate(m) {
       const lo = Math.min(...ref.map((hh) => hh.lo / (own ? own.get(hh) : 1)));
       const hi = Math.max(...ref.map((hh) => hh.hi / (own ? own.get(hh) : 1)));
       const N = HIST_COMMON_BINS, xs = Array.from({ length: N }, (_, i) => lo + (i + 0.5) * (hi - lo) / N);
+      S.histRange = hi > lo && isFinite(lo) && isFinite(hi) ? [lo, hi] : null;
       // each layer's bin shares its fraction among the common bins it overlaps, in proportion
       // to the overlap (moving it whole to the bin of its centre left every other common bin
       // empty where a layer's bins are wider: a comb of spikes and zeros)
