@@ -162,3 +162,33 @@ def test_centered_rmsprop_overflowing_gradient_matches_torch(momentum: float, dt
         topt.step()
         np.testing.assert_allclose(p.value, tp.detach().numpy(), rtol=1e-6, atol=0.0)
     assert np.isfinite(p.value).all()
+
+
+def test_input_mean_past_float64_is_one_clear_overflow_error() -> None:
+    # |input_mean| >= 1.3e154: Python's input_mean ** 2 raised its bare OverflowError
+    # "(34, 'Numerical result out of range')", naming neither value
+    import depthlab as dl
+    from depthlab.theory import predict_gradients, propagate_residual
+
+    named = r"input_var=1\.0 and input_mean=1e\+160: .*overflows float64"
+    with pytest.raises(OverflowError, match=named):
+        propagate([4, 4, 4], "tanh", input_mean=1e160)
+    with pytest.raises(OverflowError, match=named):
+        propagate_residual(4, 8, 2, "relu", input_mean=1e160, batchnorm=False)
+    for options in ({}, {"residual": True}, {"residual": True, "batchnorm": True}):
+        with pytest.raises(OverflowError, match=named):
+            predict_gradients(dl.mlp([4, 8, 8, 2], **options), input_mean=1e160)
+
+
+def test_predict_gradients_huge_input_spread_is_predicted() -> None:
+    # input_var = 1e300: the length spread's input_var ** 2 raised a bare OverflowError
+    # inside predict_gradients, though every layer's variance is finite (relu without biases
+    # is scale-free: the profile is the one at input_var = 1)
+    import depthlab as dl
+    from depthlab.theory import predict_gradients
+
+    net = dl.mlp([4, 8, 8, 2], "relu")
+    huge = predict_gradients(net, input_var=1e300, input_mean=1e150)
+    assert huge.covered
+    assert huge.relative_std == pytest.approx(predict_gradients(net).relative_std, rel=1e-12)
+    assert huge.relative_std == pytest.approx([math.sqrt(0.5), 1.0], rel=1e-12)

@@ -32,7 +32,7 @@ from ..equality import value_eq
 from .batchnorm import bn_gradient_factor, propagate_batchnorm
 from .gaussian import NOT_ELEMENTWISE
 from .residual import propagate_residual
-from .variance import propagate
+from .variance import input_mean_square, propagate
 
 
 @dataclass(frozen=True)
@@ -503,8 +503,11 @@ def input_length_rule(n_in: int, input_var: float, input_mean: float = 0.0
     when every length is equal (``input_var = 0``). Weights sum to 1."""
     from scipy.special import roots_genlaguerre
 
-    m = float(input_var) + float(input_mean) ** 2
-    var = (2.0 * input_var ** 2 + 4.0 * input_var * input_mean ** 2) / max(int(n_in), 1)
+    # products, not ** 2: Python's float power raised a bare OverflowError past 1.3e154
+    # (input_var = 1e308); an infinite spread takes the one-length rule below
+    mean_sq = float(input_mean) * float(input_mean)
+    m = float(input_var) + mean_sq
+    var = (2.0 * input_var * input_var + 4.0 * input_var * mean_sq) / max(int(n_in), 1)
     if not (m > 0 and var > 0 and math.isfinite(m * var)):
         return np.ones(1), np.ones(1)
     k = m * m / var
@@ -791,7 +794,7 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
         layer_bias = bias_vars if bias_vars is not None else [0.0] * len(hidden)
         bdist = (bias_distribution(spec.bias_init) or "normal") if bias_vars is not None \
             else "normal"
-        sq0 = input_var + input_mean ** 2
+        sq0 = input_mean_square(input_var, input_mean)
 
         def average(ts: np.ndarray, ws: np.ndarray) -> pd.DataFrame:
             # every node's recursion at once (the same quadrature as propagate, one activation

@@ -57,7 +57,7 @@ import pandas as pd
 from ..validators import positive_int, real
 from .batchnorm import NOT_ELEMENTWISE, bn_moments
 from .gaussian import activation_keywords, resolve_activation
-from .variance import check_gradient
+from .variance import check_gradient, input_mean_square
 
 COLUMNS = ("layer", "block", "site", "pre_var", "act_mean", "act_var", "act_sq", "deriv_sq",
            "grad_pre_var", "stream_batch_var", "stream_sq", "stream_grad_var")
@@ -130,7 +130,7 @@ def propagate_residual(
         return moments(gamma * gamma * q / (q + eps) if q + eps > 0 else 0.0, beta, layer)
 
     q = n0 * v0 * input_var if batchnorm else math.nan
-    msq = n0 * v0 * (input_var + input_mean ** 2) + sb2
+    msq = n0 * v0 * input_mean_square(input_var, input_mean) + sb2
     rows: list[dict[str, Any]] = []
     for b in range(1, K + 1):
         if batchnorm:

@@ -113,6 +113,19 @@ measured, then the DataFrame's row); a list of sizes is refused before the first
 its rows cannot fit (``depthlab.memory.check_fits``)."""
 
 
+def input_mean_square(input_var: float, input_mean: float) -> float:
+    """``E[x^2] = input_var + input_mean^2``, the inputs' mean square that the first layer's
+    pre-activation variance scales; an OverflowError naming both when it is past float64's
+    range (``|input_mean| >= 1.3e154``: Python's ``input_mean ** 2`` raised its bare
+    "(34, 'Numerical result out of range')")."""
+    sq = float(input_var) + float(input_mean) * float(input_mean)
+    if not math.isfinite(sq):
+        raise OverflowError(f"input_var={input_var!r} and input_mean={input_mean!r}: the "
+                            "inputs' mean square input_var + input_mean^2 overflows float64; "
+                            "expected one below 1.8e308 (|input_mean| below 1.3e154)")
+    return sq
+
+
 def check_rows(layers: int, what: str) -> None:
     """:class:`~depthlab.memory.MemoryRefusal` when ``layers`` rows of ``ROW_BYTES`` do not fit
     in the memory available (refused before computing, not after hours)."""
@@ -287,7 +300,7 @@ def propagate(
     L = len(widths) - 1
     check_rows(L, "propagate")
     wvar = [_init_variance(init, widths[l - 1], widths[l], init_kw) for l in range(1, L + 1)]
-    prev_sq = float(input_var) + float(input_mean) ** 2
+    prev_sq = input_mean_square(input_var, input_mean)
     rows = []
     for l in range(1, L + 1):
         q = widths[l - 1] * wvar[l - 1] * prev_sq + bias_vars[l - 1]
