@@ -208,3 +208,27 @@ def test_the_histograms_x_axis_spans_the_bins_and_labels_the_activations_bounds(
     assert labels[0] == str(ends[0]) and labels[-1] == str(ends[1]), labels
     shots = screenshot_dir(tmp_path / "shots")
     page.locator("#panel-hist").screenshot(path=str(shots / "playhunt52-hist-ends.png"))
+
+
+def test_the_divergence_banner_says_not_finite_where_the_trainer_said_nan(page, server):
+    """A diverged run's banner read "training diverged at step 2 (epoch 1): loss = nan; ..."
+    (the trainer's text of Python's NaN) and then "values that were not finite read 'not
+    finite'": the page's word for it, with NaN or inf named."""
+    import re
+
+    page.goto(server.url + "?model.activation=relu&model.init=normal&train.lr=10"
+              "&model.depth=20")
+    page.wait_for_function(MEASURED, timeout=180_000)
+    page.click("#play")
+    page.wait_for_function("document.body.dataset.state === 'diverged' && "
+                           "!document.getElementById('diverged').hidden", timeout=60_000)
+    text = page.locator("#diverged").text_content()
+    assert "the loss was not finite (NaN)" in text, text
+    assert not re.search(r"\bnan\b", text), text
+    # an overflow to inf is named so
+    page.evaluate("""() => onDiverged({type: "diverged", step: 9, epoch: 1, layer: null,
+        loss: null, losses: [], nonfinite_parameters: [],
+        message: "training diverged at step 9 (epoch 1): loss = inf; every layer overflowed."})""")
+    page.wait_for_function("document.getElementById('diverged').dataset.step === '9'")
+    text = page.locator("#diverged").text_content()
+    assert "training diverged at step 9 (epoch 1): the loss was not finite (+inf); every" in text

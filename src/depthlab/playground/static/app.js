@@ -676,6 +676,10 @@ function onDiverged(m) {
   const d = $("diverged");
   // the trainer's message already says "training diverged at step N (epoch E): ..."
   let said = m.message.replace(/\.+$/, "");
+  // the trainer's "loss = nan" (Python's text of a NaN) beside a page whose numbers say "not
+  // finite" and never "nan": in the page's words, NaN or inf named
+  said = said.replace(/\bloss = (nan|-?inf)\b/, (_, v) =>
+    `the loss was not finite (${v === "nan" ? "NaN" : v.replace(/^inf/, "+inf")})`);
   const where = layerWhere(m.layer);
   if (where) said = said.replace(`layer '${m.layer}'`, `layer '${m.layer}' (${where})`);
   afterRelease(() => {
