@@ -111,3 +111,30 @@ def test_the_python_api_names_the_number_meant_too():
     y = (x[:, 0] > 0).astype(int)
     with pytest.raises(TypeError, match=r"batch_size = 8\.0 .*\(did you mean 8\?\)"):
         dl.fit(dl.mlp([3, 4, 2], seed=0), x, y, batch_size=8.0, epochs=1)
+
+
+@pytest.mark.parametrize(("column", "hinted"), [
+    ("target", True), ("class", True), ("y", True), ("Species", True), ("score", False)])
+def test_a_csv_whose_label_column_has_another_tools_name_suggests_it(column, hinted, tmp_path,
+                                                                     capsys):
+    """A CSV whose label column is ``target`` (scikit-learn's ``frame.to_csv``), ``class`` or
+    ``y`` was refused as "no label column 'label'" with its columns listed and no hint, where
+    ``Label`` got "(did you mean 'Label'?)": now the one such column is suggested."""
+    from depthlab.data import load_dataset
+
+    path = tmp_path / "d.csv"
+    path.write_text(f"a,b,{column}\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(30)))
+    with pytest.raises(ValueError, match="no label column 'label'") as info:
+        load_dataset(str(path))
+    assert (f"(did you mean {column!r}?)" in str(info.value)) == hinted
+    config = tmp_path / "c.toml"
+    config.write_text(f'name = "n"\n[data]\npath = "{path.name}"\n[model]\n'
+                      'sizes = ["auto", 4, "auto"]\n[train]\nepochs = 1\n')
+    code, _, err = _main(["run", str(config), "--out", str(tmp_path / "r"), "-q"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert (f"(did you mean {column!r}?)" in err) == hinted
+    # two such columns: no guess
+    path.write_text("a,target,y\n" + "".join(f"{i},{i % 2},{i % 2}\n" for i in range(30)))
+    with pytest.raises(ValueError, match="no label column 'label'") as info:
+        load_dataset(str(path))
+    assert "did you mean" not in str(info.value)

@@ -223,6 +223,20 @@ LABEL_HINT = ("choose the label column with data.label = \"COLUMN\" (config) or 
 names its ``--label`` option instead)."""
 
 
+CSV_LABEL_NAMES = frozenset({"y", "target", "targets", "class", "classes", "labels",
+                             "outcome", "category", "species"})
+"""Header names other tools give a CSV's label column (scikit-learn's ``frame`` writes
+``target``, R's iris ``Species``), matched in any case."""
+
+
+def _conventional_label(columns: list[str]) -> str | None:
+    """The one column whose name is a label column's in other tools (:data:`CSV_LABEL_NAMES`:
+    ``target``, ``class``, ``y``), suggested for a missing ``label`` column; None when no
+    column or several have such a name."""
+    found = [c for c in columns if str(c).strip().lower() in CSV_LABEL_NAMES]
+    return found[0] if len(found) == 1 else None
+
+
 def _label_column(path: Path, label: str | int, columns: list[str]) -> str:
     """The label column: a column name, or an integer 0-based column position (the same rule
     as ``data.label`` in a config)."""
@@ -249,7 +263,8 @@ def _label_column(path: Path, label: str | int, columns: list[str]) -> str:
         )
         from depthlab.validators import closest_name
 
-        close = None if numeric_header or sep else closest_name(label, columns)
+        close = None if numeric_header or sep else (closest_name(label, columns)
+                                                    or _conventional_label(columns))
         near = f" (did you mean {close!r}?)" if close else ""
         raise ValueError(f"{str(path)!r}: no label column {label!r}{near}.{hint}")
     return label
