@@ -232,3 +232,21 @@ def test_the_divergence_banner_says_not_finite_where_the_trainer_said_nan(page, 
     page.wait_for_function("document.getElementById('diverged').dataset.step === '9'")
     text = page.locator("#diverged").text_content()
     assert "training diverged at step 9 (epoch 1): the loss was not finite (+inf); every" in text
+
+
+@pytest.mark.parametrize(("query", "label"), [("?model.activation=step&model.init=normal",
+                                               "theory: none"), ("", "theory")])
+def test_the_gradient_legend_says_there_is_no_theory_line_where_there_is_none(page, server,
+                                                                             query, label):
+    """A step-function net (the theory has no line: E[f'(s)^2] = 0) listed "theory" in the
+    gradient panel's legend, with its dotted square, beside no line: the entry says none, as
+    the saturation panel's, and the note below the plot says why."""
+    page.goto(server.url + query)
+    page.wait_for_function(MEASURED, timeout=180_000)
+    entries = page.evaluate("""() => [...document.querySelectorAll(
+        '#panel-grad .u-legend .u-series')].map(r => r.textContent.trim())""")
+    assert entries[-1] == label, entries
+    drawn = page.evaluate("S.plots['plot-grad'].data[3].some(v => v !== null)")
+    assert drawn == (label == "theory")
+    if not drawn:
+        assert page.locator("#theory-note").text_content().startswith("no theory line: ")

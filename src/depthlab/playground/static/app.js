@@ -884,7 +884,10 @@ function buildPlots(m) {
       // one hidden layer is one point, and a line of one point is not drawn: rings around
       // the "now" point (their legend entries had nothing on the plot)
       { label: "at init", stroke: "#8fa7c8", width: 1.5, dash: [5, 4], points: ring(L, 11) },
-      { label: "theory", stroke: "#d62728", width: 1.5, dash: [2, 3], points: ring(L, 16) }],
+      // a network the theory does not cover (a step function, no hidden layer) has no line:
+      // its entry says so, as the saturation panel's (the note below the plot says why)
+      { label: m.theory && m.theory.relative_std === null ? "theory: none" : "theory",
+        stroke: "#d62728", width: 1.5, dash: [2, 3], points: ring(L, 16) }],
   }, [layers, layers.map(() => null), layers.map(() => null), layers.map(() => null)]);
   S.lossLog = false;
   makePlot("plot-loss", {
