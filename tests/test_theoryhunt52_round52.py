@@ -192,3 +192,19 @@ def test_predict_gradients_huge_input_spread_is_predicted() -> None:
     assert huge.covered
     assert huge.relative_std == pytest.approx(predict_gradients(net).relative_std, rel=1e-12)
     assert huge.relative_std == pytest.approx([math.sqrt(0.5), 1.0], rel=1e-12)
+
+
+@pytest.mark.parametrize("y", [0.0, 1, np.array(2), np.float32(0.5)])
+def test_probe_scalar_targets_are_one_clear_type_error(y: object) -> None:
+    # a single number as the targets: y.shape[0] was a bare IndexError ("tuple index out of
+    # range") from dl.probe and from ProbeRecorder's constructor
+    import depthlab as dl
+
+    net = dl.mlp([2, 3, 2])
+    x = np.zeros((4, 2))
+    with pytest.raises(TypeError, match=r"y=.* is not accepted \(one number\); accepted: an "
+                       r"array of 4 labels or targets"):
+        dl.probe(net, x, y)
+    with pytest.raises(TypeError, match=r"probe_y=.* is not accepted \(one number\); "
+                       r"accepted: an array of 4 labels"):
+        dl.ProbeRecorder(x, y)

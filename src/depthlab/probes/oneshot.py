@@ -51,6 +51,9 @@ def probe(net: Network, x: Array, y: Array, loss: str | Loss = "cross_entropy",
     y = data_array(y, "y")
     if x.ndim != 2 or x.shape[1] != net.n_inputs:
         raise ValueError(f"x has shape {x.shape}; expected (batch, {net.n_inputs})")
+    if y.ndim == 0:  # y.shape[0] was a bare IndexError ("tuple index out of range")
+        raise TypeError(f"y={y.item()!r:.40} is not accepted (one number); accepted: an array "
+                        f"of {x.shape[0]} labels or targets, one per row of x (as fit's y)")
     if y.shape[0] != x.shape[0]:
         raise ValueError(f"y has {y.shape[0]} rows but x has {x.shape[0]}"
                          + transposed_hint(x.shape[0], y.shape))

@@ -204,6 +204,10 @@ class ProbeRecorder(Callback):
             if probe_x.ndim != 2 or probe_x.shape[0] == 0:
                 raise ValueError(f"probe_x must be a non-empty (n, d) array, got shape "
                                  f"{probe_x.shape}")
+            if probe_y.ndim == 0:  # probe_y.shape[0]: a bare IndexError
+                raise TypeError(f"probe_y={probe_y.item()!r:.40} is not accepted (one number); "
+                                f"accepted: an array of {probe_x.shape[0]} labels or targets, "
+                                "one per row of probe_x (as fit's y)")
             if probe_y.shape[0] != probe_x.shape[0]:
                 raise ValueError(f"probe_y has {probe_y.shape[0]} rows but probe_x has "
                                  f"{probe_x.shape[0]}"
