@@ -208,3 +208,26 @@ def test_probe_scalar_targets_are_one_clear_type_error(y: object) -> None:
     with pytest.raises(TypeError, match=r"probe_y=.* is not accepted \(one number\); "
                        r"accepted: an array of 4 labels"):
         dl.ProbeRecorder(x, y)
+
+
+def test_initializer_overflowing_settings_are_named() -> None:
+    # a gain, std, limit or slope whose square is past float64: Python's ** raised a bare
+    # OverflowError "(34, 'Numerical result out of range')" naming nothing; a He slope whose
+    # variance underflowed was "scale must be a finite number > 0, got 0.0" (no scale given)
+    from depthlab import initializers as init
+    from depthlab.theory import propagate as propagate_theory
+
+    with pytest.raises(ValueError, match=r"gain=1e\+200: .*overflows float64"):
+        init.GlorotNormal(1e200)
+    with pytest.raises(ValueError, match=r"gain=1e\+308: .*overflows float64"):
+        init.GlorotUniform(1e308)
+    with pytest.raises(ValueError, match=r"negative_slope \(torch's a\) = 1e\+200: .*0"):
+        init.HeNormal(a=1e200)
+    # torch's formula sqrt(2 / (1 + a^2)) in its limit, not an OverflowError
+    assert init.calculate_gain("leaky_relu", 1e200) == pytest.approx(math.sqrt(2) * 1e-200)
+    assert init.calculate_gain("leaky_relu", 0.2) == math.sqrt(2.0 / (1.0 + 0.2**2))
+    for name, kw in (("normal", {"std": 1e200}), ("uniform", {"limit": 1e200}),
+                     ("orthogonal", {"gain": 1e200})):
+        assert init.weight_variance(name, 3, 3, **kw) == math.inf
+        with pytest.raises(ValueError, match=r"must be finite and >= 0, got inf"):
+            propagate_theory([3, 3, 3], "tanh", init=init.get_initializer(name, **kw))

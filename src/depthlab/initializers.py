@@ -295,6 +295,9 @@ class _Glorot(VarianceScaling):
 
     def __init__(self, gain: float = 1.0) -> None:
         self.gain = real("gain", gain, positive=True)
+        if not math.isfinite(self.gain * self.gain):  # gain**2 was a bare OverflowError
+            raise ValueError(f"gain={gain!r}: the weight variance 2 gain^2 / (fan_in + fan_out) "
+                             "overflows float64; expected a gain below 1.3e154")
         super().__init__(self.gain**2, "fan_avg", self._distribution)
 
     @property
@@ -361,8 +364,12 @@ class _He(VarianceScaling):
                                  f"{nonlinearity!r} ({own!r}) name one slope; give one of them")
             negative_slope = own
         self.negative_slope = negative_slope
-        super().__init__(_gain_squared(nonlinearity, self.negative_slope), _fan_in_or_out(mode),
-                         self._distribution)
+        gain2 = _gain_squared(nonlinearity, self.negative_slope)
+        if gain2 == 0.0:  # 2 / (1 + a^2) underflowed: "scale must be > 0, got 0.0" named no a
+            raise ValueError(f"negative_slope (torch's a) = {negative_slope!r}: the weight "
+                             "variance 2 / ((1 + a^2) fan) underflows to 0; expected |a| below "
+                             "1.3e154")
+        super().__init__(gain2, _fan_in_or_out(mode), self._distribution)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -435,7 +442,7 @@ class Normal(Initializer):
         return gen.normal(0.0, self.std, size=shape)
 
     def variance(self, fan_in: int, fan_out: int) -> float:
-        return self.std**2
+        return self.std * self.std  # inf past 1.3e154 (std**2: a bare OverflowError)
 
 
 class TruncNormal(Initializer):
@@ -520,7 +527,8 @@ class Uniform(Initializer):
         return self.fixed_limit
 
     def variance(self, fan_in: int, fan_out: int) -> float:
-        return self.limit(fan_in, fan_out) ** 2 / 3.0
+        lim = self.limit(fan_in, fan_out)
+        return lim * lim / 3.0  # inf past 1.3e154 (lim**2: a bare OverflowError)
 
     def sample(self, shape: tuple[int, ...], gen: np.random.Generator) -> Array:
         return self.sample_fans(shape, gen, compute_fans(shape))
@@ -639,7 +647,7 @@ class Orthogonal(Initializer):
         return np.ascontiguousarray(q).reshape(shape)
 
     def variance(self, fan_in: int, fan_out: int) -> float:
-        return self.gain**2 / max(fan_in, fan_out)
+        return self.gain * self.gain / max(fan_in, fan_out)  # inf past 1.3e154, no raise
 
     def shape_variance(self, shape: tuple[int, ...]) -> float:
         """``gain^2 / max(rows, cols)`` of the flattened ``(prod(shape[:-1]), shape[-1])``
@@ -647,7 +655,7 @@ class Orthogonal(Initializer):
         shape = _check_shape(shape)
         if len(shape) < 2:
             return self.variance(*compute_fans(shape))
-        return self.gain**2 / max(math.prod(shape[:-1]), shape[-1])
+        return self.gain * self.gain / max(math.prod(shape[:-1]), shape[-1])
 
 
 # the function-style names of the public API
@@ -707,6 +715,8 @@ def calculate_gain(nonlinearity: Any, param: float | None = None) -> float:
     if name == "selu":
         return 3.0 / 4.0
     slope = 0.01 if param is None else real("param", param)
+    if not math.isfinite(slope * slope):  # slope**2 was a bare OverflowError: sqrt(2) / |a|
+        return math.sqrt(2.0) / abs(slope)
     return math.sqrt(2.0 / (1.0 + slope**2))  # leaky_relu, the last name _gain_name passes
 
 
