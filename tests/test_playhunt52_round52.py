@@ -250,3 +250,31 @@ def test_the_gradient_legend_says_there_is_no_theory_line_where_there_is_none(pa
     assert drawn == (label == "theory")
     if not drawn:
         assert page.locator("#theory-note").text_content().startswith("no theory line: ")
+
+
+def test_the_reports_divergence_alert_says_not_finite_where_the_trainer_said_nan(tmp_path):
+    """A diverged run's alert in the report read "Training diverged. training diverged at step
+    4 (epoch 1): loss = nan; ..." above "loss: not finite (NaN/inf)": the message in the
+    report's words, as the playground's banner says it."""
+    import re
+
+    import pandas as pd
+
+    from depthlab.experiments.store import RunRecord, Store
+    from depthlab.report import write_report
+
+    with Store(tmp_path) as store:
+        store.add_run(RunRecord(
+            id="div", name="div", status="diverged", config={"model": {}},
+            metrics={"steps": 3},
+            divergence={"step": 4, "epoch": 1, "loss": float("nan"), "layer": "dense4",
+                        "nonfinite_parameters": [], "max_grad": None,
+                        "message": "training diverged at step 4 (epoch 1): loss = nan; first "
+                                   "non-finite values came out of layer 'dense4'."},
+            steps=pd.DataFrame({"step": [1, 2, 3], "loss": [0.9, 440.0, 2.6e14]})))
+    text = write_report(tmp_path).read_text(encoding="utf-8")
+    alert = text[text.index("<b>Training diverged.</b>"):]
+    alert = alert[:alert.index("</div></div>")]
+    assert "training diverged at step 4 (epoch 1): the loss was not finite (NaN); first" \
+        in alert, alert
+    assert not re.search(r"\bnan\b", alert), alert

@@ -1378,6 +1378,10 @@ def _text(v: Any) -> str:
 
 def _divergence_html(div: dict) -> str:
     msg = div.get("message")
+    if isinstance(msg, str):  # the trainer's "loss = nan" (Python's text of a NaN): as the
+        # playground's banner, in the report's words ("not finite"), NaN or inf named
+        msg = re.sub(r"\bloss = (nan|-?inf)\b", lambda m: "the loss was not finite ("
+                     + {"nan": "NaN", "inf": "+inf"}.get(m.group(1), m.group(1)) + ")", msg)
     # a divergence's loss is never finite: the store keeps its NaN/inf as null (was shown as
     # "loss none" under "loss = nan"); an unmeasured max_grad says nothing
     rest = [(k, "not finite (NaN/inf)" if k == "loss" and (
