@@ -231,3 +231,22 @@ def test_initializer_overflowing_settings_are_named() -> None:
         assert init.weight_variance(name, 3, 3, **kw) == math.inf
         with pytest.raises(ValueError, match=r"must be finite and >= 0, got inf"):
             propagate_theory([3, 3, 3], "tanh", init=init.get_initializer(name, **kw))
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "relu", "elu", "gelu", "softplus", "softmax",
+                                  "step", "penalized_tanh", "hardswish", "mish"])
+def test_activation_of_one_number_is_a_numpy_scalar(name: str) -> None:
+    # dl.activation(name)(0.5): "return arrays must be of ArrayType" (sigmoid, relu, ...),
+    # "'float' object has no attribute 'dtype'" (penalized_tanh) or "'numpy.float64' object
+    # does not support item assignment" (softplus); NumPy's ufuncs give a scalar
+    from depthlab.activations import get_activation
+
+    fn = get_activation(name)
+    for x, dtype in ((0.5, np.float64), (-2, np.float64), (np.float32(3.0), np.float32),
+                     (np.array(-0.25), np.float64), (True, np.float64)):
+        got = fn(x)
+        want = fn(np.array([x], dtype=dtype))
+        assert np.ndim(got) == 0 and got.dtype == dtype
+        assert got == want[0]
+    with pytest.raises(TypeError, match=r"complex128 are not accepted; accepted: real numbers"):
+        fn(1 + 2j)

@@ -24,6 +24,7 @@ computation to float64.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 from . import accel
@@ -120,11 +121,19 @@ class ActivationFn:
         """``a = f(s)`` (:meth:`forward`) of an array or nested lists; integers and booleans
         as float64, as torch's float functions promote them (``dl.activation("sigmoid")`` of
         integers was NumPy's "Cannot cast ufunc 'exp' output from dtype('float64') to
-        dtype('int64')")."""
-        if isinstance(s, list | tuple):
+        dtype('int64')"). One number (a Python or NumPy scalar, a 0-d array) gives a NumPy
+        scalar of its float dtype, as a NumPy ufunc does (it was "return arrays must be of
+        ArrayType" or an AttributeError); complex, text or object values are a TypeError."""
+        if isinstance(s, list | tuple | numbers.Number | xp.generic | str | bytes):
             s = xp.asarray(s)
-        if isinstance(s, xp.ndarray) and s.dtype.kind in "iub":
-            s = s.astype(xp.float64)
+        if isinstance(s, xp.ndarray):
+            if s.dtype.kind in "iub":
+                s = s.astype(xp.float64)
+            elif s.dtype.kind != "f":
+                raise TypeError(f"{self.name}: values of dtype {s.dtype} are not accepted; "
+                                "accepted: real numbers")
+            if s.ndim == 0:  # the elementwise kernels write into arrays: one element of one
+                return self.forward(s.reshape(1))[0]
         return self.forward(s)
 
     def __repr__(self) -> str:
