@@ -85,7 +85,7 @@ def _in_place_reference(model: _InPlaceAfter, x: torch.Tensor, y: torch.Tensor) 
     CE(m.c(torch.relu(s2 * 0.5)), y).backward()
     out = {}
     for name, s in (("a", s1), ("b", s2)):
-        out[(name, "pre_mean")] = float(s.mean())
+        out[(name, "pre_mean")] = float(s.detach().mean())
         out[(name, "pre_std")] = _std(s.detach())
         out[(name, "grad_pre_std")] = _std(s.grad)
         out[(name, "grad_pre_absmean")] = float(s.grad.abs().mean())
@@ -266,3 +266,101 @@ def test_watch_leaves_losses_parameters_and_random_streams_as_found() -> None:
     watched, p_watched = _train(True)
     assert watched == plain
     assert all(torch.equal(a, b) for a, b in zip(p_plain, p_watched))
+
+
+# ---------------------------------------------------------------------------------------------
+# a Watch names a layer the forward bypasses (self.b.forward(x), F.linear(h, self.c.weight)):
+# dlt.probe warned, the Watch dropped its rows without a word
+
+
+class _Bypassed(nn.Module):
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.how = how
+        self.a, self.b, self.c = nn.Linear(10, 16), nn.Linear(16, 16), nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.a(x))
+        if self.how == "forward":
+            h = self.b.forward(h)
+        elif self.how == "functional":
+            h = torch.nn.functional.linear(h, self.b.weight, self.b.bias)
+        else:
+            h = self.b(h)
+        return self.c(torch.relu(h))
+
+
+def _watched(model: nn.Module, steps: int = 2):
+    g = torch.Generator().manual_seed(4)
+    x, y = torch.randn(32, 10, generator=g), torch.randint(0, 3, (32,), generator=g)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    refs = {}
+    with dlt.Watch(model, every=1, out=None, theory=False) as watch:
+        for step in range(steps):
+            m = copy.deepcopy(model).to(D)
+            s = m.a(x.to(D))
+            s.retain_grad()
+            CE(m.c(torch.relu(m.b(torch.relu(s)))), y).backward()
+            refs[step] = {"pre_std": _std(s.detach()), "grad_pre_std": _std(s.grad)}
+            opt.zero_grad()
+            loss = CE(model(x), y)
+            loss.backward()
+            watch.step(loss)
+            opt.step()
+    return watch.frame(), refs
+
+
+@pytest.mark.parametrize("how", ["forward", "functional"])
+def test_watch_names_a_layer_the_forward_bypasses(how: str) -> None:
+    with pytest.warns(RuntimeWarning, match=r"Watch: the forward used the weights of 'b' "
+                                            r"\(Linear\) without calling the module.*"
+                                            r"self\.b\(x\)") as caught:
+        frame, refs = _watched(_Bypassed(how))
+    assert sum("without calling" in str(w.message) for w in caught) == 1  # said once
+    assert set(frame.module) == {"", "a", "c"}
+    for step, want in refs.items():
+        got = _rows(frame, step)
+        for q, v in want.items():
+            assert got[("a", q)] == pytest.approx(v, rel=1e-5), (step, q)
+
+
+def test_watch_does_not_name_layers_that_ran_or_got_no_gradient() -> None:
+    import warnings
+
+    class EarlyExit(nn.Module):  # 'd' runs from step 1 on; its .grad is None at step 0
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.a, self.c, self.d = nn.Linear(10, 16), nn.Linear(16, 3), nn.Linear(16, 3)
+            self.calls = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            h = torch.tanh(self.a(x))
+            return self.d(h) if self.calls % 2 == 0 else self.c(h)
+
+    class OwnMap(nn.Module):  # its own weight as a map beside a child layer: measured
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.a = nn.Linear(10, 16)
+            self.weight = nn.Parameter(torch.randn(3, 16) / 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.linear(torch.tanh(self.a(x)), self.weight)
+
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.randn(32, 10, generator=g), torch.randint(0, 3, (32,), generator=g)
+    for model in (EarlyExit(), OwnMap(), _Bypassed("call")):
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with dlt.Watch(model, every=1, out=None, theory=False) as watch:
+                for _ in range(3):
+                    opt.zero_grad()
+                    loss = CE(model(x), y)
+                    loss.backward()
+                    watch.step(loss)
+                    opt.step()
+        assert len(watch.frame()) > 0

@@ -264,6 +264,16 @@ def _clean_exit(error: BaseException | None) -> bool:
                                                  and error.code in (0, None))
 
 
+def _graded(w: torch.Tensor) -> bool:
+    """Whether parameter ``w`` holds a gradient with a nonzero entry (a sparse one too)."""
+    g = w.grad
+    if g is None:
+        return False
+    if g.is_sparse:
+        g = g.coalesce().values()
+    return bool(g.any())
+
+
 def _kept(loss: torch.Tensor) -> torch.Tensor:
     """The value of ``loss`` now, kept until the losses are copied to the host: a detached view
     of a fresh autograd result (``grad_fn`` set, never written in place: version 0, not a
@@ -499,6 +509,7 @@ class Watch:
         self._warned_twice = False
         self._warned_no_grad = False
         self._warned_frozen = False  # no parameter of the model requires grad (said once)
+        self._checked_unrun = False  # layers bypassed by the forward: looked for once
         self._grad_marks: list | None = None  # the gradients at the call before a record
         self._stepped_marks: list | None = None  # those an optimizer of the weights stepped on
         self._started = time.time()
@@ -1063,6 +1074,30 @@ class Watch:
         self._snap.clear()
         return rows
 
+    def _warn_unrun(self) -> None:
+        """Once, at the first record where layers ran: a RuntimeWarning naming the weight
+        layers whose weights got a nonzero gradient although their module's forward never ran
+        with the hooks on and no map of them was measured (``self.fc.forward(x)``, or
+        ``F.linear(x, self.fc.weight)`` outside a layer): they have no rows, as
+        :func:`depthlab.torch.probe` warns (the Watch dropped them without a word)."""
+        rec = self._rec
+        ran = {id(info) for info in rec.order}
+        measured = {id(w) for info in rec.order for w in info.weights}
+        measured.update(id(w) for _, w in rec._loose.values())
+        holders = (nn.ParameterList, nn.ParameterDict)
+        unrun = [info for info in rec.layers
+                 if id(info) not in ran and info.owner is not None
+                 and not isinstance(info.owner, holders)
+                 and any(id(w) not in measured and _graded(w) for w in info.weights)]
+        if unrun:
+            names = ", ".join(f"{info.name!r} ({info.kind})" for info in unrun[:4])
+            first = unrun[0].name
+            warnings.warn(f"Watch: the forward used the weights of {names} without calling the "
+                          f"module (e.g. self.{first}.forward(x) or F.linear(x, self.{first}"
+                          f".weight)), so they are not measured (no rows: only a module's "
+                          f"forward is seen); expected forward to call it (self.{first}(x))",
+                          RuntimeWarning, stacklevel=4)
+
     def _record(self, n: int, refresh: bool = False,
                 root: torch.autograd.graph.Node | None = None) -> bool:
         """Record step ``n``; True when the weight pass also refreshed the snapshot
@@ -1111,6 +1146,9 @@ class Watch:
                       if "torch._dynamo.eval_frame" in sys.modules else ")"))
             warnings.warn(f"Watch: {why}, so step {n} records its loss only", RuntimeWarning,
                           stacklevel=3)
+        elif not self._checked_unrun and self._rec.order:
+            self._checked_unrun = True
+            self._warn_unrun()
         first = n - len(self._pending) + 1
         layers, modules, quantities = self._rec.layout  # tuples reused while it repeats
         values = self._rec.values
