@@ -73,3 +73,30 @@ def test_a_conv_of_fewer_weights_than_the_minimum_is_not_judged():
     diag = dlt.doctor(make, _random_label_images(c=1), steps=4, batch_size=16, verify=False,
                         optimizer=("sgd", {"lr": 0.01}))
     assert diag.finding("init_mismatch") is None, str(diag)
+
+
+def test_cli_a_cnn_on_a_csv_of_flat_rows_names_the_missing_image_shape(tmp_path, capsys):
+    """Regression: ``depthlab doctor --torch net.py:cnn --data d.csv`` (a CSV has no image
+    shape) failed with torch's bare 'Expected 3D (unbatched) or 4D (batched) input to
+    conv2d', naming neither the data nor a remedy; now the line says the data has no image
+    shape, the Conv2d takes (N, C, H, W) and how to give it (exit 2, one line)."""
+    import numpy as np
+
+    from tests.helpers.cli import assert_one_line_error, run_cli
+
+    (tmp_path / "my net.py").write_text(
+        "import torch.nn as nn\n\ndef cnn():\n    return nn.Sequential(nn.Conv2d(1, 4, 3, "
+        "padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(256, 10))\n")
+    rng = np.random.default_rng(0)
+    rows = np.column_stack([rng.normal(size=(60, 64)).round(3), rng.integers(0, 3, 60)])
+    header = ",".join([f"p{i}" for i in range(64)] + ["label"])
+    np.savetxt(tmp_path / "d.csv", rows, delimiter=",", header=header, comments="",
+               fmt=["%.3f"] * 64 + ["%d"])
+    code, out, err = run_cli(capsys, "doctor", "--torch", f"{tmp_path / 'my net.py'}:cnn",
+                             "--data", str(tmp_path / "d.csv"), "--steps", "2",
+                             "--out", tmp_path / "res")
+    assert out == ""
+    assert_one_line_error(code, err, "input to conv2d", "has no image shape",
+                          "each example is 64 values in a row",
+                          "Conv2d(in_channels=1) takes (N, C, H, W) inputs",
+                          "give a .npz whose x has that shape")

@@ -403,6 +403,30 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+_CONV_INPUTS = {"Conv1d": "(N, C, L)", "Conv2d": "(N, C, H, W)", "Conv3d": "(N, C, D, H, W)"}
+"""The example layout each convolution takes, for :func:`_flat_rows_hint`."""
+
+
+def _flat_rows_hint(text: str, data: str, image_shape: Any, x: np.ndarray, model: Any,
+                    torch: Any) -> str:
+    """What to do when a convolution refused the data's flat rows: a data file with no image
+    shape (a CSV, a .npz whose x is (N, D)) gives each example as D values, which a Conv2d
+    cannot take, and torch's own line ('Expected 3D (unbatched) or 4D (batched) input to
+    conv2d') named neither the data nor a remedy. ``""`` for any other failure."""
+    if image_shape or x.ndim != 2 or "fails on inputs of shape" not in text \
+            or "conv" not in text.lower():
+        return ""
+    conv = next((m for m in model.modules() if type(m).__name__ in _CONV_INPUTS
+                 and isinstance(m, torch.nn.modules.conv._ConvNd)), None)
+    if conv is None:
+        return ""
+    kind = type(conv).__name__
+    return (f" (--data {data!r} has no image shape: each example is {x.shape[1]} values in a "
+            f"row, and the model's {kind}(in_channels={conv.in_channels}) takes "
+            f"{_CONV_INPUTS[kind]} inputs: give a .npz whose x has that shape, or make the model "
+            "reshape its input)")
+
+
 def _without_file_prefix(message: str, data: str) -> str:
     """``message`` without the data file's name the loader starts it with (``'d.csv': ``,
     ``'/abs/d.csv': ``, ``d.csv: ``): the line already begins ``--data 'd.csv': ``, which
@@ -507,4 +531,5 @@ def _diagnose(args: argparse.Namespace, torch: Any, load_dataset: Callable, doct
             text += (f" (dlt.doctor's loss_fn=); --loss takes the output tensor: make "
                      f"{args.torch.rpartition(':')[2]} return a module whose forward returns "
                      "that tensor (a wrapper)")
+        text += _flat_rows_hint(text, args.data, shape, x, probe_model, torch)
         raise UserError(f"doctor: {text}") from None
