@@ -250,3 +250,16 @@ def test_activation_of_one_number_is_a_numpy_scalar(name: str) -> None:
         assert got == want[0]
     with pytest.raises(TypeError, match=r"complex128 are not accepted; accepted: real numbers"):
         fn(1 + 2j)
+
+
+def test_theory_of_a_constant_callable_and_a_non_elementwise_one() -> None:
+    # a callable returning one number (f(s) = 1): NumPy's "matmul: Input operand 1 does not
+    # have enough dimensions" from the quadrature; a constant unit outputs 1, so
+    # q* = sigma_w2 + sigma_b2 and no gradient passes back (chi1 = 0)
+    m = meanfield(lambda s: 1.0, 1.5, 0.1)
+    assert m.q_star == pytest.approx(1.6, rel=1e-12) and m.converged
+    assert (m.chi1, m.c_star, m.phase) == (0.0, 1.0, "ordered")
+    assert q_map(lambda s: 2.0, 1.0, 1.5, 0.1) == pytest.approx(1.5 * 4.0 + 0.1, rel=1e-12)
+    with pytest.raises(ValueError, match=r"returned an array of shape .* expected an "
+                                         r"elementwise function"):
+        meanfield(lambda s: np.sum(s, axis=-1), 1.5)

@@ -879,7 +879,18 @@ def _from_object(obj: Any, name: str) -> ScalarActivation:
 
 def _from_callable(fn: Callable, name: str) -> ScalarActivation:
     def f(s: np.ndarray) -> np.ndarray:
-        return np.asarray(fn(np.asarray(s, dtype=np.float64)), dtype=np.float64)
+        s = np.asarray(s, dtype=np.float64)
+        out = np.asarray(fn(s), dtype=np.float64)
+        if out.shape != s.shape:
+            # one number for every input (lambda s: 1.0): a constant function, so each
+            # entry; another shape is no elementwise function (it was NumPy's "matmul: Input
+            # operand 1 does not have enough dimensions" from the quadrature)
+            if out.ndim != 0:
+                raise ValueError(f"activation {name!r} returned an array of shape "
+                                 f"{out.shape} for inputs of shape {s.shape}; expected an "
+                                 "elementwise function f(s) (one value per entry)")
+            out = np.full(s.shape, out[()])
+        return out
 
     def df(s: np.ndarray) -> np.ndarray:
         s = np.asarray(s, dtype=np.float64)
