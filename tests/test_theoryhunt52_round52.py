@@ -263,3 +263,17 @@ def test_theory_of_a_constant_callable_and_a_non_elementwise_one() -> None:
     with pytest.raises(ValueError, match=r"returned an array of shape .* expected an "
                                          r"elementwise function"):
         meanfield(lambda s: np.sum(s, axis=-1), 1.5)
+
+
+def test_bn_gradient_factor_overflowing_gamma_is_named() -> None:
+    # gamma = 1e200: "variance must be finite and >= 0, got inf" named neither gamma nor BN
+    from depthlab.theory import bn_gradient_factor, propagate_batchnorm
+
+    for call in (lambda: bn_gradient_factor("relu", gamma=1e200),
+                 lambda: propagate_batchnorm([4, 8, 8], "relu", gamma=-1e160)):
+        with pytest.raises(ValueError, match=r"gamma=-?1e\+(200|160): BN's output variance "
+                                             r"gamma\^2 overflows float64"):
+            call()
+    # relu is positively homogeneous: the factor does not depend on gamma's scale
+    assert bn_gradient_factor("relu", gamma=1e150).growth == pytest.approx(
+        bn_gradient_factor("relu").growth, rel=1e-9)

@@ -153,6 +153,9 @@ def bn_gradient_factor(activation: Any, gamma: float = 1.0, beta: float = 0.0,
     beta = _check("beta", beta)
     if gamma == 0.0:
         raise ValueError("gamma must be non-zero (BN's output scale), got 0")
+    if not math.isfinite(gamma * gamma):  # "variance must be finite ..., got inf" named no gamma
+        raise ValueError(f"gamma={gamma!r}: BN's output variance gamma^2 overflows float64; "
+                         "expected |gamma| below 1.3e154")
     name = activation if isinstance(activation, str) else None
     if name is not None and name.lower() in NOT_ELEMENTWISE:
         nan = math.nan
