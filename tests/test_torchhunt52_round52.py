@@ -279,6 +279,7 @@ class _Bypassed(nn.Module):
         torch.manual_seed(0)
         self.how = how
         self.a, self.b, self.c = nn.Linear(10, 16), nn.Linear(16, 16), nn.Linear(16, 3)
+        self.e = nn.Embedding(4, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = torch.relu(self.a(x))
@@ -286,6 +287,9 @@ class _Bypassed(nn.Module):
             h = self.b.forward(h)
         elif self.how == "functional":
             h = torch.nn.functional.linear(h, self.b.weight, self.b.bias)
+        elif self.how == "table":  # an embedding table looked up without its module
+            ids = torch.arange(16).expand(len(h), 16) % 4
+            h = self.b(h) + torch.nn.functional.embedding(ids, self.e.weight).sum(-1)
         else:
             h = self.b(h)
         return self.c(torch.relu(h))
@@ -323,6 +327,32 @@ def test_watch_names_a_layer_the_forward_bypasses(how: str) -> None:
         got = _rows(frame, step)
         for q, v in want.items():
             assert got[("a", q)] == pytest.approx(v, rel=1e-5), (step, q)
+
+
+def test_watch_names_a_table_looked_up_without_its_module_as_probe_does() -> None:
+    """F.embedding(ids, self.e.weight): an embedding table is a candidate map (a tied output
+    projection), so the first version of the check took every candidate as measured and said
+    nothing, while dlt.probe named 'e'."""
+    import warnings
+
+    g = torch.Generator().manual_seed(6)
+    x, y = torch.randn(32, 10, generator=g), torch.randint(0, 3, (32,), generator=g)
+    model = _Bypassed("table")
+    with pytest.warns(RuntimeWarning, match=r"weights of 'e' \(Embedding\) without calling"):
+        probed = dlt.probe(model, x, y, CE)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with dlt.Watch(model, every=1, out=None, theory=False) as watch:
+            for _ in range(2):
+                opt.zero_grad()
+                loss = CE(model(x), y)
+                loss.backward()
+                watch.step(loss)
+                opt.step()
+    said = [str(w.message) for w in caught if "without calling" in str(w.message)]
+    assert len(said) == 1 and "weights of 'e' (Embedding)" in said[0], said
+    assert set(watch.frame().module) == set(probed.module) == {"", "a", "b", "c"}
 
 
 def test_watch_does_not_name_layers_that_ran_or_got_no_gradient() -> None:

@@ -1083,7 +1083,9 @@ class Watch:
         rec = self._rec
         ran = {id(info) for info in rec.order}
         measured = {id(w) for info in rec.order for w in info.weights}
-        measured.update(id(w) for _, w in rec._loose.values())
+        # the maps measured (after the first record: those its capture found; before, every
+        # candidate, which names nothing)
+        measured.update(id(rec._loose[k][1]) for k in rec._map_keys if k in rec._loose)
         holders = (nn.ParameterList, nn.ParameterDict)
         unrun = [info for info in rec.layers
                  if id(info) not in ran and info.owner is not None
