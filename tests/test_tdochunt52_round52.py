@@ -100,3 +100,23 @@ def test_cli_a_cnn_on_a_csv_of_flat_rows_names_the_missing_image_shape(tmp_path,
                           "each example is 64 values in a row",
                           "Conv2d(in_channels=1) takes (N, C, H, W) inputs",
                           "give a .npz whose x has that shape")
+
+
+def test_images_without_a_channel_axis_are_named_for_a_conv2d():
+    """Regression: (N, H, W) images (raw MNIST-like tensors, uint8 too) for a Conv2d(1, ...)
+    failed with torch's 'expected input[1, 2, 8, 8] to have 1 channels, but got 2 channels'
+    (torch read the checked rows as one unbatched image), with no hint; channels-last images
+    had one. Now the line says the channel axis is missing and how to add it."""
+    import pytest
+
+    def make() -> nn.Module:
+        return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                             nn.Linear(256, 10))
+
+    x, y = _random_label_images(n=32, c=1)
+    for images in (x[:, 0], (x[:, 0].abs() * 40).to(torch.uint8)):
+        with pytest.raises(ValueError, match=r"^the model or loss_fn fails on inputs of shape "
+                                             r"\(8, 8\) per example.*the images have no channel "
+                                             r"axis \(N, H, W\): torch's Conv2d takes \(N, C, H, "
+                                             r"W\), e.g. x\[:, None\] for one channel"):
+            dlt.doctor(make, (images, y), steps=2, verify=False)

@@ -118,6 +118,10 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
                 d.x.shape[-1] == conv.in_channels != d.x.shape[1]:
             hint += ("; the images look channels-last (N, H, W, C): torch's Conv2d takes "
                      "(N, C, H, W), e.g. x.transpose(0, 3, 1, 2)")
+        if conv is not None and out is None and d.x.dim() == 3 and conv.in_channels == 1:
+            # (N, H, W): torch read the batch checked as one image of N channels
+            hint += ("; the images have no channel axis (N, H, W): torch's Conv2d takes "
+                     "(N, C, H, W), e.g. x[:, None] for one channel")
         if binary_threshold(loss_fn) == 0.5 and "input should be between 0 and 1" in str(e):
             hint += ("; BCELoss takes the model's outputs as probabilities (a sigmoid at its "
                      "end): for logits use nn.BCEWithLogitsLoss ('bce_with_logits')")
