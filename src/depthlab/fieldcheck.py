@@ -93,17 +93,18 @@ def number_hint(v: Any, whole: bool) -> str:
     other value (a fraction where an integer is expected, text that is no number)."""
     if isinstance(v, str):
         text = v.strip()
-        if not re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", text):
+        if not re.fullmatch(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", text):
             return ""  # "nan", "inf", "1_000" and words are no number to suggest
         value = float(text)
-        if not math.isfinite(value):
-            return ""
+        if not math.isfinite(value) or (whole and abs(value) >= 2.0**53):
+            return ""  # (a whole number past 2**53 printed in full: a 301-digit hint)
         if whole:
             if value != int(value):
                 return ""
             text = str(int(value))
         return f" (did you mean {text}, without quotes?)"
-    if whole and isinstance(v, float) and math.isfinite(v) and v == int(v):
+    if whole and isinstance(v, float) and math.isfinite(v) and v == int(v) \
+            and abs(v) < 2.0**53:
         return f" (did you mean {int(v)}?)"
     return ""
 

@@ -480,10 +480,10 @@ class TruncNormal(Initializer):
     def variance(self, fan_in: int, fan_out: int) -> float:
         beta = self._beta()
         if beta < 1e-3:  # 1 - (1 - beta^2 / 3 ...) cancels: the series, error O(beta^6)
-            return self.b**2 / 3.0 * (1.0 - 2.0 * beta**2 / 15.0)
+            return self.b * self.b / 3.0 * (1.0 - 2.0 * beta * beta / 15.0)
         mass = math.erf(beta / math.sqrt(2.0))  # 2 Phi(beta) - 1
         pdf = math.exp(-0.5 * beta * beta) / math.sqrt(2.0 * math.pi)
-        return self.std**2 * (1.0 - 2.0 * beta * pdf / mass)
+        return self.std * self.std * (1.0 - 2.0 * beta * pdf / mass)
 
     def sample(self, shape: tuple[int, ...], gen: np.random.Generator) -> Array:
         beta = self._beta()

@@ -391,7 +391,8 @@ class MSE(_RegressionLoss):
 
     def backward(self, grad: Any = None) -> Array:
         diff = self._cached()
-        g = diff * (2.0 * self._scale(diff.size))
+        with np.errstate(over="ignore"):  # 2 d past the dtype's range: inf, as torch's
+            g = diff * (2.0 * self._scale(diff.size))
         up = self._upstream(grad, diff.shape, diff.dtype)
         return g if up is None else g * up
 
