@@ -120,3 +120,38 @@ def test_images_without_a_channel_axis_are_named_for_a_conv2d():
                                              r"axis \(N, H, W\): torch's Conv2d takes \(N, C, H, "
                                              r"W\), e.g. x\[:, None\] for one channel"):
             dlt.doctor(make, (images, y), steps=2, verify=False)
+
+
+def test_cli_warns_for_a_data_file_of_unscaled_pixels(tmp_path, capsys):
+    """Regression: a .npz of uint8 images (pixels 0 to 255) reached the torch doctor as
+    float32 0 to 255 without a word (dlt.doctor warns for uint8 tensors, the CLI never passes
+    one), and a ReLU CNN on them read lr_too_high and dead_relu; now a one-line warning names
+    the data and x / 255. The same images scaled to [0, 1] get none."""
+    import numpy as np
+
+    from tests.helpers.cli import run_cli
+
+    (tmp_path / "net.py").write_text(
+        "import torch.nn as nn\n\ndef cnn():\n    return nn.Sequential(nn.Conv2d(1, 4, 3, "
+        "padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(256, 3))\n")
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(40, 1, 8, 8)).astype(np.uint8)
+    labels = rng.integers(0, 3, 40)
+    np.savez(tmp_path / "raw.npz", x=pixels, y=labels)
+    np.savez(tmp_path / "scaled.npz", x=pixels / np.float32(255), y=labels)
+    import warnings
+
+    for name, warned in (("raw.npz", True), ("scaled.npz", False)):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            code, out, err = run_cli(capsys, "doctor", "--torch",
+                                     f"{tmp_path / 'net.py'}:cnn", "--data",
+                                     str(tmp_path / name), "--steps", "2", "--out",
+                                     tmp_path / "res")
+        assert code == 0, err
+        lines = [str(w.message) for w in seen if "--data" in str(w.message)]
+        if warned:  # the command line prints it as 'depthlab: warning: --data ...'
+            assert len(lines) == 1 and lines[0].startswith(f"--data {str(tmp_path / name)!r}")
+            assert "whole numbers up to 255" in lines[0] and "x / 255" in lines[0]
+        else:
+            assert lines == []

@@ -403,6 +403,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_unscaled_pixels(ds: Any, data: str) -> None:
+    """A UserWarning (``depthlab: warning: ...``) for a data file of images (one with an image
+    shape) whose training inputs are whole numbers from 0 to 255 with a maximum above 1: raw
+    pixels, which the model gets unscaled. dlt.doctor warns for uint8 tensors; a uint8 .npz
+    reached it as float32 values 0 to 255 without a word, and a He-initialized ReLU CNN on
+    them read 'lr_too_high' and 'dead_relu' (75% of the first layer's units), where x / 255
+    has no finding."""
+    import warnings
+
+    import numpy as np
+
+    x = getattr(ds, "x_train", None)
+    if not ds.info.get("image_shape") or not isinstance(x, np.ndarray) or x.size == 0 \
+            or x.dtype.kind not in "fiu":
+        return
+    top = float(x.max())
+    if 1 < top <= 255 and float(x.min()) >= 0 and bool(np.all(x == np.round(x))):
+        warnings.warn(f"--data {data!r} holds images of whole numbers up to {top:g} (pixels "
+                      "0 to 255?), which the model gets unscaled: save x / 255 (or normalized "
+                      "inputs) unless the model scales them itself", UserWarning, stacklevel=2)
+
+
 _CONV_INPUTS = {"Conv1d": "(N, C, L)", "Conv2d": "(N, C, H, W)", "Conv3d": "(N, C, D, H, W)"}
 """The example layout each convolution takes, for :func:`_flat_rows_hint`."""
 
@@ -489,6 +511,7 @@ def _diagnose(args: argparse.Namespace, torch: Any, load_dataset: Callable, doct
                         .replace(LABEL_HINT, "name it with --label COLUMN.")
                         .replace(f"label={args.label!r}", f"--label {args.label!r}")
                         .replace(f"n={args.n} ", f"--n {args.n} ")) from None
+    _warn_unscaled_pixels(ds, args.data)
     try:
         torch.manual_seed(args.seed)  # an instance in the file is diagnosed as a deep copy
         probe_model = make_model if isinstance(make_model, torch.nn.Module) else make_model()
