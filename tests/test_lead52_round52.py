@@ -42,3 +42,38 @@ def test_number_hint_gives_no_301_digit_number_and_reads_ascii_digits_only():
     assert number_hint(8.0, True) == " (did you mean 8?)"
     assert number_hint("8.0", True) == " (did you mean 8, without quotes?)"
     assert number_hint("1e-3", False) == " (did you mean 1e-3, without quotes?)"
+
+
+def test_no_channel_axis_hint_for_a_model_that_adds_the_axis_itself():
+    """review52 F5: the (N, H, W) hint named the channel axis for any failure of a model with a
+    Conv2d(1, ...), here a Linear's size after a forward that adds the axis itself."""
+    torch = pytest.importorskip("torch")
+    import depthlab.torch as dlt
+    from torch import nn
+
+    class AddsAxis(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(1, 4, 3)
+            self.fc = nn.Linear(99, 10)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.c(x.unsqueeze(1))).flatten(1))
+
+    class Plain(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(1, 4, 3)
+            self.fc = nn.Linear(144, 10)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.c(x)).flatten(1))
+
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 8, 8), torch.randint(0, 10, (32,))
+    with pytest.raises(Exception) as got:
+        dlt.doctor(AddsAxis(), (x, y), steps=2, verify=False)
+    assert "mat1 and mat2" in str(got.value) and "channel axis" not in str(got.value)
+    with pytest.raises(Exception) as got:  # the case the hint is for keeps it
+        dlt.doctor(Plain(), (x, y), steps=2, verify=False)
+    assert "no channel axis" in str(got.value) and "x[:, None]" in str(got.value)

@@ -114,11 +114,13 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
             hint += ("; x holds one number per example (shape (N,)): a model of one input "
                      "feature takes a column, x.reshape(-1, 1)")
         conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-        if conv is not None and out is None and d.x.dim() == 4 and \
+        channels = "channels" in str(e)  # torch's conv: 'expected input[...] to have 3 channels'
+        if conv is not None and out is None and channels and d.x.dim() == 4 and \
                 d.x.shape[-1] == conv.in_channels != d.x.shape[1]:
             hint += ("; the images look channels-last (N, H, W, C): torch's Conv2d takes "
                      "(N, C, H, W), e.g. x.transpose(0, 3, 1, 2)")
-        if conv is not None and out is None and d.x.dim() == 3 and conv.in_channels == 1:
+        if conv is not None and out is None and channels and d.x.dim() == 3 and \
+                conv.in_channels == 1:
             # (N, H, W): torch read the batch checked as one image of N channels
             hint += ("; the images have no channel axis (N, H, W): torch's Conv2d takes "
                      "(N, C, H, W), e.g. x[:, None] for one channel")
