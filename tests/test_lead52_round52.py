@@ -48,8 +48,9 @@ def test_no_channel_axis_hint_for_a_model_that_adds_the_axis_itself():
     """review52 F5: the (N, H, W) hint named the channel axis for any failure of a model with a
     Conv2d(1, ...), here a Linear's size after a forward that adds the axis itself."""
     torch = pytest.importorskip("torch")
-    import depthlab.torch as dlt
     from torch import nn
+
+    import depthlab.torch as dlt
 
     class AddsAxis(nn.Module):
         def __init__(self):
