@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -53,7 +54,8 @@ def engine_block(data: dict) -> list[str]:
         f"Load average (1, 5, 15 min) before the run: "
         f"{', '.join(f'{v:.1f}' for v in data['load_before'])}; after: "
         f"{', '.join(f'{v:.1f}' for v in data['load_after'])} ({data['cores']} cores)."
-        + (f" {data['blas']}." if data.get("blas") else ""),
+        + (" " + re.sub(r"\b(OPENBLAS_[A-Z0-9_]+(?:=[^,)\s]+)?)", r"`\1`", data["blas"])
+           + "." if data.get("blas") else ""),
         "",
         "| network | setting | depthlab ms | depthlab, own thread choice ms | PyTorch ms | "
         "JAX ms | PyTorch / depthlab | JAX / depthlab |",
