@@ -20,11 +20,9 @@ def numpy_blas() -> str:
     import numpy as np
     from threadpoolctl import threadpool_info
 
-    np_dir = os.path.dirname(np.__file__)
+    bundled = os.path.dirname(np.__file__) + ".libs"  # a wheel's own copy: numpy.libs/
     libs = [lib for lib in threadpool_info() if lib.get("user_api") == "blas"]
-    mine = [lib for lib in libs if os.path.dirname(os.path.dirname(str(lib.get("filepath"))))
-            == os.path.dirname(np_dir)
-            and "numpy" in os.path.basename(os.path.dirname(str(lib.get("filepath"))))]
+    mine = [lib for lib in libs if os.path.dirname(str(lib.get("filepath"))) == bundled]
     lib = (mine or libs or [{}])[0]
     name = {"openblas": "OpenBLAS", "mkl": "MKL", "blis": "BLIS"}.get(
         str(lib.get("internal_api")), str(lib.get("internal_api", "unknown BLAS")))
